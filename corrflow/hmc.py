@@ -1,0 +1,262 @@
+"""Hybrid Monte Carlo on a Lie group (pure functions, blackjax-style ``init`` / ``step``).
+
+Molecular dynamics: ``H = 1/2 sum_a (pi^a)^2 + S(U)``, equations of motion ``dU/dt = pi U`` and
+``dpi/dt = -F(U)`` with the right-trivialised force ``F`` of the theory (see
+:mod:`corrflow.theories.gauge`).  Integrators:
+
+* ``"leapfrog"``: ``pi <- pi - eps/2 F; (U <- exp(eps pi) U; pi <- pi - eps F)^n ...`` (the last
+  momentum kick is a half step).
+* ``"omelyan"``: 2nd-order minimum-norm integrator (Omelyan, Mryglod & Folk 2003) with
+  ``lambda = 0.1931833275037836``: per step ``pi -= lambda eps F; U <- exp(eps/2 pi) U;
+  pi -= (1 - 2 lambda) eps F; U <- exp(eps/2 pi) U; pi -= lambda eps F`` (adjacent kicks fused);
+  two force evaluations per step, about 10x smaller energy violation than leapfrog at equal step.
+
+Both are reversible and area-preserving, so the Metropolis step makes HMC exact.  After each
+trajectory the links are re-unitarised (SU(N)) or wrapped into ``[-pi, pi)`` (U(1)).
+
+Random numbers: the key for trajectory ``t`` of a run is ``jax.random.fold_in(key, t)`` where ``t``
+is the *global* trajectory index, so a run split into pieces (or resumed after interruption)
+reproduces the uninterrupted chain bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+__all__ = [
+    "HMCConfig",
+    "HMCState",
+    "HMCInfo",
+    "INTEGRATORS",
+    "cold_start",
+    "hot_start",
+    "init",
+    "step",
+    "integrate",
+    "hamiltonian",
+    "sample",
+    "sample_chains",
+]
+
+OMELYAN_LAMBDA = 0.1931833275037836
+INTEGRATORS = ("leapfrog", "omelyan")
+
+
+@dataclass(frozen=True)
+class HMCConfig:
+    """HMC settings: ``step_size`` (traced), ``n_steps`` and ``integrator`` (static).
+
+    The trajectory length is ``step_size * n_steps``.
+    """
+
+    step_size: Any = 0.1
+    n_steps: int = 10
+    integrator: str = "omelyan"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.step_size, (int, float)) and not (np.isfinite(self.step_size) and self.step_size > 0):
+            raise ValueError(f"HMCConfig: step_size must be a positive finite number, got {self.step_size}")
+        if not isinstance(self.n_steps, (int, np.integer)) or self.n_steps < 1:
+            raise ValueError(f"HMCConfig: n_steps must be an integer >= 1, got {self.n_steps!r}")
+        if self.integrator not in INTEGRATORS:
+            raise ValueError(f"HMCConfig: unknown integrator {self.integrator!r}; allowed: {', '.join(INTEGRATORS)}")
+
+    @property
+    def trajectory_length(self) -> float:
+        return float(self.step_size) * self.n_steps
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"step_size": float(self.step_size), "n_steps": int(self.n_steps), "integrator": self.integrator}
+
+
+jax.tree_util.register_dataclass(HMCConfig, data_fields=["step_size"], meta_fields=["n_steps", "integrator"])
+
+
+class HMCState(NamedTuple):
+    """Markov-chain state: links and their action (so it is not recomputed each trajectory)."""
+
+    links: Array
+    action: Array
+
+
+class HMCInfo(NamedTuple):
+    """Per-trajectory diagnostics.
+
+    ``delta_H``: energy violation ``H_end - H_start``; ``accepted``: bool;
+    ``acceptance_probability``: ``min(1, exp(-delta_H))``.
+    """
+
+    delta_H: Array
+    accepted: Array
+    acceptance_probability: Array
+
+
+# ----------------------------------------------------------------------------------------
+# starts
+# ----------------------------------------------------------------------------------------
+
+
+def cold_start(theory: Any, batch: tuple[int, ...] = (), dtype: Any = None) -> Array:
+    """All links set to the identity. ``dtype`` defaults to float64 / complex128."""
+    g = theory.group
+    if dtype is None:
+        dtype = jnp.float64 if g.is_abelian else jnp.complex128
+    return g.identity(tuple(batch) + theory.shape + (theory.ndim,), dtype)
+
+
+def hot_start(key: Array, theory: Any, batch: tuple[int, ...] = (), dtype: Any = None) -> Array:
+    """Haar-random links (infinite-temperature start)."""
+    g = theory.group
+    if dtype is None:
+        dtype = jnp.float64 if g.is_abelian else jnp.complex128
+    return g.random(key, tuple(batch) + theory.shape + (theory.ndim,), dtype)
+
+
+# ----------------------------------------------------------------------------------------
+# kernel
+# ----------------------------------------------------------------------------------------
+
+
+def init(theory: Any, links: Array) -> HMCState:
+    """Initial state from links of shape ``(*batch, *theory.link_shape)``."""
+    theory.check_links(links)
+    return HMCState(links=links, action=theory.action(links))
+
+
+def _momentum_dtype(links: Array, group: Any) -> Any:
+    return links.dtype
+
+
+def kinetic_energy(group: Any, p: Array, ndim: int) -> Array:
+    """``1/2 sum_a (pi^a)^2`` summed over all links; shape ``batch``."""
+    from .theories.gauge import accumulate
+
+    k = group.kinetic(p)
+    return accumulate(k, tuple(range(-(ndim + 1), 0)))
+
+
+def hamiltonian(theory: Any, links: Array, momenta: Array) -> Array:
+    """``H = K(pi) + S(U)``, shape ``batch``."""
+    return kinetic_energy(theory.group, momenta, theory.ndim) + theory.action(links)
+
+
+def integrate(theory: Any, config: HMCConfig, links: Array, momenta: Array) -> tuple[Array, Array]:
+    """Molecular-dynamics trajectory of ``config.n_steps`` steps; returns ``(links, momenta)``.
+
+    Exactly reversible: ``integrate(U', -pi')`` returns ``(U, -pi)`` up to rounding.
+    """
+    g = theory.group
+    eps = jnp.asarray(config.step_size, links.real.dtype)
+
+    def kick(p: Array, u: Array, h: Array) -> Array:
+        return p - h * theory.force(u).astype(p.dtype)
+
+    def drift(u: Array, p: Array, h: Array) -> Array:
+        return g.exp_left(h * p, u)
+
+    if config.integrator == "leapfrog":
+        p = kick(momenta, links, eps / 2)
+
+        def body(carry: tuple[Array, Array], _: Any) -> tuple[tuple[Array, Array], None]:
+            u, p = carry
+            u = drift(u, p, eps)
+            p = kick(p, u, eps)
+            return (u, p), None
+
+        (u, p), _ = jax.lax.scan(body, (links, p), None, length=config.n_steps - 1)
+        u = drift(u, p, eps)
+        p = kick(p, u, eps / 2)
+        return u, p
+
+    lam = OMELYAN_LAMBDA
+    p = kick(momenta, links, lam * eps)
+
+    def om_body(carry: tuple[Array, Array], _: Any) -> tuple[tuple[Array, Array], None]:
+        u, p = carry
+        u = drift(u, p, eps / 2)
+        p = kick(p, u, (1 - 2 * lam) * eps)
+        u = drift(u, p, eps / 2)
+        p = kick(p, u, 2 * lam * eps)
+        return (u, p), None
+
+    (u, p), _ = jax.lax.scan(om_body, (links, p), None, length=config.n_steps - 1)
+    u = drift(u, p, eps / 2)
+    p = kick(p, u, (1 - 2 * lam) * eps)
+    u = drift(u, p, eps / 2)
+    p = kick(p, u, lam * eps)
+    return u, p
+
+
+def step(key: Array, state: HMCState, theory: Any, config: HMCConfig) -> tuple[HMCState, HMCInfo]:
+    """One HMC trajectory with Metropolis accept/reject (works on batched states).
+
+    For a batch of chains, each chain is accepted or rejected independently.
+    """
+    g = theory.group
+    links = state.links
+    batch = links.shape[: links.ndim - len(theory.link_shape)]
+    k_mom, k_acc = jax.random.split(key)
+    p0 = g.random_algebra(k_mom, links.shape[: links.ndim - g.elem_ndim], links.dtype)
+    h0 = kinetic_energy(g, p0, theory.ndim) + state.action
+    u1, p1 = integrate(theory, config, links, p0)
+    u1 = g.normalize(u1)
+    s1 = theory.action(u1)
+    h1 = kinetic_energy(g, p1, theory.ndim) + s1
+    dh = h1 - h0
+    dh = jnp.where(jnp.isnan(dh), jnp.inf, dh)  # a NaN trajectory is always rejected
+    prob = jnp.minimum(1.0, jnp.exp(-dh))
+    accept = jax.random.uniform(k_acc, batch, dh.dtype) < prob
+    sel = accept.reshape(batch + (1,) * len(theory.link_shape))
+    new_links = jnp.where(sel, u1, links)
+    new_action = jnp.where(accept, s1, state.action)
+    return HMCState(new_links, new_action), HMCInfo(dh, accept, prob)
+
+
+def sample(
+    key: Array,
+    state: HMCState,
+    theory: Any,
+    config: HMCConfig,
+    n_traj: int,
+    first_index: Any = 0,
+    measure: Callable[[Array], Any] | None = None,
+) -> tuple[HMCState, HMCInfo, Any]:
+    """Run ``n_traj`` trajectories in one ``lax.scan`` (call it under ``jax.jit``).
+
+    The key of trajectory ``first_index + t`` is ``fold_in(key, first_index + t)``.  ``measure``
+    (optional) maps links to a pytree recorded after every trajectory.  Returns the final state,
+    the stacked :class:`HMCInfo` (leading axis ``n_traj``) and the stacked measurements (or None).
+    """
+
+    def body(st: HMCState, t: Array) -> tuple[HMCState, tuple[HMCInfo, Any]]:
+        st, info = step(jax.random.fold_in(key, t), st, theory, config)
+        m = measure(st.links) if measure is not None else None
+        return st, (info, m)
+
+    idx = jnp.arange(n_traj) + first_index
+    state, (info, meas) = jax.lax.scan(body, state, idx)
+    return state, info, meas
+
+
+def sample_chains(
+    keys: Array,
+    states: HMCState,
+    theory: Any,
+    config: HMCConfig,
+    n_traj: int,
+    first_index: Any = 0,
+    measure: Callable[[Array], Any] | None = None,
+) -> tuple[HMCState, HMCInfo, Any]:
+    """:func:`sample` vmapped over chains: ``keys`` ``(n_chains, 2)``, states with leading chain axis.
+
+    Outputs have leading axes ``(n_chains, n_traj)``.
+    """
+    fn = lambda k, s: sample(k, s, theory, config, n_traj, first_index, measure)  # noqa: E731
+    return jax.vmap(fn)(keys, states)

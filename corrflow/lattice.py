@@ -1,0 +1,254 @@
+"""Lattice geometry in any dimension: shifts, plaquettes, staples, Wilson and Polyakov loops, masks.
+
+Array layout (used everywhere in corrflow)
+-------------------------------------------
+* A **link field** has shape ``(*batch, L_0, ..., L_{d-1}, d, *elem)``: ``U[..., x_0, ..., x_{d-1}, mu]``
+  is the link ``U_mu(x)`` from site ``x`` to ``x + mu_hat``; ``elem`` is ``()`` for U(1) angles and
+  ``(N, N)`` for SU(N).  Direction ``mu = 0`` is (Euclidean) time.
+* A **site field** has shape ``(*batch, L_0, ..., L_{d-1}, *elem)``.
+* Boundary conditions are periodic.  ``shift(f, mu, n)(x) = f(x + n mu_hat)``.
+* ``P_{mu nu}(x) = U_mu(x) U_nu(x + mu) U_mu(x + nu)^dag U_nu(x)^dag`` (for U(1):
+  ``theta_mu(x) + theta_nu(x+mu) - theta_mu(x+nu) - theta_nu(x)``); planes are ordered
+  ``(0,1), (0,2), ..., (d-2, d-1)``.
+
+Functions take the :class:`~corrflow.groups.Group` explicitly and never loop over sites: every
+operation is a whole-array roll / product, so any number of leading batch axes works unchanged.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .groups import Group
+
+Array = jax.Array
+
+__all__ = [
+    "validate_shape",
+    "check_links",
+    "planes",
+    "shift",
+    "link",
+    "plaquette",
+    "plaquettes",
+    "staple",
+    "staple_sum",
+    "wall",
+    "wilson_loop",
+    "polyakov_loop",
+    "checkerboard",
+    "link_mask",
+]
+
+
+# ----------------------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------------------
+
+
+def validate_shape(shape: Sequence[int], *, even: bool = False, name: str = "shape") -> tuple[int, ...]:
+    """Check a lattice shape ``(L_0, ..., L_{d-1})``; return it as a tuple of ints.
+
+    Raises ``ValueError`` naming the parameter for non-integer or non-positive extents, fewer
+    than two dimensions, or (with ``even=True``) odd extents.
+    """
+    try:
+        dims = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of positive integers like (16, 16); got {shape!r}") from None
+    if any(int(s) != s for s in shape):  # reject 4.5 etc.
+        raise ValueError(f"{name} must contain integers; got {shape!r}")
+    if len(dims) < 2:
+        raise ValueError(f"{name} must have at least 2 dimensions (a plaquette needs two); got {shape!r}")
+    bad = [s for s in dims if s < 1]
+    if bad:
+        raise ValueError(f"{name} must have positive extents; got {shape!r}")
+    if even and any(s % 2 for s in dims):
+        raise ValueError(f"{name} must have even extents for checkerboard masks; got {shape!r}")
+    return dims
+
+
+def check_links(u: Array, group: Group, shape: Sequence[int]) -> None:
+    """Raise ``ValueError`` unless ``u`` is a link field of ``group`` on the lattice ``shape``.
+
+    Accepts any number of leading batch axes.  Checks trailing axes and the dtype kind.
+    """
+    shape = tuple(shape)
+    d = len(shape)
+    expected_tail = shape + (d,) + tuple(group.elem_shape)
+    u_shape = tuple(np.shape(u))
+    if len(u_shape) < len(expected_tail) or u_shape[len(u_shape) - len(expected_tail):] != expected_tail:
+        raise ValueError(
+            f"links have shape {u_shape}; for group {group.name} on lattice {shape} the trailing axes must be "
+            f"{expected_tail} = (L_0, ..., L_{{d-1}}, d{', N, N' if group.elem_ndim else ''}), after any batch axes"
+        )
+    kind = np.dtype(getattr(u, "dtype", np.asarray(u).dtype)).kind
+    if group.elem_ndim == 0 and kind != "f":
+        raise ValueError(f"U(1) links are real angles; got dtype {u.dtype}. Pass angles theta, not exp(i theta).")
+    if group.elem_ndim == 2 and kind != "c":
+        raise ValueError(f"{group.name} links must be complex matrices; got dtype {u.dtype}")
+
+
+# ----------------------------------------------------------------------------------------
+# geometry
+# ----------------------------------------------------------------------------------------
+
+
+def planes(d: int) -> list[tuple[int, int]]:
+    """Ordered list of planes ``(mu, nu)`` with ``mu < nu`` in ``d`` dimensions."""
+    return list(combinations(range(d), 2))
+
+
+def _site_axis(mu: int, d: int, group: Group) -> int:
+    return mu - d - group.elem_ndim
+
+
+def shift(f: Array, mu: int, n: int, d: int, group: Group) -> Array:
+    """Site field translated so that ``shift(f, mu, n)(x) = f(x + n mu_hat)`` (periodic)."""
+    return jnp.roll(f, -n, axis=_site_axis(mu, d, group))
+
+
+def link(u: Array, mu: int, group: Group) -> Array:
+    """Site field ``U_mu(x)`` extracted from a link field."""
+    return jnp.take(u, mu, axis=-1 - group.elem_ndim)
+
+
+def _ndim(u: Array, group: Group) -> int:
+    return u.shape[-1 - group.elem_ndim]
+
+
+def plaquette(u: Array, mu: int, nu: int, group: Group) -> Array:
+    """Plaquette field ``P_{mu nu}(x)`` (group elements), shape of a site field."""
+    d = _ndim(u, group)
+    um, un = link(u, mu, group), link(u, nu, group)
+    a = group.mul(um, shift(un, mu, 1, d, group))
+    b = group.mul(un, shift(um, nu, 1, d, group))
+    return group.mul(a, group.adj(b))
+
+
+def plaquettes(u: Array, group: Group) -> Array:
+    """All plaquette fields stacked on a new axis in front of the site axes.
+
+    Shape ``(*batch, n_planes, L_0, ..., L_{d-1}, *elem)`` with planes ordered as :func:`planes`.
+    """
+    d = _ndim(u, group)
+    axis = -(d + group.elem_ndim) - 1
+    return jnp.stack([plaquette(u, m, n, group) for m, n in planes(d)], axis=axis)
+
+
+def staple(u: Array, mu: int, nu: int, group: Group) -> tuple[Array, Array]:
+    """Upper and lower staples of link ``U_mu(x)`` in the plane ``(mu, nu)``, as group elements.
+
+    ``upper(x) = U_nu(x+mu) U_mu(x+nu)^dag U_nu(x)^dag`` and
+    ``lower(x) = U_nu(x+mu-nu)^dag U_mu(x-nu)^dag U_nu(x-nu)``, so that
+    ``Re tr[U_mu(x) upper(x)] = Re tr P_{mu nu}(x)`` and ``Re tr[U_mu(x) lower(x)] = Re tr P_{mu nu}(x - nu)``.
+    """
+    d = _ndim(u, group)
+    um, un = link(u, mu, group), link(u, nu, group)
+    un_xmu = shift(un, mu, 1, d, group)
+    upper = group.mul(group.mul(un_xmu, group.adj(shift(um, nu, 1, d, group))), group.adj(un))
+    lower_at_x_plus_nu = group.mul(group.mul(group.adj(un_xmu), group.adj(um)), un)
+    return upper, shift(lower_at_x_plus_nu, nu, -1, d, group)
+
+
+def staple_sum(u: Array, mu: int, group: Group, weights: Array | None = None) -> Array:
+    """Weighted staple sum ``Sigma_mu(x) = sum_{nu != mu} w_{mu nu} (upper + lower)`` in matrix form.
+
+    Returned as complex numbers for U(1) (``exp(i angle)``) and complex ``(N, N)`` matrices for
+    SU(N).  ``weights`` is an optional symmetric ``(d, d)`` array of plane weights (default 1).
+    With it, ``sum_x Re tr[U_mu(x) Sigma_mu(x)] = 2 x (weighted plaquettes containing the
+    links mu)`` summed appropriately; it is the quantity whose projection gives the Wilson force.
+    """
+    d = _ndim(u, group)
+    total = 0.0
+    for nu in range(d):
+        if nu == mu:
+            continue
+        up, lo = staple(u, mu, nu, group)
+        s = group.to_matrix(up) + group.to_matrix(lo)
+        if weights is not None:
+            w = weights[mu, nu]
+            s = s * w
+        total = total + s
+    return total
+
+
+def wall(u: Array, mu: int, length: int, group: Group) -> Array:
+    """Straight line of ``length`` links in direction ``mu`` starting at each site (site field)."""
+    d = _ndim(u, group)
+    um = link(u, mu, group)
+    out = um
+    for k in range(1, length):
+        out = group.mul(out, shift(um, mu, k, d, group))
+    return out
+
+
+def wilson_loop(u: Array, mu: int, nu: int, r: int, t: int, group: Group) -> Array:
+    """Rectangular ``r x t`` Wilson loop field with extent ``r`` along ``mu`` and ``t`` along ``nu``.
+
+    ``W(x) = L_mu(x; r) L_nu(x + r mu; t) [L_nu(x; t) L_mu(x + t nu; r)]^dag`` (group elements);
+    ``r = t = 1`` gives :func:`plaquette`.
+    """
+    if r < 1 or t < 1:
+        raise ValueError(f"wilson_loop: extents must be >= 1, got r={r}, t={t}")
+    d = _ndim(u, group)
+    lm = wall(u, mu, r, group)
+    ln = wall(u, nu, t, group)
+    a = group.mul(lm, shift(ln, mu, r, d, group))
+    b = group.mul(ln, shift(lm, nu, t, d, group))
+    return group.mul(a, group.adj(b))
+
+
+def polyakov_loop(u: Array, group: Group, mu: int = 0) -> Array:
+    """Polyakov line ``prod_{k} U_mu(x + k mu)`` wound around direction ``mu`` (default time).
+
+    Returns the site field restricted to the slice ``x_mu = 0`` (the ``mu`` axis removed):
+    shape ``(*batch, L_0, ..(no L_mu).., L_{d-1}, *elem)``.
+    """
+    d = _ndim(u, group)
+    length = u.shape[_site_axis(mu, d, group) - 1]  # link field has the extra mu axis
+    line = wall(u, mu, length, group)
+    return jnp.take(line, 0, axis=_site_axis(mu, d, group))
+
+
+# ----------------------------------------------------------------------------------------
+# masks (used by flows)
+# ----------------------------------------------------------------------------------------
+
+
+def checkerboard(shape: Sequence[int]) -> np.ndarray:
+    """Parity ``(sum_mu x_mu) mod 2`` of every site, int array of ``shape`` (extents must be even)."""
+    shape = validate_shape(shape, even=True)
+    grids = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    return (sum(grids) % 2).astype(np.int8)
+
+
+def link_mask(shape: Sequence[int], mu: int, parity: int) -> np.ndarray:
+    """Boolean link mask ``(L_0, ..., L_{d-1}, d)`` of the links ``U_mu(x)`` with
+    ``(sum_{nu != mu} x_nu) mod 2 == parity``.
+
+    This is a checkerboard in the coordinates orthogonal to ``mu``: the plaquette staples of an
+    active link (``U_mu(x +- nu_hat)``, ``U_nu(...)``) are all frozen, so a layer that updates
+    the active links from their plaquette staples has a block-diagonal Jacobian.  The two
+    parities for each of the ``d`` directions together update every link once.  Extents
+    orthogonal to ``mu`` must be even.
+    """
+    shape = validate_shape(shape)
+    d = len(shape)
+    if not 0 <= mu < d:
+        raise ValueError(f"link_mask: mu must be in 0..{d - 1}, got {mu}")
+    if parity not in (0, 1):
+        raise ValueError(f"link_mask: parity must be 0 or 1, got {parity}")
+    odd = [k for k in range(d) if k != mu and shape[k] % 2]
+    if odd:
+        raise ValueError(f"link_mask: extents orthogonal to mu={mu} must be even; L_{odd[0]}={shape[odd[0]]}")
+    grids = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    orth = sum(g for k, g in enumerate(grids) if k != mu) % 2
+    mask = np.zeros(shape + (d,), bool)
+    mask[..., mu] = orth == parity
+    return mask

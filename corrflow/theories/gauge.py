@@ -1,0 +1,176 @@
+"""Wilson gauge action with anisotropy and a Feynman–Hellmann source term.
+
+Action (``N = 1`` for U(1), where ``Re tr P = cos P``)::
+
+    S(U) = -(1/N) sum_x sum_{mu<nu} b_{mu nu} Re tr P_{mu nu}(x)
+
+with plane couplings ``b_{mu nu} = beta * xi`` for temporal planes (``mu = 0``),
+``beta / xi`` for spatial planes, minus the Feynman–Hellmann source ``lam * s_{mu nu}`` where
+``s = +1`` on spatial and ``-1`` on temporal planes.  Equivalently ``S = S_g(beta, xi) + lam * O``
+with the source operator
+
+    O(U) = (1/N) sum_x [ sum_{spatial planes} Re tr P - sum_{temporal planes} Re tr P ],
+
+the gluonic energy-momentum-tensor component of Feynman–Hellmann studies (``dS/dlam = O``).
+
+Force convention: ``F^a_mu(x) = d/dw S(exp(w T^a) U_mu(x)) |_{w=0}`` (right-trivialised derivative),
+returned as an algebra element (U(1): real; SU(N): ``F = F^a T^a``, anti-Hermitian). For this
+action ``F_mu(x) = P_TA(U_mu(x) Sigma_mu(x)) / (2N)`` with the weighted staple sum ``Sigma`` (SU(N))
+and ``F_mu(x) = sum_nu b_{mu nu} [sin P_{mu nu}(x) - sin P_{mu nu}(x - nu)]`` (U(1)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import lattice
+from ..groups import Group, get_group
+
+Array = jax.Array
+
+__all__ = ["WilsonGaugeAction", "accumulate"]
+
+
+def accumulate(x: Array, axis: Any = None) -> Array:
+    """Sum in float64 when JAX's x64 mode is on (float32 fields accumulate in double)."""
+    if jax.config.jax_enable_x64 and jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.float64)
+    return jnp.sum(x, axis=axis)
+
+
+@dataclass(frozen=True)
+class WilsonGaugeAction:
+    """Wilson plaquette action on a periodic lattice (see module docstring for conventions).
+
+    Parameters
+    ----------
+    group : the gauge group (``U1()`` or ``SUN(N)``) or its name (``"u1"``, ``"su2"``, ``"su3"``)
+    shape : lattice extents ``(L_0, ..., L_{d-1})``, ``L_0`` is time
+    beta  : gauge coupling (``beta = 2N / g^2`` for SU(N), ``1/g^2`` for U(1))
+    xi    : bare anisotropy (1 = isotropic)
+    lam   : Feynman–Hellmann source coefficient ``lambda``
+
+    Registered as a JAX pytree: ``beta``, ``xi``, ``lam`` are traced leaves (changing them does not
+    recompile); ``group`` and ``shape`` are static.
+    """
+
+    group: Group
+    shape: tuple[int, ...]
+    beta: Any
+    xi: Any = 1.0
+    lam: Any = 0.0
+
+    name = "wilson"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "group", get_group(self.group))
+        object.__setattr__(self, "shape", lattice.validate_shape(self.shape))
+        for pname in ("beta", "xi", "lam"):
+            val = getattr(self, pname)
+            if isinstance(val, (int, float, np.floating, np.integer)):
+                if not np.isfinite(val):
+                    raise ValueError(f"WilsonGaugeAction: {pname} must be finite, got {val}")
+                if pname == "xi" and val <= 0:
+                    raise ValueError(f"WilsonGaugeAction: xi (anisotropy) must be > 0, got {val}")
+
+    # ------------------------------------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def volume(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def n_planes(self) -> int:
+        return self.ndim * (self.ndim - 1) // 2
+
+    @property
+    def link_index_shape(self) -> tuple[int, ...]:
+        """Shape of the link index ``(L_0, ..., L_{d-1}, d)`` (what ``group.random`` takes)."""
+        return self.shape + (self.ndim,)
+
+    @property
+    def link_shape(self) -> tuple[int, ...]:
+        """Trailing shape of one configuration: ``(L_0, ..., L_{d-1}, d, *elem)``."""
+        return self.shape + (self.ndim,) + tuple(self.group.elem_shape)
+
+    def params(self) -> dict[str, float]:
+        """Action parameters as plain floats (for provenance and comparisons)."""
+        return {"beta": float(self.beta), "xi": float(self.xi), "lam": float(self.lam)}
+
+    def replace(self, **changes: Any) -> "WilsonGaugeAction":
+        """Copy with some parameters changed, e.g. ``theory.replace(beta=2.2)``."""
+        return dataclasses.replace(self, **changes)
+
+    def check_links(self, u: Array) -> None:
+        """Raise ``ValueError`` if ``u`` is not a (batch of) link field(s) of this theory."""
+        lattice.check_links(u, self.group, self.shape)
+
+    # ------------------------------------------------------------------------------------
+    def plane_signs(self) -> np.ndarray:
+        """``(d, d)`` matrix: +1 on spatial planes, -1 on temporal planes, 0 on the diagonal."""
+        d = self.ndim
+        s = np.ones((d, d))
+        s[0, :] = s[:, 0] = -1.0
+        np.fill_diagonal(s, 0.0)
+        return s
+
+    def plane_couplings(self) -> Array:
+        """Symmetric ``(d, d)`` array ``b_{mu nu}`` of the plaquette couplings (zero diagonal)."""
+        sign = jnp.asarray(self.plane_signs())
+        aniso = jnp.where(sign < 0, self.beta * self.xi, self.beta / self.xi)
+        return (aniso - self.lam * sign) * (sign != 0)
+
+    def _plane_sums(self, u: Array) -> list[Array]:
+        """``sum_x Re tr P_{mu nu}(x) / N`` for each plane, each of batch shape."""
+        g = self.group
+        site_axes = tuple(range(-self.ndim, 0))
+        return [accumulate(g.retr(lattice.plaquette(u, m, n, g)) / g.N, site_axes)
+                for m, n in lattice.planes(self.ndim)]
+
+    def action(self, u: Array) -> Array:
+        """``S(U)``, shape ``batch``."""
+        b = self.plane_couplings()
+        sums = self._plane_sums(u)
+        return -sum(b[m, n] * s for (m, n), s in zip(lattice.planes(self.ndim), sums))
+
+    def source_operator(self, u: Array) -> Array:
+        """``O(U) = dS/dlam`` (see module docstring), shape ``batch``."""
+        sign = self.plane_signs()
+        sums = self._plane_sums(u)
+        return sum(sign[m, n] * s for (m, n), s in zip(lattice.planes(self.ndim), sums))
+
+    def force(self, u: Array) -> Array:
+        """Right-trivialised derivative of the action (an algebra-valued link field).
+
+        Shape ``(*batch, L_0, ..., L_{d-1}, d)`` for U(1), ``(..., d, N, N)`` for SU(N).
+        """
+        g = self.group
+        b = self.plane_couplings()
+        d = self.ndim
+        if g.is_abelian:
+            f = [0.0] * d
+            for m, n in lattice.planes(d):
+                s = jnp.sin(lattice.plaquette(u, m, n, g))
+                f[m] = f[m] + b[m, n] * (s - lattice.shift(s, n, -1, d, g))
+                f[n] = f[n] - b[m, n] * (s - lattice.shift(s, m, -1, d, g))
+            return jnp.stack(f, axis=-1).astype(u.dtype)
+        forces = []
+        for mu in range(d):
+            sigma = lattice.staple_sum(u, mu, g, weights=b.astype(u.real.dtype))
+            um = lattice.link(u, mu, g)
+            forces.append(g.project_algebra(g.mul(um, sigma)) / (2.0 * g.N))
+        return jnp.stack(forces, axis=-3).astype(u.dtype)
+
+
+jax.tree_util.register_dataclass(
+    WilsonGaugeAction, data_fields=["beta", "xi", "lam"], meta_fields=["group", "shape"]
+)

@@ -1,0 +1,138 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from corrflow import HMCConfig, hmc, make_theory
+from corrflow.generate import GaugeMeasurements, generate, initial_links, run_blocks
+from corrflow.stats import gamma_method
+
+KEY = jax.random.PRNGKey(5)
+CASES = [("u1", (8, 8), 2.0), ("su2", (4, 4), 2.0), ("su3", (4, 4), 4.0), ("su3", (2, 2, 2, 2), 5.5)]
+
+_integrate = jax.jit(hmc.integrate)
+_hamiltonian = jax.jit(hmc.hamiltonian)
+
+
+def _random_momenta(theory, key, batch=()):
+    g = theory.group
+    return g.random_algebra(key, tuple(batch) + theory.shape + (theory.ndim,))
+
+
+@pytest.mark.parametrize("integrator", ["leapfrog", "omelyan"])
+@pytest.mark.parametrize("name,shape,beta", CASES)
+def test_reversibility(name, shape, beta, integrator):
+    th = make_theory(name, shape, beta=beta)
+    g = th.group
+    u = hmc.hot_start(KEY, th)
+    p = _random_momenta(th, jax.random.PRNGKey(1))
+    cfg = HMCConfig(step_size=0.1, n_steps=20, integrator=integrator)
+    u1, p1 = _integrate(th, cfg, u, p)
+    assert float(g.distance(u1, u)) > 0.1  # it moved
+    u2, p2 = _integrate(th, cfg, u1, -p1)
+    assert float(g.distance(u2, u)) < 1e-10
+    assert float(jnp.max(jnp.abs(p2 + p))) < 1e-10
+
+
+@pytest.mark.parametrize("integrator", ["leapfrog", "omelyan"])
+@pytest.mark.parametrize("name,shape,beta", [CASES[0], CASES[2]])
+def test_energy_violation_scales_as_eps_squared(name, shape, beta, integrator):
+    """At fixed trajectory length, RMS dH ~ eps^2: fitted slope in (1.8, 2.2)."""
+    th = make_theory(name, shape, beta=beta)
+    u = hmc.hot_start(KEY, th)
+    # equilibrate a little so the force is typical
+    st = hmc.init(th, u)
+    st, _, _ = jax.jit(hmc.sample, static_argnums=(4,))(KEY, st, th, HMCConfig(0.05, 10, "leapfrog"), 20)
+    ps = _random_momenta(th, jax.random.PRNGKey(2), (8,))
+    eps_list = [0.1, 0.05, 0.025]
+    rms = []
+    for eps in eps_list:
+        cfg = HMCConfig(step_size=eps, n_steps=int(round(0.5 / eps)), integrator=integrator)
+        dh = []
+        for i in range(ps.shape[0]):
+            u1, p1 = _integrate(th, cfg, st.links, ps[i])
+            dh.append(_hamiltonian(th, u1, p1) - _hamiltonian(th, st.links, ps[i]))
+        rms.append(np.sqrt(np.mean(np.square(dh))))
+    slope = np.polyfit(np.log(eps_list), np.log(rms), 1)[0]
+    assert 1.8 < slope < 2.2, (rms, slope)
+
+
+_sample = jax.jit(hmc.sample, static_argnames=("n_traj", "measure"))
+
+
+def test_exp_minus_dH_is_one_and_unitarity_kept():
+    """<exp(-dH)> = 1 within 3 sigma (Gamma-method error) on an equilibrated SU(3) 4^4 chain;
+    the links stay in SU(3) to 1e-12 over 400 trajectories."""
+    th = make_theory("su3", (4, 4, 4, 4), beta=5.7)
+    cfg = HMCConfig(step_size=1 / 12, n_steps=12, integrator="leapfrog")
+    st = hmc.init(th, hmc.hot_start(KEY, th))
+    dh, acc = [], []
+    for block in range(4):  # one compiled block size; the first block is thermalisation
+        st, info, _ = _sample(KEY, st, th, cfg, n_traj=100, first_index=100 * block)
+        if block:
+            dh.append(np.asarray(info.delta_H))
+            acc.append(np.asarray(info.accepted))
+    w = np.exp(-np.concatenate(dh))
+    assert 0.3 < np.mean(acc) < 0.99
+    res = gamma_method(w)
+    assert abs(res.pull(1.0)) < 3, res
+    assert float(th.group.unitarity_violation(st.links)) < 1e-12
+
+
+def test_exp_minus_dH_u1_omelyan():
+    th = make_theory("u1", (16, 16), beta=2.0)
+    cfg = HMCConfig(step_size=0.2, n_steps=5, integrator="omelyan")
+    st = hmc.init(th, hmc.hot_start(KEY, th))
+    st, info, _ = _sample(KEY, st, th, cfg, n_traj=3000)
+    w = np.exp(-np.asarray(info.delta_H)[200:])
+    assert abs(gamma_method(w).pull(1.0)) < 3
+
+
+def test_chains_and_blocks_are_bitwise_reproducible():
+    """vmapped chains equal single chains; a run split into blocks equals one block (resume property)."""
+    th = make_theory("su2", (4, 4), beta=2.0)
+    cfg = HMCConfig(0.1, 5, "leapfrog")
+    meas = GaugeMeasurements(th.group)
+    links = initial_links(KEY, th, 3)
+    whole = list(run_blocks(KEY, th, cfg, links, 12, block_size=12, measure=meas))
+    split = list(run_blocks(KEY, th, cfg, links, 12, block_size=5, measure=meas))
+    np.testing.assert_array_equal(whole[-1].state.links, split[-1].state.links)
+    got = np.concatenate([b.measurements["plaquette"] for b in split], axis=1)
+    np.testing.assert_array_equal(whole[0].measurements["plaquette"], got)
+    # chain 1 alone (keys fold_in(KEY, 1)) reproduces chain 1 of the batch
+    st = hmc.init(th, links[1])
+    st1, _, _ = _sample(jax.random.fold_in(KEY, 1), st, th, cfg, n_traj=12)
+    np.testing.assert_array_equal(st1.links, whole[-1].state.links[1])
+
+
+def test_generate_discards_thermalisation():
+    th = make_theory("u1", (4, 4), beta=1.0)
+    out = generate(KEY, th, HMCConfig(0.2, 5), n_chains=2, n_traj=30, n_therm=7, block_size=8,
+                   measure=GaugeMeasurements(th.group, topological_charge=True))
+    assert out["plaquette"].shape == (2, 30) and out["accepted"].shape == (2, 30)
+    assert out["links"].shape == (2, 4, 4, 2)
+    q = out["topological_charge"]
+    np.testing.assert_allclose(q, np.round(q), atol=1e-9)  # integer charges on the torus
+
+
+def test_nan_trajectory_is_rejected():
+    th = make_theory("u1", (4, 4), beta=1.0)
+    st = hmc.init(th, hmc.hot_start(KEY, th))
+    bad = HMCConfig(step_size=1e300, n_steps=3)  # overflows to inf/NaN energies
+    st2, info = jax.jit(hmc.step)(KEY, st, th, bad)
+    assert not bool(info.accepted)
+    np.testing.assert_array_equal(st2.links, st.links)
+
+
+def test_hmc_config_errors():
+    with pytest.raises(ValueError, match="step_size"):
+        HMCConfig(step_size=-0.1)
+    with pytest.raises(ValueError, match="n_steps"):
+        HMCConfig(n_steps=0)
+    with pytest.raises(ValueError, match="unknown integrator 'rk4'.*leapfrog"):
+        HMCConfig(integrator="rk4")
+    th = make_theory("u1", (4, 4), beta=1.0)
+    with pytest.raises(ValueError, match="trailing axes"):
+        hmc.init(th, jnp.zeros((4, 4)))
+    with pytest.raises(ValueError, match="start must be"):
+        initial_links(KEY, th, 1, start="warm")
