@@ -1,0 +1,167 @@
+"""HMC throughput: trajectories/s and link updates/s, against a plain baseline measured in the same run.
+
+    python benchmarks/hmc_throughput.py            # full table (a few minutes on 2 CPU cores)
+    python benchmarks/hmc_throughput.py --quick    # smaller subset
+
+corrflow path: ``corrflow.generate.run_blocks`` (jitted ``lax.scan`` over trajectories, vmapped
+over chains, analytic staple force, closed-form SU(3) exponential).
+Baseline ("plain JAX"): the same leapfrog written the obvious way: force by ``jax.grad`` of the
+action, ``jax.scipy.linalg.expm`` and ``@`` for SU(N), one jitted call per trajectory from a Python
+loop, chains vmapped.  Both use ``n_steps`` leapfrog steps of size ``1/n_steps``.
+
+A *link update* is one link moved by one leapfrog step: ``n_chains * V * d * n_steps`` per trajectory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import corrflow as cf
+from corrflow import hmc
+from corrflow.generate import initial_links, run_blocks
+
+
+def _baseline_step_fn(theory, n_steps: int):
+    """Plain HMC trajectory: autodiff force, expm, one jit per trajectory."""
+    g = theory.group
+    eps = 1.0 / n_steps
+
+    def exp_left(x, u):
+        if g.is_abelian:
+            return u + x
+        return jax.scipy.linalg.expm(x) @ u
+
+    def force(u):
+        def s(w):
+            x = w if g.is_abelian else g.from_coords(w)
+            return jnp.sum(theory.action(exp_left_batched(x, u)))
+
+        shape = u.shape if g.is_abelian else u.shape[:-2] + (g.n_generators,)
+        w = jax.grad(s)(jnp.zeros(shape, u.real.dtype))
+        return w if g.is_abelian else g.from_coords(w).astype(u.dtype)
+
+    def exp_left_batched(x, u):
+        if g.is_abelian:
+            return u + x
+        flat_x = x.reshape((-1,) + x.shape[-2:])
+        flat_u = u.reshape((-1,) + u.shape[-2:])
+        return jax.vmap(exp_left)(flat_x, flat_u).reshape(u.shape)
+
+    def kin(p):
+        return jnp.sum(g.kinetic(p))
+
+    def trajectory(key, u):
+        k1, k2 = jax.random.split(key)
+        p = g.random_algebra(k1, u.shape[: u.ndim - g.elem_ndim], u.dtype)
+        h0 = kin(p) + theory.action(u)
+        u1 = u
+        p1 = p - 0.5 * eps * force(u1)
+        for i in range(n_steps):
+            u1 = exp_left_batched(eps * p1, u1)
+            p1 = p1 - (eps if i < n_steps - 1 else 0.5 * eps) * force(u1)
+        dh = kin(p1) + theory.action(u1) - h0
+        acc = jax.random.uniform(k2) < jnp.exp(-dh)
+        return jnp.where(acc, g.normalize(u1), u), acc
+
+    return jax.jit(jax.vmap(trajectory))
+
+
+def _time(fn, min_time: float) -> tuple[float, int]:
+    """Call ``fn(i)`` until ``min_time`` seconds have passed; return (seconds, calls)."""
+    t0 = time.perf_counter()
+    calls = 0
+    while True:
+        fn(calls)
+        calls += 1
+        dt = time.perf_counter() - t0
+        if dt >= min_time:
+            return dt, calls
+
+
+def bench_case(name: str, shape: tuple[int, ...], beta: float, n_chains: int, dtype, n_steps: int,
+               block: int, min_time: float, baseline: bool) -> dict:
+    th = cf.make_theory(name, shape, beta=beta)
+    key = jax.random.PRNGKey(0)
+    links = initial_links(key, th, n_chains, "hot", dtype)
+    cfg = cf.HMCConfig(step_size=1.0 / n_steps, n_steps=n_steps, integrator="leapfrog")
+    # warm up (compile) with one block
+    state_links = [links]
+
+    def run_cf(i):
+        for blk in run_blocks(key, th, cfg, state_links[0], block, block_size=block, first_index=i * block):
+            state_links[0] = blk.state.links
+        jax.block_until_ready(state_links[0])
+
+    t0 = time.perf_counter()
+    run_cf(0)
+    compile_s = time.perf_counter() - t0
+    dt, calls = _time(lambda i: run_cf(i + 1), min_time)
+    traj_s = calls * block * n_chains / dt  # chain-trajectories per second
+    links_per_traj = int(np.prod(shape)) * len(shape) * n_steps
+    out = {"case": f"{name} {'x'.join(map(str, shape))}", "chains": n_chains, "dtype": np.dtype(dtype).name,
+           "traj_s": traj_s, "link_updates_s": traj_s * links_per_traj, "compile_s": compile_s}
+    if baseline:
+        step = _baseline_step_fn(th, n_steps)
+        u = [links]
+
+        def run_base(i):
+            keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.fold_in(key, c), i))(jnp.arange(n_chains))
+            u[0], _ = step(keys, u[0])
+            jax.block_until_ready(u[0])
+
+        run_base(0)
+        dtb, callsb = _time(lambda i: run_base(i + 1), min_time)
+        out["baseline_traj_s"] = callsb * n_chains / dtb
+        out["ratio"] = traj_s / out["baseline_traj_s"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="run a small subset")
+    ap.add_argument("--min-time", type=float, default=2.0, help="seconds of timing per measurement")
+    ap.add_argument("--su3-only", action="store_true", help="only the 4D SU(3) cases (for accelerators)")
+    ap.add_argument("--su3-sizes", default="4,8", help="comma-separated 4D SU(3) extents")
+    args = ap.parse_args()
+
+    f64, f32 = jnp.float64, jnp.float32
+    c128, c64 = jnp.complex128, jnp.complex64
+    cases = []
+    if not args.su3_only:
+        sizes = (16,) if args.quick else (16, 32, 64)
+        for L in sizes:
+            for n_chains in (1, 16):
+                for dt in (f64, f32):
+                    if args.quick and dt is f32:
+                        continue
+                    block = max(20, 2000 // (n_chains * (L // 16) ** 2))
+                    cases.append(("u1", (L, L), 2.0, n_chains, dt, 10, block, L <= 32 and dt is f64))
+    for L in [int(s) for s in args.su3_sizes.split(",")]:
+        if args.quick and L > 4:
+            continue
+        for dt in (c128, c64):
+            block = max(2, 5120 // L**4)  # about 0.3 s per jitted block on a CPU core
+            cases.append(("su3", (L,) * 4, 5.7, 1, dt, 10, block, L <= 4 and dt is c128))
+
+    dev = jax.devices()[0]
+    print(f"# corrflow {cf.__version__}, jax {jax.__version__}, device {dev.platform}:{dev.device_kind}, "
+          f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}")
+    print("# leapfrog, 10 steps, trajectory length 1; traj/s counts chain-trajectories")
+    hdr = f"{'case':<16}{'chains':>7}{'dtype':>11}{'traj/s':>11}{'link-upd/s':>13}{'compile s':>10}{'baseline':>10}{'ratio':>8}"
+    print(hdr)
+    for c in cases:
+        r = bench_case(*c[:-1], min_time=args.min_time, baseline=c[-1])
+        base = f"{r['baseline_traj_s']:10.1f}{r['ratio']:7.1f}x" if "ratio" in r else f"{'-':>10}{'-':>8}"
+        print(f"{r['case']:<16}{r['chains']:>7}{r['dtype']:>11}{r['traj_s']:11.1f}{r['link_updates_s']:13.3e}"
+              f"{r['compile_s']:10.1f}{base}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
