@@ -10,7 +10,8 @@ run into blocks gives bit-identical results.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, NamedTuple
+from functools import partial
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +23,17 @@ from .groups import Group
 
 Array = jax.Array
 
-__all__ = ["GaugeMeasurements", "Block", "chain_keys", "initial_links", "run_blocks", "generate"]
+__all__ = [
+    "GaugeMeasurements",
+    "Block",
+    "GenerationSummary",
+    "chain_keys",
+    "initial_links",
+    "run_blocks",
+    "generate",
+    "generate_to_store",
+    "measurements_from_names",
+]
 
 
 @dataclass(frozen=True)
@@ -79,25 +90,49 @@ def _init_states(theory: Any, links: Array) -> hmc.HMCState:
     return hmc.HMCState(links, theory.action(links))
 
 
-def _run_block(keys, states, theory, config, n_traj, first_index, measure):  # noqa: ANN001, ANN202
-    return hmc.sample_chains(keys, states, theory, config, n_traj, first_index, measure)
+def _sample_stored(key, state, theory, config, n_store, thin, first_index, measure, keep_links):  # noqa: ANN001
+    """One chain: ``n_store`` stored trajectories, each the last of ``thin`` consecutive ones.
+
+    Trajectory ``t`` (global index) uses ``fold_in(key, t)``; with ``thin = 1`` this is exactly
+    :func:`corrflow.hmc.sample`.
+    """
+
+    def group(st, j):  # noqa: ANN001, ANN202
+        t0 = first_index + j * thin
+
+        def inner(s, t):  # noqa: ANN001, ANN202
+            return hmc.step(jax.random.fold_in(key, t), s, theory, config)
+
+        st, infos = jax.lax.scan(inner, st, t0 + jnp.arange(thin))
+        info = jax.tree_util.tree_map(lambda x: x[-1], infos)
+        meas = measure(st.links) if measure is not None else None
+        return st, (info, meas, st.links if keep_links else None, st.action)
+
+    return jax.lax.scan(group, state, jnp.arange(n_store))
 
 
-_run_block_jit = jax.jit(_run_block, static_argnames=("n_traj", "measure"))
+@partial(jax.jit, static_argnames=("n_store", "thin", "measure", "keep_links"))
+def _run_block_jit(keys, states, theory, config, n_store, thin, first_index, measure, keep_links):  # noqa: ANN001, ANN202
+    fn = lambda k, s: _sample_stored(k, s, theory, config, n_store, thin, first_index, measure, keep_links)  # noqa: E731
+    return jax.vmap(fn)(keys, states)
 
 
 class Block(NamedTuple):
-    """One block of trajectories for all chains.
+    """One block of stored trajectories for all chains.
 
-    ``first``: global index of the block's first trajectory; ``links``: final links (chains, ...);
-    ``info``: :class:`~corrflow.hmc.HMCInfo` with leading axes (chains, n); ``measurements``: dict of
-    (chains, n) arrays; ``state``: the chain states after the block (for continuing).
+    ``first``: global index of the block's first trajectory; ``traj``: global indices of the stored
+    trajectories ``(n,)``; ``state``: chain states after the block; ``info``: :class:`~corrflow.hmc.HMCInfo`
+    of the stored trajectories ``(chains, n)``; ``measurements``: dict of ``(chains, n)`` arrays;
+    ``links``: stored configurations ``(chains, n, ...)`` (or None); ``action``: ``(chains, n)``.
     """
 
     first: int
+    traj: np.ndarray
     state: hmc.HMCState
     info: hmc.HMCInfo
     measurements: dict[str, np.ndarray]
+    links: Any
+    action: Any
 
 
 def run_blocks(
@@ -110,27 +145,39 @@ def run_blocks(
     block_size: int = 100,
     first_index: int = 0,
     measure: Callable[[Array], Any] | None = None,
+    thin: int = 1,
+    keep_links: bool = False,
+    action: Array | None = None,
 ) -> Iterator[Block]:
-    """Yield :class:`Block` s until ``n_traj`` trajectories (from ``first_index``) are done.
+    """Yield :class:`Block` s until ``n_traj`` stored trajectories (from ``first_index``) are done.
 
-    ``links`` has a leading chain axis.  Keys: chain ``c`` uses ``fold_in(key, c)``.  Every block
-    has the same length (the last may be shorter, compiling once more).
+    ``links`` has a leading chain axis; ``action`` (optional) is the chains' current action (pass it
+    when continuing a chain so that no recomputation perturbs the last bits).  Each stored trajectory
+    is the last of ``thin`` consecutive ones, so ``n_traj * thin`` trajectories run in all.  Keys:
+    chain ``c`` uses ``fold_in(key, c)``, trajectory ``t`` of it ``fold_in(fold_in(key, c), t)``.
     """
     if n_traj < 0:
         raise ValueError(f"n_traj must be >= 0, got {n_traj}")
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if thin < 1:
+        raise ValueError(f"thin must be >= 1, got {thin}")
     theory.check_links(links)
     n_chains = links.shape[0]
     keys = chain_keys(key, n_chains)
-    state = _init_states(theory, links)
+    if action is None:
+        state = _init_states(theory, jnp.asarray(links))
+    else:
+        state = hmc.HMCState(jnp.asarray(links), jnp.asarray(action))
     done = 0
     while done < n_traj:
         n = min(block_size, n_traj - done)
-        first = first_index + done
-        state, info, meas = _run_block_jit(keys, state, theory, config, n, first, measure)
+        first = first_index + done * thin
+        state, (info, meas, blk_links, blk_action) = _run_block_jit(
+            keys, state, theory, config, n, thin, first, measure, keep_links)
         meas_np = {k: np.asarray(v) for k, v in (meas or {}).items()}
-        yield Block(first, state, info, meas_np)
+        traj = first + thin * np.arange(n) + thin - 1
+        yield Block(first, traj, state, info, meas_np, blk_links, blk_action)
         done += n
 
 
@@ -142,40 +189,187 @@ def generate(
     n_chains: int = 1,
     n_traj: int = 1000,
     n_therm: int = 100,
+    thin: int = 1,
     start: str = "hot",
     measure: Callable[[Array], Any] | None = None,
     block_size: int = 100,
     dtype: Any = None,
     progress: Callable[[int, int, Block], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Thermalise and run ``n_chains`` chains for ``n_traj`` trajectories, returning measurements.
+    """Thermalise and run ``n_chains`` chains for ``n_traj`` stored trajectories (in memory).
 
-    Thermalisation trajectories (``n_therm``, indices ``0 .. n_therm-1``) are discarded; recorded
-    trajectories carry indices ``n_therm ..``.  Returns numpy arrays of shape ``(n_chains, n_traj)``
-    for every measurement plus ``delta_H``, ``accepted``; and ``links`` with the final configurations.
-    ``progress(done, total, block)`` is called after every block (thermalisation included).
+    Thermalisation trajectories (global indices ``0 .. n_therm-1``) are discarded; then every
+    ``thin``-th trajectory is recorded.  Returns numpy arrays of shape ``(n_chains, n_traj)`` for
+    every measurement plus ``delta_H``, ``accepted``, ``traj``; and ``links`` with the final
+    configurations.  ``progress(done, total, block)`` is called after every block (counting
+    trajectories, thermalisation included).  Use :func:`generate_to_store` to write to a store.
     """
     if n_chains < 1:
         raise ValueError(f"n_chains must be >= 1, got {n_chains}")
     if n_therm < 0:
         raise ValueError(f"n_therm must be >= 0, got {n_therm}")
     links = initial_links(key, theory, n_chains, start, dtype)
-    total = n_therm + n_traj
-    out: dict[str, list[np.ndarray]] = {}
-    done = 0
-    for blk in run_blocks(key, theory, config, links, total, block_size=block_size, measure=measure):
-        n = blk.info.delta_H.shape[1]
-        links = blk.state.links
-        keep = slice(max(0, n_therm - blk.first), n)
-        if keep.start < n:
-            cols = dict(blk.measurements)
-            cols["delta_H"] = np.asarray(blk.info.delta_H)
-            cols["accepted"] = np.asarray(blk.info.accepted)
-            for k, v in cols.items():
-                out.setdefault(k, []).append(v[:, keep])
-        done += n
+    total = n_therm + n_traj * thin
+    state = None
+    for blk in run_blocks(key, theory, config, links, n_therm, block_size=block_size, measure=None):
+        state = blk.state
         if progress is not None:
-            progress(done, total, blk)
+            progress(int(blk.traj[-1]) + 1, total, blk)
+    out: dict[str, list[np.ndarray]] = {}
+    lk, act = (state.links, state.action) if state is not None else (links, None)
+    for blk in run_blocks(key, theory, config, lk, n_traj, block_size=block_size, first_index=n_therm,
+                          measure=measure, thin=thin, action=act):
+        cols = dict(blk.measurements)
+        cols["delta_H"] = np.asarray(blk.info.delta_H)
+        cols["accepted"] = np.asarray(blk.info.accepted)
+        for k, v in cols.items():
+            out.setdefault(k, []).append(v)
+        out.setdefault("traj", []).append(blk.traj[None])
+        state = blk.state
+        if progress is not None:
+            progress(int(blk.traj[-1]) + 1, total, blk)
     result = {k: np.concatenate(v, axis=1) for k, v in out.items()}
-    result["links"] = np.asarray(links)
+    result["traj"] = result["traj"][0]
+    result["links"] = np.asarray(state.links if state is not None else links)
     return result
+
+
+# ----------------------------------------------------------------------------------------
+# generation into a store
+# ----------------------------------------------------------------------------------------
+
+_WILSON_RE = __import__("re").compile(r"^wilson_(\d+)x(\d+)$")
+
+
+def measurements_from_names(group: Group, names: Sequence[str], ndim: int) -> GaugeMeasurements:
+    """:class:`GaugeMeasurements` from observable names: ``plaquette``, ``wilson_RxT``,
+    ``topological_charge`` (2D U(1)), ``polyakov_loop``.  Unknown names raise ``ValueError``."""
+    loops, topo, poly = [], False, False
+    for n in names:
+        m = _WILSON_RE.match(n)
+        if n == "plaquette":
+            continue
+        if m:
+            loops.append((int(m.group(1)), int(m.group(2))))
+        elif n == "topological_charge":
+            if not (group.is_abelian and ndim == 2):
+                raise ValueError("topological_charge (geometric) is available for 2D U(1) only")
+            topo = True
+        elif n == "polyakov_loop":
+            poly = True
+        else:
+            raise ValueError(f"unknown observable {n!r}; allowed: plaquette, wilson_RxT (e.g. wilson_2x2), "
+                             "topological_charge, polyakov_loop")
+    return GaugeMeasurements(group, tuple(loops), topo, poly)
+
+
+class GenerationSummary(NamedTuple):
+    """What :func:`generate_to_store` did."""
+
+    name: str
+    n_new: int
+    committed: int
+    acceptance: float
+    plaquette: float
+    seconds: float
+
+
+def generate_to_store(
+    store: Any,
+    name: str,
+    theory: Any,
+    config: hmc.HMCConfig,
+    *,
+    n_traj: int,
+    n_chains: int = 1,
+    seed: int = 0,
+    n_therm: int = 100,
+    thin: int = 1,
+    block_size: int = 100,
+    start: str = "hot",
+    dtype: Any = None,
+    observables: Sequence[str] = ("plaquette",),
+    resume: bool = False,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> GenerationSummary:
+    """Generate (or resume / extend) ensemble ``name`` in ``store`` until it holds ``n_traj`` stored
+    trajectories per chain.
+
+    The ensemble is created on first use.  If it exists, every defining parameter (theory, shape,
+    action parameters, chains, seed, dtype, HMC settings, thermalisation, thinning, observables)
+    must match, and ``resume=True`` is required; the run then continues from the last committed
+    trajectory and is bit-identical to an uninterrupted run.  Each block is appended and committed
+    before the next one starts.  ``progress(done, total, stats)`` receives the trajectory counts
+    (thermalisation included) and the block's acceptance and mean plaquette.
+    """
+    import time as _time
+
+    from .store import EnsembleSpec, StoreError
+
+    if n_traj < 1:
+        raise ValueError(f"n_traj must be >= 1, got {n_traj}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    obs_names = tuple(dict.fromkeys(("plaquette",) + tuple(observables)))
+    measure = measurements_from_names(theory.group, obs_names, theory.ndim)
+    if dtype is None:
+        dtype = jnp.float64 if theory.group.is_abelian else jnp.complex128
+    spec = EnsembleSpec(theory=theory.group.name, group=theory.group.name, shape=theory.shape,
+                        params=theory.params(), n_chains=n_chains, seed=seed, dtype=np.dtype(dtype).name,
+                        hmc=config.as_dict(), n_therm=n_therm, thin=thin, measurements=obs_names)
+    if name in store:
+        diffs = store.spec(name).differences(spec)
+        if diffs:
+            raise StoreError(f"ensemble {name!r} exists with different settings: " + "; ".join(diffs)
+                             + ". Use the stored settings to extend it, or choose another --name.")
+        if not resume:
+            have = store.commit(name)["committed"]
+            raise StoreError(f"ensemble {name!r} already exists with {have} trajectories per chain; pass --resume "
+                             "to continue or extend it, or choose another --name")
+    else:
+        store.create_ensemble(name, spec)
+    key = jax.random.PRNGKey(seed)
+    t_start = _time.perf_counter()
+    with store.writer(name) as w:
+        committed0 = w.committed
+        if committed0 >= n_traj:
+            raise StoreError(f"ensemble {name!r} already holds {committed0} trajectories per chain (requested "
+                             f"{n_traj}); nothing to do. Raise --n to extend it.")
+        state = w.resume_state()
+        if state is None:
+            links, action, next_traj = initial_links(key, theory, n_chains, start, dtype), None, 0
+        else:
+            links, action, next_traj = state
+        total = n_therm + n_traj * thin
+        # thermalisation (checkpointed after every block)
+        if next_traj < n_therm:
+            for blk in run_blocks(key, theory, config, links, n_therm - next_traj, block_size=block_size,
+                                  first_index=next_traj, action=action):
+                links, action = blk.state.links, blk.state.action
+                next_traj = int(blk.traj[-1]) + 1
+                w.save_checkpoint(np.asarray(links), np.asarray(action), next_traj,
+                                  "therm" if next_traj < n_therm else "production")
+                if progress is not None:
+                    progress(next_traj, total, {"acceptance": float(np.mean(blk.info.accepted)), "plaquette": float("nan")})
+        acc, plaq = [], []
+        remaining = n_traj - w.committed
+        for blk in run_blocks(key, theory, config, links, remaining, block_size=block_size, first_index=next_traj,
+                              measure=measure, thin=thin, keep_links=True, action=action):
+            per = {k: np.asarray(v) for k, v in blk.measurements.items()}
+            per["action"] = np.asarray(blk.action)
+            per["delta_H"] = np.asarray(blk.info.delta_H)
+            per["accepted"] = np.asarray(blk.info.accepted)
+            per["step_size"] = np.full(per["action"].shape, float(config.step_size))
+            blk_links = np.asarray(blk.links)
+            if not np.all(np.isfinite(blk_links)):
+                raise FloatingPointError(f"non-finite links in the block starting at trajectory {blk.first}; "
+                                         "nothing of this block was stored. Reduce the step size.")
+            next_traj = int(blk.traj[-1]) + 1
+            w.append(blk.traj, blk_links, per, next_traj)
+            acc.append(per["accepted"].mean())
+            plaq.append(per["plaquette"].mean())
+            if progress is not None:
+                progress(next_traj, total, {"acceptance": float(acc[-1]), "plaquette": float(plaq[-1])})
+        committed = w.committed
+    return GenerationSummary(name, committed - committed0, committed, float(np.mean(acc)) if acc else float("nan"),
+                             float(np.mean(plaq)) if plaq else float("nan"), _time.perf_counter() - t_start)

@@ -1,0 +1,417 @@
+"""The ``corrflow`` command line (typer + rich).
+
+Every command reads and writes one store, prints progress for long work and a one-line summary, and
+exits with status 2 and a one-line explanation (no traceback) on bad input.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(
+    help="corrflow: correlated ensembles for lattice field theory. Each command works on one zarr store.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+class CLIError(Exception):
+    """Bad input detected by the CLI itself."""
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"16,16"`` or ``"16x16"`` -> ``(16, 16)``; clear error otherwise."""
+    parts = [p.strip() for p in re.split(r"[,x]", text.strip()) if p.strip() != ""]
+    if len(parts) < 2 or not all(re.fullmatch(r"\d+", p) for p in parts) or any(int(p) < 1 for p in parts):
+        raise CLIError(f"malformed --shape {text!r}: expected at least two comma-separated positive integers, e.g. 16,16 or 8,8,8,8")
+    return tuple(int(p) for p in parts)
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    """Run a command body, turning expected errors into a message and exit status 2."""
+    from .ildg import IldgFormatError
+    from .store import StoreError
+
+    try:
+        return fn()
+    except (CLIError, StoreError, IldgFormatError, ValueError, FloatingPointError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: everything committed so far is safe; rerun the same command "
+                          "with --resume to continue")
+        raise typer.Exit(130) from None
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[extra]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console, transient=False,
+    )
+
+
+class _LazyProgress:
+    """A rich progress bar that appears on the first update (so early errors print cleanly)."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self.prog: Progress | None = None
+        self.task: Any = None
+
+    def update(self, done: int, total: int, extra: str = "") -> None:
+        if self.prog is None:
+            self.prog = _progress()
+            self.prog.start()
+            self.task = self.prog.add_task(self.description, total=total, extra="")
+        self.prog.update(self.task, completed=done, total=total, extra=extra)
+
+    def __enter__(self) -> "_LazyProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.prog is not None:
+            self.prog.stop()
+
+
+# ----------------------------------------------------------------------------------------
+# generate
+# ----------------------------------------------------------------------------------------
+
+
+@app.command(epilog="""
+**Examples**
+
+    corrflow generate u1 --beta 2.0 --shape 16,16 --n 2000 --chains 4 --store data/runs.zarr
+
+    corrflow generate su3 --beta 5.7 --shape 4,4,4,4 --n 500 --step-size 0.0833 --n-steps 12 --store runs.zarr
+
+    corrflow generate u1 --beta 2.0 --shape 16,16 --n 4000 --chains 4 --store data/runs.zarr --resume   # continue / extend
+""")
+def generate(
+    theory: str = typer.Argument(..., help="u1, su2, su3 or suN (Wilson gauge action; dimension from --shape)"),
+    beta: float = typer.Option(..., help="gauge coupling beta"),
+    shape: str = typer.Option(..., help="lattice extents, time first, e.g. 16,16 or 8,8,8,8"),
+    n: int = typer.Option(..., "--n", help="stored trajectories per chain (total, after thermalisation and thinning)"),
+    store: Path = typer.Option(..., help="zarr store (directory; created if absent)"),
+    chains: int = typer.Option(1, help="independent chains, run in parallel (vmap)"),
+    xi: float = typer.Option(1.0, help="bare anisotropy (temporal coupling beta*xi, spatial beta/xi)"),
+    lam: float = typer.Option(0.0, help="Feynman–Hellmann source coefficient (lam * (spatial - temporal plaquettes))"),
+    seed: int = typer.Option(0, help="random seed; trajectory t of chain c uses fold_in(fold_in(key(seed), c), t)"),
+    therm: int = typer.Option(100, help="thermalisation trajectories (not stored)"),
+    thin: int = typer.Option(1, help="store every thin-th trajectory"),
+    step_size: float = typer.Option(0.2, help="molecular-dynamics step size"),
+    n_steps: int = typer.Option(5, help="molecular-dynamics steps per trajectory"),
+    integrator: str = typer.Option("omelyan", help="omelyan or leapfrog"),
+    observables: str = typer.Option("", help="extra observables measured on the fly, comma-separated: wilson_RxT, topological_charge, polyakov_loop"),
+    name: Optional[str] = typer.Option(None, help="ensemble name (default from theory and parameters)"),
+    start: str = typer.Option("hot", help="hot (Haar random) or cold (unit links)"),
+    precision: str = typer.Option("double", help="double or single (links stored in that precision)"),
+    block: int = typer.Option(100, help="stored trajectories per block (one jit call and one commit per block)"),
+    resume: bool = typer.Option(False, "--resume", help="continue (or extend to --n) an existing ensemble"),
+) -> None:
+    """Generate an HMC ensemble into a store (resumable: interrupt at any time, rerun with --resume)."""
+
+    def body() -> None:
+        import jax.numpy as jnp
+        import numpy as np
+
+        from . import HMCConfig, make_theory
+        from .generate import generate_to_store
+        from .store import ensemble_name, open_store
+
+        dims = parse_shape(shape)
+        for label, val, lo in (("--n", n, 1), ("--chains", chains, 1), ("--therm", therm, 0), ("--thin", thin, 1),
+                               ("--block", block, 1), ("--n-steps", n_steps, 1)):
+            if val < lo:
+                raise CLIError(f"{label} must be >= {lo}, got {val}")
+        if precision not in ("double", "single"):
+            raise CLIError(f"--precision must be 'double' or 'single', got {precision!r}")
+        th = make_theory(theory, dims, beta=beta, xi=xi, lam=lam)
+        cfg = HMCConfig(step_size=step_size, n_steps=n_steps, integrator=integrator)
+        real = jnp.float64 if precision == "double" else jnp.float32
+        dtype = real if th.group.is_abelian else (jnp.complex128 if precision == "double" else jnp.complex64)
+        obs = [o.strip() for o in observables.split(",") if o.strip()]
+        ens = name or ensemble_name(th.group.name, dims, th.params())
+        st = open_store(store, "a")
+        with _LazyProgress(f"HMC {ens}") as lp:
+
+            def progress(done: int, tot: int, stats: dict) -> None:
+                pl = stats["plaquette"]
+                lp.update(done, tot, f"acc {stats['acceptance']:.2f}" + ("" if np.isnan(pl) else f"  plaq {pl:.5f}"))
+
+            summary = generate_to_store(st, ens, th, cfg, n_traj=n, n_chains=chains, seed=seed, n_therm=therm, thin=thin,
+                                        block_size=block, start=start, dtype=dtype, observables=obs, resume=resume,
+                                        progress=progress)
+        console.print(f"[green]done[/] {summary.name}: +{summary.n_new} -> {summary.committed} trajectories x {chains} "
+                      f"chains, acceptance {summary.acceptance:.3f}, <plaquette> {summary.plaquette:.5f}, "
+                      f"{summary.seconds:.1f} s, store {store}")
+
+    _run(body)
+
+
+# ----------------------------------------------------------------------------------------
+# info / verify
+# ----------------------------------------------------------------------------------------
+
+
+@app.command(epilog="""
+**Examples**
+
+    corrflow info data/runs.zarr
+
+    corrflow info data/runs.zarr u1_16x16_beta2
+""")
+def info(
+    store: Path = typer.Argument(..., help="zarr store"),
+    ensemble: Optional[str] = typer.Argument(None, help="show one ensemble in detail"),
+) -> None:
+    """List the ensembles of a store: parameters, sizes, trajectories, pairing of flowed ensembles."""
+
+    def body() -> None:
+        from .store import open_store
+
+        st = open_store(store, "r")
+        names = [ensemble] if ensemble else st.ensembles()
+        if not names:
+            console.print(f"{store}: empty corrflow store")
+            return
+        table = Table(title=f"corrflow store {store}")
+        for col in ("ensemble", "kind", "lattice", "parameters", "chains x traj", "size"):
+            table.add_column(col)
+        notes = []
+        for nm in names:
+            d = st.info(nm)
+            params = ", ".join(f"{k}={v:g}" for k, v in d["params"].items())
+            table.add_row(nm, d["kind"], f"{d['theory']} {'x'.join(map(str, d['shape']))}", params,
+                          f"{d['n_chains']} x {d['committed']}", f"{d['links_bytes'] / 2**20:.1f} MiB")
+            obs = ", ".join(list(d["measurements"]) + [f"{k} ({v} measured)" for k, v in d["observables"].items()])
+            notes.append(f"[bold]{nm}[/]: observables {obs}")
+            if d["kind"] == "flowed":
+                notes.append(f"  paired with {d['flow'].get('source')} via flow {d['flow'].get('flow_id', '?')}")
+        console.print(table)
+        for line in notes:
+            console.print(line)
+        if ensemble:
+            d = st.info(ensemble)
+            console.print(f"HMC: {d['hmc']}, therm {d['n_therm']}, thin {d['thin']}, seed {d['seed']}, dtype {d['dtype']}, "
+                          f"phase {d['phase']}, next trajectory {d['next_traj']}")
+            console.print(f"created {d['created']} with {d['versions']}")
+
+    _run(body)
+
+
+@app.command(epilog="""
+**Example**
+
+    corrflow verify data/runs.zarr --sample 16
+""")
+def verify(
+    store: Path = typer.Argument(..., help="zarr store"),
+    ensemble: Optional[str] = typer.Argument(None, help="one ensemble (default: all)"),
+    sample: int = typer.Option(8, help="configurations whose plaquette is recomputed"),
+) -> None:
+    """Check integrity: every committed chunk present and readable, stored plaquettes recomputed."""
+
+    def body() -> None:
+        from .store import open_store
+
+        st = open_store(store, "r")
+        bad = 0
+        for nm in [ensemble] if ensemble else st.ensembles():
+            rep = st.verify(nm, n_sample=sample)
+            console.print(str(rep), style="green" if rep.ok else "red")
+            bad += not rep.ok
+        if bad:
+            raise typer.Exit(1)
+
+    _run(body)
+
+
+@app.command(epilog="""
+**Example**
+
+    corrflow summary data/runs.zarr u1_16x16_beta2
+""")
+def summary(
+    store: Path = typer.Argument(..., help="zarr store"),
+    ensemble: str = typer.Argument(..., help="ensemble name"),
+) -> None:
+    """Observables with autocorrelation-aware errors (Gamma method), and exact values with pulls where known."""
+
+    def body() -> None:
+        from .store import open_store
+        from .summary import ensemble_summary
+
+        st = open_store(store, "r")
+        rows = ensemble_summary(st, ensemble)
+        info_ = st.info(ensemble)
+        table = Table(title=f"{ensemble}: {info_['n_chains']} chains x {info_['committed']} trajectories")
+        for col in ("observable", "estimate", "tau_int", "exact (torus)", "pull"):
+            table.add_column(col, justify="right")
+        worst = 0.0
+        for r in rows:
+            pull = r.pull
+            if pull is not None:
+                worst = max(worst, abs(pull))
+            ptxt = "" if pull is None else f"[{'green' if abs(pull) < 3 else 'red'}]{pull:+.2f}[/]"
+            table.add_row(r.observable, str(r.stats), f"{r.stats.tau_int:.2f}",
+                          "" if r.exact is None else f"{r.exact:.6f}", ptxt)
+        console.print(table)
+        n_exact = sum(r.exact is not None for r in rows)
+        if n_exact:
+            console.print(f"{n_exact} observables compared with exact values; largest |pull| = {worst:.2f}")
+
+    _run(body)
+
+
+# ----------------------------------------------------------------------------------------
+# measure
+# ----------------------------------------------------------------------------------------
+
+
+@app.command(epilog="""
+**Examples**
+
+    corrflow measure data/runs.zarr u1_16x16_beta2 wilson_2x2 wilson_3x3 topological_charge
+
+    corrflow measure data/runs.zarr su3_4x4x4x4_beta5.7 polyakov_loop
+""")
+def measure(
+    store: Path = typer.Argument(..., help="zarr store"),
+    ensemble: str = typer.Argument(..., help="ensemble name (see `corrflow info`)"),
+    observables: List[str] = typer.Argument(..., help="plaquette, wilson_RxT (e.g. wilson_2x2), topological_charge (2D U(1)), polyakov_loop"),
+    batch: int = typer.Option(64, help="configurations per jitted evaluation"),
+) -> None:
+    """Compute observables on the stored configurations and write them into the store (resumable)."""
+
+    def body() -> None:
+        from .measure import measure_stored
+        from .store import open_store
+
+        if batch < 1:
+            raise CLIError(f"--batch must be >= 1, got {batch}")
+        st = open_store(store, "a")
+        with _LazyProgress(f"measure {ensemble}") as lp:
+            res = measure_stored(st, ensemble, observables, batch=batch, progress=lambda d, t: lp.update(d, t))
+        for o in res.skipped:
+            console.print(f"{o}: recorded during generation, nothing to do")
+        msg = ", ".join(f"{k} +{v}" for k, v in res.measured.items()) or "nothing new to measure"
+        console.print(f"[green]done[/] {ensemble}: {msg}")
+
+    _run(body)
+
+
+# ----------------------------------------------------------------------------------------
+# ILDG interop
+# ----------------------------------------------------------------------------------------
+
+
+@app.command("export-ildg", epilog="""
+**Example**
+
+    corrflow export-ildg runs.zarr su3_8x8x8x8_beta6 --out configs/ --chain 0 --every 10
+""")
+def export_ildg(
+    store: Path = typer.Argument(..., help="zarr store"),
+    ensemble: str = typer.Argument(..., help="a 4D SU(3) ensemble"),
+    out: Path = typer.Option(..., help="output directory (created)"),
+    chain: int = typer.Option(0, help="chain to export"),
+    every: int = typer.Option(1, help="export every k-th stored configuration"),
+    single: bool = typer.Option(False, "--single", help="write single precision (default double)"),
+) -> None:
+    """Write stored 4D SU(3) configurations as ILDG (LIME) files, one per configuration."""
+
+    def body() -> None:
+        from .ildg import write_ildg
+        from .store import open_store
+
+        st = open_store(store, "r")
+        spec = st.spec(ensemble)
+        if spec.group != "su3" or len(spec.shape) != 4:
+            raise CLIError(f"ILDG export needs a 4D SU(3) ensemble; {ensemble!r} is {spec.group} on {spec.shape}")
+        if not 0 <= chain < spec.n_chains:
+            raise CLIError(f"--chain must be in 0..{spec.n_chains - 1}, got {chain}")
+        if every < 1:
+            raise CLIError(f"--every must be >= 1, got {every}")
+        ds = st.open_ensemble(ensemble)
+        out.mkdir(parents=True, exist_ok=True)
+        positions = list(range(0, ds.sizes["traj"], every))
+        for pos in positions:
+            traj = int(ds.traj.values[pos])
+            u = st.load_configs(ensemble, chain, [pos])[0]
+            write_ildg(out / f"{ensemble}_c{chain}_t{traj:06d}.lime", u, precision=32 if single else 64,
+                       lfn=f"corrflow/{ensemble}/chain{chain}/traj{traj}")
+        console.print(f"[green]done[/] wrote {len(positions)} ILDG files to {out}")
+
+    _run(body)
+
+
+@app.command("import-ildg", epilog="""
+**Example**
+
+    corrflow import-ildg runs.zarr cfg_*.lime --name imported_b6 --beta 6.0
+""")
+def import_ildg(
+    store: Path = typer.Argument(..., help="zarr store (created if absent)"),
+    files: List[Path] = typer.Argument(..., help="ILDG files, in Monte Carlo order"),
+    name: str = typer.Option(..., help="name of the new ensemble"),
+    beta: float = typer.Option(..., help="beta the configurations were generated at"),
+    xi: float = typer.Option(1.0, help="anisotropy"),
+    lam: float = typer.Option(0.0, help="Feynman–Hellmann source"),
+) -> None:
+    """Import 4D SU(3) ILDG configurations as a one-chain ensemble (usable as a base ensemble)."""
+
+    def body() -> None:
+        import jax.numpy as jnp
+        import numpy as np
+
+        from . import make_theory, observables as obs_mod
+        from .ildg import read_ildg
+        from .store import EnsembleSpec, open_store
+
+        if not files:
+            raise CLIError("no ILDG files given")
+        first, meta = read_ildg(files[0])
+        shape = first.shape[:4]
+        th = make_theory("su3", shape, beta=beta, xi=xi, lam=lam)
+        st = open_store(store, "a")
+        spec = EnsembleSpec(theory="su3", group="su3", shape=shape, params=th.params(), n_chains=1, seed=-1,
+                            dtype="complex128", hmc={}, n_therm=0, thin=1, measurements=("plaquette",), kind="imported",
+                            flow={"source_files": [str(f) for f in files]})
+        st.create_ensemble(name, spec)
+        with st.writer(name) as w, _progress() as prog:
+            task = prog.add_task(f"import {name}", total=len(files), extra="")
+            for i, f in enumerate(files):
+                u, m = read_ildg(f, dtype=np.complex128) if i else (first, meta)
+                if u.shape != first.shape:
+                    raise CLIError(f"{f}: lattice {u.shape[:4]} differs from the first file's {shape}")
+                uj = jnp.asarray(u)
+                per = {"plaquette": np.array([[float(obs_mod.plaquette(uj, th.group))]]),
+                       "action": np.array([[float(th.action(uj))]]), "delta_H": np.full((1, 1), np.nan),
+                       "accepted": np.ones((1, 1), bool), "step_size": np.full((1, 1), np.nan)}
+                w.append([i], u[None, None], per, i + 1)
+                prog.update(task, completed=i + 1)
+        console.print(f"[green]done[/] imported {len(files)} configurations of {'x'.join(map(str, shape))} into {name}")
+
+    _run(body)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

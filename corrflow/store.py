@@ -1,0 +1,756 @@
+"""Ensemble store on zarr v3, read through xarray (the only module of corrflow that touches disk).
+
+Layout
+------
+One zarr v3 store (a local directory, or any fsspec URL such as ``memory://x`` or ``s3://bucket/x``)
+whose root group carries ``attrs["corrflow"] = {"format": "corrflow-store", "version": 1}``, and one
+group per ensemble.  An ensemble group holds
+
+* ``links``: dims ``(chain, traj, t, x[, y, z], mu[, row, col])``; chunked along ``traj``;
+* per-trajectory arrays ``(chain, traj)``: ``action``, ``delta_H``, ``accepted``, ``step_size`` and one
+  array per measured observable (``plaquette``, ``wilson_2x2``, ``topological_charge``, ...);
+* coordinates ``chain`` and ``traj`` (the global trajectory index of each stored configuration);
+* flowed ensembles additionally ``source_chain``, ``source_traj``, ``log_weight``, ``log_jacobian``;
+* ``checkpoint_links`` / ``checkpoint_action`` with a leading ``slot`` axis of 2 (double buffer for the
+  chain state during thermalisation);
+* attrs ``corrflow_ensemble``: kind (``hmc`` / ``flowed``), theory, group, shape, action parameters,
+  HMC settings, seed, thermalisation, thinning, dtype, measurement names, versions, creation time; and
+  ``corrflow_commit``: the committed number of stored trajectories per chain, the next global trajectory
+  index, the phase (``therm`` / ``production``) and the active checkpoint slot.
+
+Every array uses the CRC32C codec, so a damaged chunk fails loudly when read.
+
+Write protocol (crash safety)
+-----------------------------
+Data are written first, then the commit record ``corrflow_commit`` (one atomic write of the group's
+metadata on local stores).  Readers (:meth:`EnsembleStore.open_ensemble`) only show the committed
+trajectories.  A writer re-opening an ensemble rolls every array back to the committed length, so
+a run killed at any point resumes with nothing lost and nothing duplicated.  The chain state for
+resuming is the last committed configuration and its action (production) or the active checkpoint
+slot (thermalisation); random keys are derived from the seed and the global trajectory index, so the
+resumed chain is bit-identical to an uninterrupted one.  A writer holds a lock file (local stores
+only, in ``<store>.locks/`` beside the store); a lock left by a dead process on the same host is
+recognised as stale and replaced.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import socket
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+STORE_FORMAT = "corrflow-store"
+STORE_VERSION = 1
+ENSEMBLE_KINDS = ("hmc", "flowed", "imported")
+PER_TRAJ_BASE = ("action", "delta_H", "accepted", "step_size")
+FLOWED_FIELDS = ("source_chain", "source_traj", "log_weight", "log_jacobian")
+
+__all__ = [
+    "StoreError",
+    "EnsembleSpec",
+    "EnsembleStore",
+    "EnsembleWriter",
+    "VerifyReport",
+    "open_store",
+    "ensemble_name",
+    "lattice_dim_names",
+]
+
+
+class StoreError(Exception):
+    """Any problem with a store: foreign or corrupt store, mismatched parameters, locks, bad appends."""
+
+
+def lattice_dim_names(d: int) -> tuple[str, ...]:
+    """Names of the site axes: ``(t, x)``, ``(t, x, y)``, ``(t, x, y, z)``; ``x0, x1, ...`` beyond 4D."""
+    if d <= 4:
+        return ("t", "x", "y", "z")[:d]
+    return tuple(f"x{i}" for i in range(d))
+
+
+def _fmt_num(v: float) -> str:
+    return f"{float(v):g}"
+
+
+def ensemble_name(theory: str, shape: Sequence[int], params: Mapping[str, float]) -> str:
+    """Default group name, e.g. ``u1_16x16_beta2`` or ``su3_8x8x8x8_beta5.7_xi1.2_lam0.01``."""
+    name = f"{theory}_{'x'.join(str(int(s)) for s in shape)}_beta{_fmt_num(params['beta'])}"
+    if float(params.get("xi", 1.0)) != 1.0:
+        name += f"_xi{_fmt_num(params['xi'])}"
+    if float(params.get("lam", 0.0)) != 0.0:
+        name += f"_lam{_fmt_num(params['lam'])}"
+    return name
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise StoreError(f"invalid ensemble name {name!r}: use letters, digits and _ . + - (no slashes or spaces)")
+    return name
+
+
+# ----------------------------------------------------------------------------------------
+# ensemble description
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """Everything that defines an ensemble; stored in attrs and compared before every append.
+
+    ``theory``: theory name (``u1``, ``su3``, ...); ``group``: group name; ``shape``: lattice extents;
+    ``params``: action parameters; ``hmc``: HMC settings; ``n_chains``; ``seed``; ``n_therm``;
+    ``thin`` (store every ``thin``-th trajectory); ``dtype`` of the links; ``measurements``: names of
+    the per-trajectory observables; ``kind``: ``hmc`` or ``flowed``; ``flow``: provenance of a flowed
+    ensemble (source ensemble name, flow checkpoint id, ...).
+    """
+
+    theory: str
+    group: str
+    shape: tuple[int, ...]
+    params: dict[str, float]
+    n_chains: int
+    seed: int
+    dtype: str
+    hmc: dict[str, Any] = field(default_factory=dict)
+    n_therm: int = 0
+    thin: int = 1
+    measurements: tuple[str, ...] = ("plaquette",)
+    kind: str = "hmc"
+    flow: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ENSEMBLE_KINDS:
+            raise StoreError(f"unknown ensemble kind {self.kind!r}; allowed: {', '.join(ENSEMBLE_KINDS)}")
+        if int(self.n_chains) < 1:
+            raise StoreError(f"n_chains must be >= 1, got {self.n_chains}")
+        if int(self.thin) < 1:
+            raise StoreError(f"thin must be >= 1, got {self.thin}")
+        if int(self.n_therm) < 0:
+            raise StoreError(f"n_therm must be >= 0, got {self.n_therm}")
+        if self.kind == "flowed" and "source" not in self.flow:
+            raise StoreError("a flowed ensemble needs flow['source'] (the source ensemble name)")
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "measurements", tuple(self.measurements))
+        object.__setattr__(self, "params", {k: float(v) for k, v in self.params.items()})
+
+    @property
+    def elem_shape(self) -> tuple[int, ...]:
+        if self.group == "u1":
+            return ()
+        n = int(self.group[2:])
+        return (n, n)
+
+    @property
+    def config_shape(self) -> tuple[int, ...]:
+        """Shape of one configuration: ``(*shape, d, *elem)``."""
+        return self.shape + (len(self.shape),) + self.elem_shape
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "theory": self.theory, "group": self.group, "shape": list(self.shape), "params": self.params,
+            "n_chains": int(self.n_chains), "seed": int(self.seed), "dtype": self.dtype, "hmc": self.hmc,
+            "n_therm": int(self.n_therm), "thin": int(self.thin), "measurements": list(self.measurements),
+            "kind": self.kind, "flow": self.flow,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "EnsembleSpec":
+        try:
+            return cls(
+                theory=d["theory"], group=d["group"], shape=tuple(d["shape"]), params=dict(d["params"]),
+                n_chains=int(d["n_chains"]), seed=int(d["seed"]), dtype=str(d["dtype"]), hmc=dict(d.get("hmc", {})),
+                n_therm=int(d.get("n_therm", 0)), thin=int(d.get("thin", 1)),
+                measurements=tuple(d.get("measurements", ())), kind=d.get("kind", "hmc"), flow=dict(d.get("flow", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"ensemble metadata is incomplete or malformed ({exc!r}); the store may be corrupt") from None
+
+    def differences(self, other: "EnsembleSpec", keys: Sequence[str] | None = None) -> list[str]:
+        """Human-readable list of fields that differ (``keys`` restricts the comparison)."""
+        a, b = self.to_json(), other.to_json()
+        keys = keys or list(a)
+        out = []
+        for k in keys:
+            if k == "params":
+                for p in sorted(set(a[k]) | set(b[k])):
+                    if a[k].get(p) != b[k].get(p):
+                        out.append(f"{p}: stored {a[k].get(p)} vs requested {b[k].get(p)}")
+            elif a[k] != b[k]:
+                out.append(f"{k}: stored {a[k]} vs requested {b[k]}")
+        return out
+
+
+# ----------------------------------------------------------------------------------------
+# the store
+# ----------------------------------------------------------------------------------------
+
+
+def _is_url(path: str) -> bool:
+    return "://" in str(path)
+
+
+def _versions() -> dict[str, str]:
+    import jax
+    import zarr
+
+    from . import __version__
+
+    return {"corrflow": __version__, "jax": jax.__version__, "zarr": zarr.__version__, "numpy": np.__version__}
+
+
+def _crc_codecs() -> dict[str, Any]:
+    from zarr.codecs import BytesCodec, Crc32cCodec
+
+    return {"serializer": BytesCodec(), "compressors": (Crc32cCodec(),), "filters": ()}
+
+
+class EnsembleStore:
+    """A corrflow ensemble store.
+
+    ``EnsembleStore(path, mode="r")`` opens an existing store read-only; ``mode="a"`` opens it for
+    writing and creates it if ``path`` does not exist (or is an empty directory).  ``path`` is a
+    local directory or an fsspec URL.  Raises :class:`StoreError` for a directory that is not a
+    zarr store, a zarr store that is not a corrflow store, or a read-only location in ``"a"`` mode.
+    """
+
+    def __init__(self, path: str | os.PathLike, mode: str = "r") -> None:
+        import zarr
+
+        if mode not in ("r", "a"):
+            raise StoreError(f"mode must be 'r' or 'a', got {mode!r}")
+        self.path = str(path)
+        self.mode = mode
+        self.is_local = not _is_url(self.path)
+        if self.is_local:
+            p = Path(self.path)
+            if p.exists() and not p.is_dir():
+                raise StoreError(f"{self.path} is a file, not a store directory; pass a directory path such as runs.zarr")
+            fresh = (not p.exists()) or (p.is_dir() and not any(p.iterdir()))
+            if p.exists() and not (p / "zarr.json").exists() and not fresh:
+                if (p / ".zgroup").exists() or (p / ".zarray").exists():
+                    raise StoreError(f"{self.path} is a zarr v2 store; corrflow stores are zarr v3. "
+                                     "Convert it or choose a new path.")
+                raise StoreError(f"{self.path} is a non-empty directory that is not a zarr store; "
+                                 "choose a new path (it will be created) or an existing corrflow store")
+            if fresh and mode == "r":
+                raise StoreError(f"no store at {self.path}; create one with `corrflow generate ... --store {self.path}`")
+            if mode == "a":
+                target = p if p.exists() else p.parent
+                while not target.exists():
+                    target = target.parent
+                if not os.access(target, os.W_OK):
+                    raise StoreError(f"{self.path} is not writable (permission denied on {target}); "
+                                     "choose a writable location or open with mode='r'")
+        try:
+            self.root = zarr.open_group(store=self.path, mode=mode, zarr_format=3)
+        except Exception as exc:  # zarr raises many different types here
+            raise StoreError(f"cannot open {self.path} as a zarr v3 store: {exc}") from None
+        meta = dict(self.root.attrs).get("corrflow")
+        if meta is None:
+            members = list(self.root.group_keys()) + list(self.root.array_keys())
+            if members or dict(self.root.attrs):
+                raise StoreError(f"{self.path} is a zarr store but not a corrflow store (no 'corrflow' root "
+                                 "attribute); refusing to write into a foreign store. Choose another path.")
+            if mode == "r":
+                raise StoreError(f"{self.path} is an empty zarr group, not a corrflow store")
+            self.root.attrs["corrflow"] = {"format": STORE_FORMAT, "version": STORE_VERSION}
+        elif not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
+            raise StoreError(f"{self.path}: root attribute 'corrflow' is not a corrflow store header: {meta!r}")
+        elif int(meta.get("version", 0)) > STORE_VERSION:
+            raise StoreError(f"{self.path} has store format version {meta.get('version')}; this corrflow reads "
+                             f"up to version {STORE_VERSION}. Upgrade corrflow.")
+
+    # ------------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        lines = [f"EnsembleStore({self.path!r}, mode={self.mode!r})"]
+        for name in self.ensembles():
+            try:
+                info = self.info(name)
+                lines.append(f"  {name}: {info['kind']} {info['theory']} {'x'.join(map(str, info['shape']))} "
+                             f"{info['params']}  {info['n_chains']} chains x {info['committed']} traj")
+            except StoreError as exc:
+                lines.append(f"  {name}: UNREADABLE ({exc})")
+        return "\n".join(lines)
+
+    def ensembles(self) -> list[str]:
+        """Names of the ensemble groups."""
+        return sorted(k for k in self.root.group_keys())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.ensembles()
+
+    def _group(self, name: str) -> Any:
+        if name not in self:
+            have = ", ".join(self.ensembles()) or "none"
+            raise StoreError(f"no ensemble {name!r} in {self.path}; available: {have}")
+        return self.root[name]
+
+    def spec(self, name: str) -> EnsembleSpec:
+        attrs = dict(self._group(name).attrs)
+        if "corrflow_ensemble" not in attrs:
+            raise StoreError(f"group {name!r} in {self.path} has no corrflow_ensemble metadata (foreign or corrupt)")
+        return EnsembleSpec.from_json(attrs["corrflow_ensemble"])
+
+    def commit(self, name: str) -> dict[str, Any]:
+        attrs = dict(self._group(name).attrs)
+        c = attrs.get("corrflow_commit")
+        if not isinstance(c, dict) or "committed" not in c:
+            raise StoreError(f"ensemble {name!r} has no valid commit record; the store may be corrupt")
+        return c
+
+    def info(self, name: str) -> dict[str, Any]:
+        """Summary of an ensemble: spec fields, committed trajectories, size, provenance."""
+        spec = self.spec(name)
+        com = self.commit(name)
+        g = self._group(name)
+        out = spec.to_json()
+        out.update(name=name, committed=int(com["committed"]), next_traj=int(com["next_traj"]),
+                   phase=com["phase"], created=dict(g.attrs).get("corrflow_created"),
+                   versions=dict(g.attrs).get("corrflow_versions"))
+        out["observables"] = {k: int(v) for k, v in dict(g.attrs.get("corrflow_observables", {})).items()}
+        itemsize = np.dtype(spec.dtype).itemsize
+        out["links_bytes"] = int(com["committed"]) * spec.n_chains * int(np.prod(spec.config_shape)) * itemsize
+        return out
+
+    # ------------------------------------------------------------------------------------
+    def create_ensemble(self, name: str, spec: EnsembleSpec, *, chunk_traj: int | None = None) -> None:
+        """Create an empty ensemble group with the schema of ``spec`` (refuses existing names)."""
+        if self.mode != "a":
+            raise StoreError(f"store {self.path} is open read-only; open with mode='a' to create ensembles")
+        _check_name(name)
+        if name in self:
+            raise StoreError(f"ensemble {name!r} already exists in {self.path}")
+        dims = ("chain", "traj") + lattice_dim_names(len(spec.shape)) + ("mu",) + (("row", "col") if spec.elem_shape else ())
+        cfg_bytes = int(np.prod(spec.config_shape)) * np.dtype(spec.dtype).itemsize
+        if chunk_traj is None:
+            chunk_traj = max(1, min(256, (8 << 20) // cfg_bytes))
+        grp = self.root.create_group(name)
+        codecs = _crc_codecs()
+        c = spec.n_chains
+        grp.create_array("links", shape=(c, 0) + spec.config_shape, chunks=(1, chunk_traj) + spec.config_shape,
+                         dtype=spec.dtype, fill_value=0, dimension_names=dims, **codecs)
+        per_traj = list(PER_TRAJ_BASE) + list(spec.measurements)
+        if spec.kind == "flowed":
+            per_traj += list(FLOWED_FIELDS)
+        ct = max(chunk_traj, 1024)
+        for var in per_traj:
+            dt = {"accepted": "bool", "source_chain": "int64", "source_traj": "int64"}.get(var, "float64")
+            fill = {"bool": False, "int64": -1}.get(dt, np.nan)
+            grp.create_array(var, shape=(c, 0), chunks=(1, ct), dtype=dt, fill_value=fill,
+                             dimension_names=("chain", "traj"), **codecs)
+        grp.create_array("traj", shape=(0,), chunks=(ct,), dtype="int64", fill_value=-1,
+                         dimension_names=("traj",), **codecs)
+        ch = grp.create_array("chain", shape=(c,), chunks=(c,), dtype="int64", dimension_names=("chain",), **codecs)
+        ch[:] = np.arange(c)
+        grp.create_array("checkpoint_links", shape=(2, c) + spec.config_shape, chunks=(1, c) + spec.config_shape,
+                         dtype=spec.dtype, fill_value=0, dimension_names=("slot",) + dims[:1] + dims[2:], **codecs)
+        grp.create_array("checkpoint_action", shape=(2, c), chunks=(1, c), dtype="float64", fill_value=np.nan,
+                         dimension_names=("slot", "chain"), **codecs)
+        # metadata last: a group without a commit record is recognised as incomplete
+        grp.attrs.update({
+            "corrflow_ensemble": spec.to_json(),
+            "corrflow_versions": _versions(),
+            "corrflow_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+        grp.attrs["corrflow_commit"] = {"committed": 0, "next_traj": 0, "phase": "therm" if spec.n_therm else "production",
+                                        "slot": -1}
+
+    def lock_path(self, name: str) -> Path:
+        """Writer lock of ``name``: ``<store>.locks/<name>.lock`` beside the store (outside the zarr
+        hierarchy, so zarr and xarray never see it)."""
+        p = Path(self.path)
+        return p.with_name(p.name + ".locks") / f"{name}.lock"
+
+    def writer(self, name: str) -> "EnsembleWriter":
+        """A locked writer for ``name`` (use as a context manager)."""
+        if self.mode != "a":
+            raise StoreError(f"store {self.path} is open read-only; open with mode='a' to write")
+        self._group(name)
+        return EnsembleWriter(self, name)
+
+    # ------------------------------------------------------------------------------------
+    def open_ensemble(self, name: str, *, chunks: Any = "auto") -> Any:
+        """Lazy ``xarray.Dataset`` of the committed part of ``name`` (dask-backed, nothing loaded).
+
+        Checkpoint arrays are dropped; attrs hold the ensemble spec.
+        """
+        import xarray as xr
+
+        self._group(name)
+        n = int(self.commit(name)["committed"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=RuntimeWarning)
+            ds = xr.open_zarr(self.root.store, group=name, consolidated=False, chunks={} if chunks == "auto" else chunks,
+                              zarr_format=3)
+        ds = ds.drop_vars([v for v in ("checkpoint_links", "checkpoint_action") if v in ds.variables])
+        ds = ds.isel(traj=slice(0, n))
+        ds.attrs = {"name": name, **self.spec(name).to_json()}
+        return ds
+
+    def tree(self) -> Any:
+        """All ensembles as an ``xarray.DataTree`` (lazy), one node per ensemble."""
+        import xarray as xr
+
+        return xr.DataTree.from_dict({f"/{n}": self.open_ensemble(n) for n in self.ensembles()})
+
+    def load_configs(self, name: str, chain: int, trajs: Sequence[int] | slice) -> np.ndarray:
+        """Links of chain ``chain`` at stored positions ``trajs`` (positions, not global indices)."""
+        n = int(self.commit(name)["committed"])
+        arr = self._group(name)["links"]
+        if isinstance(trajs, slice):
+            idx = list(range(*trajs.indices(n)))
+        else:
+            idx = [int(t) for t in trajs]
+        bad = [t for t in idx if not 0 <= t < n]
+        if bad:
+            raise StoreError(f"trajectory positions {bad[:5]} out of range 0..{n - 1} of ensemble {name!r}")
+        return np.stack([arr[chain, t] for t in idx]) if idx else np.zeros((0,) + arr.shape[2:], arr.dtype)
+
+    # ------------------------------------------------------------------------------------
+    def verify(self, name: str, *, n_sample: int = 8, seed: int = 0, atol: float = 1e-10) -> "VerifyReport":
+        """Integrity check: every committed chunk present and readable, and the plaquette of a random
+        sample of stored configurations recomputed and compared with the stored value."""
+        import zarr
+
+        from . import observables
+        from .groups import get_group
+
+        grp = self._group(name)
+        spec = self.spec(name)
+        n = int(self.commit(name)["committed"])
+        report = VerifyReport(name=name, committed=n)
+        for var in grp.array_keys():
+            if var.startswith("checkpoint"):
+                continue
+            arr = grp[var]
+            if "traj" not in (arr.metadata.dimension_names or ()):
+                continue
+            taxis = list(arr.metadata.dimension_names).index("traj")
+            chunk_t = arr.chunks[taxis]
+            n_tchunks = -(-n // chunk_t)
+            grid = [range(-(-s // c)) if i != taxis else range(n_tchunks)
+                    for i, (s, c) in enumerate(zip(arr.shape, arr.chunks))]
+            for idx in np.ndindex(*[len(r) for r in grid]):
+                key = "/".join(str(i) for i in idx)
+                sel = tuple(slice(i * c, min((i + 1) * c, (n if ax == taxis else s)))
+                            for ax, (i, c, s) in enumerate(zip(idx, arr.chunks, arr.shape)))
+                ckey = f"{name}/{var}/c/{key}"
+                if not self._key_exists(ckey):
+                    report.missing.append(ckey)
+                    continue
+                if var == "links":
+                    continue  # links chunks are read below (sample) to keep verify cheap
+                try:
+                    arr[sel]
+                except Exception as exc:  # checksum or decode failure
+                    report.corrupt.append(f"{ckey} ({type(exc).__name__}: {exc})")
+        if n == 0 or report.missing:
+            return report
+        group = get_group(spec.group)
+        rng = np.random.default_rng(seed)
+        picks = [(int(rng.integers(spec.n_chains)), int(rng.integers(n))) for _ in range(n_sample)]
+        plaq = grp["plaquette"] if "plaquette" in grp.array_keys() else None
+        for c, t in picks:
+            ckey = f"{name}/links/c/{c}/{t // grp['links'].chunks[1]}" + "/0" * (grp["links"].ndim - 2)
+            try:
+                u = grp["links"][c, t]
+            except Exception as exc:
+                report.corrupt.append(f"{ckey} ({type(exc).__name__}: {exc})")
+                continue
+            if not np.all(np.isfinite(u)):
+                report.corrupt.append(f"{ckey} (non-finite values in chain {c}, position {t})")
+                continue
+            if plaq is not None:
+                import jax.numpy as jnp
+
+                val = float(observables.plaquette(jnp.asarray(u), group))
+                stored = float(plaq[c, t])
+                report.checked += 1
+                if not abs(val - stored) <= atol * max(1.0, abs(stored)):
+                    report.mismatched.append(f"chain {c}, position {t}: stored plaquette {stored!r}, recomputed {val!r}")
+        return report
+
+    def _key_exists(self, key: str) -> bool:
+        from zarr.core.sync import sync
+
+        return bool(sync(self.root.store.exists(key)))
+
+
+@dataclass
+class VerifyReport:
+    """Result of :meth:`EnsembleStore.verify`; ``ok`` is True when nothing is missing or corrupt."""
+
+    name: str
+    committed: int
+    checked: int = 0
+    missing: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.corrupt or self.mismatched)
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"{self.name}: OK ({self.committed} trajectories per chain, {self.checked} plaquettes recomputed)"
+        parts = [f"{self.name}: PROBLEMS"]
+        parts += [f"  missing chunk {k}" for k in self.missing]
+        parts += [f"  corrupt chunk {k}" for k in self.corrupt]
+        parts += [f"  plaquette mismatch at {k}" for k in self.mismatched]
+        return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------------
+# writer
+# ----------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class EnsembleWriter:
+    """Appends trajectory blocks to one ensemble with the commit protocol (see module docstring).
+
+    Holds an exclusive lock for its lifetime (context manager).  On entry the ensemble is rolled
+    back to its committed length.
+    """
+
+    def __init__(self, store: EnsembleStore, name: str) -> None:
+        self.store = store
+        self.name = name
+        self.group = store._group(name)
+        self.spec = store.spec(name)
+        self._lock_path: Path | None = None
+
+    # --- locking -------------------------------------------------------------------------
+    def __enter__(self) -> "EnsembleWriter":
+        self._acquire()
+        try:
+            self._rollback()
+        except Exception:
+            self._release()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._release()
+
+    def _acquire(self) -> None:
+        if not self.store.is_local:
+            return  # object stores: single-writer discipline is the user's responsibility
+        path = self.store.lock_path(self.name)
+        path.parent.mkdir(exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    other = json.loads(path.read_text() or "{}")
+                except (OSError, json.JSONDecodeError):
+                    other = {}
+                pid, host = other.get("pid"), other.get("host")
+                if host == me["host"] and isinstance(pid, int) and not _pid_alive(pid):
+                    path.unlink(missing_ok=True)  # stale lock of a dead process on this host
+                    continue
+                since = other.get("since")
+                when = _dt.datetime.fromtimestamp(since).isoformat(timespec="seconds") if since else "unknown time"
+                raise StoreError(
+                    f"ensemble {self.name!r} is being written by another process (pid {pid} on host {host}, since "
+                    f"{when}). Wait for it to finish; if that process is dead, delete {path}") from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self._lock_path = path
+            return
+        raise StoreError(f"could not acquire the writer lock {path}")
+
+    def _release(self) -> None:
+        if self._lock_path is not None:
+            self._lock_path.unlink(missing_ok=True)
+            self._lock_path = None
+
+    # --- state ---------------------------------------------------------------------------
+    @property
+    def commit_record(self) -> dict[str, Any]:
+        return dict(self.group.attrs["corrflow_commit"])
+
+    @property
+    def committed(self) -> int:
+        return int(self.commit_record["committed"])
+
+    @property
+    def next_traj(self) -> int:
+        return int(self.commit_record["next_traj"])
+
+    def _per_traj_vars(self) -> list[str]:
+        """Per-trajectory variables every append must provide."""
+        out = list(PER_TRAJ_BASE) + list(self.spec.measurements)
+        if self.spec.kind == "flowed":
+            out += list(FLOWED_FIELDS)
+        return out
+
+    def measured_observables(self) -> dict[str, int]:
+        """Observables added after generation (``corrflow measure``) and how many trajectories each covers."""
+        return {k: int(v) for k, v in dict(self.group.attrs.get("corrflow_observables", {})).items()}
+
+    def _all_traj_vars(self) -> list[str]:
+        return ["links", "traj"] + self._per_traj_vars() + list(self.measured_observables())
+
+    def write_observable(self, obs: str, values: np.ndarray, start: int) -> None:
+        """Write post-hoc measurements ``values`` ``(chains, n)`` for stored positions ``start .. start+n-1``
+        and record the measured count (data first, then the count).  Measurements must be contiguous:
+        ``start`` equals the count already measured."""
+        if obs in self._per_traj_vars() or obs in ("links", "traj"):
+            raise StoreError(f"{obs!r} is recorded during generation of {self.name!r}; it cannot be re-measured")
+        values = np.asarray(values, dtype=np.float64)
+        n = values.shape[1] if values.ndim == 2 else -1
+        if values.ndim != 2 or values.shape[0] != self.spec.n_chains:
+            raise StoreError(f"{obs} values have shape {values.shape}, expected ({self.spec.n_chains}, n)")
+        done = self.measured_observables()
+        have = done.get(obs, 0)
+        if start != have:
+            raise StoreError(f"{obs}: measurements must continue at position {have}, got start={start}")
+        if start + n > self.committed:
+            raise StoreError(f"{obs}: positions up to {start + n} exceed the {self.committed} committed trajectories")
+        if obs not in self.group.array_keys():
+            self.group.create_array(obs, shape=(self.spec.n_chains, self.committed), chunks=(1, 1024), dtype="float64",
+                                    fill_value=np.nan, dimension_names=("chain", "traj"), **_crc_codecs())
+        self.group[obs][:, start:start + n] = values
+        done[obs] = start + n
+        self.group.attrs["corrflow_observables"] = done
+
+    def _rollback(self) -> None:
+        """Shrink every array to the committed length; remove stale partial files (local stores)."""
+        n = self.committed
+        for var in self._all_traj_vars():
+            arr = self.group[var]
+            taxis = 0 if var == "traj" else 1
+            if arr.shape[taxis] != n:
+                shape = list(arr.shape)
+                shape[taxis] = n
+                arr.resize(tuple(shape))
+        if self.store.is_local:
+            for p in (Path(self.store.path) / self.name).rglob("*.partial"):
+                p.unlink(missing_ok=True)
+
+    def resume_state(self) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """``(links (chains, ...), action (chains,), next_traj)`` to continue the chain, or None if
+        nothing has been run yet."""
+        rec = self.commit_record
+        if rec["phase"] == "production" and self.committed > 0:
+            links = np.asarray(self.group["links"][:, self.committed - 1])
+            action = np.asarray(self.group["action"][:, self.committed - 1])
+            return links, action, int(rec["next_traj"])
+        if int(rec.get("slot", -1)) >= 0:
+            s = int(rec["slot"])
+            return (np.asarray(self.group["checkpoint_links"][s]), np.asarray(self.group["checkpoint_action"][s]),
+                    int(rec["next_traj"]))
+        return None
+
+    # --- writing -------------------------------------------------------------------------
+    def _write_commit(self, **changes: Any) -> None:
+        rec = self.commit_record
+        rec.update(changes)
+        self.group.attrs["corrflow_commit"] = rec  # one atomic metadata write
+
+    def save_checkpoint(self, links: np.ndarray, action: np.ndarray, next_traj: int, phase: str) -> None:
+        """Store the chain state (thermalisation) in the inactive slot, then commit it."""
+        self._check_config_block(links[:, None], "checkpoint links")
+        rec = self.commit_record
+        if next_traj < rec["next_traj"]:
+            raise StoreError(f"checkpoint at trajectory {next_traj} is older than the committed {rec['next_traj']}")
+        slot = 1 - int(rec.get("slot", -1)) if int(rec.get("slot", -1)) >= 0 else 0
+        self.group["checkpoint_links"][slot] = np.asarray(links)
+        self.group["checkpoint_action"][slot] = np.asarray(action, dtype=np.float64)
+        self._write_commit(slot=slot, next_traj=int(next_traj), phase=phase)
+
+    def _check_config_block(self, links: np.ndarray, what: str = "links") -> None:
+        spec = self.spec
+        expect = (spec.n_chains,) + (None,) + spec.config_shape
+        shape = tuple(np.shape(links))
+        if len(shape) != len(expect) or shape[0] != spec.n_chains or shape[2:] != spec.config_shape:
+            raise StoreError(f"{what} have shape {shape}; ensemble {self.name!r} stores "
+                             f"(chains={spec.n_chains}, n, {', '.join(map(str, spec.config_shape))})")
+        if np.dtype(links.dtype) != np.dtype(spec.dtype):
+            raise StoreError(f"{what} have dtype {links.dtype}; ensemble {self.name!r} stores {spec.dtype}. "
+                             "Cast explicitly if a precision change is intended.")
+
+    def append(self, traj: Sequence[int], links: np.ndarray, per_traj: Mapping[str, np.ndarray],
+               next_traj: int) -> None:
+        """Append a block of stored trajectories and commit it.
+
+        ``traj``: global indices ``(n,)`` of the stored configurations, strictly increasing and larger
+        than every stored index; ``links``: ``(chains, n, ...)``; ``per_traj``: every per-trajectory
+        variable of the ensemble as ``(chains, n)``; ``next_traj``: the global index the chain continues
+        from.  Validates everything before writing anything.
+        """
+        traj = np.asarray(traj, dtype=np.int64)
+        links = np.asarray(links)
+        n = len(traj)
+        self._check_config_block(links)
+        if links.shape[1] != n:
+            raise StoreError(f"links hold {links.shape[1]} trajectories but {n} trajectory indices were given")
+        if n and np.any(np.diff(traj) <= 0):
+            raise StoreError("trajectory indices within a block must be strictly increasing")
+        committed = self.committed
+        if n and committed:
+            last = int(self.group["traj"][committed - 1])
+            if traj[0] <= last:
+                dup = traj[traj <= last]
+                raise StoreError(f"trajectory indices {dup[:5].tolist()} are already stored in {self.name!r} "
+                                 f"(last stored index {last}); refusing to append duplicates")
+        need = set(self._per_traj_vars())
+        got = set(per_traj)
+        if need != got:
+            raise StoreError(f"per-trajectory data mismatch for {self.name!r}: missing {sorted(need - got)}, "
+                             f"unexpected {sorted(got - need)}")
+        for k, v in per_traj.items():
+            if np.shape(v) != (self.spec.n_chains, n):
+                raise StoreError(f"{k} has shape {np.shape(v)}, expected ({self.spec.n_chains}, {n})")
+        if next_traj < (traj[-1] + 1 if n else self.next_traj):
+            raise StoreError(f"next_traj={next_traj} is not after the last appended trajectory")
+        if n == 0:
+            return
+        new = committed + n
+        # 1) data (arrays grow; the commit record still says `committed`)
+        for var in self._all_traj_vars():  # post-hoc observables grow with NaN, filled by `measure`
+            arr = self.group[var]
+            shape = list(arr.shape)
+            taxis = 0 if var == "traj" else 1
+            shape[taxis] = new
+            arr.resize(tuple(shape))
+        self.group["links"][:, committed:new] = links
+        self.group["traj"][committed:new] = traj
+        for k, v in per_traj.items():
+            self.group[k][:, committed:new] = np.asarray(v)
+        # 2) commit
+        self._write_commit(committed=new, next_traj=int(next_traj), phase="production")
+
+
+def open_store(path: str | os.PathLike, mode: str = "r") -> EnsembleStore:
+    """Open a corrflow store (``mode="r"`` read-only, ``"a"`` read/write, created if absent).
+
+    ``repr(store)`` lists the ensembles; ``store.open_ensemble(name)`` gives a lazy xarray Dataset and
+    ``store.tree()`` an ``xarray.DataTree`` of all ensembles.
+    """
+    return EnsembleStore(path, mode)

@@ -1,0 +1,77 @@
+"""Per-ensemble summary: every stored observable with Gamma-method errors, next to the exact
+finite-torus value where one is known (2D U(1): plaquette, Wilson loops, chi_top; 2D SU(N): plaquette).
+
+In two dimensions the only plaquette plane is temporal, so anisotropy and Feynman–Hellmann source
+act as ``beta_eff = beta * xi + lam`` (see :mod:`corrflow.theories.gauge`); exact values use it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import exact
+from .stats import Stats, gamma_method
+
+__all__ = ["SummaryRow", "exact_value", "ensemble_summary"]
+
+
+class SummaryRow(NamedTuple):
+    observable: str
+    stats: Stats
+    exact: float | None
+
+    @property
+    def pull(self) -> float | None:
+        return None if self.exact is None else self.stats.pull(self.exact)
+
+
+def exact_value(spec: Any, observable: str) -> float | None:
+    """Exact torus value of ``observable`` for the ensemble ``spec``, or None if not known."""
+    if len(spec.shape) != 2:
+        return None
+    p = spec.params
+    beta = p["beta"] * p.get("xi", 1.0) + p.get("lam", 0.0)
+    shape = tuple(spec.shape)
+    if spec.group == "u1":
+        if observable == "plaquette":
+            return exact.u1_plaquette(beta, shape)
+        m = re.fullmatch(r"wilson_(\d+)x(\d+)", observable)
+        if m:
+            r, t = int(m.group(1)), int(m.group(2))
+            if r * t < shape[0] * shape[1] and max(r, t) <= min(shape):
+                return exact.u1_wilson_loop(beta, shape, r, t)
+        if observable == "chi_top":
+            return exact.u1_topological_susceptibility(beta, shape)
+        return None
+    if observable == "plaquette" and spec.group.startswith("su") and int(spec.group[2:]) in exact.SUN_SUPPORTED_N:
+        return exact.sun_plaquette(int(spec.group[2:]), beta, shape)
+    return None
+
+
+def ensemble_summary(store: Any, name: str) -> list[SummaryRow]:
+    """Gamma-method estimates (chains as replicas) of every per-trajectory observable of ``name``."""
+    ds = store.open_ensemble(name)
+    spec = store.spec(name)
+    if ds.sizes["traj"] < 10:
+        raise ValueError(f"ensemble {name!r} has {ds.sizes['traj']} trajectories per chain; need at least 10 for errors")
+    vol = int(np.prod(spec.shape))
+    rows = []
+    names = [v for v in ds.data_vars if ds[v].dims == ("chain", "traj") and v not in ("accepted", "step_size", "action")]
+    for v in names:
+        data = np.asarray(ds[v].values, dtype=float)
+        if not np.all(np.isfinite(data)):
+            continue  # partially measured observable
+        if v == "topological_charge":
+            rows.append(SummaryRow("chi_top", gamma_method(data**2 / vol), exact_value(spec, "chi_top")))
+            continue
+        if v == "delta_H":
+            rows.append(SummaryRow("exp(-dH)", gamma_method(np.exp(-data)), 1.0))
+            continue
+        rows.append(SummaryRow(v, gamma_method(data), exact_value(spec, v)))
+    acc = np.asarray(ds["accepted"].values, dtype=float)
+    if np.all(np.isfinite(acc)) and np.ptp(acc) > 0:
+        rows.append(SummaryRow("acceptance", gamma_method(acc), None))
+    return rows
