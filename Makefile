@@ -14,8 +14,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+DEMO_STORE := data/demo.zarr
+CF := $(VENV)/bin/corrflow
+
 demo: $(STAMP)
-	$(PY) examples/u1_demo.py
+	rm -rf $(DEMO_STORE) $(DEMO_STORE).locks
+	$(CF) generate u1 --beta 2.0 --shape 16,16 --n 5000 --chains 4 --therm 200 \
+	    --observables wilson_2x2,topological_charge --store $(DEMO_STORE)
+	$(CF) measure $(DEMO_STORE) u1_16x16_beta2 wilson_3x3 wilson_4x2
+	$(CF) info $(DEMO_STORE)
+	$(CF) verify $(DEMO_STORE)
+	$(CF) summary $(DEMO_STORE) u1_16x16_beta2
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q

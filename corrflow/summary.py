@@ -60,6 +60,8 @@ def ensemble_summary(store: Any, name: str) -> list[SummaryRow]:
     vol = int(np.prod(spec.shape))
     rows = []
     names = [v for v in ds.data_vars if ds[v].dims == ("chain", "traj") and v not in ("accepted", "step_size", "action")]
+    order = {"plaquette": 0, "topological_charge": 2, "polyakov_loop": 3, "delta_H": 9}
+    names.sort(key=lambda v: (order.get(v, 1 if v.startswith("wilson_") else 5), v))
     for v in names:
         data = np.asarray(ds[v].values, dtype=float)
         if not np.all(np.isfinite(data)):
