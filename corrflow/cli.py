@@ -129,7 +129,7 @@ def generate(
         import numpy as np
 
         from . import HMCConfig, make_theory
-        from .generate import generate_to_store
+        from .generate import generate_to_store, measurements_from_names
         from .store import ensemble_name, open_store
 
         dims = parse_shape(shape)
@@ -144,6 +144,9 @@ def generate(
         real = jnp.float64 if precision == "double" else jnp.float32
         dtype = real if th.group.is_abelian else (jnp.complex128 if precision == "double" else jnp.complex64)
         obs = [o.strip() for o in observables.split(",") if o.strip()]
+        measurements_from_names(th.group, obs, th.ndim)  # validate before touching the store
+        if start not in ("hot", "cold"):
+            raise CLIError(f"--start must be 'hot' or 'cold', got {start!r}")
         ens = name or ensemble_name(th.group.name, dims, th.params())
         st = open_store(store, "a")
         with _LazyProgress(f"HMC {ens}") as lp:
@@ -384,26 +387,32 @@ def import_ildg(
 
         if not files:
             raise CLIError("no ILDG files given")
-        first, meta = read_ildg(files[0])
-        shape = first.shape[:4]
+        # pass 1: read and validate every file before anything is written
+        shape = None
+        with _LazyProgress("check ILDG files") as lp:
+            for i, f in enumerate(files):
+                u, _ = read_ildg(f)
+                if shape is None:
+                    shape = u.shape[:4]
+                elif u.shape[:4] != shape:
+                    raise CLIError(f"{f}: lattice {u.shape[:4]} differs from the first file's {shape}")
+                lp.update(i + 1, len(files))
         th = make_theory("su3", shape, beta=beta, xi=xi, lam=lam)
         st = open_store(store, "a")
         spec = EnsembleSpec(theory="su3", group="su3", shape=shape, params=th.params(), n_chains=1, seed=-1,
                             dtype="complex128", hmc={}, n_therm=0, thin=1, measurements=("plaquette",), kind="imported",
                             flow={"source_files": [str(f) for f in files]})
         st.create_ensemble(name, spec)
-        with st.writer(name) as w, _progress() as prog:
-            task = prog.add_task(f"import {name}", total=len(files), extra="")
+        # pass 2: import
+        with st.writer(name) as w, _LazyProgress(f"import {name}") as lp:
             for i, f in enumerate(files):
-                u, m = read_ildg(f, dtype=np.complex128) if i else (first, meta)
-                if u.shape != first.shape:
-                    raise CLIError(f"{f}: lattice {u.shape[:4]} differs from the first file's {shape}")
+                u, _ = read_ildg(f, dtype=np.complex128)
                 uj = jnp.asarray(u)
                 per = {"plaquette": np.array([[float(obs_mod.plaquette(uj, th.group))]]),
                        "action": np.array([[float(th.action(uj))]]), "delta_H": np.full((1, 1), np.nan),
                        "accepted": np.ones((1, 1), bool), "step_size": np.full((1, 1), np.nan)}
                 w.append([i], u[None, None], per, i + 1)
-                prog.update(task, completed=i + 1)
+                lp.update(i + 1, len(files))
         console.print(f"[green]done[/] imported {len(files)} configurations of {'x'.join(map(str, shape))} into {name}")
 
     _run(body)

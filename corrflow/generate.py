@@ -310,6 +310,8 @@ def generate_to_store(
         raise ValueError(f"n_traj must be >= 1, got {n_traj}")
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if start not in ("hot", "cold"):
+        raise ValueError(f"start must be 'hot' or 'cold', got {start!r}")
     obs_names = tuple(dict.fromkeys(("plaquette",) + tuple(observables)))
     measure = measurements_from_names(theory.group, obs_names, theory.ndim)
     if dtype is None:
@@ -327,7 +329,9 @@ def generate_to_store(
             raise StoreError(f"ensemble {name!r} already exists with {have} trajectories per chain; pass --resume "
                              "to continue or extend it, or choose another --name")
     else:
-        store.create_ensemble(name, spec)
+        # one block per chunk (up to 64 MB): appends write whole chunks, no read-modify-write
+        cfg_bytes = int(np.prod(theory.link_shape)) * np.dtype(dtype).itemsize
+        store.create_ensemble(name, spec, chunk_traj=max(1, min(block_size, (64 << 20) // cfg_bytes)))
     key = jax.random.PRNGKey(seed)
     t_start = _time.perf_counter()
     with store.writer(name) as w:

@@ -211,9 +211,12 @@ def _versions() -> dict[str, str]:
 
 
 def _crc_codecs() -> dict[str, Any]:
+    """Array options shared by every store array: raw bytes + CRC32C, and every chunk written even when
+    it equals the fill value (so a missing chunk always means damage, never 'all NaN')."""
     from zarr.codecs import BytesCodec, Crc32cCodec
 
-    return {"serializer": BytesCodec(), "compressors": (Crc32cCodec(),), "filters": ()}
+    return {"serializer": BytesCodec(), "compressors": (Crc32cCodec(),), "filters": (),
+            "config": {"write_empty_chunks": True}}
 
 
 class EnsembleStore:
@@ -381,21 +384,39 @@ class EnsembleStore:
         return EnsembleWriter(self, name)
 
     # ------------------------------------------------------------------------------------
-    def open_ensemble(self, name: str, *, chunks: Any = "auto") -> Any:
+    def open_ensemble(self, name: str) -> Any:
         """Lazy ``xarray.Dataset`` of the committed part of ``name`` (dask-backed, nothing loaded).
 
-        Checkpoint arrays are dropped; attrs hold the ensemble spec.
+        Built array by array from the zarr metadata, each cut to the committed length, so arrays left
+        longer by an interrupted append never show (and never conflict).  Checkpoint arrays are
+        omitted; attrs hold the ensemble spec.
         """
+        import dask.array as da
         import xarray as xr
 
-        self._group(name)
+        grp = self._group(name)
         n = int(self.commit(name)["committed"])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=RuntimeWarning)
-            ds = xr.open_zarr(self.root.store, group=name, consolidated=False, chunks={} if chunks == "auto" else chunks,
-                              zarr_format=3)
-        ds = ds.drop_vars([v for v in ("checkpoint_links", "checkpoint_action") if v in ds.variables])
-        ds = ds.isel(traj=slice(0, n))
+        coords: dict[str, Any] = {}
+        data_vars: dict[str, Any] = {}
+        for var in sorted(grp.array_keys()):
+            if var.startswith("checkpoint"):
+                continue
+            arr = grp[var]
+            dims = tuple(arr.metadata.dimension_names or ())
+            if len(dims) != arr.ndim:
+                raise StoreError(f"array {name}/{var} has no dimension names; the store is corrupt or foreign")
+            x = da.from_zarr(arr)
+            if "traj" in dims:
+                ax = dims.index("traj")
+                if arr.shape[ax] < n:
+                    raise StoreError(f"array {name}/{var} holds {arr.shape[ax]} trajectories but {n} are committed; "
+                                     "the store is damaged (run `corrflow verify`)")
+                x = x[tuple(slice(0, n) if i == ax else slice(None) for i in range(arr.ndim))]
+            if var in ("chain", "traj"):
+                coords[var] = (dims, np.asarray(x))
+            else:
+                data_vars[var] = (dims, x)
+        ds = xr.Dataset(data_vars, coords=coords)
         ds.attrs = {"name": name, **self.spec(name).to_json()}
         return ds
 
@@ -420,8 +441,13 @@ class EnsembleStore:
 
     # ------------------------------------------------------------------------------------
     def verify(self, name: str, *, n_sample: int = 8, seed: int = 0, atol: float = 1e-10) -> "VerifyReport":
-        """Integrity check: every committed chunk present and readable, and the plaquette of a random
-        sample of stored configurations recomputed and compared with the stored value."""
+        """Integrity check.
+
+        Every committed chunk of every array must exist; all per-trajectory chunks are read (CRC32C
+        checked); links chunks are read for a random sample of ``n_sample`` configurations
+        (``n_sample=-1``: all), whose plaquette is recomputed and compared with the stored value.
+        Post-hoc observables are checked up to their measured count.
+        """
         import zarr
 
         from . import observables
@@ -431,6 +457,7 @@ class EnsembleStore:
         spec = self.spec(name)
         n = int(self.commit(name)["committed"])
         report = VerifyReport(name=name, committed=n)
+        measured = {k: int(v) for k, v in dict(grp.attrs.get("corrflow_observables", {})).items()}
         for var in grp.array_keys():
             if var.startswith("checkpoint"):
                 continue
@@ -439,12 +466,13 @@ class EnsembleStore:
                 continue
             taxis = list(arr.metadata.dimension_names).index("traj")
             chunk_t = arr.chunks[taxis]
-            n_tchunks = -(-n // chunk_t)
+            n_var = min(n, measured[var]) if var in measured else n
+            n_tchunks = -(-n_var // chunk_t)
             grid = [range(-(-s // c)) if i != taxis else range(n_tchunks)
                     for i, (s, c) in enumerate(zip(arr.shape, arr.chunks))]
             for idx in np.ndindex(*[len(r) for r in grid]):
                 key = "/".join(str(i) for i in idx)
-                sel = tuple(slice(i * c, min((i + 1) * c, (n if ax == taxis else s)))
+                sel = tuple(slice(i * c, min((i + 1) * c, (n_var if ax == taxis else s)))
                             for ax, (i, c, s) in enumerate(zip(idx, arr.chunks, arr.shape)))
                 ckey = f"{name}/{var}/c/{key}"
                 if not self._key_exists(ckey):
@@ -460,14 +488,19 @@ class EnsembleStore:
             return report
         group = get_group(spec.group)
         rng = np.random.default_rng(seed)
-        picks = [(int(rng.integers(spec.n_chains)), int(rng.integers(n))) for _ in range(n_sample)]
+        if n_sample < 0:
+            picks = [(c, t) for c in range(spec.n_chains) for t in range(n)]
+        else:
+            picks = sorted({(int(rng.integers(spec.n_chains)), int(rng.integers(n))) for _ in range(n_sample)})
         plaq = grp["plaquette"] if "plaquette" in grp.array_keys() else None
         for c, t in picks:
             ckey = f"{name}/links/c/{c}/{t // grp['links'].chunks[1]}" + "/0" * (grp["links"].ndim - 2)
             try:
                 u = grp["links"][c, t]
             except Exception as exc:
-                report.corrupt.append(f"{ckey} ({type(exc).__name__}: {exc})")
+                msg = f"{ckey} ({type(exc).__name__}: {exc})"
+                if msg not in report.corrupt:
+                    report.corrupt.append(msg)
                 continue
             if not np.all(np.isfinite(u)):
                 report.corrupt.append(f"{ckey} (non-finite values in chain {c}, position {t})")
@@ -541,6 +574,15 @@ class EnsembleWriter:
         self.group = store._group(name)
         self.spec = store.spec(name)
         self._lock_path: Path | None = None
+        self._lock_fd = -1
+        self._arrays: dict[str, Any] = {}
+
+    def _array(self, var: str) -> Any:
+        """Cached zarr array handle (opening one re-reads its metadata)."""
+        if var not in self._arrays:
+            # write_empty_chunks is run-time configuration (not stored): set it on every handle we write with
+            self._arrays[var] = self.group[var].with_config({"write_empty_chunks": True})
+        return self._arrays[var]
 
     # --- locking -------------------------------------------------------------------------
     def __enter__(self) -> "EnsembleWriter":
@@ -556,38 +598,72 @@ class EnsembleWriter:
         self._release()
 
     def _acquire(self) -> None:
+        """Exclusive writer lock: ``fcntl.flock`` on ``<store>.locks/<name>.lock``.
+
+        The kernel drops a flock when its process dies (even by SIGKILL), so a lock file of a dead
+        writer is free and is taken over.  The file also records pid, host and start time: a lock
+        recorded by a live process on this host, or by another host (where flock over a network file
+        system cannot be trusted), is respected even if no flock is held.
+        """
         if not self.store.is_local:
             return  # object stores: single-writer discipline is the user's responsibility
+        import fcntl
+
         path = self.store.lock_path(self.name)
         path.parent.mkdir(exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        for _ in range(2):
+        while True:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    other = json.loads(path.read_text() or "{}")
-                except (OSError, json.JSONDecodeError):
-                    other = {}
-                pid, host = other.get("pid"), other.get("host")
-                if host == me["host"] and isinstance(pid, int) and not _pid_alive(pid):
-                    path.unlink(missing_ok=True)  # stale lock of a dead process on this host
-                    continue
-                since = other.get("since")
-                when = _dt.datetime.fromtimestamp(since).isoformat(timespec="seconds") if since else "unknown time"
-                raise StoreError(
-                    f"ensemble {self.name!r} is being written by another process (pid {pid} on host {host}, since "
-                    f"{when}). Wait for it to finish; if that process is dead, delete {path}") from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                other = self._read_lock(fd)
+                os.close(fd)
+                raise StoreError(self._busy_message(path, other)) from None
+            # the path may have been unlinked and recreated by a releasing writer: retry on a new inode
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            other = self._read_lock(fd)
+            pid, host = other.get("pid"), other.get("host")
+            live_here = host == me["host"] and isinstance(pid, int) and pid != me["pid"] and _pid_alive(pid)
+            foreign = host is not None and host != me["host"]
+            if live_here or foreign:
+                os.close(fd)
+                raise StoreError(self._busy_message(path, other))
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+            self._lock_fd = fd
             self._lock_path = path
             return
-        raise StoreError(f"could not acquire the writer lock {path}")
+
+    @staticmethod
+    def _read_lock(fd: int) -> dict[str, Any]:
+        try:
+            raw = os.pread(fd, 4096, 0)
+            val = json.loads(raw.decode() or "{}")
+            return val if isinstance(val, dict) else {}
+        except (OSError, ValueError):
+            return {}  # empty or half-written lock file: no information
+
+    def _busy_message(self, path: Path, other: dict[str, Any]) -> str:
+        pid, host, since = other.get("pid"), other.get("host"), other.get("since")
+        when = _dt.datetime.fromtimestamp(since).isoformat(timespec="seconds") if since else "unknown time"
+        if pid == os.getpid() and host == socket.gethostname():
+            return f"this process already holds a writer for ensemble {self.name!r}; close it first"
+        return (f"ensemble {self.name!r} is being written by another process (pid {pid} on host {host}, since {when}). "
+                f"Wait for it to finish; if that process is dead, delete {path}")
 
     def _release(self) -> None:
         if self._lock_path is not None:
-            self._lock_path.unlink(missing_ok=True)
+            self._lock_path.unlink(missing_ok=True)  # unlink while still holding the flock
+            os.close(self._lock_fd)
             self._lock_path = None
+            self._lock_fd = -1
 
     # --- state ---------------------------------------------------------------------------
     @property
@@ -614,7 +690,15 @@ class EnsembleWriter:
         return {k: int(v) for k, v in dict(self.group.attrs.get("corrflow_observables", {})).items()}
 
     def _all_traj_vars(self) -> list[str]:
-        return ["links", "traj"] + self._per_traj_vars() + list(self.measured_observables())
+        """Every array with a ``traj`` dimension (links, coordinates, per-trajectory data and post-hoc
+        observables, including one whose creation was interrupted before it was recorded)."""
+        out = []
+        for var in sorted(self.group.array_keys()):
+            if var.startswith("checkpoint"):
+                continue
+            if "traj" in (self._array(var).metadata.dimension_names or ()):
+                out.append(var)
+        return out
 
     def write_observable(self, obs: str, values: np.ndarray, start: int) -> None:
         """Write post-hoc measurements ``values`` ``(chains, n)`` for stored positions ``start .. start+n-1``
@@ -635,7 +719,10 @@ class EnsembleWriter:
         if obs not in self.group.array_keys():
             self.group.create_array(obs, shape=(self.spec.n_chains, self.committed), chunks=(1, 1024), dtype="float64",
                                     fill_value=np.nan, dimension_names=("chain", "traj"), **_crc_codecs())
-        self.group[obs][:, start:start + n] = values
+        arr = self._array(obs)
+        if arr.shape[1] != self.committed:  # e.g. created by an interrupted measurement, then not rolled back
+            arr.resize((self.spec.n_chains, self.committed))
+        arr[:, start:start + n] = values
         done[obs] = start + n
         self.group.attrs["corrflow_observables"] = done
 
@@ -643,7 +730,7 @@ class EnsembleWriter:
         """Shrink every array to the committed length; remove stale partial files (local stores)."""
         n = self.committed
         for var in self._all_traj_vars():
-            arr = self.group[var]
+            arr = self._array(var)
             taxis = 0 if var == "traj" else 1
             if arr.shape[taxis] != n:
                 shape = list(arr.shape)
@@ -680,8 +767,8 @@ class EnsembleWriter:
         if next_traj < rec["next_traj"]:
             raise StoreError(f"checkpoint at trajectory {next_traj} is older than the committed {rec['next_traj']}")
         slot = 1 - int(rec.get("slot", -1)) if int(rec.get("slot", -1)) >= 0 else 0
-        self.group["checkpoint_links"][slot] = np.asarray(links)
-        self.group["checkpoint_action"][slot] = np.asarray(action, dtype=np.float64)
+        self._array("checkpoint_links")[slot] = np.asarray(links)
+        self._array("checkpoint_action")[slot] = np.asarray(action, dtype=np.float64)
         self._write_commit(slot=slot, next_traj=int(next_traj), phase=phase)
 
     def _check_config_block(self, links: np.ndarray, what: str = "links") -> None:
@@ -714,7 +801,7 @@ class EnsembleWriter:
             raise StoreError("trajectory indices within a block must be strictly increasing")
         committed = self.committed
         if n and committed:
-            last = int(self.group["traj"][committed - 1])
+            last = int(self._array("traj")[committed - 1])
             if traj[0] <= last:
                 dup = traj[traj <= last]
                 raise StoreError(f"trajectory indices {dup[:5].tolist()} are already stored in {self.name!r} "
@@ -734,15 +821,15 @@ class EnsembleWriter:
         new = committed + n
         # 1) data (arrays grow; the commit record still says `committed`)
         for var in self._all_traj_vars():  # post-hoc observables grow with NaN, filled by `measure`
-            arr = self.group[var]
+            arr = self._array(var)
             shape = list(arr.shape)
             taxis = 0 if var == "traj" else 1
             shape[taxis] = new
             arr.resize(tuple(shape))
-        self.group["links"][:, committed:new] = links
-        self.group["traj"][committed:new] = traj
+        self._array("links")[:, committed:new] = links
+        self._array("traj")[committed:new] = traj
         for k, v in per_traj.items():
-            self.group[k][:, committed:new] = np.asarray(v)
+            self._array(k)[:, committed:new] = np.asarray(v)
         # 2) commit
         self._write_commit(committed=new, next_traj=int(next_traj), phase="production")
 
