@@ -66,16 +66,23 @@ def _progress() -> Progress:
 class _LazyProgress:
     """A rich progress bar that appears on the first update (so early errors print cleanly)."""
 
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, unit: str = "") -> None:
         self.description = description
+        self.unit = unit
         self.prog: Progress | None = None
         self.task: Any = None
+        self.t0 = 0.0
+        self.done0 = 0
 
     def update(self, done: int, total: int, extra: str = "") -> None:
         if self.prog is None:
             self.prog = _progress()
             self.prog.start()
             self.task = self.prog.add_task(self.description, total=total, extra="")
+            self.t0, self.done0 = time.perf_counter(), done
+        elif self.unit:
+            rate = (done - self.done0) / max(time.perf_counter() - self.t0, 1e-9)
+            extra = f"{rate:.0f} {self.unit}  {extra}"
         self.prog.update(self.task, completed=done, total=total, extra=extra)
 
     def __enter__(self) -> "_LazyProgress":
@@ -149,7 +156,7 @@ def generate(
             raise CLIError(f"--start must be 'hot' or 'cold', got {start!r}")
         ens = name or ensemble_name(th.group.name, dims, th.params())
         st = open_store(store, "a")
-        with _LazyProgress(f"HMC {ens}") as lp:
+        with _LazyProgress(f"HMC {ens}", unit="traj/s") as lp:
 
             def progress(done: int, tot: int, stats: dict) -> None:
                 pl = stats["plaquette"]

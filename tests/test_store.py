@@ -714,6 +714,18 @@ def test_verify_missing_chunk(store_copy):
     assert_unchanged(store_copy, before)
 
 
+def test_open_ensemble_verifies_integrity(store_copy):
+    """Opening runs a light integrity check: a damaged ensemble raises naming the chunk; verify=False
+    reads what is intact."""
+    st = open_store(store_copy, "r")
+    assert st.open_ensemble("base").sizes["traj"] == N_BASE
+    (store_copy / "base" / "delta_H" / "c" / "0" / "0").unlink()
+    with pytest.raises(StoreError, match=r"(?s)integrity check failed.*missing chunk base/delta_H/c/0/0"):
+        st.open_ensemble("base")
+    ds = st.open_ensemble("base", verify=False)
+    assert np.all(np.isnan(ds.delta_H.values[0])) and np.all(np.isfinite(ds.delta_H.values[1]))
+
+
 def test_verify_ok_when_a_chunk_equals_the_fill_value(tmp_path):
     """A chain whose trajectories were all rejected (accepted == fill value False) or an imported ensemble
     (delta_H == fill value NaN) is healthy, but its chunk is absent on disk."""
