@@ -339,6 +339,7 @@ def generate_to_store(
         if committed0 >= n_traj:
             raise StoreError(f"ensemble {name!r} already holds {committed0} trajectories per chain (requested "
                              f"{n_traj}); nothing to do. Raise --n to extend it.")
+        w.reserve(n_traj)
         state = w.resume_state()
         if state is None:
             links, action, next_traj = initial_links(key, theory, n_chains, start, dtype), None, 0

@@ -583,6 +583,8 @@ class EnsembleWriter:
         self._lock_path: Path | None = None
         self._lock_fd = -1
         self._arrays: dict[str, Any] = {}
+        self._capacity = -1  # current length of the traj axis of every array (after rollback)
+        self._reserved = 0
 
     def _array(self, var: str) -> Any:
         """Cached zarr array handle (opening one re-reads its metadata)."""
@@ -602,7 +604,11 @@ class EnsembleWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._release()
+        try:
+            if self._capacity > self.committed:
+                self._resize_all(self.committed)  # trim reserved capacity: no padding left behind
+        finally:
+            self._release()
 
     def _acquire(self) -> None:
         """Exclusive writer lock: ``fcntl.flock`` on ``<store>.locks/<name>.lock``.
@@ -723,19 +729,25 @@ class EnsembleWriter:
             raise StoreError(f"{obs}: measurements must continue at position {have}, got start={start}")
         if start + n > self.committed:
             raise StoreError(f"{obs}: positions up to {start + n} exceed the {self.committed} committed trajectories")
+        length = max(self.committed, self._capacity)  # every traj-aligned array has the same length
         if obs not in self.group.array_keys():
-            self.group.create_array(obs, shape=(self.spec.n_chains, self.committed), chunks=(1, 1024), dtype="float64",
+            self.group.create_array(obs, shape=(self.spec.n_chains, length), chunks=(1, 1024), dtype="float64",
                                     fill_value=np.nan, dimension_names=("chain", "traj"), **_crc_codecs())
         arr = self._array(obs)
-        if arr.shape[1] != self.committed:  # e.g. created by an interrupted measurement, then not rolled back
-            arr.resize((self.spec.n_chains, self.committed))
+        if arr.shape[1] != length:  # e.g. created by an interrupted measurement, then not rolled back
+            arr.resize((self.spec.n_chains, length))
         arr[:, start:start + n] = values
         done[obs] = start + n
         self.group.attrs["corrflow_observables"] = done
 
-    def _rollback(self) -> None:
-        """Shrink every array to the committed length; remove stale partial files (local stores)."""
-        n = self.committed
+    def reserve(self, n_total: int) -> None:
+        """Announce that the ensemble will grow to ``n_total`` trajectories per chain in this session:
+        arrays are then resized once instead of on every append.  Unused capacity is trimmed when the
+        writer closes (an interrupted run's spare room is trimmed by the next writer's rollback, and
+        readers only ever see the committed length)."""
+        self._reserved = max(self._reserved, int(n_total))
+
+    def _resize_all(self, n: int) -> None:
         for var in self._all_traj_vars():
             arr = self._array(var)
             taxis = 0 if var == "traj" else 1
@@ -743,6 +755,12 @@ class EnsembleWriter:
                 shape = list(arr.shape)
                 shape[taxis] = n
                 arr.resize(tuple(shape))
+        self._capacity = n
+
+    def _rollback(self) -> None:
+        """Shrink every array to the committed length; remove stale partial files (local stores)."""
+        n = self.committed
+        self._resize_all(n)
         if self.store.is_local:
             for p in (Path(self.store.path) / self.name).rglob("*.partial"):
                 p.unlink(missing_ok=True)
@@ -875,17 +893,18 @@ class EnsembleWriter:
         if n == 0:
             return
         new = committed + n
-        # 1) data (arrays grow; the commit record still says `committed`)
-        for var in self._all_traj_vars():  # post-hoc observables grow with NaN, filled by `measure`
-            arr = self._array(var)
-            shape = list(arr.shape)
-            taxis = 0 if var == "traj" else 1
-            shape[taxis] = new
-            arr.resize(tuple(shape))
-        self._write_traj_block(self._array("links"), committed, links)
-        self._array("traj")[committed:new] = traj
-        for k, v in per_traj.items():
-            self._array(k)[:, committed:new] = np.asarray(v)
+        # 1) data (arrays grow if the reserved capacity is exceeded; the commit record still says
+        #    `committed`).  The links chunks are written on a worker thread meanwhile.
+        if self._capacity < new:
+            self._resize_all(max(new, self._reserved))
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            links_done = pool.submit(self._write_traj_block, self._array("links"), committed, links)
+            self._array("traj")[committed:new] = traj
+            for k, v in per_traj.items():
+                self._array(k)[:, committed:new] = np.asarray(v)
+            links_done.result()
         # 2) commit
         self._write_commit(committed=new, next_traj=int(next_traj), phase="production")
 
