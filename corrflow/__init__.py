@@ -14,6 +14,7 @@ jax.config.update("jax_enable_x64", True)
 from . import exact, groups, hmc, lattice, observables, stats, theories  # noqa: E402
 from .groups import SUN, U1, get_group  # noqa: E402
 from .hmc import HMCConfig, HMCInfo, HMCState  # noqa: E402
+from .store import open_store  # noqa: E402
 from .theories import WilsonGaugeAction, make_theory  # noqa: E402
 
 __version__ = "0.1.0"
@@ -32,6 +33,7 @@ __all__ = [
     "lattice",
     "make_theory",
     "observables",
+    "open_store",
     "stats",
     "theories",
     "__version__",
