@@ -76,9 +76,9 @@ def code(t: int, z: int, y: int, x: int, mup: int, a: int, b: int, dims) -> int:
     return ((((((t * lz + z) * ly + y) * lx + x) * 4 + mup) * 3 + a) * 3 + b)
 
 
-def hand_payload(lx: int, ly: int, lz: int, lt: int) -> bytes:
-    """ILDG payload with explicit loops: t slowest, then z, y, x; mu' = x, y, z, t; row-major."""
-    out = bytearray()
+def file_order(lt: int, lz: int, ly: int, lx: int):
+    """Every (t, z, y, x, mu', row, col) in ILDG file order: t slowest, then z, y, x; mu' = x, y, z, t;
+    row-major matrices (explicit loops, independent of corrflow.ildg)."""
     for t in range(lt):
         for z in range(lz):
             for y in range(ly):
@@ -86,8 +86,15 @@ def hand_payload(lx: int, ly: int, lz: int, lt: int) -> bytes:
                     for mup in range(4):
                         for a in range(3):
                             for b in range(3):
-                                k = code(t, z, y, x, mup, a, b, (lt, lz, ly, lx))
-                                out += struct.pack(">d", float(k)) + struct.pack(">d", -k - 0.5)
+                                yield t, z, y, x, mup, a, b
+
+
+def hand_payload(lx: int, ly: int, lz: int, lt: int) -> bytes:
+    """ILDG payload built element by element in file order."""
+    out = bytearray()
+    for t, z, y, x, mup, a, b in file_order(lt, lz, ly, lx):
+        k = code(t, z, y, x, mup, a, b, (lt, lz, ly, lx))
+        out += struct.pack(">d", float(k)) + struct.pack(">d", -k - 0.5)
     return bytes(out)
 
 
@@ -201,15 +208,9 @@ def test_reader_layout_against_hand_built_file(tmp_path):
     k = code(0, 4, 1, 2, 0, 1, 2, (lt, lz, ly, lx))
     assert u[0, 2, 1, 4, 1, 1, 2] == complex(k, -k - 0.5)
     # exhaustive check
-    for t in range(lt):
-        for z in range(lz):
-            for y in range(ly):
-                for x in range(lx):
-                    for mup in range(4):
-                        for a in range(3):
-                            for b in range(3):
-                                k = code(t, z, y, x, mup, a, b, (lt, lz, ly, lx))
-                                assert u[t, x, y, z, DIR_FILE_TO_CORRFLOW[mup], a, b] == complex(k, -k - 0.5)
+    for t, z, y, x, mup, a, b in file_order(lt, lz, ly, lx):
+        k = code(t, z, y, x, mup, a, b, (lt, lz, ly, lx))
+        assert u[t, x, y, z, DIR_FILE_TO_CORRFLOW[mup], a, b] == complex(k, -k - 0.5)
 
 
 def test_writer_layout_and_checksum_independently_decoded(tmp_path, config):
