@@ -22,6 +22,19 @@ from .autocorr import (
 from .ess import ess_arviz
 from .jackknife import DEFAULT_BIN_TAU_FACTOR, binned_jackknife, jackknife_samples
 from .result import Stats, format_value_error
+from .pyerrors_export import reweighted_obs, to_pyerrors
+from .reweighting import (
+    ReweightingResult,
+    correlated_difference,
+    finite_difference_derivative,
+    independent_difference,
+    log_mean_weight,
+    reweighted_mean,
+    symmetric_derivative,
+    variance_reduction,
+    weight_ess,
+    weight_ess_fraction,
+)
 
 __all__ = [
     "DEFAULT_BIN_TAU_FACTOR",
@@ -34,4 +47,16 @@ __all__ = [
     "gamma_method",
     "integrated_autocorrelation_time",
     "jackknife_samples",
+    "ReweightingResult",
+    "correlated_difference",
+    "finite_difference_derivative",
+    "independent_difference",
+    "log_mean_weight",
+    "reweighted_mean",
+    "reweighted_obs",
+    "symmetric_derivative",
+    "to_pyerrors",
+    "variance_reduction",
+    "weight_ess",
+    "weight_ess_fraction",
 ]
