@@ -241,6 +241,10 @@ class Flow:
         (u, total), _ = jax.lax.scan(sweep, (u, zero), params, reverse=True)
         return u, total
 
+    def with_shape(self, shape: Sequence[int]) -> "Flow":
+        """The same flow on another lattice (volume transfer: parameters are translation invariant)."""
+        return make_flow(self.group, shape, loops=self.loops, n_sweeps=self.n_sweeps)
+
     def describe(self) -> dict[str, Any]:
         """JSON-able structure (for checkpoints)."""
         return {"group": self.group.name, "shape": list(self.shape), "loops": list(self.loops),

@@ -1,0 +1,232 @@
+"""Training a flow from base-ensemble samples only (reverse KL), with checkpoints.
+
+Loss (PHYSICS.md section 3): ``L(theta) = mean_i [ S_{a'}(f_theta(U_i)) - log J_{f_theta}(U_i) ]`` over base
+configurations ``U_i ~ p_a``; it equals ``-mean_i log w_i`` up to the theta-independent ``mean_i S_a(U_i)``,
+i.e. the reverse KL divergence of the pushed-forward base ensemble from ``p_{a'}`` (up to a constant).
+Progress reports the loss and the weight ESS fraction ``(sum w)^2 / (N sum w^2)`` per epoch; training
+stops early when the ESS fraction reaches ``target_ess``.
+
+Checkpoints are a directory with ``checkpoint.json`` (flow structure, theories a and a', training
+settings, epoch, history, parameter checksum) and ``arrays.npz`` (parameters and optimizer state,
+read back with ``allow_pickle=False``).  The checkpoint id is a hash of the parameters and the metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..groups import get_group
+from ..theories import make_theory
+from .layers import Flow
+
+Array = jax.Array
+
+__all__ = ["TrainConfig", "TrainResult", "FlowTrainingError", "log_weights", "train", "save_checkpoint",
+           "load_checkpoint", "checkpoint_id"]
+
+CHECKPOINT_FORMAT = "corrflow-flow-checkpoint"
+
+
+class FlowTrainingError(RuntimeError):
+    """Training diverged (non-finite loss or parameters); the last good parameters are kept."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings.  ``learning_rate`` decays with a cosine schedule over ``epochs``."""
+
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 0.02
+    target_ess: float = 1.0  # stop early when the ESS fraction reaches this (1.0: never)
+    seed: int = 0
+    init_scale: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if not (self.learning_rate > 0 and np.isfinite(self.learning_rate)):
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+
+class TrainResult(NamedTuple):
+    params: Array
+    history: list[dict[str, float]]
+    stopped: str  # "epochs", "target_ess" or "diverged"
+
+
+def log_weights(flow: Flow, params: Array, base: Any, target: Any, u: Array) -> tuple[Array, Array, Array]:
+    """``(log w, log J, f(U))`` with ``log w = -S_target(f(U)) + S_base(U) + log J``; batch shapes."""
+    uf, logj = flow.forward(params, u)
+    return -target.action(uf) + base.action(u) + logj, logj, uf
+
+
+def _ess_fraction(log_w: np.ndarray) -> float:
+    lw = np.asarray(log_w, float).ravel()
+    lw = lw - lw.max()
+    w = np.exp(lw)
+    return float(w.sum() ** 2 / (len(w) * (w**2).sum()))
+
+
+def train(
+    flow: Flow,
+    base: Any,
+    target: Any,
+    configs: np.ndarray,
+    config: TrainConfig = TrainConfig(),
+    *,
+    params: Array | None = None,
+    opt_state: Any = None,
+    start_epoch: int = 0,
+    history: list[dict[str, float]] | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+) -> TrainResult:
+    """Train ``flow`` to map ``base`` onto ``target`` from base configurations ``configs`` ``(n, ...)``.
+
+    Resumable: pass ``params``, ``opt_state``, ``start_epoch`` and ``history`` from
+    :func:`load_checkpoint`.  With ``checkpoint`` a checkpoint is written after every good epoch.  A
+    non-finite loss or parameter stops training with :class:`FlowTrainingError`; the checkpoint then
+    holds the last good epoch.
+    """
+    configs = jnp.asarray(configs)
+    base.check_links(configs)
+    n = configs.shape[0]
+    if n < 2:
+        raise ValueError(f"need at least 2 base configurations to train, got {n}")
+    bs = min(config.batch_size, n)
+    steps_per_epoch = max(1, n // bs)
+    schedule = optax.cosine_decay_schedule(config.learning_rate, config.epochs * steps_per_epoch, alpha=0.05)
+    opt = optax.adam(schedule)
+    key = jax.random.PRNGKey(config.seed)
+    if params is None:
+        params = flow.init_params(config.init_scale, jax.random.fold_in(key, 10**6))
+    if opt_state is None:
+        opt_state = opt.init(params)
+    history = list(history or [])
+
+    def loss_fn(p, u):  # noqa: ANN001, ANN202
+        uf, logj = flow.forward(p, u)
+        return jnp.mean(target.action(uf) - logj)
+
+    @jax.jit
+    def step(p, s, u):  # noqa: ANN001, ANN202
+        loss, grad = jax.value_and_grad(loss_fn)(p, u)
+        upd, s = opt.update(grad, s, p)
+        return optax.apply_updates(p, upd), s, loss
+
+    @jax.jit
+    def eval_logw(p, u):  # noqa: ANN001, ANN202
+        return log_weights(flow, p, base, target, u)[0], base.action(u)
+
+    def all_logw(p):  # noqa: ANN001, ANN202
+        parts = [eval_logw(p, configs[i:i + bs]) for i in range(0, n, bs)]
+        return np.concatenate([np.asarray(a) for a, _ in parts]), np.concatenate([np.asarray(b) for _, b in parts])
+
+    stopped = "epochs"
+    if not history:
+        lw, s_base = all_logw(params)
+        # the training loss on all samples: mean(S_target(f(U)) - log J) = mean(S_base(U) - log w)
+        history.append({"epoch": 0, "loss": float(np.mean(s_base - lw)), "ess": _ess_fraction(lw)})
+    for epoch in range(start_epoch, config.epochs):
+        perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
+        good = (params, opt_state)
+        losses = []
+        for k in range(steps_per_epoch):
+            idx = perm[k * bs:(k + 1) * bs]
+            params, opt_state, loss = step(params, opt_state, configs[idx])
+            losses.append(float(loss))
+        finite = np.all(np.isfinite(losses)) and bool(jnp.all(jnp.isfinite(params)))
+        lw = all_logw(params)[0] if finite else np.array([np.nan])
+        if not finite or not np.all(np.isfinite(lw)):
+            params, opt_state = good
+            raise FlowTrainingError(
+                f"training diverged in epoch {epoch + 1} (non-finite loss, parameters or log-weights); the last good "
+                f"parameters (epoch {epoch}) are kept{' in ' + str(checkpoint) if checkpoint else ''}. Lower the "
+                "learning rate or check the base configurations.")
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "ess": _ess_fraction(lw)}
+        history.append(rec)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, flow, params, base, target, config, epoch + 1, history, opt_state)
+        if progress is not None:
+            progress(epoch + 1, rec)
+        if rec["ess"] >= config.target_ess:
+            stopped = "target_ess"
+            break
+    return TrainResult(params, history, stopped)
+
+
+# ----------------------------------------------------------------------------------------
+# checkpoints (JSON + npz, never pickle)
+# ----------------------------------------------------------------------------------------
+
+
+def _theory_json(th: Any) -> dict[str, Any]:
+    return {"group": th.group.name, "shape": list(th.shape), "params": th.params()}
+
+
+def checkpoint_id(meta: dict[str, Any], params: np.ndarray) -> str:
+    """Short content hash identifying a trained flow (parameters + structure + theories)."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(params, dtype=np.float64).tobytes())
+    h.update(json.dumps({k: meta[k] for k in ("flow", "base", "target")}, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def save_checkpoint(path: str | os.PathLike, flow: Flow, params: Array, base: Any, target: Any,
+                    config: TrainConfig, epoch: int, history: list[dict[str, float]], opt_state: Any = None) -> str:
+    """Write a checkpoint directory atomically (files replaced by rename); return its id."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    p = np.asarray(params, dtype=np.float64)
+    meta = {"format": CHECKPOINT_FORMAT, "version": 1, "flow": flow.describe(), "base": _theory_json(base),
+            "target": _theory_json(target), "train": dataclasses.asdict(config), "epoch": int(epoch),
+            "history": history}
+    meta["id"] = checkpoint_id(meta, p)
+    arrays = {"params": p}
+    if opt_state is not None:
+        for i, leaf in enumerate(jax.tree_util.tree_leaves(opt_state)):
+            arrays[f"opt_{i}"] = np.asarray(leaf)
+    tmp = path / "arrays.tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path / "arrays.npz")
+    tmpj = path / "checkpoint.tmp.json"
+    tmpj.write_text(json.dumps(meta, indent=1))
+    os.replace(tmpj, path / "checkpoint.json")
+    return meta["id"]
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint: ``{"flow", "params", "base", "target", "config", "epoch", "history", "id",
+    "opt_leaves"}`` (theories rebuilt with :func:`corrflow.make_theory`)."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / "checkpoint.json").read_text())
+    except FileNotFoundError:
+        raise ValueError(f"no flow checkpoint at {path} (checkpoint.json missing)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}/checkpoint.json is not valid JSON ({exc}); the checkpoint is corrupt") from None
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a corrflow flow checkpoint (format {meta.get('format')!r})")
+    with np.load(path / "arrays.npz", allow_pickle=False) as z:
+        params = np.asarray(z["params"])
+        opt_leaves = [np.asarray(z[f"opt_{i}"]) for i in range(sum(k.startswith("opt_") for k in z.files))]
+    if checkpoint_id(meta, params) != meta.get("id"):
+        raise ValueError(f"checkpoint {path}: parameters do not match the recorded id (corrupt or edited)")
+    f = meta["flow"]
+    flow = Flow(get_group(f["group"]), tuple(f["shape"]), tuple(f["loops"]), int(f["n_sweeps"]))
+    th = {k: make_theory(meta[k]["group"], tuple(meta[k]["shape"]), **meta[k]["params"]) for k in ("base", "target")}
+    return {"flow": flow, "params": jnp.asarray(params), "base": th["base"], "target": th["target"],
+            "config": TrainConfig(**meta["train"]), "epoch": int(meta["epoch"]), "history": meta["history"],
+            "id": meta["id"], "opt_leaves": opt_leaves}
