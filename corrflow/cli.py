@@ -425,6 +425,174 @@ def import_ildg(
     _run(body)
 
 
+# ----------------------------------------------------------------------------------------
+# flows: train / correlate / compare
+# ----------------------------------------------------------------------------------------
+
+
+def _parse_assignments(items: List[str]) -> dict[str, float]:
+    out = {}
+    for it in items:
+        for part in it.split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise CLIError(f"malformed parameter {part!r}: use NAME=VALUE, e.g. beta=2.2")
+            k, v = part.split("=", 1)
+            k = k.strip()
+            if k not in ("beta", "xi", "lam"):
+                raise CLIError(f"unknown action parameter {k!r}; allowed: beta, xi, lam")
+            try:
+                out[k] = float(v)
+            except ValueError:
+                raise CLIError(f"malformed value {v!r} for {k}") from None
+    if not out:
+        raise CLIError("give the target parameters, e.g. --to beta=2.2")
+    return out
+
+
+@app.command(epilog="""
+**Examples**
+
+    corrflow train --store data/runs.zarr --from u1_16x16_beta2 --to beta=2.2 --out flows/b2_to_b2.2
+
+    corrflow train --store data/runs.zarr --from u1_16x16_beta2 --to beta=2.2 --out flows/b2_to_b2.2 --resume --epochs 80
+""")
+def train(
+    store: Path = typer.Option(..., help="zarr store holding the base ensemble"),
+    from_: str = typer.Option(..., "--from", help="base ensemble name"),
+    to: List[str] = typer.Option(..., help="target parameters, e.g. beta=2.2 (repeat or comma-separate)"),
+    out: Path = typer.Option(..., help="checkpoint directory (created)"),
+    epochs: int = typer.Option(40, help="training epochs"),
+    batch_size: int = typer.Option(64, help="configurations per optimiser step"),
+    lr: float = typer.Option(0.02, help="initial learning rate (cosine decay)"),
+    loops: str = typer.Option("plaquette,rectangle", help="staple shapes of the layers: plaquette[,rectangle]"),
+    sweeps: int = typer.Option(1, help="sweeps of layers over all links"),
+    n_train: int = typer.Option(512, help="base configurations used for training (spread over the chains)"),
+    target_ess: float = typer.Option(1.0, help="stop early when the weight ESS fraction reaches this"),
+    seed: int = typer.Option(0, help="seed for shuffling and initialisation"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the checkpoint in --out"),
+) -> None:
+    """Train a residual flow from a base ensemble to target parameters (reverse KL; base samples only)."""
+
+    def body() -> None:
+        import numpy as np
+
+        from . import make_theory
+        from .flows import make_flow
+        from .flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resume_kwargs
+        from .flows.train import train as train_flow
+        from .store import open_store
+
+        st = open_store(store, "r")
+        spec = st.spec(from_)
+        base = make_theory(spec.theory, spec.shape, **spec.params)
+        target = base.replace(**_parse_assignments(to))
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, target_ess=target_ess, seed=seed)
+        ds = st.open_ensemble(from_)
+        n = int(ds.sizes["traj"])
+        per_chain = max(1, min(n, -(-n_train // spec.n_chains)))
+        pos = np.unique(np.linspace(0, n - 1, per_chain).astype(int))  # spread over the run
+        configs = np.concatenate([st.load_configs(from_, c, pos) for c in range(spec.n_chains)])
+        kwargs: dict[str, Any] = {}
+        if resume:
+            ck = load_checkpoint(out)
+            flow = ck["flow"]
+            if ck["target"].params() != target.params() or ck["base"].params() != base.params():
+                raise CLIError(f"checkpoint {out} was trained for {ck['base'].params()} -> {ck['target'].params()}")
+            kwargs = resume_kwargs(ck, len(configs), cfg)
+        else:
+            flow = make_flow(base.group, base.shape, loops=tuple(x.strip() for x in loops.split(",") if x.strip()),
+                             n_sweeps=sweeps)
+        with _LazyProgress(f"train {from_} -> {target.params()}") as lp:
+            try:
+                res = train_flow(flow, base, target, configs, cfg, checkpoint=out,
+                                 progress=lambda e, r: lp.update(e, epochs, f"loss {r['loss']:.4f}  ESS {r['ess']:.3f}"),
+                                 **kwargs)
+            except FlowTrainingError as exc:
+                raise CLIError(str(exc)) from None
+        h = res.history
+        console.print(f"[green]done[/] {len(h) - 1} epochs ({res.stopped}): weight ESS {h[0]['ess']:.3f} -> "
+                      f"{h[-1]['ess']:.3f}, checkpoint {out} (id {load_checkpoint(out)['id']})")
+
+    _run(body)
+
+
+@app.command(epilog="""
+**Examples**
+
+    corrflow correlate --store data/runs.zarr --from u1_16x16_beta2 --flow flows/b2_to_b2.2 --name flowed_b2.2
+
+    corrflow correlate --store data/runs.zarr --from u1_16x16_beta2 --identity --to beta=2.2 --name direct_b2.2
+""")
+def correlate(
+    store: Path = typer.Option(..., help="zarr store"),
+    from_: str = typer.Option(..., "--from", help="base ensemble"),
+    name: str = typer.Option(..., help="name of the flowed ensemble to write"),
+    flow: Optional[Path] = typer.Option(None, help="flow checkpoint directory (from `corrflow train`)"),
+    identity: bool = typer.Option(False, "--identity", help="identity flow: direct reweighting baseline (needs --to)"),
+    to: List[str] = typer.Option([], help="target parameters for --identity, e.g. beta=2.2"),
+    batch: int = typer.Option(64, help="base configurations per batch (and per stored chunk)"),
+    seed: int = typer.Option(0, help="seed of the flowed Metropolis chain"),
+) -> None:
+    """Flow every base configuration; store f(U), log weights, log Jacobians and the pairing (resumable)."""
+
+    def body() -> None:
+        from .correlate import correlate_to_store, direct_to_store
+        from .store import open_store
+
+        if (flow is None) == (not identity):
+            raise CLIError("give exactly one of --flow CHECKPOINT or --identity")
+        if batch < 1:
+            raise CLIError(f"--batch must be >= 1, got {batch}")
+        st = open_store(store, "a")
+        with _LazyProgress(f"correlate {from_} -> {name}", unit="cfg/s") as lp:
+            prog = lambda d, t: lp.update(d, t)  # noqa: E731
+            if identity:
+                res = direct_to_store(st, from_, name, _parse_assignments(to), batch=batch, seed=seed, progress=prog)
+            else:
+                res = correlate_to_store(st, from_, name, checkpoint=flow, batch=batch, seed=seed, progress=prog)
+        console.print(f"[green]done[/] {res.name}: +{res.n_new} -> {res.committed} paired configurations per chain, "
+                      f"weight ESS {res.weight_ess_fraction:.3f}, flowed-chain acceptance {res.acceptance:.3f}, "
+                      f"log<w> {res.log_mean_weight:.5f}")
+
+    _run(body)
+
+
+@app.command(epilog="""
+**Example**
+
+    corrflow compare --store data/runs.zarr --base u1_16x16_beta2 flowed_b2.2 direct_b2.2 u1_16x16_beta2.2 --obs plaquette
+""")
+def compare(
+    ensembles: List[str] = typer.Argument(..., help="flowed ensembles and/or independent ensembles at a'"),
+    store: Path = typer.Option(..., help="zarr store"),
+    base: str = typer.Option(..., help="base ensemble"),
+    obs: List[str] = typer.Option(["plaquette"], help="observables (repeat the option)"),
+) -> None:
+    """The estimators side by side: <O>_a', the difference and derivative, errors, ESS, variance reduction."""
+
+    def body() -> None:
+        from .compare import compare_ensembles, parameter_shift
+        from .store import open_store
+
+        st = open_store(store, "r")
+        rows = compare_ensembles(st, base, ensembles, obs)
+        pname, shift = parameter_shift(st.spec(base).params, st.spec(ensembles[0]).params)
+        table = Table(title=f"{base} -> {pname} {'+' if shift >= 0 else ''}{shift:g}")
+        for col in ("observable", "estimator", "ensemble", "<O>(a')", "difference", f"d<O>/d{pname}", "weight ESS",
+                    "var. red. vs indep."):
+            table.add_column(col, justify="right")
+        for r in rows:
+            table.add_row(r.observable, r.estimator, r.ensemble, "" if r.value_at_target is None else str(r.value_at_target),
+                          str(r.difference), "" if r.derivative is None else str(r.derivative),
+                          "" if r.weight_ess is None else f"{r.weight_ess:.3f}",
+                          "" if r.variance_reduction is None else f"{r.variance_reduction:.1f}")
+        console.print(table)
+
+    _run(body)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

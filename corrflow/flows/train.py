@@ -33,7 +33,7 @@ from .layers import Flow
 Array = jax.Array
 
 __all__ = ["TrainConfig", "TrainResult", "FlowTrainingError", "log_weights", "train", "save_checkpoint",
-           "load_checkpoint", "checkpoint_id"]
+           "load_checkpoint", "checkpoint_id", "resume_kwargs"]
 
 CHECKPOINT_FORMAT = "corrflow-flow-checkpoint"
 
@@ -107,8 +107,7 @@ def train(
         raise ValueError(f"need at least 2 base configurations to train, got {n}")
     bs = min(config.batch_size, n)
     steps_per_epoch = max(1, n // bs)
-    schedule = optax.cosine_decay_schedule(config.learning_rate, config.epochs * steps_per_epoch, alpha=0.05)
-    opt = optax.adam(schedule)
+    opt = _optimizer(config, n)
     key = jax.random.PRNGKey(config.seed)
     if params is None:
         params = flow.init_params(config.init_scale, jax.random.fold_in(key, 10**6))
@@ -165,6 +164,26 @@ def train(
             stopped = "target_ess"
             break
     return TrainResult(params, history, stopped)
+
+
+def _optimizer(config: TrainConfig, n_configs: int) -> optax.GradientTransformation:
+    """Adam with a cosine-decaying learning rate over all optimiser steps of the run."""
+    steps = config.epochs * max(1, n_configs // min(config.batch_size, n_configs))
+    return optax.adam(optax.cosine_decay_schedule(config.learning_rate, steps, alpha=0.05))
+
+
+def resume_kwargs(checkpoint: dict[str, Any], n_configs: int, config: TrainConfig | None = None) -> dict[str, Any]:
+    """Keyword arguments for :func:`train` that continue from a loaded checkpoint (parameters, optimiser
+    state, epoch, history).  ``config`` defaults to the checkpoint's; ``n_configs`` must be the number of
+    training configurations of the original run (it fixes the learning-rate schedule)."""
+    config = config or checkpoint["config"]
+    template = _optimizer(config, n_configs).init(checkpoint["params"])
+    treedef = jax.tree_util.tree_structure(template)
+    if treedef.num_leaves != len(checkpoint["opt_leaves"]):
+        raise ValueError(f"the checkpoint's optimiser state ({len(checkpoint['opt_leaves'])} arrays) does not match "
+                         f"this optimiser ({treedef.num_leaves}); resume with the original training settings")
+    return {"params": checkpoint["params"], "opt_state": jax.tree_util.tree_unflatten(treedef, checkpoint["opt_leaves"]),
+            "start_epoch": checkpoint["epoch"], "history": checkpoint["history"]}
 
 
 # ----------------------------------------------------------------------------------------

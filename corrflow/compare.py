@@ -1,0 +1,103 @@
+"""Side-by-side estimators of how observables change between a base ensemble and parameter ``a'``.
+
+For each observable ``O`` and each comparison ensemble:
+
+* a *flowed* ensemble (kind ``flowed``, from ``corrflow correlate``; the identity flow gives direct
+  reweighting): the correlated difference ``<O>_{a'} - <O>_a`` on the paired samples, the reweighted
+  ``<O>_{a'}``, the derivative (difference / shift), the weight ESS; and the exact flowed Metropolis chain;
+* an *independent* HMC ensemble at ``a'``: the difference of independent means (the baseline).
+
+Errors: Gamma method over paired samples, chains as replicas.  ``variance_reduction`` of a row is
+``(error of the independent difference / error of this row)^2`` when an independent ensemble is given.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from .stats import (Stats, correlated_difference, gamma_method, independent_difference, reweighted_mean,
+                    weight_ess_fraction)
+
+__all__ = ["ComparisonRow", "compare_ensembles", "parameter_shift"]
+
+
+class ComparisonRow(NamedTuple):
+    observable: str
+    estimator: str  # "flowed reweighting", "flowed chain", "direct reweighting", "independent"
+    ensemble: str
+    value_at_target: Stats | None  # <O>_{a'}
+    difference: Stats  # <O>_{a'} - <O>_a
+    derivative: Stats | None  # difference / shift
+    weight_ess: float | None
+    variance_reduction: float | None
+
+
+def parameter_shift(base_params: dict[str, float], target_params: dict[str, float]) -> tuple[str, float]:
+    """The one action parameter that differs, and by how much; ValueError if none or several differ."""
+    diff = {k: target_params[k] - base_params.get(k, 0.0) for k in target_params
+            if target_params[k] != base_params.get(k)}
+    if len(diff) != 1:
+        raise ValueError(f"expected exactly one differing parameter between {base_params} and {target_params}")
+    (k, v), = diff.items()
+    return k, v
+
+
+def _scaled(s: Stats, factor: float) -> Stats:
+    from dataclasses import replace
+
+    return replace(s, value=s.value * factor, error=s.error * abs(factor))
+
+
+def compare_ensembles(store: Any, base: str, others: Sequence[str], observables: Sequence[str] = ("plaquette",)
+                      ) -> list[ComparisonRow]:
+    """Rows for every observable and every ensemble in ``others`` (flowed or independent)."""
+    bds = store.open_ensemble(base)
+    bspec = store.spec(base)
+    rows: list[ComparisonRow] = []
+    indep_err: dict[str, float] = {}
+    plan = []
+    for name in others:
+        spec = store.spec(name)
+        if spec.shape != bspec.shape or spec.group != bspec.group:
+            raise ValueError(f"{name!r} ({spec.group} {spec.shape}) does not match base {base!r} "
+                             f"({bspec.group} {bspec.shape})")
+        if spec.kind == "flowed" and spec.flow.get("source") != base:
+            raise ValueError(f"flowed ensemble {name!r} pairs with {spec.flow.get('source')!r}, not with {base!r}")
+        plan.append((name, spec, parameter_shift(bspec.params, spec.params)))
+    for obs in observables:
+        if obs not in bds:
+            raise ValueError(f"observable {obs!r} not in {base!r}; measure it first (`corrflow measure`)")
+        ob = np.asarray(bds[obs].values, float)
+        for name, spec, (_, shift) in plan:  # independent first so variance reductions can refer to it
+            if spec.kind == "flowed":
+                continue
+            ds = store.open_ensemble(name)
+            res = independent_difference(np.asarray(ds[obs].values, float), ob)
+            indep_err[obs] = res.error
+            rows.append(ComparisonRow(obs, "independent", name, gamma_method(np.asarray(ds[obs].values, float)),
+                                      res.stats, _scaled(res.stats, 1 / shift), None, None))
+        for name, spec, (_, shift) in plan:
+            if spec.kind != "flowed":
+                continue
+            ds = store.open_ensemble(name)
+            of = np.asarray(ds[obs].values, float)
+            lw = np.asarray(ds["log_weight"].values, float)
+            if not np.array_equal(np.asarray(ds["source_traj"].values)[0], np.asarray(bds.traj.values)[: of.shape[1]]):
+                raise ValueError(f"{name!r} is not paired trajectory by trajectory with {base!r}")
+            obn = ob[:, : of.shape[1]]
+            diff = correlated_difference(obn, of, lw)
+            label = "direct reweighting" if spec.flow.get("flow_id") == "identity" else "flowed reweighting"
+            vr = (indep_err[obs] / diff.error) ** 2 if obs in indep_err and diff.error > 0 else None
+            rows.append(ComparisonRow(obs, label, name, reweighted_mean(of, lw).stats, diff.stats,
+                                      _scaled(diff.stats, 1 / shift), weight_ess_fraction(lw), vr))
+            if label == "flowed reweighting":
+                acc = np.asarray(ds["accepted"].values, bool)
+                idx = np.maximum.accumulate(np.where(acc, np.arange(acc.shape[1])[None, :], 0), axis=1)
+                chain_vals = np.take_along_axis(of, idx, axis=1)
+                at = gamma_method(chain_vals)
+                d = independent_difference(chain_vals, obn)  # conservative: ignores the positive correlation
+                rows.append(ComparisonRow(obs, "flowed chain", name, at, d.stats, _scaled(d.stats, 1 / shift), None,
+                                          (indep_err[obs] / d.error) ** 2 if obs in indep_err else None))
+    return rows

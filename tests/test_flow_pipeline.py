@@ -1,0 +1,151 @@
+"""The flow workflow through the store and the CLI: train -> correlate -> compare, pairing, resume,
+NaN guard, volume transfer and bad input."""
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import corrflow as cf
+from corrflow.cli import app
+from corrflow.flows import make_flow
+from corrflow.flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resume_kwargs, train
+from corrflow.store import StoreError, open_store
+
+runner = CliRunner()
+
+
+def cli(*args):
+    res = runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    return res.exit_code, " ".join(res.output.split())
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pipe")
+    store = d / "s.zarr"
+    for beta, seed in ((2.0, 0), (2.2, 1)):
+        code, out = cli("generate", "u1", "--beta", beta, "--shape", "8,8", "--n", 300, "--chains", 2, "--thin", 2,
+                        "--seed", seed, "--store", store, "--observables", "topological_charge")
+        assert code == 0, out
+    code, out = cli("train", "--store", store, "--from", "u1_8x8_beta2", "--to", "beta=2.2", "--out", d / "flow",
+                    "--epochs", 8, "--n-train", 200, "--loops", "plaquette")
+    assert code == 0, out
+    for args in (("--flow", d / "flow", "--name", "flowed"), ("--identity", "--to", "beta=2.2", "--name", "direct")):
+        code, out = cli("correlate", "--store", store, "--from", "u1_8x8_beta2", *args, "--batch", 100)
+        assert code == 0, out
+    return d, store
+
+
+def test_pairing_and_provenance(pipeline):
+    d, store = pipeline
+    st = open_store(store)
+    base, fl = st.open_ensemble("u1_8x8_beta2"), st.open_ensemble("flowed")
+    np.testing.assert_array_equal(fl.traj.values, base.traj.values)
+    np.testing.assert_array_equal(fl.source_traj.values, np.broadcast_to(base.traj.values, (2, 300)))
+    np.testing.assert_array_equal(fl.source_chain.values, np.repeat([[0], [1]], 300, axis=1))
+    info = st.info("flowed")
+    ck = load_checkpoint(d / "flow")
+    assert info["flow"]["source"] == "u1_8x8_beta2" and info["flow"]["flow_id"] == ck["id"]
+    assert info["params"]["beta"] == 2.2
+    # the stored flowed links and weights are exactly the flow applied to the stored base links
+    u = st.load_configs("u1_8x8_beta2", 1, [7, 8])
+    uf, lj = ck["flow"].forward(ck["params"], u)
+    np.testing.assert_allclose(np.asarray(uf), st.load_configs("flowed", 1, [7, 8]), atol=1e-13)
+    np.testing.assert_allclose(np.asarray(lj), fl.log_jacobian.values[1, 7:9], atol=1e-10)
+    lw = -ck["target"].action(uf) + ck["base"].action(u) + lj
+    np.testing.assert_allclose(np.asarray(lw), fl.log_weight.values[1, 7:9], atol=1e-9)
+    code, out = cli("info", store)
+    assert code == 0 and "paired with u1_8x8_beta2 via flow " + ck["id"] in out
+
+
+def test_compare_table_and_exact(pipeline):
+    _, store = pipeline
+    code, out = cli("compare", "--store", store, "--base", "u1_8x8_beta2", "flowed", "direct", "u1_8x8_beta2.2")
+    assert code == 0, out
+    for label in ("independent", "flowed reweighting", "flowed chain", "direct reweighting"):
+        assert label in out
+    from corrflow.compare import compare_ensembles
+
+    exact_diff = cf.exact.u1_plaquette(2.2, (8, 8)) - cf.exact.u1_plaquette(2.0, (8, 8))
+    rows = compare_ensembles(open_store(store), "u1_8x8_beta2", ["flowed", "direct", "u1_8x8_beta2.2"])
+    for r in rows:
+        assert abs(r.difference.pull(exact_diff)) < 4, r
+    flowed = next(r for r in rows if r.estimator == "flowed reweighting")
+    assert flowed.variance_reduction > 3, flowed
+
+
+def test_correlate_extends_with_the_base(pipeline, tmp_path):
+    d, store = pipeline
+    import shutil
+
+    s2 = tmp_path / "s.zarr"
+    shutil.copytree(store, s2)
+    code, out = cli("generate", "u1", "--beta", 2.0, "--shape", "8,8", "--n", 350, "--chains", 2, "--thin", 2,
+                    "--seed", 0, "--store", s2, "--observables", "topological_charge", "--resume")
+    assert code == 0, out
+    code, out = cli("correlate", "--store", s2, "--from", "u1_8x8_beta2", "--flow", d / "flow", "--name", "flowed")
+    assert code == 0 and "+50 -> 350" in out, out
+    st = open_store(s2)
+    np.testing.assert_array_equal(st.open_ensemble("flowed").traj.values, st.open_ensemble("u1_8x8_beta2").traj.values)
+    code, out = cli("correlate", "--store", s2, "--from", "u1_8x8_beta2", "--flow", d / "flow", "--name", "flowed")
+    assert code == 2 and "already pairs all 350" in out
+
+
+def test_volume_transfer_through_the_store(pipeline, tmp_path):
+    """A flow trained at 8x8 correlates a 16x16 ensemble (same parameters, local layers)."""
+    d, _ = pipeline
+    s = tmp_path / "big.zarr"
+    code, out = cli("generate", "u1", "--beta", 2.0, "--shape", "16,16", "--n", 60, "--chains", 1, "--store", s)
+    assert code == 0, out
+    code, out = cli("correlate", "--store", s, "--from", "u1_16x16_beta2", "--flow", d / "flow", "--name", "f16")
+    assert code == 0, out
+    info = open_store(s).info("f16")
+    assert info["flow"]["trained_shape"] == [8, 8] and info["shape"] == [16, 16]
+
+
+def test_training_resume_is_bitwise_and_nan_guard_keeps_checkpoint(tmp_path):
+    th = cf.make_theory("u1", (4, 4), beta=1.0)
+    tgt = th.replace(beta=1.2)
+    cfgs = np.asarray(th.group.random(__import__("jax").random.PRNGKey(0), (64, 4, 4, 2)))
+    flow = make_flow("u1", (4, 4))
+    conf = TrainConfig(epochs=6, batch_size=16, learning_rate=0.05)
+    full = train(flow, th, tgt, cfgs, conf)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(epoch, rec):
+        if epoch == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(flow, th, tgt, cfgs, conf, checkpoint=tmp_path / "ck", progress=stop_at_3)
+    ck = load_checkpoint(tmp_path / "ck")
+    assert ck["epoch"] == 3
+    resumed = train(flow, th, tgt, cfgs, conf, checkpoint=tmp_path / "ck", **resume_kwargs(ck, len(cfgs)))
+    np.testing.assert_array_equal(np.asarray(resumed.params), np.asarray(full.params))
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    # NaN guard: poisoned data stops training with a clear error; the checkpoint keeps epoch 6
+    bad = cfgs.copy()
+    bad[5, 0, 0, 0] = np.nan
+    with pytest.raises(FlowTrainingError, match="diverged in epoch 7.*last good parameters"):
+        train(flow, th, tgt, bad, TrainConfig(epochs=8, batch_size=16), params=resumed.params, start_epoch=6,
+              history=resumed.history, checkpoint=tmp_path / "ck")
+    assert load_checkpoint(tmp_path / "ck")["epoch"] == 6
+
+
+def test_flow_bad_inputs(pipeline, tmp_path):
+    d, store = pipeline
+    code, out = cli("correlate", "--store", store, "--from", "u1_8x8_beta2.2", "--flow", d / "flow", "--name", "x")
+    assert code == 2 and "trained from parameters" in out
+    code, out = cli("correlate", "--store", store, "--from", "u1_8x8_beta2", "--identity", "--name", "x")
+    assert code == 2 and "target parameters" in out
+    code, out = cli("correlate", "--store", store, "--from", "u1_8x8_beta2", "--name", "x")
+    assert code == 2 and "exactly one of --flow" in out
+    code, out = cli("correlate", "--store", store, "--from", "u1_8x8_beta2", "--flow", tmp_path, "--name", "x")
+    assert code == 2 and "no flow checkpoint" in out
+    code, out = cli("train", "--store", store, "--from", "u1_8x8_beta2", "--to", "gamma=1", "--out", tmp_path / "f")
+    assert code == 2 and "unknown action parameter 'gamma'" in out
+    code, out = cli("compare", "--store", store, "--base", "u1_8x8_beta2.2", "flowed")
+    assert code == 2 and "pairs with 'u1_8x8_beta2'" in out
+    assert "x" not in open_store(store).ensembles()
