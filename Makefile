@@ -30,6 +30,8 @@ demo: $(STAMP)
 	$(CF) info $(DEMO_STORE)
 	$(CF) compare --store $(DEMO_STORE) --base u1_16x16_beta2 flowed_beta2.2 direct_beta2.2 u1_16x16_beta2.2 \
 	    --obs plaquette --obs wilson_2x2
+	$(CF) report --store $(DEMO_STORE) --base u1_16x16_beta2 flowed_beta2.2 direct_beta2.2 u1_16x16_beta2.2 \
+	    --obs plaquette --obs wilson_2x2 --out reports/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q

@@ -593,6 +593,30 @@ def compare(
     _run(body)
 
 
+@app.command(epilog="""
+**Example**
+
+    corrflow report --store data/runs.zarr --base u1_16x16_beta2 flowed_b2.2 direct_b2.2 u1_16x16_beta2.2 --out reports/
+""")
+def report(
+    ensembles: List[str] = typer.Argument(..., help="flowed and/or independent ensembles compared with the base"),
+    store: Path = typer.Option(..., help="zarr store"),
+    base: str = typer.Option(..., help="base ensemble"),
+    out: Path = typer.Option(Path("reports"), help="output directory (PNG figures + report.md)"),
+    obs: List[str] = typer.Option(["plaquette"], help="observables (repeat the option)"),
+) -> None:
+    """Variance-reduction report: error bars per estimator, variance reduction and ESS vs shift, loss curves."""
+
+    def body() -> None:
+        from .report import write_report
+        from .store import open_store
+
+        path = write_report(open_store(store, "r"), base, ensembles, out, obs)
+        console.print(f"[green]done[/] report written to {path} ({len(list(out.glob('*.png')))} figures)")
+
+    _run(body)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -149,3 +149,20 @@ def test_flow_bad_inputs(pipeline, tmp_path):
     code, out = cli("compare", "--store", store, "--base", "u1_8x8_beta2.2", "flowed")
     assert code == 2 and "pairs with 'u1_8x8_beta2'" in out
     assert "x" not in open_store(store).ensembles()
+
+
+def test_report_writes_figures_and_markdown(pipeline, tmp_path):
+    d, store = pipeline
+    out = tmp_path / "rep"
+    code, text = cli("report", "--store", store, "--base", "u1_8x8_beta2", "flowed", "direct", "u1_8x8_beta2.2",
+                     "--out", out, "--obs", "plaquette", "--obs", "topological_charge")
+    assert code == 0, text
+    md = (out / "report.md").read_text()
+    ck = load_checkpoint(d / "flow")
+    for name in ("derivative_plaquette.png", "derivative_topological_charge.png", "shift_scan.png",
+                 f"training_{ck['id']}.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+        assert f"]({name})" in md
+    assert "| plaquette | flowed reweighting | `flowed` |" in md
+    assert "| plaquette | independent | `u1_8x8_beta2.2` |" in md

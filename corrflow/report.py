@@ -1,0 +1,186 @@
+"""Variance-reduction report: PNG figures and a Markdown page (``corrflow report``).
+
+For a base ensemble and the ensembles compared with it (flowed, direct-reweighting and independent):
+
+* ``derivative_<obs>.png``: d<O>/d(parameter) from every estimator with error bars (and the exact
+  finite-torus value where :mod:`corrflow.summary` knows one);
+* ``shift_scan.png``: variance reduction against independent ensembles and weight ESS as functions of the
+  parameter shift, over all flowed ensembles of the base (one point per ensemble);
+* ``training_<flow id>.png``: loss and weight ESS per epoch of every flow used;
+* ``report.md``: the comparison table, the figures and the provenance (ensembles, parameters, versions).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .compare import ComparisonRow, compare_ensembles, parameter_shift
+from .summary import exact_value
+
+__all__ = ["write_report"]
+
+_COLOURS = {"flowed reweighting": "C0", "flowed chain": "C2", "direct reweighting": "C1", "independent": "C3"}
+
+
+def _plt():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _derivative_figure(rows: list[ComparisonRow], obs: str, pname: str, exact: float | None, path: Path) -> None:
+    plt = _plt()
+    sel = [r for r in rows if r.observable == obs and r.derivative is not None]
+    fig, ax = plt.subplots(figsize=(6.4, 0.6 + 0.55 * len(sel)))
+    for i, r in enumerate(sel):
+        ax.errorbar(r.derivative.value, i, xerr=r.derivative.error, fmt="o", capsize=4,
+                    color=_COLOURS.get(r.estimator, "k"))
+    ax.set_yticks(range(len(sel)), [f"{r.estimator}\n({r.ensemble})" for r in sel], fontsize=8)
+    if exact is not None:
+        ax.axvline(exact, color="k", ls="--", lw=1, label="exact (finite torus)")
+        ax.legend(fontsize=8, loc="best")
+    ax.set_xlabel(f"d<{obs}>/d{pname}  (finite difference)")
+    ax.invert_yaxis()
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _shift_figure(points: list[dict[str, Any]], pname: str, path: Path) -> None:
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for label, marker in (("flowed reweighting", "o"), ("direct reweighting", "s")):
+        pts = sorted([p for p in points if p["estimator"] == label], key=lambda p: p["shift"])
+        if not pts:
+            continue
+        x = [p["shift"] for p in pts]
+        vr = [p["vr"] if p["vr"] is not None else np.nan for p in pts]
+        a1.plot(x, vr, marker=marker, color=_COLOURS[label], label=label)
+        a2.plot(x, [p["ess"] for p in pts], marker=marker, color=_COLOURS[label], label=label)
+    a1.set_yscale("log")
+    a1.axhline(1.0, color="k", lw=0.8)
+    a1.set_xlabel(f"shift in {pname}")
+    a1.set_ylabel("variance reduction vs independent")
+    a2.set_xlabel(f"shift in {pname}")
+    a2.set_ylabel("weight ESS / N")
+    a2.set_ylim(0, 1.05)
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _training_figure(history: list[dict[str, float]], title: str, path: Path) -> None:
+    plt = _plt()
+    ep = [h["epoch"] for h in history]
+    fig, a1 = plt.subplots(figsize=(6.4, 3.6))
+    a1.plot(ep, [h["loss"] for h in history], "C0-o", ms=3)
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("loss  mean[S'(f(U)) - log J]", color="C0")
+    a2 = a1.twinx()
+    a2.plot(ep, [h["ess"] for h in history], "C1-s", ms=3)
+    a2.set_ylabel("weight ESS / N", color="C1")
+    a2.set_ylim(0, 1.05)
+    a1.set_title(title, fontsize=9)
+    a1.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(store: Any, base: str, ensembles: Sequence[str], out: str | Path,
+                 observables: Sequence[str] = ("plaquette",)) -> Path:
+    """Write the report for ``base`` compared with ``ensembles`` into directory ``out``; return the
+    path of ``report.md``."""
+    from .flows.train import load_checkpoint
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    bspec = store.spec(base)
+    rows = compare_ensembles(store, base, ensembles, observables)
+    pname, shift = parameter_shift(bspec.params, store.spec(ensembles[0]).params)
+    figures: list[tuple[str, str]] = []
+    for obs in observables:
+        ex = None
+        e0, e1 = exact_value(bspec, obs), None
+        if e0 is not None:
+            tspec = store.spec(ensembles[0])
+            e1 = exact_value(tspec, obs)
+        if e0 is not None and e1 is not None:
+            ex = (e1 - e0) / shift
+        name = f"derivative_{obs}.png"
+        _derivative_figure(rows, obs, pname, ex, out / name)
+        figures.append((f"d<{obs}>/d{pname} from each estimator", name))
+    # shift scan over every flowed ensemble of this base (and independent ensembles at the same shift)
+    points = []
+    all_names = store.ensembles()
+    indep = {n for n in all_names if store.spec(n).kind == "hmc" and n != base and store.spec(n).shape == bspec.shape}
+    for n in all_names:
+        s = store.spec(n)
+        if s.kind != "flowed" or s.flow.get("source") != base:
+            continue
+        try:
+            _, sh = parameter_shift(bspec.params, s.params)
+        except ValueError:
+            continue
+        partners = [m for m in indep if store.spec(m).params == s.params]
+        r = [x for x in compare_ensembles(store, base, [n] + partners[:1], observables[:1])
+             if x.ensemble == n and x.estimator != "flowed chain"]
+        if r:
+            points.append({"estimator": r[0].estimator, "shift": sh, "vr": r[0].variance_reduction, "ess": r[0].weight_ess})
+    if points:
+        _shift_figure(points, pname, out / "shift_scan.png")
+        figures.append((f"variance reduction and weight ESS vs shift of {pname} ({observables[0]})", "shift_scan.png"))
+    # training curves of the flows used
+    flows_used = []
+    for n in ensembles:
+        s = store.spec(n)
+        ck = s.flow.get("checkpoint") if s.kind == "flowed" else None
+        if ck and Path(ck).exists():
+            c = load_checkpoint(ck)
+            name = f"training_{c['id']}.png"
+            bp, tp = c["base"].params(), c["target"].params()
+            change = ", ".join(f"{k} {bp[k]:g} -> {tp[k]:g}" for k in tp if tp[k] != bp.get(k))
+            _training_figure(c["history"], f"flow {c['id']}: {change}", out / name)
+            figures.append((f"training of flow {c['id']} (used by {n})", name))
+            flows_used.append((n, c))
+    # markdown
+    lines = [f"# Variance-reduction report: {base}", "",
+             f"Generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} from store `{store.path}`.", "",
+             f"Base ensemble `{base}`: {bspec.theory} on {'x'.join(map(str, bspec.shape))}, parameters {bspec.params}, "
+             f"{bspec.n_chains} chains x {store.info(base)['committed']} trajectories.", "",
+             f"Shift: {pname} {shift:+g}. Errors: Gamma method over paired samples, chains as replicas. Variance "
+             "reduction: (error of the independent-ensemble difference / error of the estimator)^2 at equal "
+             "numbers of configurations.", "",
+             f"| observable | estimator | ensemble | <O>(a') | difference | d<O>/d{pname} | weight ESS | var. red. |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.observable} | {r.estimator} | `{r.ensemble}` | {r.value_at_target or ''} | {r.difference} | "
+                     f"{r.derivative or ''} | {'' if r.weight_ess is None else f'{r.weight_ess:.3f}'} | "
+                     f"{'' if r.variance_reduction is None else f'{r.variance_reduction:.1f}'} |")
+    lines.append("")
+    for caption, name in figures:
+        lines += [f"### {caption}", "", f"![{caption}]({name})", ""]
+    if flows_used:
+        lines += ["## Flows", ""]
+        for n, c in flows_used:
+            f = c["flow"]
+            lines.append(f"- `{n}`: flow `{c['id']}`, {f.n_sweeps} sweep(s) of {', '.join(f.loops)} layers "
+                         f"({f.n_layers} layers), trained on {'x'.join(map(str, f.shape))} for {c['epoch']} epochs; "
+                         f"weight ESS {c['history'][0]['ess']:.3f} -> {c['history'][-1]['ess']:.3f}")
+        lines.append("")
+    versions = store.info(base).get("versions") or {}
+    lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
