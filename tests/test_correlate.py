@@ -1,4 +1,4 @@
-"""Correlated ensembles on 2D U(1), L = 8, beta 2.0 -> 2.2, against the exact torus values.
+"""Correlated ensembles on 2D U(1), L = 8, beta 2.0 -> 2.2 and 1.0 -> 1.1, against the exact torus values.
 
 Estimators: flowed reweighting (trained residual flow), the exact flowed Metropolis chain, direct
 reweighting (identity flow) and an independent HMC ensemble at beta'.  Errors: Gamma method over the
@@ -19,7 +19,8 @@ from corrflow.generate import GaugeMeasurements, initial_links, run_blocks
 from corrflow.stats import (correlated_difference, gamma_method, independent_difference, log_mean_weight,
                             reweighted_mean)
 
-BETA, BETA2, SHAPE = 2.0, 2.2, (8, 8)
+SHAPE = (8, 8)
+POINTS = [(2.0, 2.2), (1.0, 1.1)]  # (beta, beta'): the issue's point and a strong-coupling one
 VOL = SHAPE[0] * SHAPE[1]
 N_CHAINS, N_CFG, THIN = 4, 1000, 4
 PULL = 4.0
@@ -40,8 +41,9 @@ def hmc_configs(beta, seed):
     return th, np.concatenate(out, axis=1)  # (chains, N_CFG, 8, 8, 2)
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+@pytest.fixture(scope="module", params=POINTS, ids=lambda p: f"beta{p[0]}-{p[1]}")
+def setup(request, tmp_path_factory):
+    BETA, BETA2 = request.param
     base, cfgs = hmc_configs(BETA, 11)
     target = make_theory("u1", SHAPE, beta=BETA2)
     flow = make_flow("u1", SHAPE, loops=("plaquette", "rectangle"), n_sweeps=1)
@@ -54,7 +56,7 @@ def setup(tmp_path_factory):
     _, indep = hmc_configs(BETA2, 12)
     from corrflow import observables
     plaq_indep = np.asarray(observables.plaquette(jnp.asarray(indep), target.group))
-    return dict(base=base, target=target, flow=flow, res=res, flowed=flowed, direct=direct, ckpt=ckpt,
+    return dict(beta=BETA, beta2=BETA2, base=base, target=target, flow=flow, res=res, flowed=flowed, direct=direct, ckpt=ckpt,
                 plaq_indep=plaq_indep, plaq_base=np.stack([f.base["plaquette"] for f in flowed]))
 
 
@@ -69,11 +71,12 @@ def test_training_improves_ess_and_checkpoint_roundtrip(setup):
     assert hist[-1]["loss"] < hist[0]["loss"]
     ck = load_checkpoint(setup["ckpt"])
     np.testing.assert_array_equal(np.asarray(ck["params"]), np.asarray(setup["res"].params))
-    assert ck["target"].params()["beta"] == BETA2 and ck["epoch"] == len(hist) - 1
+    assert ck["target"].params()["beta"] == setup["beta2"] and ck["epoch"] == len(hist) - 1
 
 
 @pytest.mark.parametrize("estimator", ["flowed", "direct"])
 def test_reweighted_estimates_against_exact(setup, estimator):
+    BETA, BETA2 = setup["beta"], setup["beta2"]
     s = setup[estimator]
     log_w = np.stack([x.log_w for x in s])
     checks = {
@@ -89,6 +92,7 @@ def test_reweighted_estimates_against_exact(setup, estimator):
 
 
 def test_flowed_metropolis_chain(setup):
+    BETA2 = setup["beta2"]
     plaq = []
     for c, s in enumerate(setup["flowed"]):
         chain = flowed_metropolis(s.log_w, jax.random.PRNGKey(100 + c))
@@ -99,6 +103,7 @@ def test_flowed_metropolis_chain(setup):
 
 
 def test_independent_ensembles_and_variance_reduction(setup):
+    BETA, BETA2 = setup["beta"], setup["beta2"]
     exact_diff = exact.u1_plaquette(BETA2, SHAPE) - exact.u1_plaquette(BETA, SHAPE)
     indep = independent_difference(setup["plaq_indep"], setup["plaq_base"])  # <P>_{beta'} - <P>_beta
     assert abs(indep.pull(exact_diff)) < PULL, indep
