@@ -46,9 +46,9 @@ def setup(request, tmp_path_factory):
     BETA, BETA2 = request.param
     base, cfgs = hmc_configs(BETA, 11)
     target = make_theory("u1", SHAPE, beta=BETA2)
-    flow = make_flow("u1", SHAPE, loops=("plaquette", "rectangle"), n_sweeps=1)
+    flow = make_flow("u1", SHAPE, loops=("plaquette",), n_sweeps=2)
     ckpt = tmp_path_factory.mktemp("flow")
-    res = train(flow, base, target, cfgs[0, :400], TrainConfig(epochs=25, batch_size=50, learning_rate=0.05),
+    res = train(flow, base, target, cfgs[0, :400], TrainConfig(epochs=15, batch_size=50, learning_rate=0.05),
                 checkpoint=ckpt)
     meas = GaugeMeasurements(base.group, topological_charge=True)
     flowed = [flowed_reweighting(flow, res.params, base, target, cfgs[c], meas, batch=250) for c in range(N_CHAINS)]

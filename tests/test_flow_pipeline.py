@@ -15,7 +15,10 @@ runner = CliRunner()
 
 
 def cli(*args):
-    res = runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    import corrflow.cli
+
+    corrflow.cli.console.width = 250  # wide tables: no truncated cells, whatever ran before in this process
+    res = runner.invoke(app, [str(a) for a in args])
     return res.exit_code, " ".join(res.output.split())
 
 
