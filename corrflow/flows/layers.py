@@ -195,51 +195,36 @@ class Flow:
             raise ValueError(f"flow parameters have shape {tuple(params.shape)}, expected {shp} "
                              "(n_sweeps, d, n_masks, n_loops)")
 
-    def forward(self, params: Array, u: Array) -> tuple[Array, Array]:
-        """``(f(U), log J_f(U))``; ``U`` may carry batch axes; ``log J`` has the batch shape."""
+    def _sweeps(self, params: Array, u: Array, inverse: bool) -> tuple[Array, Array]:
+        """Apply all layers (``inverse=False``) or their inverses in reverse order; sum the log-Jacobians."""
         self._check(params)
         masks = jnp.asarray(self.masks())
         layers = self.layers
         batch = u.shape[: u.ndim - self.ndim - 1 - self.group.elem_ndim]
-        zero = jnp.zeros(batch, u.real.dtype)
+        order = list(reversed(range(self.ndim))) if inverse else list(range(self.ndim))
 
         def sweep(carry, p_sweep):  # noqa: ANN001, ANN202
-            u, total = carry
-            for mu, layer in enumerate(layers):
-                def one(c, pm):  # noqa: ANN001, ANN202
+            for mu in order:
+                apply = layers[mu].reverse if inverse else layers[mu].forward
+
+                def one(c, pm, apply=apply):  # noqa: ANN001, ANN202
                     u_, t_ = c
-                    u_, lj = layer.forward(pm[0], pm[1], u_)
+                    u_, lj = apply(pm[0], pm[1], u_)
                     return (u_, t_ + lj), None
 
-                (u, total), _ = jax.lax.scan(one, (u, total), (p_sweep[mu], masks[mu]))
-            return (u, total), None
+                carry, _ = jax.lax.scan(one, carry, (p_sweep[mu], masks[mu]), reverse=inverse)
+            return carry, None
 
-        (u, total), _ = jax.lax.scan(sweep, (u, zero), params)
+        (u, total), _ = jax.lax.scan(sweep, (u, jnp.zeros(batch, u.real.dtype)), params, reverse=inverse)
         return u, total
+
+    def forward(self, params: Array, u: Array) -> tuple[Array, Array]:
+        """``(f(U), log J_f(U))``; ``U`` may carry batch axes; ``log J`` has the batch shape."""
+        return self._sweeps(params, u, inverse=False)
 
     def reverse(self, params: Array, u: Array) -> tuple[Array, Array]:
         """``(f^{-1}(U'), log J_{f^{-1}}(U'))`` with ``log J_{f^{-1}} = -log J_f`` at the preimage."""
-        self._check(params)
-        masks = jnp.asarray(self.masks())
-        layers = self.layers
-        batch = u.shape[: u.ndim - self.ndim - 1 - self.group.elem_ndim]
-        zero = jnp.zeros(batch, u.real.dtype)
-
-        def sweep(carry, p_sweep):  # noqa: ANN001, ANN202
-            u, total = carry
-            for mu in reversed(range(self.ndim)):
-                layer = layers[mu]
-
-                def one(c, pm):  # noqa: ANN001, ANN202
-                    u_, t_ = c
-                    u_, lj = layer.reverse(pm[0], pm[1], u_)
-                    return (u_, t_ + lj), None
-
-                (u, total), _ = jax.lax.scan(one, (u, total), (p_sweep[mu], masks[mu]), reverse=True)
-            return (u, total), None
-
-        (u, total), _ = jax.lax.scan(sweep, (u, zero), params, reverse=True)
-        return u, total
+        return self._sweeps(params, u, inverse=True)
 
     def with_shape(self, shape: Sequence[int]) -> "Flow":
         """The same flow on another lattice (volume transfer: parameters are translation invariant)."""
