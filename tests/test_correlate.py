@@ -56,8 +56,9 @@ def setup(request, tmp_path_factory):
     _, indep = hmc_configs(BETA2, 12)
     from corrflow import observables
     plaq_indep = np.asarray(observables.plaquette(jnp.asarray(indep), target.group))
+    q_indep = np.asarray(observables.topological_charge(jnp.asarray(indep), target.group))
     return dict(beta=BETA, beta2=BETA2, base=base, target=target, flow=flow, res=res, flowed=flowed, direct=direct, ckpt=ckpt,
-                plaq_indep=plaq_indep, plaq_base=np.stack([f.base["plaquette"] for f in flowed]))
+                plaq_indep=plaq_indep, q_indep=q_indep, plaq_base=np.stack([f.base["plaquette"] for f in flowed]))
 
 
 def stack(samples, side, key):
@@ -92,14 +93,18 @@ def test_reweighted_estimates_against_exact(setup, estimator):
 
 
 def test_flowed_metropolis_chain(setup):
+    """The exact chain at beta' from the flowed proposals: <P> and chi_top against exact values."""
     BETA2 = setup["beta2"]
-    plaq = []
+    plaq, chi = [], []
     for c, s in enumerate(setup["flowed"]):
         chain = flowed_metropolis(s.log_w, jax.random.PRNGKey(100 + c))
         assert 0.2 < chain.acceptance <= 1.0
         plaq.append(s.flowed["plaquette"][chain.index])
-    res = gamma_method(np.stack(plaq))
-    assert abs(res.pull(exact.u1_plaquette(BETA2, SHAPE))) < PULL, res
+        chi.append(s.flowed["topological_charge"][chain.index] ** 2 / VOL)
+    for name, data, value in (("<P>", plaq, exact.u1_plaquette(BETA2, SHAPE)),
+                              ("chi_top", chi, exact.u1_topological_susceptibility(BETA2, SHAPE))):
+        res = gamma_method(np.stack(data))
+        assert abs(res.pull(value)) < PULL, (name, res)
 
 
 def test_independent_ensembles_and_variance_reduction(setup):
@@ -107,6 +112,10 @@ def test_independent_ensembles_and_variance_reduction(setup):
     exact_diff = exact.u1_plaquette(BETA2, SHAPE) - exact.u1_plaquette(BETA, SHAPE)
     indep = independent_difference(setup["plaq_indep"], setup["plaq_base"])  # <P>_{beta'} - <P>_beta
     assert abs(indep.pull(exact_diff)) < PULL, indep
+    # the independent ensemble at beta' itself: <P> and chi_top against exact values
+    assert abs(gamma_method(setup["plaq_indep"]).pull(exact.u1_plaquette(BETA2, SHAPE))) < PULL
+    chi = gamma_method(setup["q_indep"] ** 2 / VOL)
+    assert abs(chi.pull(exact.u1_topological_susceptibility(BETA2, SHAPE))) < PULL, chi
     s = setup["flowed"]
     flowed = correlated_difference(stack(s, "base", "plaquette"), stack(s, "flowed", "plaquette"),
                                    np.stack([x.log_w for x in s]))
