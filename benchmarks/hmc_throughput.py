@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _machine import cpu_model
 
 import corrflow as cf
-from corrflow import hmc
 from corrflow.generate import initial_links, run_blocks
 
 
@@ -152,7 +151,7 @@ def main() -> None:
 
     dev = jax.devices()[0]
     print(f"# corrflow {cf.__version__}, jax {jax.__version__}, device {dev.platform}:{dev.device_kind}, "
-          f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}")
+          f"{os.cpu_count()} CPU cores, {cpu_model()}")
     print("# leapfrog, 10 steps, trajectory length 1; traj/s counts chain-trajectories")
     hdr = f"{'case':<16}{'chains':>7}{'dtype':>11}{'traj/s':>11}{'link-upd/s':>13}{'compile s':>10}{'baseline':>10}{'ratio':>8}"
     print(hdr)

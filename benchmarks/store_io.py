@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_model
+
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,15 +72,7 @@ def _machine_info(tmp: Path) -> list[str]:
                     best, fs = mnt, f"{typ} on {dev} (mounted at {mnt})"
     except OSError:
         pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return [
         f"cpu: {cpu}; os.cpu_count() = {os.cpu_count()}; affinity = {len(os.sched_getaffinity(0))} cores",
         f"platform: {platform.platform()}; python {platform.python_version()}",

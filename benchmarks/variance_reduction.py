@@ -62,6 +62,7 @@ import time
 
 import jax
 import numpy as np
+from _machine import cpu_model
 
 import corrflow as cf
 from corrflow import HMCConfig, exact, make_theory
@@ -76,15 +77,7 @@ BETA = 2.0
 
 
 def _machine_info() -> list[str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         aff = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux

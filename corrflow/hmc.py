@@ -21,7 +21,7 @@ reproduces the uninterrupted chain bit for bit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -128,10 +128,6 @@ def init(theory: Any, links: Array) -> HMCState:
     """Initial state from links of shape ``(*batch, *theory.link_shape)``."""
     theory.check_links(links)
     return HMCState(links=links, action=theory.action(links))
-
-
-def _momentum_dtype(links: Array, group: Any) -> Any:
-    return links.dtype
 
 
 def kinetic_energy(group: Any, p: Array, ndim: int) -> Array:

@@ -41,10 +41,9 @@ import os
 import re
 import socket
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -455,7 +454,6 @@ class EnsembleStore:
         (``n_sample=-1``: all), whose plaquette is recomputed and compared with the stored value.
         Post-hoc observables are checked up to their measured count.
         """
-        import zarr
 
         from . import observables
         from .groups import get_group

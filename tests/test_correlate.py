@@ -14,7 +14,7 @@ import pytest
 from corrflow import HMCConfig, exact, make_theory
 from corrflow.correlate import direct_reweighting, flowed_metropolis, flowed_reweighting
 from corrflow.flows import make_flow
-from corrflow.flows.train import TrainConfig, load_checkpoint, save_checkpoint, train
+from corrflow.flows.train import TrainConfig, load_checkpoint, train
 from corrflow.generate import GaugeMeasurements, initial_links, run_blocks
 from corrflow.stats import (correlated_difference, gamma_method, independent_difference, log_mean_weight,
                             reweighted_mean)

@@ -9,7 +9,7 @@ import corrflow as cf
 from corrflow.cli import app
 from corrflow.flows import make_flow
 from corrflow.flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resume_kwargs, train
-from corrflow.store import StoreError, open_store
+from corrflow.store import open_store
 
 runner = CliRunner()
 

@@ -27,7 +27,7 @@ so a flow trained on one volume applies to any other volume with compatible exte
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import jax
