@@ -15,7 +15,7 @@ from . import exact, groups, hmc, lattice, observables, stats, theories  # noqa:
 from .groups import SUN, U1, get_group  # noqa: E402
 from .hmc import HMCConfig, HMCInfo, HMCState  # noqa: E402
 from .store import open_store  # noqa: E402
-from .theories import WilsonGaugeAction, make_theory  # noqa: E402
+from .theories import WilsonFermionAction, WilsonGaugeAction, make_theory  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -25,6 +25,7 @@ __all__ = [
     "HMCConfig",
     "HMCInfo",
     "HMCState",
+    "WilsonFermionAction",
     "WilsonGaugeAction",
     "exact",
     "get_group",

@@ -105,9 +105,14 @@ class _LazyProgress:
     corrflow generate su3 --beta 5.7 --shape 4,4,4,4 --n 500 --step-size 0.0833 --n-steps 12 --store runs.zarr
 
     corrflow generate u1 --beta 2.0 --shape 16,16 --n 4000 --chains 4 --store data/runs.zarr --resume   # continue / extend
+
+    corrflow generate schwinger --beta 2.0 --mass 0.1 --shape 16,8 --n 1000 --store data/schwinger.zarr   # N_f=2 Wilson
+
+    corrflow generate schwinger --beta 2.0 --kappa 0.24 --shape 32,32 --fermion-det pseudofermion --n 500 --store s.zarr
 """)
 def generate(
-    theory: str = typer.Argument(..., help="u1, su2, su3 or suN (Wilson gauge action; dimension from --shape)"),
+    theory: str = typer.Argument(..., help="u1, su2, su3 or suN (Wilson gauge action; dimension from --shape); "
+                                 "schwinger (U(1) + N_f=2 Wilson fermions) or su3-wilson etc."),
     beta: float = typer.Option(..., help="gauge coupling beta"),
     shape: str = typer.Option(..., help="lattice extents, time first, e.g. 16,16 or 8,8,8,8"),
     n: int = typer.Option(..., "--n", help="stored trajectories per chain (total, after thermalisation and thinning)"),
@@ -115,6 +120,10 @@ def generate(
     chains: int = typer.Option(1, help="independent chains, run in parallel (vmap)"),
     xi: float = typer.Option(1.0, help="bare anisotropy (temporal coupling beta*xi, spatial beta/xi)"),
     lam: float = typer.Option(0.0, help="Feynman–Hellmann source coefficient (lam * (spatial - temporal plaquettes))"),
+    mass: Optional[float] = typer.Option(None, help="bare quark mass m (fermion theories; kappa = 1/(2m + 2d))"),
+    kappa: Optional[float] = typer.Option(None, help="hopping parameter instead of --mass"),
+    fermion_det: str = typer.Option("exact", help="fermion determinant in HMC: exact (dense, small lattices) or "
+                                    "pseudofermion (CG, even-odd preconditioned)"),
     seed: int = typer.Option(0, help="random seed; trajectory t of chain c uses fold_in(fold_in(key(seed), c), t)"),
     therm: int = typer.Option(100, help="thermalisation trajectories (not stored)"),
     thin: int = typer.Option(1, help="store every thin-th trajectory"),
@@ -145,7 +154,12 @@ def generate(
                 raise CLIError(f"{label} must be >= {lo}, got {val}")
         if precision not in ("double", "single"):
             raise CLIError(f"--precision must be 'double' or 'single', got {precision!r}")
-        th = make_theory(theory, dims, beta=beta, xi=xi, lam=lam)
+        fermion = {k: v for k, v in (("mass", mass), ("kappa", kappa)) if v is not None}
+        if fermion:
+            fermion["det"] = fermion_det
+        elif theory.strip().lower() == "schwinger" or theory.strip().lower().endswith("-wilson"):
+            raise CLIError(f"theory {theory!r} has dynamical fermions: give --mass (or --kappa)")
+        th = make_theory(theory, dims, beta=beta, xi=xi, lam=lam, **fermion)
         cfg = HMCConfig(step_size=step_size, n_steps=n_steps, integrator=integrator)
         real = jnp.float64 if precision == "double" else jnp.float32
         dtype = real if th.group.is_abelian else (jnp.complex128 if precision == "double" else jnp.complex64)
@@ -153,7 +167,7 @@ def generate(
         measurements_from_names(th.group, obs, th.ndim)  # validate before touching the store
         if start not in ("hot", "cold"):
             raise CLIError(f"--start must be 'hot' or 'cold', got {start!r}")
-        ens = name or ensemble_name(th.group.name, dims, th.params())
+        ens = name or ensemble_name(th.theory_name, dims, th.params())
         st = open_store(store, "a")
         with _LazyProgress(f"HMC {ens}", unit="traj/s") as lp:
 
@@ -596,21 +610,31 @@ def compare(
 **Example**
 
     corrflow report --store data/runs.zarr --base u1_16x16_beta2 flowed_b2.2 direct_b2.2 u1_16x16_beta2.2 --out reports/
+
+    corrflow report --store data/mass_dependence.zarr --out reports/   # analysis sections only
 """)
 def report(
-    ensembles: List[str] = typer.Argument(..., help="flowed and/or independent ensembles compared with the base"),
+    ensembles: Optional[List[str]] = typer.Argument(None, help="flowed and/or independent ensembles compared with "
+                                                    "the base"),
     store: Path = typer.Option(..., help="zarr store"),
-    base: str = typer.Option(..., help="base ensemble"),
+    base: Optional[str] = typer.Option(None, help="base ensemble (omit to report only the analysis results)"),
     out: Path = typer.Option(Path("reports"), help="output directory (PNG figures + report.md)"),
     obs: List[str] = typer.Option(["plaquette"], help="observables (repeat the option)"),
+    analysis: Optional[List[str]] = typer.Option(None, help="analysis results to include (repeat; default: all "
+                                                 "recorded in the store by `python -m analysis.<name>`)"),
 ) -> None:
-    """Variance-reduction report: error bars per estimator, variance reduction and ESS vs shift, loss curves."""
+    """Variance-reduction report: error bars per estimator, variance reduction and ESS vs shift, loss curves, and
+    a section per analysis (continuum limit, mass dependence, Feynman–Hellmann) recorded in the store."""
 
     def body() -> None:
         from .report import write_report
         from .store import open_store
 
-        path = write_report(open_store(store, "r"), base, ensembles, out, obs)
+        if base is not None and not ensembles:
+            raise CLIError("--base needs at least one ensemble to compare with")
+        if base is None and ensembles:
+            raise CLIError("ensembles given without --base; name the base ensemble they are compared with")
+        path = write_report(open_store(store, "r"), base, ensembles or [], out, obs, analysis)
         console.print(f"[green]done[/] report written to {path} ({len(list(out.glob('*.png')))} figures)")
 
     _run(body)

@@ -316,9 +316,12 @@ def generate_to_store(
     measure = measurements_from_names(theory.group, obs_names, theory.ndim)
     if dtype is None:
         dtype = jnp.float64 if theory.group.is_abelian else jnp.complex128
-    spec = EnsembleSpec(theory=theory.group.name, group=theory.group.name, shape=theory.shape,
+    hmc_settings = config.as_dict()
+    if hasattr(theory, "det"):  # fermion algorithm settings are part of the HMC recipe
+        hmc_settings.update(fermion_det=theory.det, even_odd=bool(theory.even_odd), cg_tol=float(theory.cg_tol))
+    spec = EnsembleSpec(theory=theory.theory_name, group=theory.group.name, shape=theory.shape,
                         params=theory.params(), n_chains=n_chains, seed=seed, dtype=np.dtype(dtype).name,
-                        hmc=config.as_dict(), n_therm=n_therm, thin=thin, measurements=obs_names)
+                        hmc=hmc_settings, n_therm=n_therm, thin=thin, measurements=obs_names)
     if name in store:
         diffs = store.spec(name).differences(spec)
         if diffs:

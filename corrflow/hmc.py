@@ -193,14 +193,21 @@ def integrate(theory: Any, config: HMCConfig, links: Array, momenta: Array) -> t
 def step(key: Array, state: HMCState, theory: Any, config: HMCConfig) -> tuple[HMCState, HMCInfo]:
     """One HMC trajectory with Metropolis accept/reject (works on batched states).
 
+    Theories with auxiliary fields (``theory.refresh(key, links)``, e.g. pseudofermions) get them redrawn at
+    the start of the trajectory; ``state.action`` then holds the action at the latest auxiliary field.
+
     For a batch of chains, each chain is accepted or rejected independently.
     """
     g = theory.group
     links = state.links
     batch = links.shape[: links.ndim - len(theory.link_shape)]
     k_mom, k_acc = jax.random.split(key)
+    action0 = state.action
+    if hasattr(theory, "refresh"):  # auxiliary fields (pseudofermions) drawn at the start of each trajectory
+        theory = theory.refresh(jax.random.fold_in(key, 1), links)
+        action0 = theory.action(links)
     p0 = g.random_algebra(k_mom, links.shape[: links.ndim - g.elem_ndim], links.dtype)
-    h0 = kinetic_energy(g, p0, theory.ndim) + state.action
+    h0 = kinetic_energy(g, p0, theory.ndim) + action0
     u1, p1 = integrate(theory, config, links, p0)
     u1 = g.normalize(u1)
     s1 = theory.action(u1)
@@ -211,7 +218,7 @@ def step(key: Array, state: HMCState, theory: Any, config: HMCConfig) -> tuple[H
     accept = jax.random.uniform(k_acc, batch, dh.dtype) < prob
     sel = accept.reshape(batch + (1,) * len(theory.link_shape))
     new_links = jnp.where(sel, u1, links)
-    new_action = jnp.where(accept, s1, state.action)
+    new_action = jnp.where(accept, s1, action0)
     return HMCState(new_links, new_action), HMCInfo(dh, accept, prob)
 
 

@@ -98,14 +98,58 @@ def _training_figure(history: list[dict[str, float]], title: str, path: Path) ->
     plt.close(fig)
 
 
-def write_report(store: Any, base: str, ensembles: Sequence[str], out: str | Path,
-                 observables: Sequence[str] = ("plaquette",)) -> Path:
-    """Write the report for ``base`` compared with ``ensembles`` into directory ``out``; return the
-    path of ``report.md``."""
+def _cell(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x).replace("|", "\\|")
+
+
+def analysis_sections(store: Any, out: Path, names: Sequence[str] | None = None) -> list[str]:
+    """Markdown sections (one per analysis result recorded in the store by ``analysis/*``), with their
+    figures written into ``out``.  ``names`` selects results (default: all)."""
+    lines: list[str] = []
+    for name in (store.analyses() if names is None else names):
+        rec, figs = store.read_analysis(name)
+        lines += [f"## {rec.get('title', name)}", ""]
+        lines += [str(x) for x in rec.get("summary", [])] + [""]
+        for caption, tab in (rec.get("tables") or {}).items():
+            cols = list(tab.get("columns", []))
+            lines += [f"**{caption}**", "", "| " + " | ".join(map(_cell, cols)) + " |",
+                      "|" + "---|" * len(cols)]
+            lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in tab.get("rows", [])]
+            lines.append("")
+        for fname, data in sorted(figs.items()):
+            target = out / f"{name}_{fname}"
+            target.write_bytes(data)
+            lines += [f"![{name}: {fname}]({target.name})", ""]
+        settings = rec.get("settings") or {}
+        if settings:
+            lines += ["Settings: " + ", ".join(f"{k} = {v}" for k, v in settings.items()), ""]
+    return lines
+
+
+def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: str | Path,
+                 observables: Sequence[str] = ("plaquette",), analyses: Sequence[str] | None = None) -> Path:
+    """Write the report into directory ``out``; return the path of ``report.md``.
+
+    With ``base``: the variance-reduction comparison of ``base`` with ``ensembles``.  Every analysis result
+    recorded in the store (``python -m analysis.<name> ...``; select with ``analyses``) adds a section.
+    """
     from .flows.train import load_checkpoint
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if base is None:
+        found = store.analyses() if analyses is None else list(analyses)
+        if not found:
+            raise ValueError(f"nothing to report: no --base ensemble given and no analysis results in {store.path} "
+                             "(run e.g. `python -m analysis.mass_dependence --store ...` first)")
+        lines = ["# corrflow analyses", "",
+                 f"Generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} from store "
+                 f"`{store.path}`.", ""] + analysis_sections(store, out, found)
+        path = out / "report.md"
+        path.write_text("\n".join(lines) + "\n")
+        return path
     bspec = store.spec(base)
     rows = compare_ensembles(store, base, ensembles, observables)
     pname, shift = parameter_shift(bspec.params, store.spec(ensembles[0]).params)
@@ -179,6 +223,7 @@ def write_report(store: Any, base: str, ensembles: Sequence[str], out: str | Pat
                          f"({f.n_layers} layers), trained on {'x'.join(map(str, f.shape))} for {c['epoch']} epochs; "
                          f"weight ESS {c['history'][0]['ess']:.3f} -> {c['history'][-1]['ess']:.3f}")
         lines.append("")
+    lines += analysis_sections(store, out, analyses)
     versions = store.info(base).get("versions") or {}
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     path = out / "report.md"

@@ -49,6 +49,7 @@ import numpy as np
 
 STORE_FORMAT = "corrflow-store"
 STORE_VERSION = 1
+ANALYSES_GROUP = "_analyses"  # root group of analysis results; ensemble names cannot start with "_"
 ENSEMBLE_KINDS = ("hmc", "flowed", "imported")
 PER_TRAJ_BASE = ("action", "delta_H", "accepted", "step_size")
 FLOWED_FIELDS = ("source_chain", "source_traj", "log_weight", "log_jacobian")
@@ -87,6 +88,10 @@ def ensemble_name(theory: str, shape: Sequence[int], params: Mapping[str, float]
         name += f"_xi{_fmt_num(params['xi'])}"
     if float(params.get("lam", 0.0)) != 0.0:
         name += f"_lam{_fmt_num(params['lam'])}"
+    if "mass" in params:
+        name += f"_m{_fmt_num(params['mass'])}"
+        if float(params.get("nf", 2.0)) != 2.0:
+            name += f"_nf{_fmt_num(params['nf'])}"
     return name
 
 
@@ -288,7 +293,59 @@ class EnsembleStore:
 
     def ensembles(self) -> list[str]:
         """Names of the ensemble groups."""
-        return sorted(k for k in self.root.group_keys())
+        return sorted(k for k in self.root.group_keys() if k != ANALYSES_GROUP)
+
+    # ------------------------------------------------------------------------------------
+    # analysis results (written by the analysis/ scripts, rendered by `corrflow report`)
+    # ------------------------------------------------------------------------------------
+    def analyses(self) -> list[str]:
+        """Names of the analysis results recorded in this store (see :meth:`write_analysis`)."""
+        if ANALYSES_GROUP not in set(self.root.group_keys()):
+            return []
+        return sorted(self.root[ANALYSES_GROUP].group_keys())
+
+    def write_analysis(self, name: str, record: Mapping[str, Any], figures: Mapping[str, bytes] | None = None) -> None:
+        """Record the result of an analysis (replacing an earlier result of the same name).
+
+        ``record`` is a JSON-serialisable dict; by convention it holds ``title`` (str), ``summary``
+        (list of markdown lines), ``tables`` (``{caption: {"columns": [...], "rows": [[...], ...]}}``)
+        and ``settings`` (dict).  ``figures`` maps a file name (``*.png``) to its bytes; they are stored as
+        uint8 arrays and written out next to ``report.md`` by :func:`corrflow.report.write_report`.
+        The record is written last, so a result without a record is incomplete and is ignored.
+        """
+        import json
+
+
+        if self.mode != "a":
+            raise StoreError(f"{self.path} is open read-only; open it with mode='a' to record an analysis")
+        _check_name(name)
+        try:
+            payload = json.loads(json.dumps(dict(record), allow_nan=True))
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"analysis record {name!r} is not JSON-serialisable: {exc}") from None
+        parent = self.root.require_group(ANALYSES_GROUP)
+        if name in set(parent.group_keys()):
+            del parent[name]
+        g = parent.create_group(name)
+        for fname, data in (figures or {}).items():
+            if not _NAME_RE.match(fname):
+                raise StoreError(f"invalid figure name {fname!r}")
+            arr = np.frombuffer(bytes(data), dtype=np.uint8)
+            a = g.create_array(fname, shape=arr.shape, dtype=np.uint8, chunks=(max(1, arr.size),))
+            a[...] = arr
+        g.attrs["corrflow_analysis"] = payload
+
+    def read_analysis(self, name: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """``(record, figures)`` of an analysis result written by :meth:`write_analysis`."""
+        if name not in self.analyses():
+            have = ", ".join(self.analyses()) or "none"
+            raise StoreError(f"no analysis result {name!r} in {self.path}; available: {have}")
+        g = self.root[ANALYSES_GROUP][name]
+        rec = dict(g.attrs).get("corrflow_analysis")
+        if not isinstance(rec, dict):
+            raise StoreError(f"analysis result {name!r} in {self.path} is incomplete (no record); rerun the analysis")
+        figs = {k: np.asarray(g[k][...]).tobytes() for k in g.array_keys()}
+        return rec, figs
 
     def __contains__(self, name: str) -> bool:
         return name in self.ensembles()

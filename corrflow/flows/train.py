@@ -192,7 +192,7 @@ def resume_kwargs(checkpoint: dict[str, Any], n_configs: int, config: TrainConfi
 
 
 def _theory_json(th: Any) -> dict[str, Any]:
-    return {"group": th.group.name, "shape": list(th.shape), "params": th.params()}
+    return {"group": getattr(th, "theory_name", th.group.name), "shape": list(th.shape), "params": th.params()}
 
 
 def checkpoint_id(meta: dict[str, Any], params: np.ndarray) -> str:

@@ -1,7 +1,13 @@
-"""Lattice actions.  Only :class:`WilsonGaugeAction` (pure gauge) for now.
+"""Lattice actions: the Wilson gauge action and Wilson fermions.
 
-``make_theory(name, shape, **params)`` builds a theory from a name used on the command line:
-``u1``, ``su2``, ``su3`` or ``suN`` (Wilson gauge action in the dimension given by ``shape``).
+``make_theory(name, shape, **params)`` builds a theory from a name used on the command line and in the
+store:
+
+* ``u1``, ``su2``, ``su3``, ``suN``: Wilson gauge action (parameters ``beta, xi, lam``) in the dimension
+  given by ``shape``;
+* ``schwinger``: 2D U(1) with ``nf`` (default 2) degenerate Wilson fermions of bare mass ``mass`` (or ``kappa``);
+  ``<group>-wilson`` (e.g. ``su3-wilson``): the same with an SU(N) gauge field (d = 2 or 4).
+  Fermion settings (``det``, ``even_odd``, ``cg_tol``, ``cg_maxiter``) are passed through.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..groups import get_group
+from .fermions import WilsonFermionAction, kappa_from_mass, mass_from_kappa
 from .gauge import WilsonGaugeAction, accumulate
 
 THEORIES: dict[str, str] = {
@@ -16,16 +23,44 @@ THEORIES: dict[str, str] = {
     "su2": "SU(2) Wilson gauge action",
     "su3": "SU(3) Wilson gauge action",
     "suN": "SU(N) Wilson gauge action for any N >= 2 (e.g. su4)",
+    "schwinger": "Schwinger model: U(1) gauge + nf=2 Wilson fermions (parameters beta, mass or kappa)",
+    "<group>-wilson": "SU(N) gauge + nf=2 Wilson fermions, e.g. su3-wilson (parameters beta, mass or kappa)",
 }
 
+_FERMION_KEYS = ("mass", "kappa", "nf", "det", "even_odd", "cg_tol", "cg_maxiter")
 
-def make_theory(name: str, shape: Sequence[int], **params: Any) -> WilsonGaugeAction:
-    """Theory from its name (see ``THEORIES``); raises ``ValueError`` listing the allowed names."""
+
+def make_theory(name: str, shape: Sequence[int], **params: Any) -> WilsonGaugeAction | WilsonFermionAction:
+    """Theory from its name (see ``THEORIES``); raises ``ValueError`` listing the allowed names or naming a
+    missing/unknown parameter."""
+    key = str(name).strip().lower()
+    fermions = key == "schwinger" or key.endswith("-wilson")
+    gname = "u1" if key == "schwinger" else (key[: -len("-wilson")] if fermions else key)
     try:
-        group = get_group(name)
+        group = get_group(gname)
     except ValueError:
         raise ValueError(f"unknown theory {name!r}; allowed: {', '.join(THEORIES)}") from None
-    return WilsonGaugeAction(group=group, shape=tuple(shape), **params)
+    if not fermions:
+        extra = [k for k in params if k in _FERMION_KEYS]
+        if extra:
+            raise ValueError(f"theory {name!r} is pure gauge and takes no {', '.join(extra)}; "
+                             f"use 'schwinger' or '{gname}-wilson' for dynamical fermions")
+        return WilsonGaugeAction(group=group, shape=tuple(shape), **params)
+    fp = {k: params.pop(k) for k in _FERMION_KEYS if k in params}
+    if "mass" in fp and "kappa" in fp:
+        raise ValueError("give either mass or kappa, not both")
+    if "kappa" in fp:
+        fp["mass"] = mass_from_kappa(float(fp.pop("kappa")), len(tuple(shape)))
+    if "mass" not in fp:
+        raise ValueError(f"theory {name!r} needs a quark mass: pass mass=... (or kappa=...)")
+    if "nf" in fp:
+        nf = float(fp.pop("nf"))
+        if nf != int(nf):
+            raise ValueError(f"nf must be an integer, got {nf}")
+        fp["n_flavors"] = int(nf)
+    gauge = WilsonGaugeAction(group=group, shape=tuple(shape), **params)
+    return WilsonFermionAction(gauge=gauge, **fp)
 
 
-__all__ = ["WilsonGaugeAction", "THEORIES", "make_theory", "accumulate"]
+__all__ = ["WilsonGaugeAction", "WilsonFermionAction", "THEORIES", "make_theory", "accumulate",
+           "kappa_from_mass", "mass_from_kappa"]

@@ -102,6 +102,11 @@ class WilsonGaugeAction:
         """Trailing shape of one configuration: ``(L_0, ..., L_{d-1}, d, *elem)``."""
         return self.shape + (self.ndim,) + tuple(self.group.elem_shape)
 
+    @property
+    def theory_name(self) -> str:
+        """Name used by :func:`corrflow.make_theory` and the store (the group name: ``u1``, ``su3``, ...)."""
+        return self.group.name
+
     def params(self) -> dict[str, float]:
         """Action parameters as plain floats (for provenance and comparisons)."""
         return {"beta": float(self.beta), "xi": float(self.xi), "lam": float(self.lam)}

@@ -1,0 +1,182 @@
+"""Fermionic observables of Wilson fermions: propagators, the pion correlator, the chiral condensate.
+
+Conventions follow :mod:`corrflow.theories.fermions` (``D`` antiperiodic in time, ``gamma_5``-Hermitian).
+
+* Point-source propagator ``S(x; x_0) = D^{-1}(x, x_0)``: shape ``(*batch, L..., Ns, Nc, Ns, Nc)``, the last two
+  axes are the source spin and colour.
+* Pion (isovector pseudoscalar ``pi^+ = dbar gamma_5 u``) correlator, with ``gamma_5``-hermiticity
+  ``S(x_0; x) = g5 S(x; x_0)^dag g5``::
+
+      C(t) = sum_{vec x} tr[ S(x; x_0) S(x; x_0)^dag ],   x = (t_0 + t, vec x),
+
+  positive by construction, averaged over ``n_sources`` point sources at ``t_0 = k L_0 / n_sources`` (``vec x_0 = 0``).
+* Chiral condensate per flavour ``Sigma = (1/V) Re tr D^{-1}`` (this is ``-<psibar psi>`` in the Grassmann sign
+  convention ``<psi psibar> = D^{-1}``).  Two degenerate flavours: ``dS_eff/dm = -n_f V Sigma``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..theories.fermions import (
+    WilsonFermionAction,
+    conjugate_gradient,
+    dirac,
+    dirac_dagger,
+    dirac_matrix,
+    inverse_dense,
+)
+
+Array = jax.Array
+
+__all__ = ["point_source", "propagator", "pion_correlator", "chiral_condensate", "effective_mass",
+           "FermionMeasurements",
+           "dS_dmass"]
+
+
+def point_source(theory: WilsonFermionAction, site: tuple[int, ...], dtype: Any = jnp.complex128) -> Array:
+    """Unit point sources at ``site`` for all ``Ns * Nc`` spin-colour components: ``(L..., Ns, Nc, Ns, Nc)``."""
+    ns, nc = theory.n_spin, theory.n_color
+    b = np.zeros(theory.shape + (ns, nc, ns, nc), complex)
+    eye = np.eye(ns * nc).reshape(ns, nc, ns, nc)
+    b[tuple(site)] = eye
+    return jnp.asarray(b, dtype)
+
+
+def propagator(theory: WilsonFermionAction, u: Array, site: tuple[int, ...] | None = None, *,
+               tol: float = 1e-12, maxiter: int = 5000) -> Array:
+    """``S(x; x_0) = D(U)^{-1}`` on a point source at ``site`` (default the origin), all spin-colour components.
+
+    ``u``: ``(*batch, *link_shape)``; result ``(*batch, L..., Ns, Nc, Ns, Nc)``.  Solved by CG on the normal
+    equations ``D^dag D x = D^dag b`` to relative residual ``tol``.
+    """
+    site = tuple(site) if site is not None else (0,) * theory.ndim
+    v = theory.links(u)
+    batch = u.shape[: u.ndim - len(theory.link_shape)]
+    cdt = v.dtype
+    b = point_source(theory, site, cdt)
+    ns, nc = theory.n_spin, theory.n_color
+    # move source indices to a leading axis: (Ns*Nc, *batch, L..., Ns, Nc)
+    b = jnp.moveaxis(b.reshape(theory.fermion_shape + (ns * nc,)), -1, 0)
+    b = jnp.broadcast_to(b.reshape((ns * nc,) + (1,) * len(batch) + theory.fermion_shape),
+                         (ns * nc,) + batch + theory.fermion_shape)
+    m = theory.mass
+    rhs = dirac_dagger(v, m, b)
+    normal = lambda x: dirac_dagger(v, m, dirac(v, m, x))  # noqa: E731
+    x = conjugate_gradient(normal, rhs, theory.ndim + 2, tol=tol, maxiter=maxiter).x
+    x = jnp.moveaxis(x, 0, -1)  # (*batch, L..., Ns, Nc, Ns*Nc)
+    return x.reshape(x.shape[:-1] + (ns, nc))
+
+
+@partial(jax.jit, static_argnames=("n_sources",))
+def pion_correlator(theory: WilsonFermionAction, u: Array, n_sources: int = 1) -> Array:
+    """Pion correlator ``C(t)`` (module docstring), shape ``(*batch, L_0)``, averaged over ``n_sources`` sources
+    at ``t_0 = k L_0 / n_sources``.  ``L_0`` must be divisible by ``n_sources``."""
+    l0 = theory.shape[0]
+    if l0 % n_sources:
+        raise ValueError(f"L_0 = {l0} is not divisible by n_sources = {n_sources}")
+    nb = u.ndim - len(theory.link_shape)
+    d = theory.ndim
+    out = 0.0
+    for k in range(n_sources):  # a few source time slices
+        t0 = k * (l0 // n_sources)
+        s = propagator(theory, u, (t0,) + (0,) * (d - 1))
+        dens = jnp.sum(jnp.abs(s) ** 2, axis=tuple(range(-4, 0)))  # (*batch, L...)
+        c = jnp.sum(dens, axis=tuple(range(nb + 1, nb + d)))  # (*batch, L_0)
+        out = out + jnp.roll(c, -t0, axis=-1)
+    return out / n_sources
+
+
+@jax.jit
+def chiral_condensate(theory: WilsonFermionAction, u: Array) -> Array:
+    """``Sigma = (1/V) Re tr D^{-1}`` per flavour (exact, dense; small lattices), shape ``batch``."""
+    v = theory.links(u)
+    nb = u.ndim - len(theory.link_shape)
+    flat = v.reshape((-1,) + v.shape[nb:])
+
+    def one(vv: Array) -> Array:
+        mat = dirac_matrix(vv, theory.mass, theory.n_spin)
+        return jnp.real(jnp.trace(inverse_dense(mat)))
+
+    return jax.vmap(one)(flat).reshape(u.shape[:nb]) / theory.volume
+
+
+def dS_dmass(theory: WilsonFermionAction, u: Array) -> Array:
+    """``dS_eff/dm = -n_f Re tr D^{-1} = -n_f V Sigma`` (exact), shape ``batch``."""
+    return -theory.n_flavors * theory.volume * chiral_condensate(theory, u)
+
+
+def effective_mass(c: np.ndarray, kind: str = "cosh") -> np.ndarray:
+    """Effective mass from a correlator ``c`` ``(..., L_0)`` (numpy; e.g. an ensemble mean).
+
+    ``kind="cosh"``: solve ``c(t)/c(t+1) = cosh(m (t - L_0/2)) / cosh(m (t + 1 - L_0/2))`` for each
+    ``t = 0 .. L_0/2 - 1`` (periodic pion correlator); ``kind="log"``: ``log(c(t)/c(t+1))`` for ``t = 0 .. L_0-2``.
+    Entries where no solution exists are NaN.
+    """
+    from scipy.optimize import brentq
+
+    c = np.asarray(c, float)
+    l0 = c.shape[-1]
+    if kind == "log":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(c[..., :-1] / c[..., 1:])
+    if kind != "cosh":
+        raise ValueError(f"kind must be 'cosh' or 'log', got {kind!r}")
+    half = l0 // 2
+    flat = c.reshape(-1, l0)
+    out = np.full((flat.shape[0], half), np.nan)
+    for i, row in enumerate(flat):
+        for t in range(half):
+            r = row[t] / row[t + 1] if row[t + 1] != 0 else np.nan
+            if not np.isfinite(r) or r <= 1.0:
+                continue
+            f = lambda m, t=t, r=r: np.cosh(m * (t - l0 / 2)) / np.cosh(m * (t + 1 - l0 / 2)) - r  # noqa: E731
+            hi = 1.0
+            while f(hi) < 0 and hi < 50:
+                hi *= 2
+            if f(hi) < 0:
+                continue
+            out[i, t] = brentq(f, 1e-12, hi)
+    return out.reshape(c.shape[:-1] + (half,))
+
+
+class FermionMeasurements:
+    """Hashable measurement callable ``links -> dict`` for on-the-fly use in :func:`corrflow.generate.generate`
+    (and for :func:`corrflow.correlate.flowed_reweighting`): ``plaquette`` (batch), ``pion`` ``(*batch, L_0)``
+    (:func:`pion_correlator` with ``n_sources``) and, if ``condensate``, ``condensate`` (dense; small lattices).
+
+    The valence Dirac operator is the one of ``theory`` (its mass), whatever theory generated the links.
+    """
+
+    def __init__(self, theory: WilsonFermionAction, n_sources: int = 1, condensate: bool = False) -> None:
+        if not isinstance(theory, WilsonFermionAction):
+            raise TypeError(f"FermionMeasurements needs a WilsonFermionAction, got {type(theory).__name__}")
+        self.theory = theory.replace(det="exact")
+        self.n_sources = int(n_sources)
+        self.condensate = bool(condensate)
+        self._key = (self.theory.theory_name, self.theory.shape, tuple(sorted(self.theory.params().items())),
+                     self.n_sources, self.condensate)
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FermionMeasurements) and other._key == self._key
+
+    @property
+    def names(self) -> list[str]:
+        return ["plaquette", "pion"] + (["condensate"] if self.condensate else [])
+
+    def __call__(self, u: Array) -> dict[str, Array]:
+        from .gauge import plaquette
+
+        out = {"plaquette": plaquette(u, self.theory.group),
+               "pion": pion_correlator(self.theory, u, self.n_sources)}
+        if self.condensate:
+            out["condensate"] = chiral_condensate(self.theory, u)
+        return out
