@@ -47,20 +47,51 @@ def _batch(flow: Flow, params: Array, base: Any, target: Any, u: Array, measure:
     return log_w, logj, measure(u), measure(uf), (uf if keep else None)
 
 
+@partial(jax.jit, static_argnames=("flow", "measure", "keep", "det_noise"))
+def _batch_stochastic(flow: Flow, params: Array, base: Any, target: Any, u: Array, measure: Any, keep: bool,
+                      keys: Array, det_noise: int):  # noqa: ANN202
+    from .theories.fermions import log_det_ratio_estimate
+
+    uf, logj = flow.forward(params, u)
+    one = lambda k, a, b: log_det_ratio_estimate(k, base, a, target, b, n_noise=det_noise)  # noqa: E731
+    log_det = jax.vmap(one)(keys, u, uf)
+    log_w = -target.gauge.action(uf) + base.gauge.action(u) + logj + log_det
+    return log_w, logj, measure(u), measure(uf), (uf if keep else None)
+
+
 def flowed_reweighting(flow: Flow, params: Array, base: Any, target: Any, configs: Any,
                        measure: Callable[[Array], dict[str, Array]], *, batch: int = 64,
-                       keep_links: bool = False, progress: Callable[[int, int], None] | None = None) -> PairedSamples:
+                       keep_links: bool = False, progress: Callable[[int, int], None] | None = None,
+                       det_noise: int = 0, key: Array | None = None) -> PairedSamples:
     """Apply the flow to every base configuration (in batches) and measure both sides.
 
     ``measure`` is a hashable ``links -> dict`` (e.g. :class:`corrflow.generate.GaugeMeasurements`).
     Raises ``FloatingPointError`` naming the first configuration whose flow output or weight is not
     finite (nothing is returned then).
+
+    Fermion theories: by default the weights contain the exact determinant ratio (``theory.action``, dense).
+    With ``det_noise > 0`` they use the unbiased stochastic estimate of ``det M_{a'}(f(U)) / det M_a(U)``
+    (:func:`corrflow.theories.fermions.log_det_ratio_estimate`, ``det_noise`` Gaussian noise vectors per
+    configuration, keys ``fold_in(key, i)`` for configuration ``i``): the reweighted ratio stays exact in the
+    limit of many configurations, at the price of noisier weights; this is the path for lattices too large for
+    dense determinants.
     """
     n = len(configs)
+    if det_noise:
+        if not (hasattr(base, "gauge") and hasattr(target, "gauge")):
+            raise ValueError("det_noise > 0 needs fermion theories (WilsonFermionAction) for base and target")
+        if target.n_flavors != 2 or base.n_flavors != 2:
+            raise ValueError("the stochastic determinant ratio is implemented for n_f = 2")
+        if key is None:
+            raise ValueError("det_noise > 0 needs a random key (key=jax.random.PRNGKey(...))")
     parts: list[tuple] = []
     for lo in range(0, n, batch):
         u = jnp.asarray(configs[lo:lo + batch])
-        out = _batch(flow, params, base, target, u, measure, keep_links)
+        if det_noise:
+            keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(lo, lo + len(u)))
+            out = _batch_stochastic(flow, params, base, target, u, measure, keep_links, keys, int(det_noise))
+        else:
+            out = _batch(flow, params, base, target, u, measure, keep_links)
         lw = np.asarray(out[0])
         if not np.all(np.isfinite(lw)):
             bad = lo + int(np.argmax(~np.isfinite(lw)))

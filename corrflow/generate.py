@@ -195,13 +195,14 @@ def generate(
     block_size: int = 100,
     dtype: Any = None,
     progress: Callable[[int, int, Block], None] | None = None,
+    keep_configs: bool = False,
 ) -> dict[str, np.ndarray]:
     """Thermalise and run ``n_chains`` chains for ``n_traj`` stored trajectories (in memory).
 
     Thermalisation trajectories (global indices ``0 .. n_therm-1``) are discarded; then every
     ``thin``-th trajectory is recorded.  Returns numpy arrays of shape ``(n_chains, n_traj)`` for
     every measurement plus ``delta_H``, ``accepted``, ``traj``; and ``links`` with the final
-    configurations.  ``progress(done, total, block)`` is called after every block (counting
+    configurations; with ``keep_configs`` also ``configs`` ``(n_chains, n_traj, *link_shape)``.  ``progress(done, total, block)`` is called after every block (counting
     trajectories, thermalisation included).  Use :func:`generate_to_store` to write to a store.
     """
     if n_chains < 1:
@@ -218,8 +219,10 @@ def generate(
     out: dict[str, list[np.ndarray]] = {}
     lk, act = (state.links, state.action) if state is not None else (links, None)
     for blk in run_blocks(key, theory, config, lk, n_traj, block_size=block_size, first_index=n_therm,
-                          measure=measure, thin=thin, action=act):
+                          measure=measure, thin=thin, action=act, keep_links=keep_configs):
         cols = dict(blk.measurements)
+        if keep_configs:
+            cols["configs"] = np.asarray(blk.links)
         cols["delta_H"] = np.asarray(blk.info.delta_H)
         cols["accepted"] = np.asarray(blk.info.accepted)
         for k, v in cols.items():
