@@ -7,6 +7,9 @@
 * :func:`ess_arviz` -- ArviZ effective sample size as an independent check.
 * :class:`Stats` and :func:`format_value_error` -- results and ``0.31498(72)``
   formatting.
+* :func:`correlated_fit`, :func:`resampled_fit`, :func:`bayesian_fit` -- fits of
+  linear models (polynomials, plateaus) with a full covariance: correlated
+  chi^2, jackknife/bootstrap-propagated errors, numpyro NUTS with ArviZ summary.
 
 Layout convention shared by all estimators: without ``func`` the data are a
 single observable, shape ``(n,)`` or ``(n_replicas, n)``; with ``func`` they
@@ -20,6 +23,15 @@ from .autocorr import (
     integrated_autocorrelation_time,
 )
 from .ess import ess_arviz
+from .fits import (
+    BayesianFitResult,
+    FitError,
+    FitResult,
+    bayesian_fit,
+    correlated_fit,
+    polynomial_basis,
+    resampled_fit,
+)
 from .jackknife import DEFAULT_BIN_TAU_FACTOR, binned_jackknife, jackknife_samples
 from .result import Stats, format_value_error
 from .pyerrors_export import reweighted_obs, to_pyerrors
@@ -37,7 +49,14 @@ from .reweighting import (
 )
 
 __all__ = [
+    "BayesianFitResult",
     "DEFAULT_BIN_TAU_FACTOR",
+    "FitError",
+    "FitResult",
+    "bayesian_fit",
+    "correlated_fit",
+    "polynomial_basis",
+    "resampled_fit",
     "MIN_SAMPLES",
     "Stats",
     "autocorrelation_function",

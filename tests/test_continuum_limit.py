@@ -1,0 +1,215 @@
+"""The continuum-limit analysis (analysis/continuum_limit.py): estimators on synthetic data, the exact
+fixed-topology reference, and one small end-to-end run through the store (8 x 8, four betas, 2 x 400
+configurations per ensemble, tiny flow training).  Statistical checks are pulls against exact values with
+|pull| < 4; the fixed seeds are those of the default settings."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import corrflow as cf
+from analysis.continuum_limit import (
+    ContinuumSettings,
+    app,
+    exact_plaquette_sector,
+    flowed_estimates,
+    independent_estimates,
+    make_quantity,
+    run,
+)
+from corrflow.stats import reweighted_mean
+
+# calibrated offline: over 30 independent base ensembles of this size, with flows of this quality (weight ESS
+# 0.6-0.9, Pareto k-hat < 0.5), the pulls of the continuum value had mean +0.2 and standard deviation 1.1
+SMALL = dict(L=8, betas=(5.0, 5.3, 5.6, 5.9), n_configs=500, n_chains=2, n_therm=100, epochs=6, n_train=200,
+             order=2, bayes_warmup=100, bayes_samples=300)
+
+
+# ---------------------------------------------------------------------------------------------
+# exact reference and estimators (no HMC)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sector_plaquette_sum_rule():
+    """sum_Q P(Q) <P>_Q = <P> (exact torus values), and the Q = 0 sector lies below the average at large beta."""
+    for beta, shape, qmax in ((2.0, (6, 6), 7), (8.0, (12, 12), 5)):
+        probs = cf.exact.u1_charge_distribution(beta, shape, qmax)
+        assert probs[0] < 1e-10 and probs.sum() == pytest.approx(1.0, abs=1e-10)  # the sectors kept exhaust P(Q)
+        total = sum(probs[qmax + q] * exact_plaquette_sector(beta, shape, q) for q in range(-qmax, qmax + 1))
+        assert total == pytest.approx(cf.exact.u1_plaquette(beta, shape), abs=1e-9)
+    q = make_quantity("plaquette")
+    shift = q.reference(8.0, (12, 12), "fixed") - q.reference(8.0, (12, 12), "sampled")
+    assert -5e-3 < shift < -2e-3  # beta (1 - <P>) is smaller in the sector Q = 0 (no charge to spread)
+    with pytest.raises(ValueError, match="creutz-size 1"):
+        make_quantity("string_tension", 2).reference(8.0, (12, 12), "fixed")
+
+
+def _synthetic(rng, correlated: bool, R=2, n=2000):
+    """Paired synthetic plaquettes: base P ~ 0.9 + noise (AR(1), rho = 0.5); 'flowed' copies close to the base
+    (correlated) or independent; small random log weights."""
+    def ar1(shape):
+        e = rng.normal(size=shape)
+        x = np.empty(shape)
+        x[..., 0] = e[..., 0]
+        for t in range(1, shape[-1]):  # short synthetic series
+            x[..., t] = 0.5 * x[..., t - 1] + math.sqrt(1 - 0.25) * e[..., t]
+        return x
+
+    base = 0.9 + 0.01 * ar1((R, n))
+    obs = [{"plaquette": base}]
+    lws = [None]
+    for k in range(1, 3):
+        noise = 0.01 * ar1((R, n))
+        p = base + 0.002 * k + (0.1 * noise if correlated else noise - (base - 0.9))
+        obs.append({"plaquette": p})
+        lws.append(0.2 * rng.normal(size=(R, n)))
+    return obs, lws
+
+
+def test_joint_jackknife_covariance():
+    rng = np.random.default_rng(7)
+    q = make_quantity("plaquette")
+    betas = (2.0, 2.1, 2.2)
+    obs, lws = _synthetic(rng, correlated=True)
+    est = flowed_estimates(q, betas, obs, lws, volume=64, bin_size=20)
+    assert est.cov.shape == (3, 3) and est.replicas.shape == (2 * 2000 // 20, 3) and est.n_bins == 200
+    np.testing.assert_allclose(est.cov, est.cov.T)
+    # strongly correlated flowed estimates: positive correlations across beta
+    off = est.correlation[np.triu_indices(3, 1)]
+    assert np.all(off > 0.9), est.correlation
+    # the diagonal is exactly the binned jackknife of each reweighted ratio on its own (same bins)
+    for k in (1, 2):
+        rw = reweighted_mean(obs[k]["plaquette"], lws[k], method="jackknife", bin_size=20)
+        assert est.values[k] == pytest.approx(betas[k] * (1 - rw.value), rel=1e-12)
+        assert est.errors[k] == pytest.approx(betas[k] * rw.error, rel=1e-10)
+    # and it agrees with the Gamma method within 20% (AR(1) with tau_int = 1.5; bins of 20)
+    np.testing.assert_allclose(est.errors, est.gamma_errors, rtol=0.2)
+    assert est.weight_ess[0] == 1.0 and np.all(est.weight_ess[1:] > 0.9)
+    # negative control: independent 'flowed' data are uncorrelated with the base (|corr| < 4 / sqrt(B))
+    obs_i, lws_i = _synthetic(rng, correlated=False)
+    ind = flowed_estimates(q, betas, obs_i, lws_i, volume=64, bin_size=20)
+    assert abs(ind.correlation[0, 1]) < 4 / math.sqrt(ind.n_bins) and abs(ind.correlation[0, 2]) < 4 / math.sqrt(ind.n_bins)
+    # independent estimator: Gamma-method errors; zero weights (log w = -inf) drop configurations exactly
+    ie = independent_estimates(q, betas, obs, volume=64)
+    assert ie.values[0] == pytest.approx(est.values[0], rel=1e-12)
+    drop = np.zeros((2, 2000))
+    drop[:, ::2] = -np.inf
+    half = independent_estimates(q, betas[:1], obs[:1], volume=64, log_weights=[drop])
+    assert half.values[0] == pytest.approx(betas[0] * (1 - obs[0]["plaquette"][:, 1::2].mean()), rel=1e-12)
+
+
+def test_estimator_bad_input():
+    q = make_quantity("plaquette")
+    obs = [{"plaquette": np.full((2, 100), 0.9)}, {"plaquette": np.full((2, 90), 0.9)}]
+    with pytest.raises(ValueError, match="paired"):
+        flowed_estimates(q, (2.0, 2.2), obs, [None, np.zeros((2, 90))], volume=64)
+    with pytest.raises(ValueError, match="same length"):
+        flowed_estimates(q, (2.0, 2.2, 2.4), obs, [None, None], volume=64)
+    with pytest.raises(ValueError, match="not measured"):
+        flowed_estimates(make_quantity("string_tension", 2), (2.0,), [{"plaquette": np.ones((1, 50))}], [None], 64)
+    with pytest.raises(ValueError, match="unknown quantity"):
+        make_quantity("energy")
+    with pytest.raises(ValueError, match="at least 2 betas"):
+        ContinuumSettings(betas=(8.0,))
+    with pytest.raises(ValueError, match="topology sampled"):
+        ContinuumSettings(quantity="topological_susceptibility")
+    with pytest.raises(ValueError, match="order 4 needs at least 5 betas"):
+        ContinuumSettings(betas=(8.0, 9.0), order=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end through the store
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cl")
+    settings = ContinuumSettings(store=str(d / "cl.zarr"), out=str(d / "out"), **SMALL)
+    return settings, run(settings)
+
+
+def test_per_beta_estimates_agree_with_exact(small_run):
+    settings, rec = small_run
+    r = rec["results"]
+    assert r["betas"] == list(settings.betas) and r["topology"] == "fixed"
+    # flowed-reweighting and independent estimates against the exact values (Q = 0 torus, corrected to
+    # infinite volume by the exact shift): |pull| < 4 at every beta
+    assert np.all(np.abs(r["flowed"]["pulls_per_beta"]) < 4), r["flowed"]["pulls_per_beta"]
+    assert np.all(np.abs(r["independent"]["pulls_per_beta"]) < 4), r["independent"]["pulls_per_beta"]
+    # directly against the exact Q = 0 torus values (undoing the shift)
+    vals = np.array(r["flowed"]["values"]) + np.array(r["finite_volume_shift"])
+    pulls = (vals - np.array(r["exact_reference"])) / np.array(r["flowed"]["errors"])
+    assert np.all(np.abs(pulls) < 4), pulls
+    # weights are usable and the flowed estimates are positively correlated across beta
+    assert min(r["flowed"]["weight_ess"][1:]) > 0.3 and max(r["flowed"]["pareto_k"][1:]) < 0.7
+    cov = np.array(r["flowed"]["cov"])
+    corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+    assert np.all(corr[np.triu_indices(len(settings.betas), 1)] > 0.3), corr
+
+
+def test_correlated_continuum_error_smaller(small_run):
+    _, rec = small_run
+    r = rec["results"]
+    assert r["flowed"]["continuum_error"] < r["independent"]["continuum_error"]
+    vr = rec["variance_reduction"]["plaquette"]
+    assert vr["vs_independent"] > 1.5 and math.isfinite(vr["cost_adjusted_vs_independent"])
+    # both continuum values against the exact 1/2, corrected for the (exactly known) truncation bias of the fit
+    assert abs(r["flowed"]["pull_vs_exact_fit"]) < 4 and abs(r["independent"]["pull_vs_exact_fit"]) < 4
+    assert abs(r["flowed"]["pull"]) < 4
+    # the Bayesian fit (weak priors) agrees with the least-squares one within a third of its error
+    b = r["flowed"]["bayes"]
+    assert abs(b["mean"][0] - r["flowed"]["continuum"]) < 0.35 * r["flowed"]["continuum_error"]
+    assert b["divergences"] == 0
+
+
+def test_record_in_store_and_figure(small_run):
+    from pathlib import Path
+
+    from corrflow.store import open_store
+
+    settings, rec = small_run
+    stored, figs = open_store(settings.store).read_analysis("continuum_limit")
+    assert stored["title"] == rec["title"] and stored["summary"] == rec["summary"]
+    for key in ("title", "summary", "tables", "settings", "variance_reduction", "costs"):
+        assert key in stored
+    for key in ("hmc_seconds", "train_seconds", "flow_seconds", "flowed_path_seconds", "independent_path_seconds"):
+        assert stored["costs"][key] > 0
+    assert any("ArviZ summary" in caption for caption in stored["tables"])
+    assert figs["continuum_limit.png"][:8] == b"\x89PNG\r\n\x1a\n"
+    out = Path(settings.out)
+    assert (out / "continuum_limit.png").stat().st_size > 10_000
+    assert "![continuum limit](continuum_limit.png)" in (out / "continuum_limit.md").read_text()
+
+
+def test_rerun_reuses_the_store(small_run):
+    """Nothing is regenerated or retrained; the same estimates come back (fits without the Bayesian part)."""
+    import dataclasses
+
+    settings, rec = small_run
+    from corrflow.store import open_store
+
+    store = open_store(settings.store)
+    before = {n: store.commit(n)["committed"] for n in store.ensembles()}
+    again = run(dataclasses.replace(settings, bayes=False), write=False)
+    assert {n: store.commit(n)["committed"] for n in store.ensembles()} == before  # nothing generated again
+    assert again["results"]["flowed"]["values"] == rec["results"]["flowed"]["values"]
+    assert again["results"]["independent"]["continuum"] == rec["results"]["independent"]["continuum"]
+    assert again["costs"]["train_seconds"] == pytest.approx(rec["costs"]["train_seconds"])  # from the ledger
+
+
+def test_cli_help_and_bad_input(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    for opt in ("--store", "--betas", "--L", "--n-configs", "--seed", "--epochs", "--quantity", "--order", "--out",
+                "--topology", "--fv-correct", "--bayes-samples", "--svd-cut"):
+        assert opt in text, opt
+    assert "data/continuum_limit.zarr" in text
+    res = runner.invoke(app, ["--betas", "8", "--store", str(tmp_path / "x.zarr")])
+    assert res.exit_code == 2 and "at least 2 betas" in " ".join(res.output.split())
