@@ -1,0 +1,275 @@
+"""analysis.feynman_hellmann: estimators on synthetic correlators with known dE/dlambda, and one end-to-end run.
+
+Synthetic tests (numpy only, fast) use periodic correlators ``A cosh(E (t - T/2))`` with Monte Carlo noise and
+fixed seeds; recovered slopes must lie within 4 sigma of the truth, and each has a negative control (a wrong
+value is rejected) so that it cannot pass vacuously.  The end-to-end test runs the whole pipeline once on a
+tiny Schwinger lattice (module fixture: compilation dominates its cost).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from analysis import feynman_hellmann as fh
+
+T = 16
+TT = np.arange(T)
+
+
+def cosh_corr(e, amp=1.0, t_ext=T):
+    t = np.arange(t_ext)
+    return amp * np.cosh(e * (t - t_ext / 2))
+
+
+def ar1(rng, shape, rho):
+    """AR(1) noise along axis -2 (Monte Carlo time) with unit variance."""
+    x = rng.standard_normal(shape)
+    out = np.empty_like(x)
+    out[..., 0, :] = x[..., 0, :]
+    for i in range(1, shape[-2]):  # Monte Carlo time, not lattice sites
+        out[..., i, :] = rho * out[..., i - 1, :] + math.sqrt(1 - rho**2) * x[..., i, :]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# correlator algebra
+# ----------------------------------------------------------------------------------------------
+
+
+def test_effective_mass_exact_for_cosh_and_slope_matches_finite_difference():
+    c = cosh_corr(0.7, 3.0)
+    m = fh.effective_mass(c, "cosh")
+    assert m.shape == (T // 2,) and np.allclose(m, 0.7, atol=1e-12)
+    assert np.array_equal(fh.effective_times(T, "cosh"), np.arange(1, T // 2 + 1))
+    assert np.array_equal(fh.effective_times(T, "log"), np.arange(0, T // 2))
+    # log kind: exact for a plain exponential far from T/2 on a long lattice
+    ml = fh.effective_mass(cosh_corr(0.7, 1.0, 64), "log")
+    assert np.allclose(ml[:12], 0.7, atol=1e-9) and not np.allclose(ml[-1], 0.7, atol=1e-2)
+    # folding: C(t) and C(T - t) averaged
+    x = np.random.default_rng(0).random(T)
+    f = fh.fold_correlator(x)
+    assert f.shape == (T // 2 + 1,) and f[0] == x[0] and f[T // 2] == x[T // 2]
+    assert np.isclose(f[3], 0.5 * (x[3] + x[T - 3]))
+    # slope: chain rule vs finite difference of the effective mass, both kinds
+    e0, de, db = 0.6, 0.3, 0.2
+    for kind in fh.KINDS:
+        h = 1e-6
+        cp = cosh_corr(e0 + h * de, math.exp(h * db))
+        cm = cosh_corr(e0 - h * de, math.exp(-h * db))
+        fd = (fh.effective_mass(cp, kind) - fh.effective_mass(cm, kind)) / (2 * h)
+        sl = fh.effective_mass_slope(cosh_corr(e0), (cp - cm) / (2 * h), kind)
+        assert np.allclose(sl, fd, atol=1e-6), kind
+    assert np.allclose(fh.effective_mass_slope(cosh_corr(e0), (cp - cm) / (2 * h), "cosh"), de, atol=1e-6)
+    with pytest.raises(ValueError, match="kind"):
+        fh.effective_mass(c, "exp")
+    with pytest.raises(ValueError, match="even time extent"):
+        fh.fold_correlator(np.ones(7))
+
+
+# ----------------------------------------------------------------------------------------------
+# synthetic ensembles with known dE/dlambda
+# ----------------------------------------------------------------------------------------------
+
+E0, DE, LAM = 0.5, -0.25, 0.05
+
+
+def _paired(rng, n_chains=2, n=2000, rho=0.6, shared=0.3, extra=0.01, de=DE):
+    """Base and 'flowed' correlators sharing their (autocorrelated) noise, like U_i and f(U_i)."""
+    eps = shared * ar1(rng, (n_chains, n, T), rho)
+    c0 = cosh_corr(E0) * (1 + eps + extra * rng.standard_normal((n_chains, n, T)))
+    cl = cosh_corr(E0 + LAM * de, 1.1) * (1 + eps + extra * rng.standard_normal((n_chains, n, T)))
+    log_w = 0.05 * rng.standard_normal((n_chains, n))  # independent of the correlators: unbiased
+    ind = cosh_corr(E0 + LAM * de, 1.1) * (1 + shared * ar1(rng, (n_chains, n, T), rho))
+    return c0, cl, log_w, ind
+
+
+def test_flowed_and_independent_recover_dE_on_synthetic_pairs():
+    rng = np.random.default_rng(11)
+    c0, cl, log_w, ind = _paired(rng)
+    bs, tau, _ = fh.auto_bin_size([fh.fold_correlator(c0)[..., 3], np.exp(log_w)], factor=10)
+    assert tau > 1.5 and bs > 10  # AR(1) with rho = 0.6: tau_int = 2; the bins see it
+    fl = fh.flowed_curve(c0, cl, log_w, LAM, bin_size=bs)
+    idp = fh.independent_curve(c0, ind, LAM, bin_size_a=bs, bin_size_b=bs)
+    assert set(idp.dev) == {"base", "independent"} and set(fl.dev) == {"base"}
+    pf, pi = fh.plateau_fit(fl, 2, 6, weights="correlated"), fh.plateau_fit(idp, 2, 6, weights="correlated")
+    assert abs(pf.value - DE) / pf.error < 4 and abs(pi.value - DE) / pi.error < 4
+    assert pf.error < pi.error / 5  # the shared noise cancels in the paired difference only
+    assert abs(pf.value - (DE + 0.1)) / pf.error > 4  # negative control: a wrong slope is rejected
+    assert abs(fh.pull(pf, pi)) < 4
+    # correlated weights: the jackknife error equals the least-squares error (the covariance is the jackknife one)
+    from corrflow.stats import correlated_fit
+
+    sel = (fl.t >= 2) & (fl.t <= 6)
+    ref = correlated_fit(fl.t[sel], fl.value[sel], fl.cov[np.ix_(sel, sel)], order=0)
+    assert math.isclose(pf.error, ref.errors[0], rel_tol=1e-8) and math.isclose(pf.value, ref.params[0])
+    assert math.isclose(pf.chi2, ref.chi2, rel_tol=1e-10)
+    # diagonal weights: the 1/sigma^2 mean, its error from the jackknife (>= the GLS error), same data
+    pd = fh.plateau_fit(fl, 2, 6)
+    w = 1 / fl.error[sel] ** 2
+    assert pd.weights == "diagonal" and math.isclose(pd.value, np.sum(w * fl.value[sel]) / w.sum())
+    assert pd.error >= pf.error * (1 - 1e-9) and abs(pd.value - DE) / pd.error < 4
+
+
+def test_errors_grow_with_autocorrelation():
+    """Binning along Monte Carlo time: strongly autocorrelated chains (AR(1), rho = 0.9, tau_int = 9.5) get a
+    larger error with bins of 40 than with bin_size = 1 (naive), close to sqrt(2 tau_int) ~ 4.4 times larger."""
+    rng = np.random.default_rng(5)
+    c0, _, _, ind = _paired(rng, n=2000, rho=0.9)
+    e1 = fh.plateau_fit(fh.independent_curve(c0, ind, LAM, bin_size_a=1, bin_size_b=1), 2, 6).error
+    e40 = fh.plateau_fit(fh.independent_curve(c0, ind, LAM, bin_size_a=40, bin_size_b=40), 2, 6).error
+    assert 2.5 * e1 < e40 < 6 * e1
+
+
+def _reweightable(rng, n=4000, de=DE, b=0.3, noise=0.02):
+    """Configurations with O ~ N(0, 1) and C(t) = F(t) exp(a(t) O - a^2/2) (1 + noise): reweighting by
+    e^{-lam O} gives d log C(t)/dlam = -a(t) = dE (t - T/2) tanh(E (t - T/2)) + b exactly (amplitude slope b)."""
+    o = rng.standard_normal((2, n))
+    a = -(de * (TT - T / 2) * np.tanh(E0 * (TT - T / 2)) + b)
+    c = cosh_corr(E0) * np.exp(a * o[..., None] - a**2 / 2) * (1 + noise * rng.standard_normal((2, n, T)))
+    return c, o
+
+
+def test_connected_and_direct_recover_dE_on_synthetic_reweighting():
+    rng = np.random.default_rng(3)
+    c, o = _reweightable(rng)
+    for kind, (t0, t1) in (("cosh", (2, 7)), ("log", (1, 5))):
+        con = fh.plateau_fit(fh.connected_curve(c, o, kind=kind, bin_size=20), t0, t1)
+        lam = 0.01  # direct reweighting with the exact weights e^{-lam O}: O(lam) from dE, bias O(lam^2)
+        dr = fh.plateau_fit(fh.flowed_curve(c, c, -lam * o, lam, kind=kind, bin_size=20), t0, t1)
+        if kind == "cosh":  # exact for the periodic correlator at every t
+            assert abs(con.value - DE) / con.error < 4 and abs(dr.value - DE) / dr.error < 4
+            assert abs(con.value) / con.error > 4  # a non-zero slope is resolved (not vacuous)
+        # paired on the same configurations: they differ by O(lam) (a curvature), far below the error
+        assert abs(con.value - dr.value) < 0.1 * con.error
+    # dE = 0: consistent with zero
+    c0, o0 = _reweightable(np.random.default_rng(4), de=0.0)
+    z = fh.plateau_fit(fh.connected_curve(c0, o0, bin_size=20), 2, 7)
+    assert abs(z.value) / z.error < 4
+
+
+def test_symmetric_curve_removes_linear_bias():
+    rng = np.random.default_rng(8)
+    n, lam, d2 = 1500, 0.2, 2.0  # E(lam) = E0 + DE lam + d2 lam^2 / 2: one-sided bias d2 lam / 2 = 0.2
+    eps = 0.2 * rng.standard_normal((1, n, T))
+    corr = {s: cosh_corr(E0 + s * lam * DE + d2 * (s * lam) ** 2 / 2)
+            * (1 + eps + 0.002 * rng.standard_normal((1, n, T))) for s in (-1, 0, 1)}
+    lw = np.zeros((1, n))
+    sym = fh.plateau_fit(fh.symmetric_curve(corr[1], lw, corr[-1], lw, lam, bin_size=10), 2, 6)
+    one = fh.plateau_fit(fh.flowed_curve(corr[0], corr[1], lw, lam, bin_size=10), 2, 6)
+    assert abs(sym.value - DE) / sym.error < 4
+    assert abs(one.value - DE - d2 * lam / 2) / one.error < 4 and abs(one.value - DE) / one.error > 4
+
+
+def test_estimators_reject_bad_input():
+    rng = np.random.default_rng(0)
+    c0, cl, log_w, ind = _paired(rng, n=100)
+    with pytest.raises(ValueError, match="lam must be finite and non-zero"):
+        fh.flowed_curve(c0, cl, log_w, 0.0)
+    with pytest.raises(ValueError, match="non-zero"):
+        fh.independent_curve(c0, ind, float("nan"))
+    with pytest.raises(ValueError, match="paired"):
+        fh.flowed_curve(c0, cl[:, :50], log_w, LAM)
+    with pytest.raises(ValueError, match="non-finite"):
+        fh.connected_curve(c0, np.full((2, 100), np.nan))
+    with pytest.raises(ValueError, match="fewer than 2 jackknife bins"):
+        fh.flowed_curve(c0, cl, log_w, LAM, bin_size=101)
+    cur = fh.flowed_curve(c0, cl, log_w, LAM, bin_size=5)
+    with pytest.raises(ValueError, match="outside the effective-mass times 1..8"):
+        fh.plateau_fit(cur, 2, 9)
+    with pytest.raises(ValueError, match="outside"):
+        fh.plateau_fit(cur, 0, 3)
+    with pytest.raises(ValueError, match="t_min = 5 > t_max = 3"):
+        fh.plateau_fit(cur, 5, 3)
+    bad = fh.Curve(cur.t, np.where(cur.t == 4, np.nan, cur.value), cur.dev, cur.bin_size)
+    with pytest.raises(ValueError, match="undefined .* t = 4"):
+        fh.plateau_fit(bad, 3, 5)
+    with pytest.raises(ValueError, match="weights must be one of"):
+        fh.plateau_fit(cur, 2, 5, weights="uncorrelated")
+
+
+def test_settings_validation():
+    fh.FHSettings().validate()
+    for bad, msg in ((dict(lam=0.0), "lam must be finite and non-zero"),
+                     (dict(t_min=0), "outside the lattice"),
+                     (dict(t_max=9), "outside the lattice"),
+                     (dict(kind="log", t_max=8), "outside the lattice"),
+                     (dict(t_min=6, t_max=5), "outside the lattice"),
+                     (dict(shape=(15, 4)), "even extents"),
+                     (dict(n_sources=3), "must divide"),
+                     (dict(beta=0.05, lam=-0.1), "must stay positive"),
+                     (dict(symmetric=True, lam=-0.1), "lam > 0"),
+                     (dict(fit_weights="full"), "fit_weights")):
+        with pytest.raises(ValueError, match=msg):
+            fh.FHSettings(**bad).validate()
+
+
+# ----------------------------------------------------------------------------------------------
+# end to end on a tiny lattice
+# ----------------------------------------------------------------------------------------------
+
+# Compilation dominates (HMC with the exact determinant, training, flow, correlators): few epochs, and n_therm = 0
+# saves compiling the thermalisation program (hot start; every estimator sees the same configurations, and 2D U(1)
+# at beta = 2 equilibrates within ~10 of the 100 trajectories per chain).
+TINY = dict(shape=(8, 4), beta=2.0, mass=0.1, lam=0.1, n_configs=100, n_chains=2, n_therm=0, step_size=0.4,
+            n_steps=3, epochs=3, n_train=32, batch_size=32, learning_rate=0.01, n_sources=1, t_min=1, t_max=4,
+            measure_batch=50)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fh")
+    s = fh.FHSettings(store=str(d / "fh.zarr"), out=str(d / "out"), **TINY)
+    return s, fh.run(s)
+
+
+def test_end_to_end_record_store_and_figure(result):
+    import corrflow as cf
+
+    s, rec = result
+    for k in ("title", "summary", "tables", "settings", "variance_reduction", "costs"):
+        assert k in rec
+    assert set(rec["variance_reduction"]["dE_dlambda"]) >= {"vs_independent", "vs_direct",
+                                                          "cost_adjusted_vs_independent", "cost_adjusted_vs_direct"}
+    tab = next(iter(rec["tables"].values()))
+    assert [r[0] for r in tab["rows"]] == list(fh.ESTIMATORS)
+    assert all(len(r) == len(tab["columns"]) for r in tab["rows"])
+    stored, figs = cf.open_store(s.store).read_analysis(fh.ANALYSIS_NAME)
+    assert stored["estimates"] == rec["estimates"]
+    assert figs[f"{fh.ANALYSIS_NAME}.png"][:8] == b"\x89PNG\r\n\x1a\n"
+    out = Path(s.out)
+    assert (out / f"{fh.ANALYSIS_NAME}.png").stat().st_size > 10_000
+    assert f"{fh.ANALYSIS_NAME}.png" in (out / f"{fh.ANALYSIS_NAME}.md").read_text()
+    for k in ("flowed", "independent", "direct", "connected"):
+        assert rec["costs"]["paths"][k] > 0
+    assert rec["info"]["bin_size"] >= 1 and min(rec["info"]["n_bins"]["flowed"].values()) >= 2
+
+
+def test_end_to_end_estimators_agree_and_flow_beats_independent(result):
+    _, rec = result
+    est = rec["estimates"]
+    for k in fh.ESTIMATORS:
+        assert math.isfinite(est[k]["value"]) and est[k]["error"] > 0, k
+    assert abs(rec["pulls"]["flowed-connected"]) < 4
+    assert abs(rec["pulls"]["flowed-independent"]) < 4
+    assert est["flowed"]["error"] < est["independent"]["error"]
+    assert rec["variance_reduction"]["dE_dlambda"]["vs_independent"] > 1
+
+
+def test_cli_help_and_bad_input(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(fh.app, ["--help"], env={"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
+    assert res.exit_code == 0, res.output
+    for opt in ("--lam", "--t-min", "--t-max", "--store", "--symmetric", "--kind", "--n-configs"):
+        assert opt in res.output
+    assert "data/feynman_hellmann.zarr" in res.output and "default" in res.output.lower()
+    common = ["--store", str(tmp_path / "x.zarr"), "--out", str(tmp_path / "o")]
+    res = runner.invoke(fh.app, common + ["--lam", "0"])
+    assert res.exit_code == 2 and "lam must be finite and non-zero" in res.output
+    res = runner.invoke(fh.app, common + ["--t-max", "12"])
+    assert res.exit_code == 2 and "outside the lattice" in res.output
+    assert not (tmp_path / "x.zarr").exists()  # rejected before any work
