@@ -1468,7 +1468,8 @@ def _make_app() -> Any:
         from rich.console import Console
 
         console = Console() if sys.stdout.isatty() else Console(width=160)  # wide tables in log files
-        try:
+
+        def body() -> None:
             settings = ContinuumSettings(
                 store=store, out=out, flow_dir=flow_dir or None,
                 betas=tuple(float(b) for b in betas.split(",") if b.strip()), L=L, n_configs=n_configs,
@@ -1480,19 +1481,10 @@ def _make_app() -> Any:
                 bayes_warmup=bayes_warmup, bayes_samples=bayes_samples, bayes_seed=bayes_seed,
                 prior_scale=prior_scale)
             run(settings, console=console)
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]: everything committed to the store is kept; rerun to continue")
-            raise typer.Exit(130) from None
-        except (ValueError, FloatingPointError) as exc:
-            console.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(2) from None
-        except Exception as exc:  # StoreError and friends: one line, no traceback
-            from corrflow.store import StoreError
 
-            if isinstance(exc, StoreError):
-                console.print(f"[bold red]error:[/] {exc}")
-                raise typer.Exit(2) from None
-            raise
+        from analysis.workflow import run_cli
+
+        run_cli(body, console, (ValueError, FloatingPointError))
 
     return app
 

@@ -1122,7 +1122,8 @@ def _make_app() -> Any:
         from rich.console import Console
 
         console = Console()
-        try:
+
+        def body() -> None:
             settings = FHSettings(
                 store=store, out=out, flow_dir=flow_dir, shape=(T, L), beta=beta, mass=mass, lam=lam,
                 symmetric=symmetric, n_configs=n_configs, n_chains=chains, n_therm=therm, thin=thin,
@@ -1133,19 +1134,10 @@ def _make_app() -> Any:
                 bin_tau_factor=bin_tau_factor, measure_batch=measure_batch)
             settings.validate()
             run(settings, console=console)
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]: everything committed to the store is kept; rerun to continue")
-            raise typer.Exit(130) from None
-        except (ValueError, TypeError, FloatingPointError) as exc:
-            console.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(2) from None
-        except Exception as exc:
-            from corrflow.store import StoreError
 
-            if isinstance(exc, StoreError):
-                console.print(f"[bold red]error:[/] {exc}")
-                raise typer.Exit(2) from None
-            raise
+        from analysis.workflow import run_cli
+
+        run_cli(body, console, (ValueError, TypeError, FloatingPointError))
 
     return app
 

@@ -61,6 +61,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 __all__ = [
+    "run_cli",
     "PairedEnsembles",
     "RichWorkflowProgress",
     "WorkflowProgress",
@@ -542,6 +543,25 @@ def _tau_plaquette(x: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------
 # the pipeline
 # ----------------------------------------------------------------------------------------------
+
+
+
+def run_cli(body: Callable[[], None], console: Any,
+            errors: tuple[type[BaseException], ...] = (ValueError, TypeError, FloatingPointError)) -> None:
+    """Run the body of an analysis command: ``errors`` and :class:`corrflow.store.StoreError` become a one-line
+    message and exit status 2, Ctrl-C exits with 130 (everything committed to the store is kept)."""
+    import typer
+
+    from corrflow.store import StoreError
+
+    try:
+        body()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: everything committed to the store is kept; rerun to continue")
+        raise typer.Exit(130) from None
+    except (*errors, StoreError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
 
 
 def prepare(
