@@ -311,28 +311,63 @@ def summary(
     corrflow measure data/runs.zarr u1_16x16_beta2 wilson_2x2 wilson_3x3 topological_charge
 
     corrflow measure data/runs.zarr su3_4x4x4x4_beta5.7 polyakov_loop
+
+    corrflow measure data/runs.zarr su3_8x8x8x8_beta6 wilson_flow --flow-t-max 2.0   # E(t), Q(t) for t0, w0
 """)
 def measure(
     store: Path = typer.Argument(..., help="zarr store"),
     ensemble: str = typer.Argument(..., help="ensemble name (see `corrflow info`)"),
-    observables: List[str] = typer.Argument(..., help="plaquette, wilson_RxT (e.g. wilson_2x2), topological_charge (2D U(1)), polyakov_loop"),
+    observables: List[str] = typer.Argument(..., help="plaquette, wilson_RxT (e.g. wilson_2x2), topological_charge "
+                                            "(2D U(1)), polyakov_loop, wilson_flow (SU(N): E(t), clover Q(t))"),
     batch: int = typer.Option(64, help="configurations per jitted evaluation"),
+    flow_t_max: Optional[float] = typer.Option(None, help="wilson_flow: last flow time (default: sqrt(8t) = L_min/2)"),
+    flow_eps: float = typer.Option(0.02, help="wilson_flow: integrator step (Lüscher RK3)"),
+    flow_every: float = typer.Option(0.1, help="wilson_flow: flow-time spacing of the measurements"),
 ) -> None:
     """Compute observables on the stored configurations and write them into the store (resumable)."""
 
     def body() -> None:
-        from .measure import measure_stored
+        from .measure import FlowSettings, measure_stored
         from .store import open_store
 
         if batch < 1:
             raise CLIError(f"--batch must be >= 1, got {batch}")
         st = open_store(store, "a")
+        flow = FlowSettings(flow_t_max, flow_eps, flow_every)
         with _LazyProgress(f"measure {ensemble}") as lp:
-            res = measure_stored(st, ensemble, observables, batch=batch, progress=lambda d, t: lp.update(d, t))
+            res = measure_stored(st, ensemble, observables, batch=batch, progress=lambda d, t: lp.update(d, t),
+                                 flow=flow)
         for o in res.skipped:
             console.print(f"{o}: recorded during generation, nothing to do")
         msg = ", ".join(f"{k} +{v}" for k, v in res.measured.items()) or "nothing new to measure"
         console.print(f"[green]done[/] {ensemble}: {msg}")
+
+    _run(body)
+
+
+@app.command(epilog="""
+**Example**
+
+    corrflow measure data/runs.zarr su3_8x8x8x8_beta6 wilson_flow && corrflow scales data/runs.zarr su3_8x8x8x8_beta6
+""")
+def scales(
+    store: Path = typer.Argument(..., help="zarr store"),
+    ensemble: str = typer.Argument(..., help="ensemble measured with `corrflow measure ... wilson_flow`"),
+    definition: str = typer.Option("clover", help="E(t) discretisation: clover or plaquette"),
+    t0_ref: float = typer.Option(0.3, help="t0: t^2 E(t0) = t0-ref (lower it on small/coarse lattices)"),
+    w0_ref: float = typer.Option(0.3, help="w0: t d/dt t^2 E = w0-ref at t = w0^2"),
+) -> None:
+    """Gradient-flow scales t0/a^2, w0/a, sqrt(t0)/w0 (and chi_top at t0) with Gamma-method errors."""
+
+    def body() -> None:
+        from .scales import describe, scales_from_store
+        from .store import open_store
+
+        res = scales_from_store(open_store(store, "r"), ensemble, definition=definition, t0_ref=t0_ref,
+                                w0_ref=w0_ref)
+        console.print(f"[bold]{ensemble}[/] ({definition} E, t0-ref {t0_ref}, w0-ref {w0_ref})")
+        for line in describe(res):
+            console.print(line)
 
     _run(body)
 
@@ -401,7 +436,8 @@ def import_ildg(
         import jax.numpy as jnp
         import numpy as np
 
-        from . import make_theory, observables as obs_mod
+        from . import make_theory
+        from . import observables as obs_mod
         from .ildg import read_ildg
         from .store import EnsembleSpec, open_store
 

@@ -87,7 +87,7 @@ def check_links(u: Array, group: Group, shape: Sequence[int]) -> None:
             f"links have shape {u_shape}; for group {group.name} on lattice {shape} the trailing axes must be "
             f"{expected_tail} = (L_0, ..., L_{{d-1}}, d{', N, N' if group.elem_ndim else ''}), after any batch axes"
         )
-    kind = np.dtype(getattr(u, "dtype", np.asarray(u).dtype)).kind
+    kind = np.dtype(u.dtype if hasattr(u, "dtype") else np.asarray(u).dtype).kind  # no array conversion of tracers
     if group.elem_ndim == 0 and kind != "f":
         raise ValueError(f"U(1) links are real angles; got dtype {u.dtype}. Pass angles theta, not exp(i theta).")
     if group.elem_ndim == 2 and kind != "c":

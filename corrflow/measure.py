@@ -4,6 +4,10 @@ Reads committed configurations chunk by chunk, evaluates the observables with on
 function, and appends the results to the store.  Resumable: each observable records how many
 trajectories it covers, so a rerun (after an interruption or after the ensemble was extended)
 measures only what is missing.
+
+``wilson_flow`` (SU(N)) integrates the Wilson flow of every configuration (:mod:`corrflow.observables.gradient_flow`)
+and stores ``flow_E_plaq``, ``flow_E_clov`` (and, in 4D, ``flow_Q``) with dims ``(chain, traj, flow_time)``;
+the flow-time grid is set by :class:`FlowSettings` (default: up to ``sqrt(8 t) = L_min / 2``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,48 @@ import numpy as np
 from .generate import measurements_from_names
 from .groups import get_group
 
-__all__ = ["measure_stored", "MeasureSummary"]
+__all__ = ["measure_stored", "MeasureSummary", "FlowSettings", "FLOW_OBSERVABLE", "flow_observable_names"]
+
+FLOW_OBSERVABLE = "wilson_flow"
+
+
+class FlowSettings(NamedTuple):
+    """Flow-time grid of the ``wilson_flow`` measurement: step ``eps``, a measurement every ``every`` and the
+    end ``t_max`` (``None``: the largest multiple of ``every`` with ``sqrt(8 t) <= L_min / 2``, i.e. the smoothing
+    radius reaches half the shortest extent)."""
+
+    t_max: float | None = None
+    eps: float = 0.02
+    every: float = 0.1
+
+    def grid(self, shape: Sequence[int]) -> np.ndarray:
+        t_max = self.t_max if self.t_max is not None else min(shape) ** 2 / 32.0
+        n = int(np.floor(t_max / self.every + 1e-9))
+        if n < 2:
+            raise ValueError(f"wilson_flow: t_max={t_max} gives fewer than 2 measurements with every={self.every}")
+        return np.arange(n + 1) * self.every
+
+
+def flow_observable_names(ndim: int) -> list[str]:
+    """Stored names of the ``wilson_flow`` measurement."""
+    return ["flow_E_plaq", "flow_E_clov"] + (["flow_Q"] if ndim == 4 else [])
+
+
+def _expand(observables: Sequence[str], ndim: int) -> list[str]:
+    out: list[str] = []
+    for o in observables:
+        out += flow_observable_names(ndim) if o == FLOW_OBSERVABLE else [o]
+    return list(dict.fromkeys(out))
+
+
+def _flow_measure(u: jax.Array, group: Any, flow: FlowSettings, t_max: float) -> dict[str, jax.Array]:
+    from .observables.gradient_flow import wilson_flow
+
+    h = wilson_flow(u, group, t_max, eps=flow.eps, measure_every=flow.every)
+    out = {"flow_E_plaq": h.E_plaq, "flow_E_clov": h.E_clov}
+    if u.shape[-3] == 4:
+        out["flow_Q"] = h.Q
+    return out
 
 
 class MeasureSummary(NamedTuple):
@@ -39,24 +84,38 @@ def measure_stored(
     *,
     batch: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    flow: FlowSettings | None = None,
 ) -> MeasureSummary:
     """Measure ``observables`` on every committed configuration of ensemble ``name`` not yet measured.
 
-    ``observables``: names accepted by :func:`corrflow.generate.measurements_from_names`.  Values are
-    stored as ``(chain, traj)`` arrays named after the observable.  ``progress(done, total)`` counts
-    configurations.
+    ``observables``: names accepted by :func:`corrflow.generate.measurements_from_names`, or ``wilson_flow``
+    (SU(N); settings ``flow``, see the module docstring).  Scalar values are stored as ``(chain, traj)`` arrays
+    named after the observable.  ``progress(done, total)`` counts configurations.
     """
     spec = store.spec(name)
     group = get_group(spec.group)
-    measurements_from_names(group, observables, len(spec.shape))  # validate names early
-    skipped = [o for o in observables if o in spec.measurements]
-    todo = [o for o in dict.fromkeys(observables) if o not in spec.measurements]
+    ndim = len(spec.shape)
+    flow = flow or FlowSettings()
+    gauge_names = [o for o in observables if o != FLOW_OBSERVABLE]
+    measurements_from_names(group, gauge_names, ndim)  # validate names early
+    grid = None
+    if FLOW_OBSERVABLE in observables:
+        if group.is_abelian:
+            raise ValueError("wilson_flow is implemented for SU(N) gauge fields, not U(1)")
+        grid = flow.grid(spec.shape)
+    flow_names = set(flow_observable_names(ndim)) if grid is not None else set()
+    wanted = _expand(observables, ndim)
+    skipped = [o for o in wanted if o in spec.measurements]
+    todo = [o for o in wanted if o not in spec.measurements]
     new: dict[str, int] = {}
     if not todo:
         return MeasureSummary(name, new, skipped)
     with store.writer(name) as w:
         n = w.committed
         done = w.measured_observables()
+        for o in todo:  # a different flow-time grid than the stored one: refuse before computing anything
+            if o in flow_names and done.get(o, 0) and w.observable_coords(o) != {"flow_time": grid.tolist()}:
+                raise ValueError(f"{o} is stored on another flow-time grid; measure with the same --flow-* settings")
         starts = {o: done.get(o, 0) for o in todo}
         first = min(starts.values())
         total = (n - first) * spec.n_chains
@@ -65,20 +124,24 @@ def measure_stored(
         for lo in range(first, n, batch):
             hi = min(n, lo + batch)
             need = [o for o in todo if starts[o] < hi]
-            measure = measurements_from_names(group, need, len(spec.shape))
+            g_need = [o for o in need if o not in flow_names]
+            measure = measurements_from_names(group, g_need, ndim) if g_need else None
             vals: dict[str, list[np.ndarray]] = {o: [] for o in need}
             for c in range(spec.n_chains):
                 u = jnp.asarray(links_arr[c, lo:hi])
-                out = _eval(u, measure)
+                out = dict(_eval(u, measure)) if measure is not None else {}
+                if any(o in flow_names for o in need):
+                    out.update(_flow_measure(u, group, flow, float(grid[-1])))
                 for o in need:
                     vals[o].append(np.asarray(out[o]))
                 counted += hi - lo
                 if progress is not None:
                     progress(counted, total)
             for o in need:
-                block = np.stack(vals[o])  # (chains, hi - lo)
+                block = np.stack(vals[o])  # (chains, hi - lo[, n_flow_times])
                 s = starts[o]
-                w.write_observable(o, block[:, s - lo:], s)
+                extra = {"flow_time": grid} if o in flow_names else None
+                w.write_observable(o, block[:, s - lo:], s, extra=extra)
                 new[o] = new.get(o, 0) + hi - s
                 starts[o] = hi
     return MeasureSummary(name, new, skipped)

@@ -479,6 +479,8 @@ class EnsembleStore:
                 coords[var] = (dims, np.asarray(x))
             else:
                 data_vars[var] = (dims, x)
+                for cname, cval in dict(arr.attrs.get("corrflow_coords", {})).items():
+                    coords[cname] = ((cname,), np.asarray(cval, float))  # e.g. flow_time of E(t)
         ds = xr.Dataset(data_vars, coords=coords)
         ds.attrs = {"name": name, **self.spec(name).to_json()}
         return ds
@@ -768,16 +770,24 @@ class EnsembleWriter:
                 out.append(var)
         return out
 
-    def write_observable(self, obs: str, values: np.ndarray, start: int) -> None:
-        """Write post-hoc measurements ``values`` ``(chains, n)`` for stored positions ``start .. start+n-1``
+    def write_observable(self, obs: str, values: np.ndarray, start: int,
+                         extra: Mapping[str, Sequence[float]] | None = None) -> None:
+        """Write post-hoc measurements ``values`` ``(chains, n, *k)`` for stored positions ``start .. start+n-1``
         and record the measured count (data first, then the count).  Measurements must be contiguous:
-        ``start`` equals the count already measured."""
+        ``start`` equals the count already measured.
+
+        ``extra`` names the trailing axes of a non-scalar observable and gives their coordinates, e.g.
+        ``{"flow_time": t}`` for ``E(t)`` along the Wilson flow; it is stored with the array and must be the same
+        for every later append (a different grid raises ``StoreError``)."""
         if obs in self._per_traj_vars() or obs in ("links", "traj"):
             raise StoreError(f"{obs!r} is recorded during generation of {self.name!r}; it cannot be re-measured")
         values = np.asarray(values, dtype=np.float64)
-        n = values.shape[1] if values.ndim == 2 else -1
-        if values.ndim != 2 or values.shape[0] != self.spec.n_chains:
-            raise StoreError(f"{obs} values have shape {values.shape}, expected ({self.spec.n_chains}, n)")
+        extra = {str(k): [float(x) for x in v] for k, v in (extra or {}).items()}
+        k_shape = tuple(len(v) for v in extra.values())
+        n = values.shape[1] if values.ndim >= 2 else -1
+        if values.ndim != 2 + len(k_shape) or values.shape[0] != self.spec.n_chains or values.shape[2:] != k_shape:
+            raise StoreError(f"{obs} values have shape {values.shape}, expected ({self.spec.n_chains}, n"
+                             f"{''.join(', ' + str(k) for k in k_shape)})")
         done = self.measured_observables()
         have = done.get(obs, 0)
         if start != have:
@@ -786,14 +796,26 @@ class EnsembleWriter:
             raise StoreError(f"{obs}: positions up to {start + n} exceed the {self.committed} committed trajectories")
         length = max(self.committed, self._capacity)  # every traj-aligned array has the same length
         if obs not in self.group.array_keys():
-            self.group.create_array(obs, shape=(self.spec.n_chains, length), chunks=(1, 1024), dtype="float64",
-                                    fill_value=np.nan, dimension_names=("chain", "traj"), **_crc_codecs())
+            arr = self.group.create_array(obs, shape=(self.spec.n_chains, length) + k_shape,
+                                          chunks=(1, 1024) + k_shape, dtype="float64", fill_value=np.nan,
+                                          dimension_names=("chain", "traj") + tuple(extra), **_crc_codecs())
+            if extra:
+                arr.attrs["corrflow_coords"] = extra
         arr = self._array(obs)
+        stored = dict(arr.attrs.get("corrflow_coords", {}))
+        if stored != extra:
+            raise StoreError(f"{obs}: the stored array has trailing coordinates {list(stored) or 'none'} "
+                             f"{'(grid differs)' if list(stored) == list(extra) else ''}; these values have "
+                             f"{list(extra) or 'none'}.  Measure the same grid, or remove {obs!r} first.")
         if arr.shape[1] != length:  # e.g. created by an interrupted measurement, then not rolled back
-            arr.resize((self.spec.n_chains, length))
+            arr.resize((self.spec.n_chains, length) + k_shape)
         arr[:, start:start + n] = values
         done[obs] = start + n
         self.group.attrs["corrflow_observables"] = done
+
+    def observable_coords(self, obs: str) -> dict[str, list[float]]:
+        """Coordinates of the trailing axes of a post-hoc observable (``{}`` for a scalar one)."""
+        return dict(self._array(obs).attrs.get("corrflow_coords", {}))
 
     def reserve(self, n_total: int) -> None:
         """Announce that the ensemble will grow to ``n_total`` trajectories per chain in this session:

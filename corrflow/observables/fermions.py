@@ -25,6 +25,7 @@ import numpy as np
 
 from ..theories.fermions import (
     WilsonFermionAction,
+    bicgstab,
     conjugate_gradient,
     dirac,
     dirac_dagger,
@@ -34,7 +35,8 @@ from ..theories.fermions import (
 
 Array = jax.Array
 
-__all__ = ["point_source", "propagator", "pion_correlator", "chiral_condensate", "effective_mass",
+__all__ = ["point_source", "propagator", "pion_correlator", "valence_quarks", "SOLVERS", "chiral_condensate",
+           "effective_mass",
            "FermionMeasurements",
            "dS_dmass"]
 
@@ -48,13 +50,21 @@ def point_source(theory: WilsonFermionAction, site: tuple[int, ...], dtype: Any 
     return jnp.asarray(b, dtype)
 
 
+SOLVERS = ("cg", "bicgstab")
+
+
 def propagator(theory: WilsonFermionAction, u: Array, site: tuple[int, ...] | None = None, *,
-               tol: float = 1e-12, maxiter: int = 5000) -> Array:
+               tol: float = 1e-12, maxiter: int = 5000, solver: str = "cg") -> Array:
     """``S(x; x_0) = D(U)^{-1}`` on a point source at ``site`` (default the origin), all spin-colour components.
 
-    ``u``: ``(*batch, *link_shape)``; result ``(*batch, L..., Ns, Nc, Ns, Nc)``.  Solved by CG on the normal
-    equations ``D^dag D x = D^dag b`` to relative residual ``tol``.
+    ``u``: ``(*batch, *link_shape)``; result ``(*batch, L..., Ns, Nc, Ns, Nc)``.  ``solver="cg"`` solves the
+    normal equations ``D^dag D x = D^dag b`` by CG (robust: converges for any mass); ``"bicgstab"`` solves
+    ``D x = b`` directly (fewer operator applications away from the critical mass).  Relative residual ``tol``.
+    The theory's gauge part may be a pure-gauge ensemble's action: then these are *valence* (quenched) quarks,
+    see :func:`valence_quarks`.
     """
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; allowed: {', '.join(SOLVERS)}")
     site = tuple(site) if site is not None else (0,) * theory.ndim
     v = theory.links(u)
     batch = u.shape[: u.ndim - len(theory.link_shape)]
@@ -66,17 +76,35 @@ def propagator(theory: WilsonFermionAction, u: Array, site: tuple[int, ...] | No
     b = jnp.broadcast_to(b.reshape((ns * nc,) + (1,) * len(batch) + theory.fermion_shape),
                          (ns * nc,) + batch + theory.fermion_shape)
     m = theory.mass
-    rhs = dirac_dagger(v, m, b)
-    normal = lambda x: dirac_dagger(v, m, dirac(v, m, x))  # noqa: E731
-    x = conjugate_gradient(normal, rhs, theory.ndim + 2, tol=tol, maxiter=maxiter).x
+    if solver == "bicgstab":
+        x = bicgstab(lambda y: dirac(v, m, y), b, theory.ndim + 2, tol=tol, maxiter=maxiter).x
+    else:
+        rhs = dirac_dagger(v, m, b)
+        normal = lambda y: dirac_dagger(v, m, dirac(v, m, y))  # noqa: E731
+        x = conjugate_gradient(normal, rhs, theory.ndim + 2, tol=tol, maxiter=maxiter).x
     x = jnp.moveaxis(x, 0, -1)  # (*batch, L..., Ns, Nc, Ns*Nc)
     return x.reshape(x.shape[:-1] + (ns, nc))
 
 
-@partial(jax.jit, static_argnames=("n_sources",))
-def pion_correlator(theory: WilsonFermionAction, u: Array, n_sources: int = 1) -> Array:
+def valence_quarks(gauge: Any, *, mass: float | None = None, kappa: float | None = None) -> WilsonFermionAction:
+    """Wilson quarks of bare ``mass`` (or hopping parameter ``kappa = 1/(2m + 2d)``) on the gauge fields of a
+    pure-gauge theory, for quenched (valence) propagators and correlators; the gauge action is unchanged, so
+    ensembles of ``gauge`` are used as they are."""
+    from ..theories.fermions import mass_from_kappa
+
+    if (mass is None) == (kappa is None):
+        raise ValueError("valence_quarks: give exactly one of mass=... or kappa=...")
+    if isinstance(gauge, WilsonFermionAction):
+        gauge = gauge.gauge
+    m = float(mass) if mass is not None else mass_from_kappa(float(kappa), len(gauge.shape))
+    return WilsonFermionAction(gauge=gauge, mass=m)
+
+
+@partial(jax.jit, static_argnames=("n_sources", "solver"))
+def pion_correlator(theory: WilsonFermionAction, u: Array, n_sources: int = 1, solver: str = "cg") -> Array:
     """Pion correlator ``C(t)`` (module docstring), shape ``(*batch, L_0)``, averaged over ``n_sources`` sources
-    at ``t_0 = k L_0 / n_sources``.  ``L_0`` must be divisible by ``n_sources``."""
+    at ``t_0 = k L_0 / n_sources``.  ``L_0`` must be divisible by ``n_sources``; ``solver`` as in
+    :func:`propagator`."""
     l0 = theory.shape[0]
     if l0 % n_sources:
         raise ValueError(f"L_0 = {l0} is not divisible by n_sources = {n_sources}")
@@ -85,7 +113,7 @@ def pion_correlator(theory: WilsonFermionAction, u: Array, n_sources: int = 1) -
     out = 0.0
     for k in range(n_sources):  # a few source time slices
         t0 = k * (l0 // n_sources)
-        s = propagator(theory, u, (t0,) + (0,) * (d - 1))
+        s = propagator(theory, u, (t0,) + (0,) * (d - 1), solver=solver)
         dens = jnp.sum(jnp.abs(s) ** 2, axis=tuple(range(-4, 0)))  # (*batch, L...)
         c = jnp.sum(dens, axis=tuple(range(nb + 1, nb + d)))  # (*batch, L_0)
         out = out + jnp.roll(c, -t0, axis=-1)
@@ -153,14 +181,18 @@ class FermionMeasurements:
     The valence Dirac operator is the one of ``theory`` (its mass), whatever theory generated the links.
     """
 
-    def __init__(self, theory: WilsonFermionAction, n_sources: int = 1, condensate: bool = False) -> None:
+    def __init__(self, theory: WilsonFermionAction, n_sources: int = 1, condensate: bool = False,
+                 solver: str = "cg") -> None:
         if not isinstance(theory, WilsonFermionAction):
             raise TypeError(f"FermionMeasurements needs a WilsonFermionAction, got {type(theory).__name__}")
         self.theory = theory.replace(det="exact")
         self.n_sources = int(n_sources)
         self.condensate = bool(condensate)
+        if solver not in SOLVERS:
+            raise ValueError(f"unknown solver {solver!r}; allowed: {', '.join(SOLVERS)}")
+        self.solver = solver
         self._key = (self.theory.theory_name, self.theory.shape, tuple(sorted(self.theory.params().items())),
-                     self.n_sources, self.condensate)
+                     self.n_sources, self.condensate, self.solver)
 
     def __hash__(self) -> int:
         return hash(self._key)
@@ -176,7 +208,7 @@ class FermionMeasurements:
         from .gauge import plaquette
 
         out = {"plaquette": plaquette(u, self.theory.group),
-               "pion": pion_correlator(self.theory, u, self.n_sources)}
+               "pion": pion_correlator(self.theory, u, self.n_sources, self.solver)}
         if self.condensate:
             out["condensate"] = chiral_condensate(self.theory, u)
         return out

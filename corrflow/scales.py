@@ -1,0 +1,107 @@
+"""Gradient-flow scales ``t0``, ``w0`` and their ratio from an ensemble's ``E(t)`` samples, with Gamma-method errors.
+
+``E(t)`` samples come from :func:`corrflow.measure.measure_stored` with ``wilson_flow`` (stored as ``flow_E_clov``
+/ ``flow_E_plaq`` with dims ``(chain, traj, flow_time)``) or directly from
+:func:`corrflow.observables.gradient_flow.wilson_flow`.  Each scale is a function of the *ensemble mean* of
+``E`` on the flow-time grid (``t0``: ``t^2 <E(t)> = ref``; ``w0^2``: ``t d/dt t^2 <E(t)> = ref``), so its error
+follows from the Gamma method for derived quantities (:func:`corrflow.stats.gamma_method`, chains as replicas),
+which accounts for autocorrelations along the chains and for the correlations between flow times.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from .observables.gradient_flow import T0_REFERENCE, W0_REFERENCE, flow_scale, w_function
+from .stats import Stats, gamma_method
+
+__all__ = ["flow_scales", "scales_from_store"]
+
+
+def _window(t: np.ndarray, y: np.ndarray, ref: float) -> slice:
+    """Grid points needed around the crossing (keeps the number of primary observables small)."""
+    above = np.nonzero(y >= ref)[0]
+    if above.size == 0:
+        return slice(0, t.size)
+    i = int(above[0])
+    return slice(max(i - 4, 0), min(i + 4, t.size))
+
+
+def flow_scales(t: np.ndarray, energy: np.ndarray, *, t0_ref: float = T0_REFERENCE,
+                w0_ref: float = W0_REFERENCE) -> dict[str, Stats]:
+    """``t0``, ``w0`` (lattice units), ``sqrt(t0)/w0`` and ``t0/w0^2`` as :class:`~corrflow.stats.Stats`.
+
+    ``t``: flow times ``(k,)`` starting at 0 with uniform spacing; ``energy``: ``E(t)`` samples ``(n, k)`` (one
+    chain) or ``(n_chains, n, k)``.  Raises ``ValueError`` if the mean curve does not reach a reference (flow
+    longer, or lower ``t0_ref`` / ``w0_ref`` on small or coarse lattices).
+    """
+    t = np.asarray(t, float)
+    e = np.asarray(energy, float)
+    if e.ndim == 2:
+        e = e[None]
+    if e.ndim != 3 or e.shape[-1] != t.size:
+        raise ValueError(f"flow_scales: energy must be (n, k) or (n_chains, n, k) with k = len(t) = {t.size}; "
+                         f"got {np.shape(energy)}")
+    if not np.all(np.isfinite(e)):
+        raise ValueError("flow_scales: E(t) samples contain NaN/inf (unfinished measurement?)")
+    mean = e.mean(axis=(0, 1))
+    y = t**2 * mean
+    tm, w = w_function(t, y)
+    flow_scale(t, y, t0_ref)  # raise early with a clear message if a reference is not reached
+    flow_scale(tm, w, w0_ref)
+    # primary observables: E on the grid points that the two crossings need (w needs neighbours)
+    s0 = _window(t, y, t0_ref)
+    sw = _window(tm, w, w0_ref)
+    lo = min(s0.start, sw.start)  # tm[i] = t[i + 1]
+    hi = max(s0.stop, sw.stop + 2)
+    tt = t[lo:hi]
+    data = np.moveaxis(e[..., lo:hi], -1, 0)  # (k', R, n)
+
+    def t0_of(a: np.ndarray) -> float:
+        return flow_scale(tt, tt**2 * a, t0_ref)
+
+    def w0_of(a: np.ndarray) -> float:
+        mid, ww = w_function(tt, tt**2 * a)
+        return float(np.sqrt(flow_scale(mid, ww, w0_ref)))
+
+    out = {
+        "t0": gamma_method(data, t0_of),
+        "w0": gamma_method(data, w0_of),
+        "sqrt_t0_over_w0": gamma_method(data, lambda a: float(np.sqrt(t0_of(a))) / w0_of(a)),
+    }
+    return out
+
+
+def scales_from_store(store: Any, name: str, *, definition: str = "clover", t0_ref: float = T0_REFERENCE,
+                      w0_ref: float = W0_REFERENCE) -> dict[str, Any]:
+    """:func:`flow_scales` of a stored ensemble measured with ``corrflow measure ... wilson_flow``; also the
+    topological susceptibility ``<Q^2>/V`` at the grid point nearest ``t0`` when ``flow_Q`` is stored.
+
+    Returns ``{"t0": Stats, "w0": Stats, "sqrt_t0_over_w0": Stats[, "chi_top": Stats, "Q_at": t]}``."""
+    key = {"clover": "flow_E_clov", "plaquette": "flow_E_plaq"}.get(definition)
+    if key is None:
+        raise ValueError(f"unknown E(t) definition {definition!r}; use 'clover' or 'plaquette'")
+    ds = store.open_ensemble(name, verify=False)
+    if key not in ds:
+        raise ValueError(f"ensemble {name!r} has no {key}: run `corrflow measure <store> {name} wilson_flow` first")
+    t = np.asarray(ds["flow_time"].values, float)
+    e = np.asarray(ds[key].values)
+    res: dict[str, Any] = flow_scales(t, e, t0_ref=t0_ref, w0_ref=w0_ref)
+    if "flow_Q" in ds:
+        i = int(np.argmin(np.abs(t - res["t0"].value)))
+        q = np.asarray(ds["flow_Q"].values)[..., i]
+        vol = float(np.prod(ds.attrs["shape"]))
+        res["chi_top"] = gamma_method(q**2 / vol)
+        res["Q_at"] = float(t[i])
+    return res
+
+
+def describe(res: Mapping[str, Any]) -> list[str]:
+    """Printable lines for :func:`scales_from_store` results."""
+    lines = [f"t0/a^2        = {res['t0']}", f"w0/a          = {res['w0']}",
+             f"sqrt(t0)/w0   = {res['sqrt_t0_over_w0']}"]
+    if "chi_top" in res:
+        lines.append(f"chi_top a^4   = {res['chi_top']}   (clover Q at t = {res['Q_at']:.3g})")
+    return lines

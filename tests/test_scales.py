@@ -1,0 +1,113 @@
+"""Gradient-flow measurements in the store and the scales t0, w0, sqrt(t0)/w0 with Gamma-method errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import corrflow  # noqa: F401  (x64)
+from corrflow import make_theory
+from corrflow.measure import FlowSettings, measure_stored
+from corrflow.observables.gradient_flow import flow_scale, w_function, wilson_flow
+from corrflow.scales import flow_scales, scales_from_store
+from corrflow.store import StoreError, open_store
+
+FLOW = FlowSettings(t_max=0.6, eps=0.05, every=0.1)
+SHAPE = (4, 4, 4, 4)
+N = 10  # configurations per chain (the Gamma method needs >= 10 per replica)
+
+
+@pytest.fixture(scope="module")
+def su3_store(tmp_path_factory):
+    """2 chains x N smooth-ish 4^4 SU(3) configurations (Haar random, flowed to t = 0.6) written through the
+    store's append API (no HMC compilation: this file tests the flow measurement, not the sampler)."""
+    import jax
+
+    from corrflow.store import EnsembleSpec
+
+    path = tmp_path_factory.mktemp("scales") / "runs.zarr"
+    st = open_store(path, "a")
+    th = make_theory("su3", SHAPE, beta=5.8)
+    g = th.group
+    u = g.random(jax.random.PRNGKey(0), (2, N) + SHAPE + (4,))
+    u = np.stack([np.asarray(wilson_flow(u[c], g, 0.6, eps=0.05, measure_every=0.1).links) for c in range(2)])
+    spec = EnsembleSpec(theory="su3", group="su3", shape=SHAPE, params=th.params(), n_chains=2, seed=-1,
+                        dtype="complex128", hmc={}, n_therm=0, thin=1, measurements=("plaquette",), kind="imported")
+    st.create_ensemble("su3", spec)
+    from corrflow.observables import plaquette
+
+    per = {"plaquette": np.asarray(plaquette(u, g)), "action": np.asarray(th.action(u)),
+           "delta_H": np.full((2, N), np.nan), "accepted": np.ones((2, N), bool), "step_size": np.full((2, N), np.nan)}
+    with st.writer("su3") as w:
+        w.append(list(range(N)), u, per, N)
+    return path
+
+
+def test_wilson_flow_measurement_is_stored_resumable_and_checked(su3_store):
+    st = open_store(su3_store, "a")
+    res = measure_stored(st, "su3", ["wilson_flow"], batch=N, flow=FLOW)
+    assert res.measured == {"flow_E_plaq": N, "flow_E_clov": N, "flow_Q": N}
+    ds = st.open_ensemble("su3")
+    assert ds["flow_E_clov"].dims == ("chain", "traj", "flow_time")
+    np.testing.assert_allclose(ds["flow_time"].values, np.arange(7) * 0.1)
+    # the stored values are the flow of the stored configurations
+    u = st.load_configs("su3", 1, range(N))
+    h = wilson_flow(u, "su3", 0.6, eps=0.05, measure_every=0.1)
+    np.testing.assert_allclose(ds["flow_E_clov"].values[1], np.asarray(h.E_clov), rtol=1e-10)
+    np.testing.assert_allclose(ds["flow_Q"].values[1], np.asarray(h.Q), atol=1e-10)
+    assert measure_stored(st, "su3", ["wilson_flow"], flow=FLOW).measured == {}  # nothing new
+    with pytest.raises((ValueError, StoreError), match="grid"):  # a different grid cannot be appended
+        w = st.writer("su3")
+        with w:
+            w.write_observable("flow_E_clov", np.zeros((2, 0, 3)), N, extra={"flow_time": [0, 0.2, 0.4]})
+    with pytest.raises(ValueError, match="fewer than 2"):
+        measure_stored(st, "su3", ["wilson_flow"], flow=FlowSettings(t_max=0.05, every=0.1))
+
+
+def test_scales_from_store_match_the_direct_computation(su3_store):
+    st = open_store(su3_store, "r")
+    ds = st.open_ensemble("su3")
+    t, e = ds["flow_time"].values, ds["flow_E_clov"].values
+    mean = e.mean(axis=(0, 1))
+    # references inside the measured range (a 4^4 lattice does not reach 0.3 before sqrt(8t) = L/2)
+    ref_t0 = 0.5 * (t[3] ** 2 * mean[3] + t[4] ** 2 * mean[4])
+    ref_w0 = float(np.median(w_function(t, t**2 * mean)[1]))
+    res = scales_from_store(st, "su3", t0_ref=ref_t0, w0_ref=ref_w0)
+    assert res["t0"].value == pytest.approx(flow_scale(t, t**2 * mean, ref_t0), rel=1e-12)
+    tm, w = w_function(t, t**2 * mean)
+    assert res["w0"].value == pytest.approx(np.sqrt(flow_scale(tm, w, ref_w0)), rel=1e-12)
+    assert res["sqrt_t0_over_w0"].value == pytest.approx(np.sqrt(res["t0"].value) / res["w0"].value, rel=1e-12)
+    assert res["t0"].error > 0 and "chi_top" in res
+    with pytest.raises(ValueError, match="never reaches"):
+        scales_from_store(st, "su3", t0_ref=10.0)  # out of reach: a clear error, not a number
+
+
+def test_flow_scale_errors_have_correct_coverage():
+    """Synthetic E(t) = f(t) (1 + s z_i + noise): the Gamma-method error of t0 and w0 matches the scatter of the
+    estimates over independent replicas (pulls with unit spread)."""
+    rng = np.random.default_rng(5)
+    t = np.linspace(0, 3, 31)
+    f = (0.1 + 0.25 * t) / (1 + t**2) * 1.5 + 0.05  # t^2 f crosses 0.3 near t ~ 1.3
+
+    def sample(n: int) -> np.ndarray:
+        z = rng.normal(size=(n, 1))
+        return f * (1 + 0.05 * z + 0.01 * rng.normal(size=(n, t.size)))
+
+    truth = {k: v.value for k, v in flow_scales(t, f[None].repeat(20, 0)).items()}
+    pulls = {k: [] for k in truth}
+    for _ in range(100):
+        res = flow_scales(t, sample(60))
+        for k in truth:
+            pulls[k].append((res[k].value - truth[k]) / res[k].error)
+    for k, p in pulls.items():
+        p = np.asarray(p)
+        assert abs(p.mean()) < 0.35, f"{k}: mean pull {p.mean():.2f}"
+        assert 0.75 < p.std() < 1.3, f"{k}: pull spread {p.std():.2f} (errors mis-estimated)"
+
+
+def test_flow_scales_input_errors():
+    t = np.linspace(0, 1, 11)
+    with pytest.raises(ValueError, match="n_chains"):
+        flow_scales(t, np.ones((2, 3, 4, 5)))
+    with pytest.raises(ValueError, match="NaN"):
+        flow_scales(t, np.full((12, 11), np.nan))
