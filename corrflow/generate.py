@@ -148,6 +148,7 @@ def run_blocks(
     thin: int = 1,
     keep_links: bool = False,
     action: Array | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Iterator[Block]:
     """Yield :class:`Block` s until ``n_traj`` stored trajectories (from ``first_index``) are done.
 
@@ -155,6 +156,13 @@ def run_blocks(
     when continuing a chain so that no recomputation perturbs the last bits).  Each stored trajectory
     is the last of ``thin`` consecutive ones, so ``n_traj * thin`` trajectories run in all.  Keys:
     chain ``c`` uses ``fold_in(key, c)``, trajectory ``t`` of it ``fold_in(fold_in(key, c), t)``.
+
+    ``mesh`` (optional, a :class:`jax.sharding.Mesh`, see :mod:`corrflow.sharding`): the chain states and
+    keys are split over the mesh's ``"chains"`` axis (the number of chains must be a multiple of its
+    size) and/or the time axis ``L_0`` over its ``"sites"`` axis; the jitted block then runs SPMD and
+    the block's arrays (state, info, links, action) stay sharded the same way.  Chain sharding gives
+    results bit-identical to the single-device run; site sharding agrees to rounding (sums over sites
+    are reduced across devices in another order, and XLA may fuse the split arrays differently).
     """
     if n_traj < 0:
         raise ValueError(f"n_traj must be >= 0, got {n_traj}")
@@ -165,10 +173,17 @@ def run_blocks(
     theory.check_links(links)
     n_chains = links.shape[0]
     keys = chain_keys(key, n_chains)
+    links = jnp.asarray(links)
+    if mesh is not None:
+        from .sharding import shard_chains, shard_links
+
+        links = shard_links(links, mesh, batch_ndim=1)
+        keys = shard_chains(keys, mesh)
+        action = None if action is None else shard_chains(jnp.asarray(action), mesh)
     if action is None:
-        state = _init_states(theory, jnp.asarray(links))
+        state = _init_states(theory, links)
     else:
-        state = hmc.HMCState(jnp.asarray(links), jnp.asarray(action))
+        state = hmc.HMCState(links, jnp.asarray(action))
     done = 0
     while done < n_traj:
         n = min(block_size, n_traj - done)
@@ -196,14 +211,18 @@ def generate(
     dtype: Any = None,
     progress: Callable[[int, int, Block], None] | None = None,
     keep_configs: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> dict[str, np.ndarray]:
     """Thermalise and run ``n_chains`` chains for ``n_traj`` stored trajectories (in memory).
 
     Thermalisation trajectories (global indices ``0 .. n_therm-1``) are discarded; then every
     ``thin``-th trajectory is recorded.  Returns numpy arrays of shape ``(n_chains, n_traj)`` for
     every measurement plus ``delta_H``, ``accepted``, ``traj``; and ``links`` with the final
-    configurations; with ``keep_configs`` also ``configs`` ``(n_chains, n_traj, *link_shape)``.  ``progress(done, total, block)`` is called after every block (counting
-    trajectories, thermalisation included).  Use :func:`generate_to_store` to write to a store.
+    configurations; with ``keep_configs`` also ``configs`` ``(n_chains, n_traj, *link_shape)``.
+    ``progress(done, total, block)`` is called after every block (counting trajectories,
+    thermalisation included).  Use :func:`generate_to_store` to write to a store.
+    ``mesh``: run the chains sharded over devices (see :func:`run_blocks` and :mod:`corrflow.sharding`);
+    with a ``"chains"`` mesh the results are bit-identical to the single-device run.
     """
     if n_chains < 1:
         raise ValueError(f"n_chains must be >= 1, got {n_chains}")
@@ -212,14 +231,14 @@ def generate(
     links = initial_links(key, theory, n_chains, start, dtype)
     total = n_therm + n_traj * thin
     state = None
-    for blk in run_blocks(key, theory, config, links, n_therm, block_size=block_size, measure=None):
+    for blk in run_blocks(key, theory, config, links, n_therm, block_size=block_size, measure=None, mesh=mesh):
         state = blk.state
         if progress is not None:
             progress(int(blk.traj[-1]) + 1, total, blk)
     out: dict[str, list[np.ndarray]] = {}
     lk, act = (state.links, state.action) if state is not None else (links, None)
     for blk in run_blocks(key, theory, config, lk, n_traj, block_size=block_size, first_index=n_therm,
-                          measure=measure, thin=thin, action=act, keep_links=keep_configs):
+                          measure=measure, thin=thin, action=act, keep_links=keep_configs, mesh=mesh):
         cols = dict(blk.measurements)
         if keep_configs:
             cols["configs"] = np.asarray(blk.links)
@@ -294,6 +313,7 @@ def generate_to_store(
     observables: Sequence[str] = ("plaquette",),
     resume: bool = False,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> GenerationSummary:
     """Generate (or resume / extend) ensemble ``name`` in ``store`` until it holds ``n_traj`` stored
     trajectories per chain.
@@ -303,7 +323,9 @@ def generate_to_store(
     must match, and ``resume=True`` is required; the run then continues from the last committed
     trajectory and is bit-identical to an uninterrupted run.  Each block is appended and committed
     before the next one starts.  ``progress(done, total, stats)`` receives the trajectory counts
-    (thermalisation included) and the block's acceptance and mean plaquette.
+    (thermalisation included) and the block's acceptance and mean plaquette.  ``mesh``: run the chains
+    sharded over devices (see :func:`run_blocks`); it is not part of the ensemble's definition (a
+    ``"chains"`` mesh gives bit-identical results), so a run may be resumed with or without one.
     """
     import time as _time
 
@@ -355,17 +377,18 @@ def generate_to_store(
         # thermalisation (checkpointed after every block)
         if next_traj < n_therm:
             for blk in run_blocks(key, theory, config, links, n_therm - next_traj, block_size=block_size,
-                                  first_index=next_traj, action=action):
+                                  first_index=next_traj, action=action, mesh=mesh):
                 links, action = blk.state.links, blk.state.action
                 next_traj = int(blk.traj[-1]) + 1
                 w.save_checkpoint(np.asarray(links), np.asarray(action), next_traj,
                                   "therm" if next_traj < n_therm else "production")
                 if progress is not None:
-                    progress(next_traj, total, {"acceptance": float(np.mean(blk.info.accepted)), "plaquette": float("nan")})
+                    progress(next_traj, total, {"acceptance": float(np.mean(blk.info.accepted)),
+                                                "plaquette": float("nan")})
         acc, plaq = [], []
         remaining = n_traj - w.committed
         for blk in run_blocks(key, theory, config, links, remaining, block_size=block_size, first_index=next_traj,
-                              measure=measure, thin=thin, keep_links=True, action=action):
+                              measure=measure, thin=thin, keep_links=True, action=action, mesh=mesh):
             per = {k: np.asarray(v) for k, v in blk.measurements.items()}
             per["action"] = np.asarray(blk.action)
             per["delta_H"] = np.asarray(blk.info.delta_H)
