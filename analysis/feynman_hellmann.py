@@ -1,7 +1,20 @@
-r"""Feynman–Hellmann matrix element of a gluonic operator in the pion of the Schwinger model.
+r"""Feynman–Hellmann matrix element of a gluonic operator in the pion: the Schwinger model (dynamical quarks) and
+quenched 4D SU(3) (the gluon momentum fraction ``<x>_g``).
 
-    python -m analysis.feynman_hellmann                 # defaults: a few minutes on 2 CPU cores
+    python -m analysis.feynman_hellmann                 # defaults: Schwinger model, a few minutes on 2 CPU cores
+    python -m analysis.feynman_hellmann --theory su3 --T 8 --L 4 --beta 5.8 --mass 0.5   # quenched 4D SU(3)
     python -m analysis.feynman_hellmann --help          # every option with its default
+
+Quenched 4D SU(3) (``--theory su3``)
+-----------------------------------
+Wilson gauge action with the source ``lam * O``, ``O = (1/3) sum_x [sum_spatial - sum_temporal] Re tr P`` (see
+:mod:`corrflow.theories.gauge`; ``beta O = sum_x T_44`` with the Euclidean gluonic energy-momentum tensor
+``T_44 = (E^2 - B^2)/2``), flows ``0 -> lam`` between pure-gauge ensembles, and the pion correlator of *valence*
+Wilson quarks of mass ``--mass`` (:func:`corrflow.observables.fermions.valence_quarks`; no determinant, so the
+weights are purely gluonic).  With ``<h| int d^3x T_44 |h> = -(3/4) m_h <x>_g`` for a unit-normalised hadron at
+rest, the bare gluon momentum fraction is ``<x>_g = -(4/3) beta (dE_pi/dlam) / m_pi``
+(:func:`gluon_momentum_fraction`; unrenormalised: ``Z_gg`` and the mixing with the quark operator are not applied).
+Everything below applies unchanged with ``O_t`` the 4D time-slice operator.
 
 Physics
 -------
@@ -582,14 +595,18 @@ def auto_bin_size(series: Sequence[Any], *, factor: float = 20.0, min_bins: int 
 class FHSettings:
     """Settings of :func:`run` (the command-line options, same names; see ``--help``).
 
-    ``shape = (T, L)``: time extent first.  ``t_max = 0`` means ``T/2`` (cosh) or ``T/2 - 1`` (log).
+    ``theory``: ``"schwinger"`` (2D, ``shape = (T, L)``, ``N_f = 2`` dynamical Wilson quarks of mass ``mass``) or
+    ``"su3"`` (quenched 4D SU(3), ``shape = (T, L, L, L)``, valence Wilson quarks of mass ``mass``; the source is
+    the gluonic energy-momentum-tensor component and the record adds the bare ``<x>_g`` of the pion).
+    ``shape``: time extent first.  ``t_max = 0`` means ``T/2`` (cosh) or ``T/2 - 1`` (log).
     ``bin_size = 0`` chooses the jackknife bin size automatically.  ``flow_dir = ""``: ``<store stem>_flows``.
     """
 
     store: str = "data/feynman_hellmann.zarr"
     out: str = "reports/feynman_hellmann"
     flow_dir: str = ""
-    shape: tuple[int, int] = (16, 4)
+    theory: str = "schwinger"
+    shape: tuple[int, ...] = (16, 4)
     beta: float = 2.0
     mass: float = 0.1
     lam: float = 0.2
@@ -626,8 +643,11 @@ class FHSettings:
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a clear message for bad settings."""
-        if len(self.shape) != 2 or any(int(s) != s or s < 4 or s % 2 for s in self.shape):
-            raise ValueError(f"shape must be two even extents (T, L) >= 4, got {self.shape}")
+        if self.theory not in THEORY_CHOICES:
+            raise ValueError(f"theory must be one of {THEORY_CHOICES}, got {self.theory!r}")
+        nd = 2 if self.theory == "schwinger" else 4
+        if len(self.shape) != nd or any(int(s) != s or s < 4 or s % 2 for s in self.shape):
+            raise ValueError(f"theory {self.theory!r} needs {nd} even extents >= 4 (time first), got {self.shape}")
         if not (math.isfinite(self.lam) and self.lam != 0.0):
             raise ValueError(f"lam must be finite and non-zero (the Feynman-Hellmann source strength), got {self.lam}")
         if self.symmetric and self.lam < 0:
@@ -676,6 +696,43 @@ class FHSettings:
 
 
 _MEASURE_CACHE: dict[int, Callable] = {}
+
+
+THEORY_CHOICES = ("schwinger", "su3")
+
+
+def theories(s: "FHSettings") -> tuple[Any, Any]:
+    """``(base theory at lambda = 0, theory whose Dirac operator measures the pion)`` for the settings."""
+    import corrflow as cf
+    from corrflow.observables.fermions import valence_quarks
+
+    if s.theory == "schwinger":
+        base = cf.make_theory("schwinger", s.shape, beta=s.beta, mass=s.mass, det=s.hmc_det)
+        return base, base.replace(det="exact")  # the correlator depends neither on lam nor on the HMC algorithm
+    base = cf.make_theory("su3", s.shape, beta=s.beta)
+    return base, valence_quarks(base, mass=s.mass)
+
+
+def describe_theory(s: "FHSettings") -> str:
+    """One line naming the theory, lattice and source (for summaries and titles)."""
+    geom = "x".join(str(x) for x in s.shape)
+    if s.theory == "schwinger":
+        return (f"Schwinger model {geom}, beta = {s.beta:g}, m = {s.mass:g} (N_f = 2 Wilson), source "
+                "O = -sum_x cos P(x)")
+    return (f"quenched SU(3) {geom}, beta = {s.beta:g}, valence Wilson m = {s.mass:g}, source "
+            "O = (1/3) sum_x [spatial - temporal] Re tr P (gluonic T_44 / beta)")
+
+
+def gluon_momentum_fraction(de_dlam: float, de_err: float, m_pi: float, m_err: float,
+                            beta: float) -> tuple[float, float]:
+    """Bare ``<x>_g`` of a hadron at rest from ``dE/dlambda`` of the source ``O = (1/3) sum (spatial - temporal)
+    Re tr P``: with ``beta O = sum_x T_44`` (Euclidean gluonic EMT, ``T_44 = (E^2 - B^2)/2``) and
+    ``<h| int d^3x T_44 |h> = -(3/4) m <x>_g`` (unit-normalised state at rest),
+    ``<x>_g = -(4/3) beta (dE/dlambda) / m``.  Errors combined in quadrature (neglecting their correlation).
+    Unrenormalised (``Z_gg`` and quark mixing not applied)."""
+    x = -(4.0 / 3.0) * beta * de_dlam / m_pi
+    err = abs(x) * math.sqrt((de_err / de_dlam) ** 2 + (m_err / m_pi) ** 2) if de_dlam and m_pi else math.nan
+    return x, err
 
 
 def _measure_fn(n_sources: int) -> Callable:
@@ -763,11 +820,11 @@ def run(settings: FHSettings | None = None, *, console: Any = None, write: bool 
     s.validate()
     out = console.print if console is not None else _Silent().print
     t_start = time.perf_counter()
-    base = cf.make_theory("schwinger", s.shape, beta=s.beta, mass=s.mass, det=s.hmc_det)
+    base, meas_theory = theories(s)
     lam_targets = (s.lam, -s.lam) if s.symmetric else (s.lam,)
     prog = RichWorkflowProgress(console) if console is not None else WorkflowProgress()
-    out(f"[bold]Feynman-Hellmann[/]: Schwinger {s.shape[0]}x{s.shape[1]}, beta={s.beta:g}, m={s.mass:g}, source "
-        f"O = -sum cos P, lam = {'+-' if s.symmetric else ''}{s.lam:g} ({s.hmc_det} HMC, exact weights)")
+    algo = f"{s.hmc_det} HMC, exact weights" if s.theory == "schwinger" else "HMC, quenched"
+    out(f"[bold]Feynman-Hellmann[/]: {describe_theory(s)}, lam = {'+-' if s.symmetric else ''}{s.lam:g} ({algo})")
     store = open_store(s.store, "a")
     hmc = cf.HMCConfig(step_size=s.step_size, n_steps=s.n_steps, integrator="omelyan")
     pes = []
@@ -780,7 +837,6 @@ def run(settings: FHSettings | None = None, *, console: Any = None, write: bool 
     pe = pes[0]
 
     # --- measurements: correlators (and O) on U_i, f(U_i) per flow, independent ensembles ----------------
-    meas_theory = base.replace(det="exact")  # the correlator does not depend on lam or on the HMC algorithm
     sets = [("base", pe.base_links)]
     for i, p in enumerate(pes):
         sfx = "" if i == 0 else "_minus"
@@ -883,8 +939,7 @@ def run(settings: FHSettings | None = None, *, console: Any = None, write: bool 
     cost_rows = [[k, _num(v, 4)] for k, v in c.items()] + [[f"measure {k}", _num(v, 4)] for k, v in m_cost.items()]
     f_dir = plateaus["flowed"]
     summary = [
-        (f"Schwinger model {s.shape[0]}x{s.shape[1]}, beta = {s.beta:g}, m = {s.mass:g} (N_f = 2 Wilson), source "
-         f"O = -sum_x cos P(x) (O_t: one time slice), lambda = {lam_txt}; {s.n_chains} x {s.n_configs} base "
+        (f"{describe_theory(s)} (O_t: one time slice), lambda = {lam_txt}; {s.n_chains} x {s.n_configs} base "
          f"configurations, flow: {s.sweeps} sweeps of {'+'.join(s.loops)} layers, {s.epochs} epochs on "
          f"{s.n_train}."),
         f"Pion mass ({s.kind} plateau t = {s.t_min}..{tmax}): m_pi = {_fmt(m_pi)}.",
@@ -901,8 +956,20 @@ def run(settings: FHSettings | None = None, *, console: Any = None, write: bool 
          f"{', '.join(f'{x:.3f}' for x in ess['direct'])}; jackknife bins of {bs} base configurations "
          f"({curves['flowed'].n_bins['base']} bins{', capped to keep ' + str(MIN_BINS) + ' bins' if capped else ''})."),
     ]
+    x_g = None
+    if s.theory == "su3":
+        from corrflow.stats import format_value_error
+
+        xv, xe = gluon_momentum_fraction(f_dir.value, f_dir.error, m_pi.value, m_pi.error, s.beta)
+        x_g = {"value": _num(xv, 6), "error": _num(xe, 4),
+               "convention": "bare <x>_g = -(4/3) beta (dE/dlambda) / m_pi (flowed estimator; unrenormalised)"}
+        summary.insert(3, f"**Bare gluon momentum fraction of the pion <x>_g = -(4/3) beta dE/dlambda / m_pi = "
+                          f"{format_value_error(xv, xe) if math.isfinite(xv) and math.isfinite(xe) else 'n/a'}** "
+                          "(flowed; unrenormalised, quenched).")
     record: dict[str, Any] = {
-        "title": "Feynman-Hellmann: dE_pi/dlambda of the plaquette source in the Schwinger model",
+        "title": ("Feynman-Hellmann: dE_pi/dlambda of the plaquette source in the Schwinger model"
+                  if s.theory == "schwinger" else
+                  "Feynman-Hellmann: gluon momentum fraction of the pion in quenched SU(3)"),
         "summary": summary,
         "tables": {caption: {"columns": columns, "rows": rows},
                    "costs in seconds (steady state, compilation excluded; measurements not in the path costs)":
@@ -919,12 +986,14 @@ def run(settings: FHSettings | None = None, *, console: Any = None, write: bool 
         "pion_mass": {"value": _num(m_pi.value, 6), "error": _num(m_pi.error, 4),
                       "effective": [_num(x, 6) for x in meff0]},
         "pulls": {k: _num(v, 3) for k, v in pulls.items()},
+        "gluon_momentum_fraction": x_g,
         "info": {"bin_size": bs, "bin_size_independent": bs_ind, "tau_int_max": _num(tau),
                  "tau_int_independent": _num(tau_ind), "bins_capped": bool(capped),
                  "n_bins": {k: cv.n_bins for k, cv in curves.items()}, "weight_ess_fraction": ess,
                  "acceptance": [p.info["acceptance"] for p in pes], "workflow": [p.info["names"] for p in pes],
-                 "normalisation": "dE/dlambda = <pi|O_t|pi> - <0|O_t|0>, O_t = -sum_x1 cos P01(t, x1) (one time "
-                                  "slice), unit-normalised states; O = sum_t O_t = theory.source_operator",
+                 "normalisation": "dE/dlambda = <pi|O_t|pi> - <0|O_t|0>, O_t = source operator on one time slice "
+                                  "(2D: -sum_x1 cos P01(t, x1); 4D: (1/3) sum_x [spatial - temporal] Re tr P), "
+                                  "unit-normalised states; O = sum_t O_t = theory.source_operator",
                  "workflow_wall_seconds": [{k: _num(v) for k, v in p.info["wall_seconds"].items()} for p in pes],
                  "runtime_seconds": _num(time.perf_counter() - t_start)},
     }
@@ -994,8 +1063,14 @@ def _figure(curves: Mapping[str, Curve], plateaus: Mapping[str, Plateau], s: FHS
     ax.axhline(0.0, color="k", lw=0.5, ls=":")
     ax.set_ylabel(r"effective $dE_\pi/d\lambda\,(t)$")
     lam_txt = rf"\pm{s.lam:g}" if s.symmetric else f"{s.lam:g}"
-    ax.set_title(rf"Schwinger model, $N_f=2$ Wilson, ${s.shape[0]}\times{s.shape[1]}$, $\beta={s.beta:g}$, "
-                 rf"$m={s.mass:g}$" "\n" rf"$S+\lambda O$, $O=-\Sigma_x \cos P(x)$, $\lambda={lam_txt}$, "
+    geom = r"\times".join(str(x) for x in s.shape)
+    if s.theory == "schwinger":
+        head = rf"Schwinger model, $N_f=2$ Wilson, ${geom}$, $\beta={s.beta:g}$, $m={s.mass:g}$"
+        src = r"$O=-\Sigma_x \cos P(x)$"
+    else:
+        head = rf"quenched SU(3), ${geom}$, $\beta={s.beta:g}$, valence $m={s.mass:g}$"
+        src = r"$O=\frac{1}{3}\Sigma_x\,\mathrm{Re\,tr}(P_s - P_t)$"
+    ax.set_title(head + "\n" + rf"$S+\lambda O$, {src}, $\lambda={lam_txt}$, "
                  f"plateau t = {s.t_min}..{s.resolved_t_max}", fontsize=9)
     for k in ("flowed", "connected", "direct", "independent"):
         cv = curves[k]
@@ -1081,10 +1156,12 @@ def _make_app() -> Any:
         out: str = typer.Option(d.out, help="output directory for feynman_hellmann.png / .md / .json"),
         flow_dir: str = typer.Option(d.flow_dir, help="flow checkpoints and timing ledger [default: the store "
                                                       "path with _flows instead of .zarr]"),
+        theory: str = typer.Option(d.theory, help="schwinger (2D, N_f = 2) | su3 (quenched 4D SU(3), valence quarks; "
+                                                  "reports the bare <x>_g of the pion)"),
         T: int = typer.Option(d.shape[0], "--T", help="time extent (even; the pion correlator runs along it)"),
-        L: int = typer.Option(d.shape[1], "--L", help="spatial extent (even)"),
+        L: int = typer.Option(d.shape[1], "--L", help="spatial extent (even; su3: L^3)"),
         beta: float = typer.Option(d.beta, help="gauge coupling beta"),
-        mass: float = typer.Option(d.mass, help="bare quark mass m (N_f = 2 Wilson fermions)"),
+        mass: float = typer.Option(d.mass, help="bare quark mass m (schwinger: N_f = 2 sea quarks; su3: valence)"),
         lam: float = typer.Option(d.lam, help="source strength lambda of S + lambda O (non-zero; O = -sum cos P)"),
         symmetric: bool = typer.Option(d.symmetric, "--symmetric/--one-sided",
                                        help="flows to +lambda and -lambda (central difference) or 0 -> lambda"),
@@ -1125,7 +1202,8 @@ def _make_app() -> Any:
 
         def body() -> None:
             settings = FHSettings(
-                store=store, out=out, flow_dir=flow_dir, shape=(T, L), beta=beta, mass=mass, lam=lam,
+                store=store, out=out, flow_dir=flow_dir, theory=theory,
+                shape=(T, L) if theory == "schwinger" else (T, L, L, L), beta=beta, mass=mass, lam=lam,
                 symmetric=symmetric, n_configs=n_configs, n_chains=chains, n_therm=therm, thin=thin,
                 step_size=step_size, n_steps=n_steps, hmc_det=hmc_det, seed=seed, epochs=epochs, n_train=n_train,
                 batch_size=batch_size, learning_rate=lr, sweeps=sweeps,

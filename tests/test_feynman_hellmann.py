@@ -208,6 +208,31 @@ def test_settings_validation():
             fh.FHSettings(**bad).validate()
 
 
+
+def test_quenched_su3_settings_theories_and_gluon_momentum_fraction():
+    """4D quenched SU(3): the base theory is pure gauge, the pion is measured with valence quarks, the shape must be
+    (T, L, L, L), and <x>_g = -(4/3) beta (dE/dlambda) / m_pi (positive for a negative energy shift)."""
+    from corrflow.theories import WilsonFermionAction, WilsonGaugeAction
+
+    s = fh.FHSettings(theory="su3", shape=(8, 4, 4, 4), beta=5.8, mass=0.5, t_min=1, t_max=4)
+    s.validate()
+    base, valence = fh.theories(s)
+    assert isinstance(base, WilsonGaugeAction) and base.group.name == "su3" and base.lam == 0.0
+    assert isinstance(valence, WilsonFermionAction) and valence.mass == 0.5 and valence.gauge == base
+    assert "quenched SU(3) 8x4x4x4" in fh.describe_theory(s)
+    # the source is the gluonic T_44 / beta: O = (1/3) sum (spatial - temporal) Re tr P, dS/dlambda = O
+    import jax
+
+    u = base.group.random(jax.random.PRNGKey(0), base.link_shape)
+    d = 1e-6
+    np.testing.assert_allclose((base.replace(lam=d).action(u) - base.action(u)) / d, base.source_operator(u),
+                               rtol=1e-6)
+    x, e = fh.gluon_momentum_fraction(-0.03, 0.01, 0.9, 0.0, 6.0)
+    assert x == pytest.approx(4 / 3 * 6.0 * 0.03 / 0.9) and e == pytest.approx(x / 3)
+    for bad, msg in ((dict(shape=(8, 4)), "4 even extents"), (dict(theory="qed"), "theory must be")):
+        with pytest.raises(ValueError, match=msg):
+            fh.FHSettings(**{**dict(theory="su3", shape=(8, 4, 4, 4), t_min=1, t_max=4), **bad}).validate()
+
 # ----------------------------------------------------------------------------------------------
 # end to end on a tiny lattice
 # ----------------------------------------------------------------------------------------------
