@@ -136,8 +136,13 @@ def generate(
     precision: str = typer.Option("double", help="double or single (links stored in that precision)"),
     block: int = typer.Option(100, help="stored trajectories per block (one jit call and one commit per block)"),
     resume: bool = typer.Option(False, "--resume", help="continue (or extend to --n) an existing ensemble"),
+    algorithm: str = typer.Option("hmc", help="hmc, or heatbath (pure SU(N) gauge: 1 Cabibbo-Marinari heat-bath "
+                                  "sweep + --overrelax over-relaxation sweeps per stored 'trajectory')"),
+    overrelax: int = typer.Option(4, help="heatbath: over-relaxation sweeps per update"),
+    devices: int = typer.Option(0, help="shard the chains over this many devices (jax.sharding; 0: one device). "
+                                "--chains must be a multiple of it"),
 ) -> None:
-    """Generate an HMC ensemble into a store (resumable: interrupt at any time, rerun with --resume)."""
+    """Generate an HMC (or heat-bath) ensemble into a store (resumable: interrupt at any time, rerun with --resume)."""
 
     def body() -> None:
         import jax.numpy as jnp
@@ -160,7 +165,21 @@ def generate(
         elif theory.strip().lower() == "schwinger" or theory.strip().lower().endswith("-wilson"):
             raise CLIError(f"theory {theory!r} has dynamical fermions: give --mass (or --kappa)")
         th = make_theory(theory, dims, beta=beta, xi=xi, lam=lam, **fermion)
-        cfg = HMCConfig(step_size=step_size, n_steps=n_steps, integrator=integrator)
+        if algorithm == "hmc":
+            cfg: Any = HMCConfig(step_size=step_size, n_steps=n_steps, integrator=integrator)
+        elif algorithm == "heatbath":
+            from .heatbath import HeatbathConfig
+
+            cfg = HeatbathConfig(n_heatbath=1, n_overrelax=overrelax)
+        else:
+            raise CLIError(f"--algorithm must be 'hmc' or 'heatbath', got {algorithm!r}")
+        mesh = None
+        if devices:
+            from .sharding import chain_mesh
+
+            if chains % devices:
+                raise CLIError(f"--chains {chains} is not a multiple of --devices {devices}")
+            mesh = chain_mesh(devices)
         real = jnp.float64 if precision == "double" else jnp.float32
         dtype = real if th.group.is_abelian else (jnp.complex128 if precision == "double" else jnp.complex64)
         obs = [o.strip() for o in observables.split(",") if o.strip()]
@@ -177,7 +196,7 @@ def generate(
 
             summary = generate_to_store(st, ens, th, cfg, n_traj=n, n_chains=chains, seed=seed, n_therm=therm, thin=thin,
                                         block_size=block, start=start, dtype=dtype, observables=obs, resume=resume,
-                                        progress=progress)
+                                        progress=progress, mesh=mesh)
         console.print(f"[green]done[/] {summary.name}: +{summary.n_new} -> {summary.committed} trajectories x {chains} "
                       f"chains, acceptance {summary.acceptance:.3f}, <plaquette> {summary.plaquette:.5f}, "
                       f"{summary.seconds:.1f} s, store {store}")
@@ -417,6 +436,23 @@ def export_ildg(
     _run(body)
 
 
+ILDG_SU3_TOL = 1e-5  # max |U U^dag - 1| and |det U - 1| accepted on import (float32 files round to ~1e-7)
+
+
+def _check_su3(path: Path, u: Any, meta: dict[str, Any]) -> None:
+    """Refuse ILDG data that are not SU(3) matrices (the flows and actions assume exact group elements)."""
+    import numpy as np
+
+    viol = float(meta.get("unitarity_violation", 0.0))
+    if not np.isfinite(viol) or viol > ILDG_SU3_TOL:
+        raise CLIError(f"{path}: the links are not SU(3) matrices: max |U U^dag - 1| = {viol:.2e} exceeds "
+                       f"{ILDG_SU3_TOL:g} (not a gauge configuration, or stored in another convention)")
+    det_dev = max((float(np.max(np.abs(np.linalg.det(u[t]) - 1.0))) for t in range(u.shape[0])), default=0.0)
+    if not det_dev <= ILDG_SU3_TOL:
+        raise CLIError(f"{path}: the links are unitary but not special unitary: max |det U - 1| = {det_dev:.2e} "
+                       f"exceeds {ILDG_SU3_TOL:g} (U(3) rather than SU(3) data?)")
+
+
 @app.command("import-ildg", epilog="""
 **Example**
 
@@ -430,7 +466,8 @@ def import_ildg(
     xi: float = typer.Option(1.0, help="anisotropy"),
     lam: float = typer.Option(0.0, help="Feynman–Hellmann source"),
 ) -> None:
-    """Import 4D SU(3) ILDG configurations as a one-chain ensemble (usable as a base ensemble)."""
+    """Import 4D SU(3) ILDG configurations as a one-chain ensemble (usable as a base ensemble for `train` and
+    `correlate`).  Every file is checked before anything is written: one lattice size, SU(3) links."""
 
     def body() -> None:
         import jax.numpy as jnp
@@ -447,11 +484,13 @@ def import_ildg(
         shape = None
         with _LazyProgress("check ILDG files") as lp:
             for i, f in enumerate(files):
-                u, _ = read_ildg(f)
+                u, meta = read_ildg(f)
                 if shape is None:
                     shape = u.shape[:4]
                 elif u.shape[:4] != shape:
-                    raise CLIError(f"{f}: lattice {u.shape[:4]} differs from the first file's {shape}")
+                    raise CLIError(f"{f}: lattice {u.shape[:4]} differs from the first file's {shape} "
+                                   f"({files[0]}); an ensemble has one lattice size (t, x, y, z)")
+                _check_su3(f, u, meta)
                 lp.update(i + 1, len(files))
         th = make_theory("su3", shape, beta=beta, xi=xi, lam=lam)
         st = open_store(store, "a")

@@ -90,6 +90,22 @@ def _init_states(theory: Any, links: Array) -> hmc.HMCState:
     return hmc.HMCState(links, theory.action(links))
 
 
+def markov_step(key: Array, state: hmc.HMCState, theory: Any, config: Any) -> tuple[hmc.HMCState, hmc.HMCInfo]:
+    """One Markov step of the algorithm ``config`` names: an HMC trajectory (:class:`~corrflow.hmc.HMCConfig`) or
+    one compound heat-bath + over-relaxation update (:class:`~corrflow.heatbath.HeatbathConfig`, pure SU(N) gauge
+    theories), the latter reported as an always-accepted step with ``delta_H = NaN``."""
+    from .heatbath import HeatbathConfig
+
+    if isinstance(config, HeatbathConfig):
+        from . import heatbath
+
+        links = heatbath.update(key, state.links, theory, config)
+        action = theory.action(links)
+        nan = jnp.full(action.shape, jnp.nan, action.dtype)
+        return hmc.HMCState(links, action), hmc.HMCInfo(nan, jnp.ones(action.shape, bool), jnp.ones_like(action))
+    return hmc.step(key, state, theory, config)
+
+
 def _sample_stored(key, state, theory, config, n_store, thin, first_index, measure, keep_links):  # noqa: ANN001
     """One chain: ``n_store`` stored trajectories, each the last of ``thin`` consecutive ones.
 
@@ -101,7 +117,7 @@ def _sample_stored(key, state, theory, config, n_store, thin, first_index, measu
         t0 = first_index + j * thin
 
         def inner(s, t):  # noqa: ANN001, ANN202
-            return hmc.step(jax.random.fold_in(key, t), s, theory, config)
+            return markov_step(jax.random.fold_in(key, t), s, theory, config)
 
         st, infos = jax.lax.scan(inner, st, t0 + jnp.arange(thin))
         info = jax.tree_util.tree_map(lambda x: x[-1], infos)
@@ -337,11 +353,19 @@ def generate_to_store(
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     if start not in ("hot", "cold"):
         raise ValueError(f"start must be 'hot' or 'cold', got {start!r}")
+    if not isinstance(config, hmc.HMCConfig):
+        from .heatbath import HeatbathConfig, _check_theory
+
+        if not isinstance(config, HeatbathConfig):
+            raise TypeError(f"config must be an HMCConfig or a HeatbathConfig, got {type(config).__name__}")
+        _check_theory(theory)  # before the store is touched
     obs_names = tuple(dict.fromkeys(("plaquette",) + tuple(observables)))
     measure = measurements_from_names(theory.group, obs_names, theory.ndim)
     if dtype is None:
         dtype = jnp.float64 if theory.group.is_abelian else jnp.complex128
     hmc_settings = config.as_dict()
+    if not isinstance(config, hmc.HMCConfig):
+        hmc_settings["algorithm"] = "heatbath"
     if hasattr(theory, "det"):  # fermion algorithm settings are part of the HMC recipe
         hmc_settings.update(fermion_det=theory.det, even_odd=bool(theory.even_odd), cg_tol=float(theory.cg_tol))
     spec = EnsembleSpec(theory=theory.theory_name, group=theory.group.name, shape=theory.shape,
@@ -393,7 +417,7 @@ def generate_to_store(
             per["action"] = np.asarray(blk.action)
             per["delta_H"] = np.asarray(blk.info.delta_H)
             per["accepted"] = np.asarray(blk.info.accepted)
-            per["step_size"] = np.full(per["action"].shape, float(config.step_size))
+            per["step_size"] = np.full(per["action"].shape, float(getattr(config, "step_size", np.nan)))
             blk_links = np.asarray(blk.links)
             if not np.all(np.isfinite(blk_links)):
                 raise FloatingPointError(f"non-finite links in the block starting at trajectory {blk.first}; "

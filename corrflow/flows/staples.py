@@ -18,13 +18,20 @@ inside the staple of another active link.  Plaquette staples of ``U_mu(x)`` touc
 rectangles also ``U_mu(x +- 2 nu)`` and ``U_mu(x +- mu)``.  Hence: plaquette layers use the checkerboard
 ``sum_{nu != mu} x_nu mod 2`` (2 masks per direction); layers with rectangles use
 ``(sum_{nu != mu} x_nu mod 4, x_mu mod 2)`` (8 masks per direction).
+
+Two ways to evaluate staple sums: :func:`staple_sums` on every site (whole-field rolls; the reference), and
+:func:`staple_sums_at` on a list of sites only (gathers from the flattened link field), which the flow layers
+use so that a layer touching 1/2 or 1/8 of the links pays for those links only.  :func:`path_links` lists the
+links a staple path uses (site offset, direction, daggered); the mask tests check it against the masks.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from functools import lru_cache
+from typing import Any, NamedTuple, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .. import lattice
@@ -35,7 +42,8 @@ Step = tuple[int, int]
 
 LOOPS = ("plaquette", "rectangle")
 
-__all__ = ["LOOPS", "loop_paths", "path_product", "staple_sums", "layer_masks", "n_staples"]
+__all__ = ["LOOPS", "loop_paths", "path_product", "staple_sums", "layer_masks", "n_staples", "path_links",
+           "neighbour_sites", "staple_sums_at", "GatherPlan", "gather_plan", "gathered_staple_sums"]
 
 
 def loop_paths(loop: str, mu: int, d: int) -> list[list[Step]]:
@@ -100,6 +108,109 @@ def staple_sums(u: Array, mu: int, loops: Sequence[str], group: Group) -> list[A
             total = total + group.to_matrix(path_product(u, mu, path, group))
         out.append(total)
     return out
+
+
+def path_links(path: Sequence[Step], mu: int, d: int) -> list[tuple[tuple[int, ...], int, bool]]:
+    """The links along a staple path of ``U_mu(x)``: ``(offset, nu, daggered)`` per step, meaning the factor
+    ``U_nu(x + offset)`` (or its adjoint), in the order of :func:`path_product`."""
+    pos = [0] * d
+    pos[mu] = 1
+    out = []
+    for nu, s in path:
+        if s > 0:
+            out.append((tuple(pos), nu, False))
+            pos[nu] += 1
+        else:
+            pos[nu] -= 1
+            out.append((tuple(pos), nu, True))
+    if any(p != 0 for p in pos):
+        raise ValueError(f"path {path} does not close the loop of link mu={mu}")
+    return out
+
+
+def _strides(shape: Sequence[int]) -> np.ndarray:
+    return np.array([int(np.prod(shape[k + 1:])) for k in range(len(shape))], dtype=np.int32)
+
+
+def neighbour_sites(sites: Array, offsets: Any, shape: Sequence[int]) -> Array:
+    """Flat (row-major) site index of ``x + offset`` (periodic) for flat sites ``sites`` ``(n,)`` and each
+    offset ``(m, d)``: shape ``(m, n)``.  ``sites`` and ``offsets`` may be traced."""
+    shp = np.asarray(shape, dtype=np.int32)
+    strides = _strides(shape)
+    sites = jnp.asarray(sites, jnp.int32)
+    coords = (sites[None, :] // strides[:, None]) % shp[:, None]  # (d, n)
+    off = jnp.asarray(offsets, jnp.int32).reshape(-1, len(shape))  # (m, d)
+    nbr = (coords[None] + off[:, :, None]) % shp[None, :, None]
+    return jnp.sum(nbr * strides[None, :, None], axis=1)
+
+
+class GatherPlan(NamedTuple):
+    """The links along the staples of ``U_mu(x)``, per loop shape ``k`` (``P_k`` staples of ``L_k`` factors):
+    ``offsets[k]`` ``(P_k, L_k, d)`` and ``nus[k]`` ``(P_k, L_k)`` (factor ``U_nu(x + offset)``) and
+    ``dagger[k]`` ``(P_k, L_k)`` (the factor enters as its adjoint).  ``dagger`` is the same for every ``mu``
+    (all loops come from one template), so layers of all directions can share one compiled body with
+    ``offsets``/``nus`` as data."""
+
+    offsets: tuple
+    nus: tuple
+    dagger: tuple
+
+
+@lru_cache(maxsize=None)
+def gather_plan(mu: int, d: int, loops: tuple[str, ...]) -> GatherPlan:
+    """:class:`GatherPlan` of direction ``mu`` in ``d`` dimensions for the loop shapes ``loops``."""
+    offsets, nus, dagger = [], [], []
+    for loop in loops:
+        steps = [path_links(path, mu, d) for path in loop_paths(loop, mu, d)]
+        arrays = (np.array([[off for off, _, _ in s] for s in steps], dtype=np.int32),
+                  np.array([[nu for _, nu, _ in s] for s in steps], dtype=np.int32),
+                  np.array([[dag for _, _, dag in s] for s in steps], dtype=bool))
+        for a, out in zip(arrays, (offsets, nus, dagger)):
+            a.setflags(write=False)
+            out.append(a)
+    return GatherPlan(tuple(offsets), tuple(nus), tuple(dagger))
+
+
+def gathered_staple_sums(u_flat: Array, sites: Array, offsets: Sequence[Any], nus: Sequence[Any],
+                         dagger: Sequence[np.ndarray], group: Group, shape: Sequence[int]) -> list[Array]:
+    """Staple sums at ``sites`` from a :class:`GatherPlan`'s parts (``offsets``, ``nus`` may be traced;
+    ``dagger`` is static).  Per loop shape, all factors of all its staples are fetched with one gather and
+    multiplied as a batch over the staples (``L_k - 1`` batched products), then summed; see
+    :func:`staple_sums_at`."""
+    d = len(shape)
+    nb = u_flat.ndim - 1 - group.elem_ndim
+    n = sites.shape[0]
+    lead = (slice(None),) * nb
+    out = []
+    for off, nu, dag in zip(offsets, nus, dagger):
+        dag = np.asarray(dag, bool)
+        n_paths, length = dag.shape
+        idx = neighbour_sites(sites, jnp.asarray(off).reshape(-1, d), shape) * d
+        idx = idx + jnp.asarray(nu, jnp.int32).reshape(-1, 1)
+        links = jnp.take(u_flat, idx.reshape(-1), axis=nb, mode="clip")
+        links = links.reshape(u_flat.shape[:nb] + (n_paths, length, n) + tuple(group.elem_shape))
+        prod = None
+        for j in range(length):
+            f = links[lead + (slice(None), j)]  # (*batch, P, n, *elem)
+            if dag[:, j].all():
+                f = group.adj(f)
+            elif dag[:, j].any():
+                f = jnp.where(dag[:, j].reshape((n_paths,) + (1,) * (1 + group.elem_ndim)), group.adj(f), f)
+            prod = f if prod is None else group.mul(prod, f)
+        out.append(jnp.sum(group.to_matrix(prod), axis=nb))
+    return out
+
+
+def staple_sums_at(u_flat: Array, sites: Array, mu: int, loops: Sequence[str], group: Group,
+                   shape: Sequence[int]) -> list[Array]:
+    """:func:`staple_sums` evaluated at the sites ``sites`` only.
+
+    ``u_flat`` is the link field flattened to ``(*batch, V * d, *elem)`` (link ``(x, nu)`` at ``x * d + nu``
+    with ``x`` the row-major site index); ``sites`` ``(n,)`` flat site indices (may be traced).  Returns per
+    loop shape ``(*batch, n[, N, N])`` in matrix form.
+    """
+    plan = gather_plan(int(mu), len(shape), tuple(loops))
+    return gathered_staple_sums(u_flat, sites, plan.offsets, plan.nus, plan.dagger, group, shape)
 
 
 def layer_masks(shape: Sequence[int], mu: int, loops: Sequence[str]) -> list[np.ndarray]:

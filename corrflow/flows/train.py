@@ -182,8 +182,9 @@ def resume_kwargs(checkpoint: dict[str, Any], n_configs: int, config: TrainConfi
     if treedef.num_leaves != len(checkpoint["opt_leaves"]):
         raise ValueError(f"the checkpoint's optimiser state ({len(checkpoint['opt_leaves'])} arrays) does not match "
                          f"this optimiser ({treedef.num_leaves}); resume with the original training settings")
-    return {"params": checkpoint["params"], "opt_state": jax.tree_util.tree_unflatten(treedef, checkpoint["opt_leaves"]),
-            "start_epoch": checkpoint["epoch"], "history": checkpoint["history"]}
+    opt_state = jax.tree_util.tree_unflatten(treedef, checkpoint["opt_leaves"])
+    return {"params": checkpoint["params"], "opt_state": opt_state, "start_epoch": checkpoint["epoch"],
+            "history": checkpoint["history"]}
 
 
 # ----------------------------------------------------------------------------------------

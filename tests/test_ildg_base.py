@@ -1,0 +1,126 @@
+"""Imported ILDG configurations as a base ensemble: import-ildg -> train -> correlate through the CLI, the
+flowed ensemble's provenance and weights, and clear refusals of unusable ILDG data."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import corrflow  # noqa: F401  (enables x64)
+from corrflow.cli import app
+from corrflow.flows.train import load_checkpoint
+from corrflow.groups import SUN
+from corrflow.ildg import read_ildg, write_ildg
+from corrflow.store import open_store
+
+G = SUN(3)
+SHAPE = (4, 2, 2, 2)  # (t, x, y, z): time differs from space, so a layout mix-up changes the shape
+N_CFG = 6
+runner = CliRunner()
+
+
+def cli(*args):
+    res = runner.invoke(app, [str(a) for a in args])
+    return res.exit_code, " ".join(res.output.split())
+
+
+def smooth_configs(n, shape, seed=0, spread=0.35):
+    """SU(3) links near the identity, ``exp(spread * xi^a T^a)`` (plaquettes ~0.6, like beta ~6)."""
+    x = spread * G.random_algebra(jax.random.PRNGKey(seed), (n,) + shape + (4,))
+    return np.asarray(G.exp_left(x, G.identity((n,) + shape + (4,))))
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ildg_base")
+    configs = smooth_configs(N_CFG, SHAPE)
+    files = []
+    for i, u in enumerate(configs):
+        f = d / f"cfg_{i:03d}.lime"
+        write_ildg(f, u, precision=64 if i % 2 == 0 else 32, lfn=f"test/cfg{i}")  # mixed precisions
+        files.append(f)
+    store = d / "s.zarr"
+    code, out = cli("import-ildg", store, *files, "--name", "imp", "--beta", 5.8)
+    assert code == 0, out
+    return d, store, files
+
+
+def test_imported_ensemble_holds_the_files(imported):
+    _, store, files = imported
+    st = open_store(store)
+    spec = st.spec("imp")
+    assert spec.kind == "imported" and spec.shape == SHAPE and spec.params["beta"] == 5.8
+    assert spec.flow["source_files"] == [str(f) for f in files]
+    for i in (0, 1):  # double and single precision files, bit for bit
+        np.testing.assert_array_equal(st.load_configs("imp", 0, [i])[0], read_ildg(files[i], dtype=np.complex128)[0])
+
+
+def test_train_and_correlate_from_imported_ensemble(imported):
+    d, store, _ = imported
+    code, out = cli("train", "--store", store, "--from", "imp", "--to", "beta=5.9", "--out", d / "flow", "--epochs", 2,
+                    "--batch-size", 3, "--sweeps", 1, "--n-train", N_CFG, "--lr", 0.05)
+    assert code == 0, out
+    ck = load_checkpoint(d / "flow")
+    assert ck["base"].params()["beta"] == 5.8 and ck["target"].params()["beta"] == 5.9
+    assert tuple(ck["flow"].shape) == SHAPE and np.all(np.isfinite(np.asarray(ck["params"])))
+    code, out = cli("correlate", "--store", store, "--from", "imp", "--flow", d / "flow", "--name", "flowed",
+                    "--batch", 4)
+    assert code == 0, out
+    code, out = cli("correlate", "--store", store, "--from", "imp", "--identity", "--to", "beta=5.9", "--name",
+                    "direct", "--batch", 4)
+    assert code == 0, out
+
+    st = open_store(store)
+    for name, flow_id in (("flowed", ck["id"]), ("direct", "identity")):
+        spec = st.spec(name)
+        assert spec.kind == "flowed" and spec.params["beta"] == 5.9
+        assert spec.flow["source"] == "imp" and spec.flow["flow_id"] == flow_id
+        assert spec.flow["source_params"]["beta"] == 5.8
+        ds = st.open_ensemble(name)
+        assert ds.sizes["traj"] == N_CFG
+        assert np.all(np.isfinite(ds.log_weight.values)) and np.all(np.isfinite(ds.log_jacobian.values))
+        np.testing.assert_array_equal(ds.source_traj.values[0], np.arange(N_CFG))
+    assert np.all(st.open_ensemble("direct").log_jacobian.values == 0.0)
+    assert np.all(np.abs(st.open_ensemble("flowed").log_jacobian.values) > 0)
+
+    # the stored flowed links and weights are the flow applied to the imported links
+    u = st.load_configs("imp", 0, [1, 4])
+    uf, lj = ck["flow"].forward(ck["params"], jnp.asarray(u))
+    fl = st.open_ensemble("flowed")
+    np.testing.assert_allclose(st.load_configs("flowed", 0, [1, 4]), np.asarray(uf), atol=1e-13)
+    np.testing.assert_allclose(fl.log_jacobian.values[0, [1, 4]], np.asarray(lj), atol=1e-10)
+    lw = -ck["target"].action(uf) + ck["base"].action(jnp.asarray(u)) + lj
+    np.testing.assert_allclose(fl.log_weight.values[0, [1, 4]], np.asarray(lw), atol=1e-9)
+    code, out = cli("info", store)
+    assert code == 0 and "paired with imp via flow " + ck["id"] in out, out
+
+
+def refused(tmp_path, match, files):
+    store = tmp_path / "new.zarr"
+    code, out = cli("import-ildg", store, *files, "--name", "bad", "--beta", 6.0)
+    assert code == 2, out
+    assert "error:" in out and "Traceback" not in out, out
+    assert match in out, out
+    assert not store.exists()  # every file is checked before the store is touched
+
+
+def test_import_refuses_mixed_lattice_sizes(imported, tmp_path):
+    _, _, files = imported
+    other = tmp_path / "small.lime"
+    write_ildg(other, read_ildg(files[0])[0][:2])  # a valid 2^4 configuration
+    refused(tmp_path, "lattice (2, 2, 2, 2) differs from the first file's (4, 2, 2, 2)", [files[0], other])
+
+
+def test_import_refuses_non_su3_data(imported, tmp_path):
+    _, _, files = imported
+    u = read_ildg(files[0])[0]
+    scaled = tmp_path / "scaled.lime"
+    write_ildg(scaled, 1.01 * u)  # not unitary
+    refused(tmp_path, "not SU(3) matrices: max |U U^dag - 1|", [files[0], scaled])
+    phase = tmp_path / "u3.lime"
+    write_ildg(phase, np.exp(0.2j) * u)  # unitary, det = e^{0.6 i}
+    refused(tmp_path, "not special unitary: max |det U - 1|", [phase])
+    su2 = tmp_path / "su2.lime"  # another field type in the ildg-format record
+    su2.write_bytes(files[0].read_bytes().replace(b"<field>su3gauge</field>", b"<field>su2gauge</field>"))
+    refused(tmp_path, "unsupported field 'su2gauge'", [su2])
