@@ -2,6 +2,7 @@ r"""Continuum limit of 2D U(1) gauge theory from flow-correlated ensembles, agai
 
     python -m analysis.continuum_limit                      # defaults: a few minutes on 2 CPU cores
     python -m analysis.continuum_limit --help               # every option with its default
+    python -m analysis.continuum_limit --theory su3         # quenched 4D SU(3): sqrt(t0)/w0 (analysis.continuum_su3)
 
 Physics
 -------
@@ -565,11 +566,12 @@ class ContinuumFits(NamedTuple):
     exact_fit: Any
 
 
-def continuum_fits(x: np.ndarray, values: np.ndarray, cov: np.ndarray, exact_values: np.ndarray, *, order: int,
-                   replicas: np.ndarray | None = None, svd_cut: float | None = None, bayes_key: Any = None,
+def continuum_fits(x: np.ndarray, values: np.ndarray, cov: np.ndarray, exact_values: np.ndarray | None, *,
+                   order: int, replicas: np.ndarray | None = None, svd_cut: float | None = None, bayes_key: Any = None,
                    bayes_warmup: int = 500, bayes_samples: int = 1000, prior_scale: float | None = None) -> ContinuumFits:
     """Polynomial fits of degree ``order`` in ``x``: correlated chi^2 (jackknife-propagated errors when ``replicas``
-    ``(B, K)`` are given), the Bayesian fit when ``bayes_key`` is given, and the exact-data fit."""
+    ``(B, K)`` are given), the Bayesian fit when ``bayes_key`` is given, and the exact-data fit (None when
+    ``exact_values`` is None: theories without exact results, e.g. 4D SU(3))."""
     from corrflow.stats import bayesian_fit, correlated_fit, resampled_fit
     from corrflow.stats.fits import DEFAULT_PRIOR_SCALE
 
@@ -578,7 +580,8 @@ def continuum_fits(x: np.ndarray, values: np.ndarray, cov: np.ndarray, exact_val
         lsq = resampled_fit(x, values, replicas, cov, kind="jackknife", order=order, names=names, svd_cut=svd_cut)
     else:
         lsq = correlated_fit(x, values, cov, order=order, names=names, svd_cut=svd_cut)
-    exact_fit = correlated_fit(x, exact_values, cov, order=order, names=names, svd_cut=svd_cut)
+    exact_fit = (None if exact_values is None else
+                 correlated_fit(x, exact_values, cov, order=order, names=names, svd_cut=svd_cut))
     bayes = None
     if bayes_key is not None:
         bayes = bayesian_fit(x, values, cov, key=bayes_key, order=order, names=names, svd_cut=svd_cut,
@@ -1033,6 +1036,9 @@ def _names(s: ContinuumSettings) -> tuple[str, list[str], list[str]]:
 def run(settings: ContinuumSettings | None = None, *, console: Any = None, write: bool = True) -> dict[str, Any]:
     """Run the continuum-limit analysis (module docstring) and return its record.
 
+    An :class:`analysis.continuum_su3.SU3ContinuumSettings` runs the quenched 4D SU(3) analysis instead
+    (:func:`analysis.continuum_su3.run_su3`).
+
     Parameters
     ----------
     settings : ContinuumSettings
@@ -1051,6 +1057,10 @@ def run(settings: ContinuumSettings | None = None, *, console: Any = None, write
     """
     from corrflow.store import open_store
 
+    if type(settings).__name__ == "SU3ContinuumSettings":  # quenched 4D SU(3): analysis.continuum_su3
+        from analysis.continuum_su3 import run_su3
+
+        return run_su3(settings, console=console, write=write)
     s = settings or ContinuumSettings()
     rep = _Reporter(console)
     t_start = time.perf_counter()
@@ -1406,7 +1416,9 @@ def _make_app() -> Any:
     import typer
 
     app = typer.Typer(add_completion=False, rich_markup_mode="markdown",
-                      help="Continuum limit of 2D U(1) from flow-correlated ensembles vs independent ensembles.")
+                      help="Continuum limit of 2D U(1) from flow-correlated ensembles vs independent ensembles. "
+                           "For quenched 4D SU(3) (sqrt(t0)/w0) use `--theory su3` (its own options: "
+                           "`--theory su3 --help`).")
     d = ContinuumSettings()
 
     @app.command(epilog="""
@@ -1492,9 +1504,38 @@ def _make_app() -> Any:
 app = _make_app()
 
 
-def main() -> None:
-    """Entry point of ``python -m analysis.continuum_limit``."""
-    app()
+THEORIES = ("u1", "su3")
+
+
+def _split_theory(argv: Sequence[str]) -> tuple[str, list[str]]:
+    """``(theory, remaining arguments)`` from a command line with an optional ``--theory X`` / ``--theory=X``."""
+    rest, theory, it = [], "u1", iter(argv)
+    for a in it:
+        if a == "--theory":
+            theory = next(it, "")
+        elif a.startswith("--theory="):
+            theory = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    return theory, rest
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``python -m analysis.continuum_limit [--theory u1|su3] ...``: 2D U(1) (default, this
+    module) or quenched 4D SU(3) (:mod:`analysis.continuum_su3`, its own options: ``--theory su3 --help``)."""
+    import sys
+
+    theory, rest = _split_theory(sys.argv[1:] if argv is None else argv)
+    if theory == "su3":
+        from analysis import continuum_su3
+
+        continuum_su3.main(rest, prog_name="python -m analysis.continuum_limit --theory su3")
+    elif theory == "u1":
+        app(args=rest, prog_name="python -m analysis.continuum_limit")
+    else:
+        print(f"error: unknown --theory {theory!r}; choose one of {', '.join(THEORIES)} "
+              "(u1: 2D U(1), exact continuum values; su3: quenched 4D SU(3), gradient-flow scales)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 if __name__ == "__main__":

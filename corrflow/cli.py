@@ -188,7 +188,8 @@ def generate(
             raise CLIError(f"--start must be 'hot' or 'cold', got {start!r}")
         ens = name or ensemble_name(th.theory_name, dims, th.params())
         st = open_store(store, "a")
-        with _LazyProgress(f"HMC {ens}", unit="traj/s") as lp:
+        label, unit = ("heat bath", "upd/s") if algorithm == "heatbath" else ("HMC", "traj/s")
+        with _LazyProgress(f"{label} {ens}", unit=unit) as lp:
 
             def progress(done: int, tot: int, stats: dict) -> None:
                 pl = stats["plaquette"]
