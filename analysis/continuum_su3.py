@@ -432,7 +432,7 @@ def run_su3(settings: SU3ContinuumSettings | None = None, *, console: Any = None
     ledger = _Ledger(fdir / "timings.json")
     markov = s.markov()
     geom = "x".join(str(x) for x in s.shape)
-    rep.log(f"[bold]continuum limit[/] of {SU3_QUANTITIES[s.quantity]}: quenched SU(3) {geom}, betas "
+    rep.log(f"[bold]continuum limit[/] of {s.quantity}: quenched SU(3) {geom}, betas "
             f"{list(s.betas)} (base {s.base_beta:g}), {s.algorithm}, store {s.store}")
 
     base_th = make_theory("su3", s.shape, beta=s.base_beta)
