@@ -307,18 +307,11 @@ def _ensemble_name(s: SU3ContinuumSettings, beta: float, seed: int) -> str:
 def _ensure_flow_measured(store: Any, name: str, s: SU3ContinuumSettings, ledger: Any, rep: Any) -> float:
     """Wilson flow on every committed configuration of ``name`` (resumable); return its steady-state cost."""
     from analysis.workflow import _Clock
-    from corrflow.measure import FLOW_OBSERVABLE, flow_observable_names, measure_stored
+    from corrflow.measure import FLOW_OBSERVABLE, measure_stored
 
     key = f"wilson_flow/{name}"
     spec = store.spec(name)
-    stored = [o for o in flow_observable_names(4) if o in spec.measurements]
     n = int(store.commit(name)["committed"])
-    if len(stored) == 3:
-        with store.writer(name) as w:
-            done = min(w.measured_observables().get(o, 0) for o in stored)
-        if done >= n:
-            rep.log(f"  [dim]wilson flow: {name} measured ({done} per chain) (reused)[/]")
-            return ledger.cost(key, n)
     clock = _Clock()
 
     def prog(d: int, t: int) -> None:
@@ -329,6 +322,9 @@ def _ensure_flow_measured(store: Any, name: str, s: SU3ContinuumSettings, ledger
                           progress=prog)
     rep.finish(f"wilson flow {name}")
     n_new = max(summ.measured.values()) if summ.measured else 0
+    if n_new == 0:  # measure_stored measures only what is missing (and checks the flow-time grid)
+        rep.log(f"  [dim]wilson flow: {name} measured ({n} per chain) (reused)[/]")
+        return ledger.cost(key, n)
     ledger.add(key, clock.cost(n_new * spec.n_chains), clock.wall, n, accumulate=n_new < n)
     rep.log(f"  wilson flow: {name} +{n_new} per chain to t = {s.flow_settings().t_max:g}, {clock.wall:.1f} s")
     return ledger.cost(key, n)

@@ -116,6 +116,8 @@ def test_record_report_and_rerun(su3_run, tmp_path):
     again = cs.run_su3(dataclasses.replace(s), write=False)
     assert {n: store.commit(n)["committed"] for n in store.ensembles()} == before
     assert again["results"]["flowed"]["values"] == rec["results"]["flowed"]["values"]
+    for key in ("wilson_flow_base", "wilson_flow_flowed", "wilson_flow_independent", "train"):
+        assert again["costs"][key] == pytest.approx(rec["costs"][key]), key  # from the ledger, not re-timed
     # another flow-time grid on the same store is refused before anything is computed
     with pytest.raises(ValueError, match="flow-time grid"):
         cs.run_su3(dataclasses.replace(s, flow_every=0.04), write=False)
