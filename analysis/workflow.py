@@ -47,7 +47,6 @@ Conventions
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -412,7 +411,7 @@ def _training_configs(store: Any, name: str, n: int, n_chains: int, n_train: int
 
 def _flow_settings_hash(base: Any, target: Any, flow: Any, cfg: Any, n_train: int, base_name: str) -> str:
     d = {"base": base.params(), "target": target.params(), "flow": flow.describe(), "n_train": int(n_train),
-         "source": base_name, "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "epochs"}}
+         "source": base_name, "train": cfg.fingerprint()}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -220,7 +220,7 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
         for n, c in flows_used:
             f = c["flow"]
             lines.append(f"- `{n}`: flow `{c['id']}`, {f.n_sweeps} sweep(s) of {', '.join(f.loops)} layers "
-                         f"({f.n_layers} layers), trained on {'x'.join(map(str, f.shape))} for {c['epoch']} epochs; "
+                         f"({f.n_layers} layers{f', coefficients of degree {f.degree} in the staple norm' if f.degree else ''}), trained on {'x'.join(map(str, f.shape))} for {c['epoch']} epochs; "
                          f"weight ESS {c['history'][0]['ess']:.3f} -> {c['history'][-1]['ess']:.3f}")
         lines.append("")
     lines += analysis_sections(store, out, analyses)

@@ -35,6 +35,10 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--therm", type=int, default=100)
     ap.add_argument("--skip", type=int, default=10, help="updates between stored configurations")
+    ap.add_argument("--t-max", type=float, default=None,
+                    help="end of the flow-time grid (default: 3.6 at L >= 16, i.e. past t0 ~ 2.8 at beta 5.96)")
+    ap.add_argument("--dtype", default="complex64", choices=["complex64", "complex128"],
+                    help="link precision (volume sums accumulate in float64 either way)")
     ap.add_argument("--store", default="data/su3_scales.zarr")
     args = ap.parse_args()
     if args.quick:
@@ -46,11 +50,12 @@ def main() -> None:
     if name not in store or int(store.commit(name)["committed"]) < args.n:
         generate_to_store(store, name, theory, HeatbathConfig(n_heatbath=1, n_overrelax=4), n_traj=args.n,
                           n_chains=args.chains, n_therm=args.therm, thin=args.skip, start="cold",
-                          block_size=max(1, args.n // 4), resume=name in store)
+                          block_size=max(1, args.n // 4), resume=name in store, dtype=args.dtype)
     print(f"ensemble {name}: {store.commit(name)['committed']} x {args.chains} configurations "
           f"({time.perf_counter() - t:.0f} s)")
     t = time.perf_counter()
-    flow = FlowSettings(t_max=4.0 if args.L >= 16 else None, eps=0.02, every=0.1)
+    t_max = args.t_max if args.t_max is not None else (3.6 if args.L >= 16 else None)
+    flow = FlowSettings(t_max=t_max, eps=0.02, every=0.1)
     measure_stored(store, name, ["wilson_flow"], batch=4, flow=flow)
     print(f"Wilson flow measured ({time.perf_counter() - t:.0f} s)")
     ref = 0.3 if args.L >= 16 else 0.2

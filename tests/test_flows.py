@@ -10,12 +10,14 @@ from corrflow.groups import SUN, U1
 from conftest import gauge_transform
 
 KEY = jax.random.PRNGKey(0)
-CASES = [
-    (U1(), (4, 4), ("plaquette",)),
-    (U1(), (4, 4), ("plaquette", "rectangle")),
-    (SUN(3), (2, 2), ("plaquette",)),
-    (SUN(2), (4, 4), ("plaquette", "rectangle")),
-    (SUN(3), (2, 2, 2), ("plaquette",)),
+CASES = [  # (group, shape, loops, degree of the coefficient polynomials in the staple norm)
+    (U1(), (4, 4), ("plaquette",), 0),
+    (U1(), (4, 4), ("plaquette", "rectangle"), 0),
+    (U1(), (4, 4), ("plaquette", "rectangle"), 3),
+    (SUN(3), (2, 2), ("plaquette",), 0),
+    (SUN(3), (2, 2), ("plaquette",), 2),
+    (SUN(2), (4, 4), ("plaquette", "rectangle"), 0),
+    (SUN(3), (2, 2, 2), ("plaquette",), 0),
 ]
 
 
@@ -36,9 +38,9 @@ def dense_logdet(flow, params, u, g):
     return jnp.linalg.slogdet(jac.reshape(n, n))[1]
 
 
-@pytest.mark.parametrize("g,shape,loops", CASES)
-def test_logj_matches_dense_autodiff_jacobian(g, shape, loops):
-    flow = make_flow(g, shape, loops=loops, n_sweeps=2)
+@pytest.mark.parametrize("g,shape,loops,degree", CASES)
+def test_logj_matches_dense_autodiff_jacobian(g, shape, loops, degree):
+    flow = make_flow(g, shape, loops=loops, n_sweeps=2, degree=degree)
     params = flow.init_params(scale=1.5, key=KEY)
     u = g.random(KEY, shape + (len(shape),))
     u2, lj = jax.jit(flow.forward)(params, u)
@@ -47,9 +49,9 @@ def test_logj_matches_dense_autodiff_jacobian(g, shape, loops):
     np.testing.assert_allclose(float(lj), float(ref), atol=1e-10)
 
 
-@pytest.mark.parametrize("g,shape,loops", CASES)
-def test_inverse_and_equivariance(g, shape, loops):
-    flow = make_flow(g, shape, loops=loops, n_sweeps=2)
+@pytest.mark.parametrize("g,shape,loops,degree", CASES)
+def test_inverse_and_equivariance(g, shape, loops, degree):
+    flow = make_flow(g, shape, loops=loops, n_sweeps=2, degree=degree)
     params = flow.init_params(scale=1.5, key=KEY)
     u = g.random(jax.random.PRNGKey(1), (3,) + shape + (len(shape),))  # batch of 3
     u2, lj = jax.jit(flow.forward)(params, u)
@@ -62,6 +64,35 @@ def test_inverse_and_equivariance(g, shape, loops):
     a, lja = jax.jit(flow.forward)(params, transformed(u))
     np.testing.assert_allclose(np.asarray(a), np.asarray(transformed(u2)), atol=1e-12)
     np.testing.assert_allclose(lja, lj, atol=1e-11)  # log J is gauge invariant
+
+
+@pytest.mark.parametrize("g", [U1(), SUN(3)])
+def test_staple_norm_coefficients(g):
+    """Degree-p coefficients: the constant Legendre term alone reproduces the constant-coefficient flow; the
+    staple norm lies in [0, 1]; the higher terms do change the map; saturated parameters keep it invertible."""
+    shape = (4, 4) if g.is_abelian else (2, 2)
+    f0 = make_flow(g, shape, n_sweeps=2)
+    f3 = make_flow(g, shape, n_sweeps=2, degree=3)
+    assert f3.param_shape == f0.param_shape + (4,)
+    p0 = f0.init_params(scale=1.0, key=KEY)
+    p3 = jnp.zeros(f3.param_shape).at[..., 0].set(p0)
+    u = g.random(jax.random.PRNGKey(2), (2,) + shape + (2,))
+    a, la = f0.forward(p0, u)
+    b, lb = f3.forward(p3, u)
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-14)
+    np.testing.assert_allclose(np.asarray(lb), np.asarray(la), atol=1e-12)
+    c, lc = f3.forward(p3.at[..., 2].set(1.0), u)
+    assert float(jnp.max(jnp.abs(c - a))) > 1e-3 and float(jnp.max(jnp.abs(lc - la))) > 1e-3
+    q = f3.layers[0].staple_norm(staple_sums(u[0], 0, ("plaquette",), g)[0], 0)
+    assert 0.0 <= float(q.min()) and float(q.max()) <= 1.0 + 1e-12
+    one = make_flow(g, shape, n_sweeps=1, degree=3)  # saturated: contraction factor 0.95, inverse ill-conditioned
+    sat = jnp.full(one.param_shape, 50.0)
+    v, lv = one.forward(sat, u)
+    back, _ = one.reverse(sat, v)
+    assert np.all(np.isfinite(np.asarray(lv))) and float(g.distance(back, u)) < 1e-8
+    assert f3.describe()["degree"] == 3 and "degree" not in f0.describe()
+    with pytest.raises(ValueError, match=r"expected \(2, 2, 2, 1, 4\)"):
+        f3.forward(p0, u)
 
 
 def test_zero_parameters_give_identity():
@@ -134,3 +165,7 @@ def test_bad_flow_inputs():
         make_flow(U1(), (5, 5))
     with pytest.raises(ValueError, match="n_sweeps"):
         make_flow(U1(), (4, 4), n_sweeps=0)
+    with pytest.raises(ValueError, match="degree"):
+        make_flow(U1(), (4, 4), degree=-1)
+    with pytest.raises(ValueError, match="degree"):
+        make_flow(U1(), (4, 4), degree=1.5)

@@ -5,14 +5,25 @@ Layer (PHYSICS.md section 4).  For the active links ``l = (x, mu)`` of a mask::
     U'_l = exp(g_l) U_l,   g_l = P_TA[ U_l Sigma_l ],   Sigma_l = sum_k c_k Sigma^(k)_l
 
 where ``Sigma^(k)_l`` is the staple sum of loop shape ``k`` (:mod:`corrflow.flows.staples`), built only from
-frozen links, and ``c_k`` are learned constants of the layer (U(1): ``theta' = theta + Im(e^{i theta}
-Sigma)``).  ``g_l`` is the gradient of the gauge-invariant potential ``-Re tr(U_l Sigma_l)`` times a
-constant, so the layer is gauge equivariant: ``f(U^Omega) = f(U)^Omega``.
+frozen links, and ``c_k`` are the layer's coefficients (U(1): ``theta' = theta + Im(e^{i theta} Sigma)``).
+``g_l`` is the gradient of the gauge-invariant potential ``-Re tr(U_l Sigma_l)`` times ``c_k``, so the
+layer is gauge equivariant: ``f(U^Omega) = f(U)^Omega``.
 
-Invertibility: ``c_k = b_k tanh(a_k)`` with raw parameters ``a_k`` and bounds ``b_k = 0.95 / (K n_k)``
-(``n_k`` staples of shape k per link, ``K`` shapes), so ``sum_k |c_k| n_k < 0.95``: the update is a
-contraction in ``U_l``, its Jacobian is positive, and :meth:`ResidualLayer.reverse` inverts it by the
-fixed-point iteration ``U_l <- exp(-g(U_l)) U'_l``.
+Coefficients (``degree``):
+
+* ``degree = 0``: ``c_k = b_k tanh(a_k)``, one learned constant per loop shape (raw parameters ``a_k``);
+* ``degree = p > 0``: ``c_k(l) = b_k tanh( sum_{j<=p} a_kj P_j(2 q_k(l) - 1) )``, a function of the
+  normalised staple norm ``q_k(l) = tr(Sigma^(k)_l^dag Sigma^(k)_l) / (N n_k^2)`` in ``[0, 1]`` (U(1):
+  ``|Sigma^(k)_l|^2 / n_k^2``), ``P_j`` the Legendre polynomials.  ``q_k`` is gauge invariant and built from
+  frozen links only, so equivariance, the block-diagonal Jacobian and its per-link formula are unchanged (``c``
+  is a constant for the link it moves).  Physically: given its staple, a link's conditional distribution
+  ``exp(beta/N Re tr U Sigma)`` depends on the staple only through such invariants, so the best local map
+  between two couplings depends on them too.  ``a_k0`` alone reproduces ``degree = 0``.
+
+Invertibility: ``|c_k| <= b_k`` with bounds ``b_k = 0.95 / (K n_k)`` (``n_k`` staples of shape k per link,
+``K`` shapes), so ``sum_k |c_k| n_k < 0.95``: the update is a contraction in ``U_l``, its Jacobian is
+positive, and :meth:`ResidualLayer.reverse` inverts it by the fixed-point iteration
+``U_l <- exp(-g(U_l)) U'_l``.
 
 Jacobian (Haar measure, right-trivialised coordinates ``U -> e^{w^a T^a} U``): the layer is block
 diagonal over active links, and per link ``J_l = det[1 + ((1 - e^{-ad g}) / ad g) M]`` with
@@ -25,7 +36,7 @@ computes ``g`` and ``J`` there, and scatters the updated links back, so a layer 
 active links (1/2 of a direction for plaquette masks, 1/8 with rectangles), not to the volume.
 
 A :class:`Flow` is a sequence of layers (static structure) with one parameter array
-``(n_sweeps, d, n_masks, K)``: ``forward(params, U) -> (U', log J)`` and
+``(n_sweeps, d, n_masks, K)`` (``degree = 0``) or ``(n_sweeps, d, n_masks, K, degree + 1)``: ``forward(params, U) -> (U', log J)`` and
 ``reverse(params, U') -> (U, log J_inverse)`` with ``log J_inverse(U') = -log J_forward(U)``.
 Everything works on batches (leading axes) and any dimension; parameters are translation invariant,
 so a flow trained on one volume applies to any other volume with compatible extents.
@@ -70,6 +81,7 @@ class ResidualLayer:
     shape: tuple[int, ...]
     mu: int
     loops: tuple[str, ...] = ("plaquette",)
+    degree: int = 0
 
     @property
     def ndim(self) -> int:
@@ -81,7 +93,17 @@ class ResidualLayer:
         return np.array([_BOUND_TOTAL / (k * n_staples(lp, self.ndim)) for lp in self.loops])
 
     def coefficients(self, raw: Array) -> Array:
+        """Constant coefficients ``c_k = b_k tanh(a_k)`` from raw parameters ``(K,)`` (``degree = 0``)."""
         return jnp.asarray(self.bounds(), raw.dtype) * jnp.tanh(raw)
+
+    def staple_norm(self, sigma_k: Array, k: int) -> Array:
+        """``q_k = tr(Sigma^dag Sigma) / (N n_k^2)`` in ``[0, 1]`` of staple sums ``(*batch, n[, N, N])`` of loop
+        shape ``k`` (gauge invariant); shape ``(*batch, n)``."""
+        g = self.group
+        axes = tuple(range(-g.elem_ndim, 0)) if g.elem_ndim else ()
+        sq = jnp.abs(sigma_k) ** 2
+        sq = jnp.sum(sq, axis=axes) if axes else sq
+        return sq / (g.N * n_staples(self.loops[k], self.ndim) ** 2)
 
     # --- flat layout helpers ---------------------------------------------------------------
     def _flatten(self, u: Array) -> tuple[Array, int]:
@@ -113,10 +135,20 @@ class ResidualLayer:
         return mu, offsets, nus, plan.dagger
 
     def _sigma(self, u_flat: Array, sites: Array, raw: Array, offsets: Any, nus: Any, dagger: tuple) -> Array:
-        """``Sigma_l = sum_k c_k Sigma^(k)_l`` (matrix form) at the active sites ``(*batch, n, ...)``."""
-        c = self.coefficients(raw)
+        """``Sigma_l = sum_k c_k Sigma^(k)_l`` (matrix form) at the active sites ``(*batch, n, ...)``; ``raw`` is
+        ``(K,)`` or ``(K, degree + 1)`` (or flat)."""
         sums = gathered_staple_sums(u_flat, sites, offsets, nus, dagger, self.group, self.shape)
-        return sum(c[k].astype(s.real.dtype) * s for k, s in enumerate(sums))
+        raw = jnp.reshape(raw, (len(self.loops), self.degree + 1))
+        if self.degree == 0:
+            c = self.coefficients(raw[:, 0])
+            return sum(c[k].astype(s.real.dtype) * s for k, s in enumerate(sums))
+        b = self.bounds()
+        out = 0.0
+        for k, s in enumerate(sums):
+            x = 2.0 * self.staple_norm(s, k) - 1.0
+            c = b[k] * jnp.tanh(_legendre_series(raw[k].astype(x.dtype), x))
+            out = out + c.reshape(c.shape + (1,) * (s.ndim - c.ndim)).astype(s.real.dtype) * s
+        return out
 
     # --- per-link algebra element and Jacobian ---------------------------------------------
     def _algebra(self, ul: Array, sigma: Array) -> Array:
@@ -212,6 +244,16 @@ class ResidualLayer:
         flat, _ = self._flatten(u_new)
         out, logj = self.reverse_flat(raw, self._sites(mask), flat, tol=tol, max_iter=max_iter)
         return out.reshape(u_new.shape), logj
+
+
+def _legendre_series(a: Array, x: Array) -> Array:
+    """``sum_j a_j P_j(x)`` (Legendre polynomials, three-term recurrence) for coefficients ``a`` ``(p + 1,)``."""
+    p_prev, p_cur = jnp.ones_like(x), x
+    out = a[0] * p_prev
+    for j in range(1, a.shape[0]):
+        out = out + a[j] * p_cur
+        p_prev, p_cur = p_cur, ((2 * j + 1) * x * p_cur - j * p_prev) / (j + 1)
+    return out
 
 
 def _scatter(u_flat: Array, links: Array, value: Array, nb: int) -> Array:
@@ -310,8 +352,9 @@ class Flow:
     """``n_sweeps`` sweeps; in each, for every direction ``mu``, one layer per mask of
     :func:`~corrflow.flows.staples.layer_masks` (static structure).
 
-    Parameters are one array of raw coefficients, shape ``(n_sweeps, d, n_masks, K)`` (``K`` loop
-    shapes), see :meth:`init_params`.  All layers share one compiled body (``lax.scan`` over the
+    Parameters are one array of raw coefficients, shape :attr:`param_shape`: ``(n_sweeps, d, n_masks, K)``
+    (``K`` loop shapes) for constant coefficients, ``(n_sweeps, d, n_masks, K, degree + 1)`` for coefficients
+    that are polynomials of the staple norm (module docstring); see :meth:`init_params`.  All layers share one compiled body (``lax.scan`` over the
     ``d * n_masks`` layers of a sweep, with direction, active sites and staple gather plan as data, inside
     a ``lax.scan`` over sweeps), so compile time grows neither with depth nor with the dimension.
     """
@@ -320,6 +363,7 @@ class Flow:
     shape: tuple[int, ...]
     loops: tuple[str, ...]
     n_sweeps: int = 1
+    degree: int = 0
 
     @property
     def ndim(self) -> int:
@@ -328,7 +372,13 @@ class Flow:
     @property
     def layers(self) -> tuple[ResidualLayer, ...]:
         """One :class:`ResidualLayer` per direction (the masks are data)."""
-        return tuple(ResidualLayer(self.group, self.shape, mu, self.loops) for mu in range(self.ndim))
+        return tuple(ResidualLayer(self.group, self.shape, mu, self.loops, self.degree) for mu in range(self.ndim))
+
+    @property
+    def param_shape(self) -> tuple[int, ...]:
+        """``(n_sweeps, d, n_masks, K)``, with a trailing ``degree + 1`` when ``degree > 0``."""
+        shp = (self.n_sweeps, self.ndim, self.masks().shape[1], len(self.loops))
+        return shp + ((self.degree + 1,) if self.degree else ())
 
     def masks(self) -> np.ndarray:
         """``(d, n_masks, *shape)`` boolean array of active sites."""
@@ -339,17 +389,17 @@ class Flow:
         return self.n_sweeps * int(np.prod(self.masks().shape[:2]))
 
     def init_params(self, scale: float = 0.0, key: Array | None = None) -> Array:
-        """Raw parameters ``(n_sweeps, d, n_masks, K)``; ``scale = 0`` gives the identity map."""
-        shp = (self.n_sweeps, self.ndim, self.masks().shape[1], len(self.loops))
+        """Raw parameters :attr:`param_shape`; ``scale = 0`` gives the identity map."""
+        shp = self.param_shape
         if key is None or scale == 0.0:
             return jnp.zeros(shp)
         return scale * jax.random.normal(key, shp)
 
     def _check(self, params: Array) -> None:
-        shp = (self.n_sweeps, self.ndim, self.masks().shape[1], len(self.loops))
+        shp = self.param_shape
         if tuple(params.shape) != shp:
             raise ValueError(f"flow parameters have shape {tuple(params.shape)}, expected {shp} "
-                             "(n_sweeps, d, n_masks, n_loops)")
+                             f"(n_sweeps, d, n_masks, n_loops{', degree + 1' if self.degree else ''})")
 
     def sites(self) -> np.ndarray:
         """``(d, n_masks, n_active)`` int32 flat (row-major) indices of the active sites of every layer."""
@@ -371,7 +421,7 @@ class Flow:
                      jnp.asarray(rep(np.arange(d, dtype=np.int32))),
                      tuple(jnp.asarray(rep(np.stack([p.offsets[k] for p in plans]))) for k in range(len(self.loops))),
                      tuple(jnp.asarray(rep(np.stack([p.nus[k] for p in plans]))) for k in range(len(self.loops))))
-        layer = ResidualLayer(self.group, self.shape, 0, self.loops)
+        layer = ResidualLayer(self.group, self.shape, 0, self.loops, self.degree)
         flat, nb = layer._flatten(u)
         batch = u.shape[:nb]
 
@@ -402,12 +452,16 @@ class Flow:
 
     def with_shape(self, shape: Sequence[int]) -> "Flow":
         """The same flow on another lattice (volume transfer: parameters are translation invariant)."""
-        return make_flow(self.group, shape, loops=self.loops, n_sweeps=self.n_sweeps)
+        return make_flow(self.group, shape, loops=self.loops, n_sweeps=self.n_sweeps, degree=self.degree)
 
     def describe(self) -> dict[str, Any]:
-        """JSON-able structure (for checkpoints)."""
-        return {"group": self.group.name, "shape": list(self.shape), "loops": list(self.loops),
-                "n_sweeps": self.n_sweeps, "n_layers": self.n_layers}
+        """JSON-able structure (for checkpoints); ``degree`` only when > 0, so constant-coefficient flows keep the
+        description (and checkpoint ids) they had before coefficient functions existed."""
+        d = {"group": self.group.name, "shape": list(self.shape), "loops": list(self.loops),
+             "n_sweeps": self.n_sweeps, "n_layers": self.n_layers}
+        if self.degree:
+            d["degree"] = self.degree
+        return d
 
 
 @lru_cache(maxsize=64)
@@ -421,9 +475,11 @@ def _site_table(shape: tuple[int, ...], loops: tuple[str, ...]) -> np.ndarray:
 
 
 def make_flow(group: Group | str, shape: Sequence[int], *, loops: Sequence[str] = ("plaquette",),
-              n_sweeps: int = 1) -> Flow:
+              n_sweeps: int = 1, degree: int = 0) -> Flow:
     """A flow that updates every link ``n_sweeps`` times: for each sweep, each direction ``mu`` and each
-    of its masks (:func:`~corrflow.flows.staples.layer_masks`), one layer."""
+    of its masks (:func:`~corrflow.flows.staples.layer_masks`), one layer.  ``degree``: 0 for constant
+    coefficients, ``p > 0`` for coefficients that are degree-``p`` polynomials of the staple norm (module
+    docstring)."""
     group = get_group(group)
     shape = lattice.validate_shape(shape)
     loops = tuple(loops)
@@ -432,6 +488,9 @@ def make_flow(group: Group | str, shape: Sequence[int], *, loops: Sequence[str] 
             raise ValueError(f"unknown loop shape {lp!r}; allowed: {', '.join(LOOPS)}")
     if n_sweeps < 1:
         raise ValueError(f"n_sweeps must be >= 1, got {n_sweeps}")
+    if isinstance(degree, bool) or int(degree) != degree or not 0 <= degree <= 8:
+        raise ValueError(f"degree (of the coefficient polynomials in the staple norm) must be an integer in 0..8, "
+                         f"got {degree!r}")
     for mu in range(len(shape)):
         layer_masks(shape, mu, loops)  # validates the extents
-    return Flow(group, shape, loops, int(n_sweeps))
+    return Flow(group, shape, loops, int(n_sweeps), int(degree))

@@ -6,6 +6,19 @@ i.e. the reverse KL divergence of the pushed-forward base ensemble from ``p_{a'}
 Progress reports the loss and the weight ESS fraction ``(sum w)^2 / (N sum w^2)`` per epoch; training
 stops early when the ESS fraction reaches ``target_ess``.
 
+Two optimisers (``TrainConfig.optimizer``):
+
+* ``"adam"``: mini-batches of ``batch_size``, Adam with a cosine-decaying learning rate; an epoch is a pass
+  over the training set.  Resume is bit-identical to an uninterrupted run.
+* ``"lbfgs"``: full-batch L-BFGS (``scipy.optimize.minimize(method="L-BFGS-B")``) on the exact loss and
+  gradient over all training configurations (accumulated over micro-batches of ``batch_size``, so memory
+  stays that of one micro-batch); an epoch is one L-BFGS iteration (its line search may evaluate the loss
+  more than once: ``evals`` in the history counts them).  Scale invariant: no learning rate to tune.  In
+  4D the useful coefficients are tiny (``|c| ~ 5e-4`` for ``d beta = 0.05`` at ``beta = 5.7``) while Adam
+  moves every raw parameter by about ``learning_rate`` per step, so Adam either crawls or overshoots;
+  L-BFGS finds the optimum in a few iterations (BENCHMARKS.md).  Resume restarts from the checkpointed
+  parameters with an empty L-BFGS memory (not bit-identical to an uninterrupted run).
+
 Checkpoints are a directory with ``checkpoint.json`` (flow structure, theories a and a', training
 settings, epoch, history, parameter checksum) and ``arrays.npz`` (parameters and optimizer state,
 read back with ``allow_pickle=False``).  The checkpoint id is a hash of the parameters and the metadata.
@@ -36,6 +49,7 @@ __all__ = ["TrainConfig", "TrainResult", "FlowTrainingError", "log_weights", "tr
            "load_checkpoint", "checkpoint_id", "resume_kwargs"]
 
 CHECKPOINT_FORMAT = "corrflow-flow-checkpoint"
+OPTIMIZERS = ("adam", "lbfgs")
 
 
 class FlowTrainingError(RuntimeError):
@@ -44,7 +58,12 @@ class FlowTrainingError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings.  ``learning_rate`` decays with a cosine schedule over ``epochs``."""
+    """Training settings (see the module docstring for the two optimisers).
+
+    ``optimizer="adam"``: ``learning_rate`` decays with a cosine schedule over ``epochs`` (passes over the
+    training set in mini-batches of ``batch_size``).  ``optimizer="lbfgs"``: ``epochs`` is the maximum number
+    of L-BFGS iterations, ``batch_size`` the micro-batch of the full-batch loss, ``learning_rate`` is unused.
+    """
 
     epochs: int = 40
     batch_size: int = 64
@@ -52,18 +71,30 @@ class TrainConfig:
     target_ess: float = 1.0  # stop early when the ESS fraction reaches this (1.0: never)
     seed: int = 0
     init_scale: float = 0.0
+    optimizer: str = "adam"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if not (self.learning_rate > 0 and np.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that determine a trained flow, except ``epochs`` (training may be extended), for the
+        reuse hashes of the analyses; ``optimizer`` is left out when it is the default ``"adam"`` so that
+        flows trained before the option existed keep their hash."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "epochs"}
+        if d["optimizer"] == "adam":
+            del d["optimizer"]
+        return d
 
 
 class TrainResult(NamedTuple):
     params: Array
     history: list[dict[str, float]]
-    stopped: str  # "epochs", "target_ess" or "diverged"
+    stopped: str  # "epochs", "target_ess" or (L-BFGS) "converged"
 
 
 def log_weights(flow: Flow, params: Array, base: Any, target: Any, u: Array) -> tuple[Array, Array, Array]:
@@ -105,6 +136,9 @@ def train(
     n = configs.shape[0]
     if n < 2:
         raise ValueError(f"need at least 2 base configurations to train, got {n}")
+    if config.optimizer == "lbfgs":
+        return _train_lbfgs(flow, base, target, configs, config, params=params, start_epoch=start_epoch,
+                            history=history, progress=progress, checkpoint=checkpoint)
     bs = min(config.batch_size, n)
     steps_per_epoch = max(1, n // bs)
     opt = _optimizer(config, n)
@@ -166,6 +200,97 @@ def train(
     return TrainResult(params, history, stopped)
 
 
+class _NonFinite(Exception):
+    pass
+
+
+def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: TrainConfig, *, params: Array | None,
+                 start_epoch: int, history: list[dict[str, float]] | None,
+                 progress: Callable[[int, dict[str, float]], None] | None,
+                 checkpoint: str | os.PathLike | None) -> TrainResult:
+    """Full-batch L-BFGS on ``mean_i [S_target(f(U_i)) - log J(U_i)]`` (see the module docstring)."""
+    from scipy.optimize import minimize
+
+    n = configs.shape[0]
+    bs = min(config.batch_size, n)
+    chunks = [slice(i, min(i + bs, n)) for i in range(0, n, bs)]
+    if params is None:
+        params = flow.init_params(config.init_scale, jax.random.fold_in(jax.random.PRNGKey(config.seed), 10**6))
+    shape, dtype = tuple(params.shape), params.dtype
+    history = list(history or [])
+
+    @jax.jit
+    def terms_and_grad(p, u):  # noqa: ANN001, ANN202
+        def total(p):  # noqa: ANN001, ANN202
+            uf, logj = flow.forward(p, u)
+            per = target.action(uf) - logj
+            return jnp.sum(per), per
+        (_, per), grad = jax.value_and_grad(total, has_aux=True)(p)
+        return per, grad
+
+    s_base = np.concatenate([np.asarray(jax.jit(base.action)(configs[c])) for c in chunks])
+    cache: dict[bytes, np.ndarray] = {}
+    evals = [0]
+
+    def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
+        p = jnp.asarray(x.reshape(shape), dtype)
+        per, grad = [], np.zeros(x.size)
+        for c in chunks:
+            t, gr = terms_and_grad(p, configs[c])
+            per.append(np.asarray(t))
+            grad += np.asarray(gr, np.float64).ravel()
+        per_all = np.concatenate(per)
+        evals[0] += 1
+        if not (np.all(np.isfinite(per_all)) and np.all(np.isfinite(grad))):
+            raise _NonFinite
+        cache[x.tobytes()] = per_all
+        return float(per_all.mean()), grad / n
+
+    def record(epoch: int, x: np.ndarray) -> dict[str, float]:
+        per = cache.get(x.tobytes())
+        if per is None:
+            fg(x)
+            per = cache[x.tobytes()]
+        cache.clear()
+        return {"epoch": epoch, "loss": float(per.mean()), "ess": _ess_fraction(s_base - per), "evals": evals[0]}
+
+    x0 = np.asarray(params, np.float64).ravel()
+    good = [x0]
+    state = {"epoch": start_epoch, "stopped": "epochs"}
+    try:
+        if not history:
+            fg(x0)
+            history.append(record(0, x0))
+
+        def callback(intermediate_result: Any) -> None:
+            x = np.asarray(intermediate_result.x, np.float64)
+            state["epoch"] += 1
+            rec = record(state["epoch"], x)
+            history.append(rec)
+            good[0] = x.copy()
+            p = jnp.asarray(x.reshape(shape), dtype)
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, flow, p, base, target, config, state["epoch"], history)
+            if progress is not None:
+                progress(state["epoch"], rec)
+            if rec["ess"] >= config.target_ess:
+                state["stopped"] = "target_ess"
+                raise StopIteration
+
+        remaining = config.epochs - start_epoch
+        if remaining > 0:
+            res = minimize(fg, x0, jac=True, method="L-BFGS-B", callback=callback,
+                           options={"maxiter": remaining, "maxcor": 20})
+            if state["stopped"] == "epochs" and state["epoch"] < config.epochs and res.success:
+                state["stopped"] = "converged"
+    except _NonFinite:
+        raise FlowTrainingError(
+            f"training diverged after epoch {state['epoch']} (non-finite loss or gradient in the L-BFGS line "
+            f"search); the last good parameters are kept{' in ' + str(checkpoint) if checkpoint else ''}. Check "
+            "the base configurations, or train with fewer sweeps.") from None
+    return TrainResult(jnp.asarray(good[0].reshape(shape), dtype), history, state["stopped"])
+
+
 def _optimizer(config: TrainConfig, n_configs: int) -> optax.GradientTransformation:
     """Adam with a cosine-decaying learning rate over all optimiser steps of the run."""
     steps = config.epochs * max(1, n_configs // min(config.batch_size, n_configs))
@@ -177,6 +302,8 @@ def resume_kwargs(checkpoint: dict[str, Any], n_configs: int, config: TrainConfi
     state, epoch, history).  ``config`` defaults to the checkpoint's; ``n_configs`` must be the number of
     training configurations of the original run (it fixes the learning-rate schedule)."""
     config = config or checkpoint["config"]
+    if config.optimizer == "lbfgs":  # no optimiser state is kept: L-BFGS restarts with an empty memory
+        return {"params": checkpoint["params"], "start_epoch": checkpoint["epoch"], "history": checkpoint["history"]}
     template = _optimizer(config, n_configs).init(checkpoint["params"])
     treedef = jax.tree_util.tree_structure(template)
     if treedef.num_leaves != len(checkpoint["opt_leaves"]):
@@ -245,7 +372,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if checkpoint_id(meta, params) != meta.get("id"):
         raise ValueError(f"checkpoint {path}: parameters do not match the recorded id (corrupt or edited)")
     f = meta["flow"]
-    flow = Flow(get_group(f["group"]), tuple(f["shape"]), tuple(f["loops"]), int(f["n_sweeps"]))
+    flow = Flow(get_group(f["group"]), tuple(f["shape"]), tuple(f["loops"]), int(f["n_sweeps"]), int(f.get("degree", 0)))
     th = {k: make_theory(meta[k]["group"], tuple(meta[k]["shape"]), **meta[k]["params"]) for k in ("base", "target")}
     return {"flow": flow, "params": jnp.asarray(params), "base": th["base"], "target": th["target"],
             "config": TrainConfig(**meta["train"]), "epoch": int(meta["epoch"]), "history": meta["history"],
