@@ -185,6 +185,8 @@ class SU3ContinuumSettings:
     n_train: int = 64
     batch_size: int = 16
     learning_rate: float = 0.002
+    optimizer: str = "auto"
+    degree: int = 0
     train_seed: int = 0
     bin_size: int | None = None
     bin_tau_factor: float | None = None
@@ -223,6 +225,11 @@ class SU3ContinuumSettings:
             raise ValueError(f"definition must be 'clover' or 'plaquette', got {self.definition!r}")
         if not (self.t0_ref > 0 and self.w0_ref > 0 and self.step_size > 0 and self.learning_rate > 0):
             raise ValueError("t0_ref, w0_ref, step_size and learning_rate must be positive")
+        from analysis.workflow import resolve_optimizer
+
+        resolve_optimizer(self.optimizer, 4)
+        if isinstance(self.degree, bool) or not isinstance(self.degree, (int, np.integer)) or self.degree < 0:
+            raise ValueError(f"degree must be a non-negative integer, got {self.degree!r}")
         self.flow_settings()  # validates the flow-time grid
         if self.order < 0 or self.order + 1 > len(betas):
             raise ValueError(f"order {self.order} needs at least {self.order + 1} betas, got {len(betas)}")
@@ -449,7 +456,8 @@ def run_su3(settings: SU3ContinuumSettings | None = None, *, console: Any = None
         ckpt, ck, c = _ensure_flow(store, train_ens, base_th, base_th.replace(beta=b), n=s.n_train_per_chain,
                                    n_chains=s.n_chains, epochs=s.epochs, loops=s.loops, sweeps=s.sweeps,
                                    n_train=s.n_train, batch_size=s.batch_size, learning_rate=s.learning_rate,
-                                   train_seed=s.train_seed, flow_dir=fdir, ledger=ledger, rep=rep)
+                                   train_seed=s.train_seed, flow_dir=fdir, ledger=ledger, rep=rep,
+                                   optimizer=s.optimizer, degree=s.degree)
         cks[b] = (ckpt, ck)
         cost["train"] += c
     rep.log("[bold]3/6[/] flowed ensembles (every base configuration through every flow)")
@@ -718,12 +726,14 @@ def _make_app() -> Any:
         flow_every: float = typer.Option(d.flow_every, help="flow-time grid spacing of the E(t) measurement"),
         flow_t_max: float = typer.Option(0.0, help="flow until t (0: 1.6 x the t0 Necco-Sommer suggests)"),
         order: int = typer.Option(d.order, help="polynomial degree in (a/r0)^2"),
-        epochs: int = typer.Option(d.epochs, help="flow training epochs"),
+        epochs: int = typer.Option(d.epochs, help="flow training epochs (L-BFGS: maximum iterations)"),
         sweeps: int = typer.Option(d.sweeps, help="flow sweeps over all links"),
         loops: str = typer.Option(",".join(d.loops), help="flow staple shapes: plaquette[,rectangle]"),
         n_train: int = typer.Option(d.n_train, help="configurations of the separate training chain"),
         batch_size: int = typer.Option(d.batch_size, help="training batch size"),
-        lr: float = typer.Option(d.learning_rate, help="initial learning rate (cosine decay)"),
+        lr: float = typer.Option(d.learning_rate, help="initial learning rate (cosine decay; Adam only)"),
+        optimizer: str = typer.Option(d.optimizer, help="flow optimiser: auto (L-BFGS in 4D) | lbfgs | adam"),
+        degree: int = typer.Option(d.degree, help="flow coefficients: 0 constant, p polynomial in the staple norm"),
         bin_size: int = typer.Option(0, help="jackknife bin size (0: 20 x max tau_int)"),
         svd_cut: float = typer.Option(0.0, help="SVD cut of the correlation matrix in the fits (0: none)"),
         bayes: bool = typer.Option(d.bayes, help="also run Bayesian (numpyro NUTS) fits"),
@@ -746,8 +756,8 @@ def _make_app() -> Any:
                 t0_ref=t0_ref, w0_ref=w0_ref, flow_eps=flow_eps, flow_every=flow_every,
                 flow_t_max=flow_t_max or None, order=order, epochs=epochs, sweeps=sweeps,
                 loops=tuple(v.strip() for v in loops.split(",") if v.strip()), n_train=n_train,
-                batch_size=batch_size, learning_rate=lr, bin_size=bin_size or None, svd_cut=svd_cut or None,
-                bayes=bayes)
+                batch_size=batch_size, learning_rate=lr, optimizer=optimizer, degree=degree,
+                bin_size=bin_size or None, svd_cut=svd_cut or None, bayes=bayes)
             run_su3(settings, console=console)
 
         from analysis.workflow import run_cli

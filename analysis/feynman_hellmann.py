@@ -623,6 +623,8 @@ class FHSettings:
     n_train: int = 256
     batch_size: int = 64
     learning_rate: float = 0.02
+    optimizer: str = "auto"
+    degree: int = 0
     sweeps: int = 2
     loops: tuple[str, ...] = ("plaquette",)
     train_seed: int = 0
@@ -681,6 +683,11 @@ class FHSettings:
             raise ValueError("bin_size must be >= 0, bin_tau_factor > 0 and measure_batch >= 1")
         if self.epochs < 1 or self.n_train < 2 or self.batch_size < 1 or not self.learning_rate > 0:
             raise ValueError("epochs >= 1, n_train >= 2, batch_size >= 1 and learning_rate > 0 are required")
+        from analysis.workflow import resolve_optimizer
+
+        resolve_optimizer(self.optimizer, len(self.shape))
+        if isinstance(self.degree, bool) or not isinstance(self.degree, (int, np.integer)) or self.degree < 0:
+            raise ValueError(f"degree must be a non-negative integer, got {self.degree!r}")
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -833,6 +840,7 @@ def run(settings: FHSettings | None = None, *, console: Any = None, write: bool 
                            hmc=hmc, flow_epochs=s.epochs, n_chains=s.n_chains, thin=s.thin, hmc_det=s.hmc_det,
                            independent_seed=s.seed + 1 + i, flow_loops=s.loops, flow_sweeps=s.sweeps,
                            n_train=s.n_train, batch_size=s.batch_size, learning_rate=s.learning_rate,
+                           optimizer=s.optimizer, flow_degree=s.degree,
                            train_seed=s.train_seed, flow_dir=s.flow_dir or None, progress=prog))
     pe = pes[0]
 
@@ -1177,7 +1185,9 @@ def _make_app() -> Any:
         epochs: int = typer.Option(d.epochs, help="flow training epochs"),
         n_train: int = typer.Option(d.n_train, help="base configurations used for training"),
         batch_size: int = typer.Option(d.batch_size, help="training batch size"),
-        lr: float = typer.Option(d.learning_rate, help="initial learning rate (cosine decay)"),
+        lr: float = typer.Option(d.learning_rate, help="initial learning rate (cosine decay; Adam only)"),
+        optimizer: str = typer.Option(d.optimizer, help="flow optimiser: auto (L-BFGS in 4D, Adam in 2D) | lbfgs | adam"),
+        degree: int = typer.Option(d.degree, help="flow coefficients: 0 constant, p polynomial in the staple norm"),
         sweeps: int = typer.Option(d.sweeps, help="flow sweeps over all links"),
         loops: str = typer.Option(",".join(d.loops), help="flow staple shapes: plaquette[,rectangle]"),
         train_seed: int = typer.Option(d.train_seed, help="seed of the training shuffles"),
@@ -1206,7 +1216,7 @@ def _make_app() -> Any:
                 shape=(T, L) if theory == "schwinger" else (T, L, L, L), beta=beta, mass=mass, lam=lam,
                 symmetric=symmetric, n_configs=n_configs, n_chains=chains, n_therm=therm, thin=thin,
                 step_size=step_size, n_steps=n_steps, hmc_det=hmc_det, seed=seed, epochs=epochs, n_train=n_train,
-                batch_size=batch_size, learning_rate=lr, sweeps=sweeps,
+                batch_size=batch_size, learning_rate=lr, optimizer=optimizer, degree=degree, sweeps=sweeps,
                 loops=tuple(x.strip() for x in loops.split(",") if x.strip()), train_seed=train_seed,
                 n_sources=n_sources, kind=kind, t_min=t_min, t_max=t_max, fit_weights=fit_weights, bin_size=bin_size,
                 bin_tau_factor=bin_tau_factor, measure_batch=measure_batch)

@@ -415,15 +415,30 @@ def _flow_settings_hash(base: Any, target: Any, flow: Any, cfg: Any, n_train: in
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def resolve_optimizer(optimizer: str, ndim: int) -> str:
+    """``"auto"`` -> ``"lbfgs"`` in 4D (the useful flow coefficients are tiny there and Adam's fixed step overshoots
+    them; BENCHMARKS.md), ``"adam"`` in 2D; other names are checked and passed through."""
+    from corrflow.flows.train import OPTIMIZERS
+
+    if optimizer == "auto":
+        return "lbfgs" if ndim >= 4 else "adam"
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; allowed: auto, {', '.join(OPTIMIZERS)}")
+    return optimizer
+
+
 def _ensure_flow(store: Any, base_name: str, base_x: Any, target_x: Any, *, n: int, n_chains: int, epochs: int,
                  loops: Sequence[str], sweeps: int, n_train: int, batch_size: int, learning_rate: float,
-                 train_seed: int, flow_dir: Path, ledger: _Ledger, rep: WorkflowProgress) -> tuple[Path, dict, float]:
-    """Train / resume / reuse the flow ``base -> target``; return (checkpoint dir, checkpoint, seconds)."""
+                 train_seed: int, flow_dir: Path, ledger: _Ledger, rep: WorkflowProgress, optimizer: str = "auto",
+                 degree: int = 0) -> tuple[Path, dict, float]:
+    """Train / resume / reuse the flow ``base -> target``; return (checkpoint dir, checkpoint, seconds).
+    ``optimizer="auto"``: L-BFGS in 4D, Adam otherwise (:func:`resolve_optimizer`)."""
     from corrflow.flows import make_flow
     from corrflow.flows.train import TrainConfig, load_checkpoint, resume_kwargs, train
 
-    flow = make_flow(base_x.group, base_x.shape, loops=tuple(loops), n_sweeps=sweeps)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=train_seed)
+    flow = make_flow(base_x.group, base_x.shape, loops=tuple(loops), n_sweeps=sweeps, degree=degree)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=train_seed,
+                      optimizer=resolve_optimizer(optimizer, len(base_x.shape)))
     tag = _flow_settings_hash(base_x, target_x, flow, cfg, n_train, base_name)
     ckpt = flow_dir / f"{base_name}__to_{_shift_tag(base_x, target_x)}__{tag}"
     key = f"train/{ckpt.name}"
@@ -587,6 +602,8 @@ def prepare(
     batch_size: int = 64,
     learning_rate: float = 0.02,
     train_seed: int = 0,
+    optimizer: str = "auto",
+    flow_degree: int = 0,
     flow_dir: str | os.PathLike | None = None,
     block_size: int = 100,
     start: str = "hot",
@@ -614,8 +631,10 @@ def prepare(
     weights : {"exact", "stochastic"}
         Exact weights through the store (default), or the determinant ratio from ``n_noise`` Gaussian noise
         vectors (fermions, ``n_f = 2``; computed in memory, not stored).
-    flow_loops, flow_sweeps, n_train, batch_size, learning_rate, train_seed
-        Flow structure and training settings (``n_train`` base configurations spread over the chains).
+    flow_loops, flow_sweeps, n_train, batch_size, learning_rate, train_seed, optimizer, flow_degree
+        Flow structure and training settings (``n_train`` base configurations spread over the chains;
+        ``optimizer`` "auto" (L-BFGS in 4D, Adam in 2D), "adam" or "lbfgs"; ``flow_degree`` of the coefficient
+        polynomials in the staple norm, 0 for constants).
     flow_dir : path, optional
         Flow checkpoints and the timing ledger (default ``<store stem>_flows`` next to the store).
     block_size : int
@@ -690,7 +709,7 @@ def prepare(
     ckpt, ck, costs["train"] = _ensure_flow(
         st, base_name, base_x, target_x, n=n_configs, n_chains=n_chains, epochs=flow_epochs, loops=flow_loops,
         sweeps=flow_sweeps, n_train=n_train, batch_size=batch_size, learning_rate=learning_rate,
-        train_seed=train_seed, flow_dir=fdir, ledger=ledger, rep=rep)
+        train_seed=train_seed, flow_dir=fdir, ledger=ledger, rep=rep, optimizer=optimizer, degree=flow_degree)
 
     base_links = _read(st, base_name, "links", n_configs)
     ind_links = _read(st, ind_name, "links", n_ind)
@@ -763,6 +782,7 @@ def prepare(
                      "hmc_det": det_name, "weights": weights, "n_noise": int(n_noise) if weights == "stochastic" else None,
                      "flow_epochs": int(flow_epochs), "n_train": int(n_train), "batch_size": int(batch_size),
                      "learning_rate": float(learning_rate), "train_seed": int(train_seed),
+                     "optimizer": resolve_optimizer(optimizer, len(base_x.shape)), "flow_degree": int(flow_degree),
                      "base_params": base_x.params(), "target_params": target_x.params()},
     }
     missing = [k for k in COST_KEYS if not math.isfinite(costs.get(k, math.nan))]

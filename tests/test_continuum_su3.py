@@ -55,7 +55,8 @@ def test_settings_bad_input(tmp_path):
     cases = [({"L": 5}, "even"), ({"betas": (6.0,)}, "at least 2"), ({"quantity": "r0"}, "unknown quantity"),
              ({"algorithm": "metropolis"}, "algorithm"), ({"flow_every": 0.03}, "multiple of flow_eps"),
              ({"definition": "wilson"}, "clover"), ({"n_configs": 10}, ">= 20"),
-             ({"order": 3}, "needs at least 4 betas")]
+             ({"order": 3}, "needs at least 4 betas"), ({"optimizer": "sgd"}, "unknown optimizer 'sgd'"),
+             ({"degree": -1}, "degree")]
     for kw, msg in cases:
         with pytest.raises(ValueError, match=msg):
             cs.SU3ContinuumSettings(**ok, **kw)

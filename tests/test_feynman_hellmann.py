@@ -203,7 +203,9 @@ def test_settings_validation():
                      (dict(n_sources=3), "must divide"),
                      (dict(beta=0.05, lam=-0.1), "must stay positive"),
                      (dict(symmetric=True, lam=-0.1), "lam > 0"),
-                     (dict(fit_weights="full"), "fit_weights")):
+                     (dict(fit_weights="full"), "fit_weights"),
+                     (dict(optimizer="newton"), "unknown optimizer 'newton'"),
+                     (dict(degree=-2), "degree")):
         with pytest.raises(ValueError, match=msg):
             fh.FHSettings(**bad).validate()
 

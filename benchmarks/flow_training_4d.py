@@ -1,0 +1,97 @@
+"""Flow training in 4D SU(3): weight ESS of beta -> beta + dbeta flows against direct reweighting (the baseline,
+measured in the same run), per optimiser and coefficient model, with training cost.
+
+    python benchmarks/flow_training_4d.py                      # 8^4, beta 5.7 -> 5.75, 64 train + 64 held-out
+    python benchmarks/flow_training_4d.py --L 4 --dbeta 0.1    # small and fast
+    python benchmarks/flow_training_4d.py --n 128 --dbeta 0.05,0.1
+
+Base configurations come from heat bath + over-relaxation (1 + 3 sweeps per update, 8 chains, 60 thermalisation
+updates, 3 updates apart).  Every flow has two sweeps of plaquette layers.  Rows:
+
+* ``direct``: identity map (direct reweighting);
+* ``adam lr=...``: constant coefficients, Adam with the settings the 4D analyses used before L-BFGS (mini-batch 16);
+* ``lbfgs deg=p``: full-batch L-BFGS, coefficients constant (``p = 0``) or degree-``p`` polynomials of the staple
+  norm.
+
+The weight ESS fraction ``(sum w)^2 / (N sum w^2)`` is measured on held-out configurations (not used in training);
+``gain`` is ESS / ESS(direct) -- for equal base samples the variance of a reweighted mean scales like 1/ESS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from _machine import cpu_model
+
+import corrflow as cf
+from corrflow import heatbath
+from corrflow.flows import make_flow
+from corrflow.flows.train import TrainConfig, log_weights, train
+from corrflow.heatbath import HeatbathConfig
+from corrflow.hmc import cold_start
+from corrflow.stats import weight_ess_fraction
+
+
+def base_configs(L: int, beta: float, n: int, seed: int = 0) -> np.ndarray:
+    th = cf.make_theory("su3", (L,) * 4, beta=beta)
+    n_chains = 8
+    key = jax.random.PRNGKey(seed)
+    cfg = HeatbathConfig(n_heatbath=1, n_overrelax=3)
+    u = cold_start(th, (n_chains,), dtype=jnp.complex128)
+    u, _ = heatbath.sample_chains(jax.random.split(key, n_chains), u, th, cfg, 60)
+    out = []
+    for i in range(-(-n // n_chains)):
+        u, _ = heatbath.sample_chains(jax.random.split(jax.random.fold_in(key, 100 + i), n_chains), u, th, cfg, 3)
+        out.append(np.asarray(u))
+    return np.concatenate(out)[:n]
+
+
+def held_out_ess(flow, params, base, target, u: np.ndarray) -> float:  # noqa: ANN001
+    fn = jax.jit(lambda p, x: log_weights(flow, p, base, target, x)[0])
+    lw = np.concatenate([np.asarray(fn(params, jnp.asarray(u[i:i + 16]))) for i in range(0, len(u), 16)])
+    return float(weight_ess_fraction(lw[None, :]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--L", type=int, default=8)
+    ap.add_argument("--beta", type=float, default=5.7)
+    ap.add_argument("--dbeta", default="0.05", help="comma-separated shifts")
+    ap.add_argument("--n", type=int, default=64, help="training configurations (as many again are held out)")
+    ap.add_argument("--degrees", default="0,1,2")
+    ap.add_argument("--iters", type=int, default=15, help="L-BFGS iterations")
+    args = ap.parse_args()
+    print(f"# {cpu_model()}, {jax.devices()[0].platform}, jax {jax.__version__}; {args.L}^4 SU(3), beta {args.beta}, "
+          f"{args.n} train + {args.n} held-out configurations (complex128)")
+    t = time.perf_counter()
+    confs = base_configs(args.L, args.beta, 2 * args.n)
+    print(f"# heat-bath base configurations: {time.perf_counter() - t:.0f} s")
+    train_set, held = confs[0::2], confs[1::2]
+    base = cf.make_theory("su3", (args.L,) * 4, beta=args.beta)
+    print(f"{'dbeta':>6} {'method':>16} {'ESS held-out':>13} {'gain':>6} {'train ESS':>10} {'iters':>6} {'evals':>6} "
+          f"{'seconds':>8}")
+    for dbeta in (float(x) for x in args.dbeta.split(",")):
+        target = base.replace(beta=args.beta + dbeta)
+        flow0 = make_flow("su3", base.shape, n_sweeps=2)
+        ess_direct = held_out_ess(flow0, flow0.init_params(), base, target, held)
+        print(f"{dbeta:6.3f} {'direct':>16} {ess_direct:13.3f} {1.0:6.2f}")
+        runs = [("adam lr=0.002", flow0, TrainConfig(epochs=10, batch_size=16, learning_rate=0.002))]
+        runs += [(f"lbfgs deg={p}", make_flow("su3", base.shape, n_sweeps=2, degree=p),
+                  TrainConfig(epochs=args.iters, batch_size=16, optimizer="lbfgs"))
+                 for p in (int(x) for x in args.degrees.split(","))]
+        for label, flow, conf in runs:
+            t = time.perf_counter()
+            res = train(flow, base, target, train_set, conf)
+            sec = time.perf_counter() - t
+            ess = held_out_ess(flow, res.params, base, target, held)
+            h = res.history[-1]
+            print(f"{dbeta:6.3f} {label:>16} {ess:13.3f} {ess / ess_direct:6.2f} {h['ess']:10.3f} "
+                  f"{len(res.history) - 1:6d} {h.get('evals', '-'):>6} {sec:8.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
