@@ -10,6 +10,7 @@ from corrflow.cli import app
 from corrflow.flows import make_flow
 from corrflow.flows.train import (FlowTrainingError, TrainConfig, load_checkpoint, log_weights, resume_kwargs,
                                   train)
+from corrflow.stats import weight_ess_fraction
 from corrflow.store import open_store
 
 runner = CliRunner()
@@ -107,6 +108,17 @@ def test_volume_transfer_through_the_store(pipeline, tmp_path):
     assert info["flow"]["trained_shape"] == [8, 8] and info["shape"] == [16, 16]
 
 
+class Stop(Exception):
+    """Raised by :func:`stop_at` to interrupt training after a given epoch."""
+
+
+def stop_at(epoch_to_stop):
+    def progress(epoch, rec):
+        if epoch == epoch_to_stop:
+            raise Stop
+    return progress
+
+
 def test_training_resume_is_bitwise_and_nan_guard_keeps_checkpoint(tmp_path):
     th = cf.make_theory("u1", (4, 4), beta=1.0)
     tgt = th.replace(beta=1.2)
@@ -115,15 +127,8 @@ def test_training_resume_is_bitwise_and_nan_guard_keeps_checkpoint(tmp_path):
     conf = TrainConfig(epochs=6, batch_size=16, learning_rate=0.05)
     full = train(flow, th, tgt, cfgs, conf)
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_3(epoch, rec):
-        if epoch == 3:
-            raise Stop
-
     with pytest.raises(Stop):
-        train(flow, th, tgt, cfgs, conf, checkpoint=tmp_path / "ck", progress=stop_at_3)
+        train(flow, th, tgt, cfgs, conf, checkpoint=tmp_path / "ck", progress=stop_at(3))
     ck = load_checkpoint(tmp_path / "ck")
     assert ck["epoch"] == 3
     resumed = train(flow, th, tgt, cfgs, conf, checkpoint=tmp_path / "ck", **resume_kwargs(ck, len(cfgs)))
@@ -155,25 +160,13 @@ def test_lbfgs_training_decreases_loss_resumes_and_guards_nans(tmp_path):
     assert np.all(np.diff(losses) <= 1e-12), losses
     assert all(h["evals"] >= h["epoch"] for h in full.history)
     logw = jax.jit(lambda p, u: log_weights(flow, p, th, tgt, u)[0])
-
-    def ess(params):
-        lw = np.asarray(logw(params, held_out))
-        w = np.exp(lw - lw.max())
-        return w.sum() ** 2 / (len(w) * (w**2).sum())
-
-    ess_id, ess_trained = ess(flow.init_params()), ess(full.params)
+    ess_id, ess_trained = (weight_ess_fraction(np.asarray(logw(p, held_out))[None]) for p in (flow.init_params(),
+                                                                                              full.params))
     assert ess_trained > ess_id + 0.1, (ess_id, ess_trained)
     assert load_checkpoint(tmp_path / "full")["flow"].degree == 2
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_2(epoch, rec):
-        if epoch == 2:
-            raise Stop
-
     with pytest.raises(Stop):
-        train(flow, th, tgt, train_set, conf, checkpoint=tmp_path / "ck", progress=stop_at_2)
+        train(flow, th, tgt, train_set, conf, checkpoint=tmp_path / "ck", progress=stop_at(2))
     ck = load_checkpoint(tmp_path / "ck")
     assert ck["epoch"] == 2 and ck["config"].optimizer == "lbfgs"
     resumed = train(flow, th, tgt, train_set, conf, checkpoint=tmp_path / "ck", **resume_kwargs(ck, len(train_set)))
