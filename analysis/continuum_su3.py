@@ -225,7 +225,7 @@ class SU3ContinuumSettings:
             raise ValueError(f"definition must be 'clover' or 'plaquette', got {self.definition!r}")
         if not (self.t0_ref > 0 and self.w0_ref > 0 and self.step_size > 0 and self.learning_rate > 0):
             raise ValueError("t0_ref, w0_ref, step_size and learning_rate must be positive")
-        from analysis.workflow import resolve_optimizer
+        from corrflow.flows.train import resolve_optimizer
 
         resolve_optimizer(self.optimizer, 4)
         if isinstance(self.degree, bool) or not isinstance(self.degree, (int, np.integer)) or self.degree < 0:

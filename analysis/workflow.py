@@ -415,18 +415,6 @@ def _flow_settings_hash(base: Any, target: Any, flow: Any, cfg: Any, n_train: in
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def resolve_optimizer(optimizer: str, ndim: int) -> str:
-    """``"auto"`` -> ``"lbfgs"`` in 4D (the useful flow coefficients are tiny there and Adam's fixed step overshoots
-    them; BENCHMARKS.md), ``"adam"`` in 2D; other names are checked and passed through."""
-    from corrflow.flows.train import OPTIMIZERS
-
-    if optimizer == "auto":
-        return "lbfgs" if ndim >= 4 else "adam"
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; allowed: auto, {', '.join(OPTIMIZERS)}")
-    return optimizer
-
-
 def _ensure_flow(store: Any, base_name: str, base_x: Any, target_x: Any, *, n: int, n_chains: int, epochs: int,
                  loops: Sequence[str], sweeps: int, n_train: int, batch_size: int, learning_rate: float,
                  train_seed: int, flow_dir: Path, ledger: _Ledger, rep: WorkflowProgress, optimizer: str = "auto",
@@ -434,7 +422,7 @@ def _ensure_flow(store: Any, base_name: str, base_x: Any, target_x: Any, *, n: i
     """Train / resume / reuse the flow ``base -> target``; return (checkpoint dir, checkpoint, seconds).
     ``optimizer="auto"``: L-BFGS in 4D, Adam otherwise (:func:`resolve_optimizer`)."""
     from corrflow.flows import make_flow
-    from corrflow.flows.train import TrainConfig, load_checkpoint, resume_kwargs, train
+    from corrflow.flows.train import TrainConfig, load_checkpoint, resolve_optimizer, resume_kwargs, train
 
     flow = make_flow(base_x.group, base_x.shape, loops=tuple(loops), n_sweeps=sweeps, degree=degree)
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=train_seed,
@@ -656,6 +644,7 @@ def prepare(
     import jax
 
     from corrflow.correlate import correlate_to_store, direct_to_store
+    from corrflow.flows.train import resolve_optimizer
     from corrflow.stats import weight_ess_fraction
     from corrflow.store import EnsembleStore, open_store
 

@@ -559,7 +559,8 @@ def train(
     epochs: int = typer.Option(40, help="training epochs (L-BFGS: maximum iterations)"),
     batch_size: int = typer.Option(64, help="configurations per optimiser step (L-BFGS: per micro-batch)"),
     lr: float = typer.Option(0.02, help="initial learning rate (cosine decay; Adam only)"),
-    optimizer: str = typer.Option("adam", help="adam (mini-batch) | lbfgs (full batch, no learning rate)"),
+    optimizer: str = typer.Option("auto", help="auto (lbfgs in 4D, adam otherwise) | adam (mini-batch) | lbfgs "
+                                             "(full batch, no learning rate)"),
     loops: str = typer.Option("plaquette", help="staple shapes of the layers: plaquette[,rectangle]"),
     sweeps: int = typer.Option(2, help="sweeps of layers over all links"),
     degree: int = typer.Option(0, help="coefficients: 0 constant, p > 0 degree-p polynomial of the staple norm"),
@@ -575,7 +576,7 @@ def train(
 
         from . import make_theory
         from .flows import make_flow
-        from .flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resume_kwargs
+        from .flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resolve_optimizer, resume_kwargs
         from .flows.train import train as train_flow
         from .store import open_store
 
@@ -584,7 +585,7 @@ def train(
         base = make_theory(spec.theory, spec.shape, **spec.params)
         target = base.replace(**_parse_assignments(to))
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, target_ess=target_ess, seed=seed,
-                          optimizer=optimizer)
+                          optimizer=resolve_optimizer(optimizer, len(base.shape)))
         ds = st.open_ensemble(from_)
         n = int(ds.sizes["traj"])
         per_chain = max(1, min(n, -(-n_train // spec.n_chains)))

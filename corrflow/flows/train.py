@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -45,7 +46,7 @@ from .layers import Flow
 
 Array = jax.Array
 
-__all__ = ["TrainConfig", "TrainResult", "FlowTrainingError", "log_weights", "train", "save_checkpoint",
+__all__ = ["TrainConfig", "TrainResult", "FlowTrainingError", "resolve_optimizer", "log_weights", "train", "save_checkpoint",
            "load_checkpoint", "checkpoint_id", "resume_kwargs"]
 
 CHECKPOINT_FORMAT = "corrflow-flow-checkpoint"
@@ -95,6 +96,16 @@ class TrainResult(NamedTuple):
     params: Array
     history: list[dict[str, float]]
     stopped: str  # "epochs", "target_ess" or (L-BFGS) "converged"
+
+
+def resolve_optimizer(optimizer: str, ndim: int) -> str:
+    """``"auto"`` -> ``"lbfgs"`` in 4D (the useful flow coefficients are tiny there and Adam's fixed step overshoots
+    them; BENCHMARKS.md), ``"adam"`` in lower dimensions; other names are checked and passed through."""
+    if optimizer == "auto":
+        return "lbfgs" if ndim >= 4 else "adam"
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; allowed: auto, {', '.join(OPTIMIZERS)}")
+    return optimizer
 
 
 def log_weights(flow: Flow, params: Array, base: Any, target: Any, u: Array) -> tuple[Array, Array, Array]:
@@ -204,6 +215,22 @@ class _NonFinite(Exception):
     pass
 
 
+# Module-level jitted kernels with the flow static and the theories as pytree arguments: flows of the same
+# structure to different targets (a continuum limit's beta_k) share one compiled program.
+@partial(jax.jit, static_argnums=0)
+def _loss_terms_and_grad(flow: Flow, target: Any, p: Array, u: Array) -> tuple[Array, Array]:
+    """Per-configuration loss terms ``S_target(f(U)) - log J(U)`` and the gradient of their sum."""
+    def total(p: Array) -> tuple[Array, Array]:
+        uf, logj = flow.forward(p, u)
+        per = target.action(uf) - logj
+        return jnp.sum(per), per
+    (_, per), grad = jax.value_and_grad(total, has_aux=True)(p)
+    return per, grad
+
+
+_action = jax.jit(lambda theory, u: theory.action(u))
+
+
 def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: TrainConfig, *, params: Array | None,
                  start_epoch: int, history: list[dict[str, float]] | None,
                  progress: Callable[[int, dict[str, float]], None] | None,
@@ -219,16 +246,7 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
     shape, dtype = tuple(params.shape), params.dtype
     history = list(history or [])
 
-    @jax.jit
-    def terms_and_grad(p, u):  # noqa: ANN001, ANN202
-        def total(p):  # noqa: ANN001, ANN202
-            uf, logj = flow.forward(p, u)
-            per = target.action(uf) - logj
-            return jnp.sum(per), per
-        (_, per), grad = jax.value_and_grad(total, has_aux=True)(p)
-        return per, grad
-
-    s_base = np.concatenate([np.asarray(jax.jit(base.action)(configs[c])) for c in chunks])
+    s_base = np.concatenate([np.asarray(_action(base, configs[c])) for c in chunks])
     cache: dict[bytes, np.ndarray] = {}
     evals = [0]
 
@@ -236,7 +254,7 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
         p = jnp.asarray(x.reshape(shape), dtype)
         per, grad = [], np.zeros(x.size)
         for c in chunks:
-            t, gr = terms_and_grad(p, configs[c])
+            t, gr = _loss_terms_and_grad(flow, target, p, configs[c])
             per.append(np.asarray(t))
             grad += np.asarray(gr, np.float64).ravel()
         per_all = np.concatenate(per)
