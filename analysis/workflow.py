@@ -434,7 +434,7 @@ def _ensure_flow(store: Any, base_name: str, base_x: Any, target_x: Any, *, n: i
     configs = None
     if (ckpt / "checkpoint.json").exists():
         ck = load_checkpoint(ckpt)
-        if ck["epoch"] >= epochs:
+        if ck["epoch"] >= epochs or ck["stopped"] in ("converged", "target_ess"):  # complete
             h = ck["history"]
             rep.log(f"  [dim]train: flow {ckpt.name} ({ck['epoch']} epochs, weight ESS {h[0]['ess']:.3f} -> "
                     f"{h[-1]['ess']:.3f}) (reused)[/]")

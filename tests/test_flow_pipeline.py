@@ -172,8 +172,11 @@ def test_lbfgs_training_decreases_loss_resumes_and_guards_nans(tmp_path):
     resumed = train(flow, th, tgt, train_set, conf, checkpoint=tmp_path / "ck", **resume_kwargs(ck, len(train_set)))
     assert [h["epoch"] for h in resumed.history[:3]] == [0, 1, 2] and resumed.history[-1]["loss"] <= losses[2]
     assert resumed.history[-1]["loss"] < losses[-1] + 5e-3  # empty L-BFGS memory on resume: close, not bitwise
-    early = train(flow, th, tgt, train_set, TrainConfig(epochs=12, optimizer="lbfgs", target_ess=0.0))
+    early = train(flow, th, tgt, train_set, TrainConfig(epochs=12, optimizer="lbfgs", target_ess=0.0),
+                  checkpoint=tmp_path / "early")
     assert early.stopped == "target_ess" and len(early.history) == 2
+    assert load_checkpoint(tmp_path / "early")["stopped"] == "target_ess"  # complete: analyses reuse it as is
+    assert load_checkpoint(tmp_path / "ck")["stopped"] in (None, "converged")
     bad = train_set.copy()
     bad[5, 0, 0, 0] = np.nan
     with pytest.raises(FlowTrainingError, match="diverged.*last good parameters"):

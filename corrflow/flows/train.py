@@ -207,6 +207,8 @@ def train(
             progress(epoch + 1, rec)
         if rec["ess"] >= config.target_ess:
             stopped = "target_ess"
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, flow, params, base, target, config, epoch + 1, history, opt_state, stopped)
             break
     return TrainResult(params, history, stopped)
 
@@ -301,6 +303,9 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
                            options={"maxiter": remaining, "maxcor": 20})
             if state["stopped"] == "epochs" and state["epoch"] < config.epochs and res.success:
                 state["stopped"] = "converged"
+        if checkpoint is not None and state["stopped"] != "epochs":
+            save_checkpoint(checkpoint, flow, jnp.asarray(good[0].reshape(shape), dtype), base, target, config,
+                            state["epoch"], history, stopped=state["stopped"])
     except _NonFinite:
         raise FlowTrainingError(
             f"training diverged after epoch {state['epoch']} (non-finite loss or gradient in the L-BFGS line "
@@ -350,14 +355,18 @@ def checkpoint_id(meta: dict[str, Any], params: np.ndarray) -> str:
 
 
 def save_checkpoint(path: str | os.PathLike, flow: Flow, params: Array, base: Any, target: Any,
-                    config: TrainConfig, epoch: int, history: list[dict[str, float]], opt_state: Any = None) -> str:
-    """Write a checkpoint directory atomically (files replaced by rename); return its id."""
+                    config: TrainConfig, epoch: int, history: list[dict[str, float]], opt_state: Any = None,
+                    stopped: str | None = None) -> str:
+    """Write a checkpoint directory atomically (files replaced by rename); return its id.  ``stopped``
+    ("target_ess" or "converged") marks a training run that ended before its last epoch and is complete."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     p = np.asarray(params, dtype=np.float64)
     meta = {"format": CHECKPOINT_FORMAT, "version": 1, "flow": flow.describe(), "base": _theory_json(base),
             "target": _theory_json(target), "train": dataclasses.asdict(config), "epoch": int(epoch),
             "history": history}
+    if stopped is not None:
+        meta["stopped"] = stopped
     meta["id"] = checkpoint_id(meta, p)
     arrays = {"params": p}
     if opt_state is not None:
@@ -374,7 +383,8 @@ def save_checkpoint(path: str | os.PathLike, flow: Flow, params: Array, base: An
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint: ``{"flow", "params", "base", "target", "config", "epoch", "history", "id",
-    "opt_leaves"}`` (theories rebuilt with :func:`corrflow.make_theory`)."""
+    "opt_leaves", "stopped"}`` (theories rebuilt with :func:`corrflow.make_theory`; ``stopped`` is
+    "target_ess"/"converged" for a run that finished early, else None)."""
     path = Path(path)
     try:
         meta = json.loads((path / "checkpoint.json").read_text())
@@ -394,4 +404,4 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     th = {k: make_theory(meta[k]["group"], tuple(meta[k]["shape"]), **meta[k]["params"]) for k in ("base", "target")}
     return {"flow": flow, "params": jnp.asarray(params), "base": th["base"], "target": th["target"],
             "config": TrainConfig(**meta["train"]), "epoch": int(meta["epoch"]), "history": meta["history"],
-            "id": meta["id"], "opt_leaves": opt_leaves}
+            "id": meta["id"], "opt_leaves": opt_leaves, "stopped": meta.get("stopped")}
