@@ -43,6 +43,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.L, args.n, args.therm, args.skip = 8, 12, 30, 4
+    if args.n < 10:
+        ap.error(f"--n {args.n}: the Gamma-method errors need at least 10 configurations per chain")
     theory = cf.make_theory("su3", (args.L,) * 4, beta=args.beta)
     store = cf.open_store(args.store, "a")
     name = f"su3_{args.L}^4_beta{args.beta:g}_hb".replace("^", "")
