@@ -31,7 +31,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -160,22 +160,11 @@ def train(
         opt_state = opt.init(params)
     history = list(history or [])
 
-    def loss_fn(p, u):  # noqa: ANN001, ANN202
-        uf, logj = flow.forward(p, u)
-        return jnp.mean(target.action(uf) - logj)
-
-    @jax.jit
     def step(p, s, u):  # noqa: ANN001, ANN202
-        loss, grad = jax.value_and_grad(loss_fn)(p, u)
-        upd, s = opt.update(grad, s, p)
-        return optax.apply_updates(p, upd), s, loss
-
-    @jax.jit
-    def eval_logw(p, u):  # noqa: ANN001, ANN202
-        return log_weights(flow, p, base, target, u)[0], base.action(u)
+        return _adam_step(flow, opt, target, p, s, u)
 
     def all_logw(p):  # noqa: ANN001, ANN202
-        parts = [eval_logw(p, configs[i:i + bs]) for i in range(0, n, bs)]
+        parts = [_eval_logw(flow, base, target, p, configs[i:i + bs]) for i in range(0, n, bs)]
         return np.concatenate([np.asarray(a) for a, _ in parts]), np.concatenate([np.asarray(b) for _, b in parts])
 
     stopped = "epochs"
@@ -231,6 +220,24 @@ def _loss_terms_and_grad(flow: Flow, target: Any, p: Array, u: Array) -> tuple[A
 
 
 _action = jax.jit(lambda theory, u: theory.action(u))
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _adam_step(flow: Flow, opt: optax.GradientTransformation, target: Any, p: Array, s: Any,
+               u: Array) -> tuple[Array, Any, Array]:
+    """One optimiser step on the mini-batch ``u``; ``opt`` comes from the cached :func:`_optimizer`, so runs with
+    the same settings (flows to several targets) share the compiled step."""
+    def loss_fn(p: Array) -> Array:
+        uf, logj = flow.forward(p, u)
+        return jnp.mean(target.action(uf) - logj)
+    loss, grad = jax.value_and_grad(loss_fn)(p)
+    upd, s = opt.update(grad, s, p)
+    return optax.apply_updates(p, upd), s, loss
+
+
+@partial(jax.jit, static_argnums=0)
+def _eval_logw(flow: Flow, base: Any, target: Any, p: Array, u: Array) -> tuple[Array, Array]:
+    return log_weights(flow, p, base, target, u)[0], base.action(u)
 
 
 def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: TrainConfig, *, params: Array | None,
@@ -314,6 +321,7 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
     return TrainResult(jnp.asarray(good[0].reshape(shape), dtype), history, state["stopped"])
 
 
+@lru_cache(maxsize=32)
 def _optimizer(config: TrainConfig, n_configs: int) -> optax.GradientTransformation:
     """Adam with a cosine-decaying learning rate over all optimiser steps of the run."""
     steps = config.epochs * max(1, n_configs // min(config.batch_size, n_configs))
