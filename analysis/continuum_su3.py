@@ -225,11 +225,11 @@ class SU3ContinuumSettings:
             raise ValueError(f"definition must be 'clover' or 'plaquette', got {self.definition!r}")
         if not (self.t0_ref > 0 and self.w0_ref > 0 and self.step_size > 0 and self.learning_rate > 0):
             raise ValueError("t0_ref, w0_ref, step_size and learning_rate must be positive")
+        from corrflow.flows.layers import check_degree
         from corrflow.flows.train import resolve_optimizer
 
         resolve_optimizer(self.optimizer, 4)
-        if isinstance(self.degree, bool) or not isinstance(self.degree, (int, np.integer)) or self.degree < 0:
-            raise ValueError(f"degree must be a non-negative integer, got {self.degree!r}")
+        check_degree(self.degree)
         self.flow_settings()  # validates the flow-time grid
         if self.order < 0 or self.order + 1 > len(betas):
             raise ValueError(f"order {self.order} needs at least {self.order + 1} betas, got {len(betas)}")

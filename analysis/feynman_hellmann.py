@@ -683,11 +683,11 @@ class FHSettings:
             raise ValueError("bin_size must be >= 0, bin_tau_factor > 0 and measure_batch >= 1")
         if self.epochs < 1 or self.n_train < 2 or self.batch_size < 1 or not self.learning_rate > 0:
             raise ValueError("epochs >= 1, n_train >= 2, batch_size >= 1 and learning_rate > 0 are required")
+        from corrflow.flows.layers import check_degree
         from corrflow.flows.train import resolve_optimizer
 
         resolve_optimizer(self.optimizer, len(self.shape))
-        if isinstance(self.degree, bool) or not isinstance(self.degree, (int, np.integer)) or self.degree < 0:
-            raise ValueError(f"degree must be a non-negative integer, got {self.degree!r}")
+        check_degree(self.degree)
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -547,9 +547,9 @@ def _parse_assignments(items: List[str]) -> dict[str, float]:
 
     corrflow train --store data/runs.zarr --from u1_16x16_beta2 --to beta=2.2 --out flows/b2_to_b2.2 --resume --epochs 80
 
-    corrflow train --store data/su3.zarr --from su3_8x8x8x8_beta5.7 --to beta=5.75 --out flows/su3 --optimizer lbfgs --epochs 15
+    corrflow train --store data/su3.zarr --from su3_8x8x8x8_beta5.7 --to beta=5.75 --out flows/su3 --epochs 15
 
-Use `--optimizer lbfgs` in 4D: the useful coefficients there are tiny and Adam's fixed step overshoots them.
+In 4D `--optimizer auto` (the default) trains with L-BFGS: the useful coefficients there are tiny and Adam's fixed step overshoots them.
 """)
 def train(
     store: Path = typer.Option(..., help="zarr store holding the base ensemble"),

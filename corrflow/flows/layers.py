@@ -36,7 +36,8 @@ computes ``g`` and ``J`` there, and scatters the updated links back, so a layer 
 active links (1/2 of a direction for plaquette masks, 1/8 with rectangles), not to the volume.
 
 A :class:`Flow` is a sequence of layers (static structure) with one parameter array
-``(n_sweeps, d, n_masks, K)`` (``degree = 0``) or ``(n_sweeps, d, n_masks, K, degree + 1)``: ``forward(params, U) -> (U', log J)`` and
+``(n_sweeps, d, n_masks, K)`` (``degree = 0``) or ``(n_sweeps, d, n_masks, K, degree + 1)``:
+``forward(params, U) -> (U', log J)`` and
 ``reverse(params, U') -> (U, log J_inverse)`` with ``log J_inverse(U') = -log J_forward(U)``.
 Everything works on batches (leading axes) and any dimension; parameters are translation invariant,
 so a flow trained on one volume applies to any other volume with compatible extents.
@@ -60,9 +61,10 @@ from .staples import LOOPS, gather_plan, gathered_staple_sums, layer_masks, n_st
 
 Array = jax.Array
 
-__all__ = ["ResidualLayer", "Flow", "make_flow", "INVERSE_TOL"]
+__all__ = ["ResidualLayer", "Flow", "make_flow", "check_degree", "INVERSE_TOL", "MAX_DEGREE"]
 
 INVERSE_TOL = 1e-12  # fixed-point tolerance (max abs change of a link element) in float64
+MAX_DEGREE = 8  # highest degree of the coefficient polynomials in the staple norm
 _BOUND_TOTAL = 0.95
 
 
@@ -354,9 +356,10 @@ class Flow:
 
     Parameters are one array of raw coefficients, shape :attr:`param_shape`: ``(n_sweeps, d, n_masks, K)``
     (``K`` loop shapes) for constant coefficients, ``(n_sweeps, d, n_masks, K, degree + 1)`` for coefficients
-    that are polynomials of the staple norm (module docstring); see :meth:`init_params`.  All layers share one compiled body (``lax.scan`` over the
-    ``d * n_masks`` layers of a sweep, with direction, active sites and staple gather plan as data, inside
-    a ``lax.scan`` over sweeps), so compile time grows neither with depth nor with the dimension.
+    that are polynomials of the staple norm (module docstring); see :meth:`init_params`.  All layers share one
+    compiled body (``lax.scan`` over the ``d * n_masks`` layers of a sweep, with direction, active sites and
+    staple gather plan as data, inside a ``lax.scan`` over sweeps), so compile time grows neither with depth nor
+    with the dimension.
     """
 
     group: Group
@@ -488,9 +491,17 @@ def make_flow(group: Group | str, shape: Sequence[int], *, loops: Sequence[str] 
             raise ValueError(f"unknown loop shape {lp!r}; allowed: {', '.join(LOOPS)}")
     if n_sweeps < 1:
         raise ValueError(f"n_sweeps must be >= 1, got {n_sweeps}")
-    if isinstance(degree, bool) or int(degree) != degree or not 0 <= degree <= 8:
-        raise ValueError(f"degree (of the coefficient polynomials in the staple norm) must be an integer in 0..8, "
-                         f"got {degree!r}")
+    degree = check_degree(degree)
     for mu in range(len(shape)):
         layer_masks(shape, mu, loops)  # validates the extents
-    return Flow(group, shape, loops, int(n_sweeps), int(degree))
+    return Flow(group, shape, loops, int(n_sweeps), degree)
+
+
+def check_degree(degree: Any) -> int:
+    """``degree`` of the coefficient polynomials as an int, or ``ValueError`` unless it is an integer in
+    ``0..MAX_DEGREE`` (used by :func:`make_flow` and by the analyses' settings, which check it up front)."""
+    if isinstance(degree, bool) or not isinstance(degree, (int, np.integer, float)) or int(degree) != degree \
+            or not 0 <= degree <= MAX_DEGREE:
+        raise ValueError(f"degree (of the coefficient polynomials in the staple norm) must be an integer in "
+                         f"0..{MAX_DEGREE}, got {degree!r}")
+    return int(degree)

@@ -46,8 +46,8 @@ from .layers import Flow
 
 Array = jax.Array
 
-__all__ = ["TrainConfig", "TrainResult", "FlowTrainingError", "resolve_optimizer", "log_weights", "train", "save_checkpoint",
-           "load_checkpoint", "checkpoint_id", "resume_kwargs"]
+__all__ = ["TrainConfig", "TrainResult", "FlowTrainingError", "resolve_optimizer", "log_weights", "train",
+           "save_checkpoint", "load_checkpoint", "checkpoint_id", "resume_kwargs"]
 
 CHECKPOINT_FORMAT = "corrflow-flow-checkpoint"
 OPTIMIZERS = ("adam", "lbfgs")
@@ -160,9 +160,6 @@ def train(
         opt_state = opt.init(params)
     history = list(history or [])
 
-    def step(p, s, u):  # noqa: ANN001, ANN202
-        return _adam_step(flow, opt, target, p, s, u)
-
     def all_logw(p):  # noqa: ANN001, ANN202
         parts = [_eval_logw(flow, base, target, p, configs[i:i + bs]) for i in range(0, n, bs)]
         return np.concatenate([np.asarray(a) for a, _ in parts]), np.concatenate([np.asarray(b) for _, b in parts])
@@ -178,7 +175,7 @@ def train(
         losses = []
         for k in range(steps_per_epoch):
             idx = perm[k * bs:(k + 1) * bs]
-            params, opt_state, loss = step(params, opt_state, configs[idx])
+            params, opt_state, loss = _adam_step(flow, opt, target, params, opt_state, configs[idx])
             losses.append(float(loss))
         finite = np.all(np.isfinite(losses)) and bool(jnp.all(jnp.isfinite(params)))
         lw = all_logw(params)[0] if finite else np.array([np.nan])
@@ -408,7 +405,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if checkpoint_id(meta, params) != meta.get("id"):
         raise ValueError(f"checkpoint {path}: parameters do not match the recorded id (corrupt or edited)")
     f = meta["flow"]
-    flow = Flow(get_group(f["group"]), tuple(f["shape"]), tuple(f["loops"]), int(f["n_sweeps"]), int(f.get("degree", 0)))
+    flow = Flow(get_group(f["group"]), tuple(f["shape"]), tuple(f["loops"]), int(f["n_sweeps"]),
+                int(f.get("degree", 0)))
     th = {k: make_theory(meta[k]["group"], tuple(meta[k]["shape"]), **meta[k]["params"]) for k in ("base", "target")}
     return {"flow": flow, "params": jnp.asarray(params), "base": th["base"], "target": th["target"],
             "config": TrainConfig(**meta["train"]), "epoch": int(meta["epoch"]), "history": meta["history"],
