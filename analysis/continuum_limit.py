@@ -814,7 +814,7 @@ def _ensure_hmc(store: Any, name: str, beta: float, seed: int, s: ContinuumSetti
     """Generate (or resume / reuse) the HMC ensemble ``name`` with ``n_configs`` (default ``s.n_configs``)
     configurations per chain; return the seconds it cost."""
     from corrflow import HMCConfig, make_theory
-    from corrflow.generate import generate_to_store
+    from corrflow.pipeline import generate_to_store
 
     n_configs = s.n_configs if n_configs is None else n_configs
     have = int(store.commit(name)["committed"]) if name in store else 0
@@ -890,7 +890,7 @@ def _ensure_flow(store: Any, train_ens: str, beta: float, s: ContinuumSettings, 
 def _ensure_flowed(store: Any, base: str, name: str, ckpt: Path, ck: dict[str, Any], ledger: _Ledger,
                    rep: _Reporter, batch: int) -> float:
     """Push every base configuration through the flow (resumable); return the seconds it cost."""
-    from corrflow.correlate import correlate_to_store
+    from corrflow.pipeline import correlate_to_store
 
     n_base = int(store.commit(base)["committed"])
     key = f"flow/{name}"

@@ -39,7 +39,7 @@ Workflow (each step goes through the store and is skipped or resumed when alread
 3. every base configuration through every flow (:func:`corrflow.correlate.correlate_to_store`): ``f_k(U_i)`` and
    ``log w_k(U_i)``, paired with ``U_i``;
 4. independent ensembles at every ``beta_k != beta_0`` (seed ``seed + k``; the baseline);
-5. the Wilson flow on every configuration of every ensemble (:func:`corrflow.measure.measure_stored` with
+5. the Wilson flow on every configuration of every ensemble (:func:`corrflow.pipeline.measure_stored` with
    ``wilson_flow``; one flow-time grid for all ensembles);
 6. estimates, covariance, fits, figure and record (``store.write_analysis("continuum_limit_su3", ...)``;
    ``continuum_limit_su3.png / .md / .json`` in ``--out``).
@@ -270,8 +270,8 @@ class SU3ContinuumSettings:
         return HMCConfig(step_size=self.step_size, n_steps=self.n_steps, integrator="omelyan")
 
     def flow_settings(self) -> Any:
-        """The flow-time grid (:class:`corrflow.measure.FlowSettings`) shared by every ensemble."""
-        from corrflow.measure import FlowSettings
+        """The flow-time grid (:class:`corrflow.pipeline.WilsonFlowGrid`) shared by every ensemble."""
+        from corrflow.pipeline import WilsonFlowGrid
 
         every, eps = float(self.flow_every), float(self.flow_eps)
         if not (eps > 0 and every > 0) or abs(every / eps - round(every / eps)) > 1e-9:
@@ -283,7 +283,7 @@ class SU3ContinuumSettings:
             t_max = every * math.ceil(t_max / every)
         if not t_max > 2 * every:
             raise ValueError(f"flow_t_max={t_max} must exceed two measurement intervals ({2 * every})")
-        return FlowSettings(t_max=float(t_max), eps=eps, every=every)
+        return WilsonFlowGrid(t_max=float(t_max), eps=eps, every=every)
 
     def resolved_flow_dir(self) -> Path:
         if self.flow_dir:
@@ -314,7 +314,7 @@ def _ensemble_name(s: SU3ContinuumSettings, beta: float, seed: int) -> str:
 def _ensure_flow_measured(store: Any, name: str, s: SU3ContinuumSettings, ledger: Any, rep: Any) -> float:
     """Wilson flow on every committed configuration of ``name`` (resumable); return its steady-state cost."""
     from analysis.workflow import _Clock
-    from corrflow.measure import FLOW_OBSERVABLE, measure_stored
+    from corrflow.pipeline import FLOW_OBSERVABLE, measure_stored
 
     key = f"wilson_flow/{name}"
     spec = store.spec(name)
@@ -419,7 +419,7 @@ def run_su3(settings: SU3ContinuumSettings | None = None, *, console: Any = None
         _Ledger,
     )
     from corrflow import make_theory
-    from corrflow.correlate import correlate_to_store
+    from corrflow.pipeline import correlate_to_store
     from corrflow.store import open_store
 
     s = settings or SU3ContinuumSettings()

@@ -368,7 +368,7 @@ def _observables(theory: Any) -> tuple[str, ...]:
 def _ensure_hmc(store: Any, stage: str, name: str, theory: Any, hmc: Any, *, n: int, n_chains: int, seed: int,
                 n_therm: int, thin: int, block_size: int, start: str, ledger: _Ledger, rep: WorkflowProgress) -> float:
     """Generate / extend / reuse HMC ensemble ``name``; return the cost of its first ``n`` configurations."""
-    from corrflow.generate import generate_to_store
+    from corrflow.pipeline import generate_to_store
 
     have = int(store.commit(name)["committed"]) if name in store else 0
     key = f"hmc/{name}"
@@ -643,7 +643,7 @@ def prepare(
     """
     import jax
 
-    from corrflow.correlate import correlate_to_store, direct_to_store
+    from corrflow.pipeline import correlate_to_store, direct_to_store
     from corrflow.flows.train import resolve_optimizer
     from corrflow.stats import weight_ess_fraction
     from corrflow.store import EnsembleStore, open_store

@@ -149,7 +149,8 @@ def generate(
         import numpy as np
 
         from . import HMCConfig, make_theory
-        from .generate import generate_to_store, measurements_from_names
+        from .generate import measurements_from_names
+        from .pipeline import generate_to_store
         from .store import ensemble_name, open_store
 
         dims = parse_shape(shape)
@@ -347,13 +348,13 @@ def measure(
     """Compute observables on the stored configurations and write them into the store (resumable)."""
 
     def body() -> None:
-        from .measure import FlowSettings, measure_stored
+        from .pipeline import WilsonFlowGrid, measure_stored
         from .store import open_store
 
         if batch < 1:
             raise CLIError(f"--batch must be >= 1, got {batch}")
         st = open_store(store, "a")
-        flow = FlowSettings(flow_t_max, flow_eps, flow_every)
+        flow = WilsonFlowGrid(flow_t_max, flow_eps, flow_every)
         with _LazyProgress(f"measure {ensemble}") as lp:
             res = measure_stored(st, ensemble, observables, batch=batch, progress=lambda d, t: lp.update(d, t),
                                  flow=flow)
@@ -635,7 +636,7 @@ def correlate(
     """Flow every base configuration; store f(U), log weights, log Jacobians and the pairing (resumable)."""
 
     def body() -> None:
-        from .correlate import correlate_to_store, direct_to_store
+        from .pipeline import correlate_to_store, direct_to_store
         from .store import open_store
 
         if (flow is None) == (not identity):

@@ -1,6 +1,6 @@
 """Gradient-flow scales ``t0``, ``w0`` and their ratio from an ensemble's ``E(t)`` samples, with Gamma-method errors.
 
-``E(t)`` samples come from :func:`corrflow.measure.measure_stored` with ``wilson_flow`` (stored as ``flow_E_clov``
+``E(t)`` samples come from :func:`corrflow.pipeline.measure_stored` with ``wilson_flow`` (stored as ``flow_E_clov``
 / ``flow_E_plaq`` with dims ``(chain, traj, flow_time)``) or directly from
 :func:`corrflow.observables.gradient_flow.wilson_flow`.  Each scale is a function of the *ensemble mean* of
 ``E`` on the flow-time grid (``t0``: ``t^2 <E(t)> = ref``; ``w0^2``: ``t d/dt t^2 <E(t)> = ref``), so its error

@@ -18,9 +18,9 @@ import argparse
 import time
 
 import corrflow as cf
-from corrflow.generate import generate_to_store
+from corrflow.pipeline import generate_to_store
 from corrflow.heatbath import HeatbathConfig
-from corrflow.measure import FlowSettings, measure_stored
+from corrflow.pipeline import WilsonFlowGrid, measure_stored
 from corrflow.scales import describe, scales_from_store
 
 LUSCHER_T0_BETA596 = (2.7854, 0.0062)
@@ -57,7 +57,7 @@ def main() -> None:
           f"({time.perf_counter() - t:.0f} s)")
     t = time.perf_counter()
     t_max = args.t_max if args.t_max is not None else (3.6 if args.L >= 16 else None)
-    flow = FlowSettings(t_max=t_max, eps=0.02, every=0.1)
+    flow = WilsonFlowGrid(t_max=t_max, eps=0.02, every=0.1)
     measure_stored(store, name, ["wilson_flow"], batch=4, flow=flow)
     print(f"Wilson flow measured ({time.perf_counter() - t:.0f} s)")
     ref = 0.3 if args.L >= 16 else 0.2

@@ -7,12 +7,12 @@ import pytest
 
 import corrflow  # noqa: F401  (x64)
 from corrflow import make_theory
-from corrflow.measure import FlowSettings, measure_stored
+from corrflow.pipeline import WilsonFlowGrid, measure_stored
 from corrflow.observables.gradient_flow import flow_scale, w_function, wilson_flow
 from corrflow.scales import flow_scales, scales_from_store
 from corrflow.store import StoreError, open_store
 
-FLOW = FlowSettings(t_max=0.6, eps=0.05, every=0.1)
+FLOW = WilsonFlowGrid(t_max=0.6, eps=0.05, every=0.1)
 SHAPE = (4, 4, 4, 4)
 N = 10  # configurations per chain (the Gamma method needs >= 10 per replica)
 
@@ -61,11 +61,17 @@ def test_wilson_flow_measurement_is_stored_resumable_and_checked(su3_store):
         with w:
             w.write_observable("flow_E_clov", np.zeros((2, 0, 3)), N, extra={"flow_time": [0, 0.2, 0.4]})
     with pytest.raises(ValueError, match="fewer than 2"):
-        measure_stored(st, "su3", ["wilson_flow"], flow=FlowSettings(t_max=0.05, every=0.1))
+        measure_stored(st, "su3", ["wilson_flow"], flow=WilsonFlowGrid(t_max=0.05, every=0.1))
 
 
-def test_scales_from_store_match_the_direct_computation(su3_store):
-    st = open_store(su3_store, "r")
+def test_scales_from_store_match_the_direct_computation(su3_store, tmp_path):
+    import shutil
+
+    # a copy measured here: tests of this module may run in any order and on different xdist workers
+    path = tmp_path / "copy.zarr"
+    shutil.copytree(su3_store, path)
+    measure_stored(open_store(path, "a"), "su3", ["wilson_flow"], batch=N, flow=FLOW)
+    st = open_store(path, "r")
     ds = st.open_ensemble("su3")
     t, e = ds["flow_time"].values, ds["flow_E_clov"].values
     mean = e.mean(axis=(0, 1))

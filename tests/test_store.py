@@ -35,9 +35,10 @@ import corrflow
 import corrflow.store as cstore
 from corrflow import observables as cobs
 from corrflow.cli import app
-from corrflow.generate import generate_to_store, initial_links, measurements_from_names, run_blocks
+from corrflow.generate import initial_links, measurements_from_names, run_blocks
+from corrflow.pipeline import generate_to_store
 from corrflow.ildg import IldgFormatError, write_ildg
-from corrflow.measure import measure_stored
+from corrflow.pipeline import measure_stored
 from corrflow.store import EnsembleSpec, StoreError, open_store
 
 THEORY = corrflow.make_theory("u1", (4, 4), beta=2.0)

@@ -7,7 +7,7 @@ measures only what is missing.
 
 ``wilson_flow`` (SU(N)) integrates the Wilson flow of every configuration (:mod:`corrflow.observables.gradient_flow`)
 and stores ``flow_E_plaq``, ``flow_E_clov`` (and, in 4D, ``flow_Q``) with dims ``(chain, traj, flow_time)``;
-the flow-time grid is set by :class:`FlowSettings` (default: up to ``sqrt(8 t) = L_min / 2``).
+the flow-time grid is set by :class:`WilsonFlowGrid` (default: up to ``sqrt(8 t) = L_min / 2``).
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .generate import measurements_from_names
-from .groups import get_group
+from ..generate import measurements_from_names
+from ..groups import get_group
 
-__all__ = ["measure_stored", "MeasureSummary", "FlowSettings", "FLOW_OBSERVABLE", "flow_observable_names"]
+__all__ = ["measure_stored", "MeasureSummary", "WilsonFlowGrid", "FLOW_OBSERVABLE", "flow_observable_names"]
 
 FLOW_OBSERVABLE = "wilson_flow"
 
 
-class FlowSettings(NamedTuple):
+class WilsonFlowGrid(NamedTuple):
     """Flow-time grid of the ``wilson_flow`` measurement: step ``eps``, a measurement every ``every`` and the
     end ``t_max`` (``None``: the largest multiple of ``every`` with ``sqrt(8 t) <= L_min / 2``, i.e. the smoothing
     radius reaches half the shortest extent)."""
@@ -56,8 +56,8 @@ def _expand(observables: Sequence[str], ndim: int) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _flow_measure(u: jax.Array, group: Any, flow: FlowSettings, t_max: float) -> dict[str, jax.Array]:
-    from .observables.gradient_flow import wilson_flow
+def _flow_measure(u: jax.Array, group: Any, flow: WilsonFlowGrid, t_max: float) -> dict[str, jax.Array]:
+    from ..observables.gradient_flow import wilson_flow
 
     h = wilson_flow(u, group, t_max, eps=flow.eps, measure_every=flow.every)
     out = {"flow_E_plaq": h.E_plaq, "flow_E_clov": h.E_clov}
@@ -84,7 +84,7 @@ def measure_stored(
     *,
     batch: int = 64,
     progress: Callable[[int, int], None] | None = None,
-    flow: FlowSettings | None = None,
+    flow: WilsonFlowGrid | None = None,
 ) -> MeasureSummary:
     """Measure ``observables`` on every committed configuration of ensemble ``name`` not yet measured.
 
@@ -95,7 +95,7 @@ def measure_stored(
     spec = store.spec(name)
     group = get_group(spec.group)
     ndim = len(spec.shape)
-    flow = flow or FlowSettings()
+    flow = flow or WilsonFlowGrid()
     gauge_names = [o for o in observables if o != FLOW_OBSERVABLE]
     measurements_from_names(group, gauge_names, ndim)  # validate names early
     grid = None

@@ -1,0 +1,152 @@
+"""Ensemble generation into the store: the driver behind ``corrflow generate`` and the pipeline's
+ensure-ensemble step.
+
+The Markov chains themselves are :func:`corrflow.generate.run_blocks` (pure, jitted blocks); this module
+creates / validates the stored ensemble, checkpoints thermalisation, appends and commits each block, and
+resumes bit-identically after an interruption.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import hmc
+from ..generate import initial_links, measurements_from_names, run_blocks
+
+__all__ = ["GenerationSummary", "generate_to_store"]
+
+
+class GenerationSummary(NamedTuple):
+    """What :func:`generate_to_store` did."""
+
+    name: str
+    n_new: int
+    committed: int
+    acceptance: float
+    plaquette: float
+    seconds: float
+
+
+def generate_to_store(
+    store: Any,
+    name: str,
+    theory: Any,
+    config: hmc.HMCConfig,
+    *,
+    n_traj: int,
+    n_chains: int = 1,
+    seed: int = 0,
+    n_therm: int = 100,
+    thin: int = 1,
+    block_size: int = 100,
+    start: str = "hot",
+    dtype: Any = None,
+    observables: Sequence[str] = ("plaquette",),
+    resume: bool = False,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> GenerationSummary:
+    """Generate (or resume / extend) ensemble ``name`` in ``store`` until it holds ``n_traj`` stored
+    trajectories per chain.
+
+    The ensemble is created on first use.  If it exists, every defining parameter (theory, shape,
+    action parameters, chains, seed, dtype, HMC settings, thermalisation, thinning, observables)
+    must match, and ``resume=True`` is required; the run then continues from the last committed
+    trajectory and is bit-identical to an uninterrupted run.  Each block is appended and committed
+    before the next one starts.  ``progress(done, total, stats)`` receives the trajectory counts
+    (thermalisation included) and the block's acceptance and mean plaquette.  ``mesh``: run the chains
+    sharded over devices (see :func:`run_blocks`); it is not part of the ensemble's definition (a
+    ``"chains"`` mesh gives bit-identical results), so a run may be resumed with or without one.
+    """
+    import time as _time
+
+    from ..store import EnsembleSpec, StoreError
+
+    if n_traj < 1:
+        raise ValueError(f"n_traj must be >= 1, got {n_traj}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if start not in ("hot", "cold"):
+        raise ValueError(f"start must be 'hot' or 'cold', got {start!r}")
+    if not isinstance(config, hmc.HMCConfig):
+        from ..heatbath import HeatbathConfig, _check_theory
+
+        if not isinstance(config, HeatbathConfig):
+            raise TypeError(f"config must be an HMCConfig or a HeatbathConfig, got {type(config).__name__}")
+        _check_theory(theory)  # before the store is touched
+    obs_names = tuple(dict.fromkeys(("plaquette",) + tuple(observables)))
+    measure = measurements_from_names(theory.group, obs_names, theory.ndim)
+    if dtype is None:
+        dtype = jnp.float64 if theory.group.is_abelian else jnp.complex128
+    hmc_settings = config.as_dict()
+    if not isinstance(config, hmc.HMCConfig):
+        hmc_settings["algorithm"] = "heatbath"
+    if hasattr(theory, "det"):  # fermion algorithm settings are part of the HMC recipe
+        hmc_settings.update(fermion_det=theory.det, even_odd=bool(theory.even_odd), cg_tol=float(theory.cg_tol))
+    spec = EnsembleSpec(theory=theory.theory_name, group=theory.group.name, shape=theory.shape,
+                        params=theory.params(), n_chains=n_chains, seed=seed, dtype=np.dtype(dtype).name,
+                        hmc=hmc_settings, n_therm=n_therm, thin=thin, measurements=obs_names)
+    if name in store:
+        diffs = store.spec(name).differences(spec)
+        if diffs:
+            raise StoreError(f"ensemble {name!r} exists with different settings: " + "; ".join(diffs)
+                             + ". Use the stored settings to extend it, or choose another --name.")
+        if not resume:
+            have = store.commit(name)["committed"]
+            raise StoreError(f"ensemble {name!r} already exists with {have} trajectories per chain; pass --resume "
+                             "to continue or extend it, or choose another --name")
+    else:
+        # one block per chunk (up to 64 MB): appends write whole chunks, no read-modify-write
+        cfg_bytes = int(np.prod(theory.link_shape)) * np.dtype(dtype).itemsize
+        store.create_ensemble(name, spec, chunk_traj=max(1, min(block_size, (64 << 20) // cfg_bytes)))
+    key = jax.random.PRNGKey(seed)
+    t_start = _time.perf_counter()
+    with store.writer(name) as w:
+        committed0 = w.committed
+        if committed0 >= n_traj:
+            raise StoreError(f"ensemble {name!r} already holds {committed0} trajectories per chain (requested "
+                             f"{n_traj}); nothing to do. Raise --n to extend it.")
+        w.reserve(n_traj)
+        state = w.resume_state()
+        if state is None:
+            links, action, next_traj = initial_links(key, theory, n_chains, start, dtype), None, 0
+        else:
+            links, action, next_traj = state
+        total = n_therm + n_traj * thin
+        # thermalisation (checkpointed after every block)
+        if next_traj < n_therm:
+            for blk in run_blocks(key, theory, config, links, n_therm - next_traj, block_size=block_size,
+                                  first_index=next_traj, action=action, mesh=mesh):
+                links, action = blk.state.links, blk.state.action
+                next_traj = int(blk.traj[-1]) + 1
+                w.save_checkpoint(np.asarray(links), np.asarray(action), next_traj,
+                                  "therm" if next_traj < n_therm else "production")
+                if progress is not None:
+                    progress(next_traj, total, {"acceptance": float(np.mean(blk.info.accepted)),
+                                                "plaquette": float("nan")})
+        acc, plaq = [], []
+        remaining = n_traj - w.committed
+        for blk in run_blocks(key, theory, config, links, remaining, block_size=block_size, first_index=next_traj,
+                              measure=measure, thin=thin, keep_links=True, action=action, mesh=mesh):
+            per = {k: np.asarray(v) for k, v in blk.measurements.items()}
+            per["action"] = np.asarray(blk.action)
+            per["delta_H"] = np.asarray(blk.info.delta_H)
+            per["accepted"] = np.asarray(blk.info.accepted)
+            per["step_size"] = np.full(per["action"].shape, float(getattr(config, "step_size", np.nan)))
+            blk_links = np.asarray(blk.links)
+            if not np.all(np.isfinite(blk_links)):
+                raise FloatingPointError(f"non-finite links in the block starting at trajectory {blk.first}; "
+                                         "nothing of this block was stored. Reduce the step size.")
+            next_traj = int(blk.traj[-1]) + 1
+            w.append(blk.traj, blk_links, per, next_traj)
+            acc.append(per["accepted"].mean())
+            plaq.append(per["plaquette"].mean())
+            if progress is not None:
+                progress(next_traj, total, {"acceptance": float(acc[-1]), "plaquette": float(plaq[-1])})
+        committed = w.committed
+    return GenerationSummary(name, committed - committed0, committed, float(np.mean(acc)) if acc else float("nan"),
+                             float(np.mean(plaq)) if plaq else float("nan"), _time.perf_counter() - t_start)
