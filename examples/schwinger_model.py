@@ -14,7 +14,8 @@ import numpy as np
 import corrflow  # noqa: F401  (switches on float64)
 from corrflow import HMCConfig, make_theory
 from corrflow.generate import generate
-from corrflow.observables.fermions import FermionMeasurements, effective_mass
+from corrflow.observables.fermions import FermionMeasurements
+from corrflow.stats import effective_mass
 from corrflow.stats import gamma_method
 
 # Theory: beta = 1/g^2, bare mass m (kappa = 1/(2m + 4)); det="exact" uses the dense determinant
@@ -34,5 +35,5 @@ print("condensate", gamma_method(out["condensate"]), "(per flavour, (1/V) Re tr 
 c = np.moveaxis(out["pion"], -1, 0)  # (L0, chains, n)
 l0 = c.shape[0]
 for t in range(1, l0 // 2 - 1):
-    m = gamma_method(c[t:t + 2], lambda a, t=t: float(effective_mass(np.r_[np.zeros(t), a, np.zeros(l0 - t - 2)])[t]))
+    m = gamma_method(c[t:t + 2], lambda a, t=t: float(effective_mass(np.r_[np.zeros(t), a, np.zeros(l0 - t - 2)], "cosh_ratio")[t]))
     print(f"m_eff({t}) = {m}")

@@ -14,7 +14,8 @@ import pytest
 import corrflow  # noqa: F401  (x64)
 from corrflow import HMCConfig, exact, hmc, make_theory
 from corrflow.groups import get_group
-from corrflow.observables.fermions import chiral_condensate, dS_dmass, effective_mass, pion_correlator, propagator
+from corrflow.observables.fermions import chiral_condensate, dS_dmass, pion_correlator, propagator
+from corrflow.stats import effective_mass
 from corrflow.stats import gamma_method
 from corrflow.theories.fermions import (
     WilsonFermionAction,
@@ -74,7 +75,7 @@ def test_free_propagator_and_pion_correlator(theory: str, shape: tuple[int, ...]
     c = np.asarray(pion_correlator(th, u, n_sources=2))
     np.testing.assert_allclose(c, th.n_color * exact.wilson_free_pion_correlator(shape, 0.3), rtol=1e-10)
     # cosh effective mass is constant only asymptotically; but it must be positive and finite at large t
-    meff = effective_mass(c)
+    meff = effective_mass(c, "cosh_ratio")
     assert np.all(np.isfinite(meff)) and np.all(meff > 0)
 
 

@@ -36,7 +36,6 @@ from ..theories.fermions import (
 Array = jax.Array
 
 __all__ = ["point_source", "propagator", "pion_correlator", "valence_quarks", "SOLVERS", "chiral_condensate",
-           "effective_mass",
            "FermionMeasurements",
            "dS_dmass"]
 
@@ -137,40 +136,6 @@ def chiral_condensate(theory: WilsonFermionAction, u: Array) -> Array:
 def dS_dmass(theory: WilsonFermionAction, u: Array) -> Array:
     """``dS_eff/dm = -n_f Re tr D^{-1} = -n_f V Sigma`` (exact), shape ``batch``."""
     return -theory.n_flavors * theory.volume * chiral_condensate(theory, u)
-
-
-def effective_mass(c: np.ndarray, kind: str = "cosh") -> np.ndarray:
-    """Effective mass from a correlator ``c`` ``(..., L_0)`` (numpy; e.g. an ensemble mean).
-
-    ``kind="cosh"``: solve ``c(t)/c(t+1) = cosh(m (t - L_0/2)) / cosh(m (t + 1 - L_0/2))`` for each
-    ``t = 0 .. L_0/2 - 1`` (periodic pion correlator); ``kind="log"``: ``log(c(t)/c(t+1))`` for ``t = 0 .. L_0-2``.
-    Entries where no solution exists are NaN.
-    """
-    from scipy.optimize import brentq
-
-    c = np.asarray(c, float)
-    l0 = c.shape[-1]
-    if kind == "log":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.log(c[..., :-1] / c[..., 1:])
-    if kind != "cosh":
-        raise ValueError(f"kind must be 'cosh' or 'log', got {kind!r}")
-    half = l0 // 2
-    flat = c.reshape(-1, l0)
-    out = np.full((flat.shape[0], half), np.nan)
-    for i, row in enumerate(flat):
-        for t in range(half):
-            r = row[t] / row[t + 1] if row[t + 1] != 0 else np.nan
-            if not np.isfinite(r) or r <= 1.0:
-                continue
-            f = lambda m, t=t, r=r: np.cosh(m * (t - l0 / 2)) / np.cosh(m * (t + 1 - l0 / 2)) - r  # noqa: E731
-            hi = 1.0
-            while f(hi) < 0 and hi < 50:
-                hi *= 2
-            if f(hi) < 0:
-                continue
-            out[i, t] = brentq(f, 1e-12, hi)
-    return out.reshape(c.shape[:-1] + (half,))
 
 
 class FermionMeasurements:

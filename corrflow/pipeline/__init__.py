@@ -1,27 +1,89 @@
 """The pipeline layer: store-backed, resumable steps that analyses and the command line compose.
 
-Drivers (each resumable through the store):
+Layers: ``corrflow.cli`` and ``analysis/`` (entry points) -> ``corrflow.pipeline`` -> ``corrflow.store`` -> the pure
+physics core (``correlate``, ``flows``, ``hmc``, ``heatbath``, ``observables``, ``stats``, ``theories``, ``groups``,
+``lattice``).  Nothing here is imported by the layers below.
 
-* :func:`generate_to_store` -- HMC / heat-bath ensembles;
-* :func:`correlate_to_store`, :func:`direct_to_store` -- flowed and direct-reweighting ensembles paired with a base;
-* :func:`measure_stored` -- observables on stored configurations.
+* drivers: :func:`generate_to_store`, :func:`correlate_to_store` / :func:`direct_to_store`,
+  :func:`measure_stored` (each resumable through the store);
+* steps: :class:`Pipeline` (ensure an :class:`Ensemble`, a :class:`TrainedFlow`, a :class:`PairedEnsemble`,
+  a measurement) and :func:`family` (base + flows + paired + independent ensembles for several targets);
+* :class:`CostLedger` -- the one cost definition (:data:`COST_DEFINITION`); :class:`Progress` -- the one progress
+  protocol; :mod:`~corrflow.pipeline.settings` -- the one settings model (TOML run files);
+  :mod:`~corrflow.pipeline.cli` -- the one settings-to-command adapter and error runner;
+* :class:`Analysis`, :func:`run_analysis` -- settings + prepare + estimate + render, run the same way for every
+  analysis; :mod:`~corrflow.pipeline.record` -- records, Markdown, publishing.
 """
 
 from __future__ import annotations
 
+from .analysis import Analysis, run_analysis
 from .ensembles import GenerationSummary, generate_to_store
-from .measurements import FLOW_OBSERVABLE, WilsonFlowGrid, MeasureSummary, flow_observable_names, measure_stored
+from .family import TRAIN_SEED_OFFSET, Family, Member, auto_block_size, family, hmc_ensemble_name
+from .ledger import COST_DEFINITION, Clock, CostLedger
+from .measurements import FLOW_OBSERVABLE, MeasureSummary, WilsonFlowGrid, flow_observable_names, measure_stored
 from .paired import CorrelateSummary, correlate_to_store, direct_to_store
+from .progress import Progress
+from .settings import (
+    AnalysisSettings,
+    EnsembleSettings,
+    ErrorSettings,
+    FlowSettings,
+    MarkovSettings,
+    Settings,
+    StoreSettings,
+    TrainingSettings,
+    setting,
+)
+from .steps import (
+    Ensemble,
+    PairedEnsemble,
+    Pipeline,
+    TrainedFlow,
+    exact_theory,
+    parameter_shift,
+    training_configs,
+    validate_shift,
+)
 
 __all__ = [
+    "COST_DEFINITION",
     "FLOW_OBSERVABLE",
+    "TRAIN_SEED_OFFSET",
+    "Analysis",
+    "AnalysisSettings",
+    "Clock",
     "CorrelateSummary",
-    "WilsonFlowGrid",
+    "CostLedger",
+    "Ensemble",
+    "EnsembleSettings",
+    "ErrorSettings",
+    "Family",
+    "FlowSettings",
     "GenerationSummary",
+    "MarkovSettings",
     "MeasureSummary",
+    "Member",
+    "PairedEnsemble",
+    "Pipeline",
+    "Progress",
+    "Settings",
+    "StoreSettings",
+    "TrainedFlow",
+    "TrainingSettings",
+    "WilsonFlowGrid",
+    "auto_block_size",
     "correlate_to_store",
     "direct_to_store",
+    "exact_theory",
+    "family",
     "flow_observable_names",
     "generate_to_store",
+    "hmc_ensemble_name",
     "measure_stored",
+    "parameter_shift",
+    "run_analysis",
+    "setting",
+    "training_configs",
+    "validate_shift",
 ]

@@ -5,6 +5,9 @@
 * :func:`binned_jackknife` / :func:`jackknife_samples` -- binned jackknife.
 * :func:`autocorrelation_function`, :func:`integrated_autocorrelation_time`.
 * :func:`ess_arviz` -- ArviZ effective sample size as an independent check.
+* :func:`effective_mass` (cosh / cosh_ratio / log), :func:`fold_correlator`; effective-mass curves from paired
+  samples (:func:`flowed_curve`, :func:`connected_curve`, ...) and :func:`plateau_fit`.
+* :func:`weight_ess_fraction` (Kish), :func:`normalised_weights`, :func:`pareto_k` -- weight diagnostics.
 * :class:`Stats` and :func:`format_value_error` -- results and ``0.31498(72)``
   formatting.
 * :func:`correlated_fit`, :func:`resampled_fit`, :func:`bayesian_fit` -- fits of
@@ -34,6 +37,19 @@ from .fits import (
 )
 from .jackknife import DEFAULT_BIN_TAU_FACTOR, binned_jackknife, jackknife_samples
 from .result import Stats, format_value_error
+from .weights import normalised_weights, pareto_k
+from .spectroscopy import effective_mass, effective_mass_slope, effective_times, fold_correlator
+from .curves import (
+    Curve,
+    Plateau,
+    auto_bin_size,
+    connected_curve,
+    flowed_curve,
+    independent_curve,
+    plateau_fit,
+    pull,
+    symmetric_curve,
+)
 from .pyerrors_export import reweighted_obs, to_pyerrors
 from .reweighting import (
     ReweightingResult,
@@ -50,6 +66,19 @@ from .reweighting import (
 
 __all__ = [
     "BayesianFitResult",
+    "Curve",
+    "Plateau",
+    "auto_bin_size",
+    "connected_curve",
+    "effective_mass",
+    "effective_mass_slope",
+    "effective_times",
+    "flowed_curve",
+    "fold_correlator",
+    "independent_curve",
+    "plateau_fit",
+    "pull",
+    "symmetric_curve",
     "DEFAULT_BIN_TAU_FACTOR",
     "FitError",
     "FitResult",
@@ -71,6 +100,8 @@ __all__ = [
     "finite_difference_derivative",
     "independent_difference",
     "log_mean_weight",
+    "normalised_weights",
+    "pareto_k",
     "reweighted_mean",
     "reweighted_obs",
     "symmetric_derivative",

@@ -1,0 +1,101 @@
+"""The settings-to-command-line adapter and the error runner shared by every entry point.
+
+:func:`settings_command` turns an :class:`~corrflow.pipeline.settings.AnalysisSettings` class into a typer
+command: one option per leaf setting (``--n-configs``, or the field's ``flag``), its help text and default taken
+from the dataclass, plus ``--config run.toml``.  Precedence: class defaults < run file < options given on the
+command line.  Bad values give one line and exit status 2 (:func:`run_cli`).
+
+:func:`run_cli` runs the body of any command: user errors (``ValueError``, ``TypeError``, ``FloatingPointError``,
+:class:`corrflow.store.StoreError` and the ``errors`` passed) become ``error: <message>`` and exit 2, Ctrl-C
+exits 130 keeping everything committed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["run_cli", "settings_command", "make_console"]
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FloatingPointError)
+
+
+def make_console(stderr: bool = False) -> Any:
+    """A rich console: a terminal's own width, or 160 columns in log files (wide tables stay readable)."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr) if stream.isatty() else Console(stderr=stderr, width=160)
+
+
+def run_cli(body: Callable[[], Any], console: Any, errors: tuple[type[BaseException], ...] = (),
+            interrupted: str = "everything committed to the store is kept; rerun the same command to continue") -> Any:
+    """Run a command body: user errors -> one line on ``console`` and exit 2; Ctrl-C -> exit 130."""
+    import typer
+
+    from ..store import StoreError
+
+    try:
+        return body()
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: {interrupted}")
+        raise typer.Exit(130) from None
+    except (*USER_ERRORS, *errors, StoreError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _option_default(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return value
+
+
+def settings_command(app: Any, settings_cls: type, run: Callable[[Any, Any], Any], *, name: str | None = None,
+                     help: str | None = None, epilog: str | None = None) -> Callable[..., None]:
+    """Register ``run(settings, console)`` on the typer ``app`` as a command whose options are the leaf settings
+    of ``settings_cls`` (hidden ones excluded) plus ``--config``.  Returns the command function."""
+    import typer
+
+    defaults = settings_cls()
+    leaves = {k: v for k, v in settings_cls.flat_fields().items() if k not in settings_cls.cli_hidden}
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+              inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                                default=typer.Option("", "--config", help="TOML run file with settings (nested "
+                                                     "tables per group or flat keys); options given on the command "
+                                                     "line override it. Every run writes its resolved settings to "
+                                                     "OUT/NAME.toml; `--config` of that file repeats the run."))]
+    for key, (group, f, tp) in leaves.items():
+        over = settings_cls.cli_overrides.get(key, {})
+        flag = over.get("flag") or f.metadata.get("flag") or "--" + key.replace("_", "-")
+        text = over.get("help") or f.metadata.get("help", "")
+        default = _option_default(defaults.get(key))
+        annot = tp if tp in (int, float, bool, str) else str
+        decls = [flag] if annot is not bool else [f"{flag}/--no-{flag[2:]}"]
+        params.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annot,
+                                        default=typer.Option(default, *decls, help=text)))
+
+    def command(ctx: Any, **kwargs: Any) -> None:
+        from click.core import ParameterSource
+
+        console = make_console()
+
+        def body() -> None:
+            config = kwargs.pop("config")
+            settings = settings_cls.from_toml(config) if config else settings_cls()
+            given = {k: v for k, v in kwargs.items()
+                     if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+            if given:
+                settings = settings.replace(**given)
+            run(settings, console)
+
+        run_cli(body, console)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__name__ = (name or settings_cls.name).replace("-", "_")
+    command.__doc__ = help or settings_cls.__doc__
+    app.command(name or settings_cls.name, epilog=epilog, help=help)(command)
+    return command

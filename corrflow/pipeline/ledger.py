@@ -1,0 +1,122 @@
+"""The cost ledger: one definition of what a step costs, for every analysis and benchmark.
+
+Definition (:data:`COST_DEFINITION`)
+------------------------------------
+The cost of a step is its **steady-state wall-clock time with JIT compilation excluded**: a step reports
+progress after every unit of work (an HMC block, a training epoch, a batch of flowed configurations, a batch
+of measurements); the rate between the first and the last report, times the units the step did, is its cost.
+The first unit, which pays for compiling the step's program, therefore does not count — compilation is a
+one-time cost per program and shape that a production run amortises (and that a shared program, e.g. the
+independent HMC reusing the base's, pays only once).  A step with fewer than two reports is charged its whole
+wall time (compilation included).  Wall times with compilation are recorded beside the costs (``wall``).
+
+Reuse: a step found done in the store (an ensemble, a trained flow, a flowed ensemble, a measurement) is
+charged the cost recorded when it ran, scaled by the fraction of its configurations that the analysis uses;
+a step extended (more trajectories, more epochs) adds the new cost to the recorded one.  A training run is
+always charged in full, also when the flow is reused (the cost of the method includes training it once).
+A step whose cost was never recorded (e.g. an ensemble made by ``corrflow generate``) costs NaN and analyses
+say so.  Costs persist in ``<flow dir>/workflow_timings.json`` next to the checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COST_DEFINITION", "Clock", "CostLedger"]
+
+COST_DEFINITION = ("steady-state wall-clock seconds with JIT compilation excluded (rate between the first and "
+                   "the last progress report of a step times its work); reused steps are charged their recorded "
+                   "cost scaled to the configurations used; training is charged in full")
+
+LEDGER_FILE = "workflow_timings.json"
+
+
+class Clock:
+    """Wall time of one step and its steady-state cost (compilation excluded; module docstring).
+
+    ``tick(done)`` after each unit of work; ``cost(total)`` = rate between the first and last tick x ``total``
+    (the whole wall time with fewer than two ticks).
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.ticks: list[tuple[float, float]] = []
+
+    def tick(self, done: float) -> None:
+        self.ticks.append((time.perf_counter(), float(done)))
+
+    @property
+    def wall(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def cost(self, total: float) -> float:
+        if len(self.ticks) >= 2:
+            (ta, da), (tb, db) = self.ticks[0], self.ticks[-1]
+            if db > da and tb > ta:
+                return (tb - ta) / (db - da) * float(total)
+        return self.wall
+
+
+class CostLedger:
+    """Recorded costs per step key (``hmc/<ensemble>``, ``train/<checkpoint>``, ``flow/<ensemble>``,
+    ``direct/<ensemble>``, ``measure/<ensemble>/<what>``), kept in a JSON file.
+
+    Each entry: ``seconds`` (cost, module definition), ``wall`` (with compilation) and ``n`` (configurations per
+    chain, or training configurations, that the step covers).
+    """
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.data: dict[str, Any] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                self.data = json.loads(self.path.read_text())
+            except (OSError, json.JSONDecodeError):
+                self.data = {}  # an unreadable ledger only loses cost information
+
+    @classmethod
+    def in_directory(cls, directory: str | Path) -> "CostLedger":
+        return cls(Path(directory) / LEDGER_FILE)
+
+    def _entry(self, key: str) -> dict[str, Any]:
+        v = self.data.get(key)
+        return v if isinstance(v, dict) else {}
+
+    def seconds(self, key: str) -> float:
+        """Recorded cost of ``key`` (NaN if never recorded)."""
+        return float(self._entry(key).get("seconds", math.nan))
+
+    def wall(self, key: str) -> float:
+        return float(self._entry(key).get("wall", math.nan))
+
+    def count(self, key: str) -> int:
+        return int(self._entry(key).get("n", 0))
+
+    def cost(self, key: str, n_used: int | None = None) -> float:
+        """Cost of ``key`` scaled to ``n_used`` of the ``n`` configurations it covers (all if None)."""
+        s, n = self.seconds(key), self.count(key)
+        if n_used is None or n <= 0:
+            return s
+        return s * min(1.0, n_used / n)
+
+    def record(self, key: str, seconds: float, wall: float, n: int, *, accumulate: bool = False) -> None:
+        """Record the cost of a step that now covers ``n`` configurations (added to the earlier cost when
+        ``accumulate``: the step extended an earlier one)."""
+        prev, prev_wall = (self.seconds(key), self.wall(key)) if accumulate else (0.0, 0.0)
+        self.data[key] = {"seconds": float(seconds) + (prev if math.isfinite(prev) else math.nan),
+                          "wall": float(wall) + (prev_wall if math.isfinite(prev_wall) else math.nan),
+                          "n": int(n)}
+        self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        os.replace(tmp, self.path)

@@ -1,0 +1,111 @@
+"""One progress protocol for every entry point: rich bars and log lines on a terminal, quiet in tests.
+
+    progress = Progress(console)            # rich.console.Console: bars (terminal only) and log lines
+    progress = Progress()                   # quiet (tests, library use)
+    progress.update("hmc_base", done, total, "acc 0.91")
+    progress.finish("hmc_base")             # closes the bar of that stage
+    progress.log("  train: 10 epochs ...")  # one line (rich markup)
+    with progress.stage("measure base") as tick:   # the same as a context manager
+        tick(done, total)
+
+Bars appear on the first ``update`` of a stage (so early errors print cleanly), are transient, and are shown only
+when the console is a terminal; log lines always go to the console.  ``on_update(stage, done, total, extra)``
+receives every update as well (for callers that keep their own accounting, e.g. tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["Progress"]
+
+_LABELS = {"hmc_base": "HMC base", "hmc_independent": "HMC independent", "hmc_training": "HMC training chain",
+           "train": "train flow", "flow": "apply flow", "direct": "direct weights"}
+
+
+class Progress:
+    """Progress bars per stage and log lines (see the module docstring).
+
+    Parameters
+    ----------
+    console : rich.console.Console, optional
+        Where bars and log lines go; ``None``: silent.
+    on_update : callable ``(stage, done, total, extra)``, optional
+        Called on every update (also when silent).
+    """
+
+    def __init__(self, console: Any = None, on_update: Callable[[str, int, int, str], None] | None = None) -> None:
+        self.console = console
+        self.on_update = on_update
+        self._prog: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    @property
+    def quiet(self) -> bool:
+        return self.console is None
+
+    def _bars(self) -> Any:
+        if self._prog is None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._prog = RichProgress(TextColumn("  [bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[extra]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                      console=self.console, transient=True, disable=not self.console.is_terminal)
+            self._prog.start()
+        return self._prog
+
+    def update(self, stage: str, done: int, total: int, extra: str = "") -> None:
+        """``done`` of ``total`` units of ``stage`` are finished (``extra``: a short status text)."""
+        if self.on_update is not None:
+            self.on_update(stage, done, total, extra)
+        if self.console is None:
+            return
+        prog = self._bars()
+        if stage not in self._tasks:
+            self._tasks[stage] = prog.add_task(_LABELS.get(stage, stage), total=total, extra=extra)
+        prog.update(self._tasks[stage], completed=done, total=total, extra=extra)
+
+    def finish(self, stage: str) -> None:
+        """Close the bar of ``stage`` (no-op if it has none)."""
+        if self._prog is not None and stage in self._tasks:
+            self._prog.remove_task(self._tasks.pop(stage))
+        if self._prog is not None and not self._tasks:
+            self._prog.stop()
+            self._prog = None
+
+    def log(self, message: str) -> None:
+        """One line (rich markup) on the console."""
+        if self.console is not None:
+            self.console.print(message)
+
+    @contextmanager
+    def stage(self, stage: str) -> Iterator[Callable[..., None]]:
+        """``with progress.stage(name) as tick: tick(done, total[, extra])``; the bar closes on exit."""
+        try:
+            yield lambda done, total, extra="": self.update(stage, done, total, extra)
+        finally:
+            self.finish(stage)
+
+
+def as_progress(progress: Any) -> Progress:
+    """``None`` (quiet), a :class:`Progress`, a ``rich.console.Console`` or a callable ``(stage, done, total,
+    extra)`` as a :class:`Progress`."""
+    if progress is None:
+        return Progress()
+    if isinstance(progress, Progress):
+        return progress
+    if hasattr(progress, "print") and hasattr(progress, "is_terminal"):
+        return Progress(progress)
+    if callable(progress):
+        return Progress(on_update=progress)
+    raise TypeError("progress must be None, a corrflow.pipeline.Progress, a rich Console or a callable "
+                    "(stage, done, total, extra)")

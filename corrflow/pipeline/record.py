@@ -1,0 +1,99 @@
+"""Analysis records: one JSON-serialisable dict per run, rendered the same way by every analysis.
+
+A record holds ``title``, ``summary`` (Markdown lines), ``tables`` (``{caption: {"columns": [...], "rows":
+[[...], ...]}}``), ``settings`` (the resolved settings, nested, so that ``Settings.from_dict(record["settings"])``
+repeats the run), ``costs``, ``variance_reduction`` and whatever numbers the analysis adds.
+:func:`publish` writes it to the store (``store.write_analysis``, with the figures) and to ``out/``: the figure,
+``<name>.md``, ``<name>.json`` and the run file ``<name>.toml``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["figure_png", "json_safe", "markdown", "print_tables", "publish"]
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` with numpy scalars/arrays as Python values and non-finite floats as None (strict JSON)."""
+    if isinstance(x, Mapping):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return json_safe(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return v if math.isfinite(v) else None
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def markdown(record: Mapping[str, Any], figure: str | None) -> str:
+    """The record as a Markdown page: title, summary, figure, tables, settings."""
+    lines = [f"# {record['title']}", ""] + list(record.get("summary", [])) + [""]
+    if figure:
+        lines += [f"![{record['title']}]({figure})", ""]
+    for caption, tab in record.get("tables", {}).items():
+        lines += [f"### {caption}", "", "| " + " | ".join(map(str, tab["columns"])) + " |",
+                  "|" + "---|" * len(tab["columns"])]
+        lines += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in tab["rows"]]
+        lines.append("")
+    if "settings" in record:
+        lines += ["### Settings", "", "```", json.dumps(record["settings"], indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def print_tables(console: Any, record: Mapping[str, Any], *, first: int | None = None) -> None:
+    """The record's tables (the first ``first`` of them) as rich tables on ``console`` (no-op if None)."""
+    if console is None:
+        return
+    from rich.table import Table
+
+    for i, (caption, tab) in enumerate(record.get("tables", {}).items()):
+        if first is not None and i >= first:
+            break
+        t = Table(title=caption)
+        for c in tab["columns"]:
+            t.add_column(str(c), justify="right")
+        for row in tab["rows"]:
+            t.add_row(*["" if v is None else str(v) for v in row])
+        console.print(t)
+
+
+def figure_png(fig: Any, dpi: int = 150) -> bytes:
+    """A matplotlib figure as PNG bytes (the figure is closed)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def publish(store: Any, name: str, record: dict[str, Any], png: bytes | None, out: str | Path,
+            settings: Any = None) -> Path:
+    """Write the record and figure to the store (analysis ``name``) and ``out/<name>.{png,md,json,toml}``; return
+    the output directory.  ``settings`` (an :class:`~corrflow.pipeline.settings.AnalysisSettings`) is written as
+    the run file ``<name>.toml``."""
+    fig_name = f"{name}.png"
+    store.write_analysis(name, json_safe(record), figures={fig_name: png} if png is not None else None)
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    if png is not None:
+        (outdir / fig_name).write_bytes(png)
+    (outdir / f"{name}.md").write_text(markdown(record, fig_name if png is not None else None))
+    (outdir / f"{name}.json").write_text(json.dumps(json_safe(record), indent=1))
+    if settings is not None:
+        (outdir / f"{name}.toml").write_text(settings.to_toml({"analysis": settings.name}))
+    return outdir

@@ -1,0 +1,469 @@
+"""One settings model for every analysis: small frozen dataclasses composed per analysis.
+
+Groups (each validates its own fields on construction, with one-line ``ValueError`` messages):
+
+* :class:`StoreSettings` -- where: the zarr store, the output directory, the flow directory;
+* :class:`EnsembleSettings` -- how many configurations: per chain, chains, thermalisation, thinning, seed, start;
+* :class:`MarkovSettings` -- the update: HMC (step size, steps, integrator, fermion algorithm) or heat bath;
+* :class:`FlowSettings` -- the flow architecture (sweeps, loop shapes, coefficient degree);
+* :class:`TrainingSettings` -- its training (epochs, configurations, batch, learning rate, optimiser, sample);
+* :class:`ErrorSettings` -- the error analysis (Gamma method or binned jackknife, bin size).
+
+An analysis's settings (a subclass of :class:`AnalysisSettings`) holds these groups -- with its own defaults --
+beside its own fields, and checks cross-field constraints in :meth:`AnalysisSettings.check`.  Every field is a
+plain value (str, int, float, bool or a tuple of them; "auto" is spelled ``0`` or ``""``, never ``None``), so
+that settings round-trip through JSON records and TOML run files:
+
+    s = ContinuumSettings.make(n_configs=200, betas=(9, 10))     # flat names are routed to their group
+    s = s.replace(epochs=5)
+    d = s.to_dict()                                               # nested, JSON/TOML-ready
+    ContinuumSettings.from_dict(d) == s
+    ContinuumSettings.from_toml("run.toml")                       # nested tables or flat keys
+
+Field metadata (:func:`setting`) carries the help text and, optionally, the command-line flag and the allowed
+choices; :mod:`corrflow.pipeline.cli` turns any settings class into a typer command from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+__all__ = [
+    "AnalysisSettings",
+    "EnsembleSettings",
+    "ErrorSettings",
+    "FlowSettings",
+    "MarkovSettings",
+    "Settings",
+    "StoreSettings",
+    "TrainingSettings",
+    "setting",
+]
+
+
+def setting(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field with its help text, command-line ``flag`` (default ``--field-name``) and ``choices``."""
+    meta = {"help": help, "flag": flag, "choices": choices}
+    if isinstance(default, Settings):
+        return dataclasses.field(default_factory=lambda d=default: d, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _tuple_item_type(tp: Any) -> Any:
+    args = typing.get_args(tp)
+    return args[0] if args else str
+
+
+def _is_tuple(tp: Any) -> bool:
+    return typing.get_origin(tp) is tuple or tp is tuple
+
+
+def coerce(value: Any, tp: Any, name: str) -> Any:
+    """``value`` (from TOML, JSON or a command line) as type ``tp``; one-line ``ValueError`` otherwise."""
+    try:
+        if _is_tuple(tp):
+            item = _tuple_item_type(tp)
+            if isinstance(value, str):
+                value = [v.strip() for v in value.replace(";", ",").split(",") if v.strip()]
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            return tuple(coerce(v, item, name) for v in value)
+        if tp is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise TypeError
+            if not isinstance(value, (bool, int)):
+                raise TypeError
+            return bool(value)
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if tp is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise TypeError
+            return str(value)
+    except (TypeError, ValueError):
+        kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+            tp, "a comma-separated list")
+        raise ValueError(f"setting {name!r} must be {kind}, got {value!r}") from None
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Base of every settings group: construction validates (:meth:`check`), values are plain and frozen."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            v = getattr(self, f.name)
+            tp = hints[f.name]
+            if isinstance(v, Settings) or (isinstance(tp, type) and issubclass(tp, Settings)):
+                continue
+            if _is_tuple(tp) and isinstance(v, (list, str)):
+                object.__setattr__(self, f.name, coerce(v, tp, f.name))
+            elif tp is float and isinstance(v, int) and not isinstance(v, bool):
+                object.__setattr__(self, f.name, float(v))
+            elif _is_tuple(tp) and isinstance(v, tuple) and _tuple_item_type(tp) is float:
+                object.__setattr__(self, f.name, tuple(float(x) for x in v))
+            ch = f.metadata.get("choices")
+            if ch and getattr(self, f.name) not in ch:
+                raise ValueError(f"{f.name} must be one of {', '.join(ch)}, got {getattr(self, f.name)!r}")
+        self.check()
+
+    def check(self) -> None:
+        """Raise ``ValueError`` (one line, saying how to fix it) for inconsistent values."""
+
+    # -- flat access -------------------------------------------------------------------------------
+
+    @classmethod
+    def groups(cls) -> dict[str, type["Settings"]]:
+        """``{field name: group class}`` of the nested groups."""
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in fields(cls)
+                if isinstance(hints[f.name], type) and issubclass(hints[f.name], Settings)}
+
+    @classmethod
+    def flat_fields(cls) -> dict[str, tuple[str | None, dataclasses.Field, Any]]:
+        """``{name: (group or None, field, type)}`` of every leaf setting (names are unique across groups)."""
+        out: dict[str, tuple[str | None, dataclasses.Field, Any]] = {}
+        hints = typing.get_type_hints(cls)
+        groups = cls.groups()
+        for f in fields(cls):
+            if f.name in groups:
+                gh = typing.get_type_hints(groups[f.name])
+                for g in fields(groups[f.name]):
+                    out[g.name] = (f.name, g, gh[g.name])
+            else:
+                out[f.name] = (None, f, hints[f.name])
+        return out
+
+    def get(self, name: str) -> Any:
+        """The leaf setting ``name`` wherever it lives."""
+        group, f, _ = self._lookup(name)
+        return getattr(getattr(self, group) if group else self, name)
+
+    @classmethod
+    def _lookup(cls, name: str) -> tuple[str | None, dataclasses.Field, Any]:
+        ff = cls.flat_fields()
+        if name not in ff:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(ff), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"unknown setting {name!r} for {cls.__name__}; {hint}known: {', '.join(sorted(ff))}")
+        return ff[name]
+
+    def replace(self, **flat: Any) -> "Settings":
+        """A copy with leaf settings replaced (flat names routed to their group; whole groups also accepted)."""
+        groups = self.groups()
+        by_group: dict[str, dict[str, Any]] = {}
+        top: dict[str, Any] = {}
+        for k, v in flat.items():
+            if k in groups and isinstance(v, Settings):
+                top[k] = v
+                continue
+            group, f, tp = self._lookup(k)
+            v = coerce(v, tp, k) if v is not None else v
+            if group is None:
+                top[k] = v
+            else:
+                by_group.setdefault(group, {})[k] = v
+        for g, kw in by_group.items():
+            top[g] = dataclasses.replace(top.get(g, getattr(self, g)), **kw)
+        return dataclasses.replace(self, **top)
+
+    @classmethod
+    def make(cls, **flat: Any) -> "Settings":
+        """The defaults with leaf settings replaced: ``ContinuumSettings.make(n_configs=200)``."""
+        return cls().replace(**flat)
+
+    # -- serialisation -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (tuples as lists): JSON and TOML ready."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.to_dict() if isinstance(v, Settings) else (list(v) if isinstance(v, tuple) else v)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base: "Settings | None" = None) -> "Settings":
+        """Settings from a nested (``{"ensemble": {"n_configs": ...}}``) or flat (``{"n_configs": ...}``)
+        mapping, on top of ``base`` (default: the class defaults).  Unknown keys are an error."""
+        base = base if base is not None else cls()
+        groups = cls.groups()
+        flat: dict[str, Any] = {}
+        for k, v in data.items():
+            if k in groups and isinstance(v, Mapping):
+                known = {f.name for f in fields(groups[k])}
+                for kk, vv in v.items():
+                    if kk not in known:
+                        raise ValueError(f"unknown setting {kk!r} in [{k}]; known: {', '.join(sorted(known))}")
+                    flat[kk] = vv
+            else:
+                flat[k] = v
+        return base.replace(**flat)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, base: "Settings | None" = None) -> "Settings":
+        """Settings from a TOML run file (nested tables per group, or flat keys)."""
+        import tomllib
+
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ValueError(f"run file {path} does not exist") from None
+        except IsADirectoryError:
+            raise ValueError(f"run file {path} is a directory, expected a TOML file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"run file {path} is not valid TOML ({exc})") from None
+        data.pop("analysis", None)  # written by to_toml for the reader's benefit
+        return cls.from_dict(data, base)
+
+    def to_toml(self, header: Mapping[str, Any] | None = None) -> str:
+        """The settings as a TOML run file (scalars first, then one table per group)."""
+        import tomli_w
+
+        d = self.to_dict()
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
+        tables = {k: v for k, v in d.items() if isinstance(v, dict)}
+        return tomli_w.dumps({**(dict(header) if header else {}), **scalars, **tables})
+
+
+# ----------------------------------------------------------------------------------------------
+# the groups
+# ----------------------------------------------------------------------------------------------
+
+
+def _positive_ints(obj: Settings, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{n} must be a positive integer, got {v!r}")
+
+
+def _non_negative_ints(obj: Settings, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{n} must be a non-negative integer, got {v!r}")
+
+
+@dataclass(frozen=True)
+class StoreSettings(Settings):
+    """Where a run keeps its data: the store, the output directory and the flow directory."""
+
+    store: str = setting("data/run.zarr", "zarr store (created if absent; every step is resumable)")
+    out: str = setting("reports/run", "output directory for the figure, Markdown, JSON record and run file")
+    flow_dir: str = setting("", "flow checkpoints, cost ledger and caches [empty: STORE-stem_flows next to the "
+                                "store]")
+
+    def check(self) -> None:
+        if not self.store:
+            raise ValueError("store must be a path or URL")
+
+    def resolved_flow_dir(self) -> Path:
+        """``flow_dir``, or ``<store without .zarr>_flows`` next to the store."""
+        if self.flow_dir:
+            return Path(self.flow_dir)
+        p = Path(self.store)
+        return p.with_name(p.name.removesuffix(".zarr") + "_flows")
+
+
+@dataclass(frozen=True)
+class EnsembleSettings(Settings):
+    """Size and recipe of every Markov-chain ensemble of a run (base, independent, training chain)."""
+
+    n_configs: int = setting(1000, "stored configurations per chain and ensemble")
+    n_chains: int = setting(2, "chains per ensemble (run in parallel, vmapped)", flag="--chains")
+    n_therm: int = setting(100, "thermalisation trajectories (or heat-bath updates)", flag="--therm")
+    thin: int = setting(1, "trajectories (updates) per stored configuration")
+    seed: int = setting(0, "seed of the base ensemble (independent ensembles: seed + 1, seed + 2, ...)")
+    start: str = setting("hot", "initial links of the chains: hot (Haar random) | cold (unit)", choices=("hot", "cold"))
+    block_size: int = setting(0, "trajectories per jitted block and store chunk [0: automatic]")
+
+    def check(self) -> None:
+        _positive_ints(self, "n_configs", "n_chains", "thin")
+        _non_negative_ints(self, "n_therm", "block_size")
+        if self.n_configs < 10:
+            raise ValueError(f"n_configs must be >= 10 per chain (error analysis), got {self.n_configs}")
+
+
+@dataclass(frozen=True)
+class MarkovSettings(Settings):
+    """The Markov-chain update: HMC (Omelyan or leapfrog; for fermions exact determinant or pseudofermions) or,
+    for pure SU(N), heat bath + over-relaxation."""
+
+    algorithm: str = setting("hmc", "update algorithm: hmc | heatbath (pure SU(N) gauge theories)",
+                             choices=("hmc", "heatbath"))
+    step_size: float = setting(0.2, "MD step size")
+    n_steps: int = setting(5, "MD steps per trajectory")
+    integrator: str = setting("omelyan", "MD integrator: omelyan | leapfrog", choices=("omelyan", "leapfrog"))
+    step_scaling: str = setting("fixed", "step size at beta: fixed | inverse_sqrt_beta (step_size / sqrt(beta))",
+                                choices=("fixed", "inverse_sqrt_beta"))
+    hmc_det: str = setting("exact", "fermion algorithm of the HMC: exact | pseudofermion (weights always use exact "
+                                    "determinants)", choices=("exact", "pseudofermion"))
+    n_overrelax: int = setting(4, "over-relaxation sweeps per heat-bath update")
+
+    def check(self) -> None:
+        if not (self.step_size > 0 and math.isfinite(self.step_size)):
+            raise ValueError(f"step_size must be positive, got {self.step_size}")
+        _positive_ints(self, "n_steps")
+        _non_negative_ints(self, "n_overrelax")
+
+    def config(self, beta: float | None = None) -> Any:
+        """:class:`corrflow.HMCConfig` (step size scaled with ``beta`` if asked) or
+        :class:`corrflow.heatbath.HeatbathConfig`."""
+        if self.algorithm == "heatbath":
+            from ..heatbath import HeatbathConfig
+
+            return HeatbathConfig(n_heatbath=1, n_overrelax=int(self.n_overrelax))
+        from ..hmc import HMCConfig
+
+        eps = self.step_size
+        if self.step_scaling == "inverse_sqrt_beta":
+            if beta is None:
+                raise ValueError("step_scaling inverse_sqrt_beta needs the beta of the ensemble")
+            eps = self.step_size / math.sqrt(beta)
+        return HMCConfig(step_size=eps, n_steps=self.n_steps, integrator=self.integrator)
+
+
+@dataclass(frozen=True)
+class FlowSettings(Settings):
+    """Architecture of the gauge-equivariant residual flows (:func:`corrflow.flows.make_flow`)."""
+
+    sweeps: int = setting(2, "flow sweeps over all links")
+    loops: tuple[str, ...] = setting(("plaquette",), "flow staple shapes: plaquette[,rectangle]")
+    degree: int = setting(0, "degree of the flow coefficients' polynomials in the staple norm (0: constants)")
+
+    def check(self) -> None:
+        from ..flows.layers import check_degree
+        from ..flows.staples import LOOPS
+
+        _positive_ints(self, "sweeps")
+        if not self.loops:
+            raise ValueError(f"loops must name at least one staple shape ({', '.join(LOOPS)})")
+        bad = [x for x in self.loops if x not in LOOPS]
+        if bad:
+            raise ValueError(f"unknown flow loop shape(s) {', '.join(bad)}; allowed: {', '.join(LOOPS)}")
+        check_degree(self.degree)
+
+    def make(self, theory: Any) -> Any:
+        """The (untrained) flow for ``theory``'s group and lattice."""
+        from ..flows import make_flow
+
+        return make_flow(theory.group, theory.shape, loops=tuple(self.loops), n_sweeps=self.sweeps,
+                         degree=self.degree)
+
+
+@dataclass(frozen=True)
+class TrainingSettings(Settings):
+    """Training of the flows (reverse KL on base configurations, :func:`corrflow.flows.train.train`)."""
+
+    epochs: int = setting(10, "flow training epochs (L-BFGS: maximum iterations)")
+    n_train: int = setting(256, "training configurations (spread over the chains)")
+    batch_size: int = setting(64, "training batch size (L-BFGS: micro-batch)")
+    learning_rate: float = setting(0.02, "initial learning rate of Adam (cosine decay)", flag="--lr")
+    optimizer: str = setting("auto", "adam | lbfgs | auto (L-BFGS in 4D, Adam in 2D)", choices=("auto", "adam", "lbfgs"))
+    train_seed: int = setting(0, "seed of the training shuffles")
+    sample: str = setting("base", "training configurations: base (spread over the base ensemble) | separate (a "
+                                  "separate chain at the base parameters, seed + 1000, so that the flows are fixed "
+                                  "with respect to the estimation sample)", flag="--train-sample",
+                          choices=("base", "separate"))
+
+    def check(self) -> None:
+        _positive_ints(self, "epochs", "batch_size")
+        if isinstance(self.n_train, bool) or self.n_train < 2:
+            raise ValueError(f"n_train must be >= 2, got {self.n_train}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+    def config(self, ndim: int) -> Any:
+        """:class:`corrflow.flows.train.TrainConfig` (optimizer resolved for a ``ndim``-dimensional lattice)."""
+        from ..flows.train import TrainConfig, resolve_optimizer
+
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                           seed=self.train_seed, optimizer=resolve_optimizer(self.optimizer, ndim))
+
+
+@dataclass(frozen=True)
+class ErrorSettings(Settings):
+    """Error analysis: Wolff's Gamma method or the binned jackknife over paired samples."""
+
+    method: str = setting("gamma", "error analysis of scalar observables: gamma | jackknife",
+                          choices=("gamma", "jackknife"))
+    bin_size: int = setting(0, "jackknife bin size [0: ceil(bin-tau-factor x tau_int)]")
+    bin_tau_factor: float = setting(20.0, "automatic bin size in units of tau_int")
+
+    def check(self) -> None:
+        _non_negative_ints(self, "bin_size")
+        if not self.bin_tau_factor > 0:
+            raise ValueError(f"bin_tau_factor must be positive, got {self.bin_tau_factor}")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings(Settings):
+    """Base of an analysis's settings: ``name`` (command name), ``title`` and the fields the command line hides
+    (``cli_hidden``: settings of a group that the analysis does not use; they keep the analysis defaults and a run
+    file may not set them)."""
+
+    name: ClassVar[str] = "analysis"
+    cli_hidden: ClassVar[frozenset[str]] = frozenset()
+    cli_overrides: ClassVar[dict[str, dict[str, str]]] = {}
+
+    def check(self) -> None:
+        pass
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base: "Settings | None" = None) -> "Settings":
+        """As :meth:`Settings.from_dict`; settings the analysis fixes (``cli_hidden``) may appear only with their
+        fixed value (a record's settings hold them)."""
+        defaults = cls()
+        clean: dict[str, Any] = {}
+        for k, v in data.items():
+            if k in cls.groups() and isinstance(v, Mapping):
+                v = {kk: vv for kk, vv in v.items() if not cls._fixed(defaults, kk, vv)}
+            elif cls._fixed(defaults, k, v):
+                continue
+            clean[k] = v
+        return super().from_dict(clean, base)
+
+    @classmethod
+    def _fixed(cls, defaults: "AnalysisSettings", key: str, value: Any) -> bool:
+        """True if ``key`` is fixed by the analysis and ``value`` is its fixed value; ``ValueError`` if another."""
+        if key not in cls.cli_hidden:
+            return False
+        _, _, tp = cls._lookup(key)
+        fixed = defaults.get(key)
+        if coerce(value, tp, key) != fixed:
+            raise ValueError(f"{key} is fixed to {fixed!r} by {cls.name}; it cannot be set to {value!r}")
+        return True
+
+    def to_toml(self, header: Mapping[str, Any] | None = None) -> str:
+        """The run file: every setting except those the analysis fixes."""
+        import tomli_w
+
+        d = self.to_dict()
+        for k, v in list(d.items()):
+            if isinstance(v, dict):
+                d[k] = {kk: vv for kk, vv in v.items() if kk not in self.cli_hidden}
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
+        tables = {k: v for k, v in d.items() if isinstance(v, dict)}
+        return tomli_w.dumps({**(dict(header) if header else {}), **scalars, **tables})

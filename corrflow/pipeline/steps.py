@@ -1,0 +1,533 @@
+"""Composable, store-backed steps: ensure an ensemble, a trained flow, a paired ensemble, a measurement.
+
+    pipe = Pipeline.open("data/x.zarr", progress=Progress(console))
+    base = pipe.ensemble(theory, MarkovSettings().config(), name="u1_8x8_beta2_seed0", n=1000, n_chains=2, seed=0)
+    flow = pipe.flow(base, theory.replace(beta=2.2), FlowSettings(), TrainingSettings())
+    flowed = pipe.paired(base, theory.replace(beta=2.2), flow)        # f(U_i), log w_i, paired with U_i
+    direct = pipe.paired(base, theory.replace(beta=2.2), None)        # the identity flow: direct reweighting
+    flowed.log_weights(), flowed.observables(["plaquette"]), base.links()
+
+Every step goes through the store and is reused when done, extended (more configurations, more epochs) or
+resumed after an interruption; each returns an object (:class:`Ensemble`, :class:`TrainedFlow`,
+:class:`PairedEnsemble`) that the next step takes, never a name to reload.  Costs follow the one definition of
+:mod:`corrflow.pipeline.ledger` and are recorded there; progress goes to one :class:`~corrflow.pipeline.Progress`.
+
+Conventions: arrays read from ensembles are ``(chains, n, ...)`` in Monte Carlo order; paired ensembles are
+checked row by row against their base (``source_chain``, ``source_traj``).  Theories are corrflow theory objects;
+for fermions the HMC may use pseudofermions while flows, weights and measurements use the exact determinant
+(:func:`exact_theory`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .ledger import Clock, CostLedger
+from .progress import Progress, as_progress
+
+__all__ = [
+    "Ensemble",
+    "PairedEnsemble",
+    "Pipeline",
+    "TrainedFlow",
+    "exact_theory",
+    "is_fermion",
+    "parameter_shift",
+    "shift_tag",
+    "training_configs",
+    "validate_shift",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# theories
+# ----------------------------------------------------------------------------------------------
+
+
+def is_fermion(theory: Any) -> bool:
+    """True for theories with Wilson fermions (they carry ``det`` and a ``gauge`` part)."""
+    return hasattr(theory, "det") and hasattr(theory, "gauge")
+
+
+def exact_theory(theory: Any) -> Any:
+    """The theory with the exact (dense) fermion determinant; pure-gauge theories unchanged."""
+    return theory.replace(det="exact") if is_fermion(theory) else theory
+
+
+def parameter_shift(base: Any, target: Any) -> tuple[str, float]:
+    """``(name, a' - a)`` of the first action parameter (in ``params()`` order) that differs."""
+    pb, pt = base.params(), target.params()
+    for k in pb:
+        if pt.get(k) != pb[k]:
+            return k, float(pt[k]) - float(pb[k])
+    raise ValueError(f"base and target have the same parameters {pb}; nothing to correlate")
+
+
+def shift_tag(base: Any, target: Any) -> str:
+    """``beta2.2`` / ``mass0.22_lam0.1``: the target's parameters that differ from the base's."""
+    pb, pt = base.params(), target.params()
+    return "_".join(f"{k}{pt[k]:g}" for k in pb if pt.get(k) != pb[k])
+
+
+def validate_shift(base: Any, target: Any) -> None:
+    """Raise ``ValueError`` / ``TypeError`` unless ``base -> target`` is a parameter shift of one theory."""
+    for th, what in ((base, "base"), (target, "target")):
+        if not (hasattr(th, "params") and hasattr(th, "group") and hasattr(th, "action")):
+            raise TypeError(f"{what} must be a corrflow theory (corrflow.make_theory), got {type(th).__name__}")
+    if type(base) is not type(target):
+        raise ValueError(f"base ({type(base).__name__}) and target ({type(target).__name__}) must be the same kind of "
+                         "theory (both pure gauge or both with fermions)")
+    if base.group.name != target.group.name or tuple(base.shape) != tuple(target.shape):
+        raise ValueError(f"base ({base.group.name} {base.shape}) and target ({target.group.name} {target.shape}) "
+                         "must have the same group and lattice")
+    if is_fermion(base) and base.n_flavors != target.n_flavors:
+        raise ValueError(f"base and target have different numbers of flavours ({base.n_flavors}, {target.n_flavors})")
+    parameter_shift(base, target)
+
+
+def default_observables(theory: Any) -> tuple[str, ...]:
+    """Observables measured during generation by default: the plaquette (and the charge in 2D U(1))."""
+    if theory.group.is_abelian and theory.ndim == 2:
+        return ("plaquette", "topological_charge")
+    return ("plaquette",)
+
+
+def training_configs(links: np.ndarray, n_train: int) -> np.ndarray:
+    """``n_train`` configurations of ``links`` ``(chains, n, ...)`` for training: ``ceil(n_train / chains)``
+    per chain, spread evenly over each chain (all of them when the chain is that short), chain-major."""
+    links = np.asarray(links)
+    c, n = links.shape[:2]
+    per_chain = max(1, min(n, -(-int(n_train) // c)))
+    pos = np.unique(np.linspace(0, n - 1, per_chain).astype(int))
+    out = links[:, pos].reshape((-1,) + links.shape[2:])
+    if len(out) < 2:
+        raise ValueError(f"need at least 2 training configurations, got {len(out)} (raise n_train)")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# step results
+# ----------------------------------------------------------------------------------------------
+
+
+def _read(store: Any, name: str, var: str, n: int) -> np.ndarray:
+    """``(chains, n, ...)`` of a stored per-trajectory variable (first ``n`` committed entries)."""
+    have = int(store.commit(name)["committed"])
+    if have < n:
+        raise ValueError(f"ensemble {name!r} holds {have} configurations per chain, {n} needed")
+    if var not in store.root[name]:
+        raise ValueError(f"{var!r} is not stored in ensemble {name!r}")
+    return np.asarray(store.root[name][var][:, :n])
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """A Markov-chain ensemble in the store (HMC, heat bath or imported), of which a run uses the first ``n``
+    configurations of each of its ``n_chains`` chains; ``cost`` of those (ledger definition)."""
+
+    store: Any = field(repr=False)
+    name: str
+    theory: Any = field(repr=False)
+    n: int
+    n_chains: int
+    cost: float
+
+    def read(self, var: str) -> np.ndarray:
+        """A stored per-configuration variable, ``(chains, n, ...)``."""
+        return _read(self.store, self.name, var, self.n)
+
+    def links(self) -> np.ndarray:
+        """Configurations ``(chains, n, *link_shape)``."""
+        return self.read("links")
+
+    def observables(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """``{name: (chains, n[, ...])}`` float64 arrays of stored observables."""
+        return {v: np.asarray(self.read(v), dtype=np.float64) for v in names}
+
+    def acceptance(self) -> float:
+        return float(np.mean(self.read("accepted")))
+
+
+@dataclass(frozen=True)
+class TrainedFlow:
+    """A trained flow ``base -> target``: its checkpoint directory and id, the flow and parameters, the training
+    history (``[{"epoch", "loss", "ess"}, ...]``, ESS on the training set) and the cost of training it."""
+
+    checkpoint: Path
+    id: str
+    flow: Any = field(repr=False)
+    params: Any = field(repr=False)
+    base: Any = field(repr=False)
+    target: Any = field(repr=False)
+    history: list[dict[str, float]] = field(repr=False)
+    epochs: int
+    cost: float
+    n_train: int
+
+    @property
+    def train_ess(self) -> tuple[float, float]:
+        """Training-set weight ESS fraction before and after training."""
+        return float(self.history[0]["ess"]), float(self.history[-1]["ess"])
+
+
+@dataclass(frozen=True)
+class PairedEnsemble:
+    """``f(U_i)`` with ``log w_i = -S_{a'}(f(U_i)) + S_a(U_i) + log J_f(U_i)`` for every configuration ``U_i`` of
+    ``base`` (``flow is None``: the identity, i.e. direct reweighting), paired row by row with the base.
+
+    Stored (``name`` is the store ensemble) or, for stochastic determinant weights, in memory (``name`` None)."""
+
+    base: Ensemble
+    target: Any = field(repr=False)
+    flow: TrainedFlow | None
+    name: str | None
+    cost: float
+    memory: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def n(self) -> int:
+        return self.base.n
+
+    @property
+    def store(self) -> Any:
+        return self.base.store
+
+    def read(self, var: str) -> np.ndarray:
+        if self.memory is not None:
+            if var not in self.memory:
+                raise ValueError(f"{var!r} is not available for an in-memory paired ensemble")
+            return self.memory[var]
+        return _read(self.base.store, self.name, var, self.n)
+
+    def links(self) -> np.ndarray:
+        """``f(U_i)``, ``(chains, n, *link_shape)`` (the base links for direct reweighting)."""
+        return self.base.links() if self.flow is None and self.memory is None else self.read("links")
+
+    def log_weights(self) -> np.ndarray:
+        """``log w``, ``(chains, n)``."""
+        return np.asarray(self.read("log_weight"), dtype=np.float64)
+
+    def observables(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Observables measured on ``f(U_i)`` when the flowed ensemble was written, ``(chains, n)``."""
+        return {v: np.asarray(self.read(v), dtype=np.float64) for v in names}
+
+    def weight_ess_fraction(self) -> float:
+        from ..stats import weight_ess_fraction
+
+        return weight_ess_fraction(self.log_weights())
+
+
+# ----------------------------------------------------------------------------------------------
+# the pipeline
+# ----------------------------------------------------------------------------------------------
+
+
+def default_flow_dir(store_path: str | os.PathLike) -> Path:
+    """``<store without .zarr>_flows`` next to the store."""
+    p = Path(str(store_path))
+    return p.with_name(p.name.removesuffix(".zarr") + "_flows")
+
+
+def _hash(d: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+class Pipeline:
+    """A store, a flow directory (checkpoints, cost ledger, measurement cache) and a progress sink, with the steps
+    as methods.
+
+    Parameters
+    ----------
+    store : path, URL or :class:`corrflow.store.EnsembleStore`
+        Opened for appending (created if absent).
+    flow_dir : path, optional
+        Default ``<store stem>_flows`` next to the store.
+    progress : :class:`Progress`, rich console, callable or None
+    """
+
+    def __init__(self, store: Any, flow_dir: str | os.PathLike | None = None, progress: Any = None) -> None:
+        from ..store import EnsembleStore, open_store
+
+        self.store = store if isinstance(store, EnsembleStore) else open_store(store, "a")
+        self.flow_dir = Path(flow_dir) if flow_dir else default_flow_dir(self.store.path)
+        self.ledger = CostLedger.in_directory(self.flow_dir)
+        self.progress: Progress = as_progress(progress)
+
+    # -- ensembles ---------------------------------------------------------------------------------
+
+    def ensemble(self, theory: Any, update: Any, *, name: str, n: int, n_chains: int, seed: int, n_therm: int,
+                 thin: int = 1, block_size: int = 100, start: str = "hot", observables: Sequence[str] | None = None,
+                 stage: str = "hmc_base") -> Ensemble:
+        """Generate, extend or reuse the Markov-chain ensemble ``name`` of ``theory`` (``update``: an
+        :class:`~corrflow.HMCConfig` or :class:`~corrflow.heatbath.HeatbathConfig`) until it holds ``n``
+        configurations per chain; return it with the cost of its first ``n`` configurations."""
+        from .ensembles import generate_to_store
+
+        store, rep = self.store, self.progress
+        have = int(store.commit(name)["committed"]) if name in store else 0
+        key = f"hmc/{name}"
+        if have >= n:
+            rep.log(f"  [dim]{stage}: {name} holds {have} configurations per chain (reused)[/]")
+            return Ensemble(store, name, theory, int(n), int(store.spec(name).n_chains), self.ledger.cost(key, n))
+        total = n_therm + n * thin
+        before = n_therm + have * thin if have else 0
+        clock = Clock()
+
+        def prog(d: int, t: int, st: dict) -> None:
+            if d > n_therm:  # production blocks only (thermalisation runs another compiled program)
+                clock.tick(d)
+            acc = st.get("acceptance", math.nan)
+            rep.update(stage, d, total, f"acc {acc:.2f}" if math.isfinite(acc) else "")
+
+        obs = tuple(observables) if observables is not None else default_observables(theory)
+        summ = generate_to_store(store, name, theory, update, n_traj=n, n_chains=n_chains, seed=seed, n_therm=n_therm,
+                                 thin=thin, block_size=block_size, observables=obs, start=start,
+                                 resume=name in store, progress=prog)
+        rep.finish(stage)
+        self.ledger.record(key, clock.cost(total - before), summ.seconds, summ.committed, accumulate=have > 0)
+        rep.log(f"  {stage}: {name} +{summ.n_new} -> {summ.committed} per chain, acceptance {summ.acceptance:.3f}, "
+                f"{summ.seconds:.1f} s")
+        return Ensemble(store, name, theory, int(n), int(n_chains), self.ledger.cost(key, n))
+
+    # -- flows -------------------------------------------------------------------------------------
+
+    def flow(self, source: Ensemble, target: Any, flow_settings: Any, training: Any, *,
+             stage: str = "train") -> TrainedFlow:
+        """Train, resume or reuse the flow ``source.theory -> target`` on ``training.n_train`` configurations of
+        ``source`` (:func:`training_configs`).  The checkpoint directory is named by the shift and a hash of
+        everything that determines the flow except the number of epochs, so a longer training resumes it; a
+        checkpoint that finished its epochs (or stopped early: converged / target ESS) is reused."""
+        from ..flows.train import load_checkpoint, resume_kwargs, train
+
+        base_x, target_x = exact_theory(source.theory), exact_theory(target)
+        validate_shift(base_x, target_x)
+        flow = flow_settings.make(base_x)
+        cfg = training.config(len(base_x.shape))
+        tag = _hash({"base": base_x.params(), "target": target_x.params(), "flow": flow.describe(),
+                     "n_train": int(training.n_train), "source": source.name, "train": cfg.fingerprint()})
+        ckpt = self.flow_dir / f"{source.name}__to_{shift_tag(base_x, target_x)}__{tag}"
+        key = f"train/{ckpt.name}"
+        rep = self.progress
+        kwargs: dict[str, Any] = {}
+        configs = None
+        if (ckpt / "checkpoint.json").exists():
+            ck = load_checkpoint(ckpt)
+            if ck["epoch"] >= cfg.epochs or ck["stopped"] in ("converged", "target_ess"):
+                h = ck["history"]
+                rep.log(f"  [dim]{stage}: flow {ckpt.name} ({ck['epoch']} epochs, weight ESS {h[0]['ess']:.3f} -> "
+                        f"{h[-1]['ess']:.3f}) (reused)[/]")
+                return self._trained(ckpt, ck, self.ledger.seconds(key), self.ledger.count(key))
+            configs = training_configs(source.links(), training.n_train)
+            kwargs = resume_kwargs(ck, len(configs), cfg)
+        if configs is None:
+            configs = training_configs(source.links(), training.n_train)
+        clock = Clock()
+        start_epoch = int(kwargs.get("start_epoch", 0))
+
+        def prog(e: int, r: dict) -> None:
+            clock.tick(e)
+            rep.update(stage, e, cfg.epochs, f"loss {r['loss']:.4f} ESS {r['ess']:.3f}")
+
+        res = train(flow, base_x, target_x, configs, cfg, checkpoint=ckpt, progress=prog, **kwargs)
+        rep.finish(stage)
+        self.ledger.record(key, clock.cost(len(res.history) - 1 - start_epoch), clock.wall, len(configs),
+                           accumulate=bool(kwargs))
+        h = res.history
+        rep.log(f"  {stage}: {len(h) - 1} epochs on {len(configs)} configurations, weight ESS {h[0]['ess']:.3f} -> "
+                f"{h[-1]['ess']:.3f}, {clock.wall:.1f} s")
+        return self._trained(ckpt, load_checkpoint(ckpt), self.ledger.seconds(key), len(configs))
+
+    @staticmethod
+    def _trained(ckpt: Path, ck: dict[str, Any], cost: float, n_train: int) -> TrainedFlow:
+        return TrainedFlow(ckpt, ck["id"], ck["flow"], ck["params"], ck["base"], ck["target"], ck["history"],
+                           int(ck["epoch"]), cost, int(n_train))
+
+    # -- paired ensembles --------------------------------------------------------------------------
+
+    def paired(self, base: Ensemble, target: Any, flow: TrainedFlow | None, *, batch: int = 64, seed: int = 0,
+               name: str | None = None, stage: str | None = None, weights: str = "exact", n_noise: int = 4
+               ) -> PairedEnsemble:
+        """Push every configuration of ``base`` through ``flow`` (``None``: the identity, direct reweighting)
+        into the paired ensemble ``name`` (default ``<base>__flow_<id>`` / ``<base>__direct_<shift>``), or reuse
+        it; return it with the cost of its first ``base.n`` configurations.
+
+        ``weights="stochastic"`` (two-flavour fermions): the gauge action and Jacobian exactly, the determinant
+        ratio by the unbiased estimator with ``n_noise`` noise vectors, computed in memory (not stored).
+        """
+        from .paired import correlate_to_store, direct_to_store
+
+        base_x, target_x = exact_theory(base.theory), exact_theory(target)
+        validate_shift(base_x, target_x)
+        stage = stage or ("direct" if flow is None else "flow")
+        if weights == "stochastic":
+            return self._paired_stochastic(base, base_x, target_x, flow, batch, seed, n_noise, stage)
+        if weights != "exact":
+            raise ValueError(f"weights must be 'exact' or 'stochastic', got {weights!r}")
+        if name is None:
+            name = (f"{base.name}__direct_{shift_tag(base_x, target_x)}" if flow is None
+                    else f"{base.name}__flow_{flow.id[:10]}")
+        expect = "identity" if flow is None else flow.id
+        store, rep = self.store, self.progress
+        n_base = int(store.commit(base.name)["committed"])
+        key = f"{stage}/{name}"
+        have = 0
+        if name in store:
+            fid = store.spec(name).flow.get("flow_id")
+            if fid != expect:
+                raise ValueError(f"ensemble {name!r} in the store was made with flow {fid}, expected {expect}; delete "
+                                 "it or use another store")
+            have = int(store.commit(name)["committed"])
+        if have >= n_base:
+            rep.log(f"  [dim]{stage}: {name} pairs {have} configurations per chain (reused)[/]")
+        else:
+            clock = Clock()
+
+            def prog(d: int, t: int) -> None:
+                clock.tick(d)
+                rep.update(stage, d, t)
+
+            if flow is None:
+                tgt = {k: v for k, v in target_x.params().items() if base_x.params().get(k) != v}
+                summ = direct_to_store(store, base.name, name, tgt, batch=batch, seed=seed, progress=prog)
+            else:
+                summ = correlate_to_store(store, base.name, name, checkpoint=flow.checkpoint, batch=batch, seed=seed,
+                                          progress=prog)
+            rep.finish(stage)
+            self.ledger.record(key, clock.cost(summ.committed - have), clock.wall, summ.committed,
+                               accumulate=have > 0)
+            rep.log(f"  {stage}: {name} {summ.committed} per chain, weight ESS fraction "
+                    f"{summ.weight_ess_fraction:.3f}, {clock.wall:.1f} s")
+        self._check_pairing(base, name)
+        return PairedEnsemble(base, target_x, flow, name, self.ledger.cost(key, base.n))
+
+    def _check_pairing(self, base: Ensemble, name: str) -> None:
+        src_t = _read(self.store, name, "source_traj", base.n)
+        src_c = _read(self.store, name, "source_chain", base.n)
+        base_t = np.asarray(self.store.root[base.name]["traj"][:base.n])
+        if not (np.all(src_t == base_t[None, :]) and np.all(src_c == np.arange(src_c.shape[0])[:, None])):
+            raise ValueError(f"ensemble {name!r} is not paired row by row with {base.name!r}; the store is "
+                             "inconsistent")
+
+    def _paired_stochastic(self, base: Ensemble, base_x: Any, target_x: Any, flow: TrainedFlow | None, batch: int,
+                           seed: int, n_noise: int, stage: str) -> PairedEnsemble:
+        import jax
+        import jax.numpy as jnp
+
+        from ..correlate import identity_flow
+        from ..theories.fermions import log_det_ratio_estimate
+
+        if not (is_fermion(base_x) and base_x.n_flavors == 2):
+            raise ValueError("weights='stochastic' estimates a two-flavour determinant ratio; it needs a fermion "
+                             "theory with n_flavors = 2")
+        fl, params = (identity_flow(base_x), None) if flow is None else (flow.flow, flow.params)
+        params = fl.init_params() if params is None else params
+
+        @jax.jit
+        def one(u: Any, k: Any) -> Any:
+            uf, logj = fl.forward(params, u)
+            lw = -target_x.gauge.action(uf) + base_x.gauge.action(u) + logj
+            return uf, lw + log_det_ratio_estimate(k, base_x, u, target_x, uf, n_noise=n_noise)
+
+        links = base.links()
+        flat = links.reshape((-1,) + links.shape[2:])
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), 2 if flow is None else 1)
+        clock = Clock()
+        outs, lws = [], []
+        batch = min(batch, len(flat))
+        for lo in range(0, len(flat), batch):
+            blk = flat[lo:lo + batch]
+            k = len(blk)
+            if k < batch:  # pad to a fixed shape (one compiled program); padded rows are dropped
+                blk = np.concatenate([blk, np.repeat(blk[-1:], batch - k, axis=0)])
+            uf, lw = one(jnp.asarray(blk), jax.random.fold_in(key, lo))
+            outs.append(np.asarray(uf)[:k])
+            lws.append(np.asarray(lw)[:k])
+            clock.tick(min(len(flat), lo + batch))
+            self.progress.update(stage, min(len(flat), lo + batch), len(flat))
+        self.progress.finish(stage)
+        shp = links.shape[:2]
+        mem = {"links": np.concatenate(outs).reshape(links.shape), "log_weight": np.concatenate(lws).reshape(shp)}
+        return PairedEnsemble(base, target_x, flow, None, clock.cost(len(flat)), memory=mem)
+
+    # -- measurements ------------------------------------------------------------------------------
+
+    def measure(self, ensemble: Ensemble | PairedEnsemble, observables: Sequence[str], *, grid: Any = None,
+                batch: int = 16, stage: str | None = None) -> float:
+        """Measure stored ``observables`` (e.g. ``wilson_flow`` with the flow-time ``grid``) on every committed
+        configuration of a stored ensemble that lacks them (:func:`corrflow.pipeline.measure_stored`); return the
+        cost of the measurement on the run's ``n`` configurations per chain."""
+        from .measurements import measure_stored
+
+        name = ensemble.name
+        if name is None:
+            raise ValueError("in-memory paired ensembles cannot be measured in the store")
+        store = self.store
+        key = f"{'+'.join(observables)}/{name}"
+        spec = store.spec(name)
+        n_all = int(store.commit(name)["committed"])
+        stage = stage or f"{'+'.join(observables)} {name}"
+        clock = Clock()
+
+        def prog(d: int, t: int) -> None:
+            clock.tick(d)
+            self.progress.update(stage, d, t)
+
+        summ = measure_stored(store, name, list(observables), flow=grid, batch=batch, progress=prog)
+        self.progress.finish(stage)
+        n_new = max(summ.measured.values()) if summ.measured else 0
+        if n_new == 0:
+            self.progress.log(f"  [dim]{stage}: measured ({n_all} per chain) (reused)[/]")
+        else:
+            self.ledger.record(key, clock.cost(n_new * spec.n_chains), clock.wall, n_all, accumulate=n_new < n_all)
+            self.progress.log(f"  {stage}: +{n_new} per chain, {clock.wall:.1f} s")
+        return self.ledger.cost(key, ensemble.n)
+
+    def measure_arrays(self, key: dict[str, Any], links: np.ndarray, fn: Callable[..., dict[str, np.ndarray]], *,
+                       stage: str) -> tuple[dict[str, np.ndarray], float]:
+        """Measurements that live outside the store (e.g. pion correlators), cached in
+        ``<flow dir>/measurements/<hash>.npz`` and costed in the ledger.
+
+        ``fn(flat_links, progress)`` -> ``{name: (N, ...)}`` on the chain-major configurations ``(N, ...)``;
+        ``key``: everything the values depend on (a digest of the configurations is added).  Returns
+        ``({name: (chains, n, ...)}, cost)``; a cached entry is charged its recorded cost.
+        """
+        links = np.asarray(links)
+        chains = links.shape[:2]
+        flat = links.reshape((-1,) + links.shape[2:])
+        digest = hashlib.sha256(np.ascontiguousarray(flat).tobytes()).hexdigest()[:16]
+        h = _hash({**key, "links": digest})
+        ledger_key = f"measure/{h}"
+        directory = self.flow_dir / "measurements"
+        path = directory / f"{h}.npz"
+        out = None
+        if path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    out = {k: np.asarray(z[k]) for k in z.files}
+                self.progress.log(f"  [dim]{stage}: cached ({path.name})[/]")
+            except (OSError, ValueError):
+                out = None  # unreadable cache entry: recompute
+        if out is None:
+            clock = Clock()
+
+            def prog(d: int, t: int) -> None:
+                clock.tick(d)
+                self.progress.update(stage, d, t)
+
+            out = {k: np.asarray(v) for k, v in fn(flat, prog).items()}
+            self.progress.finish(stage)
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp = directory / f"{h}.tmp.npz"
+            np.savez(tmp, **out)
+            os.replace(tmp, path)
+            self.ledger.record(ledger_key, clock.cost(len(flat)), clock.wall, len(flat))
+            self.progress.log(f"  {stage}: {len(flat)} configurations, {clock.wall:.1f} s")
+        return {k: v.reshape(chains + v.shape[1:]) for k, v in out.items()}, self.ledger.seconds(ledger_key)
