@@ -119,31 +119,47 @@ def identity_flow(theory: Any) -> Flow:
 
 
 class MetropolisChain(NamedTuple):
-    """``index[t]``: the proposal (base sample) held at step ``t``; ``accepted[t]``: bool; ``acceptance``."""
+    """``index[t]``: the proposal (base sample) held at step ``t`` (``-1``: the state held before these proposals,
+    when continuing a chain); ``accepted[t]``: bool; ``acceptance`` (steps after the first); ``log_w_current``: log
+    weight of the state held at the end (to continue the chain)."""
 
     index: np.ndarray
     accepted: np.ndarray
     acceptance: float
+    log_w_current: float
 
 
-def flowed_metropolis(log_w: np.ndarray, key: Array) -> MetropolisChain:
-    """Independence Metropolis over the proposals in order: step ``t`` proposes ``f(U_t)`` and accepts
-    it with probability ``min(1, w_t / w_current)``.  Exact for the target when the proposals are
-    (approximately independent) draws of the pushed-forward base distribution; step 0 takes proposal 0.
+@jax.jit
+def _uniforms(key: Array, labels: Array) -> Array:
+    return jax.vmap(lambda t: jax.random.uniform(jax.random.fold_in(key, t), dtype=jnp.float64))(labels)
+
+
+def flowed_metropolis(log_w: np.ndarray, key: Array, *, labels: np.ndarray | None = None,
+                      current: float = -np.inf) -> MetropolisChain:
+    """Independence Metropolis over the proposals in order: step ``t`` proposes ``f(U_t)`` and accepts it with
+    probability ``min(1, w_t / w_current)``.  Exact for the target when the proposals are (approximately
+    independent) draws of the pushed-forward base distribution.
+
+    The uniform of step ``t`` is ``uniform(fold_in(key, labels[t]))`` (``labels`` default ``0 .. n-1``; the stored
+    flowed ensembles use the base trajectory numbers, so a chain continued block by block is the same chain).
+    ``current``: log weight of the state held before the first proposal (``-inf``: none, the first proposal is
+    accepted).
     """
     lw = np.asarray(log_w, dtype=np.float64)
     if lw.ndim != 1 or len(lw) < 1:
         raise ValueError(f"log_w must be a non-empty 1-D array, got shape {lw.shape}")
     if np.any(np.isnan(lw)) or np.any(lw == np.inf):
         raise ValueError("log_w contains NaN or +inf")
-    u = np.asarray(jax.random.uniform(key, (len(lw),), dtype=jnp.float64))
-    index = np.empty(len(lw), np.int64)
+    labels = np.arange(len(lw)) if labels is None else np.asarray(labels)
+    if labels.shape != lw.shape:
+        raise ValueError(f"labels {labels.shape} must match log_w {lw.shape}")
+    log_u = np.log(np.asarray(_uniforms(key, jnp.asarray(labels))))
+    index = np.full(len(lw), -1, np.int64)
     accepted = np.zeros(len(lw), bool)
-    cur = 0
-    index[0], accepted[0] = 0, True
-    for t in range(1, len(lw)):  # sequential by nature; O(n) scalar work
-        if np.log(u[t]) < lw[t] - lw[cur]:
-            cur = t
+    cur, held = float(current), -1
+    for t in range(len(lw)):  # sequential by nature; O(n) scalar work
+        if log_u[t] < lw[t] - cur:
+            cur, held = lw[t], t
             accepted[t] = True
-        index[t] = cur
-    return MetropolisChain(index, accepted, float(accepted[1:].mean()) if len(lw) > 1 else 1.0)
+        index[t] = held
+    return MetropolisChain(index, accepted, float(accepted[1:].mean()) if len(lw) > 1 else 1.0, float(cur))

@@ -1,4 +1,4 @@
-"""The continuum-limit analysis (analysis/continuum_limit.py): estimators on synthetic data, the exact
+"""The continuum-limit analysis (analysis/continuum_limit/, 2D U(1)): estimators on synthetic data, the exact
 fixed-topology reference, and one small end-to-end run through the store (8 x 8, four betas, 2 x 400
 configurations per ensemble, tiny flow training).  Statistical checks are pulls against exact values with
 |pull| < 4; the fixed seeds are those of the default settings."""
@@ -13,15 +13,18 @@ from typer.testing import CliRunner
 
 import corrflow as cf
 from analysis.continuum_limit import (
+    CONTINUUM_LIMIT,
     ContinuumSettings,
-    app,
     exact_plaquette_sector,
     flowed_estimates,
     independent_estimates,
     make_quantity,
     run,
 )
+from corrflow.pipeline.analysis import app as analysis_app
 from corrflow.stats import reweighted_mean
+
+app = analysis_app(CONTINUUM_LIMIT)
 
 # calibrated offline: over 30 independent base ensembles of this size, with flows of this quality (weight ESS
 # 0.6-0.9, Pareto k-hat < 0.5), the pulls of the continuum value had mean +0.2 and standard deviation 1.1
@@ -129,7 +132,7 @@ def test_estimator_bad_input():
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("cl")
-    settings = ContinuumSettings(store=str(d / "cl.zarr"), out=str(d / "out"), **SMALL)
+    settings = ContinuumSettings.make(store=str(d / "cl.zarr"), out=str(d / "out"), **SMALL)
     return settings, run(settings)
 
 
@@ -173,7 +176,7 @@ def test_record_in_store_and_figure(small_run):
     from corrflow.store import open_store
 
     settings, rec = small_run
-    stored, figs = open_store(settings.store).read_analysis("continuum_limit")
+    stored, figs = open_store(settings.io.store).read_analysis("continuum_limit")
     assert stored["title"] == rec["title"] and stored["summary"] == rec["summary"]
     for key in ("title", "summary", "tables", "settings", "variance_reduction", "costs"):
         assert key in stored
@@ -181,9 +184,13 @@ def test_record_in_store_and_figure(small_run):
         assert stored["costs"][key] > 0
     assert any("ArviZ summary" in caption for caption in stored["tables"])
     assert figs["continuum_limit.png"][:8] == b"\x89PNG\r\n\x1a\n"
-    out = Path(settings.out)
+    out = Path(settings.io.out)
     assert (out / "continuum_limit.png").stat().st_size > 10_000
-    assert "![continuum limit](continuum_limit.png)" in (out / "continuum_limit.md").read_text()
+    assert "](continuum_limit.png)" in (out / "continuum_limit.md").read_text()
+    # the run file repeats the run, and the stored record re-renders the figure on its own
+    assert ContinuumSettings.from_toml(out / "continuum_limit.toml") == settings
+    assert ContinuumSettings.from_dict(stored["settings"]) == settings
+    assert CONTINUUM_LIMIT.render(stored)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_rerun_reuses_the_store(small_run):
@@ -193,7 +200,7 @@ def test_rerun_reuses_the_store(small_run):
     settings, rec = small_run
     from corrflow.store import open_store
 
-    store = open_store(settings.store)
+    store = open_store(settings.io.store)
     before = {n: store.commit(n)["committed"] for n in store.ensembles()}
     again = run(dataclasses.replace(settings, bayes=False), write=False)
     assert {n: store.commit(n)["committed"] for n in store.ensembles()} == before  # nothing generated again

@@ -1,4 +1,4 @@
-"""analysis.continuum_su3 (``python -m analysis.continuum_limit --theory su3``): the Necco–Sommer abscissa against
+"""analysis.continuum_limit.su3 (``corrflow analyse continuum-limit-su3``, ``python -m analysis.continuum_limit --theory su3``): the Necco–Sommer abscissa against
 published r0/a, the flow-scale quantities against closed forms, and one end-to-end run on 4^4 lattices
 (module fixture; compilation dominates its cost; on 4^4 the flow curves saturate early, so the test uses the
 reference values t^2 E = W = 0.03 instead of 0.3) checked statistically: per beta, the flowed estimate of
@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from analysis import continuum_su3 as cs
+from analysis import continuum_limit as cl
+from analysis.continuum_limit import su3 as cs
+from corrflow.pipeline.analysis import app as analysis_app
+
+APP = analysis_app(cl.CONTINUUM_LIMIT_SU3)
 
 
 def test_necco_sommer_matches_published_r0():
@@ -59,21 +63,21 @@ def test_settings_bad_input(tmp_path):
              ({"degree": -1}, "degree")]
     for kw, msg in cases:
         with pytest.raises(ValueError, match=msg):
-            cs.SU3ContinuumSettings(**ok, **kw)
-    s = cs.SU3ContinuumSettings(**ok)
+            cs.SU3ContinuumSettings.make(**ok, **kw)
+    s = cs.SU3ContinuumSettings.make(**ok)
     # automatic flow length: 1.6 x the t0 that r0/a(5.8) and t0/r0^2 ~ 0.11 suggest, on the grid
-    assert s.flow_settings().t_max == pytest.approx(0.1 * math.ceil(16 * 0.11 * cs.necco_sommer_r0(5.8) ** 2))
+    assert s.wilson_flow_grid().t_max == pytest.approx(0.1 * math.ceil(16 * 0.11 * cs.necco_sommer_r0(5.8) ** 2))
     assert s.betas == (5.7, 5.75, 5.8) and s.base_beta == 5.7
 
 
 @pytest.fixture(scope="module")
 def su3_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cl_su3")
-    s = cs.SU3ContinuumSettings(store=str(tmp / "cl.zarr"), out=str(tmp / "out"), betas=(5.8, 5.85, 5.9), T=4, L=4,
+    s = cs.SU3ContinuumSettings.make(store=str(tmp / "cl.zarr"), out=str(tmp / "out"), betas=(5.8, 5.85, 5.9), T=4, L=4,
                                 n_configs=24, n_chains=2, n_therm=12, n_overrelax=2, n_train=16, epochs=2,
                                 batch_size=8, sweeps=1, learning_rate=0.002, t0_ref=0.03, w0_ref=0.03,
                                 flow_every=0.02, flow_eps=0.02)
-    rec = cs.run_su3(s)
+    rec = cl.run(s)
     return s, rec
 
 
@@ -103,7 +107,7 @@ def test_record_report_and_rerun(su3_run, tmp_path):
     from corrflow.store import open_store
 
     s, rec = su3_run
-    store = open_store(s.store)
+    store = open_store(s.io.store)
     stored, figs = store.read_analysis(cs.ANALYSIS_NAME)
     assert stored["title"] == rec["title"] and figs[f"{cs.ANALYSIS_NAME}.png"][:4] == b"\x89PNG"
     for key in ("base", "training_chain", "train", "flow", "independent", "wilson_flow_base", "wilson_flow_flowed"):
@@ -114,34 +118,34 @@ def test_record_report_and_rerun(su3_run, tmp_path):
     assert "quenched 4D SU(3)" in text and "sqrt(t0)/w0" in text
     # a rerun regenerates nothing and reproduces the estimates
     before = {n: store.commit(n)["committed"] for n in store.ensembles()}
-    again = cs.run_su3(dataclasses.replace(s), write=False)
+    again = cl.run(dataclasses.replace(s), write=False)
     assert {n: store.commit(n)["committed"] for n in store.ensembles()} == before
     assert again["results"]["flowed"]["values"] == rec["results"]["flowed"]["values"]
     for key in ("wilson_flow_base", "wilson_flow_flowed", "wilson_flow_independent", "train"):
         assert again["costs"][key] == pytest.approx(rec["costs"][key]), key  # from the ledger, not re-timed
     # another flow-time grid on the same store is refused before anything is computed
     with pytest.raises(ValueError, match="flow-time grid"):
-        cs.run_su3(dataclasses.replace(s, flow_every=0.04), write=False)
+        cl.run(dataclasses.replace(s, flow_every=0.04), write=False)
 
 
 def test_cli_dispatch_and_help(tmp_path, capsys):
-    from analysis import continuum_limit as cl
+    from analysis.continuum_limit import __main__ as entry
 
-    assert cl._split_theory(["--theory", "su3", "--L", "4"]) == ("su3", ["--L", "4"])
-    assert cl._split_theory(["--theory=su3"]) == ("su3", [])
-    assert cl._split_theory(["--L", "8"]) == ("u1", ["--L", "8"])
+    assert entry.split_theory(["--theory", "su3", "--L", "4"]) == ("su3", ["--L", "4"])
+    assert entry.split_theory(["--theory=su3"]) == ("su3", [])
+    assert entry.split_theory(["--L", "8"]) == ("u1", ["--L", "8"])
     runner = CliRunner()
-    res = runner.invoke(cs.app, ["--help"], env={"COLUMNS": "200"})
+    res = runner.invoke(APP, ["--help"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
     for opt in ("--betas", "--T", "--L", "--algorithm", "--t0-ref", "--w0-ref", "--flow-t-max", "--quantity",
                 "--order", "--epochs"):
         assert opt in text, opt
-    res = runner.invoke(cs.app, ["--betas", "6", "--store", str(tmp_path / "x.zarr")])
+    res = runner.invoke(APP, ["--betas", "6", "--store", str(tmp_path / "x.zarr")])
     assert res.exit_code == 2 and "at least 2" in " ".join(res.output.split())
     with pytest.raises(SystemExit) as exc:
-        cl.main(["--theory", "su4"])
+        entry.main(["--theory", "su4"])
     assert exc.value.code == 2 and "unknown --theory" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        cl.main(["--theory", "su3", "--help"])
+        entry.main(["--theory", "su3", "--help"])
     assert exc.value.code == 0

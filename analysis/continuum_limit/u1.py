@@ -126,8 +126,10 @@ class ContinuumSettings(AnalysisSettings):
 
     def check(self) -> None:
         betas = self.betas
-        if len(betas) < 2 or len(set(betas)) != len(betas):
-            raise ValueError(f"need at least 2 distinct betas (the base and one target), got {self.betas}")
+        if len(betas) < 2:
+            raise ValueError(f"need at least 2 betas (the base and one target), got {self.betas}")
+        if len(set(betas)) != len(betas):
+            raise ValueError(f"betas must be distinct, got {self.betas}")
         if any(not (b > 0 and math.isfinite(b)) for b in betas):
             raise ValueError(f"betas must be positive and finite, got {self.betas}")
         if self.L < 2:

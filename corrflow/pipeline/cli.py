@@ -78,15 +78,14 @@ def settings_command(app: Any, settings_cls: type, run: Callable[[Any, Any], Any
                                         default=typer.Option(default, *decls, help=text)))
 
     def command(ctx: Any, **kwargs: Any) -> None:
-        from click.core import ParameterSource
-
         console = make_console()
 
         def body() -> None:
             config = kwargs.pop("config")
             settings = settings_cls.from_toml(config) if config else settings_cls()
+            # by name: typer may bring its own copy of click's ParameterSource enum
             given = {k: v for k, v in kwargs.items()
-                     if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+                     if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
             if given:
                 settings = settings.replace(**given)
             run(settings, console)

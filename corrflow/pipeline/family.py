@@ -163,8 +163,13 @@ def family(pipe: Pipeline, base_theory: Any, targets: Sequence[Any], *, ensemble
     base_x = exact_theory(base_theory)
     for t in targets:
         validate_shift(base_x, exact_theory(t))
-    e = ensemble
     fermions = is_fermion(base_theory)
+    if weights not in ("exact", "stochastic"):
+        raise ValueError(f"weights must be 'exact' or 'stochastic', got {weights!r}")
+    if weights == "stochastic" and not (fermions and base_theory.n_flavors == 2):
+        raise ValueError("weights='stochastic' estimates a two-flavour determinant ratio; it needs a fermion theory "
+                         "with n_flavors = 2")
+    e = ensemble
     hmc_det = markov.hmc_det if fermions else None
     base_h = base_theory.replace(det=hmc_det) if fermions else base_theory
     targets_h = [t.replace(det=hmc_det) if fermions else t for t in targets]

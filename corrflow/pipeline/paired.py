@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..correlate import identity_flow, flowed_reweighting
+from ..correlate import flowed_metropolis, flowed_reweighting, identity_flow
 
 __all__ = ["CorrelateSummary", "correlate_to_store", "direct_to_store"]
 
@@ -110,8 +110,6 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
             for ch in range(c):
                 last = np.flatnonzero(acc_done[ch])
                 cur[ch] = lw_done[ch, last[-1]] if len(last) else -np.inf
-        uniforms = jax.jit(jax.vmap(lambda k, t: jax.random.uniform(jax.random.fold_in(k, t), dtype=jnp.float64),
-                                    in_axes=(None, 0)))
         for lo in range(start, n_base, batch):
             hi = min(n_base, lo + batch)
             u = np.asarray(base_links[:, lo:hi])  # (chains, b, ...)
@@ -121,11 +119,9 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
             lw = out.log_w.reshape(shp)
             acc = np.zeros(shp, bool)
             for ch in range(c):  # exact flowed Metropolis chain, continued across blocks
-                uni = np.asarray(uniforms(jax.random.fold_in(key, ch), jnp.asarray(base_traj[lo:hi])))
-                for j in range(hi - lo):
-                    if np.log(uni[j]) < lw[ch, j] - cur[ch]:
-                        acc[ch, j] = True
-                        cur[ch] = lw[ch, j]
+                chain = flowed_metropolis(lw[ch], jax.random.fold_in(key, ch), labels=base_traj[lo:hi],
+                                          current=cur[ch])
+                acc[ch], cur[ch] = chain.accepted, chain.log_w_current
             per = {k: v.reshape(shp) for k, v in out.flowed.items()}
             per.update(action=np.asarray(target.action(jnp.asarray(out.links))).reshape(shp),
                        delta_H=np.full(shp, np.nan), accepted=acc, step_size=np.full(shp, np.nan),

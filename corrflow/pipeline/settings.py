@@ -122,7 +122,7 @@ class Settings:
                 object.__setattr__(self, f.name, tuple(float(x) for x in v))
             ch = f.metadata.get("choices")
             if ch and getattr(self, f.name) not in ch:
-                raise ValueError(f"{f.name} must be one of {', '.join(ch)}, got {getattr(self, f.name)!r}")
+                raise ValueError(f"unknown {f.name} {getattr(self, f.name)!r}; allowed: {', '.join(ch)}")
         self.check()
 
     def check(self) -> None:

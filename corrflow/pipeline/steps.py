@@ -418,43 +418,32 @@ class Pipeline:
 
     def _paired_stochastic(self, base: Ensemble, base_x: Any, target_x: Any, flow: TrainedFlow | None, batch: int,
                            seed: int, n_noise: int, stage: str) -> PairedEnsemble:
+        """In-memory paired ensemble with the determinant ratio estimated by ``n_noise`` noise vectors per
+        configuration (:func:`corrflow.correlate.flowed_reweighting` with ``det_noise``; key ``fold_in(PRNGKey(seed),
+        1)`` for a flow, ``2`` for direct reweighting)."""
         import jax
-        import jax.numpy as jnp
 
-        from ..correlate import identity_flow
-        from ..theories.fermions import log_det_ratio_estimate
+        from ..correlate import flowed_reweighting, identity_flow
+        from ..generate import GaugeMeasurements
 
         if not (is_fermion(base_x) and base_x.n_flavors == 2):
             raise ValueError("weights='stochastic' estimates a two-flavour determinant ratio; it needs a fermion "
                              "theory with n_flavors = 2")
-        fl, params = (identity_flow(base_x), None) if flow is None else (flow.flow, flow.params)
-        params = fl.init_params() if params is None else params
-
-        @jax.jit
-        def one(u: Any, k: Any) -> Any:
-            uf, logj = fl.forward(params, u)
-            lw = -target_x.gauge.action(uf) + base_x.gauge.action(u) + logj
-            return uf, lw + log_det_ratio_estimate(k, base_x, u, target_x, uf, n_noise=n_noise)
-
+        fl = identity_flow(base_x) if flow is None else flow.flow
+        params = fl.init_params() if flow is None else flow.params
         links = base.links()
         flat = links.reshape((-1,) + links.shape[2:])
-        key = jax.random.fold_in(jax.random.PRNGKey(seed), 2 if flow is None else 1)
         clock = Clock()
-        outs, lws = [], []
-        batch = min(batch, len(flat))
-        for lo in range(0, len(flat), batch):
-            blk = flat[lo:lo + batch]
-            k = len(blk)
-            if k < batch:  # pad to a fixed shape (one compiled program); padded rows are dropped
-                blk = np.concatenate([blk, np.repeat(blk[-1:], batch - k, axis=0)])
-            uf, lw = one(jnp.asarray(blk), jax.random.fold_in(key, lo))
-            outs.append(np.asarray(uf)[:k])
-            lws.append(np.asarray(lw)[:k])
-            clock.tick(min(len(flat), lo + batch))
-            self.progress.update(stage, min(len(flat), lo + batch), len(flat))
+
+        def prog(d: int, t: int) -> None:
+            clock.tick(d)
+            self.progress.update(stage, d, t)
+
+        out = flowed_reweighting(fl, params, base_x, target_x, flat, GaugeMeasurements(base_x.group), batch=batch,
+                                 keep_links=True, progress=prog, det_noise=int(n_noise),
+                                 key=jax.random.fold_in(jax.random.PRNGKey(seed), 2 if flow is None else 1))
         self.progress.finish(stage)
-        shp = links.shape[:2]
-        mem = {"links": np.concatenate(outs).reshape(links.shape), "log_weight": np.concatenate(lws).reshape(shp)}
+        mem = {"links": out.links.reshape(links.shape), "log_weight": out.log_w.reshape(links.shape[:2])}
         return PairedEnsemble(base, target_x, flow, None, clock.cost(len(flat)), memory=mem)
 
     # -- measurements ------------------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""corrflow.pipeline steps and family: pairing, weights, reuse through the store, costs, bad input (tiny 2D U(1))."""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import corrflow as cf
+from corrflow.pipeline import (
+    EnsembleSettings,
+    FlowSettings,
+    MarkovSettings,
+    Pipeline,
+    TrainingSettings,
+    family,
+    parameter_shift,
+    training_configs,
+)
+
+GROUPS = dict(ensemble=EnsembleSettings(n_configs=24, n_therm=10, seed=3, n_chains=2, block_size=24),
+              markov=MarkovSettings(step_size=0.25, n_steps=4, integrator="leapfrog"), flow=FlowSettings(),
+              training=TrainingSettings(epochs=2, n_train=16, batch_size=8))
+
+
+def _family(path, progress=None, **kw):
+    base = cf.make_theory("u1", (4, 4), beta=1.5)
+    pipe = Pipeline(path, progress=progress)
+    return pipe, family(pipe, base, [base.replace(beta=1.8)], direct=True, **{**GROUPS, **kw})
+
+
+@pytest.fixture(scope="module")
+def fam(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fam")
+    events = []
+    pipe, f = _family(d / "wf.zarr", progress=lambda *a: events.append(a))
+    return d, pipe, f, events
+
+
+def test_shapes_names_and_costs(fam):
+    _, pipe, f, events = fam
+    m = f.members[0]
+    n, c = GROUPS["ensemble"].n_configs, GROUPS["ensemble"].n_chains
+    shape = (c, n) + cf.make_theory("u1", (4, 4), beta=1.5).link_shape
+    assert f.base.links().shape == shape == m.flowed.links().shape == m.independent.links().shape
+    assert m.flowed.log_weights().shape == m.direct.log_weights().shape == (c, n)
+    assert f.base.name == "u1_4x4_beta1.5_seed3" and m.independent.name == "u1_4x4_beta1.8_seed4"
+    assert m.flowed.name.startswith(f.base.name + "__flow_") and m.direct.name == f.base.name + "__direct_beta1.8"
+    assert parameter_shift(f.base.theory, m.target) == ("beta", pytest.approx(0.3))
+    steps = f.step_costs()
+    assert set(steps) == {"hmc_base", "hmc_training", "train", "flow", "direct", "hmc_independent"}
+    assert steps["hmc_training"] == 0.0 and all(math.isfinite(v) and v > 0 for k, v in steps.items()
+                                                if k != "hmc_training")
+    # the one definition of the path costs (corrflow.pipeline.family), measurements added where given
+    p = f.path_costs({"base": 1.0, "flowed": 2.0, "independent": 4.0, "direct": 8.0})
+    assert p["flowed"] == pytest.approx(steps["hmc_base"] + steps["train"] + steps["flow"] + 3.0)
+    assert p["direct"] == pytest.approx(steps["hmc_base"] + steps["direct"] + 9.0)
+    assert p["independent"] == pytest.approx(steps["hmc_base"] + steps["hmc_independent"] + 5.0)
+    assert p["connected"] == pytest.approx(steps["hmc_base"] + 1.0)
+    assert f.path_costs(independent_uses_base=False)["independent"] == pytest.approx(steps["hmc_independent"])
+    assert {e[0] for e in events} >= {"hmc_base", "hmc_independent", "train", "flow", "direct"}
+    assert 0 < m.flowed.weight_ess_fraction() <= 1 and 0 < m.direct.weight_ess_fraction() <= 1
+    assert not np.allclose(f.base.links(), m.independent.links())
+
+
+def test_pairing_and_weights_recomputed(fam):
+    """Row i of the flowed ensemble is f(U_i) with its weight (recomputed from the checkpoint)."""
+    from corrflow.flows.train import load_checkpoint
+
+    _, _, f, _ = fam
+    m = f.members[0]
+    base, target = f.base.theory, m.target
+    ck = load_checkpoint(m.flow.checkpoint)
+    u = jnp.asarray(f.base.links().reshape((-1,) + base.link_shape))
+    uf, logj = ck["flow"].forward(ck["params"], u)
+    np.testing.assert_allclose(np.asarray(uf), m.flowed.links().reshape(uf.shape), atol=1e-12)
+    lw = -target.action(uf) + base.action(u) + logj
+    np.testing.assert_allclose(np.asarray(lw), m.flowed.log_weights().ravel(), rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(np.asarray(-target.action(u) + base.action(u)), m.direct.log_weights().ravel(),
+                               rtol=1e-10, atol=1e-9)
+    assert np.any(np.abs(np.asarray(logj)) > 0)  # the flow is not the identity
+    # the training set: spread over each chain of the base ensemble, chain-major
+    tc = training_configs(f.base.links(), 16)
+    np.testing.assert_array_equal(tc[:8], f.base.links()[0, np.unique(np.linspace(0, 23, 8).astype(int))])
+
+
+def test_reuse_through_the_store(fam):
+    d, pipe, f, _ = fam
+    events = []
+    _, again = _family(d / "wf.zarr", progress=lambda *a: events.append(a))
+    assert not events  # nothing was generated, trained or flowed again
+    np.testing.assert_array_equal(again.members[0].flowed.log_weights(), f.members[0].flowed.log_weights())
+    assert again.step_costs() == pytest.approx(f.step_costs())  # charged from the ledger
+    # a smaller request reuses the first configurations of each chain, its costs scaled down
+    fewer = _family(d / "wf.zarr", ensemble=EnsembleSettings(n_configs=12, n_therm=10, seed=3, n_chains=2,
+                                                              block_size=24))[1]
+    np.testing.assert_array_equal(fewer.base.links(), f.base.links()[:, :12])
+    assert fewer.base.cost == pytest.approx(f.base.cost / 2)
+    # the flow is identified by its settings and training source, not by how much of the base a run uses: reused
+    assert fewer.members[0].flow.id == f.members[0].flow.id
+
+
+def test_bad_input(tmp_path):
+    base = cf.make_theory("u1", (4, 4), beta=1.5)
+    pipe = Pipeline(tmp_path / "a.zarr")
+    kw = dict(GROUPS)
+    with pytest.raises(ValueError, match="same parameters"):
+        family(pipe, base, [base], **kw)
+    with pytest.raises(ValueError, match="same kind of theory"):
+        family(pipe, base, [cf.make_theory("schwinger", (4, 4), beta=1.5, mass=0.1)], **kw)
+    with pytest.raises(ValueError, match="same group and lattice"):
+        family(pipe, base, [cf.make_theory("u1", (4, 8), beta=1.8)], **kw)
+    with pytest.raises(ValueError, match="at least one target"):
+        family(pipe, base, [], **kw)
+    with pytest.raises(ValueError, match="stochastic"):
+        family(pipe, base, [base.replace(beta=2.0)], weights="stochastic", **kw)
+    assert pipe.store.ensembles() == []  # nothing generated before the input was checked
+    with pytest.raises(ValueError, match="nothing to correlate"):
+        parameter_shift(base, base)

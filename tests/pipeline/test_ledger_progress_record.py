@@ -1,0 +1,77 @@
+"""The cost ledger (one definition), the progress protocol and analysis records."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+
+from corrflow.pipeline import Clock, CostLedger, Progress
+from corrflow.pipeline.record import json_safe, markdown, publish
+
+
+def test_clock_excludes_the_first_unit(monkeypatch):
+    """Compilation is paid by the first unit of work: the cost is the rate after it times all units."""
+    times = iter([0.0, 10.0, 11.0, 12.0, 13.0, 13.5])  # start, ticks after units 1..4, wall
+    monkeypatch.setattr("corrflow.pipeline.ledger.time.perf_counter", lambda: next(times))
+    c = Clock()
+    for done in (1, 2, 3, 4):
+        c.tick(done)
+    assert c.cost(4) == pytest.approx(4.0)  # 1 s per unit; the 10 s first unit is not charged
+    assert c.wall == pytest.approx(13.5)
+    times2 = iter([0.0, 5.0, 7.0])
+    monkeypatch.setattr("corrflow.pipeline.ledger.time.perf_counter", lambda: next(times2))
+    one = Clock()
+    one.tick(1)
+    assert one.cost(1) == pytest.approx(7.0)  # one unit only: its wall time, compilation included
+
+
+def test_ledger_reuse_extension_and_persistence(tmp_path):
+    led = CostLedger.in_directory(tmp_path)
+    assert math.isnan(led.cost("hmc/x"))  # never recorded: unknown
+    led.record("hmc/x", 10.0, 12.0, 100)
+    assert led.cost("hmc/x", 50) == pytest.approx(5.0) and led.cost("hmc/x", 200) == pytest.approx(10.0)
+    led.record("hmc/x", 4.0, 5.0, 140, accumulate=True)  # extended by 40 configurations
+    assert led.seconds("hmc/x") == pytest.approx(14.0) and led.count("hmc/x") == 140
+    assert led.wall("hmc/x") == pytest.approx(17.0)
+    again = CostLedger.in_directory(tmp_path)
+    assert again.data == led.data
+    (tmp_path / "workflow_timings.json").write_text("{not json")
+    assert math.isnan(CostLedger.in_directory(tmp_path).cost("hmc/x"))  # a corrupt ledger loses costs only
+
+
+def test_progress_quiet_callable_and_console():
+    from rich.console import Console
+
+    seen = []
+    p = Progress(on_update=lambda *a: seen.append(a))
+    p.update("train", 1, 4, "loss 1")
+    p.log("not shown")
+    p.finish("train")
+    assert seen == [("train", 1, 4, "loss 1")] and p.quiet
+    buf = io.StringIO()
+    q = Progress(Console(file=buf, width=100))  # not a terminal: no bars, log lines only
+    with q.stage("measure base") as tick:
+        tick(3, 10)
+    q.log("  [bold]step[/] done")
+    assert buf.getvalue().strip() == "step done"
+
+
+def test_record_json_markdown_and_publish(tmp_path):
+    from corrflow.store import open_store
+
+    rec = {"title": "T", "summary": ["line"], "tables": {"cap": {"columns": ["a", "b"], "rows": [[1, None]]}},
+           "value": np.float64(np.nan), "arr": np.arange(3), "n": np.int64(4), "settings": {"x": 1}}
+    safe = json_safe(rec)
+    assert safe["value"] is None and safe["arr"] == [0, 1, 2] and safe["n"] == 4
+    json.dumps(safe, allow_nan=False)
+    md = markdown(rec, "t.png")
+    assert md.startswith("# T") and "![T](t.png)" in md and "| 1 |  |" in md and "### Settings" in md
+    store = open_store(tmp_path / "s.zarr", "a")
+    out = publish(store, "toy", rec, b"\x89PNG fake", tmp_path / "out")
+    assert {p.name for p in out.iterdir()} == {"toy.png", "toy.md", "toy.json"}
+    stored, figs = store.read_analysis("toy")
+    assert stored["title"] == "T" and stored["value"] is None and figs["toy.png"] == b"\x89PNG fake"
