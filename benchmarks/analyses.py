@@ -1,85 +1,60 @@
-"""Cost-adjusted variance reduction of the three analyses (continuum limit, mass dependence, Feynman–Hellmann).
+"""Cost-adjusted variance reduction of the analyses (continuum limit, mass dependence, Feynman–Hellmann).
 
-    python benchmarks/analyses.py                  # all three with their default settings (~15 min on 2 CPU cores)
-    python benchmarks/analyses.py --only mass_dependence --set n_configs=2000 --set dm=0.01
+    python benchmarks/analyses.py                  # the three 2D analyses with their defaults (~15 min on 2 cores)
+    python benchmarks/analyses.py --only mass-dependence --set n_configs=2000 --set dm=0.01
+    python benchmarks/analyses.py --only continuum-limit-su3        # 4D SU(3) (long on a CPU)
 
-Each analysis runs through its own ``run(settings)`` into a scratch store (``--store-dir``, default
-``data/bench_analyses``; reruns reuse ensembles and flows) and reports, for every quantity it estimates, the
-variance reduction of the flowed estimator against independent ensembles and against direct reweighting at
-equal numbers of configurations, and the *cost-adjusted* factor
+Each analysis (the ``corrflow.analyses`` entry points, as ``corrflow analyse NAME``) runs through
+:func:`corrflow.pipeline.run_analysis` into a scratch store (``--store-dir``, default ``data/bench_analyses``;
+reruns reuse ensembles and flows) and reports, for every quantity it estimates, the variance reduction of the
+flowed estimator against independent ensembles and against direct reweighting at equal numbers of configurations,
+and the *cost-adjusted* factor
 
     (var_other * cost_other) / (var_flow * cost_flow),
 
-where the flow pays base HMC + training + flow application (with exact determinant weights), independent
-ensembles pay HMC at every parameter value, and direct reweighting pays base HMC + weights (costs: wall seconds
-measured in the same run).  Settings are printed with the results.  Goal (issue 5): >= 10x cost-adjusted for the
-mass derivative of the pion mass and for the Feynman–Hellmann matrix element.
+with the path costs of :meth:`corrflow.pipeline.Family.path_costs` under the pipeline's one cost definition
+(:data:`corrflow.pipeline.COST_DEFINITION`: steady-state seconds, JIT compilation excluded, measurements included).
+Settings are printed with the results.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
 import os
 import sys
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
 
 from _machine import cpu_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ANALYSES = {"continuum_limit": "ContinuumSettings", "mass_dependence": "MassSettings",
-            "feynman_hellmann": "FHSettings"}
+DEFAULT = ("continuum-limit", "mass-dependence", "feynman-hellmann")
 
 
-def _settings_class(mod: Any, preferred: str) -> Any:
-    if hasattr(mod, preferred):
-        return getattr(mod, preferred)
-    cands = [v for k, v in vars(mod).items() if k.endswith("Settings") and dataclasses.is_dataclass(v)]
-    if len(cands) != 1:
-        raise SystemExit(f"cannot find the settings dataclass of {mod.__name__}")
-    return cands[0]
-
-
-def _coerce(cls: Any, key: str, value: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    if key not in fields:
-        raise SystemExit(f"unknown setting {key!r}; known: {', '.join(fields)}")
-    default = getattr(cls(), key)
-    if isinstance(default, bool):
-        return value.lower() in ("1", "true", "yes")
-    if isinstance(default, int):
-        return int(value)
-    if isinstance(default, float):
-        return float(value)
-    if isinstance(default, tuple):
-        return tuple(type(default[0])(x) if default else x for x in value.split(","))
-    return value
+def analyses() -> dict:
+    return {ep.name: ep for ep in entry_points(group="corrflow.analyses")}
 
 
 def run_one(name: str, store_dir: Path, overrides: dict[str, str]) -> None:
-    mod = importlib.import_module(f"analysis.{name}")
-    cls = _settings_class(mod, ANALYSES[name])
-    kw = {k: _coerce(cls, k, v) for k, v in overrides.items()}
-    names = {f.name for f in dataclasses.fields(cls)}
-    if "store" in names:
-        kw.setdefault("store", str(store_dir / f"{name}.zarr"))
-    if "out" in names:
-        kw.setdefault("out", str(store_dir / f"{name}_report"))
-    settings = dataclasses.replace(cls(), **kw)
+    from corrflow.pipeline import COST_DEFINITION, run_analysis
+
+    analysis = analyses()[name].load()
+    stem = name.replace("-", "_")
+    settings = analysis.settings.make(**{"store": str(store_dir / f"{stem}.zarr"), "out": str(store_dir / f"{stem}_report"),
+                                         **overrides})
     t0 = time.perf_counter()
-    rec = mod.run(settings, console=None, write=True)
+    rec = run_analysis(analysis, settings, console=None, write=True)
     wall = time.perf_counter() - t0
     print(f"\n## {rec.get('title', name)}  ({wall:.0f} s wall)")
-    print("settings: " + ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(settings).items()
-                                   if k not in ("store", "out", "flow_dir")))
+    flat = {k: settings.get(k) for k in analysis.settings.flat_fields() if k not in ("store", "out", "flow_dir")}
+    print("settings: " + ", ".join(f"{k}={v}" for k, v in flat.items()))
+    print(f"cost definition: {COST_DEFINITION}")
     costs = rec.get("costs") or {}
     if costs:
         print("costs [s]: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, (int, float)) else f"{k} {v}"
-                                        for k, v in costs.items()))
+                                        for k, v in costs.items() if k != "definition"))
     vr = rec.get("variance_reduction") or {}
     keys = ("vs_independent", "cost_adjusted_vs_independent", "vs_direct", "cost_adjusted_vs_direct")
     print(f"{'quantity':28s} " + " ".join(f"{k:>30s}" for k in keys))
@@ -92,22 +67,26 @@ def run_one(name: str, store_dir: Path, overrides: dict[str, str]) -> None:
 
 
 def main() -> None:
+    names = sorted(analyses())
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", action="append", choices=sorted(ANALYSES), help="run only this analysis (repeat)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    ap.add_argument("--only", action="append", choices=names, help="run only this analysis (repeat)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting (flat name, e.g. n_configs=2000; with a single --only)")
     ap.add_argument("--store-dir", default="data/bench_analyses", help="scratch directory for stores and reports")
     args = ap.parse_args()
     overrides = dict(kv.split("=", 1) for kv in args.set)
+    if overrides and not (args.only and len(args.only) == 1):
+        ap.error("--set needs exactly one --only (settings differ between analyses)")
     import jax
 
     import corrflow as cf
 
     print(f"# corrflow {cf.__version__} analyses benchmark — jax {jax.__version__}, {jax.default_backend()}, "
-          f"{cpu_model()}, {os.cpu_count()} cores")
+          f"{cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     store_dir = Path(args.store_dir)
     store_dir.mkdir(parents=True, exist_ok=True)
-    for name in args.only or list(ANALYSES):
-        run_one(name, store_dir, overrides if args.only and len(args.only) == 1 else {})
+    for name in args.only or list(DEFAULT):
+        run_one(name, store_dir, overrides)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python examples/continuum_limit.py          # ~1 minute on two CPU cores (a small 8 x 8 run)
 
-The same analysis as ``python -m analysis.continuum_limit`` (see its docstring for the physics and the
+The same analysis as ``corrflow analyse continuum-limit`` (see :mod:`analysis.continuum_limit.u1` for the physics and the
 choices), here with small settings, followed by a look at the building blocks: the joint-jackknife
 covariance of the flowed estimates and the fits of :mod:`corrflow.stats.fits`.
 """
@@ -18,9 +18,9 @@ from corrflow.stats import bayesian_fit, correlated_fit, format_value_error
 
 # 1. One call runs the whole workflow.  Every step goes through the store, so a second call with the same
 #    settings reuses the ensembles and flows and only redoes the analysis.
-settings = ContinuumSettings(
+settings = ContinuumSettings.make(       # flat names are routed to their group (settings.ensemble.n_configs, ...)
     store="data/example_continuum.zarr",  # created if absent
-    out="reports/example_continuum",      # continuum_limit.png / .md / .json
+    out="reports/example_continuum",      # continuum_limit.png / .md / .json / .toml (the run file)
     L=8,                                  # 8 x 8 torus
     betas=(5.0, 5.3, 5.6, 5.9),           # the smallest beta is the base of the flows
     n_configs=500, n_chains=2,            # per ensemble: 2 chains x 500 stored configurations
