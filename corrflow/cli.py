@@ -13,7 +13,6 @@ from typing import Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 app = typer.Typer(
@@ -39,57 +38,21 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def _run(fn: Callable[[], Any]) -> Any:
-    """Run a command body, turning expected errors into a message and exit status 2."""
+    """Run a command body with the pipeline's one error runner: expected errors become a message and exit status 2,
+    Ctrl-C exits 130."""
     from .ildg import IldgFormatError
-    from .store import StoreError
+    from .pipeline.cli import run_cli
 
-    try:
-        return fn()
-    except (CLIError, StoreError, IldgFormatError, ValueError, FloatingPointError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]: everything committed so far is safe; rerun the same command "
-                          "with --resume to continue")
-        raise typer.Exit(130) from None
+    return run_cli(fn, err_console, (CLIError, IldgFormatError),
+                   interrupted="everything committed so far is safe; rerun the same command with --resume to continue")
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[extra]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console, transient=False,
-    )
+def _stage(description: str, unit: str = "") -> Any:
+    """A persistent progress bar for one command step (the pipeline's :class:`~corrflow.pipeline.Progress`):
+    ``with _stage("HMC x", "traj/s") as tick: tick(done, total, extra)``."""
+    from .pipeline.progress import Progress
 
-
-class _LazyProgress:
-    """A rich progress bar that appears on the first update (so early errors print cleanly)."""
-
-    def __init__(self, description: str, unit: str = "") -> None:
-        self.description = description
-        self.unit = unit
-        self.prog: Progress | None = None
-        self.task: Any = None
-        self.t0 = 0.0
-        self.done0 = 0
-
-    def update(self, done: int, total: int, extra: str = "") -> None:
-        if self.prog is None:
-            self.prog = _progress()
-            self.prog.start()
-            self.task = self.prog.add_task(self.description, total=total, extra="")
-            self.t0, self.done0 = time.perf_counter(), done
-        elif self.unit:
-            rate = (done - self.done0) / max(time.perf_counter() - self.t0, 1e-9)
-            extra = f"{rate:.0f} {self.unit}  {extra}"
-        self.prog.update(self.task, completed=done, total=total, extra=extra)
-
-    def __enter__(self) -> "_LazyProgress":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.prog is not None:
-            self.prog.stop()
+    return Progress(console, transient=False).stage(description, unit)
 
 
 # ----------------------------------------------------------------------------------------
@@ -190,11 +153,11 @@ def generate(
         ens = name or ensemble_name(th.theory_name, dims, th.params())
         st = open_store(store, "a")
         label, unit = ("heat bath", "upd/s") if algorithm == "heatbath" else ("HMC", "traj/s")
-        with _LazyProgress(f"{label} {ens}", unit=unit) as lp:
+        with _stage(f"{label} {ens}", unit) as lp:
 
             def progress(done: int, tot: int, stats: dict) -> None:
                 pl = stats["plaquette"]
-                lp.update(done, tot, f"acc {stats['acceptance']:.2f}" + ("" if np.isnan(pl) else f"  plaq {pl:.5f}"))
+                lp(done, tot, f"acc {stats['acceptance']:.2f}" + ("" if np.isnan(pl) else f"  plaq {pl:.5f}"))
 
             summary = generate_to_store(st, ens, th, cfg, n_traj=n, n_chains=chains, seed=seed, n_therm=therm, thin=thin,
                                         block_size=block, start=start, dtype=dtype, observables=obs, resume=resume,
@@ -355,8 +318,8 @@ def measure(
             raise CLIError(f"--batch must be >= 1, got {batch}")
         st = open_store(store, "a")
         flow = WilsonFlowGrid(flow_t_max, flow_eps, flow_every)
-        with _LazyProgress(f"measure {ensemble}") as lp:
-            res = measure_stored(st, ensemble, observables, batch=batch, progress=lambda d, t: lp.update(d, t),
+        with _stage(f"measure {ensemble}") as lp:
+            res = measure_stored(st, ensemble, observables, batch=batch, progress=lambda d, t: lp(d, t),
                                  flow=flow)
         for o in res.skipped:
             console.print(f"{o}: recorded during generation, nothing to do")
@@ -484,7 +447,7 @@ def import_ildg(
             raise CLIError("no ILDG files given")
         # pass 1: read and validate every file before anything is written
         shape = None
-        with _LazyProgress("check ILDG files") as lp:
+        with _stage("check ILDG files") as lp:
             for i, f in enumerate(files):
                 u, meta = read_ildg(f)
                 if shape is None:
@@ -493,7 +456,7 @@ def import_ildg(
                     raise CLIError(f"{f}: lattice {u.shape[:4]} differs from the first file's {shape} "
                                    f"({files[0]}); an ensemble has one lattice size (t, x, y, z)")
                 _check_su3(f, u, meta)
-                lp.update(i + 1, len(files))
+                lp(i + 1, len(files))
         th = make_theory("su3", shape, beta=beta, xi=xi, lam=lam)
         st = open_store(store, "a")
         spec = EnsembleSpec(theory="su3", group="su3", shape=shape, params=th.params(), n_chains=1, seed=-1,
@@ -501,7 +464,7 @@ def import_ildg(
                             flow={"source_files": [str(f) for f in files]})
         st.create_ensemble(name, spec)
         # pass 2: import
-        with st.writer(name) as w, _LazyProgress(f"import {name}") as lp:
+        with st.writer(name) as w, _stage(f"import {name}") as lp:
             for i, f in enumerate(files):
                 u, _ = read_ildg(f, dtype=np.complex128)
                 uj = jnp.asarray(u)
@@ -509,7 +472,7 @@ def import_ildg(
                        "action": np.array([[float(th.action(uj))]]), "delta_H": np.full((1, 1), np.nan),
                        "accepted": np.ones((1, 1), bool), "step_size": np.full((1, 1), np.nan)}
                 w.append([i], u[None, None], per, i + 1)
-                lp.update(i + 1, len(files))
+                lp(i + 1, len(files))
         console.print(f"[green]done[/] imported {len(files)} configurations of {'x'.join(map(str, shape))} into {name}")
 
     _run(body)
@@ -579,6 +542,7 @@ def train(
         from .flows import make_flow
         from .flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resolve_optimizer, resume_kwargs
         from .flows.train import train as train_flow
+        from .pipeline import training_positions
         from .store import open_store
 
         st = open_store(store, "r")
@@ -589,8 +553,7 @@ def train(
                           optimizer=resolve_optimizer(optimizer, len(base.shape)))
         ds = st.open_ensemble(from_)
         n = int(ds.sizes["traj"])
-        per_chain = max(1, min(n, -(-n_train // spec.n_chains)))
-        pos = np.unique(np.linspace(0, n - 1, per_chain).astype(int))  # spread over the run
+        pos = training_positions(n, spec.n_chains, n_train)  # spread over the run (the pipeline's rule)
         configs = np.concatenate([st.load_configs(from_, c, pos) for c in range(spec.n_chains)])
         kwargs: dict[str, Any] = {}
         if resume:
@@ -602,10 +565,10 @@ def train(
         else:
             flow = make_flow(base.group, base.shape, loops=tuple(x.strip() for x in loops.split(",") if x.strip()),
                              n_sweeps=sweeps, degree=degree)
-        with _LazyProgress(f"train {from_} -> {target.params()}") as lp:
+        with _stage(f"train {from_} -> {target.params()}") as lp:
             try:
                 res = train_flow(flow, base, target, configs, cfg, checkpoint=out,
-                                 progress=lambda e, r: lp.update(e, epochs, f"loss {r['loss']:.4f}  ESS {r['ess']:.3f}"),
+                                 progress=lambda e, r: lp(e, epochs, f"loss {r['loss']:.4f}  ESS {r['ess']:.3f}"),
                                  **kwargs)
             except FlowTrainingError as exc:
                 raise CLIError(str(exc)) from None
@@ -644,8 +607,8 @@ def correlate(
         if batch < 1:
             raise CLIError(f"--batch must be >= 1, got {batch}")
         st = open_store(store, "a")
-        with _LazyProgress(f"correlate {from_} -> {name}", unit="cfg/s") as lp:
-            prog = lambda d, t: lp.update(d, t)  # noqa: E731
+        with _stage(f"correlate {from_} -> {name}", "cfg/s") as lp:
+            prog = lambda d, t: lp(d, t)  # noqa: E731
             if identity:
                 res = direct_to_store(st, from_, name, _parse_assignments(to), batch=batch, seed=seed, progress=prog)
             else:

@@ -43,6 +43,7 @@ from .steps import (
     exact_theory,
     parameter_shift,
     training_configs,
+    training_positions,
     validate_shift,
 )
 
@@ -85,5 +86,6 @@ __all__ = [
     "run_analysis",
     "setting",
     "training_configs",
+    "training_positions",
     "validate_shift",
 ]

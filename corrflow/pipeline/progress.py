@@ -15,6 +15,7 @@ receives every update as well (for callers that keep their own accounting, e.g. 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,13 +35,19 @@ class Progress:
         Where bars and log lines go; ``None``: silent.
     on_update : callable ``(stage, done, total, extra)``, optional
         Called on every update (also when silent).
+    transient : bool
+        Remove a stage's bar when it finishes (analyses) or keep it (single commands).
     """
 
-    def __init__(self, console: Any = None, on_update: Callable[[str, int, int, str], None] | None = None) -> None:
+    def __init__(self, console: Any = None, on_update: Callable[[str, int, int, str], None] | None = None, *,
+                 transient: bool = True) -> None:
         self.console = console
         self.on_update = on_update
+        self.transient = transient
         self._prog: Any = None
         self._tasks: dict[str, Any] = {}
+        self._units: dict[str, str] = {}
+        self._start: dict[str, tuple[float, int]] = {}
 
     @property
     def quiet(self) -> bool:
@@ -59,7 +66,8 @@ class Progress:
 
             self._prog = RichProgress(TextColumn("  [bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                       TextColumn("{task.fields[extra]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                      console=self.console, transient=True, disable=not self.console.is_terminal)
+                                      console=self.console, transient=self.transient,
+                                      disable=not self.console.is_terminal)
             self._prog.start()
         return self._prog
 
@@ -69,6 +77,11 @@ class Progress:
             self.on_update(stage, done, total, extra)
         if self.console is None:
             return
+        unit = self._units.get(stage)
+        if unit:  # the rate since the first update of the stage (which may include compilation)
+            t0, d0 = self._start.setdefault(stage, (time.perf_counter(), done))
+            if done > d0:
+                extra = f"{(done - d0) / max(time.perf_counter() - t0, 1e-9):.0f} {unit}  {extra}"
         prog = self._bars()
         if stage not in self._tasks:
             self._tasks[stage] = prog.add_task(_LABELS.get(stage, stage), total=total, extra=extra)
@@ -76,8 +89,12 @@ class Progress:
 
     def finish(self, stage: str) -> None:
         """Close the bar of ``stage`` (no-op if it has none)."""
+        self._units.pop(stage, None)
+        self._start.pop(stage, None)
         if self._prog is not None and stage in self._tasks:
-            self._prog.remove_task(self._tasks.pop(stage))
+            task = self._tasks.pop(stage)
+            if self.transient:
+                self._prog.remove_task(task)
         if self._prog is not None and not self._tasks:
             self._prog.stop()
             self._prog = None
@@ -88,8 +105,11 @@ class Progress:
             self.console.print(message)
 
     @contextmanager
-    def stage(self, stage: str) -> Iterator[Callable[..., None]]:
-        """``with progress.stage(name) as tick: tick(done, total[, extra])``; the bar closes on exit."""
+    def stage(self, stage: str, unit: str = "") -> Iterator[Callable[..., None]]:
+        """``with progress.stage(name) as tick: tick(done, total[, extra])``; the bar closes on exit.  With
+        ``unit`` (e.g. ``"traj/s"``) the bar shows the rate."""
+        if unit:
+            self._units[stage] = unit
         try:
             yield lambda done, total, extra="": self.update(stage, done, total, extra)
         finally:

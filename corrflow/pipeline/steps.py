@@ -43,6 +43,7 @@ __all__ = [
     "parameter_shift",
     "shift_tag",
     "training_configs",
+    "training_positions",
     "validate_shift",
 ]
 
@@ -100,17 +101,22 @@ def default_observables(theory: Any) -> tuple[str, ...]:
     return ("plaquette",)
 
 
+def training_positions(n: int, n_chains: int, n_train: int) -> np.ndarray:
+    """Positions along each chain of the training configurations: ``ceil(n_train / n_chains)`` per chain (all ``n``
+    when the chain is that short), spread evenly over the first ``n`` configurations.  The one rule for picking
+    training configurations (pipeline, ``corrflow train``)."""
+    per_chain = max(1, min(int(n), -(-int(n_train) // int(n_chains))))
+    pos = np.unique(np.linspace(0, int(n) - 1, per_chain).astype(int))
+    if len(pos) * n_chains < 2:
+        raise ValueError(f"need at least 2 training configurations, got {len(pos) * n_chains} (raise n_train)")
+    return pos
+
+
 def training_configs(links: np.ndarray, n_train: int) -> np.ndarray:
-    """``n_train`` configurations of ``links`` ``(chains, n, ...)`` for training: ``ceil(n_train / chains)``
-    per chain, spread evenly over each chain (all of them when the chain is that short), chain-major."""
+    """The training configurations (:func:`training_positions`) of ``links`` ``(chains, n, ...)``, chain-major."""
     links = np.asarray(links)
-    c, n = links.shape[:2]
-    per_chain = max(1, min(n, -(-int(n_train) // c)))
-    pos = np.unique(np.linspace(0, n - 1, per_chain).astype(int))
-    out = links[:, pos].reshape((-1,) + links.shape[2:])
-    if len(out) < 2:
-        raise ValueError(f"need at least 2 training configurations, got {len(out)} (raise n_train)")
-    return out
+    pos = training_positions(links.shape[1], links.shape[0], n_train)
+    return links[:, pos].reshape((-1,) + links.shape[2:])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,6 +160,12 @@ class Ensemble:
 
     def acceptance(self) -> float:
         return float(np.mean(self.read("accepted")))
+
+    def training_configs(self, n_train: int) -> np.ndarray:
+        """:func:`training_positions` of this ensemble's first ``n`` configurations, chain-major (only those are
+        read from the store)."""
+        pos = training_positions(self.n, self.n_chains, n_train)
+        return np.concatenate([self.store.load_configs(self.name, c, pos) for c in range(self.n_chains)])
 
 
 @dataclass(frozen=True)
@@ -325,10 +337,10 @@ class Pipeline:
                 rep.log(f"  [dim]{stage}: flow {ckpt.name} ({ck['epoch']} epochs, weight ESS {h[0]['ess']:.3f} -> "
                         f"{h[-1]['ess']:.3f}) (reused)[/]")
                 return self._trained(ckpt, ck, self.ledger.seconds(key), self.ledger.count(key))
-            configs = training_configs(source.links(), training.n_train)
+            configs = source.training_configs(training.n_train)
             kwargs = resume_kwargs(ck, len(configs), cfg)
         if configs is None:
-            configs = training_configs(source.links(), training.n_train)
+            configs = source.training_configs(training.n_train)
         clock = Clock()
         start_epoch = int(kwargs.get("start_epoch", 0))
 
