@@ -75,7 +75,6 @@ import numpy as np
 
 from corrflow.pipeline import (
     COST_DEFINITION,
-    AnalysisSettings,
     EnsembleSettings,
     ErrorSettings,
     FlowSettings,
@@ -87,6 +86,7 @@ from corrflow.pipeline import (
     setting,
 )
 
+from .common import ContinuumFitSettings
 from .estimators import Quantity, bayesian_fits, continuum_fits, flowed_estimates, independent_estimates
 
 __all__ = ["NECCO_SOMMER_RANGE", "SU3_QUANTITIES", "SU3ContinuumSettings", "estimate", "flow_quantity",
@@ -142,7 +142,7 @@ def flow_quantity(name: str, t: np.ndarray, mean_e: np.ndarray, beta: float, *, 
 
 
 @dataclass(frozen=True)
-class SU3ContinuumSettings(AnalysisSettings):
+class SU3ContinuumSettings(ContinuumFitSettings):
     """Everything that defines a 4D SU(3) continuum run (``corrflow analyse continuum-limit-su3 --help``).
 
     ``betas`` includes the base ``beta_0 = min(betas)``; lattices ``T x L^3``; ``n_configs`` stored configurations
@@ -181,45 +181,21 @@ class SU3ContinuumSettings(AnalysisSettings):
     flow_every: float = setting(0.1, "flow-time grid spacing of the E(t) measurement")
     flow_t_max: float = setting(0.0, "flow until t (0: 1.6 x the t0 Necco-Sommer suggests)")
     order: int = setting(1, "polynomial degree in (a/r0)^2")
-    svd_cut: float = setting(0.0, "SVD cut of the correlation matrix in the fits (0: none)")
     bayes: bool = setting(False, "also run Bayesian (numpyro NUTS) fits")
-    bayes_warmup: int = setting(500, "NUTS warm-up steps")
-    bayes_samples: int = setting(1000, "NUTS samples")
-    bayes_seed: int = setting(0, "PRNG seed of the NUTS runs")
-    prior_scale: float = setting(10.0, "prior width of c_j in units of max|q| / max|x^j|")
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "betas", tuple(sorted(float(b) for b in self.betas)))
-        super().__post_init__()
 
     def check(self) -> None:
+        super().check()
         betas = self.betas
-        if len(betas) < 2 or len(set(betas)) != len(betas):
-            raise ValueError(f"need at least 2 distinct betas (the base and one target), got {self.betas}")
-        if any(not (b > 0 and math.isfinite(b)) for b in betas):
-            raise ValueError(f"betas must be positive and finite, got {self.betas}")
         if self.T < 2 or self.L < 2 or self.T % 2 or self.L % 2:
             raise ValueError(f"T and L must be even and >= 2 (checkerboard updates), got T={self.T}, L={self.L}")
-        if self.ensemble.n_configs < 20:
-            raise ValueError(f"n_configs must be >= 20 per chain for a binned error analysis, got "
-                             f"{self.ensemble.n_configs}")
         if not (self.t0_ref > 0 and self.w0_ref > 0):
             raise ValueError("t0_ref and w0_ref must be positive")
-        if self.bayes_samples < 1 or self.bayes_warmup < 0:
-            raise ValueError("bayes_samples must be >= 1 and bayes_warmup >= 0")
         self.wilson_flow_grid()  # validates the flow-time grid
-        if self.order < 0 or self.order + 1 > len(betas):
-            raise ValueError(f"order {self.order} needs at least {self.order + 1} betas, got {len(betas)}")
-        if self.svd_cut and not (0 < self.svd_cut < 1):
-            raise ValueError(f"svd_cut must lie in (0, 1) (or 0 for none), got {self.svd_cut}")
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
         return (self.T, self.L, self.L, self.L)
 
-    @property
-    def base_beta(self) -> float:
-        return self.betas[0]
 
     def wilson_flow_grid(self) -> Any:
         """The flow-time grid (:class:`corrflow.pipeline.WilsonFlowGrid`) shared by every ensemble."""

@@ -53,7 +53,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from corrflow.pipeline import (
-    AnalysisSettings,
     EnsembleSettings,
     ErrorSettings,
     FlowSettings,
@@ -65,17 +64,17 @@ from corrflow.pipeline import (
     setting,
 )
 
+from .common import ContinuumFitSettings
 from .estimators import continuum_fits, flowed_estimates, independent_estimates, bayesian_fits
 from .u1_quantities import MEASURED, QUANTITIES, make_quantity
 
 __all__ = ["ContinuumSettings", "estimate", "ensemble_names", "prepare"]
 
 ANALYSIS_NAME = "continuum_limit"
-ORDER_TEXT = {0: "constant", 1: "linear", 2: "quadratic", 3: "cubic"}
 
 
 @dataclass(frozen=True)
-class ContinuumSettings(AnalysisSettings):
+class ContinuumSettings(ContinuumFitSettings):
     """Everything that defines a 2D U(1) continuum run (``corrflow analyse continuum-limit --help``).
 
     ``betas`` includes the base ``beta_0 = min(betas)``.  The MD step size at ``beta`` is ``step_size / sqrt(beta)``
@@ -107,55 +106,28 @@ class ContinuumSettings(AnalysisSettings):
                             choices=tuple(QUANTITIES))
     creutz_size: int = setting(2, "R of the Creutz ratio chi(R,R) for string_tension (1 or 2)")
     order: int = setting(2, "polynomial degree in a^2 g^2 of the continuum fit")
-    svd_cut: float = setting(0.0, "SVD cut of the correlation matrix in the fits (0: none; raise on an "
-                                  "ill-conditioned covariance)")
     topology: str = setting("fixed", "fixed: cold starts, every estimate in the sector Q = 0 and compared with exact "
                                      "Q = 0 values (HMC freezes Q at these betas); sampled: hot starts, all sectors "
                                      "(needs betas where HMC tunnels, e.g. <= 4 at L = 16)", choices=("fixed", "sampled"))
     fv_correct: bool = setting(True, "subtract the exact shift (torus [Q = 0] - infinite volume) from every estimate, "
                                      "so that the fit targets the continuum")
     bayes: bool = setting(True, "also run the Bayesian (numpyro NUTS) fits")
-    bayes_warmup: int = setting(500, "NUTS warm-up steps")
-    bayes_samples: int = setting(1000, "NUTS samples")
-    bayes_seed: int = setting(0, "PRNG seed of the NUTS runs")
-    prior_scale: float = setting(10.0, "prior width of c_j in units of max|q| / max|x^j|")
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "betas", tuple(sorted(float(b) for b in self.betas)))
-        super().__post_init__()
 
     def check(self) -> None:
+        super().check()
         betas = self.betas
-        if len(betas) < 2:
-            raise ValueError(f"need at least 2 betas (the base and one target), got {self.betas}")
-        if len(set(betas)) != len(betas):
-            raise ValueError(f"betas must be distinct, got {self.betas}")
-        if any(not (b > 0 and math.isfinite(b)) for b in betas):
-            raise ValueError(f"betas must be positive and finite, got {self.betas}")
         if self.L < 2:
             raise ValueError(f"L must be >= 2, got {self.L}")
-        if self.ensemble.n_configs < 20:
-            raise ValueError(f"n_configs must be >= 20 per chain for a binned error analysis, got "
-                             f"{self.ensemble.n_configs}")
-        if self.bayes_samples < 1 or self.bayes_warmup < 0:
-            raise ValueError("bayes_samples must be >= 1 and bayes_warmup >= 0")
         q = make_quantity(self.quantity, self.creutz_size)  # validates both
         q.reference(betas[0], (self.L, self.L), self.topology)  # raises if no exact reference exists
         if q.name == "topological_susceptibility" and self.topology == "fixed":
             raise ValueError("topological_susceptibility vanishes in the fixed sector Q = 0: use --topology sampled "
                              "(and betas where HMC changes the topology, e.g. 2..4 at L = 16)")
-        if self.order < 0 or self.order + 1 > len(betas):
-            raise ValueError(f"order {self.order} needs at least {self.order + 1} betas, got {len(betas)}")
-        if self.svd_cut and not (0 < self.svd_cut < 1):
-            raise ValueError(f"svd_cut must lie in (0, 1) (or 0 for none), got {self.svd_cut}")
 
     @property
     def shape(self) -> tuple[int, int]:
         return (self.L, self.L)
 
-    @property
-    def base_beta(self) -> float:
-        return self.betas[0]
 
 
 def header(s: ContinuumSettings) -> str:
