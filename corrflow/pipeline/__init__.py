@@ -35,10 +35,10 @@ from .settings import (
     TrainingSettings,
     setting,
 )
-from .steps import (
+from .steps import Pipeline
+from .handles import (
     Ensemble,
     PairedEnsemble,
-    Pipeline,
     TrainedFlow,
     exact_theory,
     parameter_shift,

@@ -32,7 +32,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from .steps import Ensemble, PairedEnsemble, Pipeline, TrainedFlow, exact_theory, is_fermion, validate_shift
+from .handles import Ensemble, PairedEnsemble, TrainedFlow, exact_theory, is_fermion, validate_shift
+from .steps import Pipeline
 
 __all__ = ["Family", "Member", "auto_block_size", "family", "hmc_ensemble_name", "TRAIN_SEED_OFFSET"]
 

@@ -24,217 +24,26 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .handles import (
+    Ensemble,
+    PairedEnsemble,
+    TrainedFlow,
+    _read,
+    default_observables,
+    exact_theory,
+    is_fermion,
+    shift_tag,
+    validate_shift,
+)
 from .ledger import Clock, CostLedger
 from .progress import Progress, as_progress
 
-__all__ = [
-    "Ensemble",
-    "PairedEnsemble",
-    "Pipeline",
-    "TrainedFlow",
-    "exact_theory",
-    "is_fermion",
-    "parameter_shift",
-    "shift_tag",
-    "training_configs",
-    "training_positions",
-    "validate_shift",
-]
-
-
-# ----------------------------------------------------------------------------------------------
-# theories
-# ----------------------------------------------------------------------------------------------
-
-
-def is_fermion(theory: Any) -> bool:
-    """True for theories with Wilson fermions (they carry ``det`` and a ``gauge`` part)."""
-    return hasattr(theory, "det") and hasattr(theory, "gauge")
-
-
-def exact_theory(theory: Any) -> Any:
-    """The theory with the exact (dense) fermion determinant; pure-gauge theories unchanged."""
-    return theory.replace(det="exact") if is_fermion(theory) else theory
-
-
-def parameter_shift(base: Any, target: Any) -> tuple[str, float]:
-    """``(name, a' - a)`` of the first action parameter (in ``params()`` order) that differs."""
-    pb, pt = base.params(), target.params()
-    for k in pb:
-        if pt.get(k) != pb[k]:
-            return k, float(pt[k]) - float(pb[k])
-    raise ValueError(f"base and target have the same parameters {pb}; nothing to correlate")
-
-
-def shift_tag(base: Any, target: Any) -> str:
-    """``beta2.2`` / ``mass0.22_lam0.1``: the target's parameters that differ from the base's."""
-    pb, pt = base.params(), target.params()
-    return "_".join(f"{k}{pt[k]:g}" for k in pb if pt.get(k) != pb[k])
-
-
-def validate_shift(base: Any, target: Any) -> None:
-    """Raise ``ValueError`` / ``TypeError`` unless ``base -> target`` is a parameter shift of one theory."""
-    for th, what in ((base, "base"), (target, "target")):
-        if not (hasattr(th, "params") and hasattr(th, "group") and hasattr(th, "action")):
-            raise TypeError(f"{what} must be a corrflow theory (corrflow.make_theory), got {type(th).__name__}")
-    if type(base) is not type(target):
-        raise ValueError(f"base ({type(base).__name__}) and target ({type(target).__name__}) must be the same kind of "
-                         "theory (both pure gauge or both with fermions)")
-    if base.group.name != target.group.name or tuple(base.shape) != tuple(target.shape):
-        raise ValueError(f"base ({base.group.name} {base.shape}) and target ({target.group.name} {target.shape}) "
-                         "must have the same group and lattice")
-    if is_fermion(base) and base.n_flavors != target.n_flavors:
-        raise ValueError(f"base and target have different numbers of flavours ({base.n_flavors}, {target.n_flavors})")
-    parameter_shift(base, target)
-
-
-def default_observables(theory: Any) -> tuple[str, ...]:
-    """Observables measured during generation by default: the plaquette (and the charge in 2D U(1))."""
-    if theory.group.is_abelian and theory.ndim == 2:
-        return ("plaquette", "topological_charge")
-    return ("plaquette",)
-
-
-def training_positions(n: int, n_chains: int, n_train: int) -> np.ndarray:
-    """Positions along each chain of the training configurations: ``ceil(n_train / n_chains)`` per chain (all ``n``
-    when the chain is that short), spread evenly over the first ``n`` configurations.  The one rule for picking
-    training configurations (pipeline, ``corrflow train``)."""
-    per_chain = max(1, min(int(n), -(-int(n_train) // int(n_chains))))
-    pos = np.unique(np.linspace(0, int(n) - 1, per_chain).astype(int))
-    if len(pos) * n_chains < 2:
-        raise ValueError(f"need at least 2 training configurations, got {len(pos) * n_chains} (raise n_train)")
-    return pos
-
-
-def training_configs(links: np.ndarray, n_train: int) -> np.ndarray:
-    """The training configurations (:func:`training_positions`) of ``links`` ``(chains, n, ...)``, chain-major."""
-    links = np.asarray(links)
-    pos = training_positions(links.shape[1], links.shape[0], n_train)
-    return links[:, pos].reshape((-1,) + links.shape[2:])
-
-
-# ----------------------------------------------------------------------------------------------
-# step results
-# ----------------------------------------------------------------------------------------------
-
-
-def _read(store: Any, name: str, var: str, n: int) -> np.ndarray:
-    """``(chains, n, ...)`` of a stored per-trajectory variable (first ``n`` committed entries)."""
-    have = int(store.commit(name)["committed"])
-    if have < n:
-        raise ValueError(f"ensemble {name!r} holds {have} configurations per chain, {n} needed")
-    if var not in store.root[name]:
-        raise ValueError(f"{var!r} is not stored in ensemble {name!r}")
-    return np.asarray(store.root[name][var][:, :n])
-
-
-@dataclass(frozen=True)
-class Ensemble:
-    """A Markov-chain ensemble in the store (HMC, heat bath or imported), of which a run uses the first ``n``
-    configurations of each of its ``n_chains`` chains; ``cost`` of those (ledger definition)."""
-
-    store: Any = field(repr=False)
-    name: str
-    theory: Any = field(repr=False)
-    n: int
-    n_chains: int
-    cost: float
-
-    def read(self, var: str) -> np.ndarray:
-        """A stored per-configuration variable, ``(chains, n, ...)``."""
-        return _read(self.store, self.name, var, self.n)
-
-    def links(self) -> np.ndarray:
-        """Configurations ``(chains, n, *link_shape)``."""
-        return self.read("links")
-
-    def observables(self, names: Sequence[str]) -> dict[str, np.ndarray]:
-        """``{name: (chains, n[, ...])}`` float64 arrays of stored observables."""
-        return {v: np.asarray(self.read(v), dtype=np.float64) for v in names}
-
-    def acceptance(self) -> float:
-        return float(np.mean(self.read("accepted")))
-
-    def training_configs(self, n_train: int) -> np.ndarray:
-        """:func:`training_positions` of this ensemble's first ``n`` configurations, chain-major (only those are
-        read from the store)."""
-        pos = training_positions(self.n, self.n_chains, n_train)
-        return np.concatenate([self.store.load_configs(self.name, c, pos) for c in range(self.n_chains)])
-
-
-@dataclass(frozen=True)
-class TrainedFlow:
-    """A trained flow ``base -> target``: its checkpoint directory and id, the flow and parameters, the training
-    history (``[{"epoch", "loss", "ess"}, ...]``, ESS on the training set) and the cost of training it."""
-
-    checkpoint: Path
-    id: str
-    flow: Any = field(repr=False)
-    params: Any = field(repr=False)
-    base: Any = field(repr=False)
-    target: Any = field(repr=False)
-    history: list[dict[str, float]] = field(repr=False)
-    epochs: int
-    cost: float
-    n_train: int
-
-    @property
-    def train_ess(self) -> tuple[float, float]:
-        """Training-set weight ESS fraction before and after training."""
-        return float(self.history[0]["ess"]), float(self.history[-1]["ess"])
-
-
-@dataclass(frozen=True)
-class PairedEnsemble:
-    """``f(U_i)`` with ``log w_i = -S_{a'}(f(U_i)) + S_a(U_i) + log J_f(U_i)`` for every configuration ``U_i`` of
-    ``base`` (``flow is None``: the identity, i.e. direct reweighting), paired row by row with the base.
-
-    Stored (``name`` is the store ensemble) or, for stochastic determinant weights, in memory (``name`` None)."""
-
-    base: Ensemble
-    target: Any = field(repr=False)
-    flow: TrainedFlow | None
-    name: str | None
-    cost: float
-    memory: dict[str, np.ndarray] | None = field(default=None, repr=False)
-
-    @property
-    def n(self) -> int:
-        return self.base.n
-
-    @property
-    def store(self) -> Any:
-        return self.base.store
-
-    def read(self, var: str) -> np.ndarray:
-        if self.memory is not None:
-            if var not in self.memory:
-                raise ValueError(f"{var!r} is not available for an in-memory paired ensemble")
-            return self.memory[var]
-        return _read(self.base.store, self.name, var, self.n)
-
-    def links(self) -> np.ndarray:
-        """``f(U_i)``, ``(chains, n, *link_shape)`` (the base links for direct reweighting)."""
-        return self.base.links() if self.flow is None and self.memory is None else self.read("links")
-
-    def log_weights(self) -> np.ndarray:
-        """``log w``, ``(chains, n)``."""
-        return np.asarray(self.read("log_weight"), dtype=np.float64)
-
-    def observables(self, names: Sequence[str]) -> dict[str, np.ndarray]:
-        """Observables measured on ``f(U_i)`` when the flowed ensemble was written, ``(chains, n)``."""
-        return {v: np.asarray(self.read(v), dtype=np.float64) for v in names}
-
-    def weight_ess_fraction(self) -> float:
-        from ..stats import weight_ess_fraction
-
-        return weight_ess_fraction(self.log_weights())
+__all__ = ["Pipeline", "default_flow_dir"]
 
 
 # ----------------------------------------------------------------------------------------------
