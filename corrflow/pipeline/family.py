@@ -11,7 +11,7 @@ Steps, each reused / resumed through the store (:class:`~corrflow.pipeline.Pipel
 1. the base ensemble (seed ``seed``) and, with ``training.sample == "separate"``, a training chain at the base
    parameters (seed ``seed + 1000``; the flows are then fixed with respect to the estimation sample);
 2. one flow ``a -> a'_k`` per target, trained on ``training.n_train`` configurations spread over the training
-   source (:func:`~corrflow.pipeline.steps.training_configs`);
+   source (:func:`~corrflow.pipeline.handles.training_positions`);
 3. every base configuration through every flow (and, with ``direct``, the identity: direct reweighting);
 4. independent ensembles at every target (seed ``seed + 1 + k``), the uncorrelated baseline.
 
