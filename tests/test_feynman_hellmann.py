@@ -1,9 +1,11 @@
-"""analysis.feynman_hellmann: estimators on synthetic correlators with known dE/dlambda, and one end-to-end run.
+"""analysis.feynman_hellmann: the estimators (corrflow.stats curves and plateau fits) on synthetic correlators with
+known dE/dlambda, the settings, and one end-to-end run through the store.
 
 Synthetic tests (numpy only, fast) use periodic correlators ``A cosh(E (t - T/2))`` with Monte Carlo noise and
 fixed seeds; recovered slopes must lie within 4 sigma of the truth, and each has a negative control (a wrong
 value is rejected) so that it cannot pass vacuously.  The end-to-end test runs the whole pipeline once on a
-tiny Schwinger lattice (module fixture: compilation dominates its cost).
+tiny Schwinger lattice (module fixture: compilation dominates its cost); its run file repeats it through the
+command line with everything reused, and its stored record re-renders the figure.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import corrflow.stats as st
 from analysis import feynman_hellmann as fh
+from corrflow.pipeline.analysis import app as analysis_app
+
+app = analysis_app(fh.FEYNMAN_HELLMANN)
 
 T = 16
 TT = np.arange(T)
@@ -43,16 +49,16 @@ def ar1(rng, shape, rho):
 
 def test_effective_mass_exact_for_cosh_and_slope_matches_finite_difference():
     c = cosh_corr(0.7, 3.0)
-    m = fh.effective_mass(c, "cosh")
+    m = st.effective_mass(c, "cosh")
     assert m.shape == (T // 2,) and np.allclose(m, 0.7, atol=1e-12)
-    assert np.array_equal(fh.effective_times(T, "cosh"), np.arange(1, T // 2 + 1))
-    assert np.array_equal(fh.effective_times(T, "log"), np.arange(0, T // 2))
+    assert np.array_equal(st.effective_times(T, "cosh"), np.arange(1, T // 2 + 1))
+    assert np.array_equal(st.effective_times(T, "log"), np.arange(0, T // 2))
     # log kind: exact for a plain exponential far from T/2 on a long lattice
-    ml = fh.effective_mass(cosh_corr(0.7, 1.0, 64), "log")
+    ml = st.effective_mass(cosh_corr(0.7, 1.0, 64), "log")
     assert np.allclose(ml[:12], 0.7, atol=1e-9) and not np.allclose(ml[-1], 0.7, atol=1e-2)
     # folding: C(t) and C(T - t) averaged
     x = np.random.default_rng(0).random(T)
-    f = fh.fold_correlator(x)
+    f = st.fold_correlator(x)
     assert f.shape == (T // 2 + 1,) and f[0] == x[0] and f[T // 2] == x[T // 2]
     assert np.isclose(f[3], 0.5 * (x[3] + x[T - 3]))
     # slope: chain rule vs finite difference of the effective mass, both kinds
@@ -61,14 +67,14 @@ def test_effective_mass_exact_for_cosh_and_slope_matches_finite_difference():
         h = 1e-6
         cp = cosh_corr(e0 + h * de, math.exp(h * db))
         cm = cosh_corr(e0 - h * de, math.exp(-h * db))
-        fd = (fh.effective_mass(cp, kind) - fh.effective_mass(cm, kind)) / (2 * h)
-        sl = fh.effective_mass_slope(cosh_corr(e0), (cp - cm) / (2 * h), kind)
+        fd = (st.effective_mass(cp, kind) - st.effective_mass(cm, kind)) / (2 * h)
+        sl = st.effective_mass_slope(cosh_corr(e0), (cp - cm) / (2 * h), kind)
         assert np.allclose(sl, fd, atol=1e-6), kind
-    assert np.allclose(fh.effective_mass_slope(cosh_corr(e0), (cp - cm) / (2 * h), "cosh"), de, atol=1e-6)
+    assert np.allclose(st.effective_mass_slope(cosh_corr(e0), (cp - cm) / (2 * h), "cosh"), de, atol=1e-6)
     with pytest.raises(ValueError, match="kind"):
-        fh.effective_mass(c, "exp")
+        st.effective_mass(c, "exp")
     with pytest.raises(ValueError, match="even time extent"):
-        fh.fold_correlator(np.ones(7))
+        st.fold_correlator(np.ones(7))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -91,16 +97,16 @@ def _paired(rng, n_chains=2, n=2000, rho=0.6, shared=0.3, extra=0.01, de=DE):
 def test_flowed_and_independent_recover_dE_on_synthetic_pairs():
     rng = np.random.default_rng(11)
     c0, cl, log_w, ind = _paired(rng)
-    bs, tau, _ = fh.auto_bin_size([fh.fold_correlator(c0)[..., 3], np.exp(log_w)], factor=10)
+    bs, tau, _ = st.auto_bin_size([st.fold_correlator(c0)[..., 3], np.exp(log_w)], factor=10)
     assert tau > 1.5 and bs > 10  # AR(1) with rho = 0.6: tau_int = 2; the bins see it
-    fl = fh.flowed_curve(c0, cl, log_w, LAM, bin_size=bs)
-    idp = fh.independent_curve(c0, ind, LAM, bin_size_a=bs, bin_size_b=bs)
+    fl = st.flowed_curve(c0, cl, log_w, LAM, bin_size=bs)
+    idp = st.independent_curve(c0, ind, LAM, bin_size_a=bs, bin_size_b=bs)
     assert set(idp.dev) == {"base", "independent"} and set(fl.dev) == {"base"}
-    pf, pi = fh.plateau_fit(fl, 2, 6, weights="correlated"), fh.plateau_fit(idp, 2, 6, weights="correlated")
+    pf, pi = st.plateau_fit(fl, 2, 6, weights="correlated"), st.plateau_fit(idp, 2, 6, weights="correlated")
     assert abs(pf.value - DE) / pf.error < 4 and abs(pi.value - DE) / pi.error < 4
     assert pf.error < pi.error / 5  # the shared noise cancels in the paired difference only
     assert abs(pf.value - (DE + 0.1)) / pf.error > 4  # negative control: a wrong slope is rejected
-    assert abs(fh.pull(pf, pi)) < 4
+    assert abs(st.pull(pf, pi)) < 4
     # correlated weights: the jackknife error equals the least-squares error (the covariance is the jackknife one)
     from corrflow.stats import correlated_fit
 
@@ -109,7 +115,7 @@ def test_flowed_and_independent_recover_dE_on_synthetic_pairs():
     assert math.isclose(pf.error, ref.errors[0], rel_tol=1e-8) and math.isclose(pf.value, ref.params[0])
     assert math.isclose(pf.chi2, ref.chi2, rel_tol=1e-10)
     # diagonal weights: the 1/sigma^2 mean, its error from the jackknife (>= the GLS error), same data
-    pd = fh.plateau_fit(fl, 2, 6)
+    pd = st.plateau_fit(fl, 2, 6)
     w = 1 / fl.error[sel] ** 2
     assert pd.weights == "diagonal" and math.isclose(pd.value, np.sum(w * fl.value[sel]) / w.sum())
     assert pd.error >= pf.error * (1 - 1e-9) and abs(pd.value - DE) / pd.error < 4
@@ -120,8 +126,8 @@ def test_errors_grow_with_autocorrelation():
     larger error with bins of 40 than with bin_size = 1 (naive), close to sqrt(2 tau_int) ~ 4.4 times larger."""
     rng = np.random.default_rng(5)
     c0, _, _, ind = _paired(rng, n=2000, rho=0.9)
-    e1 = fh.plateau_fit(fh.independent_curve(c0, ind, LAM, bin_size_a=1, bin_size_b=1), 2, 6).error
-    e40 = fh.plateau_fit(fh.independent_curve(c0, ind, LAM, bin_size_a=40, bin_size_b=40), 2, 6).error
+    e1 = st.plateau_fit(st.independent_curve(c0, ind, LAM, bin_size_a=1, bin_size_b=1), 2, 6).error
+    e40 = st.plateau_fit(st.independent_curve(c0, ind, LAM, bin_size_a=40, bin_size_b=40), 2, 6).error
     assert 2.5 * e1 < e40 < 6 * e1
 
 
@@ -138,9 +144,9 @@ def test_connected_and_direct_recover_dE_on_synthetic_reweighting():
     rng = np.random.default_rng(3)
     c, o = _reweightable(rng)
     for kind, (t0, t1) in (("cosh", (2, 7)), ("log", (1, 5))):
-        con = fh.plateau_fit(fh.connected_curve(c, o, kind=kind, bin_size=20), t0, t1)
+        con = st.plateau_fit(st.connected_curve(c, o, kind=kind, bin_size=20), t0, t1)
         lam = 0.01  # direct reweighting with the exact weights e^{-lam O}: O(lam) from dE, bias O(lam^2)
-        dr = fh.plateau_fit(fh.flowed_curve(c, c, -lam * o, lam, kind=kind, bin_size=20), t0, t1)
+        dr = st.plateau_fit(st.flowed_curve(c, c, -lam * o, lam, kind=kind, bin_size=20), t0, t1)
         if kind == "cosh":  # exact for the periodic correlator at every t
             assert abs(con.value - DE) / con.error < 4 and abs(dr.value - DE) / dr.error < 4
             assert abs(con.value) / con.error > 4  # a non-zero slope is resolved (not vacuous)
@@ -148,7 +154,7 @@ def test_connected_and_direct_recover_dE_on_synthetic_reweighting():
         assert abs(con.value - dr.value) < 0.1 * con.error
     # dE = 0: consistent with zero
     c0, o0 = _reweightable(np.random.default_rng(4), de=0.0)
-    z = fh.plateau_fit(fh.connected_curve(c0, o0, bin_size=20), 2, 7)
+    z = st.plateau_fit(st.connected_curve(c0, o0, bin_size=20), 2, 7)
     assert abs(z.value) / z.error < 4
 
 
@@ -159,8 +165,8 @@ def test_symmetric_curve_removes_linear_bias():
     corr = {s: cosh_corr(E0 + s * lam * DE + d2 * (s * lam) ** 2 / 2)
             * (1 + eps + 0.002 * rng.standard_normal((1, n, T))) for s in (-1, 0, 1)}
     lw = np.zeros((1, n))
-    sym = fh.plateau_fit(fh.symmetric_curve(corr[1], lw, corr[-1], lw, lam, bin_size=10), 2, 6)
-    one = fh.plateau_fit(fh.flowed_curve(corr[0], corr[1], lw, lam, bin_size=10), 2, 6)
+    sym = st.plateau_fit(st.symmetric_curve(corr[1], lw, corr[-1], lw, lam, bin_size=10), 2, 6)
+    one = st.plateau_fit(st.flowed_curve(corr[0], corr[1], lw, lam, bin_size=10), 2, 6)
     assert abs(sym.value - DE) / sym.error < 4
     assert abs(one.value - DE - d2 * lam / 2) / one.error < 4 and abs(one.value - DE) / one.error > 4
 
@@ -169,55 +175,69 @@ def test_estimators_reject_bad_input():
     rng = np.random.default_rng(0)
     c0, cl, log_w, ind = _paired(rng, n=100)
     with pytest.raises(ValueError, match="lam must be finite and non-zero"):
-        fh.flowed_curve(c0, cl, log_w, 0.0)
+        st.flowed_curve(c0, cl, log_w, 0.0)
     with pytest.raises(ValueError, match="non-zero"):
-        fh.independent_curve(c0, ind, float("nan"))
+        st.independent_curve(c0, ind, float("nan"))
     with pytest.raises(ValueError, match="paired"):
-        fh.flowed_curve(c0, cl[:, :50], log_w, LAM)
+        st.flowed_curve(c0, cl[:, :50], log_w, LAM)
     with pytest.raises(ValueError, match="non-finite"):
-        fh.connected_curve(c0, np.full((2, 100), np.nan))
+        st.connected_curve(c0, np.full((2, 100), np.nan))
     with pytest.raises(ValueError, match="fewer than 2 jackknife bins"):
-        fh.flowed_curve(c0, cl, log_w, LAM, bin_size=101)
-    cur = fh.flowed_curve(c0, cl, log_w, LAM, bin_size=5)
+        st.flowed_curve(c0, cl, log_w, LAM, bin_size=101)
+    cur = st.flowed_curve(c0, cl, log_w, LAM, bin_size=5)
     with pytest.raises(ValueError, match="outside the effective-mass times 1..8"):
-        fh.plateau_fit(cur, 2, 9)
+        st.plateau_fit(cur, 2, 9)
     with pytest.raises(ValueError, match="outside"):
-        fh.plateau_fit(cur, 0, 3)
+        st.plateau_fit(cur, 0, 3)
     with pytest.raises(ValueError, match="t_min = 5 > t_max = 3"):
-        fh.plateau_fit(cur, 5, 3)
-    bad = fh.Curve(cur.t, np.where(cur.t == 4, np.nan, cur.value), cur.dev, cur.bin_size)
+        st.plateau_fit(cur, 5, 3)
+    bad = st.Curve(cur.t, np.where(cur.t == 4, np.nan, cur.value), cur.dev, cur.bin_size)
     with pytest.raises(ValueError, match="undefined .* t = 4"):
-        fh.plateau_fit(bad, 3, 5)
+        st.plateau_fit(bad, 3, 5)
     with pytest.raises(ValueError, match="weights must be one of"):
-        fh.plateau_fit(cur, 2, 5, weights="uncorrelated")
+        st.plateau_fit(cur, 2, 5, weights="uncorrelated")
 
 
 def test_settings_validation():
-    fh.FHSettings().validate()
+    assert fh.FHSettings().resolved_t_max == 8 and fh.FHSettings.make(kind="log").resolved_t_max == 7
     for bad, msg in ((dict(lam=0.0), "lam must be finite and non-zero"),
                      (dict(t_min=0), "outside the lattice"),
                      (dict(t_max=9), "outside the lattice"),
                      (dict(kind="log", t_max=8), "outside the lattice"),
                      (dict(t_min=6, t_max=5), "outside the lattice"),
-                     (dict(shape=(15, 4)), "even extents"),
+                     (dict(T=15), "even extents"),
                      (dict(n_sources=3), "must divide"),
                      (dict(beta=0.05, lam=-0.1), "must stay positive"),
                      (dict(symmetric=True, lam=-0.1), "lam > 0"),
                      (dict(fit_weights="full"), "fit_weights"),
-                     (dict(optimizer="newton"), "unknown optimizer 'newton'"),
-                     (dict(degree=-2), "degree")):
+                     (dict(kind="cosh_ratio"), "kind"),  # no lambda-derivative of that kind
+                     (dict(optimizer="newton"), "optimizer 'newton'"),
+                     (dict(degree=-2), "degree"),
+                     (dict(n_configs=10), "n_configs must be >= 20")):
         with pytest.raises(ValueError, match=msg):
-            fh.FHSettings(**bad).validate()
+            fh.FHSettings.make(**bad)
 
+
+def test_settings_round_trip_through_toml(tmp_path):
+    s = fh.FHSettings.make(theory="su3", T=8, L=4, beta=5.8, mass=0.5, t_min=1, t_max=3, symmetric=True, lam=0.05,
+                           kind="log", optimizer="lbfgs", loops=("plaquette", "rectangle"))
+    path = tmp_path / "run.toml"
+    path.write_text(s.to_toml({"analysis": "feynman_hellmann"}))
+    assert fh.FHSettings.from_toml(path) == s
+    assert fh.FHSettings.from_dict(s.to_dict()) == s
+    assert "method" not in path.read_text()  # the jackknife is fixed by the analysis
+    path.write_text("[errors]\nmethod = 'gamma'\n")
+    with pytest.raises(ValueError, match="method is fixed"):
+        fh.FHSettings.from_toml(path)
 
 
 def test_quenched_su3_settings_theories_and_gluon_momentum_fraction():
-    """4D quenched SU(3): the base theory is pure gauge, the pion is measured with valence quarks, the shape must be
-    (T, L, L, L), and <x>_g = -(4/3) beta (dE/dlambda) / m_pi (positive for a negative energy shift)."""
+    """4D quenched SU(3): the base theory is pure gauge, the pion is measured with valence quarks, the lattice is
+    T x L^3, and <x>_g = -(4/3) beta (dE/dlambda) / m_pi (positive for a negative energy shift)."""
     from corrflow.theories import WilsonFermionAction, WilsonGaugeAction
 
-    s = fh.FHSettings(theory="su3", shape=(8, 4, 4, 4), beta=5.8, mass=0.5, t_min=1, t_max=4)
-    s.validate()
+    s = fh.FHSettings.make(theory="su3", T=8, L=4, beta=5.8, mass=0.5, t_min=1, t_max=4)
+    assert s.shape == (8, 4, 4, 4)
     base, valence = fh.theories(s)
     assert isinstance(base, WilsonGaugeAction) and base.group.name == "su3" and base.lam == 0.0
     assert isinstance(valence, WilsonFermionAction) and valence.mass == 0.5 and valence.gauge == base
@@ -231,9 +251,21 @@ def test_quenched_su3_settings_theories_and_gluon_momentum_fraction():
                                rtol=1e-6)
     x, e = fh.gluon_momentum_fraction(-0.03, 0.01, 0.9, 0.0, 6.0)
     assert x == pytest.approx(4 / 3 * 6.0 * 0.03 / 0.9) and e == pytest.approx(x / 3)
-    for bad, msg in ((dict(shape=(8, 4)), "4 even extents"), (dict(theory="qed"), "theory must be")):
+    for bad, msg in ((dict(L=3), "4 even extents"), (dict(theory="qed"), "theory 'qed'")):
         with pytest.raises(ValueError, match=msg):
-            fh.FHSettings(**{**dict(theory="su3", shape=(8, 4, 4, 4), t_min=1, t_max=4), **bad}).validate()
+            fh.FHSettings.make(**{**dict(theory="su3", T=8, L=4, t_min=1, t_max=4), **bad})
+
+
+def test_effective_mass_curve_matches_direct_jackknife():
+    """The pion-mass curve of the summary: the effective mass of the mean with leave-one-bin-out deviations."""
+    rng = np.random.default_rng(2)
+    c = cosh_corr(0.6) * (1 + 0.05 * rng.standard_normal((2, 200, T)))
+    cur = fh.effective_mass_curve(c, "cosh", 10)
+    np.testing.assert_allclose(cur.value, st.effective_mass(c.reshape(-1, T).mean(0), "cosh"), rtol=1e-12)
+    assert cur.n_bins == {"base": 40} and np.all(cur.valid())
+    p = st.plateau_fit(cur, 2, 7)
+    assert abs(p.value - 0.6) / p.error < 4 and abs(p.value - 0.7) / p.error > 4
+
 
 # ----------------------------------------------------------------------------------------------
 # end to end on a tiny lattice
@@ -242,7 +274,7 @@ def test_quenched_su3_settings_theories_and_gluon_momentum_fraction():
 # Compilation dominates (HMC with the exact determinant, training, flow, correlators): few epochs, and n_therm = 0
 # saves compiling the thermalisation program (hot start; every estimator sees the same configurations, and 2D U(1)
 # at beta = 2 equilibrates within ~10 of the 100 trajectories per chain).
-TINY = dict(shape=(8, 4), beta=2.0, mass=0.1, lam=0.1, n_configs=100, n_chains=2, n_therm=0, step_size=0.4,
+TINY = dict(T=8, L=4, beta=2.0, mass=0.1, lam=0.1, n_configs=100, n_chains=2, n_therm=0, step_size=0.4,
             n_steps=3, epochs=3, n_train=32, batch_size=32, learning_rate=0.01, n_sources=1, t_min=1, t_max=4,
             measure_batch=50)
 
@@ -250,7 +282,7 @@ TINY = dict(shape=(8, 4), beta=2.0, mass=0.1, lam=0.1, n_configs=100, n_chains=2
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     d = tmp_path_factory.mktemp("fh")
-    s = fh.FHSettings(store=str(d / "fh.zarr"), out=str(d / "out"), **TINY)
+    s = fh.FHSettings.make(store=str(d / "fh.zarr"), out=str(d / "out"), **TINY)
     return s, fh.run(s)
 
 
@@ -258,21 +290,27 @@ def test_end_to_end_record_store_and_figure(result):
     import corrflow as cf
 
     s, rec = result
-    for k in ("title", "summary", "tables", "settings", "variance_reduction", "costs"):
+    for k in ("title", "summary", "tables", "settings", "variance_reduction", "costs", "analysis"):
         assert k in rec
     assert set(rec["variance_reduction"]["dE_dlambda"]) >= {"vs_independent", "vs_direct",
                                                           "cost_adjusted_vs_independent", "cost_adjusted_vs_direct"}
     tab = next(iter(rec["tables"].values()))
     assert [r[0] for r in tab["rows"]] == list(fh.ESTIMATORS)
     assert all(len(r) == len(tab["columns"]) for r in tab["rows"])
-    stored, figs = cf.open_store(s.store).read_analysis(fh.ANALYSIS_NAME)
+    assert any("path costs include the measurements" in caption for caption in rec["tables"])
+    stored, figs = cf.open_store(s.io.store).read_analysis(fh.ANALYSIS_NAME)
     assert stored["estimates"] == rec["estimates"]
     assert figs[f"{fh.ANALYSIS_NAME}.png"][:8] == b"\x89PNG\r\n\x1a\n"
-    out = Path(s.out)
+    out = Path(s.io.out)
     assert (out / f"{fh.ANALYSIS_NAME}.png").stat().st_size > 10_000
     assert f"{fh.ANALYSIS_NAME}.png" in (out / f"{fh.ANALYSIS_NAME}.md").read_text()
     for k in ("flowed", "independent", "direct", "connected"):
         assert rec["costs"]["paths"][k] > 0
+    # one cost definition: each path pays for the correlators it measures
+    steps, paths, meas = rec["costs"]["steps"], rec["costs"]["paths"], rec["costs"]["measurement"]
+    assert paths["flowed"] == pytest.approx(steps["hmc_base"] + steps["train"] + steps["flow"] + meas["base"]
+                                            + meas["flowed"], rel=1e-3)
+    assert paths["connected"] == pytest.approx(steps["hmc_base"] + meas["base"], rel=1e-3)
     assert rec["info"]["bin_size"] >= 1 and min(rec["info"]["n_bins"]["flowed"].values()) >= 2
 
 
@@ -287,16 +325,53 @@ def test_end_to_end_estimators_agree_and_flow_beats_independent(result):
     assert rec["variance_reduction"]["dE_dlambda"]["vs_independent"] > 1
 
 
-def test_cli_help_and_bad_input(tmp_path):
-    runner = CliRunner()
-    res = runner.invoke(fh.app, ["--help"], env={"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
+def test_run_file_and_stored_record_repeat_the_run(result, tmp_path):
+    """The run file repeats the run from the command line (``--config`` plus an override of the plateau weights):
+    nothing is regenerated or remeasured, the effective curves come back unchanged; the stored record re-renders."""
+    import corrflow as cf
+
+    s, rec = result
+    run_file = Path(s.io.out) / f"{fh.ANALYSIS_NAME}.toml"
+    assert fh.FHSettings.from_toml(run_file) == s
+    store = cf.open_store(s.io.store)
+    stored, _ = store.read_analysis(fh.ANALYSIS_NAME)
+    assert fh.FHSettings.from_dict(stored["settings"]) == s
+    assert fh.FEYNMAN_HELLMANN.render(stored)[:8] == b"\x89PNG\r\n\x1a\n"
+    before = {n: store.commit(n)["committed"] for n in store.ensembles()}
+    res = CliRunner().invoke(app, ["--config", str(run_file), "--fit-weights", "correlated", "--out",
+                                   str(tmp_path / "o")], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
-    for opt in ("--lam", "--t-min", "--t-max", "--store", "--symmetric", "--kind", "--n-configs"):
-        assert opt in res.output
+    assert "cached" in res.output and "(reused)" in res.output
+    assert {n: store.commit(n)["committed"] for n in store.ensembles()} == before
+    again, _ = store.read_analysis(fh.ANALYSIS_NAME)
+    assert fh.FHSettings.from_toml(tmp_path / "o" / f"{fh.ANALYSIS_NAME}.toml") == s.replace(
+        fit_weights="correlated", out=str(tmp_path / "o"))
+    assert again["effective"] == rec["effective"] and again["estimates"]["flowed"]["weights"] == "correlated"
+
+
+def test_cli_help_config_and_bad_input(tmp_path, capsys):
+    runner = CliRunner()
+    res = runner.invoke(app, ["--help"], env={"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
+    assert res.exit_code == 0, res.output
+    for opt in ("--lam", "--t-min", "--t-max", "--store", "--symmetric", "--kind", "--n-configs", "--theory", "--T",
+                "--L", "--chains", "--therm", "--lr", "--optimizer", "--degree", "--fit-weights", "--config"):
+        assert opt in res.output, opt
+    assert "--method" not in res.output  # the jackknife is fixed
     assert "data/feynman_hellmann.zarr" in res.output and "default" in res.output.lower()
     common = ["--store", str(tmp_path / "x.zarr"), "--out", str(tmp_path / "o")]
-    res = runner.invoke(fh.app, common + ["--lam", "0"])
+    res = runner.invoke(app, common + ["--lam", "0"])
     assert res.exit_code == 2 and "lam must be finite and non-zero" in res.output
-    res = runner.invoke(fh.app, common + ["--t-max", "12"])
+    res = runner.invoke(app, common + ["--t-max", "12"])
     assert res.exit_code == 2 and "outside the lattice" in res.output
+    # --config is read and the command line overrides it: T = 8 from the run file, --t-max 5 from the command line
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("T = 8\nt_min = 1\n[training]\nepochs = 2\n")
+    res = runner.invoke(app, common + ["--config", str(cfg), "--t-max", "5"])
+    assert res.exit_code == 2 and "T = 8 is defined for 1 <= t <= 4" in " ".join(res.output.split())
+    # python -m analysis.feynman_hellmann keeps the old spelling --one-sided of --no-symmetric
+    from analysis.feynman_hellmann.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(common + ["--one-sided", "--lam", "0"])
+    assert exc.value.code == 2 and "lam must be finite and non-zero" in capsys.readouterr().out
     assert not (tmp_path / "x.zarr").exists()  # rejected before any work

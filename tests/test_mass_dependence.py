@@ -2,29 +2,36 @@
 
 One module-scoped run (compile time dominates) feeds the statistical checks: the estimators of dO/dm agree
 with each other (|pull| < 4, autocorrelation-aware errors), the flowed correlated difference beats
-independent ensembles for the plaquette, and the connected-correlator cross-check agrees.
+independent ensembles for the plaquette, and the connected-correlator cross-check agrees.  The run file it writes
+repeats it through the command line (everything reused from the store), and the stored record re-renders.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 import corrflow as cf
 from analysis import mass_dependence as md
+from corrflow.pipeline.analysis import app as analysis_app
+from corrflow.stats.curves import MIN_BINS
+
+app = analysis_app(md.MASS_DEPENDENCE)
 
 # Cold start without thermalisation trajectories: the thermalisation program is a second HMC compilation (~20 s);
 # a cold 6x4 lattice at beta = 2 relaxes within a few trajectories, and every estimator sees the same configurations.
-TINY = dict(shape=(6, 4), beta=2.0, mass=0.2, dm=0.05, n_configs=60, n_chains=2, n_therm=0, start="cold", epochs=2,
+TINY = dict(T=6, L=4, beta=2.0, mass=0.2, dm=0.05, n_configs=60, n_chains=2, n_therm=0, start="cold", epochs=2,
             n_train=16, batch_size=16, n_sources=1, t_min=1, t_max=2, measure_batch=60, hmc_det="pseudofermion")
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     d = tmp_path_factory.mktemp("md")
-    s = md.MassSettings(store=str(d / "md.zarr"), out=str(d / "out"), **TINY)
+    s = md.MassSettings.make(store=str(d / "md.zarr"), out=str(d / "out"), **TINY)
     rec = md.run(s)
     return s, rec
 
@@ -36,7 +43,7 @@ def _der(rec, obs, est):
 
 def test_record_shape_and_store(result):
     s, rec = result
-    for k in ("title", "summary", "tables", "settings", "variance_reduction", "costs"):
+    for k in ("title", "summary", "tables", "settings", "variance_reduction", "costs", "analysis"):
         assert k in rec
     assert set(rec["variance_reduction"]) == set(md.OBSERVABLES)
     for v in rec["variance_reduction"].values():
@@ -44,25 +51,38 @@ def test_record_shape_and_store(result):
     tab = rec["tables"]["dO/dm by estimator"]
     assert len(tab["rows"]) == len(md.OBSERVABLES) * len(md.ESTIMATORS)
     assert all(len(r) == len(tab["columns"]) for r in tab["rows"])
-    stored, figs = cf.open_store(s.store).read_analysis("mass_dependence")
+    assert any("path costs include the measurements" in caption for caption in rec["tables"])
+    stored, figs = cf.open_store(s.io.store).read_analysis("mass_dependence")
     assert stored["estimates"] == rec["estimates"]
     assert figs["mass_dependence.png"][:8] == b"\x89PNG\r\n\x1a\n"
-    from pathlib import Path
-
-    out = Path(s.out)
+    out = Path(s.io.out)
     assert (out / "mass_dependence.png").stat().st_size > 10_000
     assert "mass_dependence.png" in (out / "mass_dependence.md").read_text()
-    for k in ("hmc_base", "hmc_independent", "train", "flow", "direct", "path_flowed", "path_independent"):
-        assert rec["costs"][k] is not None and rec["costs"][k] > 0
+    for k in ("hmc_base", "hmc_independent", "train", "flow", "direct", "path_flowed", "path_independent",
+              "measure_base", "measure_flowed"):
+        assert rec["costs"][k] is not None and rec["costs"][k] > 0, k
+    # one cost definition: every path pays for the measurements on its configurations
+    c = rec["costs"]
+    assert c["path_flowed"] == pytest.approx(c["hmc_base"] + c["train"] + c["flow"] + c["measure_base"]
+                                             + c["measure_flowed"], rel=1e-3)
+    assert c["path_independent"] == pytest.approx(c["hmc_base"] + c["hmc_independent"] + c["measure_base"]
+                                                  + c["measure_independent"], rel=1e-3)
 
 
 def test_estimators_agree(result):
     _, rec = result
+    # every pull is defined (finite errors on both sides) and below 4 sigma; the pion mass has no connected
+    # estimator, so exactly its pulls against "connected" are absent
     for obs, pulls in rec["pulls"].items():
+        expected = ({"flowed-direct", "flowed-independent", "direct-independent"} if obs == "pion_mass" else
+                    {"flowed-direct", "flowed-connected", "direct-connected", "flowed-independent",
+                     "direct-independent", "connected-independent"})
+        assert set(pulls) == expected, obs
         for name, p in pulls.items():
+            assert p is not None and math.isfinite(p), (obs, name, p)
             if name == "direct-connected":  # paired and O(dm) apart by construction: a curvature, not noise
                 continue
-            assert p is None or abs(p) < 4, (obs, name, p)
+            assert abs(p) < 4, (obs, name, p)
     for obs in md.OBSERVABLES:
         for est in ("flowed", "direct", "independent"):
             v, e = _der(rec, obs, est)
@@ -76,7 +96,7 @@ def test_errors_are_autocorrelation_aware(result):
         tau = rec["estimates"][obs]["derivative"]["flowed"]["tau_int"]
         assert tau is not None and tau > 0.3
     pj = rec["info"]["pion_jackknife"]
-    assert pj["bin_size"] >= 1 and pj["n_bins"] >= md.MIN_BINS - 1
+    assert pj["bin_size"] >= 1 and pj["n_bins"] >= MIN_BINS - 1
 
 
 def test_flowed_beats_independent_for_plaquette(result):
@@ -105,14 +125,54 @@ def test_condensate_and_slope_match_reference(result):
 
     s, _ = result
     th = cf.make_theory("schwinger", s.shape, beta=2.0, mass=0.3)
-    u = cf.open_store(s.store).load_configs("schwinger_6x4_beta2_m0.2_seed0_pf", 0, [5, 40])
+    u = cf.open_store(s.io.store).load_configs("schwinger_6x4_beta2_m0.2_seed0_pf", 0, [5, 40])
     m = md.measure(th, u, n_sources=s.n_sources, batch=s.measure_batch)
     np.testing.assert_allclose(m["condensate"], chiral_condensate(th, u), rtol=1e-10)
     h = 1e-5
     sp = md.measure(th.replace(mass=0.3 + h), u, n_sources=s.n_sources, batch=s.measure_batch)["condensate"]
     sm = md.measure(th.replace(mass=0.3 - h), u, n_sources=s.n_sources, batch=s.measure_batch)["condensate"]
     np.testing.assert_allclose(m["dcondensate_dm"], (sp - sm) / (2 * h), rtol=1e-6)
-    assert np.all(np.diff(m["pion"], axis=-1)[:, : s.shape[0] // 2 - 1] < 0)  # C(t) falls towards T/2
+    assert np.all(np.diff(m["pion"], axis=-1)[:, : s.T // 2 - 1] < 0)  # C(t) falls towards T/2
+
+
+def test_run_file_and_stored_record_repeat_the_run(result, tmp_path):
+    """The run file written by the run repeats it from the command line (``--config``, with an override of the
+    error method): nothing is regenerated, the pion-mass estimates (their jackknife does not depend on the method)
+    come back unchanged, the others within their errors; the stored record re-renders its figure on its own."""
+    s, rec = result
+    run_file = Path(s.io.out) / "mass_dependence.toml"
+    assert md.MassSettings.from_toml(run_file) == s
+    stored, _ = cf.open_store(s.io.store).read_analysis("mass_dependence")
+    assert md.MassSettings.from_dict(stored["settings"]) == s
+    assert md.MASS_DEPENDENCE.render(stored)[:8] == b"\x89PNG\r\n\x1a\n"
+    store = cf.open_store(s.io.store)
+    before = {n: store.commit(n)["committed"] for n in store.ensembles()}
+    res = CliRunner().invoke(app, ["--config", str(run_file), "--method", "jackknife", "--out", str(tmp_path / "o")],
+                             env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert {n: store.commit(n)["committed"] for n in store.ensembles()} == before  # everything reused
+    again = md.MassSettings.from_toml(tmp_path / "o" / "mass_dependence.toml")
+    assert again == s.replace(method="jackknife", out=str(tmp_path / "o"))
+    rec2, _ = cf.open_store(s.io.store).read_analysis("mass_dependence")
+    assert rec2["settings"]["errors"]["method"] == "jackknife"
+    assert rec2["estimates"]["pion_mass"] == rec["estimates"]["pion_mass"]  # the pion jackknife does not depend on it
+    for obs in ("plaquette", "condensate"):
+        a, b = rec["estimates"][obs]["derivative"]["flowed"], rec2["estimates"][obs]["derivative"]["flowed"]
+        # the same estimator with another error analysis (the jackknife drops the remainders of the bins)
+        assert abs(a["value"] - b["value"]) < max(a["error"], b["error"]), (obs, a, b)
+
+
+def test_settings_round_trip_through_toml(tmp_path):
+    s = md.MassSettings.make(observables=("plaquette", "condensate"), T=12, dm=-0.03, n_train=40, method="jackknife")
+    path = tmp_path / "run.toml"
+    path.write_text(s.to_toml({"analysis": "mass_dependence"}))
+    assert md.MassSettings.from_toml(path) == s
+    assert md.MassSettings.from_dict(s.to_dict()) == s
+    path.write_text('dm = 0.05\n[ensemble]\nn_configs = 30\n')
+    assert md.MassSettings.from_toml(path) == md.MassSettings.make(dm=0.05, n_configs=30)
+    path.write_text("[markov]\nalgorithm = 'heatbath'\n")  # fixed by the analysis (fermions: HMC)
+    with pytest.raises(ValueError, match="algorithm is fixed"):
+        md.MassSettings.from_toml(path)
 
 
 @pytest.mark.parametrize("change, match", [
@@ -122,25 +182,35 @@ def test_condensate_and_slope_match_reference(result):
     (dict(mass=-2.5), "kappa > 0"),
     (dict(t_max=5), "t_max"),
     (dict(n_sources=4), "must divide"),
+    (dict(T=7), "even extents"),
+    (dict(n_configs=15), "n_configs must be >= 20"),
 ])
 def test_bad_input(tmp_path, change, match):
     with pytest.raises(ValueError, match=match):
-        md.run(md.MassSettings(store=str(tmp_path / "x.zarr"), out=str(tmp_path / "o"), **{**TINY, **change}))
+        md.run(md.MassSettings.make(store=str(tmp_path / "x.zarr"), out=str(tmp_path / "o"), **{**TINY, **change}))
     assert not (tmp_path / "x.zarr").exists()  # rejected before anything is generated
 
 
-def test_cli_help_and_errors(tmp_path):
-    from typer.testing import CliRunner
-
+def test_cli_help_config_and_errors(tmp_path):
     runner = CliRunner()
-    res = runner.invoke(md.app, ["--help"], env={"COLUMNS": "200"})
+    res = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert res.exit_code == 0
     for opt in ("--store", "--L", "--T", "--beta", "--mass", "--dm", "--n-configs", "--seed", "--epochs", "--out",
-                "--observables", "--hmc-det"):
-        assert opt in res.output
+                "--observables", "--hmc-det", "--chains", "--therm", "--lr", "--start", "--method", "--config"):
+        assert opt in res.output, opt
+    assert "--algorithm" not in res.output and "--n-overrelax" not in res.output  # fixed by the analysis
     assert "data/mass_dependence.zarr" in res.output and "reports/mass_dependence" in res.output
-    res = runner.invoke(md.app, ["--dm", "0", "--store", str(tmp_path / "s.zarr")], env={"COLUMNS": "200"})
+    store = ["--store", str(tmp_path / "s.zarr")]
+    res = runner.invoke(app, ["--dm", "0"] + store, env={"COLUMNS": "200"})
     assert res.exit_code == 2 and "dm must be finite and non-zero" in res.output
-    res = runner.invoke(md.app, ["--observables", "plaquette,foo", "--store", str(tmp_path / "s.zarr")],
-                        env={"COLUMNS": "200"})
+    res = runner.invoke(app, ["--observables", "plaquette,foo"] + store, env={"COLUMNS": "200"})
     assert res.exit_code == 2 and "unknown observable" in res.output
+    # --config is read and the command line overrides it: T = 6 comes from the run file, n_sources = 4 from the
+    # command line (with the default T = 8 it would divide)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("T = 6\nt_min = 1\nt_max = 2\n[ensemble]\nn_configs = 30\n")
+    res = runner.invoke(app, ["--config", str(cfg), "--n-sources", "4"] + store, env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "n_sources = 4 must divide the time extent T = 6" in " ".join(res.output.split())
+    res = runner.invoke(app, ["--config", str(tmp_path / "missing.toml")] + store)
+    assert res.exit_code == 2 and "does not exist" in res.output
+    assert not (tmp_path / "s.zarr").exists()

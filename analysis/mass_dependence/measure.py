@@ -1,0 +1,150 @@
+r"""Fermionic and gauge measurements of the mass-dependence analysis, and its pipeline steps (:func:`prepare`).
+
+Per configuration ``U`` at bare mass ``m`` (:func:`measure`): ``plaquette`` ``<cos P>``, ``chi_top`` ``= Q^2/V``
+(geometric charge), ``condensate`` ``Sigma = (1/V) Re tr D^{-1}`` per flavour with its slope ``dcondensate_dm``
+(:func:`condensate_and_slope`), and the pion correlator ``pion`` ``C(t)``, ``t = 0 .. T-1``
+(:func:`corrflow.observables.fermions.pion_correlator`, ``n_sources`` point sources).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .settings import MassSettings
+
+__all__ = ["MassInputs", "condensate_and_slope", "measure", "prepare"]
+
+#: paired measurement sets: (name, theory at m or m + dm, configurations)
+SETS = ("base", "flowed", "direct", "independent")
+
+
+def condensate_and_slope(theory: Any, u: Any) -> tuple[Any, Any]:
+    """``(Sigma, dSigma/dm)`` per flavour, shape ``batch`` (exact, from the even-odd Schur complement).
+
+    With ``Dhat = (m + d) - H_eo H_oe / (4 (m + d))`` (``d`` = dimension):
+    ``Sigma = (1/V) Re tr D^{-1} = (2/V) Re tr Dhat^{-1}`` and
+    ``dSigma/dm = -(1/V) Re tr D^{-2} = (1/V) Re[-4 tr Dhat^{-2} + 2 tr Dhat^{-1} / (m + d)]``
+    (needs equal numbers of even and odd sites, i.e. even extents).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from corrflow.theories.fermions import dirac_matrix
+
+    v = theory.links(u)
+    nb = u.ndim - len(theory.link_shape)
+    flat = v.reshape((-1,) + v.shape[nb:])
+    a = theory.mass + theory.ndim
+
+    def one(vv: Any) -> Any:
+        x = jnp.linalg.inv(dirac_matrix(vv, theory.mass, theory.n_spin, even_odd=True))
+        tr1 = jnp.trace(x)
+        tr2 = jnp.sum(x * x.T)
+        return jnp.real(2.0 * tr1), jnp.real(-4.0 * tr2 + 2.0 * tr1 / a)
+
+    s, ds = jax.vmap(one)(flat)
+    vol = theory.volume
+    return s.reshape(u.shape[:nb]) / vol, ds.reshape(u.shape[:nb]) / vol
+
+
+def _measure_fn(n_sources: int, with_pion: bool) -> Callable[[Any, Any], dict[str, Any]]:
+    import jax
+
+    from corrflow import observables as gobs
+    from corrflow.observables.fermions import pion_correlator
+
+    @jax.jit
+    def fn(theory: Any, u: Any) -> dict[str, Any]:
+        q = gobs.topological_charge(u, theory.group)
+        sig, dsig = condensate_and_slope(theory, u)
+        out = {"plaquette": gobs.plaquette(u, theory.group), "chi_top": q * q / theory.volume,
+               "condensate": sig, "dcondensate_dm": dsig}
+        if with_pion:
+            out["pion"] = pion_correlator(theory, u, n_sources)
+        return out
+
+    return fn
+
+
+_MEASURE_CACHE: dict[tuple[int, bool], Callable] = {}
+
+
+def measure(theory: Any, links: np.ndarray, *, n_sources: int = 2, with_pion: bool = True, batch: int = 64,
+            progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """Observables of every configuration ``links`` ``(n, *link_shape)`` at ``theory``'s mass (exact determinant).
+
+    Returns ``plaquette``, ``chi_top`` (``Q^2 / V``), ``condensate`` (``Sigma``), ``dcondensate_dm``: ``(n,)``;
+    ``pion``: ``(n, T)`` correlators (with ``with_pion``).  Batches are padded to ``batch`` so one compiled
+    program serves every call (the mass is traced: base and target share it).
+    """
+    import jax.numpy as jnp
+
+    from corrflow.pipeline import exact_theory
+
+    theory = exact_theory(theory)
+    key = (int(n_sources), bool(with_pion))
+    if key not in _MEASURE_CACHE:
+        _MEASURE_CACHE[key] = _measure_fn(*key)
+    fn = _MEASURE_CACHE[key]
+    n = len(links)
+    starts = range(0, n, batch)
+    parts: list[dict[str, np.ndarray]] = []
+    for i, lo in enumerate(starts):
+        blk = np.asarray(links[lo:lo + batch])
+        k = len(blk)
+        if k < batch:  # pad with copies of the last configuration (fixed shapes: no recompilation)
+            blk = np.concatenate([blk, np.repeat(blk[-1:], batch - k, axis=0)])
+        out = fn(theory, jnp.asarray(blk))
+        parts.append({name: np.asarray(v)[:k] for name, v in out.items()})
+        if progress is not None:  # equal shares per (padded) batch: equal work, so the steady-state rate is exact
+            progress(n * (i + 1) // len(starts), n)
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+@dataclass(frozen=True)
+class MassInputs:
+    """What :func:`prepare` hands to the estimators.
+
+    ``family``: the :class:`corrflow.pipeline.Family` (one target, ``m -> m + dm``, with direct reweighting);
+    ``measurements[set][observable]``: ``(chains, n[, T])`` arrays for the sets ``base`` (``U_i`` at ``m``),
+    ``flowed`` (``f(U_i)`` at ``m + dm``), ``direct`` (``U_i`` at ``m + dm``) and ``independent`` (the ensemble at
+    ``m + dm``); ``measurement_costs[set]``: their costs (ledger definition)."""
+
+    family: Any
+    measurements: dict[str, dict[str, np.ndarray]]
+    measurement_costs: dict[str, float]
+
+
+def prepare(pipe: Any, s: MassSettings) -> MassInputs:
+    """Base ensemble at ``m``, flow ``m -> m + dm`` (trained on base configurations), flowed and direct paired
+    ensembles, independent ensemble at ``m + dm`` (:func:`corrflow.pipeline.family`); then every observable on
+    the four configuration sets, cached in ``<flow_dir>/measurements/``
+    (:meth:`corrflow.pipeline.Pipeline.measure_arrays`)."""
+    import corrflow as cf
+    from corrflow.pipeline import exact_theory, family
+
+    base = cf.make_theory(s.theory, s.shape, beta=s.beta, mass=s.mass, det=s.markov.hmc_det)
+    target = base.replace(mass=s.mass + s.dm)
+    fam = family(pipe, base, [target], ensemble=s.ensemble, markov=s.markov, flow=s.flow, training=s.training,
+                 direct=True)
+    member = fam.members[0]
+    base_links = fam.base.links()
+    sets = {"base": (base, base_links), "flowed": (target, member.flowed.links()), "direct": (target, base_links),
+            "independent": (target, member.independent.links())}
+    with_pion = "pion_mass" in s.observables
+    meas: dict[str, dict[str, np.ndarray]] = {}
+    costs: dict[str, float] = {}
+    for name in SETS:
+        th, links = sets[name]
+        th = exact_theory(th)
+        key = {"analysis": "mass_dependence", "theory": th.theory_name, "params": th.params(),
+               "n_sources": s.n_sources, "pion": with_pion}
+        meas[name], costs[name] = pipe.measure_arrays(
+            key, links, lambda flat, prog, th=th: measure(th, flat, n_sources=s.n_sources, with_pion=with_pion,
+                                                          batch=s.measure_batch, progress=prog),
+            stage=f"measure {name}")
+    return MassInputs(fam, meas, costs)

@@ -1,0 +1,117 @@
+"""The mass-dependence figure, drawn from the record alone (a stored record can be re-rendered)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .estimators import Estimate
+from .settings import ESTIMATORS
+
+__all__ = ["render"]
+
+OBS_LABELS = {"pion_mass": r"$m_\pi$", "condensate": r"$\Sigma$", "plaquette": r"$\langle P\rangle$",
+              "chi_top": r"$\chi_{\rm top}$"}
+COLORS = {"flowed": "C0", "direct": "C1", "independent": "C2", "connected": "C3"}
+MARKERS = {"flowed": "o", "direct": "s", "independent": "^", "connected": "D"}
+
+
+def _est(d: Mapping[str, Any]) -> Estimate:
+    """An :class:`Estimate` from its record entry (None -> NaN)."""
+    def f(x: Any) -> float:
+        return math.nan if x is None else float(x)
+
+    return Estimate(f(d.get("value")), f(d.get("error")), f(d.get("tau_int")))
+
+
+def _derivatives(fig: Any, gs: Any, record: Mapping[str, Any], obs: list[str]) -> None:
+    for j, o in enumerate(obs):
+        ax = fig.add_subplot(gs[0, 2 * j:2 * (j + 1)])
+        der = {e: _est(v) for e, v in record["estimates"][o]["derivative"].items()}
+        xs = [e for e in ESTIMATORS if math.isfinite(der[e].value)]
+        for i, e in enumerate(xs):
+            ax.errorbar([i], [der[e].value], yerr=[der[e].error], fmt=MARKERS[e], color=COLORS[e], capsize=4, ms=6)
+        if "connected" in xs:
+            c = der["connected"]
+            ax.axhspan(c.value - c.error, c.value + c.error, color=COLORS["connected"], alpha=0.12, lw=0)
+        ax.set_xticks(range(len(xs)))
+        ax.set_xticklabels(xs, rotation=30, fontsize=9)
+        ax.set_title(f"d{OBS_LABELS[o]}/dm", fontsize=11)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        ax.grid(alpha=0.3, axis="y")
+
+
+def _pion(ax: Any, record: Mapping[str, Any]) -> None:
+    s, pion = record["settings"], record["pion"]
+    est = record["estimates"]["pion_mass"]
+    t_min, t_max = pion["t_min"], pion["t_max"]
+    t_lo = max(0, t_min - 1)  # earlier points (excited states) would squash the scale
+    t = np.asarray(pion["t"][t_lo:], float)
+    ts = np.array([t_min - 0.3, t_max + 0.3])
+    for k, lab, off in (("base", f"m = {s['mass']:g} (base)", -0.12), ("flowed", "m + dm (flowed)", -0.04),
+                        ("direct", "m + dm (direct)", 0.04), ("independent", "m + dm (independent)", 0.12)):
+        curve = pion["effective_mass"][k]
+        y = np.array([np.nan if v is None else v for v in curve["value"][t_lo:]], float)
+        dy = np.array([np.nan if v is None else v for v in curve["error"][t_lo:]], float)
+        e = _est(est["value_base"] if k == "base" else est["value_target"][k])
+        col = "k" if k == "base" else COLORS[k]
+        ax.errorbar(t + off, y, yerr=dy, fmt=MARKERS.get(k, "x"), color=col, capsize=3, ms=4, label=f"{lab}: {e}")
+        if k in ("base", "flowed", "independent"):
+            ax.fill_between(ts, e.value - e.error, e.value + e.error, color=col, alpha=0.15, lw=0)
+            ax.plot(ts, [e.value, e.value], color=col, lw=1.0, alpha=0.8)
+    ax.set_xlabel("t")
+    ax.set_ylabel(r"cosh effective mass $m_{\rm eff}(t)$")
+    ax.set_title(f"pion effective mass, dm = {s['dm']:g}", fontsize=11)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _variance_reductions(ax: Any, vr: Mapping[str, Mapping[str, float | None]], obs: list[str]) -> None:
+    width = 0.2
+    xs = np.arange(len(obs))
+    for i, (k, lab) in enumerate((("vs_independent", "vs independent"),
+                                  ("cost_adjusted_vs_independent", "vs independent, cost-adjusted"),
+                                  ("vs_direct", "vs direct"), ("cost_adjusted_vs_direct", "vs direct, cost-adjusted"))):
+        vals = [vr[o][k] if vr[o][k] is not None else np.nan for o in obs]
+        ax.bar(xs + (i - 1.5) * width, vals, width, label=lab, color=("C2", "C2", "C1", "C1")[i],
+               alpha=(1.0, 0.5, 1.0, 0.5)[i])
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_yscale("log")
+    finite = [v for o in obs for v in vr[o].values() if v is not None and v > 0]
+    if finite:
+        ax.set_ylim(min(finite) / 3, max(finite) * 40)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([OBS_LABELS[o] for o in obs])
+    ax.set_ylabel("variance reduction of the flowed estimator")
+    ax.legend(fontsize=8, ncol=2, loc="upper center")
+    ax.grid(alpha=0.3, axis="y")
+
+
+def render(record: Mapping[str, Any]) -> bytes:
+    """PNG: ``dO/dm`` by estimator per observable (top), the pion effective masses with their plateau bands and
+    the variance reductions of the flowed estimator (bottom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from corrflow.pipeline.record import figure_png
+
+    s = record["settings"]
+    obs = list(record["estimates"])
+    n = max(3, len(obs))
+    fig = plt.figure(figsize=(3.2 * n, 7.4), constrained_layout=True)
+    gs = fig.add_gridspec(2, 2 * n)
+    _derivatives(fig, gs, record, obs)
+    if "pion" in record:
+        _pion(fig.add_subplot(gs[1, :n]), record)
+        ax2 = fig.add_subplot(gs[1, n:])
+    else:
+        ax2 = fig.add_subplot(gs[1, :])
+    _variance_reductions(ax2, record["variance_reduction"], obs)
+    fig.suptitle(f"Schwinger model, $N_f=2$ Wilson, {s['T']}x{s['L']}, beta = {s['beta']:g}, m = {s['mass']:g}, "
+                 f"dm = {s['dm']:g}", fontsize=12)
+    return figure_png(fig, dpi=130)
