@@ -260,7 +260,9 @@ def test_effective_mass_curve_matches_direct_jackknife():
     """The pion-mass curve of the summary: the effective mass of the mean with leave-one-bin-out deviations."""
     rng = np.random.default_rng(2)
     c = cosh_corr(0.6) * (1 + 0.05 * rng.standard_normal((2, 200, T)))
-    cur = fh.effective_mass_curve(c, "cosh", 10)
+    from corrflow.stats import effective_mass_curve
+
+    cur = effective_mass_curve(c, "cosh", 10)
     np.testing.assert_allclose(cur.value, st.effective_mass(c.reshape(-1, T).mean(0), "cosh"), rtol=1e-12)
     assert cur.n_bins == {"base": 40} and np.all(cur.valid())
     p = st.plateau_fit(cur, 2, 7)
@@ -368,7 +370,7 @@ def test_cli_help_config_and_bad_input(tmp_path, capsys):
     cfg.write_text("T = 8\nt_min = 1\n[training]\nepochs = 2\n")
     res = runner.invoke(app, common + ["--config", str(cfg), "--t-max", "5"])
     assert res.exit_code == 2 and "T = 8 is defined for 1 <= t <= 4" in " ".join(res.output.split())
-    # python -m analysis.feynman_hellmann keeps the old spelling --one-sided of --no-symmetric
+    # --one-sided (the old spelling) is the off switch of --symmetric, also under corrflow analyse
     from analysis.feynman_hellmann.__main__ import main
 
     with pytest.raises(SystemExit) as exc:

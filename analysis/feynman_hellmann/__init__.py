@@ -108,7 +108,7 @@ from typing import Any
 
 from corrflow.pipeline import Analysis, run_analysis
 
-from .estimators import Binning, FHEstimates, binning, dE_dlambda, effective_mass_curve, gluon_momentum_fraction
+from .estimators import Binning, FHEstimates, binning, dE_dlambda, gluon_momentum_fraction
 from .measure import FHInputs, measure, prepare
 from .record import estimate
 from .render import render

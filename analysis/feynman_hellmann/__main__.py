@@ -1,6 +1,5 @@
 """``python -m analysis.feynman_hellmann ...`` (the command line of
-:data:`analysis.feynman_hellmann.FEYNMAN_HELLMANN`; ``--one-sided`` is kept as the old spelling of
-``--no-symmetric``)."""
+:data:`analysis.feynman_hellmann.FEYNMAN_HELLMANN`, the same as ``corrflow analyse feynman-hellmann``)."""
 
 from __future__ import annotations
 
@@ -13,8 +12,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from . import FEYNMAN_HELLMANN
 
-    args = ["--no-symmetric" if a == "--one-sided" else a for a in (sys.argv[1:] if argv is None else argv)]
-    app(FEYNMAN_HELLMANN)(args=args, prog_name="python -m analysis.feynman_hellmann")
+    app(FEYNMAN_HELLMANN)(args=list(sys.argv[1:] if argv is None else argv), prog_name="python -m analysis.feynman_hellmann")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from corrflow.stats import (
     Plateau,
     auto_bin_size,
     connected_curve,
+    effective_mass_curve,
     flowed_curve,
     fold_correlator,
     independent_curve,
@@ -29,7 +30,7 @@ from corrflow.stats import (
     symmetric_curve,
 )
 
-__all__ = ["Binning", "FHEstimates", "binning", "dE_dlambda", "effective_mass_curve", "gluon_momentum_fraction"]
+__all__ = ["Binning", "FHEstimates", "binning", "dE_dlambda", "gluon_momentum_fraction"]
 
 
 def gluon_momentum_fraction(de_dlam: float, de_err: float, m_pi: float, m_err: float,
@@ -42,20 +43,6 @@ def gluon_momentum_fraction(de_dlam: float, de_err: float, m_pi: float, m_err: f
     x = -(4.0 / 3.0) * beta * de_dlam / m_pi
     err = abs(x) * math.sqrt((de_err / de_dlam) ** 2 + (m_err / m_pi) ** 2) if de_dlam and m_pi else math.nan
     return x, err
-
-
-def effective_mass_curve(c: np.ndarray, kind: str, bin_size: int, ensemble: str = "base") -> Curve:
-    """Jackknife effective mass of correlators ``c`` ``(R, n, T)``: :func:`corrflow.stats.effective_mass` of the
-    mean, with the scaled deviations of the leave-one-bin-out estimates (bins along each chain)."""
-    from corrflow.stats import effective_mass, effective_times, jackknife_samples
-
-    c = np.asarray(c, dtype=np.float64)
-    loo = np.asarray(jackknife_samples(np.moveaxis(c, -1, 0), func=lambda a: a, bin_size=bin_size))  # (B, T)
-    samples = effective_mass(loo, kind)
-    b = len(samples)
-    dev = math.sqrt((b - 1) / b) * (samples - samples.mean(axis=0))
-    return Curve(effective_times(c.shape[-1], kind), effective_mass(loo.mean(axis=0), kind), {ensemble: dev},
-                 {ensemble: int(bin_size)})
 
 
 @dataclass(frozen=True)

@@ -34,25 +34,13 @@ def measure(theory: Any, links: np.ndarray, *, n_sources: int = 2, batch: int = 
     ``(n, *link_shape)``, with ``theory``'s Dirac operator (a fermion theory: the sea quarks of the Schwinger
     model or valence quarks on a pure-gauge field).  Batches are padded to ``batch`` (one compiled program for
     every call; ``theory`` is traced, so base and target share it)."""
-    import jax.numpy as jnp
+    from corrflow.pipeline import map_batches
 
     if n_sources not in _MEASURE_CACHE:
         _MEASURE_CACHE[n_sources] = _measure_fn(int(n_sources))
     fn = _MEASURE_CACHE[n_sources]
-    n = len(links)
-    starts = range(0, n, batch)
-    cs, os_ = [], []
-    for i, lo in enumerate(starts):
-        blk = np.asarray(links[lo:lo + batch])
-        k = len(blk)
-        if k < batch:  # pad with copies of the last configuration (fixed shapes: no recompilation)
-            blk = np.concatenate([blk, np.repeat(blk[-1:], batch - k, axis=0)])
-        c, o = fn(theory, jnp.asarray(blk))
-        cs.append(np.asarray(c)[:k])
-        os_.append(np.asarray(o)[:k])
-        if progress is not None:  # equal shares per (padded) batch: equal work, so the steady-state rate is exact
-            progress(n * (i + 1) // len(starts), n)
-    return np.concatenate(cs), np.concatenate(os_)
+    out = map_batches(lambda u: fn(theory, u), links, batch=batch, progress=progress)
+    return out["0"], out["1"]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from corrflow.pipeline import COST_DEFINITION
 from corrflow.stats import Plateau, pull
-from corrflow.stats.curves import MIN_BINS
+from corrflow.stats import MIN_BINS
 
 from .estimators import FHEstimates, binning, dE_dlambda, gluon_momentum_fraction
 from .measure import FHInputs

@@ -17,7 +17,7 @@ from corrflow.pipeline import (
     TrainingSettings,
     setting,
 )
-from corrflow.stats.curves import FIT_WEIGHTS, MIN_BINS
+from corrflow.stats import FIT_WEIGHTS, MIN_BINS
 
 __all__ = ["ANALYSIS_NAME", "ESTIMATORS", "FIT_WEIGHTS", "KINDS", "THEORY_CHOICES", "FHSettings", "describe_theory",
            "header", "theories"]
@@ -63,8 +63,8 @@ class FHSettings(AnalysisSettings):
     beta: float = setting(2.0, "gauge coupling beta")
     mass: float = setting(0.1, "bare quark mass m (schwinger: N_f = 2 sea quarks; su3: valence)")
     lam: float = setting(0.2, "source strength lambda of S + lambda O (non-zero; O = -sum cos P)")
-    symmetric: bool = setting(False, "flows to +lambda and -lambda (central difference) or 0 -> lambda "
-                                     "(--no-symmetric, also spelled --one-sided)")
+    symmetric: bool = setting(False, "flows to +lambda and -lambda (central difference) or 0 -> lambda",
+                              flag="--symmetric/--one-sided")
     n_sources: int = setting(2, "point sources per configuration (must divide T)")
     kind: str = setting("cosh", "effective mass: cosh (periodic, default) | log (plain exponential)", choices=KINDS)
     t_min: int = setting(4, "first t of the plateau fit")

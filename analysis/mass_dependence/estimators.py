@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from corrflow.stats import normalised_weights
-from corrflow.stats.curves import MIN_BINS
+from corrflow.stats import MIN_BINS
 
 __all__ = ["Estimate", "PionFit", "independent_bin_size", "pion_bin_size", "pion_mass_estimates",
            "scalar_estimates", "variance_reduction"]

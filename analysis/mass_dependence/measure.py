@@ -81,28 +81,14 @@ def measure(theory: Any, links: np.ndarray, *, n_sources: int = 2, with_pion: bo
     ``pion``: ``(n, T)`` correlators (with ``with_pion``).  Batches are padded to ``batch`` so one compiled
     program serves every call (the mass is traced: base and target share it).
     """
-    import jax.numpy as jnp
-
-    from corrflow.pipeline import exact_theory
+    from corrflow.pipeline import exact_theory, map_batches
 
     theory = exact_theory(theory)
     key = (int(n_sources), bool(with_pion))
     if key not in _MEASURE_CACHE:
         _MEASURE_CACHE[key] = _measure_fn(*key)
     fn = _MEASURE_CACHE[key]
-    n = len(links)
-    starts = range(0, n, batch)
-    parts: list[dict[str, np.ndarray]] = []
-    for i, lo in enumerate(starts):
-        blk = np.asarray(links[lo:lo + batch])
-        k = len(blk)
-        if k < batch:  # pad with copies of the last configuration (fixed shapes: no recompilation)
-            blk = np.concatenate([blk, np.repeat(blk[-1:], batch - k, axis=0)])
-        out = fn(theory, jnp.asarray(blk))
-        parts.append({name: np.asarray(v)[:k] for name, v in out.items()})
-        if progress is not None:  # equal shares per (padded) batch: equal work, so the steady-state rate is exact
-            progress(n * (i + 1) // len(starts), n)
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    return map_batches(lambda u: fn(theory, u), links, batch=batch, progress=progress)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,14 @@ from .analysis import Analysis, run_analysis
 from .ensembles import GenerationSummary, generate_to_store
 from .family import TRAIN_SEED_OFFSET, Family, Member, auto_block_size, family, hmc_ensemble_name
 from .ledger import COST_DEFINITION, Clock, CostLedger
-from .measurements import FLOW_OBSERVABLE, MeasureSummary, WilsonFlowGrid, flow_observable_names, measure_stored
+from .measurements import (
+    FLOW_OBSERVABLE,
+    MeasureSummary,
+    WilsonFlowGrid,
+    flow_observable_names,
+    map_batches,
+    measure_stored,
+)
 from .paired import CorrelateSummary, correlate_to_store, direct_to_store
 from .progress import Progress
 from .settings import (
@@ -81,6 +88,7 @@ __all__ = [
     "flow_observable_names",
     "generate_to_store",
     "hmc_ensemble_name",
+    "map_batches",
     "measure_stored",
     "parameter_shift",
     "run_analysis",

@@ -73,7 +73,7 @@ def settings_command(app: Any, settings_cls: type, run: Callable[[Any, Any], Any
         text = over.get("help") or f.metadata.get("help", "")
         default = _option_default(defaults.get(key))
         annot = tp if tp in (int, float, bool, str) else str
-        decls = [flag] if annot is not bool else [f"{flag}/--no-{flag[2:]}"]
+        decls = [flag] if annot is not bool or "/" in flag else [f"{flag}/--no-{flag[2:]}"]
         params.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annot,
                                         default=typer.Option(default, *decls, help=text)))
 

@@ -22,7 +22,7 @@ import numpy as np
 from ..generate import measurements_from_names
 from ..groups import get_group
 
-__all__ = ["measure_stored", "MeasureSummary", "WilsonFlowGrid", "FLOW_OBSERVABLE", "flow_observable_names"]
+__all__ = ["map_batches", "measure_stored", "MeasureSummary", "WilsonFlowGrid", "FLOW_OBSERVABLE", "flow_observable_names"]
 
 FLOW_OBSERVABLE = "wilson_flow"
 
@@ -145,3 +145,28 @@ def measure_stored(
                 new[o] = new.get(o, 0) + hi - s
                 starts[o] = hi
     return MeasureSummary(name, new, skipped)
+
+
+def map_batches(fn: Callable[[jax.Array], Any], links: np.ndarray, *, batch: int = 64,
+                progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """``fn`` (jitted, ``(batch, ...) -> {name: (batch, ...)}`` or a tuple) over configurations ``links``
+    ``(n, ...)`` in batches padded to ``batch`` with copies of the last configuration (fixed shapes: one compiled
+    program for every call), results concatenated to ``(n, ...)`` (a tuple comes back as ``{"0": ..., "1": ...}``).
+    ``progress(done, n)`` reports equal shares per padded batch (equal work, so a steady-state rate is exact)."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    n = len(links)
+    starts = range(0, n, batch)
+    parts: list[dict[str, np.ndarray]] = []
+    for i, lo in enumerate(starts):
+        blk = np.asarray(links[lo:lo + batch])
+        k = len(blk)
+        if k < batch:
+            blk = np.concatenate([blk, np.repeat(blk[-1:], batch - k, axis=0)])
+        out = fn(jnp.asarray(blk))
+        if not isinstance(out, dict):
+            out = {str(j): v for j, v in enumerate(out)}
+        parts.append({name: np.asarray(v)[:k] for name, v in out.items()})
+        if progress is not None:
+            progress(n * (i + 1) // len(starts), n)
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}

@@ -40,10 +40,13 @@ from .result import Stats, format_value_error
 from .weights import normalised_weights, pareto_k
 from .spectroscopy import effective_mass, effective_mass_slope, effective_times, fold_correlator
 from .curves import (
+    FIT_WEIGHTS,
+    MIN_BINS,
     Curve,
     Plateau,
     auto_bin_size,
     connected_curve,
+    effective_mass_curve,
     flowed_curve,
     independent_curve,
     plateau_fit,
@@ -67,6 +70,9 @@ from .reweighting import (
 __all__ = [
     "BayesianFitResult",
     "Curve",
+    "FIT_WEIGHTS",
+    "MIN_BINS",
+    "effective_mass_curve",
     "Plateau",
     "auto_bin_size",
     "connected_curve",

@@ -8,6 +8,7 @@ correlation: ``cov = sum_e dev_e^T dev_e``, and :func:`pull` of two plateaus use
 * :func:`symmetric_curve` -- the same from two flows ``0 -> +-lambda``;
 * :func:`connected_curve` -- ``d m_eff / d lambda`` at ``lambda = 0`` from ``-<C O>_c``;
 * :func:`independent_curve` -- the difference of two independent ensembles;
+* :func:`effective_mass_curve` -- the jackknife effective mass of one ensemble;
 * :func:`plateau_fit` -- constant fit over ``t_min .. t_max`` (jackknife error, correlated chi^2);
 * :func:`auto_bin_size` -- jackknife bin size from the Gamma-method ``tau_int``.
 
@@ -27,7 +28,8 @@ import numpy as np
 from .weights import normalised_weights
 from .spectroscopy import _check_kind, _meff_folded, _meff_slope_folded, effective_times, fold_correlator
 
-__all__ = ["FIT_WEIGHTS", "MIN_BINS", "Curve", "Plateau", "auto_bin_size", "connected_curve", "flowed_curve",
+__all__ = ["FIT_WEIGHTS", "MIN_BINS", "Curve", "Plateau", "auto_bin_size", "connected_curve", "effective_mass_curve",
+           "flowed_curve",
            "independent_curve", "plateau_fit", "pull", "symmetric_curve"]
 
 #: fewest jackknife bins (all chains together) kept by the automatic bin size
@@ -365,3 +367,18 @@ def auto_bin_size(series: Sequence[Any], *, factor: float = 20.0, min_bins: int 
     bs = max(1, math.ceil(factor * tau))
     cap = max(1, n // max(1, math.ceil(min_bins / r)))
     return min(bs, cap), tau, bs > cap
+
+
+def effective_mass_curve(c: np.ndarray, kind: str, bin_size: int, ensemble: str = "base") -> Curve:
+    """Jackknife effective mass of correlators ``c`` ``(R, n, T)``: :func:`corrflow.stats.effective_mass` of the
+    mean, with the scaled deviations of the leave-one-bin-out estimates (bins along each chain)."""
+    from .jackknife import jackknife_samples
+    from .spectroscopy import effective_mass
+
+    c = np.asarray(c, dtype=np.float64)
+    loo = np.asarray(jackknife_samples(np.moveaxis(c, -1, 0), func=lambda a: a, bin_size=bin_size))  # (B, T)
+    samples = effective_mass(loo, kind)
+    b = len(samples)
+    dev = math.sqrt((b - 1) / b) * (samples - samples.mean(axis=0))
+    return Curve(effective_times(c.shape[-1], kind), effective_mass(loo.mean(axis=0), kind), {ensemble: dev},
+                 {ensemble: int(bin_size)})
