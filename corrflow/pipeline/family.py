@@ -54,11 +54,13 @@ def hmc_ensemble_name(theory: Any, seed: int, hmc_det: str | None = None) -> str
 def auto_block_size(n_configs: int, n_therm: int, n_train_per_chain: int | None = None) -> int:
     """Trajectories per jitted block: the greatest common divisor of the ensemble sizes when it is >= 10 (so that
     every ensemble of a run -- base, training chain, independent -- runs the same compiled programs), else
-    ``min(100, n_configs)``.  Results do not depend on it (generation is bit-identical for any blocking)."""
+    ``min(100, n_configs)``; at most ``n_configs / 2``, so that production reports progress at least twice and its
+    steady-state cost excludes compilation (:mod:`corrflow.pipeline.ledger`).  Results do not depend on it
+    (generation is bit-identical for any blocking)."""
     g = math.gcd(n_configs, n_therm) if n_therm else n_configs
     if n_train_per_chain:
         g = math.gcd(g, n_train_per_chain)
-    return g if g >= 10 else min(100, n_configs)
+    return min(g if g >= 10 else min(100, n_configs), max(1, n_configs // 2))
 
 
 @dataclass(frozen=True)
