@@ -549,7 +549,9 @@ def _parse_assignments(items: List[str]) -> dict[str, float]:
 
     corrflow train --store data/su3.zarr --from su3_8x8x8x8_beta5.7 --to beta=5.75 --out flows/su3 --epochs 15
 
-In 4D `--optimizer auto` (the default) trains with L-BFGS: the useful coefficients there are tiny and Adam's fixed step overshoots them.
+With no architecture options the flow is the good one for the theory: plaquette-space maps for 2D U(1) (ESS ~0.98 for
+beta 2 -> 2.2 at L = 16), residual layers otherwise. `--optimizer auto` (the default) trains plaquette flows and 4D
+flows with L-BFGS (few or tiny coefficients; Adam's fixed step overshoots them) and residual 2D flows with Adam.
 """)
 def train(
     store: Path = typer.Option(..., help="zarr store holding the base ensemble"),
@@ -561,9 +563,15 @@ def train(
     lr: float = typer.Option(0.02, help="initial learning rate (cosine decay; Adam only)"),
     optimizer: str = typer.Option("auto", help="auto (lbfgs in 4D, adam otherwise) | adam (mini-batch) | lbfgs "
                                              "(full batch, no learning rate)"),
-    loops: str = typer.Option("plaquette", help="staple shapes of the layers: plaquette[,rectangle]"),
-    sweeps: int = typer.Option(2, help="sweeps of layers over all links"),
-    degree: int = typer.Option(0, help="coefficients: 0 constant, p > 0 degree-p polynomial of the staple norm"),
+    kind: str = typer.Option("auto", help="flow architecture: auto (plaquette for 2D U(1), residual otherwise) | "
+                                          "plaquette (2D U(1): exact per-plaquette maps) | residual (masked staple layers)"),
+    loops: Optional[str] = typer.Option(None, help="residual flows: staple shapes of the layers, plaquette[,rectangle] "
+                                                   "(default plaquette; implies --kind residual under auto)"),
+    sweeps: Optional[int] = typer.Option(None, help="sweeps of layers over all links (residual, default 2) or "
+                                                    "plaquette-space maps (plaquette, default 1)"),
+    degree: Optional[int] = typer.Option(None, help="residual flows: coefficients 0 constant (default), p > 0 "
+                                                    "degree-p polynomial of the staple norm"),
+    harmonics: int = typer.Option(6, help="plaquette flows: sine harmonics of each per-plaquette map"),
     n_train: int = typer.Option(512, help="base configurations used for training (spread over the chains)"),
     target_ess: float = typer.Option(1.0, help="stop early when the weight ESS fraction reaches this"),
     seed: int = typer.Option(0, help="seed for shuffling and initialisation"),
@@ -575,7 +583,7 @@ def train(
         import numpy as np
 
         from . import make_theory
-        from .flows import make_flow
+        from .flows import default_kind, make_flow
         from .flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resolve_optimizer, resume_kwargs
         from .flows.train import train as train_flow
         from .store import open_store
@@ -584,8 +592,20 @@ def train(
         spec = st.spec(from_)
         base = make_theory(spec.theory, spec.shape, **spec.params)
         target = base.replace(**_parse_assignments(to))
+        kind_ = kind
+        if kind_ == "auto":
+            kind_ = "residual" if (loops is not None or degree is not None) else default_kind(base.group, base.shape)
+        flow_opts: dict[str, Any] = {"kind": kind_}
+        if kind_ == "plaquette":
+            if loops is not None or degree is not None:
+                raise CLIError("--loops and --degree belong to --kind residual, not to plaquette flows")
+            flow_opts.update(n_sweeps=1 if sweeps is None else sweeps, harmonics=harmonics)
+        else:
+            flow_opts.update(loops=tuple(x.strip() for x in (loops or "plaquette").split(",") if x.strip()),
+                             n_sweeps=2 if sweeps is None else sweeps, degree=degree or 0)
+        new_flow = make_flow(base.group, base.shape, **flow_opts)  # ValueError for options that do not fit
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, target_ess=target_ess, seed=seed,
-                          optimizer=resolve_optimizer(optimizer, len(base.shape)))
+                          optimizer=resolve_optimizer(optimizer, len(base.shape), getattr(new_flow, "kind", kind_)))
         ds = st.open_ensemble(from_)
         n = int(ds.sizes["traj"])
         per_chain = max(1, min(n, -(-n_train // spec.n_chains)))
@@ -599,8 +619,7 @@ def train(
                 raise CLIError(f"checkpoint {out} was trained for {ck['base'].params()} -> {ck['target'].params()}")
             kwargs = resume_kwargs(ck, len(configs), cfg)
         else:
-            flow = make_flow(base.group, base.shape, loops=tuple(x.strip() for x in loops.split(",") if x.strip()),
-                             n_sweeps=sweeps, degree=degree)
+            flow = new_flow
         with _LazyProgress(f"train {from_} -> {target.params()}") as lp:
             try:
                 res = train_flow(flow, base, target, configs, cfg, checkpoint=out,

@@ -61,7 +61,8 @@ from .staples import LOOPS, gather_plan, gathered_staple_sums, layer_masks, n_st
 
 Array = jax.Array
 
-__all__ = ["ResidualLayer", "Flow", "make_flow", "check_degree", "INVERSE_TOL", "MAX_DEGREE"]
+__all__ = ["ResidualLayer", "Flow", "make_flow", "flow_from_description", "check_degree", "INVERSE_TOL", "MAX_DEGREE",
+           "FLOW_KINDS", "default_kind"]
 
 INVERSE_TOL = 1e-12  # fixed-point tolerance (max abs change of a link element) in float64
 MAX_DEGREE = 8  # highest degree of the coefficient polynomials in the staple norm
@@ -478,23 +479,67 @@ def _site_table(shape: tuple[int, ...], loops: tuple[str, ...]) -> np.ndarray:
 
 
 def make_flow(group: Group | str, shape: Sequence[int], *, loops: Sequence[str] = ("plaquette",),
-              n_sweeps: int = 1, degree: int = 0) -> Flow:
-    """A flow that updates every link ``n_sweeps`` times: for each sweep, each direction ``mu`` and each
-    of its masks (:func:`~corrflow.flows.staples.layer_masks`), one layer.  ``degree``: 0 for constant
-    coefficients, ``p > 0`` for coefficients that are degree-``p`` polynomials of the staple norm (module
-    docstring)."""
+              n_sweeps: int = 1, degree: int = 0, kind: str = "residual", harmonics: int = 6) -> Any:
+    """A flow from its architecture options.
+
+    ``kind="residual"`` (default): a :class:`Flow` that updates every link ``n_sweeps`` times: for each sweep,
+    each direction ``mu`` and each of its masks (:func:`~corrflow.flows.staples.layer_masks`), one layer.
+    ``degree``: 0 for constant coefficients, ``p > 0`` for coefficients that are degree-``p`` polynomials of the
+    staple norm (module docstring).
+
+    ``kind="plaquette"`` (2D U(1) only): a :class:`~corrflow.flows.plaquette.PlaquetteFlow` of ``n_sweeps``
+    plaquette-space maps with ``harmonics`` sine coefficients each (exact per-plaquette transforms; the best
+    flow for 2D U(1) gauge theory, BENCHMARKS.md).  ``loops`` and ``degree`` must keep their defaults.
+    Every option that does not fit the group or lattice raises a one-line ``ValueError``."""
     group = get_group(group)
     shape = lattice.validate_shape(shape)
+    if n_sweeps != int(n_sweeps) or n_sweeps < 1:
+        raise ValueError(f"n_sweeps must be an integer >= 1, got {n_sweeps}")
+    if kind == "plaquette":
+        from .plaquette import MAX_HARMONICS, PlaquetteFlow
+
+        if group.name != "u1" or len(shape) != 2:
+            raise ValueError(f"kind='plaquette' flows are for 2D U(1) only, got {group.name} on {len(shape)}D shape "
+                             f"{shape}; use kind='residual'")
+        if tuple(loops) != ("plaquette",) or degree != 0:
+            raise ValueError("kind='plaquette' takes no loops or degree options (they belong to kind='residual')")
+        if isinstance(harmonics, bool) or harmonics != int(harmonics) or not 1 <= harmonics <= MAX_HARMONICS:
+            raise ValueError(f"harmonics must be an integer in 1..{MAX_HARMONICS}, got {harmonics!r}")
+        return PlaquetteFlow(group, shape, int(n_sweeps), int(harmonics))
+    if kind != "residual":
+        raise ValueError(f"unknown flow kind {kind!r}; allowed: {', '.join(FLOW_KINDS)}")
     loops = tuple(loops)
     for lp in loops:
         if lp not in LOOPS:
             raise ValueError(f"unknown loop shape {lp!r}; allowed: {', '.join(LOOPS)}")
-    if n_sweeps < 1:
-        raise ValueError(f"n_sweeps must be >= 1, got {n_sweeps}")
     degree = check_degree(degree)
     for mu in range(len(shape)):
         layer_masks(shape, mu, loops)  # validates the extents
     return Flow(group, shape, loops, int(n_sweeps), degree)
+
+
+FLOW_KINDS = ("residual", "plaquette")
+
+
+def default_kind(group: Group | str, shape: Sequence[int]) -> str:
+    """The flow kind that ``corrflow train`` uses without architecture options: ``"plaquette"`` for 2D U(1) (exact
+    per-plaquette maps, BENCHMARKS.md), ``"residual"`` otherwise."""
+    return "plaquette" if get_group(group).name == "u1" and len(tuple(shape)) == 2 else "residual"
+
+
+def flow_from_description(desc: dict[str, Any], shape: Sequence[int] | None = None) -> Any:
+    """Rebuild a flow from :meth:`Flow.describe` (or another kind's ``describe``), optionally on another lattice
+    ``shape``; ``ValueError`` (one line) for a description that does not make a valid flow."""
+    try:
+        kind = desc.get("kind", "residual")
+        shp = tuple(shape) if shape is not None else tuple(desc["shape"])
+        if kind == "plaquette":
+            return make_flow(desc["group"], shp, kind="plaquette", n_sweeps=int(desc["n_maps"]),
+                             harmonics=int(desc["harmonics"]))
+        return make_flow(desc["group"], shp, loops=tuple(desc["loops"]), n_sweeps=int(desc["n_sweeps"]),
+                         degree=int(desc.get("degree", 0)))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed flow description {desc!r} ({type(exc).__name__}: {exc})") from None
 
 
 def check_degree(degree: Any) -> int:

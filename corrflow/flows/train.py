@@ -40,9 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..groups import get_group
 from ..theories import make_theory
-from .layers import Flow
+from .layers import Flow, flow_from_description
 
 Array = jax.Array
 
@@ -98,11 +97,12 @@ class TrainResult(NamedTuple):
     stopped: str  # "epochs", "target_ess" or (L-BFGS) "converged"
 
 
-def resolve_optimizer(optimizer: str, ndim: int) -> str:
+def resolve_optimizer(optimizer: str, ndim: int, kind: str = "residual") -> str:
     """``"auto"`` -> ``"lbfgs"`` in 4D (the useful flow coefficients are tiny there and Adam's fixed step overshoots
-    them; BENCHMARKS.md), ``"adam"`` in lower dimensions; other names are checked and passed through."""
+    them; BENCHMARKS.md) and for plaquette-space flows (a few parameters, converged in ~20 iterations), ``"adam"``
+    for residual flows in lower dimensions; other names are checked and passed through."""
     if optimizer == "auto":
-        return "lbfgs" if ndim >= 4 else "adam"
+        return "lbfgs" if ndim >= 4 or kind == "plaquette" else "adam"
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; allowed: auto, {', '.join(OPTIMIZERS)}")
     return optimizer
@@ -144,6 +144,9 @@ def train(
     """
     configs = jnp.asarray(configs)
     base.check_links(configs)
+    if params is not None and tuple(np.shape(params)) != tuple(flow.param_shape):
+        raise ValueError(f"parameters of shape {tuple(np.shape(params))} do not fit this flow ({flow.describe()}, "
+                         f"expected {tuple(flow.param_shape)}); were they trained for another architecture?")
     n = configs.shape[0]
     if n < 2:
         raise ValueError(f"need at least 2 base configurations to train, got {n}")
@@ -399,14 +402,24 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}/checkpoint.json is not valid JSON ({exc}); the checkpoint is corrupt") from None
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a corrflow flow checkpoint (format {meta.get('format')!r})")
-    with np.load(path / "arrays.npz", allow_pickle=False) as z:
-        params = np.asarray(z["params"])
-        opt_leaves = [np.asarray(z[f"opt_{i}"]) for i in range(sum(k.startswith("opt_") for k in z.files))]
+    try:
+        with np.load(path / "arrays.npz", allow_pickle=False) as z:
+            params = np.asarray(z["params"])
+            opt_leaves = [np.asarray(z[f"opt_{i}"]) for i in range(sum(k.startswith("opt_") for k in z.files))]
+    except FileNotFoundError:
+        raise ValueError(f"checkpoint {path}: arrays.npz missing (incomplete or corrupt checkpoint)") from None
+    except Exception as exc:  # noqa: BLE001  (zipfile/npy errors of a damaged file)
+        raise ValueError(f"checkpoint {path}: arrays.npz is unreadable ({type(exc).__name__}); the checkpoint is "
+                         "corrupt") from None
     if checkpoint_id(meta, params) != meta.get("id"):
         raise ValueError(f"checkpoint {path}: parameters do not match the recorded id (corrupt or edited)")
-    f = meta["flow"]
-    flow = Flow(get_group(f["group"]), tuple(f["shape"]), tuple(f["loops"]), int(f["n_sweeps"]),
-                int(f.get("degree", 0)))
+    try:
+        flow = flow_from_description(meta["flow"])
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"checkpoint {path}: the recorded flow does not make a valid flow ({exc})") from None
+    if tuple(params.shape) != tuple(flow.param_shape):
+        raise ValueError(f"checkpoint {path}: parameters of shape {tuple(params.shape)} do not fit its flow "
+                         f"{meta['flow']} (expected {tuple(flow.param_shape)})")
     th = {k: make_theory(meta[k]["group"], tuple(meta[k]["shape"]), **meta[k]["params"]) for k in ("base", "target")}
     return {"flow": flow, "params": jnp.asarray(params), "base": th["base"], "target": th["target"],
             "config": TrainConfig(**meta["train"]), "epoch": int(meta["epoch"]), "history": meta["history"],
