@@ -104,7 +104,7 @@ def test_default_kind_and_bad_options():
     assert default_kind("su3", (4, 4, 4, 4)) == "residual" and default_kind("u1", (4, 4, 4)) == "residual"
     assert resolve_optimizer("auto", 2, "plaquette") == "lbfgs" and resolve_optimizer("auto", 2) == "adam"
     for kwargs, match in [(dict(group="su3"), "2D U\\(1\\) only"), (dict(shape=(4, 4, 4)), "2D U\\(1\\) only"),
-                          (dict(loops=("plaquette", "rectangle")), "no loops or degree"), (dict(degree=1), "no loops"),
+                          (dict(loops=("plaquette", "rectangle")), "no loops"), (dict(degree=1), "no loops"), (dict(net_width=4), "net options"),
                           (dict(harmonics=0), "harmonics"), (dict(harmonics=2.5), "harmonics"),
                           (dict(n_sweeps=0), "n_sweeps"), (dict(kind="spline"), "unknown flow kind 'spline'")]:
         opts = {"group": "u1", "shape": (4, 4), "kind": "plaquette", **kwargs}

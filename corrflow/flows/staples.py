@@ -43,7 +43,8 @@ Step = tuple[int, int]
 LOOPS = ("plaquette", "rectangle")
 
 __all__ = ["LOOPS", "loop_paths", "path_product", "staple_sums", "layer_masks", "n_staples", "path_links",
-           "neighbour_sites", "staple_sums_at", "GatherPlan", "gather_plan", "gathered_staple_sums"]
+           "neighbour_sites", "staple_sums_at", "GatherPlan", "gather_plan", "gathered_staple_sums",
+           "gathered_staples"]
 
 
 def loop_paths(loop: str, mu: int, d: int) -> list[list[Step]]:
@@ -177,6 +178,14 @@ def gathered_staple_sums(u_flat: Array, sites: Array, offsets: Sequence[Any], nu
     ``dagger`` is static).  Per loop shape, all factors of all its staples are fetched with one gather and
     multiplied as a batch over the staples (``L_k - 1`` batched products), then summed; see
     :func:`staple_sums_at`."""
+    nb = u_flat.ndim - 1 - group.elem_ndim
+    return [jnp.sum(s, axis=nb) for s in gathered_staples(u_flat, sites, offsets, nus, dagger, group, shape)]
+
+
+def gathered_staples(u_flat: Array, sites: Array, offsets: Sequence[Any], nus: Sequence[Any],
+                     dagger: Sequence[np.ndarray], group: Group, shape: Sequence[int]) -> list[Array]:
+    """The individual staples at ``sites``, per loop shape ``(*batch, P_k, n[, N, N])`` in matrix form (arguments as
+    :func:`gathered_staple_sums`)."""
     d = len(shape)
     nb = u_flat.ndim - 1 - group.elem_ndim
     n = sites.shape[0]
@@ -197,7 +206,7 @@ def gathered_staple_sums(u_flat: Array, sites: Array, offsets: Sequence[Any], nu
             elif dag[:, j].any():
                 f = jnp.where(dag[:, j].reshape((n_paths,) + (1,) * (1 + group.elem_ndim)), group.adj(f), f)
             prod = f if prod is None else group.mul(prod, f)
-        out.append(jnp.sum(group.to_matrix(prod), axis=nb))
+        out.append(group.to_matrix(prod))
     return out
 
 
