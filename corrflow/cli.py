@@ -572,6 +572,13 @@ def train(
     degree: Optional[int] = typer.Option(None, help="residual flows: coefficients 0 constant (default), p > 0 "
                                                     "degree-p polynomial of the staple norm"),
     harmonics: int = typer.Option(6, help="plaquette flows: sine harmonics of each per-plaquette map"),
+    net_width: int = typer.Option(0, help="residual flows: coefficients from a periodic CNN of frozen invariants with "
+                                          "this many hidden channels (0: constant coefficients)"),
+    net_depth: int = typer.Option(2, help="residual flows with --net-width: convolutions per coefficient network"),
+    held_out: int = typer.Option(64, help="base configurations held out (not trained on): held-out ESS and var(log w) "
+                                          "every epoch, the best epoch is kept (0: none)"),
+    patience: int = typer.Option(5, help="with --held-out: stop after this many epochs without held-out improvement "
+                                         "(0: never)"),
     n_train: int = typer.Option(512, help="base configurations used for training (spread over the chains)"),
     target_ess: float = typer.Option(1.0, help="stop early when the weight ESS fraction reaches this"),
     seed: int = typer.Option(0, help="seed for shuffling and initialisation"),
@@ -580,6 +587,8 @@ def train(
     """Train a residual flow from a base ensemble to target parameters (reverse KL; base samples only)."""
 
     def body() -> None:
+        import dataclasses
+
         import numpy as np
 
         from . import make_theory
@@ -597,20 +606,34 @@ def train(
             kind_ = "residual" if (loops is not None or degree is not None) else default_kind(base.group, base.shape)
         flow_opts: dict[str, Any] = {"kind": kind_}
         if kind_ == "plaquette":
-            if loops is not None or degree is not None:
-                raise CLIError("--loops and --degree belong to --kind residual, not to plaquette flows")
+            if loops is not None or degree is not None or net_width:
+                raise CLIError("--loops, --degree and --net-width belong to --kind residual, not to plaquette flows")
             flow_opts.update(n_sweeps=1 if sweeps is None else sweeps, harmonics=harmonics)
         else:
             flow_opts.update(loops=tuple(x.strip() for x in (loops or "plaquette").split(",") if x.strip()),
-                             n_sweeps=2 if sweeps is None else sweeps, degree=degree or 0)
+                             n_sweeps=2 if sweeps is None else sweeps, degree=degree or 0, net_width=net_width,
+                             net_depth=net_depth)
         new_flow = make_flow(base.group, base.shape, **flow_opts)  # ValueError for options that do not fit
+        if held_out < 0:
+            raise CLIError(f"--held-out must be >= 0, got {held_out}")
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, target_ess=target_ess, seed=seed,
-                          optimizer=resolve_optimizer(optimizer, len(base.shape), getattr(new_flow, "kind", kind_)))
+                          optimizer=resolve_optimizer(optimizer, len(base.shape), getattr(new_flow, "kind", kind_)),
+                          patience=patience if held_out else 0)
         ds = st.open_ensemble(from_)
         n = int(ds.sizes["traj"])
         per_chain = max(1, min(n, -(-n_train // spec.n_chains)))
         pos = np.unique(np.linspace(0, n - 1, per_chain).astype(int))  # spread over the run
         configs = np.concatenate([st.load_configs(from_, c, pos) for c in range(spec.n_chains)])
+        held = None
+        if held_out:  # the configurations half-way between the training ones (their neighbours in the chain)
+            free = np.setdiff1d(np.arange(n), pos)
+            held_per_chain = min(len(free), -(-held_out // spec.n_chains))
+            if held_per_chain >= 1:
+                hpos = free[np.unique(np.linspace(0, len(free) - 1, held_per_chain).astype(int))]
+                held = np.concatenate([st.load_configs(from_, c, hpos) for c in range(spec.n_chains)])[:held_out]
+            if held is None or len(held) < 2:
+                held = None
+                cfg = dataclasses.replace(cfg, patience=0)
         kwargs: dict[str, Any] = {}
         if resume:
             ck = load_checkpoint(out)
@@ -622,14 +645,22 @@ def train(
             flow = new_flow
         with _LazyProgress(f"train {from_} -> {target.params()}") as lp:
             try:
-                res = train_flow(flow, base, target, configs, cfg, checkpoint=out,
-                                 progress=lambda e, r: lp.update(e, epochs, f"loss {r['loss']:.4f}  ESS {r['ess']:.3f}"),
+                res = train_flow(flow, base, target, configs, cfg, checkpoint=out, held_out=held,
+                                 progress=lambda e, r: lp.update(e, epochs, f"loss {r['loss']:.4f}  ESS {r['ess']:.3f}"
+                                                                 + (f"  held-out ESS {r['held_ess']:.3f}"
+                                                                    if "held_ess" in r else "")),
                                  **kwargs)
             except FlowTrainingError as exc:
                 raise CLIError(str(exc)) from None
         h = res.history
-        console.print(f"[green]done[/] {len(h) - 1} epochs ({res.stopped}): weight ESS {h[0]['ess']:.3f} -> "
-                      f"{h[-1]['ess']:.3f}, checkpoint {out} (id {load_checkpoint(out)['id']})")
+        ck = load_checkpoint(out)
+        held_msg = ""
+        if "held_ess" in h[-1]:
+            best = min(h, key=lambda r: r["held_var_logw"])
+            held_msg = (f", held-out ESS {h[0]['held_ess']:.3f} -> {best['held_ess']:.3f} (epoch {best['epoch']} kept, "
+                        f"var log w {h[0]['held_var_logw']:.3g} -> {best['held_var_logw']:.3g})")
+        console.print(f"[green]done[/] {flow.kind} flow, {len(h) - 1} epochs ({res.stopped}): weight ESS "
+                      f"{h[0]['ess']:.3f} -> {h[-1]['ess']:.3f}{held_msg}, checkpoint {out} (id {ck['id']})")
 
     _run(body)
 

@@ -93,10 +93,30 @@ def test_translation_equivariance_and_volume_transfer():
     assert float(lz) == 0.0
 
 
+@pytest.mark.parametrize("g,shape", [(U1(), (4, 4, 4)), (SUN(2), (2, 2, 2))])
+def test_smeared_staples_jacobian_inverse_and_equivariance(g, shape):
+    """Staples from stout-smeared transverse links (frozen only): dense-Jacobian check, inverse, gauge equivariance."""
+    flow = make_flow(g, shape, n_sweeps=2, smear=2, smear_rho=0.2)
+    assert flow.param_shape[-1] == 2 and flow.describe()["smear"] == 2
+    params = flow.init_params(scale=1.5, key=KEY)
+    u = g.random(KEY, shape + (3,))
+    out, lj = jax.jit(flow.forward)(params, u)
+    assert abs(float(lj)) > 0.1
+    np.testing.assert_allclose(float(lj), float(dense_logdet(flow, params, u, g)), atol=1e-10)
+    back, ljr = jax.jit(flow.reverse)(params, out)
+    assert float(g.distance(back, u)) < 1e-10 and abs(float(ljr + lj)) < 1e-9
+    om = g.random(jax.random.PRNGKey(4), shape)
+    a, lja = jax.jit(flow.forward)(params, gauge_transform(u, om, g))
+    np.testing.assert_allclose(np.asarray(g.to_matrix(a)), np.asarray(g.to_matrix(gauge_transform(out, om, g))),
+                               atol=1e-11)
+    np.testing.assert_allclose(float(lja), float(lj), atol=1e-10)
+
+
 def test_bad_network_options():
     for kwargs, match in [(dict(net_width=-1), "net_width"), (dict(net_width=2.5), "net_width"),
                           (dict(net_width=4, net_depth=0), "net_depth"), (dict(net_width=4, degree=2), "degree 0"),
-                          (dict(net_width=4, loops=("rectangle",)), "plaquette loop shape")]:
+                          (dict(net_width=4, loops=("rectangle",)), "plaquette loop shape"),
+                          (dict(smear=2), "d >= 3"), (dict(smear=-1), "smear"), (dict(smear=1, net_width=2), "no network")]:
         with pytest.raises(ValueError, match=match):
             make_flow("u1", (4, 4), **kwargs)
 

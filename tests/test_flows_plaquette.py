@@ -164,3 +164,51 @@ def test_checkpoint_roundtrip_and_bad_checkpoints(trained, tmp_path):
     with pytest.raises(ValueError, match="parameters of shape"):
         train(make_flow("u1", (8, 8), kind="plaquette", harmonics=4), trained["base"], trained["target"],
               trained["held"][:4], TrainConfig(epochs=1, optimizer="lbfgs"), params=ck["params"])
+
+
+def test_cli_train_defaults_to_the_plaquette_flow_with_held_out_selection(tmp_path):
+    """`corrflow train` with no architecture options: a plaquette-space flow, L-BFGS, 64 held-out configurations;
+    options that do not fit the theory are refused before anything is written."""
+    from test_flow_pipeline import cli
+
+    store = tmp_path / "s.zarr"
+    code, out = cli("generate", "u1", "--beta", 2.0, "--shape", "8,8", "--n", 120, "--chains", 2, "--thin", 2,
+                    "--store", store)
+    assert code == 0, out
+    code, out = cli("train", "--store", store, "--from", "u1_8x8_beta2", "--to", "beta=2.2", "--out", tmp_path / "f",
+                    "--n-train", 100, "--epochs", 15)
+    assert code == 0 and "plaquette flow" in out and "held-out ESS" in out, out
+    ck = load_checkpoint(tmp_path / "f")
+    assert ck["flow"].kind == "plaquette" and ck["config"].optimizer == "lbfgs" and ck["config"].patience == 5
+    assert "held_var_logw" in ck["history"][-1]
+    for args, match in [(("--kind", "plaquette", "--loops", "plaquette,rectangle"), "belong to --kind residual"),
+                        (("--kind", "plaquette", "--harmonics", 0), "harmonics"), (("--kind", "spline"), "unknown flow kind"),
+                        (("--kind", "residual", "--net-width", 4, "--degree", 1), "degree 0"),
+                        (("--held-out", -1), "--held-out")]:
+        code, out = cli("train", "--store", store, "--from", "u1_8x8_beta2", "--to", "beta=2.2", "--out",
+                        tmp_path / "bad", *args)
+        assert code == 2 and match in out, (args, out)
+        assert not (tmp_path / "bad").exists()
+
+
+def test_checkpoint_of_the_old_format_loads_unchanged(tmp_path):
+    """A checkpoint as written before flow kinds existed (no "kind", no network fields) rebuilds the same residual
+    flow, with the same id."""
+    from corrflow.flows.train import CHECKPOINT_FORMAT, checkpoint_id
+
+    params = np.arange(8.0).reshape(2, 2, 2, 1) / 100
+    meta = {"format": CHECKPOINT_FORMAT, "version": 1,
+            "flow": {"group": "u1", "shape": [4, 4], "loops": ["plaquette"], "n_sweeps": 2, "n_layers": 8},
+            "base": {"group": "u1", "shape": [4, 4], "params": {"beta": 1.0, "xi": 1.0, "lam": 0.0}},
+            "target": {"group": "u1", "shape": [4, 4], "params": {"beta": 1.2, "xi": 1.0, "lam": 0.0}},
+            "train": {"epochs": 3, "batch_size": 16, "learning_rate": 0.05, "target_ess": 1.0, "seed": 0,
+                      "init_scale": 0.0, "optimizer": "adam"}, "epoch": 3, "history": []}
+    meta["id"] = checkpoint_id(meta, params)
+    (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
+    np.savez(tmp_path / "arrays.npz", params=params)
+    ck = load_checkpoint(tmp_path)
+    assert ck["flow"] == make_flow("u1", (4, 4), n_sweeps=2) and ck["id"] == meta["id"]
+    assert ck["flow"].describe() == meta["flow"] and ck["config"].patience == 0 and ck["resume_params"] is None
+    u = G.random(KEY, (4, 4, 2))
+    np.testing.assert_array_equal(np.asarray(ck["flow"].forward(ck["params"], u)[0]),
+                                  np.asarray(make_flow("u1", (4, 4), n_sweeps=2).forward(jnp.asarray(params), u)[0]))

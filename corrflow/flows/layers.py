@@ -58,7 +58,8 @@ from ..groups import Group, get_group
 from ..theories.gauge import accumulate
 from .jacobian import _bmm, _jacobian_constants, _logdet_lu, _phi
 from .network import MAX_DEPTH, MAX_WIDTH, coefficient_net, frozen_features
-from .staples import LOOPS, gather_plan, gathered_staple_sums, gathered_staples, layer_masks, n_staples
+from .staples import (LOOPS, gather_plan, gathered_staple_sums, gathered_staples, layer_masks, n_staples,
+                      transverse_smear)
 
 Array = jax.Array
 
@@ -88,10 +89,17 @@ class ResidualLayer:
     degree: int = 0
     net_width: int = 0
     net_depth: int = 2
+    smear: int = 0
+    smear_rho: float = 0.1
 
     @property
     def ndim(self) -> int:
         return len(self.shape)
+
+    @property
+    def n_shapes(self) -> int:
+        """Coefficients per layer (``degree = 0``): one per loop shape, twice that with smeared staples."""
+        return len(self.loops) * (2 if self.smear else 1)
 
     @property
     def n_staples_total(self) -> int:
@@ -99,9 +107,10 @@ class ResidualLayer:
         return sum(n_staples(lp, self.ndim) for lp in self.loops)
 
     def bounds(self) -> np.ndarray:
-        """``b_k``: ``sum_k b_k n_k = 0.95``."""
-        k = len(self.loops)
-        return np.array([_BOUND_TOTAL / (k * n_staples(lp, self.ndim)) for lp in self.loops])
+        """``b_k``: ``sum_k b_k n_k = 0.95`` (over the loop shapes, and their smeared copies when ``smear > 0``)."""
+        k = self.n_shapes
+        loops = self.loops * (2 if self.smear else 1)
+        return np.array([_BOUND_TOTAL / (k * n_staples(lp, self.ndim)) for lp in loops])
 
     def coefficients(self, raw: Array) -> Array:
         """Constant coefficients ``c_k = b_k tanh(a_k)`` from raw parameters ``(K,)`` (``degree = 0``)."""
@@ -152,7 +161,11 @@ class ResidualLayer:
         if self.net_width:
             return self._sigma_net(u_flat, sites, raw, offsets, nus, dagger, self.mu if mu is None else mu)
         sums = gathered_staple_sums(u_flat, sites, offsets, nus, dagger, self.group, self.shape)
-        raw = jnp.reshape(raw, (len(self.loops), self.degree + 1))
+        if self.smear:
+            smeared = transverse_smear(u_flat, self.mu if mu is None else mu, self.group, self.shape, self.smear_rho,
+                                       self.smear)
+            sums = sums + gathered_staple_sums(smeared, sites, offsets, nus, dagger, self.group, self.shape)
+        raw = jnp.reshape(raw, (self.n_shapes, self.degree + 1))
         if self.degree == 0:
             c = self.coefficients(raw[:, 0])
             return sum(c[k].astype(s.real.dtype) * s for k, s in enumerate(sums))
@@ -314,6 +327,8 @@ class Flow:
     degree: int = 0
     net_width: int = 0
     net_depth: int = 2
+    smear: int = 0
+    smear_rho: float = 0.1
 
     kind = "residual"
 
@@ -324,8 +339,11 @@ class Flow:
     @property
     def layers(self) -> tuple[ResidualLayer, ...]:
         """One :class:`ResidualLayer` per direction (the masks are data)."""
-        return tuple(ResidualLayer(self.group, self.shape, mu, self.loops, self.degree, self.net_width, self.net_depth)
-                     for mu in range(self.ndim))
+        return tuple(self._layer(mu) for mu in range(self.ndim))
+
+    def _layer(self, mu: int) -> ResidualLayer:
+        return ResidualLayer(self.group, self.shape, mu, self.loops, self.degree, self.net_width, self.net_depth,
+                             self.smear, self.smear_rho)
 
     @property
     def n_net_params(self) -> int:
@@ -342,7 +360,7 @@ class Flow:
         shp = (self.n_sweeps, self.ndim, self.masks().shape[1])
         if self.net_width:
             return shp + (self.n_net_params,)
-        return shp + (len(self.loops),) + ((self.degree + 1,) if self.degree else ())
+        return shp + (len(self.loops) * (2 if self.smear else 1),) + ((self.degree + 1,) if self.degree else ())
 
     def masks(self) -> np.ndarray:
         """``(d, n_masks, *shape)`` boolean array of active sites."""
@@ -397,7 +415,7 @@ class Flow:
                      jnp.asarray(rep(np.arange(d, dtype=np.int32))),
                      tuple(jnp.asarray(rep(np.stack([p.offsets[k] for p in plans]))) for k in range(len(self.loops))),
                      tuple(jnp.asarray(rep(np.stack([p.nus[k] for p in plans]))) for k in range(len(self.loops))))
-        layer = ResidualLayer(self.group, self.shape, 0, self.loops, self.degree, self.net_width, self.net_depth)
+        layer = self._layer(0)
         flat, nb = layer._flatten(u)
         batch = u.shape[:nb]
 
@@ -429,7 +447,7 @@ class Flow:
     def with_shape(self, shape: Sequence[int]) -> "Flow":
         """The same flow on another lattice (volume transfer: parameters are translation invariant)."""
         return make_flow(self.group, shape, loops=self.loops, n_sweeps=self.n_sweeps, degree=self.degree,
-                         net_width=self.net_width, net_depth=self.net_depth)
+                         net_width=self.net_width, net_depth=self.net_depth, smear=self.smear, smear_rho=self.smear_rho)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able structure (for checkpoints); ``degree`` only when > 0, so constant-coefficient flows keep the
@@ -440,6 +458,8 @@ class Flow:
             d["degree"] = self.degree
         if self.net_width:
             d["net_width"], d["net_depth"] = self.net_width, self.net_depth
+        if self.smear:
+            d["smear"], d["smear_rho"] = self.smear, self.smear_rho
         return d
 
 
@@ -455,7 +475,7 @@ def _site_table(shape: tuple[int, ...], loops: tuple[str, ...]) -> np.ndarray:
 
 def make_flow(group: Group | str, shape: Sequence[int], *, loops: Sequence[str] = ("plaquette",),
               n_sweeps: int = 1, degree: int = 0, kind: str = "residual", harmonics: int = 6,
-              net_width: int = 0, net_depth: int = 2) -> Any:
+              net_width: int = 0, net_depth: int = 2, smear: int = 0, smear_rho: float = 0.1) -> Any:
     """A flow from its architecture options.
 
     ``kind="residual"`` (default): a :class:`Flow` that updates every link ``n_sweeps`` times: for each sweep,
@@ -463,7 +483,10 @@ def make_flow(group: Group | str, shape: Sequence[int], *, loops: Sequence[str] 
     ``degree``: 0 for constant coefficients, ``p > 0`` for coefficients that are degree-``p`` polynomials of the
     staple norm (module docstring).  ``net_width > 0``: one coefficient per individual staple and site from a
     periodic CNN of frozen gauge-invariant features with ``net_depth`` convolutions of ``net_width`` channels
-    (:mod:`corrflow.flows.network`; needs the plaquette loop shape, excludes ``degree``).
+    (:mod:`corrflow.flows.network`; needs the plaquette loop shape, excludes ``degree``).  ``smear = s > 0``: each
+    loop shape also contributes its staples built from transverse links after ``s`` stout steps of ``smear_rho``
+    within the planes without the active direction (frozen links only: :func:`~corrflow.flows.staples.
+    transverse_smear`), with their own coefficients (``degree = 0``, no network; needs ``d >= 3``).
 
     ``kind="plaquette"`` (2D U(1) only): a :class:`~corrflow.flows.plaquette.PlaquetteFlow` of ``n_sweeps``
     plaquette-space maps with ``harmonics`` sine coefficients each (exact per-plaquette transforms; the best
@@ -479,7 +502,7 @@ def make_flow(group: Group | str, shape: Sequence[int], *, loops: Sequence[str] 
         if group.name != "u1" or len(shape) != 2:
             raise ValueError(f"kind='plaquette' flows are for 2D U(1) only, got {group.name} on {len(shape)}D shape "
                              f"{shape}; use kind='residual'")
-        if tuple(loops) != ("plaquette",) or degree != 0 or net_width:
+        if tuple(loops) != ("plaquette",) or degree != 0 or net_width or smear:
             raise ValueError("kind='plaquette' takes no loops, degree or net options (they belong to kind='residual')")
         if isinstance(harmonics, bool) or harmonics != int(harmonics) or not 1 <= harmonics <= MAX_HARMONICS:
             raise ValueError(f"harmonics must be an integer in 1..{MAX_HARMONICS}, got {harmonics!r}")
@@ -496,9 +519,16 @@ def make_flow(group: Group | str, shape: Sequence[int], *, loops: Sequence[str] 
             raise ValueError(f"{name} must be an integer in {0 if name == 'net_width' else 1}..{hi}, got {value!r}")
     if net_width and (degree or "plaquette" not in loops):
         raise ValueError("network coefficients (net_width > 0) need the plaquette loop shape and degree 0")
+    if isinstance(smear, bool) or smear != int(smear) or not 0 <= smear <= 10:
+        raise ValueError(f"smear must be an integer in 0..10 (stout steps), got {smear!r}")
+    if smear and (degree or net_width or len(shape) < 3 or not 0 < smear_rho <= 0.25):
+        raise ValueError(f"smeared staples (smear > 0) need degree 0, no network, d >= 3 (transverse planes) and "
+                         f"0 < smear_rho <= 0.25; got degree {degree}, net_width {net_width}, d = {len(shape)}, "
+                         f"smear_rho {smear_rho}")
     for mu in range(len(shape)):
         layer_masks(shape, mu, loops)  # validates the extents
-    return Flow(group, shape, loops, int(n_sweeps), degree, int(net_width), int(net_depth) if net_width else 2)
+    return Flow(group, shape, loops, int(n_sweeps), degree, int(net_width), int(net_depth) if net_width else 2,
+                int(smear), float(smear_rho) if smear else 0.1)
 
 
 FLOW_KINDS = ("residual", "plaquette")
@@ -521,7 +551,8 @@ def flow_from_description(desc: dict[str, Any], shape: Sequence[int] | None = No
                              harmonics=int(desc["harmonics"]))
         return make_flow(desc["group"], shp, loops=tuple(desc["loops"]), n_sweeps=int(desc["n_sweeps"]),
                          degree=int(desc.get("degree", 0)), net_width=int(desc.get("net_width", 0)),
-                         net_depth=int(desc.get("net_depth", 2)))
+                         net_depth=int(desc.get("net_depth", 2)), smear=int(desc.get("smear", 0)),
+                         smear_rho=float(desc.get("smear_rho", 0.1)))
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed flow description {desc!r} ({type(exc).__name__}: {exc})") from None
 
