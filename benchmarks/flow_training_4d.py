@@ -13,6 +13,8 @@ updates, 3 updates apart).  Every flow has two sweeps of plaquette layers.  Rows
 * ``adam lr=...``: constant coefficients, Adam with the settings the 4D analyses used before L-BFGS (mini-batch 16);
 * ``lbfgs deg=p``: full-batch L-BFGS, coefficients constant (``p = 0``) or degree-``p`` polynomials of the staple
   norm;
+* ``lbfgs smear=s``: constant coefficients for the plaquette staples and for staples built from transverse links
+  after ``s`` stout steps (``make_flow(smear=s)``);
 * ``lbfgs net=w:D``: full-batch L-BFGS, one coefficient per individual staple and site from a periodic CNN of frozen
   gauge-invariant features (``make_flow(net_width=w, net_depth=D)``, :mod:`corrflow.flows.network`).
 
@@ -82,6 +84,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=15, help="L-BFGS iterations")
     ap.add_argument("--sweeps", type=int, default=2, help="sweeps of layers")
     ap.add_argument("--nets", default="", help="network coefficients to try, e.g. 2:1,4:2 (width:depth)")
+    ap.add_argument("--smears", default="", help="smeared transverse staples to try: stout steps, e.g. 1,2")
     ap.add_argument("--valid", type=int, default=0, help="validation configurations for model selection (0: none)")
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--no-adam", action="store_true", help="skip the Adam row")
@@ -109,6 +112,9 @@ def main() -> None:
         runs += [(f"lbfgs deg={p}", make_flow("su3", base.shape, n_sweeps=args.sweeps, degree=p),
                   TrainConfig(epochs=args.iters, batch_size=16, optimizer="lbfgs", patience=pat))
                  for p in (int(x) for x in args.degrees.split(",") if x)]
+        for steps in (int(x) for x in args.smears.split(",") if x):
+            runs.append((f"lbfgs smear={steps}", make_flow("su3", base.shape, n_sweeps=args.sweeps, smear=steps),
+                         TrainConfig(epochs=args.iters, batch_size=16, optimizer="lbfgs", patience=pat)))
         for spec in (x for x in args.nets.split(",") if x):
             w, dep = (int(v) for v in spec.split(":"))
             runs.append((f"lbfgs net={w}:{dep}", make_flow("su3", base.shape, n_sweeps=args.sweeps, net_width=w,

@@ -564,7 +564,8 @@ def train(
     optimizer: str = typer.Option("auto", help="auto (lbfgs in 4D, adam otherwise) | adam (mini-batch) | lbfgs "
                                              "(full batch, no learning rate)"),
     kind: str = typer.Option("auto", help="flow architecture: auto (plaquette for 2D U(1), residual otherwise) | "
-                                          "plaquette (2D U(1): exact per-plaquette maps) | residual (masked staple layers)"),
+                                          "plaquette (2D U(1): exact per-plaquette maps) | residual (masked staple "
+                                          "layers)"),
     loops: Optional[str] = typer.Option(None, help="residual flows: staple shapes of the layers, plaquette[,rectangle] "
                                                    "(default plaquette; implies --kind residual under auto)"),
     sweeps: Optional[int] = typer.Option(None, help="sweeps of layers over all links (residual, default 2) or "
@@ -575,6 +576,8 @@ def train(
     net_width: int = typer.Option(0, help="residual flows: coefficients from a periodic CNN of frozen invariants with "
                                           "this many hidden channels (0: constant coefficients)"),
     net_depth: int = typer.Option(2, help="residual flows with --net-width: convolutions per coefficient network"),
+    smear: int = typer.Option(0, help="residual flows in d >= 3: also staples from transverse links after this many "
+                                      "stout steps (frozen links only; own coefficients)"),
     held_out: int = typer.Option(64, help="base configurations held out (not trained on): held-out ESS and var(log w) "
                                           "every epoch, the best epoch is kept (0: none)"),
     patience: int = typer.Option(5, help="with --held-out: stop after this many epochs without held-out improvement "
@@ -603,16 +606,18 @@ def train(
         target = base.replace(**_parse_assignments(to))
         kind_ = kind
         if kind_ == "auto":
-            kind_ = "residual" if (loops is not None or degree is not None) else default_kind(base.group, base.shape)
+            explicit = loops is not None or degree is not None or net_width or smear
+            kind_ = "residual" if explicit else default_kind(base.group, base.shape)
         flow_opts: dict[str, Any] = {"kind": kind_}
         if kind_ == "plaquette":
-            if loops is not None or degree is not None or net_width:
-                raise CLIError("--loops, --degree and --net-width belong to --kind residual, not to plaquette flows")
+            if loops is not None or degree is not None or net_width or smear:
+                raise CLIError("--loops, --degree, --net-width and --smear belong to --kind residual, not to plaquette "
+                               "flows")
             flow_opts.update(n_sweeps=1 if sweeps is None else sweeps, harmonics=harmonics)
         else:
             flow_opts.update(loops=tuple(x.strip() for x in (loops or "plaquette").split(",") if x.strip()),
                              n_sweeps=2 if sweeps is None else sweeps, degree=degree or 0, net_width=net_width,
-                             net_depth=net_depth)
+                             net_depth=net_depth, smear=smear)
         new_flow = make_flow(base.group, base.shape, **flow_opts)  # ValueError for options that do not fit
         if held_out < 0:
             raise CLIError(f"--held-out must be >= 0, got {held_out}")

@@ -184,6 +184,7 @@ def test_cli_train_defaults_to_the_plaquette_flow_with_held_out_selection(tmp_pa
     for args, match in [(("--kind", "plaquette", "--loops", "plaquette,rectangle"), "belong to --kind residual"),
                         (("--kind", "plaquette", "--harmonics", 0), "harmonics"), (("--kind", "spline"), "unknown flow kind"),
                         (("--kind", "residual", "--net-width", 4, "--degree", 1), "degree 0"),
+                        (("--smear", 1), "d >= 3"),
                         (("--held-out", -1), "--held-out")]:
         code, out = cli("train", "--store", store, "--from", "u1_8x8_beta2", "--to", "beta=2.2", "--out",
                         tmp_path / "bad", *args)
