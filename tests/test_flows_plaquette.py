@@ -181,6 +181,10 @@ def test_cli_train_defaults_to_the_plaquette_flow_with_held_out_selection(tmp_pa
     ck = load_checkpoint(tmp_path / "f")
     assert ck["flow"].kind == "plaquette" and ck["config"].optimizer == "lbfgs" and ck["config"].patience == 5
     assert "held_var_logw" in ck["history"][-1]
+    code, out = cli("correlate", "--store", store, "--from", "u1_8x8_beta2", "--flow", tmp_path / "f", "--name", "fl")
+    assert code == 0 and "weight ESS" in out, out
+    from corrflow.store import open_store
+    assert open_store(store).spec("fl").flow["flow_id"] == ck["id"]
     for args, match in [(("--kind", "plaquette", "--loops", "plaquette,rectangle"), "belong to --kind residual"),
                         (("--kind", "plaquette", "--harmonics", 0), "harmonics"), (("--kind", "spline"), "unknown flow kind"),
                         (("--kind", "residual", "--net-width", 4, "--degree", 1), "degree 0"),
