@@ -20,6 +20,12 @@ Coefficients (``degree``):
   ``exp(beta/N Re tr U Sigma)`` depends on the staple only through such invariants, so the best local map
   between two couplings depends on them too.  ``a_k0`` alone reproduces ``degree = 0``.
 
+* ``net_width = w > 0``: one coefficient per *individual* staple and site, ``c_j(x) = (0.95 / n_S) tanh(o_j(x))``,
+  from a periodic CNN (equinox) of gauge-invariant features of the frozen links (:mod:`corrflow.flows.network`);
+* ``smear = s > 0`` (``d >= 3``): each loop shape also enters with its staples built from transverse links after
+  ``s`` stout steps inside the planes without ``mu`` (all frozen), with their own constants
+  (:func:`~corrflow.flows.staples.transverse_smear`).
+
 Invertibility: ``|c_k| <= b_k`` with bounds ``b_k = 0.95 / (K n_k)`` (``n_k`` staples of shape k per link,
 ``K`` shapes), so ``sum_k |c_k| n_k < 0.95``: the update is a contraction in ``U_l``, its Jacobian is
 positive, and :meth:`ResidualLayer.reverse` inverts it by the fixed-point iteration
