@@ -1,6 +1,6 @@
 """Correlated ensembles on 2D U(1), L = 8, beta 2.0 -> 2.2 and 1.0 -> 1.1, against the exact torus values.
 
-Estimators: flowed reweighting (trained residual flow), the exact flowed Metropolis chain, direct
+Estimators: flowed reweighting (the default flow, plaquette-space maps, trained by L-BFGS), the exact flowed Metropolis chain, direct
 reweighting (identity flow) and an independent HMC ensemble at beta'.  Errors: Gamma method over the
 paired samples with chains as replicas.  Every estimate must have |pull| < 4, and the flowed correlated
 difference must beat the independent ensembles by a clear variance-reduction factor.
@@ -13,8 +13,8 @@ import pytest
 
 from corrflow import HMCConfig, exact, make_theory
 from corrflow.correlate import direct_reweighting, flowed_metropolis, flowed_reweighting
-from corrflow.flows import make_flow
-from corrflow.flows.train import TrainConfig, load_checkpoint, train
+from corrflow.flows import default_kind, make_flow
+from corrflow.flows.train import TrainConfig, load_checkpoint, resolve_optimizer, train
 from corrflow.generate import GaugeMeasurements, initial_links, run_blocks
 from corrflow.stats import (correlated_difference, gamma_method, independent_difference, log_mean_weight,
                             reweighted_mean)
@@ -46,10 +46,10 @@ def setup(request, tmp_path_factory):
     BETA, BETA2 = request.param
     base, cfgs = hmc_configs(BETA, 11)
     target = make_theory("u1", SHAPE, beta=BETA2)
-    flow = make_flow("u1", SHAPE, loops=("plaquette",), n_sweeps=2)
+    flow = make_flow("u1", SHAPE, kind=default_kind("u1", SHAPE))  # what `corrflow train` uses by default
     ckpt = tmp_path_factory.mktemp("flow")
-    res = train(flow, base, target, cfgs[0, :400], TrainConfig(epochs=15, batch_size=50, learning_rate=0.05),
-                checkpoint=ckpt)
+    res = train(flow, base, target, cfgs[0, :400],
+                TrainConfig(epochs=15, optimizer=resolve_optimizer("auto", 2, flow.kind)), checkpoint=ckpt)
     meas = GaugeMeasurements(base.group, topological_charge=True)
     flowed = [flowed_reweighting(flow, res.params, base, target, cfgs[c], meas, batch=250) for c in range(N_CHAINS)]
     direct = [direct_reweighting(base, target, cfgs[c], meas, batch=250) for c in range(N_CHAINS)]
@@ -126,5 +126,5 @@ def test_independent_ensembles_and_variance_reduction(setup):
     vr_direct = (direct.error / flowed.error) ** 2
     print(f"d<P>: flowed {flowed!r}, direct {direct!r}, independent {indep!r}; "
           f"variance reduction vs independent {vr_indep:.1f}, vs direct {vr_direct:.1f}")
-    assert vr_indep > 4.0
-    assert vr_direct > 1.0
+    assert vr_indep > 15.0  # measured 44 (beta 2 -> 2.2) and 96 (1 -> 1.1); the old residual flow gave ~5
+    assert vr_direct > 4.0  # measured 10.5 and 22

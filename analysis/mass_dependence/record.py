@@ -141,7 +141,7 @@ def estimate(s: MassSettings, inputs: MassInputs) -> dict[str, Any]:
         "weight_ess": {k: _num(v, 4) for k, v in ess.items()},
         "info": {"ensembles": {"base": fam.base.name, "flowed": member.flowed.name, "direct": member.direct.name,
                                "independent": indep.name},
-                 "flow": {**flow_info, "loops": list(s.flow.loops), "sweeps": s.flow.sweeps},
+                 "flow": {**flow_info, "architecture": s.flow.to_dict()},
                  "tau_int_plaquette": {"base": _num(_tau(inputs.measurements["base"]["plaquette"]), 3),
                                        "independent": _num(_tau(inputs.measurements["independent"]["plaquette"]), 3)},
                  "acceptance": {"base": fam.base.acceptance(), "independent": indep.acceptance()},
@@ -164,7 +164,7 @@ def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, 
     out = [
         (f"Schwinger model (2D U(1), N_f = 2 Wilson fermions), {s.T} x {s.L}, beta = {s.beta:g}, m = {s.mass:g}, "
          f"dm = {s.dm:g}; {e.n_chains} x {e.n_configs} base and independent configurations ({s.markov.hmc_det} HMC), "
-         f"flow: {flow_info['epochs']} epochs, {s.flow.sweeps} sweeps, loops {','.join(s.flow.loops)}."),
+         f"flow: {s.flow.describe("u1", s.shape)}, {flow_info['epochs']} epochs."),
         (f"Weight ESS fraction: flowed {ess['flowed']:.4f}, direct {ess['direct']:.4f}; training-set ESS "
          f"{flow_info['train_ess_initial']:.4f} -> {flow_info['train_ess_final']:.4f}."),
         "Path costs (s, measurements included): " + ", ".join(f"{k} {v:.1f}" for k, v in pc.items()) + ".",

@@ -1,7 +1,9 @@
-"""Gauge-equivariant residual flows between action parameters (see :mod:`corrflow.flows.layers`)."""
+"""Gauge-equivariant flows between action parameters: masked residual layers (:mod:`corrflow.flows.layers`) and
+exact plaquette-space maps for 2D U(1) (:mod:`corrflow.flows.plaquette`)."""
 
-from .layers import INVERSE_TOL, Flow, ResidualLayer, make_flow
+from .layers import FLOW_KINDS, INVERSE_TOL, Flow, ResidualLayer, default_kind, flow_from_description, make_flow
+from .plaquette import PlaquetteFlow
 from .staples import LOOPS, layer_masks, loop_paths, n_staples, path_product, staple_sums
 
-__all__ = ["Flow", "ResidualLayer", "make_flow", "INVERSE_TOL", "LOOPS", "layer_masks", "loop_paths",
-           "n_staples", "path_product", "staple_sums"]
+__all__ = ["Flow", "ResidualLayer", "PlaquetteFlow", "make_flow", "default_kind", "flow_from_description", "FLOW_KINDS",
+           "INVERSE_TOL", "LOOPS", "layer_masks", "loop_paths", "n_staples", "path_product", "staple_sums"]

@@ -20,6 +20,12 @@ Coefficients (``degree``):
   ``exp(beta/N Re tr U Sigma)`` depends on the staple only through such invariants, so the best local map
   between two couplings depends on them too.  ``a_k0`` alone reproduces ``degree = 0``.
 
+* ``net_width = w > 0``: one coefficient per *individual* staple and site, ``c_j(x) = (0.95 / n_S) tanh(o_j(x))``,
+  from a periodic CNN (equinox) of gauge-invariant features of the frozen links (:mod:`corrflow.flows.network`);
+* ``smear = s > 0`` (``d >= 3``): each loop shape also enters with its staples built from transverse links after
+  ``s`` stout steps inside the planes without ``mu`` (all frozen), with their own constants
+  (:func:`~corrflow.flows.staples.transverse_smear`).
+
 Invertibility: ``|c_k| <= b_k`` with bounds ``b_k = 0.95 / (K n_k)`` (``n_k`` staples of shape k per link,
 ``K`` shapes), so ``sum_k |c_k| n_k < 0.95``: the update is a contraction in ``U_l``, its Jacobian is
 positive, and :meth:`ResidualLayer.reverse` inverts it by the fixed-point iteration
@@ -45,7 +51,6 @@ so a flow trained on one volume applies to any other volume with compatible exte
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Sequence
@@ -55,13 +60,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import lattice
-from ..groups import Group, get_group, su_n_generators
+from ..groups import Group, get_group
 from ..theories.gauge import accumulate
-from .staples import LOOPS, gather_plan, gathered_staple_sums, layer_masks, n_staples
+from .jacobian import _bmm, _jacobian_constants, _logdet_lu, _phi
+from .network import MAX_DEPTH, MAX_WIDTH, coefficient_net, frozen_features
+from .staples import (LOOPS, gather_plan, gathered_staple_sums, gathered_staples, layer_masks, n_staples,
+                      transverse_smear)
 
 Array = jax.Array
 
-__all__ = ["ResidualLayer", "Flow", "make_flow", "check_degree", "INVERSE_TOL", "MAX_DEGREE"]
+__all__ = ["ResidualLayer", "Flow", "make_flow", "flow_from_description", "check_degree", "INVERSE_TOL", "MAX_DEGREE",
+           "FLOW_KINDS", "default_kind"]
 
 INVERSE_TOL = 1e-12  # fixed-point tolerance (max abs change of a link element) in float64
 MAX_DEGREE = 8  # highest degree of the coefficient polynomials in the staple norm
@@ -84,15 +93,30 @@ class ResidualLayer:
     mu: int
     loops: tuple[str, ...] = ("plaquette",)
     degree: int = 0
+    net_width: int = 0
+    net_depth: int = 2
+    smear: int = 0
+    smear_rho: float = 0.1
 
     @property
     def ndim(self) -> int:
         return len(self.shape)
 
+    @property
+    def n_shapes(self) -> int:
+        """Coefficients per layer (``degree = 0``): one per loop shape, twice that with smeared staples."""
+        return len(self.loops) * (2 if self.smear else 1)
+
+    @property
+    def n_staples_total(self) -> int:
+        """``n_S``: individual staples of all loop shapes per link (outputs of a coefficient network)."""
+        return sum(n_staples(lp, self.ndim) for lp in self.loops)
+
     def bounds(self) -> np.ndarray:
-        """``b_k``: ``sum_k b_k n_k = 0.95``."""
-        k = len(self.loops)
-        return np.array([_BOUND_TOTAL / (k * n_staples(lp, self.ndim)) for lp in self.loops])
+        """``b_k``: ``sum_k b_k n_k = 0.95`` (over the loop shapes, and their smeared copies when ``smear > 0``)."""
+        k = self.n_shapes
+        loops = self.loops * (2 if self.smear else 1)
+        return np.array([_BOUND_TOTAL / (k * n_staples(lp, self.ndim)) for lp in loops])
 
     def coefficients(self, raw: Array) -> Array:
         """Constant coefficients ``c_k = b_k tanh(a_k)`` from raw parameters ``(K,)`` (``degree = 0``)."""
@@ -136,11 +160,18 @@ class ResidualLayer:
             return self.mu, plan.offsets, plan.nus, plan.dagger
         return mu, offsets, nus, plan.dagger
 
-    def _sigma(self, u_flat: Array, sites: Array, raw: Array, offsets: Any, nus: Any, dagger: tuple) -> Array:
+    def _sigma(self, u_flat: Array, sites: Array, raw: Array, offsets: Any, nus: Any, dagger: tuple,
+               mu: Any = None) -> Array:
         """``Sigma_l = sum_k c_k Sigma^(k)_l`` (matrix form) at the active sites ``(*batch, n, ...)``; ``raw`` is
-        ``(K,)`` or ``(K, degree + 1)`` (or flat)."""
+        ``(K,)`` or ``(K, degree + 1)`` (or flat), or the flat parameters of the coefficient network."""
+        if self.net_width:
+            return self._sigma_net(u_flat, sites, raw, offsets, nus, dagger, self.mu if mu is None else mu)
         sums = gathered_staple_sums(u_flat, sites, offsets, nus, dagger, self.group, self.shape)
-        raw = jnp.reshape(raw, (len(self.loops), self.degree + 1))
+        if self.smear:
+            smeared = transverse_smear(u_flat, self.mu if mu is None else mu, self.group, self.shape, self.smear_rho,
+                                       self.smear)
+            sums = sums + gathered_staple_sums(smeared, sites, offsets, nus, dagger, self.group, self.shape)
+        raw = jnp.reshape(raw, (self.n_shapes, self.degree + 1))
         if self.degree == 0:
             c = self.coefficients(raw[:, 0])
             return sum(c[k].astype(s.real.dtype) * s for k, s in enumerate(sums))
@@ -151,6 +182,25 @@ class ResidualLayer:
             c = b[k] * jnp.tanh(_legendre_series(raw[k].astype(x.dtype), x))
             out = out + c.reshape(c.shape + (1,) * (s.ndim - c.ndim)).astype(s.real.dtype) * s
         return out
+
+    def _sigma_net(self, u_flat: Array, sites: Array, raw: Array, offsets: Any, nus: Any, dagger: tuple,
+                   mu: Any) -> Array:
+        """``Sigma_l = sum_j c_j(x) S_j(x)`` over the individual staples, ``c`` from the coefficient network of
+        :mod:`corrflow.flows.network` fed with frozen features."""
+        g = self.group
+        nb = u_flat.ndim - 1 - g.elem_ndim
+        staples = gathered_staples(u_flat, sites, offsets, nus, dagger, g, self.shape)
+        feats = frozen_features(u_flat, sites, mu, staples[self.loops.index("plaquette")], g, self.shape)
+        n_s = self.n_staples_total
+        _, unravel, _ = coefficient_net(self.ndim, self.net_width, self.net_depth, n_s)
+        net = unravel(raw)
+        flat_feats = feats.reshape((-1,) + feats.shape[nb:])
+        out = jax.vmap(net)(flat_feats).reshape(feats.shape[:nb] + (n_s, -1))
+        out = jnp.take(out, sites, axis=nb + 1)  # (*batch, n_S, n)
+        c = (_BOUND_TOTAL / n_s) * jnp.tanh(out)
+        s_all = jnp.concatenate(staples, axis=nb)  # (*batch, n_S, n, ...)
+        c = c.reshape(c.shape + (1,) * (s_all.ndim - c.ndim)).astype(s_all.real.dtype)
+        return jnp.sum(c * s_all, axis=nb)
 
     # --- per-link algebra element and Jacobian ---------------------------------------------
     def _algebra(self, ul: Array, sigma: Array) -> Array:
@@ -198,7 +248,7 @@ class ResidualLayer:
         mu, offsets, nus, dagger = self._plan(mu, offsets, nus)
         links = sites * self.ndim + mu
         ul = jnp.take(u_flat, links, axis=nb, mode="clip")
-        x, logj = self._g_and_logj(ul, self._sigma(u_flat, sites, raw, offsets, nus, dagger))
+        x, logj = self._g_and_logj(ul, self._sigma(u_flat, sites, raw, offsets, nus, dagger, mu))
         new = g.exp_left(x, ul)
         return _scatter(u_flat, links, new, nb), accumulate(logj, -1)
 
@@ -211,7 +261,7 @@ class ResidualLayer:
         links = sites * self.ndim + mu
         ul_new = jnp.take(u_flat, links, axis=nb, mode="clip")
         # staples involve frozen links only: the same before and after the layer
-        sigma = self._sigma(u_flat, sites, raw, offsets, nus, dagger)
+        sigma = self._sigma(u_flat, sites, raw, offsets, nus, dagger, mu)
         rdt = jnp.finfo(ul_new.real.dtype)
         if tol is None:
             tol = INVERSE_TOL if rdt.bits == 64 else 32 * float(rdt.eps)
@@ -263,92 +313,6 @@ def _scatter(u_flat: Array, links: Array, value: Array, nb: int) -> Array:
     return u_flat.at[(slice(None),) * nb + (links,)].set(value, indices_are_sorted=True, unique_indices=True)
 
 
-def _bmm(a: Array, b: Array) -> Array:
-    """Batched product of small ``(..., n, n)`` matrices."""
-    return jnp.einsum("...ab,...bc->...ac", a, b)
-
-
-# F(A) = (1 - e^{-A}) / A = sum_k (-A)^k / (k+1)!, truncated at degree 23: |ad g| <= 1.9 gives a remainder
-# below 1.9^24 / 25! ~ 3e-19.
-_PHI_DEGREE = 23
-_PHI_COEFFS = [(-1.0) ** k / math.factorial(k + 1) for k in range(_PHI_DEGREE + 1)]
-
-
-def _phi(a: Array) -> Array:
-    """``(1 - e^{-A}) / A`` for batched ``(..., n, n)`` matrices by Paterson–Stockmeyer: powers ``A..A^4``
-    (3 products) and Horner in ``A^4`` over 6 blocks (5 products)."""
-    n = a.shape[-1]
-    eye = jnp.eye(n, dtype=a.dtype)
-    a2 = _bmm(a, a)
-    a3 = _bmm(a2, a)
-    a4 = _bmm(a2, a2)
-    powers = (eye, a, a2, a3)
-
-    def block(j: int) -> Array:
-        return sum(_PHI_COEFFS[4 * j + i] * powers[i] for i in range(4))
-
-    nblocks = (_PHI_DEGREE + 1) // 4
-    out = block(nblocks - 1)
-    for j in range(nblocks - 2, -1, -1):
-        out = block(j) + _bmm(a4, out)
-    return out
-
-
-@jax.custom_jvp
-def _logdet_lu(a: Array) -> Array:
-    """``log |det a|`` of batched real ``(..., n, n)`` matrices by unrolled LU elimination without pivoting, in
-    plain XLA.  Only for matrices whose leading minors are safely nonzero, like the per-link Jacobians
-    ``1 + F M`` with ``|F M| < 1`` (see :meth:`ResidualLayer._g_and_logj`).  Differentiable:
-    ``d log|det a| = tr(a^{-1} da)`` with the inverse from unrolled Gauss–Jordan (a custom JVP keeps the
-    backward pass small; autodiff through the elimination compiles to a much larger program)."""
-    n = a.shape[-1]
-    logdet = jnp.zeros(a.shape[:-2], a.dtype)
-    for k in range(n):
-        piv = a[..., 0, 0]
-        logdet = logdet + jnp.log(jnp.abs(piv))
-        if k < n - 1:
-            a = a[..., 1:, 1:] - a[..., 1:, :1] * (a[..., :1, 1:] / piv[..., None, None])
-    return logdet
-
-
-def _logdet_and_inverse(a: Array) -> tuple[Array, Array]:
-    """``(log |det a|, a^{-1})`` by unrolled Gauss–Jordan without pivoting (same caveat as :func:`_logdet_lu`)."""
-    n = a.shape[-1]
-    aug = jnp.concatenate([a, jnp.broadcast_to(jnp.eye(n, dtype=a.dtype), a.shape)], axis=-1)
-    logdet = jnp.zeros(a.shape[:-2], a.dtype)
-    rows = jnp.arange(n)[:, None]
-    for k in range(n):
-        piv = aug[..., k, k]
-        logdet = logdet + jnp.log(jnp.abs(piv))
-        row = aug[..., k, :] / piv[..., None]
-        aug = jnp.where(rows == k, row[..., None, :], aug - aug[..., :, k:k + 1] * row[..., None, :])
-    return logdet, aug[..., n:]
-
-
-@_logdet_lu.defjvp
-def _logdet_lu_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
-    (a,), (da,) = primals, tangents
-    logdet, inv = _logdet_and_inverse(a)
-    return logdet, jnp.einsum("...ij,...ji->...", inv, da)
-
-
-@lru_cache(maxsize=None)
-def _jacobian_constants(n_color: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Real linear maps for SU(N): ``(Re W, Im W) -> M`` ``(2N^2, n^2)``, ``(Re W, Im W) -> g`` ``(2N^2, n)``
-    and ``g -> ad g`` ``(n, n^2)`` (see :meth:`ResidualLayer._g_and_logj`)."""
-    t = su_n_generators(n_color)
-    n = len(t)
-    nn = n_color * n_color
-    # M^{ab} = -2 Re sum_{ik} W_ik (T^a T^b)_ki ;  Re(W C) = Re W Re C - Im W Im C
-    c = np.einsum("akj,bji->ikab", t, t).reshape(nn, n * n)
-    k_m = -2.0 * np.concatenate([c.real, -c.imag], axis=0)
-    cx = np.einsum("aki->ika", t).reshape(nn, n)  # g^a = -2 Re sum_{ik} W_ik T^a_ki
-    k_x = -2.0 * np.concatenate([cx.real, -cx.imag], axis=0)
-    comm = np.einsum("cij,bjk->cbik", t, t) - np.einsum("bij,cjk->cbik", t, t)  # [T^c, T^b]
-    k_ad = -2.0 * np.real(np.einsum("aki,cbik->cab", t, comm)).reshape(n, n * n)  # coords_a([T^c, T^b])
-    return k_m, k_x, k_ad
-
-
 @dataclass(frozen=True)
 class Flow:
     """``n_sweeps`` sweeps; in each, for every direction ``mu``, one layer per mask of
@@ -367,6 +331,12 @@ class Flow:
     loops: tuple[str, ...]
     n_sweeps: int = 1
     degree: int = 0
+    net_width: int = 0
+    net_depth: int = 2
+    smear: int = 0
+    smear_rho: float = 0.1
+
+    kind = "residual"
 
     @property
     def ndim(self) -> int:
@@ -375,13 +345,28 @@ class Flow:
     @property
     def layers(self) -> tuple[ResidualLayer, ...]:
         """One :class:`ResidualLayer` per direction (the masks are data)."""
-        return tuple(ResidualLayer(self.group, self.shape, mu, self.loops, self.degree) for mu in range(self.ndim))
+        return tuple(self._layer(mu) for mu in range(self.ndim))
+
+    def _layer(self, mu: int) -> ResidualLayer:
+        return ResidualLayer(self.group, self.shape, mu, self.loops, self.degree, self.net_width, self.net_depth,
+                             self.smear, self.smear_rho)
+
+    @property
+    def n_net_params(self) -> int:
+        """Parameters of one layer's coefficient network (0 without one)."""
+        if not self.net_width:
+            return 0
+        n_s = sum(n_staples(lp, self.ndim) for lp in self.loops)
+        return coefficient_net(self.ndim, self.net_width, self.net_depth, n_s)[0]
 
     @property
     def param_shape(self) -> tuple[int, ...]:
-        """``(n_sweeps, d, n_masks, K)``, with a trailing ``degree + 1`` when ``degree > 0``."""
-        shp = (self.n_sweeps, self.ndim, self.masks().shape[1], len(self.loops))
-        return shp + ((self.degree + 1,) if self.degree else ())
+        """``(n_sweeps, d, n_masks, K)``, with a trailing ``degree + 1`` when ``degree > 0``; with a coefficient
+        network ``(n_sweeps, d, n_masks, n_net_params)`` (each layer's network weights, flattened)."""
+        shp = (self.n_sweeps, self.ndim, self.masks().shape[1])
+        if self.net_width:
+            return shp + (self.n_net_params,)
+        return shp + (len(self.loops) * (2 if self.smear else 1),) + ((self.degree + 1,) if self.degree else ())
 
     def masks(self) -> np.ndarray:
         """``(d, n_masks, *shape)`` boolean array of active sites."""
@@ -392,8 +377,19 @@ class Flow:
         return self.n_sweeps * int(np.prod(self.masks().shape[:2]))
 
     def init_params(self, scale: float = 0.0, key: Array | None = None) -> Array:
-        """Raw parameters :attr:`param_shape`; ``scale = 0`` gives the identity map."""
+        """Raw parameters :attr:`param_shape`; ``scale = 0`` gives the identity map.  With a coefficient network the
+        hidden layers are random (``key``, default ``PRNGKey(0)``) and the last layer zero (the identity map), plus
+        ``scale`` times standard normal noise on every parameter when ``scale > 0``."""
         shp = self.param_shape
+        if self.net_width:
+            key = jax.random.PRNGKey(0) if key is None else key
+            n_s = sum(n_staples(lp, self.ndim) for lp in self.loops)
+            init_flat = coefficient_net(self.ndim, self.net_width, self.net_depth, n_s)[2]
+            n_layers = int(np.prod(shp[:-1]))
+            p = jnp.stack([init_flat(jax.random.fold_in(key, i)) for i in range(n_layers)]).reshape(shp)
+            if scale:
+                p = p + scale * jax.random.normal(jax.random.fold_in(key, 10**6), shp)
+            return p
         if key is None or scale == 0.0:
             return jnp.zeros(shp)
         return scale * jax.random.normal(key, shp)
@@ -401,8 +397,9 @@ class Flow:
     def _check(self, params: Array) -> None:
         shp = self.param_shape
         if tuple(params.shape) != shp:
+            last = "n_net_params" if self.net_width else "n_loops" + (", degree + 1" if self.degree else "")
             raise ValueError(f"flow parameters have shape {tuple(params.shape)}, expected {shp} "
-                             f"(n_sweeps, d, n_masks, n_loops{', degree + 1' if self.degree else ''})")
+                             f"(n_sweeps, d, n_masks, {last})")
 
     def sites(self) -> np.ndarray:
         """``(d, n_masks, n_active)`` int32 flat (row-major) indices of the active sites of every layer."""
@@ -424,7 +421,7 @@ class Flow:
                      jnp.asarray(rep(np.arange(d, dtype=np.int32))),
                      tuple(jnp.asarray(rep(np.stack([p.offsets[k] for p in plans]))) for k in range(len(self.loops))),
                      tuple(jnp.asarray(rep(np.stack([p.nus[k] for p in plans]))) for k in range(len(self.loops))))
-        layer = ResidualLayer(self.group, self.shape, 0, self.loops, self.degree)
+        layer = self._layer(0)
         flat, nb = layer._flatten(u)
         batch = u.shape[:nb]
 
@@ -455,7 +452,8 @@ class Flow:
 
     def with_shape(self, shape: Sequence[int]) -> "Flow":
         """The same flow on another lattice (volume transfer: parameters are translation invariant)."""
-        return make_flow(self.group, shape, loops=self.loops, n_sweeps=self.n_sweeps, degree=self.degree)
+        return make_flow(self.group, shape, loops=self.loops, n_sweeps=self.n_sweeps, degree=self.degree,
+                         net_width=self.net_width, net_depth=self.net_depth, smear=self.smear, smear_rho=self.smear_rho)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able structure (for checkpoints); ``degree`` only when > 0, so constant-coefficient flows keep the
@@ -464,6 +462,10 @@ class Flow:
              "n_sweeps": self.n_sweeps, "n_layers": self.n_layers}
         if self.degree:
             d["degree"] = self.degree
+        if self.net_width:
+            d["net_width"], d["net_depth"] = self.net_width, self.net_depth
+        if self.smear:
+            d["smear"], d["smear_rho"] = self.smear, self.smear_rho
         return d
 
 
@@ -478,23 +480,87 @@ def _site_table(shape: tuple[int, ...], loops: tuple[str, ...]) -> np.ndarray:
 
 
 def make_flow(group: Group | str, shape: Sequence[int], *, loops: Sequence[str] = ("plaquette",),
-              n_sweeps: int = 1, degree: int = 0) -> Flow:
-    """A flow that updates every link ``n_sweeps`` times: for each sweep, each direction ``mu`` and each
-    of its masks (:func:`~corrflow.flows.staples.layer_masks`), one layer.  ``degree``: 0 for constant
-    coefficients, ``p > 0`` for coefficients that are degree-``p`` polynomials of the staple norm (module
-    docstring)."""
+              n_sweeps: int = 1, degree: int = 0, kind: str = "residual", harmonics: int = 6,
+              net_width: int = 0, net_depth: int = 2, smear: int = 0, smear_rho: float = 0.1) -> Any:
+    """A flow from its architecture options.
+
+    ``kind="residual"`` (default): a :class:`Flow` that updates every link ``n_sweeps`` times: for each sweep,
+    each direction ``mu`` and each of its masks (:func:`~corrflow.flows.staples.layer_masks`), one layer.
+    ``degree``: 0 for constant coefficients, ``p > 0`` for coefficients that are degree-``p`` polynomials of the
+    staple norm (module docstring).  ``net_width > 0``: one coefficient per individual staple and site from a
+    periodic CNN of frozen gauge-invariant features with ``net_depth`` convolutions of ``net_width`` channels
+    (:mod:`corrflow.flows.network`; needs the plaquette loop shape, excludes ``degree``).  ``smear = s > 0``: each
+    loop shape also contributes its staples built from transverse links after ``s`` stout steps of ``smear_rho``
+    within the planes without the active direction (frozen links only: :func:`~corrflow.flows.staples.
+    transverse_smear`), with their own coefficients (``degree = 0``, no network; needs ``d >= 3``).
+
+    ``kind="plaquette"`` (2D U(1) only): a :class:`~corrflow.flows.plaquette.PlaquetteFlow` of ``n_sweeps``
+    plaquette-space maps with ``harmonics`` sine coefficients each (exact per-plaquette transforms; the best
+    flow for 2D U(1) gauge theory, BENCHMARKS.md).  ``loops`` and ``degree`` must keep their defaults.
+    Every option that does not fit the group or lattice raises a one-line ``ValueError``."""
     group = get_group(group)
     shape = lattice.validate_shape(shape)
+    if n_sweeps != int(n_sweeps) or n_sweeps < 1:
+        raise ValueError(f"n_sweeps must be an integer >= 1, got {n_sweeps}")
+    if kind == "plaquette":
+        from .plaquette import MAX_HARMONICS, PlaquetteFlow
+
+        if group.name != "u1" or len(shape) != 2:
+            raise ValueError(f"kind='plaquette' flows are for 2D U(1) only, got {group.name} on {len(shape)}D shape "
+                             f"{shape}; use kind='residual'")
+        if tuple(loops) != ("plaquette",) or degree != 0 or net_width or smear:
+            raise ValueError("kind='plaquette' takes no loops, degree or net options (they belong to kind='residual')")
+        if isinstance(harmonics, bool) or harmonics != int(harmonics) or not 1 <= harmonics <= MAX_HARMONICS:
+            raise ValueError(f"harmonics must be an integer in 1..{MAX_HARMONICS}, got {harmonics!r}")
+        return PlaquetteFlow(group, shape, int(n_sweeps), int(harmonics))
+    if kind != "residual":
+        raise ValueError(f"unknown flow kind {kind!r}; allowed: {', '.join(FLOW_KINDS)}")
     loops = tuple(loops)
     for lp in loops:
         if lp not in LOOPS:
             raise ValueError(f"unknown loop shape {lp!r}; allowed: {', '.join(LOOPS)}")
-    if n_sweeps < 1:
-        raise ValueError(f"n_sweeps must be >= 1, got {n_sweeps}")
     degree = check_degree(degree)
+    for name, value, hi in (("net_width", net_width, MAX_WIDTH), ("net_depth", net_depth, MAX_DEPTH)):
+        if isinstance(value, bool) or value != int(value) or not (0 if name == "net_width" else 1) <= value <= hi:
+            raise ValueError(f"{name} must be an integer in {0 if name == 'net_width' else 1}..{hi}, got {value!r}")
+    if net_width and (degree or "plaquette" not in loops):
+        raise ValueError("network coefficients (net_width > 0) need the plaquette loop shape and degree 0")
+    if isinstance(smear, bool) or smear != int(smear) or not 0 <= smear <= 10:
+        raise ValueError(f"smear must be an integer in 0..10 (stout steps), got {smear!r}")
+    if smear and (degree or net_width or len(shape) < 3 or not 0 < smear_rho <= 0.25):
+        raise ValueError(f"smeared staples (smear > 0) need degree 0, no network, d >= 3 (transverse planes) and "
+                         f"0 < smear_rho <= 0.25; got degree {degree}, net_width {net_width}, d = {len(shape)}, "
+                         f"smear_rho {smear_rho}")
     for mu in range(len(shape)):
         layer_masks(shape, mu, loops)  # validates the extents
-    return Flow(group, shape, loops, int(n_sweeps), degree)
+    return Flow(group, shape, loops, int(n_sweeps), degree, int(net_width), int(net_depth) if net_width else 2,
+                int(smear), float(smear_rho) if smear else 0.1)
+
+
+FLOW_KINDS = ("residual", "plaquette")
+
+
+def default_kind(group: Group | str, shape: Sequence[int]) -> str:
+    """The flow kind that ``corrflow train`` uses without architecture options: ``"plaquette"`` for 2D U(1) (exact
+    per-plaquette maps, BENCHMARKS.md), ``"residual"`` otherwise."""
+    return "plaquette" if get_group(group).name == "u1" and len(tuple(shape)) == 2 else "residual"
+
+
+def flow_from_description(desc: dict[str, Any], shape: Sequence[int] | None = None) -> Any:
+    """Rebuild a flow from :meth:`Flow.describe` (or another kind's ``describe``), optionally on another lattice
+    ``shape``; ``ValueError`` (one line) for a description that does not make a valid flow."""
+    try:
+        kind = desc.get("kind", "residual")
+        shp = tuple(shape) if shape is not None else tuple(desc["shape"])
+        if kind == "plaquette":
+            return make_flow(desc["group"], shp, kind="plaquette", n_sweeps=int(desc["n_maps"]),
+                             harmonics=int(desc["harmonics"]))
+        return make_flow(desc["group"], shp, loops=tuple(desc["loops"]), n_sweeps=int(desc["n_sweeps"]),
+                         degree=int(desc.get("degree", 0)), net_width=int(desc.get("net_width", 0)),
+                         net_depth=int(desc.get("net_depth", 2)), smear=int(desc.get("smear", 0)),
+                         smear_rho=float(desc.get("smear_rho", 0.1)))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed flow description {desc!r} ({type(exc).__name__}: {exc})") from None
 
 
 def check_degree(degree: Any) -> int:

@@ -43,7 +43,8 @@ Step = tuple[int, int]
 LOOPS = ("plaquette", "rectangle")
 
 __all__ = ["LOOPS", "loop_paths", "path_product", "staple_sums", "layer_masks", "n_staples", "path_links",
-           "neighbour_sites", "staple_sums_at", "GatherPlan", "gather_plan", "gathered_staple_sums"]
+           "neighbour_sites", "staple_sums_at", "GatherPlan", "gather_plan", "gathered_staple_sums",
+           "gathered_staples", "transverse_smear"]
 
 
 def loop_paths(loop: str, mu: int, d: int) -> list[list[Step]]:
@@ -177,6 +178,14 @@ def gathered_staple_sums(u_flat: Array, sites: Array, offsets: Sequence[Any], nu
     ``dagger`` is static).  Per loop shape, all factors of all its staples are fetched with one gather and
     multiplied as a batch over the staples (``L_k - 1`` batched products), then summed; see
     :func:`staple_sums_at`."""
+    nb = u_flat.ndim - 1 - group.elem_ndim
+    return [jnp.sum(s, axis=nb) for s in gathered_staples(u_flat, sites, offsets, nus, dagger, group, shape)]
+
+
+def gathered_staples(u_flat: Array, sites: Array, offsets: Sequence[Any], nus: Sequence[Any],
+                     dagger: Sequence[np.ndarray], group: Group, shape: Sequence[int]) -> list[Array]:
+    """The individual staples at ``sites``, per loop shape ``(*batch, P_k, n[, N, N])`` in matrix form (arguments as
+    :func:`gathered_staple_sums`)."""
     d = len(shape)
     nb = u_flat.ndim - 1 - group.elem_ndim
     n = sites.shape[0]
@@ -197,7 +206,7 @@ def gathered_staple_sums(u_flat: Array, sites: Array, offsets: Sequence[Any], nu
             elif dag[:, j].any():
                 f = jnp.where(dag[:, j].reshape((n_paths,) + (1,) * (1 + group.elem_ndim)), group.adj(f), f)
             prod = f if prod is None else group.mul(prod, f)
-        out.append(jnp.sum(group.to_matrix(prod), axis=nb))
+        out.append(group.to_matrix(prod))
     return out
 
 
@@ -230,3 +239,28 @@ def layer_masks(shape: Sequence[int], mu: int, loops: Sequence[str]) -> list[np.
     if bad:
         raise ValueError(f"plaquette layers need even extents orthogonal to mu={mu}; got shape {shape}")
     return [orth % 2 == p for p in range(2)]
+
+
+def transverse_smear(u_flat: Array, mu: Any, group: Group, shape: Sequence[int], rho: float, steps: int) -> Array:
+    """``steps`` stout steps ``U_nu <- exp(-rho P_TA[U_nu C_nu]) U_nu`` (U(1): ``theta -= rho Im(e^{i theta} C)``) of
+    the links in the directions ``nu != mu``, with ``C_nu`` the staple sum over the planes ``(nu, rho')`` without
+    ``mu`` only; the ``mu`` links are returned unchanged.  Every link it reads is frozen in a layer that moves ``U_mu``
+    links, so staples built from the result are frozen too.  ``u_flat`` ``(*batch, V d, *elem)``; ``mu`` may be
+    traced."""
+    d = len(shape)
+    nb = u_flat.ndim - 1 - group.elem_ndim
+    u = u_flat.reshape(u_flat.shape[:nb] + tuple(shape) + (d,) + tuple(group.elem_shape))
+    dirs = jnp.arange(d)
+    w = ((dirs[:, None] != mu) & (dirs[None, :] != mu)).astype(u.real.dtype)  # planes without mu
+    for _ in range(steps):
+        new = []
+        for nu in range(d):
+            c = lattice.staple_sum(u, nu, group, w)
+            ul = lattice.link(u, nu, group)
+            if group.is_abelian:
+                x = -rho * jnp.imag(jnp.exp(1j * ul) * c).astype(ul.dtype)
+            else:
+                x = -rho * group.project_algebra(group.mul(ul, c))
+            new.append(group.exp_left(x, ul))
+        u = jnp.stack(new, axis=nb + d)
+    return u.reshape(u_flat.shape)

@@ -40,9 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..groups import get_group
 from ..theories import make_theory
-from .layers import Flow
+from .layers import Flow, flow_from_description
 
 Array = jax.Array
 
@@ -73,6 +72,7 @@ class TrainConfig:
     seed: int = 0
     init_scale: float = 0.0
     optimizer: str = "adam"
+    patience: int = 0  # with held-out configurations: stop after this many epochs without improvement (0: never)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -81,6 +81,8 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        if isinstance(self.patience, bool) or self.patience != int(self.patience) or self.patience < 0:
+            raise ValueError(f"patience must be an integer >= 0, got {self.patience!r}")
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that determine a trained flow, except ``epochs`` (training may be extended), for the
@@ -89,20 +91,65 @@ class TrainConfig:
         d = {k: v for k, v in dataclasses.asdict(self).items() if k != "epochs"}
         if d["optimizer"] == "adam":
             del d["optimizer"]
+        if d["patience"] == 0:
+            del d["patience"]
         return d
 
 
 class TrainResult(NamedTuple):
-    params: Array
+    params: Array  # the selected parameters: best held-out var(log w) when held-out configurations were given
     history: list[dict[str, float]]
-    stopped: str  # "epochs", "target_ess" or (L-BFGS) "converged"
+    stopped: str  # "epochs", "target_ess", "patience" or (L-BFGS) "converged"
 
 
-def resolve_optimizer(optimizer: str, ndim: int) -> str:
+class _Selection:
+    """Held-out monitoring: per epoch the held-out weight ESS and var(log w) go into the history record; the
+    parameters with the smallest held-out var(log w) are kept (model selection) and ``patience`` epochs without
+    improvement stop training.  Without held-out configurations it does nothing and selects the last parameters.
+    State is recovered from the history on resume (the selected parameters come from the checkpoint)."""
+
+    def __init__(self, flow: Any, base: Any, target: Any, held: Any, batch: int, patience: int,
+                 history: list[dict[str, float]], selected: Array | None) -> None:
+        self.flow, self.base, self.target, self.batch, self.patience = flow, base, target, batch, patience
+        self.held = None if held is None else jnp.asarray(held)
+        if self.held is not None:
+            base.check_links(self.held)
+            if self.held.shape[0] < 2:
+                raise ValueError(f"need at least 2 held-out configurations, got {self.held.shape[0]}")
+        self.best_var, self.best_epoch, self.best_params = np.inf, None, selected
+        for r in history:
+            if "held_var_logw" in r and r["held_var_logw"] < self.best_var:
+                self.best_var, self.best_epoch = r["held_var_logw"], r["epoch"]
+
+    def record(self, rec: dict[str, float], params: Array) -> None:
+        if self.held is None:
+            return
+        n = self.held.shape[0]
+        lw = np.concatenate([np.asarray(_eval_logw(self.flow, self.base, self.target, params,
+                                                   self.held[i:i + self.batch])[0]) for i in range(0, n, self.batch)])
+        rec["held_ess"] = _ess_fraction(lw)
+        rec["held_var_logw"] = float(np.var(lw)) if np.all(np.isfinite(lw)) else float("inf")
+        if rec["held_var_logw"] < self.best_var:
+            self.best_var, self.best_epoch, self.best_params = rec["held_var_logw"], rec["epoch"], params
+
+    def selected(self, params: Array) -> Array:
+        return params if self.held is None or self.best_params is None else self.best_params
+
+    def resume_params(self, params: Array, epoch: int) -> Array | None:
+        """The current iterate (of ``epoch``) when it is not the selected one (checkpointed for resume)."""
+        return None if self.held is None or self.best_epoch in (None, epoch) else params
+
+    def exhausted(self, epoch: int) -> bool:
+        return bool(self.held is not None and self.patience and self.best_epoch is not None
+                    and epoch - self.best_epoch >= self.patience)
+
+
+def resolve_optimizer(optimizer: str, ndim: int, kind: str = "residual") -> str:
     """``"auto"`` -> ``"lbfgs"`` in 4D (the useful flow coefficients are tiny there and Adam's fixed step overshoots
-    them; BENCHMARKS.md), ``"adam"`` in lower dimensions; other names are checked and passed through."""
+    them; BENCHMARKS.md) and for plaquette-space flows (a few parameters, converged in ~20 iterations), ``"adam"``
+    for residual flows in lower dimensions; other names are checked and passed through."""
     if optimizer == "auto":
-        return "lbfgs" if ndim >= 4 else "adam"
+        return "lbfgs" if ndim >= 4 or kind == "plaquette" else "adam"
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; allowed: auto, {', '.join(OPTIMIZERS)}")
     return optimizer
@@ -134,22 +181,33 @@ def train(
     history: list[dict[str, float]] | None = None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
     checkpoint: str | os.PathLike | None = None,
+    held_out: np.ndarray | None = None,
+    selected: Array | None = None,
 ) -> TrainResult:
     """Train ``flow`` to map ``base`` onto ``target`` from base configurations ``configs`` ``(n, ...)``.
 
-    Resumable: pass ``params``, ``opt_state``, ``start_epoch`` and ``history`` from
-    :func:`load_checkpoint`.  With ``checkpoint`` a checkpoint is written after every good epoch.  A
+    ``held_out``: base configurations not used for training ``(m, ...)``.  Then every epoch records the held-out
+    weight ESS (``held_ess``) and ``held_var_logw`` in the history, the result (and the checkpoint's ``params``)
+    are the parameters of the epoch with the smallest held-out var(log w) (model selection), and
+    ``config.patience > 0`` stops training after that many epochs without improvement (``stopped="patience"``).
+
+    Resumable: pass the keyword arguments of :func:`resume_kwargs` (``params``, ``opt_state``, ``start_epoch``,
+    ``history``, ``selected``).  With ``checkpoint`` a checkpoint is written after every good epoch.  A
     non-finite loss or parameter stops training with :class:`FlowTrainingError`; the checkpoint then
     holds the last good epoch.
     """
     configs = jnp.asarray(configs)
     base.check_links(configs)
+    if params is not None and tuple(np.shape(params)) != tuple(flow.param_shape):
+        raise ValueError(f"parameters of shape {tuple(np.shape(params))} do not fit this flow ({flow.describe()}, "
+                         f"expected {tuple(flow.param_shape)}); were they trained for another architecture?")
     n = configs.shape[0]
     if n < 2:
         raise ValueError(f"need at least 2 base configurations to train, got {n}")
     if config.optimizer == "lbfgs":
         return _train_lbfgs(flow, base, target, configs, config, params=params, start_epoch=start_epoch,
-                            history=history, progress=progress, checkpoint=checkpoint)
+                            history=history, progress=progress, checkpoint=checkpoint, held_out=held_out,
+                            selected=selected)
     bs = min(config.batch_size, n)
     steps_per_epoch = max(1, n // bs)
     opt = _optimizer(config, n)
@@ -159,6 +217,7 @@ def train(
     if opt_state is None:
         opt_state = opt.init(params)
     history = list(history or [])
+    sel = _Selection(flow, base, target, held_out, bs, config.patience, history, selected)
 
     def all_logw(p):  # noqa: ANN001, ANN202
         parts = [_eval_logw(flow, base, target, p, configs[i:i + bs]) for i in range(0, n, bs)]
@@ -168,7 +227,9 @@ def train(
     if not history:
         lw, s_base = all_logw(params)
         # the training loss on all samples: mean(S_target(f(U)) - log J) = mean(S_base(U) - log w)
-        history.append({"epoch": 0, "loss": float(np.mean(s_base - lw)), "ess": _ess_fraction(lw)})
+        rec = {"epoch": 0, "loss": float(np.mean(s_base - lw)), "ess": _ess_fraction(lw)}
+        sel.record(rec, params)
+        history.append(rec)
     for epoch in range(start_epoch, config.epochs):
         perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
         good = (params, opt_state)
@@ -186,17 +247,21 @@ def train(
                 f"parameters (epoch {epoch}) are kept{' in ' + str(checkpoint) if checkpoint else ''}. Lower the "
                 "learning rate or check the base configurations.")
         rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "ess": _ess_fraction(lw)}
+        sel.record(rec, params)
         history.append(rec)
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, flow, params, base, target, config, epoch + 1, history, opt_state)
-        if progress is not None:
-            progress(epoch + 1, rec)
         if rec["ess"] >= config.target_ess:
             stopped = "target_ess"
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, flow, params, base, target, config, epoch + 1, history, opt_state, stopped)
+        elif sel.exhausted(epoch + 1):
+            stopped = "patience"
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, flow, sel.selected(params), base, target, config, epoch + 1, history,
+                            opt_state, None if stopped == "epochs" else stopped,
+                            resume_params=sel.resume_params(params, epoch + 1))
+        if progress is not None:
+            progress(epoch + 1, rec)
+        if stopped != "epochs":
             break
-    return TrainResult(params, history, stopped)
+    return TrainResult(sel.selected(params), history, stopped)
 
 
 class _NonFinite(Exception):
@@ -240,7 +305,8 @@ def _eval_logw(flow: Flow, base: Any, target: Any, p: Array, u: Array) -> tuple[
 def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: TrainConfig, *, params: Array | None,
                  start_epoch: int, history: list[dict[str, float]] | None,
                  progress: Callable[[int, dict[str, float]], None] | None,
-                 checkpoint: str | os.PathLike | None) -> TrainResult:
+                 checkpoint: str | os.PathLike | None, held_out: Any = None,
+                 selected: Array | None = None) -> TrainResult:
     """Full-batch L-BFGS on ``mean_i [S_target(f(U_i)) - log J(U_i)]`` (see the module docstring)."""
     from scipy.optimize import minimize
 
@@ -251,6 +317,7 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
         params = flow.init_params(config.init_scale, jax.random.fold_in(jax.random.PRNGKey(config.seed), 10**6))
     shape, dtype = tuple(params.shape), params.dtype
     history = list(history or [])
+    sel = _Selection(flow, base, target, held_out, bs, config.patience, history, selected)
 
     s_base = np.concatenate([np.asarray(_action(base, configs[c])) for c in chunks])
     cache: dict[bytes, np.ndarray] = {}
@@ -276,7 +343,9 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
             fg(x)
             per = cache[x.tobytes()]
         cache.clear()
-        return {"epoch": epoch, "loss": float(per.mean()), "ess": _ess_fraction(s_base - per), "evals": evals[0]}
+        rec = {"epoch": epoch, "loss": float(per.mean()), "ess": _ess_fraction(s_base - per), "evals": evals[0]}
+        sel.record(rec, jnp.asarray(x.reshape(shape), dtype))
+        return rec
 
     x0 = np.asarray(params, np.float64).ravel()
     good = [x0]
@@ -294,11 +363,15 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
             good[0] = x.copy()
             p = jnp.asarray(x.reshape(shape), dtype)
             if checkpoint is not None:
-                save_checkpoint(checkpoint, flow, p, base, target, config, state["epoch"], history)
+                save_checkpoint(checkpoint, flow, sel.selected(p), base, target, config, state["epoch"], history,
+                                resume_params=sel.resume_params(p, state["epoch"]))
             if progress is not None:
                 progress(state["epoch"], rec)
             if rec["ess"] >= config.target_ess:
                 state["stopped"] = "target_ess"
+                raise StopIteration
+            if sel.exhausted(state["epoch"]):
+                state["stopped"] = "patience"
                 raise StopIteration
 
         remaining = config.epochs - start_epoch
@@ -307,15 +380,16 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
                            options={"maxiter": remaining, "maxcor": 20})
             if state["stopped"] == "epochs" and state["epoch"] < config.epochs and res.success:
                 state["stopped"] = "converged"
+        last = jnp.asarray(good[0].reshape(shape), dtype)
         if checkpoint is not None and state["stopped"] != "epochs":
-            save_checkpoint(checkpoint, flow, jnp.asarray(good[0].reshape(shape), dtype), base, target, config,
-                            state["epoch"], history, stopped=state["stopped"])
+            save_checkpoint(checkpoint, flow, sel.selected(last), base, target, config, state["epoch"], history,
+                            stopped=state["stopped"], resume_params=sel.resume_params(last, state["epoch"]))
     except _NonFinite:
         raise FlowTrainingError(
             f"training diverged after epoch {state['epoch']} (non-finite loss or gradient in the L-BFGS line "
             f"search); the last good parameters are kept{' in ' + str(checkpoint) if checkpoint else ''}. Check "
             "the base configurations, or train with fewer sweeps.") from None
-    return TrainResult(jnp.asarray(good[0].reshape(shape), dtype), history, state["stopped"])
+    return TrainResult(sel.selected(jnp.asarray(good[0].reshape(shape), dtype)), history, state["stopped"])
 
 
 @lru_cache(maxsize=32)
@@ -330,16 +404,19 @@ def resume_kwargs(checkpoint: dict[str, Any], n_configs: int, config: TrainConfi
     state, epoch, history).  ``config`` defaults to the checkpoint's; ``n_configs`` must be the number of
     training configurations of the original run (it fixes the learning-rate schedule)."""
     config = config or checkpoint["config"]
+    current = checkpoint.get("resume_params")
+    current = checkpoint["params"] if current is None else current
+    sel = {"selected": checkpoint["params"]}
     if config.optimizer == "lbfgs":  # no optimiser state is kept: L-BFGS restarts with an empty memory
-        return {"params": checkpoint["params"], "start_epoch": checkpoint["epoch"], "history": checkpoint["history"]}
+        return {"params": current, "start_epoch": checkpoint["epoch"], "history": checkpoint["history"], **sel}
     template = _optimizer(config, n_configs).init(checkpoint["params"])
     treedef = jax.tree_util.tree_structure(template)
     if treedef.num_leaves != len(checkpoint["opt_leaves"]):
         raise ValueError(f"the checkpoint's optimiser state ({len(checkpoint['opt_leaves'])} arrays) does not match "
                          f"this optimiser ({treedef.num_leaves}); resume with the original training settings")
     opt_state = jax.tree_util.tree_unflatten(treedef, checkpoint["opt_leaves"])
-    return {"params": checkpoint["params"], "opt_state": opt_state, "start_epoch": checkpoint["epoch"],
-            "history": checkpoint["history"]}
+    return {"params": current, "opt_state": opt_state, "start_epoch": checkpoint["epoch"],
+            "history": checkpoint["history"], **sel}
 
 
 # ----------------------------------------------------------------------------------------
@@ -361,9 +438,12 @@ def checkpoint_id(meta: dict[str, Any], params: np.ndarray) -> str:
 
 def save_checkpoint(path: str | os.PathLike, flow: Flow, params: Array, base: Any, target: Any,
                     config: TrainConfig, epoch: int, history: list[dict[str, float]], opt_state: Any = None,
-                    stopped: str | None = None) -> str:
+                    stopped: str | None = None, *, resume_params: Array | None = None) -> str:
     """Write a checkpoint directory atomically (files replaced by rename); return its id.  ``stopped``
-    ("target_ess" or "converged") marks a training run that ended before its last epoch and is complete."""
+    ("target_ess", "converged" or "patience") marks a training run that ended before its last epoch and is
+    complete.  ``params`` is the flow the checkpoint stands for (its id); ``resume_params``, when given, is the
+    optimiser's current iterate if that differs (held-out model selection kept an earlier epoch), used by
+    :func:`resume_kwargs`."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     p = np.asarray(params, dtype=np.float64)
@@ -374,6 +454,8 @@ def save_checkpoint(path: str | os.PathLike, flow: Flow, params: Array, base: An
         meta["stopped"] = stopped
     meta["id"] = checkpoint_id(meta, p)
     arrays = {"params": p}
+    if resume_params is not None:
+        arrays["resume_params"] = np.asarray(resume_params, dtype=np.float64)
     if opt_state is not None:
         for i, leaf in enumerate(jax.tree_util.tree_leaves(opt_state)):
             arrays[f"opt_{i}"] = np.asarray(leaf)
@@ -388,8 +470,11 @@ def save_checkpoint(path: str | os.PathLike, flow: Flow, params: Array, base: An
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint: ``{"flow", "params", "base", "target", "config", "epoch", "history", "id",
-    "opt_leaves", "stopped"}`` (theories rebuilt with :func:`corrflow.make_theory`; ``stopped`` is
-    "target_ess"/"converged" for a run that finished early, else None)."""
+    "opt_leaves", "stopped", "resume_params"}`` (theories rebuilt with :func:`corrflow.make_theory`; ``stopped`` is
+    "target_ess"/"converged"/"patience" for a run that finished early, else None; ``resume_params`` the optimiser's
+    iterate when model selection kept an earlier epoch as ``params``, else None).  The flow is rebuilt from its
+    recorded description (any kind; checkpoints written before flow kinds existed load as residual flows).  A
+    missing, corrupt or inconsistent checkpoint raises a one-line ``ValueError``."""
     path = Path(path)
     try:
         meta = json.loads((path / "checkpoint.json").read_text())
@@ -399,15 +484,27 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}/checkpoint.json is not valid JSON ({exc}); the checkpoint is corrupt") from None
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a corrflow flow checkpoint (format {meta.get('format')!r})")
-    with np.load(path / "arrays.npz", allow_pickle=False) as z:
-        params = np.asarray(z["params"])
-        opt_leaves = [np.asarray(z[f"opt_{i}"]) for i in range(sum(k.startswith("opt_") for k in z.files))]
+    try:
+        with np.load(path / "arrays.npz", allow_pickle=False) as z:
+            params = np.asarray(z["params"])
+            resume = np.asarray(z["resume_params"]) if "resume_params" in z.files else None
+            opt_leaves = [np.asarray(z[f"opt_{i}"]) for i in range(sum(k.startswith("opt_") for k in z.files))]
+    except FileNotFoundError:
+        raise ValueError(f"checkpoint {path}: arrays.npz missing (incomplete or corrupt checkpoint)") from None
+    except Exception as exc:  # noqa: BLE001  (zipfile/npy errors of a damaged file)
+        raise ValueError(f"checkpoint {path}: arrays.npz is unreadable ({type(exc).__name__}); the checkpoint is "
+                         "corrupt") from None
     if checkpoint_id(meta, params) != meta.get("id"):
         raise ValueError(f"checkpoint {path}: parameters do not match the recorded id (corrupt or edited)")
-    f = meta["flow"]
-    flow = Flow(get_group(f["group"]), tuple(f["shape"]), tuple(f["loops"]), int(f["n_sweeps"]),
-                int(f.get("degree", 0)))
+    try:
+        flow = flow_from_description(meta["flow"])
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"checkpoint {path}: the recorded flow does not make a valid flow ({exc})") from None
+    if tuple(params.shape) != tuple(flow.param_shape) or (resume is not None and resume.shape != params.shape):
+        raise ValueError(f"checkpoint {path}: parameters of shape {tuple(params.shape)} do not fit its flow "
+                         f"{meta['flow']} (expected {tuple(flow.param_shape)})")
     th = {k: make_theory(meta[k]["group"], tuple(meta[k]["shape"]), **meta[k]["params"]) for k in ("base", "target")}
     return {"flow": flow, "params": jnp.asarray(params), "base": th["base"], "target": th["target"],
             "config": TrainConfig(**meta["train"]), "epoch": int(meta["epoch"]), "history": meta["history"],
-            "id": meta["id"], "opt_leaves": opt_leaves, "stopped": meta.get("stopped")}
+            "id": meta["id"], "opt_leaves": opt_leaves, "stopped": meta.get("stopped"),
+            "resume_params": None if resume is None else jnp.asarray(resume)}

@@ -19,6 +19,7 @@ __all__ = [
     "TrainedFlow",
     "default_observables",
     "exact_theory",
+    "held_out_positions",
     "is_fermion",
     "parameter_shift",
     "shift_tag",
@@ -92,6 +93,17 @@ def training_positions(n: int, n_chains: int, n_train: int) -> np.ndarray:
     return pos
 
 
+def held_out_positions(n: int, train_positions: np.ndarray, n_chains: int, held_out: int) -> np.ndarray:
+    """Positions of ``ceil(held_out / n_chains)`` held-out configurations per chain, spread evenly over the first
+    ``n`` positions that are not training positions (the neighbours of the training configurations); empty if
+    ``held_out`` is 0 or nothing is left."""
+    free = np.setdiff1d(np.arange(int(n)), np.asarray(train_positions))
+    per_chain = min(len(free), -(-int(held_out) // int(n_chains))) if held_out else 0
+    if per_chain < 1:
+        return np.zeros(0, int)
+    return free[np.unique(np.linspace(0, len(free) - 1, per_chain).astype(int))]
+
+
 def training_configs(links: np.ndarray, n_train: int) -> np.ndarray:
     """The training configurations (:func:`training_positions`) of ``links`` ``(chains, n, ...)``, chain-major."""
     links = np.asarray(links)
@@ -141,11 +153,15 @@ class Ensemble:
     def acceptance(self) -> float:
         return float(np.mean(self.read("accepted")))
 
-    def training_configs(self, n_train: int) -> np.ndarray:
-        """:func:`training_positions` of this ensemble's first ``n`` configurations, chain-major (only those are
-        read from the store)."""
+    def training_configs(self, n_train: int, held_out: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(training, held-out)`` configurations of this ensemble's first ``n`` (:func:`training_positions`,
+        :func:`held_out_positions`), chain-major, only those read from the store; held-out None if fewer than 2."""
         pos = training_positions(self.n, self.n_chains, n_train)
-        return np.concatenate([self.store.load_configs(self.name, c, pos) for c in range(self.n_chains)])
+        train = np.concatenate([self.store.load_configs(self.name, c, pos) for c in range(self.n_chains)])
+        hpos = held_out_positions(self.n, pos, self.n_chains, held_out)
+        held = (np.concatenate([self.store.load_configs(self.name, c, hpos) for c in range(self.n_chains)])[:held_out]
+                if len(hpos) else None)
+        return train, (held if held is not None and len(held) >= 2 else None)
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,8 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
                         flow={"source": base_name, "flow_id": flow_id, "checkpoint": ckpt_path,
                               "source_params": bspec.params, "loops": list(flow.loops), "n_sweeps": flow.n_sweeps,
                               "trained_shape": list(base_ck.shape),
-                              **({"degree": flow.degree} if flow.degree else {})})
+                              **({"degree": flow.degree} if flow.degree else {}),
+                              **({"kind": flow.kind} if getattr(flow, "kind", "residual") != "residual" else {})})
     if name in store:
         diffs = store.spec(name).differences(spec)
         if diffs:

@@ -347,17 +347,28 @@ class MarkovSettings(Settings):
 
 @dataclass(frozen=True)
 class FlowSettings(Settings):
-    """Architecture of the gauge-equivariant residual flows (:func:`corrflow.flows.make_flow`)."""
+    """Architecture of the flows (:func:`corrflow.flows.make_flow`).
 
-    sweeps: int = setting(2, "flow sweeps over all links")
-    loops: tuple[str, ...] = setting(("plaquette",), "flow staple shapes: plaquette[,rectangle]")
-    degree: int = setting(0, "degree of the flow coefficients' polynomials in the staple norm (0: constants)")
+    ``kind``: ``residual`` (masked gauge-equivariant residual layers; ``loops``, ``degree``, ``net_width``,
+    ``net_depth``, ``smear``), ``plaquette`` (2D U(1): exact plaquette-space maps with ``harmonics`` coefficients) or
+    ``auto`` (plaquette for 2D U(1), residual otherwise).  ``sweeps = 0``: 2 residual sweeps, 1 plaquette map."""
+
+    kind: str = setting("residual", "flow kind: residual | plaquette (2D U(1)) | auto (plaquette in 2D U(1))",
+                        flag="--flow-kind", choices=("residual", "plaquette", "auto"))
+    sweeps: int = setting(0, "flow sweeps over all links (plaquette flows: maps) [0: 2 residual, 1 plaquette]")
+    loops: tuple[str, ...] = setting(("plaquette",), "flow staple shapes: plaquette[,rectangle] (residual)")
+    degree: int = setting(0, "degree of the flow coefficients' polynomials in the staple norm (0: constants; residual)")
+    harmonics: int = setting(6, "sine harmonics of each plaquette map (plaquette flows)")
+    net_width: int = setting(0, "channels of the CNN that computes the coefficients (0: no network; residual)")
+    net_depth: int = setting(2, "convolutions of that CNN")
+    smear: int = setting(0, "stout-smearing steps of the transverse links in extra staples (d >= 3; residual)")
 
     def check(self) -> None:
         from ..flows.layers import check_degree
         from ..flows.staples import LOOPS
 
-        _positive_ints(self, "sweeps")
+        _non_negative_ints(self, "sweeps", "net_width", "smear")
+        _positive_ints(self, "harmonics", "net_depth")
         if not self.loops:
             raise ValueError(f"loops must name at least one staple shape ({', '.join(LOOPS)})")
         bad = [x for x in self.loops if x not in LOOPS]
@@ -365,12 +376,33 @@ class FlowSettings(Settings):
             raise ValueError(f"unknown flow loop shape(s) {', '.join(bad)}; allowed: {', '.join(LOOPS)}")
         check_degree(self.degree)
 
+    def resolved_kind(self, group: Any, shape: Any) -> str:
+        """``kind`` with ``auto`` resolved for a group (name or object) and lattice shape."""
+        from ..flows import default_kind
+
+        return default_kind(group, shape) if self.kind == "auto" else self.kind
+
+    def describe(self, group: Any, shape: Any) -> str:
+        """One line for summaries: ``"plaquette-space flow, 1 map of 6 harmonics"`` / ``"residual flow, 2 sweeps of
+        plaquette layers"``."""
+        if self.resolved_kind(group, shape) == "plaquette":
+            n = self.sweeps or 1
+            return f"plaquette-space flow, {n} map{'s' if n > 1 else ''} of {self.harmonics} harmonics"
+        coeff = (f", CNN coefficients ({self.net_depth} x {self.net_width} channels)" if self.net_width else
+                 f", degree-{self.degree} coefficients" if self.degree else "")
+        smear = f", {self.smear} smearing steps" if self.smear else ""
+        return f"residual flow, {self.sweeps or 2} sweeps of {'+'.join(self.loops)} layers{coeff}{smear}"
+
     def make(self, theory: Any) -> Any:
-        """The (untrained) flow for ``theory``'s group and lattice."""
+        """The (untrained) flow for ``theory``'s group and lattice (``ValueError`` for options that do not fit)."""
         from ..flows import make_flow
 
-        return make_flow(theory.group, theory.shape, loops=tuple(self.loops), n_sweeps=self.sweeps,
-                         degree=self.degree)
+        kind = self.resolved_kind(theory.group, theory.shape)
+        if kind == "plaquette":
+            return make_flow(theory.group, theory.shape, kind="plaquette", n_sweeps=self.sweeps or 1,
+                             harmonics=self.harmonics)
+        return make_flow(theory.group, theory.shape, loops=tuple(self.loops), n_sweeps=self.sweeps or 2,
+                         degree=self.degree, net_width=self.net_width, net_depth=self.net_depth, smear=self.smear)
 
 
 @dataclass(frozen=True)
@@ -383,6 +415,10 @@ class TrainingSettings(Settings):
     learning_rate: float = setting(0.02, "initial learning rate of Adam (cosine decay)", flag="--lr")
     optimizer: str = setting("auto", "adam | lbfgs | auto (L-BFGS in 4D, Adam in 2D)", choices=("auto", "adam", "lbfgs"))
     train_seed: int = setting(0, "seed of the training shuffles")
+    held_out: int = setting(0, "configurations held out of training (between the training ones): held-out ESS and "
+                                "var(log w) every epoch, the epoch with the smallest held-out var(log w) kept")
+    patience: int = setting(0, "with held-out configurations: stop after this many epochs without improvement (0: "
+                               "never)")
     sample: str = setting("base", "training configurations: base (spread over the base ensemble) | separate (a "
                                   "separate chain at the base parameters, seed + 1000, so that the flows are fixed "
                                   "with respect to the estimation sample)", flag="--train-sample",
@@ -390,17 +426,22 @@ class TrainingSettings(Settings):
 
     def check(self) -> None:
         _positive_ints(self, "epochs", "batch_size")
+        _non_negative_ints(self, "held_out", "patience")
+        if self.patience and not self.held_out:
+            raise ValueError("patience needs held-out configurations (held_out > 0)")
         if isinstance(self.n_train, bool) or self.n_train < 2:
             raise ValueError(f"n_train must be >= 2, got {self.n_train}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
 
-    def config(self, ndim: int) -> Any:
-        """:class:`corrflow.flows.train.TrainConfig` (optimizer resolved for a ``ndim``-dimensional lattice)."""
+    def config(self, ndim: int, kind: str = "residual") -> Any:
+        """:class:`corrflow.flows.train.TrainConfig` (optimizer resolved for a ``ndim``-dimensional lattice and the
+        flow ``kind``)."""
         from ..flows.train import TrainConfig, resolve_optimizer
 
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                           seed=self.train_seed, optimizer=resolve_optimizer(self.optimizer, ndim))
+                           seed=self.train_seed, optimizer=resolve_optimizer(self.optimizer, ndim, kind),
+                           patience=self.patience)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ for fermions the HMC may use pseudofermions while flows, weights and measurement
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -131,9 +132,12 @@ class Pipeline:
         base_x, target_x = exact_theory(source.theory), exact_theory(target)
         validate_shift(base_x, target_x)
         flow = flow_settings.make(base_x)
-        cfg = training.config(len(base_x.shape))
-        tag = _hash({"base": base_x.params(), "target": target_x.params(), "flow": flow.describe(),
-                     "n_train": int(training.n_train), "source": source.name, "train": cfg.fingerprint()})
+        cfg = training.config(len(base_x.shape), getattr(flow, "kind", "residual"))
+        ident = {"base": base_x.params(), "target": target_x.params(), "flow": flow.describe(),
+                 "n_train": int(training.n_train), "source": source.name, "train": cfg.fingerprint()}
+        if training.held_out:
+            ident["held_out"] = int(training.held_out)
+        tag = _hash(ident)
         ckpt = self.flow_dir / f"{source.name}__to_{shift_tag(base_x, target_x)}__{tag}"
         key = f"train/{ckpt.name}"
         rep = self.progress
@@ -141,15 +145,17 @@ class Pipeline:
         configs = None
         if (ckpt / "checkpoint.json").exists():
             ck = load_checkpoint(ckpt)
-            if ck["epoch"] >= cfg.epochs or ck["stopped"] in ("converged", "target_ess"):
+            if ck["epoch"] >= cfg.epochs or ck["stopped"] in ("converged", "target_ess", "patience"):
                 h = ck["history"]
                 rep.log(f"  [dim]{stage}: flow {ckpt.name} ({ck['epoch']} epochs, weight ESS {h[0]['ess']:.3f} -> "
                         f"{h[-1]['ess']:.3f}) (reused)[/]")
                 return self._trained(ckpt, ck, self.ledger.seconds(key), self.ledger.count(key))
-            configs = source.training_configs(training.n_train)
+            configs, held = source.training_configs(training.n_train, training.held_out)
             kwargs = resume_kwargs(ck, len(configs), cfg)
         if configs is None:
-            configs = source.training_configs(training.n_train)
+            configs, held = source.training_configs(training.n_train, training.held_out)
+        if held is None and cfg.patience:
+            cfg = dataclasses.replace(cfg, patience=0)
         clock = Clock()
         start_epoch = int(kwargs.get("start_epoch", 0))
 
@@ -157,7 +163,7 @@ class Pipeline:
             clock.tick(e)
             rep.update(stage, e, cfg.epochs, f"loss {r['loss']:.4f} ESS {r['ess']:.3f}")
 
-        res = train(flow, base_x, target_x, configs, cfg, checkpoint=ckpt, progress=prog, **kwargs)
+        res = train(flow, base_x, target_x, configs, cfg, checkpoint=ckpt, progress=prog, held_out=held, **kwargs)
         rep.finish(stage)
         self.ledger.record(key, clock.cost(len(res.history) - 1 - start_epoch), clock.wall, len(configs),
                            accumulate=bool(kwargs))

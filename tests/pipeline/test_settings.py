@@ -129,3 +129,22 @@ def test_cli_options_config_and_precedence(tmp_path):
         res = runner.invoke(app, args)
         assert res.exit_code == 2 and msg in " ".join(res.output.split()) and "Traceback" not in res.output, args
     assert len(seen) == n
+
+
+def test_flow_and_training_groups():
+    import corrflow as cf
+
+    u1 = cf.make_theory("u1", (8, 8), beta=2.0)
+    su3 = cf.make_theory("su3", (4, 4, 4, 4), beta=5.7)
+    auto = FlowSettings(kind="auto")
+    assert auto.resolved_kind("u1", (8, 8)) == "plaquette" and auto.resolved_kind("su3", (4, 4, 4, 4)) == "residual"
+    assert auto.make(u1).kind == "plaquette" and auto.make(u1).n_sweeps == 1
+    assert FlowSettings().make(su3).n_sweeps == 2  # sweeps 0: two residual sweeps
+    assert auto.describe("u1", (8, 8)) == "plaquette-space flow, 1 map of 6 harmonics"
+    assert "residual flow, 2 sweeps of plaquette layers" in FlowSettings().describe("u1", (8, 8))
+    with pytest.raises(ValueError, match="2D U\\(1\\) only"):
+        FlowSettings(kind="plaquette").make(su3)  # an architecture that does not fit the theory: one line
+    with pytest.raises(ValueError, match="patience needs held-out"):
+        TrainingSettings(patience=3)
+    assert TrainingSettings(held_out=16, patience=3).config(2, "plaquette").optimizer == "lbfgs"
+    assert TrainingSettings().config(2).optimizer == "adam" and TrainingSettings().config(4).optimizer == "lbfgs"
