@@ -120,12 +120,12 @@ class ArrayChunks:
     ``None`` if unreadable); ``slots``: for checkpoint arrays, the slots that hold state.
     """
 
-    def __init__(self, store: Any, name: str, var: str, arr: Any, n_valid: int, traj: np.ndarray | None,
-                 slots: list[int] | None = None) -> None:
+    def __init__(self, store: Any, name: str, var: str, arr: Any, n_valid: int,
+                 traj: np.ndarray | Callable[[], np.ndarray | None] | None, slots: list[int] | None = None) -> None:
         self.store, self.name, self.var, self.arr = store, name, var, arr
         self.dims = tuple(arr.metadata.dimension_names or ())
         self.n_valid = int(n_valid)
-        self.traj = traj
+        self._traj = traj  # array, or a function giving it (read only when a message needs it)
         self.slots = slots
         self.taxis = self.dims.index("traj") if "traj" in self.dims else None
         self.caxis = self.dims.index("chain") if "chain" in self.dims else None
@@ -165,6 +165,12 @@ class ArrayChunks:
                 axes.append([i // c])
         return list(itertools.product(*axes))
 
+    @property
+    def traj(self) -> np.ndarray | None:
+        if callable(self._traj):
+            self._traj = self._traj()
+        return self._traj
+
     def key(self, idx: tuple[int, ...]) -> str:
         return chunk_key(self.name, self.var, idx)
 
@@ -182,8 +188,9 @@ class ArrayChunks:
             lo = idx[self.taxis] * c
             hi = min(lo + c, max(self.n_valid, lo + 1)) - 1
             pos = f"stored position {lo}" if lo == hi else f"stored positions {lo}..{hi}"
-            if self.traj is not None and hi < len(self.traj):
-                t0, t1 = int(self.traj[lo]), int(self.traj[hi])
+            traj = self.traj
+            if traj is not None and hi < len(traj):
+                t0, t1 = int(traj[lo]), int(traj[hi])
                 parts.append(f"trajectory {t0} ({pos})" if lo == hi else f"trajectories {t0}..{t1} ({pos})")
             else:
                 parts.append(pos)

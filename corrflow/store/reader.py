@@ -332,9 +332,8 @@ class EnsembleStore:
         if n_valid is None:
             measured = dict(node.attrs.get("corrflow_observables", {}))
             n_valid = min(n, int(measured[var])) if var in measured else n
-        if traj is None and var != "traj":
-            traj = self._traj_values(name, n)
-        return ArrayChunks(self, name, var, self.root[name][var], n_valid, traj, slots)
+        loader = traj if traj is not None or var == "traj" else (lambda: self._traj_values(name, n))
+        return ArrayChunks(self, name, var, self.root[name][var], n_valid, loader, slots)
 
     def array(self, name: str, var: str) -> CheckedArray:
         """Array ``var`` of ensemble ``name`` for reading (``[...]`` selections), with damaged chunks reported by

@@ -346,7 +346,10 @@ class EnsembleWriter:
             raise StoreError("trajectory indices within a block must be strictly increasing")
         committed = self.committed
         if n and committed:
-            last = int(self.store.array(self.name, "traj")[committed - 1])
+            try:
+                last = int(self._array("traj")[committed - 1])
+            except Exception as exc:  # a damaged chunk: name it
+                raise self.store.array(self.name, "traj").error((committed - 1,), exc) from None
             if traj[0] <= last:
                 dup = traj[traj <= last]
                 raise StoreError(f"trajectory indices {dup[:5].tolist()} are already stored in {self.name!r} "
