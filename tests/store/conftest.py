@@ -8,7 +8,7 @@ from corrflow.ildg import write_ildg
 from corrflow.pipeline import generate_to_store
 from corrflow.store import open_store
 
-from store_helpers import BASE, CONFIG, N_BASE, N_THIN1, THEORY, THIN1, copy_store, su3_config
+from .store_helpers import BASE, CONFIG, N_BASE, N_THIN1, THEORY, THIN1, copy_store, su3_config
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,8 @@ from corrflow.ildg import IldgFormatError
 from corrflow.pipeline import generate_to_store, measure_stored
 from corrflow.store import StoreError, open_store
 
-from store_helpers import (BASE, CONFIG, N_BASE, N_EXTENDED, THEORY, assert_unchanged,
-                      cli_refused, dummy_block, refused,
-                      snapshot, u1_spec)
+from .store_helpers import (BASE, CONFIG, N_BASE, N_EXTENDED, THEORY, assert_unchanged, cli_refused, dummy_block,
+                            refused, snapshot, u1_spec)
 
 
 # ----------------------------------------------------------------------------------------

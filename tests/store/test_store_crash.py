@@ -20,7 +20,7 @@ import pytest
 from corrflow.store import open_store, read_checkpoint, write_checkpoint
 from corrflow.store.faults import FAULT_ACTION_ENV, FAULT_ENV, InjectedFault
 
-from store_helpers import bitwise_equal, cli, copy_store, dummy_block, locks_left, su3_config, u1_spec
+from .store_helpers import bitwise_equal, cli, copy_store, dummy_block, locks_left, su3_config, u1_spec
 
 GEN = ["u1", "--beta", "2", "--shape", "4,4", "--n", "6", "--chains", "2", "--therm", "4", "--block", "2", "--seed", "5"]
 NAME = "u1_4x4_beta2"
@@ -90,7 +90,7 @@ def killed(tmp_path_factory):
                            str(d / "results.json")], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((d / "results.json").read_text())
-    assert results == [-9] * len(jobs), list(zip([j["fault"] for j in jobs], results, strict=True))
+    assert results == [-9] * len(jobs), (list(zip([j["fault"] for j in jobs], results, strict=True)), proc.stderr[-3000:])
     return d
 
 

@@ -17,8 +17,8 @@ from corrflow.flows.train import load_checkpoint, save_checkpoint
 from corrflow.pipeline import generate_to_store
 from corrflow.store import open_store
 
-from store_helpers import (BASE, CONFIG, N_BASE, N_EXTENDED, N_THIN1, THEORY, THIN1, bitwise_equal, cli, locks_left,
-                           reference)
+from .store_helpers import (BASE, CONFIG, N_BASE, N_EXTENDED, N_THIN1, THEORY, THIN1, bitwise_equal, cli, locks_left,
+                            reference)
 
 DATA = Path(__file__).with_name("data")
 

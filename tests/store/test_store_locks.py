@@ -16,8 +16,8 @@ import corrflow.store.locks as clocks
 from corrflow.pipeline import generate_to_store
 from corrflow.store import StoreError, open_store
 
-from store_helpers import (BASE, CONFIG, N_BASE, N_EXTENDED, THEORY, cli_refused, dummy_block, locks_left, refused,
-                      snapshot, u1_spec)
+from .store_helpers import (BASE, CONFIG, N_BASE, N_EXTENDED, THEORY, cli_refused, dummy_block, locks_left, refused,
+                            snapshot, u1_spec)
 
 
 # ----------------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ from corrflow import observables as cobs
 from corrflow.pipeline import generate_to_store, measure_stored
 from corrflow.store import StoreError, open_store
 
-from store_helpers import (BASE, CONFIG, N_BASE, N_EXTENDED, N_THIN1, PER_TRAJ, THEORY, THIN1, U1, bitwise_equal, cli, dummy_block, locks_left, reference, refused,
-                      snapshot, u1_spec)
+from .store_helpers import (BASE, CONFIG, N_BASE, N_EXTENDED, N_THIN1, PER_TRAJ, THEORY, THIN1, U1, bitwise_equal, cli,
+                            dummy_block, locks_left, reference, refused, snapshot, u1_spec)
 
 
 # ----------------------------------------------------------------------------------------

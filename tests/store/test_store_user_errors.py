@@ -17,7 +17,7 @@ from corrflow.flows import make_flow
 from corrflow.flows.train import TrainConfig, save_checkpoint
 from corrflow.store import open_store
 
-from store_helpers import N_BASE, cli, cli_refused, copy_store, dummy_block, snapshot, u1_spec
+from .store_helpers import N_BASE, cli, cli_refused, copy_store, dummy_block, snapshot, u1_spec
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ import zarr
 from corrflow.checks import gauge_config_check
 from corrflow.store import StoreError, open_store
 
-from store_helpers import (N_BASE, assert_unchanged,
-                      cli, cli_refused, copy_store, dummy_block, snapshot, u1_spec)
+from .store_helpers import N_BASE, assert_unchanged, cli, cli_refused, copy_store, dummy_block, snapshot, u1_spec
 
 
 # ----------------------------------------------------------------------------------------
