@@ -4,6 +4,7 @@ ensemble, shows what was interrupted, and the next run finishes bit-identical to
 
 Cost: one subprocess (``kill_driver.py``) imports corrflow once and forks one child per kill (each child
 SIGKILLs itself at its fault point); the resumes and checks run in this process with its compiled kernels.
+All kills are checked by one test, so that pytest-xdist never runs the driver on both workers.
 """
 
 from __future__ import annotations
@@ -48,10 +49,8 @@ def _jax_cache_env() -> dict[str, str]:
     return {"JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
-@pytest.fixture(scope="module")
-def killed(tmp_path_factory):
-    """Run every kill once (one driver subprocess); return the directory with the killed stores."""
-    d = tmp_path_factory.mktemp("kills")
+def _run_kills(d: Path) -> None:
+    """Run every kill once (one driver subprocess) in directory ``d``."""
     template = d / "template.zarr"
     st = open_store(template, "a")
     st.create_ensemble("other", u1_spec())
@@ -91,11 +90,24 @@ def killed(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((d / "results.json").read_text())
     assert results == [-9] * len(jobs), (list(zip([j["fault"] for j in jobs], results, strict=True)), proc.stderr[-3000:])
-    return d
 
 
-@pytest.mark.parametrize("i,fault", list(enumerate(GEN_PHASES)))
-def test_generate_killed_at_every_phase_resumes_bitwise(killed, i, fault):
+def test_kill_minus_9_at_every_phase(tmp_path):
+    _run_kills(tmp_path)
+    checks = [(f"generate killed at {f!r}", _check_generate, (i, f)) for i, f in enumerate(GEN_PHASES)]
+    checks += [("import-ildg killed at 'append:commit@2'", _check_import, ()),
+               ("measure killed at 'observable:data'", _check_measure, ()),
+               ("correlate killed at 'create'", _check_correlate, ())]
+    checks += [(f"checkpoint write killed at {f!r}", _check_checkpoint, (f,)) for f in CKPT_PHASES]
+    for what, check, args in checks:
+        try:
+            check(tmp_path, *args)
+        except AssertionError as exc:
+            raise AssertionError(f"{what}: {exc}") from exc
+
+
+def _check_generate(killed: Path, i: int, fault: str) -> None:
+    """generate killed at ``fault`` (creation, thermalisation, production, commit) resumes bit for bit."""
     path = killed / f"gen{i}.zarr"
     st = open_store(path)
     # the other ensemble is untouched and readable; the store lists and verifies
@@ -128,7 +140,8 @@ def test_generate_killed_at_every_phase_resumes_bitwise(killed, i, fault):
     assert open_store(path).info(NAME)["complete"]
 
 
-def test_import_killed_after_two_of_three_files_is_incomplete_and_continues(killed):
+def _check_import(killed: Path) -> None:
+    """import-ildg killed after two of three files: incomplete, and the same command continues it."""
     path = killed / "imp.zarr"
     st = open_store(path)
     info = st.info("imp")
@@ -152,7 +165,8 @@ def test_import_killed_after_two_of_three_files_is_incomplete_and_continues(kill
     assert code == 2 and "already holds all 3 imported configurations; nothing to do" in out
 
 
-def test_measure_killed_before_recording_its_count(killed):
+def _check_measure(killed: Path) -> None:
+    """measure killed after writing a new observable's values, before recording its count."""
     path = killed / "meas.zarr"
     st = open_store(path)
     assert "wilson_1x1" in os.listdir(path / NAME)  # the array was created and filled ...
@@ -165,7 +179,8 @@ def test_measure_killed_before_recording_its_count(killed):
     assert bitwise_equal(_arrays(ref, NAME)["wilson_1x1"], _arrays(path, NAME)["wilson_1x1"])
 
 
-def test_correlate_killed_during_creation(killed):
+def _check_correlate(killed: Path) -> None:
+    """correlate killed while creating the flowed ensemble."""
     path = killed / "corr.zarr"
     st = open_store(path)
     assert st.ensembles() == [NAME] and "direct" in st.incomplete()
@@ -175,8 +190,8 @@ def test_correlate_killed_during_creation(killed):
     assert st.ensembles() == ["direct", NAME] and not st.incomplete() and st.info("direct")["complete"]
 
 
-@pytest.mark.parametrize("fault", list(CKPT_PHASES))
-def test_checkpoint_killed_at_every_phase_keeps_a_good_checkpoint(killed, fault):
+def _check_checkpoint(killed: Path, fault: str) -> None:
+    """A checkpoint write killed at ``fault`` leaves a good checkpoint (the old one or the new one)."""
     ck = killed / f"ck_{fault.replace(':', '_')}"
     meta, arrays = read_checkpoint(ck)
     epoch = CKPT_PHASES[fault]
