@@ -15,6 +15,9 @@ What is timed (wall clock, median over repetitions):
 * ``store read``: ``ds.links.isel(traj=block).values`` on a Dataset from ``open_ensemble`` (xarray +
   dask; the time of ``open_ensemble`` itself is listed separately as ``open ms``); ``zarr read``: the
   same slice through zarr directly; ``npy read``: ``numpy.load``.
+* ``--verify GB``: ``EnsembleStore.verify`` of an ensemble with ``GB`` of SU(3) links (every chunk's size and
+  CRC32C), with the files in the page cache and after evicting them (``posix_fadvise(DONTNEED)`` on these
+  files only), against a plain read of the same files, and ``verify(sample=16)``; load averages printed.
 * commit-protocol overhead: ``append`` against writing the same arrays through zarr directly (resize
   every array and write links, traj and per-trajectory data; no validation, no commit record), as a
   percentage of ``append``; and the time of the commit-record write alone.
@@ -245,10 +248,73 @@ def bench_sustained(label: str, theory: str, shape: tuple[int, ...], dtype: str,
     return out
 
 
+def _evict(path: Path) -> None:
+    """Drop the page-cache pages of every file below ``path`` (only these files: other processes are not affected)."""
+    os.sync()
+    for f in path.rglob("*"):
+        if f.is_file():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def bench_verify(total_gb: float, tmp: Path, rng: np.random.Generator) -> dict:
+    """Time ``verify`` of an ensemble holding ``total_gb`` of SU(3) 8^4 complex128 links (2 chains, 64 MB chunks):
+    every chunk checksummed, with the files in the page cache (just written) and evicted from it (read from disk),
+    against plain reads of the same files; and ``--sample 16``."""
+    from corrflow.store import open_store
+
+    spec = _spec("su3", (8, 8, 8, 8), "complex128", 11)
+    spec = type(spec)(**{**spec.to_json(), "shape": tuple(spec.shape), "measurements": tuple(spec.measurements),
+                         "n_chains": 2})
+    cfg_bytes = int(np.prod(spec.config_shape)) * 16
+    n = max(1, int(64e6 // cfg_bytes))  # configurations per chunk
+    n_blocks = max(1, int(round(total_gb * 1e9 / (2 * n * cfg_bytes))))
+    links, per = _block(spec, n, rng)
+    path = tmp / "verify.zarr"
+    st = open_store(path, "a")
+    st.create_ensemble("e", spec, chunk_traj=n)
+    with st.writer("e") as w:
+        w.reserve(n_blocks * n)
+        for b in range(n_blocks):
+            w.append(np.arange(b * n, (b + 1) * n), links, per, (b + 1) * n)
+    os.sync()
+    rst = open_store(path, "r")
+    out: dict = {"gb": 2 * n_blocks * n * cfg_bytes / 1e9, "chunks": 2 * n_blocks, "chunk_mb": n * cfg_bytes / 1e6,
+                 "load_before": os.getloadavg()}
+    t0 = time.perf_counter()
+    rep = rst.verify("e")
+    out["warm"] = time.perf_counter() - t0
+    assert rep.ok and rep.chunks >= 2 * n_blocks, str(rep)
+    _evict(path)
+    t0 = time.perf_counter()
+    rep = rst.verify("e")
+    out["cold"] = time.perf_counter() - t0
+    _evict(path)
+    t0 = time.perf_counter()
+    nbytes = sum(len(f.read_bytes()) for f in (path / "e" / "links").rglob("*") if f.is_file())
+    out["read_cold"] = time.perf_counter() - t0
+    _evict(path)
+    t0 = time.perf_counter()
+    rep = rst.verify("e", sample=16)
+    out["sample16"] = time.perf_counter() - t0
+    out["load_after"] = os.getloadavg()
+    out["nbytes"] = nbytes
+    shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 and 16 MB blocks, 3 repetitions (default: 9 below 16 MB, 5 above)")
+    ap.add_argument("--verify", type=float, default=0.0, metavar="GB",
+                    help="also time a full `verify` of an ensemble of GB gigabytes of links (cached and from disk)")
+    ap.add_argument("--verify-only", action="store_true", help="only the --verify measurement")
     args = ap.parse_args()
+    if args.verify_only and not args.verify:
+        ap.error("--verify-only needs --verify GB")
     sizes = [1, 16] if args.quick else [1, 4, 16, 64]
     (REPO / ".bench_tmp").mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="store_io_", dir=REPO / ".bench_tmp"))
@@ -261,14 +327,18 @@ def main() -> None:
         print("corrflow store I/O benchmark" + (" (--quick)" if args.quick else ""))
         for line in _machine_info(tmp):
             print("  " + line)
+        print(f"  load average (1, 5, 15 min) at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
         cases = [("u1_64x64", "u1", (64, 64), "float64"), ("su3_8^4", "su3", (8, 8, 8, 8), "complex128")]
-        for label, theory, shape, dtype in cases:
-            for mb in sizes:
-                reps = 3 if args.quick else (5 if mb >= 16 else 9)
-                rows.append(bench_case(label, theory, shape, dtype, mb, reps, tmp, rng))
-                print(f"  ... {label} {rows[-1]['mb']:.1f} MB done", file=sys.stderr, flush=True)
-        sustained = [bench_sustained(label, theory, shape, dtype, 64, 0.5 if args.quick else 1.5, tmp, rng)
-                     for label, theory, shape, dtype in cases]
+        sustained = []
+        if not args.verify_only:
+            for label, theory, shape, dtype in cases:
+                for mb in sizes:
+                    reps = 3 if args.quick else (5 if mb >= 16 else 9)
+                    rows.append(bench_case(label, theory, shape, dtype, mb, reps, tmp, rng))
+                    print(f"  ... {label} {rows[-1]['mb']:.1f} MB done", file=sys.stderr, flush=True)
+            sustained = [bench_sustained(label, theory, shape, dtype, 64, 0.5 if args.quick else 1.5, tmp, rng)
+                         for label, theory, shape, dtype in cases]
+        ver = bench_verify(args.verify, tmp, rng) if args.verify else None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
@@ -276,6 +346,20 @@ def main() -> None:
         except OSError:
             pass
 
+    if ver is not None:
+        print()
+        print(f"verify: SU(3) 8^4 complex128, 2 chains, {ver['chunks']} links chunks of {ver['chunk_mb']:.0f} MB, "
+              f"{ver['gb']:.2f} GB of links")
+        print(f"  load average (1, 5, 15 min) before / after: {', '.join(f'{x:.2f}' for x in ver['load_before'])} / "
+              f"{', '.join(f'{x:.2f}' for x in ver['load_after'])}")
+        for label, key in (("full verify, files in the page cache", "warm"), ("full verify, files read from disk", "cold"),
+                           ("plain read of the same files from disk", "read_cold"),
+                           ("verify --sample 16, from disk", "sample16")):
+            print(f"  {label:<42} {ver[key]:7.2f} s  = {ver[key] / ver['gb']:6.2f} s/GB  "
+                  f"({ver['gb'] * 1e3 / ver[key]:7.0f} MB/s)")
+        print(f"total time {time.perf_counter() - t_start:.1f} s")
+    if args.verify_only:
+        return
     print()
     print("throughput in MB/s (1 MB = 1e6 bytes of links), median of repetitions; ratio = store / npy")
     hdr = (f"{'case':<10} {'cfgs':>5} {'block MB':>8} | {'store W':>8} {'npy W':>8} {'W ratio':>7} "

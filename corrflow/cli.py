@@ -13,6 +13,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -114,7 +115,7 @@ def generate(
         from . import HMCConfig, make_theory
         from .generate import measurements_from_names
         from .pipeline import generate_to_store
-        from .store import ensemble_name, open_store
+        from .store import check_name, ensemble_name, open_store
 
         dims = parse_shape(shape)
         for label, val, lo in (("--n", n, 1), ("--chains", chains, 1), ("--therm", therm, 0), ("--thin", thin, 1),
@@ -147,11 +148,15 @@ def generate(
         real = jnp.float64 if precision == "double" else jnp.float32
         dtype = real if th.group.is_abelian else (jnp.complex128 if precision == "double" else jnp.complex64)
         obs = [o.strip() for o in observables.split(",") if o.strip()]
-        measurements_from_names(th.group, obs, th.ndim)  # validate before touching the store
+        measurements_from_names(th.group, obs, th.ndim, shape=dims)  # validate before touching the store
         if start not in ("hot", "cold"):
             raise CLIError(f"--start must be 'hot' or 'cold', got {start!r}")
-        ens = name or ensemble_name(th.theory_name, dims, th.params())
-        st = open_store(store, "a")
+        if algorithm == "heatbath":
+            from .heatbath import _check_theory
+
+            _check_theory(th)
+        ens = check_name(name or ensemble_name(th.theory_name, dims, th.params()))
+        st = open_store(store, "a")  # created at the first write only
         label, unit = ("heat bath", "upd/s") if algorithm == "heatbath" else ("HMC", "traj/s")
         with _stage(f"{label} {ens}", unit) as lp:
 
@@ -192,22 +197,33 @@ def info(
 
         st = open_store(store, "r")
         names = [ensemble] if ensemble else st.ensembles()
-        if not names:
+        broken = {} if ensemble else st.incomplete()
+        if not names and not broken:
             console.print(f"{store}: empty corrflow store")
             return
         table = Table(title=f"corrflow store {store}")
-        for col in ("ensemble", "kind", "lattice", "parameters", "chains x traj", "size"):
+        for col in ("ensemble", "kind", "lattice", "parameters", "chains x traj", "size", "status"):
             table.add_column(col)
         notes = []
         for nm in names:
             d = st.info(nm)
             params = ", ".join(f"{k}={v:g}" for k, v in d["params"].items())
+            status, how = _status(d)
             table.add_row(nm, d["kind"], f"{d['theory']} {'x'.join(map(str, d['shape']))}", params,
-                          f"{d['n_chains']} x {d['committed']}", f"{d['links_bytes'] / 2**20:.1f} MiB")
+                          f"{d['n_chains']} x {d['committed']}", f"{d['links_bytes'] / 2**20:.1f} MiB",
+                          status if how is None else f"[yellow]{status}[/]")
             obs = ", ".join(list(d["measurements"]) + [f"{k} ({v} measured)" for k, v in d["observables"].items()])
             notes.append(f"[bold]{nm}[/]: observables {obs}")
+            if how is not None:
+                notes.append(f"  [yellow]{how}[/]")
             if d["kind"] == "flowed":
                 notes.append(f"  paired with {d['flow'].get('source')} via flow {d['flow'].get('flow_id', '?')}")
+        for nm, why in broken.items():
+            damaged = why.startswith("damaged")
+            table.add_row(nm, "", "", "", "", "", "[red]DAMAGED[/]" if damaged else "[yellow]INCOMPLETE[/]")
+            advice = ("restore it from a backup, or delete its directory to create it again" if damaged else
+                      "rerun the command that creates it (the remains are removed first)")
+            notes.append(f"[bold]{nm}[/]: {escape(why)}; {advice}")
         console.print(table)
         for line in notes:
             console.print(line)
@@ -220,27 +236,58 @@ def info(
     _run(body)
 
 
-@app.command(epilog="""
-**Example**
+def _status(d: dict[str, Any]) -> tuple[str, str | None]:
+    """(short status, note on how to continue an interrupted run or import, or None)."""
+    if d["complete"]:
+        return "complete", None
+    if d["target"] is None:
+        return "empty", None
+    if d["kind"] == "imported":
+        return (f"INCOMPLETE {d['committed']}/{d['target']}", f"{d['committed']} of {d['target']} files imported; "
+                "rerun the same import-ildg command to continue")
+    return (f"INCOMPLETE {d['committed']}/{d['target']}", f"interrupted at {d['committed']} of {d['target']} "
+            "trajectories per chain; rerun the same command" + (" with --resume" if d["kind"] == "hmc" else "")
+            + " to continue")
 
-    corrflow verify data/runs.zarr --sample 16
+
+@app.command(epilog="""
+**Examples**
+
+    corrflow verify data/runs.zarr                       # every committed chunk checksummed
+
+    corrflow verify data/runs.zarr u1_16x16_beta2 --sample 16 --configs 32   # quick look: 16 random links chunks
 """)
 def verify(
     store: Path = typer.Argument(..., help="zarr store"),
     ensemble: Optional[str] = typer.Argument(None, help="one ensemble (default: all)"),
-    sample: int = typer.Option(8, help="configurations whose plaquette is recomputed"),
+    sample: Optional[int] = typer.Option(None, help="checksum only this many random links chunks (a quick look; "
+                                         "default: every chunk). Small arrays are always checked in full"),
+    configs: int = typer.Option(8, help="configurations whose plaquette (and SU(N) unitarity) is recomputed and "
+                                "compared with the stored values (-1: all, 0: none)"),
 ) -> None:
-    """Check integrity: every committed chunk present and readable, stored plaquettes recomputed."""
+    """Check integrity: every committed chunk present, of the right size and with an intact CRC32C checksum; a
+    sample of configurations recomputed.  Each problem names ensemble, array, chain and trajectories; exit
+    status 1 if any."""
 
     def body() -> None:
+        from .checks import gauge_config_check
         from .store import open_store
 
+        if sample is not None and sample < 0:
+            raise CLIError(f"--sample must be >= 0, got {sample}")
         st = open_store(store, "r")
         bad = 0
-        for nm in [ensemble] if ensemble else st.ensembles():
-            rep = st.verify(nm, n_sample=sample)
-            console.print(str(rep), style="green" if rep.ok else "red")
+        names = [ensemble] if ensemble else st.ensembles()
+        for nm in names:
+            rep = st.verify(nm, sample=sample, check=gauge_config_check if configs else None, n_check=configs)
+            console.print(escape(str(rep)), style="green" if rep.ok else "red", highlight=False, soft_wrap=True)
             bad += not rep.ok
+        if not ensemble:
+            for nm, why in st.incomplete().items():
+                damaged = why.startswith("damaged")
+                console.print(escape(f"{nm}: {'DAMAGED' if damaged else 'INCOMPLETE'}: {why}"),
+                              style="red" if damaged else "yellow", highlight=False, soft_wrap=True)
+                bad += damaged
         if bad:
             raise typer.Exit(1)
 
@@ -432,7 +479,9 @@ def import_ildg(
     lam: float = typer.Option(0.0, help="Feynman–Hellmann source"),
 ) -> None:
     """Import 4D SU(3) ILDG configurations as a one-chain ensemble (usable as a base ensemble for `train` and
-    `correlate`).  Every file is checked before anything is written: one lattice size, SU(3) links."""
+    `correlate`).  Every file is checked before anything is written: one lattice size, SU(3) links.  Resumable
+    file by file: rerun the same command after an interruption; until every file is in, `info` lists the
+    ensemble as incomplete."""
 
     def body() -> None:
         import jax.numpy as jnp
@@ -441,10 +490,16 @@ def import_ildg(
         from . import make_theory
         from . import observables as obs_mod
         from .ildg import read_ildg
-        from .store import EnsembleSpec, open_store
+        from .store import EnsembleSpec, StoreError, check_name, open_store
 
         if not files:
             raise CLIError("no ILDG files given")
+        check_name(name)
+        for f in files:
+            if not f.exists():
+                raise CLIError(f"{f}: no such file")
+            if not f.is_file():
+                raise CLIError(f"{f} is {'a directory' if f.is_dir() else 'not a regular file'}; give ILDG files")
         # pass 1: read and validate every file before anything is written
         shape = None
         with _stage("check ILDG files") as lp:
@@ -458,15 +513,30 @@ def import_ildg(
                 _check_su3(f, u, meta)
                 lp(i + 1, len(files))
         th = make_theory("su3", shape, beta=beta, xi=xi, lam=lam)
-        st = open_store(store, "a")
         spec = EnsembleSpec(theory="su3", group="su3", shape=shape, params=th.params(), n_chains=1, seed=-1,
                             dtype="complex128", hmc={}, n_therm=0, thin=1, measurements=("plaquette",), kind="imported",
                             flow={"source_files": [str(f) for f in files]})
-        st.create_ensemble(name, spec)
-        # pass 2: import
-        with st.writer(name) as w, _stage(f"import {name}") as lp:
-            for i, f in enumerate(files):
-                u, _ = read_ildg(f, dtype=np.complex128)
+        st = open_store(store, "a")  # created at the first write only
+
+        def refuse_existing(stored: EnsembleSpec, committed: int) -> None:
+            diffs = stored.differences(spec)
+            if diffs:
+                raise StoreError(f"ensemble {name!r} exists with different settings ({'; '.join(diffs)[:300]}); "
+                                 "an interrupted import continues only with the same files and parameters. Choose "
+                                 "another --name")
+            if committed >= len(files):
+                raise StoreError(f"ensemble {name!r} already holds all {len(files)} imported configurations; "
+                                 "nothing to do")
+
+        if name in st:
+            refuse_existing(st.spec(name), int(st.commit(name)["committed"]))
+        # pass 2: import, one commit per file (created atomically under the writer lock; resumed if interrupted)
+        with st.writer(name, create=spec) as w, _stage(f"import {name}") as lp:
+            if not w.created:
+                refuse_existing(w.spec, w.committed)
+            w.set_target(len(files))
+            for i in range(w.committed, len(files)):
+                u, _ = read_ildg(files[i], dtype=np.complex128)
                 uj = jnp.asarray(u)
                 per = {"plaquette": np.array([[float(obs_mod.plaquette(uj, th.group))]]),
                        "action": np.array([[float(th.action(uj))]]), "delta_H": np.full((1, 1), np.nan),
@@ -563,8 +633,9 @@ def train(
         from .flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resolve_optimizer, resume_kwargs
         from .flows.train import train as train_flow
         from .pipeline.handles import held_out_positions, training_positions
-        from .store import open_store
+        from .store import check_writable_dir, open_store
 
+        check_writable_dir(out, "--out")  # before the training, not after it
         st = open_store(store, "r")
         spec = st.spec(from_)
         base = make_theory(spec.theory, spec.shape, **spec.params)
@@ -653,13 +724,16 @@ def correlate(
 
     def body() -> None:
         from .pipeline import correlate_to_store, direct_to_store
-        from .store import open_store
+        from .store import check_name, open_store
 
         if (flow is None) == (not identity):
             raise CLIError("give exactly one of --flow CHECKPOINT or --identity")
         if batch < 1:
             raise CLIError(f"--batch must be >= 1, got {batch}")
-        st = open_store(store, "a")
+        check_name(name)
+        if name == from_:
+            raise CLIError(f"--name {name!r} is the base ensemble (--from); the flowed ensemble needs a name of its own")
+        st = open_store(store, "a")  # created at the first write only
         with _stage(f"correlate {from_} -> {name}", "cfg/s") as lp:
             prog = lambda d, t: lp(d, t)  # noqa: E731
             if identity:

@@ -52,9 +52,16 @@ def _scaled(s: Stats, factor: float) -> Stats:
 
 def compare_ensembles(store: Any, base: str, others: Sequence[str], observables: Sequence[str] = ("plaquette",)
                       ) -> list[ComparisonRow]:
-    """Rows for every observable and every ensemble in ``others`` (flowed or independent)."""
-    bds = store.open_ensemble(base)
+    """Rows for every observable and every ensemble in ``others`` (flowed or independent).
+
+    ``base`` must be an HMC (or imported) ensemble: a flowed ensemble is correlated with its own source,
+    so using it as the base would treat paired samples as independent (wrong errors)."""
     bspec = store.spec(base)
+    if bspec.kind == "flowed":
+        raise ValueError(f"--base {base!r} is a flowed ensemble (paired with {bspec.flow.get('source')!r}); the base "
+                         "must be the HMC or imported ensemble the flowed ensembles were made from, because a flowed "
+                         "ensemble is correlated with its source and would be treated as independent")
+    bds = store.open_ensemble(base)
     rows: list[ComparisonRow] = []
     indep_err: dict[str, float] = {}
     plan = []

@@ -26,7 +26,6 @@ Array = jax.Array
 __all__ = [
     "GaugeMeasurements",
     "Block",
-    "GenerationSummary",
     "chain_keys",
     "initial_links",
     "run_blocks",
@@ -278,16 +277,26 @@ def generate(
 _WILSON_RE = __import__("re").compile(r"^wilson_(\d+)x(\d+)$")
 
 
-def measurements_from_names(group: Group, names: Sequence[str], ndim: int) -> GaugeMeasurements:
+def measurements_from_names(group: Group, names: Sequence[str], ndim: int,
+                            shape: Sequence[int] | None = None) -> GaugeMeasurements:
     """:class:`GaugeMeasurements` from observable names: ``plaquette``, ``wilson_RxT``,
-    ``topological_charge`` (2D U(1)), ``polyakov_loop``.  Unknown names raise ``ValueError``."""
+    ``topological_charge`` (2D U(1)), ``polyakov_loop``.  Unknown names raise ``ValueError``; so does, when the
+    lattice ``shape`` is given, a Wilson loop that does not fit on it (loops are averaged over all planes and
+    both orientations, so ``R`` and ``T`` must be smaller than the shortest extent)."""
     loops, topo, poly = [], False, False
     for n in names:
         m = _WILSON_RE.match(n)
         if n == "plaquette":
             continue
         if m:
-            loops.append((int(m.group(1)), int(m.group(2))))
+            r, t = int(m.group(1)), int(m.group(2))
+            if r < 1 or t < 1:
+                raise ValueError(f"{n}: Wilson loop extents must be >= 1")
+            if shape is not None and max(r, t) >= min(shape):
+                raise ValueError(f"{n} does not fit on the {'x'.join(map(str, shape))} lattice: loops are averaged "
+                                 f"over all planes and orientations, so R and T must be smaller than the shortest "
+                                 f"extent ({min(shape)})")
+            loops.append((r, t))
         elif n == "topological_charge":
             if not (group.is_abelian and ndim == 2):
                 raise ValueError("topological_charge (geometric) is available for 2D U(1) only")

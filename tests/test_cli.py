@@ -57,7 +57,7 @@ def test_kill_minus_9_and_resume_is_bitwise_identical(tmp_path):
         target = start + int(rng.integers(1, 12))
         deadline = time.time() + 120
         while proc.poll() is None and time.time() < deadline:
-            if attempt == 0 and (tmp_path / "killed.zarr.locks" / f"{NAME}.lock").exists():
+            if attempt == 0 and (tmp_path / "killed.zarr" / "_corrflow" / "locks" / f"{NAME}.lock").exists():
                 time.sleep(float(rng.uniform(0.0, 0.5)))
                 break
             if attempt > 0 and _committed(killed) >= target:
@@ -90,7 +90,7 @@ def test_kill_minus_9_and_resume_is_bitwise_identical(tmp_path):
     # nothing duplicated, nothing padded, no stray files
     assert np.all(np.diff(b["traj"]) == 2) and b["traj"][0] == 41
     assert not list(killed.rglob("*.partial"))
-    assert not list((tmp_path / "killed.zarr.locks").glob("*.lock"))
+    assert not list((tmp_path / "killed.zarr" / "_corrflow" / "locks").glob("*.lock"))
 
 
 @pytest.mark.parametrize("command", ["generate", "info", "measure", "verify", "summary", "export-ildg", "import-ildg"])

@@ -19,9 +19,10 @@ Two optimisers (``TrainConfig.optimizer``):
   L-BFGS finds the optimum in a few iterations (BENCHMARKS.md).  Resume restarts from the checkpointed
   parameters with an empty L-BFGS memory (not bit-identical to an uninterrupted run).
 
-Checkpoints are a directory with ``checkpoint.json`` (flow structure, theories a and a', training
-settings, epoch, history, parameter checksum) and ``arrays.npz`` (parameters and optimizer state,
-read back with ``allow_pickle=False``).  The checkpoint id is a hash of the parameters and the metadata.
+Checkpoints are written through :mod:`corrflow.store.checkpoints` as one atomic unit (a new version
+directory, then one pointer rename): metadata (flow structure, theories a and a', training settings,
+epoch, history, id) and arrays (parameters and optimizer state, no pickle).  The checkpoint id is a
+hash of the parameters and the metadata.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -420,7 +420,7 @@ def resume_kwargs(checkpoint: dict[str, Any], n_configs: int, config: TrainConfi
 
 
 # ----------------------------------------------------------------------------------------
-# checkpoints (JSON + npz, never pickle)
+# checkpoints (written by corrflow.store.checkpoints: JSON + .npy, never pickle)
 # ----------------------------------------------------------------------------------------
 
 
@@ -439,13 +439,11 @@ def checkpoint_id(meta: dict[str, Any], params: np.ndarray) -> str:
 def save_checkpoint(path: str | os.PathLike, flow: Flow, params: Array, base: Any, target: Any,
                     config: TrainConfig, epoch: int, history: list[dict[str, float]], opt_state: Any = None,
                     stopped: str | None = None, *, resume_params: Array | None = None) -> str:
-    """Write a checkpoint directory atomically (files replaced by rename); return its id.  ``stopped``
-    ("target_ess", "converged" or "patience") marks a training run that ended before its last epoch and is
-    complete.  ``params`` is the flow the checkpoint stands for (its id); ``resume_params``, when given, is the
-    optimiser's current iterate if that differs (held-out model selection kept an earlier epoch), used by
-    :func:`resume_kwargs`."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    """Write a checkpoint atomically through the store's checkpoint layer (new version, then one pointer rename;
+    the previous checkpoint survives any interruption); return its id.  ``stopped`` ("target_ess", "converged" or
+    "patience") marks a training run that ended before its last epoch and is complete.  ``params`` is the flow the
+    checkpoint stands for (its id); ``resume_params``, when given, is the optimiser's current iterate if that differs
+    (held-out model selection kept an earlier epoch), used by :func:`resume_kwargs`."""
     p = np.asarray(params, dtype=np.float64)
     meta = {"format": CHECKPOINT_FORMAT, "version": 1, "flow": flow.describe(), "base": _theory_json(base),
             "target": _theory_json(target), "train": dataclasses.asdict(config), "epoch": int(epoch),
@@ -459,12 +457,9 @@ def save_checkpoint(path: str | os.PathLike, flow: Flow, params: Array, base: An
     if opt_state is not None:
         for i, leaf in enumerate(jax.tree_util.tree_leaves(opt_state)):
             arrays[f"opt_{i}"] = np.asarray(leaf)
-    tmp = path / "arrays.tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path / "arrays.npz")
-    tmpj = path / "checkpoint.tmp.json"
-    tmpj.write_text(json.dumps(meta, indent=1))
-    os.replace(tmpj, path / "checkpoint.json")
+    from ..store.checkpoints import write_checkpoint  # the store package is the only layer that writes files
+
+    write_checkpoint(path, meta, arrays)  # one atomic unit: the previous checkpoint survives any interruption
     return meta["id"]
 
 
@@ -474,35 +469,27 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     "target_ess"/"converged"/"patience" for a run that finished early, else None; ``resume_params`` the optimiser's
     iterate when model selection kept an earlier epoch as ``params``, else None).  The flow is rebuilt from its
     recorded description (any kind; checkpoints written before flow kinds existed load as residual flows).  A
-    missing, corrupt or inconsistent checkpoint raises a one-line ``ValueError``."""
-    path = Path(path)
-    try:
-        meta = json.loads((path / "checkpoint.json").read_text())
-    except FileNotFoundError:
-        raise ValueError(f"no flow checkpoint at {path} (checkpoint.json missing)") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}/checkpoint.json is not valid JSON ({exc}); the checkpoint is corrupt") from None
+    missing, incomplete, damaged or inconsistent checkpoint raises :class:`corrflow.store.CheckpointError` (a
+    ``ValueError``) with a one-line reason."""
+    from ..store.checkpoints import CheckpointError, read_checkpoint
+
+    meta, arrays = read_checkpoint(path, what="flow checkpoint")
     if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a corrflow flow checkpoint (format {meta.get('format')!r})")
-    try:
-        with np.load(path / "arrays.npz", allow_pickle=False) as z:
-            params = np.asarray(z["params"])
-            resume = np.asarray(z["resume_params"]) if "resume_params" in z.files else None
-            opt_leaves = [np.asarray(z[f"opt_{i}"]) for i in range(sum(k.startswith("opt_") for k in z.files))]
-    except FileNotFoundError:
-        raise ValueError(f"checkpoint {path}: arrays.npz missing (incomplete or corrupt checkpoint)") from None
-    except Exception as exc:  # noqa: BLE001  (zipfile/npy errors of a damaged file)
-        raise ValueError(f"checkpoint {path}: arrays.npz is unreadable ({type(exc).__name__}); the checkpoint is "
-                         "corrupt") from None
+        raise CheckpointError(f"{path} is not a corrflow flow checkpoint (format {meta.get('format')!r})")
+    if "params" not in arrays:
+        raise CheckpointError(f"flow checkpoint {path} has no parameter array; the checkpoint is incomplete")
+    params = np.asarray(arrays["params"])
+    resume = np.asarray(arrays["resume_params"]) if "resume_params" in arrays else None
+    opt_leaves = [np.asarray(arrays[f"opt_{i}"]) for i in range(sum(k.startswith("opt_") for k in arrays))]
     if checkpoint_id(meta, params) != meta.get("id"):
-        raise ValueError(f"checkpoint {path}: parameters do not match the recorded id (corrupt or edited)")
+        raise CheckpointError(f"checkpoint {path}: parameters do not match the recorded id (corrupt or edited)")
     try:
         flow = flow_from_description(meta["flow"])
     except (KeyError, ValueError) as exc:
-        raise ValueError(f"checkpoint {path}: the recorded flow does not make a valid flow ({exc})") from None
+        raise CheckpointError(f"checkpoint {path}: the recorded flow does not make a valid flow ({exc})") from None
     if tuple(params.shape) != tuple(flow.param_shape) or (resume is not None and resume.shape != params.shape):
-        raise ValueError(f"checkpoint {path}: parameters of shape {tuple(params.shape)} do not fit its flow "
-                         f"{meta['flow']} (expected {tuple(flow.param_shape)})")
+        raise CheckpointError(f"checkpoint {path}: parameters of shape {tuple(params.shape)} do not fit its flow "
+                              f"{meta['flow']} (expected {tuple(flow.param_shape)})")
     th = {k: make_theory(meta[k]["group"], tuple(meta[k]["shape"]), **meta[k]["params"]) for k in ("base", "target")}
     return {"flow": flow, "params": jnp.asarray(params), "base": th["base"], "target": th["target"],
             "config": TrainConfig(**meta["train"]), "epoch": int(meta["epoch"]), "history": meta["history"],

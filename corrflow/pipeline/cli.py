@@ -6,7 +6,8 @@ from the dataclass, plus ``--config run.toml``.  Precedence: class defaults < ru
 command line.  Bad values give one line and exit status 2 (:func:`run_cli`).
 
 :func:`run_cli` runs the body of any command: user errors (``ValueError``, ``TypeError``, ``FloatingPointError``,
-:class:`corrflow.store.StoreError` and the ``errors`` passed) become ``error: <message>`` and exit 2, Ctrl-C
+:class:`corrflow.store.StoreError`, ``OSError`` from the file system and the ``errors`` passed) become
+``error: <message>`` (markup escaped) and exit 2, Ctrl-C
 exits 130 keeping everything committed.
 """
 
@@ -34,6 +35,7 @@ def run_cli(body: Callable[[], Any], console: Any, errors: tuple[type[BaseExcept
             interrupted: str = "everything committed to the store is kept; rerun the same command to continue") -> Any:
     """Run a command body: user errors -> one line on ``console`` and exit 2; Ctrl-C -> exit 130."""
     import typer
+    from rich.markup import escape
 
     from ..store import StoreError
 
@@ -43,7 +45,12 @@ def run_cli(body: Callable[[], Any], console: Any, errors: tuple[type[BaseExcept
         console.print(f"[yellow]interrupted[/]: {interrupted}")
         raise typer.Exit(130) from None
     except (*USER_ERRORS, *errors, StoreError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:  # the file system refused (missing file, permissions, disk full): one line, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        console.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc) + where)}", highlight=False,
+                      soft_wrap=True)
         raise typer.Exit(2) from None
 
 

@@ -64,7 +64,7 @@ def generate_to_store(
     """
     import time as _time
 
-    from ..store import EnsembleSpec, StoreError
+    from ..store import EnsembleSpec, StoreError, check_name
 
     if n_traj < 1:
         raise ValueError(f"n_traj must be >= 1, got {n_traj}")
@@ -79,7 +79,7 @@ def generate_to_store(
             raise TypeError(f"config must be an HMCConfig or a HeatbathConfig, got {type(config).__name__}")
         _check_theory(theory)  # before the store is touched
     obs_names = tuple(dict.fromkeys(("plaquette",) + tuple(observables)))
-    measure = measurements_from_names(theory.group, obs_names, theory.ndim)
+    measure = measurements_from_names(theory.group, obs_names, theory.ndim, shape=theory.shape)
     if dtype is None:
         dtype = jnp.float64 if theory.group.is_abelian else jnp.complex128
     hmc_settings = config.as_dict()
@@ -90,26 +90,34 @@ def generate_to_store(
     spec = EnsembleSpec(theory=theory.theory_name, group=theory.group.name, shape=theory.shape,
                         params=theory.params(), n_chains=n_chains, seed=seed, dtype=np.dtype(dtype).name,
                         hmc=hmc_settings, n_therm=n_therm, thin=thin, measurements=obs_names)
-    if name in store:
-        diffs = store.spec(name).differences(spec)
+    check_name(name)
+
+    def refuse_existing(stored: EnsembleSpec, rec: dict) -> None:
+        diffs = stored.differences(spec)
         if diffs:
             raise StoreError(f"ensemble {name!r} exists with different settings: " + "; ".join(diffs)
                              + ". Use the stored settings to extend it, or choose another --name.")
-        if not resume:
-            have = store.commit(name)["committed"]
-            raise StoreError(f"ensemble {name!r} already exists with {have} trajectories per chain; pass --resume "
-                             "to continue or extend it, or choose another --name")
-    else:
-        # one block per chunk (up to 64 MB): appends write whole chunks, no read-modify-write
-        cfg_bytes = int(np.prod(theory.link_shape)) * np.dtype(dtype).itemsize
-        store.create_ensemble(name, spec, chunk_traj=max(1, min(block_size, (64 << 20) // cfg_bytes)))
+        started = int(rec["committed"]) > 0 or int(rec.get("slot", -1)) >= 0
+        if started and not resume:
+            raise StoreError(f"ensemble {name!r} already exists with {rec['committed']} trajectories per chain; pass "
+                             "--resume to continue or extend it, or choose another --name")
+        if int(rec["committed"]) >= n_traj:
+            raise StoreError(f"ensemble {name!r} already holds {rec['committed']} trajectories per chain (requested "
+                             f"{n_traj}); nothing to do. Raise --n to extend it.")
+
+    if name in store:  # refuse before taking the lock: a refused command changes nothing
+        refuse_existing(store.spec(name), store.commit(name))
+    # one block per chunk (up to 64 MB): appends write whole chunks, no read-modify-write
+    cfg_bytes = int(np.prod(theory.link_shape)) * np.dtype(dtype).itemsize
+    chunk_traj = max(1, min(block_size, (64 << 20) // cfg_bytes))
     key = jax.random.PRNGKey(seed)
     t_start = _time.perf_counter()
-    with store.writer(name) as w:
+    # created (atomically) under the writer lock if absent; the remains of an interrupted creation are removed
+    with store.writer(name, create=spec, chunk_traj=chunk_traj) as w:
+        if not w.created:  # checked again under the lock (another process may have written meanwhile)
+            refuse_existing(w.spec, w.commit_record)
         committed0 = w.committed
-        if committed0 >= n_traj:
-            raise StoreError(f"ensemble {name!r} already holds {committed0} trajectories per chain (requested "
-                             f"{n_traj}); nothing to do. Raise --n to extend it.")
+        w.set_target(n_traj)
         w.reserve(n_traj)
         state = w.resume_state()
         if state is None:

@@ -123,7 +123,7 @@ def _read(store: Any, name: str, var: str, n: int) -> np.ndarray:
         raise ValueError(f"ensemble {name!r} holds {have} configurations per chain, {n} needed")
     if var not in store.root[name]:
         raise ValueError(f"{var!r} is not stored in ensemble {name!r}")
-    return np.asarray(store.root[name][var][:, :n])
+    return np.asarray(store.array(name, var)[:, :n])  # a damaged chunk raises naming chain and trajectories
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def measure_stored(
     ndim = len(spec.shape)
     flow = flow or WilsonFlowGrid()
     gauge_names = [o for o in observables if o != FLOW_OBSERVABLE]
-    measurements_from_names(group, gauge_names, ndim)  # validate names early
+    measurements_from_names(group, gauge_names, ndim, shape=spec.shape)  # validate names early
     grid = None
     if FLOW_OBSERVABLE in observables:
         if group.is_abelian:
@@ -120,7 +120,7 @@ def measure_stored(
         first = min(starts.values())
         total = (n - first) * spec.n_chains
         counted = 0
-        links_arr = w.group["links"]
+        links_arr = store.array(name, "links")  # a damaged chunk raises naming chain and trajectories
         for lo in range(first, n, batch):
             hi = min(n, lo + batch)
             need = [o for o in todo if starts[o] < hi]

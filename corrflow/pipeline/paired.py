@@ -65,6 +65,8 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
     from ..theories import make_theory
 
     bspec = store.spec(base_name)
+    if name == base_name:
+        raise StoreError(f"the flowed ensemble needs its own name: --name {name!r} is the base ensemble")
     if bspec.kind == "flowed":
         raise StoreError(f"{base_name!r} is itself a flowed ensemble; correlate from an HMC or imported ensemble")
     if base_ck.group.name != bspec.group:
@@ -77,7 +79,7 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
     target = make_theory(bspec.theory, bspec.shape, **target_ck.params())
     if tuple(flow.shape) != tuple(bspec.shape):
         flow = flow.with_shape(bspec.shape)  # volume transfer (ValueError if the extents do not fit)
-    measure = measurements_from_names(base.group, bspec.measurements, len(bspec.shape))
+    measure = measurements_from_names(base.group, bspec.measurements, len(bspec.shape), shape=bspec.shape)
     spec = EnsembleSpec(theory=bspec.theory, group=bspec.group, shape=bspec.shape, params=target.params(),
                         n_chains=bspec.n_chains, seed=seed, dtype=bspec.dtype, hmc={}, n_therm=0, thin=1,
                         measurements=bspec.measurements, kind="flowed",
@@ -86,28 +88,37 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
                               "trained_shape": list(base_ck.shape),
                               **({"degree": flow.degree} if flow.degree else {}),
                               **({"kind": flow.kind} if getattr(flow, "kind", "residual") != "residual" else {})})
-    if name in store:
-        diffs = store.spec(name).differences(spec)
+
+    def refuse_existing(stored: EnsembleSpec, committed: int) -> None:
+        if stored.kind != "flowed":
+            raise StoreError(f"ensemble {name!r} exists and is an {stored.kind} ensemble, not a flowed one; choose "
+                             "another --name")
+        diffs = stored.differences(spec)
         if diffs:
             raise StoreError(f"ensemble {name!r} exists with different settings: " + "; ".join(diffs))
-    else:
-        store.create_ensemble(name, spec, chunk_traj=max(1, batch))
+        if committed >= n_base:
+            raise StoreError(f"{name!r} already pairs all {n_base} base configurations of {base_name!r}; "
+                             "generate more base trajectories first")
+
     bds = store.open_ensemble(base_name, verify=False)
     n_base = int(bds.sizes["traj"])
     base_traj = np.asarray(bds.traj.values)
-    base_links = store.root[base_name]["links"]
+    if name in store:  # refuse before taking the lock: a refused command changes nothing
+        refuse_existing(store.spec(name), int(store.commit(name)["committed"]))
+    base_links = store.array(base_name, "links")  # a damaged chunk raises naming chain and trajectories
     key = jax.random.PRNGKey(seed)
     c = bspec.n_chains
-    with store.writer(name) as w:
+    # created (atomically) under the writer lock if absent; the remains of an interrupted creation are removed
+    with store.writer(name, create=spec, chunk_traj=max(1, batch)) as w:
         start = w.committed
+        if not w.created:
+            refuse_existing(w.spec, start)
+        w.set_target(n_base)
         w.reserve(n_base)
-        if start >= n_base:
-            raise StoreError(f"{name!r} already pairs all {n_base} base configurations of {base_name!r}; "
-                             "generate more base trajectories first")
         cur = np.full(c, -np.inf)  # log w of the state each Metropolis chain holds
         if start:
-            acc_done = np.asarray(store.root[name]["accepted"][:, :start])
-            lw_done = np.asarray(store.root[name]["log_weight"][:, :start])
+            acc_done = np.asarray(store.array(name, "accepted")[:, :start])
+            lw_done = np.asarray(store.array(name, "log_weight")[:, :start])
             for ch in range(c):
                 last = np.flatnonzero(acc_done[ch])
                 cur[ch] = lw_done[ch, last[-1]] if len(last) else -np.inf
@@ -133,10 +144,10 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
             if progress is not None:
                 progress(hi, n_base)
         committed = w.committed
-    lw_all = np.asarray(store.root[name]["log_weight"][:, :committed])
+    lw_all = np.asarray(store.array(name, "log_weight")[:, :committed])
     shifted = lw_all - lw_all.max()
     wts = np.exp(shifted)
-    accepted = np.asarray(store.root[name]["accepted"][:, 1:committed])
+    accepted = np.asarray(store.array(name, "accepted")[:, 1:committed])
     return CorrelateSummary(name, committed - start, committed, float(wts.sum() ** 2 / (wts.size * (wts**2).sum())),
                             float(accepted.mean()) if accepted.size else float("nan"),
                             float(np.log(wts.mean()) + lw_all.max()))

@@ -238,7 +238,7 @@ class Pipeline:
     def _check_pairing(self, base: Ensemble, name: str) -> None:
         src_t = _read(self.store, name, "source_traj", base.n)
         src_c = _read(self.store, name, "source_chain", base.n)
-        base_t = np.asarray(self.store.root[base.name]["traj"][:base.n])
+        base_t = np.asarray(self.store.array(base.name, "traj")[:base.n])
         if not (np.all(src_t == base_t[None, :]) and np.all(src_c == np.arange(src_c.shape[0])[:, None])):
             raise ValueError(f"ensemble {name!r} is not paired row by row with {base.name!r}; the store is "
                              "inconsistent")

@@ -62,6 +62,9 @@ def test_report_cli_analysis_only_and_errors(tmp_path):
     store = tmp_path / "s.zarr"
     st = open_store(store, "a")
     res = runner.invoke(app, ["report", "--store", str(store), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "no store at" in res.output  # opening for writing creates nothing by itself
+    st.materialise()
+    res = runner.invoke(app, ["report", "--store", str(store), "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "nothing to report" in res.output
     st.write_analysis("mass_dependence", _record("Mass dependence"), figures={"f.png": PNG})
     res = runner.invoke(app, ["report", "--store", str(store), "--out", str(tmp_path / "r")])

@@ -1,0 +1,49 @@
+"""Physics checks of stored configurations, passed to :meth:`corrflow.store.EnsembleStore.verify`.
+
+The store checks bytes (presence, size, CRC32C of every chunk); whether the bytes are a gauge field
+that matches the numbers stored with it is physics, decided here:
+
+* every link value is finite;
+* SU(N) links are unitary with unit determinant within ``1e-10`` (``1e-5`` for single precision);
+* the plaquette recomputed from the links equals the stored ``plaquette`` within the same relative
+  tolerance (it was computed from these very links when they were stored).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["gauge_config_check"]
+
+
+def gauge_config_check(spec: Any, links: np.ndarray, values: Mapping[str, float]) -> str | None:
+    """``None`` if configuration ``links`` (one configuration of ensemble ``spec``) passes, else the problem.
+
+    ``values``: the per-trajectory numbers stored for this configuration (``plaquette``, ...).
+    """
+    import jax.numpy as jnp
+
+    from .groups import get_group
+    from .observables import plaquette
+
+    u = np.asarray(links)
+    if not np.all(np.isfinite(u)):
+        return "non-finite link values"
+    tol = 1e-5 if np.dtype(spec.dtype) in (np.dtype("float32"), np.dtype("complex64")) else 1e-10
+    group = get_group(spec.group)
+    if not group.is_abelian:
+        n = u.shape[-1]
+        dev = float(np.max(np.abs(np.einsum("...ij,...kj->...ik", u, u.conj()) - np.eye(n))))
+        if not dev <= tol * 10:
+            return f"links are not unitary: max |U U^dag - 1| = {dev:.2e}"
+        det = float(np.max(np.abs(np.linalg.det(u) - 1.0)))
+        if not det <= tol * 10:
+            return f"links are not special unitary: max |det U - 1| = {det:.2e}"
+    stored = values.get("plaquette")
+    if stored is not None and np.isfinite(stored):
+        val = float(plaquette(jnp.asarray(u), group))
+        if not abs(val - stored) <= tol * max(1.0, abs(stored)):
+            return f"stored plaquette {stored!r}, recomputed {val!r}"
+    return None

@@ -1,0 +1,207 @@
+"""The user errors of issue 17: each refused with one line and exit status 2, no traceback, and nothing created
+or changed (the store's file tree hashes the same before and after)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import corrflow
+from corrflow.flows import make_flow
+from corrflow.flows.train import TrainConfig, save_checkpoint
+from corrflow.store import open_store
+
+from .store_helpers import N_BASE, cli, cli_refused, copy_store, dummy_block, snapshot, u1_spec
+
+
+@pytest.fixture
+def flow_ckpt(tmp_path):
+    """A (untrained, identity) flow checkpoint for the base ensemble's theory: no training, no compilation."""
+    th = corrflow.make_theory("u1", (4, 4), beta=2.0)
+    path = tmp_path / "flow"
+    flow = make_flow("u1", (4, 4))
+    save_checkpoint(path, flow, flow.init_params(), th, th.replace(beta=2.1), TrainConfig(), 1, [{"loss": 0.0}])
+    return path
+
+
+def test_import_ildg_of_a_missing_file_or_a_directory(store_copy, ildg_files, tmp_path):
+    good, _ = ildg_files
+    new = tmp_path / "new.zarr"
+    for path in (store_copy, new):
+        cli_refused(path, r"nope\.lime: no such file", "import-ildg", path, good[0], tmp_path / "nope.lime",
+                    "--name", "imp", "--beta", 6)
+        cli_refused(path, r"is a directory; give ILDG files", "import-ildg", path, good[0], tmp_path, "--name", "imp",
+                    "--beta", 6)
+    assert not new.exists()
+
+
+def test_correlate_with_a_damaged_checkpoint(store_copy, flow_ckpt):
+    args = ("correlate", "--store", store_copy, "--from", "base", "--flow", flow_ckpt, "--name", "fl")
+    version = next(p for p in flow_ckpt.iterdir() if p.name.startswith("v"))
+    params = version / "params.npy"
+    good = params.read_bytes()
+    params.write_bytes(good[:40])
+    cli_refused(store_copy, r"flow checkpoint .*: array 'params' \(v\d+-\w+/params\.npy\) is damaged \(SHA-256 "
+                r"mismatch, 40 bytes\)", *args)
+    params.unlink()
+    cli_refused(store_copy, r"array 'params' \(params\.npy\) is missing", *args)
+    params.write_bytes(good)
+    (flow_ckpt / "checkpoint.json").write_text('{"format": "corrflow-checkpoint", "vers')
+    cli_refused(store_copy, r"checkpoint\.json is corrupt", *args)
+    (flow_ckpt / "checkpoint.json").unlink()
+    cli_refused(store_copy, r"no flow checkpoint at .*flow \(checkpoint\.json missing\)", *args)
+
+
+def test_correlate_with_a_truncated_or_missing_legacy_arrays_npz(store_copy, flow_ckpt):
+    """Checkpoints written before the atomic layout: checkpoint.json holding the metadata, arrays.npz beside it."""
+    version = next(p for p in flow_ckpt.iterdir() if p.name.startswith("v"))
+    manifest = json.loads((version / "manifest.json").read_text())
+    np.savez(flow_ckpt / "arrays.npz", params=np.load(version / "params.npy"))
+    (flow_ckpt / "checkpoint.json").write_text(json.dumps(manifest["meta"]))
+    args = ("correlate", "--store", store_copy, "--from", "base", "--flow", flow_ckpt, "--name", "fl")
+    from corrflow.flows.train import load_checkpoint
+
+    assert load_checkpoint(flow_ckpt)["id"] == manifest["meta"]["id"]  # the legacy layout reads
+    data = (flow_ckpt / "arrays.npz").read_bytes()
+    (flow_ckpt / "arrays.npz").write_bytes(data[: len(data) // 2])
+    cli_refused(store_copy, r"flow checkpoint .*: arrays\.npz is truncated or corrupt", *args)
+    (flow_ckpt / "arrays.npz").unlink()
+    cli_refused(store_copy, r"flow checkpoint .* is incomplete: arrays\.npz is missing", *args)
+
+
+def test_train_out_unwritable_is_refused_before_training(store_copy, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    base = ("train", "--store", store_copy, "--from", "base", "--to", "beta=2.1", "--epochs", 1)
+    cli_refused(store_copy, r"--out .*afile is a file; give a directory", *base, "--out", afile)
+    cli_refused(store_copy, r"--out .*afile/sub cannot be created: .*afile is a file", *base, "--out", afile / "sub")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        probe = ro / "probe"
+        try:
+            probe.write_text("")
+            writable = True  # root ignores permissions
+            probe.unlink()
+        except OSError:
+            writable = False
+        if not writable:
+            cli_refused(store_copy, r"--out .* is not writable", *base, "--out", ro / "flow")
+    finally:
+        ro.chmod(0o700)
+    assert afile.read_text() == "x"
+
+
+def test_correlate_name_equal_to_base_and_existing_hmc_name(store_copy):
+    cli_refused(store_copy, r"--name 'base' is the base ensemble \(--from\); the flowed ensemble needs a name of its own",
+                "correlate", "--store", store_copy, "--from", "base", "--identity", "--to", "beta=2.1", "--name", "base")
+    st = open_store(store_copy, "a")
+    st.create_ensemble("other", u1_spec())
+    cli_refused(store_copy, r"ensemble 'other' exists and is an hmc ensemble, not a flowed one; choose another --name",
+                "correlate", "--store", store_copy, "--from", "base", "--identity", "--to", "beta=2.1", "--name",
+                "other")
+
+
+def test_fresh_generate_racing_another_writer_is_told_who_holds_the_lock(tmp_path):
+    """Two fresh ``generate`` of one name: the loser waits for no one and names the winner (the lock is taken before
+    the ensemble is created).  The winner is played by a lock file of a live process."""
+    path = tmp_path / "race.zarr"
+    st = open_store(path, "a")
+    st.create_ensemble("other", u1_spec())
+    lock = st.lock_path("u1_4x4_beta2")
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        lock.write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(), "since": 0}))
+        before = snapshot(path)
+        code, out = cli("generate", "u1", "--beta", 2, "--shape", "4,4", "--n", 2, "--therm", 0, "--store", path)
+        assert code == 2 and f"ensemble 'u1_4x4_beta2' is being written by another process (pid {sleeper.pid}" in out
+        assert snapshot(path) == before
+        assert "u1_4x4_beta2" not in open_store(path).ensembles() and not open_store(path).incomplete()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_compare_with_a_flowed_base_is_refused_with_the_reason(store_copy):
+    st = open_store(store_copy, "a")
+    st.create_ensemble("fl", u1_spec(kind="flowed", flow={"source": "base", "flow_id": "x"}, params={"beta": 2.1}))
+    traj = st.open_ensemble("base").traj.values
+    _, links, per, _ = dummy_block(2, N_BASE, 0)
+    per.update(source_chain=np.repeat([[0], [1]], N_BASE, 1), source_traj=np.tile(traj, (2, 1)),
+               log_weight=np.zeros((2, N_BASE)), log_jacobian=np.zeros((2, N_BASE)))
+    with st.writer("fl") as w:
+        w.append(traj, links, per, int(traj[-1]) + 1)
+    for cmd in ("compare", "report"):
+        cli_refused(store_copy, r"--base 'fl' is a flowed ensemble \(paired with 'base'\); the base must be the HMC or "
+                    r"imported ensemble", cmd, "--store", store_copy, "--base", "fl", "base")
+
+
+def test_observables_are_validated_against_the_lattice(store_copy, tmp_path):
+    msg = r"wilson_9x9 does not fit on the 4x4 lattice: .* smaller than the shortest extent \(4\)"
+    cli_refused(store_copy, msg, "measure", store_copy, "base", "wilson_9x9")
+    cli_refused(store_copy, r"wilson_1x4 does not fit on the 4x4 lattice", "measure", store_copy, "base", "wilson_1x4")
+    new = tmp_path / "new.zarr"
+    cli_refused(new, msg, "generate", "u1", "--beta", 2, "--shape", "4,4", "--n", 2, "--observables", "wilson_9x9",
+                "--store", new)
+    assert not new.exists()
+
+
+def test_heat_bath_on_u1_and_bad_names_create_no_store(tmp_path, ildg_files):
+    new = tmp_path / "new.zarr"
+    cli_refused(new, r"heat bath / over-relaxation are implemented for SU\(N\) only, not for U\(1\)", "generate", "u1",
+                "--beta", 2, "--shape", "4,4", "--n", 2, "--algorithm", "heatbath", "--store", new)
+    for bad in ("../x", "a/b", "..", "zarr.json", "x.partial"):
+        cli_refused(new, r"invalid ensemble name", "generate", "u1", "--beta", 2, "--shape", "4,4", "--n", 2,
+                    "--name", bad, "--store", new)
+        cli_refused(new, r"invalid ensemble name", "correlate", "--store", new, "--from", "base", "--identity",
+                    "--to", "beta=2.1", "--name", bad)
+        cli_refused(new, r"invalid ensemble name", "import-ildg", new, ildg_files[0][0], "--name", bad, "--beta", 6)
+    assert not new.exists() and not (tmp_path / "x").exists()
+
+
+def test_stray_partial_files_are_ignored_without_warnings_and_cleaned(store_copy):
+    """A kill during one of zarr's writes leaves ``<name>.<uuid>.partial``: no warning from any command, and the next
+    writer of that ensemble removes the ones inside it."""
+    strays = [store_copy / "zarr.0123456789abcdef.partial", store_copy / "base" / "zarr.fedcba9876543210.partial",
+              store_copy / "base" / "links" / "c" / "0" / "0.0123.partial"]
+    for s in strays:
+        s.parent.mkdir(parents=True, exist_ok=True)
+        s.write_bytes(b"{")
+    st = open_store(store_copy, "a")
+    st.write_analysis("an", {"title": "t"})
+    (store_copy / "_analyses" / "zarr.0a0a.partial").write_bytes(b"{")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any ZarrUserWarning fails the test
+        assert st.ensembles() == ["base"] and st.analyses() == ["an"] and not st.incomplete()
+        assert st.open_ensemble("base").sizes["traj"] == N_BASE
+        assert st.verify("base").ok
+        code, out = cli("info", store_copy)
+        assert code == 0 and "warning" not in out.lower()
+        with st.writer("base"):
+            pass
+    assert strays[0].exists()  # outside any ensemble: ignored, not touched
+    assert not strays[1].exists() and not strays[2].exists()
+
+
+def test_refused_commands_leave_a_legacy_lock_directory_alone(store_copy):
+    """Stores written before the lock moved inside the store may have ``<store>.locks/`` beside them; it is ignored
+    (and a regular file there no longer breaks anything)."""
+    legacy = Path(str(store_copy) + ".locks")
+    legacy.write_text("a file where the old lock directory was")
+    cli_refused(store_copy, r"already holds 4 trajectories", "generate", "u1", "--beta", 2, "--shape", "4,4", "--n", 4,
+                "--chains", 2, "--seed", 7, "--therm", 3, "--thin", 3, "--block", 3, "--name", "base", "--resume",
+                "--store", store_copy)
+    assert legacy.read_text().startswith("a file")
+
+
+def test_info_of_an_empty_or_copied_store(store_copy, tmp_path):
+    dst = copy_store(store_copy, tmp_path, "again.zarr")
+    code, out = cli("info", dst)
+    assert code == 0 and "base" in out and "complete" in out
