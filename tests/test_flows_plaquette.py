@@ -148,18 +148,20 @@ def test_checkpoint_roundtrip_and_bad_checkpoints(trained, tmp_path):
     assert ck["flow"] == trained["flow"] and ck["flow"].describe()["kind"] == "plaquette"
     np.testing.assert_array_equal(np.asarray(ck["params"]), np.asarray(trained["res"].params))
     # another architecture: the description no longer fits the stored parameters
-    meta = json.loads((trained["ckpt"] / "checkpoint.json").read_text())
-    bad = tmp_path / "other"
-    bad.mkdir()
-    (bad / "arrays.npz").write_bytes((trained["ckpt"] / "arrays.npz").read_bytes())
     from corrflow.flows.train import checkpoint_id
+    from corrflow.store.checkpoints import read_checkpoint, write_checkpoint
+
+    meta, arrays = read_checkpoint(trained["ckpt"])
     meta["flow"]["harmonics"] = 4
     meta["id"] = checkpoint_id(meta, np.asarray(ck["params"]))
-    (bad / "checkpoint.json").write_text(json.dumps(meta))
+    bad = tmp_path / "other"
+    write_checkpoint(bad, meta, arrays)
     with pytest.raises(ValueError, match="do not fit its flow"):
         load_checkpoint(bad)
-    (bad / "arrays.npz").write_bytes(b"PK\x03\x04 not a zip")
-    with pytest.raises(ValueError, match="corrupt"):
+    npy = sorted(bad.rglob("*.npy"))
+    assert npy
+    npy[0].write_bytes(npy[0].read_bytes()[:40])  # a damaged array file: one-line error
+    with pytest.raises(ValueError, match="checkpoint"):
         load_checkpoint(bad)
     with pytest.raises(ValueError, match="parameters of shape"):
         train(make_flow("u1", (8, 8), kind="plaquette", harmonics=4), trained["base"], trained["target"],

@@ -119,7 +119,7 @@ def _summary(s: FHSettings, est: FHEstimates, pulls: dict[str, float], vr: Any, 
     f_dir = plateaus["flowed"]
     summary = [
         (f"{describe_theory(s)} (O_t: one time slice), lambda = {lam_txt}; {s.ensemble.n_chains} x "
-         f"{s.ensemble.n_configs} base configurations, flow: {s.flow.describe("u1" if s.theory == "schwinger" else "su3", s.shape)}, {s.training.epochs} "
+         f"{s.ensemble.n_configs} base configurations, flow: {s.flow.describe('u1' if s.theory == 'schwinger' else 'su3', s.shape)}, {s.training.epochs} "
          f"epochs on {s.training.n_train}."),
         f"Pion mass ({s.kind} plateau t = {s.t_min}..{tmax}): m_pi = {_fmt(m_pi)}.",
         (f"**dE_pi/dlambda = <pi|O_t|pi> - <0|O_t|0> = {_fmt(f_dir)}** (flowed), {_fmt(plateaus['connected'])} "

@@ -164,7 +164,7 @@ def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, 
     out = [
         (f"Schwinger model (2D U(1), N_f = 2 Wilson fermions), {s.T} x {s.L}, beta = {s.beta:g}, m = {s.mass:g}, "
          f"dm = {s.dm:g}; {e.n_chains} x {e.n_configs} base and independent configurations ({s.markov.hmc_det} HMC), "
-         f"flow: {s.flow.describe("u1", s.shape)}, {flow_info['epochs']} epochs."),
+         f"flow: {s.flow.describe('u1', s.shape)}, {flow_info['epochs']} epochs."),
         (f"Weight ESS fraction: flowed {ess['flowed']:.4f}, direct {ess['direct']:.4f}; training-set ESS "
          f"{flow_info['train_ess_initial']:.4f} -> {flow_info['train_ess_final']:.4f}."),
         "Path costs (s, measurements included): " + ", ".join(f"{k} {v:.1f}" for k, v in pc.items()) + ".",
