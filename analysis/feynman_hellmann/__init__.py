@@ -98,7 +98,7 @@ Python API
 ----------
 ``run(FHSettings.make(n_configs=200, lam=0.05)) -> record`` (or ``run(n_configs=200, lam=0.05)``); the record is
 also written to the store (``store.read_analysis("feynman_hellmann")``) and ``render(record)`` redraws its figure.
-The estimators work on plain arrays: :func:`dE_dlambda`, :func:`binning`, :func:`effective_mass_curve`, and the
+The estimators work on plain arrays: :func:`dE_dlambda`, :func:`binning`, :func:`corrflow.stats.effective_mass_curve`, and the
 generic curves and plateau fits of :mod:`corrflow.stats`.
 """
 
@@ -138,7 +138,6 @@ __all__ = [
     "binning",
     "dE_dlambda",
     "describe_theory",
-    "effective_mass_curve",
     "estimate",
     "gluon_momentum_fraction",
     "measure",

@@ -123,6 +123,8 @@ class Settings:
             ch = f.metadata.get("choices")
             if ch and getattr(self, f.name) not in ch:
                 raise ValueError(f"unknown {f.name} {getattr(self, f.name)!r}; allowed: {', '.join(ch)}")
+        if self.groups():
+            self.flat_fields()  # TypeError if two leaves share a flat name
         self.check()
 
     def check(self) -> None:
@@ -144,12 +146,13 @@ class Settings:
         hints = typing.get_type_hints(cls)
         groups = cls.groups()
         for f in fields(cls):
-            if f.name in groups:
-                gh = typing.get_type_hints(groups[f.name])
-                for g in fields(groups[f.name]):
-                    out[g.name] = (f.name, g, gh[g.name])
-            else:
-                out[f.name] = (None, f, hints[f.name])
+            entries = ([(f.name, g, typing.get_type_hints(groups[f.name])[g.name]) for g in fields(groups[f.name])]
+                       if f.name in groups else [(None, f, hints[f.name])])
+            for group, g, tp in entries:
+                if g.name in out:  # flat names (command-line options, run-file keys) must be unique
+                    raise TypeError(f"{cls.__name__}: setting {g.name!r} is defined twice ({out[g.name][0] or 'top'}, "
+                                    f"{group or 'top'})")
+                out[g.name] = (group, g, tp)
         return out
 
     def get(self, name: str) -> Any:
@@ -349,12 +352,12 @@ class MarkovSettings(Settings):
 class FlowSettings(Settings):
     """Architecture of the flows (:func:`corrflow.flows.make_flow`).
 
-    ``kind``: ``residual`` (masked gauge-equivariant residual layers; ``loops``, ``degree``, ``net_width``,
+    ``flow_kind``: ``residual`` (masked gauge-equivariant residual layers; ``loops``, ``degree``, ``net_width``,
     ``net_depth``, ``smear``), ``plaquette`` (2D U(1): exact plaquette-space maps with ``harmonics`` coefficients) or
     ``auto`` (plaquette for 2D U(1), residual otherwise).  ``sweeps = 0``: 2 residual sweeps, 1 plaquette map."""
 
-    kind: str = setting("residual", "flow kind: residual | plaquette (2D U(1)) | auto (plaquette in 2D U(1))",
-                        flag="--flow-kind", choices=("residual", "plaquette", "auto"))
+    flow_kind: str = setting("residual", "flow kind: residual | plaquette (2D U(1)) | auto (plaquette in 2D U(1))",
+                             choices=("residual", "plaquette", "auto"))
     sweeps: int = setting(0, "flow sweeps over all links (plaquette flows: maps) [0: 2 residual, 1 plaquette]")
     loops: tuple[str, ...] = setting(("plaquette",), "flow staple shapes: plaquette[,rectangle] (residual)")
     degree: int = setting(0, "degree of the flow coefficients' polynomials in the staple norm (0: constants; residual)")
@@ -380,7 +383,7 @@ class FlowSettings(Settings):
         """``kind`` with ``auto`` resolved for a group (name or object) and lattice shape."""
         from ..flows import default_kind
 
-        return default_kind(group, shape) if self.kind == "auto" else self.kind
+        return default_kind(group, shape) if self.flow_kind == "auto" else self.flow_kind
 
     def describe(self, group: Any, shape: Any) -> str:
         """One line for summaries: ``"plaquette-space flow, 1 map of 6 harmonics"`` / ``"residual flow, 2 sweeps of

@@ -136,15 +136,26 @@ def test_flow_and_training_groups():
 
     u1 = cf.make_theory("u1", (8, 8), beta=2.0)
     su3 = cf.make_theory("su3", (4, 4, 4, 4), beta=5.7)
-    auto = FlowSettings(kind="auto")
+    auto = FlowSettings(flow_kind="auto")
     assert auto.resolved_kind("u1", (8, 8)) == "plaquette" and auto.resolved_kind("su3", (4, 4, 4, 4)) == "residual"
     assert auto.make(u1).kind == "plaquette" and auto.make(u1).n_sweeps == 1
     assert FlowSettings().make(su3).n_sweeps == 2  # sweeps 0: two residual sweeps
     assert auto.describe("u1", (8, 8)) == "plaquette-space flow, 1 map of 6 harmonics"
     assert "residual flow, 2 sweeps of plaquette layers" in FlowSettings().describe("u1", (8, 8))
     with pytest.raises(ValueError, match="2D U\\(1\\) only"):
-        FlowSettings(kind="plaquette").make(su3)  # an architecture that does not fit the theory: one line
+        FlowSettings(flow_kind="plaquette").make(su3)  # an architecture that does not fit the theory: one line
     with pytest.raises(ValueError, match="patience needs held-out"):
         TrainingSettings(patience=3)
     assert TrainingSettings(held_out=16, patience=3).config(2, "plaquette").optimizer == "lbfgs"
     assert TrainingSettings().config(2).optimizer == "adam" and TrainingSettings().config(4).optimizer == "lbfgs"
+
+
+def test_flat_names_are_unique():
+    @dataclass(frozen=True)
+    class Clash(AnalysisSettings):
+        name: ClassVar[str] = "clash"
+        ensemble: EnsembleSettings = setting(EnsembleSettings(), "")
+        seed: int = setting(1, "a second seed")
+
+    with pytest.raises(TypeError, match="'seed' is defined twice"):
+        Clash()
