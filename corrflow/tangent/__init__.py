@@ -1,0 +1,51 @@
+"""Tangent-flow (linearised-flow) derivative estimators: unbiased ``d<O>/dα`` without weights (issue 15).
+
+For ``p_α ∝ e^{-S_α}`` and any smooth vector field ``v`` on the link manifold (PHYSICS.md section 7)::
+
+    R_v = ∂_α S + v·∇S − ∇·v,    T_v = v·∇O − (O − <O>)(R_v − <R_v>),    E[T_v] = d<O>/dα  for every v;
+
+``v = 0`` is the connected estimator.  The field is fitted by minimising ``Var[R_v]`` (least squares for fields
+linear in their coefficients, cross-fitted so that no configuration enters its own coefficients).
+
+* :mod:`.core` -- right-trivialised gradients, ``v·∇O`` by ``jax.jvp``, ``∇·v`` dense or by Hutchinson probes,
+  ``∂_α S``, smooth observables by name;
+* :mod:`.fields` -- :class:`PlaquetteField` (2D U(1), exact non-local field), :class:`GradientField` (any group and
+  dimension: gradients of plaquette / rectangle / Wilson-flowed plaquette actions);
+* :mod:`.fit` -- ridge least squares with held-out selection, cross-fitting;
+* :mod:`.estimator` -- the estimator with Gamma-method errors;
+* :mod:`.derivative` -- configurations -> terms -> fit -> estimates (:func:`derivative`).
+
+Example::
+
+    from corrflow import tangent
+    res = tangent.derivative(theory, configs, "beta", ["plaquette", "wilson_2x2"],
+                             tangent.make_field("auto", theory), jax.random.PRNGKey(0))
+    res.estimates["wilson_2x2"]["tangent"], res.reduction["wilson_2x2"]
+"""
+
+from .core import (
+    OBSERVABLES,
+    PARAMETERS,
+    coords_shape,
+    directional_derivative,
+    divergence_dense,
+    divergence_hutchinson,
+    gradient,
+    hutchinson_probes,
+    lift,
+    observable_function,
+    parameter_derivative,
+)
+from .derivative import DerivativeResult, TangentTerms, apply_fits, compute_terms, derivative, estimate
+from .estimator import connected_estimate, tangent_estimate, tangent_values, variance_reduction
+from .fields import FIELD_KINDS, GradientField, NoField, PlaquetteField, make_field, plaquette_link_field
+from .fit import FieldFit, TangentFitWarning, cross_fit, fit_field, fold_index
+
+__all__ = [
+    "OBSERVABLES", "PARAMETERS", "coords_shape", "directional_derivative", "divergence_dense",
+    "divergence_hutchinson", "gradient", "hutchinson_probes", "lift", "observable_function", "parameter_derivative",
+    "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate",
+    "connected_estimate", "tangent_estimate", "tangent_values", "variance_reduction",
+    "FIELD_KINDS", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
+    "FieldFit", "TangentFitWarning", "cross_fit", "fit_field", "fold_index",
+]

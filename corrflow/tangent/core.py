@@ -1,0 +1,182 @@
+"""Right-trivialised derivatives on the link manifold: gradients, directional derivatives, divergences.
+
+Conventions (PHYSICS.md sections 1, 2 and 7)
+--------------------------------------------
+* A tangent vector (vector field value) at a configuration is stored by its **coordinates**
+  ``v[..., x_0, ..., x_{d-1}, mu, a]`` in the basis ``T^a`` of the Lie algebra: shape
+  ``coords_shape(theory) = (L_0, ..., L_{d-1}, d, n_gen)`` with ``n_gen = 1`` for U(1) and ``N^2 - 1`` for
+  SU(N).
+* ``∂_l^a F(U) = d/dε F(e^{ε T^a} U_l)|_{ε=0}`` (right-trivialised; U(1): ``d/dθ_l``);
+  ``v·∇F = Σ_{l,a} v_l^a ∂_l^a F``; ``∇·v = Σ_{l,a} ∂_l^a v_l^a``.  The ``∂_l^a`` are divergence-free for
+  the Haar measure, so ``∫ dU ∂_l^a F = 0`` and ``∇·v`` is the divergence with respect to Haar.
+* All derivatives are taken through :func:`lift`, ``w -> exp(W) U`` with ``W = Σ_a w^a T^a``, at ``w = 0``.
+  The exponential is truncated after ``W^2/2``: the path is then a group path through second order, so
+  first derivatives and the second derivatives used here (one derivative in each of two lift variables)
+  are exact, while no ``exp`` is ever differentiated at ``0``.
+
+Everything is pure JAX on one configuration (no batch axis); vmap it over configurations.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import observables as obs
+from ..groups import Group, matmul
+
+Array = jax.Array
+Field = Callable[[Array], Array]  # links -> coordinates (coords_shape), a vector field
+
+__all__ = [
+    "coords_shape",
+    "lift",
+    "gradient",
+    "directional_derivative",
+    "divergence_dense",
+    "divergence_hutchinson",
+    "hutchinson_probes",
+    "parameter_derivative",
+    "observable_function",
+    "OBSERVABLES",
+    "PARAMETERS",
+]
+
+#: Parameters of the pure-gauge Wilson action that ``parameter_derivative`` differentiates.
+PARAMETERS = ("beta", "xi", "lam")
+#: Observables the tangent estimators accept (smooth functions of the links).
+OBSERVABLES = ("plaquette", "wilson_RxT (e.g. wilson_2x2)")
+_WILSON_RE = re.compile(r"^wilson_(\d+)x(\d+)$")
+
+
+def coords_shape(theory: Any) -> tuple[int, ...]:
+    """Shape ``(L_0, ..., L_{d-1}, d, n_gen)`` of the algebra coordinates of a tangent vector."""
+    return tuple(theory.link_index_shape) + (int(theory.group.n_generators),)
+
+
+def lift(w: Array, u: Array, group: Group) -> Array:
+    """``exp(W) U`` link by link, ``W = Σ_a w^a T^a`` (exponential truncated after ``W^2/2``, see module doc).
+
+    ``w``: coordinates ``(L_0, ..., L_{d-1}, d, n_gen)``; ``u``: one configuration.  Returns links of ``u``'s
+    shape and dtype.
+    """
+    if group.is_abelian:
+        return u + w[..., 0].astype(u.dtype)
+    x = group.from_coords(w).astype(u.dtype)
+    m = jnp.eye(group.N, dtype=u.dtype) + x + 0.5 * matmul(x, x)
+    return matmul(m, u)
+
+
+def _zeros(u: Array, group: Group) -> Array:
+    lead = u.shape[: u.ndim - group.elem_ndim]
+    real = group.real_dtype(u.dtype)
+    return jnp.zeros(tuple(lead) + (group.n_generators,), real)
+
+
+def gradient(f: Callable[[Array], Array], u: Array, group: Group) -> Array:
+    """Right-trivialised gradient ``(∂_l^a f)(U)`` of a real scalar function, shape ``coords_shape``."""
+    return jax.grad(lambda w: f(lift(w, u, group)))(_zeros(u, group))
+
+
+def directional_derivative(f: Callable[[Array], Any], u: Array, v: Array, group: Group) -> Any:
+    """``v·∇f (U)`` by forward-mode autodiff (``jax.jvp``); ``f`` may return any pytree of arrays."""
+    return jax.jvp(lambda w: f(lift(w, u, group)), (_zeros(u, group),), (v.astype(_zeros(u, group).dtype),))[1]
+
+
+def divergence_dense(field: Field, u: Array, group: Group) -> Array:
+    """Exact ``∇·v (U)`` from the dense Jacobian of ``w -> v(exp(W) U)`` (tests and tiny lattices only:
+    cost and memory grow like the square of the number of link coordinates)."""
+    w0 = _zeros(u, group)
+    jac = jax.jacfwd(lambda w: field(lift(w, u, group)))(w0)
+    n = w0.size
+    return jnp.trace(jac.reshape(n, n))
+
+
+def hutchinson_probes(key: Array, shape: tuple[int, ...], n_probes: int, kind: str = "rademacher",
+                      dtype: Any = jnp.float64) -> Array:
+    """``n_probes`` probe vectors ``z`` with ``E[z z^T] = 1``: ``rademacher`` (±1) or ``gaussian``."""
+    if kind == "rademacher":
+        return jax.random.rademacher(key, (n_probes,) + tuple(shape), dtype)
+    if kind == "gaussian":
+        return jax.random.normal(key, (n_probes,) + tuple(shape), dtype)
+    raise ValueError(f"unknown probe kind {kind!r}; use 'rademacher' or 'gaussian'")
+
+
+def divergence_hutchinson(field: Field, u: Array, group: Group, key: Array, n_probes: int = 4,
+                          kind: str = "rademacher") -> Array:
+    """Unbiased Hutchinson estimate of ``∇·v (U)``, one value per probe (shape ``(n_probes, *out)``).
+
+    For each probe ``z`` (algebra coordinates with ``E[z z^T] = 1``) the value is ``z · (z·∇) v`` computed with
+    one ``jax.jvp`` of ``w -> v(exp(W) U)``; its expectation over ``z`` is ``Σ_{l,a} ∂_l^a v_l^a``.  ``field``
+    may return extra leading axes (several fields at once, ``(K, *coords_shape)``); the result then has shape
+    ``(n_probes, K)``.  Average over the probe axis for the estimate.
+    """
+    w0 = _zeros(u, group)
+    zs = hutchinson_probes(key, w0.shape, n_probes, kind, w0.dtype)
+    g = lambda w: field(lift(w, u, group))  # noqa: E731
+    axes = tuple(range(-w0.ndim, 0))
+
+    def one(z: Array) -> Array:
+        return jnp.sum(jax.jvp(g, (w0,), (z,))[1] * z, axis=axes)
+
+    return jax.lax.map(one, zs)
+
+
+def parameter_derivative(theory: Any, param: str) -> Callable[[Array], Array]:
+    """``U -> ∂S/∂α (U)`` for an action parameter ``α`` (``beta``, ``xi``, ``lam`` of the Wilson gauge action).
+
+    Raises ``ValueError`` for a parameter the theory lacks (fermion parameters need stochastic traces, not
+    implemented here)."""
+    if not hasattr(theory, "beta") or not hasattr(theory, "plane_couplings"):
+        raise ValueError(f"tangent derivatives are implemented for pure-gauge Wilson theories; got "
+                         f"{type(theory).__name__} (fermion parameters need stochastic traces of D^-1: not yet)")
+    if param not in PARAMETERS:
+        raise ValueError(f"theory {theory.theory_name!r} has no parameter {param!r}; allowed: {', '.join(PARAMETERS)}"
+                         + (" (quark-mass derivatives need a fermion theory and stochastic traces: not yet)"
+                            if param in ("mass", "kappa", "m") else ""))
+    p0 = jnp.asarray(getattr(theory, param), jnp.float64)
+
+    def d_action(u: Array) -> Array:
+        return jax.jvp(lambda a: theory.replace(**{param: a}).action(u), (p0,), (jnp.ones_like(p0),))[1]
+
+    return d_action
+
+
+def observable_function(name: str, group: Group, shape: tuple[int, ...]) -> Callable[[Array], Array]:
+    """Smooth observable ``U -> O(U)`` (scalar, one configuration) by name: ``plaquette`` (mean ``Re tr P / N``) or
+    ``wilson_RxT`` (mean ``Re tr W / N`` over planes and orientations, as :mod:`corrflow.observables`).
+
+    Raises ``ValueError`` for unknown names or loops that do not fit on the lattice.  Non-smooth observables (the
+    geometric topological charge, ``|Polyakov loop|``) are refused: integration by parts needs smooth ``O``.
+    """
+    n = str(name).strip()
+    if n == "plaquette":
+        return lambda u: obs.plaquette(u, group)
+    m = _WILSON_RE.match(n)
+    if m:
+        r, t = int(m.group(1)), int(m.group(2))
+        if r < 1 or t < 1 or max(r, t) >= min(shape):
+            raise ValueError(f"{n}: a Wilson loop needs 1 <= R, T < {min(shape)} (the shortest extent) on this lattice")
+        return lambda u: obs.wilson_loop(u, group, r, t)
+    hint = (" (not smooth: the tangent estimator needs differentiable observables)"
+            if n in ("topological_charge", "polyakov_loop") else "")
+    raise ValueError(f"unknown observable {n!r}{hint}; allowed: {', '.join(OBSERVABLES)}")
+
+
+def observables_vector(names: tuple[str, ...], group: Group, shape: tuple[int, ...]) -> Callable[[Array], Array]:
+    """``U -> (O_1(U), ..., O_n(U))`` for the named observables (see :func:`observable_function`)."""
+    fns = [observable_function(n, group, shape) for n in names]
+    return lambda u: jnp.stack([f(u) for f in fns])
+
+
+def casimir(group: Group) -> float:
+    """``C_F`` with ``Σ_a T^a T^a = -C_F`` (U(1): 1, SU(N): ``(N^2 - 1) / (2N)``)."""
+    return 1.0 if group.is_abelian else (group.N ** 2 - 1) / (2.0 * group.N)
+
+
+def _check_shape_tuple(shape: Any) -> tuple[int, ...]:
+    return tuple(int(s) for s in np.atleast_1d(shape))

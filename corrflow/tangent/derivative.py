@@ -1,0 +1,152 @@
+"""From configurations to derivative estimates: per-configuration terms (jitted, vmapped), the cross-fitted
+tangent field, and the tangent and connected estimators side by side.
+
+Layout: configurations ``(n_chains, n_traj, *theory.link_shape)`` (a chain axis is required; pass ``x[None]`` for
+one chain).  All per-configuration arrays keep the ``(n_chains, n_traj)`` leading axes, so the Gamma method
+treats chains as replicas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..stats import Stats
+from .core import observables_vector, parameter_derivative
+from .estimator import connected_estimate, tangent_estimate, variance_reduction
+from .fit import FieldFit, cross_fit, fold_index
+
+__all__ = ["TangentTerms", "DerivativeResult", "compute_terms", "estimate", "derivative"]
+
+
+@dataclass(frozen=True)
+class TangentTerms:
+    """Per-configuration ingredients, leading axes ``(n_chains, n_traj)``.
+
+    ``o``: observables ``(..., n_obs)``; ``ds``: ``∂_α S``; ``a``: ``v_k·∇S − ∇·v_k`` ``(..., K)``;
+    ``b``: ``v_k·∇O_i`` ``(..., n_obs, K)``; ``names``: the observables; ``param``: ``α``.
+    """
+
+    o: np.ndarray
+    ds: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    names: tuple[str, ...]
+    param: str
+
+
+@dataclass(frozen=True)
+class DerivativeResult:
+    """``estimates[obs][estimator]`` (:class:`~corrflow.stats.Stats`; estimators ``tangent`` and ``connected``),
+    ``reduction[obs]`` (variance reduction of tangent against connected), the per-fold fits and coefficients."""
+
+    estimates: dict[str, dict[str, Stats]]
+    reduction: dict[str, float]
+    fits: list[FieldFit]
+    coef: np.ndarray
+    param: str
+    field: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready ``{"observables": {OBS: {EST: {"value", "error", "tau_int"}}}, ...}``."""
+        obs = {o: {k: {"value": s.value, "error": s.error, "tau_int": s.tau_int} for k, s in est.items()}
+               for o, est in self.estimates.items()}
+        return {"param": self.param, "observables": obs, "variance_reduction": dict(self.reduction),
+                "field": self.field, "fit": [{"coef": f.coef.tolist(), "ridge": f.ridge, "n_basis": f.n_basis,
+                                              "var_reduction_R": f.reduction, "condition": f.condition}
+                                             for f in self.fits]}
+
+
+@lru_cache(maxsize=32)
+def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, names: tuple[str, ...]) -> Any:
+    obs_vec = observables_vector(names, group, shape)
+
+    def one(u: Any, key: Any, theory: Any) -> tuple[Any, Any, Any, Any]:
+        d_action = parameter_derivative(theory, param)
+        a, b = field_obj.terms(u, theory, obs_vec, key)
+        return obs_vec(u), d_action(u), a, b
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+
+
+def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str], configs: Any, key: Any,
+                  *, batch: int = 32, progress: Any = None) -> TangentTerms:
+    """Evaluate :class:`TangentTerms` on ``configs`` ``(n_chains, n_traj, *link_shape)`` in jitted batches.
+
+    Configuration ``i`` (flattened chain-major) uses the key ``fold_in(key, i)`` for its Hutchinson probes.
+    ``ValueError`` for an unknown observable or a parameter the theory lacks (raised before any computation).
+    """
+    names = tuple(str(n).strip() for n in names)
+    if not names:
+        raise ValueError("give at least one observable, e.g. plaquette,wilson_2x2")
+    observables_vector(names, theory.group, tuple(theory.shape))  # validate names
+    parameter_derivative(theory, param)  # validate the parameter
+    field_obj.check(theory)
+    configs = np.asarray(configs) if not isinstance(configs, jax.Array) else configs
+    lead = configs.shape[: configs.ndim - len(theory.link_shape)]
+    if len(lead) != 2 or tuple(configs.shape[len(lead):]) != tuple(theory.link_shape):
+        raise ValueError(f"configurations must have shape (n_chains, n_traj, *{tuple(theory.link_shape)}); got "
+                         f"{tuple(configs.shape)}")
+    n = int(lead[0] * lead[1])
+    flat = configs.reshape((n,) + tuple(theory.link_shape))
+    kern = _kernel(field_obj, theory.group, tuple(theory.shape), param, names)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
+    outs: list[list[np.ndarray]] = [[], [], [], []]
+    for start in range(0, n, batch):
+        stop = min(start + batch, n)
+        idx = np.arange(start, start + batch) % n  # pad the last batch (same shape: no recompilation)
+        res = kern(jnp.asarray(flat[idx]), keys[idx], theory)
+        for lst, r in zip(outs, res):
+            lst.append(np.asarray(r)[: stop - start])
+        if progress is not None:
+            progress(stop, n)
+    o, ds, a, b = (np.concatenate(x).reshape(tuple(lead) + x[0].shape[1:]) for x in outs)
+    return TangentTerms(o=o, ds=ds, a=a, b=b, names=names, param=param)
+
+
+def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[FieldFit] | None = None,
+             field_desc: dict[str, Any] | None = None) -> DerivativeResult:
+    """Tangent and connected estimates from :class:`TangentTerms` and per-configuration coefficients ``coef``
+    ``(n_chains, n_traj, K)`` (from :func:`corrflow.tangent.cross_fit`, or one ``(K,)`` vector for all)."""
+    coef = np.broadcast_to(np.asarray(coef, float), terms.a.shape)
+    r = terms.ds + np.sum(terms.a * coef, axis=-1)
+    est: dict[str, dict[str, Stats]] = {}
+    red: dict[str, float] = {}
+    for i, name in enumerate(terms.names):
+        o = terms.o[..., i]
+        dvo = np.sum(terms.b[..., i, :] * coef, axis=-1)
+        tan = tangent_estimate(o, dvo, r)
+        con = connected_estimate(o, terms.ds)
+        est[name] = {"tangent": tan, "connected": con}
+        red[name] = variance_reduction(con, tan)
+    return DerivativeResult(estimates=est, reduction=red, fits=list(fits or []), coef=np.asarray(coef),
+                            param=terms.param, field=dict(field_desc or {}))
+
+
+def derivative(theory: Any, configs: Any, param: str, observables: Sequence[str], field_obj: Any, key: Any, *,
+               n_folds: int = 2, held_out: float = 0.25, ridges: Sequence[float] | None = None,
+               sizes: Sequence[int] | None = None, batch: int = 32) -> DerivativeResult:
+    """``d<O>/dα`` for each observable with the tangent estimator (field fitted by cross-fitted least squares:
+    each of ``n_folds`` contiguous blocks of every chain gets coefficients fitted on the others, with ridge / basis
+    size selected on ``held_out`` of the training part) and the connected estimator, from the same configurations.
+    """
+    terms = compute_terms(field_obj, theory, param, observables, configs, key, batch=batch)
+    if field_obj.n_coef == 0:
+        return estimate(terms, np.zeros(0), [], field_obj.describe())
+    fits, coef = cross_fit(terms.a, terms.ds, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)
+    return estimate(terms, coef, fits, field_obj.describe())
+
+
+def apply_fits(terms: TangentTerms, coefs: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-configuration coefficients from saved per-fold coefficient vectors (the layout of :func:`cross_fit`)."""
+    nc, nt = terms.ds.shape
+    folds = fold_index(nc, nt, len(coefs))
+    out = np.zeros(terms.a.shape)
+    for f, c in enumerate(coefs):
+        out[folds == f] = np.asarray(c, float)
+    return out

@@ -1,0 +1,271 @@
+"""Tangent fields linear in their coefficients, ``v = Σ_k c_k v_k``.
+
+A field object is a frozen (hashable) dataclass with ``n_coef``, ``describe()`` (JSON settings) and
+
+    terms(u, theory, obs_vec, key) -> (a, b)
+
+for one configuration ``u``: ``a[k] = v_k·∇S − ∇·v_k`` (shape ``(K,)``) and ``b[i, k] = v_k·∇O_i`` (shape
+``(n_obs, K)``), pure JAX (vmapped over configurations by :func:`corrflow.tangent.compute_terms`).
+
+* :class:`PlaquetteField` — 2D U(1) only, exact and non-local: ``v = curlᵀ G h(φ)`` with
+  ``h(φ) = Σ_{n<=N} c_n sin nφ``, ``G`` the pseudo-inverse of the plaquette-space Laplacian ``curl curlᵀ``.
+  It changes every plaquette angle by ``h(φ_P) − mean_P h`` and has
+  ``∇·v = (1 − 1/V) Σ_P h'(φ_P)``, ``v·∇S = b Σ_P sin φ_P (h(φ_P) − mean h)`` (``b`` the plane coupling,
+  ``β`` for the isotropic action), ``v·∇O`` by ``jax.jvp`` along the link field (``G`` applied by FFT).
+* :class:`GradientField` — any group, any dimension: ``v = ∇W``, ``W = Σ_k c_k Φ_k`` with gauge-invariant
+  features ``Φ_k``: ``plaquette`` / ``rectangle`` actions (``Σ Re tr / N`` over all loops) and
+  ``flowed@t``, the plaquette action of links flowed to time ``t`` by the Wilson flow
+  ``dV/dt = −F_{β=1}(V)`` (Euler steps ``flow_eps``).  Gradients by reverse mode (through the flow),
+  ``∇·v_k = ΔΦ_k`` in closed form for loops whose links appear once (``ΔΦ = −|C| C_F Φ``), else by Hutchinson
+  probes (unbiased; the probe noise is part of the Monte Carlo error).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import lattice
+from ..groups import Group
+from .core import casimir, directional_derivative, divergence_hutchinson, gradient, lift
+
+Array = jax.Array
+
+__all__ = ["PlaquetteField", "GradientField", "plaquette_link_field", "make_field", "FIELD_KINDS"]
+
+FIELD_KINDS = ("plaquette", "gradient", "none")
+
+
+# ----------------------------------------------------------------------------------------
+# 2D U(1) plaquette-space field
+# ----------------------------------------------------------------------------------------
+
+
+def plaquette_link_field(dphi: Array) -> Array:
+    """Link-space field ``v = curlᵀ G dphi`` for plaquette-space values ``dphi`` ``(..., L_0, L_1)``.
+
+    Returns ``(..., L_0, L_1, 2)`` angle increments.  ``G`` is the pseudo-inverse of ``curl curlᵀ`` (the dual-lattice
+    Laplacian ``4 − Σ neighbours``), applied by FFT; ``curl v = dphi − mean(dphi)``.
+    """
+    l0, l1 = dphi.shape[-2:]
+    k0 = 2 * np.pi * np.fft.fftfreq(l0)
+    k1 = 2 * np.pi * np.fft.fftfreq(l1)
+    lap = 4.0 - 2.0 * np.cos(k0)[:, None] - 2.0 * np.cos(k1)[None, :]
+    inv = np.where(lap > 1e-12, 1.0 / np.where(lap > 1e-12, lap, 1.0), 0.0)
+    psi = jnp.real(jnp.fft.ifft2(jnp.fft.fft2(dphi) * inv))
+    v0 = psi - jnp.roll(psi, 1, axis=-1)   # psi(x) - psi(x - 1hat)
+    v1 = jnp.roll(psi, 1, axis=-2) - psi   # psi(x - 0hat) - psi(x)
+    return jnp.stack([v0, v1], axis=-1)
+
+
+@dataclass(frozen=True)
+class PlaquetteField:
+    """``v = curlᵀ G h(φ)``, ``h = Σ_{n=1}^{harmonics} c_n sin nφ`` (2D U(1) only; see module docstring)."""
+
+    harmonics: int = 6
+
+    kind = "plaquette"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.harmonics, (int, np.integer)) or self.harmonics < 1:
+            raise ValueError(f"PlaquetteField: harmonics must be a positive integer, got {self.harmonics!r}")
+
+    @property
+    def n_coef(self) -> int:
+        return int(self.harmonics)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "harmonics": int(self.harmonics)}
+
+    def check(self, theory: Any) -> None:
+        if not (theory.group.is_abelian and len(theory.shape) == 2):
+            raise ValueError(f"the plaquette-space field is exact for 2D U(1) only; theory is {theory.group.name} on "
+                             f"{theory.shape}: use the gradient field (field='gradient')")
+
+    def plaquette_terms(self, phi: Array, coupling: Any) -> tuple[Array, Array]:
+        """``(a, dphi)`` from plaquette angles ``φ`` ``(L_0, L_1)``: ``a_n = v_n·∇S − ∇·v_n`` and the plaquette
+        changes ``dphi_n = sin nφ − mean sin nφ`` ``(K, L_0, L_1)``."""
+        vol = phi.shape[-1] * phi.shape[-2]
+        n = jnp.arange(1, self.harmonics + 1, dtype=phi.dtype)[:, None, None]
+        h = jnp.sin(n * phi)
+        hc = h - jnp.mean(h, axis=(-2, -1), keepdims=True)
+        vs = coupling * jnp.sum(jnp.sin(phi) * hc, axis=(-2, -1))
+        div = (1.0 - 1.0 / vol) * jnp.sum(n * jnp.cos(n * phi), axis=(-2, -1))
+        return vs - div, hc
+
+    def terms(self, u: Array, theory: Any, obs_vec: Callable[[Array], Array], key: Array) -> tuple[Array, Array]:
+        g = theory.group
+        phi = lattice.plaquette(u, 0, 1, g)
+        a, hc = self.plaquette_terms(phi, theory.plane_couplings()[0, 1])
+        v = plaquette_link_field(hc)[..., None]  # (K, L0, L1, 2, 1)
+        b = jax.vmap(lambda vk: directional_derivative(obs_vec, u, vk, g))(v)  # (K, n_obs)
+        return a, b.T
+
+
+# ----------------------------------------------------------------------------------------
+# general gradient fields of gauge-invariant features
+# ----------------------------------------------------------------------------------------
+
+_FLOWED = re.compile(r"^flowed@([0-9.eE+-]+)$")
+
+
+def _loop_sum(u: Array, group: Group, r: int, t: int) -> Array:
+    d = u.shape[-1 - group.elem_ndim]
+    tot = 0.0
+    for m, n in lattice.planes(d):
+        tot = tot + jnp.sum(group.retr(lattice.wilson_loop(u, m, n, r, t, group)))
+        if r != t:
+            tot = tot + jnp.sum(group.retr(lattice.wilson_loop(u, m, n, t, r, group)))
+    return tot / group.N
+
+
+@dataclass(frozen=True)
+class GradientField:
+    """``v = ∇ Σ_k c_k Φ_k`` with features ``plaquette``, ``rectangle`` and ``flowed@t`` (see module docstring).
+
+    ``n_probes`` Hutchinson probes (``probes``: rademacher | gaussian) per configuration estimate ``ΔΦ_k`` of the
+    features without a closed form (``divergence='hutchinson'`` forces the estimate for all of them).
+    """
+
+    features: tuple[str, ...] = ("plaquette", "rectangle", "flowed@0.1", "flowed@0.2", "flowed@0.4")
+    flow_eps: float = 0.05
+    n_probes: int = 4
+    probes: str = "rademacher"
+    divergence: str = "auto"
+
+    kind = "gradient"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "features", tuple(str(f).strip() for f in self.features))
+        if not self.features:
+            raise ValueError("GradientField: give at least one feature")
+        for f in self.features:
+            if f not in ("plaquette", "rectangle") and not _FLOWED.match(f):
+                raise ValueError(f"unknown feature {f!r}; allowed: plaquette, rectangle, flowed@T (e.g. flowed@0.2)")
+        if len(set(self.features)) != len(self.features):
+            raise ValueError(f"GradientField: duplicate features in {self.features}")
+        if not self.flow_eps > 0:
+            raise ValueError(f"GradientField: flow_eps must be > 0, got {self.flow_eps}")
+        if self.n_probes < 1:
+            raise ValueError(f"GradientField: n_probes must be >= 1, got {self.n_probes}")
+        if self.probes not in ("rademacher", "gaussian"):
+            raise ValueError(f"GradientField: probes must be rademacher or gaussian, got {self.probes!r}")
+        if self.divergence not in ("auto", "hutchinson"):
+            raise ValueError(f"GradientField: divergence must be auto or hutchinson, got {self.divergence!r}")
+
+    @property
+    def n_coef(self) -> int:
+        return len(self.features)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "features": list(self.features), "flow_eps": float(self.flow_eps),
+                "n_probes": int(self.n_probes), "probes": self.probes, "divergence": self.divergence}
+
+    def check(self, theory: Any) -> None:
+        pass
+
+    def _flow_steps(self) -> list[int]:
+        return [int(round(float(_FLOWED.match(f).group(1)) / self.flow_eps)) for f in self.features if _FLOWED.match(f)]
+
+    def feature_values(self, u: Array, theory: Any) -> Array:
+        """``(Φ_1(U), ..., Φ_K(U))`` for one configuration."""
+        g = theory.group
+        flow_action = theory.replace(beta=1.0, xi=1.0, lam=0.0)
+        steps = self._flow_steps()
+        flowed: dict[int, Array] = {}
+        if steps:
+            w = u
+            for s in range(max(steps) + 1):
+                if s in steps:
+                    flowed[s] = _loop_sum(w, g, 1, 1)
+                if s < max(steps):
+                    w = g.exp_left(-self.flow_eps * flow_action.force(w), w)
+        out = []
+        for f in self.features:
+            if f == "plaquette":
+                out.append(_loop_sum(u, g, 1, 1))
+            elif f == "rectangle":
+                out.append(_loop_sum(u, g, 1, 2))
+            else:
+                out.append(flowed[int(round(float(_FLOWED.match(f).group(1)) / self.flow_eps))])
+        return jnp.stack(out)
+
+    def exact_laplacian(self, phi: Array, theory: Any) -> tuple[np.ndarray, Array]:
+        """(mask of features with a closed-form ``ΔΦ``, the closed-form values where available)."""
+        cf = casimir(theory.group)
+        lengths = []
+        for f in self.features:
+            if self.divergence == "auto" and f == "plaquette" and min(theory.shape) >= 2:
+                lengths.append(4)
+            elif self.divergence == "auto" and f == "rectangle" and min(theory.shape) >= 3:
+                lengths.append(6)
+            else:
+                lengths.append(0)
+        lengths = np.asarray(lengths)
+        return lengths > 0, -cf * jnp.asarray(lengths, phi.dtype) * phi
+
+    def field_coords(self, u: Array, theory: Any) -> Array:
+        """The K basis fields ``v_k = ∇Φ_k`` at ``u``, shape ``(K, *coords_shape)`` (reverse mode)."""
+        g = theory.group
+        w0 = jnp.zeros(tuple(theory.link_index_shape) + (g.n_generators,), g.real_dtype(u.dtype))
+        return jax.jacrev(lambda w: self.feature_values(lift(w, u, g), theory))(w0)
+
+    def terms(self, u: Array, theory: Any, obs_vec: Callable[[Array], Array], key: Array) -> tuple[Array, Array]:
+        g = theory.group
+        phi = self.feature_values(u, theory)
+        grads = self.field_coords(u, theory)
+        g_s = gradient(theory.action, u, g)
+        axes = tuple(range(1, grads.ndim))
+        vs = jnp.sum(grads * g_s, axis=axes)
+        mask, exact = self.exact_laplacian(phi, theory)
+        if mask.all():
+            div = exact
+        else:
+            hut = divergence_hutchinson(lambda uu: self.field_coords(uu, theory), u, g, key, self.n_probes,
+                                        self.probes).mean(0)
+            div = jnp.where(jnp.asarray(mask), exact, hut)
+        b = jax.vmap(lambda vk: directional_derivative(obs_vec, u, vk, g))(grads)  # (K, n_obs)
+        return vs - div, b.T
+
+
+@dataclass(frozen=True)
+class NoField:
+    """``v = 0`` (the connected estimator alone)."""
+
+    kind = "none"
+    n_coef = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    def check(self, theory: Any) -> None:
+        pass
+
+    def terms(self, u: Array, theory: Any, obs_vec: Callable[[Array], Array], key: Array) -> tuple[Array, Array]:
+        n_obs = obs_vec(u).shape[0]
+        return jnp.zeros((0,), u.real.dtype), jnp.zeros((n_obs, 0), u.real.dtype)
+
+
+def make_field(kind: str = "auto", theory: Any = None, **options: Any) -> Any:
+    """Field from its kind: ``plaquette`` (2D U(1)), ``gradient`` (any theory), ``none``, or ``auto`` (plaquette for
+    2D U(1), gradient otherwise).  Options go to the field's constructor; ``ValueError`` for unknown kinds."""
+    if kind == "auto":
+        kind = "plaquette" if theory is not None and theory.group.is_abelian and len(theory.shape) == 2 else "gradient"
+    if kind == "plaquette":
+        f: Any = PlaquetteField(**options)
+    elif kind == "gradient":
+        if "features" in options and isinstance(options["features"], str):
+            options["features"] = tuple(x for x in options["features"].split(",") if x.strip())
+        f = GradientField(**options)
+    elif kind == "none":
+        f = NoField()
+    else:
+        raise ValueError(f"unknown tangent field {kind!r}; allowed: auto, {', '.join(FIELD_KINDS)}")
+    if theory is not None:
+        f.check(theory)
+    return f

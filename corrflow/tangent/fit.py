@@ -1,0 +1,194 @@
+"""Least-squares fit of a linear-in-parameters tangent field: minimise ``Var[R_v]`` (NumPy / SciPy, outside jit).
+
+For ``v = Σ_k c_k v_k``, ``R_v = r0 + Σ_k c_k a_k`` with per-configuration ``r0 = ∂_α S`` and
+``a_k = v_k·∇S − ∇·v_k``.  ``Var[R_v]`` is a quadratic form in ``c``: with centred data ``A`` (rows: configurations,
+columns standardised to unit variance) and ``r``,
+
+    c = argmin |r + A c|^2 / n + λ |c|^2    (ridge λ relative to the unit column variances).
+
+``λ`` (and optionally the number of leading basis functions) is selected on held-out configurations; the final
+coefficients are refitted on all training configurations.  Singular or ill-conditioned systems are regularised with
+a warning.  *Cross-fitting* (:func:`cross_fit`) fits on one part of every chain and applies the field to the
+other part, so that no configuration enters its own coefficients (no O(K/N) overfitting bias in ``T_v``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import scipy.linalg
+
+__all__ = ["FieldFit", "fit_field", "cross_fit", "fold_index", "RIDGE_GRID", "MAX_CONDITION", "TangentFitWarning"]
+
+#: Relative ridge strengths tried on the held-out configurations (0: plain least squares).
+RIDGE_GRID = (0.0, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2, 1.0)
+#: Condition number of the (standardised) normal matrix above which the system counts as singular.
+MAX_CONDITION = 1e10
+
+
+class TangentFitWarning(UserWarning):
+    """The least-squares system was singular or ill-conditioned and was regularised."""
+
+
+@dataclass(frozen=True)
+class FieldFit:
+    """Fitted coefficients ``c`` (shape ``(K,)``; zero beyond ``n_basis``) and the fit diagnostics.
+
+    ``var_r0`` / ``var_r``: ``Var[∂_α S]`` and ``Var[R_v]`` on the training configurations; ``held_out_var``: the
+    held-out ``Var[R_v]`` of the selected setting; ``ridge``: selected relative ridge; ``condition``: condition
+    number of the standardised normal matrix; ``regularised``: True when it was singular and a ridge was forced.
+    """
+
+    coef: np.ndarray
+    ridge: float
+    n_basis: int
+    var_r0: float
+    var_r: float
+    held_out_var: float
+    condition: float
+    regularised: bool
+    candidates: list = field(default_factory=list)
+
+    @property
+    def reduction(self) -> float:
+        """``Var[∂_α S] / Var[R_v]`` on the training configurations."""
+        return self.var_r0 / self.var_r if self.var_r > 0 else np.inf
+
+
+def _solve(a: np.ndarray, r: np.ndarray, ridge: float) -> np.ndarray:
+    """Ridge solution for centred, standardised ``a`` (n, k) and centred ``r`` (n,)."""
+    n, k = a.shape
+    if k == 0:
+        return np.zeros(0)
+    g = a.T @ a / n + ridge * np.eye(k)
+    rhs = -(a.T @ r) / n
+    try:
+        return scipy.linalg.solve(g, rhs, assume_a="pos")
+    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, ValueError):
+        return scipy.linalg.lstsq(g, rhs, cond=1e-14)[0]
+
+
+def _standardise(a: np.ndarray, r0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    am, rm = a.mean(0), r0.mean()
+    ac = a - am
+    scale = ac.std(0)
+    scale = np.where(scale > 0, scale, 1.0)
+    return ac / scale, r0 - rm, scale, am, rm
+
+
+def _var(r0: np.ndarray, a: np.ndarray, coef: np.ndarray) -> float:
+    return float(np.var(r0 + a @ coef))
+
+
+def fit_field(a: np.ndarray, r0: np.ndarray, *, held_out: float = 0.25, ridges: Sequence[float] | None = None,
+              sizes: Sequence[int] | None = None, held_out_mask: np.ndarray | None = None) -> FieldFit:
+    """Fit ``c`` minimising ``Var[r0 + a c]``.
+
+    Parameters
+    ----------
+    a : (n, K) per-configuration ``a_k = v_k·∇S − ∇·v_k``
+    r0 : (n,) per-configuration ``∂_α S``
+    held_out : fraction of configurations (the last ones, or ``held_out_mask``) used to select the ridge and the
+        basis size; 0 disables the selection (then the smallest ridge of the grid that keeps the system regular)
+    ridges : relative ridge strengths to try (default :data:`RIDGE_GRID`)
+    sizes : numbers of leading basis functions to try (default: all ``K``)
+
+    Raises ``ValueError`` with a fix hint when there are too few configurations for the fit; warns
+    (:class:`TangentFitWarning`) when the system is singular or ill-conditioned and had to be regularised.
+    """
+    a = np.asarray(a, float)
+    r0 = np.asarray(r0, float)
+    if a.ndim != 2 or r0.ndim != 1 or a.shape[0] != r0.shape[0]:
+        raise ValueError(f"fit_field: need a (n, K) and r0 (n,); got {a.shape} and {r0.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(r0))):
+        raise ValueError("fit_field: non-finite values in the tangent-field terms")
+    n, k = a.shape
+    sizes = [k] if sizes is None else sorted({int(s) for s in sizes if 0 < int(s) <= k}) or [k]
+    ridges = list(RIDGE_GRID if ridges is None else ridges)
+    if held_out_mask is None:
+        n_hold = int(round(held_out * n)) if held_out > 0 else 0
+        held_out_mask = np.zeros(n, bool)
+        if n_hold:
+            held_out_mask[n - n_hold:] = True
+    n_hold = int(held_out_mask.sum())
+    n_fit = n - n_hold
+    need_fit, need_hold = max(2 * k + 2, 10), (10 if n_hold or held_out > 0 else 0)
+    if n_fit < need_fit or n_hold < need_hold:
+        raise ValueError(f"too few configurations for a held-out fit of {k} coefficients: {n_fit} to fit and {n_hold} "
+                         f"held out (need at least {need_fit} and {need_hold}); use more configurations, fewer basis "
+                         "functions, or a smaller held-out fraction")
+    # conditioning of the full standardised system
+    s_all = _standardise(a, r0)[0]
+    ev = np.linalg.eigvalsh(s_all.T @ s_all / n) if k else np.ones(1)
+    cond = float(ev.max() / ev.min()) if ev.min() > 0 else np.inf
+    singular = not cond < MAX_CONDITION
+    if singular:
+        ridges = [x for x in ridges if x > 0] or [1e-8]
+        warnings.warn(f"the least-squares system for the tangent field is singular or ill-conditioned (condition "
+                      f"number {cond:.3g} > {MAX_CONDITION:.0e}: redundant or constant basis functions); regularised "
+                      f"with a ridge >= {min(ridges):g}", TangentFitWarning, stacklevel=2)
+    fit_rows = ~held_out_mask
+    cands = []
+    best = None
+    for size in sizes:
+        at, rt, scale, am, rm = _standardise(a[fit_rows, :size], r0[fit_rows])
+        for lam in ridges:
+            c = _solve(at, rt, lam) / scale
+            if n_hold:
+                hv = _var(r0[held_out_mask], a[held_out_mask, :size], c)
+            else:
+                hv = _var(r0[fit_rows], a[fit_rows, :size], c)
+            cands.append((size, lam, hv))
+            if best is None or hv < best[2] * (1 - 1e-12):
+                best = (size, lam, hv)
+    size, lam, hv = best
+    at, rt, scale, _, _ = _standardise(a[:, :size], r0)  # refit on all training configurations
+    c = np.zeros(k)
+    c[:size] = _solve(at, rt, lam) / scale
+    return FieldFit(coef=c, ridge=float(lam), n_basis=int(size), var_r0=float(np.var(r0)), var_r=_var(r0, a, c),
+                    held_out_var=float(hv), condition=cond, regularised=singular,
+                    candidates=[(int(s), float(x), float(v)) for s, x, v in cands])
+
+
+def fold_index(n_chains: int, n_traj: int, n_folds: int) -> np.ndarray:
+    """Fold of every configuration, shape ``(n_chains, n_traj)``: each chain cut into ``n_folds`` contiguous
+    blocks of trajectories."""
+    if n_folds < 1:
+        raise ValueError(f"n_folds must be >= 1, got {n_folds}")
+    per = np.minimum(np.arange(n_traj) * n_folds // max(n_traj, 1), n_folds - 1)
+    return np.broadcast_to(per, (n_chains, n_traj)).copy()
+
+
+def cross_fit(a: np.ndarray, r0: np.ndarray, *, n_folds: int = 2, held_out: float = 0.25,
+              ridges: Sequence[float] | None = None, sizes: Sequence[int] | None = None
+              ) -> tuple[list[FieldFit], np.ndarray]:
+    """Cross-fitted coefficients: for each fold, :func:`fit_field` on the other folds (or on everything when
+    ``n_folds = 1``).
+
+    ``a``: ``(n_chains, n_traj, K)``, ``r0``: ``(n_chains, n_traj)``.  Returns the fits (one per fold) and the
+    coefficient of every configuration, shape ``(n_chains, n_traj, K)`` (fold ``f``'s configurations get the
+    coefficients fitted without them).  Within the training part the held-out configurations are the last
+    ``held_out`` fraction of every chain's training blocks.
+    """
+    a = np.asarray(a, float)
+    r0 = np.asarray(r0, float)
+    nc, nt, k = a.shape
+    folds = fold_index(nc, nt, n_folds)
+    fits, coef = [], np.zeros((nc, nt, k))
+    for f in range(n_folds):
+        train = folds != f if n_folds > 1 else np.ones_like(folds, bool)
+        # held out: the last fraction of the training trajectories of every chain (kept in chain order)
+        hold = np.zeros_like(train)
+        for c in range(nc):
+            idx = np.flatnonzero(train[c])
+            nh = int(round(held_out * len(idx))) if held_out > 0 else 0
+            if nh:
+                hold[c, idx[len(idx) - nh:]] = True
+        fit = fit_field(a[train], r0[train], held_out=held_out, ridges=ridges, sizes=sizes,
+                        held_out_mask=hold[train])
+        fits.append(fit)
+        coef[folds == f] = fit.coef
+    return fits, coef
