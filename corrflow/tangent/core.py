@@ -89,11 +89,13 @@ def directional_derivative(f: Callable[[Array], Any], u: Array, v: Array, group:
 
 def divergence_dense(field: Field, u: Array, group: Group) -> Array:
     """Exact ``∇·v (U)`` from the dense Jacobian of ``w -> v(exp(W) U)`` (tests and tiny lattices only:
-    cost and memory grow like the square of the number of link coordinates)."""
+    cost and memory grow like the square of the number of link coordinates).  ``field`` may return extra leading
+    axes (several fields, ``(K, *coords_shape)``); the result then has shape ``(K,)``."""
     w0 = _zeros(u, group)
     jac = jax.jacfwd(lambda w: field(lift(w, u, group)))(w0)
     n = w0.size
-    return jnp.trace(jac.reshape(n, n))
+    extra = jac.shape[: jac.ndim - 2 * w0.ndim]
+    return jnp.trace(jac.reshape(extra + (n, n)), axis1=-2, axis2=-1)
 
 
 def hutchinson_probes(key: Array, shape: tuple[int, ...], n_probes: int, kind: str = "rademacher",
