@@ -816,6 +816,99 @@ def report(
 
 
 # ----------------------------------------------------------------------------------------
+# derivative (tangent-flow estimators, corrflow.tangent)
+# ----------------------------------------------------------------------------------------
+
+
+@app.command(epilog="""
+**Examples**
+
+    corrflow derivative --store data/runs.zarr u1_16x16_beta2 --param beta --obs plaquette,wilson_2x2
+
+    corrflow derivative --store data/su3.zarr su3_4x4x4x4_beta5.8 --param beta --obs plaquette --field gradient --json
+
+The fitted field is saved (pickle-free) in --out (default: STORE_tangent/ENSEMBLE-PARAM-HASH next to the store) and
+reused when the ensemble content and every fit setting match.
+""")
+def derivative(
+    ensemble: str = typer.Argument(..., help="pure-gauge ensemble in the store"),
+    store: Path = typer.Option(..., help="zarr store (only read)"),
+    param: str = typer.Option("beta", help="action parameter: beta, xi or lam"),
+    obs: str = typer.Option("plaquette", help="observables, comma-separated: plaquette, wilson_RxT"),
+    field: str = typer.Option("auto", help="tangent field: auto (plaquette for 2D U(1), gradient otherwise) | "
+                                           "plaquette | gradient | none (connected estimator only)"),
+    harmonics: int = typer.Option(6, help="plaquette field: sine harmonics of h(phi)"),
+    features: str = typer.Option("plaquette,rectangle,flowed@0.1,flowed@0.2,flowed@0.4",
+                                 help="gradient field: features, comma-separated (plaquette, rectangle, flowed@T)"),
+    probes: int = typer.Option(4, help="gradient field: Hutchinson probes per configuration for the divergence"),
+    folds: int = typer.Option(2, help="cross-fitting folds (each block of a chain gets coefficients fitted on the "
+                                      "others; 1: fit and evaluate on everything)"),
+    held_out: float = typer.Option(0.25, help="fraction of the fit configurations held out to select the ridge"),
+    out: Optional[Path] = typer.Option(None, help="checkpoint directory of the fitted field"),
+    seed: int = typer.Option(0, help="seed of the Hutchinson probes"),
+    batch: int = typer.Option(32, help="configurations per jitted batch"),
+    json_: bool = typer.Option(False, "--json", help="print one JSON object (for scripts) instead of the table"),
+) -> None:
+    """Derivatives d<O>/d(param) by the tangent-flow estimator (unbiased, no weights) and the connected estimator,
+    with value(error), tau_int and the variance reduction."""
+
+    def body() -> None:
+        import json
+
+        from .pipeline.tangent import derivative_from_store
+        from .stats import format_value_error
+        from .store import open_store
+        from .store.checkpoints import check_writable_dir
+
+        if batch < 1:
+            raise CLIError(f"--batch must be >= 1, got {batch}")
+        if probes < 1:
+            raise CLIError(f"--probes must be >= 1, got {probes}")
+        if out is not None:
+            check_writable_dir(out, "--out")
+        st = open_store(store, "r")
+        if ensemble not in st.ensembles():
+            raise CLIError(f"no ensemble {ensemble!r} in {store}; available: {', '.join(st.ensembles()) or 'none'}")
+        opts: dict[str, Any] = {}
+        kind = field.strip().lower()
+        spec = st.spec(ensemble)
+        is_u1_2d = spec.group == "u1" and len(spec.shape) == 2
+        if kind == "plaquette" or (kind == "auto" and is_u1_2d):
+            opts = {"harmonics": harmonics}
+        elif kind in ("gradient", "auto"):
+            opts = {"features": features, "n_probes": probes}
+        names = [o.strip() for o in obs.split(",") if o.strip()]
+        if json_:
+            run = lambda: derivative_from_store(st, store, ensemble, param, names, field=kind,  # noqa: E731
+                                                field_options=opts, n_folds=folds, held_out=held_out, seed=seed,
+                                                batch=batch, out=out)
+            res = run()
+            typer.echo(json.dumps({"ensemble": ensemble, **res.as_dict()}, default=float))
+            return
+        with _stage(f"tangent terms {ensemble}", "cfg/s") as lp:
+            res = derivative_from_store(st, store, ensemble, param, names, field=kind, field_options=opts,
+                                        n_folds=folds, held_out=held_out, seed=seed, batch=batch, out=out,
+                                        progress=lambda d, t: lp(d, t))
+        r = res.result
+        table = Table(title=f"d<O>/d{param} on {ensemble} ({res.n_chains} x {res.n_traj} configurations, "
+                            f"{r.field.get('kind')} field)")
+        for col in ("observable", "estimator", "value(error)", "tau_int", "variance reduction"):
+            table.add_column(col)
+        for o, est in r.estimates.items():
+            for k, s in est.items():
+                red = f"{r.reduction[o]:.1f}x" if k == "tangent" else "1"
+                table.add_row(o, k, format_value_error(s.value, s.error), f"{s.tau_int:.2f}", red)
+        console.print(table)
+        fit_msg = "reused" if res.reused else ("fitted" if r.fits else "none")
+        extra = ""
+        if r.fits:
+            extra = ", Var[R_v] reduced " + "/".join(f"{f.reduction:.1f}x" for f in r.fits) + " per fold"
+        console.print(f"[green]done[/] tangent field {fit_msg}{extra}; checkpoint {res.checkpoint}")
+
+    _run(body)
+
+
+# ----------------------------------------------------------------------------------------
 # analyses (registered by the installed packages through the "corrflow.analyses" entry points)
 # ----------------------------------------------------------------------------------------
 

@@ -1,16 +1,19 @@
-"""Shared 2D U(1) ensemble and tangent terms for tests/tangent (compiled once per session)."""
+"""Shared 2D U(1) ensemble (written once per session by `corrflow generate` into a temporary store, so the CLI
+tests read the same data) and the plaquette-field tangent terms on it."""
 
 import jax
-import numpy as np
 import pytest
+from typer.testing import CliRunner
 
-from corrflow import HMCConfig, exact, make_theory
+from corrflow import exact, make_theory, open_store
 from corrflow import tangent as tg
-from corrflow.generate import generate
+from corrflow.cli import app
+from corrflow.pipeline.tangent import load_all_configs
 
 BETA, SHAPE = 2.0, (8, 8)
 OBS = ("plaquette", "wilson_2x2")
-N_THERM, N_KEEP, BLOCK = 200, 3000, 800
+ENSEMBLE = "u1_8x8_beta2"
+N_TRAJ, BLOCK = 3200, 800
 
 
 def exact_derivatives(beta=BETA, shape=SHAPE):
@@ -26,12 +29,19 @@ def u1_theory():
 
 
 @pytest.fixture(scope="session")
-def u1_configs(u1_theory):
-    """(2 chains, 3000 configurations) at beta = 2 on 8x8; one block length so that HMC compiles once."""
-    n = N_THERM + N_KEEP
-    out = generate(jax.random.PRNGKey(11), u1_theory, HMCConfig(0.25, 4, "omelyan"), n_chains=2,
-                   n_traj=n + (-n) % BLOCK, n_therm=0, keep_configs=True, block_size=BLOCK)
-    return out["configs"][:, N_THERM:N_THERM + N_KEEP]
+def u1_store(tmp_path_factory):
+    """Store with 2 HMC chains x 3200 configurations at beta = 2 on 8x8 (one block length: HMC compiles once)."""
+    path = tmp_path_factory.mktemp("tangent") / "runs.zarr"
+    res = CliRunner().invoke(app, ["generate", "u1", "--beta", str(BETA), "--shape", "8,8", "--n", str(N_TRAJ),
+                                   "--chains", "2", "--therm", "200", "--step-size", "0.25", "--n-steps", "4",
+                                   "--block", str(BLOCK), "--seed", "11", "--store", str(path)])
+    assert res.exit_code == 0, res.output
+    return path
+
+
+@pytest.fixture(scope="session")
+def u1_configs(u1_store):
+    return load_all_configs(open_store(u1_store, "r"), ENSEMBLE)
 
 
 @pytest.fixture(scope="session")

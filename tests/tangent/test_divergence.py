@@ -19,8 +19,7 @@ def _random_links(theory, seed):
 
 @pytest.mark.parametrize("name,shape,features,kind", [
     ("u1", (3, 3), ("plaquette", "rectangle", "flowed@0.1"), "rademacher"),
-    ("su2", (3, 3), ("plaquette", "rectangle", "flowed@0.05"), "gaussian"),
-    ("su3", (2, 2), ("plaquette", "flowed@0.05"), "rademacher"),
+    ("su3", (2, 2), ("plaquette", "flowed@0.05"), "gaussian"),
     ("su2", (2, 2, 2, 2), ("plaquette",), None),  # 4D: closed form against dense only (compile time)
 ])
 def test_gradient_field_divergence(name, shape, features, kind):
@@ -51,7 +50,7 @@ def test_gradient_field_divergence(name, shape, features, kind):
         assert np.all(np.abs((-mean - dense) / err)[big] > PULL)
 
 
-@pytest.mark.parametrize("name,shape", [("u1", (3, 4)), ("su2", (3, 3)), ("su3", (2, 2, 2, 2))])
+@pytest.mark.parametrize("name,shape", [("u1", (3, 4)), ("su2", (2, 2, 2)), ("su3", (3, 3))])
 def test_gradient_matches_force(name, shape):
     """gradient(S) in right-trivialised coordinates equals the force of the theory (independent code)."""
     th = make_theory(name, shape, beta=1.3, xi=1.2, lam=0.1)
@@ -71,6 +70,7 @@ def test_plaquette_space_formulas_against_link_space():
     c = jnp.array([0.7, -0.4, 0.25])
     fld = tg.PlaquetteField(3)
     n = jnp.arange(1, 4)[:, None, None]
+    obs_vec = lambda uu: jnp.stack([tg.observable_function("wilson_2x2", g, th.shape)(uu)])  # noqa: E731
 
     def h(phi):
         return jnp.sum(c[:, None, None] * jnp.sin(n * phi), 0)
@@ -79,33 +79,46 @@ def test_plaquette_space_formulas_against_link_space():
         hp = h(lattice.plaquette(uu, 0, 1, g))
         return tg.plaquette_link_field(hp - hp.mean())[..., None]
 
-    phi = lattice.plaquette(u, 0, 1, g)
-    v = field(u)
-    dphi = tg.directional_derivative(lambda uu: lattice.plaquette(uu, 0, 1, g), u, v, g)
-    np.testing.assert_allclose(np.asarray(dphi), np.asarray(h(phi) - h(phi).mean()), atol=1e-11)
-    hprime = jnp.sum(c[:, None, None] * n * jnp.cos(n * phi), 0)
-    div = tg.divergence_dense(field, u, g)
-    assert float(div) == pytest.approx(float((1 - 1 / vol) * jnp.sum(hprime)), rel=1e-10)
-    vs = tg.directional_derivative(th.action, u, v, g)
-    b = th.plane_couplings()[0, 1]
-    assert float(vs) == pytest.approx(float(b * jnp.sum(jnp.sin(phi) * (h(phi) - h(phi).mean()))), rel=1e-10)
+    @jax.jit
+    def run(u):
+        phi = lattice.plaquette(u, 0, 1, g)
+        v = field(u)
+        out = dict(phi=phi, h=h(phi), hprime=jnp.sum(c[:, None, None] * n * jnp.cos(n * phi), 0),
+                   dphi=tg.directional_derivative(lambda uu: lattice.plaquette(uu, 0, 1, g), u, v, g),
+                   div=tg.divergence_dense(field, u, g), vs=tg.directional_derivative(th.action, u, v, g),
+                   dvo=tg.directional_derivative(obs_vec, u, v, g),
+                   hut=tg.divergence_hutchinson(field, u, g, jax.random.PRNGKey(1), 400))
+        out["a"], out["bo"] = fld.terms(u, th, obs_vec, jax.random.PRNGKey(0))
+        return out
+
+    r = {k: np.asarray(x) for k, x in run(u).items()}
+    np.testing.assert_allclose(r["dphi"], r["h"] - r["h"].mean(), atol=1e-11)
+    assert float(r["div"]) == pytest.approx(float((1 - 1 / vol) * r["hprime"].sum()), rel=1e-10)
+    b = float(th.plane_couplings()[0, 1])
+    assert float(r["vs"]) == pytest.approx(b * float(np.sum(np.sin(r["phi"]) * (r["h"] - r["h"].mean()))), rel=1e-10)
     # the field's per-harmonic terms, contracted with c, agree with the link-space values
-    obs_vec = lambda uu: jnp.stack([tg.observable_function("wilson_2x2", g, th.shape)(uu)])  # noqa: E731
-    a, bo = fld.terms(u, th, obs_vec, jax.random.PRNGKey(0))
-    assert float(a @ c) == pytest.approx(float(vs - div), rel=1e-10)
-    dvo = tg.directional_derivative(obs_vec, u, v, g)
-    np.testing.assert_allclose(np.asarray(bo @ c), np.asarray(dvo), rtol=1e-10)
+    assert float(r["a"] @ np.asarray(c)) == pytest.approx(float(r["vs"] - r["div"]), rel=1e-10)
+    np.testing.assert_allclose(r["bo"] @ np.asarray(c), r["dvo"], rtol=1e-10)
     # Hutchinson on this non-gradient field is unbiased too
-    vals = np.asarray(tg.divergence_hutchinson(field, u, g, jax.random.PRNGKey(1), 400))
-    assert abs((vals.mean() - float(div)) / (vals.std(ddof=1) / np.sqrt(len(vals)))) < PULL
+    vals = r["hut"]
+    assert abs((vals.mean() - float(r["div"])) / (vals.std(ddof=1) / np.sqrt(len(vals)))) < PULL
 
 
 def test_parameter_derivative():
     th = make_theory("su2", (2, 2, 2), beta=2.1, xi=1.1, lam=0.3)
     u = _random_links(th, 4)
-    for p in ("beta", "xi", "lam"):
-        d = tg.parameter_derivative(th, p)(u)
-        h = 1e-5
-        fd = (th.replace(**{p: getattr(th, p) + h}).action(u) - th.replace(**{p: getattr(th, p) - h}).action(u)) / (2 * h)
-        assert float(d) == pytest.approx(float(fd), rel=1e-7)
-    assert float(tg.parameter_derivative(th, "lam")(u)) == pytest.approx(float(th.source_operator(u)), rel=1e-10)
+    h = 1e-5
+
+    @jax.jit
+    def run(u):
+        out = {}
+        for p in ("beta", "xi", "lam"):
+            fd = (th.replace(**{p: getattr(th, p) + h}).action(u)
+                  - th.replace(**{p: getattr(th, p) - h}).action(u)) / (2 * h)
+            out[p] = (tg.parameter_derivative(th, p)(u), fd)
+        return out, th.source_operator(u)
+
+    out, src = run(u)
+    for p, (d, fd) in out.items():
+        assert float(d) == pytest.approx(float(fd), rel=1e-7), p
+    assert float(out["lam"][0]) == pytest.approx(float(src), rel=1e-10)
