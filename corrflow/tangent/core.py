@@ -24,7 +24,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .. import observables as obs
 from ..groups import Group, matmul
@@ -178,7 +177,3 @@ def observables_vector(names: tuple[str, ...], group: Group, shape: tuple[int, .
 def casimir(group: Group) -> float:
     """``C_F`` with ``Σ_a T^a T^a = -C_F`` (U(1): 1, SU(N): ``(N^2 - 1) / (2N)``)."""
     return 1.0 if group.is_abelian else (group.N ** 2 - 1) / (2.0 * group.N)
-
-
-def _check_shape_tuple(shape: Any) -> tuple[int, ...]:
-    return tuple(int(s) for s in np.atleast_1d(shape))

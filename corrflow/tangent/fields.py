@@ -191,14 +191,15 @@ class GradientField:
         g = theory.group
         flow_action = theory.replace(beta=1.0, xi=1.0, lam=0.0)
         steps = self._flow_steps()
-        flowed: dict[int, Array] = {}
+        flowed = None
         if steps:
-            w = u
-            for s in range(max(steps) + 1):
-                if s in steps:
-                    flowed[s] = _loop_sum(w, g, 1, 1)
-                if s < max(steps):
-                    w = _flow_update(-self.flow_eps * flow_action.force(w), w, g)
+            def step(w: Array, _: Any) -> tuple[Array, Array]:
+                w = _flow_update(-self.flow_eps * flow_action.force(w), w, g)
+                return w, _loop_sum(w, g, 1, 1)
+
+            # flowed[s] = plaquette action after s steps (a scan: compiled once, whatever the flow time)
+            _, ys = jax.lax.scan(step, u, None, length=max(max(steps), 1))
+            flowed = jnp.concatenate([_loop_sum(u, g, 1, 1)[None], ys])
         out = []
         for f in self.features:
             if f == "plaquette":
@@ -206,7 +207,7 @@ class GradientField:
             elif f == "rectangle":
                 out.append(_loop_sum(u, g, 1, 2))
             else:
-                out.append(flowed[int(round(float(_FLOWED.match(f).group(1)) / self.flow_eps))])
+                out.append(flowed[int(round(float(_FLOWED.match(f).group(1)) / self.flow_eps))])  # type: ignore
         return jnp.stack(out)
 
     def exact_laplacian(self, phi: Array, theory: Any) -> tuple[np.ndarray, Array]:

@@ -1,7 +1,6 @@
 """Least-squares fit of the tangent field (recovery, held-out selection, singular systems, too little data) and
 bad input to the core (a parameter the theory lacks, unknown or non-smooth observables, wrong field)."""
 
-import warnings
 
 import jax
 import numpy as np
