@@ -92,7 +92,7 @@ def main() -> None:
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, jax {jax.__version__}")
     rows = []
     names = ("plaquette", "wilson_2x2")
-    for L in [int(x) for x in args.L.split(",")]:
+    for L in [int(x) for x in args.L.split(",") if x.strip()]:
         shape = (L, L)
         th = make_theory("u1", shape, beta=args.beta)
         print(f"2D U(1) {L}x{L}, beta {args.beta}:", flush=True)
