@@ -7,6 +7,7 @@ retraces but then finds compiled in the cache.  It changes no result, only the c
 """
 
 import os
+import re
 from pathlib import Path
 
 import jax
@@ -14,7 +15,6 @@ import numpy as np
 import pytest
 
 import corrflow  # noqa: F401  (enables x64)
-from corrflow import lattice
 
 _CACHE = os.environ.get("CORRFLOW_TEST_JAX_CACHE", str(Path(__file__).resolve().parent.parent / ".jax_cache" / "tests"))
 if _CACHE:
@@ -22,21 +22,35 @@ if _CACHE:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def random_gauge_transform(key, group, shape):
-    """Haar-random site field Omega(x) of the group, shape (*shape, *elem)."""
-    return group.random(key, tuple(shape))
-
-
-def gauge_transform(u, omega, group):
-    """U_mu(x) -> Omega(x) U_mu(x) Omega(x + mu)^dag for a link field u (no batch axis)."""
-    d = len(u.shape) - 1 - group.elem_ndim
-    links = []
-    for mu in range(d):
-        um = lattice.link(u, mu, group)
-        links.append(group.mul(group.mul(omega, um), group.adj(lattice.shift(omega, mu, 1, d, group))))
-    return jax.numpy.stack(links, axis=-1 - group.elem_ndim)
-
-
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+_MODULE_FIXTURE = re.compile(r"""scope\s*=\s*["']module["']""")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """With ``-n N`` (xdist's ``load`` distribution), keep each module that defines a module-scoped fixture on
+    one worker, so that its fixture (an HMC ensemble, a trained flow, a whole analysis run) is built once
+    instead of once per worker; every other test is still scheduled on its own.
+
+    (xdist's ``loadgroup`` would do this with markers, but it does not group under pytest >= 9.2, which
+    derives node ids from ``_id``.)
+    """
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    root = Path(config.rootpath)
+    grouped: dict[str, bool] = {}
+
+    class ModuleFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            if module not in grouped:
+                path = root / module
+                grouped[module] = path.is_file() and bool(_MODULE_FIXTURE.search(path.read_text()))
+            return module if grouped[module] else nodeid
+
+    return ModuleFixtureScheduling(config, log)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import gauge_transform
+from gauge_helpers import gauge_transform
 
 from corrflow import lattice
 from corrflow.groups import get_group

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import gauge_transform
+from gauge_helpers import gauge_transform
 
 from corrflow import HMCConfig, exact, heatbath, hmc, lattice, make_theory
 from corrflow.heatbath import HeatbathConfig

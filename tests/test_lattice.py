@@ -5,7 +5,7 @@ import pytest
 
 from corrflow import lattice, observables as obs
 from corrflow.groups import SUN, U1
-from conftest import gauge_transform
+from gauge_helpers import gauge_transform
 
 KEY = jax.random.PRNGKey(11)
 CASES = [(U1(), (6, 4)), (U1(), (4, 4, 2)), (SUN(2), (4, 6)), (SUN(3), (4, 4)), (SUN(3), (2, 2, 2, 4))]

@@ -5,7 +5,7 @@ import pytest
 
 from corrflow import make_theory
 from corrflow.theories import WilsonGaugeAction
-from conftest import gauge_transform
+from gauge_helpers import gauge_transform
 
 KEY = jax.random.PRNGKey(21)
 CASES = [("u1", (6, 4)), ("u1", (4, 4, 4)), ("su2", (4, 4)), ("su3", (4, 4)), ("su3", (2, 2, 2, 2))]

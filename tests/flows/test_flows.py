@@ -7,7 +7,7 @@ import pytest
 
 from corrflow.flows import layer_masks, make_flow, staple_sums
 from corrflow.groups import SUN, U1
-from conftest import gauge_transform
+from gauge_helpers import gauge_transform
 
 KEY = jax.random.PRNGKey(0)
 CASES = [  # (group, shape, loops, degree of the coefficient polynomials in the staple norm)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import gauge_transform
+from gauge_helpers import gauge_transform
 
 from corrflow import make_theory
 from corrflow.flows import ResidualLayer, layer_masks, loop_paths, make_flow, staple_sums

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import gauge_transform
+from gauge_helpers import gauge_transform
 from test_flows import dense_logdet
 from test_flows_4d import dense_jacobian, logdet_positive
 

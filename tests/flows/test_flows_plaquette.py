@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import gauge_transform
+from gauge_helpers import gauge_transform
 
 from corrflow import make_theory
 from corrflow.flows import PlaquetteFlow, default_kind, flow_from_description, make_flow
