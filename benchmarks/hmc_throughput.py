@@ -7,7 +7,9 @@ corrflow path: ``corrflow.generate.run_blocks`` (jitted ``lax.scan`` over trajec
 over chains, analytic staple force, closed-form SU(3) exponential).
 Baseline ("plain JAX"): the same leapfrog written the obvious way: force by ``jax.grad`` of the
 action, ``jax.scipy.linalg.expm`` and ``@`` for SU(N), one jitted call per trajectory from a Python
-loop, chains vmapped.  Both use ``n_steps`` leapfrog steps of size ``1/n_steps``.
+loop, chains vmapped.  Second baseline for 2D U(1) ("NumPy"): the same HMC in plain vectorised NumPy with
+the analytic force (chains vectorised, energies summed in float64, ``numpy.random.Generator`` momenta),
+every size, chain count and dtype.  All use ``n_steps`` leapfrog steps of size ``1/n_steps``.
 
 A *link update* is one link moved by one leapfrog step: ``n_chains * V * d * n_steps`` per trajectory.
 """
@@ -72,6 +74,42 @@ def _baseline_step_fn(theory, n_steps: int):
     return jax.jit(jax.vmap(trajectory))
 
 
+def numpy_u1_hmc(theta: np.ndarray, beta: float, n_steps: int, rng: np.random.Generator,
+                 n_traj: int) -> tuple[np.ndarray, float]:
+    """Plain NumPy HMC for 2D U(1): ``theta`` angles of shape ``(n_chains, 2, L0, L1)`` (float32 or float64),
+    ``n_traj`` leapfrog trajectories of length 1; returns the new angles and the acceptance rate."""
+    eps = theta.dtype.type(1.0 / n_steps)
+    b = theta.dtype.type(beta)
+
+    def plaq(t):
+        return t[:, 0] + np.roll(t[:, 1], -1, axis=1) - np.roll(t[:, 0], -1, axis=2) - t[:, 1]
+
+    def energy(t, p):
+        return 0.5 * (p * p).sum(axis=(1, 2, 3), dtype=np.float64) - b * np.cos(plaq(t)).sum(axis=(1, 2),
+                                                                                           dtype=np.float64)
+
+    def force(t):
+        s = np.sin(plaq(t))
+        f = np.empty_like(t)
+        f[:, 0] = b * (s - np.roll(s, 1, axis=2))
+        f[:, 1] = -b * (s - np.roll(s, 1, axis=1))
+        return f
+
+    acc = 0.0
+    for _ in range(n_traj):
+        p = rng.standard_normal(theta.shape, dtype=theta.dtype)
+        h0 = energy(theta, p)
+        t = theta.copy()
+        p -= eps / 2 * force(t)
+        for i in range(n_steps):
+            t += eps * p
+            p -= (eps if i < n_steps - 1 else eps / 2) * force(t)
+        accept = rng.random(theta.shape[0]) < np.exp(h0 - energy(t, p))
+        theta = np.where(accept[:, None, None, None], np.mod(t + np.pi, 2 * np.pi) - np.pi, theta).astype(theta.dtype)
+        acc += accept.mean()
+    return theta, acc / n_traj
+
+
 def _time(fn, min_time: float) -> tuple[float, int]:
     """Call ``fn(i)`` until ``min_time`` seconds have passed; return (seconds, calls)."""
     t0 = time.perf_counter()
@@ -119,6 +157,18 @@ def bench_case(name: str, shape: tuple[int, ...], beta: float, n_chains: int, dt
         dtb, callsb = _time(lambda i: run_base(i + 1), min_time)
         out["baseline_traj_s"] = callsb * n_chains / dtb
         out["ratio"] = traj_s / out["baseline_traj_s"]
+    if name == "u1" and len(shape) == 2:
+        rng = np.random.default_rng(0)
+        theta = [np.ascontiguousarray(np.moveaxis(np.asarray(links), -1, 1))]  # (chains, 2, L0, L1)
+        n_np = max(1, block // 4)
+
+        def run_np(i):
+            theta[0], _ = numpy_u1_hmc(theta[0], beta, n_steps, rng, n_np)
+
+        run_np(0)
+        dtn, callsn = _time(lambda i: run_np(i + 1), min_time)
+        out["numpy_traj_s"] = callsn * n_np * n_chains / dtn
+        out["numpy_ratio"] = traj_s / out["numpy_traj_s"]
     return out
 
 
@@ -153,13 +203,15 @@ def main() -> None:
     print(f"# corrflow {cf.__version__}, jax {jax.__version__}, device {dev.platform}:{dev.device_kind}, "
           f"{os.cpu_count()} CPU cores, {cpu_model()}")
     print("# leapfrog, 10 steps, trajectory length 1; traj/s counts chain-trajectories")
-    hdr = f"{'case':<16}{'chains':>7}{'dtype':>11}{'traj/s':>11}{'link-upd/s':>13}{'compile s':>10}{'baseline':>10}{'ratio':>8}"
+    hdr = (f"{'case':<16}{'chains':>7}{'dtype':>11}{'traj/s':>11}{'link-upd/s':>13}{'compile s':>10}{'baseline':>10}"
+           f"{'ratio':>8}{'numpy':>10}{'ratio':>8}")
     print(hdr)
     for c in cases:
         r = bench_case(*c[:-1], min_time=args.min_time, baseline=c[-1])
         base = f"{r['baseline_traj_s']:10.1f}{r['ratio']:7.1f}x" if "ratio" in r else f"{'-':>10}{'-':>8}"
+        nump = f"{r['numpy_traj_s']:10.1f}{r['numpy_ratio']:7.2f}x" if "numpy_ratio" in r else f"{'-':>10}{'-':>8}"
         print(f"{r['case']:<16}{r['chains']:>7}{r['dtype']:>11}{r['traj_s']:11.1f}{r['link_updates_s']:13.3e}"
-              f"{r['compile_s']:10.1f}{base}", flush=True)
+              f"{r['compile_s']:10.1f}{base}{nump}", flush=True)
 
 
 if __name__ == "__main__":

@@ -173,8 +173,9 @@ class U1(Group):
         return jnp.imag(m)
 
     def normalize(self, u: Array) -> Array:
-        """Wrap angles into ``[-pi, pi)`` (the U(1) analogue of re-unitarisation)."""
-        return jnp.mod(u + jnp.pi, 2 * jnp.pi) - jnp.pi
+        """Wrap angles into ``[-pi, pi)`` (the U(1) analogue of re-unitarisation; ``floor`` rather than ``mod``,
+        which XLA's CPU backend evaluates by a library call per element, 15x slower)."""
+        return u - (2 * jnp.pi) * jnp.floor((u + jnp.pi) * (1 / (2 * jnp.pi)))
 
     def distance(self, a: Array, b: Array) -> Array:
         """Max over all elements of ``|exp(i a) - exp(i b)|`` (scalar)."""

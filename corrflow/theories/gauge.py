@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import lattice
+from ..fastmath import cos_poly, sin_poly
 from ..groups import Group, get_group
 
 Array = jax.Array
@@ -138,7 +139,8 @@ class WilsonGaugeAction:
         """``sum_x Re tr P_{mu nu}(x) / N`` for each plane, each of batch shape."""
         g = self.group
         site_axes = tuple(range(-self.ndim, 0))
-        return [accumulate(g.retr(lattice.plaquette(u, m, n, g)) / g.N, site_axes)
+        retr = cos_poly if g.is_abelian else g.retr  # U(1): Re tr P = cos P, as a vectorised polynomial
+        return [accumulate(retr(lattice.plaquette(u, m, n, g)) / g.N, site_axes)
                 for m, n in lattice.planes(self.ndim)]
 
     def action(self, u: Array) -> Array:
@@ -158,13 +160,30 @@ class WilsonGaugeAction:
 
         Shape ``(*batch, L_0, ..., L_{d-1}, d)`` for U(1), ``(..., d, N, N)`` for SU(N).
         """
+        return self.force_finish(self.force_start(u), u)
+
+    def force_start(self, u: Array) -> Any:
+        """The part of :meth:`force` worth materialising once per molecular-dynamics step (see
+        :func:`corrflow.hmc.integrate`): U(1) the plaquette sines ``sin P_{mu nu}(x)``, shape
+        ``(*batch, n_planes, L_0, ..., L_{d-1})`` in the order of :func:`corrflow.lattice.planes`; SU(N) nothing
+        (``()``).  ``force(u) == force_finish(force_start(u), u)``.  The sines are
+        :func:`corrflow.fastmath.sin_poly` (vectorised by XLA; within 4e-16 of ``sin`` in float64).
+        """
+        g = self.group
+        if not g.is_abelian:
+            return ()
+        return jnp.stack([sin_poly(lattice.plaquette(u, m, n, g)) for m, n in lattice.planes(self.ndim)],
+                         axis=-(self.ndim + 1))
+
+    def force_finish(self, start: Any, u: Array) -> Array:
+        """:meth:`force` from ``start = force_start(u)`` and the links."""
         g = self.group
         b = self.plane_couplings()
         d = self.ndim
         if g.is_abelian:
             f = [0.0] * d
-            for m, n in lattice.planes(d):
-                s = jnp.sin(lattice.plaquette(u, m, n, g))
+            for k, (m, n) in enumerate(lattice.planes(d)):
+                s = jnp.take(start, k, axis=-(d + 1))
                 f[m] = f[m] + b[m, n] * (s - lattice.shift(s, n, -1, d, g))
                 f[n] = f[n] - b[m, n] * (s - lattice.shift(s, m, -1, d, g))
             return jnp.stack(f, axis=-1).astype(u.dtype)
