@@ -45,16 +45,26 @@ PER_TRAJ = ("links", "traj", "action", "delta_H", "accepted", "step_size", "plaq
 runner = CliRunner()
 
 
-def reference_run(seed, n_chains, n_therm, thin, block_size, n):
-    """The chain the store driver should produce, computed with run_blocks directly (in memory)."""
+def reference_run(seed, n_chains, n_therm, thin, block_size, n, start=None, n_stored=0):
+    """The chain the store driver should produce, computed with run_blocks directly (in memory).
+
+    ``start = (links, action, next_traj)`` continues a chain from a saved state (a thermalisation checkpoint, or the
+    last stored configuration with ``n_stored`` configurations already stored) instead of the hot start; the
+    result then holds only the configurations produced from there.
+    """
     key = jax.random.PRNGKey(seed)
-    links = initial_links(key, THEORY, n_chains, "hot", jnp.float64)
-    action = None
-    for blk in run_blocks(key, THEORY, CONFIG, links, n_therm, block_size=block_size, first_index=0):
-        links, action = blk.state.links, blk.state.action
+    if start is None:
+        links, action, next_traj = initial_links(key, THEORY, n_chains, "hot", jnp.float64), None, 0
+    else:
+        links, action, next_traj = jnp.asarray(start[0]), jnp.asarray(start[1]), int(start[2])
+    if next_traj < n_therm:
+        for blk in run_blocks(key, THEORY, CONFIG, links, n_therm - next_traj, block_size=block_size,
+                              first_index=next_traj, action=action):
+            links, action = blk.state.links, blk.state.action
+        next_traj = n_therm
     measure = measurements_from_names(THEORY.group, ("plaquette",), THEORY.ndim)
     cols = {k: [] for k in ("links", "plaquette", "action", "delta_H", "accepted", "traj")}
-    for blk in run_blocks(key, THEORY, CONFIG, links, n, block_size=block_size, first_index=n_therm,
+    for blk in run_blocks(key, THEORY, CONFIG, links, n - n_stored, block_size=block_size, first_index=next_traj,
                           measure=measure, thin=thin, keep_links=True, action=action):
         cols["links"].append(np.asarray(blk.links))
         cols["plaquette"].append(blk.measurements["plaquette"])

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Every open GPU target in one time-boxed command, for a session that is lent a device machine.
+#
+# Prepare here (the device machine cannot download; its image has jax 0.11 + CUDA, numpy, scipy, xarray, optax,
+# equinox, typer, rich, matplotlib, but not zarr and friends; its python3 is 3.12):
+#   .venv/bin/pip download -q --only-binary=:all: --python-version 3.12 --no-deps \
+#       --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+#       -d .whl zarr numcodecs donfig google-crc32c arviz arviz-base arviz-stats dask pyerrors
+# then call the device tool's `run` with carry [".whl"] and the command
+#   bash benchmarks/device_targets.sh
+# (timeout_s 600).  Logs come back under $OUT; copy the figures into BENCHMARKS.md with the machine line.
+# Budget: ~15 device minutes per session and 10 per command, so each item is capped (540 s in all) and the order
+# is by priority; the 4D analyses at their defaults need a second command: python3 benchmarks/analyses.py --only
+# continuum-limit-su3.
+set -uo pipefail
+OUT=${OUT:-/tmp/device_out}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+if [ -d .whl ]; then
+    $PY -m pip install -q --no-deps --no-index --target .devpkgs .whl/*.whl 2>&1 | tail -2
+fi
+export PYTHONPATH="$PWD:$PWD/.devpkgs${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  $PY -c "import jax, corrflow; print('jax', jax.__version__, jax.devices())"; } 2>&1 | tee "$OUT/machine.txt"
+
+run() {  # run SECONDS NAME CMD...
+    local secs=$1 name=$2; shift 2
+    echo "== $name (cap ${secs}s): $*" | tee -a "$OUT/summary.txt"
+    timeout "$secs" "$@" > "$OUT/$name.log" 2>&1
+    echo "   exit $?" | tee -a "$OUT/summary.txt"
+    tail -n 25 "$OUT/$name.log"
+}
+run 120 su3_kernels $PY benchmarks/su3.py --sizes 8 16
+run 120 hmc_throughput $PY benchmarks/hmc_throughput.py --su3-only --su3-sizes 8,16 --min-time 1
+run 90 u1_hmc_chains $PY benchmarks/hmc_throughput.py --quick --min-time 1
+run 120 flow_training_4d $PY benchmarks/flow_training_4d.py --L 8 --dbeta 0.05 --degrees 0 --no-adam
+run 90 tangent_su3 $PY benchmarks/tangent.py --L 16 --n 500 --su3
