@@ -5,8 +5,8 @@ XLA's CPU backend evaluates ``sin`` and ``cos`` element by element through a lib
 below and more than NumPy's.  On GPUs both are fast; the polynomial is used everywhere so that a kernel gives
 the same numbers on every platform up to the platform's rounding.
 
-Accuracy: ``|sin_poly(x) - sin(x)| <= 4e-16`` (the same for ``cos_poly``) (float64) and ``<= 3e-7`` (float32) for ``|x| <= 64``
-(range reduction by ``2 pi`` split in two parts; the error grows slowly with ``|x|`` beyond).  Uses:
+Accuracy, for ``sin_poly`` and ``cos_poly`` alike: within ``4e-16`` of libm in float64 and ``3e-7`` in float32
+for ``|x| <= 64`` (range reduction by ``2 pi`` split in two parts; the error grows slowly with ``|x|`` beyond).  Uses:
 molecular-dynamics forces, where HMC stays exact for *any* force field (a kick ``pi -> pi - eps F(U)`` has unit
 Jacobian and the integrator stays reversible; only the acceptance depends on the force's accuracy), and the
 U(1) Wilson action, which then *is* the action sampled (it differs from the one with library ``cos`` by less
