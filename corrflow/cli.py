@@ -797,6 +797,8 @@ def report(
     obs: List[str] = typer.Option(["plaquette"], help="observables (repeat the option)"),
     analysis: Optional[List[str]] = typer.Option(None, help="analysis results to include (repeat; default: all "
                                                  "recorded in the store by `python -m analysis.<name>`)"),
+    tangent: bool = typer.Option(False, help="also the tangent-flow and connected derivative estimators on the base "
+                                             "ensemble (pure gauge; smooth observables; fitted field kept in OUT)"),
 ) -> None:
     """Variance-reduction report: error bars per estimator, variance reduction and ESS vs shift, loss curves, and
     a section per analysis (continuum limit, mass dependence, Feynman–Hellmann) recorded in the store."""
@@ -809,7 +811,9 @@ def report(
             raise CLIError("--base needs at least one ensemble to compare with")
         if base is None and ensembles:
             raise CLIError("ensembles given without --base; name the base ensemble they are compared with")
-        path = write_report(open_store(store, "r"), base, ensembles or [], out, obs, analysis)
+        if tangent and base is None:
+            raise CLIError("--tangent needs --base: the tangent-flow estimators are computed on the base ensemble")
+        path = write_report(open_store(store, "r"), base, ensembles or [], out, obs, analysis, tangent=tangent)
         console.print(f"[green]done[/] report written to {path} ({len(list(out.glob('*.png')))} figures)")
 
     _run(body)
@@ -827,6 +831,10 @@ def report(
 
     corrflow derivative --store data/su3.zarr su3_4x4x4x4_beta5.8 --param beta --obs plaquette --field gradient --json
 
+    corrflow derivative --store data/demo.zarr u1_16x16_beta2 --obs plaquette,wilson_2x2 --compare flowed_beta2.2 --compare direct_beta2.2 --compare u1_16x16_beta2.2
+
+--compare adds the finite-shift estimators of ensembles at param + delta already in the store (flowed, direct
+reweighting, independent HMC) as (<O>(param + delta) - <O>(param)) / delta: biased by O(delta), shown for comparison.
 The fitted field is saved (pickle-free) in --out (default: STORE_tangent/ENSEMBLE-PARAM-HASH next to the store) and
 reused when the ensemble content and every fit setting match.
 """)
@@ -847,6 +855,9 @@ def derivative(
     out: Optional[Path] = typer.Option(None, help="checkpoint directory of the fitted field"),
     seed: int = typer.Option(0, help="seed of the Hutchinson probes"),
     batch: int = typer.Option(32, help="configurations per jitted batch"),
+    compare: Optional[List[str]] = typer.Option(None, help="ensemble at param + delta (flowed, identity-flow or "
+                                                "independent; repeat or comma-separate) whose finite-shift "
+                                                "derivative joins the table"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object (for scripts) instead of the table"),
 ) -> None:
     """Derivatives d<O>/d(param) by the tangent-flow estimator (unbiased, no weights) and the connected estimator,
@@ -878,26 +889,28 @@ def derivative(
         elif kind in ("gradient", "auto"):
             opts = {"features": features, "n_probes": probes}
         names = [o.strip() for o in obs.split(",") if o.strip()]
+        others = [c.strip() for item in (compare or []) for c in item.split(",") if c.strip()]
         if json_:
-            run = lambda: derivative_from_store(st, store, ensemble, param, names, field=kind,  # noqa: E731
-                                                field_options=opts, n_folds=folds, held_out=held_out, seed=seed,
-                                                batch=batch, out=out)
-            res = run()
+            res = derivative_from_store(st, store, ensemble, param, names, field=kind, field_options=opts,
+                                        n_folds=folds, held_out=held_out, seed=seed, batch=batch, out=out,
+                                        compare=others)
             typer.echo(json.dumps({"ensemble": ensemble, **res.as_dict()}, default=float))
             return
         with _stage(f"tangent terms {ensemble}", "cfg/s") as lp:
             res = derivative_from_store(st, store, ensemble, param, names, field=kind, field_options=opts,
                                         n_folds=folds, held_out=held_out, seed=seed, batch=batch, out=out,
-                                        progress=lambda d, t: lp(d, t))
+                                        progress=lambda d, t: lp(d, t), compare=others)
         r = res.result
+        reductions = r.reductions()
         table = Table(title=f"d<O>/d{param} on {ensemble} ({res.n_chains} x {res.n_traj} configurations, "
                             f"{r.field.get('kind')} field)")
         for col in ("observable", "estimator", "value(error)", "tau_int", "variance reduction"):
             table.add_column(col)
         for o, est in r.estimates.items():
             for k, s in est.items():
-                red = f"{r.reduction[o]:.1f}x" if k == "tangent" else "1"
-                table.add_row(o, k, format_value_error(s.value, s.error), f"{s.tau_int:.2f}", red)
+                label = f"{k} ({res.shifts[k][0]}, d{param} {res.shifts[k][1]:+g})" if k in res.shifts else k
+                table.add_row(o, label, format_value_error(s.value, s.error), f"{s.tau_int:.2f}",
+                              f"{reductions[o][k]:.3g}x")
         console.print(table)
         fit_msg = "reused" if res.reused else ("fitted" if r.fits else "none")
         extra = ""

@@ -23,7 +23,8 @@ from .summary import exact_value
 
 __all__ = ["write_report"]
 
-_COLOURS = {"flowed reweighting": "C0", "flowed chain": "C2", "direct reweighting": "C1", "independent": "C3"}
+_COLOURS = {"flowed reweighting": "C0", "flowed chain": "C2", "direct reweighting": "C1", "independent": "C3",
+            "tangent": "C4", "connected": "C5"}
 
 
 def _plt():  # noqa: ANN202
@@ -46,7 +47,8 @@ def _derivative_figure(rows: list[ComparisonRow], obs: str, pname: str, exact: f
     if exact is not None:
         ax.axvline(exact, color="k", ls="--", lw=1, label="exact (finite torus)")
         ax.legend(fontsize=8, loc="best")
-    ax.set_xlabel(f"d<{obs}>/d{pname}  (finite difference)")
+    ax.set_xlabel(f"d<{obs}>/d{pname}  (finite difference; tangent and connected: exact derivative estimators)"
+                  if any(r.estimator == "tangent" for r in sel) else f"d<{obs}>/d{pname}  (finite difference)")
     ax.invert_yaxis()
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
@@ -128,12 +130,52 @@ def analysis_sections(store: Any, out: Path, names: Sequence[str] | None = None)
     return lines
 
 
+def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str], out: Path
+                  ) -> tuple[list[ComparisonRow], list[str]]:
+    """Tangent and connected estimators of ``d<O>/d pname`` on the base ensemble (:mod:`corrflow.tangent`, default
+    field, fitted field kept in ``out/tangent_field``) as comparison rows, and the report lines that explain them.
+    Observables the tangent estimator cannot take (not smooth) are listed, not estimated."""
+    from .pipeline.tangent import derivative_from_store
+    from .tangent import observable_function
+
+    spec = store.spec(base)
+    smooth, skipped = [], []
+    for o in observables:
+        try:
+            observable_function(o, _group(spec), tuple(spec.shape))
+            smooth.append(o)
+        except ValueError:
+            skipped.append(o)
+    if not smooth:
+        return [], [f"Tangent-flow estimator: none of {', '.join(observables)} is a smooth observable it takes.", ""]
+    res = derivative_from_store(store, store.path, base, pname, smooth, out=out / "tangent_field").result
+    rows = [ComparisonRow(o, k, base, None, s, s, None, None)
+            for o in smooth for k, s in res.estimates[o].items() if k in ("tangent", "connected")]
+    fit = "/".join(f"{f.reduction:.1f}x" for f in res.fits) or "none"
+    lines = [f"Tangent-flow estimator ({res.field.get('kind')} field; Var[R_v] reduced {fit} per fold) and the "
+             f"connected estimator -<O dS/d{pname}>_c, both on the base ensemble alone (unbiased, no weights, no "
+             "shift; 'difference' and 'd<O>' columns both hold the derivative). Variance reduction of the tangent "
+             "estimator against the connected one: "
+             + ", ".join(f"{o} {res.reduction[o]:.1f}x" for o in smooth) + "."
+             + (f" Not smooth, not estimated: {', '.join(skipped)}." if skipped else ""), ""]
+    return rows, lines
+
+
+def _group(spec: Any) -> Any:
+    from .groups import get_group
+
+    return get_group(spec.group)
+
+
 def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: str | Path,
-                 observables: Sequence[str] = ("plaquette",), analyses: Sequence[str] | None = None) -> Path:
+                 observables: Sequence[str] = ("plaquette",), analyses: Sequence[str] | None = None,
+                 tangent: bool = False) -> Path:
     """Write the report into directory ``out``; return the path of ``report.md``.
 
-    With ``base``: the variance-reduction comparison of ``base`` with ``ensembles``.  Every analysis result
-    recorded in the store (``python -m analysis.<name> ...``; select with ``analyses``) adds a section.
+    With ``base``: the variance-reduction comparison of ``base`` with ``ensembles``; with ``tangent`` also the
+    tangent-flow and connected derivative estimators on ``base`` (pure-gauge ensembles; :mod:`corrflow.tangent`).
+    Every analysis result recorded in the store (``python -m analysis.<name> ...``; select with ``analyses``) adds
+    a section.
     """
     from .flows.train import load_checkpoint
 
@@ -153,6 +195,12 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
     bspec = store.spec(base)
     rows = compare_ensembles(store, base, ensembles, observables)
     pname, shift = parameter_shift(bspec.params, store.spec(ensembles[0]).params)
+    tangent_lines: list[str] = []
+    if tangent:
+        trows, tangent_lines = _tangent_rows(store, base, pname, observables, out)
+        indep = {r.observable: r.derivative.error for r in rows if r.estimator == "independent" and r.derivative}
+        rows = rows + [r._replace(variance_reduction=(indep[r.observable] / r.derivative.error) ** 2)
+                       if r.observable in indep and r.derivative.error > 0 else r for r in trows]
     figures: list[tuple[str, str]] = []
     for obs in observables:
         ex = None
@@ -205,7 +253,7 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
              f"{bspec.n_chains} chains x {store.info(base)['committed']} trajectories.", "",
              f"Shift: {pname} {shift:+g}. Errors: Gamma method over paired samples, chains as replicas. Variance "
              "reduction: (error of the independent-ensemble difference / error of the estimator)^2 at equal "
-             "numbers of configurations.", "",
+             "numbers of configurations.", "", *tangent_lines,
              f"| observable | estimator | ensemble | <O>(a') | difference | d<O>/d{pname} | weight ESS | var. red. |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

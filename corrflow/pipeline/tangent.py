@@ -5,13 +5,19 @@ written), evaluates the per-configuration terms of :mod:`corrflow.tangent`, fits
 least squares -- or reuses the coefficients saved in the checkpoint directory when the ensemble content (spec and
 committed count) and every fit setting match -- and returns the tangent and connected estimates.  The checkpoint is
 pickle-free (:mod:`corrflow.store.checkpoints`): metadata JSON plus one ``coef`` array ``(n_folds, K)``.
+
+With ``compare`` the finite-shift estimators of the same derivative join the table: ensembles at ``α + δ`` already in
+the store -- a flowed ensemble (``corrflow correlate --flow``: estimator ``flowed``), the identity flow (``--identity``:
+``direct``) and an independent HMC ensemble (``independent``) -- give ``(<O>_{α+δ} − <O>_α) / δ`` by
+:func:`corrflow.compare.compare_ensembles` (paired Gamma-method errors), an ``O(δ)``-biased estimate of the same
+derivative.  Every estimator's variance reduction is quoted against the connected estimator on the base ensemble.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,9 +28,14 @@ from .. import make_theory
 from .. import tangent as tg
 from ..store.checkpoints import has_checkpoint, read_checkpoint, write_checkpoint
 
-__all__ = ["StoredDerivative", "derivative_from_store", "default_checkpoint_dir", "load_all_configs", "CHECKPOINT_KIND"]
+__all__ = ["StoredDerivative", "derivative_from_store", "default_checkpoint_dir", "load_all_configs", "CHECKPOINT_KIND",
+           "FINITE_SHIFT_ESTIMATORS", "finite_shift_plan", "finite_shift_estimates"]
 
 CHECKPOINT_KIND = "corrflow-tangent-field"
+
+#: row labels of :func:`corrflow.compare.compare_ensembles` -> estimator names of the derivative table
+FINITE_SHIFT_ESTIMATORS = {"flowed reweighting": "flowed", "direct reweighting": "direct",
+                           "independent": "independent"}
 
 
 @dataclass(frozen=True)
@@ -37,11 +48,75 @@ class StoredDerivative:
     reused: bool
     n_chains: int
     n_traj: int
+    shifts: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out = self.result.as_dict()
         out.update(checkpoint=str(self.checkpoint), reused=self.reused, n_chains=self.n_chains, n_traj=self.n_traj)
+        if self.shifts:
+            out["finite_shift"] = {k: {"ensemble": n, "shift": d} for k, (n, d) in self.shifts.items()}
         return out
+
+
+def finite_shift_plan(store: Any, base: str, compare: Sequence[str], param: str,
+                      observables: Sequence[str]) -> dict[str, tuple[str, float]]:
+    """``{estimator: (ensemble, shift)}`` for the comparison ensembles, validated before any computation.
+
+    ``ValueError`` (one line) for an unknown ensemble, one that differs from ``base`` in another parameter (or in
+    several), a flowed ensemble not made from ``base``, two ensembles of the same kind, or an observable that is not
+    stored in one of them (with the ``corrflow measure`` command that adds it).
+    """
+    from ..compare import parameter_shift
+
+    plan: dict[str, tuple[str, float]] = {}
+    known = set(store.ensembles())
+    bspec = store.spec(base)
+    for name in compare:
+        if name not in known:
+            raise ValueError(f"--compare: no ensemble {name!r} in the store; available: {', '.join(sorted(known))}")
+        spec = store.spec(name)
+        try:
+            pname, shift = parameter_shift(bspec.params, spec.params)
+        except ValueError:
+            raise ValueError(f"--compare {name!r}: its parameters {spec.params} must differ from the base's "
+                             f"{bspec.params} in {param} alone") from None
+        if pname != param:
+            raise ValueError(f"--compare {name!r} differs from {base!r} in {pname}, not in --param {param}")
+        if spec.kind == "flowed":
+            if spec.flow.get("source") != base:
+                raise ValueError(f"--compare {name!r} is a flowed ensemble of {spec.flow.get('source')!r}, not of "
+                                 f"{base!r}")
+            est = "direct" if spec.flow.get("flow_id") == "identity" else "flowed"
+        else:
+            est = "independent"
+        if est in plan:
+            raise ValueError(f"--compare: {plan[est][0]!r} and {name!r} are both {est} estimators; give one of each "
+                             "kind")
+        for ens in (base, name):
+            have = set(store.open_ensemble(ens).data_vars)
+            missing = [o for o in observables if o not in have]
+            if missing:
+                raise ValueError(f"--compare needs {', '.join(missing)} stored in {ens!r}; add with `corrflow measure "
+                                 f"{store.path} {ens} {' '.join(missing)}`")
+        plan[est] = (name, float(shift))
+    return plan
+
+
+def finite_shift_estimates(store: Any, base: str, plan: dict[str, tuple[str, float]],
+                           observables: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``{obs: {estimator: Stats}}``: the finite-difference derivatives ``(<O>_{α+δ} − <O>_α) / δ`` of
+    :func:`finite_shift_plan`'s ensembles (flowed and direct: paired reweighting; independent: difference of means)."""
+    from ..compare import compare_ensembles
+
+    if not plan:
+        return {}
+    rows = compare_ensembles(store, base, [n for n, _ in plan.values()], list(observables))
+    out: dict[str, dict[str, Any]] = {o: {} for o in observables}
+    for r in rows:
+        est = FINITE_SHIFT_ESTIMATORS.get(r.estimator)
+        if est is not None and r.derivative is not None:
+            out[r.observable][est] = r.derivative
+    return out
 
 
 def _settings(ensemble: str, spec_json: dict[str, Any], committed: int, param: str, field: Any, n_folds: int,
@@ -70,11 +145,15 @@ def load_all_configs(store: Any, ensemble: str) -> np.ndarray:
 def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, param: str, observables: Sequence[str],
                           *, field: str = "auto", field_options: dict[str, Any] | None = None, n_folds: int = 2,
                           held_out: float = 0.25, seed: int = 0, batch: int = 32, out: str | Path | None = None,
-                          progress: Callable[[int, int], None] | None = None) -> StoredDerivative:
+                          progress: Callable[[int, int], None] | None = None,
+                          compare: Sequence[str] = ()) -> StoredDerivative:
     """``d<O>/d param`` of every observable on stored ensemble ``ensemble`` (see the module docstring).
 
+    ``compare``: ensembles at ``param + δ`` whose finite-shift derivatives join the estimates (module docstring).
+
     Raises ``ValueError`` (one line, with a hint) for a fermion ensemble, a parameter the theory lacks, an unknown
-    observable, bad fit settings or too few configurations -- all before anything is written.
+    observable, bad fit settings, too few configurations or unusable comparison ensembles -- all before anything is
+    written.
     """
     spec = store.spec(ensemble)
     theory = make_theory(spec.theory, spec.shape, **spec.params)
@@ -98,6 +177,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         raise ValueError(f"{ensemble!r} has {committed} configurations per chain x {spec.n_chains} chains: too few for "
                          f"a held-out fit of {fld.n_coef} coefficients in {n_folds} folds (need >= {n_min} in all and "
                          ">= 10 per chain); generate more with `corrflow generate ... --resume`")
+    plan = finite_shift_plan(store, ensemble, compare, param, names)
     settings = _settings(ensemble, spec.to_json(), committed, param, fld, n_folds, held_out, seed)
     ckpt = Path(out) if out is not None else default_checkpoint_dir(store_path, settings)
     configs = load_all_configs(store, ensemble)
@@ -124,5 +204,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                             for f in fits]
             write_checkpoint(ckpt, meta, {"coef": np.stack([f.coef for f in fits])})
     res = tg.estimate(terms, coef, fits, fld.describe())
+    shifted = finite_shift_estimates(store, ensemble, plan, names)
+    if shifted:
+        res = replace(res, estimates={o: {**est, **shifted.get(o, {})} for o, est in res.estimates.items()})
     return StoredDerivative(result=res, checkpoint=ckpt, reused=reused, n_chains=int(spec.n_chains),
-                            n_traj=int(committed))
+                            n_traj=int(committed), shifts=plan)

@@ -42,7 +42,8 @@ class TangentTerms:
 
 @dataclass(frozen=True)
 class DerivativeResult:
-    """``estimates[obs][estimator]`` (:class:`~corrflow.stats.Stats`; estimators ``tangent`` and ``connected``),
+    """``estimates[obs][estimator]`` (:class:`~corrflow.stats.Stats`; estimators ``tangent`` and ``connected``, and
+    the finite-shift ``flowed`` / ``direct`` / ``independent`` when comparison ensembles were given),
     ``reduction[obs]`` (variance reduction of tangent against connected), the per-fold fits and coefficients."""
 
     estimates: dict[str, dict[str, Stats]]
@@ -52,11 +53,19 @@ class DerivativeResult:
     param: str
     field: dict[str, Any] = field(default_factory=dict)
 
+    def reductions(self) -> dict[str, dict[str, float]]:
+        """``{obs: {estimator: (error of connected / error of estimator)^2}}`` for every estimator."""
+        return {o: {k: variance_reduction(est["connected"], s) for k, s in est.items()}
+                for o, est in self.estimates.items()}
+
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready ``{"observables": {OBS: {EST: {"value", "error", "tau_int"}}}, ...}``."""
+        """JSON-ready ``{"observables": {OBS: {EST: {"value", "error", "tau_int"}}}, ...}``;
+        ``variance_reduction[OBS]`` is the tangent estimator's, ``variance_reductions[OBS][EST]`` every estimator's,
+        both against the connected estimator."""
         obs = {o: {k: {"value": s.value, "error": s.error, "tau_int": s.tau_int} for k, s in est.items()}
                for o, est in self.estimates.items()}
         return {"param": self.param, "observables": obs, "variance_reduction": dict(self.reduction),
+                "variance_reductions": self.reductions(),
                 "field": self.field, "fit": [{"coef": f.coef.tolist(), "ridge": f.ridge, "n_basis": f.n_basis,
                                               "var_reduction_R": f.reduction, "condition": f.condition}
                                              for f in self.fits]}

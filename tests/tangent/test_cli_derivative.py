@@ -3,6 +3,7 @@ checkpoint reuse, and user errors (one line, exit status 2, no traceback, store 
 
 import json
 import os
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -73,3 +74,56 @@ def test_user_errors(u1_store, tmp_path, extra, message):
 def test_unknown_ensemble(u1_store):
     res = _invoke(["--store", str(u1_store), "nope"])
     assert res.exit_code == 2 and "no ensemble 'nope'" in res.output and ENSEMBLE in res.output
+
+
+def test_compare_adds_finite_shift_estimators_and_report(u1_store, exact_u1, tmp_path):
+    """--compare: the direct-reweighting and independent finite-shift derivatives join the table (estimator names,
+    shift, variance reductions against the connected estimator), agreeing with the exact finite difference; user
+    errors in --compare leave the store unchanged; `corrflow report --tangent` adds the tangent and connected rows."""
+    from corrflow import exact
+
+    store = tmp_path / "runs.zarr"
+    shutil.copytree(u1_store, store)
+    res = runner.invoke(app, ["generate", "u1", "--beta", "2.1", "--shape", "8,8", "--n", "800", "--chains", "2",
+                              "--therm", "200", "--step-size", "0.25", "--n-steps", "4", "--block", "800", "--seed",
+                              "12", "--store", str(store)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["correlate", "--store", str(store), "--from", ENSEMBLE, "--identity", "--to", "beta=2.1",
+                              "--name", "direct_b2.1", "--batch", "800"])
+    assert res.exit_code == 0, res.output
+    args = ["--store", str(store), ENSEMBLE, "--obs", "plaquette", "--batch", "500", "--out", str(tmp_path / "ck")]
+    res = _invoke(args + ["--json", "--compare", "u1_8x8_beta2.1,direct_b2.1"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    est = out["observables"]["plaquette"]
+    assert set(est) == {"tangent", "connected", "direct", "independent"}
+    assert out["finite_shift"] == {"direct": {"ensemble": "direct_b2.1", "shift": pytest.approx(0.1)},
+                                   "independent": {"ensemble": "u1_8x8_beta2.1", "shift": pytest.approx(0.1)}}
+    fd = (exact.u1_plaquette(2.1, (8, 8)) - exact.u1_plaquette(2.0, (8, 8))) / 0.1
+    for k in ("direct", "independent"):
+        assert abs(est[k]["value"] - fd) / est[k]["error"] < 4, (k, est[k], fd)
+    red = out["variance_reductions"]["plaquette"]
+    assert red["connected"] == pytest.approx(1.0)
+    assert red["tangent"] == pytest.approx(out["variance_reduction"]["plaquette"])
+    assert red["tangent"] > red["direct"] > 0 and red["tangent"] > red["independent"]
+    table = _invoke(args + ["--compare", "direct_b2.1", "--compare", "u1_8x8_beta2.1"])
+    assert table.exit_code == 0 and "direct_b2.1" in table.stdout and "independent" in table.stdout, table.stdout
+    # bad --compare input: one line, exit 2, nothing written
+    before = _snapshot(store)
+    for extra, message in [(["--compare", "nope"], "no ensemble 'nope'"),
+                           (["--param", "lam", "--compare", "direct_b2.1"], "differs from 'u1_8x8_beta2' in beta"),
+                           (["--compare", "direct_b2.1,direct_b2.1"], "both direct estimators"),
+                           (["--obs", "wilson_2x2", "--compare", "direct_b2.1"], "corrflow measure")]:
+        bad = _invoke(["--store", str(store), ENSEMBLE, "--out", str(tmp_path / "ck_bad"), *extra])
+        lines = [x for x in bad.output.strip().splitlines() if x.strip()]
+        assert bad.exit_code == 2 and len(lines) == 1 and message in lines[0], (extra, bad.output)
+    assert _snapshot(store) == before and not (tmp_path / "ck_bad").exists()
+    # the report with the tangent-flow rows
+    rep = runner.invoke(app, ["report", "--store", str(store), "--base", ENSEMBLE, "u1_8x8_beta2.1", "direct_b2.1",
+                              "--obs", "plaquette", "--tangent", "--out", str(tmp_path / "rep")])
+    assert rep.exit_code == 0, rep.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Tangent-flow estimator" in md and "| plaquette | tangent |" in md and "| plaquette | connected |" in md
+    assert _snapshot(store) == before
+    bad = runner.invoke(app, ["report", "--store", str(store), "--tangent", "--out", str(tmp_path / "rep2")])
+    assert bad.exit_code == 2 and "--tangent needs --base" in bad.output
