@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import observables as obs
+from ..observables import gradient_flow as gf
 from ..groups import Group, matmul
 
 Array = jax.Array
@@ -48,8 +49,11 @@ __all__ = [
 #: Parameters of the pure-gauge Wilson action that ``parameter_derivative`` differentiates.
 PARAMETERS = ("beta", "xi", "lam")
 #: Observables the tangent estimators accept (smooth functions of the links).
-OBSERVABLES = ("plaquette", "wilson_RxT (e.g. wilson_2x2)")
+OBSERVABLES = ("plaquette", "wilson_RxT (e.g. wilson_2x2)", "t2E@T (SU(N): t^2 E(t) at flow time T, e.g. t2E@0.2)")
 _WILSON_RE = re.compile(r"^wilson_(\d+)x(\d+)$")
+_T2E_RE = re.compile(r"^t2E@([0-9]*\.?[0-9]+)$")
+#: Wilson-flow step of the ``t2E@T`` observables (Lüscher's RK3; T must be a multiple of it)
+T2E_FLOW_EPS = 0.02
 
 
 def coords_shape(theory: Any) -> tuple[int, ...]:
@@ -151,6 +155,10 @@ def observable_function(name: str, group: Group, shape: tuple[int, ...]) -> Call
     """Smooth observable ``U -> O(U)`` (scalar, one configuration) by name: ``plaquette`` (mean ``Re tr P / N``) or
     ``wilson_RxT`` (mean ``Re tr W / N`` over planes and orientations, as :mod:`corrflow.observables`).
 
+    ``t2E@T`` (SU(N) only): ``t^2 E(t)`` at flow time ``t = T`` (clover ``E``, the definition of ``t0``), the
+    configuration flowed by Lüscher's RK3 with step :data:`T2E_FLOW_EPS` -- a smooth function of the links, so its
+    directional derivative is a forward-mode derivative through the whole flow.
+
     Raises ``ValueError`` for unknown names or loops that do not fit on the lattice.  Non-smooth observables (the
     geometric topological charge, ``|Polyakov loop|``) are refused: integration by parts needs smooth ``O``.
     """
@@ -163,9 +171,29 @@ def observable_function(name: str, group: Group, shape: tuple[int, ...]) -> Call
         if r < 1 or t < 1 or max(r, t) >= min(shape):
             raise ValueError(f"{n}: a Wilson loop needs 1 <= R, T < {min(shape)} (the shortest extent) on this lattice")
         return lambda u: obs.wilson_loop(u, group, r, t)
+    m = _T2E_RE.match(n)
+    if m:
+        return _t2e_function(n, float(m.group(1)), group)
     hint = (" (not smooth: the tangent estimator needs differentiable observables)"
             if n in ("topological_charge", "polyakov_loop") else "")
     raise ValueError(f"unknown observable {n!r}{hint}; allowed: {', '.join(OBSERVABLES)}")
+
+
+def _t2e_function(name: str, t: float, group: Group) -> Callable[[Array], Array]:
+    if group.is_abelian:
+        raise ValueError(f"{name}: the Wilson flow is implemented for SU(N); this is a U(1) ensemble")
+    n = int(round(t / T2E_FLOW_EPS))
+    if n < 1 or abs(n * T2E_FLOW_EPS - t) > 1e-9:
+        raise ValueError(f"{name}: the flow time must be a positive multiple of {T2E_FLOW_EPS} (e.g. t2E@0.2)")
+
+    def t2e(u: Array) -> Array:
+        def step(w: Array, _: Any) -> tuple[Array, None]:
+            return gf.flow_step(w, group, T2E_FLOW_EPS), None
+
+        w, _ = jax.lax.scan(step, u, None, length=n)
+        return (n * T2E_FLOW_EPS) ** 2 * gf.energy_density_clover(w, group)
+
+    return t2e
 
 
 def observables_vector(names: tuple[str, ...], group: Group, shape: tuple[int, ...]) -> Callable[[Array], Array]:
