@@ -13,7 +13,8 @@ linear in their coefficients, cross-fitted so that no configuration enters its o
   dimension: gradients of plaquette / rectangle / Wilson-flowed plaquette actions);
 * :mod:`.fit` -- ridge least squares with held-out selection, cross-fitting;
 * :mod:`.estimator` -- the estimator with Gamma-method errors;
-* :mod:`.derivative` -- configurations -> terms -> fit -> estimates (:func:`derivative`).
+* :mod:`.derivative` -- configurations -> terms -> fit -> estimates (:func:`derivative`);
+* :mod:`.scales` -- ``d(t0/a^2)/dα`` from ``t2E@T`` estimates on a grid of flow times.
 
 Example::
 
@@ -40,6 +41,7 @@ from .derivative import DerivativeResult, TangentTerms, apply_fits, compute_term
 from .estimator import connected_estimate, tangent_estimate, tangent_values, variance_reduction
 from .fields import FIELD_KINDS, GradientField, NoField, PlaquetteField, make_field, plaquette_link_field
 from .fit import FieldFit, TangentFitWarning, cross_fit, fit_field, fold_index
+from .scales import flow_scale_derivative
 
 __all__ = [
     "OBSERVABLES", "PARAMETERS", "coords_shape", "directional_derivative", "divergence_dense",
@@ -47,5 +49,5 @@ __all__ = [
     "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate",
     "connected_estimate", "tangent_estimate", "tangent_values", "variance_reduction",
     "FIELD_KINDS", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
-    "FieldFit", "TangentFitWarning", "cross_fit", "fit_field", "fold_index",
+    "FieldFit", "TangentFitWarning", "cross_fit", "fit_field", "fold_index", "flow_scale_derivative",
 ]

@@ -179,27 +179,41 @@ def observable_function(name: str, group: Group, shape: tuple[int, ...]) -> Call
     raise ValueError(f"unknown observable {n!r}{hint}; allowed: {', '.join(OBSERVABLES)}")
 
 
-def _t2e_function(name: str, t: float, group: Group) -> Callable[[Array], Array]:
+def _t2e_steps(name: str, t: float, group: Group) -> int:
     if group.is_abelian:
         raise ValueError(f"{name}: the Wilson flow is implemented for SU(N); this is a U(1) ensemble")
     n = int(round(t / T2E_FLOW_EPS))
     if n < 1 or abs(n * T2E_FLOW_EPS - t) > 1e-9:
         raise ValueError(f"{name}: the flow time must be a positive multiple of {T2E_FLOW_EPS} (e.g. t2E@0.2)")
+    return n
 
-    def t2e(u: Array) -> Array:
-        def step(w: Array, _: Any) -> tuple[Array, None]:
-            return gf.flow_step(w, group, T2E_FLOW_EPS), None
 
-        w, _ = jax.lax.scan(step, u, None, length=n)
-        return (n * T2E_FLOW_EPS) ** 2 * gf.energy_density_clover(w, group)
+def _t2e_curve(u: Array, group: Group, n_steps: int) -> Array:
+    """``t^2 E(t)`` after each of ``n_steps`` RK3 steps of size :data:`T2E_FLOW_EPS` (one flow for all times)."""
+    def step(w: Array, _: Any) -> tuple[Array, Array]:
+        w = gf.flow_step(w, group, T2E_FLOW_EPS)
+        return w, gf.energy_density_clover(w, group)
 
-    return t2e
+    _, e = jax.lax.scan(step, u, None, length=n_steps)
+    return (T2E_FLOW_EPS * jnp.arange(1, n_steps + 1)) ** 2 * e
+
+
+def _t2e_function(name: str, t: float, group: Group) -> Callable[[Array], Array]:
+    n = _t2e_steps(name, t, group)
+    return lambda u: _t2e_curve(u, group, n)[n - 1]
 
 
 def observables_vector(names: tuple[str, ...], group: Group, shape: tuple[int, ...]) -> Callable[[Array], Array]:
-    """``U -> (O_1(U), ..., O_n(U))`` for the named observables (see :func:`observable_function`)."""
+    """``U -> (O_1(U), ..., O_n(U))`` for the named observables (see :func:`observable_function`); all ``t2E@T``
+    share one Wilson flow to the largest ``T``."""
     fns = [observable_function(n, group, shape) for n in names]
-    return lambda u: jnp.stack([f(u) for f in fns])
+    steps = {i: _t2e_steps(n, float(m.group(1)), group) for i, n in enumerate(names) if (m := _T2E_RE.match(n))}
+
+    def vec(u: Array) -> Array:
+        curve = _t2e_curve(u, group, max(steps.values())) if steps else None
+        return jnp.stack([curve[steps[i] - 1] if i in steps else f(u) for i, f in enumerate(fns)])  # type: ignore
+
+    return vec
 
 
 def casimir(group: Group) -> float:

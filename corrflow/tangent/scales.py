@@ -1,0 +1,85 @@
+"""``d(t0/a^2)/dα`` from tangent (or connected) estimates of ``d<t^2 E(t)>/dα`` on a grid of flow times.
+
+``t0`` solves ``g(t0) = reference`` for ``g(t) = <t^2 E(t)>`` (:func:`corrflow.observables.gradient_flow.flow_scale`:
+cubic interpolation through the grid points around the crossing), so differentiating the condition gives
+
+    d t0 / dα = − (∂_α g)(t0) / g'(t0),
+
+with ``∂_α g`` at the grid points from the estimators of :mod:`.estimator` (observables ``t2E@T``) and both
+interpolated by the same local cubic.  ``t0`` and its derivative are derived quantities of the per-configuration
+series (``t^2 E`` at every grid time, ``v·∇(t^2 E)``, ``R_v``, their products), so one Gamma-method analysis
+(gradient projection, chains as replicas) gives errors that include autocorrelations and every correlation between
+flow times.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from ..observables.gradient_flow import T0_REFERENCE, flow_scale
+from ..stats import Stats, gamma_method
+from .derivative import TangentTerms
+
+__all__ = ["flow_scale_derivative"]
+
+_T2E = re.compile(r"^t2E@([0-9]*\.?[0-9]+)$")
+
+
+def _local_cubic(t: np.ndarray, y: np.ndarray, i: int) -> np.poly1d:
+    lo, hi = max(i - 2, 0), min(i + 2, t.size)
+    deg = min(3, hi - lo - 1)
+    return np.poly1d(np.polyfit(t[lo:hi] - t[i], y[lo:hi], deg=deg))
+
+
+def flow_scale_derivative(terms: TangentTerms, coef: Any, reference: float = T0_REFERENCE,
+                          S: float = 1.5) -> dict[str, Stats]:
+    """``{"t0": t0/a^2, "tangent": d(t0/a^2)/dα, "connected": the same with v = 0}`` as :class:`Stats`.
+
+    ``terms``: :class:`TangentTerms` whose observables include ``t2E@T`` at two or more flow times (the others are
+    ignored); ``coef``: per-configuration field coefficients as for :func:`corrflow.tangent.estimate`.  ``ValueError``
+    if fewer than two ``t2E@T`` observables are given or ``<t^2 E>`` does not cross ``reference`` inside the grid.
+    """
+    cols = [(float(m.group(1)), k) for k, n in enumerate(terms.names) if (m := _T2E.match(n))]
+    if len(cols) < 2:
+        raise ValueError("d t0/dα needs t2E@T observables at two or more flow times around t0 "
+                         f"(got {', '.join(terms.names)})")
+    cols.sort()
+    t = np.array([c[0] for c in cols])
+    idx = [c[1] for c in cols]
+    coef = np.broadcast_to(np.asarray(coef, float), terms.a.shape)
+    o = terms.o[..., idx]                                             # (chains, traj, K)
+    r = terms.ds + np.sum(terms.a * coef, axis=-1)                    # R_v
+    dvo = np.einsum("ctkj,ctj->ctk", terms.b[..., idx, :], coef)     # v·∇O_k
+    g_mean = o.reshape(-1, len(t)).mean(0)
+    flow_scale(t, g_mean, reference)  # raises the clear error when the curve does not cross the reference
+    i = int(np.nonzero(g_mean >= reference)[0][0])
+    o_shift, r_shift = o.mean(axis=(0, 1)), r.mean()
+
+    def series(d: np.ndarray, rr: np.ndarray) -> np.ndarray:
+        oc, rc = o - o_shift, rr - rr.mean()
+        return np.concatenate([np.moveaxis(x, -1, 0) for x in (oc, d, oc * rc[..., None])] + [rc[None]])
+
+    k = len(t)
+
+    def parts(m: np.ndarray) -> tuple[float, float, float]:
+        g = m[:k] + o_shift
+        dg = m[k:2 * k] - (m[2 * k:3 * k] - m[:k] * m[3 * k])
+        t0 = flow_scale(t, g, reference)
+        pg, pd = _local_cubic(t, g, i), _local_cubic(t, dg, i)
+        z = t0 - t[i]
+        return t0, float(pd(z)), float(pg.deriv()(z))
+
+    def t0_of(m: np.ndarray) -> float:
+        return parts(m)[0]
+
+    def dt0_of(m: np.ndarray) -> float:
+        _, dg, slope = parts(m)
+        return -dg / slope
+
+    out = {"t0": gamma_method(series(dvo, r), t0_of, S=S),
+           "tangent": gamma_method(series(dvo, r), dt0_of, S=S),
+           "connected": gamma_method(series(np.zeros_like(dvo), terms.ds), dt0_of, S=S)}
+    return out
