@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .compare import ComparisonRow, compare_ensembles, parameter_shift
+from .groups import get_group
 from .summary import exact_value
 
 __all__ = ["write_report"]
@@ -142,7 +143,7 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
     smooth, skipped = [], []
     for o in observables:
         try:
-            observable_function(o, _group(spec), tuple(spec.shape))
+            observable_function(o, get_group(spec.group), tuple(spec.shape))
             smooth.append(o)
         except ValueError:
             skipped.append(o)
@@ -159,12 +160,6 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
              + ", ".join(f"{o} {res.reduction[o]:.1f}x" for o in smooth) + "."
              + (f" Not smooth, not estimated: {', '.join(skipped)}." if skipped else ""), ""]
     return rows, lines
-
-
-def _group(spec: Any) -> Any:
-    from .groups import get_group
-
-    return get_group(spec.group)
 
 
 def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: str | Path,

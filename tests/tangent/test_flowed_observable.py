@@ -45,7 +45,7 @@ def _chains(key, theory):
     st = hmc.init(theory, hmc.hot_start(jax.random.fold_in(key, 1), theory, batch=(2,)))
     keys = jax.random.split(key, 2)
     st, _, _ = hmc.sample_chains(keys, st, theory, CFG, 200)
-    _, info, links = hmc.sample_chains(keys, st, theory, CFG, 1000, first_index=200, measure=lambda u: u)
+    _, info, links = hmc.sample_chains(keys, st, theory, CFG, 600, first_index=200, measure=lambda u: u)
     return info.accepted, links
 
 
@@ -57,11 +57,11 @@ def _ensemble(beta, seed):
 
 @pytest.fixture(scope="module")
 def su2_terms():
-    """Tangent terms of the plaquette and t^2 E at four flow times on 2 x 1000 HMC configurations (2D SU(2), 6x6,
+    """Tangent terms of the plaquette and t^2 E at four flow times on 2 x 600 HMC configurations (2D SU(2), 6x6,
     beta = 3), with the plaquette-gradient field cross-fitted."""
     th = make_theory("su2", SHAPE, beta=BETA)
     terms = tg.compute_terms(tg.GradientField(features=("plaquette",)), th, "beta", NAMES, _ensemble(BETA, 5),
-                             jax.random.PRNGKey(0), batch=500)
+                             jax.random.PRNGKey(0), batch=400)
     _, coef = tg.cross_fit(terms.a, terms.ds)
     return terms, coef
 
@@ -93,7 +93,7 @@ def test_t0_derivative_against_finite_difference(su2_terms):
                                                  SHAPE)))
     for db, seed in ((-0.15, 7), (0.15, 9)):
         links = _ensemble(BETA + db, seed)
-        o = np.concatenate([np.asarray(vec(jnp.asarray(x))) for x in links.reshape((-1, 500) + links.shape[2:])])
+        o = np.concatenate([np.asarray(vec(jnp.asarray(x))) for x in links.reshape((-1, 400) + links.shape[2:])])
         o = o.reshape(2, -1, len(FLOW_TIMES))
         zero = np.zeros(o.shape[:2])
         shifted = tg.TangentTerms(o=o, ds=zero, a=zero[..., None], b=np.zeros(o.shape + (1,)), names=tuple(NAMES[1:]),
