@@ -40,12 +40,14 @@ def rng():
 
 
 _MODULE_FIXTURE = re.compile(r"""scope\s*=\s*["']module["']""")
+_SESSION_FIXTURE = re.compile(r"""scope\s*=\s*["']session["']""")
 
 
 def pytest_xdist_make_scheduler(config, log):
     """With ``-n N`` (xdist's ``load`` distribution), keep each module that defines a module-scoped fixture on
     one worker, so that its fixture (an HMC ensemble, a trained flow, a whole analysis run) is built once
-    instead of once per worker; every other test is still scheduled on its own.
+    instead of once per worker, and likewise every test directory whose conftest.py defines session-scoped
+    fixtures (tests/store, tests/tangent); every other test is still scheduled on its own.
 
     (xdist's ``loadgroup`` would do this with markers, but it does not group under pytest >= 9.2, which
     derives node ids from ``_id``.)
@@ -55,14 +57,22 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
     root = Path(config.rootpath)
-    grouped: dict[str, bool] = {}
+    grouped: dict[str, str | None] = {}
+
+    def _has(path: Path, pattern: re.Pattern) -> bool:
+        return path.is_file() and bool(pattern.search(path.read_text()))
 
     class ModuleFixtureScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
             if module not in grouped:
                 path = root / module
-                grouped[module] = path.is_file() and bool(_MODULE_FIXTURE.search(path.read_text()))
-            return module if grouped[module] else nodeid
+                if path.parent != root and _has(path.parent / "conftest.py", _SESSION_FIXTURE):
+                    grouped[module] = str(Path(module).parent)  # a directory whose conftest has session fixtures
+                elif _has(path, _MODULE_FIXTURE):
+                    grouped[module] = module
+                else:
+                    grouped[module] = None
+            return grouped[module] or nodeid
 
     return ModuleFixtureScheduling(config, log)
