@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from .. import make_theory
+from ..compare import compare_ensembles, parameter_shift
 from .. import tangent as tg
 from ..store.checkpoints import has_checkpoint, read_checkpoint, write_checkpoint
 
@@ -66,8 +67,6 @@ def finite_shift_plan(store: Any, base: str, compare: Sequence[str], param: str,
     several), a flowed ensemble not made from ``base``, two ensembles of the same kind, or an observable that is not
     stored in one of them (with the ``corrflow measure`` command that adds it).
     """
-    from ..compare import parameter_shift
-
     plan: dict[str, tuple[str, float]] = {}
     known = set(store.ensembles())
     bspec = store.spec(base)
@@ -106,8 +105,6 @@ def finite_shift_estimates(store: Any, base: str, plan: dict[str, tuple[str, flo
                            observables: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``{obs: {estimator: Stats}}``: the finite-difference derivatives ``(<O>_{α+δ} − <O>_α) / δ`` of
     :func:`finite_shift_plan`'s ensembles (flowed and direct: paired reweighting; independent: difference of means)."""
-    from ..compare import compare_ensembles
-
     if not plan:
         return {}
     rows = compare_ensembles(store, base, [n for n, _ in plan.values()], list(observables))

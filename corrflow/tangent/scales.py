@@ -14,18 +14,16 @@ flow times.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 
 from ..observables.gradient_flow import T0_REFERENCE, flow_scale
 from ..stats import Stats, gamma_method
+from .core import _T2E_RE
 from .derivative import TangentTerms
 
 __all__ = ["flow_scale_derivative"]
-
-_T2E = re.compile(r"^t2E@([0-9]*\.?[0-9]+)$")
 
 
 def _local_cubic(t: np.ndarray, y: np.ndarray, i: int) -> np.poly1d:
@@ -42,7 +40,7 @@ def flow_scale_derivative(terms: TangentTerms, coef: Any, reference: float = T0_
     ignored); ``coef``: per-configuration field coefficients as for :func:`corrflow.tangent.estimate`.  ``ValueError``
     if fewer than two ``t2E@T`` observables are given or ``<t^2 E>`` does not cross ``reference`` inside the grid.
     """
-    cols = [(float(m.group(1)), k) for k, n in enumerate(terms.names) if (m := _T2E.match(n))]
+    cols = [(float(m.group(1)), k) for k, n in enumerate(terms.names) if (m := _T2E_RE.match(n))]
     if len(cols) < 2:
         raise ValueError("d t0/dα needs t2E@T observables at two or more flow times around t0 "
                          f"(got {', '.join(terms.names)})")
@@ -56,7 +54,7 @@ def flow_scale_derivative(terms: TangentTerms, coef: Any, reference: float = T0_
     g_mean = o.reshape(-1, len(t)).mean(0)
     flow_scale(t, g_mean, reference)  # raises the clear error when the curve does not cross the reference
     i = int(np.nonzero(g_mean >= reference)[0][0])
-    o_shift, r_shift = o.mean(axis=(0, 1)), r.mean()
+    o_shift = o.mean(axis=(0, 1))
 
     def series(d: np.ndarray, rr: np.ndarray) -> np.ndarray:
         oc, rc = o - o_shift, rr - rr.mean()
@@ -79,7 +77,7 @@ def flow_scale_derivative(terms: TangentTerms, coef: Any, reference: float = T0_
         _, dg, slope = parts(m)
         return -dg / slope
 
-    out = {"t0": gamma_method(series(dvo, r), t0_of, S=S),
-           "tangent": gamma_method(series(dvo, r), dt0_of, S=S),
-           "connected": gamma_method(series(np.zeros_like(dvo), terms.ds), dt0_of, S=S)}
-    return out
+    with_field = series(dvo, r)
+    return {"t0": gamma_method(with_field, t0_of, S=S),
+            "tangent": gamma_method(with_field, dt0_of, S=S),
+            "connected": gamma_method(series(np.zeros_like(dvo), terms.ds), dt0_of, S=S)}
