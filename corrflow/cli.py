@@ -833,16 +833,21 @@ def report(
 
     corrflow derivative --store data/demo.zarr u1_16x16_beta2 --obs plaquette,wilson_2x2 --compare flowed_beta2.2 --compare direct_beta2.2 --compare u1_16x16_beta2.2
 
+    corrflow derivative --store data/schwinger.zarr schwinger_8x8_beta2_m0.2 --param mass --obs plaquette,condensate,pion@2
+
 --compare adds the finite-shift estimators of ensembles at param + delta already in the store (flowed, direct
 reweighting, independent HMC) as (<O>(param + delta) - <O>(param)) / delta: biased by O(delta), shown for comparison.
 The fitted field is saved (pickle-free) in --out (default: STORE_tangent/ENSEMBLE-PARAM-HASH next to the store) and
-reused when the ensemble content and every fit setting match.
+reused when the ensemble content and every fit setting match. Ensembles with Wilson fermions need traces of D^-1
+for d/dmass and for the fermion part of v.grad S: exact on small lattices, else stochastic (--noise vectors per
+configuration; their noise is in the errors).
 """)
 def derivative(
-    ensemble: str = typer.Argument(..., help="pure-gauge ensemble in the store"),
+    ensemble: str = typer.Argument(..., help="ensemble in the store (pure gauge or with Wilson fermions)"),
     store: Path = typer.Option(..., help="zarr store (only read)"),
-    param: str = typer.Option("beta", help="action parameter: beta, xi or lam"),
-    obs: str = typer.Option("plaquette", help="observables, comma-separated: plaquette, wilson_RxT"),
+    param: str = typer.Option("beta", help="action parameter: beta, xi or lam; mass for ensembles with fermions"),
+    obs: str = typer.Option("plaquette", help="observables, comma-separated: plaquette, wilson_RxT, t2E@T (SU(N)); "
+                                              "with fermions also condensate, pion@T"),
     field: str = typer.Option("auto", help="tangent field: auto (plaquette for 2D U(1), gradient otherwise) | "
                                            "plaquette | gradient | none (connected estimator only)"),
     harmonics: int = typer.Option(6, help="plaquette field: sine harmonics of h(phi)"),
@@ -853,7 +858,11 @@ def derivative(
                                       "others; 1: fit and evaluate on everything)"),
     held_out: float = typer.Option(0.25, help="fraction of the fit configurations held out to select the ridge"),
     out: Optional[Path] = typer.Option(None, help="checkpoint directory of the fitted field"),
-    seed: int = typer.Option(0, help="seed of the Hutchinson probes"),
+    seed: int = typer.Option(0, help="seed of the Hutchinson probes and trace noise"),
+    traces: str = typer.Option("auto", help="fermion ensembles: traces of D^-1 exact (dense, small lattices) | "
+                                            "stochastic (noise vectors, one CG each) | auto (exact up to a Schur "
+                                            "dimension of 512)"),
+    noise: int = typer.Option(4, help="fermion ensembles, stochastic traces: noise vectors per configuration"),
     batch: int = typer.Option(32, help="configurations per jitted batch"),
     compare: Optional[List[str]] = typer.Option(None, help="ensemble at param + delta (flowed, identity-flow or "
                                                 "independent; repeat or comma-separate) whose finite-shift "
@@ -875,6 +884,13 @@ def derivative(
             raise CLIError(f"--batch must be >= 1, got {batch}")
         if probes < 1:
             raise CLIError(f"--probes must be >= 1, got {probes}")
+        from .tangent import TRACE_METHODS, FermionTraces
+
+        if traces not in TRACE_METHODS:
+            raise CLIError(f"--traces must be one of {', '.join(TRACE_METHODS)}, got {traces!r}")
+        if noise < 1:
+            raise CLIError(f"--noise must be >= 1, got {noise}")
+        trace_opts = FermionTraces(method=traces, n_noise=noise)
         if out is not None:
             check_writable_dir(out, "--out")
         st = open_store(store, "r")
@@ -893,17 +909,21 @@ def derivative(
         if json_:
             res = derivative_from_store(st, store, ensemble, param, names, field=kind, field_options=opts,
                                         n_folds=folds, held_out=held_out, seed=seed, batch=batch, out=out,
-                                        compare=others)
+                                        compare=others, traces=trace_opts)
             typer.echo(json.dumps({"ensemble": ensemble, **res.as_dict()}, default=float))
             return
         with _stage(f"tangent terms {ensemble}", "cfg/s") as lp:
             res = derivative_from_store(st, store, ensemble, param, names, field=kind, field_options=opts,
                                         n_folds=folds, held_out=held_out, seed=seed, batch=batch, out=out,
-                                        progress=lambda d, t: lp(d, t), compare=others)
+                                        progress=lambda d, t: lp(d, t), compare=others, traces=trace_opts)
         r = res.result
         reductions = r.reductions()
+        tr_msg = ""
+        if res.traces:
+            tr_msg = (", exact fermion traces" if res.traces["method"] == "exact" else
+                      f", stochastic fermion traces ({res.traces['n_noise']} noise vectors)")
         table = Table(title=f"d<O>/d{param} on {ensemble} ({res.n_chains} x {res.n_traj} configurations, "
-                            f"{r.field.get('kind')} field)")
+                            f"{r.field.get('kind')} field{tr_msg})")
         for col in ("observable", "estimator", "value(error)", "tau_int", "variance reduction"):
             table.add_column(col)
         for o, est in r.estimates.items():

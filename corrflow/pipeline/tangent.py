@@ -1,4 +1,5 @@
-"""Tangent-flow derivatives of a stored pure-gauge ensemble, with the fitted field kept as a checkpoint.
+"""Tangent-flow derivatives of a stored ensemble (pure gauge or with Wilson fermions), with the fitted field kept as
+a checkpoint.
 
 ``derivative_from_store`` reads every committed configuration of an ensemble (read-only: the store is never
 written), evaluates the per-configuration terms of :mod:`corrflow.tangent`, fits the tangent field by cross-fitted
@@ -50,10 +51,13 @@ class StoredDerivative:
     n_chains: int
     n_traj: int
     shifts: dict[str, tuple[str, float]] = field(default_factory=dict)
+    traces: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out = self.result.as_dict()
         out.update(checkpoint=str(self.checkpoint), reused=self.reused, n_chains=self.n_chains, n_traj=self.n_traj)
+        if self.traces:
+            out["traces"] = dict(self.traces)
         if self.shifts:
             out["finite_shift"] = {k: {"ensemble": n, "shift": d} for k, (n, d) in self.shifts.items()}
         return out
@@ -91,6 +95,10 @@ def finite_shift_plan(store: Any, base: str, compare: Sequence[str], param: str,
         if est in plan:
             raise ValueError(f"--compare: {plan[est][0]!r} and {name!r} are both {est} estimators; give one of each "
                              "kind")
+        pion = [o for o in observables if o.startswith("pion@")]
+        if pion:
+            raise ValueError(f"--compare: finite-shift estimators take stored scalar observables; {', '.join(pion)} "
+                             "is a correlator time slice (drop it from --obs or leave out --compare)")
         for ens in (base, name):
             have = set(store.open_ensemble(ens).data_vars)
             missing = [o for o in observables if o not in have]
@@ -143,20 +151,19 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                           *, field: str = "auto", field_options: dict[str, Any] | None = None, n_folds: int = 2,
                           held_out: float = 0.25, seed: int = 0, batch: int = 32, out: str | Path | None = None,
                           progress: Callable[[int, int], None] | None = None,
-                          compare: Sequence[str] = ()) -> StoredDerivative:
+                          compare: Sequence[str] = (), traces: Any = None) -> StoredDerivative:
     """``d<O>/d param`` of every observable on stored ensemble ``ensemble`` (see the module docstring).
 
     ``compare``: ensembles at ``param + δ`` whose finite-shift derivatives join the estimates (module docstring).
+    ``traces``: :class:`corrflow.tangent.FermionTraces` for ensembles with dynamical fermions (``mass`` derivatives and
+    the fermion part of ``v·∇S``; default: exact on small lattices, stochastic otherwise).
 
-    Raises ``ValueError`` (one line, with a hint) for a fermion ensemble, a parameter the theory lacks, an unknown
-    observable, bad fit settings, too few configurations or unusable comparison ensembles -- all before anything is
-    written.
+    Raises ``ValueError`` (one line, with a hint) for a parameter the theory lacks, an unknown observable, bad fit
+    settings, too few configurations or unusable comparison ensembles -- all before anything is written.
     """
     spec = store.spec(ensemble)
     theory = make_theory(spec.theory, spec.shape, **spec.params)
-    if not hasattr(theory, "plane_couplings"):
-        raise ValueError(f"{ensemble!r} is a {spec.theory} ensemble with dynamical fermions; `corrflow derivative` "
-                         "handles pure-gauge ensembles (fermion derivatives need stochastic traces: not yet)")
+    fermion = tg.is_fermion_theory(theory)
     if not 1 <= n_folds <= 10:
         raise ValueError(f"--folds must be between 1 and 10, got {n_folds}")
     if not 0 <= held_out < 1:
@@ -165,9 +172,9 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     names = tuple(o.strip() for o in observables if o.strip())
     if not names:
         raise ValueError("give observables with --obs, e.g. --obs plaquette,wilson_2x2")
-    for o in names:
-        tg.observable_function(o, theory.group, tuple(theory.shape))
-    tg.parameter_derivative(theory, param)
+    tg.observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else None)
+    tg.check_parameter(theory, param)
+    tr = (traces or tg.FermionTraces()) if fermion else None
     committed = int(store.commit(ensemble)["committed"])
     n_min = max(20, 4 * n_folds * (fld.n_coef + 1))
     if committed * spec.n_chains < n_min or committed < 10:
@@ -176,10 +183,12 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                          ">= 10 per chain); generate more with `corrflow generate ... --resume`")
     plan = finite_shift_plan(store, ensemble, compare, param, names)
     settings = _settings(ensemble, spec.to_json(), committed, param, fld, n_folds, held_out, seed)
+    if tr is not None:
+        settings["traces"] = tr.describe(theory)
     ckpt = Path(out) if out is not None else default_checkpoint_dir(store_path, settings)
     configs = load_all_configs(store, ensemble)
     terms = tg.compute_terms(fld, theory, param, names, configs, jax.random.PRNGKey(seed), batch=batch,
-                             progress=progress)
+                             progress=progress, traces=tr)
     reused = False
     fits: list[tg.FieldFit] = []
     if fld.n_coef == 0:
@@ -205,4 +214,4 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     if shifted:
         res = replace(res, estimates={o: {**est, **shifted.get(o, {})} for o, est in res.estimates.items()})
     return StoredDerivative(result=res, checkpoint=ckpt, reused=reused, n_chains=int(spec.n_chains),
-                            n_traj=int(committed), shifts=plan)
+                            n_traj=int(committed), shifts=plan, traces=terms.traces)

@@ -9,11 +9,14 @@ linear in their coefficients, cross-fitted so that no configuration enters its o
 
 * :mod:`.core` -- right-trivialised gradients, ``v·∇O`` by ``jax.jvp``, ``∇·v`` dense or by Hutchinson probes,
   ``∂_α S``, smooth observables by name;
+* :mod:`.fermions` -- Wilson fermions: ``∂_m S_eff`` and the fermion part of ``v·∇S`` by exact or stochastic traces
+  of ``D^{-1}``, fermionic observables (``condensate``, ``pion@T``) with their explicit mass dependence;
 * :mod:`.fields` -- :class:`PlaquetteField` (2D U(1), exact non-local field), :class:`GradientField` (any group and
   dimension: gradients of plaquette / rectangle / Wilson-flowed plaquette actions);
 * :mod:`.fit` -- ridge least squares with held-out selection, cross-fitting;
 * :mod:`.estimator` -- the estimator with Gamma-method errors;
 * :mod:`.derivative` -- configurations -> terms -> fit -> estimates (:func:`derivative`);
+* :mod:`.spectroscopy` -- ``d m_eff/dα`` of the pion from ``pion@t`` pairs;
 * :mod:`.scales` -- ``d(t0/a^2)/dα`` from ``t2E@T`` estimates on a grid of flow times.
 
 Example::
@@ -27,6 +30,7 @@ Example::
 from .core import (
     OBSERVABLES,
     PARAMETERS,
+    check_parameter,
     coords_shape,
     directional_derivative,
     divergence_dense,
@@ -35,19 +39,32 @@ from .core import (
     hutchinson_probes,
     lift,
     observable_function,
+    observables_vector,
     parameter_derivative,
 )
 from .derivative import DerivativeResult, TangentTerms, apply_fits, compute_terms, derivative, estimate
 from .estimator import connected_estimate, tangent_estimate, tangent_values, variance_reduction
+from .fermions import (
+    FERMION_OBSERVABLES,
+    NOISE_KINDS,
+    TRACE_METHODS,
+    FermionTraces,
+    fermion_derivatives,
+    is_fermion_theory,
+)
 from .fields import FIELD_KINDS, GradientField, NoField, PlaquetteField, make_field, plaquette_link_field
 from .fit import FieldFit, TangentFitWarning, cross_fit, fit_field, fold_index
 from .scales import flow_scale_derivative
+from .spectroscopy import cosh_effective_mass, effective_mass_derivative
 
 __all__ = [
-    "OBSERVABLES", "PARAMETERS", "coords_shape", "directional_derivative", "divergence_dense",
+    "OBSERVABLES", "PARAMETERS", "check_parameter", "observables_vector", "coords_shape", "directional_derivative", "divergence_dense",
     "divergence_hutchinson", "gradient", "hutchinson_probes", "lift", "observable_function", "parameter_derivative",
     "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate",
     "connected_estimate", "tangent_estimate", "tangent_values", "variance_reduction",
     "FIELD_KINDS", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
+    "FERMION_OBSERVABLES", "NOISE_KINDS", "TRACE_METHODS", "FermionTraces", "fermion_derivatives",
+    "is_fermion_theory",
     "FieldFit", "TangentFitWarning", "cross_fit", "fit_field", "fold_index", "flow_scale_derivative",
+    "cosh_effective_mass", "effective_mass_derivative",
 ]

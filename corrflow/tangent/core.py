@@ -41,6 +41,7 @@ __all__ = [
     "divergence_hutchinson",
     "hutchinson_probes",
     "parameter_derivative",
+    "check_parameter",
     "observable_function",
     "OBSERVABLES",
     "PARAMETERS",
@@ -131,18 +132,37 @@ def divergence_hutchinson(field: Field, u: Array, group: Group, key: Array, n_pr
     return jax.lax.map(one, zs)
 
 
-def parameter_derivative(theory: Any, param: str) -> Callable[[Array], Array]:
-    """``U -> ∂S/∂α (U)`` for an action parameter ``α`` (``beta``, ``xi``, ``lam`` of the Wilson gauge action).
+def check_parameter(theory: Any, param: str) -> None:
+    """``ValueError`` (one line) unless ``param`` is a parameter the tangent estimators differentiate for ``theory``:
+    :data:`PARAMETERS` of the gauge action, and ``mass`` for theories with Wilson fermions."""
+    from .fermions import is_fermion_theory
 
-    Raises ``ValueError`` for a parameter the theory lacks (fermion parameters need stochastic traces, not
-    implemented here)."""
-    if not hasattr(theory, "beta") or not hasattr(theory, "plane_couplings"):
-        raise ValueError(f"tangent derivatives are implemented for pure-gauge Wilson theories; got "
-                         f"{type(theory).__name__} (fermion parameters need stochastic traces of D^-1: not yet)")
+    fermion = is_fermion_theory(theory)
+    gauge = theory.gauge if fermion else theory
+    if not hasattr(gauge, "plane_couplings"):
+        raise ValueError(f"tangent derivatives are implemented for Wilson gauge actions (with or without Wilson "
+                         f"fermions); got {type(theory).__name__}")
+    allowed = PARAMETERS + (("mass",) if fermion else ())
+    if param not in allowed:
+        hint = ""
+        if param == "kappa" and fermion:
+            hint = " (give mass: d/dkappa = -(d/dm) / (2 kappa^2))"
+        elif param in ("mass", "m", "kappa"):
+            hint = " (a quark-mass derivative needs an ensemble with dynamical fermions)"
+        raise ValueError(f"theory {theory.theory_name!r} has no parameter {param!r} for tangent derivatives; "
+                         f"allowed: {', '.join(allowed)}{hint}")
+
+
+def parameter_derivative(theory: Any, param: str) -> Callable[[Array], Array]:
+    """``U -> ∂S/∂α (U)`` for a parameter ``α`` (``beta``, ``xi``, ``lam``) of the Wilson gauge action (of the gauge
+    part of a fermion theory; the quark-mass derivative needs fermion traces: :mod:`corrflow.tangent.fermions`).
+
+    Raises ``ValueError`` for a parameter the theory lacks."""
+    check_parameter(theory, param)
     if param not in PARAMETERS:
-        raise ValueError(f"theory {theory.theory_name!r} has no parameter {param!r}; allowed: {', '.join(PARAMETERS)}"
-                         + (" (quark-mass derivatives need a fermion theory and stochastic traces: not yet)"
-                            if param in ("mass", "kappa", "m") else ""))
+        raise ValueError(f"parameter_derivative: {param!r} is not a gauge-action parameter; use "
+                         "corrflow.tangent.fermions.fermion_derivatives for the quark mass")
+    theory = theory.gauge if hasattr(theory, "gauge") else theory
     p0 = jnp.asarray(getattr(theory, param), jnp.float64)
 
     def d_action(u: Array) -> Array:
@@ -203,15 +223,24 @@ def _t2e_function(name: str, t: float, group: Group) -> Callable[[Array], Array]
     return lambda u: _t2e_curve(u, group, n)[n - 1]
 
 
-def observables_vector(names: tuple[str, ...], group: Group, shape: tuple[int, ...]) -> Callable[[Array], Array]:
+def observables_vector(names: tuple[str, ...], group: Group, shape: tuple[int, ...],
+                       theory: Any = None) -> Callable[[Array], Array]:
     """``U -> (O_1(U), ..., O_n(U))`` for the named observables (see :func:`observable_function`); all ``t2E@T``
-    share one Wilson flow to the largest ``T``."""
-    fns = [observable_function(n, group, shape) for n in names]
+    share one Wilson flow to the largest ``T``.  With a fermion ``theory`` the fermionic observables of
+    :mod:`corrflow.tangent.fermions` (``condensate``, ``pion@T``) are allowed too (valence mass = the theory's)."""
+    from .fermions import fermion_observable, fermion_vector
+
+    ferm = [(i, spec) for i, n in enumerate(names) if (spec := fermion_observable(n, theory)) is not None]
+    fpos = {i for i, _ in ferm}
+    fns = [None if i in fpos else observable_function(n, group, shape) for i, n in enumerate(names)]
     steps = {i: _t2e_steps(n, float(m.group(1)), group) for i, n in enumerate(names) if (m := _T2E_RE.match(n))}
 
     def vec(u: Array) -> Array:
         curve = _t2e_curve(u, group, max(steps.values())) if steps else None
-        return jnp.stack([curve[steps[i] - 1] if i in steps else f(u) for i, f in enumerate(fns)])  # type: ignore
+        fv = fermion_vector(ferm, theory, u) if ferm else {}
+        vals = [fv[i] if i in fpos else curve[steps[i] - 1] if i in steps else f(u)  # type: ignore
+                for i, f in enumerate(fns)]
+        return jnp.stack([jnp.asarray(x, jnp.float64) for x in vals]) if fv else jnp.stack(vals)
 
     return vec
 

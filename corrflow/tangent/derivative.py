@@ -17,9 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..stats import Stats
-from .core import observables_vector, parameter_derivative
-from .estimator import connected_estimate, tangent_estimate, variance_reduction
+from .core import check_parameter, observables_vector, parameter_derivative
+from .estimator import tangent_estimate, variance_reduction
+from .fermions import FermionTraces, explicit_mass_derivative, fermion_derivatives, gauge_action, is_fermion_theory
 from .fit import FieldFit, cross_fit, fold_index
+from .spectroscopy import effective_mass_derivative, effective_mass_pairs
 
 __all__ = ["TangentTerms", "DerivativeResult", "compute_terms", "estimate", "derivative"]
 
@@ -29,7 +31,10 @@ class TangentTerms:
     """Per-configuration ingredients, leading axes ``(n_chains, n_traj)``.
 
     ``o``: observables ``(..., n_obs)``; ``ds``: ``∂_α S``; ``a``: ``v_k·∇S − ∇·v_k`` ``(..., K)``;
-    ``b``: ``v_k·∇O_i`` ``(..., n_obs, K)``; ``names``: the observables; ``param``: ``α``.
+    ``b``: ``v_k·∇O_i`` ``(..., n_obs, K)``; ``names``: the observables; ``param``: ``α``; ``do``: the explicit
+    ``∂_α O_i`` at fixed links ``(..., n_obs)`` (fermionic observables under a mass derivative; ``None`` = 0);
+    ``traces``: how fermion traces were evaluated (empty for pure-gauge theories); ``time_extent``: ``L_0`` (for the
+    effective masses of ``pion@T`` pairs).
     """
 
     o: np.ndarray
@@ -38,6 +43,13 @@ class TangentTerms:
     b: np.ndarray
     names: tuple[str, ...]
     param: str
+    do: np.ndarray | None = None
+    traces: dict[str, Any] = field(default_factory=dict)
+    time_extent: int = 0
+
+    def explicit(self) -> np.ndarray:
+        """``∂_α O`` at fixed links, ``(..., n_obs)`` (zeros when there is none)."""
+        return np.zeros_like(self.o) if self.do is None else self.do
 
 
 @dataclass(frozen=True)
@@ -72,30 +84,59 @@ class DerivativeResult:
 
 
 @lru_cache(maxsize=32)
-def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, names: tuple[str, ...]) -> Any:
-    obs_vec = observables_vector(names, group, shape)
+def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, names: tuple[str, ...],
+            traces: FermionTraces | None) -> Any:
+    if traces is None:  # pure gauge: unchanged since the first version (same keys, same programs)
+        obs_vec = observables_vector(names, group, shape)
 
-    def one(u: Any, key: Any, theory: Any) -> tuple[Any, Any, Any, Any]:
-        d_action = parameter_derivative(theory, param)
-        a, b = field_obj.terms(u, theory, obs_vec, key)
-        return obs_vec(u), d_action(u), a, b
+        def one(u: Any, key: Any, theory: Any) -> tuple[Any, ...]:
+            d_action = parameter_derivative(theory, param)
+            a, b = field_obj.terms(u, theory, obs_vec, key)
+            o = obs_vec(u)
+            return o, d_action(u), a, b, jnp.zeros_like(o)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+        return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+
+    def one_fermion(u: Any, key: Any, theory: Any) -> tuple[Any, ...]:
+        gauge = gauge_action(theory)
+        vec_of = lambda th: observables_vector(names, group, shape, th)  # noqa: E731
+        obs_vec = vec_of(theory)
+        k_field, k_noise = jax.random.split(key)
+        a, b = field_obj.terms(u, gauge, obs_vec, k_field)
+        o = obs_vec(u)
+        if param == "mass":
+            ds = None
+            do = explicit_mass_derivative(vec_of, theory, u)
+        else:
+            ds = parameter_derivative(gauge, param)(u)
+            do = jnp.zeros_like(o)
+        if param == "mass" or field_obj.n_coef:
+            dm, vs = fermion_derivatives(theory, u, field_obj.vectors(u, gauge), k_noise, traces)
+            a = a + vs.astype(a.dtype)
+            if param == "mass":
+                ds = dm
+        return o, ds, a, b, do.astype(o.dtype)
+
+    return jax.jit(jax.vmap(one_fermion, in_axes=(0, 0, None)))
 
 
 def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str], configs: Any, key: Any,
-                  *, batch: int = 32, progress: Any = None) -> TangentTerms:
+                  *, batch: int = 32, progress: Any = None, traces: FermionTraces | None = None) -> TangentTerms:
     """Evaluate :class:`TangentTerms` on ``configs`` ``(n_chains, n_traj, *link_shape)`` in jitted batches.
 
-    Configuration ``i`` (flattened chain-major) uses the key ``fold_in(key, i)`` for its Hutchinson probes.
+    Configuration ``i`` (flattened chain-major) uses the key ``fold_in(key, i)`` for its Hutchinson probes (and, for
+    fermion theories, a split of it for the trace noise).  ``traces``: how fermion traces are evaluated (default
+    :class:`FermionTraces` ``()``: exact on small lattices, stochastic otherwise; ignored for pure-gauge theories).
     ``ValueError`` for an unknown observable or a parameter the theory lacks (raised before any computation).
     """
     names = tuple(str(n).strip() for n in names)
     if not names:
         raise ValueError("give at least one observable, e.g. plaquette,wilson_2x2")
-    observables_vector(names, theory.group, tuple(theory.shape))  # validate names
-    parameter_derivative(theory, param)  # validate the parameter
-    field_obj.check(theory)
+    fermion = is_fermion_theory(theory)
+    observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else None)  # validate names
+    check_parameter(theory, param)
+    field_obj.check(gauge_action(theory))
+    tr = (traces or FermionTraces()) if fermion else None
     configs = np.asarray(configs) if not isinstance(configs, jax.Array) else configs
     lead = configs.shape[: configs.ndim - len(theory.link_shape)]
     if len(lead) != 2 or tuple(configs.shape[len(lead):]) != tuple(theory.link_shape):
@@ -103,9 +144,9 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
                          f"{tuple(configs.shape)}")
     n = int(lead[0] * lead[1])
     flat = configs.reshape((n,) + tuple(theory.link_shape))
-    kern = _kernel(field_obj, theory.group, tuple(theory.shape), param, names)
+    kern = _kernel(field_obj, theory.group, tuple(theory.shape), param, names, tr)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
-    outs: list[list[np.ndarray]] = [[], [], [], []]
+    outs: list[list[np.ndarray]] = [[], [], [], [], []]
     for start in range(0, n, batch):
         stop = min(start + batch, n)
         idx = np.arange(start, start + batch) % n  # pad the last batch (same shape: no recompilation)
@@ -114,37 +155,50 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
             lst.append(np.asarray(r)[: stop - start])
         if progress is not None:
             progress(stop, n)
-    o, ds, a, b = (np.concatenate(x).reshape(tuple(lead) + x[0].shape[1:]) for x in outs)
-    return TangentTerms(o=o, ds=ds, a=a, b=b, names=names, param=param)
+    o, ds, a, b, do = (np.concatenate(x).reshape(tuple(lead) + x[0].shape[1:]) for x in outs)
+    return TangentTerms(o=o, ds=ds, a=a, b=b, names=names, param=param, do=do if fermion else None,
+                        traces=tr.describe(theory) if tr is not None else {}, time_extent=int(theory.shape[0]))
 
 
 def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[FieldFit] | None = None,
              field_desc: dict[str, Any] | None = None) -> DerivativeResult:
     """Tangent and connected estimates from :class:`TangentTerms` and per-configuration coefficients ``coef``
-    ``(n_chains, n_traj, K)`` (from :func:`corrflow.tangent.cross_fit`, or one ``(K,)`` vector for all)."""
+    ``(n_chains, n_traj, K)`` (from :func:`corrflow.tangent.cross_fit`, or one ``(K,)`` vector for all).
+
+    Consecutive pion correlator slices ``pion@t``, ``pion@t+1`` (``t + 1 <= L_0/2``) also give the derivative of the
+    cosh effective mass, ``m_eff@t`` (:func:`corrflow.tangent.spectroscopy.effective_mass_derivative`)."""
     coef = np.broadcast_to(np.asarray(coef, float), terms.a.shape)
     r = terms.ds + np.sum(terms.a * coef, axis=-1)
     est: dict[str, dict[str, Stats]] = {}
     red: dict[str, float] = {}
+    explicit = terms.explicit()
     for i, name in enumerate(terms.names):
         o = terms.o[..., i]
         dvo = np.sum(terms.b[..., i, :] * coef, axis=-1)
-        tan = tangent_estimate(o, dvo, r)
-        con = connected_estimate(o, terms.ds)
+        tan = tangent_estimate(o, dvo + explicit[..., i], r)
+        con = tangent_estimate(o, explicit[..., i], terms.ds)
         est[name] = {"tangent": tan, "connected": con}
         red[name] = variance_reduction(con, tan)
+    for t, _, _ in effective_mass_pairs(terms.names, terms.time_extent):
+        try:
+            em = effective_mass_derivative(terms, coef, t, terms.time_extent)
+        except ValueError:  # <C(t)> <= <C(t+1)>: no effective mass here
+            continue
+        est[f"m_eff@{t}"] = {"tangent": em["tangent"], "connected": em["connected"]}
+        red[f"m_eff@{t}"] = variance_reduction(em["connected"], em["tangent"])
     return DerivativeResult(estimates=est, reduction=red, fits=list(fits or []), coef=np.asarray(coef),
                             param=terms.param, field=dict(field_desc or {}))
 
 
 def derivative(theory: Any, configs: Any, param: str, observables: Sequence[str], field_obj: Any, key: Any, *,
                n_folds: int = 2, held_out: float = 0.25, ridges: Sequence[float] | None = None,
-               sizes: Sequence[int] | None = None, batch: int = 32) -> DerivativeResult:
+               sizes: Sequence[int] | None = None, batch: int = 32,
+               traces: FermionTraces | None = None) -> DerivativeResult:
     """``d<O>/dα`` for each observable with the tangent estimator (field fitted by cross-fitted least squares:
     each of ``n_folds`` contiguous blocks of every chain gets coefficients fitted on the others, with ridge / basis
     size selected on ``held_out`` of the training part) and the connected estimator, from the same configurations.
     """
-    terms = compute_terms(field_obj, theory, param, observables, configs, key, batch=batch)
+    terms = compute_terms(field_obj, theory, param, observables, configs, key, batch=batch, traces=traces)
     if field_obj.n_coef == 0:
         return estimate(terms, np.zeros(0), [], field_obj.describe())
     fits, coef = cross_fit(terms.a, terms.ds, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)

@@ -5,7 +5,12 @@ A field object is a frozen (hashable) dataclass with ``n_coef``, ``describe()`` 
     terms(u, theory, obs_vec, key) -> (a, b)
 
 for one configuration ``u``: ``a[k] = v_k·∇S − ∇·v_k`` (shape ``(K,)``) and ``b[i, k] = v_k·∇O_i`` (shape
-``(n_obs, K)``), pure JAX (vmapped over configurations by :func:`corrflow.tangent.compute_terms`).
+``(n_obs, K)``), pure JAX (vmapped over configurations by :func:`corrflow.tangent.compute_terms`), and
+
+    vectors(u, theory) -> (K, *coords_shape)
+
+the basis fields themselves (the fermion part of ``v_k·∇S`` is added from them, :mod:`.fermions`).  ``theory`` is
+always a pure-gauge action here (the gauge part of a fermion theory).
 
 * :class:`PlaquetteField` — 2D U(1) only, exact and non-local: ``v = curlᵀ G h(φ)`` with
   ``h(φ) = Σ_{n<=N} c_n sin nφ``, ``G`` the pseudo-inverse of the plaquette-space Laplacian ``curl curlᵀ``.
@@ -97,6 +102,11 @@ class PlaquetteField:
         vs = coupling * jnp.sum(jnp.sin(phi) * hc, axis=(-2, -1))
         div = (1.0 - 1.0 / vol) * jnp.sum(n * jnp.cos(n * phi), axis=(-2, -1))
         return vs - div, hc
+
+    def vectors(self, u: Array, theory: Any) -> Array:
+        """The K basis fields at ``u``, shape ``(K, *coords_shape)``."""
+        phi = lattice.plaquette(u, 0, 1, theory.group)
+        return plaquette_link_field(self.plaquette_terms(phi, 0.0)[1])[..., None]
 
     def terms(self, u: Array, theory: Any, obs_vec: Callable[[Array], Array], key: Array) -> tuple[Array, Array]:
         g = theory.group
@@ -230,6 +240,10 @@ class GradientField:
         w0 = jnp.zeros(tuple(theory.link_index_shape) + (g.n_generators,), g.real_dtype(u.dtype))
         return jax.jacrev(lambda w: self.feature_values(lift(w, u, g), theory))(w0)
 
+    def vectors(self, u: Array, theory: Any) -> Array:
+        """The K basis fields at ``u``, shape ``(K, *coords_shape)``."""
+        return self.field_coords(u, theory)
+
     def terms(self, u: Array, theory: Any, obs_vec: Callable[[Array], Array], key: Array) -> tuple[Array, Array]:
         g = theory.group
         phi = self.feature_values(u, theory)
@@ -260,6 +274,10 @@ class NoField:
 
     def check(self, theory: Any) -> None:
         pass
+
+    def vectors(self, u: Array, theory: Any) -> Array:
+        return jnp.zeros((0,) + tuple(theory.link_index_shape) + (theory.group.n_generators,),
+                         theory.group.real_dtype(u.dtype))
 
     def terms(self, u: Array, theory: Any, obs_vec: Callable[[Array], Array], key: Array) -> tuple[Array, Array]:
         n_obs = obs_vec(u).shape[0]

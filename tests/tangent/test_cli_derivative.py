@@ -127,3 +127,65 @@ def test_compare_adds_finite_shift_estimators_and_report(u1_store, exact_u1, tmp
     assert _snapshot(store) == before
     bad = runner.invoke(app, ["report", "--store", str(store), "--tangent", "--out", str(tmp_path / "rep2")])
     assert bad.exit_code == 2 and "--tangent needs --base" in bad.output
+
+
+# ----------------------------------------------------------------------------------------
+# ensembles with dynamical fermions (Schwinger model): mass derivatives, fermionic observables
+# ----------------------------------------------------------------------------------------
+
+SCHWINGER = "schwinger_4x4_beta2_m0.3"
+
+
+@pytest.fixture(scope="module")
+def schwinger_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("schwinger") / "s.zarr"
+    res = CliRunner().invoke(app, ["generate", "schwinger", "--beta", "2.0", "--mass", "0.3", "--shape", "4,4",
+                                   "--n", "60", "--chains", "2", "--therm", "20", "--step-size", "0.25",
+                                   "--n-steps", "4", "--seed", "3", "--store", str(path)])
+    assert res.exit_code == 0, res.output
+    return path
+
+
+def test_mass_derivative_of_fermionic_observables(schwinger_store, tmp_path):
+    args = ["--store", str(schwinger_store), SCHWINGER, "--param", "mass", "--obs", "plaquette,condensate,pion@1,pion@2",
+            "--json", "--out", str(tmp_path / "f")]
+    res = _invoke(args)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["traces"] == {"method": "exact"}
+    assert set(out["observables"]) == {"plaquette", "condensate", "pion@1", "pion@2", "m_eff@1"}
+    obs = out["observables"]
+    # signs a lattice physicist knows: heavier quarks -> smaller condensate and correlator, heavier pion
+    assert obs["condensate"]["connected"]["value"] < -4 * obs["condensate"]["connected"]["error"]
+    assert obs["pion@1"]["connected"]["value"] < -4 * obs["pion@1"]["connected"]["error"]
+    assert obs["m_eff@1"]["tangent"]["value"] > 4 * obs["m_eff@1"]["tangent"]["error"]
+    for est in obs.values():  # same configurations, unbiased estimators of the same derivative
+        t, c = est["tangent"], est["connected"]
+        assert abs(t["value"] - c["value"]) < 4 * max(t["error"], c["error"])
+    # beta derivative on the fermion ensemble with stochastic traces in the fermion part of v.grad S
+    res = _invoke(["--store", str(schwinger_store), SCHWINGER, "--param", "beta", "--obs", "plaquette", "--json",
+                   "--traces", "stochastic", "--noise", "2", "--out", str(tmp_path / "g")])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["traces"]["method"] == "stochastic" and out["traces"]["n_noise"] == 2
+    assert out["variance_reduction"]["plaquette"] > 1.5
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--param", "kappa"], "no parameter 'kappa' for tangent derivatives; allowed: beta, xi, lam, mass"),
+    (["--param", "mass", "--obs", "pion@4"], "pion@4: the time separation must be in 0 .. 3"),
+    (["--param", "mass", "--traces", "dense"], "--traces must be one of auto, exact, stochastic"),
+    (["--param", "mass", "--noise", "0"], "--noise must be >= 1"),
+])
+def test_fermion_user_errors(schwinger_store, extra, message):
+    before = _snapshot(schwinger_store)
+    res = _invoke(["--store", str(schwinger_store), SCHWINGER, *extra])
+    assert res.exit_code == 2
+    assert message in " ".join(res.output.split()) and "Traceback" not in res.output
+    assert _snapshot(schwinger_store) == before
+    assert not (schwinger_store.parent / "s_tangent").exists()
+
+
+def test_condensate_needs_fermions(u1_store):
+    res = _invoke(["--store", str(u1_store), ENSEMBLE, "--obs", "condensate"])
+    assert res.exit_code == 2 and "needs an ensemble with dynamical fermions" in " ".join(res.output.split())

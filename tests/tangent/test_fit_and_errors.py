@@ -91,8 +91,18 @@ def test_bad_input_to_the_core():
     with pytest.raises(ValueError, match="unknown tangent field"):
         tg.make_field("magic", th)
     fth = make_theory("schwinger", (4, 4), beta=2.0, mass=0.1)
-    with pytest.raises(ValueError, match="pure-gauge.*stochastic traces"):
+    with pytest.raises(ValueError, match="not a gauge-action parameter.*fermion_derivatives"):
         tg.parameter_derivative(fth, "mass")
+    with pytest.raises(ValueError, match="no parameter 'kappa'.*allowed: beta, xi, lam, mass.*2 kappa"):
+        tg.compute_terms(f, fth, "kappa", ["plaquette"], configs, key)
+    with pytest.raises(ValueError, match="condensate: a fermionic observable needs an ensemble with dynamical"):
+        tg.compute_terms(f, th, "beta", ["condensate"], configs, key)
+    with pytest.raises(ValueError, match="pion@4: the time separation must be in 0 .. 3"):
+        tg.compute_terms(f, fth, "mass", ["pion@4"], configs, key)
+    for bad, msg in ((dict(method="dense"), "unknown trace method"), (dict(n_noise=0), "positive integer"),
+                     (dict(noise="u1"), "unknown noise"), (dict(tol=0.1), "CG tolerance")):
+        with pytest.raises(ValueError, match=msg):
+            tg.FermionTraces(**bad)
 
 
 def test_estimator_input_checks():

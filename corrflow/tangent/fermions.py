@@ -1,0 +1,193 @@
+"""Fermion parts of the tangent estimator: ``∂_m S_eff``, ``v·∇S_eff`` and fermionic observables (issue 15).
+
+Wilson fermions, ``n_f`` degenerate flavours (:mod:`corrflow.theories.fermions`; ``D = (m + d) - H/2``, so
+``∂_m D = 1``)::
+
+    S_eff = S_g − n_f log|det D|,    ∂_m S_eff = −n_f Re tr D^{-1},    v·∇S_f = −n_f Re tr(D^{-1} (v·∇D)).
+
+Two ways to evaluate the traces (:class:`FermionTraces`):
+
+* ``exact``: forward-mode derivatives of the dense log-determinant (Gauss–Jordan on the even–odd Schur complement;
+  small lattices only, cost ``(V Ns Nc / 2)^3`` per configuration);
+* ``stochastic``: ``tr(D^{-1} X) = E_η[χ^† X η]`` with ``χ = D^{-†} η = D y``, ``(D^† D) y = η`` (one CG solve per noise
+  vector and configuration, all noise vectors and configurations of a batch solved together) and noise vectors
+  with ``E[η η^†] = 1`` (``z2``: independent ±1 components, the lowest-variance choice for a real-diagonal-dominated
+  ``D^{-1}``; ``gaussian``: complex unit normal).  ``v·∇D η`` is one ``jax.jvp`` of the Dirac operator along the
+  field; every field shares the same solves.
+
+The trace noise enters ``R_v`` linearly and is drawn independently of everything the observables use, so the
+estimator ``T_v`` stays unbiased; its extra variance is part of the Gamma-method error like the Monte Carlo noise.
+
+Fermionic observables (``O`` depends on ``m`` explicitly, so ``d<O>/dm = <∂_m O> + ...``; the explicit part is a
+forward-mode derivative in ``m``): ``condensate`` (``Σ = Re tr D^{-1} / V`` per flavour, dense; small lattices) and
+``pion@T`` (the point-source pion correlator ``C(T)`` of :func:`corrflow.observables.fermions.pion_correlator`, through
+the CG solver; all ``pion@T`` of one call share one set of propagators).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..observables.fermions import chiral_condensate, pion_correlator
+from ..theories.fermions import WilsonFermionAction, conjugate_gradient, dirac, dirac_dagger
+from .core import lift
+
+Array = jax.Array
+
+__all__ = ["FermionTraces", "TRACE_METHODS", "NOISE_KINDS", "FERMION_OBSERVABLES", "is_fermion_theory",
+           "gauge_action", "fermion_derivatives", "fermion_observable", "trace_noise", "EXACT_TRACE_MAX_DIM"]
+
+TRACE_METHODS = ("auto", "exact", "stochastic")
+NOISE_KINDS = ("z2", "gaussian")
+FERMION_OBSERVABLES = ("condensate", "pion@T (pion correlator at time separation T, e.g. pion@2)")
+#: ``auto`` traces are exact when the dense Schur complement has at most this dimension (``V Ns Nc / 2``)
+EXACT_TRACE_MAX_DIM = 512
+_PION_RE = re.compile(r"^pion@(\d+)$")
+
+
+def is_fermion_theory(theory: Any) -> bool:
+    return isinstance(theory, WilsonFermionAction)
+
+
+def gauge_action(theory: Any) -> Any:
+    """The pure-gauge part of ``theory`` (itself for a pure-gauge theory)."""
+    return theory.gauge if is_fermion_theory(theory) else theory
+
+
+@dataclass(frozen=True)
+class FermionTraces:
+    """How the fermion traces are evaluated (module docstring): ``method`` (``auto``: exact when the even–odd Schur
+    complement has dimension <= :data:`EXACT_TRACE_MAX_DIM`, else stochastic), ``n_noise`` noise vectors per
+    configuration of kind ``noise``, CG tolerance ``tol`` (relative residual) and iteration cap ``maxiter``."""
+
+    method: str = "auto"
+    n_noise: int = 4
+    noise: str = "z2"
+    tol: float = 1e-10
+    maxiter: int = 5000
+
+    def __post_init__(self) -> None:
+        if self.method not in TRACE_METHODS:
+            raise ValueError(f"unknown trace method {self.method!r}; allowed: {', '.join(TRACE_METHODS)}")
+        if not isinstance(self.n_noise, (int, np.integer)) or self.n_noise < 1:
+            raise ValueError(f"the number of noise vectors must be a positive integer, got {self.n_noise!r}")
+        if self.noise not in NOISE_KINDS:
+            raise ValueError(f"unknown noise {self.noise!r}; allowed: {', '.join(NOISE_KINDS)}")
+        if not 0 < self.tol < 1e-3:
+            raise ValueError(f"CG tolerance must be in (0, 1e-3), got {self.tol}")
+
+    def resolve(self, theory: Any) -> str:
+        """``exact`` or ``stochastic`` for this theory."""
+        if self.method != "auto":
+            return self.method
+        dim = theory.volume * theory.n_spin * theory.n_color // 2
+        return "exact" if dim <= EXACT_TRACE_MAX_DIM else "stochastic"
+
+    def describe(self, theory: Any) -> dict[str, Any]:
+        m = self.resolve(theory)
+        out: dict[str, Any] = {"method": m}
+        if m == "stochastic":
+            out.update(n_noise=int(self.n_noise), noise=self.noise, tol=float(self.tol))
+        return out
+
+
+def _complex_links_dtype(u: Array) -> Any:
+    return jnp.complex128 if jnp.result_type(u.dtype, jnp.float32) in (jnp.float64, jnp.complex128) else jnp.complex64
+
+
+def trace_noise(key: Array, n: int, shape: tuple[int, ...], kind: str, dtype: Any) -> Array:
+    """``n`` noise vectors ``(n, *shape)`` with ``E[η η^†] = 1``: ``z2`` (±1) or ``gaussian`` (complex normal)."""
+    if kind == "z2":
+        return jax.random.rademacher(key, (n,) + tuple(shape), jnp.float64).astype(dtype)
+    kr, ki = jax.random.split(key)
+    real = jnp.finfo(dtype).dtype
+    return ((jax.random.normal(kr, (n,) + tuple(shape), real)
+             + 1j * jax.random.normal(ki, (n,) + tuple(shape), real)) / np.sqrt(2.0)).astype(dtype)
+
+
+def fermion_derivatives(theory: WilsonFermionAction, u: Array, vks: Array, key: Array,
+                        traces: FermionTraces) -> tuple[Array, Array]:
+    """``(∂_m S_f, v_k·∇S_f)`` for one configuration ``u`` and basis fields ``vks`` ``(K, *coords_shape)``.
+
+    Exact (dense log-determinant) or unbiased stochastic estimates (module docstring), per :class:`FermionTraces`;
+    shapes ``()`` and ``(K,)``.
+    """
+    g = theory.group
+    nf = theory.n_flavors
+    if traces.resolve(theory) == "exact":
+        th = theory.replace(det="exact")
+        m0 = jnp.asarray(theory.mass, jnp.float64)
+        dm = jax.jvp(lambda m: th.replace(mass=m).fermion_action(u), (m0,), (jnp.ones_like(m0),))[1]
+        w0 = jnp.zeros(vks.shape[1:], vks.dtype)
+        vs = jax.vmap(lambda vk: jax.jvp(lambda w: th.fermion_action(lift(w, u, g)), (w0,), (vk,))[1])(vks)
+        return dm, vs
+    cdt = _complex_links_dtype(u)
+    v = theory.links(u).astype(cdt)
+    m = theory.mass
+    nax = theory.ndim + 2
+    axes = tuple(range(-nax, 0))
+    eta = trace_noise(key, traces.n_noise, theory.fermion_shape, traces.noise, cdt)
+    y = conjugate_gradient(lambda x: dirac_dagger(v, m, dirac(v, m, x)), eta, nax, tol=traces.tol,
+                           maxiter=traces.maxiter).x
+    chi = jax.lax.stop_gradient(dirac(v, m, y))  # D^{-dag} eta, one per noise vector
+
+    def trace_with(x: Array) -> Array:  # Re tr(D^{-1} X) estimated from X eta
+        return jnp.mean(jnp.real(jnp.sum(jnp.conj(chi) * x, axis=axes)))
+
+    dm = -nf * trace_with(eta)
+    w0 = jnp.zeros(vks.shape[1:], vks.dtype)
+
+    def d_dirac(vk: Array) -> Array:  # (v_k·∇D) eta
+        return jax.jvp(lambda w: dirac(theory.links(lift(w, u, g)).astype(cdt), m, eta), (w0,), (vk,))[1]
+
+    vs = jax.vmap(lambda vk: -nf * trace_with(d_dirac(vk)))(vks)
+    return dm, vs
+
+
+def fermion_observable(name: str, theory: Any) -> tuple[str, Any] | None:
+    """``("condensate", None)``, ``("pion", T)`` or ``None`` if ``name`` is not a fermionic observable.
+
+    ``ValueError`` if it is one but ``theory`` has no fermions, or ``T`` is outside ``0 .. L_0 - 1``."""
+    n = str(name).strip()
+    m = _PION_RE.match(n)
+    if n != "condensate" and not m:
+        return None
+    if not is_fermion_theory(theory):
+        raise ValueError(f"{n}: a fermionic observable needs an ensemble with dynamical fermions (schwinger, "
+                         "su3-wilson)")
+    if m:
+        t = int(m.group(1))
+        if not 0 <= t < theory.shape[0]:
+            raise ValueError(f"{n}: the time separation must be in 0 .. {theory.shape[0] - 1}")
+        return "pion", t
+    return "condensate", None
+
+
+def fermion_vector(specs: list[tuple[int, tuple[str, Any]]], theory: WilsonFermionAction,
+                   u: Array) -> dict[int, Array]:
+    """Values of the fermionic observables ``specs`` (``[(position, fermion_observable(...))]``) on ``u``; one
+    propagator solve serves every ``pion@T``."""
+    out: dict[int, Array] = {}
+    th = theory.replace(det="exact")
+    corr = None
+    for i, (kind, t) in specs:
+        if kind == "condensate":
+            out[i] = chiral_condensate(th, u)
+        else:
+            if corr is None:
+                corr = pion_correlator(th, u, 1, "cg")
+            out[i] = corr[t]
+    return out
+
+
+def explicit_mass_derivative(vec_of: Callable[[Any], Callable[[Array], Array]], theory: WilsonFermionAction,
+                             u: Array) -> Array:
+    """``∂_m O_i(U; m)`` at fixed links for the observable vector ``vec_of(theory)(u)`` (zeros for gauge ones)."""
+    m0 = jnp.asarray(theory.mass, jnp.float64)
+    return jax.jvp(lambda m: vec_of(theory.replace(mass=m))(u), (m0,), (jnp.ones_like(m0),))[1]
