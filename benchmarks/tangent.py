@@ -3,6 +3,7 @@
     python benchmarks/tangent.py                       # beta = 2, L = 16, 32, 64, 8 chains x 1000 configurations
     python benchmarks/tangent.py --L 16 --n 500        # quicker
     python benchmarks/tangent.py --su3                 # also 4D SU(3) 4^4, beta = 5.8, d<P>/dbeta (gradient field)
+    python benchmarks/tangent.py --L '' --schwinger    # Schwinger model 8x8, beta 2, m 0.2: d/dm and d/dbeta
 
 For every lattice: an HMC ensemble (hot start, Omelyan, trajectory length 1, thermalised), then for the plaquette-
 space field (exact, 2D U(1) only) and the general gradient field (plaquette, rectangle and Wilson-flowed plaquette
@@ -10,6 +11,10 @@ features, Hutchinson divergence with 4 probes): d<P>/dbeta and d<W_2x2>/dbeta wi
 estimator from the same configurations (cross-fitted coefficients, 2 folds), the variance reduction
 (error_connected / error_tangent)^2 (autocorrelations included), the pull of the tangent value against the exact
 torus derivative, and the times of the per-configuration terms and of the least-squares fit.
+
+``--schwinger``: N_f = 2 Wilson fermions (the mass-dependence analysis defaults: 8x8, beta = 2, m = 0.2), exact-
+determinant HMC; d/dm of the plaquette, the condensate, the pion correlator at t = 1..4 and its cosh effective
+masses, and d<P>/dbeta, with exact traces and with stochastic traces (4 Z2 vectors per configuration).
 """
 
 from __future__ import annotations
@@ -49,15 +54,18 @@ def ensemble(theory, n_chains: int, n: int, therm: int, thin: int, eps: float, s
     return out["configs"], time.perf_counter() - t0
 
 
-def run_field(theory, configs, field, names, ex, label: str, batch: int) -> dict:
+def run_field(theory, configs, field, names, ex, label: str, batch: int, param: str = "beta",
+              traces=None) -> dict:
     t0 = time.perf_counter()
-    terms = tg.compute_terms(field, theory, "beta", names, configs, jax.random.PRNGKey(1), batch=batch)
+    terms = tg.compute_terms(field, theory, param, names, configs, jax.random.PRNGKey(1), batch=batch, traces=traces)
     t_terms = time.perf_counter() - t0
     t0 = time.perf_counter()
     fits, coef = tg.cross_fit(terms.a, terms.ds, n_folds=2)
     t_fit = time.perf_counter() - t0
     res = tg.estimate(terms, coef, fits, field.describe())
-    row = {"field": label, "terms_s": t_terms, "fit_s": t_fit, "var_R_reduction": [f.reduction for f in fits]}
+    row = {"field": label, "terms_s": t_terms, "fit_s": t_fit, "var_R_reduction": [f.reduction for f in fits],
+           "param": param, "traces": terms.traces}
+    names = tuple(res.estimates)  # with the derived m_eff@t
     for o in names:
         tan, con = res.estimates[o]["tangent"], res.estimates[o]["connected"]
         row[o] = {"tangent": str(tan), "connected": str(con), "reduction": res.reduction[o],
@@ -68,7 +76,7 @@ def run_field(theory, configs, field, names, ex, label: str, batch: int) -> dict
     for o in names:
         r = row[o]
         pulls = f"  pull vs exact {r['pull_tangent']:+.2f} (connected {r['pull_connected']:+.2f})" if ex else ""
-        print(f"    d<{o}>/dbeta  tangent {r['tangent']:>14s} (tau {r['tau_tangent']:.2f})  connected "
+        print(f"    d<{o}>/d{param}  tangent {r['tangent']:>14s} (tau {r['tau_tangent']:.2f})  connected "
               f"{r['connected']:>14s}  reduction {r['reduction']:8.1f}x{pulls}", flush=True)
     return row
 
@@ -87,6 +95,8 @@ def main() -> None:
                     help="at most this many configurations (evenly thinned) for the gradient field")
     ap.add_argument("--su3", action="store_true", help="also 4D SU(3) 4^4 at beta = 5.8 (gradient field)")
     ap.add_argument("--su3-n", type=int, default=200, help="SU(3): configurations per chain (4 chains)")
+    ap.add_argument("--schwinger", action="store_true", help="also the Schwinger model 8x8 (mass derivatives)")
+    ap.add_argument("--schwinger-n", type=int, default=300, help="Schwinger: configurations per chain (4 chains)")
     ap.add_argument("--json", default="", help="write all figures to this JSON file")
     args = ap.parse_args()
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, jax {jax.__version__}")
@@ -128,6 +138,24 @@ def main() -> None:
         row = run_field(th, configs, field, ("plaquette",), None, "gradient", batch=16)
         row.update(L="su3-4^4", n=int(configs.shape[0] * configs.shape[1]))
         rows.append(row)
+    if args.schwinger:
+        th = make_theory("schwinger", (8, 8), beta=2.0, mass=0.2)
+        print("Schwinger model 8x8, beta 2, m 0.2 (N_f = 2 Wilson, exact-determinant HMC):", flush=True)
+        configs, t_hmc = ensemble(th, 4, args.schwinger_n, 100, 1, 0.2, seed=82)
+        fnames = ("plaquette", "condensate", "pion@1", "pion@2", "pion@3", "pion@4")
+        for label, field, param, names, traces in (
+                ("plaquette", tg.PlaquetteField(6), "mass", fnames, tg.FermionTraces("exact")),
+                ("plaquette", tg.PlaquetteField(6), "mass", fnames, tg.FermionTraces("stochastic", 4)),
+                ("gradient", tg.GradientField(features=("plaquette", "rectangle", "flowed@0.2", "flowed@0.6"),
+                                              flow_eps=0.1), "mass", ("plaquette", "pion@1", "pion@2"),
+                 tg.FermionTraces("exact")),
+                ("plaquette", tg.PlaquetteField(6), "beta", ("plaquette", "wilson_2x2"), tg.FermionTraces("exact")),
+                ("plaquette", tg.PlaquetteField(6), "beta", ("plaquette", "wilson_2x2"),
+                 tg.FermionTraces("stochastic", 4))):
+            print(f"  {label} field, d/d{param}, traces {traces.method}", flush=True)
+            row = run_field(th, configs, field, names, None, label, batch=100, param=param, traces=traces)
+            row.update(L="schwinger-8x8", hmc_s=t_hmc, n=int(configs.shape[0] * configs.shape[1]))
+            rows.append(row)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1, default=float)

@@ -833,7 +833,9 @@ def report(
 
     corrflow derivative --store data/demo.zarr u1_16x16_beta2 --obs plaquette,wilson_2x2 --compare flowed_beta2.2 --compare direct_beta2.2 --compare u1_16x16_beta2.2
 
-    corrflow derivative --store data/schwinger.zarr schwinger_8x8_beta2_m0.2 --param mass --obs plaquette,condensate,pion@2
+    corrflow derivative --store data/schwinger.zarr schwinger_8x8_beta2_m0.2 --param mass --obs plaquette,condensate,pion@1,pion@2
+
+    corrflow derivative --store data/su3.zarr su3_8x8x8x8_beta6 --obs t2E@2.6,t2E@2.8,t2E@3.0,t2E@3.2 --field gradient
 
 --compare adds the finite-shift estimators of ensembles at param + delta already in the store (flowed, direct
 reweighting, independent HMC) as (<O>(param + delta) - <O>(param)) / delta: biased by O(delta), shown for comparison.
@@ -863,6 +865,8 @@ def derivative(
                                             "stochastic (noise vectors, one CG each) | auto (exact up to a Schur "
                                             "dimension of 512)"),
     noise: int = typer.Option(4, help="fermion ensembles, stochastic traces: noise vectors per configuration"),
+    t0_ref: float = typer.Option(0.3, help="t^2 E(t0) that defines t0: with two or more t2E@T observables whose mean "
+                                           "crosses it, the derivative of t0/a^2 joins the table"),
     batch: int = typer.Option(32, help="configurations per jitted batch"),
     compare: Optional[List[str]] = typer.Option(None, help="ensemble at param + delta (flowed, identity-flow or "
                                                 "independent; repeat or comma-separate) whose finite-shift "
@@ -890,6 +894,8 @@ def derivative(
             raise CLIError(f"--traces must be one of {', '.join(TRACE_METHODS)}, got {traces!r}")
         if noise < 1:
             raise CLIError(f"--noise must be >= 1, got {noise}")
+        if not t0_ref > 0:
+            raise CLIError(f"--t0-ref must be > 0, got {t0_ref}")
         trace_opts = FermionTraces(method=traces, n_noise=noise)
         if out is not None:
             check_writable_dir(out, "--out")
@@ -909,13 +915,14 @@ def derivative(
         if json_:
             res = derivative_from_store(st, store, ensemble, param, names, field=kind, field_options=opts,
                                         n_folds=folds, held_out=held_out, seed=seed, batch=batch, out=out,
-                                        compare=others, traces=trace_opts)
+                                        compare=others, traces=trace_opts, t0_reference=t0_ref)
             typer.echo(json.dumps({"ensemble": ensemble, **res.as_dict()}, default=float))
             return
         with _stage(f"tangent terms {ensemble}", "cfg/s") as lp:
             res = derivative_from_store(st, store, ensemble, param, names, field=kind, field_options=opts,
                                         n_folds=folds, held_out=held_out, seed=seed, batch=batch, out=out,
-                                        progress=lambda d, t: lp(d, t), compare=others, traces=trace_opts)
+                                        progress=lambda d, t: lp(d, t), compare=others, traces=trace_opts,
+                                        t0_reference=t0_ref)
         r = res.result
         reductions = r.reductions()
         tr_msg = ""

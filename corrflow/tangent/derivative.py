@@ -16,11 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..observables.gradient_flow import T0_REFERENCE
 from ..stats import Stats
-from .core import check_parameter, observables_vector, parameter_derivative
+from .core import _T2E_RE, check_parameter, observables_vector, parameter_derivative
 from .estimator import tangent_estimate, variance_reduction
 from .fermions import FermionTraces, explicit_mass_derivative, fermion_derivatives, gauge_action, is_fermion_theory
 from .fit import FieldFit, cross_fit, fold_index
+from .scales import flow_scale_derivative
 from .spectroscopy import effective_mass_derivative, effective_mass_pairs
 
 __all__ = ["TangentTerms", "DerivativeResult", "compute_terms", "estimate", "derivative"]
@@ -161,7 +163,7 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
 
 
 def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[FieldFit] | None = None,
-             field_desc: dict[str, Any] | None = None) -> DerivativeResult:
+             field_desc: dict[str, Any] | None = None, t0_reference: float = T0_REFERENCE) -> DerivativeResult:
     """Tangent and connected estimates from :class:`TangentTerms` and per-configuration coefficients ``coef``
     ``(n_chains, n_traj, K)`` (from :func:`corrflow.tangent.cross_fit`, or one ``(K,)`` vector for all).
 
@@ -179,6 +181,14 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[FieldFit] | None 
         con = tangent_estimate(o, explicit[..., i], terms.ds)
         est[name] = {"tangent": tan, "connected": con}
         red[name] = variance_reduction(con, tan)
+    if sum(1 for n in terms.names if _T2E_RE.match(n)) >= 2:
+        try:
+            sc = flow_scale_derivative(terms, coef, reference=t0_reference)
+        except ValueError:  # <t^2 E> does not cross 0.3 inside the grid of flow times
+            sc = None
+        if sc is not None:
+            est["t0/a^2"] = {"tangent": sc["tangent"], "connected": sc["connected"]}
+            red["t0/a^2"] = variance_reduction(sc["connected"], sc["tangent"])
     for t, _, _ in effective_mass_pairs(terms.names, terms.time_extent):
         try:
             em = effective_mass_derivative(terms, coef, t, terms.time_extent)

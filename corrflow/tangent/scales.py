@@ -14,14 +14,16 @@ flow times.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..observables.gradient_flow import T0_REFERENCE, flow_scale
 from ..stats import Stats, gamma_method
 from .core import _T2E_RE
-from .derivative import TangentTerms
+
+if TYPE_CHECKING:
+    from .derivative import TangentTerms
 
 __all__ = ["flow_scale_derivative"]
 

@@ -88,6 +88,10 @@ def test_t0_derivative_against_finite_difference(su2_terms):
     ref = 0.015
     res = tg.flow_scale_derivative(terms, coef, reference=ref)
     assert set(res) == {"t0", "tangent", "connected"} and 0.2 < res["t0"].value < 0.4
+    # the same derivative as a row of the estimates (what `corrflow derivative --t0-ref` prints)
+    row = tg.estimate(terms, coef, t0_reference=ref).estimates["t0/a^2"]
+    assert row["tangent"].value == pytest.approx(res["tangent"].value, rel=1e-12)
+    assert "t0/a^2" not in tg.estimate(terms, coef).estimates  # 0.3 is not crossed on this 2D grid
     t0 = {}
     vec = jax.jit(jax.vmap(observables_vector(tuple(NAMES[1:]), make_theory("su2", SHAPE, beta=BETA).group,
                                                  SHAPE)))
