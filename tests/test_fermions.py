@@ -210,7 +210,7 @@ def test_pseudofermion_trajectory_is_reversible() -> None:
 # ----------------------------------------------------------------------------------------
 
 SHAPE = (8, 4)
-N_TRAJ = 400
+N_TRAJ = 300
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +261,7 @@ def test_flowed_reweighting_with_stochastic_determinant_ratio(two_paths: dict[st
     base = make_theory("schwinger", SHAPE, beta=2.0, mass=0.2)
     target = base.replace(mass=0.23)
     meas = measurements_from_names(base.group, ["plaquette"], 2)
-    u = np.asarray(links[0, ::4])  # 100 configurations of chain 0
+    u = np.asarray(links[0, ::4])  # 75 configurations of chain 0
     ex = direct_reweighting(base, target, u, meas, batch=50)
     flow = make_flow(base.group, SHAPE)
     st = flowed_reweighting(flow, flow.init_params(), base, target, u, meas, batch=50, det_noise=8,
@@ -278,8 +278,9 @@ def test_flowed_reweighting_with_stochastic_determinant_ratio(two_paths: dict[st
 def test_tangent_derivatives_match_exact_reweighting(two_paths: dict[str, dict[str, np.ndarray]], param: str,
                                                      delta: float) -> None:
     """d<P>/dalpha and d m_eff(1)/dalpha on the exact-determinant ensemble (8x4, m = 0.2) for the quark mass and for
-    the Feynman–Hellmann source lam (d m_eff/dlam = dE_pi/dlam), by the tangent estimator (plaquette-space field,
-    exact traces) and the connected estimator, against a central finite difference alpha +- delta by exact direct
+    the Feynman–Hellmann source lam (d m_eff/dlam = dE_pi/dlam), by the connected estimator and (mass) the tangent
+    estimator (plaquette-space field, exact traces; stochastic ones are checked per configuration in
+    tests/tangent/test_fermion_traces.py), against a central finite difference alpha +- delta by exact direct
     reweighting of the same configurations: an independent route (action and log-determinant differences, valence
     propagators at the shifted mass, no derivatives).  The connected estimator and the finite difference measure the
     same linear response (to O(delta^2)), so they must agree far inside one error."""
@@ -290,9 +291,12 @@ def test_tangent_derivatives_match_exact_reweighting(two_paths: dict[str, dict[s
     u = np.asarray(two_paths["exact"]["configs"])
     th = make_theory("schwinger", SHAPE, beta=2.0, mass=0.2)
     names = ["plaquette", "pion@1", "pion@2"]
-    terms = tg.compute_terms(tg.PlaquetteField(6), th, param, names, u, jax.random.PRNGKey(1), batch=200)
+    # the field's value is measured in benchmarks/tangent.py; here 2 harmonics (each costs a tangent CG solve of the
+    # pion correlator) for the mass, the connected estimator alone for lam
+    field = tg.PlaquetteField(2) if param == "mass" else tg.NoField()
+    terms = tg.compute_terms(field, th, param, names, u, jax.random.PRNGKey(1), batch=200)
     assert terms.traces == {"method": "exact"}
-    _, coef = tg.cross_fit(terms.a, terms.ds)
+    _, coef = tg.cross_fit(terms.a, terms.ds) if field.n_coef else (None, np.zeros(terms.a.shape))
     res = tg.estimate(terms, coef)
     p0 = float(getattr(th, param) if param == "mass" else th.gauge.lam)
     shifted = {s: th.replace(**{param: p0 + s * delta}) for s in (1, -1)}
@@ -311,14 +315,5 @@ def test_tangent_derivatives_match_exact_reweighting(two_paths: dict[str, dict[s
         est = res.estimates[o]
         assert abs(est["connected"].value - r.value) < 0.25 * est["connected"].error, (o, est, r)
         assert abs(est["tangent"].value - r.value) < 4 * est["tangent"].error, (o, est, r)
-        if param == "mass" or o == "plaquette":  # dE_pi/dlam is a 2.3 sigma effect on 800 configurations
+        if param == "mass" or o == "plaquette":  # dE_pi/dlam: ~2 sigma on these 600 configurations
             assert abs(r.value) > 4 * r.error  # a real derivative, not noise
-    if param != "mass":
-        return
-    # stochastic traces (4 Z2 vectors per configuration) on every fourth configuration: same derivative
-    st = tg.compute_terms(tg.PlaquetteField(6), th, "mass", names, u[:, ::4], jax.random.PRNGKey(2), batch=200,
-                          traces=tg.FermionTraces("stochastic", 4))
-    _, c2 = tg.cross_fit(st.a, st.ds)
-    for o, est in tg.estimate(st, c2).estimates.items():
-        s_, e = est["tangent"], res.estimates[o]["tangent"]
-        assert abs(s_.value - e.value) < 4 * np.hypot(s_.error, e.error), (o, s_, e)

@@ -148,7 +148,7 @@ def schwinger_store(tmp_path_factory):
 
 def test_mass_derivative_of_fermionic_observables(schwinger_store, tmp_path):
     args = ["--store", str(schwinger_store), SCHWINGER, "--param", "mass", "--obs", "plaquette,condensate,pion@1,pion@2",
-            "--json", "--out", str(tmp_path / "f")]
+            "--json", "--harmonics", "2", "--out", str(tmp_path / "f")]
     res = _invoke(args)
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)

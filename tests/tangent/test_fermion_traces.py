@@ -90,7 +90,7 @@ def test_stochastic_traces_are_unbiased_su3_wilson():
     vks = jax.random.normal(jax.random.PRNGKey(4), (1,) + tg.coords_shape(th), jnp.float64)
     dm, vs = fermion_derivatives(th, u, vks, jax.random.PRNGKey(0), tg.FermionTraces("exact"))
     exact = np.array([float(dm), float(vs[0])])
-    s = _noise_samples(th, u, vks, 96, "z2")
+    s = _noise_samples(th, u, vks, 64, "z2")
     pulls = (s.mean(0) - exact) / (s.std(0, ddof=1) / np.sqrt(len(s)))
     assert np.all(np.abs(pulls) < PULL), (pulls, exact)
     assert tg.FermionTraces().resolve(th) == "exact"  # 2^4 x 4 x 3 / 2 = 96 <= 512
