@@ -288,7 +288,7 @@ def test_tangent_derivatives_match_exact_reweighting(two_paths: dict[str, dict[s
     from corrflow.correlate import direct_reweighting
     from corrflow.observables.fermions import FermionMeasurements
 
-    u = np.asarray(two_paths["exact"]["configs"])
+    u = np.asarray(two_paths["exact"]["configs"])[:, ::2]  # 2 x 150: each configuration costs tangent CG solves
     th = make_theory("schwinger", SHAPE, beta=2.0, mass=0.2)
     names = ["plaquette", "pion@1", "pion@2"]
     # the field's value is measured in benchmarks/tangent.py; here 2 harmonics (each costs a tangent CG solve of the
@@ -315,5 +315,5 @@ def test_tangent_derivatives_match_exact_reweighting(two_paths: dict[str, dict[s
         est = res.estimates[o]
         assert abs(est["connected"].value - r.value) < 0.25 * est["connected"].error, (o, est, r)
         assert abs(est["tangent"].value - r.value) < 4 * est["tangent"].error, (o, est, r)
-        if param == "mass" or o == "plaquette":  # dE_pi/dlam: ~2 sigma on these 600 configurations
+        if param == "mass" or o == "plaquette":  # dE_pi/dlam: ~2 sigma here
             assert abs(r.value) > 4 * r.error  # a real derivative, not noise
