@@ -98,7 +98,8 @@ class FermionTraces:
 
 
 def _complex_links_dtype(u: Array) -> Any:
-    return jnp.complex128 if jnp.result_type(u.dtype, jnp.float32) in (jnp.float64, jnp.complex128) else jnp.complex64
+    # CG to 1e-10 needs double precision whatever the stored links are (complex64 SU(3) ensembles included)
+    return jnp.complex128 if jax.config.jax_enable_x64 else jnp.complex64
 
 
 def trace_noise(key: Array, n: int, shape: tuple[int, ...], kind: str, dtype: Any) -> Array:
