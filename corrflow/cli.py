@@ -867,6 +867,8 @@ def derivative(
     noise: int = typer.Option(4, help="fermion ensembles, stochastic traces: noise vectors per configuration"),
     t0_ref: float = typer.Option(0.3, help="t^2 E(t0) that defines t0: with two or more t2E@T observables whose mean "
                                            "crosses it, the derivative of t0/a^2 joins the table"),
+    w0_ref: float = typer.Option(0.3, help="W(w0^2) = t d/dt t^2 E that defines w0: with four or more t2E@T whose W "
+                                           "crosses it, the derivative of w0/a joins the table"),
     batch: int = typer.Option(32, help="configurations per jitted batch"),
     compare: Optional[List[str]] = typer.Option(None, help="ensemble at param + delta (flowed, identity-flow or "
                                                 "independent; repeat or comma-separate) whose finite-shift "
@@ -894,8 +896,8 @@ def derivative(
             raise CLIError(f"--traces must be one of {', '.join(TRACE_METHODS)}, got {traces!r}")
         if noise < 1:
             raise CLIError(f"--noise must be >= 1, got {noise}")
-        if not t0_ref > 0:
-            raise CLIError(f"--t0-ref must be > 0, got {t0_ref}")
+        if not t0_ref > 0 or not w0_ref > 0:
+            raise CLIError(f"--t0-ref and --w0-ref must be > 0, got {t0_ref}, {w0_ref}")
         trace_opts = FermionTraces(method=traces, n_noise=noise)
         if out is not None:
             check_writable_dir(out, "--out")
@@ -915,14 +917,15 @@ def derivative(
         if json_:
             res = derivative_from_store(st, store, ensemble, param, names, field=kind, field_options=opts,
                                         n_folds=folds, held_out=held_out, seed=seed, batch=batch, out=out,
-                                        compare=others, traces=trace_opts, t0_reference=t0_ref)
+                                        compare=others, traces=trace_opts, t0_reference=t0_ref,
+                                        w0_reference=w0_ref)
             typer.echo(json.dumps({"ensemble": ensemble, **res.as_dict()}, default=float))
             return
         with _stage(f"tangent terms {ensemble}", "cfg/s") as lp:
             res = derivative_from_store(st, store, ensemble, param, names, field=kind, field_options=opts,
                                         n_folds=folds, held_out=held_out, seed=seed, batch=batch, out=out,
                                         progress=lambda d, t: lp(d, t), compare=others, traces=trace_opts,
-                                        t0_reference=t0_ref)
+                                        t0_reference=t0_ref, w0_reference=w0_ref)
         r = res.result
         reductions = r.reductions()
         tr_msg = ""

@@ -152,13 +152,14 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                           held_out: float = 0.25, seed: int = 0, batch: int = 32, out: str | Path | None = None,
                           progress: Callable[[int, int], None] | None = None,
                           compare: Sequence[str] = (), traces: Any = None,
-                          t0_reference: float | None = None) -> StoredDerivative:
+                          t0_reference: float | None = None, w0_reference: float | None = None) -> StoredDerivative:
     """``d<O>/d param`` of every observable on stored ensemble ``ensemble`` (see the module docstring).
 
     ``compare``: ensembles at ``param + δ`` whose finite-shift derivatives join the estimates (module docstring).
     ``traces``: :class:`corrflow.tangent.FermionTraces` for ensembles with dynamical fermions (``mass`` derivatives and
     the fermion part of ``v·∇S``; default: exact on small lattices, stochastic otherwise).  ``t0_reference``: the
-    ``t^2 E`` value that defines ``t0`` for the ``t0/a^2`` row (default 0.3).
+    ``t^2 E`` value that defines ``t0`` for the ``t0/a^2`` row, ``w0_reference`` the ``W`` value of ``w0`` (both 0.3 by
+    default).
 
     Raises ``ValueError`` (one line, with a hint) for a parameter the theory lacks, an unknown observable, bad fit
     settings, too few configurations or unusable comparison ensembles -- all before anything is written.
@@ -211,8 +212,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                              "held_out_var": f.held_out_var, "condition": f.condition, "regularised": f.regularised}
                             for f in fits]
             write_checkpoint(ckpt, meta, {"coef": np.stack([f.coef for f in fits])})
-    res = tg.estimate(terms, coef, fits, fld.describe(),
-                      **({} if t0_reference is None else {"t0_reference": float(t0_reference)}))
+    refs = {k: float(v) for k, v in (("t0_reference", t0_reference), ("w0_reference", w0_reference)) if v is not None}
+    res = tg.estimate(terms, coef, fits, fld.describe(), **refs)
     shifted = finite_shift_estimates(store, ensemble, plan, names)
     if shifted:
         res = replace(res, estimates={o: {**est, **shifted.get(o, {})} for o, est in res.estimates.items()})

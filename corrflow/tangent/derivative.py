@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..observables.gradient_flow import T0_REFERENCE
+from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE
 from ..stats import Stats
 from .core import _T2E_RE, check_parameter, observables_vector, parameter_derivative
 from .estimator import tangent_estimate, variance_reduction
@@ -163,7 +163,8 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
 
 
 def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[FieldFit] | None = None,
-             field_desc: dict[str, Any] | None = None, t0_reference: float = T0_REFERENCE) -> DerivativeResult:
+             field_desc: dict[str, Any] | None = None, t0_reference: float = T0_REFERENCE,
+             w0_reference: float = W0_REFERENCE) -> DerivativeResult:
     """Tangent and connected estimates from :class:`TangentTerms` and per-configuration coefficients ``coef``
     ``(n_chains, n_traj, K)`` (from :func:`corrflow.tangent.cross_fit`, or one ``(K,)`` vector for all).
 
@@ -189,6 +190,14 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[FieldFit] | None 
         if sc is not None:
             est["t0/a^2"] = {"tangent": sc["tangent"], "connected": sc["connected"]}
             red["t0/a^2"] = variance_reduction(sc["connected"], sc["tangent"])
+    if sum(1 for n in terms.names if _T2E_RE.match(n)) >= 4:
+        try:
+            sc = flow_scale_derivative(terms, coef, reference=w0_reference, scale="w0")
+        except ValueError:  # W(t) does not cross the reference inside the grid
+            sc = None
+        if sc is not None:
+            est["w0/a"] = {"tangent": sc["tangent"], "connected": sc["connected"]}
+            red["w0/a"] = variance_reduction(sc["connected"], sc["tangent"])
     for t, _, _ in effective_mass_pairs(terms.names, terms.time_extent):
         try:
             em = effective_mass_derivative(terms, coef, t, terms.time_extent)

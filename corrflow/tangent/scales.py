@@ -1,4 +1,5 @@
-"""``d(t0/a^2)/dα`` from tangent (or connected) estimates of ``d<t^2 E(t)>/dα`` on a grid of flow times.
+"""``d(t0/a^2)/dα`` and ``d(w0/a)/dα`` from tangent (or connected) estimates of ``d<t^2 E(t)>/dα`` on a grid of
+flow times.
 
 ``t0`` solves ``g(t0) = reference`` for ``g(t) = <t^2 E(t)>`` (:func:`corrflow.observables.gradient_flow.flow_scale`:
 cubic interpolation through the grid points around the crossing), so differentiating the condition gives
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..observables.gradient_flow import T0_REFERENCE, flow_scale
+from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE, flow_scale
 from ..stats import Stats, gamma_method
 from .core import _T2E_RE
 
@@ -34,18 +35,27 @@ def _local_cubic(t: np.ndarray, y: np.ndarray, i: int) -> np.poly1d:
     return np.poly1d(np.polyfit(t[lo:hi] - t[i], y[lo:hi], deg=deg))
 
 
-def flow_scale_derivative(terms: TangentTerms, coef: Any, reference: float = T0_REFERENCE,
-                          S: float = 1.5) -> dict[str, Stats]:
-    """``{"t0": t0/a^2, "tangent": d(t0/a^2)/dα, "connected": the same with v = 0}`` as :class:`Stats`.
+def flow_scale_derivative(terms: TangentTerms, coef: Any, reference: float | None = None,
+                          S: float = 1.5, scale: str = "t0") -> dict[str, Stats]:
+    """``{"t0": t0/a^2, "tangent": d(t0/a^2)/dα, "connected": the same with v = 0}`` as :class:`Stats`; with
+    ``scale="w0"``: ``{"w0": w0/a, "tangent": d(w0/a)/dα, "connected": ...}``.
 
-    ``terms``: :class:`TangentTerms` whose observables include ``t2E@T`` at two or more flow times (the others are
-    ignored); ``coef``: per-configuration field coefficients as for :func:`corrflow.tangent.estimate`.  ``ValueError``
-    if fewer than two ``t2E@T`` observables are given or ``<t^2 E>`` does not cross ``reference`` inside the grid.
+    ``terms``: :class:`TangentTerms` whose observables include ``t2E@T`` at two or more flow times (four or more for
+    ``w0``; the others are ignored); ``coef``: per-configuration field coefficients as for
+    :func:`corrflow.tangent.estimate`; ``reference``: 0.3 by default for both scales.  ``w0^2`` solves
+    ``W(t) = t d/dt <t^2 E> = reference`` with ``W`` from central differences on the grid, exactly as
+    :func:`corrflow.observables.gradient_flow.w_function` (a linear map of the ``t^2 E`` columns, so it applies to the
+    derivative columns too), and ``d(w0/a)/dα = d(w0^2)/dα / (2 w0)``.  ``ValueError`` if too few ``t2E@T``
+    observables are given or the curve does not cross ``reference`` inside the grid.
     """
+    if scale not in ("t0", "w0"):
+        raise ValueError(f"unknown flow scale {scale!r}; allowed: t0, w0")
+    reference = (T0_REFERENCE if scale == "t0" else W0_REFERENCE) if reference is None else float(reference)
     cols = [(float(m.group(1)), k) for k, n in enumerate(terms.names) if (m := _T2E_RE.match(n))]
-    if len(cols) < 2:
-        raise ValueError("d t0/dα needs t2E@T observables at two or more flow times around t0 "
-                         f"(got {', '.join(terms.names)})")
+    need = 2 if scale == "t0" else 4
+    if len(cols) < need:
+        raise ValueError(f"d {scale}/dα needs t2E@T observables at {'two' if need == 2 else 'four'} or more flow times "
+                         f"around {scale} (got {', '.join(terms.names)})")
     cols.sort()
     t = np.array([c[0] for c in cols])
     idx = [c[1] for c in cols]
@@ -53,6 +63,11 @@ def flow_scale_derivative(terms: TangentTerms, coef: Any, reference: float = T0_
     o = terms.o[..., idx]                                             # (chains, traj, K)
     r = terms.ds + np.sum(terms.a * coef, axis=-1)                    # R_v
     dvo = np.einsum("ctkj,ctj->ctk", terms.b[..., idx, :], coef)     # v·∇O_k
+    dvo = dvo + terms.explicit()[..., idx]
+    ex = terms.explicit()[..., idx]
+    if scale == "w0":  # W(t_k) = t_k (d/dt)(t^2 E)(t_k) at the interior grid points: one linear map for every column
+        lin = (t[:, None] * np.gradient(np.eye(t.size), t, axis=0))[1:-1]
+        o, dvo, ex, t = o @ lin.T, dvo @ lin.T, ex @ lin.T, t[1:-1]
     g_mean = o.reshape(-1, len(t)).mean(0)
     flow_scale(t, g_mean, reference)  # raises the clear error when the curve does not cross the reference
     i = int(np.nonzero(g_mean >= reference)[0][0])
@@ -73,13 +88,14 @@ def flow_scale_derivative(terms: TangentTerms, coef: Any, reference: float = T0_
         return t0, float(pd(z)), float(pg.deriv()(z))
 
     def t0_of(m: np.ndarray) -> float:
-        return parts(m)[0]
+        t0 = parts(m)[0]
+        return t0 if scale == "t0" else float(np.sqrt(t0))
 
     def dt0_of(m: np.ndarray) -> float:
-        _, dg, slope = parts(m)
-        return -dg / slope
+        t0, dg, slope = parts(m)
+        return -dg / slope if scale == "t0" else -dg / slope / (2.0 * np.sqrt(t0))
 
     with_field = series(dvo, r)
-    return {"t0": gamma_method(with_field, t0_of, S=S),
+    return {scale: gamma_method(with_field, t0_of, S=S),
             "tangent": gamma_method(with_field, dt0_of, S=S),
-            "connected": gamma_method(series(np.zeros_like(dvo), terms.ds), dt0_of, S=S)}
+            "connected": gamma_method(series(ex, terms.ds), dt0_of, S=S)}

@@ -81,9 +81,10 @@ def test_flowed_energy_derivative_on_su2_ensemble(su2_terms):
 
 
 def test_t0_derivative_against_finite_difference(su2_terms):
-    """d(t0/a^2)/dbeta (reference t^2 E = 0.015, inside the grid) by the tangent and connected estimators against
-    the central difference of t0 on two independent ensembles at beta -+ 0.15 (O(dbeta^2) bias, far below the
-    errors); the tangent error must be the smaller one."""
+    """d(t0/a^2)/dbeta (reference t^2 E = 0.015, inside the grid) and d(w0/a)/dbeta (reference W between its two
+    interior grid values) by the tangent and connected estimators against the central differences of t0 and w0 on
+    two independent ensembles at beta -+ 0.15 (O(dbeta^2) bias, far below the errors); the tangent error must be the
+    smaller one."""
     terms, coef = su2_terms
     ref = 0.015
     res = tg.flow_scale_derivative(terms, coef, reference=ref)
@@ -92,7 +93,15 @@ def test_t0_derivative_against_finite_difference(su2_terms):
     row = tg.estimate(terms, coef, t0_reference=ref).estimates["t0/a^2"]
     assert row["tangent"].value == pytest.approx(res["tangent"].value, rel=1e-12)
     assert "t0/a^2" not in tg.estimate(terms, coef).estimates  # 0.3 is not crossed on this 2D grid
-    t0 = {}
+    # w0: W = t d<t^2 E>/dt on the interior grid points (0.2, 0.3); a reference between the two
+    w_mean = (np.asarray(FLOW_TIMES)[:, None] * np.gradient(np.eye(len(FLOW_TIMES)), np.asarray(FLOW_TIMES),
+                                                            axis=0))[1:-1] @ terms.o[..., 1:].reshape(-1, 4).mean(0)
+    w_ref = float(w_mean.mean())
+    resw = tg.flow_scale_derivative(terms, coef, reference=w_ref, scale="w0")
+    assert set(resw) == {"w0", "tangent", "connected"} and 0.2 ** 0.5 < resw["w0"].value < 0.3 ** 0.5
+    roww = tg.estimate(terms, coef, w0_reference=w_ref).estimates["w0/a"]
+    assert roww["tangent"].value == pytest.approx(resw["tangent"].value, rel=1e-12)
+    t0, w0 = {}, {}
     vec = jax.jit(jax.vmap(observables_vector(tuple(NAMES[1:]), make_theory("su2", SHAPE, beta=BETA).group,
                                                  SHAPE)))
     for db, seed in ((-0.15, 7), (0.15, 9)):
@@ -103,14 +112,21 @@ def test_t0_derivative_against_finite_difference(su2_terms):
         shifted = tg.TangentTerms(o=o, ds=zero, a=zero[..., None], b=np.zeros(o.shape + (1,)), names=tuple(NAMES[1:]),
                                   param="beta")
         t0[db] = tg.flow_scale_derivative(shifted, np.zeros(1), reference=ref)["t0"]
-    fd = (t0[0.15].value - t0[-0.15].value) / 0.3
-    fd_err = np.hypot(t0[0.15].error, t0[-0.15].error) / 0.3
-    for k in ("tangent", "connected"):
-        s = res[k]
-        assert abs(s.value - fd) / np.hypot(s.error, fd_err) < PULL, (k, s, fd, fd_err)
-    assert res["tangent"].error < res["connected"].error
+        w0[db] = tg.flow_scale_derivative(shifted, np.zeros(1), reference=w_ref, scale="w0")["w0"]
+    for scale, r, x in (("t0", res, t0), ("w0", resw, w0)):
+        fd = (x[0.15].value - x[-0.15].value) / 0.3
+        fd_err = np.hypot(x[0.15].error, x[-0.15].error) / 0.3
+        for k in ("tangent", "connected"):
+            s = r[k]
+            assert abs(s.value - fd) / np.hypot(s.error, fd_err) < PULL, (scale, k, s, fd, fd_err)
+        assert r["tangent"].error < r["connected"].error, scale
     with pytest.raises(ValueError, match="two or more flow times"):
         tg.flow_scale_derivative(tg.TangentTerms(terms.o[..., :2], terms.ds, terms.a, terms.b[..., :2, :],
                                                  tuple(NAMES[:2]), "beta"), coef)
     with pytest.raises(ValueError, match="never reaches"):
         tg.flow_scale_derivative(terms, coef, reference=1.0)
+    with pytest.raises(ValueError, match="four or more flow times"):
+        tg.flow_scale_derivative(tg.TangentTerms(terms.o[..., :4], terms.ds, terms.a, terms.b[..., :4, :],
+                                                 tuple(NAMES[:4]), "beta"), coef, scale="w0")
+    with pytest.raises(ValueError, match="unknown flow scale"):
+        tg.flow_scale_derivative(terms, coef, scale="r0")
