@@ -72,6 +72,10 @@ def finite_shift_plan(store: Any, base: str, compare: Sequence[str], param: str,
     stored in one of them (with the ``corrflow measure`` command that adds it).
     """
     plan: dict[str, tuple[str, float]] = {}
+    pion = [o for o in observables if o.startswith("pion@")]
+    if compare and pion:
+        raise ValueError(f"--compare: finite-shift estimators take stored scalar observables; {', '.join(pion)} "
+                         "is a correlator time slice (drop it from --obs or leave out --compare)")
     known = set(store.ensembles())
     bspec = store.spec(base)
     for name in compare:
@@ -95,10 +99,6 @@ def finite_shift_plan(store: Any, base: str, compare: Sequence[str], param: str,
         if est in plan:
             raise ValueError(f"--compare: {plan[est][0]!r} and {name!r} are both {est} estimators; give one of each "
                              "kind")
-        pion = [o for o in observables if o.startswith("pion@")]
-        if pion:
-            raise ValueError(f"--compare: finite-shift estimators take stored scalar observables; {', '.join(pion)} "
-                             "is a correlator time slice (drop it from --obs or leave out --compare)")
         for ens in (base, name):
             have = set(store.open_ensemble(ens).data_vars)
             missing = [o for o in observables if o not in have]

@@ -41,6 +41,7 @@ __all__ = [
     "divergence_hutchinson",
     "hutchinson_probes",
     "parameter_derivative",
+    "parameter_jvp",
     "check_parameter",
     "observable_function",
     "OBSERVABLES",
@@ -163,12 +164,13 @@ def parameter_derivative(theory: Any, param: str) -> Callable[[Array], Array]:
         raise ValueError(f"parameter_derivative: {param!r} is not a gauge-action parameter; use "
                          "corrflow.tangent.fermions.fermion_derivatives for the quark mass")
     theory = theory.gauge if hasattr(theory, "gauge") else theory
+    return lambda u: parameter_jvp(lambda th: th.action(u), theory, param)
+
+
+def parameter_jvp(fn: Callable[[Any], Any], theory: Any, param: str) -> Any:
+    """``d/dα fn(theory)`` at the theory's value of ``α = param`` (forward mode through ``theory.replace``)."""
     p0 = jnp.asarray(getattr(theory, param), jnp.float64)
-
-    def d_action(u: Array) -> Array:
-        return jax.jvp(lambda a: theory.replace(**{param: a}).action(u), (p0,), (jnp.ones_like(p0),))[1]
-
-    return d_action
+    return jax.jvp(lambda a: fn(theory.replace(**{param: a})), (p0,), (jnp.ones_like(p0),))[1]
 
 
 def observable_function(name: str, group: Group, shape: tuple[int, ...]) -> Callable[[Array], Array]:

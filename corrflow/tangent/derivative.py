@@ -182,22 +182,16 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[FieldFit] | None 
         con = tangent_estimate(o, explicit[..., i], terms.ds)
         est[name] = {"tangent": tan, "connected": con}
         red[name] = variance_reduction(con, tan)
-    if sum(1 for n in terms.names if _T2E_RE.match(n)) >= 2:
+    n_t2e = sum(1 for n in terms.names if _T2E_RE.match(n))
+    for scale, need, ref, row in (("t0", 2, t0_reference, "t0/a^2"), ("w0", 4, w0_reference, "w0/a")):
+        if n_t2e < need:
+            continue
         try:
-            sc = flow_scale_derivative(terms, coef, reference=t0_reference)
-        except ValueError:  # <t^2 E> does not cross 0.3 inside the grid of flow times
-            sc = None
-        if sc is not None:
-            est["t0/a^2"] = {"tangent": sc["tangent"], "connected": sc["connected"]}
-            red["t0/a^2"] = variance_reduction(sc["connected"], sc["tangent"])
-    if sum(1 for n in terms.names if _T2E_RE.match(n)) >= 4:
-        try:
-            sc = flow_scale_derivative(terms, coef, reference=w0_reference, scale="w0")
-        except ValueError:  # W(t) does not cross the reference inside the grid
-            sc = None
-        if sc is not None:
-            est["w0/a"] = {"tangent": sc["tangent"], "connected": sc["connected"]}
-            red["w0/a"] = variance_reduction(sc["connected"], sc["tangent"])
+            sc = flow_scale_derivative(terms, coef, reference=ref, scale=scale)
+        except ValueError:  # the curve does not cross the reference inside the grid of flow times
+            continue
+        est[row] = {"tangent": sc["tangent"], "connected": sc["connected"]}
+        red[row] = variance_reduction(sc["connected"], sc["tangent"])
     for t, _, _ in effective_mass_pairs(terms.names, terms.time_extent):
         try:
             em = effective_mass_derivative(terms, coef, t, terms.time_extent)

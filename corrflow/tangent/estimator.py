@@ -13,13 +13,17 @@ estimator ``−<O ∂_α S>_c`` from the same code.  Inputs are per-configuratio
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 
 from ..stats import Stats, gamma_method
 
-__all__ = ["tangent_estimate", "connected_estimate", "tangent_values", "variance_reduction"]
+if TYPE_CHECKING:
+    from .derivative import TangentTerms
+
+__all__ = ["tangent_estimate", "connected_estimate", "tangent_values", "variance_reduction", "DerivedSeries",
+           "derived_series"]
 
 
 def _as_chains(x: Any, name: str) -> np.ndarray:
@@ -73,3 +77,43 @@ def variance_reduction(reference: Stats, improved: Stats) -> float:
     if improved.error == 0:
         return float("inf")
     return float((reference.error / improved.error) ** 2)
+
+
+class DerivedSeries(NamedTuple):
+    """Primary series for derived quantities of several observables' tangent (or connected) estimates.
+
+    ``with_field`` / ``connected``: the Gamma-method primaries
+    ``(3k + 1, chains, traj)`` with the field / with ``v = 0``: ``O − Ō`` (k), ``∂_α O + v·∇O`` (k),
+    ``(O − Ō)(R − R̄)`` (k) and ``R − R̄`` (1); ``shift``: ``Ō`` ``(k,)``.  :meth:`unpack` turns the means ``m`` of
+    either into ``(<O>, d<O>/dα)``, each ``(k,)``.
+    """
+
+    with_field: np.ndarray
+    connected: np.ndarray
+    shift: np.ndarray
+
+    def unpack(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = self.shift.size
+        return m[:k] + self.shift, m[k:2 * k] - (m[2 * k:3 * k] - m[:k] * m[3 * k])
+
+
+def derived_series(terms: "TangentTerms", coef: Any, idx: Sequence[int], transform: np.ndarray | None = None
+                   ) -> DerivedSeries:
+    """:class:`DerivedSeries` of observables ``idx`` of ``terms`` with per-configuration coefficients ``coef``
+    (as for :func:`corrflow.tangent.estimate`).  ``transform`` ``(k', k)``: a fixed linear map applied to the
+    observable columns first (it commutes with the estimator, e.g. a finite-difference derivative in flow time)."""
+    idx = list(idx)
+    coef = np.broadcast_to(np.asarray(coef, float), terms.a.shape)
+    o = terms.o[..., idx]
+    ex = terms.explicit()[..., idx]
+    dvo = np.einsum("ctkj,ctj->ctk", terms.b[..., idx, :], coef) + ex
+    r = terms.ds + np.sum(terms.a * coef, axis=-1)
+    if transform is not None:
+        o, dvo, ex = o @ transform.T, dvo @ transform.T, ex @ transform.T
+    shift = o.mean(axis=(0, 1))
+
+    def series(d: np.ndarray, rr: np.ndarray) -> np.ndarray:
+        oc, rc = o - shift, rr - rr.mean()
+        return np.concatenate([np.moveaxis(x, -1, 0) for x in (oc, d, oc * rc[..., None])] + [rc[None]])
+
+    return DerivedSeries(with_field=series(dvo, r), connected=series(ex, terms.ds), shift=shift)

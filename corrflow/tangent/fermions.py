@@ -36,7 +36,7 @@ import numpy as np
 
 from ..observables.fermions import chiral_condensate, pion_correlator
 from ..theories.fermions import WilsonFermionAction, conjugate_gradient, dirac, dirac_dagger
-from .core import lift
+from .core import lift, parameter_jvp
 
 Array = jax.Array
 
@@ -123,8 +123,7 @@ def fermion_derivatives(theory: WilsonFermionAction, u: Array, vks: Array, key: 
     nf = theory.n_flavors
     if traces.resolve(theory) == "exact":
         th = theory.replace(det="exact")
-        m0 = jnp.asarray(theory.mass, jnp.float64)
-        dm = jax.jvp(lambda m: th.replace(mass=m).fermion_action(u), (m0,), (jnp.ones_like(m0),))[1]
+        dm = parameter_jvp(lambda t: t.fermion_action(u), th, "mass")
         w0 = jnp.zeros(vks.shape[1:], vks.dtype)
         vs = jax.vmap(lambda vk: jax.jvp(lambda w: th.fermion_action(lift(w, u, g)), (w0,), (vk,))[1])(vks)
         return dm, vs
@@ -175,14 +174,13 @@ def fermion_vector(specs: list[tuple[int, tuple[str, Any]]], theory: WilsonFermi
     """Values of the fermionic observables ``specs`` (``[(position, fermion_observable(...))]``) on ``u``; one
     propagator solve serves every ``pion@T``."""
     out: dict[int, Array] = {}
-    th = theory.replace(det="exact")
     corr = None
     for i, (kind, t) in specs:
         if kind == "condensate":
-            out[i] = chiral_condensate(th, u)
+            out[i] = chiral_condensate(theory, u)
         else:
             if corr is None:
-                corr = pion_correlator(th, u, 1, "cg")
+                corr = pion_correlator(theory, u, 1, "cg")
             out[i] = corr[t]
     return out
 
@@ -190,5 +188,4 @@ def fermion_vector(specs: list[tuple[int, tuple[str, Any]]], theory: WilsonFermi
 def explicit_mass_derivative(vec_of: Callable[[Any], Callable[[Array], Array]], theory: WilsonFermionAction,
                              u: Array) -> Array:
     """``∂_m O_i(U; m)`` at fixed links for the observable vector ``vec_of(theory)(u)`` (zeros for gauge ones)."""
-    m0 = jnp.asarray(theory.mass, jnp.float64)
-    return jax.jvp(lambda m: vec_of(theory.replace(mass=m))(u), (m0,), (jnp.ones_like(m0),))[1]
+    return parameter_jvp(lambda t: vec_of(t)(u), theory, "mass")

@@ -22,6 +22,7 @@ import numpy as np
 from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE, flow_scale
 from ..stats import Stats, gamma_method
 from .core import _T2E_RE
+from .estimator import derived_series
 
 if TYPE_CHECKING:
     from .derivative import TangentTerms
@@ -58,30 +59,17 @@ def flow_scale_derivative(terms: TangentTerms, coef: Any, reference: float | Non
                          f"around {scale} (got {', '.join(terms.names)})")
     cols.sort()
     t = np.array([c[0] for c in cols])
-    idx = [c[1] for c in cols]
-    coef = np.broadcast_to(np.asarray(coef, float), terms.a.shape)
-    o = terms.o[..., idx]                                             # (chains, traj, K)
-    r = terms.ds + np.sum(terms.a * coef, axis=-1)                    # R_v
-    dvo = np.einsum("ctkj,ctj->ctk", terms.b[..., idx, :], coef)     # v·∇O_k
-    dvo = dvo + terms.explicit()[..., idx]
-    ex = terms.explicit()[..., idx]
+    lin = None
     if scale == "w0":  # W(t_k) = t_k (d/dt)(t^2 E)(t_k) at the interior grid points: one linear map for every column
         lin = (t[:, None] * np.gradient(np.eye(t.size), t, axis=0))[1:-1]
-        o, dvo, ex, t = o @ lin.T, dvo @ lin.T, ex @ lin.T, t[1:-1]
-    g_mean = o.reshape(-1, len(t)).mean(0)
+        t = t[1:-1]
+    ds = derived_series(terms, coef, [c[1] for c in cols], lin)
+    g_mean = ds.shift
     flow_scale(t, g_mean, reference)  # raises the clear error when the curve does not cross the reference
     i = int(np.nonzero(g_mean >= reference)[0][0])
-    o_shift = o.mean(axis=(0, 1))
-
-    def series(d: np.ndarray, rr: np.ndarray) -> np.ndarray:
-        oc, rc = o - o_shift, rr - rr.mean()
-        return np.concatenate([np.moveaxis(x, -1, 0) for x in (oc, d, oc * rc[..., None])] + [rc[None]])
-
-    k = len(t)
 
     def parts(m: np.ndarray) -> tuple[float, float, float]:
-        g = m[:k] + o_shift
-        dg = m[k:2 * k] - (m[2 * k:3 * k] - m[:k] * m[3 * k])
+        g, dg = ds.unpack(m)
         t0 = flow_scale(t, g, reference)
         pg, pd = _local_cubic(t, g, i), _local_cubic(t, dg, i)
         z = t0 - t[i]
@@ -95,7 +83,6 @@ def flow_scale_derivative(terms: TangentTerms, coef: Any, reference: float | Non
         t0, dg, slope = parts(m)
         return -dg / slope if scale == "t0" else -dg / slope / (2.0 * np.sqrt(t0))
 
-    with_field = series(dvo, r)
-    return {scale: gamma_method(with_field, t0_of, S=S),
-            "tangent": gamma_method(with_field, dt0_of, S=S),
-            "connected": gamma_method(series(ex, terms.ds), dt0_of, S=S)}
+    return {scale: gamma_method(ds.with_field, t0_of, S=S),
+            "tangent": gamma_method(ds.with_field, dt0_of, S=S),
+            "connected": gamma_method(ds.connected, dt0_of, S=S)}

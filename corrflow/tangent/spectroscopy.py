@@ -21,6 +21,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from ..stats import Stats, gamma_method
+from .estimator import derived_series
 
 if TYPE_CHECKING:
     from .derivative import TangentTerms
@@ -68,25 +69,15 @@ def effective_mass_derivative(terms: TangentTerms, coef: Any, t: int, time_exten
         raise ValueError(f"m_eff at t = {t} needs pion@{t} and pion@{t + 1} with t + 1 <= {time_extent // 2} "
                          f"(got {', '.join(terms.names)})")
     _, i0, i1 = pairs[t]
-    coef = np.broadcast_to(np.asarray(coef, float), terms.a.shape)
-    o = terms.o[..., [i0, i1]]
-    ex = terms.explicit()[..., [i0, i1]]
-    r = terms.ds + np.sum(terms.a * coef, axis=-1)
-    dvo = np.einsum("ctkj,ctj->ctk", terms.b[..., [i0, i1], :], coef) + ex
-    shift = o.mean(axis=(0, 1))
-    cosh_effective_mass(shift[0] / shift[1], t, time_extent)  # the clear error up front
-
-    def series(d: np.ndarray, rr: np.ndarray) -> np.ndarray:
-        oc, rc = o - shift, rr - rr.mean()
-        return np.concatenate([np.moveaxis(x, -1, 0) for x in (oc, d, oc * rc[..., None])] + [rc[None]])
+    ds = derived_series(terms, coef, [i0, i1])
+    cosh_effective_mass(ds.shift[0] / ds.shift[1], t, time_extent)  # the clear error up front
 
     def parts(m: np.ndarray) -> tuple[float, float]:
-        c = m[0:2] + shift
-        dc = m[2:4] - (m[4:6] - m[0:2] * m[6])
+        c, dc = ds.unpack(m)
         mass = cosh_effective_mass(c[0] / c[1], t, time_extent)
         dr = dc[0] / c[1] - c[0] * dc[1] / c[1] ** 2
         return mass, dr / (_dlogr_dm(mass, t, time_extent) * c[0] / c[1])
 
-    return {"m_eff": gamma_method(series(dvo, r), lambda m: parts(m)[0], S=S),
-            "tangent": gamma_method(series(dvo, r), lambda m: parts(m)[1], S=S),
-            "connected": gamma_method(series(ex, terms.ds), lambda m: parts(m)[1], S=S)}
+    return {"m_eff": gamma_method(ds.with_field, lambda m: parts(m)[0], S=S),
+            "tangent": gamma_method(ds.with_field, lambda m: parts(m)[1], S=S),
+            "connected": gamma_method(ds.connected, lambda m: parts(m)[1], S=S)}
