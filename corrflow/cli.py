@@ -914,18 +914,15 @@ def derivative(
             opts = {"features": features, "n_probes": probes}
         names = [o.strip() for o in obs.split(",") if o.strip()]
         others = [c.strip() for item in (compare or []) for c in item.split(",") if c.strip()]
+        settings = dict(field=kind, field_options=opts, n_folds=folds, held_out=held_out, seed=seed, batch=batch,
+                        out=out, compare=others, traces=trace_opts, t0_reference=t0_ref, w0_reference=w0_ref)
         if json_:
-            res = derivative_from_store(st, store, ensemble, param, names, field=kind, field_options=opts,
-                                        n_folds=folds, held_out=held_out, seed=seed, batch=batch, out=out,
-                                        compare=others, traces=trace_opts, t0_reference=t0_ref,
-                                        w0_reference=w0_ref)
+            res = derivative_from_store(st, store, ensemble, param, names, **settings)
             typer.echo(json.dumps({"ensemble": ensemble, **res.as_dict()}, default=float))
             return
         with _stage(f"tangent terms {ensemble}", "cfg/s") as lp:
-            res = derivative_from_store(st, store, ensemble, param, names, field=kind, field_options=opts,
-                                        n_folds=folds, held_out=held_out, seed=seed, batch=batch, out=out,
-                                        progress=lambda d, t: lp(d, t), compare=others, traces=trace_opts,
-                                        t0_reference=t0_ref, w0_reference=w0_ref)
+            res = derivative_from_store(st, store, ensemble, param, names, progress=lambda d, t: lp(d, t),
+                                        **settings)
         r = res.result
         reductions = r.reductions()
         tr_msg = ""
