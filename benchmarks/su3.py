@@ -14,11 +14,18 @@ momentum updates (each read 2, write 1 field).  ``roofline ratio = measured time
 bandwidth)``: 1 is the bandwidth limit; the issue's goal on a GPU is <= 3 for the force and the flow layer at 16^4.
 Peak bandwidth: the vendor figure for known GPUs, and on CPUs a copy bandwidth measured in the same run
 (numpy ``y = x + 1`` on 512 MiB arrays, best of 5).
+
+Baseline (issue 16): the force, the HMC trajectory and the Wilson-flow step are also timed with the previous
+staple kernel (:func:`corrflow.lattice.staple_force_reference`, direction by direction in the link layout) in the
+same run; the ``vs ref`` column is reference time / current time (> 1: faster now).  The process allocator is
+tuned as in the ``corrflow`` command line (:func:`corrflow.runtime.tune_allocator`); ``--default-malloc`` keeps
+glibc's defaults, to measure what the allocator alone does.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import jax
@@ -27,7 +34,7 @@ import numpy as np
 from _machine import cpu_model
 
 import corrflow  # noqa: F401  (x64 on)
-from corrflow import hmc
+from corrflow import hmc, lattice
 from corrflow.flows.layers import make_flow
 from corrflow.observables import gradient_flow as gf
 from corrflow.theories import WilsonGaugeAction
@@ -62,19 +69,36 @@ def peak_bandwidth() -> tuple[float, str]:
     return 2 * 8 * n / best, f"measured numpy copy bandwidth (best of 5, {dev.platform})"
 
 
+@contextlib.contextmanager
+def _staple_kernel(kernel: str):  # noqa: ANN202
+    """Trace with the current staple kernel or the reference one (the force and the Wilson flow look
+    ``lattice.staple_force`` up when they are traced)."""
+    current = lattice.staple_force
+    if kernel == "reference":
+        lattice.staple_force = lattice.staple_force_reference
+    try:
+        yield
+    finally:
+        lattice.staple_force = current
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[8, 16])
     ap.add_argument("--double", action="store_true", help="complex128 links (default complex64)")
     ap.add_argument("--hmc-steps", type=int, default=4, help="Omelyan steps per trajectory (default 4)")
+    ap.add_argument("--default-malloc", action="store_true", help="keep glibc's allocator defaults")
     args = ap.parse_args()
+    from corrflow.runtime import tune_allocator
+
+    tuned = False if args.default_malloc else tune_allocator()
     dtype = jnp.complex128 if args.double else jnp.complex64
     dev = jax.devices()[0]
     peak, peak_src = peak_bandwidth()
     print(f"# 4D SU(3) kernels on {dev.platform}: {getattr(dev, 'device_kind', '')} "
           f"({cpu_model() if dev.platform == 'cpu' else ''}), {np.dtype(dtype).name} links, jax {jax.__version__}")
-    print(f"peak bandwidth {peak / 1e9:.1f} GB/s ({peak_src})\n")
-    print(f"{'lattice':8s} {'kernel':28s} {'ms':>10s} {'per second':>14s} {'GB/s':>8s} {'roofline':>9s}")
+    print(f"peak bandwidth {peak / 1e9:.1f} GB/s ({peak_src}); allocator tuned: {tuned}\n")
+    print(f"{'lattice':8s} {'kernel':28s} {'ms':>10s} {'per second':>14s} {'GB/s':>8s} {'roofline':>9s} {'vs ref':>7s}")
     try:
         from corrflow import heatbath  # optional module
     except ImportError:  # pragma: no cover
@@ -87,15 +111,20 @@ def main() -> None:
         field_bytes = u.size * u.dtype.itemsize
         rows = []
 
-        force = jax.jit(th.force)
-        rows.append(("force", _timeit(force, u), 2, "forces"))
-
         cfg = hmc.HMCConfig(step_size=1.0 / args.hmc_steps, n_steps=args.hmc_steps, integrator="omelyan")
-        traj = jax.jit(lambda k, s: hmc.step(k, s, th, cfg)[0])
         st = hmc.init(th, u)
         n = args.hmc_steps
-        rows.append((f"HMC trajectory ({n} Omelyan)", _timeit(traj, jax.random.PRNGKey(1), st, repeat=2),
-                     2 * (2 * n + 1) + 3 * (2 * n) + 3 * (2 * n + 1), "trajectories"))
+        timed = {}
+        for kernel in ("reference", "current"):  # programs traced with the previous / the current staple kernel
+            with _staple_kernel(kernel):
+                force = jax.jit(lambda uu: th.force(uu))
+                traj = jax.jit(lambda k, s: hmc.step(k, s, th, cfg)[0])
+                step = jax.jit(lambda uu: gf.flow_step(uu, th.group, 0.01))
+                timed[kernel] = (_timeit(force, u), _timeit(traj, jax.random.PRNGKey(1), st, repeat=2), _timeit(step, u))
+        (f_ref, t_ref, s_ref), (f_new, t_new, s_new) = timed["reference"], timed["current"]
+        rows.append(("force", f_new, 2, "forces", f_ref))
+        rows.append((f"HMC trajectory ({n} Omelyan)", t_new, 2 * (2 * n + 1) + 3 * (2 * n) + 3 * (2 * n + 1),
+                     "trajectories", t_ref))
 
         flow = make_flow("su3", shape, loops=("plaquette",))
         layer = flow.layers[0]
@@ -112,8 +141,7 @@ def main() -> None:
             fwd_r = jax.jit(lambda uu: layer_r.forward(raw_r, mask_r, uu))
             rows.append(("flow layer (plaq+rect)", _timeit(fwd_r, u), 2, "layers"))
 
-        step = jax.jit(lambda uu: gf.flow_step(uu, th.group, 0.01))
-        rows.append(("Wilson-flow step (RK3)", _timeit(step, u), 12, "steps"))
+        rows.append(("Wilson-flow step (RK3)", s_new, 12, "steps", s_ref))
 
         if heatbath is not None and hasattr(heatbath, "heatbath_sweep"):
             hb = jax.jit(lambda k, uu: heatbath.heatbath_sweep(k, uu, th))
@@ -121,11 +149,12 @@ def main() -> None:
             orx = jax.jit(lambda uu: heatbath.overrelax_sweep(uu, th))
             rows.append(("over-relaxation sweep", _timeit(orx, u), 2, "sweeps"))
 
-        for name, sec, n_fields, unit in rows:
+        for name, sec, n_fields, unit, *ref in rows:
             nbytes = n_fields * field_bytes
             bw = nbytes / sec
+            vs = f"{ref[0] / sec:7.2f}" if ref else f"{'':7s}"
             print(f"{L}^4{'':5s} {name:28s} {1e3 * sec:10.2f} {1 / sec:9.2f} {unit[:5]:5s} {bw / 1e9:8.2f} "
-                  f"{sec / (nbytes / peak):9.1f}")
+                  f"{sec / (nbytes / peak):9.1f} {vs}")
         print()
 
 

@@ -986,6 +986,9 @@ _register_analyses()
 
 
 def main() -> None:  # pragma: no cover - console entry
+    from .runtime import tune_allocator
+
+    tune_allocator()  # before JAX starts its threads (see corrflow.runtime)
     app()
 
 

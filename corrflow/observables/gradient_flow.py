@@ -85,12 +85,7 @@ def _check_sun(group: Group) -> None:
 def flow_generator(u: Array, group: Group) -> Array:
     """``Z_mu(x) = -P_TA[U_mu(x) Sigma_mu(x)]`` for every link (algebra field, the link-field shape)."""
     _check_sun(group)
-    d = _ndim(u, group)
-    out = []
-    for mu in range(d):
-        sigma = lattice.staple_sum(u, mu, group)
-        out.append(-group.project_algebra(group.mul(lattice.link(u, mu, group), sigma)))
-    return jnp.stack(out, axis=-3)
+    return -lattice.staple_force(u, group)
 
 
 _RK3 = np.array([[0.25, 0.0], [8.0 / 9.0, -17.0 / 9.0], [0.75, -1.0]])  # (alpha_i, beta_i) of the 2N-storage form

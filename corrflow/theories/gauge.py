@@ -187,12 +187,7 @@ class WilsonGaugeAction:
                 f[m] = f[m] + b[m, n] * (s - lattice.shift(s, n, -1, d, g))
                 f[n] = f[n] - b[m, n] * (s - lattice.shift(s, m, -1, d, g))
             return jnp.stack(f, axis=-1).astype(u.dtype)
-        forces = []
-        for mu in range(d):
-            sigma = lattice.staple_sum(u, mu, g, weights=b.astype(u.real.dtype))
-            um = lattice.link(u, mu, g)
-            forces.append(g.project_algebra(g.mul(um, sigma)) / (2.0 * g.N))
-        return jnp.stack(forces, axis=-3).astype(u.dtype)
+        return (lattice.staple_force(u, g, weights=b.astype(u.real.dtype)) / (2.0 * g.N)).astype(u.dtype)
 
 
 jax.tree_util.register_dataclass(
