@@ -178,7 +178,12 @@ def main() -> None:
     ap.add_argument("--min-time", type=float, default=2.0, help="seconds of timing per measurement")
     ap.add_argument("--su3-only", action="store_true", help="only the 4D SU(3) cases (for accelerators)")
     ap.add_argument("--su3-sizes", default="4,8", help="comma-separated 4D SU(3) extents")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="keep glibc's allocator defaults (default: tuned as in the corrflow CLI)")
     args = ap.parse_args()
+    from corrflow.runtime import tune_allocator
+
+    tuned = False if args.default_malloc else tune_allocator()
 
     f64, f32 = jnp.float64, jnp.float32
     c128, c64 = jnp.complex128, jnp.complex64
@@ -202,7 +207,7 @@ def main() -> None:
     dev = jax.devices()[0]
     print(f"# corrflow {cf.__version__}, jax {jax.__version__}, device {dev.platform}:{dev.device_kind}, "
           f"{os.cpu_count()} CPU cores, {cpu_model()}")
-    print("# leapfrog, 10 steps, trajectory length 1; traj/s counts chain-trajectories")
+    print(f"# leapfrog, 10 steps, trajectory length 1; traj/s counts chain-trajectories; allocator tuned: {tuned}")
     hdr = (f"{'case':<16}{'chains':>7}{'dtype':>11}{'traj/s':>11}{'link-upd/s':>13}{'compile s':>10}{'baseline':>10}"
            f"{'ratio':>8}{'numpy':>10}{'ratio':>8}")
     print(hdr)
