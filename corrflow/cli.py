@@ -7,7 +7,6 @@ exits with status 2 and a one-line explanation (no traceback) on bad input.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 

@@ -206,7 +206,7 @@ def _site_to_blocked(f: Array) -> Array:
 def _to_blocked(u: Array) -> list[Array]:
     """Link field ``(*batch, L_0..L_{d-1}, d, N, N)`` -> the ``d`` blocked site fields ``U_mu``."""
     v = jnp.moveaxis(u, -3, 0)
-    v = jax.lax.map(_site_to_blocked, v) if v[0].nbytes > _MATERIALISE_BYTES else _site_to_blocked(v)
+    v = jax.lax.map(_site_to_blocked, v) if v.nbytes // v.shape[0] > _MATERIALISE_BYTES else _site_to_blocked(v)
     return [v[mu] for mu in range(v.shape[0])]
 
 
@@ -232,12 +232,11 @@ def staple_force(u: Array, group: Group, weights: Array | None = None) -> Array:
     1).  Same numbers as ``P_TA(U_mu staple_sum(u, mu))`` for each ``mu`` up to rounding, with less work: the
     two halves ``U_mu(x) U_nu(x+mu)`` and ``U_nu(x) U_mu(x+nu)`` of each plaquette are built once and shared by
     the staples of its four links (6 products per plane and one per direction, 40 per site in 4D instead of 52),
-    in the blocked layout above.
+    in the blocked layout above; ``group.project_algebra`` acts after the transposition back.
     """
     if group.is_abelian:
         raise ValueError("staple_force is for SU(N) links; the U(1) force is built from plaquette sines")
     d = _ndim(u, group)
-    n_col = group.N
     us = _to_blocked(u)
     axis = {mu: mu - d - 2 for mu in range(d - 1)} | {d - 1: -1}
 
@@ -255,14 +254,7 @@ def staple_force(u: Array, group: Group, weights: Array | None = None) -> Array:
         w = 1.0 if weights is None else weights[m, n]
         sigma[m] = sigma[m] + w * (up_m + lo_m)
         sigma[n] = sigma[n] + w * (up_n + lo_n)
-    eye = jnp.eye(n_col, dtype=u.dtype)[:, :, None]
-    out = []
-    for mu in range(d):
-        x = _bmul(us[mu], sigma[mu])
-        x = 0.5 * (x - _bdag(x))
-        tr = sum(x[..., k, k, :] for k in range(n_col)) / n_col
-        out.append(x - tr[..., None, None, :] * eye)
-    return _from_blocked(out)
+    return group.project_algebra(_from_blocked([_bmul(us[mu], sigma[mu]) for mu in range(d)]))
 
 
 def staple_force_reference(u: Array, group: Group, weights: Array | None = None) -> Array:

@@ -39,7 +39,7 @@ def tune_allocator() -> bool:
         except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
             mallopt = None
         if mallopt is not None:
-            active = bool(mallopt(_M_ARENA_MAX, 1)) & bool(mallopt(_M_MMAP_MAX, 0)) & bool(
-                mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+            settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
+            active = all([mallopt(option, value) for option, value in settings])  # every one applied
     _state["active"] = active
     return active

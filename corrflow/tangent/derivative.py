@@ -18,7 +18,7 @@ import numpy as np
 
 from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE
 from ..stats import Stats
-from .core import _T2E_RE, check_parameter, observables_vector, parameter_derivative
+from .core import check_parameter, observables_vector, parameter_derivative
 from .estimator import tangent_estimate, variance_reduction
 from .fermions import FermionTraces, explicit_mass_derivative, fermion_derivatives, gauge_action, is_fermion_theory
 from .fit import FieldFit, cross_fit, fold_index
@@ -182,13 +182,10 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[FieldFit] | None 
         con = tangent_estimate(o, explicit[..., i], terms.ds)
         est[name] = {"tangent": tan, "connected": con}
         red[name] = variance_reduction(con, tan)
-    n_t2e = sum(1 for n in terms.names if _T2E_RE.match(n))
-    for scale, need, ref, row in (("t0", 2, t0_reference, "t0/a^2"), ("w0", 4, w0_reference, "w0/a")):
-        if n_t2e < need:
-            continue
+    for scale, ref, row in (("t0", t0_reference, "t0/a^2"), ("w0", w0_reference, "w0/a")):
         try:
             sc = flow_scale_derivative(terms, coef, reference=ref, scale=scale)
-        except ValueError:  # the curve does not cross the reference inside the grid of flow times
+        except ValueError:  # too few t2E@T columns, or the curve does not cross the reference inside the grid
             continue
         est[row] = {"tangent": sc["tangent"], "connected": sc["connected"]}
         red[row] = variance_reduction(sc["connected"], sc["tangent"])
