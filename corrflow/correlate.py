@@ -62,7 +62,8 @@ def flowed_reweighting(flow: Flow, params: Array, base: Any, target: Any, config
                        measure: Callable[[Array], dict[str, Array]], *, batch: int = 64,
                        keep_links: bool = False, progress: Callable[[int, int], None] | None = None,
                        det_noise: int = 0, key: Array | None = None) -> PairedSamples:
-    """Apply the flow to every base configuration (in batches) and measure both sides.
+    """Apply the flow to every base configuration and measure both sides, in equal batches of at most ``batch``
+    configurations (the last padded; one compiled program).
 
     ``measure`` is a hashable ``links -> dict`` (e.g. :class:`corrflow.generate.GaugeMeasurements`).
     Raises ``FloatingPointError`` naming the first configuration whose flow output or weight is not
@@ -83,22 +84,33 @@ def flowed_reweighting(flow: Flow, params: Array, base: Any, target: Any, config
             raise ValueError("the stochastic determinant ratio is implemented for n_f = 2")
         if key is None:
             raise ValueError("det_noise > 0 needs a random key (key=jax.random.PRNGKey(...))")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    # equal batches of at most ``batch`` configurations, the last padded with copies of the last configuration:
+    # one compiled program per call (a short last batch would compile the flow a second time)
+    n_batches = max(1, -(-n // batch))
+    size = -(-n // n_batches)
     parts: list[tuple] = []
-    for lo in range(0, n, batch):
-        u = jnp.asarray(configs[lo:lo + batch])
+    for lo in range(0, n, size):
+        blk = np.asarray(configs[lo:lo + size])
+        k = len(blk)
+        if k < size:
+            blk = np.concatenate([blk, np.repeat(blk[-1:], size - k, axis=0)])
+        u = jnp.asarray(blk)
         if det_noise:
-            keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(lo, lo + len(u)))
+            keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(lo, lo + size))
             out = _batch_stochastic(flow, params, base, target, u, measure, keep_links, keys, int(det_noise))
         else:
             out = _batch(flow, params, base, target, u, measure, keep_links)
-        lw = np.asarray(out[0])
+        out = jax.tree_util.tree_map(lambda x: np.asarray(x)[:k], out)
+        lw = out[0]
         if not np.all(np.isfinite(lw)):
             bad = lo + int(np.argmax(~np.isfinite(lw)))
             raise FloatingPointError(f"the flow produced a non-finite weight at base configuration {bad}; "
                                      "check the flow checkpoint (NaN parameters?) and the configurations")
-        parts.append(jax.tree_util.tree_map(np.asarray, out))
+        parts.append(out)
         if progress is not None:
-            progress(min(n, lo + batch), n)
+            progress(min(n, lo + size), n)
     cat = lambda xs: np.concatenate(xs, axis=0)  # noqa: E731
     return PairedSamples(
         log_w=cat([p[0] for p in parts]), log_jacobian=cat([p[1] for p in parts]),

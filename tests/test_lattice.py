@@ -157,8 +157,7 @@ def test_check_links_errors():
 
 
 @pytest.mark.parametrize("group,shape,batch,dtype", [
-    (SUN(2), (4, 6), (3,), jnp.complex128), (SUN(3), (4, 2, 6), (2,), jnp.complex128),
-    (SUN(3), (2, 2, 2, 4), (2,), jnp.complex128), (SUN(3), (2, 2, 2, 4), (2,), jnp.complex64)])
+    (SUN(2), (4, 2, 6), (3,), jnp.complex128), (SUN(3), (2, 2, 2, 4), (2,), jnp.complex64)])
 def test_staple_force_matches_reference_kernel(group, shape, batch, dtype):
     """The shared-staple blocked kernel (issue 16) gives the reference kernel's P_TA(U_mu Sigma_mu) to rounding, on
     Haar-random and on smooth links (``exp(0.3 X)`` with random algebra X, plaquettes near 1 as on fine

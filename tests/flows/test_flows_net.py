@@ -27,8 +27,7 @@ def _stop_at(epoch_to_stop):
         if epoch == epoch_to_stop:
             raise _Stop
     return progress
-CASES = [(U1(), (4, 4), ("plaquette",)), (U1(), (4, 4), ("plaquette", "rectangle")), (SUN(2), (2, 2, 2), ("plaquette",)),
-         (SUN(3), (2, 2), ("plaquette",))]
+CASES = [(U1(), (4, 4), ("plaquette", "rectangle")), (SUN(2), (2, 2, 2), ("plaquette",)), (SUN(3), (2, 2), ("plaquette",))]
 
 
 def net_flow(g, shape, loops=("plaquette",), n_sweeps=2):
@@ -56,7 +55,7 @@ def test_logj_in_4d_su3_matches_dense_jacobian():
     np.testing.assert_allclose(float(lj), logdet_positive(jac), atol=1e-10)
 
 
-@pytest.mark.parametrize("g,shape,loops", CASES[::3])
+@pytest.mark.parametrize("g,shape,loops", CASES[::2])
 def test_inverse_and_gauge_equivariance(g, shape, loops):
     flow = net_flow(g, shape, loops)
     params = flow.init_params(scale=0.5, key=KEY)
