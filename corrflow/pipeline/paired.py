@@ -125,14 +125,13 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
         for lo in range(start, n_base, batch):
             hi = min(n_base, lo + batch)
             u = np.asarray(base_links[:, lo:hi])  # (chains, b, ...)
-            b = hi - lo
-            if b < batch:  # a short last block is padded (one compiled flow program for every block)
-                u = np.concatenate([u, np.repeat(u[:, -1:], batch - b, axis=1)], axis=1)
             flat = u.reshape((-1,) + u.shape[2:])
+            m = len(flat)
+            if m < c * batch:  # a short last block is padded (one compiled flow program for every block)
+                flat = np.concatenate([flat, np.repeat(flat[-1:], c * batch - m, axis=0)])
             out = flowed_reweighting(flow, params, base, target, flat, measure, batch=len(flat), keep_links=True)
-            out = jax.tree_util.tree_map(lambda x: x.reshape((c, -1) + x.shape[1:])[:, :b].reshape((-1,) + x.shape[1:]),
-                                         out)
-            shp = (c, b)
+            out = jax.tree_util.tree_map(lambda x: x[:m], out)
+            shp = (c, hi - lo)
             lw = out.log_w.reshape(shp)
             acc = np.zeros(shp, bool)
             for ch in range(c):  # exact flowed Metropolis chain, continued across blocks
