@@ -50,12 +50,16 @@ def _scaled(s: Stats, factor: float) -> Stats:
     return replace(s, value=s.value * factor, error=s.error * abs(factor))
 
 
-def compare_ensembles(store: Any, base: str, others: Sequence[str], observables: Sequence[str] = ("plaquette",)
-                      ) -> list[ComparisonRow]:
+def compare_ensembles(store: Any, base: str, others: Sequence[str], observables: Sequence[str] = ("plaquette",),
+                      *, discard: int = 0) -> list[ComparisonRow]:
     """Rows for every observable and every ensemble in ``others`` (flowed or independent).
 
     ``base`` must be an HMC (or imported) ensemble: a flowed ensemble is correlated with its own source,
-    so using it as the base would treat paired samples as independent (wrong errors)."""
+    so using it as the base would treat paired samples as independent (wrong errors).  ``discard``: leading
+    trajectories of every chain left out (thermalisation), the same trajectories in a flowed ensemble and its source
+    so that the pairing is kept."""
+    if discard < 0:
+        raise ValueError(f"discard must be >= 0, got {discard}")
     bspec = store.spec(base)
     if bspec.kind == "flowed":
         raise ValueError(f"--base {base!r} is a flowed ensemble (paired with {bspec.flow.get('source')!r}); the base "
@@ -77,13 +81,19 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
         if obs not in bds:
             raise ValueError(f"observable {obs!r} not in {base!r}; measure it first (`corrflow measure`)")
         ob = np.asarray(bds[obs].values, float)
+        if discard >= ob.shape[1]:
+            raise ValueError(f"cannot discard {discard} of the {ob.shape[1]} trajectories per chain of {base!r}")
         for name, spec, (_, shift) in plan:  # independent first so variance reductions can refer to it
             if spec.kind == "flowed":
                 continue
             ds = store.open_ensemble(name)
-            res = independent_difference(np.asarray(ds[obs].values, float), ob)
+            oi = np.asarray(ds[obs].values, float)
+            if discard >= oi.shape[1]:
+                raise ValueError(f"cannot discard {discard} of the {oi.shape[1]} trajectories per chain of {name!r}")
+            oi = oi[:, discard:]
+            res = independent_difference(oi, ob[:, discard:])
             indep_err[obs] = res.error
-            rows.append(ComparisonRow(obs, "independent", name, gamma_method(np.asarray(ds[obs].values, float)),
+            rows.append(ComparisonRow(obs, "independent", name, gamma_method(oi),
                                       res.stats, _scaled(res.stats, 1 / shift), None, None))
         for name, spec, (_, shift) in plan:
             if spec.kind != "flowed":
@@ -93,7 +103,10 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
             lw = np.asarray(ds["log_weight"].values, float)
             if not np.array_equal(np.asarray(ds["source_traj"].values)[0], np.asarray(bds.traj.values)[: of.shape[1]]):
                 raise ValueError(f"{name!r} is not paired trajectory by trajectory with {base!r}")
-            obn = ob[:, : of.shape[1]]
+            if discard >= of.shape[1]:
+                raise ValueError(f"cannot discard {discard} of the {of.shape[1]} trajectories per chain of {name!r}")
+            obn = ob[:, discard: of.shape[1]]
+            of_all, of, lw = of, of[:, discard:], lw[:, discard:]
             diff = correlated_difference(obn, of, lw)
             label = "direct reweighting" if spec.flow.get("flow_id") == "identity" else "flowed reweighting"
             vr = (indep_err[obs] / diff.error) ** 2 if obs in indep_err and diff.error > 0 else None
@@ -102,7 +115,7 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
             if label == "flowed reweighting":
                 acc = np.asarray(ds["accepted"].values, bool)
                 idx = np.maximum.accumulate(np.where(acc, np.arange(acc.shape[1])[None, :], 0), axis=1)
-                chain_vals = np.take_along_axis(of, idx, axis=1)
+                chain_vals = np.take_along_axis(of_all, idx, axis=1)[:, discard:]  # the chain runs from the start
                 at = gamma_method(chain_vals)
                 d = independent_difference(chain_vals, obn)  # conservative: ignores the positive correlation
                 rows.append(ComparisonRow(obs, "flowed chain", name, at, d.stats, _scaled(d.stats, 1 / shift), None,

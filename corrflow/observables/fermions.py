@@ -36,8 +36,22 @@ from ..theories.fermions import (
 Array = jax.Array
 
 __all__ = ["point_source", "propagator", "pion_correlator", "valence_quarks", "SOLVERS", "chiral_condensate",
-           "FermionMeasurements",
-           "dS_dmass"]
+           "chiral_condensate_stochastic", "FermionMeasurements", "dS_dmass", "DENSE_MAX_DIM", "check_dense"]
+
+#: largest ``V Ns Nc`` for which the dense ``D^{-1}`` (the exact condensate) is built: its ``(V Ns Nc)^2`` complex
+#: entries, times the batch and the intermediates of the inversion, must fit in memory (4^4 SU(3) Wilson: 3072, about
+#: 220 GB for a batch of 16 with its forward-mode derivative)
+DENSE_MAX_DIM = 2048
+
+
+def check_dense(theory: WilsonFermionAction, what: str = "the exact chiral condensate") -> None:
+    """``ValueError`` (one line, with the way out) when ``theory``'s Dirac matrix is too large for dense algebra."""
+    dim = theory.volume * theory.n_spin * theory.n_color
+    if dim > DENSE_MAX_DIM:
+        raise ValueError(f"{what} inverts the dense Dirac matrix, of dimension V*Ns*Nc = {dim} > {DENSE_MAX_DIM} on "
+                         f"this {'x'.join(map(str, theory.shape))} lattice (too much memory); use the stochastic "
+                         "estimate (noise vectors and CG: `--traces stochastic`, "
+                         "corrflow.observables.fermions.chiral_condensate_stochastic)")
 
 
 def point_source(theory: WilsonFermionAction, site: tuple[int, ...], dtype: Any = jnp.complex128) -> Array:
@@ -121,7 +135,10 @@ def pion_correlator(theory: WilsonFermionAction, u: Array, n_sources: int = 1, s
 
 @jax.jit
 def chiral_condensate(theory: WilsonFermionAction, u: Array) -> Array:
-    """``Sigma = (1/V) Re tr D^{-1}`` per flavour (exact, dense; small lattices), shape ``batch``."""
+    """``Sigma = (1/V) Re tr D^{-1}`` per flavour (exact, dense; small lattices), shape ``batch``.
+
+    ``ValueError`` when ``V Ns Nc > DENSE_MAX_DIM`` (use :func:`chiral_condensate_stochastic`)."""
+    check_dense(theory)
     v = theory.links(u)
     nb = u.ndim - len(theory.link_shape)
     flat = v.reshape((-1,) + v.shape[nb:])
@@ -131,6 +148,23 @@ def chiral_condensate(theory: WilsonFermionAction, u: Array) -> Array:
         return jnp.real(jnp.trace(inverse_dense(mat)))
 
     return jax.vmap(one)(flat).reshape(u.shape[:nb]) / theory.volume
+
+
+def chiral_condensate_stochastic(theory: WilsonFermionAction, u: Array, eta: Array, *, tol: float = 1e-10,
+                                 maxiter: int = 5000) -> Array:
+    """Unbiased estimate of ``Sigma = (1/V) Re tr D^{-1}`` on one configuration ``u`` (``link_shape``) from noise
+    vectors ``eta`` ``(n, *fermion_shape)`` with ``E[eta eta^dag] = 1``: ``(1/(n V)) sum_k Re eta_k^dag D^{-1} eta_k``,
+    ``D^{-1} eta = (D^dag D)^{-1} D^dag eta`` by CG (all noise vectors iterated together; relative residual ``tol``).
+
+    Any lattice size; differentiable in the links and the mass by forward mode (``jax.jvp`` through the solver).
+    The noise must be independent of everything else the estimate is combined with (e.g. the traces in ``∂_m S``)."""
+    v = theory.links(u).astype(eta.dtype)
+    m = theory.mass
+    nax = theory.ndim + 2
+    psi = conjugate_gradient(lambda x: dirac_dagger(v, m, dirac(v, m, x)), dirac_dagger(v, m, eta), nax, tol=tol,
+                             maxiter=maxiter).x
+    axes = tuple(range(-nax, 0))
+    return jnp.mean(jnp.real(jnp.sum(jnp.conj(eta) * psi, axis=axes))) / theory.volume
 
 
 def dS_dmass(theory: WilsonFermionAction, u: Array) -> Array:
@@ -153,6 +187,8 @@ class FermionMeasurements:
         self.theory = theory.replace(det="exact")
         self.n_sources = int(n_sources)
         self.condensate = bool(condensate)
+        if self.condensate:
+            check_dense(self.theory)
         if solver not in SOLVERS:
             raise ValueError(f"unknown solver {solver!r}; allowed: {', '.join(SOLVERS)}")
         self.solver = solver

@@ -43,7 +43,7 @@ FINITE_SHIFT_ESTIMATORS = {"flowed reweighting": "flowed", "direct reweighting":
 @dataclass(frozen=True)
 class StoredDerivative:
     """Result of :func:`derivative_from_store`: the estimates, the checkpoint directory, whether the saved field was
-    reused, and the number of configurations per chain."""
+    reused, the number of configurations per chain used and the number discarded before them."""
 
     result: tg.DerivativeResult
     checkpoint: Path
@@ -52,10 +52,12 @@ class StoredDerivative:
     n_traj: int
     shifts: dict[str, tuple[str, float]] = field(default_factory=dict)
     traces: dict[str, Any] = field(default_factory=dict)
+    discard: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         out = self.result.as_dict()
-        out.update(checkpoint=str(self.checkpoint), reused=self.reused, n_chains=self.n_chains, n_traj=self.n_traj)
+        out.update(checkpoint=str(self.checkpoint), reused=self.reused, n_chains=self.n_chains, n_traj=self.n_traj,
+                   discard=self.discard)
         if self.traces:
             out["traces"] = dict(self.traces)
         if self.shifts:
@@ -110,12 +112,13 @@ def finite_shift_plan(store: Any, base: str, compare: Sequence[str], param: str,
 
 
 def finite_shift_estimates(store: Any, base: str, plan: dict[str, tuple[str, float]],
-                           observables: Sequence[str]) -> dict[str, dict[str, Any]]:
+                           observables: Sequence[str], discard: int = 0) -> dict[str, dict[str, Any]]:
     """``{obs: {estimator: Stats}}``: the finite-difference derivatives ``(<O>_{α+δ} − <O>_α) / δ`` of
-    :func:`finite_shift_plan`'s ensembles (flowed and direct: paired reweighting; independent: difference of means)."""
+    :func:`finite_shift_plan`'s ensembles (flowed and direct: paired reweighting; independent: difference of means),
+    without the first ``discard`` trajectories of every chain."""
     if not plan:
         return {}
-    rows = compare_ensembles(store, base, [n for n, _ in plan.values()], list(observables))
+    rows = compare_ensembles(store, base, [n for n, _ in plan.values()], list(observables), discard=discard)
     out: dict[str, dict[str, Any]] = {o: {} for o in observables}
     for r in rows:
         est = FINITE_SHIFT_ESTIMATORS.get(r.estimator)
@@ -139,12 +142,12 @@ def default_checkpoint_dir(store_path: str | Path, settings: dict[str, Any]) -> 
     return p.parent / f"{p.name.split('.')[0]}_tangent" / f"{settings['ensemble']}-{settings['param']}-{h}"
 
 
-def load_all_configs(store: Any, ensemble: str) -> np.ndarray:
-    """Every committed configuration, ``(n_chains, n_committed, *link_shape)``, read chain by chain as one slice
-    (one read per chunk instead of one per configuration)."""
+def load_all_configs(store: Any, ensemble: str, discard: int = 0) -> np.ndarray:
+    """Every committed configuration after the first ``discard`` of each chain, ``(n_chains, n_committed - discard,
+    *link_shape)``, read chain by chain as one slice (one read per chunk instead of one per configuration)."""
     n = int(store.commit(ensemble)["committed"])
     links = store.array(ensemble, "links")
-    return np.stack([np.asarray(links[c, 0:n]) for c in range(store.spec(ensemble).n_chains)])
+    return np.stack([np.asarray(links[c, discard:n]) for c in range(store.spec(ensemble).n_chains)])
 
 
 def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, param: str, observables: Sequence[str],
@@ -152,14 +155,16 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                           held_out: float = 0.25, seed: int = 0, batch: int = 32, out: str | Path | None = None,
                           progress: Callable[[int, int], None] | None = None,
                           compare: Sequence[str] = (), traces: Any = None,
-                          t0_reference: float | None = None, w0_reference: float | None = None) -> StoredDerivative:
+                          t0_reference: float | None = None, w0_reference: float | None = None,
+                          discard: int = 0) -> StoredDerivative:
     """``d<O>/d param`` of every observable on stored ensemble ``ensemble`` (see the module docstring).
 
     ``compare``: ensembles at ``param + δ`` whose finite-shift derivatives join the estimates (module docstring).
     ``traces``: :class:`corrflow.tangent.FermionTraces` for ensembles with dynamical fermions (``mass`` derivatives and
     the fermion part of ``v·∇S``; default: exact on small lattices, stochastic otherwise).  ``t0_reference``: the
     ``t^2 E`` value that defines ``t0`` for the ``t0/a^2`` row, ``w0_reference`` the ``W`` value of ``w0`` (both 0.3 by
-    default).
+    default).  ``discard``: leading trajectories of every chain left out (thermalisation not done at generation), in
+    the tangent and connected estimates and in the comparison ensembles alike.
 
     Raises ``ValueError`` (one line, with a hint) for a parameter the theory lacks, an unknown observable, bad fit
     settings, too few configurations or unusable comparison ensembles -- all before anything is written.
@@ -178,18 +183,26 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     tg.observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else None)
     tg.check_parameter(theory, param)
     tr = (traces or tg.FermionTraces()) if fermion else None
-    committed = int(store.commit(ensemble)["committed"])
+    total = int(store.commit(ensemble)["committed"])
+    if not 0 <= discard < total:
+        raise ValueError(f"--discard must be in 0 .. {total - 1} ({ensemble!r} has {total} configurations per chain), "
+                         f"got {discard}")
+    committed = total - discard
     n_min = max(20, 4 * n_folds * (fld.n_coef + 1))
     if committed * spec.n_chains < n_min or committed < 10:
-        raise ValueError(f"{ensemble!r} has {committed} configurations per chain x {spec.n_chains} chains: too few for "
+        kept = f" ({discard} discarded)" if discard else ""
+        raise ValueError(f"{ensemble!r} has {committed} configurations per chain{kept} x {spec.n_chains} chains: too few for "
                          f"a held-out fit of {fld.n_coef} coefficients in {n_folds} folds (need >= {n_min} in all and "
-                         ">= 10 per chain); generate more with `corrflow generate ... --resume`")
+                         ">= 10 per chain); generate more with `corrflow generate ... --resume`"
+                         + (f" or discard fewer than {discard}" if discard else ""))
     plan = finite_shift_plan(store, ensemble, compare, param, names)
-    settings = _settings(ensemble, spec.to_json(), committed, param, fld, n_folds, held_out, seed)
+    settings = _settings(ensemble, spec.to_json(), total, param, fld, n_folds, held_out, seed)
+    if discard:
+        settings["discard"] = int(discard)
     if tr is not None:
         settings["traces"] = tr.describe(theory)
     ckpt = Path(out) if out is not None else default_checkpoint_dir(store_path, settings)
-    configs = load_all_configs(store, ensemble)
+    configs = load_all_configs(store, ensemble, discard)
     terms = tg.compute_terms(fld, theory, param, names, configs, jax.random.PRNGKey(seed), batch=batch,
                              progress=progress, traces=tr)
     reused = False
@@ -214,8 +227,9 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
             write_checkpoint(ckpt, meta, {"coef": np.stack([f.coef for f in fits])})
     refs = {k: float(v) for k, v in (("t0_reference", t0_reference), ("w0_reference", w0_reference)) if v is not None}
     res = tg.estimate(terms, coef, fits, fld.describe(), **refs)
-    shifted = finite_shift_estimates(store, ensemble, plan, names)
+    shifted = finite_shift_estimates(store, ensemble, plan, names, discard)
     if shifted:
         res = replace(res, estimates={o: {**est, **shifted.get(o, {})} for o, est in res.estimates.items()})
     return StoredDerivative(result=res, checkpoint=ckpt, reused=reused, n_chains=int(spec.n_chains),
-                            n_traj=int(committed), shifts=plan, traces=terms.traces)
+                            n_traj=int(committed), shifts=plan, traces=terms.traces,
+                            discard=int(discard))

@@ -226,10 +226,12 @@ def _t2e_function(name: str, t: float, group: Group) -> Callable[[Array], Array]
 
 
 def observables_vector(names: tuple[str, ...], group: Group, shape: tuple[int, ...],
-                       theory: Any = None) -> Callable[[Array], Array]:
+                       theory: Any = None, condensate_noise: Array | None = None) -> Callable[[Array], Array]:
     """``U -> (O_1(U), ..., O_n(U))`` for the named observables (see :func:`observable_function`); all ``t2E@T``
     share one Wilson flow to the largest ``T``.  With a fermion ``theory`` the fermionic observables of
-    :mod:`corrflow.tangent.fermions` (``condensate``, ``pion@T``) are allowed too (valence mass = the theory's)."""
+    :mod:`corrflow.tangent.fermions` (``condensate``, ``pion@T``) are allowed too (valence mass = the theory's);
+    ``condensate_noise`` ``(n, *fermion_shape)`` makes ``condensate`` the stochastic estimate with these noise
+    vectors (default: dense, small lattices only)."""
     from .fermions import fermion_observable, fermion_vector
 
     ferm = [(i, spec) for i, n in enumerate(names) if (spec := fermion_observable(n, theory)) is not None]
@@ -239,7 +241,7 @@ def observables_vector(names: tuple[str, ...], group: Group, shape: tuple[int, .
 
     def vec(u: Array) -> Array:
         curve = _t2e_curve(u, group, max(steps.values())) if steps else None
-        fv = fermion_vector(ferm, theory, u) if ferm else {}
+        fv = fermion_vector(ferm, theory, u, condensate_noise) if ferm else {}
         vals = [fv[i] if i in fpos else curve[steps[i] - 1] if i in steps else f(u)  # type: ignore
                 for i, f in enumerate(fns)]
         return jnp.stack([jnp.asarray(x, jnp.float64) for x in vals]) if fv else jnp.stack(vals)

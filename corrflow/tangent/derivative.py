@@ -20,7 +20,8 @@ from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE
 from ..stats import Stats
 from .core import check_parameter, observables_vector, parameter_derivative
 from .estimator import tangent_estimate, variance_reduction
-from .fermions import FermionTraces, explicit_mass_derivative, fermion_derivatives, gauge_action, is_fermion_theory
+from .fermions import (FermionTraces, condensate_noise, explicit_mass_derivative, fermion_derivatives, gauge_action,
+                       is_fermion_theory)
 from .fit import FieldFit, cross_fit, fold_index
 from .scales import flow_scale_derivative
 from .spectroscopy import effective_mass_derivative, effective_mass_pairs
@@ -101,9 +102,10 @@ def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, name
 
     def one_fermion(u: Any, key: Any, theory: Any) -> tuple[Any, ...]:
         gauge = gauge_action(theory)
-        vec_of = lambda th: observables_vector(names, group, shape, th)  # noqa: E731
-        obs_vec = vec_of(theory)
         k_field, k_noise = jax.random.split(key)
+        eta = condensate_noise(theory, k_noise, traces) if "condensate" in names else None
+        vec_of = lambda th: observables_vector(names, group, shape, th, eta)  # noqa: E731
+        obs_vec = vec_of(theory)
         a, b = field_obj.terms(u, gauge, obs_vec, k_field)
         o = obs_vec(u)
         if param == "mass":

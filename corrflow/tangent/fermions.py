@@ -19,7 +19,9 @@ The trace noise enters ``R_v`` linearly and is drawn independently of everything
 estimator ``T_v`` stays unbiased; its extra variance is part of the Gamma-method error like the Monte Carlo noise.
 
 Fermionic observables (``O`` depends on ``m`` explicitly, so ``d<O>/dm = <∂_m O> + ...``; the explicit part is a
-forward-mode derivative in ``m``): ``condensate`` (``Σ = Re tr D^{-1} / V`` per flavour, dense; small lattices) and
+forward-mode derivative in ``m``): ``condensate`` (``Σ = Re tr D^{-1} / V`` per flavour: dense with exact traces,
+otherwise the unbiased noise-vector estimate of :func:`corrflow.observables.fermions.chiral_condensate_stochastic`,
+its own noise vectors drawn independently of those of ``∂_m S`` and ``v·∇S_f`` so that ``T_v`` stays unbiased) and
 ``pion@T`` (the point-source pion correlator ``C(T)`` of :func:`corrflow.observables.fermions.pion_correlator`, through
 the CG solver; all ``pion@T`` of one call share one set of propagators).
 """
@@ -34,14 +36,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..observables.fermions import chiral_condensate, pion_correlator
+from ..observables.fermions import chiral_condensate, chiral_condensate_stochastic, check_dense, pion_correlator
 from ..theories.fermions import WilsonFermionAction, conjugate_gradient, dirac, dirac_dagger
 from .core import lift, parameter_jvp
 
 Array = jax.Array
 
 __all__ = ["FermionTraces", "TRACE_METHODS", "NOISE_KINDS", "FERMION_OBSERVABLES", "is_fermion_theory",
-           "gauge_action", "fermion_derivatives", "fermion_observable", "trace_noise", "EXACT_TRACE_MAX_DIM"]
+           "gauge_action", "fermion_derivatives", "fermion_observable", "trace_noise", "condensate_noise",
+           "EXACT_TRACE_MAX_DIM"]
 
 TRACE_METHODS = ("auto", "exact", "stochastic")
 NOISE_KINDS = ("z2", "gaussian")
@@ -83,7 +86,10 @@ class FermionTraces:
             raise ValueError(f"CG tolerance must be in (0, 1e-3), got {self.tol}")
 
     def resolve(self, theory: Any) -> str:
-        """``exact`` or ``stochastic`` for this theory."""
+        """``exact`` or ``stochastic`` for this theory; ``ValueError`` for ``exact`` on a lattice too large for the
+        dense algebra (:data:`corrflow.observables.fermions.DENSE_MAX_DIM`)."""
+        if self.method == "exact":
+            check_dense(theory, "--traces exact")
         if self.method != "auto":
             return self.method
         dim = theory.volume * theory.n_spin * theory.n_color // 2
@@ -110,6 +116,17 @@ def trace_noise(key: Array, n: int, shape: tuple[int, ...], kind: str, dtype: An
     real = jnp.finfo(dtype).dtype
     return ((jax.random.normal(kr, (n,) + tuple(shape), real)
              + 1j * jax.random.normal(ki, (n,) + tuple(shape), real)) / np.sqrt(2.0)).astype(dtype)
+
+
+def condensate_noise(theory: WilsonFermionAction, key: Array, traces: FermionTraces) -> Array | None:
+    """Noise vectors ``(n_noise, *fermion_shape)`` of the stochastic ``condensate`` (``None`` with exact traces).
+
+    ``key`` is the configuration's trace-noise key; the vectors come from ``fold_in(key, 1)``, independent of the
+    ``∂_m S`` / ``v·∇S_f`` noise (``key`` itself), since ``E[Ô R̂] = E[O R]`` needs independent estimates."""
+    if traces.resolve(theory) == "exact":
+        return None
+    return trace_noise(jax.random.fold_in(key, 1), traces.n_noise, theory.fermion_shape, traces.noise,
+                       jnp.complex128 if jax.config.jax_enable_x64 else jnp.complex64)
 
 
 def fermion_derivatives(theory: WilsonFermionAction, u: Array, vks: Array, key: Array,
@@ -170,14 +187,17 @@ def fermion_observable(name: str, theory: Any) -> tuple[str, Any] | None:
 
 
 def fermion_vector(specs: list[tuple[int, tuple[str, Any]]], theory: WilsonFermionAction,
-                   u: Array) -> dict[int, Array]:
+                   u: Array, condensate_noise: Array | None = None) -> dict[int, Array]:
     """Values of the fermionic observables ``specs`` (``[(position, fermion_observable(...))]``) on ``u``; one
-    propagator solve serves every ``pion@T``."""
+    propagator solve serves every ``pion@T``.  ``condensate_noise`` ``(n, *fermion_shape)``: estimate the condensate
+    with these noise vectors (:func:`~corrflow.observables.fermions.chiral_condensate_stochastic`) instead of the
+    dense inverse."""
     out: dict[int, Array] = {}
     corr = None
     for i, (kind, t) in specs:
         if kind == "condensate":
-            out[i] = chiral_condensate(theory, u)
+            out[i] = (chiral_condensate(theory, u) if condensate_noise is None
+                      else chiral_condensate_stochastic(theory, u, condensate_noise))
         else:
             if corr is None:
                 corr = pion_correlator(theory, u, 1, "cg")

@@ -2,6 +2,7 @@
 checkpoint reuse, and user errors (one line, exit status 2, no traceback, store unchanged)."""
 
 import json
+import math
 import os
 import shutil
 
@@ -106,6 +107,22 @@ def test_compare_adds_finite_shift_estimators_and_report(u1_store, exact_u1, tmp
     assert red["connected"] == pytest.approx(1.0)
     assert red["tangent"] == pytest.approx(out["variance_reduction"]["plaquette"])
     assert red["tangent"] > red["direct"] > 0 and red["tangent"] > red["independent"]
+    # --discard drops the same leading trajectories of the base, the independent and the paired flowed ensemble
+    from corrflow.compare import compare_ensembles
+    from corrflow.stats import correlated_difference, independent_difference
+    from corrflow.store import open_store
+
+    st = open_store(store, "r")
+    rows = {r.estimator: r for r in compare_ensembles(st, ENSEMBLE, ["u1_8x8_beta2.1", "direct_b2.1"], ["plaquette"],
+                                                      discard=300)}
+    p0 = st.open_ensemble(ENSEMBLE)["plaquette"].values
+    p1 = st.open_ensemble("u1_8x8_beta2.1")["plaquette"].values
+    dd = st.open_ensemble("direct_b2.1")
+    assert rows["independent"].difference.value == pytest.approx(independent_difference(p1[:, 300:], p0[:, 300:]).value)
+    pr = correlated_difference(p0[:, 300:], dd["plaquette"].values[:, 300:], dd["log_weight"].values[:, 300:])
+    assert rows["direct reweighting"].difference.value == pytest.approx(pr.value)
+    assert rows["direct reweighting"].difference.value != pytest.approx(
+        correlated_difference(p0, dd["plaquette"].values, dd["log_weight"].values).value)
     table = _invoke(args + ["--compare", "direct_b2.1", "--compare", "u1_8x8_beta2.1"])
     assert table.exit_code == 0 and "direct_b2.1" in table.stdout and "independent" in table.stdout, table.stdout
     # bad --compare input: one line, exit 2, nothing written
@@ -162,6 +179,19 @@ def test_mass_derivative_of_fermionic_observables(schwinger_store, tmp_path):
     for est in obs.values():  # same configurations, unbiased estimators of the same derivative
         t, c = est["tangent"], est["connected"]
         assert abs(t["value"] - c["value"]) < 4 * max(t["error"], c["error"])
+    # stochastic traces, the condensate from noise vectors of its own (the estimator for lattices where the dense
+    # inverse does not fit), 20 thermalisation trajectories discarded: the same derivatives within the errors
+    res = _invoke(["--store", str(schwinger_store), SCHWINGER, "--param", "mass", "--obs", "plaquette,condensate",
+                   "--json", "--harmonics", "2", "--traces", "stochastic", "--noise", "2", "--discard", "20",
+                   "--out", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    sto = json.loads(res.stdout)
+    assert sto["traces"]["method"] == "stochastic" and sto["n_traj"] == 40 and sto["discard"] == 20
+    for o in ("plaquette", "condensate"):
+        for k in ("tangent", "connected"):
+            a, b = sto["observables"][o][k], obs[o][k]
+            assert abs(a["value"] - b["value"]) < 4 * math.hypot(a["error"], b["error"]), (o, k, a, b)
+    assert sto["observables"]["condensate"]["connected"]["value"] < 0
     # beta derivative on the fermion ensemble with stochastic traces in the fermion part of v.grad S
     res = _invoke(["--store", str(schwinger_store), SCHWINGER, "--param", "beta", "--obs", "plaquette", "--json",
                    "--traces", "stochastic", "--noise", "2", "--out", str(tmp_path / "g")])
@@ -176,6 +206,8 @@ def test_mass_derivative_of_fermionic_observables(schwinger_store, tmp_path):
     (["--param", "mass", "--obs", "pion@4"], "pion@4: the time separation must be in 0 .. 3"),
     (["--param", "mass", "--traces", "dense"], "--traces must be one of auto, exact, stochastic"),
     (["--param", "mass", "--noise", "0"], "--noise must be >= 1"),
+    (["--param", "mass", "--discard", "60"], "--discard must be in 0 .. 59"),
+    (["--param", "mass", "--discard", "55"], "too few for a held-out fit"),
 ])
 def test_fermion_user_errors(schwinger_store, extra, message):
     before = _snapshot(schwinger_store)

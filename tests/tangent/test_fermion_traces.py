@@ -96,3 +96,49 @@ def test_stochastic_traces_are_unbiased_su3_wilson():
     assert tg.FermionTraces().resolve(th) == "exact"  # 2^4 x 4 x 3 / 2 = 96 <= 512
     big = make_theory("su3-wilson", (4, 4, 4, 4), beta=5.5, mass=0.5)
     assert tg.FermionTraces().resolve(big) == "stochastic"
+
+
+def test_stochastic_condensate_is_unbiased_with_its_derivatives():
+    """The noise-vector condensate (for lattices where the dense inverse does not fit) and its forward-mode
+    derivatives in the mass and along a field: their means over noise match the dense condensate's (pull < 4);
+    negative control: the dense value at another mass is many sigma away."""
+    from corrflow.observables.fermions import chiral_condensate, chiral_condensate_stochastic
+    from corrflow.tangent.fermions import trace_noise
+
+    th, u = _schwinger_config(3)
+    # along the condensate's own gradient (U(1) links are angles), so the directional derivative is far from zero
+    v = jax.grad(lambda w: chiral_condensate(th, w))(u).reshape(tg.coords_shape(th))
+
+    def triple(f):  # (value, d/dm, v.grad) of f(theory, links)
+        val, dm = jax.jvp(lambda m: f(th.replace(mass=m), u), (th.mass,), (1.0,))
+        dv = tg.directional_derivative(lambda w: jnp.atleast_1d(f(th, w)), u, v, th.group)[0]
+        return jnp.stack([val, dm, dv])
+
+    exact = np.asarray(triple(lambda t, w: chiral_condensate(t, w)))
+
+    def one(key):
+        eta = trace_noise(key, 1, th.fermion_shape, "z2", jnp.complex128)
+        return triple(lambda t, w: chiral_condensate_stochastic(t, w, eta, tol=1e-12))
+
+    s = np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(11), 300)))
+    err = s.std(0, ddof=1) / np.sqrt(len(s))
+    pulls = (s.mean(0) - exact) / err
+    assert np.all(np.abs(pulls) < PULL), (pulls, exact)
+    assert np.all(s.std(0) > 0) and np.all(np.abs(exact) > 10 * err)  # stochastic, and a test that can fail
+    other = float(chiral_condensate(th.replace(mass=0.6), u))
+    assert abs((s[:, 0].mean() - other) / err[0]) > 2 * PULL
+
+
+def test_dense_algebra_refused_on_large_lattices():
+    """4^4 SU(3) Wilson (V Ns Nc = 3072): exact traces and the dense condensate raise a one-line ValueError that
+    names the way out, instead of allocating hundreds of GB."""
+    from corrflow.observables.fermions import FermionMeasurements, chiral_condensate
+
+    big = make_theory("su3-wilson", (4, 4, 4, 4), beta=5.5, mass=0.5)
+    u = jnp.zeros(big.link_shape, jnp.complex64)
+    for call in (lambda: tg.FermionTraces("exact").resolve(big), lambda: chiral_condensate(big, u),
+                 lambda: FermionMeasurements(big, condensate=True)):
+        with pytest.raises(ValueError, match="V\\*Ns\\*Nc = 3072 > 2048.*stochastic") as e:
+            call()
+        assert "\n" not in str(e.value)
+    assert tg.FermionTraces("stochastic").resolve(big) == "stochastic"

@@ -1,0 +1,359 @@
+"""Commands that make and inspect ensembles: ``generate``, ``info``, ``verify``, ``summary``, ``measure``, ``scales``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .base import CLIError, _run, _stage, app, console, parse_shape
+
+
+# ----------------------------------------------------------------------------------------
+# generate
+# ----------------------------------------------------------------------------------------
+
+
+@app.command(epilog="""
+**Examples**
+
+    corrflow generate u1 --beta 2.0 --shape 16,16 --n 2000 --chains 4 --store data/runs.zarr
+
+    corrflow generate su3 --beta 5.7 --shape 4,4,4,4 --n 500 --step-size 0.0833 --n-steps 12 --store runs.zarr
+
+    corrflow generate u1 --beta 2.0 --shape 16,16 --n 4000 --chains 4 --store data/runs.zarr --resume   # continue / extend
+
+    corrflow generate schwinger --beta 2.0 --mass 0.1 --shape 16,8 --n 1000 --store data/schwinger.zarr   # N_f=2 Wilson
+
+    corrflow generate schwinger --beta 2.0 --kappa 0.24 --shape 32,32 --fermion-det pseudofermion --n 500 --store s.zarr
+""")
+def generate(
+    theory: str = typer.Argument(..., help="u1, su2, su3 or suN (Wilson gauge action; dimension from --shape); "
+                                 "schwinger (U(1) + N_f=2 Wilson fermions) or su3-wilson etc."),
+    beta: float = typer.Option(..., help="gauge coupling beta"),
+    shape: str = typer.Option(..., help="lattice extents, time first, e.g. 16,16 or 8,8,8,8"),
+    n: int = typer.Option(..., "--n", help="stored trajectories per chain (total, after thermalisation and thinning)"),
+    store: Path = typer.Option(..., help="zarr store (directory; created if absent)"),
+    chains: int = typer.Option(1, help="independent chains, run in parallel (vmap)"),
+    xi: float = typer.Option(1.0, help="bare anisotropy (temporal coupling beta*xi, spatial beta/xi)"),
+    lam: float = typer.Option(0.0, help="Feynman–Hellmann source coefficient (lam * (spatial - temporal plaquettes))"),
+    mass: Optional[float] = typer.Option(None, help="bare quark mass m (fermion theories; kappa = 1/(2m + 2d))"),
+    kappa: Optional[float] = typer.Option(None, help="hopping parameter instead of --mass"),
+    fermion_det: str = typer.Option("exact", help="fermion determinant in HMC: exact (dense, small lattices) or "
+                                    "pseudofermion (CG, even-odd preconditioned)"),
+    seed: int = typer.Option(0, help="random seed; trajectory t of chain c uses fold_in(fold_in(key(seed), c), t)"),
+    therm: int = typer.Option(100, help="thermalisation trajectories (not stored)"),
+    thin: int = typer.Option(1, help="store every thin-th trajectory"),
+    step_size: float = typer.Option(0.2, help="molecular-dynamics step size"),
+    n_steps: int = typer.Option(5, help="molecular-dynamics steps per trajectory"),
+    integrator: str = typer.Option("omelyan", help="omelyan or leapfrog"),
+    observables: str = typer.Option("", help="extra observables measured on the fly, comma-separated: wilson_RxT, topological_charge, polyakov_loop"),
+    name: Optional[str] = typer.Option(None, help="ensemble name (default from theory and parameters)"),
+    start: str = typer.Option("hot", help="hot (Haar random) or cold (unit links)"),
+    precision: str = typer.Option("double", help="double or single (links stored in that precision)"),
+    block: int = typer.Option(100, help="stored trajectories per block (one jit call and one commit per block)"),
+    resume: bool = typer.Option(False, "--resume", help="continue (or extend to --n) an existing ensemble"),
+    algorithm: str = typer.Option("hmc", help="hmc, or heatbath (pure SU(N) gauge: 1 Cabibbo-Marinari heat-bath "
+                                  "sweep + --overrelax over-relaxation sweeps per stored 'trajectory')"),
+    overrelax: int = typer.Option(4, help="heatbath: over-relaxation sweeps per update"),
+    devices: int = typer.Option(0, help="shard the chains over this many devices (jax.sharding; 0: one device). "
+                                "--chains must be a multiple of it"),
+) -> None:
+    """Generate an HMC (or heat-bath) ensemble into a store (resumable: interrupt at any time, rerun with --resume)."""
+
+    def body() -> None:
+        import jax.numpy as jnp
+        import numpy as np
+
+        from .. import HMCConfig, make_theory
+        from ..generate import measurements_from_names
+        from ..pipeline import generate_to_store
+        from ..store import check_name, ensemble_name, open_store
+
+        dims = parse_shape(shape)
+        for label, val, lo in (("--n", n, 1), ("--chains", chains, 1), ("--therm", therm, 0), ("--thin", thin, 1),
+                               ("--block", block, 1), ("--n-steps", n_steps, 1)):
+            if val < lo:
+                raise CLIError(f"{label} must be >= {lo}, got {val}")
+        if precision not in ("double", "single"):
+            raise CLIError(f"--precision must be 'double' or 'single', got {precision!r}")
+        fermion = {k: v for k, v in (("mass", mass), ("kappa", kappa)) if v is not None}
+        if fermion:
+            fermion["det"] = fermion_det
+        elif theory.strip().lower() == "schwinger" or theory.strip().lower().endswith("-wilson"):
+            raise CLIError(f"theory {theory!r} has dynamical fermions: give --mass (or --kappa)")
+        th = make_theory(theory, dims, beta=beta, xi=xi, lam=lam, **fermion)
+        if algorithm == "hmc":
+            cfg: Any = HMCConfig(step_size=step_size, n_steps=n_steps, integrator=integrator)
+        elif algorithm == "heatbath":
+            from ..heatbath import HeatbathConfig
+
+            cfg = HeatbathConfig(n_heatbath=1, n_overrelax=overrelax)
+        else:
+            raise CLIError(f"--algorithm must be 'hmc' or 'heatbath', got {algorithm!r}")
+        mesh = None
+        if devices:
+            from ..sharding import chain_mesh
+
+            if chains % devices:
+                raise CLIError(f"--chains {chains} is not a multiple of --devices {devices}")
+            mesh = chain_mesh(devices)
+        real = jnp.float64 if precision == "double" else jnp.float32
+        dtype = real if th.group.is_abelian else (jnp.complex128 if precision == "double" else jnp.complex64)
+        obs = [o.strip() for o in observables.split(",") if o.strip()]
+        measurements_from_names(th.group, obs, th.ndim, shape=dims)  # validate before touching the store
+        if start not in ("hot", "cold"):
+            raise CLIError(f"--start must be 'hot' or 'cold', got {start!r}")
+        if algorithm == "heatbath":
+            from ..heatbath import _check_theory
+
+            _check_theory(th)
+        ens = check_name(name or ensemble_name(th.theory_name, dims, th.params()))
+        st = open_store(store, "a")  # created at the first write only
+        label, unit = ("heat bath", "upd/s") if algorithm == "heatbath" else ("HMC", "traj/s")
+        with _stage(f"{label} {ens}", unit) as lp:
+
+            def progress(done: int, tot: int, stats: dict) -> None:
+                pl = stats["plaquette"]
+                lp(done, tot, f"acc {stats['acceptance']:.2f}" + ("" if np.isnan(pl) else f"  plaq {pl:.5f}"))
+
+            summary = generate_to_store(st, ens, th, cfg, n_traj=n, n_chains=chains, seed=seed, n_therm=therm, thin=thin,
+                                        block_size=block, start=start, dtype=dtype, observables=obs, resume=resume,
+                                        progress=progress, mesh=mesh)
+        console.print(f"[green]done[/] {summary.name}: +{summary.n_new} -> {summary.committed} trajectories x {chains} "
+                      f"chains, acceptance {summary.acceptance:.3f}, <plaquette> {summary.plaquette:.5f}, "
+                      f"{summary.seconds:.1f} s, store {store}")
+
+    _run(body)
+
+
+# ----------------------------------------------------------------------------------------
+# info / verify
+# ----------------------------------------------------------------------------------------
+
+
+@app.command(epilog="""
+**Examples**
+
+    corrflow info data/runs.zarr
+
+    corrflow info data/runs.zarr u1_16x16_beta2
+""")
+def info(
+    store: Path = typer.Argument(..., help="zarr store"),
+    ensemble: Optional[str] = typer.Argument(None, help="show one ensemble in detail"),
+) -> None:
+    """List the ensembles of a store: parameters, sizes, trajectories, pairing of flowed ensembles."""
+
+    def body() -> None:
+        from ..store import open_store
+
+        st = open_store(store, "r")
+        names = [ensemble] if ensemble else st.ensembles()
+        broken = {} if ensemble else st.incomplete()
+        if not names and not broken:
+            console.print(f"{store}: empty corrflow store")
+            return
+        table = Table(title=f"corrflow store {store}")
+        for col in ("ensemble", "kind", "lattice", "parameters", "chains x traj", "size", "status"):
+            table.add_column(col)
+        notes = []
+        for nm in names:
+            d = st.info(nm)
+            params = ", ".join(f"{k}={v:g}" for k, v in d["params"].items())
+            status, how = _status(d)
+            table.add_row(nm, d["kind"], f"{d['theory']} {'x'.join(map(str, d['shape']))}", params,
+                          f"{d['n_chains']} x {d['committed']}", f"{d['links_bytes'] / 2**20:.1f} MiB",
+                          status if how is None else f"[yellow]{status}[/]")
+            obs = ", ".join(list(d["measurements"]) + [f"{k} ({v} measured)" for k, v in d["observables"].items()])
+            notes.append(f"[bold]{nm}[/]: observables {obs}")
+            if how is not None:
+                notes.append(f"  [yellow]{how}[/]")
+            if d["kind"] == "flowed":
+                notes.append(f"  paired with {d['flow'].get('source')} via flow {d['flow'].get('flow_id', '?')}")
+        for nm, why in broken.items():
+            damaged = why.startswith("damaged")
+            table.add_row(nm, "", "", "", "", "", "[red]DAMAGED[/]" if damaged else "[yellow]INCOMPLETE[/]")
+            advice = ("restore it from a backup, or delete its directory to create it again" if damaged else
+                      "rerun the command that creates it (the remains are removed first)")
+            notes.append(f"[bold]{nm}[/]: {escape(why)}; {advice}")
+        console.print(table)
+        for line in notes:
+            console.print(line)
+        if ensemble:
+            d = st.info(ensemble)
+            console.print(f"HMC: {d['hmc']}, therm {d['n_therm']}, thin {d['thin']}, seed {d['seed']}, dtype {d['dtype']}, "
+                          f"phase {d['phase']}, next trajectory {d['next_traj']}")
+            console.print(f"created {d['created']} with {d['versions']}")
+
+    _run(body)
+
+
+def _status(d: dict[str, Any]) -> tuple[str, str | None]:
+    """(short status, note on how to continue an interrupted run or import, or None)."""
+    if d["complete"]:
+        return "complete", None
+    if d["target"] is None:
+        return "empty", None
+    if d["kind"] == "imported":
+        return (f"INCOMPLETE {d['committed']}/{d['target']}", f"{d['committed']} of {d['target']} files imported; "
+                "rerun the same import-ildg command to continue")
+    return (f"INCOMPLETE {d['committed']}/{d['target']}", f"interrupted at {d['committed']} of {d['target']} "
+            "trajectories per chain; rerun the same command" + (" with --resume" if d["kind"] == "hmc" else "")
+            + " to continue")
+
+
+@app.command(epilog="""
+**Examples**
+
+    corrflow verify data/runs.zarr                       # every committed chunk checksummed
+
+    corrflow verify data/runs.zarr u1_16x16_beta2 --sample 16 --configs 32   # quick look: 16 random links chunks
+""")
+def verify(
+    store: Path = typer.Argument(..., help="zarr store"),
+    ensemble: Optional[str] = typer.Argument(None, help="one ensemble (default: all)"),
+    sample: Optional[int] = typer.Option(None, help="checksum only this many random links chunks (a quick look; "
+                                         "default: every chunk). Small arrays are always checked in full"),
+    configs: int = typer.Option(8, help="configurations whose plaquette (and SU(N) unitarity) is recomputed and "
+                                "compared with the stored values (-1: all, 0: none)"),
+) -> None:
+    """Check integrity: every committed chunk present, of the right size and with an intact CRC32C checksum; a
+    sample of configurations recomputed.  Each problem names ensemble, array, chain and trajectories; exit
+    status 1 if any."""
+
+    def body() -> None:
+        from ..checks import gauge_config_check
+        from ..store import open_store
+
+        if sample is not None and sample < 0:
+            raise CLIError(f"--sample must be >= 0, got {sample}")
+        st = open_store(store, "r")
+        bad = 0
+        names = [ensemble] if ensemble else st.ensembles()
+        for nm in names:
+            rep = st.verify(nm, sample=sample, check=gauge_config_check if configs else None, n_check=configs)
+            console.print(escape(str(rep)), style="green" if rep.ok else "red", highlight=False, soft_wrap=True)
+            bad += not rep.ok
+        if not ensemble:
+            for nm, why in st.incomplete().items():
+                damaged = why.startswith("damaged")
+                console.print(escape(f"{nm}: {'DAMAGED' if damaged else 'INCOMPLETE'}: {why}"),
+                              style="red" if damaged else "yellow", highlight=False, soft_wrap=True)
+                bad += damaged
+        if bad:
+            raise typer.Exit(1)
+
+    _run(body)
+
+
+@app.command(epilog="""
+**Example**
+
+    corrflow summary data/runs.zarr u1_16x16_beta2
+""")
+def summary(
+    store: Path = typer.Argument(..., help="zarr store"),
+    ensemble: str = typer.Argument(..., help="ensemble name"),
+) -> None:
+    """Observables with autocorrelation-aware errors (Gamma method), and exact values with pulls where known."""
+
+    def body() -> None:
+        from ..store import open_store
+        from ..summary import ensemble_summary
+
+        st = open_store(store, "r")
+        rows = ensemble_summary(st, ensemble)
+        info_ = st.info(ensemble)
+        table = Table(title=f"{ensemble}: {info_['n_chains']} chains x {info_['committed']} trajectories")
+        for col in ("observable", "estimate", "tau_int", "exact (torus)", "pull"):
+            table.add_column(col, justify="right")
+        worst = 0.0
+        for r in rows:
+            pull = r.pull
+            if pull is not None:
+                worst = max(worst, abs(pull))
+            ptxt = "" if pull is None else f"[{'green' if abs(pull) < 3 else 'red'}]{pull:+.2f}[/]"
+            table.add_row(r.observable, str(r.stats), f"{r.stats.tau_int:.2f}",
+                          "" if r.exact is None else f"{r.exact:.6f}", ptxt)
+        console.print(table)
+        n_exact = sum(r.exact is not None for r in rows)
+        if n_exact:
+            console.print(f"{n_exact} observables compared with exact values; largest |pull| = {worst:.2f}")
+
+    _run(body)
+
+
+# ----------------------------------------------------------------------------------------
+# measure
+# ----------------------------------------------------------------------------------------
+
+
+@app.command(epilog="""
+**Examples**
+
+    corrflow measure data/runs.zarr u1_16x16_beta2 wilson_2x2 wilson_3x3 topological_charge
+
+    corrflow measure data/runs.zarr su3_4x4x4x4_beta5.7 polyakov_loop
+
+    corrflow measure data/runs.zarr su3_8x8x8x8_beta6 wilson_flow --flow-t-max 2.0   # E(t), Q(t) for t0, w0
+""")
+def measure(
+    store: Path = typer.Argument(..., help="zarr store"),
+    ensemble: str = typer.Argument(..., help="ensemble name (see `corrflow info`)"),
+    observables: List[str] = typer.Argument(..., help="plaquette, wilson_RxT (e.g. wilson_2x2), topological_charge "
+                                            "(2D U(1)), polyakov_loop, wilson_flow (SU(N): E(t), clover Q(t))"),
+    batch: int = typer.Option(64, help="configurations per jitted evaluation"),
+    flow_t_max: Optional[float] = typer.Option(None, help="wilson_flow: last flow time (default: sqrt(8t) = L_min/2)"),
+    flow_eps: float = typer.Option(0.02, help="wilson_flow: integrator step (Lüscher RK3)"),
+    flow_every: float = typer.Option(0.1, help="wilson_flow: flow-time spacing of the measurements"),
+) -> None:
+    """Compute observables on the stored configurations and write them into the store (resumable)."""
+
+    def body() -> None:
+        from ..pipeline import WilsonFlowGrid, measure_stored
+        from ..store import open_store
+
+        if batch < 1:
+            raise CLIError(f"--batch must be >= 1, got {batch}")
+        st = open_store(store, "a")
+        flow = WilsonFlowGrid(flow_t_max, flow_eps, flow_every)
+        with _stage(f"measure {ensemble}") as lp:
+            res = measure_stored(st, ensemble, observables, batch=batch, progress=lambda d, t: lp(d, t),
+                                 flow=flow)
+        for o in res.skipped:
+            console.print(f"{o}: recorded during generation, nothing to do")
+        msg = ", ".join(f"{k} +{v}" for k, v in res.measured.items()) or "nothing new to measure"
+        console.print(f"[green]done[/] {ensemble}: {msg}")
+
+    _run(body)
+
+
+@app.command(epilog="""
+**Example**
+
+    corrflow measure data/runs.zarr su3_8x8x8x8_beta6 wilson_flow && corrflow scales data/runs.zarr su3_8x8x8x8_beta6
+""")
+def scales(
+    store: Path = typer.Argument(..., help="zarr store"),
+    ensemble: str = typer.Argument(..., help="ensemble measured with `corrflow measure ... wilson_flow`"),
+    definition: str = typer.Option("clover", help="E(t) discretisation: clover or plaquette"),
+    t0_ref: float = typer.Option(0.3, help="t0: t^2 E(t0) = t0-ref (lower it on small/coarse lattices)"),
+    w0_ref: float = typer.Option(0.3, help="w0: t d/dt t^2 E = w0-ref at t = w0^2"),
+) -> None:
+    """Gradient-flow scales t0/a^2, w0/a, sqrt(t0)/w0 (and chi_top at t0) with Gamma-method errors."""
+
+    def body() -> None:
+        from ..scales import describe, scales_from_store
+        from ..store import open_store
+
+        res = scales_from_store(open_store(store, "r"), ensemble, definition=definition, t0_ref=t0_ref,
+                                w0_ref=w0_ref)
+        console.print(f"[bold]{ensemble}[/] ({definition} E, t0-ref {t0_ref}, w0-ref {w0_ref})")
+        for line in describe(res):
+            console.print(line)
+
+    _run(body)

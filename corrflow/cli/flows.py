@@ -1,0 +1,282 @@
+"""Flow commands: ``train``, ``correlate``, and the comparisons ``compare`` and ``report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.table import Table
+
+from .base import CLIError, _run, _stage, app, console
+
+
+# ----------------------------------------------------------------------------------------
+# flows: train / correlate / compare
+# ----------------------------------------------------------------------------------------
+
+
+def _parse_assignments(items: List[str]) -> dict[str, float]:
+    out = {}
+    for it in items:
+        for part in it.split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise CLIError(f"malformed parameter {part!r}: use NAME=VALUE, e.g. beta=2.2")
+            k, v = part.split("=", 1)
+            k = k.strip()
+            if k not in ("beta", "xi", "lam"):
+                raise CLIError(f"unknown action parameter {k!r}; allowed: beta, xi, lam")
+            try:
+                out[k] = float(v)
+            except ValueError:
+                raise CLIError(f"malformed value {v!r} for {k}") from None
+    if not out:
+        raise CLIError("give the target parameters, e.g. --to beta=2.2")
+    return out
+
+
+@app.command(epilog="""
+**Examples**
+
+    corrflow train --store data/runs.zarr --from u1_16x16_beta2 --to beta=2.2 --out flows/b2_to_b2.2
+
+    corrflow train --store data/runs.zarr --from u1_16x16_beta2 --to beta=2.2 --out flows/b2_to_b2.2 --resume --epochs 80
+
+    corrflow train --store data/su3.zarr --from su3_8x8x8x8_beta5.7 --to beta=5.75 --out flows/su3 --epochs 15
+
+With no architecture options the flow is the good one for the theory: plaquette-space maps for 2D U(1) (ESS ~0.98 for
+beta 2 -> 2.2 at L = 16), residual layers otherwise. `--optimizer auto` (the default) trains plaquette flows and 4D
+flows with L-BFGS (few or tiny coefficients; Adam's fixed step overshoots them) and residual 2D flows with Adam.
+""")
+def train(
+    store: Path = typer.Option(..., help="zarr store holding the base ensemble"),
+    from_: str = typer.Option(..., "--from", help="base ensemble name"),
+    to: List[str] = typer.Option(..., help="target parameters, e.g. beta=2.2 (repeat or comma-separate)"),
+    out: Path = typer.Option(..., help="checkpoint directory (created)"),
+    epochs: int = typer.Option(40, help="training epochs (L-BFGS: maximum iterations)"),
+    batch_size: int = typer.Option(64, help="configurations per optimiser step (L-BFGS: per micro-batch)"),
+    lr: float = typer.Option(0.02, help="initial learning rate (cosine decay; Adam only)"),
+    optimizer: str = typer.Option("auto", help="auto (lbfgs in 4D, adam otherwise) | adam (mini-batch) | lbfgs "
+                                             "(full batch, no learning rate)"),
+    kind: str = typer.Option("auto", help="flow architecture: auto (plaquette for 2D U(1), residual otherwise) | "
+                                          "plaquette (2D U(1): exact per-plaquette maps) | residual (masked staple "
+                                          "layers)"),
+    loops: Optional[str] = typer.Option(None, help="residual flows: staple shapes of the layers, plaquette[,rectangle] "
+                                                   "(default plaquette; implies --kind residual under auto)"),
+    sweeps: Optional[int] = typer.Option(None, help="sweeps of layers over all links (residual, default 2) or "
+                                                    "plaquette-space maps (plaquette, default 1)"),
+    degree: Optional[int] = typer.Option(None, help="residual flows: coefficients 0 constant (default), p > 0 "
+                                                    "degree-p polynomial of the staple norm"),
+    harmonics: int = typer.Option(6, help="plaquette flows: sine harmonics of each per-plaquette map"),
+    net_width: int = typer.Option(0, help="residual flows: coefficients from a periodic CNN of frozen invariants with "
+                                          "this many hidden channels (0: constant coefficients)"),
+    net_depth: int = typer.Option(2, help="residual flows with --net-width: convolutions per coefficient network"),
+    smear: int = typer.Option(0, help="residual flows in d >= 3: also staples from transverse links after this many "
+                                      "stout steps (frozen links only; own coefficients)"),
+    held_out: int = typer.Option(64, help="base configurations held out (not trained on): held-out ESS and var(log w) "
+                                          "every epoch, the best epoch is kept (0: none)"),
+    patience: int = typer.Option(5, help="with --held-out: stop after this many epochs without held-out improvement "
+                                         "(0: never)"),
+    n_train: int = typer.Option(512, help="base configurations used for training (spread over the chains)"),
+    target_ess: float = typer.Option(1.0, help="stop early when the weight ESS fraction reaches this"),
+    seed: int = typer.Option(0, help="seed for shuffling and initialisation"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the checkpoint in --out"),
+) -> None:
+    """Train a residual flow from a base ensemble to target parameters (reverse KL; base samples only)."""
+
+    def body() -> None:
+        import dataclasses
+
+        import numpy as np
+
+        from .. import make_theory
+        from ..flows import default_kind, make_flow
+        from ..flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resolve_optimizer, resume_kwargs
+        from ..flows.train import train as train_flow
+        from ..pipeline.handles import held_out_positions, training_positions
+        from ..store import check_writable_dir, open_store
+
+        check_writable_dir(out, "--out")  # before the training, not after it
+        st = open_store(store, "r")
+        spec = st.spec(from_)
+        base = make_theory(spec.theory, spec.shape, **spec.params)
+        target = base.replace(**_parse_assignments(to))
+        kind_ = kind
+        if kind_ == "auto":
+            explicit = loops is not None or degree is not None or net_width or smear
+            kind_ = "residual" if explicit else default_kind(base.group, base.shape)
+        flow_opts: dict[str, Any] = {"kind": kind_}
+        if kind_ == "plaquette":
+            if loops is not None or degree is not None or net_width or smear:
+                raise CLIError("--loops, --degree, --net-width and --smear belong to --kind residual, not to plaquette "
+                               "flows")
+            flow_opts.update(n_sweeps=1 if sweeps is None else sweeps, harmonics=harmonics)
+        else:
+            flow_opts.update(loops=tuple(x.strip() for x in (loops or "plaquette").split(",") if x.strip()),
+                             n_sweeps=2 if sweeps is None else sweeps, degree=degree or 0, net_width=net_width,
+                             net_depth=net_depth, smear=smear)
+        new_flow = make_flow(base.group, base.shape, **flow_opts)  # ValueError for options that do not fit
+        if held_out < 0:
+            raise CLIError(f"--held-out must be >= 0, got {held_out}")
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, target_ess=target_ess, seed=seed,
+                          optimizer=resolve_optimizer(optimizer, len(base.shape), getattr(new_flow, "kind", kind_)),
+                          patience=patience if held_out else 0)
+        ds = st.open_ensemble(from_)
+        n = int(ds.sizes["traj"])
+        pos = training_positions(n, spec.n_chains, n_train)  # spread over the run (the pipeline's rule)
+        configs = np.concatenate([st.load_configs(from_, c, pos) for c in range(spec.n_chains)])
+        held = None
+        if held_out:  # the configurations between the training ones (the pipeline's rule)
+            hpos = held_out_positions(n, pos, spec.n_chains, held_out)
+            if len(hpos):
+                held = np.concatenate([st.load_configs(from_, c, hpos) for c in range(spec.n_chains)])[:held_out]
+            if held is None or len(held) < 2:
+                held = None
+                cfg = dataclasses.replace(cfg, patience=0)
+        kwargs: dict[str, Any] = {}
+        if resume:
+            ck = load_checkpoint(out)
+            flow = ck["flow"]
+            if ck["target"].params() != target.params() or ck["base"].params() != base.params():
+                raise CLIError(f"checkpoint {out} was trained for {ck['base'].params()} -> {ck['target'].params()}")
+            kwargs = resume_kwargs(ck, len(configs), cfg)
+        else:
+            flow = new_flow
+        with _stage(f"train {from_} -> {target.params()}") as lp:
+            try:
+                res = train_flow(flow, base, target, configs, cfg, checkpoint=out, held_out=held,
+                                 progress=lambda e, r: lp(e, epochs, f"loss {r['loss']:.4f}  ESS {r['ess']:.3f}"
+                                                                 + (f"  held-out ESS {r['held_ess']:.3f}"
+                                                                    if "held_ess" in r else "")),
+                                 **kwargs)
+            except FlowTrainingError as exc:
+                raise CLIError(str(exc)) from None
+        h = res.history
+        ck = load_checkpoint(out)
+        held_msg = ""
+        if "held_ess" in h[-1]:
+            best = min(h, key=lambda r: r["held_var_logw"])
+            held_msg = (f", held-out ESS {h[0]['held_ess']:.3f} -> {best['held_ess']:.3f} (epoch {best['epoch']} kept, "
+                        f"var log w {h[0]['held_var_logw']:.3g} -> {best['held_var_logw']:.3g})")
+        console.print(f"[green]done[/] {flow.kind} flow, {len(h) - 1} epochs ({res.stopped}): weight ESS "
+                      f"{h[0]['ess']:.3f} -> {h[-1]['ess']:.3f}{held_msg}, checkpoint {out} (id {ck['id']})")
+
+    _run(body)
+
+
+@app.command(epilog="""
+**Examples**
+
+    corrflow correlate --store data/runs.zarr --from u1_16x16_beta2 --flow flows/b2_to_b2.2 --name flowed_b2.2
+
+    corrflow correlate --store data/runs.zarr --from u1_16x16_beta2 --identity --to beta=2.2 --name direct_b2.2
+""")
+def correlate(
+    store: Path = typer.Option(..., help="zarr store"),
+    from_: str = typer.Option(..., "--from", help="base ensemble"),
+    name: str = typer.Option(..., help="name of the flowed ensemble to write"),
+    flow: Optional[Path] = typer.Option(None, help="flow checkpoint directory (from `corrflow train`)"),
+    identity: bool = typer.Option(False, "--identity", help="identity flow: direct reweighting baseline (needs --to)"),
+    to: List[str] = typer.Option([], help="target parameters for --identity, e.g. beta=2.2"),
+    batch: int = typer.Option(64, help="base configurations per batch (and per stored chunk)"),
+    seed: int = typer.Option(0, help="seed of the flowed Metropolis chain"),
+) -> None:
+    """Flow every base configuration; store f(U), log weights, log Jacobians and the pairing (resumable)."""
+
+    def body() -> None:
+        from ..pipeline import correlate_to_store, direct_to_store
+        from ..store import check_name, open_store
+
+        if (flow is None) == (not identity):
+            raise CLIError("give exactly one of --flow CHECKPOINT or --identity")
+        if batch < 1:
+            raise CLIError(f"--batch must be >= 1, got {batch}")
+        check_name(name)
+        if name == from_:
+            raise CLIError(f"--name {name!r} is the base ensemble (--from); the flowed ensemble needs a name of its own")
+        st = open_store(store, "a")  # created at the first write only
+        with _stage(f"correlate {from_} -> {name}", "cfg/s") as lp:
+            prog = lambda d, t: lp(d, t)  # noqa: E731
+            if identity:
+                res = direct_to_store(st, from_, name, _parse_assignments(to), batch=batch, seed=seed, progress=prog)
+            else:
+                res = correlate_to_store(st, from_, name, checkpoint=flow, batch=batch, seed=seed, progress=prog)
+        console.print(f"[green]done[/] {res.name}: +{res.n_new} -> {res.committed} paired configurations per chain, "
+                      f"weight ESS {res.weight_ess_fraction:.3f}, flowed-chain acceptance {res.acceptance:.3f}, "
+                      f"log<w> {res.log_mean_weight:.5f}")
+
+    _run(body)
+
+
+@app.command(epilog="""
+**Example**
+
+    corrflow compare --store data/runs.zarr --base u1_16x16_beta2 flowed_b2.2 direct_b2.2 u1_16x16_beta2.2 --obs plaquette
+""")
+def compare(
+    ensembles: List[str] = typer.Argument(..., help="flowed ensembles and/or independent ensembles at a'"),
+    store: Path = typer.Option(..., help="zarr store"),
+    base: str = typer.Option(..., help="base ensemble"),
+    obs: List[str] = typer.Option(["plaquette"], help="observables (repeat the option)"),
+) -> None:
+    """The estimators side by side: <O>_a', the difference and derivative, errors, ESS, variance reduction."""
+
+    def body() -> None:
+        from ..compare import compare_ensembles, parameter_shift
+        from ..store import open_store
+
+        st = open_store(store, "r")
+        rows = compare_ensembles(st, base, ensembles, obs)
+        pname, shift = parameter_shift(st.spec(base).params, st.spec(ensembles[0]).params)
+        table = Table(title=f"{base} -> {pname} {'+' if shift >= 0 else ''}{shift:g}")
+        for col in ("observable", "estimator", "ensemble", "<O>(a')", "difference", f"d<O>/d{pname}", "weight ESS",
+                    "var. red. vs indep."):
+            table.add_column(col, justify="right")
+        for r in rows:
+            table.add_row(r.observable, r.estimator, r.ensemble, "" if r.value_at_target is None else str(r.value_at_target),
+                          str(r.difference), "" if r.derivative is None else str(r.derivative),
+                          "" if r.weight_ess is None else f"{r.weight_ess:.3f}",
+                          "" if r.variance_reduction is None else f"{r.variance_reduction:.1f}")
+        console.print(table)
+
+    _run(body)
+
+
+@app.command(epilog="""
+**Example**
+
+    corrflow report --store data/runs.zarr --base u1_16x16_beta2 flowed_b2.2 direct_b2.2 u1_16x16_beta2.2 --out reports/
+
+    corrflow report --store data/mass_dependence.zarr --out reports/   # analysis sections only
+""")
+def report(
+    ensembles: Optional[List[str]] = typer.Argument(None, help="flowed and/or independent ensembles compared with "
+                                                    "the base"),
+    store: Path = typer.Option(..., help="zarr store"),
+    base: Optional[str] = typer.Option(None, help="base ensemble (omit to report only the analysis results)"),
+    out: Path = typer.Option(Path("reports"), help="output directory (PNG figures + report.md)"),
+    obs: List[str] = typer.Option(["plaquette"], help="observables (repeat the option)"),
+    analysis: Optional[List[str]] = typer.Option(None, help="analysis results to include (repeat; default: all "
+                                                 "recorded in the store by `python -m analysis.<name>`)"),
+    tangent: bool = typer.Option(False, help="also the tangent-flow and connected derivative estimators on the base "
+                                             "ensemble (pure gauge; smooth observables; fitted field kept in OUT)"),
+) -> None:
+    """Variance-reduction report: error bars per estimator, variance reduction and ESS vs shift, loss curves, and
+    a section per analysis (continuum limit, mass dependence, Feynman–Hellmann) recorded in the store."""
+
+    def body() -> None:
+        from ..report import write_report
+        from ..store import open_store
+
+        if base is not None and not ensembles:
+            raise CLIError("--base needs at least one ensemble to compare with")
+        if base is None and ensembles:
+            raise CLIError("ensembles given without --base; name the base ensemble they are compared with")
+        if tangent and base is None:
+            raise CLIError("--tangent needs --base: the tangent-flow estimators are computed on the base ensemble")
+        path = write_report(open_store(store, "r"), base, ensembles or [], out, obs, analysis, tangent=tangent)
+        console.print(f"[green]done[/] report written to {path} ({len(list(out.glob('*.png')))} figures)")
+
+    _run(body)

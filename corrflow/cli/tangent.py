@@ -1,0 +1,144 @@
+"""``derivative``: tangent-flow derivative estimators (:mod:`corrflow.tangent`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.table import Table
+
+from .base import CLIError, _run, _stage, app, console
+
+
+# ----------------------------------------------------------------------------------------
+# derivative (tangent-flow estimators, corrflow.tangent)
+# ----------------------------------------------------------------------------------------
+
+
+@app.command(epilog="""
+**Examples**
+
+    corrflow derivative --store data/runs.zarr u1_16x16_beta2 --param beta --obs plaquette,wilson_2x2
+
+    corrflow derivative --store data/su3.zarr su3_4x4x4x4_beta5.8 --param beta --obs plaquette --field gradient --json
+
+    corrflow derivative --store data/demo.zarr u1_16x16_beta2 --obs plaquette,wilson_2x2 --compare flowed_beta2.2 --compare direct_beta2.2 --compare u1_16x16_beta2.2
+
+    corrflow derivative --store data/schwinger.zarr schwinger_8x8_beta2_m0.2 --param mass --obs plaquette,condensate,pion@1,pion@2
+
+    corrflow derivative --store data/su3.zarr su3_8x8x8x8_beta6 --obs t2E@2.6,t2E@2.8,t2E@3.0,t2E@3.2 --field gradient
+
+--compare adds the finite-shift estimators of ensembles at param + delta already in the store (flowed, direct
+reweighting, independent HMC) as (<O>(param + delta) - <O>(param)) / delta: biased by O(delta), shown for comparison.
+The fitted field is saved (pickle-free) in --out (default: STORE_tangent/ENSEMBLE-PARAM-HASH next to the store) and
+reused when the ensemble content and every fit setting match. Ensembles with Wilson fermions need traces of D^-1
+for d/dmass and for the fermion part of v.grad S: exact on small lattices, else stochastic (--noise vectors per
+configuration; their noise is in the errors; the stochastic condensate has noise vectors of its own).
+""")
+def derivative(
+    ensemble: str = typer.Argument(..., help="ensemble in the store (pure gauge or with Wilson fermions)"),
+    store: Path = typer.Option(..., help="zarr store (only read)"),
+    param: str = typer.Option("beta", help="action parameter: beta, xi or lam; mass for ensembles with fermions"),
+    obs: str = typer.Option("plaquette", help="observables, comma-separated: plaquette, wilson_RxT, t2E@T (SU(N)); "
+                                              "with fermions also condensate, pion@T"),
+    field: str = typer.Option("auto", help="tangent field: auto (plaquette for 2D U(1), gradient otherwise) | "
+                                           "plaquette | gradient | none (connected estimator only)"),
+    harmonics: int = typer.Option(6, help="plaquette field: sine harmonics of h(phi)"),
+    features: str = typer.Option("plaquette,rectangle,flowed@0.1,flowed@0.2,flowed@0.4",
+                                 help="gradient field: features, comma-separated (plaquette, rectangle, flowed@T)"),
+    probes: int = typer.Option(4, help="gradient field: Hutchinson probes per configuration for the divergence"),
+    folds: int = typer.Option(2, help="cross-fitting folds (each block of a chain gets coefficients fitted on the "
+                                      "others; 1: fit and evaluate on everything)"),
+    held_out: float = typer.Option(0.25, help="fraction of the fit configurations held out to select the ridge"),
+    out: Optional[Path] = typer.Option(None, help="checkpoint directory of the fitted field"),
+    seed: int = typer.Option(0, help="seed of the Hutchinson probes and trace noise"),
+    traces: str = typer.Option("auto", help="fermion ensembles: traces of D^-1 exact (dense, small lattices) | "
+                                            "stochastic (noise vectors, one CG each) | auto (exact up to a Schur "
+                                            "dimension of 512; exact is refused on larger lattices)"),
+    noise: int = typer.Option(4, help="fermion ensembles, stochastic traces: noise vectors per configuration"),
+    t0_ref: float = typer.Option(0.3, help="t^2 E(t0) that defines t0: with two or more t2E@T observables whose mean "
+                                           "crosses it, the derivative of t0/a^2 joins the table"),
+    w0_ref: float = typer.Option(0.3, help="W(w0^2) = t d/dt t^2 E that defines w0: with four or more t2E@T whose W "
+                                           "crosses it, the derivative of w0/a joins the table"),
+    batch: int = typer.Option(32, help="configurations per jitted batch"),
+    discard: int = typer.Option(0, help="leading trajectories of every chain to leave out (thermalisation), here and "
+                                        "in the --compare ensembles"),
+    compare: Optional[List[str]] = typer.Option(None, help="ensemble at param + delta (flowed, identity-flow or "
+                                                "independent; repeat or comma-separate) whose finite-shift "
+                                                "derivative joins the table"),
+    json_: bool = typer.Option(False, "--json", help="print one JSON object (for scripts) instead of the table"),
+) -> None:
+    """Derivatives d<O>/d(param) by the tangent-flow estimator (unbiased, no weights) and the connected estimator,
+    with value(error), tau_int and the variance reduction."""
+
+    def body() -> None:
+        import json
+
+        from ..pipeline.tangent import derivative_from_store
+        from ..stats import format_value_error
+        from ..store import open_store
+        from ..store.checkpoints import check_writable_dir
+
+        if batch < 1:
+            raise CLIError(f"--batch must be >= 1, got {batch}")
+        if probes < 1:
+            raise CLIError(f"--probes must be >= 1, got {probes}")
+        from ..tangent import TRACE_METHODS, FermionTraces
+
+        if traces not in TRACE_METHODS:
+            raise CLIError(f"--traces must be one of {', '.join(TRACE_METHODS)}, got {traces!r}")
+        if noise < 1:
+            raise CLIError(f"--noise must be >= 1, got {noise}")
+        if not t0_ref > 0 or not w0_ref > 0:
+            raise CLIError(f"--t0-ref and --w0-ref must be > 0, got {t0_ref}, {w0_ref}")
+        trace_opts = FermionTraces(method=traces, n_noise=noise)
+        if out is not None:
+            check_writable_dir(out, "--out")
+        st = open_store(store, "r")
+        if ensemble not in st.ensembles():
+            raise CLIError(f"no ensemble {ensemble!r} in {store}; available: {', '.join(st.ensembles()) or 'none'}")
+        opts: dict[str, Any] = {}
+        kind = field.strip().lower()
+        spec = st.spec(ensemble)
+        is_u1_2d = spec.group == "u1" and len(spec.shape) == 2
+        if kind == "plaquette" or (kind == "auto" and is_u1_2d):
+            opts = {"harmonics": harmonics}
+        elif kind in ("gradient", "auto"):
+            opts = {"features": features, "n_probes": probes}
+        names = [o.strip() for o in obs.split(",") if o.strip()]
+        others = [c.strip() for item in (compare or []) for c in item.split(",") if c.strip()]
+        settings = dict(field=kind, field_options=opts, n_folds=folds, held_out=held_out, seed=seed, batch=batch,
+                        out=out, compare=others, traces=trace_opts, t0_reference=t0_ref, w0_reference=w0_ref,
+                        discard=discard)
+        if json_:
+            res = derivative_from_store(st, store, ensemble, param, names, **settings)
+            typer.echo(json.dumps({"ensemble": ensemble, **res.as_dict()}, default=float))
+            return
+        with _stage(f"tangent terms {ensemble}", "cfg/s") as lp:
+            res = derivative_from_store(st, store, ensemble, param, names, progress=lambda d, t: lp(d, t),
+                                        **settings)
+        r = res.result
+        reductions = r.reductions()
+        tr_msg = ""
+        if res.traces:
+            tr_msg = (", exact fermion traces" if res.traces["method"] == "exact" else
+                      f", stochastic fermion traces ({res.traces['n_noise']} noise vectors)")
+        kept = f" after the first {discard}" if discard else ""
+        table = Table(title=f"d<O>/d{param} on {ensemble} ({res.n_chains} x {res.n_traj} configurations{kept}, "
+                            f"{r.field.get('kind')} field{tr_msg})")
+        for col in ("observable", "estimator", "value(error)", "tau_int", "variance reduction"):
+            table.add_column(col)
+        for o, est in r.estimates.items():
+            for k, s in est.items():
+                label = f"{k} ({res.shifts[k][0]}, d{param} {res.shifts[k][1]:+g})" if k in res.shifts else k
+                table.add_row(o, label, format_value_error(s.value, s.error), f"{s.tau_int:.2f}",
+                              f"{reductions[o][k]:.3g}x")
+        console.print(table)
+        fit_msg = "reused" if res.reused else ("fitted" if r.fits else "none")
+        extra = ""
+        if r.fits:
+            extra = ", Var[R_v] reduced " + "/".join(f"{f.reduction:.1f}x" for f in r.fits) + " per fold"
+        console.print(f"[green]done[/] tangent field {fit_msg}{extra}; checkpoint {res.checkpoint}")
+
+    _run(body)
