@@ -64,6 +64,8 @@ def derivative(
     batch: int = typer.Option(32, help="configurations per jitted batch"),
     discard: int = typer.Option(0, help="leading trajectories of every chain to leave out (thermalisation), here and "
                                         "in the --compare ensembles"),
+    thin: int = typer.Option(1, help="use every N-th configuration after --discard for the tangent and connected "
+                                     "estimates (their per-configuration terms are the cost)"),
     compare: Optional[List[str]] = typer.Option(None, help="ensemble at param + delta (flowed, identity-flow or "
                                                 "independent; repeat or comma-separate) whose finite-shift "
                                                 "derivative joins the table"),
@@ -110,7 +112,7 @@ def derivative(
         others = [c.strip() for item in (compare or []) for c in item.split(",") if c.strip()]
         settings = dict(field=kind, field_options=opts, n_folds=folds, held_out=held_out, seed=seed, batch=batch,
                         out=out, compare=others, traces=trace_opts, t0_reference=t0_ref, w0_reference=w0_ref,
-                        discard=discard)
+                        discard=discard, thin=thin)
         if json_:
             res = derivative_from_store(st, store, ensemble, param, names, **settings)
             typer.echo(json.dumps({"ensemble": ensemble, **res.as_dict()}, default=float))
@@ -124,7 +126,7 @@ def derivative(
         if res.traces:
             tr_msg = (", exact fermion traces" if res.traces["method"] == "exact" else
                       f", stochastic fermion traces ({res.traces['n_noise']} noise vectors)")
-        kept = f" after the first {discard}" if discard else ""
+        kept = (f" after the first {discard}" if discard else "") + (f", every {thin}th" if thin > 1 else "")
         table = Table(title=f"d<O>/d{param} on {ensemble} ({res.n_chains} x {res.n_traj} configurations{kept}, "
                             f"{r.field.get('kind')} field{tr_msg})")
         for col in ("observable", "estimator", "value(error)", "tau_int", "variance reduction"):

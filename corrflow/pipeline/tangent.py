@@ -53,11 +53,12 @@ class StoredDerivative:
     shifts: dict[str, tuple[str, float]] = field(default_factory=dict)
     traces: dict[str, Any] = field(default_factory=dict)
     discard: int = 0
+    thin: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         out = self.result.as_dict()
         out.update(checkpoint=str(self.checkpoint), reused=self.reused, n_chains=self.n_chains, n_traj=self.n_traj,
-                   discard=self.discard)
+                   discard=self.discard, thin=self.thin)
         if self.traces:
             out["traces"] = dict(self.traces)
         if self.shifts:
@@ -142,12 +143,13 @@ def default_checkpoint_dir(store_path: str | Path, settings: dict[str, Any]) -> 
     return p.parent / f"{p.name.split('.')[0]}_tangent" / f"{settings['ensemble']}-{settings['param']}-{h}"
 
 
-def load_all_configs(store: Any, ensemble: str, discard: int = 0) -> np.ndarray:
-    """Every committed configuration after the first ``discard`` of each chain, ``(n_chains, n_committed - discard,
-    *link_shape)``, read chain by chain as one slice (one read per chunk instead of one per configuration)."""
+def load_all_configs(store: Any, ensemble: str, discard: int = 0, thin: int = 1) -> np.ndarray:
+    """Every ``thin``-th committed configuration after the first ``discard`` of each chain, ``(n_chains,
+    ceil((n_committed - discard) / thin), *link_shape)``, read chain by chain as one slice (one read per chunk
+    instead of one per configuration)."""
     n = int(store.commit(ensemble)["committed"])
     links = store.array(ensemble, "links")
-    return np.stack([np.asarray(links[c, discard:n]) for c in range(store.spec(ensemble).n_chains)])
+    return np.stack([np.asarray(links[c, discard:n])[::thin] for c in range(store.spec(ensemble).n_chains)])
 
 
 def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, param: str, observables: Sequence[str],
@@ -156,7 +158,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                           progress: Callable[[int, int], None] | None = None,
                           compare: Sequence[str] = (), traces: Any = None,
                           t0_reference: float | None = None, w0_reference: float | None = None,
-                          discard: int = 0) -> StoredDerivative:
+                          discard: int = 0, thin: int = 1) -> StoredDerivative:
     """``d<O>/d param`` of every observable on stored ensemble ``ensemble`` (see the module docstring).
 
     ``compare``: ensembles at ``param + δ`` whose finite-shift derivatives join the estimates (module docstring).
@@ -164,7 +166,9 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     the fermion part of ``v·∇S``; default: exact on small lattices, stochastic otherwise).  ``t0_reference``: the
     ``t^2 E`` value that defines ``t0`` for the ``t0/a^2`` row, ``w0_reference`` the ``W`` value of ``w0`` (both 0.3 by
     default).  ``discard``: leading trajectories of every chain left out (thermalisation not done at generation), in
-    the tangent and connected estimates and in the comparison ensembles alike.
+    the tangent and connected estimates and in the comparison ensembles alike.  ``thin``: use every ``thin``-th
+    configuration after those for the tangent and connected estimates (their per-configuration terms are the cost;
+    on chains with ``tau_int`` of several trajectories little information is lost).
 
     Raises ``ValueError`` (one line, with a hint) for a parameter the theory lacks, an unknown observable, bad fit
     settings, too few configurations or unusable comparison ensembles -- all before anything is written.
@@ -187,10 +191,12 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     if not 0 <= discard < total:
         raise ValueError(f"--discard must be in 0 .. {total - 1} ({ensemble!r} has {total} configurations per chain), "
                          f"got {discard}")
-    committed = total - discard
+    if thin < 1:
+        raise ValueError(f"--thin must be >= 1, got {thin}")
+    committed = len(range(discard, total, thin))
     n_min = max(20, 4 * n_folds * (fld.n_coef + 1))
     if committed * spec.n_chains < n_min or committed < 10:
-        kept = f" ({discard} discarded)" if discard else ""
+        kept = (f" ({discard} discarded)" if discard else "") + (f" (every {thin}th)" if thin > 1 else "")
         raise ValueError(f"{ensemble!r} has {committed} configurations per chain{kept} x {spec.n_chains} chains: too few for "
                          f"a held-out fit of {fld.n_coef} coefficients in {n_folds} folds (need >= {n_min} in all and "
                          ">= 10 per chain); generate more with `corrflow generate ... --resume`"
@@ -199,10 +205,12 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     settings = _settings(ensemble, spec.to_json(), total, param, fld, n_folds, held_out, seed)
     if discard:
         settings["discard"] = int(discard)
+    if thin > 1:
+        settings["thin"] = int(thin)
     if tr is not None:
         settings["traces"] = tr.describe(theory)
     ckpt = Path(out) if out is not None else default_checkpoint_dir(store_path, settings)
-    configs = load_all_configs(store, ensemble, discard)
+    configs = load_all_configs(store, ensemble, discard, thin)
     terms = tg.compute_terms(fld, theory, param, names, configs, jax.random.PRNGKey(seed), batch=batch,
                              progress=progress, traces=tr)
     reused = False
@@ -232,4 +240,4 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         res = replace(res, estimates={o: {**est, **shifted.get(o, {})} for o, est in res.estimates.items()})
     return StoredDerivative(result=res, checkpoint=ckpt, reused=reused, n_chains=int(spec.n_chains),
                             n_traj=int(committed), shifts=plan, traces=terms.traces,
-                            discard=int(discard))
+                            discard=int(discard), thin=int(thin))

@@ -192,6 +192,10 @@ def test_mass_derivative_of_fermionic_observables(schwinger_store, tmp_path):
             a, b = sto["observables"][o][k], obs[o][k]
             assert abs(a["value"] - b["value"]) < 4 * math.hypot(a["error"], b["error"]), (o, k, a, b)
     assert sto["observables"]["condensate"]["connected"]["value"] < 0
+    thin = _invoke(["--store", str(schwinger_store), SCHWINGER, "--param", "mass", "--field", "none", "--json",
+                    "--discard", "1", "--thin", "3", "--out", str(tmp_path / "t")])
+    assert thin.exit_code == 0, thin.output
+    assert json.loads(thin.stdout)["n_traj"] == 20 and json.loads(thin.stdout)["thin"] == 3  # trajectories 1, 4, ..., 58
     # beta derivative on the fermion ensemble with stochastic traces in the fermion part of v.grad S
     res = _invoke(["--store", str(schwinger_store), SCHWINGER, "--param", "beta", "--obs", "plaquette", "--json",
                    "--traces", "stochastic", "--noise", "2", "--out", str(tmp_path / "g")])
@@ -208,6 +212,7 @@ def test_mass_derivative_of_fermionic_observables(schwinger_store, tmp_path):
     (["--param", "mass", "--noise", "0"], "--noise must be >= 1"),
     (["--param", "mass", "--discard", "60"], "--discard must be in 0 .. 59"),
     (["--param", "mass", "--discard", "55"], "too few for a held-out fit"),
+    (["--param", "mass", "--thin", "0"], "--thin must be >= 1"),
 ])
 def test_fermion_user_errors(schwinger_store, extra, message):
     before = _snapshot(schwinger_store)
