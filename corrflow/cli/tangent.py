@@ -64,6 +64,9 @@ def derivative(
     batch: int = typer.Option(32, help="configurations per jitted batch"),
     discard: int = typer.Option(0, help="leading trajectories of every chain to leave out (thermalisation), here and "
                                         "in the --compare ensembles"),
+    fit: str = typer.Option("field", help="what the least squares minimises: field (Var[R_v]: one field, the tangent "
+                                          "of the ideal flow) | observable (Var[T_v] of each observable: control "
+                                          "variates; helps where the observable's own noise dominates)"),
     thin: int = typer.Option(1, help="use every N-th configuration after --discard for the tangent and connected "
                                      "estimates (their per-configuration terms are the cost)"),
     compare: Optional[List[str]] = typer.Option(None, help="ensemble at param + delta (flowed, identity-flow or "
@@ -112,7 +115,7 @@ def derivative(
         others = [c.strip() for item in (compare or []) for c in item.split(",") if c.strip()]
         settings = dict(field=kind, field_options=opts, n_folds=folds, held_out=held_out, seed=seed, batch=batch,
                         out=out, compare=others, traces=trace_opts, t0_reference=t0_ref, w0_reference=w0_ref,
-                        discard=discard, thin=thin)
+                        discard=discard, thin=thin, target=fit.strip().lower())
         if json_:
             res = derivative_from_store(st, store, ensemble, param, names, **settings)
             typer.echo(json.dumps({"ensemble": ensemble, **res.as_dict()}, default=float))
@@ -128,7 +131,8 @@ def derivative(
                       f", stochastic fermion traces ({res.traces['n_noise']} noise vectors)")
         kept = (f" after the first {discard}" if discard else "") + (f", every {thin}th" if thin > 1 else "")
         table = Table(title=f"d<O>/d{param} on {ensemble} ({res.n_chains} x {res.n_traj} configurations{kept}, "
-                            f"{r.field.get('kind')} field{tr_msg})")
+                            f"{r.field.get('kind')} field{' per observable' if r.target == 'observable' else ''}"
+                            f"{tr_msg})")
         for col in ("observable", "estimator", "value(error)", "tau_int", "variance reduction"):
             table.add_column(col)
         for o, est in r.estimates.items():
@@ -137,10 +141,13 @@ def derivative(
                 table.add_row(o, label, format_value_error(s.value, s.error), f"{s.tau_int:.2f}",
                               f"{reductions[o][k]:.3g}x")
         console.print(table)
-        fit_msg = "reused" if res.reused else ("fitted" if r.fits else "none")
+        fit_msg = "reused" if res.reused else ("fitted" if r.fits or r.observable_fits else "none")
         extra = ""
         if r.fits:
             extra = ", Var[R_v] reduced " + "/".join(f"{f.reduction:.1f}x" for f in r.fits) + " per fold"
+        elif r.observable_fits:
+            extra = ", Var[T_v] reduced per fold: " + ", ".join(
+                f"{o} " + "/".join(f"{f.reduction:.1f}x" for f in fs) for o, fs in r.observable_fits.items())
         console.print(f"[green]done[/] tangent field {fit_msg}{extra}; checkpoint {res.checkpoint}")
 
     _run(body)

@@ -158,7 +158,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                           progress: Callable[[int, int], None] | None = None,
                           compare: Sequence[str] = (), traces: Any = None,
                           t0_reference: float | None = None, w0_reference: float | None = None,
-                          discard: int = 0, thin: int = 1) -> StoredDerivative:
+                          discard: int = 0, thin: int = 1, target: str = "field") -> StoredDerivative:
     """``d<O>/d param`` of every observable on stored ensemble ``ensemble`` (see the module docstring).
 
     ``compare``: ensembles at ``param + δ`` whose finite-shift derivatives join the estimates (module docstring).
@@ -168,7 +168,9 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     default).  ``discard``: leading trajectories of every chain left out (thermalisation not done at generation), in
     the tangent and connected estimates and in the comparison ensembles alike.  ``thin``: use every ``thin``-th
     configuration after those for the tangent and connected estimates (their per-configuration terms are the cost;
-    on chains with ``tau_int`` of several trajectories little information is lost).
+    on chains with ``tau_int`` of several trajectories little information is lost).  ``target``: what the cross-fitted
+    least squares minimises (:data:`corrflow.tangent.FIT_TARGETS`: ``Var[R_v]`` of one field, or ``Var[T_v]`` per
+    observable).
 
     Raises ``ValueError`` (one line, with a hint) for a parameter the theory lacks, an unknown observable, bad fit
     settings, too few configurations or unusable comparison ensembles -- all before anything is written.
@@ -209,12 +211,16 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         settings["thin"] = int(thin)
     if tr is not None:
         settings["traces"] = tr.describe(theory)
+    if target not in tg.FIT_TARGETS:
+        raise ValueError(f"--fit must be one of {', '.join(tg.FIT_TARGETS)}, got {target!r}")
+    if target != "field":  # older checkpoints (one field) keep their hash
+        settings.update(target=target, observables=list(names))
     ckpt = Path(out) if out is not None else default_checkpoint_dir(store_path, settings)
     configs = load_all_configs(store, ensemble, discard, thin)
     terms = tg.compute_terms(fld, theory, param, names, configs, jax.random.PRNGKey(seed), batch=batch,
                              progress=progress, traces=tr)
     reused = False
-    fits: list[tg.FieldFit] = []
+    fits: list[Any] = []
     if fld.n_coef == 0:
         coef = np.zeros(terms.a.shape)
     else:
@@ -224,15 +230,23 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
             if {k: meta.get(k) for k in settings} == settings and "coef" in arrays:
                 saved = arrays["coef"]
         if saved is not None:
-            coef = tg.apply_fits(terms, list(saved))
+            coef = tg.apply_fits(terms, np.asarray(saved))
             reused = True
         else:
-            fits, coef = tg.cross_fit(terms.a, terms.ds, n_folds=n_folds, held_out=held_out)
+            fits, coef = tg.fit_coefficients(terms, target, n_folds=n_folds, held_out=held_out)
             meta = dict(settings)
-            meta["fits"] = [{"ridge": f.ridge, "n_basis": f.n_basis, "var_r0": f.var_r0, "var_r": f.var_r,
-                             "held_out_var": f.held_out_var, "condition": f.condition, "regularised": f.regularised}
-                            for f in fits]
-            write_checkpoint(ckpt, meta, {"coef": np.stack([f.coef for f in fits])})
+
+            def info(f: tg.FieldFit) -> dict[str, Any]:
+                return {"ridge": f.ridge, "n_basis": f.n_basis, "var_r0": f.var_r0, "var_r": f.var_r,
+                        "held_out_var": f.held_out_var, "condition": f.condition, "regularised": f.regularised}
+
+            if target == "field":
+                meta["fits"] = [info(f) for f in fits]
+                saved_coef = np.stack([f.coef for f in fits])  # (n_folds, K)
+            else:
+                meta["fits"] = {o: [info(f) for f in fs] for o, fs in zip(names, fits)}
+                saved_coef = np.stack([[f.coef for f in fs] for fs in fits])  # (n_obs, n_folds, K)
+            write_checkpoint(ckpt, meta, {"coef": saved_coef})
     refs = {k: float(v) for k, v in (("t0_reference", t0_reference), ("w0_reference", w0_reference)) if v is not None}
     res = tg.estimate(terms, coef, fits, fld.describe(), **refs)
     shifted = finite_shift_estimates(store, ensemble, plan, names, discard)

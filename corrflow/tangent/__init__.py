@@ -5,7 +5,8 @@ For ``p_α ∝ e^{-S_α}`` and any smooth vector field ``v`` on the link manifol
     R_v = ∂_α S + v·∇S − ∇·v,    T_v = v·∇O − (O − <O>)(R_v − <R_v>),    E[T_v] = d<O>/dα  for every v;
 
 ``v = 0`` is the connected estimator.  The field is fitted by minimising ``Var[R_v]`` (least squares for fields
-linear in their coefficients, cross-fitted so that no configuration enters its own coefficients).
+linear in their coefficients, cross-fitted so that no configuration enters its own coefficients), or, per observable,
+``Var[T_v]`` itself (``target="observable"``: the ``v_k`` terms as control variates of the connected estimator).
 
 * :mod:`.core` -- right-trivialised gradients, ``v·∇O`` by ``jax.jvp``, ``∇·v`` dense or by Hutchinson probes,
   ``∂_α S``, smooth observables by name;
@@ -42,7 +43,8 @@ from .core import (
     observables_vector,
     parameter_derivative,
 )
-from .derivative import DerivativeResult, TangentTerms, apply_fits, compute_terms, derivative, estimate
+from .derivative import (FIT_TARGETS, DerivativeResult, TangentTerms, apply_fits, compute_terms, control_variates,
+                         derivative, estimate, fit_coefficients, observable_cross_fit)
 from .estimator import connected_estimate, tangent_estimate, tangent_values, variance_reduction
 from .fermions import (
     FERMION_OBSERVABLES,
@@ -60,7 +62,8 @@ from .spectroscopy import cosh_effective_mass, effective_mass_derivative
 __all__ = [
     "OBSERVABLES", "PARAMETERS", "check_parameter", "observables_vector", "coords_shape", "directional_derivative", "divergence_dense",
     "divergence_hutchinson", "gradient", "hutchinson_probes", "lift", "observable_function", "parameter_derivative",
-    "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate",
+    "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate", "FIT_TARGETS",
+    "control_variates", "observable_cross_fit", "fit_coefficients",
     "connected_estimate", "tangent_estimate", "tangent_values", "variance_reduction",
     "FIELD_KINDS", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
     "FERMION_OBSERVABLES", "NOISE_KINDS", "TRACE_METHODS", "FermionTraces", "fermion_derivatives",

@@ -19,14 +19,19 @@ import numpy as np
 from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE
 from ..stats import Stats
 from .core import check_parameter, observables_vector, parameter_derivative
-from .estimator import tangent_estimate, variance_reduction
+from .estimator import per_observable, tangent_estimate, variance_reduction
 from .fermions import (FermionTraces, condensate_noise, explicit_mass_derivative, fermion_derivatives, gauge_action,
                        is_fermion_theory)
 from .fit import FieldFit, cross_fit, fold_index
 from .scales import flow_scale_derivative
 from .spectroscopy import effective_mass_derivative, effective_mass_pairs
 
-__all__ = ["TangentTerms", "DerivativeResult", "compute_terms", "estimate", "derivative"]
+__all__ = ["TangentTerms", "DerivativeResult", "compute_terms", "estimate", "derivative", "FIT_TARGETS",
+           "control_variates", "observable_cross_fit", "fit_coefficients"]
+
+#: What the cross-fitted least squares minimises: ``field`` -- ``Var[R_v]``, one field for every observable (the
+#: tangent of the ideal flow); ``observable`` -- ``Var[T_v]`` of each observable separately (control variates).
+FIT_TARGETS = ("field", "observable")
 
 
 @dataclass(frozen=True)
@@ -59,14 +64,18 @@ class TangentTerms:
 class DerivativeResult:
     """``estimates[obs][estimator]`` (:class:`~corrflow.stats.Stats`; estimators ``tangent`` and ``connected``, and
     the finite-shift ``flowed`` / ``direct`` / ``independent`` when comparison ensembles were given),
-    ``reduction[obs]`` (variance reduction of tangent against connected), the per-fold fits and coefficients."""
+    ``reduction[obs]`` (variance reduction of tangent against connected), the per-fold fits and coefficients; with
+    per-observable fits (``target == "observable"``) ``fits`` is empty and ``observable_fits[obs]`` holds each
+    observable's per-fold fits (their ``reduction`` is ``Var[T_0] / Var[T_v]`` on the training configurations)."""
 
     estimates: dict[str, dict[str, Stats]]
     reduction: dict[str, float]
     fits: list[FieldFit]
     coef: np.ndarray
     param: str
-    field: dict[str, Any] = field(default_factory=dict)
+    target: str = "field"
+    observable_fits: dict[str, list[FieldFit]] = field(default_factory=dict)
+    field: dict[str, Any] = field(default_factory=dict)  # noqa: F811 (the field's description; last: it shadows field())
 
     def reductions(self) -> dict[str, dict[str, float]]:
         """``{obs: {estimator: (error of connected / error of estimator)^2}}`` for every estimator."""
@@ -81,9 +90,12 @@ class DerivativeResult:
                for o, est in self.estimates.items()}
         return {"param": self.param, "observables": obs, "variance_reduction": dict(self.reduction),
                 "variance_reductions": self.reductions(),
-                "field": self.field, "fit": [{"coef": f.coef.tolist(), "ridge": f.ridge, "n_basis": f.n_basis,
-                                              "var_reduction_R": f.reduction, "condition": f.condition}
-                                             for f in self.fits]}
+                "field": self.field, "fit_target": self.target,
+                "fit": [{"coef": f.coef.tolist(), "ridge": f.ridge, "n_basis": f.n_basis,
+                         "var_reduction_R": f.reduction, "condition": f.condition} for f in self.fits],
+                "observable_fit": {o: [{"coef": f.coef.tolist(), "ridge": f.ridge, "n_basis": f.n_basis,
+                                        "var_reduction_T": f.reduction, "condition": f.condition} for f in fs]
+                                   for o, fs in self.observable_fits.items()}}
 
 
 @lru_cache(maxsize=32)
@@ -164,22 +176,24 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
                         traces=tr.describe(theory) if tr is not None else {}, time_extent=int(theory.shape[0]))
 
 
-def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[FieldFit] | None = None,
+def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = None,
              field_desc: dict[str, Any] | None = None, t0_reference: float = T0_REFERENCE,
              w0_reference: float = W0_REFERENCE) -> DerivativeResult:
     """Tangent and connected estimates from :class:`TangentTerms` and per-configuration coefficients ``coef``
-    ``(n_chains, n_traj, K)`` (from :func:`corrflow.tangent.cross_fit`, or one ``(K,)`` vector for all).
+    ``(n_chains, n_traj, K)`` (from :func:`corrflow.tangent.cross_fit`, or one ``(K,)`` vector for all), or one set per
+    observable ``(n_obs, n_chains, n_traj, K)`` (from :func:`observable_cross_fit`; then ``fits`` is its list of
+    per-observable fit lists).
 
     Consecutive pion correlator slices ``pion@t``, ``pion@t+1`` (``t + 1 <= L_0/2``) also give the derivative of the
     cosh effective mass, ``m_eff@t`` (:func:`corrflow.tangent.spectroscopy.effective_mass_derivative`)."""
-    coef = np.broadcast_to(np.asarray(coef, float), terms.a.shape)
-    r = terms.ds + np.sum(terms.a * coef, axis=-1)
+    coefs = per_observable(coef, terms)
     est: dict[str, dict[str, Stats]] = {}
     red: dict[str, float] = {}
     explicit = terms.explicit()
     for i, name in enumerate(terms.names):
         o = terms.o[..., i]
-        dvo = np.sum(terms.b[..., i, :] * coef, axis=-1)
+        r = terms.ds + np.sum(terms.a * coefs[i], axis=-1)
+        dvo = np.sum(terms.b[..., i, :] * coefs[i], axis=-1)
         tan = tangent_estimate(o, dvo + explicit[..., i], r)
         con = tangent_estimate(o, explicit[..., i], terms.ds)
         est[name] = {"tangent": tan, "connected": con}
@@ -198,27 +212,85 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[FieldFit] | None 
             continue
         est[f"m_eff@{t}"] = {"tangent": em["tangent"], "connected": em["connected"]}
         red[f"m_eff@{t}"] = variance_reduction(em["connected"], em["tangent"])
-    return DerivativeResult(estimates=est, reduction=red, fits=list(fits or []), coef=np.asarray(coef),
-                            param=terms.param, field=dict(field_desc or {}))
+    per_obs = np.ndim(coef) == 4
+    fits = list(fits or [])
+    return DerivativeResult(estimates=est, reduction=red, fits=[] if per_obs else fits, coef=np.asarray(coef),
+                            param=terms.param, field=dict(field_desc or {}),
+                            target="observable" if per_obs else "field",
+                            observable_fits=dict(zip(terms.names, fits)) if per_obs else {})
+
+
+def control_variates(terms: TangentTerms, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(c, t0)`` of observable ``i``: ``T_v = t0 + Σ_k c_k coef_k`` for a field ``v = Σ_k coef_k v_k``, with
+
+        t0 = ∂_α O − (O − Ō)(∂_α S − mean),        c_k = v_k·∇O − (O − Ō)(a_k − ā_k),   a_k = v_k·∇S − ∇·v_k;
+
+    ``t0`` is the connected estimator's per-configuration term and every ``c_k`` has expectation zero (integration by
+    parts, PHYSICS.md section 7), so the ``c_k`` are control variates for ``d<O>/dα``.  Shapes ``(n_chains, n_traj,
+    K)`` and ``(n_chains, n_traj)``."""
+    o = terms.o[..., i]
+    oc = o - o.mean()
+    t0 = terms.explicit()[..., i] - oc * (terms.ds - terms.ds.mean())
+    c = terms.b[..., i, :] - oc[..., None] * (terms.a - terms.a.mean(axis=(0, 1)))
+    return c, t0
+
+
+def observable_cross_fit(terms: TangentTerms, *, n_folds: int = 2, held_out: float = 0.25,
+                         ridges: Sequence[float] | None = None, sizes: Sequence[int] | None = None
+                         ) -> tuple[list[list[FieldFit]], np.ndarray]:
+    """Per-observable fields: for each observable the coefficients minimising ``Var[T_v]`` (its own control-variate
+    regression, :func:`control_variates`), cross-fitted exactly as :func:`corrflow.tangent.cross_fit` (no
+    configuration enters its own coefficients, so the estimator stays unbiased).  Returns the fits ``[obs][fold]``
+    and the coefficients ``(n_obs, n_chains, n_traj, K)``.
+
+    Where ``∂_α S`` carries most of the variance this agrees with the ``Var[R_v]`` fit; where the observable's own
+    fluctuations dominate (e.g. the explicit valence-mass derivative of a pion correlator) only it can help."""
+    fits, coefs = [], []
+    for i in range(len(terms.names)):
+        c, t0 = control_variates(terms, i)
+        f, cf = cross_fit(c, t0, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)
+        fits.append(f)
+        coefs.append(cf)
+    return fits, np.stack(coefs)
+
+
+def fit_coefficients(terms: TangentTerms, target: str = "field", *, n_folds: int = 2, held_out: float = 0.25,
+                     ridges: Sequence[float] | None = None, sizes: Sequence[int] | None = None
+                     ) -> tuple[list[Any], np.ndarray]:
+    """Cross-fitted coefficients for :func:`estimate` by ``target`` (:data:`FIT_TARGETS`): ``field`` gives
+    ``(fits per fold, (n_chains, n_traj, K))``, ``observable`` ``(fits per observable and fold, (n_obs, n_chains,
+    n_traj, K))``."""
+    if target == "field":
+        return cross_fit(terms.a, terms.ds, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)
+    if target == "observable":
+        return observable_cross_fit(terms, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)
+    raise ValueError(f"unknown fit target {target!r}; allowed: {', '.join(FIT_TARGETS)}")
 
 
 def derivative(theory: Any, configs: Any, param: str, observables: Sequence[str], field_obj: Any, key: Any, *,
                n_folds: int = 2, held_out: float = 0.25, ridges: Sequence[float] | None = None,
                sizes: Sequence[int] | None = None, batch: int = 32,
-               traces: FermionTraces | None = None) -> DerivativeResult:
+               traces: FermionTraces | None = None, target: str = "field") -> DerivativeResult:
     """``d<O>/dα`` for each observable with the tangent estimator (field fitted by cross-fitted least squares:
     each of ``n_folds`` contiguous blocks of every chain gets coefficients fitted on the others, with ridge / basis
     size selected on ``held_out`` of the training part) and the connected estimator, from the same configurations.
+    ``target``: what the fit minimises (:data:`FIT_TARGETS`).
     """
+    if target not in FIT_TARGETS:
+        raise ValueError(f"unknown fit target {target!r}; allowed: {', '.join(FIT_TARGETS)}")
     terms = compute_terms(field_obj, theory, param, observables, configs, key, batch=batch, traces=traces)
     if field_obj.n_coef == 0:
         return estimate(terms, np.zeros(0), [], field_obj.describe())
-    fits, coef = cross_fit(terms.a, terms.ds, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)
+    fits, coef = fit_coefficients(terms, target, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)
     return estimate(terms, coef, fits, field_obj.describe())
 
 
-def apply_fits(terms: TangentTerms, coefs: Sequence[np.ndarray]) -> np.ndarray:
-    """Per-configuration coefficients from saved per-fold coefficient vectors (the layout of :func:`cross_fit`)."""
+def apply_fits(terms: TangentTerms, coefs: Any) -> np.ndarray:
+    """Per-configuration coefficients from saved per-fold coefficient vectors (the layout of :func:`cross_fit`):
+    ``(n_folds, K)`` gives ``(n_chains, n_traj, K)``; per-observable ``(n_obs, n_folds, K)`` gives
+    ``(n_obs, n_chains, n_traj, K)``."""
+    if np.ndim(coefs) == 3:
+        return np.stack([apply_fits(terms, c) for c in coefs])
     nc, nt = terms.ds.shape
     folds = fold_index(nc, nt, len(coefs))
     out = np.zeros(terms.a.shape)

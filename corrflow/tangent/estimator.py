@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .derivative import TangentTerms
 
 __all__ = ["tangent_estimate", "connected_estimate", "tangent_values", "variance_reduction", "DerivedSeries",
-           "derived_series"]
+           "derived_series", "per_observable"]
 
 
 def _as_chains(x: Any, name: str) -> np.ndarray:
@@ -82,38 +82,59 @@ def variance_reduction(reference: Stats, improved: Stats) -> float:
 class DerivedSeries(NamedTuple):
     """Primary series for derived quantities of several observables' tangent (or connected) estimates.
 
-    ``with_field`` / ``connected``: the Gamma-method primaries
-    ``(3k + 1, chains, traj)`` with the field / with ``v = 0``: ``O − Ō`` (k), ``∂_α O + v·∇O`` (k),
-    ``(O − Ō)(R − R̄)`` (k) and ``R − R̄`` (1); ``shift``: ``Ō`` ``(k,)``.  :meth:`unpack` turns the means ``m`` of
-    either into ``(<O>, d<O>/dα)``, each ``(k,)``.
+    ``with_field`` / ``connected``: the Gamma-method primaries ``(4k, chains, traj)`` with the field / with
+    ``v = 0``: ``O − Ō`` (k), ``∂_α O + v·∇O`` (k), ``(O − Ō)(R − R̄)`` (k) and ``R − R̄`` (k; one column per
+    observable, since per-observable fits give each its own ``R_v``); ``shift``: the means of the (transformed)
+    observables; ``raw_shift``: ``Ō`` of the k columns; ``transform``: ``(k', k)`` or ``None``.  :meth:`unpack` turns
+    the means ``m`` of either into ``(<O>, d<O>/dα)`` of the transformed observables, each ``(k',)``.
     """
 
     with_field: np.ndarray
     connected: np.ndarray
     shift: np.ndarray
+    raw_shift: np.ndarray
+    transform: np.ndarray | None = None
 
     def unpack(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        k = self.shift.size
-        return m[:k] + self.shift, m[k:2 * k] - (m[2 * k:3 * k] - m[:k] * m[3 * k])
+        k = self.raw_shift.size
+        o = m[:k] + self.raw_shift
+        d = m[k:2 * k] - (m[2 * k:3 * k] - m[:k] * m[3 * k:4 * k])
+        if self.transform is not None:
+            o, d = self.transform @ o, self.transform @ d
+        return o, d
+
+
+def per_observable(coef: Any, terms: "TangentTerms") -> np.ndarray:
+    """Coefficients of every observable, ``(n_obs, n_chains, n_traj, K)``, from one field for all observables
+    (``(K,)`` or ``(n_chains, n_traj, K)``) or from per-observable fits (``(n_obs, n_chains, n_traj, K)``)."""
+    c = np.asarray(coef, float)
+    n_obs = len(terms.names)
+    if c.ndim == 4:
+        if c.shape != (n_obs,) + terms.a.shape:
+            raise ValueError(f"per-observable coefficients must have shape {(n_obs,) + terms.a.shape}, got {c.shape}")
+        return c
+    return np.broadcast_to(np.broadcast_to(c, terms.a.shape), (n_obs,) + terms.a.shape)
 
 
 def derived_series(terms: "TangentTerms", coef: Any, idx: Sequence[int], transform: np.ndarray | None = None
                    ) -> DerivedSeries:
     """:class:`DerivedSeries` of observables ``idx`` of ``terms`` with per-configuration coefficients ``coef``
-    (as for :func:`corrflow.tangent.estimate`).  ``transform`` ``(k', k)``: a fixed linear map applied to the
-    observable columns first (it commutes with the estimator, e.g. a finite-difference derivative in flow time)."""
+    (as for :func:`corrflow.tangent.estimate`: one field, or one per observable).  ``transform`` ``(k', k)``: a fixed
+    linear map of the observable columns (it commutes with the estimator, e.g. a finite-difference derivative in flow
+    time), applied to the unpacked means and derivatives."""
     idx = list(idx)
-    coef = np.broadcast_to(np.asarray(coef, float), terms.a.shape)
+    cf = per_observable(coef, terms)[idx]  # (k, chains, traj, K)
     o = terms.o[..., idx]
     ex = terms.explicit()[..., idx]
-    dvo = np.einsum("ctkj,ctj->ctk", terms.b[..., idx, :], coef) + ex
-    r = terms.ds + np.sum(terms.a * coef, axis=-1)
-    if transform is not None:
-        o, dvo, ex = o @ transform.T, dvo @ transform.T, ex @ transform.T
-    shift = o.mean(axis=(0, 1))
+    dvo = np.einsum("ctkj,kctj->ctk", terms.b[..., idx, :], cf) + ex
+    r = terms.ds[..., None] + np.einsum("ctj,kctj->ctk", terms.a, cf)
+    raw = o.mean(axis=(0, 1))
 
     def series(d: np.ndarray, rr: np.ndarray) -> np.ndarray:
-        oc, rc = o - shift, rr - rr.mean()
-        return np.concatenate([np.moveaxis(x, -1, 0) for x in (oc, d, oc * rc[..., None])] + [rc[None]])
+        oc, rc = o - raw, rr - rr.mean(axis=(0, 1))
+        return np.concatenate([np.moveaxis(x, -1, 0) for x in (oc, d, oc * rc, rc)])
 
-    return DerivedSeries(with_field=series(dvo, r), connected=series(ex, terms.ds), shift=shift)
+    con = series(ex, np.broadcast_to(terms.ds[..., None], r.shape))
+    shift = raw if transform is None else np.asarray(transform, float) @ raw
+    return DerivedSeries(with_field=series(dvo, r), connected=con, shift=shift, raw_shift=raw,
+                         transform=None if transform is None else np.asarray(transform, float))

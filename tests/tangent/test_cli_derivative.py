@@ -51,6 +51,16 @@ def test_derivative_json_and_checkpoint_reuse(u1_store, exact_u1, tmp_path):
     res = _invoke(args[:-5] + ["--batch", "500", "--out", str(ck)])
     assert res.exit_code == 0, res.output
     assert "tangent" in res.stdout and "connected" in res.stdout and "reused" in res.stdout
+    # --fit observable: each observable's own Var[T_v] fit, saved per observable and reused like the field's
+    ck2 = tmp_path / "per_obs"
+    per = json.loads(_invoke(args[:-1] + [str(ck2), "--fit", "observable"]).stdout)
+    assert per["fit_target"] == "observable" and set(per["observable_fit"]) == {"plaquette", "wilson_2x2"}
+    assert per["fit"] == [] and per["reused"] is False
+    for name, est in per["observables"].items():
+        t = est["tangent"]
+        assert abs(t["value"] - exact_u1[name]) / t["error"] < 4
+        assert per["variance_reduction"][name] > 0.8 * out["variance_reduction"][name]
+    assert json.loads(_invoke(args[:-1] + [str(ck2), "--fit", "observable"]).stdout)["observables"] == per["observables"]
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -61,6 +71,7 @@ def test_derivative_json_and_checkpoint_reuse(u1_store, exact_u1, tmp_path):
     (["--field", "plaquette", "--harmonics", "0"], "harmonics must be a positive integer"),
     (["--field", "magic"], "unknown tangent field"),
     (["--held-out", "1.5"], "--held-out must be a fraction"),
+    (["--fit", "both"], "--fit must be one of field, observable"),
 ])
 def test_user_errors(u1_store, tmp_path, extra, message):
     before = _snapshot(u1_store)
