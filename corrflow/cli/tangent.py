@@ -57,6 +57,9 @@ def derivative(
                                             "stochastic (noise vectors, one CG each) | auto (exact up to a Schur "
                                             "dimension of 512; exact is refused on larger lattices)"),
     noise: int = typer.Option(4, help="fermion ensembles, stochastic traces: noise vectors per configuration"),
+    dilution: str = typer.Option("none", help="stochastic traces: split each noise vector into pieces solved "
+                                              "separately: none | even-odd (2 solves) | spin-color (Ns*Nc) | full "
+                                              "(2*Ns*Nc); less trace noise per vector"),
     t0_ref: float = typer.Option(0.3, help="t^2 E(t0) that defines t0: with two or more t2E@T observables whose mean "
                                            "crosses it, the derivative of t0/a^2 joins the table"),
     w0_ref: float = typer.Option(0.3, help="W(w0^2) = t d/dt t^2 E that defines w0: with four or more t2E@T whose W "
@@ -89,7 +92,7 @@ def derivative(
             raise CLIError(f"--batch must be >= 1, got {batch}")
         if probes < 1:
             raise CLIError(f"--probes must be >= 1, got {probes}")
-        from ..tangent import TRACE_METHODS, FermionTraces
+        from ..tangent import DILUTIONS, TRACE_METHODS, FermionTraces
 
         if traces not in TRACE_METHODS:
             raise CLIError(f"--traces must be one of {', '.join(TRACE_METHODS)}, got {traces!r}")
@@ -97,7 +100,9 @@ def derivative(
             raise CLIError(f"--noise must be >= 1, got {noise}")
         if not t0_ref > 0 or not w0_ref > 0:
             raise CLIError(f"--t0-ref and --w0-ref must be > 0, got {t0_ref}, {w0_ref}")
-        trace_opts = FermionTraces(method=traces, n_noise=noise)
+        if dilution not in DILUTIONS:
+            raise CLIError(f"--dilution must be one of {', '.join(DILUTIONS)}, got {dilution!r}")
+        trace_opts = FermionTraces(method=traces, n_noise=noise, dilution=dilution)
         if out is not None:
             check_writable_dir(out, "--out")
         st = open_store(store, "r")
@@ -128,7 +133,8 @@ def derivative(
         tr_msg = ""
         if res.traces:
             tr_msg = (", exact fermion traces" if res.traces["method"] == "exact" else
-                      f", stochastic fermion traces ({res.traces['n_noise']} noise vectors)")
+                      f", stochastic fermion traces ({res.traces['n_noise']} noise vectors"
+                      + (f", {res.traces['dilution']} dilution" if "dilution" in res.traces else "") + ")")
         kept = (f" after the first {discard}" if discard else "") + (f", every {thin}th" if thin > 1 else "")
         table = Table(title=f"d<O>/d{param} on {ensemble} ({res.n_chains} x {res.n_traj} configurations{kept}, "
                             f"{r.field.get('kind')} field{' per observable' if r.target == 'observable' else ''}"

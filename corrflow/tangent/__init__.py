@@ -49,6 +49,7 @@ from .estimator import connected_estimate, tangent_estimate, tangent_values, var
 from .fermions import (
     FERMION_OBSERVABLES,
     NOISE_KINDS,
+    DILUTIONS,
     TRACE_METHODS,
     FermionTraces,
     fermion_derivatives,
@@ -66,7 +67,7 @@ __all__ = [
     "control_variates", "observable_cross_fit", "fit_coefficients",
     "connected_estimate", "tangent_estimate", "tangent_values", "variance_reduction",
     "FIELD_KINDS", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
-    "FERMION_OBSERVABLES", "NOISE_KINDS", "TRACE_METHODS", "FermionTraces", "fermion_derivatives",
+    "FERMION_OBSERVABLES", "NOISE_KINDS", "DILUTIONS", "TRACE_METHODS", "FermionTraces", "fermion_derivatives",
     "is_fermion_theory",
     "FieldFit", "TangentFitWarning", "cross_fit", "fit_field", "fold_index", "flow_scale_derivative",
     "cosh_effective_mass", "effective_mass_derivative",

@@ -37,16 +37,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..observables.fermions import chiral_condensate, chiral_condensate_stochastic, check_dense, pion_correlator
-from ..theories.fermions import WilsonFermionAction, conjugate_gradient, dirac, dirac_dagger
+from ..theories.fermions import WilsonFermionAction, conjugate_gradient, dirac, dirac_dagger, even_mask
 from .core import lift, parameter_jvp
 
 Array = jax.Array
 
 __all__ = ["FermionTraces", "TRACE_METHODS", "NOISE_KINDS", "FERMION_OBSERVABLES", "is_fermion_theory",
            "gauge_action", "fermion_derivatives", "fermion_observable", "trace_noise", "condensate_noise",
+           "DILUTIONS", "dilution_masks", "diluted_noise",
            "EXACT_TRACE_MAX_DIM"]
 
 TRACE_METHODS = ("auto", "exact", "stochastic")
+DILUTIONS = ("none", "even-odd", "spin-color", "full")
 NOISE_KINDS = ("z2", "gaussian")
 FERMION_OBSERVABLES = ("condensate", "pion@T (pion correlator at time separation T, e.g. pion@2)")
 #: ``auto`` traces are exact when the dense Schur complement has at most this dimension (``V Ns Nc / 2``)
@@ -67,13 +69,16 @@ def gauge_action(theory: Any) -> Any:
 class FermionTraces:
     """How the fermion traces are evaluated (module docstring): ``method`` (``auto``: exact when the even–odd Schur
     complement has dimension <= :data:`EXACT_TRACE_MAX_DIM`, else stochastic), ``n_noise`` noise vectors per
-    configuration of kind ``noise``, CG tolerance ``tol`` (relative residual) and iteration cap ``maxiter``."""
+    configuration of kind ``noise``, CG tolerance ``tol`` (relative residual) and iteration cap ``maxiter``;
+    ``dilution`` (:data:`DILUTIONS`) splits every noise vector into pieces solved separately (:func:`dilution_masks`:
+    ``P`` CG solves per vector, the noise from the couplings between pieces removed)."""
 
     method: str = "auto"
     n_noise: int = 4
     noise: str = "z2"
     tol: float = 1e-10
     maxiter: int = 5000
+    dilution: str = "none"
 
     def __post_init__(self) -> None:
         if self.method not in TRACE_METHODS:
@@ -84,6 +89,8 @@ class FermionTraces:
             raise ValueError(f"unknown noise {self.noise!r}; allowed: {', '.join(NOISE_KINDS)}")
         if not 0 < self.tol < 1e-3:
             raise ValueError(f"CG tolerance must be in (0, 1e-3), got {self.tol}")
+        if self.dilution not in DILUTIONS:
+            raise ValueError(f"unknown dilution {self.dilution!r}; allowed: {', '.join(DILUTIONS)}")
 
     def resolve(self, theory: Any) -> str:
         """``exact`` or ``stochastic`` for this theory; ``ValueError`` for ``exact`` on a lattice too large for the
@@ -100,6 +107,8 @@ class FermionTraces:
         out: dict[str, Any] = {"method": m}
         if m == "stochastic":
             out.update(n_noise=int(self.n_noise), noise=self.noise, tol=float(self.tol))
+            if self.dilution != "none":  # (absent when undiluted: older checkpoints keep their settings)
+                out["dilution"] = self.dilution
         return out
 
 
@@ -118,15 +127,50 @@ def trace_noise(key: Array, n: int, shape: tuple[int, ...], kind: str, dtype: An
              + 1j * jax.random.normal(ki, (n,) + tuple(shape), real)) / np.sqrt(2.0)).astype(dtype)
 
 
+def dilution_masks(theory: WilsonFermionAction, dilution: str) -> np.ndarray:
+    """0/1 masks ``(P, *fermion_shape)`` that partition the fermion index set: ``none`` (P = 1), ``even-odd`` (the
+    two site parities, P = 2: removes the noise from every odd-distance hop of ``D^{-1}``, the leading ``O(κ)``
+    ones), ``spin-color`` (P = Ns Nc: removes the on-site spin-colour couplings) or ``full`` (both, P = 2 Ns Nc).
+
+    For noise ``η`` with ``E[η η^†] = 1``, ``Σ_p (m_p η)^† X (m_p η)`` is an unbiased estimate of ``tr X`` for any
+    partition, with the cross terms between pieces gone from its variance."""
+    if dilution not in DILUTIONS:
+        raise ValueError(f"unknown dilution {dilution!r}; allowed: {', '.join(DILUTIONS)}")
+    ns, nc = theory.n_spin, theory.n_color
+    shape = tuple(theory.shape)
+    parity = [np.ones(shape + (1, 1))]
+    if dilution in ("even-odd", "full"):
+        even = np.asarray(even_mask(shape))
+        parity = [even, 1.0 - even]
+    sc = [np.ones((1, 1))]
+    if dilution in ("spin-color", "full"):
+        sc = [np.eye(ns * nc)[k].reshape(ns, nc) for k in range(ns * nc)]
+    return np.stack([np.broadcast_to(p * c, shape + (ns, nc)) for p in parity for c in sc])
+
+
+def diluted_noise(key: Array, theory: WilsonFermionAction, traces: FermionTraces, dtype: Any) -> Array:
+    """``traces.n_noise`` noise vectors, each split into the pieces of ``traces.dilution``: ``(n_noise * P,
+    *fermion_shape)``, noise vector-major, every piece scaled by ``sqrt(P)`` so that the *mean* of ``η_r^† X η_r``
+    over the rows is the diluted estimate ``(1/n) Σ_k Σ_p`` (the estimators are the same code with and without
+    dilution)."""
+    eta = trace_noise(key, traces.n_noise, theory.fermion_shape, traces.noise, dtype)
+    if traces.dilution == "none":
+        return eta
+    masks = dilution_masks(theory, traces.dilution)
+    masks = jnp.asarray(masks * np.sqrt(masks.shape[0]), eta.real.dtype)
+    return (eta[:, None] * masks[None]).reshape((-1,) + tuple(theory.fermion_shape))
+
+
 def condensate_noise(theory: WilsonFermionAction, key: Array, traces: FermionTraces) -> Array | None:
-    """Noise vectors ``(n_noise, *fermion_shape)`` of the stochastic ``condensate`` (``None`` with exact traces).
+    """Noise vectors ``(n_noise * P, *fermion_shape)`` of the stochastic ``condensate`` (``None`` with exact traces),
+    diluted as ``traces`` says.
 
     ``key`` is the configuration's trace-noise key; the vectors come from ``fold_in(key, 1)``, independent of the
     ``∂_m S`` / ``v·∇S_f`` noise (``key`` itself), since ``E[Ô R̂] = E[O R]`` needs independent estimates."""
     if traces.resolve(theory) == "exact":
         return None
-    return trace_noise(jax.random.fold_in(key, 1), traces.n_noise, theory.fermion_shape, traces.noise,
-                       jnp.complex128 if jax.config.jax_enable_x64 else jnp.complex64)
+    return diluted_noise(jax.random.fold_in(key, 1), theory, traces,
+                         jnp.complex128 if jax.config.jax_enable_x64 else jnp.complex64)
 
 
 def fermion_derivatives(theory: WilsonFermionAction, u: Array, vks: Array, key: Array,
@@ -149,10 +193,10 @@ def fermion_derivatives(theory: WilsonFermionAction, u: Array, vks: Array, key: 
     m = theory.mass
     nax = theory.ndim + 2
     axes = tuple(range(-nax, 0))
-    eta = trace_noise(key, traces.n_noise, theory.fermion_shape, traces.noise, cdt)
+    eta = diluted_noise(key, theory, traces, cdt)
     y = conjugate_gradient(lambda x: dirac_dagger(v, m, dirac(v, m, x)), eta, nax, tol=traces.tol,
                            maxiter=traces.maxiter).x
-    chi = jax.lax.stop_gradient(dirac(v, m, y))  # D^{-dag} eta, one per noise vector
+    chi = jax.lax.stop_gradient(dirac(v, m, y))  # D^{-dag} eta, one per (diluted) noise vector
 
     def trace_with(x: Array) -> Array:  # Re tr(D^{-1} X) estimated from X eta
         return jnp.mean(jnp.real(jnp.sum(jnp.conj(chi) * x, axis=axes)))

@@ -61,20 +61,25 @@ def test_pion_and_condensate_derivatives_match_finite_differences():
     assert np.all(np.abs(dv) > 1e-4)
 
 
-def _noise_samples(th, u, vks, n, kind):
-    tr = tg.FermionTraces("stochastic", 1, kind, tol=1e-12)
+def _noise_samples(th, u, vks, n, kind, dilution="none"):
+    tr = tg.FermionTraces("stochastic", 1, kind, tol=1e-12, dilution=dilution)
     f = jax.jit(jax.vmap(lambda k: fermion_derivatives(th, u, vks, k, tr)))
     dm, vs = f(jax.random.split(jax.random.PRNGKey(7), n))
     return np.concatenate([np.asarray(dm)[:, None], np.asarray(vs)], axis=1)
 
 
-@pytest.mark.parametrize("kind", ["z2", "gaussian"])
-def test_stochastic_traces_are_unbiased_schwinger(kind):
+@pytest.mark.parametrize("kind,dilution", [("z2", "none"), ("gaussian", "none"), ("z2", "even-odd"), ("z2", "full"),
+                                            ("gaussian", "spin-color")])
+def test_stochastic_traces_are_unbiased_schwinger(kind, dilution):
     th, u = _schwinger_config(2)
     vks = tg.PlaquetteField(2).vectors(u, th.gauge)
     dm, vs = fermion_derivatives(th, u, vks, jax.random.PRNGKey(0), tg.FermionTraces("exact"))
     exact = np.concatenate([[float(dm)], np.asarray(vs)])
-    s = _noise_samples(th, u, vks, 400, kind)
+    s = _noise_samples(th, u, vks, 400, kind, dilution)
+    if dilution != "none" and kind == "z2":  # Z2 noise has no diagonal noise, so removing the couplings between the
+        # pieces shrinks the spread of ∂_m S (Gaussian noise keeps its diagonal part: dilution helps it little)
+        s0 = _noise_samples(th, u, vks, 400, kind)
+        assert s[:, 0].std() < 0.8 * s0[:, 0].std(), (s[:, 0].std(), s0[:, 0].std())
     err = s.std(0, ddof=1) / np.sqrt(len(s))
     pulls = (s.mean(0) - exact) / err
     assert np.all(np.abs(pulls) < PULL), pulls
@@ -142,3 +147,15 @@ def test_dense_algebra_refused_on_large_lattices():
             call()
         assert "\n" not in str(e.value)
     assert tg.FermionTraces("stochastic").resolve(big) == "stochastic"
+
+
+def test_dilution_masks_partition_the_index_set():
+    th = make_theory("su3-wilson", (2, 2, 2, 2), beta=5.5, mass=0.5)
+    from corrflow.tangent.fermions import dilution_masks
+
+    for dilution, p in (("none", 1), ("even-odd", 2), ("spin-color", 12), ("full", 24)):
+        m = dilution_masks(th, dilution)
+        assert m.shape == (p,) + th.fermion_shape and set(np.unique(m)) <= {0.0, 1.0}
+        np.testing.assert_array_equal(m.sum(0), 1.0)
+    with pytest.raises(ValueError, match="unknown dilution 'time'"):
+        tg.FermionTraces("stochastic", dilution="time")
