@@ -82,8 +82,7 @@ def run_field(theory, configs, field, names, ex, label: str, batch: int, param: 
                   "pull_tangent": tan.pull(ex[o]) if ex else None, "pull_connected": con.pull(ex[o]) if ex else None}
         if o in terms.names:  # share of the connected term's variance from the explicit (valence) derivative
             i = terms.names.index(o)
-            oc = terms.o[..., i] - terms.o[..., i].mean()
-            t0 = explicit[..., i] - oc * (terms.ds - terms.ds.mean())
+            t0 = tg.control_variates(terms, i)[1]  # the connected estimator's per-configuration term
             row[o]["explicit_share"] = float(explicit[..., i].var() / t0.var()) if t0.var() > 0 else 0.0
     print(f"  {label:9s} terms {t_terms:6.1f} s  fit {t_fit:.3f} s  Var[R] reduced "
           + "/".join(f"{x:.0f}x" for x in row["var_R_reduction"]), flush=True)

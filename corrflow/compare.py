@@ -50,6 +50,13 @@ def _scaled(s: Stats, factor: float) -> Stats:
     return replace(s, value=s.value * factor, error=s.error * abs(factor))
 
 
+def _after(x: np.ndarray, discard: int, name: str) -> np.ndarray:
+    """``x[:, discard:]`` (per-chain series ``(n_chains, n_traj)``), or a one-line ``ValueError`` if nothing is left."""
+    if discard >= x.shape[1]:
+        raise ValueError(f"cannot discard {discard} of the {x.shape[1]} trajectories per chain of {name!r}")
+    return x[:, discard:]
+
+
 def compare_ensembles(store: Any, base: str, others: Sequence[str], observables: Sequence[str] = ("plaquette",),
                       *, discard: int = 0) -> list[ComparisonRow]:
     """Rows for every observable and every ensemble in ``others`` (flowed or independent).
@@ -81,17 +88,13 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
         if obs not in bds:
             raise ValueError(f"observable {obs!r} not in {base!r}; measure it first (`corrflow measure`)")
         ob = np.asarray(bds[obs].values, float)
-        if discard >= ob.shape[1]:
-            raise ValueError(f"cannot discard {discard} of the {ob.shape[1]} trajectories per chain of {base!r}")
+        ob_kept = _after(ob, discard, base)
         for name, spec, (_, shift) in plan:  # independent first so variance reductions can refer to it
             if spec.kind == "flowed":
                 continue
             ds = store.open_ensemble(name)
-            oi = np.asarray(ds[obs].values, float)
-            if discard >= oi.shape[1]:
-                raise ValueError(f"cannot discard {discard} of the {oi.shape[1]} trajectories per chain of {name!r}")
-            oi = oi[:, discard:]
-            res = independent_difference(oi, ob[:, discard:])
+            oi = _after(np.asarray(ds[obs].values, float), discard, name)
+            res = independent_difference(oi, ob_kept)
             indep_err[obs] = res.error
             rows.append(ComparisonRow(obs, "independent", name, gamma_method(oi),
                                       res.stats, _scaled(res.stats, 1 / shift), None, None))
@@ -103,10 +106,8 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
             lw = np.asarray(ds["log_weight"].values, float)
             if not np.array_equal(np.asarray(ds["source_traj"].values)[0], np.asarray(bds.traj.values)[: of.shape[1]]):
                 raise ValueError(f"{name!r} is not paired trajectory by trajectory with {base!r}")
-            if discard >= of.shape[1]:
-                raise ValueError(f"cannot discard {discard} of the {of.shape[1]} trajectories per chain of {name!r}")
-            obn = ob[:, discard: of.shape[1]]
-            of_all, of, lw = of, of[:, discard:], lw[:, discard:]
+            of_all, of, lw = of, _after(of, discard, name), lw[:, discard:]
+            obn = ob[:, discard: of_all.shape[1]]
             diff = correlated_difference(obn, of, lw)
             label = "direct reweighting" if spec.flow.get("flow_id") == "identity" else "flowed reweighting"
             vr = (indep_err[obs] / diff.error) ** 2 if obs in indep_err and diff.error > 0 else None

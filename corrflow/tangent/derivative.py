@@ -254,17 +254,22 @@ def observable_cross_fit(terms: TangentTerms, *, n_folds: int = 2, held_out: flo
     return fits, np.stack(coefs)
 
 
+def check_fit_target(target: str) -> None:
+    """``ValueError`` for a fit target not in :data:`FIT_TARGETS`."""
+    if target not in FIT_TARGETS:
+        raise ValueError(f"unknown fit target {target!r}; allowed: {', '.join(FIT_TARGETS)}")
+
+
 def fit_coefficients(terms: TangentTerms, target: str = "field", *, n_folds: int = 2, held_out: float = 0.25,
                      ridges: Sequence[float] | None = None, sizes: Sequence[int] | None = None
                      ) -> tuple[list[Any], np.ndarray]:
     """Cross-fitted coefficients for :func:`estimate` by ``target`` (:data:`FIT_TARGETS`): ``field`` gives
     ``(fits per fold, (n_chains, n_traj, K))``, ``observable`` ``(fits per observable and fold, (n_obs, n_chains,
     n_traj, K))``."""
+    check_fit_target(target)
     if target == "field":
         return cross_fit(terms.a, terms.ds, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)
-    if target == "observable":
-        return observable_cross_fit(terms, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)
-    raise ValueError(f"unknown fit target {target!r}; allowed: {', '.join(FIT_TARGETS)}")
+    return observable_cross_fit(terms, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)
 
 
 def derivative(theory: Any, configs: Any, param: str, observables: Sequence[str], field_obj: Any, key: Any, *,
@@ -276,8 +281,7 @@ def derivative(theory: Any, configs: Any, param: str, observables: Sequence[str]
     size selected on ``held_out`` of the training part) and the connected estimator, from the same configurations.
     ``target``: what the fit minimises (:data:`FIT_TARGETS`).
     """
-    if target not in FIT_TARGETS:
-        raise ValueError(f"unknown fit target {target!r}; allowed: {', '.join(FIT_TARGETS)}")
+    check_fit_target(target)  # before the expensive terms
     terms = compute_terms(field_obj, theory, param, observables, configs, key, batch=batch, traces=traces)
     if field_obj.n_coef == 0:
         return estimate(terms, np.zeros(0), [], field_obj.describe())

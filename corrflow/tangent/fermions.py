@@ -112,7 +112,7 @@ class FermionTraces:
         return out
 
 
-def _complex_links_dtype(u: Array) -> Any:
+def _complex_links_dtype(u: Array | None) -> Any:
     # CG to 1e-10 needs double precision whatever the stored links are (complex64 SU(3) ensembles included)
     return jnp.complex128 if jax.config.jax_enable_x64 else jnp.complex64
 
@@ -169,8 +169,7 @@ def condensate_noise(theory: WilsonFermionAction, key: Array, traces: FermionTra
     ``∂_m S`` / ``v·∇S_f`` noise (``key`` itself), since ``E[Ô R̂] = E[O R]`` needs independent estimates."""
     if traces.resolve(theory) == "exact":
         return None
-    return diluted_noise(jax.random.fold_in(key, 1), theory, traces,
-                         jnp.complex128 if jax.config.jax_enable_x64 else jnp.complex64)
+    return diluted_noise(jax.random.fold_in(key, 1), theory, traces, _complex_links_dtype(None))
 
 
 def fermion_derivatives(theory: WilsonFermionAction, u: Array, vks: Array, key: Array,
