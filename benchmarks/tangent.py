@@ -2,12 +2,16 @@
 
     python benchmarks/tangent.py                       # beta = 2, L = 16, 32, 64, 8 chains x 1000 configurations
     python benchmarks/tangent.py --L 16 --n 500        # quicker
+    python benchmarks/tangent.py --fields preconditioned   # the general non-local field (diluted probes)
     python benchmarks/tangent.py --su3                 # also 4D SU(3) 4^4, beta = 5.8, d<P>/dbeta (gradient field)
+    python benchmarks/tangent.py --L '' --su3 --su3-fields gradient,preconditioned --su3-beta 5.8
     python benchmarks/tangent.py --L '' --schwinger    # Schwinger model 8x8, beta 2, m 0.2: d/dm and d/dbeta
 
 For every lattice: an HMC ensemble (hot start, Omelyan, trajectory length 1, thermalised), then for the plaquette-
 space field (exact, 2D U(1) only) and the general gradient field (plaquette, rectangle and Wilson-flowed plaquette
-features, Hutchinson divergence with 4 probes): d<P>/dbeta and d<W_2x2>/dbeta with the tangent and the connected
+features, Hutchinson divergence with 4 probes) -- and with ``--fields ...,preconditioned`` the preconditioned field
+(gradients of Σ_P cos^n φ_P, n <= 6, times the inverse Laplacian: the general form of the plaquette-space field, one
+Hutchinson probe diluted by period 4): d<P>/dbeta and d<W_2x2>/dbeta with the tangent and the connected
 estimator from the same configurations (cross-fitted coefficients, 2 folds), the variance reduction
 (error_connected / error_tangent)^2 (autocorrelations included), the pull of the tangent value against the exact
 torus derivative, and the times of the per-configuration terms and of the least-squares fit.
@@ -107,9 +111,13 @@ def main() -> None:
     ap.add_argument("--features", default=",".join(GRADIENT_FEATURES))
     ap.add_argument("--flow-eps", type=float, default=0.2)
     ap.add_argument("--gradient-max", type=int, default=2000,
-                    help="at most this many configurations (evenly thinned) for the gradient field")
+                    help="at most this many configurations (evenly thinned) for the gradient and preconditioned fields")
     ap.add_argument("--su3", action="store_true", help="also 4D SU(3) 4^4 at beta = 5.8 (gradient field)")
     ap.add_argument("--su3-n", type=int, default=200, help="SU(3): configurations per chain (4 chains)")
+    ap.add_argument("--su3-beta", type=float, default=5.8, help="SU(3): beta")
+    ap.add_argument("--su3-fields", default="gradient", help="SU(3): gradient and/or preconditioned")
+    ap.add_argument("--probe-period", type=int, default=4,
+                    help="preconditioned field: dilution period of the Hutchinson probe (2D; SU(3) uses 1 probe x 2)")
     ap.add_argument("--schwinger", action="store_true", help="also the Schwinger model 8x8 (mass derivatives)")
     ap.add_argument("--schwinger-n", type=int, default=300, help="Schwinger: configurations per chain (4 chains)")
     ap.add_argument("--json", default="", help="write all figures to this JSON file")
@@ -129,6 +137,13 @@ def main() -> None:
             sub = configs
             if kind == "plaquette":
                 field = tg.PlaquetteField(6)
+            elif kind == "preconditioned":
+                field = tg.PreconditionedField(features=("plaquette",) + tuple(f"plaquette^{n}" for n in range(2, 7)),
+                                               n_probes=1, probe_period=args.probe_period)
+                every = -(-configs.shape[0] * configs.shape[1] // args.gradient_max)
+                sub = configs[:, ::every]
+                if every > 1:
+                    print(f"  preconditioned field on every {every}th configuration ({sub.shape[0]} x {sub.shape[1]})")
             else:
                 field = tg.GradientField(features=tuple(args.features.split(",")), flow_eps=args.flow_eps, n_probes=4)
                 every = -(-configs.shape[0] * configs.shape[1] // args.gradient_max)
@@ -139,8 +154,8 @@ def main() -> None:
             row.update(L=L, hmc_s=t_hmc, n=int(sub.shape[0] * sub.shape[1]))
             rows.append(row)
     if args.su3:
-        th = make_theory("su3", (4, 4, 4, 4), beta=5.8)
-        print("4D SU(3) 4^4, beta 5.8:", flush=True)
+        th = make_theory("su3", (4, 4, 4, 4), beta=args.su3_beta)
+        print(f"4D SU(3) 4^4, beta {args.su3_beta}:", flush=True)
         from corrflow.heatbath import HeatbathConfig
 
         t0 = time.perf_counter()
@@ -148,11 +163,16 @@ def main() -> None:
                        keep_configs=True, block_size=min(args.su3_n, 100))
         configs = out["configs"]
         print(f"  heat bath (1 HB + 4 OR per update): 4 x {args.su3_n}, {time.perf_counter() - t0:.1f} s", flush=True)
-        field = tg.GradientField(features=("plaquette", "rectangle", "flowed@0.1", "flowed@0.2", "flowed@0.4"),
-                                 flow_eps=0.05, n_probes=4)
-        row = run_field(th, configs, field, ("plaquette",), None, "gradient", batch=16)
-        row.update(L="su3-4^4", n=int(configs.shape[0] * configs.shape[1]))
-        rows.append(row)
+        for kind in args.su3_fields.split(","):
+            if kind == "preconditioned":
+                field = tg.PreconditionedField(features=("plaquette", "plaquette^2", "plaquette^3", "rectangle"),
+                                               n_probes=1, probe_period=2)
+            else:
+                field = tg.GradientField(features=("plaquette", "rectangle", "flowed@0.1", "flowed@0.2", "flowed@0.4"),
+                                         flow_eps=0.05, n_probes=4)
+            row = run_field(th, configs, field, ("plaquette",), None, kind, batch=16)
+            row.update(L="su3-4^4", beta=args.su3_beta, n=int(configs.shape[0] * configs.shape[1]))
+            rows.append(row)
     if args.schwinger:
         th = make_theory("schwinger", (8, 8), beta=2.0, mass=0.2)
         print("Schwinger model 8x8, beta 2, m 0.2 (N_f = 2 Wilson, exact-determinant HMC):", flush=True)

@@ -14,6 +14,8 @@ linear in their coefficients, cross-fitted so that no configuration enters its o
   of ``D^{-1}``, fermionic observables (``condensate``, ``pion@T``) with their explicit mass dependence;
 * :mod:`.fields` -- :class:`PlaquetteField` (2D U(1), exact non-local field), :class:`GradientField` (any group and
   dimension: gradients of plaquette / rectangle / Wilson-flowed plaquette actions);
+* :mod:`.precondition` -- :class:`PreconditionedField` (any theory: gradient fields times the inverse covariant
+  Laplacian, non-local; in 2D U(1) the plaquette-space field);
 * :mod:`.fit` -- ridge least squares with held-out selection, cross-fitting;
 * :mod:`.estimator` -- the estimator with Gamma-method errors;
 * :mod:`.derivative` -- configurations -> terms -> fit -> estimates (:func:`derivative`);
@@ -42,6 +44,7 @@ from .core import (
     observable_function,
     observables_vector,
     parameter_derivative,
+    probe_classes,
 )
 from .derivative import (FIT_TARGETS, DerivativeResult, TangentTerms, apply_fits, compute_terms, control_variates,
                          derivative, estimate, fit_coefficients, observable_cross_fit)
@@ -56,6 +59,7 @@ from .fermions import (
     is_fermion_theory,
 )
 from .fields import FIELD_KINDS, GradientField, NoField, PlaquetteField, make_field, plaquette_link_field
+from .precondition import PreconditionedField
 from .fit import FieldFit, TangentFitWarning, cross_fit, fit_field, fold_index
 from .scales import flow_scale_derivative
 from .spectroscopy import cosh_effective_mass, effective_mass_derivative
@@ -63,6 +67,7 @@ from .spectroscopy import cosh_effective_mass, effective_mass_derivative
 __all__ = [
     "OBSERVABLES", "PARAMETERS", "check_parameter", "observables_vector", "coords_shape", "directional_derivative", "divergence_dense",
     "divergence_hutchinson", "gradient", "hutchinson_probes", "lift", "observable_function", "parameter_derivative",
+    "probe_classes", "PreconditionedField",
     "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate", "FIT_TARGETS",
     "control_variates", "observable_cross_fit", "fit_coefficients",
     "connected_estimate", "tangent_estimate", "tangent_values", "variance_reduction",

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import observables as obs
 from ..observables import gradient_flow as gf
@@ -39,6 +40,7 @@ __all__ = [
     "directional_derivative",
     "divergence_dense",
     "divergence_hutchinson",
+    "probe_classes",
     "hutchinson_probes",
     "parameter_derivative",
     "parameter_jvp",
@@ -113,14 +115,32 @@ def hutchinson_probes(key: Array, shape: tuple[int, ...], n_probes: int, kind: s
     raise ValueError(f"unknown probe kind {kind!r}; use 'rademacher' or 'gaussian'")
 
 
+def probe_classes(coords: tuple[int, ...], period: int) -> np.ndarray:
+    """Class index ``(*coords)`` of every link coordinate for diluted probes: the site's coordinates modulo
+    ``period`` and the link direction (``period ** d * d`` classes; ``period = 1``: one class).  Links of one class
+    are ``period`` sites apart in every direction, so a diluted probe never pairs close neighbours."""
+    *sites, d, n_gen = coords
+    idx = np.zeros(tuple(sites), np.int64)
+    for ax, n in enumerate(sites):
+        shape = [1] * len(sites)
+        shape[ax] = n
+        idx = idx * period + (np.arange(n) % period).reshape(shape)
+    cls = idx[..., None] * d + np.arange(d)
+    return np.broadcast_to(cls[..., None], tuple(coords)) if period > 1 else np.zeros(tuple(coords), np.int64)
+
+
 def divergence_hutchinson(field: Field, u: Array, group: Group, key: Array, n_probes: int = 4,
-                          kind: str = "rademacher") -> Array:
+                          kind: str = "rademacher", period: int = 1) -> Array:
     """Unbiased Hutchinson estimate of ``∇·v (U)``, one value per probe (shape ``(n_probes, *out)``).
 
     For each probe ``z`` (algebra coordinates with ``E[z z^T] = 1``) the value is ``z · (z·∇) v`` computed with
     one ``jax.jvp`` of ``w -> v(exp(W) U)``; its expectation over ``z`` is ``Σ_{l,a} ∂_l^a v_l^a``.  ``field``
     may return extra leading axes (several fields at once, ``(K, *coords_shape)``); the result then has shape
     ``(n_probes, K)``.  Average over the probe axis for the estimate.
+
+    ``period > 1`` dilutes each probe (:func:`probe_classes`): the value is ``Σ_c z_c · (z_c·∇) v`` over the
+    ``period^d d`` classes, one jvp each -- still unbiased, without the products of a link with its neighbours
+    closer than ``period`` sites, which carry most of the probe noise of a Jacobian that decays with distance.
     """
     w0 = _zeros(u, group)
     zs = hutchinson_probes(key, w0.shape, n_probes, kind, w0.dtype)
@@ -130,7 +150,11 @@ def divergence_hutchinson(field: Field, u: Array, group: Group, key: Array, n_pr
     def one(z: Array) -> Array:
         return jnp.sum(jax.jvp(g, (w0,), (z,))[1] * z, axis=axes)
 
-    return jax.lax.map(one, zs)
+    if period == 1:
+        return jax.lax.map(one, zs)
+    cls = probe_classes(tuple(w0.shape), int(period))
+    masks = jnp.asarray(np.stack([cls == c for c in range(int(cls.max()) + 1)]), w0.dtype)
+    return jax.lax.map(lambda z: jnp.sum(jax.lax.map(lambda m: one(z * m), masks), axis=0), zs)
 
 
 def check_parameter(theory: Any, param: str) -> None:

@@ -22,7 +22,10 @@ always a pure-gauge action here (the gauge part of a fermion theory).
   ``flowed@t``, the plaquette action of links flowed to time ``t`` by the Wilson flow
   ``dV/dt = −F_{β=1}(V)`` (Euler steps ``flow_eps``; SU(N) exponential as a 4th-order Taylor series).  Gradients by reverse mode (through the flow),
   ``∇·v_k = ΔΦ_k`` in closed form for loops whose links appear once (``ΔΦ = −|C| C_F Φ``), else by Hutchinson
-  probes (unbiased; the probe noise is part of the Monte Carlo error).
+  probes (unbiased; the probe noise is part of the Monte Carlo error).  Features ``plaquette^n`` (``n = 2..9``):
+  ``Σ_P (Re tr P / N)^n``, class functions of the plaquette beyond the linear term (U(1): harmonics up to ``n``).
+* :class:`~corrflow.tangent.precondition.PreconditionedField` (own module) — the same features' gradients
+  preconditioned by the inverse covariant Laplacian: non-local, the general form of the plaquette-space field.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ Array = jax.Array
 
 __all__ = ["PlaquetteField", "GradientField", "plaquette_link_field", "make_field", "FIELD_KINDS"]
 
-FIELD_KINDS = ("plaquette", "gradient", "none")
+FIELD_KINDS = ("plaquette", "gradient", "preconditioned", "none")
 
 
 # ----------------------------------------------------------------------------------------
@@ -122,6 +125,13 @@ class PlaquetteField:
 # ----------------------------------------------------------------------------------------
 
 _FLOWED = re.compile(r"^flowed@([0-9.eE+-]+)$")
+_POWER = re.compile(r"^plaquette\^([2-9])$")
+
+
+def _plaquette_power(u: Array, group: Group, n: int) -> Array:
+    """``Σ_P (Re tr P / N)^n`` over all plaquettes (U(1): ``Σ cos^n φ_P``, the harmonics up to ``n``)."""
+    d = u.shape[-1 - group.elem_ndim]
+    return sum(jnp.sum((group.retr(lattice.plaquette(u, m, nu, group)) / group.N) ** n) for m, nu in lattice.planes(d))
 
 
 def _loop_sum(u: Array, group: Group, r: int, t: int) -> Array:
@@ -169,8 +179,9 @@ class GradientField:
         if not self.features:
             raise ValueError("GradientField: give at least one feature")
         for f in self.features:
-            if f not in ("plaquette", "rectangle") and not _FLOWED.match(f):
-                raise ValueError(f"unknown feature {f!r}; allowed: plaquette, rectangle, flowed@T (e.g. flowed@0.2)")
+            if f not in ("plaquette", "rectangle") and not _FLOWED.match(f) and not _POWER.match(f):
+                raise ValueError(f"unknown feature {f!r}; allowed: plaquette, plaquette^n (n = 2..9), rectangle, "
+                                 "flowed@T (e.g. flowed@0.2)")
         if len(set(self.features)) != len(self.features):
             raise ValueError(f"GradientField: duplicate features in {self.features}")
         if not self.flow_eps > 0:
@@ -216,6 +227,8 @@ class GradientField:
                 out.append(_loop_sum(u, g, 1, 1))
             elif f == "rectangle":
                 out.append(_loop_sum(u, g, 1, 2))
+            elif (m := _POWER.match(f)):
+                out.append(_plaquette_power(u, g, int(m.group(1))))
             else:
                 out.append(flowed[int(round(float(_FLOWED.match(f).group(1)) / self.flow_eps))])  # type: ignore
         return jnp.stack(out)
@@ -285,8 +298,9 @@ class NoField:
 
 
 def make_field(kind: str = "auto", theory: Any = None, **options: Any) -> Any:
-    """Field from its kind: ``plaquette`` (2D U(1)), ``gradient`` (any theory), ``none``, or ``auto`` (plaquette for
-    2D U(1), gradient otherwise).  Options go to the field's constructor; ``ValueError`` for unknown kinds."""
+    """Field from its kind: ``plaquette`` (2D U(1)), ``gradient`` (any theory), ``preconditioned`` (any theory:
+    :class:`corrflow.tangent.precondition.PreconditionedField`), ``none``, or ``auto`` (plaquette for 2D U(1),
+    gradient otherwise).  Options go to the field's constructor; ``ValueError`` for unknown kinds."""
     if kind == "auto":
         kind = "plaquette" if theory is not None and theory.group.is_abelian and len(theory.shape) == 2 else "gradient"
     if kind == "plaquette":
@@ -295,6 +309,18 @@ def make_field(kind: str = "auto", theory: Any = None, **options: Any) -> Any:
         if "features" in options and isinstance(options["features"], str):
             options["features"] = tuple(x for x in options["features"].split(",") if x.strip())
         f = GradientField(**options)
+    elif kind == "preconditioned":
+        from .precondition import PreconditionedField
+
+        for name in ("features", "masses"):
+            if name in options and isinstance(options[name], str):
+                options[name] = tuple(x for x in options[name].split(",") if x.strip())
+        if "masses" in options:
+            try:
+                options["masses"] = tuple(float(x) for x in options["masses"])
+            except ValueError:
+                raise ValueError(f"preconditioned field: masses must be numbers, got {options['masses']}") from None
+        f = PreconditionedField(**options)
     elif kind == "none":
         f = NoField()
     else:
