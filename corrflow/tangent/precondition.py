@@ -21,9 +21,10 @@ Laplacian of the algebra-valued link field (right-trivialised: ``X_μ(x)`` trans
 
 with the features ``Φ_k`` of :class:`~corrflow.tangent.fields.GradientField` and one or more regulator masses
 ``m²``: linear in ``c``, so the coefficients are least squares as for every field.  ``K_m⁻¹`` by conjugate gradients
-(matrix-free, differentiable: ``∇·v`` by Hutchinson probes with ``jax.jvp`` through the solve; unbiased, the probe
-noise is part of the Monte Carlo error).  In 2D U(1) with ``m² = 0`` the field spans the plaquette-space field's
-directions exactly (tested).
+in SU(N) (matrix-free, differentiable), by FFT in U(1) (where ``K_m`` does not depend on the links); ``∇·v`` by
+Hutchinson probes with ``jax.jvp`` through the solve, optionally diluted (unbiased; the probe noise is part of the
+Monte Carlo error).  In 2D U(1) with ``m² = 0`` the field spans the plaquette-space field's directions exactly
+(tested).
 """
 
 from __future__ import annotations
@@ -64,11 +65,19 @@ def covariant_laplacian(u: Array, w: Array, group: Any, m2: float) -> Array:
 
 
 def solve_laplacian(u: Array, b: Array, group: Any, m2: float, tol: float = 1e-10, maxiter: int = 500) -> Array:
-    """``K_m⁻¹ b`` by conjugate gradients (``b``: coordinates of one configuration).  With ``m2 = 0`` in U(1) the
-    constant mode of every direction (the kernel of ``−Δ``) is projected out of ``b`` first (pseudo-inverse)."""
-    if group.is_abelian and m2 == 0.0:
-        d = b.ndim - 2
-        b = b - jnp.mean(b, axis=tuple(range(d)), keepdims=True)
+    """``K_m⁻¹ b`` for coordinates ``b`` of one configuration: SU(N) by conjugate gradients (``tol`` relative,
+    ``maxiter``); U(1), where ``K_m`` does not depend on the links, exactly by FFT (with ``m2 = 0`` the pseudo-inverse:
+    the constant mode of every direction, the kernel of ``−Δ``, is dropped)."""
+    if group.is_abelian:
+        sites = b.shape[:-2]
+        axes = tuple(range(len(sites)))
+        lap = np.full(sites, float(m2))
+        for ax, n in enumerate(sites):
+            shape = [1] * len(sites)
+            shape[ax] = n
+            lap = lap + (2.0 - 2.0 * np.cos(2 * np.pi * np.fft.fftfreq(n))).reshape(shape)
+        inv = np.where(lap > 1e-12, 1.0 / np.where(lap > 1e-12, lap, 1.0), 0.0)[..., None, None]
+        return jnp.real(jnp.fft.ifftn(jnp.fft.fftn(b, axes=axes) * inv, axes=axes)).astype(b.dtype)
     x, _ = jax.scipy.sparse.linalg.cg(lambda y: covariant_laplacian(u, y, group, m2), b, tol=tol, atol=0.0,
                                       maxiter=maxiter)
     return x
