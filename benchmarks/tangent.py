@@ -137,19 +137,17 @@ def main() -> None:
             sub = configs
             if kind == "plaquette":
                 field = tg.PlaquetteField(6)
-            elif kind == "preconditioned":
-                field = tg.PreconditionedField(features=("plaquette",) + tuple(f"plaquette^{n}" for n in range(2, 7)),
-                                               n_probes=1, probe_period=args.probe_period)
-                every = -(-configs.shape[0] * configs.shape[1] // args.gradient_max)
-                sub = configs[:, ::every]
-                if every > 1:
-                    print(f"  preconditioned field on every {every}th configuration ({sub.shape[0]} x {sub.shape[1]})")
             else:
-                field = tg.GradientField(features=tuple(args.features.split(",")), flow_eps=args.flow_eps, n_probes=4)
+                if kind == "preconditioned":
+                    field = tg.PreconditionedField(features=("plaquette",) + tuple(f"plaquette^{n}" for n in range(2, 7)),
+                                                   n_probes=1, probe_period=args.probe_period)
+                else:
+                    field = tg.GradientField(features=tuple(args.features.split(",")), flow_eps=args.flow_eps,
+                                             n_probes=4)
                 every = -(-configs.shape[0] * configs.shape[1] // args.gradient_max)
-                sub = configs[:, ::every]  # the gradient field costs ~0.01 s per configuration per 256 sites
+                sub = configs[:, ::every]  # these fields cost ~0.01 s per configuration per 256 sites
                 if every > 1:
-                    print(f"  gradient field on every {every}th configuration ({sub.shape[0]} x {sub.shape[1]})")
+                    print(f"  {kind} field on every {every}th configuration ({sub.shape[0]} x {sub.shape[1]})")
             row = run_field(th, sub, field, names, ex, kind, batch=64 if L >= 64 else 128)
             row.update(L=L, hmc_s=t_hmc, n=int(sub.shape[0] * sub.shape[1]))
             rows.append(row)

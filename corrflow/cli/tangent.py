@@ -131,7 +131,7 @@ def derivative(
             opts = {"n_probes": probes}
         elif kind == "preconditioned":
             opts = {"n_probes": probes, "masses": masses, "probe_period": probe_period}
-        if features is not None and kind in ("gradient", "preconditioned", "auto") and "n_probes" in opts:
+        if features is not None and "n_probes" in opts:  # the fields built from features
             opts["features"] = features
         names = [o.strip() for o in obs.split(",") if o.strip()]
         others = [c.strip() for item in (compare or []) for c in item.split(",") if c.strip()]

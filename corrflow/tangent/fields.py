@@ -303,18 +303,16 @@ def make_field(kind: str = "auto", theory: Any = None, **options: Any) -> Any:
     gradient otherwise).  Options go to the field's constructor; ``ValueError`` for unknown kinds."""
     if kind == "auto":
         kind = "plaquette" if theory is not None and theory.group.is_abelian and len(theory.shape) == 2 else "gradient"
+    for name in ("features", "masses"):  # comma-separated strings (CLI)
+        if isinstance(options.get(name), str):
+            options[name] = tuple(x for x in options[name].split(",") if x.strip())
     if kind == "plaquette":
         f: Any = PlaquetteField(**options)
     elif kind == "gradient":
-        if "features" in options and isinstance(options["features"], str):
-            options["features"] = tuple(x for x in options["features"].split(",") if x.strip())
         f = GradientField(**options)
     elif kind == "preconditioned":
         from .precondition import PreconditionedField
 
-        for name in ("features", "masses"):
-            if name in options and isinstance(options[name], str):
-                options[name] = tuple(x for x in options[name].split(",") if x.strip())
         if "masses" in options:
             try:
                 options["masses"] = tuple(float(x) for x in options["masses"])
