@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import rng
+
 Array = jax.Array
 
 __all__ = [
@@ -150,8 +152,8 @@ class U1(Group):
         return jax.random.uniform(key, shape, dtype, minval=-jnp.pi, maxval=jnp.pi)
 
     def random_algebra(self, key: Array, shape: tuple[int, ...], dtype: Any = jnp.float64) -> Array:
-        """Gaussian momenta with density ``exp(-p^2/2)``."""
-        return jax.random.normal(key, shape, dtype)
+        """Gaussian momenta with density ``exp(-p^2/2)`` (``jax.random.normal``'s numbers, see :mod:`corrflow.rng`)."""
+        return rng.normal(key, shape, dtype)
 
     def exp_left(self, x: Array, u: Array) -> Array:
         """``exp(X) U``: ``theta + p``."""
@@ -262,7 +264,7 @@ class SUN(Group):
     def random_algebra(self, key: Array, shape: tuple[int, ...], dtype: Any = jnp.complex128) -> Array:
         """Gaussian algebra elements ``sum_a xi^a T^a`` with ``xi^a ~ N(0, 1)``."""
         real = jnp.finfo(dtype).dtype
-        xi = jax.random.normal(key, tuple(shape) + (self.n_generators,), real)
+        xi = rng.normal(key, tuple(shape) + (self.n_generators,), real)  # jax.random.normal's numbers
         return self.from_coords(xi).astype(dtype)
 
     def algebra_coords(self, x: Array) -> Array:

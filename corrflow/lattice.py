@@ -117,7 +117,7 @@ def shift(f: Array, mu: int, n: int, d: int, group: Group) -> Array:
 
 def link(u: Array, mu: int, group: Group) -> Array:
     """Site field ``U_mu(x)`` extracted from a link field."""
-    return jnp.take(u, mu, axis=-1 - group.elem_ndim)
+    return jax.lax.index_in_dim(u, mu, axis=u.ndim - 1 - group.elem_ndim, keepdims=False)
 
 
 def _ndim(u: Array, group: Group) -> int:
@@ -300,7 +300,7 @@ def polyakov_loop(u: Array, group: Group, mu: int = 0) -> Array:
     d = _ndim(u, group)
     length = u.shape[_site_axis(mu, d, group) - 1]  # link field has the extra mu axis
     line = wall(u, mu, length, group)
-    return jnp.take(line, 0, axis=_site_axis(mu, d, group))
+    return jax.lax.index_in_dim(line, 0, axis=line.ndim + _site_axis(mu, d, group), keepdims=False)
 
 
 # ----------------------------------------------------------------------------------------

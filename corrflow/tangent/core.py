@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import observables as obs
+from .. import rng
 from ..observables import gradient_flow as gf
 from ..groups import Group, matmul
 
@@ -111,7 +112,7 @@ def hutchinson_probes(key: Array, shape: tuple[int, ...], n_probes: int, kind: s
     if kind == "rademacher":
         return jax.random.rademacher(key, (n_probes,) + tuple(shape), dtype)
     if kind == "gaussian":
-        return jax.random.normal(key, (n_probes,) + tuple(shape), dtype)
+        return rng.normal(key, (n_probes,) + tuple(shape), dtype)
     raise ValueError(f"unknown probe kind {kind!r}; use 'rademacher' or 'gaussian'")
 
 

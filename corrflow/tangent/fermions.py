@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import rng
 from ..observables.fermions import chiral_condensate, chiral_condensate_stochastic, check_dense, pion_correlator
 from ..theories.fermions import WilsonFermionAction, conjugate_gradient, dirac, dirac_dagger, even_mask
 from .core import lift, parameter_jvp
@@ -123,8 +124,8 @@ def trace_noise(key: Array, n: int, shape: tuple[int, ...], kind: str, dtype: An
         return jax.random.rademacher(key, (n,) + tuple(shape), jnp.float64).astype(dtype)
     kr, ki = jax.random.split(key)
     real = jnp.finfo(dtype).dtype
-    return ((jax.random.normal(kr, (n,) + tuple(shape), real)
-             + 1j * jax.random.normal(ki, (n,) + tuple(shape), real)) / np.sqrt(2.0)).astype(dtype)
+    return ((rng.normal(kr, (n,) + tuple(shape), real)
+             + 1j * rng.normal(ki, (n,) + tuple(shape), real)) / np.sqrt(2.0)).astype(dtype)
 
 
 def dilution_masks(theory: WilsonFermionAction, dilution: str) -> np.ndarray:

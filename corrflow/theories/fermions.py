@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import lattice
+from .. import lattice, rng
 from ..groups import Group
 from .gauge import WilsonGaugeAction, accumulate
 
@@ -130,7 +130,7 @@ def hopping(v: Array, psi: Array) -> Array:
     one = np.eye(gam.shape[-1])
     out = jnp.zeros_like(psi)
     for mu in range(d):  # loop over directions, not sites
-        vmu = jnp.take(v, mu, axis=-3)
+        vmu = jax.lax.index_in_dim(v, mu, axis=v.ndim - 3, keepdims=False)
         ax = _site_axis(mu, d)
         fwd = _color(vmu, jnp.roll(psi, -1, axis=ax))
         bwd = jnp.roll(_color_dag(vmu, psi), 1, axis=ax)
@@ -560,7 +560,7 @@ class WilsonFermionAction:
         real = jnp.finfo(cdt).dtype
         kr, ki = jax.random.split(key)
         shp = batch + self.fermion_shape
-        eta = (jax.random.normal(kr, shp, real) + 1j * jax.random.normal(ki, shp, real)) / np.sqrt(2.0)
+        eta = (rng.normal(kr, shp, real) + 1j * rng.normal(ki, shp, real)) / np.sqrt(2.0)
         eta = eta.astype(cdt)
         v = self.links(u)
         if self.even_odd:
@@ -652,7 +652,7 @@ def log_det_ratio_estimate(key: Array, theory_a: WilsonFermionAction, u: Array, 
     def one(k: Array) -> Array:
         kr, ki = jax.random.split(k)
         shp = batch + theory_a.fermion_shape
-        eta = ((jax.random.normal(kr, shp, real) + 1j * jax.random.normal(ki, shp, real)) / np.sqrt(2.0)).astype(cdt)
+        eta = ((rng.normal(kr, shp, real) + 1j * rng.normal(ki, shp, real)) / np.sqrt(2.0)).astype(cdt)
         # xi = D_b^{-1} eta = (D_b^dag D_b)^{-1} D_b^dag eta
         rhs = dirac_dagger(vb, theory_b.mass, eta)
         xi = conjugate_gradient(lambda x: dirac_dagger(vb, theory_b.mass, dirac(vb, theory_b.mass, x)), rhs, nax,

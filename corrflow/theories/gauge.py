@@ -183,7 +183,7 @@ class WilsonGaugeAction:
         if g.is_abelian:
             f = [0.0] * d
             for k, (m, n) in enumerate(lattice.planes(d)):
-                s = jnp.take(start, k, axis=-(d + 1))
+                s = jax.lax.index_in_dim(start, k, axis=start.ndim - (d + 1), keepdims=False)
                 f[m] = f[m] + b[m, n] * (s - lattice.shift(s, n, -1, d, g))
                 f[n] = f[n] - b[m, n] * (s - lattice.shift(s, m, -1, d, g))
             return jnp.stack(f, axis=-1).astype(u.dtype)
