@@ -6,8 +6,10 @@ columns standardised to unit variance) and ``r``,
 
     c = argmin |r + A c|^2 / n + λ |c|^2    (ridge λ relative to the unit column variances).
 
-``λ`` (and optionally the number of leading basis functions) is selected on held-out configurations; the final
-coefficients are refitted on all training configurations.  Singular or ill-conditioned systems are regularised with
+``λ`` (and optionally the number of leading basis functions) is selected on held-out configurations, where the null
+field ``c = 0`` (the connected estimator) competes as well: a fit that does not lower the held-out ``Var[R_v]`` (too
+few configurations for its basis) is not used (``n_basis = 0``).  The final coefficients are refitted on all training
+configurations.  Singular or ill-conditioned systems are regularised with
 a warning.  *Cross-fitting* (:func:`cross_fit`) fits on one part of every chain and applies the field to the
 other part, so that no configuration enters its own coefficients (no O(K/N) overfitting bias in ``T_v``).
 """
@@ -94,7 +96,8 @@ def fit_field(a: np.ndarray, r0: np.ndarray, *, held_out: float = 0.25, ridges: 
     held_out : fraction of configurations (the last ones, or ``held_out_mask``) used to select the ridge and the
         basis size; 0 disables the selection (then the smallest ridge of the grid that keeps the system regular)
     ridges : relative ridge strengths to try (default :data:`RIDGE_GRID`)
-    sizes : numbers of leading basis functions to try (default: all ``K``)
+    sizes : numbers of leading basis functions to try (default: all ``K``); with held-out selection the null field
+        (``n_basis = 0``, ``c = 0``) is always a candidate
 
     Raises ``ValueError`` with a fix hint when there are too few configurations for the fit; warns
     (:class:`TangentFitWarning`) when the system is singular or ill-conditioned and had to be regularised.
@@ -133,6 +136,9 @@ def fit_field(a: np.ndarray, r0: np.ndarray, *, held_out: float = 0.25, ridges: 
     fit_rows = ~held_out_mask
     cands = []
     best = None
+    if n_hold:  # the null field (v = 0: the connected estimator) competes too, so a fit that does not generalise
+        best = (0, 0.0, float(np.var(r0[held_out_mask])))  # to the held-out configurations is not used
+        cands.append(best)
     for size in sizes:
         at, rt, scale, am, rm = _standardise(a[fit_rows, :size], r0[fit_rows])
         for lam in ridges:
@@ -145,9 +151,10 @@ def fit_field(a: np.ndarray, r0: np.ndarray, *, held_out: float = 0.25, ridges: 
             if best is None or hv < best[2] * (1 - 1e-12):
                 best = (size, lam, hv)
     size, lam, hv = best
-    at, rt, scale, _, _ = _standardise(a[:, :size], r0)  # refit on all training configurations
     c = np.zeros(k)
-    c[:size] = _solve(at, rt, lam) / scale
+    if size:
+        at, rt, scale, _, _ = _standardise(a[:, :size], r0)  # refit on all training configurations
+        c[:size] = _solve(at, rt, lam) / scale
     return FieldFit(coef=c, ridge=float(lam), n_basis=int(size), var_r0=float(np.var(r0)), var_r=_var(r0, a, c),
                     held_out_var=float(hv), condition=cond, regularised=singular,
                     candidates=[(int(s), float(x), float(v)) for s, x, v in cands])

@@ -245,10 +245,13 @@ def test_quenched_su3_settings_theories_and_gluon_momentum_fraction():
     # the source is the gluonic T_44 / beta: O = (1/3) sum (spatial - temporal) Re tr P, dS/dlambda = O
     import jax
 
-    u = base.group.random(jax.random.PRNGKey(0), base.link_shape)
+    from corrflow.hmc import hot_start
+
+    u = hot_start(jax.random.PRNGKey(0), base)
     d = 1e-6
-    np.testing.assert_allclose((base.replace(lam=d).action(u) - base.action(u)) / d, base.source_operator(u),
-                               rtol=1e-6)
+    o = base.source_operator(u)
+    assert np.isfinite(o) and abs(o) > 1e-3  # (a wrongly shaped field once gave NaN == NaN here)
+    np.testing.assert_allclose((base.replace(lam=d).action(u) - base.action(u)) / d, o, rtol=1e-6)
     x, e = fh.gluon_momentum_fraction(-0.03, 0.01, 0.9, 0.0, 6.0)
     assert x == pytest.approx(4 / 3 * 6.0 * 0.03 / 0.9) and e == pytest.approx(x / 3)
     for bad, msg in ((dict(L=3), "4 even extents"), (dict(theory="qed"), "theory 'qed'")):

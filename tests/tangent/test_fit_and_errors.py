@@ -40,6 +40,23 @@ def test_held_out_selects_ridge_and_basis_size():
     assert cands[(1, 0.0)] < cands[(40, 0.0)]  # the overfitted basis is worse on the held-out data
 
 
+def test_null_field_wins_when_no_fit_generalises():
+    """Basis functions unrelated to r0 with almost as many columns as fitted rows: every fit lowers Var[R] in sample
+    but raises it on held-out rows, so the null field (the connected estimator, c = 0) is selected.  Control: with
+    one informative column among them, a field is fitted."""
+    rng = np.random.default_rng(2)
+    n, k = 80, 25
+    a = rng.normal(size=(n, k))
+    r0 = rng.normal(size=n)
+    fit = tg.fit_field(a, r0, ridges=[0.0])
+    assert fit.n_basis == 0 and not fit.coef.any()
+    assert fit.held_out_var == pytest.approx(np.var(r0[-20:]))
+    assert all(v > fit.held_out_var for s, _, v in fit.candidates if s > 0)
+    a[:, 0] = -r0 + 0.1 * rng.normal(size=n)
+    fit = tg.fit_field(a, r0, ridges=[0.0], sizes=[1, k])
+    assert fit.n_basis == 1 and abs(fit.coef[0] - 1) < 0.1
+
+
 def test_singular_system_warns_and_regularises():
     a, r0, _, _ = _synthetic(k=3)
     a = np.concatenate([a, a[:, :1], np.ones((len(a), 1))], axis=1)  # duplicate and constant column
