@@ -200,12 +200,12 @@ def test_u1_log_partition_ratio():
 @pytest.mark.parametrize("beta", [0.0, 0.7, 3.0, 20.0])
 def test_theta_function_matches_quadrature(beta):
     # F_nu(beta) = (1/pi) int_0^pi exp(beta cos phi) cos(nu phi) dphi (not I_nu for non-integer nu)
-    weights = exact._fourier_weights(beta)
+    weights = exact.topology._fourier_weights(beta)
     i0 = special.ive(0, beta)
     for nu in (0.0, 0.3, 1.0, 2.5, 7.77, 50.2):
         quad = integrate.quad(lambda p: math.exp(beta * (math.cos(p) - 1)), 0, math.pi,
                               weight="cos", wvar=nu, epsabs=1e-15, epsrel=1e-13)[0] / (math.pi * i0)
-        assert float(exact._f_hat(np.array(nu), weights)) == pytest.approx(quad, abs=1e-13)
+        assert float(exact.topology._f_hat(np.array(nu), weights)) == pytest.approx(quad, abs=1e-13)
         if nu == 2.5 and 0 < beta <= 3:
             assert abs(quad - special.ive(2.5, beta) / i0) > 1e-4  # F_nu really differs from I_nu
 
@@ -275,15 +275,15 @@ def test_charge_distribution_bruteforce_v3(beta):
 def test_charge_distribution_nu_integral():
     # Z_Q = int dnu cos(2 pi nu Q) F_nu^V over the real line (the brief's Fourier form)
     beta, shape = 1.0, (3, 4)
-    weights = exact._fourier_weights(beta)
-    z = sum(exact._f_hat(np.array(float(n)), weights) ** 12 for n in range(-10, 11))
+    weights = exact.topology._fourier_weights(beta)
+    z = sum(exact.topology._f_hat(np.array(float(n)), weights) ** 12 for n in range(-10, 11))
     probs = exact.u1_charge_distribution(beta, shape, 3)
     # F_nu is entire in nu: 40-point Gauss-Legendre per unit panel on [0, 30] is converged;
     # the tail beyond nu = 30 is < (e^-1 / (pi I0(1)))^12 30^-11 ~ 1e-29
     x, w = np.polynomial.legendre.leggauss(40)
     nu = (np.arange(30)[:, None] + 0.5 + 0.5 * x[None, :]).ravel()
     wts = np.tile(0.5 * w, 30)
-    f12 = exact._f_hat(nu, weights) ** 12
+    f12 = exact.topology._f_hat(nu, weights) ** 12
     for qq in range(4):
         val = 2 * np.sum(wts * np.cos(2 * math.pi * nu * qq) * f12)
         assert probs[3 + qq] == pytest.approx(val / z, abs=1e-13)

@@ -272,7 +272,7 @@ def _weyl_su3_link_expectation(beta, n=240):
 
 def test_su3_4d_strong_coupling():
     """4^4, beta = 1: plaquette = u + 4 u^5 + O(u^6) (u ~ 0.056, so the truncation is ~1e-8), u the one-link
-    expectation (1/3)<Re tr U> from Weyl quadrature (= d log c_0 / d beta of exact.py); 4 sigma."""
+    expectation (1/3)<Re tr U> from Weyl quadrature (= d log c_0 / d beta of corrflow.exact.sun); 4 sigma."""
     beta = 1.0
     u_link = _weyl_su3_link_expectation(beta)
     assert abs(u_link - exact.sun_plaquette_infinite_volume(3, beta)) < 1e-12
