@@ -197,12 +197,19 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         raise ValueError(f"--thin must be >= 1, got {thin}")
     committed = len(range(discard, total, thin))
     n_min = max(20, 4 * n_folds * (fld.n_coef + 1))
-    if committed * spec.n_chains < n_min or committed < 10:
+    try:  # the fit's own size requirement, checked before the (expensive) per-configuration terms
+        small = committed * spec.n_chains < n_min or committed < 10
+        if fld.n_coef and not small:
+            tg.cross_fit_sizes(spec.n_chains, committed, fld.n_coef, n_folds=n_folds, held_out=held_out)
+    except ValueError:
+        small = True
+    if small:
         kept = (f" ({discard} discarded)" if discard else "") + (f" (every {thin}th)" if thin > 1 else "")
         raise ValueError(f"{ensemble!r} has {committed} configurations per chain{kept} x {spec.n_chains} chains: too few for "
-                         f"a held-out fit of {fld.n_coef} coefficients in {n_folds} folds (need >= {n_min} in all and "
-                         ">= 10 per chain); generate more with `corrflow generate ... --resume`"
-                         + (f" or discard fewer than {discard}" if discard else ""))
+                         f"a held-out fit of {fld.n_coef} coefficients in {n_folds} folds (need >= {n_min} in all, "
+                         f">= 10 per chain and >= 10 held out per fold); generate more with `corrflow generate ... "
+                         "--resume`" + (f" or discard fewer than {discard}" if discard else "")
+                         + (f" or thin less than {thin}" if thin > 1 else ""))
     plan = finite_shift_plan(store, ensemble, compare, param, names)
     settings = _settings(ensemble, spec.to_json(), total, param, fld, n_folds, held_out, seed)
     if discard:

@@ -214,6 +214,7 @@ class GradientField:
         steps = self._flow_steps()
         flowed = None
         if steps:
+            @jax.checkpoint
             def step(w: Array, _: Any) -> tuple[Array, Array]:
                 w = _flow_update(-self.flow_eps * flow_action.force(w), w, g)
                 return w, _loop_sum(w, g, 1, 1)

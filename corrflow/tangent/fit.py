@@ -23,7 +23,8 @@ from typing import Sequence
 import numpy as np
 import scipy.linalg
 
-__all__ = ["FieldFit", "fit_field", "cross_fit", "fold_index", "RIDGE_GRID", "MAX_CONDITION", "TangentFitWarning"]
+__all__ = ["FieldFit", "fit_field", "cross_fit", "cross_fit_sizes", "fold_index", "RIDGE_GRID", "MAX_CONDITION",
+           "TangentFitWarning"]
 
 #: Relative ridge strengths tried on the held-out configurations (0: plain least squares).
 RIDGE_GRID = (0.0, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2, 1.0)
@@ -73,6 +74,15 @@ def _solve(a: np.ndarray, r: np.ndarray, ridge: float) -> np.ndarray:
         return scipy.linalg.lstsq(g, rhs, cond=1e-14)[0]
 
 
+def _check_size(n_fit: int, n_hold: int, k: int, held_out: float) -> None:
+    """``ValueError`` unless ``n_fit`` rows can fit ``k`` coefficients and ``n_hold`` rows can select the ridge."""
+    need_fit, need_hold = max(2 * k + 2, 10), (10 if n_hold or held_out > 0 else 0)
+    if n_fit < need_fit or n_hold < need_hold:
+        raise ValueError(f"too few configurations for a held-out fit of {k} coefficients: {n_fit} to fit and {n_hold} "
+                         f"held out (need at least {need_fit} and {need_hold}); use more configurations, fewer basis "
+                         "functions, or a smaller held-out fraction")
+
+
 def _standardise(a: np.ndarray, r0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     am, rm = a.mean(0), r0.mean()
     ac = a - am
@@ -117,12 +127,7 @@ def fit_field(a: np.ndarray, r0: np.ndarray, *, held_out: float = 0.25, ridges: 
         if n_hold:
             held_out_mask[n - n_hold:] = True
     n_hold = int(held_out_mask.sum())
-    n_fit = n - n_hold
-    need_fit, need_hold = max(2 * k + 2, 10), (10 if n_hold or held_out > 0 else 0)
-    if n_fit < need_fit or n_hold < need_hold:
-        raise ValueError(f"too few configurations for a held-out fit of {k} coefficients: {n_fit} to fit and {n_hold} "
-                         f"held out (need at least {need_fit} and {need_hold}); use more configurations, fewer basis "
-                         "functions, or a smaller held-out fraction")
+    _check_size(n - n_hold, n_hold, k, held_out)
     # conditioning of the full standardised system
     s_all = _standardise(a, r0)[0]
     ev = np.linalg.eigvalsh(s_all.T @ s_all / n) if k else np.ones(1)
@@ -169,6 +174,31 @@ def fold_index(n_chains: int, n_traj: int, n_folds: int) -> np.ndarray:
     return np.broadcast_to(per, (n_chains, n_traj)).copy()
 
 
+def _fold_masks(n_chains: int, n_traj: int, n_folds: int, held_out: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(train, hold)`` masks ``(n_chains, n_traj)`` of every fold: training = the other folds (everything when
+    ``n_folds = 1``); held out = the last ``held_out`` fraction of every chain's training trajectories."""
+    folds = fold_index(n_chains, n_traj, n_folds)
+    out = []
+    for f in range(n_folds):
+        train = folds != f if n_folds > 1 else np.ones_like(folds, bool)
+        hold = np.zeros_like(train)
+        for c in range(n_chains):
+            idx = np.flatnonzero(train[c])
+            nh = int(round(held_out * len(idx))) if held_out > 0 else 0
+            if nh:
+                hold[c, idx[len(idx) - nh:]] = True
+        out.append((train, hold))
+    return out
+
+
+def cross_fit_sizes(n_chains: int, n_traj: int, n_coef: int, *, n_folds: int = 2, held_out: float = 0.25) -> None:
+    """Raise the ``ValueError`` :func:`cross_fit` would raise for ``(n_chains, n_traj)`` configurations and ``n_coef``
+    coefficients, without any data: for checking a request before the per-configuration terms are computed."""
+    for train, hold in _fold_masks(n_chains, n_traj, n_folds, held_out):
+        n_hold = int(hold[train].sum())
+        _check_size(int(train.sum()) - n_hold, n_hold, n_coef, held_out)
+
+
 def cross_fit(a: np.ndarray, r0: np.ndarray, *, n_folds: int = 2, held_out: float = 0.25,
               ridges: Sequence[float] | None = None, sizes: Sequence[int] | None = None
               ) -> tuple[list[FieldFit], np.ndarray]:
@@ -185,15 +215,7 @@ def cross_fit(a: np.ndarray, r0: np.ndarray, *, n_folds: int = 2, held_out: floa
     nc, nt, k = a.shape
     folds = fold_index(nc, nt, n_folds)
     fits, coef = [], np.zeros((nc, nt, k))
-    for f in range(n_folds):
-        train = folds != f if n_folds > 1 else np.ones_like(folds, bool)
-        # held out: the last fraction of the training trajectories of every chain (kept in chain order)
-        hold = np.zeros_like(train)
-        for c in range(nc):
-            idx = np.flatnonzero(train[c])
-            nh = int(round(held_out * len(idx))) if held_out > 0 else 0
-            if nh:
-                hold[c, idx[len(idx) - nh:]] = True
+    for f, (train, hold) in enumerate(_fold_masks(nc, nt, n_folds, held_out)):
         fit = fit_field(a[train], r0[train], held_out=held_out, ridges=ridges, sizes=sizes,
                         held_out_mask=hold[train])
         fits.append(fit)
