@@ -45,7 +45,7 @@ def wilson_free_propagator(shape: Sequence[int], mass: float) -> np.ndarray:
     Returns ``(L..., Ns, Ns)`` (sink spin, source spin); gamma matrices of
     :func:`corrflow.theories.fermions.gamma_matrices`.
     """
-    from .theories.fermions import gamma_matrices
+    from ..theories.fermions import gamma_matrices
 
     shape = tuple(int(s) for s in shape)
     d = len(shape)
