@@ -20,9 +20,9 @@ import math
 from typing import Any
 
 import jax
+import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
-import jax.extend.random
 from jax import lax
 
 Array = jax.Array

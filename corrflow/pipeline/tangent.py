@@ -197,12 +197,12 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         raise ValueError(f"--thin must be >= 1, got {thin}")
     committed = len(range(discard, total, thin))
     n_min = max(20, 4 * n_folds * (fld.n_coef + 1))
-    try:  # the fit's own size requirement, checked before the (expensive) per-configuration terms
-        small = committed * spec.n_chains < n_min or committed < 10
-        if fld.n_coef and not small:
-            tg.cross_fit_sizes(spec.n_chains, committed, fld.n_coef, n_folds=n_folds, held_out=held_out)
-    except ValueError:
-        small = True
+    small = committed * spec.n_chains < n_min or committed < 10
+    if fld.n_coef and not small:  # the fit's own size requirement, before the (expensive) per-configuration terms
+        try:
+            tg.check_cross_fit_size(spec.n_chains, committed, fld.n_coef, n_folds=n_folds, held_out=held_out)
+        except ValueError:
+            small = True
     if small:
         kept = (f" ({discard} discarded)" if discard else "") + (f" (every {thin}th)" if thin > 1 else "")
         raise ValueError(f"{ensemble!r} has {committed} configurations per chain{kept} x {spec.n_chains} chains: too few for "

@@ -60,7 +60,7 @@ from .fermions import (
 )
 from .fields import FIELD_KINDS, GradientField, NoField, PlaquetteField, make_field, plaquette_link_field
 from .precondition import PreconditionedField
-from .fit import FieldFit, TangentFitWarning, cross_fit, cross_fit_sizes, fit_field, fold_index
+from .fit import FieldFit, TangentFitWarning, cross_fit, check_cross_fit_size, fit_field, fold_index
 from .scales import flow_scale_derivative
 from .spectroscopy import cosh_effective_mass, effective_mass_derivative
 
@@ -74,6 +74,7 @@ __all__ = [
     "FIELD_KINDS", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
     "FERMION_OBSERVABLES", "NOISE_KINDS", "DILUTIONS", "TRACE_METHODS", "FermionTraces", "fermion_derivatives",
     "is_fermion_theory",
-    "FieldFit", "TangentFitWarning", "cross_fit", "cross_fit_sizes", "fit_field", "fold_index", "flow_scale_derivative",
+    "FieldFit", "TangentFitWarning", "cross_fit", "check_cross_fit_size", "fit_field", "fold_index",
+    "flow_scale_derivative",
     "cosh_effective_mass", "effective_mass_derivative",
 ]

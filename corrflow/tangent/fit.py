@@ -23,8 +23,8 @@ from typing import Sequence
 import numpy as np
 import scipy.linalg
 
-__all__ = ["FieldFit", "fit_field", "cross_fit", "cross_fit_sizes", "fold_index", "RIDGE_GRID", "MAX_CONDITION",
-           "TangentFitWarning"]
+__all__ = ["FieldFit", "fit_field", "cross_fit", "check_cross_fit_size", "fold_index", "RIDGE_GRID",
+           "MAX_CONDITION", "TangentFitWarning"]
 
 #: Relative ridge strengths tried on the held-out configurations (0: plain least squares).
 RIDGE_GRID = (0.0, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2, 1.0)
@@ -191,7 +191,8 @@ def _fold_masks(n_chains: int, n_traj: int, n_folds: int, held_out: float) -> li
     return out
 
 
-def cross_fit_sizes(n_chains: int, n_traj: int, n_coef: int, *, n_folds: int = 2, held_out: float = 0.25) -> None:
+def check_cross_fit_size(n_chains: int, n_traj: int, n_coef: int, *, n_folds: int = 2,
+                         held_out: float = 0.25) -> None:
     """Raise the ``ValueError`` :func:`cross_fit` would raise for ``(n_chains, n_traj)`` configurations and ``n_coef``
     coefficients, without any data: for checking a request before the per-configuration terms are computed."""
     for train, hold in _fold_masks(n_chains, n_traj, n_folds, held_out):
