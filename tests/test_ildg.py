@@ -20,6 +20,7 @@ import corrflow  # noqa: F401  (enables x64)
 from corrflow import ildg, observables
 from corrflow.groups import SUN
 from corrflow.ildg import IldgFormatError, read_ildg, read_lime_records, write_ildg
+from corrflow.ildg import writer as ildg_writer
 
 LT, LX, LY, LZ = 4, 2, 6, 3  # all distinct so that any axis mix-up changes shapes or values
 MAGIC = 0x456789AB
@@ -450,7 +451,7 @@ def test_write_bad_dtype_precision_and_records(tmp_path, config):
 
 
 def _failing_write_record(monkeypatch):
-    original = ildg._write_record
+    original = ildg_writer._write_record  # patched where write_ildg looks it up (corrflow.ildg.writer)
 
     def failing(f, rtype, data, *, mb, me):
         if rtype == "ildg-binary-data":
@@ -458,7 +459,7 @@ def _failing_write_record(monkeypatch):
             raise OSError("simulated disk failure")
         original(f, rtype, data, mb=mb, me=me)
 
-    monkeypatch.setattr(ildg, "_write_record", failing)
+    monkeypatch.setattr(ildg_writer, "_write_record", failing)
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, config, monkeypatch):
