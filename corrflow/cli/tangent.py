@@ -49,9 +49,11 @@ def derivative(
     harmonics: int = typer.Option(6, help="plaquette field: sine harmonics of h(phi)"),
     features: Optional[str] = typer.Option(None,
                                  help="gradient and preconditioned fields: features, comma-separated (plaquette, "
-                                      "plaquette^n, rectangle, flowed@T); default gradient: plaquette,"
-                                      "rectangle,flowed@0.1,flowed@0.2,flowed@0.4, preconditioned: plaquette,"
-                                      "plaquette^2,plaquette^3,rectangle"),
+                                      "plaquette^n, rectangle, flowed@T; with _t / _s the temporal / spatial planes "
+                                      "only: plaquette_t, rectangle_s, flowed_t@T, ...); default gradient: plaquette,"
+                                      "rectangle,flowed@0.1,flowed@0.2,flowed@0.4 (for --param xi or lam in 4D each "
+                                      "split into _t and _s), preconditioned: plaquette,plaquette^2,plaquette^3,"
+                                      "rectangle"),
     probes: int = typer.Option(4, help="gradient and preconditioned fields: Hutchinson probes per configuration for "
                                        "the divergence"),
     masses: str = typer.Option("0", help="preconditioned field: regulator masses m^2 of the Laplacian, comma-"

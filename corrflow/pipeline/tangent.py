@@ -182,7 +182,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         raise ValueError(f"--folds must be between 1 and 10, got {n_folds}")
     if not 0 <= held_out < 1:
         raise ValueError(f"--held-out must be a fraction in [0, 1), got {held_out}")
-    fld = tg.make_field(field, theory, **dict(field_options or {}))
+    fld = tg.make_field(field, theory, param=param, **dict(field_options or {}))
     names = tuple(o.strip() for o in observables if o.strip())
     if not names:
         raise ValueError("give observables with --obs, e.g. --obs plaquette,wilson_2x2")

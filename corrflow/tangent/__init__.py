@@ -58,7 +58,8 @@ from .fermions import (
     fermion_derivatives,
     is_fermion_theory,
 )
-from .fields import FIELD_KINDS, GradientField, NoField, PlaquetteField, make_field, plaquette_link_field
+from .fields import (FEATURE_HELP, FIELD_KINDS, GradientField, NoField, PlaquetteField, default_features, make_field,
+                     plaquette_link_field)
 from .precondition import PreconditionedField
 from .fit import FieldFit, TangentFitWarning, cross_fit, check_cross_fit_size, fit_field, fold_index
 from .scales import flow_scale_derivative
@@ -71,7 +72,7 @@ __all__ = [
     "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate", "FIT_TARGETS",
     "control_variates", "observable_cross_fit", "fit_coefficients",
     "connected_estimate", "tangent_estimate", "tangent_values", "variance_reduction",
-    "FIELD_KINDS", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
+    "FEATURE_HELP", "FIELD_KINDS", "default_features", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
     "FERMION_OBSERVABLES", "NOISE_KINDS", "DILUTIONS", "TRACE_METHODS", "FermionTraces", "fermion_derivatives",
     "is_fermion_theory",
     "FieldFit", "TangentFitWarning", "cross_fit", "check_cross_fit_size", "fit_field", "fold_index",
