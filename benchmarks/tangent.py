@@ -5,6 +5,7 @@
     python benchmarks/tangent.py --fields preconditioned   # the general non-local field (diluted probes)
     python benchmarks/tangent.py --su3                 # also 4D SU(3) 4^4, beta = 5.8, d<P>/dbeta (gradient field)
     python benchmarks/tangent.py --L '' --su3 --su3-fields gradient,preconditioned --su3-beta 5.8
+    python benchmarks/tangent.py --L '' --su3 --su3-L 6 --su3-beta 6.0 --su3-n 50   # 6^4 (5x the cost per config)
     python benchmarks/tangent.py --L '' --schwinger    # Schwinger model 8x8, beta 2, m 0.2: d/dm and d/dbeta
 
 For every lattice: an HMC ensemble (hot start, Omelyan, trajectory length 1, thermalised), then for the plaquette-
@@ -112,9 +113,10 @@ def main() -> None:
     ap.add_argument("--flow-eps", type=float, default=0.2)
     ap.add_argument("--gradient-max", type=int, default=2000,
                     help="at most this many configurations (evenly thinned) for the gradient and preconditioned fields")
-    ap.add_argument("--su3", action="store_true", help="also 4D SU(3) 4^4 at beta = 5.8 (gradient field)")
+    ap.add_argument("--su3", action="store_true", help="also 4D SU(3) (--su3-L, default 4^4) at beta = 5.8 (gradient field)")
     ap.add_argument("--su3-n", type=int, default=200, help="SU(3): configurations per chain (4 chains)")
     ap.add_argument("--su3-beta", type=float, default=5.8, help="SU(3): beta")
+    ap.add_argument("--su3-L", type=int, default=4, help="SU(3): lattice size L^4")
     ap.add_argument("--su3-fields", default="gradient", help="SU(3): gradient and/or preconditioned")
     ap.add_argument("--probe-period", type=int, default=4,
                     help="preconditioned field: dilution period of the Hutchinson probe (2D; SU(3) uses 1 probe x 2)")
@@ -152,8 +154,8 @@ def main() -> None:
             row.update(L=L, hmc_s=t_hmc, n=int(sub.shape[0] * sub.shape[1]))
             rows.append(row)
     if args.su3:
-        th = make_theory("su3", (4, 4, 4, 4), beta=args.su3_beta)
-        print(f"4D SU(3) 4^4, beta {args.su3_beta}:", flush=True)
+        th = make_theory("su3", (args.su3_L,) * 4, beta=args.su3_beta)
+        print(f"4D SU(3) {args.su3_L}^4, beta {args.su3_beta}:", flush=True)
         from corrflow.heatbath import HeatbathConfig
 
         t0 = time.perf_counter()
@@ -169,7 +171,7 @@ def main() -> None:
                 field = tg.GradientField(features=("plaquette", "rectangle", "flowed@0.1", "flowed@0.2", "flowed@0.4"),
                                          flow_eps=0.05, n_probes=4)
             row = run_field(th, configs, field, ("plaquette",), None, kind, batch=16)
-            row.update(L="su3-4^4", beta=args.su3_beta, n=int(configs.shape[0] * configs.shape[1]))
+            row.update(L=f"su3-{args.su3_L}^4", beta=args.su3_beta, n=int(configs.shape[0] * configs.shape[1]))
             rows.append(row)
     if args.schwinger:
         th = make_theory("schwinger", (8, 8), beta=2.0, mass=0.2)
