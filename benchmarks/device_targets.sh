@@ -5,13 +5,14 @@
 # equinox, typer, rich, matplotlib, but not zarr and friends; its python3 is 3.12):
 #   .venv/bin/pip download -q --only-binary=:all: --python-version 3.12 --no-deps \
 #       --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-#       -d .whl zarr numcodecs donfig google-crc32c arviz arviz-base arviz-stats dask pyerrors
+#       -d .whl zarr numcodecs donfig google-crc32c arviz arviz-stats xarray-einstats h5netcdf platformdirs \
+#       dask partd locket tomli_w   (pin the versions of .venv: pip list)
 # then call the device tool's `run` with carry [".whl"] and the command
 #   bash benchmarks/device_targets.sh
-# (timeout_s 600).  Logs come back under $OUT; copy the figures into BENCHMARKS.md with the machine line.
-# Budget: ~15 device minutes per session and 10 per command, so each item is capped (540 s in all) and the order
-# is by priority; the 4D analyses at their defaults need a second command: python3 benchmarks/analyses.py --only
-# continuum-limit-su3.
+# (timeout_s 590).  Logs come back under $OUT; copy the figures into BENCHMARKS.md with the machine line.
+# Budget: ~15 device minutes per session and 10 per command, so each item is capped (550 s in all; call run with
+# timeout_s 590) and the order is by priority; the 4D analysis at its defaults gets what is left and may be cut
+# short (its log shows how far it got).
 set -uo pipefail
 OUT=${OUT:-/tmp/device_out}
 mkdir -p "$OUT"
@@ -31,8 +32,8 @@ run() {  # run SECONDS NAME CMD...
     echo "   exit $?" | tee -a "$OUT/summary.txt"
     tail -n 25 "$OUT/$name.log"
 }
-run 120 su3_kernels $PY benchmarks/su3.py --sizes 8 16
-run 120 hmc_throughput $PY benchmarks/hmc_throughput.py --su3-only --su3-sizes 8,16 --min-time 1
-run 90 u1_hmc_chains $PY benchmarks/hmc_throughput.py --quick --min-time 1
-run 120 flow_training_4d $PY benchmarks/flow_training_4d.py --L 8 --dbeta 0.05 --degrees 0 --no-adam
-run 90 tangent_su3 $PY benchmarks/tangent.py --L 16 --n 500 --su3
+run 110 su3_kernels $PY benchmarks/su3.py --sizes 8 16
+run 120 hmc_throughput $PY benchmarks/hmc_throughput.py --su3-only --su3-sizes 8,16 --su3-chains 1,16 --min-time 1
+run 110 flow_training_4d $PY benchmarks/flow_training_4d.py --L 8 --dbeta 0.05 --degrees 0 --no-adam
+run 90 tangent_su3_8 $PY benchmarks/tangent.py --L "" --su3 --su3-L 8 --su3-beta 6.0 --su3-n 50
+run 120 analysis_su3 $PY benchmarks/analyses.py --only continuum-limit-su3 --store-dir /tmp/bench_analyses

@@ -186,6 +186,8 @@ def main() -> None:
     ap.add_argument("--min-time", type=float, default=2.0, help="seconds of timing per measurement")
     ap.add_argument("--su3-only", action="store_true", help="only the 4D SU(3) cases (for accelerators)")
     ap.add_argument("--su3-sizes", default="4,8", help="comma-separated 4D SU(3) extents")
+    ap.add_argument("--su3-chains", default="1",
+                    help="comma-separated chain counts for the 4D SU(3) cases (e.g. 1,32 to fill an accelerator)")
     ap.add_argument("--default-malloc", action="store_true",
                     help="keep glibc's allocator defaults (default: tuned as in the corrflow CLI)")
     args = ap.parse_args()
@@ -208,9 +210,10 @@ def main() -> None:
     for L in [int(s) for s in args.su3_sizes.split(",")]:
         if args.quick and L > 4:
             continue
-        for dt in (c128, c64):
-            block = max(2, 5120 // L**4)  # about 0.3 s per jitted block on a CPU core
-            cases.append(("su3", (L,) * 4, 5.7, 1, dt, 10, block, L <= 4 and dt is c128))
+        for n_chains in [int(s) for s in args.su3_chains.split(",")]:
+            for dt in (c128, c64):
+                block = max(2, 5120 // (n_chains * L**4))  # about 0.3 s per jitted block on a CPU core
+                cases.append(("su3", (L,) * 4, 5.7, n_chains, dt, 10, block, L <= 4 and dt is c128 and n_chains == 1))
 
     dev = jax.devices()[0]
     print(f"# corrflow {cf.__version__}, jax {jax.__version__}, device {dev.platform}:{dev.device_kind}, "

@@ -281,6 +281,11 @@ def _eval_scalar(func: DerivedFunc, a: np.ndarray, where: str) -> float:
     return val
 
 
+#: How often the step of the numerical gradient is halved when ``func`` fails a step away from the means (down to
+#: ``2**-10`` of the error scale) before the failure is reported.
+_MAX_STEP_HALVINGS = 10
+
+
 def _numerical_gradient(
     func: DerivedFunc, means: np.ndarray, steps: np.ndarray
 ) -> np.ndarray:
@@ -295,6 +300,9 @@ def _numerical_gradient(
     steps : ndarray, shape (n_obs,)
         Step per observable; a zero step (non-fluctuating observable) gives
         a zero gradient component, which is irrelevant for the projection.
+        Where ``func`` raises ``ValueError`` or is non-finite at ``means +- h``
+        the step is halved (at most ``_MAX_STEP_HALVINGS`` times), since
+        the derivative is local.
 
     Returns
     -------
@@ -304,12 +312,21 @@ def _numerical_gradient(
     for alpha, h in enumerate(steps):
         if h <= 0:
             continue
-        up = means.copy()
-        dn = means.copy()
-        up[alpha] += h
-        dn[alpha] -= h
-        f_up = _eval_scalar(func, up, "in the numerical gradient")
-        f_dn = _eval_scalar(func, dn, "in the numerical gradient")
+        for attempt in range(_MAX_STEP_HALVINGS + 1):
+            up = means.copy()
+            dn = means.copy()
+            up[alpha] += h
+            dn[alpha] -= h
+            try:
+                f_up = _eval_scalar(func, up, "in the numerical gradient")
+                f_dn = _eval_scalar(func, dn, "in the numerical gradient")
+                break
+            except ValueError:
+                # func is defined at the means but not a step away (e.g. a reweighted ratio whose denominator has a
+                # relative error near 1): the gradient is a local quantity, so shrink the step rather than fail
+                if attempt == _MAX_STEP_HALVINGS:
+                    raise
+                h *= 0.5
         grad[alpha] = (f_up - f_dn) / (2.0 * h)
     return grad
 

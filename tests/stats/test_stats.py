@@ -201,6 +201,32 @@ def test_derived_linear_func_equals_primary() -> None:
     assert s2.error == pytest.approx(2 * s0.error, rel=1e-6)
 
 
+def test_derived_gradient_step_shrinks_where_func_is_undefined() -> None:
+    """A derived quantity defined at the means but not half an error away (a reweighted ratio whose denominator has
+    a relative error near 1 behaves so): the numerical gradient halves its step instead of failing, and the error is
+    the linear propagation.  Negative control: a function defined only at the means still raises."""
+    x = ar1(np.random.default_rng(5), 0.5, (2, 4000))
+    s0 = gamma_method(x)
+    mean = float(x.mean())
+
+    def narrow(a: np.ndarray) -> float:  # 2 a, but "undefined" beyond 0.3 naive errors from the mean
+        if abs(a[0] - mean) > 0.3 * float(x.std()) / math.sqrt(x.size):
+            raise ValueError("outside the domain")
+        return 2.0 * a[0]
+
+    s = gamma_method(x[None], func=narrow)
+    assert s.value == pytest.approx(2 * s0.value, rel=1e-12)
+    assert s.error == pytest.approx(2 * s0.error, rel=1e-6)
+
+    def only_at_mean(a: np.ndarray) -> float:
+        if a[0] != mean:
+            raise ValueError("outside the domain")
+        return float(a[0])
+
+    with pytest.raises(ValueError, match="outside the domain"):
+        gamma_method(x[None], func=only_at_mean)
+
+
 # ---------------------------------------------------------------------------
 # ESS cross-check, jackknife identities
 # ---------------------------------------------------------------------------
