@@ -7,8 +7,11 @@ progress after every unit of work (an HMC block, a training epoch, a batch of fl
 of measurements); the rate between the first and the last report, times the units the step did, is its cost.
 The first unit, which pays for compiling the step's program, therefore does not count — compilation is a
 one-time cost per program and shape that a production run amortises (and that a shared program, e.g. the
-independent HMC reusing the base's, pays only once).  A step with fewer than two reports is charged its whole
-wall time (compilation included).  Wall times with compilation are recorded beside the costs (``wall``).
+independent HMC reusing the base's, pays only once).  Compilation *between* the first and the last report (a
+short last block of an HMC chain runs another compiled program) is subtracted: the process's JAX compile time is
+read from ``jax.monitoring`` events (:func:`compile_seconds`).  A step with fewer than two reports is charged its
+wall time less the compilation recorded during it.  Wall times with compilation are recorded beside the costs
+(``wall``).
 
 Reuse: a step found done in the store (an ensemble, a trained flow, a flowed ensemble, a measurement) is
 charged the cost recorded when it ran, scaled by the fraction of its configurations that the analysis uses;
@@ -27,39 +30,73 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COST_DEFINITION", "Clock", "CostLedger"]
+__all__ = ["COST_DEFINITION", "Clock", "CostLedger", "compile_seconds"]
 
 COST_DEFINITION = ("steady-state wall-clock seconds with JIT compilation excluded (rate between the first and "
-                   "the last progress report of a step times its work); reused steps are charged their recorded "
-                   "cost scaled to the configurations used; training is charged in full")
+                   "the last progress report of a step, less the compilation between them, times its work); reused "
+                   "steps are charged their recorded cost scaled to the configurations used; training is charged in "
+                   "full")
 
 LEDGER_FILE = "workflow_timings.json"
+
+
+#: ``jax.monitoring`` duration events that together are the time spent making a program: tracing, lowering to MLIR
+#: and the backend's compilation (each fired once per new program and shape).
+COMPILE_EVENTS = frozenset({"/jax/core/compile/jaxpr_trace_duration",
+                            "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                            "/jax/core/compile/backend_compile_duration"})
+_compile_total = [0.0]
+_listening = [False]
+
+
+def _on_duration(event: str, seconds: float, **_: Any) -> None:
+    if event in COMPILE_EVENTS:
+        _compile_total[0] += float(seconds)
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent tracing, lowering and compiling JAX programs since the ledger first asked
+    (a listener on ``jax.monitoring`` duration events, :data:`COMPILE_EVENTS`, registered on the first call; 0
+    growth if a jax version renames the events, which makes the costs the plain rates again)."""
+    if not _listening[0]:
+        import jax.monitoring
+
+        jax.monitoring.register_event_duration_secs_listener(_on_duration)
+        _listening[0] = True
+    return _compile_total[0]
 
 
 class Clock:
     """Wall time of one step and its steady-state cost (compilation excluded; module docstring).
 
-    ``tick(done)`` after each unit of work; ``cost(total)`` = rate between the first and last tick x ``total``
-    (the whole wall time with fewer than two ticks).
+    ``tick(done)`` after each unit of work; ``cost(total)`` = rate between the first and last tick, less the
+    compilation between them, x ``total`` (the wall time less its compilation with fewer than two ticks).
     """
 
     def __init__(self) -> None:
+        self.c0 = compile_seconds()
         self.t0 = time.perf_counter()
-        self.ticks: list[tuple[float, float]] = []
+        self.ticks: list[tuple[float, float, float]] = []  # (time, compile seconds so far, units done)
 
     def tick(self, done: float) -> None:
-        self.ticks.append((time.perf_counter(), float(done)))
+        self.ticks.append((time.perf_counter(), compile_seconds(), float(done)))
 
     @property
     def wall(self) -> float:
         return time.perf_counter() - self.t0
 
+    @property
+    def compile(self) -> float:
+        """Seconds of JAX compilation since the clock started."""
+        return compile_seconds() - self.c0
+
     def cost(self, total: float) -> float:
         if len(self.ticks) >= 2:
-            (ta, da), (tb, db) = self.ticks[0], self.ticks[-1]
-            if db > da and tb > ta:
-                return (tb - ta) / (db - da) * float(total)
-        return self.wall
+            (ta, ca, da), (tb, cb, db) = self.ticks[0], self.ticks[-1]
+            busy = (tb - ta) - (cb - ca)
+            if db > da and busy > 0:
+                return busy / (db - da) * float(total)
+        return max(self.wall - self.compile, 0.0)
 
 
 class CostLedger:

@@ -26,7 +26,29 @@ def test_clock_excludes_the_first_unit(monkeypatch):
     monkeypatch.setattr("corrflow.pipeline.ledger.time.perf_counter", lambda: next(times2))
     one = Clock()
     one.tick(1)
-    assert one.cost(1) == pytest.approx(7.0)  # one unit only: its wall time, compilation included
+    assert one.cost(1) == pytest.approx(7.0)  # one unit only: its wall time (no compilation recorded here)
+
+
+def test_clock_subtracts_compilation_between_reports(monkeypatch):
+    """A short last HMC block runs another compiled program: its compilation (jax.monitoring events) is not charged.
+    Also a real compile is seen by compile_seconds."""
+    import jax
+    import jax.numpy as jnp
+
+    from corrflow.pipeline import ledger
+
+    before = ledger.compile_seconds()
+    jax.jit(lambda x: jnp.cos(x) * 3.0 + 1.0)(jnp.arange(7.0)).block_until_ready()
+    assert ledger.compile_seconds() > before
+    times = iter([0.0, 10.0, 11.0, 12.0, 20.0, 20.5])  # start, ticks after 1, 2, 3 units of 2 and a short one of 1
+    compiled = iter([0.0, 9.0, 9.0, 9.0, 16.5, 16.5, 16.5])  # the short block compiled for 7.5 s
+    monkeypatch.setattr("corrflow.pipeline.ledger.time.perf_counter", lambda: next(times))
+    monkeypatch.setattr(ledger, "compile_seconds", lambda: next(compiled))
+    c = Clock()
+    for done in (2, 4, 6, 7):
+        c.tick(done)
+    assert c.cost(7) == pytest.approx(3.5)  # (20 - 10 - 7.5) s for 5 units: 0.5 s per unit
+    assert c.wall == pytest.approx(20.5) and c.compile == pytest.approx(16.5)
 
 
 def test_ledger_reuse_extension_and_persistence(tmp_path):
