@@ -140,7 +140,9 @@ def main() -> None:
             if kind == "plaquette":
                 field = tg.PlaquetteField(6)
             else:
-                if kind == "preconditioned":
+                if kind == "smoothing":
+                    field = tg.SmoothingField(times=(0.4, 1.2, 3.2), flow_eps=args.flow_eps)
+                elif kind == "preconditioned":
                     field = tg.PreconditionedField(features=("plaquette",) + tuple(f"plaquette^{n}" for n in range(2, 7)),
                                                    n_probes=1, probe_period=args.probe_period)
                 else:
@@ -164,7 +166,9 @@ def main() -> None:
         configs = out["configs"]
         print(f"  heat bath (1 HB + 4 OR per update): 4 x {args.su3_n}, {time.perf_counter() - t0:.1f} s", flush=True)
         for kind in args.su3_fields.split(","):
-            if kind == "preconditioned":
+            if kind == "smoothing":
+                field = tg.SmoothingField(times=(0.1, 0.2, 0.4, 0.8), flow_eps=0.05)
+            elif kind == "preconditioned":
                 field = tg.PreconditionedField(features=("plaquette", "plaquette^2", "plaquette^3", "rectangle"),
                                                n_probes=1, probe_period=2)
             else:

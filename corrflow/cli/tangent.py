@@ -44,8 +44,9 @@ def derivative(
                                               "with fermions also condensate, pion@T"),
     field: str = typer.Option("auto", help="tangent field: auto (plaquette for 2D U(1), gradient otherwise) | "
                                            "plaquette | gradient | preconditioned (gradient fields times the "
-                                           "inverse covariant Laplacian: non-local, any theory) | none "
-                                           "(connected estimator only)"),
+                                           "inverse covariant Laplacian: non-local, any theory) | smoothing "
+                                           "(links moved towards their Wilson-flowed values: any theory; cheap in "
+                                           "4D) | none (connected estimator only)"),
     harmonics: int = typer.Option(6, help="plaquette field: sine harmonics of h(phi)"),
     features: Optional[str] = typer.Option(None,
                                  help="gradient and preconditioned fields: features, comma-separated (plaquette, "
@@ -54,13 +55,16 @@ def derivative(
                                       "rectangle,flowed@0.1,flowed@0.2,flowed@0.4 (for --param xi or lam in 4D each "
                                       "split into _t and _s), preconditioned: plaquette,plaquette^2,plaquette^3,"
                                       "rectangle"),
-    probes: int = typer.Option(4, help="gradient and preconditioned fields: Hutchinson probes per configuration for "
-                                       "the divergence"),
+    times: Optional[str] = typer.Option(None, help="smoothing field: Wilson-flow times, comma-separated (default "
+                                                   "0.1,0.2,0.4,0.8; multiples of 0.05)"),
+    probes: Optional[int] = typer.Option(None, help="gradient, preconditioned and smoothing fields: Hutchinson probes "
+                                                    "per configuration for the divergence (default 4; smoothing 1)"),
     masses: str = typer.Option("0", help="preconditioned field: regulator masses m^2 of the Laplacian, comma-"
                                          "separated (one basis field per feature and mass)"),
-    probe_period: int = typer.Option(1, help="preconditioned field: dilute each Hutchinson probe into classes of "
-                                             "links this many sites apart (period^d * d jvps per probe; 4 in 2D "
-                                             "cuts the probe noise ~20x)"),
+    probe_period: Optional[int] = typer.Option(None, help="preconditioned and smoothing fields: dilute each "
+                                                         "Hutchinson probe into classes of links this many sites "
+                                                         "apart (period^d * d jvps per probe; 4 in 2D cuts the "
+                                                         "probe noise ~20x; default 1, smoothing 2)"),
     folds: int = typer.Option(2, help="cross-fitting folds (each block of a chain gets coefficients fitted on the "
                                       "others; 1: fit and evaluate on everything)"),
     held_out: float = typer.Option(0.25, help="fraction of the fit configurations held out to select the ridge"),
@@ -103,9 +107,9 @@ def derivative(
 
         if batch < 1:
             raise CLIError(f"--batch must be >= 1, got {batch}")
-        if probes < 1:
+        if probes is not None and probes < 1:
             raise CLIError(f"--probes must be >= 1, got {probes}")
-        if probe_period < 1:
+        if probe_period is not None and probe_period < 1:
             raise CLIError(f"--probe-period must be >= 1, got {probe_period}")
         from ..tangent import DILUTIONS, TRACE_METHODS, FermionTraces
 
@@ -125,6 +129,10 @@ def derivative(
             raise CLIError(f"no ensemble {ensemble!r} in {store}; available: {', '.join(st.ensembles()) or 'none'}")
         opts: dict[str, Any] = {}
         kind = field.strip().lower()
+        if times is not None and kind != "smoothing":
+            raise CLIError("--times applies to --field smoothing only")
+        if features is not None and kind == "smoothing":
+            raise CLIError("--features does not apply to --field smoothing; give its flow times with --times")
         spec = st.spec(ensemble)
         is_u1_2d = spec.group == "u1" and len(spec.shape) == 2
         if kind == "plaquette" or (kind == "auto" and is_u1_2d):
@@ -133,7 +141,10 @@ def derivative(
             opts = {"n_probes": probes}
         elif kind == "preconditioned":
             opts = {"n_probes": probes, "masses": masses, "probe_period": probe_period}
-        if features is not None and "n_probes" in opts:  # the fields built from features
+        elif kind == "smoothing":
+            opts = {"n_probes": probes, "probe_period": probe_period, "times": times}
+        opts = {k: v for k, v in opts.items() if v is not None}  # unset: the field's own default
+        if features is not None and kind in ("gradient", "auto", "preconditioned") and "harmonics" not in opts:
             opts["features"] = features
         names = [o.strip() for o in obs.split(",") if o.strip()]
         others = [c.strip() for item in (compare or []) for c in item.split(",") if c.strip()]

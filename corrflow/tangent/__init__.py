@@ -61,6 +61,7 @@ from .fermions import (
 from .fields import (FEATURE_HELP, FIELD_KINDS, GradientField, NoField, PlaquetteField, default_features, make_field,
                      plaquette_link_field)
 from .precondition import PreconditionedField
+from .smoothing import SmoothingField
 from .fit import FieldFit, TangentFitWarning, cross_fit, check_cross_fit_size, fit_field, fold_index
 from .scales import flow_scale_derivative
 from .spectroscopy import cosh_effective_mass, effective_mass_derivative
@@ -68,7 +69,7 @@ from .spectroscopy import cosh_effective_mass, effective_mass_derivative
 __all__ = [
     "OBSERVABLES", "PARAMETERS", "check_parameter", "observables_vector", "coords_shape", "directional_derivative", "divergence_dense",
     "divergence_hutchinson", "gradient", "hutchinson_probes", "lift", "observable_function", "parameter_derivative",
-    "probe_classes", "PreconditionedField",
+    "probe_classes", "SmoothingField", "PreconditionedField",
     "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate", "FIT_TARGETS",
     "control_variates", "observable_cross_fit", "fit_coefficients",
     "connected_estimate", "tangent_estimate", "tangent_values", "variance_reduction",

@@ -28,6 +28,8 @@ always a pure-gauge action here (the gauge part of a fermion theory).
   ``Σ_P (Re tr P / N)^n``, class functions of the plaquette beyond the linear term (U(1): harmonics up to ``n``).
 * :class:`~corrflow.tangent.precondition.PreconditionedField` (own module) — the same features' gradients
   preconditioned by the inverse covariant Laplacian: non-local, the general form of the plaquette-space field.
+* :class:`~corrflow.tangent.smoothing.SmoothingField` (own module) — every link moved towards its Wilson-flowed
+  value, ``P_TA(V(t) U^†)``: the gauge-covariant form of rescaling the ultraviolet modes; not a gradient, any group.
 
 Why flowed features: for a gradient field ``v = ∇ψ``, ``v·∇S − ∇·v = −Lψ`` with ``L = Δ − ∇S·∇`` the generator of
 Langevin dynamics ``dU = −∇S dτ + √2 dW``.  The ideal potential solves ``Lψ = f``, ``f = ∂_α S − <∂_α S>``:
@@ -57,7 +59,7 @@ Array = jax.Array
 __all__ = ["PlaquetteField", "GradientField", "plaquette_link_field", "make_field", "default_features", "FIELD_KINDS",
            "FEATURE_HELP"]
 
-FIELD_KINDS = ("plaquette", "gradient", "preconditioned", "none")
+FIELD_KINDS = ("plaquette", "gradient", "preconditioned", "smoothing", "none")
 
 
 # ----------------------------------------------------------------------------------------
@@ -350,7 +352,8 @@ class NoField:
 
 def make_field(kind: str = "auto", theory: Any = None, param: str | None = None, **options: Any) -> Any:
     """Field from its kind: ``plaquette`` (2D U(1)), ``gradient`` (any theory), ``preconditioned`` (any theory:
-    :class:`corrflow.tangent.precondition.PreconditionedField`), ``none``, or ``auto`` (plaquette for 2D U(1),
+    :class:`corrflow.tangent.precondition.PreconditionedField`), ``smoothing`` (any theory:
+    :class:`corrflow.tangent.smoothing.SmoothingField`; ``times`` may be a comma-separated string), ``none``, or ``auto`` (plaquette for 2D U(1),
     gradient otherwise).  Options go to the field's constructor; ``ValueError`` for unknown kinds.  With ``param``
     and no ``features``, a gradient field gets :func:`default_features` (split into temporal and spatial planes for
     ``xi`` and ``lam`` in more than two dimensions)."""
@@ -374,6 +377,12 @@ def make_field(kind: str = "auto", theory: Any = None, param: str | None = None,
             except ValueError:
                 raise ValueError(f"preconditioned field: masses must be numbers, got {options['masses']}") from None
         f = PreconditionedField(**options)
+    elif kind == "smoothing":
+        from .smoothing import SmoothingField
+
+        if isinstance(options.get("times"), str):
+            options["times"] = tuple(x for x in options["times"].split(",") if x.strip())
+        f = SmoothingField(**options)
     elif kind == "none":
         f = NoField()
     else:

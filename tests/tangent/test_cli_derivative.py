@@ -76,6 +76,10 @@ def test_derivative_json_and_checkpoint_reuse(u1_store, exact_u1, tmp_path):
     (["--field", "preconditioned", "--masses", "-1"], "masses must be finite and >= 0"),
     (["--field", "preconditioned", "--probe-period", "0"], "--probe-period must be >= 1"),
     (["--field", "preconditioned", "--features", "plaquette^1"], "unknown feature 'plaquette^1'"),
+    (["--field", "smoothing", "--times", "0.12"], "multiples of flow_eps"),
+    (["--field", "smoothing", "--times", "abc"], "times must be numbers"),
+    (["--field", "smoothing", "--features", "plaquette"], "--features does not apply to --field smoothing"),
+    (["--field", "gradient", "--times", "0.2"], "--times applies to --field smoothing only"),
 ])
 def test_user_errors(u1_store, tmp_path, extra, message):
     before = _snapshot(u1_store)
@@ -101,6 +105,20 @@ def test_preconditioned_field_from_the_cli(u1_store, exact_u1, tmp_path):
         t = est["tangent"]
         assert abs(t["value"] - exact_u1[name]) / t["error"] < 4
         assert out["variance_reduction"][name] > 8
+
+
+def test_smoothing_field_from_the_cli(u1_store, exact_u1, tmp_path):
+    """--field smoothing with its flow times and the default diluted probe: unbiased, saved with its settings."""
+    args = ["--store", str(u1_store), ENSEMBLE, "--obs", "plaquette,wilson_2x2", "--json", "--batch", "400",
+            "--thin", "8", "--field", "smoothing", "--times", "0.2,0.6", "--out", str(tmp_path / "sm")]
+    res = _invoke(args)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["field"]["kind"] == "smoothing" and out["field"]["times"] == [0.2, 0.6]
+    assert out["field"]["n_probes"] == 1 and out["field"]["probe_period"] == 2
+    for name, est in out["observables"].items():
+        t = est["tangent"]
+        assert abs(t["value"] - exact_u1[name]) / t["error"] < 4
 
 
 def test_unknown_ensemble(u1_store):
