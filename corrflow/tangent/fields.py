@@ -382,6 +382,8 @@ def make_field(kind: str = "auto", theory: Any = None, param: str | None = None,
 
         if isinstance(options.get("times"), str):
             options["times"] = tuple(x for x in options["times"].split(",") if x.strip())
+        if param in ("xi", "lam") and theory is not None and len(theory.shape) > 2 and "split" not in options:
+            options["split"] = True  # as default_features: anisotropic parameters need the two parts apart
         f = SmoothingField(**options)
     elif kind == "none":
         f = NoField()

@@ -47,13 +47,16 @@ class SmoothingField:
     ``flow_eps`` of ``dV/dt = −F_{β=1}(V)``, as the flowed features of :class:`~corrflow.tangent.GradientField`) to
     each of ``times``; ``n_probes`` Hutchinson probes (``probes``: rademacher | gaussian), each diluted by
     ``probe_period`` (:func:`~corrflow.tangent.probe_classes`: ``period^d d`` jvps per probe), for the part of ``∇·v``
-    through the flow."""
+    through the flow.  ``split``: two basis fields per time, one moving only the temporal links (direction 0) and one
+    only the spatial links -- for the anisotropic parameters (``xi``, the source ``lam``), which an isotropic field
+    cannot follow.  Basis order: time-major, ``(t_1 all)`` or ``(t_1 temporal, t_1 spatial, t_2 temporal, ...)``."""
 
     times: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8)
     flow_eps: float = 0.05
     n_probes: int = 1
     probes: str = "rademacher"
     probe_period: int = 2
+    split: bool = False
 
     kind = "smoothing"
 
@@ -81,14 +84,27 @@ class SmoothingField:
 
     @property
     def n_coef(self) -> int:
-        return len(self.times)
+        return len(self.times) * (2 if self.split else 1)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "times": list(self.times), "flow_eps": float(self.flow_eps),
-                "n_probes": int(self.n_probes), "probes": self.probes, "probe_period": int(self.probe_period)}
+                "n_probes": int(self.n_probes), "probes": self.probes, "probe_period": int(self.probe_period),
+                **({"split": True} if self.split else {})}
 
     def check(self, theory: Any) -> None:
-        pass
+        """``ValueError`` (one line) for ``split`` on a lattice without spatial directions."""
+        if self.split and len(theory.shape) < 2:
+            raise ValueError("SmoothingField: split needs temporal and spatial directions")
+
+    def _expand(self, x: Array) -> Array:
+        """``(K, ..., d, n_gen)`` basis fields -> ``(n_coef, ...)``: with ``split`` each into its temporal-link and
+        spatial-link parts."""
+        if not self.split:
+            return x
+        d = x.shape[-2]
+        temporal = (jnp.arange(d) == 0).astype(x.dtype)[:, None]
+        parts = jnp.stack([x * temporal, x * (1 - temporal)], axis=1)  # (K, 2, ...)
+        return parts.reshape((-1,) + x.shape[1:])
 
     def flowed(self, u: Array, theory: Any) -> Array:
         """Links flowed to each of ``times``, shape ``(K, *u.shape)`` (one scan for all times)."""
@@ -112,28 +128,27 @@ class SmoothingField:
         return g.algebra_coords(g.project_algebra(matmul(v, dagger(u))))
 
     def field_coords(self, u: Array, theory: Any) -> Array:
-        """The K basis fields at ``u``, shape ``(K, *coords_shape)``."""
-        return self._coords(self.flowed(u, theory), u, theory)
+        """The basis fields at ``u``, shape ``(n_coef, *coords_shape)``."""
+        return self._expand(self._coords(self.flowed(u, theory), u, theory))
 
     def vectors(self, u: Array, theory: Any) -> Array:
         return self.field_coords(u, theory)
 
     def explicit_divergence(self, v: Array, u: Array, theory: Any) -> Array:
-        """``D_k = Σ_l −2 C_F Re tr(V_l U_l^†)`` (U(1): ``−Σ_l cos(θ_V − θ_U)``), shape ``(K,)``."""
+        """``D_k = Σ_l −2 C_F Re tr(V_l U_l^†)`` (U(1): ``−Σ_l cos(θ_V − θ_U)``), shape ``(n_coef,)``."""
         g = theory.group
-        if g.is_abelian:
-            return -jnp.sum(jnp.cos(v - u), axis=tuple(range(1, v.ndim)))
-        tr = jnp.real(trace(matmul(v, dagger(u))))
-        return -2.0 * casimir(g) * jnp.sum(tr, axis=tuple(range(1, tr.ndim)))
+        per_link = -jnp.cos(v - u) if g.is_abelian else -2.0 * casimir(g) * jnp.real(trace(matmul(v, dagger(u))))
+        per_link = self._expand(per_link[..., None])[..., 0]  # (n_coef, L_0, ..., d)
+        return jnp.sum(per_link, axis=tuple(range(1, per_link.ndim)))
 
     def terms(self, u: Array, theory: Any, obs_vec: Callable[[Array], Array], key: Array) -> tuple[Array, Array]:
         g = theory.group
         v = self.flowed(u, theory)
-        x = self._coords(v, u, theory)
+        x = self._expand(self._coords(v, u, theory))
         g_s = gradient(theory.action, u, g)
         vs = jnp.sum(x * g_s, axis=tuple(range(1, x.ndim)))
         direct = self.explicit_divergence(v, u, theory)
-        through_flow = divergence_hutchinson(lambda uu: self._coords(self.flowed(uu, theory), u, theory), u, g, key,
-                                             self.n_probes, self.probes, self.probe_period).mean(0)
+        through_flow = divergence_hutchinson(lambda uu: self._expand(self._coords(self.flowed(uu, theory), u, theory)),
+                                             u, g, key, self.n_probes, self.probes, self.probe_period).mean(0)
         b = jax.vmap(lambda xk: directional_derivative(obs_vec, u, xk, g))(x)  # (K, n_obs)
         return vs - (direct + through_flow), b.T

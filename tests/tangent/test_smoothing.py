@@ -20,26 +20,32 @@ PULL = 4.0
 OBS = ("plaquette", "wilson_2x2")  # as the shared ensemble's (tests/tangent/conftest.py)
 
 
-@pytest.mark.parametrize("name,shape", [("u1", (4, 4)), ("su2", (4, 4)), ("su3", (2, 2, 2, 2))])
-def test_divergence_split_against_dense(name, shape):
+@pytest.mark.parametrize("name,shape,split", [("u1", (4, 4), False), ("su2", (4, 4), False), ("u1", (3, 3, 3), True),
+                                              ("su3", (2, 2, 2, 2), False), ("su3", (2, 2, 2, 2), True)])
+def test_divergence_split_against_dense(name, shape, split):
     th = make_theory(name, shape, beta=2.0)
     g = th.group
     u = g.random(jax.random.PRNGKey(1), tuple(th.link_index_shape))
-    f = tg.SmoothingField(times=(0.1, 0.3), flow_eps=0.05)
+    f = tg.SmoothingField(times=(0.1, 0.3), flow_eps=0.05, split=split)
+    assert f.n_coef == (4 if split else 2)
 
     @jax.jit
     def parts(u):
         v = f.flowed(u, th)
         total = tg.divergence_dense(lambda uu: f.field_coords(uu, th), u, g)
-        explicit = tg.divergence_dense(lambda uu: f._coords(v, uu, th), u, g)
-        through = tg.divergence_dense(lambda uu: f._coords(f.flowed(uu, th), u, th), u, g)
-        hut = tg.divergence_hutchinson(lambda uu: f._coords(f.flowed(uu, th), u, th), u, g, jax.random.PRNGKey(2),
-                                       64, "rademacher", 2)
+        explicit = tg.divergence_dense(lambda uu: f._expand(f._coords(v, uu, th)), u, g)
+        through = tg.divergence_dense(lambda uu: f._expand(f._coords(f.flowed(uu, th), u, th)), u, g)
+        hut = tg.divergence_hutchinson(lambda uu: f._expand(f._coords(f.flowed(uu, th), u, th)), u, g,
+                                       jax.random.PRNGKey(2), 64, "rademacher", 2)
         return f.explicit_divergence(v, u, th), explicit, through, total, hut
 
     closed, explicit, through, total, hut = (np.asarray(x) for x in parts(u))
     np.testing.assert_allclose(closed, explicit, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(closed + through, total, rtol=1e-9, atol=1e-9)
+    if split:  # the temporal and spatial parts add up to the isotropic field's divergence
+        iso = tg.SmoothingField(times=(0.1, 0.3), flow_eps=0.05)
+        whole = np.asarray(jax.jit(lambda u: tg.divergence_dense(lambda uu: iso.field_coords(uu, th), u, g))(u))
+        np.testing.assert_allclose(total[0::2] + total[1::2], whole, rtol=1e-9, atol=1e-9)
     pull = (hut.mean(0) - through) / (hut.std(0, ddof=1) / np.sqrt(hut.shape[0]) + 1e-12)
     assert np.all(np.abs(pull) < PULL), (hut.mean(0), through, pull)
 
@@ -102,6 +108,15 @@ def test_unbiased_against_exact_u1(u1_theory, u1_configs, exact_u1):
     wrong = tg.compute_terms(_WithoutFlowDivergence(times=(0.2, 0.6), flow_eps=0.1), u1_theory, "beta", OBS, configs,
                              jax.random.PRNGKey(5), batch=400)
     assert np.max(np.abs(_cv_pulls(wrong))) > PULL
+
+
+def test_split_by_default_for_the_anisotropic_parameters():
+    th4 = make_theory("su3", (2, 2, 2, 2), beta=5.8)
+    assert tg.make_field("smoothing", th4, param="lam").split
+    assert tg.make_field("smoothing", th4, param="xi").split
+    assert not tg.make_field("smoothing", th4, param="beta").split
+    assert not tg.make_field("smoothing", make_theory("u1", (4, 4), beta=2.0), param="lam").split  # as the features
+    assert tg.make_field("smoothing", th4, times="0.2,0.4").times == (0.2, 0.4)
 
 
 def test_bad_options():
