@@ -144,7 +144,7 @@ def derivative(
         elif kind == "smoothing":
             opts = {"n_probes": probes, "probe_period": probe_period, "times": times}
         opts = {k: v for k, v in opts.items() if v is not None}  # unset: the field's own default
-        if features is not None and kind in ("gradient", "auto", "preconditioned") and "harmonics" not in opts:
+        if features is not None and (kind in ("gradient", "preconditioned") or (kind == "auto" and not is_u1_2d)):
             opts["features"] = features
         names = [o.strip() for o in obs.split(",") if o.strip()]
         others = [c.strip() for item in (compare or []) for c in item.split(",") if c.strip()]

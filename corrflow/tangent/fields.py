@@ -197,6 +197,14 @@ def _flow_update(x: Array, u: Array, group: Group) -> Array:
     return matmul(m, u)
 
 
+def _feature_flow_step(theory: Any, eps: float) -> Callable[[Array], Array]:
+    """One Euler step ``W -> exp(-eps F(W)) W`` of the Wilson flow that the flowed features and the smoothing fields
+    use (``F`` the force of the isotropic Wilson action at ``β = 1``, no source)."""
+    g = theory.group
+    flow_action = theory.replace(beta=1.0, xi=1.0, lam=0.0)
+    return lambda w: _flow_update(-eps * flow_action.force(w), w, g)
+
+
 @dataclass(frozen=True)
 class GradientField:
     """``v = ∇ Σ_k c_k Φ_k`` with features ``plaquette``, ``rectangle`` and ``flowed@t`` (see module docstring).
@@ -254,11 +262,11 @@ class GradientField:
     def feature_values(self, u: Array, theory: Any) -> Array:
         """``(Φ_1(U), ..., Φ_K(U))`` for one configuration."""
         g = theory.group
-        flow_action = theory.replace(beta=1.0, xi=1.0, lam=0.0)
         steps = self._flow_steps()
         flowed = None
         if steps:
             split = any(_FLOWED.match(f).group(1) for f in self.features if _FLOWED.match(f))  # type: ignore
+            advance = _feature_flow_step(theory, self.flow_eps)
 
             def actions(w: Array) -> Array:  # (all planes, temporal planes) or (all planes,)
                 tot = _loop_sum(w, g, 1, 1)
@@ -266,7 +274,7 @@ class GradientField:
 
             @jax.checkpoint
             def step(w: Array, _: Any) -> tuple[Array, Array]:
-                w = _flow_update(-self.flow_eps * flow_action.force(w), w, g)
+                w = advance(w)
                 return w, actions(w)
 
             # flowed[s] = plaquette actions after s steps (a scan: compiled once, whatever the flow time)
@@ -359,7 +367,7 @@ def make_field(kind: str = "auto", theory: Any = None, param: str | None = None,
     ``xi`` and ``lam`` in more than two dimensions)."""
     if kind == "auto":
         kind = "plaquette" if theory is not None and theory.group.is_abelian and len(theory.shape) == 2 else "gradient"
-    for name in ("features", "masses"):  # comma-separated strings (CLI)
+    for name in ("features", "masses", "times"):  # comma-separated strings (CLI)
         if isinstance(options.get(name), str):
             options[name] = tuple(x for x in options[name].split(",") if x.strip())
     if kind == "gradient" and param is not None and theory is not None and "features" not in options:
@@ -380,8 +388,6 @@ def make_field(kind: str = "auto", theory: Any = None, param: str | None = None,
     elif kind == "smoothing":
         from .smoothing import SmoothingField
 
-        if isinstance(options.get("times"), str):
-            options["times"] = tuple(x for x in options["times"].split(",") if x.strip())
         if param in ("xi", "lam") and theory is not None and len(theory.shape) > 2 and "split" not in options:
             options["split"] = True  # as default_features: anisotropic parameters need the two parts apart
         f = SmoothingField(**options)

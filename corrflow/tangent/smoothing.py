@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from ..groups import dagger, matmul, trace
 from .core import casimir, directional_derivative, divergence_hutchinson, gradient
-from .fields import _flow_update
+from .fields import _feature_flow_step
 
 Array = jax.Array
 
@@ -108,12 +108,11 @@ class SmoothingField:
 
     def flowed(self, u: Array, theory: Any) -> Array:
         """Links flowed to each of ``times``, shape ``(K, *u.shape)`` (one scan for all times)."""
-        g = theory.group
-        flow_action = theory.replace(beta=1.0, xi=1.0, lam=0.0)
+        advance = _feature_flow_step(theory, self.flow_eps)
         steps = [int(round(t / self.flow_eps)) for t in self.times]
 
         def step(w: Array, _: Any) -> tuple[Array, Array]:
-            w = _flow_update(-self.flow_eps * flow_action.force(w), w, g)
+            w = advance(w)
             return w, w
 
         _, ws = jax.lax.scan(step, u, None, length=max(steps))
