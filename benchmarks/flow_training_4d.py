@@ -15,6 +15,10 @@ updates, 3 updates apart).  Every flow has two sweeps of plaquette layers.  Rows
   norm;
 * ``lbfgs smear=s``: constant coefficients for the plaquette staples and for staples built from transverse links
   after ``s`` stout steps (``make_flow(smear=s)``);
+* ``linear smooth=t1/t2/..``: constant coefficients for the plaquette staples and held-out smoothing terms at these
+  Wilson-flow times (``make_flow(smoothing=...)``, :mod:`corrflow.flows.smoothing`), trained by Gauss–Newton on
+  var(log w) with tied parameters (``optimizer="linear"``, :mod:`corrflow.flows.linear`; ``lbfgs smooth=...`` with
+  ``--smoothing-optimizers lbfgs``);
 * ``lbfgs net=w:D``: full-batch L-BFGS, one coefficient per individual staple and site from a periodic CNN of frozen
   gauge-invariant features (``make_flow(net_width=w, net_depth=D)``, :mod:`corrflow.flows.network`).
 
@@ -85,6 +89,12 @@ def main() -> None:
     ap.add_argument("--sweeps", type=int, default=2, help="sweeps of layers")
     ap.add_argument("--nets", default="", help="network coefficients to try, e.g. 2:1,4:2 (width:depth)")
     ap.add_argument("--smears", default="", help="smeared transverse staples to try: stout steps, e.g. 1,2")
+    ap.add_argument("--smoothing", default="", help="held-out smoothing terms to try: sets of flow times separated "
+                    "by commas, times within a set by '/', e.g. 0.1/0.2/0.4/0.8")
+    ap.add_argument("--sweeps-smoothing", type=int, default=1, help="sweeps of the flows with smoothing terms")
+    ap.add_argument("--smoothing-optimizers", default="linear", help="optimisers for the flows with smoothing terms: "
+                    "linear (Gauss-Newton, tied parameters), lbfgs")
+    ap.add_argument("--linear-iters", type=int, default=3, help="Gauss-Newton iterations (optimizer linear)")
     ap.add_argument("--valid", type=int, default=0, help="validation configurations for model selection (0: none)")
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--no-adam", action="store_true", help="skip the Adam row")
@@ -115,6 +125,13 @@ def main() -> None:
         for steps in (int(x) for x in args.smears.split(",") if x):
             runs.append((f"lbfgs smear={steps}", make_flow("su3", base.shape, n_sweeps=args.sweeps, smear=steps),
                          TrainConfig(epochs=args.iters, batch_size=16, optimizer="lbfgs", patience=pat)))
+        for spec in (x for x in args.smoothing.split(",") if x):
+            times = tuple(float(t) for t in spec.split("/"))
+            for opt in args.smoothing_optimizers.split(","):
+                runs.append((f"{opt} smooth={spec}", make_flow("su3", base.shape, n_sweeps=args.sweeps_smoothing,
+                                                               smoothing=times),
+                             TrainConfig(epochs=args.iters if opt == "lbfgs" else args.linear_iters, batch_size=16,
+                                         optimizer=opt, patience=pat)))
         for spec in (x for x in args.nets.split(",") if x):
             w, dep = (int(v) for v in spec.split(":"))
             runs.append((f"lbfgs net={w}:{dep}", make_flow("su3", base.shape, n_sweeps=args.sweeps, net_width=w,

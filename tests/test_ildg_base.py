@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 import corrflow  # noqa: F401  (enables x64)
 from corrflow.cli import app
+from corrflow.flows.layers import DEFAULT_SMOOTHING
 from corrflow.flows.train import load_checkpoint
 from corrflow.groups import SUN
 from corrflow.ildg import read_ildg, write_ildg
@@ -64,6 +65,8 @@ def test_train_and_correlate_from_imported_ensemble(imported):
     ck = load_checkpoint(d / "flow")
     assert ck["base"].params()["beta"] == 5.8 and ck["target"].params()["beta"] == 5.9
     assert tuple(ck["flow"].shape) == SHAPE and np.all(np.isfinite(np.asarray(ck["params"])))
+    # the default 4D SU(3) flow: one sweep with held-out smoothing terms, trained by Gauss-Newton
+    assert ck["flow"].smoothing == DEFAULT_SMOOTHING and ck["config"].optimizer == "linear"
     code, out = cli("correlate", "--store", store, "--from", "imp", "--flow", d / "flow", "--name", "flowed",
                     "--batch", 4)
     assert code == 0, out

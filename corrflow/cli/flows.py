@@ -37,6 +37,17 @@ def _parse_assignments(items: List[str]) -> dict[str, float]:
     return out
 
 
+def _parse_times(text: Optional[str]) -> tuple[float, ...]:
+    """``--smoothing 0.1,0.2,0.4`` -> ``(0.1, 0.2, 0.4)``, ``none`` -> ``()``; ``CLIError`` for a value that is not a
+    number."""
+    if not text or text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise CLIError(f"--smoothing takes comma-separated flow times, e.g. 0.1,0.2,0.4,0.8; got {text!r}") from None
+
+
 @app.command(epilog="""
 **Examples**
 
@@ -58,8 +69,9 @@ def train(
     epochs: int = typer.Option(40, help="training epochs (L-BFGS: maximum iterations)"),
     batch_size: int = typer.Option(64, help="configurations per optimiser step (L-BFGS: per micro-batch)"),
     lr: float = typer.Option(0.02, help="initial learning rate (cosine decay; Adam only)"),
-    optimizer: str = typer.Option("auto", help="auto (lbfgs in 4D, adam otherwise) | adam (mini-batch) | lbfgs "
-                                             "(full batch, no learning rate)"),
+    optimizer: str = typer.Option("auto", help="auto (linear with --smoothing, lbfgs in 4D, adam otherwise) | adam "
+                                             "(mini-batch) | lbfgs (full batch, no learning rate) | linear "
+                                             "(Gauss-Newton on var log w, tied parameters; residual flows)"),
     kind: str = typer.Option("auto", help="flow architecture: auto (plaquette for 2D U(1), residual otherwise) | "
                                           "plaquette (2D U(1): exact per-plaquette maps) | residual (masked staple "
                                           "layers)"),
@@ -75,6 +87,10 @@ def train(
     net_depth: int = typer.Option(2, help="residual flows with --net-width: convolutions per coefficient network"),
     smear: int = typer.Option(0, help="residual flows in d >= 3: also staples from transverse links after this many "
                                       "stout steps (frozen links only; own coefficients)"),
+    smoothing: Optional[str] = typer.Option(None, help="residual SU(2)/SU(3) flows: Wilson-flow times of held-out "
+                                                       "smoothing terms (links moved towards their smoothed values), "
+                                                       "or none; default 0.1,0.2,0.4,0.8 with one sweep in d >= 3 "
+                                                       "when no other architecture option is given"),
     held_out: int = typer.Option(64, help="base configurations held out (not trained on): held-out ESS and var(log w) "
                                           "every epoch, the best epoch is kept (0: none)"),
     patience: int = typer.Option(5, help="with --held-out: stop after this many epochs without held-out improvement "
@@ -92,7 +108,7 @@ def train(
         import numpy as np
 
         from .. import make_theory
-        from ..flows import default_kind, make_flow
+        from ..flows import default_kind, default_smoothing, make_flow
         from ..flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resolve_optimizer, resume_kwargs
         from ..flows.train import train as train_flow
         from ..pipeline.handles import held_out_positions, training_positions
@@ -105,23 +121,27 @@ def train(
         target = base.replace(**_parse_assignments(to))
         kind_ = kind
         if kind_ == "auto":
-            explicit = loops is not None or degree is not None or net_width or smear
+            explicit = loops is not None or degree is not None or net_width or smear or smoothing
             kind_ = "residual" if explicit else default_kind(base.group, base.shape)
         flow_opts: dict[str, Any] = {"kind": kind_}
         if kind_ == "plaquette":
-            if loops is not None or degree is not None or net_width or smear:
-                raise CLIError("--loops, --degree, --net-width and --smear belong to --kind residual, not to plaquette "
-                               "flows")
+            if loops is not None or degree is not None or net_width or smear or smoothing:
+                raise CLIError("--loops, --degree, --net-width, --smear and --smoothing belong to --kind residual, not "
+                               "to plaquette flows")
             flow_opts.update(n_sweeps=1 if sweeps is None else sweeps, harmonics=harmonics)
         else:
+            plain = loops is None and degree is None and not net_width and not smear
+            times = _parse_times(smoothing) if smoothing is not None else (
+                default_smoothing(base.group, base.shape) if plain else ())
             flow_opts.update(loops=tuple(x.strip() for x in (loops or "plaquette").split(",") if x.strip()),
-                             n_sweeps=2 if sweeps is None else sweeps, degree=degree or 0, net_width=net_width,
-                             net_depth=net_depth, smear=smear)
+                             n_sweeps=(1 if times else 2) if sweeps is None else sweeps, degree=degree or 0,
+                             net_width=net_width, net_depth=net_depth, smear=smear, smoothing=times)
         new_flow = make_flow(base.group, base.shape, **flow_opts)  # ValueError for options that do not fit
         if held_out < 0:
             raise CLIError(f"--held-out must be >= 0, got {held_out}")
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, target_ess=target_ess, seed=seed,
-                          optimizer=resolve_optimizer(optimizer, len(base.shape), getattr(new_flow, "kind", kind_)),
+                          optimizer=resolve_optimizer(optimizer, len(base.shape), getattr(new_flow, "kind", kind_),
+                                                      bool(getattr(new_flow, "smoothing", ()))),
                           patience=patience if held_out else 0)
         ds = st.open_ensemble(from_)
         n = int(ds.sizes["traj"])

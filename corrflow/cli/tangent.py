@@ -57,6 +57,10 @@ def derivative(
                                       "rectangle"),
     times: Optional[str] = typer.Option(None, help="smoothing field: Wilson-flow times, comma-separated (default "
                                                    "0.1,0.2,0.4,0.8; multiples of 0.05)"),
+    held_out_smoothing: bool = typer.Option(False, "--held-out-smoothing", help="smoothing field (SU(2)/SU(3)): flow "
+                                            "each link's surroundings with the link's mask replaced by its staple "
+                                            "projection -- exact divergence, no probes, 2d flows per configuration "
+                                            "(the tangent of the flows' smoothing layers)"),
     probes: Optional[int] = typer.Option(None, help="gradient, preconditioned and smoothing fields: Hutchinson probes "
                                                     "per configuration for the divergence (default 4; smoothing 1)"),
     masses: str = typer.Option("0", help="preconditioned field: regulator masses m^2 of the Laplacian, comma-"
@@ -131,6 +135,8 @@ def derivative(
         kind = field.strip().lower()
         if times is not None and kind != "smoothing":
             raise CLIError("--times applies to --field smoothing only")
+        if held_out_smoothing and kind != "smoothing":
+            raise CLIError("--held-out-smoothing applies to --field smoothing only")
         if features is not None and kind == "smoothing":
             raise CLIError("--features does not apply to --field smoothing; give its flow times with --times")
         spec = st.spec(ensemble)
@@ -142,7 +148,8 @@ def derivative(
         elif kind == "preconditioned":
             opts = {"n_probes": probes, "masses": masses, "probe_period": probe_period}
         elif kind == "smoothing":
-            opts = {"n_probes": probes, "probe_period": probe_period, "times": times}
+            opts = {"n_probes": probes, "probe_period": probe_period, "times": times,
+                    "held_out": True if held_out_smoothing else None}
         opts = {k: v for k, v in opts.items() if v is not None}  # unset: the field's own default
         if features is not None and (kind in ("gradient", "preconditioned") or (kind == "auto" and not is_u1_2d)):
             opts["features"] = features

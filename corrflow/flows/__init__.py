@@ -1,9 +1,11 @@
-"""Gauge-equivariant flows between action parameters: masked residual layers (:mod:`corrflow.flows.layers`) and
-exact plaquette-space maps for 2D U(1) (:mod:`corrflow.flows.plaquette`)."""
+"""Gauge-equivariant flows between action parameters: masked residual layers (:mod:`corrflow.flows.layers`) with
+held-out smoothing terms (:mod:`corrflow.flows.smoothing`) and exact plaquette-space maps for 2D U(1)
+(:mod:`corrflow.flows.plaquette`)."""
 
-from .layers import FLOW_KINDS, INVERSE_TOL, Flow, ResidualLayer, default_kind, flow_from_description, make_flow
+from .layers import (FLOW_KINDS, INVERSE_TOL, Flow, ResidualLayer, default_kind, default_smoothing,
+                     flow_from_description, make_flow)
 from .plaquette import PlaquetteFlow
 from .staples import LOOPS, layer_masks, loop_paths, n_staples, path_product, staple_sums
 
-__all__ = ["Flow", "ResidualLayer", "PlaquetteFlow", "make_flow", "default_kind", "flow_from_description", "FLOW_KINDS",
+__all__ = ["Flow", "ResidualLayer", "PlaquetteFlow", "make_flow", "default_kind", "default_smoothing", "flow_from_description", "FLOW_KINDS",
            "INVERSE_TOL", "LOOPS", "layer_masks", "loop_paths", "n_staples", "path_product", "staple_sums"]

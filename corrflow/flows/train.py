@@ -18,6 +18,9 @@ Two optimisers (``TrainConfig.optimizer``):
   moves every raw parameter by about ``learning_rate`` per step, so Adam either crawls or overshoots;
   L-BFGS finds the optimum in a few iterations (BENCHMARKS.md).  Resume restarts from the checkpointed
   parameters with an empty L-BFGS memory (not bit-identical to an uninterrupted run).
+* ``"linear"`` (residual flows): Gauss–Newton on the variance of the log-weights with tied parameters
+  (:mod:`corrflow.flows.linear`); an epoch is one least-squares step.  The first step from zero is the tangent fit of
+  the flow's layer fields; the default for flows with smoothing terms.
 
 Checkpoints are written through :mod:`corrflow.store.checkpoints` as one atomic unit (a new version
 directory, then one pointer rename): metadata (flow structure, theories a and a', training settings,
@@ -49,7 +52,7 @@ __all__ = ["TrainConfig", "TrainResult", "FlowTrainingError", "resolve_optimizer
            "save_checkpoint", "load_checkpoint", "checkpoint_id", "resume_kwargs"]
 
 CHECKPOINT_FORMAT = "corrflow-flow-checkpoint"
-OPTIMIZERS = ("adam", "lbfgs")
+OPTIMIZERS = ("adam", "lbfgs", "linear")
 
 
 class FlowTrainingError(RuntimeError):
@@ -144,11 +147,15 @@ class _Selection:
                     and epoch - self.best_epoch >= self.patience)
 
 
-def resolve_optimizer(optimizer: str, ndim: int, kind: str = "residual") -> str:
-    """``"auto"`` -> ``"lbfgs"`` in 4D (the useful flow coefficients are tiny there and Adam's fixed step overshoots
-    them; BENCHMARKS.md) and for plaquette-space flows (a few parameters, converged in ~20 iterations), ``"adam"``
-    for residual flows in lower dimensions; other names are checked and passed through."""
+def resolve_optimizer(optimizer: str, ndim: int, kind: str = "residual", smoothing: bool = False) -> str:
+    """``"auto"`` -> ``"linear"`` for residual flows with smoothing terms (Gauss–Newton with tied parameters: the
+    smoothing coefficients are large and cancelling, BENCHMARKS.md), ``"lbfgs"`` in 4D (the useful staple
+    coefficients are tiny there and Adam's fixed step overshoots them) and for plaquette-space flows (a few
+    parameters, converged in ~20 iterations), ``"adam"`` for residual flows in lower dimensions; other names are
+    checked and passed through."""
     if optimizer == "auto":
+        if smoothing and kind == "residual":
+            return "linear"
         return "lbfgs" if ndim >= 4 or kind == "plaquette" else "adam"
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; allowed: auto, {', '.join(OPTIMIZERS)}")
@@ -204,6 +211,12 @@ def train(
     n = configs.shape[0]
     if n < 2:
         raise ValueError(f"need at least 2 base configurations to train, got {n}")
+    if config.optimizer == "linear":
+        from .linear import train_linear
+
+        return train_linear(flow, base, target, configs, config, params=params, start_epoch=start_epoch,
+                            history=history, progress=progress, checkpoint=checkpoint, held_out=held_out,
+                            selected=selected)
     if config.optimizer == "lbfgs":
         return _train_lbfgs(flow, base, target, configs, config, params=params, start_epoch=start_epoch,
                             history=history, progress=progress, checkpoint=checkpoint, held_out=held_out,
@@ -407,7 +420,7 @@ def resume_kwargs(checkpoint: dict[str, Any], n_configs: int, config: TrainConfi
     current = checkpoint.get("resume_params")
     current = checkpoint["params"] if current is None else current
     sel = {"selected": checkpoint["params"]}
-    if config.optimizer == "lbfgs":  # no optimiser state is kept: L-BFGS restarts with an empty memory
+    if config.optimizer in ("lbfgs", "linear"):  # no optimiser state: L-BFGS restarts with an empty memory
         return {"params": current, "start_epoch": checkpoint["epoch"], "history": checkpoint["history"], **sel}
     template = _optimizer(config, n_configs).init(checkpoint["params"])
     treedef = jax.tree_util.tree_structure(template)

@@ -358,13 +358,16 @@ class FlowSettings(Settings):
 
     flow_kind: str = setting("residual", "flow kind: residual | plaquette (2D U(1)) | auto (plaquette in 2D U(1))",
                              choices=("residual", "plaquette", "auto"))
-    sweeps: int = setting(0, "flow sweeps over all links (plaquette flows: maps) [0: 2 residual, 1 plaquette]")
+    sweeps: int = setting(0, "flow sweeps over all links (plaquette flows: maps) [0: 2 residual, 1 residual with "
+                             "smoothing terms, 1 plaquette]")
     loops: tuple[str, ...] = setting(("plaquette",), "flow staple shapes: plaquette[,rectangle] (residual)")
     degree: int = setting(0, "degree of the flow coefficients' polynomials in the staple norm (0: constants; residual)")
     harmonics: int = setting(6, "sine harmonics of each plaquette map (plaquette flows)")
     net_width: int = setting(0, "channels of the CNN that computes the coefficients (0: no network; residual)")
     net_depth: int = setting(2, "convolutions of that CNN")
     smear: int = setting(0, "stout-smearing steps of the transverse links in extra staples (d >= 3; residual)")
+    smoothing: tuple[float, ...] = setting((), "Wilson-flow times of held-out smoothing terms, e.g. 0.1,0.2,0.4,0.8 "
+                                               "(SU(2)/SU(3); residual)")
 
     def check(self) -> None:
         from ..flows.layers import check_degree
@@ -378,6 +381,10 @@ class FlowSettings(Settings):
         if bad:
             raise ValueError(f"unknown flow loop shape(s) {', '.join(bad)}; allowed: {', '.join(LOOPS)}")
         check_degree(self.degree)
+        if self.smoothing:
+            from ..flows.smoothing import check_times
+
+            check_times(self.smoothing, 0.05)
 
     def resolved_kind(self, group: Any, shape: Any) -> str:
         """``kind`` with ``auto`` resolved for a group (name or object) and lattice shape."""
@@ -394,7 +401,9 @@ class FlowSettings(Settings):
         coeff = (f", CNN coefficients ({self.net_depth} x {self.net_width} channels)" if self.net_width else
                  f", degree-{self.degree} coefficients" if self.degree else "")
         smear = f", {self.smear} smearing steps" if self.smear else ""
-        return f"residual flow, {self.sweeps or 2} sweeps of {'+'.join(self.loops)} layers{coeff}{smear}"
+        smooth = f", smoothing at t = {'/'.join(f'{t:g}' for t in self.smoothing)}" if self.smoothing else ""
+        n = self.sweeps or (1 if self.smoothing else 2)
+        return f"residual flow, {n} sweep{'s' if n > 1 else ''} of {'+'.join(self.loops)} layers{coeff}{smear}{smooth}"
 
     def make(self, theory: Any) -> Any:
         """The (untrained) flow for ``theory``'s group and lattice (``ValueError`` for options that do not fit)."""
@@ -404,8 +413,10 @@ class FlowSettings(Settings):
         if kind == "plaquette":
             return make_flow(theory.group, theory.shape, kind="plaquette", n_sweeps=self.sweeps or 1,
                              harmonics=self.harmonics)
-        return make_flow(theory.group, theory.shape, loops=tuple(self.loops), n_sweeps=self.sweeps or 2,
-                         degree=self.degree, net_width=self.net_width, net_depth=self.net_depth, smear=self.smear)
+        return make_flow(theory.group, theory.shape, loops=tuple(self.loops),
+                         n_sweeps=self.sweeps or (1 if self.smoothing else 2),
+                         degree=self.degree, net_width=self.net_width, net_depth=self.net_depth, smear=self.smear,
+                         smoothing=tuple(self.smoothing))
 
 
 @dataclass(frozen=True)
@@ -416,7 +427,8 @@ class TrainingSettings(Settings):
     n_train: int = setting(256, "training configurations (spread over the chains)")
     batch_size: int = setting(64, "training batch size (L-BFGS: micro-batch)")
     learning_rate: float = setting(0.02, "initial learning rate of Adam (cosine decay)", flag="--lr")
-    optimizer: str = setting("auto", "adam | lbfgs | auto (L-BFGS in 4D, Adam in 2D)", choices=("auto", "adam", "lbfgs"))
+    optimizer: str = setting("auto", "adam | lbfgs | linear | auto (linear for flows with smoothing terms, L-BFGS in 4D, "
+                                     "Adam in 2D)", choices=("auto", "adam", "lbfgs", "linear"))
     train_seed: int = setting(0, "seed of the training shuffles")
     held_out: int = setting(0, "configurations held out of training (between the training ones): held-out ESS and "
                                 "var(log w) every epoch, the epoch with the smallest held-out var(log w) kept")
@@ -437,13 +449,13 @@ class TrainingSettings(Settings):
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
 
-    def config(self, ndim: int, kind: str = "residual") -> Any:
-        """:class:`corrflow.flows.train.TrainConfig` (optimizer resolved for a ``ndim``-dimensional lattice and the
-        flow ``kind``)."""
+    def config(self, ndim: int, kind: str = "residual", smoothing: bool = False) -> Any:
+        """:class:`corrflow.flows.train.TrainConfig` (optimizer resolved for a ``ndim``-dimensional lattice, the
+        flow ``kind`` and whether it has ``smoothing`` terms)."""
         from ..flows.train import TrainConfig, resolve_optimizer
 
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                           seed=self.train_seed, optimizer=resolve_optimizer(self.optimizer, ndim, kind),
+                           seed=self.train_seed, optimizer=resolve_optimizer(self.optimizer, ndim, kind, smoothing),
                            patience=self.patience)
 
 

@@ -132,7 +132,8 @@ class Pipeline:
         base_x, target_x = exact_theory(source.theory), exact_theory(target)
         validate_shift(base_x, target_x)
         flow = flow_settings.make(base_x)
-        cfg = training.config(len(base_x.shape), getattr(flow, "kind", "residual"))
+        cfg = training.config(len(base_x.shape), getattr(flow, "kind", "residual"),
+                              bool(getattr(flow, "smoothing", ())))
         ident = {"base": base_x.params(), "target": target_x.params(), "flow": flow.describe(),
                  "n_train": int(training.n_train), "source": source.name, "train": cfg.fingerprint()}
         if training.held_out:

@@ -126,3 +126,13 @@ def test_bad_options():
                     ({"times": ("a",)}, "numbers")):
         with pytest.raises(ValueError, match=msg):
             tg.SmoothingField(**kw)
+
+
+def test_held_out_needs_su2_or_su3_and_even_extents():
+    f = tg.SmoothingField(times=(0.1,), held_out=True)
+    assert f.describe()["held_out"] is True and "held_out" not in tg.SmoothingField().describe()
+    with pytest.raises(ValueError, match="SU\\(2\\) or SU\\(3\\)"):
+        f.check(make_theory("u1", (4, 4), beta=2.0))
+    with pytest.raises(ValueError, match="even extents"):
+        f.check(make_theory("su2", (3, 4), beta=2.0))
+    f.check(make_theory("su3", (2, 2, 2, 2), beta=6.0))

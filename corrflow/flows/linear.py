@@ -1,0 +1,159 @@
+"""Training by linearisation: Gauss–Newton on the variance of the log-weights (``TrainConfig(optimizer="linear")``).
+
+For a small shift the log-weights are nearly linear in the flow parameters::
+
+    log w_i(p + T dq) ≈ log w_i(p) + G_i dq,     G_i = ∂ log w_i / ∂q   (one reverse pass per configuration),
+
+so the step that minimises the sample variance of ``log w`` over the training configurations is a least-squares
+problem solved exactly: ``dq = -argmin |(lw - mean lw) + (G - mean G) dq|^2``.  At ``p = 0`` this *is* the tangent
+fit of the tangent-flow estimators (:mod:`corrflow.tangent`): ``log w(0) = -dβ ∂S/∂β`` and ``G_k = -(v_k·∇S - ∇·v_k)``
+for the flow's own layer fields ``v_k``, so one iteration gives the flow whose tangent minimises ``Var[R_v]``; later
+iterations correct the higher orders.  Var(log w) equals twice the reverse KL divergence for Gaussian log-weights,
+the loss of the other optimisers.
+
+Parameters are *tied* (``T``): one value per coefficient (last axes of :attr:`Flow.param_shape`) shared by all
+sweeps, masks and directions, split by ``n_sweeps``.  Directions are split into the temporal one and the spatial
+ones when base and target differ in an anisotropic parameter (``xi``, ``lam``).  Few parameters (5 for one plaquette
+shape and four smoothing times) keep the fit from following the noise of a few hundred training configurations, no
+learning rate or step size is needed, and each iteration costs one gradient per configuration (the L-BFGS loss's
+cost).  A step that raises the training variance is halved (up to 4 times) before it is taken; an iteration that
+cannot lower it stops the run (``stopped="converged"``).  Measured (BENCHMARKS.md, 4D SU(3) 4^4, β 5.7 → 5.75):
+one iteration from zero halves the held-out var(log w) of direct reweighting's where L-BFGS on the staple-only flow
+removes a third.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .layers import Flow
+
+Array = jax.Array
+
+__all__ = ["tie_matrix", "linear_step"]
+
+_HALVINGS = 4
+
+
+def tie_matrix(flow: Any, base: Any, target: Any) -> np.ndarray:
+    """``T`` ``(prod param_shape, n_tied)``: full parameters ``p = T q`` from tied ones (module docstring)."""
+    shp = tuple(flow.param_shape)
+    n_sweeps, d = shp[0], shp[1]
+    coef = int(np.prod(shp[3:]))
+    aniso = any(float(getattr(base, k, 0.0)) != float(getattr(target, k, 0.0)) for k in ("xi", "lam"))
+    groups = np.array([0] + [1] * (d - 1)) if aniso and d > 1 else np.zeros(d, int)
+    n_groups = int(groups.max()) + 1
+    t = np.zeros(shp + (n_groups, coef))
+    for mu in range(d):
+        t[:, mu, ..., groups[mu], :] = np.eye(coef).reshape(shp[3:] + (coef,)) / n_sweeps
+    return t.reshape(int(np.prod(shp)), n_groups * coef)
+
+
+@partial(jax.jit, static_argnums=0)
+def _logw_and_jacobian(flow: Flow, base: Any, target: Any, p: Array, t: Array, u: Array) -> tuple[Array, Array]:
+    """Per-configuration ``log w`` ``(b,)`` and ``G = ∂ log w / ∂q`` ``(b, n_tied)`` at ``p`` (``t``: tie matrix)."""
+    def one(dq: Array, x: Array) -> Array:
+        pp = p + (t @ dq).reshape(p.shape)
+        uf, logj = flow.forward(pp, x[None])
+        return (-target.action(uf) + base.action(x[None]) + logj)[0]
+
+    zero = jnp.zeros(t.shape[1], p.dtype)
+    lw = jax.vmap(lambda x: one(zero, x))(u)
+    g = jax.vmap(jax.grad(one), in_axes=(None, 0))(zero, u)
+    return lw, g
+
+
+def linear_step(flow: Any, base: Any, target: Any, configs: Array, params: Array, tie: np.ndarray, batch: int,
+                eval_logw: Callable[[Array], np.ndarray]) -> tuple[Array, np.ndarray, bool]:
+    """One Gauss–Newton step from ``params``: ``(new params, their training log-weights, improved)``.
+
+    ``eval_logw(p)`` returns the training log-weights at ``p``; the step is halved while it raises their variance
+    (``improved=False`` and ``params`` unchanged when no halving helps)."""
+    n = configs.shape[0]
+    t = jnp.asarray(tie, params.dtype)
+    parts = [_logw_and_jacobian(flow, base, target, params, t, configs[i:i + batch]) for i in range(0, n, batch)]
+    lw = np.concatenate([np.asarray(a, np.float64) for a, _ in parts])
+    g = np.concatenate([np.asarray(b, np.float64) for _, b in parts])
+    if not (np.all(np.isfinite(lw)) and np.all(np.isfinite(g))):
+        raise FloatingPointError("non-finite log-weights or gradients")
+    gc, lc = g - g.mean(0), lw - lw.mean()
+    scale = np.sqrt(np.maximum(np.mean(gc**2, 0), 1e-300))  # column scaling for the conditioning of lstsq
+    dq = -np.linalg.lstsq(gc / scale, lc, rcond=1e-10)[0] / scale
+    var0 = float(np.var(lw))
+    for _ in range(_HALVINGS + 1):
+        new = params + jnp.asarray((tie @ dq).reshape(params.shape), params.dtype)
+        lw_new = np.asarray(eval_logw(new), np.float64)
+        if np.all(np.isfinite(lw_new)) and np.var(lw_new) < var0:
+            return new, lw_new, True
+        dq = dq / 2
+    return params, lw, False
+
+
+def train_linear(flow: Any, base: Any, target: Any, configs: Array, config: Any, *, params: Array | None,
+                 start_epoch: int, history: list[dict[str, float]] | None,
+                 progress: Callable[[int, dict[str, float]], None] | None, checkpoint: Any, held_out: Any = None,
+                 selected: Array | None = None) -> Any:
+    """:func:`corrflow.flows.train.train` with ``optimizer="linear"``: ``config.epochs`` Gauss–Newton iterations
+    (module docstring), held-out selection and checkpoints as for the other optimisers; resumes from ``params``."""
+    from .train import FlowTrainingError, TrainResult, _action, _ess_fraction, _eval_logw, _Selection, save_checkpoint
+
+    if not isinstance(flow, Flow):
+        raise ValueError(f"optimizer 'linear' is for residual flows; use lbfgs for {getattr(flow, 'kind', flow)!r} flows")
+    n = configs.shape[0]
+    bs = min(config.batch_size, n)
+    if params is None:
+        params = flow.init_params(config.init_scale, jax.random.fold_in(jax.random.PRNGKey(config.seed), 10**6))
+    history = list(history or [])
+    sel = _Selection(flow, base, target, held_out, bs, config.patience, history, selected)
+    s_base = np.concatenate([np.asarray(_action(base, configs[i:i + bs])) for i in range(0, n, bs)])
+    tie = tie_matrix(flow, base, target)
+
+    def eval_logw(p: Array) -> np.ndarray:
+        return np.concatenate([np.asarray(_eval_logw(flow, base, target, p, configs[i:i + bs])[0])
+                               for i in range(0, n, bs)])
+
+    def record(epoch: int, p: Array, lw: np.ndarray) -> dict[str, float]:
+        rec = {"epoch": epoch, "loss": float(np.mean(s_base - lw)), "ess": _ess_fraction(lw),
+               "var_logw": float(np.var(lw))}
+        sel.record(rec, p)
+        return rec
+
+    stopped = "epochs"
+    if not history:
+        history.append(record(0, params, eval_logw(params)))
+    for epoch in range(start_epoch, config.epochs):
+        try:
+            new, lw, improved = linear_step(flow, base, target, configs, params, tie, bs, eval_logw)
+        except FloatingPointError:
+            raise FlowTrainingError(
+                f"training diverged in iteration {epoch + 1} (non-finite log-weights or gradients); the last good "
+                f"parameters are kept{' in ' + str(checkpoint) if checkpoint else ''}. Check the base configurations "
+                "or train a smaller shift.") from None
+        if not improved:
+            stopped = "converged"
+            break
+        params = new
+        rec = record(epoch + 1, params, lw)
+        history.append(rec)
+        if rec["ess"] >= config.target_ess:
+            stopped = "target_ess"
+        elif sel.exhausted(epoch + 1):
+            stopped = "patience"
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, flow, sel.selected(params), base, target, config, epoch + 1, history,
+                            stopped=None if stopped == "epochs" else stopped,
+                            resume_params=sel.resume_params(params, epoch + 1))
+        if progress is not None:
+            progress(epoch + 1, rec)
+        if stopped != "epochs":
+            break
+    if stopped == "converged" and checkpoint is not None:
+        last = history[-1]["epoch"]
+        save_checkpoint(checkpoint, flow, sel.selected(params), base, target, config, last, history,
+                        stopped=stopped, resume_params=sel.resume_params(params, last))
+    return TrainResult(sel.selected(params), history, stopped)
