@@ -117,7 +117,8 @@ def main() -> None:
     ap.add_argument("--su3-n", type=int, default=200, help="SU(3): configurations per chain (4 chains)")
     ap.add_argument("--su3-beta", type=float, default=5.8, help="SU(3): beta")
     ap.add_argument("--su3-L", type=int, default=4, help="SU(3): lattice size L^4")
-    ap.add_argument("--su3-fields", default="gradient", help="SU(3): gradient and/or preconditioned")
+    ap.add_argument("--su3-fields", default="gradient", help="SU(3): any of gradient, preconditioned, smoothing, "
+                    "heldout (smoothing with exact divergence)")
     ap.add_argument("--probe-period", type=int, default=4,
                     help="preconditioned field: dilution period of the Hutchinson probe (2D; SU(3) uses 1 probe x 2)")
     ap.add_argument("--schwinger", action="store_true", help="also the Schwinger model 8x8 (mass derivatives)")
@@ -168,6 +169,8 @@ def main() -> None:
         for kind in args.su3_fields.split(","):
             if kind == "smoothing":
                 field = tg.SmoothingField(times=(0.1, 0.2, 0.4, 0.8), flow_eps=0.05)
+            elif kind == "heldout":  # exact divergence: the tangent of the flows' smoothing layers
+                field = tg.SmoothingField(times=(0.1, 0.2, 0.4, 0.8), flow_eps=0.05, held_out=True)
             elif kind == "preconditioned":
                 field = tg.PreconditionedField(features=("plaquette", "plaquette^2", "plaquette^3", "rectangle"),
                                                n_probes=1, probe_period=2)
