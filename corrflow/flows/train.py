@@ -261,20 +261,26 @@ def train(
                 "learning rate or check the base configurations.")
         rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "ess": _ess_fraction(lw)}
         sel.record(rec, params)
-        history.append(rec)
-        if rec["ess"] >= config.target_ess:
-            stopped = "target_ess"
-        elif sel.exhausted(epoch + 1):
-            stopped = "patience"
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, flow, sel.selected(params), base, target, config, epoch + 1, history,
-                            opt_state, None if stopped == "epochs" else stopped,
-                            resume_params=sel.resume_params(params, epoch + 1))
+        stopped = _finish_epoch(sel, config, rec, params, history, checkpoint, flow, base, target, opt_state)
         if progress is not None:
             progress(epoch + 1, rec)
         if stopped != "epochs":
             break
     return TrainResult(sel.selected(params), history, stopped)
+
+
+def _finish_epoch(sel: _Selection, config: TrainConfig, rec: dict[str, float], params: Array,
+                  history: list[dict[str, float]], checkpoint: Any, flow: Any, base: Any, target: Any,
+                  opt_state: Any = None) -> str:
+    """Append the epoch's record, decide whether to stop (``"target_ess"``, ``"patience"``, or ``"epochs"`` to go
+    on) and write the checkpoint; the record has been through ``sel.record``."""
+    history.append(rec)
+    epoch = int(rec["epoch"])
+    stopped = "target_ess" if rec["ess"] >= config.target_ess else "patience" if sel.exhausted(epoch) else "epochs"
+    if checkpoint is not None:
+        save_checkpoint(checkpoint, flow, sel.selected(params), base, target, config, epoch, history, opt_state,
+                        None if stopped == "epochs" else stopped, resume_params=sel.resume_params(params, epoch))
+    return stopped
 
 
 class _NonFinite(Exception):
