@@ -115,7 +115,8 @@ def main() -> None:
         target = base.replace(beta=args.beta + dbeta)
         flow0 = make_flow("su3", base.shape, n_sweeps=args.sweeps)
         ess_direct, var_direct, kl = held_out(flow0, flow0.init_params(), base, target, held)
-        print(f"{dbeta:6.3f} {'direct':>16} {ess_direct:13.3f} {1.0:6.2f} {var_direct:10.3f} {1.0:10.3f} {kl:7.3f}")
+        print(f"{dbeta:6.3f} {'direct':>16} {ess_direct:13.3f} {1.0:6.2f} {var_direct:10.3f} {1.0:10.3f} {kl:7.3f}",
+              flush=True)
         pat = args.patience if args.valid else 0
         runs = [] if args.no_adam else [("adam lr=0.002", flow0, TrainConfig(epochs=10, batch_size=16, learning_rate=0.002,
                                                                             patience=pat))]
