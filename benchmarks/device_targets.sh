@@ -36,6 +36,6 @@ run() {  # run SECONDS NAME CMD...
 }
 run 110 su3_kernels $PY benchmarks/su3.py --sizes 8 16
 run 100 hmc_throughput $PY benchmarks/hmc_throughput.py --su3-only --su3-sizes 8,16 --su3-chains 1,16 --min-time 1
-run 100 flow_training_4d $PY benchmarks/flow_training_4d.py --L 8 --dbeta 0.05 --degrees 0 --no-adam
+run 100 flow_training_4d $PY benchmarks/flow_training_4d.py --L 8 --dbeta 0.05 --degrees "" --no-adam --smoothing 0.1/0.2/0.4/0.8 --linear-iters 2
 run 130 analysis_su3 $PY benchmarks/analyses.py --only continuum-limit-su3 --store-dir /tmp/bench_analyses
 run 100 tangent_su3_8 $PY benchmarks/tangent.py --L "" --su3 --su3-L 8 --su3-beta 6.0 --su3-n 50 --su3-fields smoothing
