@@ -35,7 +35,7 @@ from _machine import cpu_model
 
 import corrflow  # noqa: F401  (x64 on)
 from corrflow import hmc, lattice
-from corrflow.flows.layers import make_flow
+from corrflow.flows import make_flow
 from corrflow.observables import gradient_flow as gf
 from corrflow.theories import WilsonGaugeAction
 

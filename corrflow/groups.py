@@ -66,6 +66,15 @@ def trace(a: Array) -> Array:
     return jnp.trace(a, axis1=-2, axis2=-1)
 
 
+def exp_left_taylor4(x: Array, u: Array) -> Array:
+    """``exp(X) U`` with the exponential by its 4th-order Taylor series, for SU(N) matrices ``(..., N, N)``: gauge
+    covariant and cheap to differentiate, unitary to ``O(|X|^5)`` -- for smoothing flows (the tangent fields' flowed
+    features, the flows' smoothing terms), not for molecular dynamics."""
+    eye = jnp.eye(x.shape[-1], dtype=x.dtype)
+    x2 = matmul(x, x)
+    return matmul(eye + x + matmul(x2, eye / 2 + x / 6 + x2 / 24), u)
+
+
 def su_n_generators(n: int) -> np.ndarray:
     """Basis ``T^a = i lambda^a / 2`` of su(N), shape ``(N^2 - 1, N, N)``, complex128.
 

@@ -253,7 +253,7 @@ def test_flowed_reweighting_with_stochastic_determinant_ratio(two_paths: dict[st
     """Mass reweighting m = 0.2 -> 0.23 of exact-HMC configurations: the stochastic determinant ratio gives the
     same reweighted plaquette as the exact ratio (within the combined error), and its weights are unbiased."""
     from corrflow.correlate import direct_reweighting, flowed_reweighting
-    from corrflow.flows.layers import make_flow
+    from corrflow.flows import make_flow
     from corrflow.generate import measurements_from_names
     from corrflow.stats.reweighting import reweighted_mean
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import corrflow  # noqa: F401  (enables x64)
 from corrflow.cli import app
-from corrflow.flows.layers import DEFAULT_SMOOTHING
+from corrflow.flows.build import DEFAULT_SMOOTHING
 from corrflow.flows.train import load_checkpoint
 from corrflow.groups import SUN
 from corrflow.ildg import read_ildg, write_ildg

@@ -120,19 +120,18 @@ def train(
         base = make_theory(spec.theory, spec.shape, **spec.params)
         target = base.replace(**_parse_assignments(to))
         kind_ = kind
+        staple_options = loops is not None or degree is not None or net_width or smear  # residual-only options
         if kind_ == "auto":
-            explicit = loops is not None or degree is not None or net_width or smear or smoothing
-            kind_ = "residual" if explicit else default_kind(base.group, base.shape)
+            kind_ = "residual" if staple_options or smoothing else default_kind(base.group, base.shape)
         flow_opts: dict[str, Any] = {"kind": kind_}
         if kind_ == "plaquette":
-            if loops is not None or degree is not None or net_width or smear or smoothing:
+            if staple_options or smoothing:
                 raise CLIError("--loops, --degree, --net-width, --smear and --smoothing belong to --kind residual, not "
                                "to plaquette flows")
             flow_opts.update(n_sweeps=1 if sweeps is None else sweeps, harmonics=harmonics)
         else:
-            plain = loops is None and degree is None and not net_width and not smear
             times = _parse_times(smoothing) if smoothing is not None else (
-                default_smoothing(base.group, base.shape) if plain else ())
+                () if staple_options else default_smoothing(base.group, base.shape))
             flow_opts.update(loops=tuple(x.strip() for x in (loops or "plaquette").split(",") if x.strip()),
                              n_sweeps=(1 if times else 2) if sweeps is None else sweeps, degree=degree or 0,
                              net_width=net_width, net_depth=net_depth, smear=smear, smoothing=times)

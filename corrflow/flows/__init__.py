@@ -2,10 +2,10 @@
 held-out smoothing terms (:mod:`corrflow.flows.smoothing`) and exact plaquette-space maps for 2D U(1)
 (:mod:`corrflow.flows.plaquette`)."""
 
-from .layers import (FLOW_KINDS, INVERSE_TOL, Flow, ResidualLayer, default_kind, default_smoothing,
-                     flow_from_description, make_flow)
+from .build import FLOW_KINDS, default_kind, default_smoothing, flow_from_description, make_flow
+from .layers import INVERSE_TOL, Flow, ResidualLayer
 from .plaquette import PlaquetteFlow
 from .staples import LOOPS, layer_masks, loop_paths, n_staples, path_product, staple_sums
 
-__all__ = ["Flow", "ResidualLayer", "PlaquetteFlow", "make_flow", "default_kind", "default_smoothing", "flow_from_description", "FLOW_KINDS",
-           "INVERSE_TOL", "LOOPS", "layer_masks", "loop_paths", "n_staples", "path_product", "staple_sums"]
+__all__ = ["Flow", "ResidualLayer", "PlaquetteFlow", "make_flow", "default_kind", "default_smoothing",
+           "flow_from_description", "FLOW_KINDS", "INVERSE_TOL", "LOOPS", "layer_masks", "loop_paths", "n_staples", "path_product", "staple_sums"]

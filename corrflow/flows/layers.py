@@ -63,19 +63,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import lattice
-from ..groups import Group, get_group
+from ..groups import Group
 from ..theories.gauge import accumulate
 from .jacobian import _bmm, _jacobian_constants, _logdet_lu, _phi
-from .network import MAX_DEPTH, MAX_WIDTH, coefficient_net, frozen_features
-from .smoothing import check_times, held_out_flow, soft_clip
-from .staples import (LOOPS, gather_plan, gathered_staple_sums, gathered_staples, layer_masks, n_staples,
+from .network import coefficient_net, frozen_features
+from .smoothing import held_out_flow, soft_clip
+from .staples import (gather_plan, gathered_staple_sums, gathered_staples, layer_masks, n_staples,
                       transverse_smear)
 
 Array = jax.Array
 
-__all__ = ["ResidualLayer", "Flow", "make_flow", "flow_from_description", "check_degree", "INVERSE_TOL", "MAX_DEGREE",
-           "FLOW_KINDS", "default_kind", "default_smoothing", "DEFAULT_SMOOTHING"]
+__all__ = ["ResidualLayer", "Flow", "INVERSE_TOL", "MAX_DEGREE", "SMOOTHING_SCALE"]
 
 INVERSE_TOL = 1e-12  # fixed-point tolerance (max abs change of a link element) in float64
 MAX_DEGREE = 8  # highest degree of the coefficient polynomials in the staple norm
@@ -484,6 +482,8 @@ class Flow:
 
     def with_shape(self, shape: Sequence[int]) -> "Flow":
         """The same flow on another lattice (volume transfer: parameters are translation invariant)."""
+        from .build import make_flow
+
         return make_flow(self.group, shape, loops=self.loops, n_sweeps=self.n_sweeps, degree=self.degree,
                          net_width=self.net_width, net_depth=self.net_depth, smear=self.smear, smear_rho=self.smear_rho,
                          smoothing=self.smoothing, smoothing_eps=self.smoothing_eps)
@@ -512,114 +512,3 @@ def _site_table(shape: tuple[int, ...], loops: tuple[str, ...]) -> np.ndarray:
     out = np.stack(table).astype(np.int32)
     out.setflags(write=False)
     return out
-
-
-def make_flow(group: Group | str, shape: Sequence[int], *, loops: Sequence[str] = ("plaquette",),
-              n_sweeps: int = 1, degree: int = 0, kind: str = "residual", harmonics: int = 6,
-              net_width: int = 0, net_depth: int = 2, smear: int = 0, smear_rho: float = 0.1,
-              smoothing: Sequence[float] = (), smoothing_eps: float = 0.05) -> Any:
-    """A flow from its architecture options.
-
-    ``kind="residual"`` (default): a :class:`Flow` that updates every link ``n_sweeps`` times: for each sweep,
-    each direction ``mu`` and each of its masks (:func:`~corrflow.flows.staples.layer_masks`), one layer.
-    ``degree``: 0 for constant coefficients, ``p > 0`` for coefficients that are degree-``p`` polynomials of the
-    staple norm (module docstring).  ``net_width > 0``: one coefficient per individual staple and site from a
-    periodic CNN of frozen gauge-invariant features with ``net_depth`` convolutions of ``net_width`` channels
-    (:mod:`corrflow.flows.network`; needs the plaquette loop shape, excludes ``degree``).  ``smear = s > 0``: each
-    loop shape also contributes its staples built from transverse links after ``s`` stout steps of ``smear_rho``
-    within the planes without the active direction (frozen links only: :func:`~corrflow.flows.staples.
-    transverse_smear`), with their own coefficients (``degree = 0``, no network; needs ``d >= 3``).
-    ``smoothing = (t_1, ...)``: held-out smoothing terms at these Wilson-flow times (Euler steps ``smoothing_eps``;
-    SU(2)/SU(3), the plaquette loop shape, ``degree = 0``, no network; :mod:`corrflow.flows.smoothing`).
-
-    ``kind="plaquette"`` (2D U(1) only): a :class:`~corrflow.flows.plaquette.PlaquetteFlow` of ``n_sweeps``
-    plaquette-space maps with ``harmonics`` sine coefficients each (exact per-plaquette transforms; the best
-    flow for 2D U(1) gauge theory, BENCHMARKS.md).  ``loops`` and ``degree`` must keep their defaults.
-    Every option that does not fit the group or lattice raises a one-line ``ValueError``."""
-    group = get_group(group)
-    shape = lattice.validate_shape(shape)
-    if n_sweeps != int(n_sweeps) or n_sweeps < 1:
-        raise ValueError(f"n_sweeps must be an integer >= 1, got {n_sweeps}")
-    if kind == "plaquette":
-        from .plaquette import MAX_HARMONICS, PlaquetteFlow
-
-        if group.name != "u1" or len(shape) != 2:
-            raise ValueError(f"kind='plaquette' flows are for 2D U(1) only, got {group.name} on {len(shape)}D shape "
-                             f"{shape}; use kind='residual'")
-        if tuple(loops) != ("plaquette",) or degree != 0 or net_width or smear or smoothing:
-            raise ValueError("kind='plaquette' takes no loops, degree or net options (they belong to kind='residual')")
-        if isinstance(harmonics, bool) or harmonics != int(harmonics) or not 1 <= harmonics <= MAX_HARMONICS:
-            raise ValueError(f"harmonics must be an integer in 1..{MAX_HARMONICS}, got {harmonics!r}")
-        return PlaquetteFlow(group, shape, int(n_sweeps), int(harmonics))
-    if kind != "residual":
-        raise ValueError(f"unknown flow kind {kind!r}; allowed: {', '.join(FLOW_KINDS)}")
-    loops = tuple(loops)
-    for lp in loops:
-        if lp not in LOOPS:
-            raise ValueError(f"unknown loop shape {lp!r}; allowed: {', '.join(LOOPS)}")
-    degree = check_degree(degree)
-    for name, value, hi in (("net_width", net_width, MAX_WIDTH), ("net_depth", net_depth, MAX_DEPTH)):
-        if isinstance(value, bool) or value != int(value) or not (0 if name == "net_width" else 1) <= value <= hi:
-            raise ValueError(f"{name} must be an integer in {0 if name == 'net_width' else 1}..{hi}, got {value!r}")
-    if net_width and (degree or "plaquette" not in loops):
-        raise ValueError("network coefficients (net_width > 0) need the plaquette loop shape and degree 0")
-    if isinstance(smear, bool) or smear != int(smear) or not 0 <= smear <= 10:
-        raise ValueError(f"smear must be an integer in 0..10 (stout steps), got {smear!r}")
-    if smear and (degree or net_width or len(shape) < 3 or not 0 < smear_rho <= 0.25):
-        raise ValueError(f"smeared staples (smear > 0) need degree 0, no network, d >= 3 (transverse planes) and "
-                         f"0 < smear_rho <= 0.25; got degree {degree}, net_width {net_width}, d = {len(shape)}, "
-                         f"smear_rho {smear_rho}")
-    smoothing = check_times(smoothing, smoothing_eps) if len(smoothing) else ()
-    if smoothing and (group.is_abelian or group.N not in (2, 3) or degree or net_width or "plaquette" not in loops):
-        raise ValueError(f"smoothing terms need SU(2) or SU(3), the plaquette loop shape, degree 0 and no network; got "
-                         f"{group.name}, loops {'+'.join(loops)}, degree {degree}, net_width {net_width}")
-    for mu in range(len(shape)):
-        layer_masks(shape, mu, loops)  # validates the extents
-    return Flow(group, shape, loops, int(n_sweeps), degree, int(net_width), int(net_depth) if net_width else 2,
-                int(smear), float(smear_rho) if smear else 0.1, smoothing, float(smoothing_eps) if smoothing else 0.05)
-
-
-FLOW_KINDS = ("residual", "plaquette")
-DEFAULT_SMOOTHING = (0.1, 0.2, 0.4, 0.8)
-
-
-def default_smoothing(group: Group | str, shape: Sequence[int]) -> tuple[float, ...]:
-    """The smoothing times ``corrflow train`` uses without architecture options: :data:`DEFAULT_SMOOTHING` for SU(2)
-    and SU(3) in three or more dimensions (held-out var(log w) 0.38 of direct reweighting's against 0.66 for the
-    staple-only flow, 4D SU(3) 4^4 β 5.7 → 5.75, BENCHMARKS.md), none otherwise."""
-    g = get_group(group)
-    return DEFAULT_SMOOTHING if not g.is_abelian and g.N in (2, 3) and len(tuple(shape)) >= 3 else ()
-
-
-def default_kind(group: Group | str, shape: Sequence[int]) -> str:
-    """The flow kind that ``corrflow train`` uses without architecture options: ``"plaquette"`` for 2D U(1) (exact
-    per-plaquette maps, BENCHMARKS.md), ``"residual"`` otherwise."""
-    return "plaquette" if get_group(group).name == "u1" and len(tuple(shape)) == 2 else "residual"
-
-
-def flow_from_description(desc: dict[str, Any], shape: Sequence[int] | None = None) -> Any:
-    """Rebuild a flow from :meth:`Flow.describe` (or another kind's ``describe``), optionally on another lattice
-    ``shape``; ``ValueError`` (one line) for a description that does not make a valid flow."""
-    try:
-        kind = desc.get("kind", "residual")
-        shp = tuple(shape) if shape is not None else tuple(desc["shape"])
-        if kind == "plaquette":
-            return make_flow(desc["group"], shp, kind="plaquette", n_sweeps=int(desc["n_maps"]),
-                             harmonics=int(desc["harmonics"]))
-        return make_flow(desc["group"], shp, loops=tuple(desc["loops"]), n_sweeps=int(desc["n_sweeps"]),
-                         degree=int(desc.get("degree", 0)), net_width=int(desc.get("net_width", 0)),
-                         net_depth=int(desc.get("net_depth", 2)), smear=int(desc.get("smear", 0)),
-                         smear_rho=float(desc.get("smear_rho", 0.1)), smoothing=tuple(desc.get("smoothing", ())),
-                         smoothing_eps=float(desc.get("smoothing_eps", 0.05)))
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"malformed flow description {desc!r} ({type(exc).__name__}: {exc})") from None
-
-
-def check_degree(degree: Any) -> int:
-    """``degree`` of the coefficient polynomials as an int, or ``ValueError`` unless it is an integer in
-    ``0..MAX_DEGREE`` (used by :func:`make_flow` and by the analyses' settings, which check it up front)."""
-    if isinstance(degree, bool) or not isinstance(degree, (int, np.integer, float)) or int(degree) != degree \
-            or not 0 <= degree <= MAX_DEGREE:
-        raise ValueError(f"degree (of the coefficient polynomials in the staple norm) must be an integer in "
-                         f"0..{MAX_DEGREE}, got {degree!r}")
-    return int(degree)

@@ -211,7 +211,7 @@ class PlaquetteFlow:
 
     def with_shape(self, shape: Sequence[int]) -> "PlaquetteFlow":
         """The same flow on another torus (the parameters do not depend on the volume)."""
-        from .layers import make_flow
+        from .build import make_flow
         return make_flow(self.group, shape, kind="plaquette", n_sweeps=self.n_maps, harmonics=self.harmonics)
 
     def describe(self) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import lattice
-from ..groups import Group, dagger, matmul
+from ..groups import Group, dagger, exp_left_taylor4, matmul
 
 Array = jax.Array
 
@@ -86,10 +86,7 @@ def project_sun(a: Array, n: int) -> Array:
 def _flow_step(u: Array, group: Group, eps: float) -> Array:
     """``U <- exp(-eps F) U`` with ``F = P_TA(U Sigma) / (2N)`` (the Wilson force at β = 1) and the exponential by its
     4th-order Taylor series (gauge covariant; unitary to ``O(eps^5)``), as the tangent package's feature flow."""
-    x = -eps * lattice.staple_force(u, group) / (2.0 * group.N)
-    eye = jnp.eye(group.N, dtype=u.dtype)
-    x2 = matmul(x, x)
-    return matmul(eye + x + matmul(x2, eye / 2 + x / 6 + x2 / 24), u)
+    return exp_left_taylor4(-eps * lattice.staple_force(u, group) / (2.0 * group.N), u)
 
 
 def held_out_flow(u_flat: Array, links: Array, plaquette_sums: Array, group: Group, shape: Sequence[int],

@@ -44,7 +44,8 @@ import numpy as np
 import optax
 
 from ..theories import make_theory
-from .layers import Flow, flow_from_description
+from .build import flow_from_description
+from .layers import Flow
 
 Array = jax.Array
 

@@ -370,7 +370,7 @@ class FlowSettings(Settings):
                                                "(SU(2)/SU(3); residual)")
 
     def check(self) -> None:
-        from ..flows.layers import check_degree
+        from ..flows.build import check_degree
         from ..flows.staples import LOOPS
 
         _non_negative_ints(self, "sweeps", "net_width", "smear")

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import lattice
-from ..groups import Group, matmul
+from ..groups import Group, exp_left_taylor4
 from .core import casimir, directional_derivative, divergence_hutchinson, gradient, lift
 
 Array = jax.Array
@@ -191,10 +191,7 @@ def _flow_update(x: Array, u: Array, group: Group) -> Array:
     smooth, which is all a feature needs; far cheaper to differentiate twice than the closed-form exponential)."""
     if group.is_abelian:
         return u + x
-    eye = jnp.eye(group.N, dtype=u.dtype)
-    x2 = matmul(x, x)
-    m = eye + x + matmul(x2, eye / 2 + x / 6 + x2 / 24)
-    return matmul(m, u)
+    return exp_left_taylor4(x, u)
 
 
 def _feature_flow_step(theory: Any, eps: float) -> Callable[[Array], Array]:

@@ -12,7 +12,7 @@ from test_flows import dense_logdet
 from test_flows_4d import dense_jacobian, logdet_positive
 
 from corrflow.flows import make_flow
-from corrflow.flows.layers import flow_from_description
+from corrflow.flows.build import flow_from_description
 from corrflow.flows.smoothing import held_out_flow, project_sun, soft_clip
 from corrflow.flows.staples import staple_sums_at
 from corrflow.groups import SUN, U1, dagger, matmul
