@@ -11,8 +11,8 @@
 #   bash benchmarks/device_targets.sh
 # (timeout_s 590).  Logs come back under $OUT; copy the figures into BENCHMARKS.md with the machine line.
 # Budget: ~15 device minutes per session and 10 per command, so each item is capped (540 s in all; call run with
-# timeout_s 590) and the order is by priority; the 4D analysis at its defaults gets what is left and may be cut
-# short (its log shows how far it got).
+# timeout_s 590) and the order is by priority.  The 4D analysis at its defaults (130 s on the H200, 2026-12-04) is
+# not rerun here: `run 130 analysis_su3 $PY benchmarks/analyses.py --only continuum-limit-su3 --store-dir /tmp/bench_analyses`.
 set -uo pipefail
 OUT=${OUT:-/tmp/device_out}
 mkdir -p "$OUT"
@@ -34,8 +34,13 @@ run() {  # run SECONDS NAME CMD...
     echo "   exit $?" | tee -a "$OUT/summary.txt"
     tail -n 25 "$OUT/$name.log"
 }
-run 110 su3_kernels $PY benchmarks/su3.py --sizes 8 16
-run 100 hmc_throughput $PY benchmarks/hmc_throughput.py --su3-only --su3-sizes 8,16 --su3-chains 1,16 --min-time 1
-run 100 flow_training_4d $PY benchmarks/flow_training_4d.py --L 8 --dbeta 0.05 --degrees "" --no-adam --smoothing 0.1/0.2/0.4/0.8 --linear-iters 2
-run 130 analysis_su3 $PY benchmarks/analyses.py --only continuum-limit-su3 --store-dir /tmp/bench_analyses
-run 100 tangent_su3_8 $PY benchmarks/tangent.py --L "" --su3 --su3-L 8 --su3-beta 6.0 --su3-n 50 --su3-fields smoothing
+# the fused Pallas force (opt-in, CORRFLOW_PALLAS=auto): compiled, checked against the XLA kernel (value, two chains,
+# gradient of a flow step; each Pallas program takes Triton ~50 s to compile on the H200), then timed at 16^4 next to
+# the reference and XLA kernels, with 128 (default) and 64 sites per program
+run 130 pallas_check $PY benchmarks/su3.py --check-pallas
+run 240 su3_pallas $PY benchmarks/su3.py --sizes 16 --pallas --pallas-blocks 64
+run 160 flow_training_4d $PY benchmarks/flow_training_4d.py --L 8 --dbeta 0.05 --degrees "" --no-adam --smoothing 0.1/0.2/0.4/0.8 --linear-iters 2
+# measured on 2026-12-04/05 (BENCHMARKS.md); rerun when their code changes:
+#   run 110 su3_kernels $PY benchmarks/su3.py --sizes 8 16
+#   run 80 hmc_throughput $PY benchmarks/hmc_throughput.py --su3-only --su3-sizes 8,16 --su3-chains 1,16 --min-time 1
+#   run 110 tangent_su3_8 $PY benchmarks/tangent.py --L "" --su3 --su3-L 8 --su3-beta 6.0 --su3-n 50 --su3-fields heldout,smoothing

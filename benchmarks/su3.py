@@ -4,6 +4,8 @@ achieved memory bandwidth against the device's peak (roofline ratio).
     python benchmarks/su3.py                     # 8^4 and 16^4, complex64, on the default JAX device
     python benchmarks/su3.py --sizes 8 --double  # complex128, 8^4 only
     JAX_PLATFORMS=cpu python benchmarks/su3.py   # force the CPU
+    python benchmarks/su3.py --sizes 16 --pallas --pallas-blocks 64,128,256   # also the fused Pallas force (GPU)
+    python benchmarks/su3.py --check-pallas      # only: Pallas force vs XLA kernel (values, vmap, gradients)
 
 Roofline model.  Every kernel here is memory bound (a 3x3 complex product is 4.5 flop per byte loaded, below the
 ridge point of CPUs and GPUs once staples are recomputed from links in cache).  The *minimal traffic* of a kernel
@@ -15,17 +17,20 @@ bandwidth)``: 1 is the bandwidth limit; the issue's goal on a GPU is <= 3 for th
 Peak bandwidth: the vendor figure for known GPUs, and on CPUs a copy bandwidth measured in the same run
 (numpy ``y = x + 1`` on 512 MiB arrays, best of 5).
 
-Baseline (issue 16): the force, the HMC trajectory and the Wilson-flow step are also timed with the previous
-staple kernel (:func:`corrflow.lattice.staple_force_reference`, direction by direction in the link layout) in the
-same run; the ``vs ref`` column is reference time / current time (> 1: faster now).  The process allocator is
-tuned as in the ``corrflow`` command line (:func:`corrflow.runtime.tune_allocator`); ``--default-malloc`` keeps
-glibc's defaults, to measure what the allocator alone does.
+Baseline (issue 16): the force, the HMC trajectory and the Wilson-flow step are timed with the previous
+staple kernel (:func:`corrflow.lattice.staple_force_reference`, direction by direction in the link layout) and with
+the current XLA kernel (:func:`corrflow.lattice.staple_force_xla`), and with ``--pallas`` the fused Pallas kernel
+(:mod:`corrflow.pallas_force`), in the same run; the ``vs ref`` column is reference time / kernel time (> 1:
+faster), and each kernel's force is compared with the reference's (``max |F - F_ref| / max |F_ref|``).  The process
+allocator is tuned as in the ``corrflow`` command line (:func:`corrflow.runtime.tune_allocator`);
+``--default-malloc`` keeps glibc's defaults, to measure what the allocator alone does.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import time
 
 import jax
@@ -34,7 +39,7 @@ import numpy as np
 from _machine import cpu_model
 
 import corrflow  # noqa: F401  (x64 on)
-from corrflow import hmc, lattice
+from corrflow import hmc, lattice, pallas_force
 from corrflow.flows import make_flow
 from corrflow.observables import gradient_flow as gf
 from corrflow.theories import WilsonGaugeAction
@@ -70,16 +75,51 @@ def peak_bandwidth() -> tuple[float, str]:
 
 
 @contextlib.contextmanager
-def _staple_kernel(kernel: str):  # noqa: ANN202
-    """Trace with the current staple kernel or the reference one (the force and the Wilson flow look
-    ``lattice.staple_force`` up when they are traced)."""
+def _staple_kernel(kernel: str, block: int | None = None):  # noqa: ANN202
+    """Trace with one staple kernel: ``reference`` (the direct form before issue 16), ``xla`` (the array-operation
+    kernel, CPU default) or ``pallas`` (the fused GPU kernel, GPU default; ``block`` sites per program).  The force
+    and the Wilson flow look ``lattice.staple_force`` up when they are traced."""
     current = lattice.staple_force
-    if kernel == "reference":
-        lattice.staple_force = lattice.staple_force_reference
+    lattice.staple_force = {
+        "reference": lattice.staple_force_reference,
+        "xla": lattice.staple_force_xla,
+        "pallas": functools.partial(pallas_force.staple_force, block=block),
+    }[kernel]
     try:
         yield
     finally:
         lattice.staple_force = current
+
+
+def check_pallas(L: int = 8, dtype=jnp.complex64) -> int:  # noqa: ANN001
+    """The Pallas force against the XLA kernel on this device: L^4 links of ``dtype``, two chains (vmap),
+    anisotropic plane weights, and the derivative of a Wilson-flow step (forward and reverse mode).  Prints
+    ``pallas check passed`` (the device script looks for it) or the failing comparison; returns the exit code."""
+    th = WilsonGaugeAction("su3", (L,) * 4, beta=6.0, xi=1.2, lam=0.05)
+    ok = True
+    for tol in (2e-5 if dtype == jnp.complex64 else 1e-12,):
+        u = hmc.hot_start(jax.random.PRNGKey(0), th, dtype=dtype, batch=(2,))
+        w = th.plane_couplings().astype(u.real.dtype)
+        t0 = time.perf_counter()
+        f_p = jax.block_until_ready(jax.jit(lambda uu: pallas_force.staple_force(uu, th.group, w))(u))
+        t_p = time.perf_counter() - t0
+        f_x = jax.jit(lambda uu: lattice.staple_force_xla(uu, th.group, w))(u)
+        err = float(jnp.max(jnp.abs(f_p - f_x)) / jnp.max(jnp.abs(f_x)))
+        v = jax.random.normal(jax.random.PRNGKey(1), u.shape[:-2], u.real.dtype)
+
+        def obs(uu, kernel):  # noqa: ANN001, ANN202
+            with _staple_kernel(kernel):
+                return jnp.sum(jnp.real(gf.flow_step(uu, th.group, 0.05)[..., 0, 0]) * v)
+
+        g_p = jax.jit(jax.grad(lambda uu: obs(uu, "pallas")))(u)
+        g_x = jax.jit(jax.grad(lambda uu: obs(uu, "xla")))(u)
+        gerr = float(jnp.max(jnp.abs(g_p - g_x)) / jnp.max(jnp.abs(g_x)))
+        good = err < tol and gerr < tol
+        ok &= good
+        print(f"{np.dtype(dtype).name}: max |F_pallas - F_xla| / max |F| = {err:.1e}, gradient of a flow step "
+              f"{gerr:.1e} (tolerance {tol:.0e}); first call (compile + run) {t_p:.1f} s: {'ok' if good else 'FAILED'}")
+    print("pallas check passed" if ok else "pallas check FAILED")
+    return 0 if ok else 1
 
 
 def main() -> None:
@@ -88,17 +128,28 @@ def main() -> None:
     ap.add_argument("--double", action="store_true", help="complex128 links (default complex64)")
     ap.add_argument("--hmc-steps", type=int, default=4, help="Omelyan steps per trajectory (default 4)")
     ap.add_argument("--default-malloc", action="store_true", help="keep glibc's allocator defaults")
+    ap.add_argument("--check-pallas", action="store_true",
+                    help="only check the Pallas force against the XLA kernel (values, batches, derivatives) on the first of "
+                         "--sizes, and exit")
+    ap.add_argument("--pallas", action="store_true",
+                    help="also time the fused Pallas force (Triton compiles each program in ~50 s on an H200; "
+                         "interpreted on CPUs: very slow)")
+    ap.add_argument("--pallas-blocks", default="",
+                    help="comma-separated sites per program to time the Pallas force with (e.g. 64,128,256)")
     args = ap.parse_args()
     from corrflow.runtime import tune_allocator
 
     tuned = False if args.default_malloc else tune_allocator()
+    if args.check_pallas:
+        raise SystemExit(check_pallas(args.sizes[0], jnp.complex128 if args.double else jnp.complex64))
     dtype = jnp.complex128 if args.double else jnp.complex64
     dev = jax.devices()[0]
+    use_pallas = args.pallas
     peak, peak_src = peak_bandwidth()
     print(f"# 4D SU(3) kernels on {dev.platform}: {getattr(dev, 'device_kind', '')} "
           f"({cpu_model() if dev.platform == 'cpu' else ''}), {np.dtype(dtype).name} links, jax {jax.__version__}")
     print(f"peak bandwidth {peak / 1e9:.1f} GB/s ({peak_src}); allocator tuned: {tuned}\n")
-    print(f"{'lattice':8s} {'kernel':28s} {'ms':>10s} {'per second':>14s} {'GB/s':>8s} {'roofline':>9s} {'vs ref':>7s}")
+    print(f"{'lattice':8s} {'kernel':34s} {'ms':>10s} {'per second':>14s} {'GB/s':>8s} {'roofline':>9s} {'vs ref':>7s}")
     try:
         from corrflow import heatbath  # optional module
     except ImportError:  # pragma: no cover
@@ -114,17 +165,31 @@ def main() -> None:
         cfg = hmc.HMCConfig(step_size=1.0 / args.hmc_steps, n_steps=args.hmc_steps, integrator="omelyan")
         st = hmc.init(th, u)
         n = args.hmc_steps
-        timed = {}
-        for kernel in ("reference", "current"):  # programs traced with the previous / the current staple kernel
+        kernels = ["reference", "xla"] + (["pallas"] if use_pallas else [])
+        timed, forces = {}, {}
+        for kernel in kernels:  # programs traced with each staple kernel
             with _staple_kernel(kernel):
                 force = jax.jit(lambda uu: th.force(uu))
                 traj = jax.jit(lambda k, s: hmc.step(k, s, th, cfg)[0])
                 step = jax.jit(lambda uu: gf.flow_step(uu, th.group, 0.01))
+                forces[kernel] = np.asarray(force(u))
                 timed[kernel] = (_timeit(force, u), _timeit(traj, jax.random.PRNGKey(1), st, repeat=2), _timeit(step, u))
-        (f_ref, t_ref, s_ref), (f_new, t_new, s_new) = timed["reference"], timed["current"]
-        rows.append(("force", f_new, 2, "forces", f_ref))
-        rows.append((f"HMC trajectory ({n} Omelyan)", t_new, 2 * (2 * n + 1) + 3 * (2 * n) + 3 * (2 * n + 1),
-                     "trajectories", t_ref))
+        f_ref, t_ref, s_ref = timed["reference"]
+        scale = np.max(np.abs(forces["reference"]))
+        for kernel in kernels[1:]:
+            f_new, t_new, s_new = timed[kernel]
+            err = np.max(np.abs(forces[kernel] - forces["reference"])) / scale
+            print(f"# {L}^4 {kernel} force: max |F - F_ref| / max |F_ref| = {err:.1e}")
+            rows.append((f"force [{kernel}]", f_new, 2, "forces", f_ref))
+            rows.append((f"HMC traj ({n} Omelyan) [{kernel}]", t_new, 2 * (2 * n + 1) + 3 * (2 * n) + 3 * (2 * n + 1),
+                         "trajectories", t_ref))
+            rows.append((f"Wilson-flow RK3 step [{kernel}]", s_new, 12, "steps", s_ref))
+        if use_pallas:  # sites per program (--pallas-blocks)
+            for block in [int(b) for b in args.pallas_blocks.split(",") if b]:
+                if (L**4) % block == 0:
+                    with _staple_kernel("pallas", block):
+                        force = jax.jit(lambda uu: th.force(uu))
+                        rows.append((f"force [pallas block {block}]", _timeit(force, u), 2, "forces", f_ref))
 
         flow = make_flow("su3", shape, loops=("plaquette",))
         layer = flow.layers[0]
@@ -141,8 +206,6 @@ def main() -> None:
             fwd_r = jax.jit(lambda uu: layer_r.forward(raw_r, mask_r, uu))
             rows.append(("flow layer (plaq+rect)", _timeit(fwd_r, u), 2, "layers"))
 
-        rows.append(("Wilson-flow step (RK3)", s_new, 12, "steps", s_ref))
-
         if heatbath is not None and hasattr(heatbath, "heatbath_sweep"):
             hb = jax.jit(lambda k, uu: heatbath.heatbath_sweep(k, uu, th))
             rows.append(("heat-bath sweep", _timeit(hb, jax.random.PRNGKey(2), u), 2, "sweeps"))
@@ -153,7 +216,7 @@ def main() -> None:
             nbytes = n_fields * field_bytes
             bw = nbytes / sec
             vs = f"{ref[0] / sec:7.2f}" if ref else f"{'':7s}"
-            print(f"{L}^4{'':5s} {name:28s} {1e3 * sec:10.2f} {1 / sec:9.2f} {unit[:5]:5s} {bw / 1e9:8.2f} "
+            print(f"{L}^4{'':5s} {name:34s} {1e3 * sec:10.2f} {1 / sec:9.2f} {unit[:5]:5s} {bw / 1e9:8.2f} "
                   f"{sec / (nbytes / peak):9.1f} {vs}")
         print()
 

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import pallas_force
 from .groups import Group
 
 Array = jax.Array
@@ -39,6 +40,7 @@ __all__ = [
     "staple",
     "staple_sum",
     "staple_force",
+    "staple_force_xla",
     "staple_force_reference",
     "wall",
     "wilson_loop",
@@ -227,9 +229,18 @@ def staple_force(u: Array, group: Group, weights: Array | None = None) -> Array:
     """``P_TA[U_mu(x) Sigma_mu(x)]`` for every link, SU(N) only (algebra field, the link-field shape).
 
     ``Sigma_mu`` is the weighted staple sum of :func:`staple_sum` (``weights``: symmetric ``(d, d)`` plane
-    weights, default 1) and ``P_TA`` the traceless anti-Hermitian projection; the Wilson gauge force is this
-    divided by ``2N`` (with the plane couplings as weights) and the Wilson-flow generator is minus it (weights
-    1).  Same numbers as ``P_TA(U_mu staple_sum(u, mu))`` for each ``mu`` up to rounding, with less work: the
+    weights, default 1); the Wilson gauge force is this divided by ``2N`` (with the plane couplings as weights) and
+    the Wilson-flow generator is minus it (weights 1).  The XLA kernel :func:`staple_force_xla`, or with
+    ``CORRFLOW_PALLAS=auto`` on GPUs one fused Pallas kernel (:func:`corrflow.pallas_force.staple_force`); the
+    choice is made when the program is traced (:func:`corrflow.pallas_force.use_pallas`).
+    """
+    if not group.is_abelian and pallas_force.use_pallas():
+        return pallas_force.staple_force(u, group, weights)
+    return staple_force_xla(u, group, weights)
+
+
+def staple_force_xla(u: Array, group: Group, weights: Array | None = None) -> Array:
+    """:func:`staple_force` as XLA array operations (the kernel on CPUs).  Same numbers as ``P_TA(U_mu staple_sum(u, mu))`` for each ``mu`` up to rounding, with less work: the
     two halves ``U_mu(x) U_nu(x+mu)`` and ``U_nu(x) U_mu(x+nu)`` of each plaquette are built once and shared by
     the staples of its four links (6 products per plane and one per direction, 40 per site in 4D instead of 52),
     in the blocked layout above; ``group.project_algebra`` acts after the transposition back.
