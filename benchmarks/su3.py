@@ -4,7 +4,7 @@ achieved memory bandwidth against the device's peak (roofline ratio).
     python benchmarks/su3.py                     # 8^4 and 16^4, complex64, on the default JAX device
     python benchmarks/su3.py --sizes 8 --double  # complex128, 8^4 only
     JAX_PLATFORMS=cpu python benchmarks/su3.py   # force the CPU
-    python benchmarks/su3.py --sizes 16 --pallas --pallas-blocks 64,128,256   # also the fused Pallas force (GPU)
+    python benchmarks/su3.py --sizes 16 --pallas --pallas-blocks 64,256 --pallas-loop   # + the Pallas force (GPU)
     python benchmarks/su3.py --check-pallas      # only: Pallas force vs XLA kernel (values, vmap, gradients)
 
 Roofline model.  Every kernel here is memory bound (a 3x3 complex product is 4.5 flop per byte loaded, below the
@@ -12,8 +12,9 @@ ridge point of CPUs and GPUs once staples are recomputed from links in cache).  
 is counted as the link-field sized arrays it must read and write once: ``force`` reads U and writes F (2 fields),
 a flow layer reads U and writes U' (2), a Wilson-flow step reads/writes W and the RK accumulator X in each of its
 3 stages (12), an HMC trajectory with ``n`` Omelyan steps does ``2n + 1`` forces plus ``2n`` link and ``2n + 1``
-momentum updates (each read 2, write 1 field).  ``roofline ratio = measured time / (minimal bytes / peak
-bandwidth)``: 1 is the bandwidth limit; the issue's goal on a GPU is <= 3 for the force and the flow layer at 16^4.
+momentum updates (each read 2, write 1 field), ``exp(X) U`` reads X and U and writes one field (3).
+``roofline ratio = measured time / (minimal bytes / peak bandwidth)``: 1 is the bandwidth limit; the issue's goal on
+a GPU is <= 3 for the force and the flow layer at 16^4.
 Peak bandwidth: the vendor figure for known GPUs, and on CPUs a copy bandwidth measured in the same run
 (numpy ``y = x + 1`` on 512 MiB arrays, best of 5).
 
@@ -21,7 +22,8 @@ Baseline (issue 16): the force, the HMC trajectory and the Wilson-flow step are 
 staple kernel (:func:`corrflow.lattice.staple_force_reference`, direction by direction in the link layout) and with
 the current XLA kernel (:func:`corrflow.lattice.staple_force_xla`), and with ``--pallas`` the fused Pallas kernel
 (:mod:`corrflow.pallas_force`), in the same run; the ``vs ref`` column is reference time / kernel time (> 1:
-faster), and each kernel's force is compared with the reference's (``max |F - F_ref| / max |F_ref|``).  The process
+faster), and each kernel's force is compared with the reference's (``max |F - F_ref| / max |F_ref|``).  The
+SU(3) exponential row's reference is the libm form of the same formula (``groups._exp_su3(x, libm=True)``).  The process
 allocator is tuned as in the ``corrflow`` command line (:func:`corrflow.runtime.tune_allocator`);
 ``--default-malloc`` keeps glibc's defaults, to measure what the allocator alone does.
 """
@@ -39,7 +41,7 @@ import numpy as np
 from _machine import cpu_model
 
 import corrflow  # noqa: F401  (x64 on)
-from corrflow import hmc, lattice, pallas_force
+from corrflow import groups, hmc, lattice, pallas_force
 from corrflow.flows import make_flow
 from corrflow.observables import gradient_flow as gf
 from corrflow.theories import WilsonGaugeAction
@@ -134,6 +136,8 @@ def main() -> None:
     ap.add_argument("--pallas", action="store_true",
                     help="also time the fused Pallas force (Triton compiles each program in ~50 s on an H200; "
                          "interpreted on CPUs: very slow)")
+    ap.add_argument("--pallas-loop", action="store_true",
+                    help="also time the Pallas force with its planes in a loop (less code for Triton to compile)")
     ap.add_argument("--pallas-blocks", default="",
                     help="comma-separated sites per program to time the Pallas force with (e.g. 64,128,256)")
     args = ap.parse_args()
@@ -172,7 +176,9 @@ def main() -> None:
                 force = jax.jit(lambda uu: th.force(uu))
                 traj = jax.jit(lambda k, s: hmc.step(k, s, th, cfg)[0])
                 step = jax.jit(lambda uu: gf.flow_step(uu, th.group, 0.01))
+                t0 = time.perf_counter()
                 forces[kernel] = np.asarray(force(u))
+                print(f"# {L}^4 {kernel} force: compile + first call {time.perf_counter() - t0:.1f} s")
                 timed[kernel] = (_timeit(force, u), _timeit(traj, jax.random.PRNGKey(1), st, repeat=2), _timeit(step, u))
         f_ref, t_ref, s_ref = timed["reference"]
         scale = np.max(np.abs(forces["reference"]))
@@ -184,12 +190,26 @@ def main() -> None:
             rows.append((f"HMC traj ({n} Omelyan) [{kernel}]", t_new, 2 * (2 * n + 1) + 3 * (2 * n) + 3 * (2 * n + 1),
                          "trajectories", t_ref))
             rows.append((f"Wilson-flow RK3 step [{kernel}]", s_new, 12, "steps", s_ref))
-        if use_pallas:  # sites per program (--pallas-blocks)
-            for block in [int(b) for b in args.pallas_blocks.split(",") if b]:
-                if (L**4) % block == 0:
-                    with _staple_kernel("pallas", block):
-                        force = jax.jit(lambda uu: th.force(uu))
-                        rows.append((f"force [pallas block {block}]", _timeit(force, u), 2, "forces", f_ref))
+        if use_pallas:  # sites per program (--pallas-blocks); the planes in a loop (--pallas-loop)
+            variants = [(f"block {b}", {"block": int(b)}) for b in args.pallas_blocks.split(",") if b]
+            variants += [("loop", {"loop": True})] if args.pallas_loop else []
+            for label, kw in variants:
+                if (L**4) % kw.get("block", 1) == 0:
+                    force = jax.jit(lambda uu, kw=kw: pallas_force.staple_force(uu, th.group, th.plane_couplings()
+                                                                                 .astype(u.real.dtype), **kw) / (2.0 * th.group.N))
+                    t0 = time.perf_counter()
+                    err = np.max(np.abs(np.asarray(force(u)) - forces["reference"])) / scale
+                    print(f"# {L}^4 pallas {label}: compile + first call {time.perf_counter() - t0:.1f} s, "
+                          f"max |F - F_ref| / max |F_ref| = {err:.1e}")
+                    rows.append((f"force [pallas {label}]", _timeit(force, u), 2, "forces", f_ref))
+
+        # the SU(3) exponential of a link update (HMC drift, Wilson-flow step): polynomial sines and a Newton cube root
+        # against the libm formula it replaced (issue 16), as exp(X) U for X = 0.1 P_TA(U)
+        x_alg = 0.1 * th.group.project_algebra(u)
+        exp_new = jax.jit(lambda xx, uu: groups.matmul(groups._exp_su3(xx), uu))
+        exp_ref = jax.jit(lambda xx, uu: groups.matmul(groups._exp_su3(xx, libm=True), uu))
+        rows.append(("exp(X) U (SU(3) exponential)", _timeit(exp_new, x_alg, u), 3, "updates",
+                     _timeit(exp_ref, x_alg, u)))
 
         flow = make_flow("su3", shape, loops=("plaquette",))
         layer = flow.layers[0]

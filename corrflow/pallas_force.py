@@ -24,7 +24,7 @@ working.  Which kernel the force uses is chosen when a program is traced: :func:
 Measured (H200, complex64, BENCHMARKS.md): 16^4 force 0.187 ms against 0.744 ms for the XLA kernel (4.0x; 24x above
 the bandwidth limit, the XLA kernel 94x); 8^4 0.137 against 0.121 ms (launch-bound: no gain); Triton compiles it in
 44–54 s.  The straight-line body (52 unrolled 3x3 complex products) is what Triton compiles slowly: a loop over the
-planes ``nu`` (``lax.fori_loop``) would cut it ~3x -- not measured yet.
+planes ``nu`` (``lax.fori_loop``, ``staple_force(..., loop=True)``) cuts it ~3x -- not measured on a GPU yet.
 """
 
 from __future__ import annotations
@@ -111,7 +111,16 @@ def _axpy(acc, w, m, n):  # noqa: ANN001, ANN202
     return [[(acc[i][j][0] + w * m[i][j][0], acc[i][j][1] + w * m[i][j][1]) for j in range(n)] for i in range(n)]
 
 
-def _kernel(w_ref, fwd_ref, bwd_ref, ure_ref, uim_ref, fre_ref, fim_ref, *, d: int, n: int, block: int):  # noqa: ANN001
+def _flatten(m):  # noqa: ANN001, ANN202
+    return tuple(v for row in m for entry in row for v in entry)
+
+
+def _unflatten(flat, n):  # noqa: ANN001, ANN202
+    return [[(flat[2 * (i * n + j)], flat[2 * (i * n + j) + 1]) for j in range(n)] for i in range(n)]
+
+
+def _kernel(w_ref, fwd_ref, bwd_ref, ure_ref, uim_ref, fre_ref, fim_ref, *, d: int, n: int, block: int,  # noqa: ANN001
+            loop: bool):
     from jax.experimental import pallas as pl
 
     start = pl.program_id(0) * block
@@ -119,8 +128,8 @@ def _kernel(w_ref, fwd_ref, bwd_ref, ure_ref, uim_ref, fre_ref, fim_ref, *, d: i
     sites = pl.ds(start, block)
     x = start + jnp.arange(block, dtype=jnp.int32)
     x_mu = fwd_ref[mu, sites]
-    sigma = None
-    for k in range(1, d):
+
+    def plane(k, sigma):  # noqa: ANN001, ANN202  (the two staples in the plane (mu, nu = mu + k))
         nu = (mu + k) % d
         x_nu, x_mnu = fwd_ref[nu, sites], bwd_ref[nu, sites]
         x_mu_mnu = bwd_ref[nu, x_mu]  # x + mu - nu
@@ -130,7 +139,17 @@ def _kernel(w_ref, fwd_ref, bwd_ref, ure_ref, uim_ref, fre_ref, fim_ref, *, d: i
         sigma = _axpy(sigma, w, _mul(_load(ure_ref, uim_ref, nu, x_mu, n), c, n, db=True), n)
         # lower staple [U_mu(x-nu) U_nu(x+mu-nu)]^dag U_nu(x-nu)
         a = _mul(_load(ure_ref, uim_ref, mu, x_mnu, n), _load(ure_ref, uim_ref, nu, x_mu_mnu, n), n)
-        sigma = _axpy(sigma, w, _mul(a, _load(ure_ref, uim_ref, nu, x_mnu, n), n, da=True), n)
+        return _axpy(sigma, w, _mul(a, _load(ure_ref, uim_ref, nu, x_mnu, n), n, da=True), n)
+
+    if loop:  # one plane per iteration: a third of the straight-line code for Triton to compile
+        zero = jnp.zeros((block,), ure_ref.dtype)
+        flat = jax.lax.fori_loop(1, d, lambda k, f: _flatten(plane(k, _unflatten(f, n))),
+                                 _flatten([[(zero, zero)] * n for _ in range(n)]))
+        sigma = _unflatten(flat, n)
+    else:
+        sigma = None
+        for k in range(1, d):
+            sigma = plane(k, sigma)
     m = _mul(_load(ure_ref, uim_ref, mu, x, n), sigma, n)
     # P_TA(M) = (M - M^dag)/2 - tr(M - M^dag)/(2N)
     tr_im = m[0][0][1]
@@ -149,20 +168,21 @@ def _kernel(w_ref, fwd_ref, bwd_ref, ure_ref, uim_ref, fre_ref, fim_ref, *, d: i
 
 
 def default_block(volume: int) -> int:
-    """Sites per program: 128, fewer on small lattices so that the grid keeps >= ~256 programs per direction."""
+    """Sites per program: the largest power of two <= 128 that divides the volume, and fewer (down to 16) on small
+    lattices so that the grid keeps >= ~256 programs per direction."""
     block = 128
-    while block > 16 and volume // block < 256:
+    while block > 1 and (volume % block or (block > 16 and volume // block < 256)):
         block //= 2
     return block
 
 
-def _planes_force(w: Array, ure: Array, uim: Array, shape: tuple[int, ...], block: int, interpret: bool):
+def _planes_force(w: Array, ure: Array, uim: Array, shape: tuple[int, ...], block: int, interpret: bool, loop: bool):
     from jax.experimental import pallas as pl
 
     d, n = ure.shape[0], ure.shape[1]
     volume = ure.shape[-1]
     fwd, bwd = neighbour_tables(shape)
-    kernel = functools.partial(_kernel, d=d, n=n, block=block)
+    kernel = functools.partial(_kernel, d=d, n=n, block=block, loop=loop)
     out = jax.ShapeDtypeStruct(ure.shape, ure.dtype)
     kwargs = {}
     if not interpret:
@@ -174,7 +194,7 @@ def _planes_force(w: Array, ure: Array, uim: Array, shape: tuple[int, ...], bloc
         w.astype(ure.dtype), jnp.asarray(fwd), jnp.asarray(bwd), ure, uim)
 
 
-def _force_pallas(u: Array, weights: Array, block: int | None, interpret: bool) -> Array:
+def _force_pallas(u: Array, weights: Array, block: int | None, interpret: bool, loop: bool) -> Array:
     n = u.shape[-1]
     d = u.shape[-3]
     shape = tuple(u.shape[-(d + 3):-3])
@@ -187,19 +207,20 @@ def _force_pallas(u: Array, weights: Array, block: int | None, interpret: bool) 
     flat = u.reshape((-1, volume, d, n, n))
     t = jnp.moveaxis(flat, 1, -1)
     rdt = jnp.real(u[..., :1, :1, :1]).dtype
-    f = functools.partial(_planes_force, weights.astype(rdt), shape=shape, block=block, interpret=interpret)
+    f = functools.partial(_planes_force, weights.astype(rdt), shape=shape, block=block, interpret=interpret, loop=loop)
     fre, fim = jax.vmap(f)(jnp.real(t), jnp.imag(t))
     out = jax.lax.complex(fre, fim)
     return jnp.moveaxis(out, -1, 1).reshape((*batch, *shape, d, n, n)).astype(u.dtype)
 
 
 def staple_force(u: Array, group: Group, weights: Array | None = None, *, block: int | None = None,
-                 interpret: bool | None = None) -> Array:
+                 interpret: bool | None = None, loop: bool = False) -> Array:
     """:func:`corrflow.lattice.staple_force` by the Pallas kernel (see the module docstring).
 
     ``u``: SU(N) links ``(*batch, L_0, ..., L_{d-1}, d, N, N)``, complex64 or complex128; ``weights``: symmetric
     ``(d, d)`` plane weights (default 1); ``block``: sites per program (default :func:`default_block`, a divisor of
-    the volume); ``interpret``: run Pallas' interpreter (default: off GPUs).  Differentiable (derivatives by the
+    the volume); ``interpret``: run Pallas' interpreter (default: off GPUs); ``loop``: the planes in a loop instead of
+    unrolled (a third of the code for Triton to compile; not yet timed on a GPU).  Differentiable (derivatives by the
     pure-JAX kernel).
     """
     from . import lattice
@@ -212,7 +233,7 @@ def staple_force(u: Array, group: Group, weights: Array | None = None, *, block:
 
     @jax.custom_jvp
     def f(links: Array, ww: Array) -> Array:
-        return _force_pallas(links, ww, block, interp)
+        return _force_pallas(links, ww, block, interp, loop)
 
     @f.defjvp
     def _jvp(primals, tangents):  # noqa: ANN001, ANN202

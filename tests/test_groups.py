@@ -18,14 +18,41 @@ def test_generators_normalisation(n):
     np.testing.assert_allclose(np.trace(t, axis1=1, axis2=2), 0, atol=1e-15)
 
 
-@pytest.mark.parametrize("n", [2, 3, 4])
-@pytest.mark.parametrize("scale", [1e-5, 1e-2, 0.5, 2.0])
+# the closed forms (N = 2, 3) for any size; the generic Taylor series with 6 squarings for |X| <~ 32
+@pytest.mark.parametrize("n,scale", [(n, s) for n in (2, 3, 4) for s in (1e-5, 1e-2, 0.5, 2.0, 10.0)]
+                         + [(2, 40.0), (3, 40.0)])
 def test_exp_matches_expm(n, scale):
     g = SUN(n)
     x = g.random_algebra(KEY, (64,)) * scale
     ref = jax.vmap(expm)(x)
     np.testing.assert_allclose(g.exp(x), ref, atol=1e-12 * max(1.0, scale))
     assert float(g.unitarity_violation(g.exp(x))) < 1e-13
+
+
+def test_exp_su3_single_precision_and_near_degenerate_spectra():
+    """complex64 against expm in double (SU(3) uses polynomial sines and a Newton cube root instead of libm), and
+    spectra near the degenerate points c0 = +-c0_max, where cos(theta/3) -> 1 and w -> 0."""
+    g = SUN(3)
+    x = g.random_algebra(KEY, (256,)) * 1.5
+    np.testing.assert_allclose(g.exp(x.astype(jnp.complex64)), jax.vmap(expm)(x), atol=3e-6)
+    assert g.exp(x.astype(jnp.complex64)).dtype == jnp.complex64
+    base = jnp.asarray(np.diag([1j, 1j, -2j]))
+    pert = g.random_algebra(jax.random.PRNGKey(2), (64,))
+    for eps in (1e-9, 1e-6, 1e-3, 3e-2):
+        for sign in (1.0, -1.0):
+            y = sign * 0.8 * base + eps * pert
+            np.testing.assert_allclose(g.exp(y), jax.vmap(expm)(y), atol=2e-14)
+
+
+def test_exp_su3_matches_libm_reference_values_and_gradients():
+    """The polynomial/Newton SU(3) exponential against the previous libm one (``libm=True``): same numbers to
+    rounding, and the same derivatives (flows differentiate through it)."""
+    from corrflow.groups import _exp_su3
+
+    x = SUN(3).random_algebra(jax.random.PRNGKey(4), (128,)) * 0.7
+    np.testing.assert_allclose(_exp_su3(x), _exp_su3(x, libm=True), atol=2e-15)
+    f = lambda y, libm: jnp.sum(jnp.real(_exp_su3(y, libm) * jnp.conj(jnp.flip(y, 0))))  # noqa: E731
+    np.testing.assert_allclose(jax.grad(f)(x, False), jax.grad(f)(x, True), atol=1e-13)
 
 
 def test_exp_su3_degenerate_spectrum_and_gradient():
