@@ -38,8 +38,8 @@ run() {  # run SECONDS NAME CMD...
 # gradient of a flow step; each Pallas program takes Triton ~50 s to compile on the H200), then timed at 16^4 next to
 # the reference and XLA kernels, with 128 (default) and 64 sites per program and with the planes in a loop (compile
 # time printed: the decision between the two bodies)
-run 130 pallas_check $PY benchmarks/su3.py --check-pallas
-run 260 su3_pallas $PY benchmarks/su3.py --sizes 16 --pallas --pallas-blocks 64 --pallas-loop
+run 150 pallas_check $PY benchmarks/su3.py --check-pallas
+run 250 su3_pallas $PY benchmarks/su3.py --sizes 16 --pallas --pallas-blocks 64 --pallas-loop
 run 140 flow_training_4d $PY benchmarks/flow_training_4d.py --L 8 --dbeta 0.05 --degrees "" --no-adam --smoothing 0.1/0.2/0.4/0.8 --linear-iters 2
 # measured on 2026-12-04 (BENCHMARKS.md); rerun when their code changes:
 #   run 110 su3_kernels $PY benchmarks/su3.py --sizes 8 16
