@@ -54,3 +54,14 @@ def test_cli_bad_input_exit_2(tmp_path, args, match):
     res = runner.invoke(app, args + ["--store", str(tmp_path / "s.zarr")])
     assert res.exit_code == 2
     assert __import__("re").search(match, res.output.replace("\n", " ")), res.output
+
+
+def test_bad_environment_setting_refused_before_the_store_is_touched(tmp_path, monkeypatch):
+    """CORRFLOW_PALLAS is read when programs are traced; a bad value is refused up front (one line, exit 2), so
+    no empty ensemble is left behind."""
+    monkeypatch.setenv("CORRFLOW_PALLAS", "sometimes")
+    store = tmp_path / "s.zarr"
+    res = runner.invoke(app, ["generate", "su3", "--beta", "6", "--shape", "2,2,2,2", "--n", "2", "--store", str(store)])
+    assert res.exit_code == 2
+    assert "CORRFLOW_PALLAS='sometimes'" in res.output and "Traceback" not in res.output
+    assert not store.exists()

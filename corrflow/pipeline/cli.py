@@ -31,6 +31,14 @@ def make_console(stderr: bool = False) -> Any:
     return Console(stderr=stderr) if stream.isatty() else Console(stderr=stderr, width=160)
 
 
+def _check_environment() -> None:
+    """Environment settings that programs read when they are traced, checked before a command touches a store (a
+    bad value would otherwise surface mid-run, after the store was changed)."""
+    from .. import pallas_force
+
+    pallas_force.use_pallas()  # CORRFLOW_PALLAS
+
+
 def run_cli(body: Callable[[], Any], console: Any, errors: tuple[type[BaseException], ...] = (),
             interrupted: str = "everything committed to the store is kept; rerun the same command to continue") -> Any:
     """Run a command body: user errors -> one line on ``console`` and exit 2; Ctrl-C -> exit 130."""
@@ -40,6 +48,7 @@ def run_cli(body: Callable[[], Any], console: Any, errors: tuple[type[BaseExcept
     from ..store import StoreError
 
     try:
+        _check_environment()
         return body()
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: {interrupted}")
