@@ -240,10 +240,11 @@ def staple_force(u: Array, group: Group, weights: Array | None = None) -> Array:
 
 
 def staple_force_xla(u: Array, group: Group, weights: Array | None = None) -> Array:
-    """:func:`staple_force` as XLA array operations (the kernel on CPUs).  Same numbers as ``P_TA(U_mu staple_sum(u, mu))`` for each ``mu`` up to rounding, with less work: the
-    two halves ``U_mu(x) U_nu(x+mu)`` and ``U_nu(x) U_mu(x+nu)`` of each plaquette are built once and shared by
-    the staples of its four links (6 products per plane and one per direction, 40 per site in 4D instead of 52),
-    in the blocked layout above; ``group.project_algebra`` acts after the transposition back.
+    """:func:`staple_force` as XLA array operations (the kernel on CPUs).  Same numbers as
+    ``P_TA(U_mu staple_sum(u, mu))`` for each ``mu`` up to rounding, with less work: the two halves
+    ``U_mu(x) U_nu(x+mu)`` and ``U_nu(x) U_mu(x+nu)`` of each plaquette are built once and shared by the staples of
+    its four links (6 products per plane and one per direction, 40 per site in 4D instead of 52), in the blocked
+    layout above; ``group.project_algebra`` acts after the transposition back.
     """
     if group.is_abelian:
         raise ValueError("staple_force is for SU(N) links; the U(1) force is built from plaquette sines")

@@ -16,9 +16,9 @@ matrix element and site; coalesced stores), converted once at the boundary.  Bat
 ``jax.vmap`` (an extra grid axis).
 
 The kernel runs compiled only on GPUs (Triton); elsewhere :func:`staple_force` evaluates it with Pallas'
-interpreter (slow; the tests use it on small lattices to check the kernel's arithmetic on CPU).  Derivatives go
-through the pure-JAX kernel (``custom_jvp``), so autodiff through a force (tangent fields, flowed observables) keeps
-working.  Which kernel the force uses is chosen when a program is traced: :func:`use_pallas` (opt-in, environment
+interpreter (slow; the tests use it on small lattices to check the kernel's arithmetic on CPU).  Differentiated
+programs (tangent fields, flowed observables, smoothing flows) use the pure-JAX kernel for the value and the
+derivative (``custom_jvp``), so autodiff through a force keeps working.  Which kernel the force uses is chosen when a program is traced: :func:`use_pallas` (opt-in, environment
 ``CORRFLOW_PALLAS=auto``).
 
 Measured (H200, complex64, BENCHMARKS.md): 16^4 force 0.187 ms against 0.744 ms for the XLA kernel (4.0x; 24x above
@@ -177,6 +177,8 @@ def default_block(volume: int) -> int:
 
 
 def _planes_force(w: Array, ure: Array, uim: Array, shape: tuple[int, ...], block: int, interpret: bool, loop: bool):
+    """The kernel on one configuration's planes ``ure, uim`` ``(d, N, N, V)`` with plane weights ``w`` (their
+    real dtype); returns the force's planes."""
     from jax.experimental import pallas as pl
 
     d, n = ure.shape[0], ure.shape[1]
@@ -191,7 +193,7 @@ def _planes_force(w: Array, ure: Array, uim: Array, shape: tuple[int, ...], bloc
         kwargs["compiler_params"] = plgpu.CompilerParams(num_warps=4, num_stages=1)
     return pl.pallas_call(kernel, out_shape=(out, out), grid=(volume // block, d), interpret=interpret,
                           name="corrflow_staple_force", **kwargs)(
-        w.astype(ure.dtype), jnp.asarray(fwd), jnp.asarray(bwd), ure, uim)
+        w, jnp.asarray(fwd), jnp.asarray(bwd), ure, uim)
 
 
 def _force_pallas(u: Array, weights: Array, block: int | None, interpret: bool, loop: bool) -> Array:
@@ -204,10 +206,8 @@ def _force_pallas(u: Array, weights: Array, block: int | None, interpret: bool, 
     if volume % block:
         raise ValueError(f"staple_force (Pallas): the volume {volume} is not a multiple of block = {block}")
     # (*batch, L..., d, N, N) -> (B, d, N, N, V) planes
-    flat = u.reshape((-1, volume, d, n, n))
-    t = jnp.moveaxis(flat, 1, -1)
-    rdt = jnp.real(u[..., :1, :1, :1]).dtype
-    f = functools.partial(_planes_force, weights.astype(rdt), shape=shape, block=block, interpret=interpret, loop=loop)
+    t = jnp.moveaxis(u.reshape((-1, volume, d, n, n)), 1, -1)
+    f = functools.partial(_planes_force, weights, shape=shape, block=block, interpret=interpret, loop=loop)
     fre, fim = jax.vmap(f)(jnp.real(t), jnp.imag(t))
     out = jax.lax.complex(fre, fim)
     return jnp.moveaxis(out, -1, 1).reshape((*batch, *shape, d, n, n)).astype(u.dtype)
@@ -220,25 +220,23 @@ def staple_force(u: Array, group: Group, weights: Array | None = None, *, block:
     ``u``: SU(N) links ``(*batch, L_0, ..., L_{d-1}, d, N, N)``, complex64 or complex128; ``weights``: symmetric
     ``(d, d)`` plane weights (default 1); ``block``: sites per program (default :func:`default_block`, a divisor of
     the volume); ``interpret``: run Pallas' interpreter (default: off GPUs); ``loop``: the planes in a loop instead of
-    unrolled (a third of the code for Triton to compile; not yet timed on a GPU).  Differentiable (derivatives by the
-    pure-JAX kernel).
+    unrolled (a third of the code for Triton to compile; not yet timed on a GPU).  Differentiable: under autodiff the
+    pure-JAX kernel gives the value and the derivative.
     """
     from . import lattice
 
     if group.is_abelian:
         raise ValueError("staple_force is for SU(N) links; the U(1) force is built from plaquette sines")
     d = u.shape[-3]
-    w = jnp.ones((d, d), jnp.real(u[..., :1, :1, :1]).dtype) if weights is None else jnp.asarray(weights)
+    rdt = jnp.finfo(u.dtype).dtype  # float32 / float64 for complex64 / complex128
+    w = jnp.ones((d, d), rdt) if weights is None else jnp.asarray(weights).astype(rdt)
     interp = jax.default_backend() != "gpu" if interpret is None else bool(interpret)
 
     @jax.custom_jvp
     def f(links: Array, ww: Array) -> Array:
         return _force_pallas(links, ww, block, interp, loop)
 
-    @f.defjvp
-    def _jvp(primals, tangents):  # noqa: ANN001, ANN202
-        out = f(*primals)
-        _, t_out = jax.jvp(lambda a, b: lattice.staple_force_xla(a, group, b), primals, tangents)
-        return out, t_out
-
+    # differentiated: value and derivative by the XLA kernel, whose derivative needs its own products anyway (the
+    # Pallas value beside them would be a second evaluation of the same force)
+    f.defjvp(lambda primals, tangents: jax.jvp(lambda a, b: lattice.staple_force_xla(a, group, b), primals, tangents))
     return f(u, w)
