@@ -118,7 +118,10 @@ def main() -> None:
     ap.add_argument("--su3-beta", type=float, default=5.8, help="SU(3): beta")
     ap.add_argument("--su3-L", type=int, default=4, help="SU(3): lattice size L^4")
     ap.add_argument("--su3-fields", default="gradient", help="SU(3): any of gradient, preconditioned, smoothing, "
-                    "heldout (smoothing with exact divergence)")
+                    "heldout (smoothing with exact divergence), anisotropic (heldout with the anisotropic flows of "
+                    "the lam default), auto (corrflow derivative's default for --su3-param)")
+    ap.add_argument("--su3-param", default="beta", help="SU(3): beta or lam (Feynman-Hellmann source at lam = 0; "
+                    "the gradient field then has the plane-split default features)")
     ap.add_argument("--probe-period", type=int, default=4,
                     help="preconditioned field: dilution period of the Hutchinson probe (2D; SU(3) uses 1 probe x 2)")
     ap.add_argument("--schwinger", action="store_true", help="also the Schwinger model 8x8 (mass derivatives)")
@@ -166,8 +169,16 @@ def main() -> None:
                        keep_configs=True, block_size=min(args.su3_n, 100))
         configs = out["configs"]
         print(f"  heat bath (1 HB + 4 OR per update): 4 x {args.su3_n}, {time.perf_counter() - t0:.1f} s", flush=True)
+        param = args.su3_param
         for kind in args.su3_fields.split(","):
-            if kind == "smoothing":
+            if kind == "auto":
+                field = tg.make_field("auto", th, param=param)
+            elif kind == "anisotropic":
+                field = tg.SmoothingField(times=(0.1, 0.2, 0.4, 0.8), flow_eps=0.05, held_out=True, split=True,
+                                          anisotropy=0.5)
+            elif kind == "gradient" and param != "beta":
+                field = tg.make_field("gradient", th, param=param)  # temporal / spatial split features
+            elif kind == "smoothing":
                 field = tg.SmoothingField(times=(0.1, 0.2, 0.4, 0.8), flow_eps=0.05)
             elif kind == "heldout":  # exact divergence: the tangent of the flows' smoothing layers
                 field = tg.SmoothingField(times=(0.1, 0.2, 0.4, 0.8), flow_eps=0.05, held_out=True)
@@ -177,7 +188,8 @@ def main() -> None:
             else:
                 field = tg.GradientField(features=("plaquette", "rectangle", "flowed@0.1", "flowed@0.2", "flowed@0.4"),
                                          flow_eps=0.05, n_probes=4)
-            row = run_field(th, configs, field, ("plaquette",), None, kind, batch=16)
+            obs = ("plaquette",) if param == "beta" else ("plaquette", "wilson_2x2")
+            row = run_field(th, configs, field, obs, None, kind, batch=16, param=param)
             row.update(L=f"su3-{args.su3_L}^4", beta=args.su3_beta, n=int(configs.shape[0] * configs.shape[1]))
             rows.append(row)
     if args.schwinger:

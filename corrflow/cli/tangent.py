@@ -42,7 +42,9 @@ def derivative(
     param: str = typer.Option("beta", help="action parameter: beta, xi or lam; mass for ensembles with fermions"),
     obs: str = typer.Option("plaquette", help="observables, comma-separated: plaquette, wilson_RxT, t2E@T (SU(N)); "
                                               "with fermions also condensate, pion@T"),
-    field: str = typer.Option("auto", help="tangent field: auto (plaquette for 2D U(1), gradient otherwise) | "
+    field: str = typer.Option("auto", help="tangent field: auto (plaquette for 2D U(1); for --param xi or lam on "
+                                           "pure-gauge SU(2)/SU(3) lattices of 3+ even extents smoothing with "
+                                           "--held-out-smoothing and anisotropic flows; gradient otherwise) | "
                                            "plaquette | gradient | preconditioned (gradient fields times the "
                                            "inverse covariant Laplacian: non-local, any theory) | smoothing "
                                            "(links moved towards their Wilson-flowed values: any theory; cheap in "
@@ -61,6 +63,10 @@ def derivative(
                                             "each link's surroundings with the link's mask replaced by its staple "
                                             "projection -- exact divergence, no probes, 2d flows per configuration "
                                             "(the tangent of the flows' smoothing layers)"),
+    anisotropy: Optional[float] = typer.Option(None, help="smoothing field: flows with plane couplings 1 +- A "
+                                                          "(temporal) and 1 -+ A (spatial), two per time (default "
+                                                          "0.5 for --param xi or lam in 3+ dimensions, else 0: "
+                                                          "isotropic)"),
     probes: Optional[int] = typer.Option(None, help="gradient, preconditioned and smoothing fields: Hutchinson probes "
                                                     "per configuration for the divergence (default 4; smoothing 1)"),
     masses: str = typer.Option("0", help="preconditioned field: regulator masses m^2 of the Laplacian, comma-"
@@ -137,6 +143,8 @@ def derivative(
             raise CLIError("--times applies to --field smoothing only")
         if held_out_smoothing and kind != "smoothing":
             raise CLIError("--held-out-smoothing applies to --field smoothing only")
+        if anisotropy is not None and kind != "smoothing":
+            raise CLIError("--anisotropy applies to --field smoothing only")
         if features is not None and kind == "smoothing":
             raise CLIError("--features does not apply to --field smoothing; give its flow times with --times")
         spec = st.spec(ensemble)
@@ -149,7 +157,7 @@ def derivative(
             opts = {"n_probes": probes, "masses": masses, "probe_period": probe_period}
         elif kind == "smoothing":
             opts = {"n_probes": probes, "probe_period": probe_period, "times": times,
-                    "held_out": True if held_out_smoothing else None}
+                    "held_out": True if held_out_smoothing else None, "anisotropy": anisotropy}
         opts = {k: v for k, v in opts.items() if v is not None}  # unset: the field's own default
         if features is not None and (kind in ("gradient", "preconditioned") or (kind == "auto" and not is_u1_2d)):
             opts["features"] = features

@@ -15,19 +15,21 @@ from gauge_helpers import gauge_transform, random_gauge_transform
 from corrflow import make_theory
 from corrflow import tangent as tg
 from corrflow.stats import gamma_method
+from corrflow.tangent.fields import _flow_update
 
 PULL = 4.0
 OBS = ("plaquette", "wilson_2x2")  # as the shared ensemble's (tests/tangent/conftest.py)
 
 
-@pytest.mark.parametrize("name,shape,split", [("u1", (4, 4), False), ("su2", (4, 4), False), ("u1", (3, 3, 3), True),
-                                              ("su3", (2, 2, 2, 2), False), ("su3", (2, 2, 2, 2), True)])
-def test_divergence_split_against_dense(name, shape, split):
+@pytest.mark.parametrize("name,shape,split,aniso", [("u1", (4, 4), False, 0.0), ("su2", (4, 4), False, 0.0),
+                                                    ("u1", (3, 3, 3), True, 0.0), ("u1", (3, 3, 3), True, 0.5),
+                                                    ("su3", (2, 2, 2, 2), False, 0.0), ("su3", (2, 2, 2, 2), True, 0.0)])
+def test_divergence_split_against_dense(name, shape, split, aniso):
     th = make_theory(name, shape, beta=2.0)
     g = th.group
     u = g.random(jax.random.PRNGKey(1), tuple(th.link_index_shape))
-    f = tg.SmoothingField(times=(0.1, 0.3), flow_eps=0.05, split=split)
-    assert f.n_coef == (4 if split else 2)
+    f = tg.SmoothingField(times=(0.1, 0.3), flow_eps=0.05, split=split, anisotropy=aniso)
+    assert f.n_coef == 2 * (2 if split else 1) * (2 if aniso else 1)
 
     @jax.jit
     def parts(u):
@@ -43,7 +45,7 @@ def test_divergence_split_against_dense(name, shape, split):
     np.testing.assert_allclose(closed, explicit, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(closed + through, total, rtol=1e-9, atol=1e-9)
     if split:  # the temporal and spatial parts add up to the isotropic field's divergence
-        iso = tg.SmoothingField(times=(0.1, 0.3), flow_eps=0.05)
+        iso = tg.SmoothingField(times=(0.1, 0.3), flow_eps=0.05, anisotropy=aniso)
         whole = np.asarray(jax.jit(lambda u: tg.divergence_dense(lambda uu: iso.field_coords(uu, th), u, g))(u))
         np.testing.assert_allclose(total[0::2] + total[1::2], whole, rtol=1e-9, atol=1e-9)
     pull = (hut.mean(0) - through) / (hut.std(0, ddof=1) / np.sqrt(hut.shape[0]) + 1e-12)
@@ -116,6 +118,21 @@ def test_split_by_default_for_the_anisotropic_parameters():
     assert tg.make_field("smoothing", th4, param="xi").split
     assert not tg.make_field("smoothing", th4, param="beta").split
     assert not tg.make_field("smoothing", make_theory("u1", (4, 4), beta=2.0), param="lam").split  # as the features
+    # and anisotropic flows for them, isotropic ones for beta and in 2D; an explicit choice is kept
+    assert tg.make_field("smoothing", th4, param="lam").anisotropy == tg.fields.SMOOTHING_ANISOTROPY == 0.5
+    assert tg.make_field("smoothing", th4, param="xi").n_coef == 4 * 2 * 2
+    assert tg.make_field("smoothing", th4, param="beta").anisotropy == 0.0
+    assert tg.make_field("smoothing", make_theory("u1", (4, 4), beta=2.0), param="lam").anisotropy == 0.0
+    assert tg.make_field("smoothing", th4, param="lam", anisotropy=0.0).anisotropy == 0.0
+    # auto: the held-out anisotropic smoothing field for xi / lam on pure-gauge SU(2)/SU(3) with even extents
+    auto = tg.make_field("auto", th4, param="lam")
+    assert isinstance(auto, tg.SmoothingField) and auto.held_out and auto.split and auto.anisotropy == 0.5
+    assert isinstance(tg.make_field("auto", make_theory("su2", (2, 2, 2), beta=2.0), param="xi"), tg.SmoothingField)
+    for th, param, opts in ((th4, "beta", {}), (th4, "lam", {"features": "plaquette_t,plaquette_s"}),
+                            (make_theory("su3", (3, 2, 2, 2), beta=5.8), "lam", {}),
+                            (make_theory("u1", (4, 4, 4), beta=1.0), "lam", {}),
+                            (make_theory("su3-wilson", (2, 2, 2, 2), beta=5.8, mass=0.3), "lam", {})):
+        assert isinstance(tg.make_field("auto", th, param=param, **opts), tg.GradientField), (th, param, opts)
     assert tg.make_field("smoothing", th4, times="0.2,0.4").times == (0.2, 0.4)
 
 
@@ -123,7 +140,8 @@ def test_bad_options():
     for kw, msg in (({"times": ()}, "at least one"), ({"times": (0.1, 0.1)}, "duplicate"),
                     ({"times": (0.12,)}, "multiples of flow_eps"), ({"times": (-0.1,)}, "multiples"),
                     ({"n_probes": 0}, "n_probes"), ({"probes": "x"}, "probes"), ({"probe_period": 0}, "probe_period"),
-                    ({"times": ("a",)}, "numbers")):
+                    ({"times": ("a",)}, "numbers"), ({"anisotropy": 1.0}, "anisotropy must be in"),
+                    ({"anisotropy": -0.1}, "anisotropy must be in"), ({"anisotropy": "x"}, "anisotropy must be a number")):
         with pytest.raises(ValueError, match=msg):
             tg.SmoothingField(**kw)
 
@@ -136,3 +154,35 @@ def test_held_out_needs_su2_or_su3_and_even_extents():
     with pytest.raises(ValueError, match="even extents"):
         f.check(make_theory("su2", (3, 4), beta=2.0))
     f.check(make_theory("su3", (2, 2, 2, 2), beta=6.0))
+    with pytest.raises(ValueError, match="anisotropy needs spatial planes"):
+        tg.SmoothingField(anisotropy=0.5).check(make_theory("su2", (4, 4), beta=2.0))
+
+
+def test_anisotropic_flows_and_held_out_divergence():
+    """With an anisotropy ``a`` the basis fields come from the flows of the Wilson action with source ``λ = ±a``
+    (compared with Euler steps of that action's force), and the held-out field's divergence is its closed form
+    (dense autodiff, SU(2) 2^4: ``V_l`` does not depend on ``U_l``)."""
+    th = make_theory("su2", (2, 2, 2, 2), beta=2.0)
+    g = th.group
+    u = g.random(jax.random.PRNGKey(7), tuple(th.link_index_shape))
+    f = tg.SmoothingField(times=(0.05, 0.1), flow_eps=0.05, split=True, anisotropy=0.4)
+    ws = np.asarray(jax.jit(lambda u: f.flowed(u, th))(u))
+    assert ws.shape == (4,) + u.shape  # (t_1 +a, t_1 -a, t_2 +a, t_2 -a)
+    for i, lam in enumerate((0.4, -0.4)):
+        src = th.replace(beta=1.0, lam=lam)
+        w = u
+        for k in range(2):
+            w = _flow_update(-0.05 * src.force(w), w, g)  # the feature flow's Euler step
+            np.testing.assert_allclose(ws[2 * k + i], np.asarray(w), atol=1e-12)
+    assert np.abs(ws[0] - ws[1]).max() > 1e-3  # the two anisotropies differ
+
+    ho = tg.SmoothingField(times=(0.1,), flow_eps=0.05, split=True, anisotropy=0.4, held_out=True)
+    assert ho.n_coef == 4
+
+    @jax.jit
+    def both(u):
+        return ho.explicit_divergence(ho.held_out_flowed(u, th), u, th), \
+            tg.divergence_dense(lambda uu: ho.field_coords(uu, th), u, g)
+
+    closed, dense = (np.asarray(x) for x in both(u))
+    np.testing.assert_allclose(closed, dense, rtol=1e-9, atol=1e-9)
