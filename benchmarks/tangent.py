@@ -7,6 +7,7 @@
     python benchmarks/tangent.py --L '' --su3 --su3-fields gradient,preconditioned --su3-beta 5.8
     python benchmarks/tangent.py --L '' --su3 --su3-L 6 --su3-beta 6.0 --su3-n 50   # 6^4 (5x the cost per config)
     python benchmarks/tangent.py --L '' --schwinger    # Schwinger model 8x8, beta 2, m 0.2: d/dm and d/dbeta
+    python benchmarks/tangent.py --L '' --su3 --su3-param lam --su3-fields anisotropic,gradient --su3-n 100  # d/dlam
 
 For every lattice: an HMC ensemble (hot start, Omelyan, trajectory length 1, thermalised), then for the plaquette-
 space field (exact, 2D U(1) only) and the general gradient field (plaquette, rectangle and Wilson-flowed plaquette

@@ -61,7 +61,8 @@ def derivative(
                                                    "0.1,0.2,0.4,0.8; multiples of 0.05)"),
     held_out_smoothing: bool = typer.Option(False, "--held-out-smoothing", help="smoothing field (SU(2)/SU(3)): flow "
                                             "each link's surroundings with the link's mask replaced by its staple "
-                                            "projection -- exact divergence, no probes, 2d flows per configuration "
+                                            "projection -- exact divergence, no probes, 2d flows per configuration, 4d "
+                                            "with an anisotropy "
                                             "(the tangent of the flows' smoothing layers)"),
     anisotropy: Optional[float] = typer.Option(None, help="smoothing field: flows with plane couplings 1 +- A "
                                                           "(temporal) and 1 -+ A (spatial), two per time (default "

@@ -373,11 +373,13 @@ def _smoothing_by_default(theory: Any, param: str | None) -> bool:
 def make_field(kind: str = "auto", theory: Any = None, param: str | None = None, **options: Any) -> Any:
     """Field from its kind: ``plaquette`` (2D U(1)), ``gradient`` (any theory), ``preconditioned`` (any theory:
     :class:`corrflow.tangent.precondition.PreconditionedField`), ``smoothing`` (any theory:
-    :class:`corrflow.tangent.smoothing.SmoothingField`; ``times`` may be a comma-separated string), ``none``, or ``auto`` (plaquette for 2D U(1),
-    for ``xi`` and ``lam`` on pure-gauge SU(2) / SU(3) lattices of 3 or more even extents the held-out smoothing
-    field with anisotropic flows, gradient otherwise).  Options go to the field's constructor; ``ValueError`` for unknown kinds.  With ``param``
-    and no ``features``, a gradient field gets :func:`default_features` (split into temporal and spatial planes for
-    ``xi`` and ``lam`` in more than two dimensions)."""
+    :class:`corrflow.tangent.smoothing.SmoothingField`; ``times`` may be a comma-separated string), ``none``, or
+    ``auto`` (plaquette for 2D U(1); for ``xi`` and ``lam`` on pure-gauge SU(2) / SU(3) lattices of 3 or more even
+    extents the held-out smoothing field with anisotropic flows; gradient otherwise).  Options go to the field's
+    constructor; ``ValueError`` for unknown kinds.  With ``param`` and no ``features``, a gradient field gets
+    :func:`default_features` (split into temporal and spatial planes for ``xi`` and ``lam`` in more than two
+    dimensions), a smoothing field for ``xi`` and ``lam`` in 3 or more dimensions ``split`` and the anisotropy
+    :data:`SMOOTHING_ANISOTROPY`."""
     if kind == "auto":
         kind = "plaquette" if theory is not None and theory.group.is_abelian and len(theory.shape) == 2 else "gradient"
         if kind == "gradient" and "features" not in options and _smoothing_by_default(theory, param):

@@ -35,11 +35,11 @@ field, BENCHMARKS.md): Var[R] reduced 10.5x / 16.9x per fold against 2.3x / 3.3x
 ``held_out=True`` (SU(2), SU(3)): ``V`` on each link comes from the flow of the configuration with that link's layer
 mask (the plaquette masks of :func:`corrflow.flows.staples.layer_masks`, 2 per direction) replaced by the SU(N)
 projection of its staples (:func:`corrflow.flows.smoothing.project_sun`), so ``V_l`` does not depend on ``U_l``:
-``I_k = 0`` and the divergence is exact, no probes.  It costs ``2d`` flows per configuration instead of the probes'
-``period^d d`` linearisations, and it is the tangent of one sweep of the flows' smoothing layers
-(:mod:`corrflow.flows.smoothing`; the Gauss–Newton fit of such a flow starts from this field's least-squares
-coefficients).  Measured (4^4): Var[∂S/∂β] reduced 2.3x / 2.5x at β = 5.7 (the plain field: 2.2x / 2.9x, 12x the
-cost), 4.3x / 3.6x at β = 6.0 (plain 6x / 6x).  The probe noise of ``I_k`` comes from products of nearby
+``I_k = 0`` and the divergence is exact, no probes.  It costs ``2d`` flows per configuration (``4d`` with an
+anisotropy) instead of the probes' ``period^d d`` linearisations, and it is the tangent of one sweep of the flows'
+smoothing layers (:mod:`corrflow.flows.smoothing`; the Gauss–Newton fit of such a flow starts from this field's
+least-squares coefficients).  Measured (4^4): Var[∂S/∂β] reduced 2.3x / 2.5x at β = 5.7 (the plain field: 2.2x /
+2.9x, 12x the cost), 4.3x / 3.6x at β = 6.0 (plain 6x / 6x).  The probe noise of ``I_k`` comes from products of nearby
 links (measured at 4^4, β = 6: per-probe variance 30–1600 for ``t = 0.1 ... 0.8`` with plain Rademacher probes and
 the fitted coefficients amplify it, 0.3–20 diluted by period 2 at 50x the cost, ~2x less noise per second); hence
 the default of one probe diluted by period 2.

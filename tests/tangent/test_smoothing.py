@@ -141,7 +141,8 @@ def test_bad_options():
                     ({"times": (0.12,)}, "multiples of flow_eps"), ({"times": (-0.1,)}, "multiples"),
                     ({"n_probes": 0}, "n_probes"), ({"probes": "x"}, "probes"), ({"probe_period": 0}, "probe_period"),
                     ({"times": ("a",)}, "numbers"), ({"anisotropy": 1.0}, "anisotropy must be in"),
-                    ({"anisotropy": -0.1}, "anisotropy must be in"), ({"anisotropy": "x"}, "anisotropy must be a number")):
+                    ({"anisotropy": -0.1}, "anisotropy must be in"),
+                    ({"anisotropy": "x"}, "anisotropy must be a number")):
         with pytest.raises(ValueError, match=msg):
             tg.SmoothingField(**kw)
 
