@@ -72,9 +72,10 @@ class SmoothingField:
     only the spatial links -- for the anisotropic parameters (``xi``, the source ``lam``), which an isotropic field
     cannot follow.  ``anisotropy`` ``a`` (``0 <= a < 1``, 3 or more dimensions): two flows per time instead of the
     isotropic one, of the Wilson action with plane couplings ``1 ± a`` on the temporal and ``1 ∓ a`` on the spatial
-    planes (source ``λ = ±a``; module docstring).  Basis order: time-major, then ``+a, −a``, then the temporal and
-    spatial parts: ``(t_1 all)``, ``(t_1 temporal, t_1 spatial, t_2 temporal, ...)`` or ``(t_1 +a temporal, t_1 +a
-    spatial, t_1 −a temporal, ...)``."""
+    planes (source ``λ = ±a``; module docstring).  Basis order: time-major, then (with an anisotropy) the mean and
+    the difference of the ``±a`` fields, telescoped over the times (:meth:`_expand`), then the temporal and spatial
+    parts: ``(t_1 all)``, ``(t_1 temporal, t_1 spatial, t_2 temporal, ...)`` or ``(t_1 mean temporal, t_1 mean
+    spatial, t_1 difference temporal, ...)``."""
 
     times: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8)
     flow_eps: float = 0.05
@@ -148,8 +149,15 @@ class SmoothingField:
                 layer_masks(theory.shape, mu, ("plaquette",))  # even extents: one-line ValueError otherwise
 
     def _expand(self, x: Array) -> Array:
-        """``(K, ..., d, n_gen)`` basis fields -> ``(n_coef, ...)``: with ``split`` each into its temporal-link and
-        spatial-link parts."""
+        """``(K, ..., d, n_gen)`` basis fields -> ``(n_coef, ...)``: with an anisotropy the fields of each time become
+        the mean and the difference of its ``+a`` and ``−a`` fields, telescoped over the times (each minus the same
+        combination at the previous time: the span of the raw fields, but a far better conditioned least-squares
+        system, condition ~1e8 instead of ~4e10 at 4^4); with ``split`` each into its temporal-link and spatial-link
+        parts.  Linear in ``x``: it acts alike on the fields, their divergences and their directional derivatives."""
+        if self.anisotropy:
+            y = x.reshape((len(self.times), 2) + x.shape[1:])
+            y = jnp.stack([(y[:, 0] + y[:, 1]) / 2, y[:, 0] - y[:, 1]], axis=1)
+            x = jnp.concatenate([y[:1], y[1:] - y[:-1]], axis=0).reshape(x.shape)
         if not self.split:
             return x
         d = x.shape[-2]

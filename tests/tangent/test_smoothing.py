@@ -176,6 +176,13 @@ def test_anisotropic_flows_and_held_out_divergence():
             w = _flow_update(-0.05 * src.force(w), w, g)  # the feature flow's Euler step
             np.testing.assert_allclose(ws[2 * k + i], np.asarray(w), atol=1e-12)
     assert np.abs(ws[0] - ws[1]).max() > 1e-3  # the two anisotropies differ
+    # the basis: mean and difference of the +-a fields, telescoped over the times (same span, better conditioned)
+    plain = tg.SmoothingField(times=(0.05, 0.1), flow_eps=0.05, anisotropy=0.4)
+    raw = np.asarray(plain._coords(jnp.asarray(ws), u, th))
+    x = np.asarray(jax.jit(lambda u: plain.field_coords(u, th))(u))
+    mean, diff = (raw[0::2] + raw[1::2]) / 2, raw[0::2] - raw[1::2]
+    want = np.stack([mean[0], diff[0], mean[1] - mean[0], diff[1] - diff[0]])
+    np.testing.assert_allclose(x, want, atol=1e-12)
 
     ho = tg.SmoothingField(times=(0.1,), flow_eps=0.05, split=True, anisotropy=0.4, held_out=True)
     assert ho.n_coef == 4
