@@ -53,6 +53,7 @@ import numpy as np
 from .. import lattice
 from ..groups import Group, exp_left_taylor4
 from .core import casimir, directional_derivative, divergence_hutchinson, gradient, lift
+from .fermions import is_fermion_theory
 
 Array = jax.Array
 
@@ -363,11 +364,16 @@ def _smoothing_by_default(theory: Any, param: str | None) -> bool:
     """``auto`` for ``xi`` and ``lam`` on pure-gauge SU(2) / SU(3) lattices of 3 or more even extents: the held-out
     smoothing field with anisotropic flows (4^4, β = 5.8 and 6.0, d/dλ: the reduction of the split gradient field
     with flowed features at 1/15 of its cost per configuration, BENCHMARKS.md).  Theories with fermions keep the
-    gradient field (not measured there yet)."""
-    if theory is None or param not in ("xi", "lam") or getattr(theory, "gauge", None) is not None:
+    gradient field (not measured there yet).  The group and the extents are the held-out field's own check."""
+    if theory is None or param not in ("xi", "lam") or is_fermion_theory(theory) or len(theory.shape) < 3:
         return False
-    g, shape = theory.group, tuple(theory.shape)
-    return not g.is_abelian and g.N in (2, 3) and len(shape) > 2 and all(n % 2 == 0 for n in shape)
+    from .smoothing import SmoothingField
+
+    try:
+        SmoothingField(held_out=True).check(theory)
+    except ValueError:
+        return False
+    return True
 
 
 def make_field(kind: str = "auto", theory: Any = None, param: str | None = None, **options: Any) -> Any:
