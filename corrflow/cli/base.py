@@ -34,14 +34,14 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-def _run(fn: Callable[[], Any]) -> Any:
+def _run(fn: Callable[[], Any], interrupted: str = "everything committed so far is safe; rerun the same command "
+                                                    "with --resume to continue") -> Any:
     """Run a command body with the pipeline's one error runner: expected errors become a message and exit status 2,
-    Ctrl-C exits 130."""
+    Ctrl-C exits 130 after printing ``interrupted``."""
     from ..ildg import IldgFormatError
     from ..pipeline.cli import run_cli
 
-    return run_cli(fn, err_console, (CLIError, IldgFormatError),
-                   interrupted="everything committed so far is safe; rerun the same command with --resume to continue")
+    return run_cli(fn, err_console, (CLIError, IldgFormatError), interrupted=interrupted)
 
 
 def _stage(description: str, unit: str = "") -> Any:

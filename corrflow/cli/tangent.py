@@ -106,7 +106,8 @@ def derivative(
     json_: bool = typer.Option(False, "--json", help="print one JSON object (for scripts) instead of the table"),
 ) -> None:
     """Derivatives d<O>/d(param) by the tangent-flow estimator (unbiased, no weights) and the connected estimator,
-    with value(error), tau_int and the variance reduction."""
+    with value(error), tau_int and the variance reduction.  The per-configuration terms are saved in the checkpoint
+    after every batch: an interrupted run continues where it stopped when the same command is run again."""
 
     def body() -> None:
         import json
@@ -200,6 +201,9 @@ def derivative(
         elif r.observable_fits:
             extra = ", Var[T_v] reduced per fold: " + ", ".join(
                 f"{o} " + "/".join(f"{f.reduction:.1f}x" for f in fs) for o, fs in r.observable_fits.items())
-        console.print(f"[green]done[/] tangent field {fit_msg}{extra}; checkpoint {res.checkpoint}")
+        resumed = (f"; terms of {res.terms_resumed} of {res.n_chains * res.n_traj} configurations read from the "
+                   "checkpoint" if res.terms_resumed else "")
+        console.print(f"[green]done[/] tangent field {fit_msg}{extra}{resumed}; checkpoint {res.checkpoint}")
 
-    _run(body)
+    _run(body, interrupted="the per-configuration terms computed so far are saved in the checkpoint directory; rerun "
+                           "the same command to continue")

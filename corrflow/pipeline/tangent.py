@@ -7,6 +7,13 @@ least squares -- or reuses the coefficients saved in the checkpoint directory wh
 committed count) and every fit setting match -- and returns the tangent and connected estimates.  The checkpoint is
 pickle-free (:mod:`corrflow.store.checkpoints`): metadata JSON plus one ``coef`` array ``(n_folds, K)``.
 
+The per-configuration terms (the cost: flows, forward-mode derivatives, fermion solves) are saved after every batch
+in the checkpoint's ``terms`` subdirectory (another atomic checkpoint, :data:`TERMS_KIND`, keyed by the ensemble
+content, the field, the observables, the seed and the trace settings): a run that is interrupted continues where it
+stopped when it is started again with the same settings, and a repeated run reads the terms instead of computing
+them.  Terms saved under other settings are recomputed and replaced; a damaged terms checkpoint is recomputed with
+a warning.
+
 With ``compare`` the finite-shift estimators of the same derivative join the table: ensembles at ``α + δ`` already in
 the store -- a flowed ensemble (``corrflow correlate --flow``: estimator ``flowed``), the identity flow (``--identity``:
 ``direct``) and an independent HMC ensemble (``independent``) -- give ``(<O>_{α+δ} − <O>_α) / δ`` by
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,12 +36,14 @@ import numpy as np
 from .. import make_theory
 from ..compare import compare_ensembles, parameter_shift
 from .. import tangent as tg
-from ..store.checkpoints import has_checkpoint, read_checkpoint, write_checkpoint
+from ..store.checkpoints import CheckpointError, has_checkpoint, read_checkpoint, write_checkpoint
 
 __all__ = ["StoredDerivative", "derivative_from_store", "default_checkpoint_dir", "load_all_configs", "CHECKPOINT_KIND",
-           "FINITE_SHIFT_ESTIMATORS", "finite_shift_plan", "finite_shift_estimates"]
+           "FINITE_SHIFT_ESTIMATORS", "finite_shift_plan", "finite_shift_estimates", "TERMS_KIND"]
 
 CHECKPOINT_KIND = "corrflow-tangent-field"
+#: kind of the per-configuration terms checkpoint in ``<checkpoint>/terms``
+TERMS_KIND = "corrflow-tangent-terms"
 
 #: row labels of :func:`corrflow.compare.compare_ensembles` -> estimator names of the derivative table
 FINITE_SHIFT_ESTIMATORS = {"flowed reweighting": "flowed", "direct reweighting": "direct",
@@ -43,7 +53,8 @@ FINITE_SHIFT_ESTIMATORS = {"flowed reweighting": "flowed", "direct reweighting":
 @dataclass(frozen=True)
 class StoredDerivative:
     """Result of :func:`derivative_from_store`: the estimates, the checkpoint directory, whether the saved field was
-    reused, the number of configurations per chain used and the number discarded before them."""
+    reused, the number of configurations per chain used and the number discarded before them; ``terms_resumed``:
+    how many configurations' terms (of ``n_chains * n_traj``) were read from the checkpoint instead of computed."""
 
     result: tg.DerivativeResult
     checkpoint: Path
@@ -54,11 +65,12 @@ class StoredDerivative:
     traces: dict[str, Any] = field(default_factory=dict)
     discard: int = 0
     thin: int = 1
+    terms_resumed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         out = self.result.as_dict()
         out.update(checkpoint=str(self.checkpoint), reused=self.reused, n_chains=self.n_chains, n_traj=self.n_traj,
-                   discard=self.discard, thin=self.thin)
+                   discard=self.discard, thin=self.thin, terms_resumed=self.terms_resumed)
         if self.traces:
             out["traces"] = dict(self.traces)
         if self.shifts:
@@ -224,8 +236,16 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         settings.update(target=target, observables=list(names))
     ckpt = Path(out) if out is not None else default_checkpoint_dir(store_path, settings)
     configs = load_all_configs(store, ensemble, discard, thin)
+    terms_dir = ckpt / "terms"
+    terms_key = {k: v for k, v in settings.items() if k not in ("kind", "n_folds", "held_out", "target")}
+    terms_key.update(kind=TERMS_KIND, observables=list(names), n_configs=int(configs.shape[0] * configs.shape[1]))
+    resume = _saved_terms(terms_dir, terms_key)
+
+    def save(stop: int, flat: list[np.ndarray]) -> None:
+        write_checkpoint(terms_dir, {**terms_key, "done": int(stop)}, dict(zip(tg.FLAT_TERMS, flat)))
+
     terms = tg.compute_terms(fld, theory, param, names, configs, jax.random.PRNGKey(seed), batch=batch,
-                             progress=progress, traces=tr)
+                             progress=progress, traces=tr, resume=resume, on_batch=save)
     reused = False
     fits: list[Any] = []
     if fld.n_coef == 0:
@@ -261,4 +281,22 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         res = replace(res, estimates={o: {**est, **shifted.get(o, {})} for o, est in res.estimates.items()})
     return StoredDerivative(result=res, checkpoint=ckpt, reused=reused, n_chains=int(spec.n_chains),
                             n_traj=int(committed), shifts=plan, traces=terms.traces,
-                            discard=int(discard), thin=int(thin))
+                            discard=int(discard), thin=int(thin), terms_resumed=len(resume[0]) if resume else 0)
+
+
+def _saved_terms(path: Path, key: dict[str, Any]) -> tuple[np.ndarray, ...]:
+    """The flat terms (:data:`corrflow.tangent.FLAT_TERMS`) of the first configurations saved in ``path`` under the
+    same ``key``; ``()`` when there are none, they belong to other settings, or the checkpoint is damaged (warned)."""
+    if not has_checkpoint(path):
+        return ()
+    try:
+        meta, arrays = read_checkpoint(path, "tangent terms checkpoint")
+    except CheckpointError as exc:
+        warnings.warn(f"{exc}; computing the terms again", RuntimeWarning, stacklevel=3)
+        return ()
+    if {k: meta.get(k) for k in key} != json.loads(json.dumps(key)) or set(arrays) != set(tg.FLAT_TERMS):
+        return ()
+    flat = tuple(arrays[k] for k in tg.FLAT_TERMS)
+    if len({a.shape[0] if a.ndim else -1 for a in flat}) != 1 or flat[0].shape[0] != meta.get("done"):
+        return ()
+    return flat

@@ -46,7 +46,7 @@ from .core import (
     parameter_derivative,
     probe_classes,
 )
-from .derivative import (FIT_TARGETS, DerivativeResult, TangentTerms, apply_fits, compute_terms, control_variates,
+from .derivative import (FIT_TARGETS, FLAT_TERMS, DerivativeResult, TangentTerms, apply_fits, compute_terms, control_variates,
                          derivative, estimate, fit_coefficients, observable_cross_fit)
 from .estimator import connected_estimate, tangent_estimate, tangent_values, variance_reduction
 from .fermions import (
@@ -70,7 +70,7 @@ __all__ = [
     "OBSERVABLES", "PARAMETERS", "check_parameter", "observables_vector", "coords_shape", "directional_derivative", "divergence_dense",
     "divergence_hutchinson", "gradient", "hutchinson_probes", "lift", "observable_function", "parameter_derivative",
     "probe_classes", "SmoothingField", "PreconditionedField",
-    "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate", "FIT_TARGETS",
+    "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate", "FIT_TARGETS", "FLAT_TERMS",
     "control_variates", "observable_cross_fit", "fit_coefficients",
     "connected_estimate", "tangent_estimate", "tangent_values", "variance_reduction",
     "FEATURE_HELP", "FIELD_KINDS", "default_features", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",

@@ -26,7 +26,7 @@ from .fit import FieldFit, cross_fit, fold_index
 from .scales import flow_scale_derivative
 from .spectroscopy import effective_mass_derivative, effective_mass_pairs
 
-__all__ = ["TangentTerms", "DerivativeResult", "compute_terms", "estimate", "derivative", "FIT_TARGETS",
+__all__ = ["TangentTerms", "DerivativeResult", "compute_terms", "FLAT_TERMS", "estimate", "derivative", "FIT_TARGETS",
            "control_variates", "observable_cross_fit", "fit_coefficients"]
 
 #: What the cross-fitted least squares minimises: ``field`` -- ``Var[R_v]``, one field for every observable (the
@@ -136,14 +136,25 @@ def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, name
     return jax.jit(jax.vmap(one_fermion, in_axes=(0, 0, None)))
 
 
+#: names of the flat per-configuration outputs of :func:`compute_terms` (``resume`` / ``on_batch``), in order
+FLAT_TERMS = ("o", "ds", "a", "b", "do")
+
+
 def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str], configs: Any, key: Any,
-                  *, batch: int = 32, progress: Any = None, traces: FermionTraces | None = None) -> TangentTerms:
+                  *, batch: int = 32, progress: Any = None, traces: FermionTraces | None = None,
+                  resume: Sequence[np.ndarray] = (), on_batch: Any = None) -> TangentTerms:
     """Evaluate :class:`TangentTerms` on ``configs`` ``(n_chains, n_traj, *link_shape)`` in jitted batches.
 
     Configuration ``i`` (flattened chain-major) uses the key ``fold_in(key, i)`` for its Hutchinson probes (and, for
-    fermion theories, a split of it for the trace noise).  ``traces``: how fermion traces are evaluated (default
-    :class:`FermionTraces` ``()``: exact on small lattices, stochastic otherwise; ignored for pure-gauge theories).
-    ``ValueError`` for an unknown observable or a parameter the theory lacks (raised before any computation).
+    fermion theories, a split of it for the trace noise), so the terms of a configuration do not depend on the batch
+    it is evaluated in.  ``traces``: how fermion traces are evaluated (default :class:`FermionTraces` ``()``: exact on
+    small lattices, stochastic otherwise; ignored for pure-gauge theories).
+
+    Interruption and resumption: ``on_batch(stop, flat)`` is called after every batch with the flat outputs
+    (:data:`FLAT_TERMS`, each ``(stop, ...)``) of configurations ``0 .. stop - 1``; passing such outputs of the first
+    ``m`` configurations as ``resume`` continues at configuration ``m``.  ``progress(done, total)`` after every batch.
+    ``ValueError`` for an unknown observable, a parameter the theory lacks or ``resume`` arrays that do not fit
+    (raised before any computation).
     """
     names = tuple(str(n).strip() for n in names)
     if not names:
@@ -163,12 +174,27 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
     kern = _kernel(field_obj, theory.group, tuple(theory.shape), param, names, tr)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
     outs: list[list[np.ndarray]] = [[], [], [], [], []]
-    for start in range(0, n, batch):
+    first = 0
+    if len(resume):
+        m = {int(np.shape(r)[0]) if np.ndim(r) else -1 for r in resume}
+        if len(resume) != len(FLAT_TERMS) or len(m) != 1 or not 0 <= next(iter(m)) <= n:
+            raise ValueError(f"resume needs the {len(FLAT_TERMS)} flat outputs {FLAT_TERMS} of the same first m <= {n} "
+                             "configurations")
+        first = next(iter(m))
+        for lst, r in zip(outs, resume):
+            lst.append(np.asarray(r))
+        if progress is not None:
+            progress(first, n)
+    for start in range(first, n, batch):
         stop = min(start + batch, n)
         idx = np.arange(start, start + batch) % n  # pad the last batch (same shape: no recompilation)
         res = kern(jnp.asarray(flat[idx]), keys[idx], theory)
-        for lst, r in zip(outs, res):
+        for k, (lst, r) in enumerate(zip(outs, res)):
             lst.append(np.asarray(r)[: stop - start])
+            if on_batch is not None and len(lst) > 1:
+                outs[k] = [np.concatenate(lst)]
+        if on_batch is not None:
+            on_batch(stop, [x[0] for x in outs])
         if progress is not None:
             progress(stop, n)
     o, ds, a, b, do = (np.concatenate(x).reshape(tuple(lead) + x[0].shape[1:]) for x in outs)
