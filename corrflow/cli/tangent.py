@@ -40,11 +40,13 @@ def derivative(
     ensemble: str = typer.Argument(..., help="ensemble in the store (pure gauge or with Wilson fermions)"),
     store: Path = typer.Option(..., help="zarr store (only read)"),
     param: str = typer.Option("beta", help="action parameter: beta, xi or lam; mass for ensembles with fermions"),
-    obs: str = typer.Option("plaquette", help="observables, comma-separated: plaquette, wilson_RxT, t2E@T (SU(N)); "
-                                              "with fermions also condensate, pion@T"),
-    field: str = typer.Option("auto", help="tangent field: auto (plaquette for 2D U(1); for --param xi or lam on "
-                                           "pure-gauge SU(2)/SU(3) lattices of 3+ even extents smoothing with "
-                                           "--held-out-smoothing and anisotropic flows; gradient otherwise) | "
+    obs: str = typer.Option("plaquette", help="observables, comma-separated: plaquette, wilson_RxT, t2E@T (SU(N)), "
+                                              "chi_top (2D U(1): Q^2/V of the geometric charge; plaquette field, "
+                                              "which then keeps Q, or none); with fermions also condensate, pion@T"),
+    field: str = typer.Option("auto", help="tangent field: auto (plaquette for 2D U(1); for --param beta, xi or lam "
+                                           "on pure-gauge SU(2)/SU(3) lattices of 3+ even extents smoothing with "
+                                           "--held-out-smoothing, anisotropic flows for xi and lam; gradient "
+                                           "otherwise) | "
                                            "plaquette | gradient | preconditioned (gradient fields times the "
                                            "inverse covariant Laplacian: non-local, any theory) | smoothing "
                                            "(links moved towards their Wilson-flowed values: any theory; cheap in "

@@ -194,12 +194,13 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         raise ValueError(f"--folds must be between 1 and 10, got {n_folds}")
     if not 0 <= held_out < 1:
         raise ValueError(f"--held-out must be a fraction in [0, 1), got {held_out}")
-    fld = tg.make_field(field, theory, param=param, **dict(field_options or {}))
     names = tuple(o.strip() for o in observables if o.strip())
+    fld = tg.make_field(field, theory, param=param, observables=names, **dict(field_options or {}))
     if not names:
         raise ValueError("give observables with --obs, e.g. --obs plaquette,wilson_2x2")
     tg.observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else None)
     tg.check_parameter(theory, param)
+    tg.check_charge_observables(names, fld)
     tr = (traces or tg.FermionTraces()) if fermion else None
     total = int(store.commit(ensemble)["committed"])
     if not 0 <= discard < total:

@@ -31,8 +31,10 @@ Example::
 """
 
 from .core import (
+    KEEPS_CHARGE,
     OBSERVABLES,
     PARAMETERS,
+    check_charge_observables,
     check_parameter,
     coords_shape,
     directional_derivative,
@@ -67,7 +69,7 @@ from .scales import flow_scale_derivative
 from .spectroscopy import cosh_effective_mass, effective_mass_derivative
 
 __all__ = [
-    "OBSERVABLES", "PARAMETERS", "check_parameter", "observables_vector", "coords_shape", "directional_derivative", "divergence_dense",
+    "OBSERVABLES", "PARAMETERS", "KEEPS_CHARGE", "check_charge_observables", "check_parameter", "observables_vector", "coords_shape", "directional_derivative", "divergence_dense",
     "divergence_hutchinson", "gradient", "hutchinson_probes", "lift", "observable_function", "parameter_derivative",
     "probe_classes", "SmoothingField", "PreconditionedField",
     "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate", "FIT_TARGETS", "FLAT_TERMS",

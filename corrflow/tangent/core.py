@@ -20,7 +20,7 @@ Everything is pure JAX on one configuration (no batch axis); vmap it over config
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -48,13 +48,16 @@ __all__ = [
     "check_parameter",
     "observable_function",
     "OBSERVABLES",
+    "KEEPS_CHARGE",
+    "check_charge_observables",
     "PARAMETERS",
 ]
 
 #: Parameters of the pure-gauge Wilson action that ``parameter_derivative`` differentiates.
 PARAMETERS = ("beta", "xi", "lam")
 #: Observables the tangent estimators accept (smooth functions of the links).
-OBSERVABLES = ("plaquette", "wilson_RxT (e.g. wilson_2x2)", "t2E@T (SU(N): t^2 E(t) at flow time T, e.g. t2E@0.2)")
+OBSERVABLES = ("plaquette", "wilson_RxT (e.g. wilson_2x2)", "t2E@T (SU(N): t^2 E(t) at flow time T, e.g. t2E@0.2)",
+               "chi_top (2D U(1): Q^2 / V of the geometric charge; plaquette field or none)")
 _WILSON_RE = re.compile(r"^wilson_(\d+)x(\d+)$")
 _T2E_RE = re.compile(r"^t2E@([0-9]*\.?[0-9]+)$")
 #: Wilson-flow step of the ``t2E@T`` observables (Lüscher's RK3; T must be a multiple of it)
@@ -207,12 +210,22 @@ def observable_function(name: str, group: Group, shape: tuple[int, ...]) -> Call
     configuration flowed by Lüscher's RK3 with step :data:`T2E_FLOW_EPS` -- a smooth function of the links, so its
     directional derivative is a forward-mode derivative through the whole flow.
 
-    Raises ``ValueError`` for unknown names or loops that do not fit on the lattice.  Non-smooth observables (the
-    geometric topological charge, ``|Polyakov loop|``) are refused: integration by parts needs smooth ``O``.
+    ``chi_top`` (2D U(1) only): ``Q^2 / V`` with ``Q`` the geometric topological charge, whose mean is the
+    topological susceptibility.  ``Q`` is integer-valued, so integration by parts holds only for fields that never
+    change it (:data:`KEEPS_CHARGE`; :func:`check_charge_observables`); along them ``v·∇O = 0``.
+
+    Raises ``ValueError`` for unknown names or loops that do not fit on the lattice.  Other non-smooth observables
+    (the geometric charge itself, ``|Polyakov loop|``) are refused: integration by parts needs smooth ``O``.
     """
     n = str(name).strip()
     if n == "plaquette":
         return lambda u: obs.plaquette(u, group)
+    if n == "chi_top":
+        if not (group.is_abelian and len(shape) == 2):
+            raise ValueError("chi_top: the geometric topological charge is defined for 2D U(1); this lattice is "
+                             f"{group.name} on {tuple(shape)}")
+        vol = float(np.prod(shape))
+        return lambda u: obs.topological_charge(u, group) ** 2 / vol
     m = _WILSON_RE.match(n)
     if m:
         r, t = int(m.group(1)), int(m.group(2))
@@ -225,6 +238,23 @@ def observable_function(name: str, group: Group, shape: tuple[int, ...]) -> Call
     hint = (" (not smooth: the tangent estimator needs differentiable observables)"
             if n in ("topological_charge", "polyakov_loop") else "")
     raise ValueError(f"unknown observable {n!r}{hint}; allowed: {', '.join(OBSERVABLES)}")
+
+
+#: observables that are functions of the geometric topological charge (integer-valued: see
+#: :func:`check_charge_observables`)
+KEEPS_CHARGE = ("chi_top",)
+
+
+def check_charge_observables(names: Sequence[str], field: Any) -> None:
+    """``ValueError`` (one line) when an observable of the topological charge (:data:`KEEPS_CHARGE`) is asked for
+    with a field that can change the charge: ``Q`` jumps where a plaquette angle wraps, and a field moving angles
+    across ``±π`` adds a boundary term that the estimator does not contain (bias).  Fields with ``keeps_charge``
+    (the 2D U(1) plaquette field with its default weights, the null field) are fine."""
+    bad = [n for n in names if n in KEEPS_CHARGE]
+    if bad and not getattr(field, "keeps_charge", False):
+        raise ValueError(f"{', '.join(bad)} is a function of the integer topological charge: it needs a field that "
+                         "never changes the charge (--field plaquette, the default for 2D U(1), or --field none); "
+                         f"the {getattr(field, 'kind', type(field).__name__)} field can change it")
 
 
 def _t2e_steps(name: str, t: float, group: Group) -> int:

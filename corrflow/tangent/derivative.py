@@ -18,7 +18,7 @@ import numpy as np
 
 from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE
 from ..stats import Stats
-from .core import check_parameter, observables_vector, parameter_derivative
+from .core import check_charge_observables, check_parameter, observables_vector, parameter_derivative
 from .estimator import per_observable, tangent_estimate, variance_reduction
 from .fermions import (FermionTraces, condensate_noise, explicit_mass_derivative, fermion_derivatives, gauge_action,
                        is_fermion_theory)
@@ -163,6 +163,7 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
     observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else None)  # validate names
     check_parameter(theory, param)
     field_obj.check(gauge_action(theory))
+    check_charge_observables(names, field_obj)
     tr = (traces or FermionTraces()) if fermion else None
     configs = np.asarray(configs) if not isinstance(configs, jax.Array) else configs
     lead = configs.shape[: configs.ndim - len(theory.link_shape)]

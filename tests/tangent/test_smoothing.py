@@ -128,7 +128,13 @@ def test_split_by_default_for_the_anisotropic_parameters():
     auto = tg.make_field("auto", th4, param="lam")
     assert isinstance(auto, tg.SmoothingField) and auto.held_out and auto.split and auto.anisotropy == 0.5
     assert isinstance(tg.make_field("auto", make_theory("su2", (2, 2, 2), beta=2.0), param="xi"), tg.SmoothingField)
-    for th, param, opts in ((th4, "beta", {}), (th4, "lam", {"features": "plaquette_t,plaquette_s"}),
+    # for beta the isotropic held-out field (cheaper than a heat-bath update, the gradient field's gain or more)
+    auto = tg.make_field("auto", th4, param="beta")
+    assert isinstance(auto, tg.SmoothingField) and auto.held_out and not auto.split and auto.anisotropy == 0.0
+    for th, param, opts in ((th4, "beta", {"features": "plaquette,rectangle"}),
+                            (th4, "lam", {"features": "plaquette_t,plaquette_s"}),
+                            (make_theory("su3", (2, 2), beta=5.8), "beta", {}),
+                            (make_theory("su3-wilson", (2, 2, 2, 2), beta=5.8, mass=0.3), "beta", {}),
                             (make_theory("su3", (3, 2, 2, 2), beta=5.8), "lam", {}),
                             (make_theory("u1", (4, 4, 4), beta=1.0), "lam", {}),
                             (make_theory("su3-wilson", (2, 2, 2, 2), beta=5.8, mass=0.3), "lam", {})):
