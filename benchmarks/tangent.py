@@ -3,6 +3,7 @@
     python benchmarks/tangent.py                       # beta = 2, L = 16, 32, 64, 8 chains x 1000 configurations
     python benchmarks/tangent.py --L 16 --n 500        # quicker
     python benchmarks/tangent.py --fields preconditioned   # the general non-local field (diluted probes)
+    python benchmarks/tangent.py --fields topology     # the plaquette field that keeps Q, with dchi_top/dbeta
     python benchmarks/tangent.py --su3                 # also 4D SU(3) 4^4, beta = 5.8, d<P>/dbeta (gradient field)
     python benchmarks/tangent.py --L '' --su3 --su3-fields gradient,preconditioned --su3-beta 5.8
     python benchmarks/tangent.py --L '' --su3 --su3-L 6 --su3-beta 6.0 --su3-n 50   # 6^4 (5x the cost per config)
@@ -51,7 +52,10 @@ GRADIENT_FEATURES = ("plaquette", "rectangle", "flowed@0.4", "flowed@1.2", "flow
 def exact_u1(beta: float, shape: tuple[int, int]) -> dict[str, float]:
     h = 1e-4
     dw = (exact.u1_wilson_loop(beta + h, shape, 2, 2) - exact.u1_wilson_loop(beta - h, shape, 2, 2)) / (2 * h)
-    return {"plaquette": exact.u1_plaquette_derivative(beta, shape), "wilson_2x2": dw}
+    h = 1e-3
+    dchi = (exact.u1_topological_susceptibility(beta + h, shape)
+            - exact.u1_topological_susceptibility(beta - h, shape)) / (2 * h)
+    return {"plaquette": exact.u1_plaquette_derivative(beta, shape), "wilson_2x2": dw, "chi_top": dchi}
 
 
 def ensemble(theory, n_chains: int, n: int, therm: int, thin: int, eps: float, seed: int) -> tuple[np.ndarray, float]:
@@ -109,7 +113,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000, help="configurations per chain")
     ap.add_argument("--chains", type=int, default=8)
     ap.add_argument("--thin", type=int, default=2)
-    ap.add_argument("--fields", default="plaquette,gradient")
+    ap.add_argument("--fields", default="plaquette,gradient", help="2D U(1): any of plaquette, gradient, "
+                    "preconditioned, smoothing, topology (the plaquette field that keeps Q, with chi_top)")
     ap.add_argument("--features", default=",".join(GRADIENT_FEATURES))
     ap.add_argument("--flow-eps", type=float, default=0.2)
     ap.add_argument("--gradient-max", type=int, default=2000,
@@ -142,8 +147,12 @@ def main() -> None:
         print(f"  exact: d<P>/dbeta = {ex['plaquette']:.6f}, d<W_2x2>/dbeta = {ex['wilson_2x2']:.6f}")
         for kind in args.fields.split(","):
             sub = configs
+            obs_names = names
             if kind == "plaquette":
                 field = tg.PlaquetteField(6)
+            elif kind == "topology":  # the plaquette field that keeps the geometric charge, and dchi_top/dbeta
+                obs_names = names + ("chi_top",)
+                field = tg.make_field("plaquette", th, param="beta", observables=obs_names)
             else:
                 if kind == "smoothing":
                     field = tg.SmoothingField(times=(0.4, 1.2, 3.2), flow_eps=args.flow_eps)
@@ -157,7 +166,7 @@ def main() -> None:
                 sub = configs[:, ::every]  # these fields cost ~0.01 s per configuration per 256 sites
                 if every > 1:
                     print(f"  {kind} field on every {every}th configuration ({sub.shape[0]} x {sub.shape[1]})")
-            row = run_field(th, sub, field, names, ex, kind, batch=64 if L >= 64 else 128)
+            row = run_field(th, sub, field, obs_names, ex, kind, batch=64 if L >= 64 else 128)
             row.update(L=L, hmc_s=t_hmc, n=int(sub.shape[0] * sub.shape[1]))
             rows.append(row)
     if args.su3:
