@@ -44,9 +44,9 @@ def derivative(
                                               "chi_top (2D U(1): Q^2/V of the geometric charge; plaquette field, "
                                               "which then keeps Q, or none); with fermions also condensate, pion@T"),
     field: str = typer.Option("auto", help="tangent field: auto (plaquette for 2D U(1); for --param beta, xi or lam "
-                                           "on pure-gauge SU(2)/SU(3) lattices of 3+ even extents smoothing with "
-                                           "--held-out-smoothing, anisotropic flows for xi and lam; gradient "
-                                           "otherwise) | "
+                                           "on pure-gauge SU(2)/SU(3) lattices of 3+ even extents, and for xi or lam "
+                                           "with Wilson fermions, smoothing with --held-out-smoothing, anisotropic "
+                                           "flows for xi and lam; gradient otherwise) | "
                                            "plaquette | gradient | preconditioned (gradient fields times the "
                                            "inverse covariant Laplacian: non-local, any theory) | smoothing "
                                            "(links moved towards their Wilson-flowed values: any theory; cheap in "

@@ -391,16 +391,21 @@ class NoField:
 
 
 def _smoothing_by_default(theory: Any, param: str | None) -> bool:
-    """``auto`` for ``beta``, ``xi`` and ``lam`` on pure-gauge SU(2) / SU(3) lattices of 3 or more even extents: the
-    held-out smoothing field (exact divergence, no probes), with anisotropic flows for ``xi`` / ``lam``.  Measured
-    (4D SU(3), BENCHMARKS.md): d/dλ at 4^4, β = 5.8 and 6.0: the reduction of the split gradient field with flowed
-    features at 1/15 of its cost per configuration; d<P>/dβ at β = 6.0: 8.8x / 4.6x / 7.3x at 4^4 / 6^4 / 8^4
-    against 8.9x / 8.8x / 3.5x for the gradient field, for 1/16 / 1/12 / 1/6 of its cost (at β = 5.8 on 4^4 the
-    gradient field reduces more, 2.7x against 1.8x, for 14x the cost): per unit of cost the held-out field is the
-    best of the fields, the others cost 6-100 heat-bath updates per configuration.  Theories with fermions keep the gradient field (not measured there for β).
-    The group and the extents are the held-out field's own check."""
-    if theory is None or param not in ("beta", "xi", "lam") or is_fermion_theory(theory) or len(theory.shape) < 3:
+    """``auto`` for ``beta``, ``xi`` and ``lam`` on pure-gauge SU(2) / SU(3) lattices of 3 or more even extents, and
+    for ``xi`` and ``lam`` with Wilson fermions too: the held-out smoothing field (exact divergence, no probes), with
+    anisotropic flows for ``xi`` / ``lam``.  Measured (4D SU(3), BENCHMARKS.md): d/dλ at 4^4, β = 5.8 and 6.0: the
+    reduction of the split gradient field with flowed features at 1/15 of its cost per configuration; N_f = 2 QCD
+    4^4: d<P>/dλ 10x, d<C_π(1)>/dλ 12x, dE_π/dλ 5.4x against 3.6x, 5.5x, 3.4x for split loops; d<P>/dβ at β = 6.0:
+    8.8x / 4.6x / 7.3x at 4^4 / 6^4 / 8^4 against 8.9x / 8.8x / 3.5x for the gradient field, for 1/16 / 1/12 / 1/6 of
+    its cost (at β = 5.8 on 4^4 the gradient field reduces more, 2.7x against 1.8x, for 14x the cost): per unit of
+    cost the held-out field is the best of the fields.  ``beta`` with fermions keeps the gradient field (not measured
+    there).  The group and the extents are the held-out field's own check."""
+    if theory is None or param not in ("beta", "xi", "lam") or len(theory.shape) < 3:
         return False
+    if is_fermion_theory(theory):
+        if param == "beta":
+            return False
+        theory = theory.gauge
     from .smoothing import SmoothingField
 
     try:
@@ -416,7 +421,8 @@ def make_field(kind: str = "auto", theory: Any = None, param: str | None = None,
     :class:`corrflow.tangent.precondition.PreconditionedField`), ``smoothing`` (any theory:
     :class:`corrflow.tangent.smoothing.SmoothingField`; ``times`` may be a comma-separated string), ``none``, or
     ``auto`` (plaquette for 2D U(1); for ``beta``, ``xi`` and ``lam`` on pure-gauge SU(2) / SU(3) lattices of 3 or
-    more even extents the held-out smoothing field, with anisotropic flows for ``xi`` / ``lam``; gradient otherwise).  Options go to the field's
+    more even extents, and for ``xi`` and ``lam`` with Wilson fermions, the held-out smoothing field, with anisotropic
+    flows for ``xi`` / ``lam``; gradient otherwise).  Options go to the field's
     constructor; ``ValueError`` for unknown kinds.  With ``param`` and no ``features``, a gradient field gets
     :func:`default_features` (split into temporal and spatial planes for ``xi`` and ``lam`` in more than two
     dimensions), a smoothing field for ``xi`` and ``lam`` in 3 or more dimensions ``split`` and the anisotropy
