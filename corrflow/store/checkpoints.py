@@ -149,7 +149,7 @@ def _write_locked(path: Path, meta_json: dict[str, Any], arrs: dict[str, np.ndar
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise CheckpointError(f"checkpoint directory {path} is being written by another process; do not "
-                                  "train two flows into one directory") from None
+                                  "run two jobs (flow trainings, derivative runs) on one directory at once") from None
         cur, _ = _current(path)
         m = _VERSION_RE.match(cur or "")
         version = f"v{(int(m.group(1)) + 1) if m else 0:06d}-{uuid.uuid4().hex[:8]}"
