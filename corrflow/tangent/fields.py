@@ -395,7 +395,7 @@ def _smoothing_by_default(theory: Any, param: str | None) -> bool:
     for ``xi`` and ``lam`` with Wilson fermions too: the held-out smoothing field (exact divergence, no probes), with
     anisotropic flows for ``xi`` / ``lam``.  Measured (4D SU(3), BENCHMARKS.md): d/dλ at 4^4, β = 5.8 and 6.0: the
     reduction of the split gradient field with flowed features at 1/15 of its cost per configuration; N_f = 2 QCD
-    4^4: d<P>/dλ 10x, d<C_π(1)>/dλ 12x, dE_π/dλ 5.4x against 3.6x, 5.5x, 3.4x for split loops; d<P>/dβ at β = 6.0:
+    4^4: d<P>/dλ 10x, d<C_π(1)>/dλ 12x, dE_π/dλ 5.4x against 3.6x, 5.2x, 3.0x for split loops; d<P>/dβ at β = 6.0:
     8.8x / 4.6x / 7.3x at 4^4 / 6^4 / 8^4 against 8.9x / 8.8x / 3.5x for the gradient field, for 1/16 / 1/12 / 1/6 of
     its cost (at β = 5.8 on 4^4 the gradient field reduces more, 2.7x against 1.8x, for 14x the cost): per unit of
     cost the held-out field is the best of the fields.  ``beta`` with fermions keeps the gradient field (not measured
