@@ -47,7 +47,7 @@ fi
 run 150 pallas_check $PY benchmarks/su3.py --check-pallas
 run 250 su3_pallas $PY benchmarks/su3.py --sizes 16 --pallas --pallas-blocks 64 --pallas-loop
 # issue 15: d/dlam (Feynman-Hellmann source) at 8^4 with the anisotropic held-out smoothing field (the lam default)
-# (measured only at 4^4 on a CPU so far; the gradient field, its comparison there, costs too much for this cap)
+# (its variance reduction was measured on a CPU, 19x at 8^4; here: the cost per configuration on the GPU)
 run 130 tangent_lam_8 $PY benchmarks/tangent.py --L "" --su3 --su3-L 8 --su3-beta 6.0 --su3-n 50 --su3-param lam --su3-fields anisotropic
 # measured on 2026-12-04 (BENCHMARKS.md); rerun when their code changes:
 #   run 110 su3_kernels $PY benchmarks/su3.py --sizes 8 16
