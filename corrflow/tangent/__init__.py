@@ -31,9 +31,10 @@ Example::
 """
 
 from .core import (
-    KEEPS_CHARGE,
+    CHARGE_OBSERVABLES,
     OBSERVABLES,
     PARAMETERS,
+    charge_observables,
     check_charge_observables,
     check_parameter,
     coords_shape,
@@ -48,8 +49,8 @@ from .core import (
     parameter_derivative,
     probe_classes,
 )
-from .derivative import (FIT_TARGETS, FLAT_TERMS, DerivativeResult, TangentTerms, apply_fits, compute_terms, control_variates,
-                         derivative, estimate, fit_coefficients, observable_cross_fit)
+from .derivative import (FIT_TARGETS, FLAT_TERMS, DerivativeResult, TangentTerms, apply_fits, compute_terms,
+                         control_variates, derivative, estimate, fit_coefficients, observable_cross_fit)
 from .estimator import connected_estimate, tangent_estimate, tangent_values, variance_reduction
 from .fermions import (
     FERMION_OBSERVABLES,
@@ -69,7 +70,8 @@ from .scales import flow_scale_derivative
 from .spectroscopy import cosh_effective_mass, effective_mass_derivative
 
 __all__ = [
-    "OBSERVABLES", "PARAMETERS", "KEEPS_CHARGE", "check_charge_observables", "check_parameter", "observables_vector", "coords_shape", "directional_derivative", "divergence_dense",
+    "OBSERVABLES", "PARAMETERS", "CHARGE_OBSERVABLES", "charge_observables", "check_charge_observables",
+    "check_parameter", "observables_vector", "coords_shape", "directional_derivative", "divergence_dense",
     "divergence_hutchinson", "gradient", "hutchinson_probes", "lift", "observable_function", "parameter_derivative",
     "probe_classes", "SmoothingField", "PreconditionedField",
     "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate", "FIT_TARGETS", "FLAT_TERMS",

@@ -48,7 +48,8 @@ __all__ = [
     "check_parameter",
     "observable_function",
     "OBSERVABLES",
-    "KEEPS_CHARGE",
+    "CHARGE_OBSERVABLES",
+    "charge_observables",
     "check_charge_observables",
     "PARAMETERS",
 ]
@@ -212,7 +213,7 @@ def observable_function(name: str, group: Group, shape: tuple[int, ...]) -> Call
 
     ``chi_top`` (2D U(1) only): ``Q^2 / V`` with ``Q`` the geometric topological charge, whose mean is the
     topological susceptibility.  ``Q`` is integer-valued, so integration by parts holds only for fields that never
-    change it (:data:`KEEPS_CHARGE`; :func:`check_charge_observables`); along them ``v·∇O = 0``.
+    change it (:data:`CHARGE_OBSERVABLES`; :func:`check_charge_observables`); along them ``v·∇O = 0``.
 
     Raises ``ValueError`` for unknown names or loops that do not fit on the lattice.  Other non-smooth observables
     (the geometric charge itself, ``|Polyakov loop|``) are refused: integration by parts needs smooth ``O``.
@@ -240,20 +241,27 @@ def observable_function(name: str, group: Group, shape: tuple[int, ...]) -> Call
     raise ValueError(f"unknown observable {n!r}{hint}; allowed: {', '.join(OBSERVABLES)}")
 
 
-#: observables that are functions of the geometric topological charge (integer-valued: see
-#: :func:`check_charge_observables`)
-KEEPS_CHARGE = ("chi_top",)
+#: observables that are functions of the geometric topological charge (integer-valued: they need a field that keeps
+#: the charge, :func:`check_charge_observables`)
+CHARGE_OBSERVABLES = ("chi_top",)
+
+
+def charge_observables(names: Sequence[str]) -> list[str]:
+    """The names among ``names`` that are functions of the topological charge (:data:`CHARGE_OBSERVABLES`)."""
+    return [n for n in (str(x).strip() for x in names) if n in CHARGE_OBSERVABLES]
 
 
 def check_charge_observables(names: Sequence[str], field: Any) -> None:
-    """``ValueError`` (one line) when an observable of the topological charge (:data:`KEEPS_CHARGE`) is asked for
-    with a field that can change the charge: ``Q`` jumps where a plaquette angle wraps, and a field moving angles
+    """``ValueError`` (one line) when an observable of the topological charge (:data:`CHARGE_OBSERVABLES`) is asked
+    for with a field that can change the charge: ``Q`` jumps where a plaquette angle wraps, and a field moving angles
     across ``±π`` adds a boundary term that the estimator does not contain (bias).  Fields with ``keeps_charge``
-    (the 2D U(1) plaquette field with its default weights, the null field) are fine."""
-    bad = [n for n in names if n in KEEPS_CHARGE]
+    (the 2D U(1) plaquette field with ``keep_charge``, which :func:`~corrflow.tangent.make_field` sets for these
+    observables, and the null field) are fine."""
+    bad = charge_observables(names)
     if bad and not getattr(field, "keeps_charge", False):
         raise ValueError(f"{', '.join(bad)} is a function of the integer topological charge: it needs a field that "
-                         "never changes the charge (--field plaquette, the default for 2D U(1), or --field none); "
+                         "never changes the charge (--field plaquette, the default for 2D U(1), or --field none; "
+                         "PlaquetteField(keep_charge=True) from Python); "
                          f"the {getattr(field, 'kind', type(field).__name__)} field can change it")
 
 

@@ -190,11 +190,11 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
         stop = min(start + batch, n)
         idx = np.arange(start, start + batch) % n  # pad the last batch (same shape: no recompilation)
         res = kern(jnp.asarray(flat[idx]), keys[idx], theory)
-        for k, (lst, r) in enumerate(zip(outs, res)):
+        for lst, r in zip(outs, res):
             lst.append(np.asarray(r)[: stop - start])
-            if on_batch is not None and len(lst) > 1:
-                outs[k] = [np.concatenate(lst)]
-        if on_batch is not None:
+        if on_batch is not None:  # the outputs of configurations 0 .. stop - 1, kept as one array each
+            for lst in outs:
+                lst[:] = [np.concatenate(lst)]
             on_batch(stop, [x[0] for x in outs])
         if progress is not None:
             progress(stop, n)

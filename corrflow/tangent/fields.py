@@ -56,8 +56,8 @@ import numpy as np
 
 from .. import lattice
 from ..groups import Group, exp_left_taylor4
-from .core import KEEPS_CHARGE, casimir, directional_derivative, divergence_hutchinson, gradient, lift
-from .fermions import is_fermion_theory
+from .core import casimir, charge_observables, directional_derivative, divergence_hutchinson, gradient, lift
+from .fermions import gauge_action, is_fermion_theory
 
 Array = jax.Array
 
@@ -405,7 +405,7 @@ def _smoothing_by_default(theory: Any, param: str | None) -> bool:
     if is_fermion_theory(theory):
         if param == "beta":
             return False
-        theory = theory.gauge
+        theory = gauge_action(theory)
     from .smoothing import SmoothingField
 
     try:
@@ -439,7 +439,7 @@ def make_field(kind: str = "auto", theory: Any = None, param: str | None = None,
     if kind == "gradient" and param is not None and theory is not None and "features" not in options:
         options["features"] = default_features(param, theory)
     if kind == "plaquette":
-        if any(str(o).strip() in KEEPS_CHARGE for o in observables):
+        if charge_observables(observables):
             options.setdefault("keep_charge", True)
         f: Any = PlaquetteField(**options)
     elif kind == "gradient":
