@@ -196,6 +196,14 @@ def derivative(
                 table.add_row(o, label, format_value_error(s.value, s.error), f"{s.tau_int:.2f}",
                               f"{reductions[o][k]:.3g}x")
         console.print(table)
+        c, adjusted = res.cost, res.cost_adjusted()
+        line = f"cost per configuration: tangent terms {c['terms_s']:.3g} s, fit {c['fit_s']:.2g} s"
+        if adjusted:
+            line += (f", generation {c['generation_s']:.3g} s; variance reduction at equal cost: "
+                     + ", ".join(f"{o} {x:.3g}x" for o, x in adjusted.items()))
+        else:
+            line += "; the ensemble's generation cost is not recorded (made by an older corrflow or imported)"
+        console.print(line)
         fit_msg = "reused" if res.reused else ("fitted" if r.fits or r.observable_fits else "none")
         extra = ""
         if r.fits:

@@ -3,7 +3,9 @@ ensure-ensemble step.
 
 The Markov chains themselves are :func:`corrflow.generate.run_blocks` (pure, jitted blocks); this module
 creates / validates the stored ensemble, checkpoints thermalisation, appends and commits each block, and
-resumes bit-identically after an interruption.
+resumes bit-identically after an interruption.  Each commit also records the generation cost of the stored
+configurations (``cost_s`` in the commit record: steady-state seconds of the production blocks, compilation
+excluded, as the cost ledger defines costs; summed over resumed runs, unknown once a run did not record it).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from .. import hmc
 from ..generate import initial_links, measurements_from_names, run_blocks
+from .ledger import Clock
 
 __all__ = ["GenerationSummary", "generate_to_store"]
 
@@ -138,6 +141,10 @@ def generate_to_store(
                                                 "plaquette": float("nan")})
         acc, plaq = [], []
         remaining = n_traj - w.committed
+        # the generation cost of the stored configurations (commit record ``cost_s``): unknown if an earlier run
+        # of this ensemble did not record it
+        cost0 = float(w.commit_record.get("cost_s", 0.0 if w.committed == 0 else float("nan")))
+        clock, done = Clock(), 0
         for blk in run_blocks(key, theory, config, links, remaining, block_size=block_size, first_index=next_traj,
                               measure=measure, thin=thin, keep_links=True, action=action, mesh=mesh):
             per = {k: np.asarray(v) for k, v in blk.measurements.items()}
@@ -150,7 +157,10 @@ def generate_to_store(
                 raise FloatingPointError(f"non-finite links in the block starting at trajectory {blk.first}; "
                                          "nothing of this block was stored. Reduce the step size.")
             next_traj = int(blk.traj[-1]) + 1
-            w.append(blk.traj, blk_links, per, next_traj)
+            done += len(blk.traj)
+            clock.tick(done)
+            cost = cost0 + clock.cost(done)
+            w.append(blk.traj, blk_links, per, next_traj, cost_s=cost if np.isfinite(cost) else None)
             acc.append(per["accepted"].mean())
             plaq.append(per["plaquette"].mean())
             if progress is not None:

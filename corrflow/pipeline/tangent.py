@@ -14,6 +14,11 @@ stopped when it is started again with the same settings, and a repeated run read
 them.  Terms saved under other settings are recomputed and replaced; a damaged terms checkpoint is recomputed with
 a warning.
 
+Cost: the terms and the fit are timed as the cost ledger defines costs (:mod:`corrflow.pipeline.ledger`: steady state,
+compilation excluded; the seconds of resumed terms are kept in their checkpoint) and set against the ensemble's
+generation cost per configuration (its commit record's ``cost_s``): ``StoredDerivative.cost_adjusted`` is the variance
+reduction at equal cost, ``reduction * g / (g + t)``.
+
 With ``compare`` the finite-shift estimators of the same derivative join the table: ensembles at ``α + δ`` already in
 the store -- a flowed ensemble (``corrflow correlate --flow``: estimator ``flowed``), the identity flow (``--identity``:
 ``direct``) and an independent HMC ensemble (``independent``) -- give ``(<O>_{α+δ} − <O>_α) / δ`` by
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,6 +43,7 @@ from .. import make_theory
 from ..compare import compare_ensembles, parameter_shift
 from .. import tangent as tg
 from ..store.checkpoints import CheckpointError, has_checkpoint, read_checkpoint, write_checkpoint
+from .ledger import Clock
 
 __all__ = ["StoredDerivative", "derivative_from_store", "default_checkpoint_dir", "load_all_configs", "CHECKPOINT_KIND",
            "FINITE_SHIFT_ESTIMATORS", "finite_shift_plan", "finite_shift_estimates", "TERMS_KIND"]
@@ -66,11 +73,26 @@ class StoredDerivative:
     discard: int = 0
     thin: int = 1
     terms_resumed: int = 0
+    cost: dict[str, float] = field(default_factory=dict)
+
+    def cost_adjusted(self) -> dict[str, float]:
+        """Variance reduction of the tangent estimator against the connected one at equal cost, per observable:
+        ``reduction * g / (g + t)`` with ``g`` the generation cost of a configuration (as used: times ``thin``)
+        and ``t`` the tangent terms and the fit per configuration (``cost``, seconds per configuration, compilation
+        excluded) -- the connected estimator could spend ``t`` on more configurations instead.  Empty when the
+        ensemble's generation cost was not recorded (ensembles made before corrflow recorded it, imports)."""
+        g = self.cost.get("generation_s", float("nan"))
+        t = self.cost.get("terms_s", float("nan")) + self.cost.get("fit_s", 0.0)
+        if not (np.isfinite(g) and np.isfinite(t) and g > 0):
+            return {}
+        return {o: float(r * g / (g + t)) for o, r in self.result.reduction.items()}
 
     def as_dict(self) -> dict[str, Any]:
         out = self.result.as_dict()
         out.update(checkpoint=str(self.checkpoint), reused=self.reused, n_chains=self.n_chains, n_traj=self.n_traj,
-                   discard=self.discard, thin=self.thin, terms_resumed=self.terms_resumed)
+                   discard=self.discard, thin=self.thin, terms_resumed=self.terms_resumed,
+                   cost_per_configuration={k: (float(v) if np.isfinite(v) else None) for k, v in self.cost.items()},
+                   cost_adjusted_reduction=self.cost_adjusted())
         if self.traces:
             out["traces"] = dict(self.traces)
         if self.shifts:
@@ -240,13 +262,25 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     terms_dir = ckpt / "terms"
     terms_key = {k: v for k, v in settings.items() if k not in ("kind", "n_folds", "held_out", "target")}
     terms_key.update(kind=TERMS_KIND, observables=list(names), n_configs=int(configs.shape[0] * configs.shape[1]))
-    resume = _saved_terms(terms_dir, terms_key)
+    resume, resumed_cost = _saved_terms(terms_dir, terms_key)
+    first = len(resume[0]) if resume else 0
+    clock = Clock()
+
+    def terms_cost(stop: int) -> float:  # seconds of all terms of configurations 0 .. stop - 1
+        clock.tick(stop - first)
+        return resumed_cost + (clock.cost(stop - first) if stop > first else 0.0)
 
     def save(stop: int, flat: list[np.ndarray]) -> None:
-        write_checkpoint(terms_dir, {**terms_key, "done": int(stop)}, dict(zip(tg.FLAT_TERMS, flat)))
+        cost = terms_cost(stop)
+        write_checkpoint(terms_dir, {**terms_key, "done": int(stop), "cost_s": cost if np.isfinite(cost) else None},
+                         dict(zip(tg.FLAT_TERMS, flat)))
 
     terms = tg.compute_terms(fld, theory, param, names, configs, jax.random.PRNGKey(seed), batch=batch,
                              progress=progress, traces=tr, resume=resume, on_batch=save)
+    n_configs = int(configs.shape[0] * configs.shape[1])
+    cost = {"generation_s": _generation_cost(store.commit(ensemble), total, int(spec.n_chains)) * thin,
+            "terms_s": (resumed_cost + (clock.cost(n_configs - first) if n_configs > first else 0.0)) / n_configs}
+    t_fit = time.perf_counter()
     reused = False
     fits: list[Any] = []
     if fld.n_coef == 0:
@@ -275,6 +309,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                 meta["fits"] = {o: [info(f) for f in fs] for o, fs in zip(names, fits)}
                 saved_coef = np.stack([[f.coef for f in fs] for fs in fits])  # (n_obs, n_folds, K)
             write_checkpoint(ckpt, meta, {"coef": saved_coef})
+    cost["fit_s"] = (time.perf_counter() - t_fit) / n_configs
     refs = {k: float(v) for k, v in (("t0_reference", t0_reference), ("w0_reference", w0_reference)) if v is not None}
     res = tg.estimate(terms, coef, fits, fld.describe(), **refs)
     shifted = finite_shift_estimates(store, ensemble, plan, names, discard)
@@ -282,22 +317,35 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         res = replace(res, estimates={o: {**est, **shifted.get(o, {})} for o, est in res.estimates.items()})
     return StoredDerivative(result=res, checkpoint=ckpt, reused=reused, n_chains=int(spec.n_chains),
                             n_traj=int(committed), shifts=plan, traces=terms.traces,
-                            discard=int(discard), thin=int(thin), terms_resumed=len(resume[0]) if resume else 0)
+                            discard=int(discard), thin=int(thin), terms_resumed=first, cost=cost)
 
 
-def _saved_terms(path: Path, key: dict[str, Any]) -> tuple[np.ndarray, ...]:
+def _generation_cost(commit: dict[str, Any], committed: int, n_chains: int) -> float:
+    """Generation seconds per stored configuration from an ensemble's commit record (``cost_s``, recorded by
+    :func:`corrflow.pipeline.generate_to_store`); NaN when it was not recorded."""
+    try:
+        c = float(commit.get("cost_s", float("nan")))
+    except (TypeError, ValueError):
+        return float("nan")
+    return c / (committed * n_chains) if committed > 0 and c >= 0 else float("nan")
+
+
+def _saved_terms(path: Path, key: dict[str, Any]) -> tuple[tuple[np.ndarray, ...], float]:
     """The flat terms (:data:`corrflow.tangent.FLAT_TERMS`) of the first configurations saved in ``path`` under the
-    same ``key``; ``()`` when there are none, they belong to other settings, or the checkpoint is damaged (warned)."""
+    same ``key``, and the seconds they cost (NaN if not recorded); ``((), 0.0)`` when there are none, they belong to
+    other settings, or the checkpoint is damaged (warned)."""
+    none: tuple[tuple[np.ndarray, ...], float] = ((), 0.0)
     if not has_checkpoint(path):
-        return ()
+        return none
     try:
         meta, arrays = read_checkpoint(path, "tangent terms checkpoint")
     except CheckpointError as exc:
         warnings.warn(f"{exc}; computing the terms again", RuntimeWarning, stacklevel=3)
-        return ()
+        return none
     if {k: meta.get(k) for k in key} != json.loads(json.dumps(key)) or set(arrays) != set(tg.FLAT_TERMS):
-        return ()
+        return none
     flat = tuple(arrays[k] for k in tg.FLAT_TERMS)
     if len({a.shape[0] if a.ndim else -1 for a in flat}) != 1 or flat[0].shape[0] != meta.get("done"):
-        return ()
-    return flat
+        return none
+    cost = meta.get("cost_s")
+    return flat, float(cost) if isinstance(cost, (int, float)) else float("nan")

@@ -15,7 +15,10 @@ uninterrupted one.
 Commit record: ``committed`` (stored trajectories per chain), ``next_traj`` (global index the chain
 continues from), ``phase`` (``therm`` / ``production``), ``slot`` (active checkpoint slot, -1: none) and,
 when a run announced it (:meth:`EnsembleWriter.set_target`), ``target`` (trajectories per chain, or
-files of an import, that run was asked for: fewer committed means an interrupted, incomplete run).
+files of an import, that run was asked for: fewer committed means an interrupted, incomplete run) and, when the
+generator measured it, ``cost_s`` (steady-state seconds, JIT compilation excluded, that the committed production
+trajectories of all chains took; see :mod:`corrflow.pipeline.ledger`): the cost of a configuration, which derivative
+estimators weigh their own cost against.
 """
 
 from __future__ import annotations
@@ -328,13 +331,15 @@ class EnsembleWriter:
                              "Cast explicitly if a precision change is intended.")
 
     def append(self, traj: Sequence[int], links: np.ndarray, per_traj: Mapping[str, np.ndarray],
-               next_traj: int) -> None:
+               next_traj: int, *, cost_s: float | None = None) -> None:
         """Append a block of stored trajectories and commit it.
 
         ``traj``: global indices ``(n,)`` of the stored configurations, strictly increasing and larger
         than every stored index; ``links``: ``(chains, n, ...)``; ``per_traj``: every per-trajectory
         variable of the ensemble as ``(chains, n)``; ``next_traj``: the global index the chain continues
-        from.  Validates everything before writing anything.
+        from.  ``cost_s``: the generation cost of every committed trajectory after this block (cumulative, all
+        chains), committed with it; ``None`` drops a cost recorded before (the cost of the whole is then unknown).
+        Validates everything before writing anything.
         """
         traj = np.asarray(traj, dtype=np.int64)
         links = np.asarray(links)
@@ -379,5 +384,10 @@ class EnsembleWriter:
             links_done.result()
         fault_point("append:data")
         # 2) commit
-        self._write_commit(committed=new, next_traj=int(next_traj), phase="production")
+        rec = self.commit_record
+        rec.update(committed=new, next_traj=int(next_traj), phase="production")
+        rec.pop("cost_s", None)
+        if cost_s is not None and np.isfinite(cost_s):
+            rec["cost_s"] = float(cost_s)
+        self.group.attrs["corrflow_commit"] = rec  # one atomic metadata write
         fault_point("append:commit")

@@ -1,0 +1,71 @@
+"""What a configuration costs: `corrflow generate` records the steady-state generation cost in the commit record
+(summed over resumed runs, unknown once a run did not record it), and `corrflow derivative` sets the cost of its
+terms and fit against it -- the variance reduction at equal cost."""
+
+import json
+import shutil
+
+import numpy as np
+from typer.testing import CliRunner
+
+from corrflow import HMCConfig, make_theory, open_store
+from corrflow.cli import app
+from corrflow.pipeline import generate_to_store
+from corrflow.pipeline.tangent import derivative_from_store
+
+ENSEMBLE = "u1_8x8_beta2"  # as in conftest.py
+
+
+def test_generation_cost_is_recorded_summed_and_dropped_when_unknown(tmp_path):
+    th = make_theory("u1", (4, 4), beta=2.0)
+    store = open_store(tmp_path / "s.zarr", "a")
+    run = dict(n_chains=2, n_therm=4, block_size=4)
+    generate_to_store(store, "e", th, HMCConfig(0.25, 4), n_traj=8, **run)
+    first = store.commit("e")["cost_s"]
+    assert np.isfinite(first) and first > 0
+    generate_to_store(store, "e", th, HMCConfig(0.25, 4), n_traj=16, resume=True, **run)
+    second = store.commit("e")["cost_s"]
+    assert second > first  # the extension adds its own seconds
+    # a block appended without a cost (an older corrflow, an import) makes the total unknown, and it stays unknown
+    with store.writer("e") as w:
+        w.append([100], np.zeros((2, 1, 4, 4, 2)), {k: np.zeros((2, 1)) for k in w._per_traj_vars()}, 101)
+    assert "cost_s" not in store.commit("e")
+    generate_to_store(store, "e", th, HMCConfig(0.25, 4), n_traj=21, resume=True, **run)
+    assert store.commit("e")["committed"] == 21 and "cost_s" not in store.commit("e")
+
+
+def test_derivative_reports_the_reduction_at_equal_cost(u1_store, tmp_path):
+    st = open_store(u1_store, "r")
+    res = derivative_from_store(st, u1_store, ENSEMBLE, "beta", ["plaquette"], batch=1000, out=tmp_path / "ck", thin=2)
+    c = res.cost
+    per_config = st.commit(ENSEMBLE)["cost_s"] / (st.commit(ENSEMBLE)["committed"] * res.n_chains)
+    assert np.isclose(c["generation_s"], 2 * per_config)  # every 2nd configuration used: twice the generation cost
+    assert c["terms_s"] > 0 and c["fit_s"] >= 0
+    adj = res.cost_adjusted()
+    g, t = c["generation_s"], c["terms_s"] + c["fit_s"]
+    assert np.isclose(adj["plaquette"], res.result.reduction["plaquette"] * g / (g + t))
+    out = json.loads(json.dumps(res.as_dict(), default=float))
+    assert out["cost_adjusted_reduction"] == adj and out["cost_per_configuration"]["terms_s"] == c["terms_s"]
+    # a repeated run computes no terms: their cost comes from the terms checkpoint
+    again = derivative_from_store(st, u1_store, ENSEMBLE, "beta", ["plaquette"], batch=1000, out=tmp_path / "ck",
+                                  thin=2)
+    assert again.terms_resumed == again.n_chains * again.n_traj and again.cost["terms_s"] == c["terms_s"]
+
+
+def test_unrecorded_generation_cost_is_said_not_guessed(u1_store, tmp_path):
+    copy = tmp_path / "old.zarr"
+    shutil.copytree(u1_store, copy)
+    st = open_store(copy, "a")
+    with st.writer(ENSEMBLE) as w:  # an ensemble from before corrflow recorded costs
+        rec = w.commit_record
+        rec.pop("cost_s")
+        w.group.attrs["corrflow_commit"] = rec
+    args = ["derivative", "--store", str(copy), ENSEMBLE, "--obs", "plaquette", "--batch", "1000", "--thin", "2",
+            "--out", str(tmp_path / "ck")]
+    res = CliRunner().invoke(app, args + ["--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["cost_adjusted_reduction"] == {} and out["cost_per_configuration"]["generation_s"] is None
+    text = CliRunner().invoke(app, args)
+    assert text.exit_code == 0, text.output
+    assert "generation cost is not recorded" in " ".join(text.output.split())
