@@ -149,7 +149,8 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
             skipped.append(o)
     if not smooth:
         return [], [f"Tangent-flow estimator: none of {', '.join(observables)} is a smooth observable it takes.", ""]
-    res = derivative_from_store(store, store.path, base, pname, smooth, out=out / "tangent_field").result
+    stored = derivative_from_store(store, store.path, base, pname, smooth, out=out / "tangent_field")
+    res, adjusted = stored.result, stored.cost_adjusted()
     rows = [ComparisonRow(o, k, base, None, s, s, None, None)
             for o in smooth for k, s in res.estimates[o].items() if k in ("tangent", "connected")]
     fit = "/".join(f"{f.reduction:.1f}x" for f in res.fits) or "none"
@@ -157,7 +158,11 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
              f"connected estimator -<O dS/d{pname}>_c, both on the base ensemble alone (unbiased, no weights, no "
              "shift; 'difference' and 'd<O>' columns both hold the derivative). Variance reduction of the tangent "
              "estimator against the connected one: "
-             + ", ".join(f"{o} {res.reduction[o]:.1f}x" for o in smooth) + "."
+             + ", ".join(f"{o} {res.reduction[o]:.1f}x" for o in smooth) + "; at equal cost (terms and fit "
+             f"{stored.cost['terms_s'] + stored.cost['fit_s']:.3g} s per configuration"
+             + (f" against {stored.cost['generation_s']:.3g} s to generate one): "
+                + ", ".join(f"{o} {adjusted[o]:.1f}x" for o in smooth) if adjusted
+                else "; the generation cost of the ensemble is not recorded") + ")."
              + (f" Not smooth, not estimated: {', '.join(skipped)}." if skipped else ""), ""]
     return rows, lines
 

@@ -193,6 +193,7 @@ def test_compare_adds_finite_shift_estimators_and_report(u1_store, exact_u1, tmp
     assert rep.exit_code == 0, rep.output
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Tangent-flow estimator" in md and "| plaquette | tangent |" in md and "| plaquette | connected |" in md
+    assert "at equal cost" in md and "to generate one): plaquette" in md  # the ensemble recorded its cost
     assert _snapshot(store) == before
     bad = runner.invoke(app, ["report", "--store", str(store), "--tangent", "--out", str(tmp_path / "rep2")])
     assert bad.exit_code == 2 and "--tangent needs --base" in bad.output
