@@ -79,8 +79,10 @@ class StoredDerivative:
         """Variance reduction of the tangent estimator against the connected one at equal cost, per observable:
         ``reduction * g / (g + t)`` with ``g`` the generation cost of a configuration (as used: times ``thin``)
         and ``t`` the tangent terms and the fit per configuration (``cost``, seconds per configuration, compilation
-        excluded) -- the connected estimator could spend ``t`` on more configurations instead.  Empty when the
-        ensemble's generation cost was not recorded (ensembles made before corrflow recorded it, imports)."""
+        excluded) -- the connected estimator could spend ``t`` on more configurations instead.  ``t`` includes the
+        observables themselves, which the connected estimator needs too: conservative where they are expensive
+        (pion correlators).  Empty when the ensemble's generation cost was not recorded (ensembles made before
+        corrflow recorded it, imports)."""
         g = self.cost.get("generation_s", float("nan"))
         t = self.cost.get("terms_s", float("nan")) + self.cost.get("fit_s", 0.0)
         if not (np.isfinite(g) and np.isfinite(t) and g > 0):
