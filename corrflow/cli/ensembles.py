@@ -188,6 +188,12 @@ def info(
             console.print(f"HMC: {d['hmc']}, therm {d['n_therm']}, thin {d['thin']}, seed {d['seed']}, dtype {d['dtype']}, "
                           f"phase {d['phase']}, next trajectory {d['next_traj']}")
             console.print(f"created {d['created']} with {d['versions']}")
+            n_cfg = d["committed"] * d["n_chains"]
+            if d["cost_s"] is not None and n_cfg:
+                console.print(f"generation cost {d['cost_s'] / n_cfg:.3g} s per configuration ({d['cost_s']:.1f} s for "
+                              f"{n_cfg}; steady state, compilation excluded)")
+            else:
+                console.print("generation cost not recorded")
 
     _run(body)
 

@@ -239,7 +239,8 @@ class EnsembleStore:
         """Summary of an ensemble: spec fields, committed trajectories, size, provenance, completeness.
 
         ``target`` is the number of trajectories per chain the last run was asked for (the number of files of
-        an import), ``complete`` whether they are all committed (without a target: whether anything is)."""
+        an import), ``complete`` whether they are all committed (without a target: whether anything is);
+        ``cost_s`` the recorded generation seconds of the committed configurations (None if not recorded)."""
         node = self._node(name)
         spec = EnsembleSpec.from_json(node.attrs["corrflow_ensemble"])
         com = dict(node.attrs["corrflow_commit"])
@@ -249,6 +250,8 @@ class EnsembleStore:
                    phase=com["phase"], created=node.attrs.get("corrflow_created"),
                    versions=node.attrs.get("corrflow_versions"), target=target,
                    complete=int(com["committed"]) >= int(target) if target is not None else int(com["committed"]) > 0)
+        cost = com.get("cost_s")
+        out["cost_s"] = float(cost) if isinstance(cost, (int, float)) else None
         out["observables"] = {k: int(v) for k, v in dict(node.attrs.get("corrflow_observables", {})).items()}
         itemsize = np.dtype(spec.dtype).itemsize
         out["links_bytes"] = int(com["committed"]) * spec.n_chains * int(np.prod(spec.config_shape)) * itemsize

@@ -26,12 +26,17 @@ def test_generation_cost_is_recorded_summed_and_dropped_when_unknown(tmp_path):
     generate_to_store(store, "e", th, HMCConfig(0.25, 4), n_traj=16, resume=True, **run)
     second = store.commit("e")["cost_s"]
     assert second > first  # the extension adds its own seconds
+    assert store.info("e")["cost_s"] == second
+    shown = CliRunner().invoke(app, ["info", str(tmp_path / "s.zarr"), "e"])
+    assert shown.exit_code == 0 and f"generation cost {second / 32:.3g} s per configuration" in " ".join(shown.output.split())
     # a block appended without a cost (an older corrflow, an import) makes the total unknown, and it stays unknown
     with store.writer("e") as w:
         w.append([100], np.zeros((2, 1, 4, 4, 2)), {k: np.zeros((2, 1)) for k in w._per_traj_vars()}, 101)
     assert "cost_s" not in store.commit("e")
     generate_to_store(store, "e", th, HMCConfig(0.25, 4), n_traj=21, resume=True, **run)
     assert store.commit("e")["committed"] == 21 and "cost_s" not in store.commit("e")
+    assert store.info("e")["cost_s"] is None
+    assert "generation cost not recorded" in CliRunner().invoke(app, ["info", str(tmp_path / "s.zarr"), "e"]).output
 
 
 def test_derivative_reports_the_reduction_at_equal_cost(u1_store, tmp_path):
