@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, List, Optional
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -197,7 +198,9 @@ def derivative(
                               f"{reductions[o][k]:.3g}x")
         console.print(table)
         c, adjusted = res.cost, res.cost_adjusted()
-        line = f"cost per configuration: tangent terms {c['terms_s']:.3g} s, fit {c['fit_s']:.2g} s"
+        terms_s = (f"{c['terms_s']:.3g} s" if np.isfinite(c["terms_s"]) else
+                   "unknown (terms read from a checkpoint written without their cost)")
+        line = f"cost per configuration: tangent terms {terms_s}, fit {c['fit_s']:.2g} s"
         if adjusted:
             line += (f", generation {c['generation_s']:.3g} s; variance reduction at equal cost: "
                      + ", ".join(f"{o} {x:.3g}x" for o, x in adjusted.items()))

@@ -12,6 +12,7 @@ from corrflow import HMCConfig, make_theory, open_store
 from corrflow.cli import app
 from corrflow.pipeline import generate_to_store
 from corrflow.pipeline.tangent import derivative_from_store
+from corrflow.store.checkpoints import read_checkpoint, write_checkpoint
 
 ENSEMBLE = "u1_8x8_beta2"  # as in conftest.py
 
@@ -55,6 +56,16 @@ def test_derivative_reports_the_reduction_at_equal_cost(u1_store, tmp_path):
     again = derivative_from_store(st, u1_store, ENSEMBLE, "beta", ["plaquette"], batch=1000, out=tmp_path / "ck",
                                   thin=2)
     assert again.terms_resumed == again.n_chains * again.n_traj and again.cost["terms_s"] == c["terms_s"]
+    # terms saved by an older corrflow (no cost in the checkpoint): unknown, said so, not guessed
+    meta, arrays = read_checkpoint(tmp_path / "ck" / "terms")
+    meta.pop("cost_s")
+    write_checkpoint(tmp_path / "ck" / "terms", meta, arrays)
+    args = ["derivative", "--store", str(u1_store), ENSEMBLE, "--obs", "plaquette", "--batch", "1000", "--thin", "2",
+            "--out", str(tmp_path / "ck")]
+    text = CliRunner().invoke(app, args)
+    assert text.exit_code == 0, text.output
+    assert "tangent terms unknown (terms read from a checkpoint written without their cost)" in " ".join(
+        text.output.split())
 
 
 def test_unrecorded_generation_cost_is_said_not_guessed(u1_store, tmp_path):
