@@ -68,11 +68,12 @@ FIELD_KINDS = ("plaquette", "gradient", "preconditioned", "smoothing", "none")
 #: Anisotropy ``a`` of the smoothing field's flows (plane couplings ``1 ± a``) for ``xi`` and ``lam`` in 3 or more
 #: dimensions (measured at 4^4, β = 6: a = 0.25 and 0.5 give the same Var[R] reduction).
 SMOOTHING_ANISOTROPY = 0.5
-#: Flow times and Euler step of ``auto``'s held-out smoothing field for ``beta`` (pure gauge): measured against the
-#: field's own defaults (times 0.1 ... 0.8, step 0.05) on the same heat-bath configurations (4D SU(3), β = 6.0,
-#: BENCHMARKS.md), the same variance reduction (4^4: d<P>/dβ 9.6x against 10.5x; 8^4: 4.05x against 4.15x) for a third
-#: of the cost per configuration (the flows of the eight layer masks are the cost), i.e. 2.3–2.9x more reduction at
-#: equal cost; at β = 5.7 (4^4) 2.9x against 3.0x.
+#: Flow times and Euler step of ``auto``'s held-out smoothing field on pure-gauge lattices (``beta``, ``xi``,
+#: ``lam``): measured against the field's own defaults (times 0.1 ... 0.8, step 0.05) on the same heat-bath
+#: configurations (4D SU(3), β = 6.0, BENCHMARKS.md), the same variance reduction (d<P>/dβ 4^4: 9.6x against 10.5x,
+#: 8^4: 4.05x against 4.15x; d<P>/dλ 4^4: 13.3x against 14.8x) for a third of the cost per configuration (the flows
+#: of the layer masks are the cost), i.e. 2.3–2.9x more reduction at equal cost; d<P>/dβ at β = 5.7 (4^4) 2.9x
+#: against 3.0x.  With Wilson fermions (``lam``, ``xi``) the field keeps its own defaults (measured there).
 BETA_SMOOTHING = {"times": (0.1, 0.2, 0.4), "flow_eps": 0.1}
 
 
@@ -428,8 +429,8 @@ def make_field(kind: str = "auto", theory: Any = None, param: str | None = None,
     :class:`corrflow.tangent.smoothing.SmoothingField`; ``times`` may be a comma-separated string), ``none``, or
     ``auto`` (plaquette for 2D U(1); for ``beta``, ``xi`` and ``lam`` on pure-gauge SU(2) / SU(3) lattices of 3 or
     more even extents, and for ``xi`` and ``lam`` with Wilson fermions, the held-out smoothing field, with anisotropic
-    flows for ``xi`` / ``lam`` and the shorter, coarser flows :data:`BETA_SMOOTHING` for ``beta``; gradient
-    otherwise).  Options go to the field's
+    flows for ``xi`` / ``lam``, and the shorter, coarser flows :data:`BETA_SMOOTHING` on pure-gauge lattices;
+    gradient otherwise).  Options go to the field's
     constructor; ``ValueError`` for unknown kinds.  With ``param`` and no ``features``, a gradient field gets
     :func:`default_features` (split into temporal and spatial planes for ``xi`` and ``lam`` in more than two
     dimensions), a smoothing field for ``xi`` and ``lam`` in 3 or more dimensions ``split`` and the anisotropy
@@ -440,7 +441,8 @@ def make_field(kind: str = "auto", theory: Any = None, param: str | None = None,
         if kind == "gradient" and "features" not in options and _smoothing_by_default(theory, param):
             kind = "smoothing"
             options.setdefault("held_out", True)
-            if param == "beta" and "times" not in options and "flow_eps" not in options:  # the user's choice wins
+            pure_gauge = not is_fermion_theory(theory)  # with fermions (lam, xi) the measured flows stay
+            if pure_gauge and "times" not in options and "flow_eps" not in options:  # the user's choice wins
                 options.update(BETA_SMOOTHING)
     for name in ("features", "masses", "times"):  # comma-separated strings (CLI)
         if isinstance(options.get(name), str):
