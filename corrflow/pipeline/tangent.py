@@ -263,25 +263,26 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     configs = load_all_configs(store, ensemble, discard, thin)
     terms_dir = ckpt / "terms"
     terms_key = {k: v for k, v in settings.items() if k not in ("kind", "n_folds", "held_out", "target")}
-    terms_key.update(kind=TERMS_KIND, observables=list(names), n_configs=int(configs.shape[0] * configs.shape[1]))
+    n_configs = int(configs.shape[0] * configs.shape[1])
+    terms_key.update(kind=TERMS_KIND, observables=list(names), n_configs=n_configs)
     resume, resumed_cost = _saved_terms(terms_dir, terms_key)
     first = len(resume[0]) if resume else 0
     clock = Clock()
 
     def terms_cost(stop: int) -> float:  # seconds of all terms of configurations 0 .. stop - 1
-        clock.tick(stop - first)
         return resumed_cost + (clock.cost(stop - first) if stop > first else 0.0)
 
     def save(stop: int, flat: list[np.ndarray]) -> None:
+        clock.tick(stop - first)
         cost = terms_cost(stop)
         write_checkpoint(terms_dir, {**terms_key, "done": int(stop), "cost_s": cost if np.isfinite(cost) else None},
                          dict(zip(tg.FLAT_TERMS, flat)))
 
     terms = tg.compute_terms(fld, theory, param, names, configs, jax.random.PRNGKey(seed), batch=batch,
                              progress=progress, traces=tr, resume=resume, on_batch=save)
-    n_configs = int(configs.shape[0] * configs.shape[1])
-    cost = {"generation_s": _generation_cost(store.commit(ensemble), total, int(spec.n_chains)) * thin,
-            "terms_s": (resumed_cost + (clock.cost(n_configs - first) if n_configs > first else 0.0)) / n_configs}
+    recorded = store.info(ensemble)["cost_s"]  # generation seconds of all committed configurations, or None
+    cost = {"generation_s": recorded / (total * spec.n_chains) * thin if recorded is not None else float("nan"),
+            "terms_s": terms_cost(n_configs) / n_configs}
     t_fit = time.perf_counter()
     reused = False
     fits: list[Any] = []
@@ -320,16 +321,6 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     return StoredDerivative(result=res, checkpoint=ckpt, reused=reused, n_chains=int(spec.n_chains),
                             n_traj=int(committed), shifts=plan, traces=terms.traces,
                             discard=int(discard), thin=int(thin), terms_resumed=first, cost=cost)
-
-
-def _generation_cost(commit: dict[str, Any], committed: int, n_chains: int) -> float:
-    """Generation seconds per stored configuration from an ensemble's commit record (``cost_s``, recorded by
-    :func:`corrflow.pipeline.generate_to_store`); NaN when it was not recorded."""
-    try:
-        c = float(commit.get("cost_s", float("nan")))
-    except (TypeError, ValueError):
-        return float("nan")
-    return c / (committed * n_chains) if committed > 0 and c >= 0 else float("nan")
 
 
 def _saved_terms(path: Path, key: dict[str, Any]) -> tuple[tuple[np.ndarray, ...], float]:

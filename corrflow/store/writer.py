@@ -302,9 +302,10 @@ class EnsembleWriter:
         return None
 
     def _write_commit(self, **changes: Any) -> None:
+        """Update the commit record in one atomic metadata write; a change to ``None`` removes that field."""
         rec = self.commit_record
         rec.update(changes)
-        self.group.attrs["corrflow_commit"] = rec  # one atomic metadata write
+        self.group.attrs["corrflow_commit"] = {k: v for k, v in rec.items() if v is not None}
 
     def save_checkpoint(self, links: np.ndarray, action: np.ndarray, next_traj: int, phase: str) -> None:
         """Store the chain state (thermalisation) in the inactive slot, then commit it."""
@@ -384,10 +385,7 @@ class EnsembleWriter:
             links_done.result()
         fault_point("append:data")
         # 2) commit
-        rec = self.commit_record
-        rec.update(committed=new, next_traj=int(next_traj), phase="production")
-        rec.pop("cost_s", None)
-        if cost_s is not None and np.isfinite(cost_s):
-            rec["cost_s"] = float(cost_s)
-        self.group.attrs["corrflow_commit"] = rec  # one atomic metadata write
+        known = cost_s is not None and bool(np.isfinite(cost_s))
+        self._write_commit(committed=new, next_traj=int(next_traj), phase="production",
+                           cost_s=float(cost_s) if known else None)
         fault_point("append:commit")

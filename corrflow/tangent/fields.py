@@ -74,7 +74,7 @@ SMOOTHING_ANISOTROPY = 0.5
 #: 8^4: 4.05x against 4.15x; d<P>/dλ 4^4: 13.3x against 14.8x) for a third of the cost per configuration (the flows
 #: of the layer masks are the cost), i.e. 2.3–2.9x more reduction at equal cost; d<P>/dβ at β = 5.7 (4^4) 2.9x
 #: against 3.0x.  With Wilson fermions (``lam``, ``xi``) the field keeps its own defaults (measured there).
-BETA_SMOOTHING = {"times": (0.1, 0.2, 0.4), "flow_eps": 0.1}
+PURE_GAUGE_SMOOTHING = {"times": (0.1, 0.2, 0.4), "flow_eps": 0.1}
 
 
 # ----------------------------------------------------------------------------------------
@@ -429,7 +429,7 @@ def make_field(kind: str = "auto", theory: Any = None, param: str | None = None,
     :class:`corrflow.tangent.smoothing.SmoothingField`; ``times`` may be a comma-separated string), ``none``, or
     ``auto`` (plaquette for 2D U(1); for ``beta``, ``xi`` and ``lam`` on pure-gauge SU(2) / SU(3) lattices of 3 or
     more even extents, and for ``xi`` and ``lam`` with Wilson fermions, the held-out smoothing field, with anisotropic
-    flows for ``xi`` / ``lam``, and the shorter, coarser flows :data:`BETA_SMOOTHING` on pure-gauge lattices;
+    flows for ``xi`` / ``lam``, and the shorter, coarser flows :data:`PURE_GAUGE_SMOOTHING` on pure-gauge lattices;
     gradient otherwise).  Options go to the field's
     constructor; ``ValueError`` for unknown kinds.  With ``param`` and no ``features``, a gradient field gets
     :func:`default_features` (split into temporal and spatial planes for ``xi`` and ``lam`` in more than two
@@ -443,7 +443,7 @@ def make_field(kind: str = "auto", theory: Any = None, param: str | None = None,
             options.setdefault("held_out", True)
             pure_gauge = not is_fermion_theory(theory)  # with fermions (lam, xi) the measured flows stay
             if pure_gauge and "times" not in options and "flow_eps" not in options:  # the user's choice wins
-                options.update(BETA_SMOOTHING)
+                options.update(PURE_GAUGE_SMOOTHING)
     for name in ("features", "masses", "times"):  # comma-separated strings (CLI)
         if isinstance(options.get(name), str):
             options[name] = tuple(x for x in options[name].split(",") if x.strip())

@@ -127,17 +127,17 @@ def test_split_by_default_for_the_anisotropic_parameters():
     # auto: the held-out anisotropic smoothing field for xi / lam on pure-gauge SU(2)/SU(3) with even extents
     auto = tg.make_field("auto", th4, param="lam")
     assert isinstance(auto, tg.SmoothingField) and auto.held_out and auto.split and auto.anisotropy == 0.5
-    assert auto.times == (0.1, 0.2, 0.4) and auto.flow_eps == 0.1  # pure gauge: BETA_SMOOTHING
+    assert auto.times == (0.1, 0.2, 0.4) and auto.flow_eps == 0.1  # pure gauge: PURE_GAUGE_SMOOTHING
     assert isinstance(tg.make_field("auto", make_theory("su2", (2, 2, 2), beta=2.0), param="xi"), tg.SmoothingField)
     # with Wilson fermions too for lam (N_f = 2 QCD 4^4: 10x for d<P>/dlam, 5.4x for dE_pi/dlam), not for beta
     qcd = tg.make_field("auto", make_theory("su3-wilson", (2, 2, 2, 2), beta=5.8, mass=0.3), param="lam")
     assert isinstance(qcd, tg.SmoothingField) and qcd.held_out and qcd.split and qcd.anisotropy == 0.5
     assert qcd.times == (0.1, 0.2, 0.4, 0.8) and qcd.flow_eps == 0.05  # with fermions: the flows measured there
     # for beta the isotropic held-out field (the gradient field's gain or more at a fraction of its cost), with the
-    # shorter, coarser flows of BETA_SMOOTHING
+    # shorter, coarser flows of PURE_GAUGE_SMOOTHING
     auto = tg.make_field("auto", th4, param="beta")
     assert isinstance(auto, tg.SmoothingField) and auto.held_out and not auto.split and auto.anisotropy == 0.0
-    assert auto.times == (0.1, 0.2, 0.4) and auto.flow_eps == 0.1  # BETA_SMOOTHING: a third of the cost
+    assert auto.times == (0.1, 0.2, 0.4) and auto.flow_eps == 0.1  # PURE_GAUGE_SMOOTHING: a third of the cost
     given = tg.make_field("auto", th4, param="beta", times="0.05,0.15")  # the user's times keep their own step
     assert given.times == (0.05, 0.15) and given.flow_eps == 0.05
     for th, param, opts in ((th4, "beta", {"features": "plaquette,rectangle"}),
