@@ -40,3 +40,30 @@ def test_tune_allocator_is_active_switchable_and_changes_no_number():
     assert (on_active, off_active) == ("1", "0")
     assert on_force == off_force and on_other == off_other
     assert on_other != on_force
+
+
+_ENTRY = """
+import sys
+sys.argv = ["corrflow", "--help"]
+from corrflow import cli, runtime
+try:
+    cli.main()
+except SystemExit:
+    pass
+print("ACTIVE", int(runtime._state.get("active", False)), int(runtime.apply_allocator_setting()))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_command_line_tunes_the_allocator_only_when_asked():
+    """The tuned allocator serialises compilation (corrflow.runtime), so `corrflow` applies it only with
+    CORRFLOW_MALLOC=tuned."""
+    def active(extra: dict[str, str]) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "CORRFLOW_MALLOC"} | extra
+        out = subprocess.run([sys.executable, "-c", _ENTRY], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return [line for line in out.stdout.splitlines() if line.startswith("ACTIVE")][0]
+
+    assert active({}) == "ACTIVE 0 0"
+    assert active({"CORRFLOW_MALLOC": "tuned"}) == "ACTIVE 1 1"
+    assert active({"CORRFLOW_MALLOC": "default"}) == "ACTIVE 0 0"

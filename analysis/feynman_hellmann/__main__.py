@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> None:
     from corrflow.pipeline.analysis import app
-    from corrflow.runtime import tune_allocator
+    from corrflow.runtime import apply_allocator_setting
 
     from . import FEYNMAN_HELLMANN
 
-    tune_allocator()  # before JAX starts its threads
+    apply_allocator_setting()  # CORRFLOW_MALLOC=tuned, before JAX starts its threads
     app(FEYNMAN_HELLMANN)(args=list(sys.argv[1:] if argv is None else argv), prog_name="python -m analysis.feynman_hellmann")
 
 

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> None:
     from corrflow.pipeline.analysis import app
-    from corrflow.runtime import tune_allocator
+    from corrflow.runtime import apply_allocator_setting
 
     from . import MASS_DEPENDENCE
 
-    tune_allocator()  # before JAX starts its threads
+    apply_allocator_setting()  # CORRFLOW_MALLOC=tuned, before JAX starts its threads
     args = list(sys.argv[1:] if argv is None else argv)
     app(MASS_DEPENDENCE)(args=args, prog_name="python -m analysis.mass_dependence")
 

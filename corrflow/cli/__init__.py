@@ -55,9 +55,9 @@ _register_analyses()
 
 
 def main() -> None:  # pragma: no cover - console entry
-    from ..runtime import tune_allocator
+    from ..runtime import apply_allocator_setting
 
-    tune_allocator()  # before JAX starts its threads (see corrflow.runtime)
+    apply_allocator_setting()  # CORRFLOW_MALLOC=tuned, before JAX starts its threads
     app()
 
 

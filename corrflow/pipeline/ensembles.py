@@ -6,6 +6,7 @@ creates / validates the stored ensemble, checkpoints thermalisation, appends and
 resumes bit-identically after an interruption.  Each commit also records the generation cost of the stored
 configurations (``cost_s`` in the commit record: steady-state seconds of the production blocks, compilation
 excluded, as the cost ledger defines costs; summed over resumed runs, unknown once a run did not record it).
+:func:`recorded_cost` turns it into the ledger's charge for an ensemble the pipeline did not make itself.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .. import hmc
 from ..generate import initial_links, measurements_from_names, run_blocks
 from .ledger import Clock
 
-__all__ = ["GenerationSummary", "generate_to_store"]
+__all__ = ["GenerationSummary", "generate_to_store", "recorded_cost"]
 
 
 class GenerationSummary(NamedTuple):
@@ -32,6 +33,22 @@ class GenerationSummary(NamedTuple):
     acceptance: float
     plaquette: float
     seconds: float
+
+
+def recorded_cost(store: Any, name: str, n_used: int | None = None) -> float:
+    """The cost ledger's charge (:mod:`corrflow.pipeline.ledger`) for the first ``n_used`` configurations per chain
+    of a stored ensemble, from the generation cost in its commit record (``cost_s``, written by ``corrflow generate``
+    and every :func:`generate_to_store`): the production seconds plus the thermalisation at the production rate per
+    trajectory, ``cost_s (n_therm + n thin) / (n thin)`` for ``n`` committed configurations, scaled by
+    ``min(1, n_used / n)`` -- what the ledger records for an ensemble the pipeline generates.  NaN when the cost was
+    not recorded (imports, ensembles older than the record, appends without it)."""
+    info = store.info(name)
+    n, cost = int(info["committed"]), info["cost_s"]
+    if cost is None or n <= 0:
+        return float("nan")
+    production = n * int(info["thin"])
+    total = float(cost) * (int(info["n_therm"]) + production) / production
+    return total if n_used is None else total * min(1.0, n_used / n)
 
 
 def generate_to_store(

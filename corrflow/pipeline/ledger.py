@@ -17,8 +17,10 @@ Reuse: a step found done in the store (an ensemble, a trained flow, a flowed ens
 charged the cost recorded when it ran, scaled by the fraction of its configurations that the analysis uses;
 a step extended (more trajectories, more epochs) adds the new cost to the recorded one.  A training run is
 always charged in full, also when the flow is reused (the cost of the method includes training it once).
-A step whose cost was never recorded (e.g. an ensemble made by ``corrflow generate``) costs NaN and analyses
-say so.  Costs persist in ``<flow dir>/workflow_timings.json`` next to the checkpoints.
+An ensemble made outside the flow directory (``corrflow generate``, another pipeline) is charged the generation
+cost its commit record carries (``cost_s``: the same definition, production blocks only; the thermalisation is
+added at the production rate per trajectory, :func:`corrflow.pipeline.ensembles.recorded_cost`).  A step whose cost
+was never recorded anywhere (an import, an ensemble older than the record) costs NaN and analyses say so.  Costs persist in ``<flow dir>/workflow_timings.json`` next to the checkpoints.
 """
 
 from __future__ import annotations

@@ -119,3 +119,31 @@ def test_bad_input(tmp_path):
     assert pipe.store.ensembles() == []  # nothing generated before the input was checked
     with pytest.raises(ValueError, match="nothing to correlate"):
         parameter_shift(base, base)
+
+
+def test_ensemble_cost_from_the_store_record(fam, tmp_path):
+    """An ensemble the pipeline did not make itself (no ledger entry: another flow directory, `corrflow generate`) is
+    charged the generation cost in its commit record, in the ledger's definition (thermalisation added at the
+    production rate), scaled to the configurations used; without a record it stays unknown."""
+    from corrflow.pipeline import generate_to_store
+    from corrflow.pipeline.ensembles import recorded_cost
+
+    _, pipe, f, _ = fam
+    fresh = Pipeline(pipe.store, flow_dir=tmp_path / "other_flows")  # an empty ledger
+    name, theory = f.base.name, f.base.theory
+    info = pipe.store.info(name)
+    n, n_therm, cost = info["committed"], info["n_therm"], info["cost_s"]
+    assert cost is not None and cost > 0
+    kw = dict(name=name, n_chains=2, seed=3, n_therm=n_therm)
+    upd = GROUPS["markov"].config()
+    full = fresh.ensemble(theory, upd, n=n, **kw)
+    assert full.cost == pytest.approx(cost * (n_therm + n) / n) == pytest.approx(recorded_cost(pipe.store, name))
+    assert fresh.ensemble(theory, upd, n=n // 2, **kw).cost == pytest.approx(full.cost / 2)
+    assert pipe.ensemble(theory, upd, n=n, **kw).cost == pytest.approx(pipe.ledger.cost(f"hmc/{name}", n))  # own record
+    # a block appended without a cost (an import, an older corrflow): unknown, not a guess
+    store = cf.open_store(tmp_path / "s.zarr", "a")
+    generate_to_store(store, "e", theory, upd, n_traj=4, n_chains=2, n_therm=2, block_size=4)
+    assert math.isfinite(recorded_cost(store, "e"))
+    with store.writer("e") as w:
+        w.append([100], np.zeros((2, 1, 4, 4, 2)), {k: np.zeros((2, 1)) for k in w._per_traj_vars()}, 101)
+    assert math.isnan(recorded_cost(store, "e")) and math.isnan(Pipeline(store, flow_dir=tmp_path / "f")._hmc_cost("e", 4))
