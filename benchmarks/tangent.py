@@ -26,6 +26,11 @@ masses, and d<P>/dbeta, with exact traces and with stochastic traces (4 Z2 vecto
 Every row also gives the per-observable fit (``Var[T_v]`` minimised for each observable, the field's terms as
 control variates: ``tangent.observable_cross_fit``) and, for mass derivatives, the share of the connected term's
 variance that comes from the explicit (valence) derivative ``∂_m O`` -- which no field acting on the sea can remove.
+
+Costs per configuration in the cost ledger's definition (steady state, compilation excluded): the generation (HMC
+or heat bath, per configuration as used) and the terms plus fit; each reduction is also given **at equal cost**,
+``reduction * g / (g + t)`` -- the factor against spending the terms' seconds on more configurations, as ``corrflow
+derivative`` prints it.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from benchmarks._machine import cpu_model  # noqa: E402
 from corrflow import HMCConfig, exact, make_theory  # noqa: E402
 from corrflow import tangent as tg  # noqa: E402
 from corrflow.generate import generate  # noqa: E402
+from corrflow.pipeline.ledger import Clock  # noqa: E402
 
 GRADIENT_FEATURES = ("plaquette", "rectangle", "flowed@0.4", "flowed@1.2", "flowed@3.2")
 
@@ -58,21 +64,45 @@ def exact_u1(beta: float, shape: tuple[int, int]) -> dict[str, float]:
     return {"plaquette": exact.u1_plaquette_derivative(beta, shape), "wilson_2x2": dw, "chi_top": dchi}
 
 
+def timed_generate(key, theory, config, *, n_chains: int, n_traj: int, n_therm: int, thin: int = 1,
+                   block_size: int = 100) -> tuple[dict, float]:
+    """:func:`corrflow.generate` and its generation cost per stored configuration (seconds, all chains counted), in
+    the cost ledger's definition (steady state of the production blocks, compilation excluded)."""
+    clock = Clock()
+
+    def tick(done: int, total: int, block) -> None:  # noqa: ANN001
+        if done >= n_therm:  # from the end of the thermalisation (the production program's compilation subtracted)
+            clock.tick(done)
+
+    out = generate(key, theory, config, n_chains=n_chains, n_traj=n_traj, n_therm=n_therm, thin=thin,
+                   keep_configs=True, block_size=block_size, progress=tick)
+    return out, clock.cost(n_traj * thin) / (n_chains * n_traj)
+
+
 def ensemble(theory, n_chains: int, n: int, therm: int, thin: int, eps: float, seed: int) -> tuple[np.ndarray, float]:
+    """HMC configurations ``(n_chains, n, ...)`` and their generation cost per configuration (:func:`timed_generate`)."""
     t0 = time.perf_counter()
     steps = max(1, int(round(1.0 / eps)))
-    out = generate(jax.random.PRNGKey(seed), theory, HMCConfig(eps, steps, "omelyan"), n_chains=n_chains, n_traj=n,
-                   n_therm=therm, thin=thin, keep_configs=True, block_size=min(n, 250))
+    out, per = timed_generate(jax.random.PRNGKey(seed), theory, HMCConfig(eps, steps, "omelyan"), n_chains=n_chains,
+                              n_traj=n, n_therm=therm, thin=thin, block_size=min(n, 250))
     print(f"  HMC: {n_chains} x {n} configurations (thin {thin}, eps {eps}), acceptance "
-          f"{out['accepted'].mean():.3f}, {time.perf_counter() - t0:.1f} s", flush=True)
-    return out["configs"], time.perf_counter() - t0
+          f"{out['accepted'].mean():.3f}, {time.perf_counter() - t0:.1f} s ({per * 1e3:.2f} ms per configuration, "
+          f"steady state)", flush=True)
+    return out["configs"], per
 
 
 def run_field(theory, configs, field, names, ex, label: str, batch: int, param: str = "beta",
-              traces=None) -> dict:
+              traces=None, generation_s: float = float("nan")) -> dict:
+    """Terms, both fits and the estimates of one field; ``generation_s``: the generation cost per configuration (as
+    used), for the reduction at equal cost ``reduction * g / (g + t)`` (``t``: the terms and fit per configuration,
+    steady state), the figure ``corrflow derivative`` prints."""
     t0 = time.perf_counter()
-    terms = tg.compute_terms(field, theory, param, names, configs, jax.random.PRNGKey(1), batch=batch, traces=traces)
+    clock = Clock()
+    terms = tg.compute_terms(field, theory, param, names, configs, jax.random.PRNGKey(1), batch=batch, traces=traces,
+                             progress=lambda done, n: clock.tick(done))
     t_terms = time.perf_counter() - t0
+    n_cfg = int(configs.shape[0] * configs.shape[1])
+    terms_per = clock.cost(n_cfg) / n_cfg
     t0 = time.perf_counter()
     fits, coef = tg.cross_fit(terms.a, terms.ds, n_folds=2)
     t_fit = time.perf_counter() - t0
@@ -80,12 +110,16 @@ def run_field(theory, configs, field, names, ex, label: str, batch: int, param: 
     ofits, ocoef = tg.observable_cross_fit(terms, n_folds=2)  # per-observable Var[T_v] fit, same terms
     res_obs = tg.estimate(terms, ocoef, ofits, field.describe())
     explicit = terms.explicit()
+    per_cfg = terms_per + t_fit / n_cfg
     row = {"field": label, "terms_s": t_terms, "fit_s": t_fit, "var_R_reduction": [f.reduction for f in fits],
-           "param": param, "traces": terms.traces}
+           "param": param, "traces": terms.traces, "generation_per_config_s": generation_s,
+           "terms_per_config_s": per_cfg}
     names = tuple(res.estimates)  # with the derived m_eff@t
     for o in names:
         tan, con = res.estimates[o]["tangent"], res.estimates[o]["connected"]
+        equal_cost = res.reduction[o] * generation_s / (generation_s + per_cfg)
         row[o] = {"tangent": str(tan), "connected": str(con), "reduction": res.reduction[o],
+                  "reduction_at_equal_cost": equal_cost,
                   "tangent_per_observable": str(res_obs.estimates[o]["tangent"]),
                   "reduction_per_observable": res_obs.reduction[o],
                   "tau_tangent": tan.tau_int, "tau_connected": con.tau_int,
@@ -95,14 +129,17 @@ def run_field(theory, configs, field, names, ex, label: str, batch: int, param: 
             t0 = tg.control_variates(terms, i)[1]  # the connected estimator's per-configuration term
             row[o]["explicit_share"] = float(explicit[..., i].var() / t0.var()) if t0.var() > 0 else 0.0
     print(f"  {label:9s} terms {t_terms:6.1f} s  fit {t_fit:.3f} s  Var[R] reduced "
-          + "/".join(f"{x:.0f}x" for x in row["var_R_reduction"]), flush=True)
+          + "/".join(f"{x:.0f}x" for x in row["var_R_reduction"])
+          + f"  per configuration: generation {generation_s * 1e3:.3g} ms, terms + fit {per_cfg * 1e3:.3g} ms "
+          "(steady state)", flush=True)
     for o in names:
         r = row[o]
         pulls = f"  pull vs exact {r['pull_tangent']:+.2f} (connected {r['pull_connected']:+.2f})" if ex else ""
         share = f"  explicit share {r['explicit_share']:.2f}" if "explicit_share" in r else ""
         print(f"    d<{o}>/d{param}  tangent {r['tangent']:>14s} (tau {r['tau_tangent']:.2f})  connected "
               f"{r['connected']:>14s}  reduction {r['reduction']:8.1f}x (per-observable fit "
-              f"{r['reduction_per_observable']:.1f}x){share}{pulls}", flush=True)
+              f"{r['reduction_per_observable']:.1f}x; at equal cost {r['reduction_at_equal_cost']:.2f}x){share}{pulls}",
+              flush=True)
     return row
 
 
@@ -142,7 +179,7 @@ def main() -> None:
         th = make_theory("u1", shape, beta=args.beta)
         print(f"2D U(1) {L}x{L}, beta {args.beta}:", flush=True)
         thin = 1 if L >= 64 else args.thin  # HMC cost: L = 64 needs eps 0.1 (10 steps); tau_int stays ~1
-        configs, t_hmc = ensemble(th, args.chains, args.n, 200, thin, 0.1 if L >= 64 else 0.2, seed=L)
+        configs, gen = ensemble(th, args.chains, args.n, 200, thin, 0.1 if L >= 64 else 0.2, seed=L)
         ex = exact_u1(args.beta, shape)
         print(f"  exact: d<P>/dbeta = {ex['plaquette']:.6f}, d<W_2x2>/dbeta = {ex['wilson_2x2']:.6f}")
         for kind in args.fields.split(","):
@@ -166,8 +203,9 @@ def main() -> None:
                 sub = configs[:, ::every]  # these fields cost ~0.01 s per configuration per 256 sites
                 if every > 1:
                     print(f"  {kind} field on every {every}th configuration ({sub.shape[0]} x {sub.shape[1]})")
-            row = run_field(th, sub, field, obs_names, ex, kind, batch=64 if L >= 64 else 128)
-            row.update(L=L, hmc_s=t_hmc, n=int(sub.shape[0] * sub.shape[1]))
+            row = run_field(th, sub, field, obs_names, ex, kind, batch=64 if L >= 64 else 128,
+                            generation_s=gen * configs.shape[1] / sub.shape[1])  # per configuration as used
+            row.update(L=L, n=int(sub.shape[0] * sub.shape[1]))
             rows.append(row)
     if args.su3:
         th = make_theory("su3", (args.su3_L,) * 4, beta=args.su3_beta)
@@ -175,10 +213,11 @@ def main() -> None:
         from corrflow.heatbath import HeatbathConfig
 
         t0 = time.perf_counter()
-        out = generate(jax.random.PRNGKey(58), th, HeatbathConfig(1, 4), n_chains=4, n_traj=args.su3_n, n_therm=50,
-                       keep_configs=True, block_size=min(args.su3_n, 100))
+        out, gen = timed_generate(jax.random.PRNGKey(58), th, HeatbathConfig(1, 4), n_chains=4, n_traj=args.su3_n,
+                                  n_therm=50, block_size=min(args.su3_n, 100))
         configs = out["configs"]
-        print(f"  heat bath (1 HB + 4 OR per update): 4 x {args.su3_n}, {time.perf_counter() - t0:.1f} s", flush=True)
+        print(f"  heat bath (1 HB + 4 OR per update): 4 x {args.su3_n}, {time.perf_counter() - t0:.1f} s "
+              f"({gen * 1e3:.2f} ms per configuration, steady state)", flush=True)
         param = args.su3_param
         for kind in args.su3_fields.split(","):
             if kind == "auto":
@@ -199,13 +238,13 @@ def main() -> None:
                 field = tg.GradientField(features=("plaquette", "rectangle", "flowed@0.1", "flowed@0.2", "flowed@0.4"),
                                          flow_eps=0.05, n_probes=4)
             obs = ("plaquette",) if param == "beta" else ("plaquette", "wilson_2x2")
-            row = run_field(th, configs, field, obs, None, kind, batch=16, param=param)
+            row = run_field(th, configs, field, obs, None, kind, batch=16, param=param, generation_s=gen)
             row.update(L=f"su3-{args.su3_L}^4", beta=args.su3_beta, n=int(configs.shape[0] * configs.shape[1]))
             rows.append(row)
     if args.schwinger:
         th = make_theory("schwinger", (8, 8), beta=2.0, mass=0.2)
         print("Schwinger model 8x8, beta 2, m 0.2 (N_f = 2 Wilson, exact-determinant HMC):", flush=True)
-        configs, t_hmc = ensemble(th, 4, args.schwinger_n, 100, 1, 0.2, seed=82)
+        configs, gen = ensemble(th, 4, args.schwinger_n, 100, 1, 0.2, seed=82)
         fnames = ("plaquette", "condensate", "pion@1", "pion@2", "pion@3", "pion@4")
         for label, field, param, names, traces in (
                 ("plaquette", tg.PlaquetteField(6), "mass", fnames, tg.FermionTraces("exact")),
@@ -217,8 +256,9 @@ def main() -> None:
                 ("plaquette", tg.PlaquetteField(6), "beta", ("plaquette", "wilson_2x2"),
                  tg.FermionTraces("stochastic", 4))):
             print(f"  {label} field, d/d{param}, traces {traces.method}", flush=True)
-            row = run_field(th, configs, field, names, None, label, batch=100, param=param, traces=traces)
-            row.update(L="schwinger-8x8", hmc_s=t_hmc, n=int(configs.shape[0] * configs.shape[1]))
+            row = run_field(th, configs, field, names, None, label, batch=100, param=param, traces=traces,
+                            generation_s=gen)
+            row.update(L="schwinger-8x8", n=int(configs.shape[0] * configs.shape[1]))
             rows.append(row)
     if args.json:
         with open(args.json, "w") as f:
