@@ -24,8 +24,15 @@ SU(2) heat bath
     ``x_0`` by Kennedy–Pendleton (Phys. Lett. B 156 (1985) 393) for ``a > 1.7`` and by Creutz's
     method (Phys. Rev. D 21 (1980) 2308) below, where it accepts more often; both are exact and
     accept at least ~70 % of the proposals for every ``a``.  The accept/reject rounds run in a
-    ``lax.while_loop`` until every site is accepted (each round draws fresh numbers for all sites from
-    ``fold_in(key, round)``).  ``k = 0`` (or ``k`` below ``1e-10``) falls back to a uniform (Haar) ``x``
+    ``lax.while_loop`` (each round draws fresh numbers for all sites from ``fold_in(key, round)``) until
+    every site is accepted or ``HeatbathConfig.max_rounds`` rounds (default 3) are done; a site still
+    rejected then keeps its link in that subgroup.  That is exact, not an approximation: the acceptance
+    probability depends only on ``a``, which is constant on the subgroup orbit ``{R U}`` that the update
+    samples (left multiplication by SU(2) preserves the quaternion part of the 2x2 block of ``U Sigma``
+    and its norm), so the update is an orbit-dependent mixture of the exact heat bath and the identity,
+    both of which leave the conditional distribution on the orbit invariant.  Rounds for all sites until
+    the last one accepts (8-10 at 16^4) cost a third of a sweep on a CPU; with 3 rounds 0.5-0.7 % of
+    the subgroup updates are skipped at beta = 5.7-6.0 (one round accepts 81-83 %; BENCHMARKS.md).  ``k = 0`` (or ``k`` below ``1e-10``) falls back to a uniform (Haar) ``x``
     with ``V = 1``.  The direction of ``(x_1, x_2, x_3)`` is uniform on the sphere.
 
 Over-relaxation
@@ -97,6 +104,8 @@ _K_SMALL = 1e-10
 #: Guard against a hang on non-finite input; with >= 70 % acceptance per round a finite site reaches
 #: it with probability < 0.3**1000.
 _MAX_ROUNDS = 1000
+#: Default accept/reject rounds of a heat-bath sweep (:class:`HeatbathConfig`; module docstring).
+HEATBATH_ROUNDS = 3
 
 
 # ----------------------------------------------------------------------------------------
@@ -109,21 +118,25 @@ class HeatbathConfig:
     """Composition of one compound :func:`update`: ``n_heatbath`` heat-bath sweeps, then
     ``n_overrelax`` over-relaxation sweeps (both static; hashable so it can be a jit static argument).
 
-    ``n_heatbath >= 1`` (over-relaxation alone is not ergodic), ``n_overrelax >= 0``.
+    ``n_heatbath >= 1`` (over-relaxation alone is not ergodic), ``n_overrelax >= 0``; ``max_rounds >= 1``:
+    accept/reject rounds of the SU(2) heat bath before a still-rejected site keeps its link in that subgroup
+    (exact for every value, module docstring; recorded in :meth:`as_dict` only when not the default).
     """
 
     n_heatbath: int = 1
     n_overrelax: int = 4
+    max_rounds: int = 3
 
     def __post_init__(self) -> None:
-        for name, low in (("n_heatbath", 1), ("n_overrelax", 0)):
+        for name, low in (("n_heatbath", 1), ("n_overrelax", 0), ("max_rounds", 1)):
             val = getattr(self, name)
             if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < low:
                 hint = " (over-relaxation alone is not ergodic)" if name == "n_heatbath" else ""
                 raise ValueError(f"HeatbathConfig: {name} must be an integer >= {low}{hint}, got {val!r}")
 
     def as_dict(self) -> dict[str, int]:
-        return {"n_heatbath": int(self.n_heatbath), "n_overrelax": int(self.n_overrelax)}
+        extra = {} if self.max_rounds == HEATBATH_ROUNDS else {"max_rounds": int(self.max_rounds)}
+        return {"n_heatbath": int(self.n_heatbath), "n_overrelax": int(self.n_overrelax), **extra}
 
 
 def _concrete(x: Any) -> np.ndarray | None:
@@ -223,14 +236,14 @@ def _uniform(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
     return jax.random.uniform(key, (int(np.prod(shape)),), dtype).reshape(shape)
 
 
-def _draw_x(key: Array, a: Array) -> tuple[tuple, Array]:
+def _draw_x(key: Array, a: Array, max_rounds: int = _MAX_ROUNDS) -> tuple[tuple, Array]:
     """SU(2) element ``x`` (quaternion) with density ``∝ exp(a x_0)`` in the Haar measure, independently per
     element of ``a``: ``x_0`` from ``sqrt(1 - x_0^2) exp(a x_0)`` (Kennedy–Pendleton for ``a > _KP_SWITCH``,
     Creutz below), ``(x_1, x_2, x_3)`` uniform on the sphere of radius ``sqrt(1 - x_0^2)``.
 
     Every round draws six uniform numbers per site from ``fold_in(key, round)``: four for the proposal
     and its acceptance, two for the direction (kept from the accepting round).  Returns ``(x, done)``;
-    ``done`` is False only where ``_MAX_ROUNDS`` rounds did not suffice (non-finite ``a``).
+    ``done`` is False where ``max_rounds`` rounds did not suffice (with the default, non-finite ``a`` only).
     """
     dtype = a.dtype
     use_kp = a > _KP_SWITCH
@@ -253,7 +266,7 @@ def _draw_x(key: Array, a: Array) -> tuple[tuple, Array]:
         return it + 1, jnp.where(new, x, x0), jnp.where(new, u[4:], angles), done | acc
 
     def cond(state: tuple[Array, Array, Array, Array]) -> Array:
-        return (state[0] < _MAX_ROUNDS) & ~jnp.all(state[3])
+        return (state[0] < max_rounds) & ~jnp.all(state[3])
 
     x0 = jnp.where(finite, jnp.ones_like(a), jnp.nan)
     init = (jnp.zeros((), jnp.int32), x0, jnp.zeros((2,) + a.shape, dtype), ~finite)
@@ -265,12 +278,13 @@ def _draw_x(key: Array, a: Array) -> tuple[tuple, Array]:
     return (x0, s * sin_t * jnp.cos(phi), s * sin_t * jnp.sin(phi), s * cos_t), done
 
 
-def _heatbath_su2(key: Array, q: tuple, n: int) -> tuple:
+def _heatbath_su2(key: Array, q: tuple, n: int, max_rounds: int = HEATBATH_ROUNDS) -> tuple:
     """Heat-bath SU(2) factor ``r = x V^dag`` for the subgroup with staple projection ``q = k V``
-    (``Re tr[r w] = Re tr[r q]``), with ``x`` from :func:`_draw_x` at ``a = 2 k / N``.  Where the draw
-    failed (non-finite input only) ``r = 1``."""
+    (``Re tr[r w] = Re tr[r q]``), with ``x`` from :func:`_draw_x` at ``a = 2 k / N``.  Where no round of
+    ``max_rounds`` accepted (or the input is not finite) ``r = 1``: the link keeps its value (exact,
+    module docstring)."""
     v, k, _ = _unit(q)
-    x, done = _draw_x(key, 2.0 * k / n)
+    x, done = _draw_x(key, 2.0 * k / n, max_rounds)
     r = _qmul(x, (v[0], -v[1], -v[2], -v[3]))
     one, zero = jnp.ones_like(k), jnp.zeros_like(k)
     return tuple(jnp.where(done, ri, ei) for ri, ei in zip(r, (one, zero, zero, zero)))
@@ -288,7 +302,8 @@ def _row(m: Array, i: Any) -> Array:
     return jax.lax.dynamic_index_in_dim(m, i, axis=m.ndim - 2, keepdims=False)
 
 
-def _update_links(key: Array | None, u: Array, sigma: Array, n: int, hb: Any) -> Array:
+def _update_links(key: Array | None, u: Array, sigma: Array, n: int, hb: Any,
+                  max_rounds: int = HEATBATH_ROUNDS) -> Array:
     """Cabibbo–Marinari update of links ``u`` (..., N, N) with staple sums ``sigma``: heat bath (``hb``
     True, needs ``key``) or over-relaxation (``hb`` False); a traced ``hb`` selects with ``lax.cond``, so
     one traced sweep serves both.  Subgroups ``(i, j)``, ``i < j``, in lexicographic order."""
@@ -301,9 +316,10 @@ def _update_links(key: Array | None, u: Array, sigma: Array, n: int, hb: Any) ->
         if hb is False:
             r = _overrelax_su2(q)
         elif hb is True:
-            r = _heatbath_su2(jax.random.fold_in(key, s), q, n)
+            r = _heatbath_su2(jax.random.fold_in(key, s), q, n, max_rounds)
         else:
-            r = jax.lax.cond(hb, lambda q: _heatbath_su2(jax.random.fold_in(key, s), q, n), _overrelax_su2, q)
+            r = jax.lax.cond(hb, lambda q: _heatbath_su2(jax.random.fold_in(key, s), q, n, max_rounds),
+                             _overrelax_su2, q)
         return _apply_left(r, u, i, j), _apply_left(r, w, i, j)
 
     if n == 2:
@@ -426,7 +442,8 @@ def _rotate(links: Array, b: Array, d: int) -> tuple[Array, Array]:
     return jnp.roll(links, -1, axis=-3), jnp.roll(b, -1, axis=(0, 1))
 
 
-def _update_direction0(key: Array | None, links: Array, b: Array, shape: tuple[int, ...], n: int, hb: Any) -> Array:
+def _update_direction0(key: Array | None, links: Array, b: Array, shape: tuple[int, ...], n: int, hb: Any,
+                       max_rounds: int = HEATBATH_ROUNDS) -> Array:
     """Update all links ``U_0(x)``: parity 0, then parity 1, each on the active half of the sites
     (static gathers: staples and updates at the active sites, the result put back by one gather)."""
     d = len(shape)
@@ -436,12 +453,13 @@ def _update_direction0(key: Array | None, links: Array, b: Array, shape: tuple[i
     for parity, t in enumerate(_parity_tables(tuple(shape))):
         sigma = _staples_active(us, b, t)
         sub_key = None if key is None else jax.random.fold_in(key, parity)
-        new = _update_links(sub_key, _take(us[0], t.active), sigma, n, hb)
+        new = _update_links(sub_key, _take(us[0], t.active), sigma, n, hb, max_rounds)
         us[0] = _take(jnp.concatenate([new, _take(us[0], t.other)], axis=-3), t.perm)
     return jnp.stack([u.reshape(batch + tuple(shape) + (n, n)) for u in us], axis=-3)
 
 
-def _sweep(key: Array | None, links: Array, theory: WilsonGaugeAction, hb: Any, unroll: bool = False) -> Array:
+def _sweep(key: Array | None, links: Array, theory: WilsonGaugeAction, hb: Any, unroll: bool = False,
+           max_rounds: int = HEATBATH_ROUNDS) -> Array:
     """One sweep over directions ``mu = 0 .. d-1`` (each: parity 0, then 1): heat bath (``hb`` True, with
     ``key``), over-relaxation (``hb`` False) or either (``hb`` a traced bool).
 
@@ -456,7 +474,7 @@ def _sweep(key: Array | None, links: Array, theory: WilsonGaugeAction, hb: Any, 
     def step(carry: tuple[Array, Array, tuple[int, ...]], mu: Any) -> tuple[Array, Array]:
         links, b, shape = carry
         sub_key = None if key is None else jax.random.fold_in(key, mu)
-        links = _update_direction0(sub_key, links, b, shape, g.N, hb)
+        links = _update_direction0(sub_key, links, b, shape, g.N, hb, max_rounds)
         return _rotate(links, b, d)
 
     if unroll or len(set(theory.shape)) > 1:
@@ -478,7 +496,8 @@ def _update_impl(key: Array, links: Array, theory: WilsonGaugeAction, config: He
     n_hb = config.n_heatbath
 
     def body(s: Array, u: Array) -> Array:
-        return _sweep(jax.random.fold_in(key, s), u, theory, (s < n_hb) if config.n_overrelax else True)
+        return _sweep(jax.random.fold_in(key, s), u, theory, (s < n_hb) if config.n_overrelax else True,
+                      max_rounds=config.max_rounds)
 
     return jax.lax.fori_loop(0, n_hb + config.n_overrelax, body, links)
 
@@ -593,4 +612,5 @@ def sample_chains(
 
 # a pytree without leaves (both counts static), so that a config can be passed through jitted drivers
 # (corrflow.generate runs HMC or heat bath through the same blocks)
-jax.tree_util.register_dataclass(HeatbathConfig, data_fields=[], meta_fields=["n_heatbath", "n_overrelax"])
+jax.tree_util.register_dataclass(HeatbathConfig, data_fields=[],
+                                 meta_fields=["n_heatbath", "n_overrelax", "max_rounds"])

@@ -172,7 +172,7 @@ def test_overrelaxation_su2_gauge_covariant():
 BLOCK = 50  # updates per compiled sample / sample_chains call (one kernel per lattice, group, dtype)
 
 
-def _run(theory, measure, n_chains, n_blocks, seed, dtype=np.complex128, vmap=True):
+def _run(theory, measure, n_chains, n_blocks, seed, dtype=np.complex128, vmap=True, config=CONFIG):
     """One block of thermalisation from a hot start, then ``n_blocks`` measured blocks; chains by
     sample_chains (``vmap``) or as a batch axis of sample (one key).  Returns the final links and the
     measurements ``(n_chains, n_blocks * BLOCK)``."""
@@ -182,9 +182,9 @@ def _run(theory, measure, n_chains, n_blocks, seed, dtype=np.complex128, vmap=Tr
     meas = []
     for blk in range(n_blocks + 1):
         if vmap:
-            u, p = heatbath.sample_chains(keys, u, theory, CONFIG, BLOCK, first_index=blk * BLOCK, measure=measure)
+            u, p = heatbath.sample_chains(keys, u, theory, config, BLOCK, first_index=blk * BLOCK, measure=measure)
         else:
-            u, p = heatbath.sample(key, u, theory, CONFIG, BLOCK, first_index=blk * BLOCK, measure=measure)
+            u, p = heatbath.sample(key, u, theory, config, BLOCK, first_index=blk * BLOCK, measure=measure)
             p = p.T
         meas.append(np.asarray(p, np.float64))
     return u, np.concatenate(meas[1:], axis=1)
@@ -203,6 +203,24 @@ def test_heatbath_exact_2d_plaquette(name, shape, beta, measure):
     assert abs(res.pull(ref)) < 4, (res, ref, res.pull(ref))
     assert res.tau_int < 3  # heat bath + over-relaxation decorrelates the 2D plaquette within ~1 update
     assert float(th.group.unitarity_violation(u)) < 1e-12
+
+
+def test_round_cap_is_exact():
+    """One accept/reject round per SU(2)-subgroup update (``max_rounds=1``: a site still rejected keeps its link in
+    that subgroup, ~15-20% of the updates) and no over-relaxation: still the exact 2D plaquette (4 sigma).  The cap
+    mixes the exact heat bath with the identity with a weight that is constant on each subgroup orbit, so it stays
+    exact; the default (3 rounds) is the same algorithm with 0.5% skipped updates, and the cap is recorded in the
+    ensemble settings only when it is not the default."""
+    th = make_theory("su3", (8, 8), beta=4.0)
+    cfg = HeatbathConfig(n_heatbath=1, n_overrelax=0, max_rounds=1)
+    _, p = _run(th, _plaq_su3, n_chains=4, n_blocks=3, seed=41, config=cfg)
+    res = gamma_method(p)
+    ref = exact.sun_plaquette(3, 4.0, (8, 8))
+    assert abs(res.pull(ref)) < 4, (res, ref, res.pull(ref))
+    assert cfg.as_dict() == {"n_heatbath": 1, "n_overrelax": 0, "max_rounds": 1}
+    assert HeatbathConfig().as_dict() == {"n_heatbath": 1, "n_overrelax": 4}  # stored settings of older ensembles
+    with pytest.raises(ValueError, match="max_rounds"):
+        HeatbathConfig(max_rounds=0)
 
 
 def test_complex64_update():
