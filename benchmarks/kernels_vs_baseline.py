@@ -106,7 +106,8 @@ def worker(side: str, sizes: list[int], double: bool, hmc_steps: int, min_time: 
 def _baseline_tree(rev: str, into: Path) -> Path:
     """``corrflow/`` of commit ``rev`` extracted under ``into``; SystemExit (one line) if git cannot provide it."""
     try:
-        data = subprocess.run(["git", "-C", str(REPO), "archive", rev, "corrflow"], check=True, capture_output=True).stdout
+        data = subprocess.run(["git", "-C", str(REPO), "archive", rev, "corrflow"], check=True,
+                              capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(into)], input=data, check=True, capture_output=True)
     except (OSError, subprocess.CalledProcessError) as e:
         err = getattr(e, "stderr", b"") or b""
@@ -138,7 +139,8 @@ def main() -> None:
     ap.add_argument("--hmc-steps", type=int, default=4)
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per kernel and worker")
     ap.add_argument("--json", default="", help="also write the per-round timings to this file")
-    ap.add_argument("--no-tuned", action="store_true", help="do not also time the current code with the tuned allocator")
+    ap.add_argument("--no-tuned", action="store_true",
+                    help="do not also time the current code with the tuned allocator")
     ap.add_argument("--worker", choices=("baseline", "current", "tuned"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:

@@ -80,7 +80,8 @@ def timed_generate(key, theory, config, *, n_chains: int, n_traj: int, n_therm: 
 
 
 def ensemble(theory, n_chains: int, n: int, therm: int, thin: int, eps: float, seed: int) -> tuple[np.ndarray, float]:
-    """HMC configurations ``(n_chains, n, ...)`` and their generation cost per configuration (:func:`timed_generate`)."""
+    """HMC configurations ``(n_chains, n, ...)`` and their generation cost per configuration
+    (:func:`timed_generate`)."""
     t0 = time.perf_counter()
     steps = max(1, int(round(1.0 / eps)))
     out, per = timed_generate(jax.random.PRNGKey(seed), theory, HMCConfig(eps, steps, "omelyan"), n_chains=n_chains,

@@ -146,4 +146,5 @@ def test_ensemble_cost_from_the_store_record(fam, tmp_path):
     assert math.isfinite(recorded_cost(store, "e"))
     with store.writer("e") as w:
         w.append([100], np.zeros((2, 1, 4, 4, 2)), {k: np.zeros((2, 1)) for k in w._per_traj_vars()}, 101)
-    assert math.isnan(recorded_cost(store, "e")) and math.isnan(Pipeline(store, flow_dir=tmp_path / "f")._hmc_cost("e", 4))
+    assert math.isnan(recorded_cost(store, "e"))
+    assert math.isnan(Pipeline(store, flow_dir=tmp_path / "f")._hmc_cost("e", 4))
