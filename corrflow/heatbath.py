@@ -33,7 +33,8 @@ SU(2) heat bath
     both of which leave the conditional distribution on the orbit invariant.  Rounds for all sites until
     the last one accepts (8-10 at 16^4) cost a third of a sweep on a CPU; with 3 rounds 0.5-0.7 % of
     the subgroup updates are skipped at beta = 5.7-6.0 (one round accepts 81-83 %; BENCHMARKS.md).
-    ``k = 0`` (or ``k`` below ``1e-10``) falls back to a uniform (Haar) ``x`` with ``V = 1``.  The direction of ``(x_1, x_2, x_3)`` is uniform on the sphere.
+    ``k = 0`` (or ``k`` below ``1e-10``) falls back to a uniform (Haar) ``x`` with ``V = 1``.  The direction
+    of ``(x_1, x_2, x_3)`` is uniform on the sphere.
 
 Over-relaxation
     ``r = (V^dag)^2`` in every subgroup: ``Re tr[r W]`` (hence the action) is unchanged to rounding,
