@@ -126,7 +126,7 @@ class HeatbathConfig:
 
     n_heatbath: int = 1
     n_overrelax: int = 4
-    max_rounds: int = 3
+    max_rounds: int = HEATBATH_ROUNDS
 
     def __post_init__(self) -> None:
         for name, low in (("n_heatbath", 1), ("n_overrelax", 0), ("max_rounds", 1)):
@@ -279,7 +279,7 @@ def _draw_x(key: Array, a: Array, max_rounds: int = _MAX_ROUNDS) -> tuple[tuple,
     return (x0, s * sin_t * jnp.cos(phi), s * sin_t * jnp.sin(phi), s * cos_t), done
 
 
-def _heatbath_su2(key: Array, q: tuple, n: int, max_rounds: int = HEATBATH_ROUNDS) -> tuple:
+def _heatbath_su2(key: Array, q: tuple, n: int, max_rounds: int) -> tuple:
     """Heat-bath SU(2) factor ``r = x V^dag`` for the subgroup with staple projection ``q = k V``
     (``Re tr[r w] = Re tr[r q]``), with ``x`` from :func:`_draw_x` at ``a = 2 k / N``.  Where no round of
     ``max_rounds`` accepted (or the input is not finite) ``r = 1``: the link keeps its value (exact,
@@ -303,8 +303,7 @@ def _row(m: Array, i: Any) -> Array:
     return jax.lax.dynamic_index_in_dim(m, i, axis=m.ndim - 2, keepdims=False)
 
 
-def _update_links(key: Array | None, u: Array, sigma: Array, n: int, hb: Any,
-                  max_rounds: int = HEATBATH_ROUNDS) -> Array:
+def _update_links(key: Array | None, u: Array, sigma: Array, n: int, hb: Any, max_rounds: int) -> Array:
     """Cabibbo–Marinari update of links ``u`` (..., N, N) with staple sums ``sigma``: heat bath (``hb``
     True, needs ``key``) or over-relaxation (``hb`` False); a traced ``hb`` selects with ``lax.cond``, so
     one traced sweep serves both.  Subgroups ``(i, j)``, ``i < j``, in lexicographic order."""
@@ -444,7 +443,7 @@ def _rotate(links: Array, b: Array, d: int) -> tuple[Array, Array]:
 
 
 def _update_direction0(key: Array | None, links: Array, b: Array, shape: tuple[int, ...], n: int, hb: Any,
-                       max_rounds: int = HEATBATH_ROUNDS) -> Array:
+                       max_rounds: int) -> Array:
     """Update all links ``U_0(x)``: parity 0, then parity 1, each on the active half of the sites
     (static gathers: staples and updates at the active sites, the result put back by one gather)."""
     d = len(shape)

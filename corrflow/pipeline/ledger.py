@@ -20,7 +20,8 @@ always charged in full, also when the flow is reused (the cost of the method inc
 An ensemble made outside the flow directory (``corrflow generate``, another pipeline) is charged the generation
 cost its commit record carries (``cost_s``: the same definition, production blocks only; the thermalisation is
 added at the production rate per trajectory, :func:`corrflow.pipeline.ensembles.recorded_cost`).  A step whose cost
-was never recorded anywhere (an import, an ensemble older than the record) costs NaN and analyses say so.  Costs persist in ``<flow dir>/workflow_timings.json`` next to the checkpoints.
+was never recorded anywhere (an import, an ensemble older than the record) costs NaN and analyses say so.  Costs
+persist in ``<flow dir>/workflow_timings.json`` next to the checkpoints.
 """
 
 from __future__ import annotations
