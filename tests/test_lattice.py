@@ -156,13 +156,15 @@ def test_check_links_errors():
         lattice.check_links(jnp.zeros((4, 4, 2, 2, 2), complex), SUN(3), (4, 4))
 
 
-@pytest.mark.parametrize("group,shape,batch,dtype", [
-    (SUN(2), (4, 2, 6), (3,), jnp.complex128), (SUN(3), (2, 2, 2, 4), (2,), jnp.complex64)])
-def test_staple_force_matches_reference_kernel(group, shape, batch, dtype):
-    """The shared-staple blocked kernel (issue 16) gives the reference kernel's P_TA(U_mu Sigma_mu) to rounding, on
-    Haar-random and on smooth links (``exp(0.3 X)`` with random algebra X, plaquettes near 1 as on fine
-    lattices), with plane weights, in double and single precision; the weights matter (negative control: the
-    unweighted kernel differs).  Force = autodiff of the action: tests/test_theories.py."""
+@pytest.mark.parametrize("group,shape,batch,dtype,slabs", [
+    (SUN(2), (4, 2, 6), (3,), jnp.complex128, False), (SUN(3), (2, 2, 2, 4), (2,), jnp.complex64, False),
+    (SUN(2), (4, 2, 6), (3,), jnp.complex128, True), (SUN(3), (3, 2, 2, 4), (2,), jnp.complex64, True)])
+def test_staple_force_matches_reference_kernel(group, shape, batch, dtype, slabs):
+    """The shared-staple blocked kernel (issue 16), whole-field and slab by slab (an odd time extent too), gives
+    the reference kernel's P_TA(U_mu Sigma_mu) to rounding, on Haar-random and on smooth links (``exp(0.3 X)`` with
+    random algebra X, plaquettes near 1 as on fine lattices), with plane weights, in double and single precision;
+    the weights matter (negative control: the unweighted kernel differs).  Force = autodiff of the action:
+    tests/test_theories.py."""
     d = len(shape)
     links = batch + tuple(shape) + (d,)
     hot_u = group.random(KEY, links)
@@ -173,7 +175,8 @@ def test_staple_force_matches_reference_kernel(group, shape, batch, dtype):
     @jax.jit
     def both(u):
         ww = jnp.asarray(w, u.real.dtype)
-        return lattice.staple_force(u, group, ww), lattice.staple_force_reference(u, group, ww), lattice.staple_force(u, group)
+        return (lattice.staple_force_xla(u, group, ww, slabs=slabs), lattice.staple_force_reference(u, group, ww),
+                lattice.staple_force_xla(u, group, slabs=slabs))
 
     tol = 1e-12 if dtype == jnp.complex128 else 2e-5
     for u in (hot_u.astype(dtype), smooth.astype(dtype)):
@@ -185,6 +188,33 @@ def test_staple_force_matches_reference_kernel(group, shape, batch, dtype):
         assert float(jnp.max(jnp.abs(new_w - new))) > 0.1 * scale
     with pytest.raises(ValueError, match="SU\\(N\\)"):
         lattice.staple_force(U1().random(KEY, tuple(shape) + (d,)), U1())
+
+
+def test_staple_force_slabs_dispatch_vmap_and_gradient(monkeypatch):
+    """The slab kernel (a loop over time slices) is what ``staple_force`` runs on CPUs once a direction's field
+    reaches ``lattice._SLAB_BYTES`` (its jaxpr has the loop; not below); under ``vmap`` over chains and in reverse
+    mode (the tangent fields differentiate through Wilson-flow steps) it gives the whole-field kernel's numbers."""
+    g = SUN(3)
+    u = g.random(KEY, (2, 3, 2, 2, 2, 4))
+    x = g.random_algebra(jax.random.PRNGKey(5), u.shape[1:-2])
+
+    def has_loop(fn):
+        jaxpr = str(jax.make_jaxpr(fn)(u))
+        return "scan" in jaxpr or "while" in jaxpr
+
+    assert not has_loop(lambda v: lattice.staple_force(v, g))
+    monkeypatch.setattr(lattice, "_SLAB_BYTES", 0)
+    assert has_loop(lambda v: lattice.staple_force(v, g))
+    ref = lattice.staple_force_xla(u, g, slabs=False)
+    np.testing.assert_allclose(np.asarray(jax.vmap(lambda v: lattice.staple_force(v, g))(u)), np.asarray(ref),
+                               atol=1e-13)
+
+    def loss(v, slabs):
+        return jnp.sum(jnp.real(lattice.staple_force_xla(v, g, slabs=slabs) * x) ** 2)
+
+    grads = [jax.grad(loss)(u[0], s) for s in (False, True)]
+    assert float(jnp.max(jnp.abs(grads[0]))) > 0.1
+    np.testing.assert_allclose(np.asarray(grads[1]), np.asarray(grads[0]), atol=1e-12)
 
 
 def test_staple_force_materialised_transposition(monkeypatch):
