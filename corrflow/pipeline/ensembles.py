@@ -51,6 +51,14 @@ def recorded_cost(store: Any, name: str, n_used: int | None = None) -> float:
     return total if n_used is None else total * min(1.0, n_used / n)
 
 
+def recorded_cost_per_configuration(store: Any, name: str) -> float:
+    """:func:`recorded_cost` of a stored ensemble divided by its configurations (all chains): the seconds the cost
+    ledger charges for one configuration (thermalisation included at the production rate); NaN when not
+    recorded.  ``corrflow info`` and the derivative's cost at equal cost use this one definition."""
+    n = int(store.info(name)["committed"]) * int(store.info(name)["n_chains"])
+    return recorded_cost(store, name) / n if n > 0 else float("nan")
+
+
 def generate_to_store(
     store: Any,
     name: str,

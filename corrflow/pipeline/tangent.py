@@ -16,8 +16,9 @@ a warning.
 
 Cost: the terms and the fit are timed as the cost ledger defines costs (:mod:`corrflow.pipeline.ledger`: steady state,
 compilation excluded; the seconds of resumed terms are kept in their checkpoint) and set against the ensemble's
-generation cost per configuration (its commit record's ``cost_s``): ``StoredDerivative.cost_adjusted`` is the variance
-reduction at equal cost, ``reduction * g / (g + t)``.
+generation cost per configuration as the ledger charges it (:func:`corrflow.pipeline.ensembles.recorded_cost`: the
+commit record's ``cost_s`` plus the thermalisation at the production rate): ``StoredDerivative.cost_adjusted`` is the
+variance reduction at equal cost, ``reduction * g / (g + t)``.
 
 With ``compare`` the finite-shift estimators of the same derivative join the table: ensembles at ``α + δ`` already in
 the store -- a flowed ensemble (``corrflow correlate --flow``: estimator ``flowed``), the identity flow (``--identity``:
@@ -43,6 +44,7 @@ from .. import make_theory
 from ..compare import compare_ensembles, parameter_shift
 from .. import tangent as tg
 from ..store.checkpoints import CheckpointError, has_checkpoint, read_checkpoint, write_checkpoint
+from .ensembles import recorded_cost_per_configuration
 from .ledger import Clock
 
 __all__ = ["StoredDerivative", "derivative_from_store", "default_checkpoint_dir", "load_all_configs", "CHECKPOINT_KIND",
@@ -77,7 +79,8 @@ class StoredDerivative:
 
     def cost_adjusted(self) -> dict[str, float]:
         """Variance reduction of the tangent estimator against the connected one at equal cost, per observable:
-        ``reduction * g / (g + t)`` with ``g`` the generation cost of a configuration (as used: times ``thin``)
+        ``reduction * g / (g + t)`` with ``g`` the generation cost of a configuration (the ledger's charge, thermalisation
+        included; as used: times ``thin``)
         and ``t`` the tangent terms and the fit per configuration (``cost``, seconds per configuration, compilation
         excluded) -- the connected estimator could spend ``t`` on more configurations instead.  ``t`` includes the
         observables themselves, which the connected estimator needs too: conservative where they are expensive
@@ -280,8 +283,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
 
     terms = tg.compute_terms(fld, theory, param, names, configs, jax.random.PRNGKey(seed), batch=batch,
                              progress=progress, traces=tr, resume=resume, on_batch=save)
-    recorded = store.info(ensemble)["cost_s"]  # generation seconds of all committed configurations, or None
-    cost = {"generation_s": recorded / (total * spec.n_chains) * thin if recorded is not None else float("nan"),
+    # the ledger's charge per configuration (thermalisation included), times the analysis' thinning; NaN if unrecorded
+    cost = {"generation_s": recorded_cost_per_configuration(store, ensemble) * thin,
             "terms_s": terms_cost(n_configs) / n_configs}
     t_fit = time.perf_counter()
     reused = False

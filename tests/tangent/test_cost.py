@@ -29,7 +29,9 @@ def test_generation_cost_is_recorded_summed_and_dropped_when_unknown(tmp_path):
     assert second > first  # the extension adds its own seconds
     assert store.info("e")["cost_s"] == second
     shown = CliRunner().invoke(app, ["info", str(tmp_path / "s.zarr"), "e"])
-    assert shown.exit_code == 0 and f"generation cost {second / 32:.3g} s per configuration" in " ".join(shown.output.split())
+    text = " ".join(shown.output.split())
+    assert shown.exit_code == 0 and f"generation cost {second / 32:.3g} s per configuration" in text
+    assert f"{second / 32 * (4 + 16) / 16:.3g} s with the thermalisation" in text  # n_therm 4, 16 per chain
     # a block appended without a cost (an older corrflow, an import) makes the total unknown, and it stays unknown
     with store.writer("e") as w:
         w.append([100], np.zeros((2, 1, 4, 4, 2)), {k: np.zeros((2, 1)) for k in w._per_traj_vars()}, 101)
@@ -44,8 +46,12 @@ def test_derivative_reports_the_reduction_at_equal_cost(u1_store, tmp_path):
     st = open_store(u1_store, "r")
     res = derivative_from_store(st, u1_store, ENSEMBLE, "beta", ["plaquette"], batch=1000, out=tmp_path / "ck", thin=2)
     c = res.cost
-    per_config = st.commit(ENSEMBLE)["cost_s"] / (st.commit(ENSEMBLE)["committed"] * res.n_chains)
-    assert np.isclose(c["generation_s"], 2 * per_config)  # every 2nd configuration used: twice the generation cost
+    info = st.info(ENSEMBLE)
+    n_cfg = info["committed"] * res.n_chains
+    production = info["cost_s"] / n_cfg  # the ledger's charge adds the thermalisation at the production rate
+    charged = production * (info["n_therm"] + info["committed"] * info["thin"]) / (info["committed"] * info["thin"])
+    assert info["n_therm"] > 0 and charged > production
+    assert np.isclose(c["generation_s"], 2 * charged)  # every 2nd configuration used: twice the generation cost
     assert c["terms_s"] > 0 and c["fit_s"] >= 0
     adj = res.cost_adjusted()
     g, t = c["generation_s"], c["terms_s"] + c["fit_s"]
