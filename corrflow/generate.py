@@ -128,7 +128,7 @@ def _sample_stored(key, state, theory, config, n_store, thin, first_index, measu
 @partial(jax.jit, static_argnames=("n_store", "thin", "measure", "keep_links"))
 def _run_block_jit(keys, states, theory, config, n_store, thin, first_index, measure, keep_links):  # noqa: ANN001, ANN202
     fn = lambda k, s: _sample_stored(k, s, theory, config, n_store, thin, first_index, measure, keep_links)  # noqa: E731
-    return jax.vmap(fn)(keys, states)
+    return hmc.over_chains(fn, keys, states, states.links)
 
 
 class Block(NamedTuple):

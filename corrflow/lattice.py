@@ -17,6 +17,7 @@ operation is a whole-array roll / product, so any number of leading batch axes w
 
 from __future__ import annotations
 
+from functools import lru_cache
 from itertools import combinations
 from typing import Sequence
 
@@ -236,7 +237,37 @@ def staple_force(u: Array, group: Group, weights: Array | None = None) -> Array:
     """
     if not group.is_abelian and pallas_force.use_pallas():
         return pallas_force.staple_force(u, group, weights)
+    if not group.is_abelian and jax.default_backend() == "cpu":
+        return _chain_by_chain(group, weights is not None)(u, *(() if weights is None else (weights,)))
     return staple_force_xla(u, group, weights)
+
+
+@lru_cache(maxsize=32)
+def _chain_by_chain(group: Group, weighted: bool):  # noqa: ANN202 - (u[, weights]) -> force
+    """:func:`staple_force_xla` whose ``vmap`` over chains (``corrflow generate`` vmaps its chains) runs the chains
+    one after the other (``lax.map``) once the batch reaches ``_SLAB_BYTES`` per direction: each chain's
+    intermediates then stay in cache instead of streaming 40 batched fields through memory (CPU, 16 chains of 8^4:
+    45 against 76 ms).  Smaller batches, and batched weights, are vectorised as before.  Derivatives are those of
+    the kernel itself (``custom_jvp``; ``custom_vmap`` alone has none)."""
+
+    def kernel(u: Array, *w: Array) -> Array:
+        return staple_force_xla(u, group, *w)
+
+    chained = jax.custom_batching.custom_vmap(kernel)
+
+    @chained.def_vmap
+    def _rule(axis_size: int, in_batched: list, u: Array, *w: Array) -> tuple[Array, bool]:
+        if not in_batched[0]:
+            u = jnp.broadcast_to(u, (axis_size,) + u.shape)
+        if any(in_batched[1:]):  # per-chain weights: vectorise
+            return jax.vmap(kernel, in_axes=(0,) + tuple(0 if b else None for b in in_batched[1:]))(u, *w), True
+        if u.nbytes // _ndim(u, group) < _SLAB_BYTES:
+            return kernel(u, *w), True  # the kernel takes leading batch axes
+        return jax.lax.map(lambda x: chained(x, *w), u), True
+
+    force = jax.custom_jvp(chained)
+    force.defjvp(lambda primals, tangents: jax.jvp(kernel, primals, tangents))
+    return force
 
 
 def staple_force_xla(u: Array, group: Group, weights: Array | None = None, slabs: bool | None = None) -> Array:

@@ -105,6 +105,40 @@ def test_chains_and_blocks_are_bitwise_reproducible():
     np.testing.assert_array_equal(st1.links, whole[-1].state.links[1])
 
 
+def test_chains_one_after_the_other_match_vectorised_chains(monkeypatch):
+    """Above ``hmc.CHAIN_MAP_BYTES`` of links per chain a CPU runs chains with ``lax.map`` (``hmc.over_chains``):
+    the HMC and heat-bath chains of ``run_blocks`` and ``heatbath.sample_chains`` are those of the vectorised
+    chains to rounding, and the loop over chains is really there (its jaxpr has a scan of the chain count)."""
+    from corrflow import heatbath
+
+    th = make_theory("su3", (2, 2, 2, 4), beta=5.5)
+    cfg = HMCConfig(0.1, 3, "omelyan")
+    links = initial_links(KEY, th, 3)
+    keys = jax.random.split(KEY, 3)
+    hb = heatbath.HeatbathConfig(n_heatbath=1, n_overrelax=1)
+
+    def runs():
+        jax.clear_caches()  # the module-level jitted blocks were traced under the other setting
+        blk = list(run_blocks(KEY, th, cfg, links, 4, block_size=4))[-1]
+        u_hb, _ = heatbath.sample_chains(keys, links, th, hb, 2)
+        return blk.state.links, blk.info.accepted, u_hb
+
+    def chain_loops():
+        fn = lambda k, s: hmc.sample(k, s, th, cfg, 2)  # noqa: E731
+        jaxpr = str(jax.make_jaxpr(lambda k, s: hmc.over_chains(fn, k, s, s.links))(keys, hmc.init(th, links)))
+        return jaxpr.count("length=3")
+
+    vec = runs()
+    assert chain_loops() == 0
+    monkeypatch.setattr(hmc, "CHAIN_MAP_BYTES", 0)
+    one_by_one = runs()
+    assert chain_loops() == 1
+    np.testing.assert_allclose(np.asarray(one_by_one[0]), np.asarray(vec[0]), atol=1e-10)
+    np.testing.assert_array_equal(np.asarray(one_by_one[1]), np.asarray(vec[1]))
+    np.testing.assert_allclose(np.asarray(one_by_one[2]), np.asarray(vec[2]), atol=1e-10)
+    jax.clear_caches()
+
+
 def test_generate_discards_thermalisation():
     th = make_theory("u1", (4, 4), beta=1.0)
     out = generate(KEY, th, HMCConfig(0.2, 5), n_chains=2, n_traj=30, n_therm=7, block_size=8,

@@ -217,6 +217,44 @@ def test_staple_force_slabs_dispatch_vmap_and_gradient(monkeypatch):
     np.testing.assert_allclose(np.asarray(grads[1]), np.asarray(grads[0]), atol=1e-12)
 
 
+def test_staple_force_vmapped_chains_run_one_after_the_other(monkeypatch):
+    """Under ``vmap`` over chains (as ``corrflow generate`` runs them) ``staple_force`` on CPUs loops over the
+    chains once the batch reaches ``lattice._SLAB_BYTES`` per direction (a ``custom_vmap`` rule; its jaxpr has the
+    loop of the chain count): the vectorised kernel's numbers, with plane weights and with per-chain weights, and
+    the kernel's own derivatives in forward and reverse mode."""
+    g = SUN(3)
+    u = g.random(KEY, (2, 2, 2, 2, 2, 4))
+    x = g.random_algebra(jax.random.PRNGKey(6), u.shape[:-2])
+    w = jnp.asarray(np.arange(16.0).reshape(4, 4) / 10 + 1)
+    w = (w + w.T) / 2
+    forces = {"plain": lambda v: lattice.staple_force(v, g), "weighted": lambda v: lattice.staple_force(v, g, w)}
+
+    def has_chain_loop(fn):
+        return "length=2" in str(jax.make_jaxpr(jax.vmap(fn))(u))
+
+    assert not has_chain_loop(forces["plain"])
+    monkeypatch.setattr(lattice, "_SLAB_BYTES", 4000)  # one chain below (no slabs), both above
+    assert u[0].nbytes // 4 < lattice._SLAB_BYTES <= u.nbytes // 4
+    for name, fn in forces.items():
+        assert has_chain_loop(fn), name
+        ref = lattice.staple_force_xla(u, g, w if name == "weighted" else None)
+        np.testing.assert_allclose(np.asarray(jax.vmap(fn)(u)), np.asarray(ref), atol=1e-13)
+    ws = jnp.stack([w, 2 * w])  # per-chain weights: vectorised
+    np.testing.assert_allclose(np.asarray(jax.vmap(lambda v, b: lattice.staple_force(v, g, b))(u, ws)),
+                               np.asarray(jax.vmap(lambda v, b: lattice.staple_force_xla(v, g, b))(u, ws)), atol=1e-13)
+
+    def loss(fn):
+        return lambda v: jnp.sum(jnp.real(jax.vmap(fn)(v) * x) ** 2)
+
+    kernel = lambda v: lattice.staple_force_xla(v, g)  # noqa: E731
+    grad_ref = jax.grad(loss(kernel))(u)
+    assert float(jnp.max(jnp.abs(grad_ref))) > 0.1
+    np.testing.assert_allclose(np.asarray(jax.grad(loss(forces["plain"]))(u)), np.asarray(grad_ref), atol=1e-12)
+    t = g.random_algebra(jax.random.PRNGKey(7), u.shape[:-2])
+    jvp = jax.jvp(jax.vmap(forces["plain"]), (u,), (t,))[1]
+    np.testing.assert_allclose(np.asarray(jvp), np.asarray(jax.jvp(jax.vmap(kernel), (u,), (t,))[1]), atol=1e-12)
+
+
 def test_staple_force_materialised_transposition(monkeypatch):
     """Large fields go through the lax.map transposition (lattice._MATERIALISE_BYTES): same numbers."""
     g = SUN(3)
