@@ -44,6 +44,9 @@ Over-relaxation
     subgroups (rows/columns ``(i, j)``) is not, so it is covariant only in distribution, as is the heat
     bath for every ``N`` (its random draws live in a fixed local frame).
 
+The SU(2)-subgroup algebra and draws (quaternions, Kennedy–Pendleton / Creutz, over-relaxation, the update of the
+links of one parity given their staple sums) are in :mod:`corrflow.su2_subgroups`; this module builds the sweeps.
+
 Vectorisation
     A link ``U_mu(x)`` only interacts with links of other directions and with ``U_mu`` at sites of the
     opposite parity ``(sum_nu x_nu) mod 2``, so all links of one direction and one parity are updated
@@ -77,7 +80,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import combinations, permutations
+from itertools import permutations
 from typing import Any, Callable
 
 import jax
@@ -86,6 +89,7 @@ import numpy as np
 
 from .groups import Group, dagger, matmul
 from .hmc import over_chains
+from .su2_subgroups import update_links
 from .theories.gauge import WilsonGaugeAction
 
 Array = jax.Array
@@ -99,13 +103,6 @@ __all__ = [
     "sample_chains",
 ]
 
-#: Above this effective coupling ``a`` Kennedy–Pendleton accepts more often than Creutz's method.
-_KP_SWITCH = 1.7
-#: Staple projections ``k`` below this count as zero (uniform SU(2) draw, ``V = 1``).
-_K_SMALL = 1e-10
-#: Guard against a hang on non-finite input; with >= 70 % acceptance per round a finite site reaches
-#: it with probability < 0.3**1000.
-_MAX_ROUNDS = 1000
 #: Default accept/reject rounds of a heat-bath sweep (:class:`HeatbathConfig`; module docstring).
 HEATBATH_ROUNDS = 3
 
@@ -183,154 +180,6 @@ def _check_theory(theory: Any) -> None:
 def _check(links: Array, theory: Any) -> None:
     _check_theory(theory)
     theory.check_links(links)
-
-
-# ----------------------------------------------------------------------------------------
-# SU(2) algebra in quaternions: q = q0 + i (q1 s1 + q2 s2 + q3 s3) = [[a, b], [-b*, a*]],
-# a = q0 + i q3, b = q2 + i q1
-# ----------------------------------------------------------------------------------------
-
-
-def _qmul(a: tuple, b: tuple) -> tuple:
-    """Product of two quaternions (tuples of 4 real arrays) in the SU(2) convention above."""
-    a0, a1, a2, a3 = a
-    b0, b1, b2, b3 = b
-    return (
-        a0 * b0 - a1 * b1 - a2 * b2 - a3 * b3,
-        a0 * b1 + b0 * a1 - (a2 * b3 - a3 * b2),
-        a0 * b2 + b0 * a2 - (a3 * b1 - a1 * b3),
-        a0 * b3 + b0 * a3 - (a1 * b2 - a2 * b1),
-    )
-
-
-def _project(w_ii: Array, w_ij: Array, w_ji: Array, w_jj: Array) -> tuple:
-    """Quaternion ``k V`` of the block ``w = [[w_ii, w_ij], [w_ji, w_jj]]``: ``Re tr[r w] = Re tr[r kV]`` for all
-    r in SU(2) (``alpha = (w_ii + w_jj^*) / 2``, ``beta = (w_ij - w_ji^*) / 2``)."""
-    alpha = 0.5 * (w_ii + jnp.conj(w_jj))
-    beta = 0.5 * (w_ij - jnp.conj(w_ji))
-    return (jnp.real(alpha), jnp.imag(beta), jnp.real(beta), jnp.imag(alpha))
-
-
-def _apply_left(r: tuple, m: Array, i: Any, j: Any) -> Array:
-    """``R m`` with the SU(2) quaternion ``r`` embedded in rows/columns ``(i, j)`` (``i``, ``j`` may be traced)."""
-    ra = jax.lax.complex(r[0], r[3])[..., None]
-    rb = jax.lax.complex(r[2], r[1])[..., None]
-    mi, mj = _row(m, i), _row(m, j)
-    ni = ra * mi + rb * mj
-    nj = -jnp.conj(rb) * mi + jnp.conj(ra) * mj
-    ax = m.ndim - 2
-    m = jax.lax.dynamic_update_index_in_dim(m, ni, i, ax)
-    return jax.lax.dynamic_update_index_in_dim(m, nj, j, ax)
-
-
-def _unit(q: tuple) -> tuple[tuple, Array, Array]:
-    """``(V, k, ok)``: unit quaternion ``V = q / k`` (``V = 1`` where ``k < _K_SMALL``), ``k = |q|``."""
-    k = jnp.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
-    ok = k > _K_SMALL
-    inv = jnp.where(ok, 1.0 / jnp.where(ok, k, 1.0), 0.0)
-    v = (jnp.where(ok, q[0] * inv, 1.0), q[1] * inv, q[2] * inv, q[3] * inv)
-    return v, k, ok
-
-
-def _uniform(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
-    """Uniform numbers in [0, 1) drawn as a flat vector and reshaped (jax's partitionable threefry compiles
-    several seconds per call for a many-axis shape on CPU, a flat one in well under a second)."""
-    return jax.random.uniform(key, (int(np.prod(shape)),), dtype).reshape(shape)
-
-
-def _draw_x(key: Array, a: Array, max_rounds: int = _MAX_ROUNDS) -> tuple[tuple, Array]:
-    """SU(2) element ``x`` (quaternion) with density ``∝ exp(a x_0)`` in the Haar measure, independently per
-    element of ``a``: ``x_0`` from ``sqrt(1 - x_0^2) exp(a x_0)`` (Kennedy–Pendleton for ``a > _KP_SWITCH``,
-    Creutz below), ``(x_1, x_2, x_3)`` uniform on the sphere of radius ``sqrt(1 - x_0^2)``.
-
-    Every round draws six uniform numbers per site from ``fold_in(key, round)``: four for the proposal
-    and its acceptance, two for the direction (kept from the accepting round).  Returns ``(x, done)``;
-    ``done`` is False where ``max_rounds`` rounds did not suffice (with the default, non-finite ``a`` only).
-    """
-    dtype = a.dtype
-    use_kp = a > _KP_SWITCH
-    a = jnp.maximum(a, _K_SMALL)
-    em = jnp.expm1(-2.0 * a)  # Creutz: x = 1 + log(1 - u (1 - e^{-2a})) / a has density ∝ exp(a x)
-    two_pi = jnp.asarray(2.0 * np.pi, dtype)
-    finite = jnp.isfinite(a)
-
-    def body(state: tuple[Array, Array, Array, Array]) -> tuple[Array, Array, Array, Array]:
-        it, x0, angles, done = state
-        u = _uniform(jax.random.fold_in(key, it), (6,) + a.shape, dtype)
-        c = jnp.cos(two_pi * u[1])
-        lam2 = -(jnp.log1p(-u[0]) + c * c * jnp.log1p(-u[2])) / (2.0 * a)  # log of 1-u in (0, 1]
-        x_kp = 1.0 - 2.0 * lam2
-        x_cr = 1.0 + jnp.log1p(u[0] * em) / a
-        x = jnp.where(use_kp, x_kp, x_cr)
-        # accept with probability sqrt(1 - lam^2) (Kennedy–Pendleton) or sqrt(1 - x^2) (Creutz)
-        acc = u[3] * u[3] <= jnp.where(use_kp, 1.0 - lam2, 1.0 - x * x)
-        new = acc & ~done
-        return it + 1, jnp.where(new, x, x0), jnp.where(new, u[4:], angles), done | acc
-
-    def cond(state: tuple[Array, Array, Array, Array]) -> Array:
-        return (state[0] < max_rounds) & ~jnp.all(state[3])
-
-    x0 = jnp.where(finite, jnp.ones_like(a), jnp.nan)
-    init = (jnp.zeros((), jnp.int32), x0, jnp.zeros((2,) + a.shape, dtype), ~finite)
-    _, x0, angles, done = jax.lax.while_loop(cond, body, init)
-    cos_t = 1.0 - 2.0 * angles[0]
-    sin_t = jnp.sqrt(jnp.maximum(1.0 - cos_t * cos_t, 0.0))
-    phi = two_pi * angles[1]
-    s = jnp.sqrt(jnp.maximum(1.0 - x0 * x0, 0.0))
-    return (x0, s * sin_t * jnp.cos(phi), s * sin_t * jnp.sin(phi), s * cos_t), done
-
-
-def _heatbath_su2(key: Array, q: tuple, n: int, max_rounds: int) -> tuple:
-    """Heat-bath SU(2) factor ``r = x V^dag`` for the subgroup with staple projection ``q = k V``
-    (``Re tr[r w] = Re tr[r q]``), with ``x`` from :func:`_draw_x` at ``a = 2 k / N``.  Where no round of
-    ``max_rounds`` accepted (or the input is not finite) ``r = 1``: the link keeps its value (exact,
-    module docstring)."""
-    v, k, _ = _unit(q)
-    x, done = _draw_x(key, 2.0 * k / n, max_rounds)
-    r = _qmul(x, (v[0], -v[1], -v[2], -v[3]))
-    one, zero = jnp.ones_like(k), jnp.zeros_like(k)
-    return tuple(jnp.where(done, ri, ei) for ri, ei in zip(r, (one, zero, zero, zero)))
-
-
-def _overrelax_su2(q: tuple) -> tuple:
-    """Over-relaxation factor ``r = (V^dag)^2`` (identity where ``k`` is ~0)."""
-    v, _, ok = _unit(q)
-    vv = v[1] * v[1] + v[2] * v[2] + v[3] * v[3]
-    r0 = jnp.where(ok, v[0] * v[0] - vv, 1.0)
-    return (r0, -2.0 * v[0] * v[1], -2.0 * v[0] * v[2], -2.0 * v[0] * v[3])
-
-
-def _row(m: Array, i: Any) -> Array:
-    return jax.lax.dynamic_index_in_dim(m, i, axis=m.ndim - 2, keepdims=False)
-
-
-def _update_links(key: Array | None, u: Array, sigma: Array, n: int, hb: Any, max_rounds: int) -> Array:
-    """Cabibbo–Marinari update of links ``u`` (..., N, N) with staple sums ``sigma``: heat bath (``hb``
-    True, needs ``key``) or over-relaxation (``hb`` False); a traced ``hb`` selects with ``lax.cond``, so
-    one traced sweep serves both.  Subgroups ``(i, j)``, ``i < j``, in lexicographic order."""
-    subgroups = np.array(list(combinations(range(n), 2)), dtype=np.int32)
-    w = matmul(u, sigma)
-
-    def one(s: Any, i: Any, j: Any, u: Array, w: Array) -> tuple[Array, Array]:
-        wi, wj = _row(w, i), _row(w, j)
-        q = _project(wi[..., i], wi[..., j], wj[..., i], wj[..., j])
-        if hb is False:
-            r = _overrelax_su2(q)
-        elif hb is True:
-            r = _heatbath_su2(jax.random.fold_in(key, s), q, n, max_rounds)
-        else:
-            r = jax.lax.cond(hb, lambda q: _heatbath_su2(jax.random.fold_in(key, s), q, n, max_rounds),
-                             _overrelax_su2, q)
-        return _apply_left(r, u, i, j), _apply_left(r, w, i, j)
-
-    if n == 2:
-        return one(0, 0, 1, u, w)[0]
-
-    def body(s: Array, carry: tuple[Array, Array]) -> tuple[Array, Array]:
-        ij = jnp.asarray(subgroups)[s]
-        return one(s, ij[0], ij[1], *carry)
-
-    return jax.lax.fori_loop(0, len(subgroups), body, (u, w))[0]
 
 
 # ----------------------------------------------------------------------------------------
@@ -454,7 +303,7 @@ def _update_direction0(key: Array | None, links: Array, b: Array, shape: tuple[i
     for parity, t in enumerate(_parity_tables(tuple(shape))):
         sigma = _staples_active(us, b, t)
         sub_key = None if key is None else jax.random.fold_in(key, parity)
-        new = _update_links(sub_key, _take(us[0], t.active), sigma, n, hb, max_rounds)
+        new = update_links(sub_key, _take(us[0], t.active), sigma, n, hb, max_rounds)
         us[0] = _take(jnp.concatenate([new, _take(us[0], t.other)], axis=-3), t.perm)
     return jnp.stack([u.reshape(batch + tuple(shape) + (n, n)) for u in us], axis=-3)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from gauge_helpers import gauge_transform
 
-from corrflow import HMCConfig, exact, heatbath, hmc, lattice, make_theory
+from corrflow import HMCConfig, exact, heatbath, hmc, lattice, make_theory, su2_subgroups
 from corrflow.heatbath import HeatbathConfig
 from corrflow.observables.gauge import plaquette
 from corrflow.stats import gamma_method
@@ -108,7 +108,7 @@ def test_su2_draw_moments():
     n = 40_000
     a_values = np.array([0.0, 0.4, 1.6, 1.8, 6.0, 40.0])
     a = jnp.asarray(np.repeat(a_values[:, None], n, 1))
-    (x0, x1, x2, x3), done = jax.jit(heatbath._draw_x)(jax.random.PRNGKey(7), a)
+    (x0, x1, x2, x3), done = jax.jit(su2_subgroups.draw_x)(jax.random.PRNGKey(7), a)
     assert bool(jnp.all(done))
     x0, xv = np.asarray(x0), np.stack([np.asarray(x1), np.asarray(x2), np.asarray(x3)])
     assert np.max(np.abs(x0**2 + np.sum(xv**2, 0) - 1)) < 1e-12

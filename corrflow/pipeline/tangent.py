@@ -79,12 +79,11 @@ class StoredDerivative:
 
     def cost_adjusted(self) -> dict[str, float]:
         """Variance reduction of the tangent estimator against the connected one at equal cost, per observable:
-        ``reduction * g / (g + t)`` with ``g`` the generation cost of a configuration (the ledger's charge, thermalisation
-        included; as used: times ``thin``)
-        and ``t`` the tangent terms and the fit per configuration (``cost``, seconds per configuration, compilation
-        excluded) -- the connected estimator could spend ``t`` on more configurations instead.  ``t`` includes the
-        observables themselves, which the connected estimator needs too: conservative where they are expensive
-        (pion correlators).  Empty when the ensemble's generation cost was not recorded (ensembles made before
+        ``reduction * g / (g + t)`` with ``g`` the generation cost of a configuration (the ledger's charge,
+        thermalisation included; as used: times ``thin``) and ``t`` the tangent terms and the fit per configuration
+        (``cost``, seconds per configuration, compilation excluded) -- the connected estimator could spend ``t`` on
+        more configurations instead.  ``t`` includes the observables themselves, which the connected estimator needs
+        too: conservative where they are expensive (pion correlators).  Empty when the ensemble's generation cost was not recorded (ensembles made before
         corrflow recorded it, imports)."""
         g = self.cost.get("generation_s", float("nan"))
         t = self.cost.get("terms_s", float("nan")) + self.cost.get("fit_s", 0.0)
