@@ -88,7 +88,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .groups import Group, dagger, matmul
-from .hmc import over_chains
+from . import batching
 from .su2_subgroups import update_links
 from .theories.gauge import WilsonGaugeAction
 
@@ -371,7 +371,7 @@ def _sample_impl(
 
 def _sample_chains_impl(keys, links, theory, config, n_updates, first_index, measure):  # noqa: ANN001, ANN202
     fn = lambda k, u: _sample_impl(k, u, theory, config, n_updates, first_index, measure)  # noqa: E731
-    return over_chains(fn, keys, links, links)
+    return batching.over_leading_axis(fn, (keys, links), links)
 
 
 _heatbath_jit = jax.jit(lambda key, links, theory: _sweep(key, links, theory, True))

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import batching
+
 Array = jax.Array
 
 __all__ = [
@@ -277,17 +279,8 @@ def sample_chains(
     return over_chains(fn, keys, states, states.links)
 
 
-# From this many bytes of links per chain (8^4 SU(3) in complex64 and up) a CPU runs chains faster one after the other
-# than vectorised: one chain's fields stay in cache.  Measured on a 2-core Xeon, 16 chains: 8^4 HMC trajectory 610 vs
-# 818 ms, heat-bath update 846 vs 1105 ms; 6^4 equal; 4^4 vectorised 1.7x faster (per-kernel overheads).
-CHAIN_MAP_BYTES = 2**20
-
-
 def over_chains(fn: Callable[..., Any], keys: Array, states: Any, links: Array) -> Any:
     """``jax.vmap(fn)(keys, states)`` over a leading chain axis -- or, on CPUs when one chain's ``links`` (the
-    chain-batched link field) reach :data:`CHAIN_MAP_BYTES`, ``lax.map``: the chains one after the other, each
-    with its fields in cache (same results to rounding; GPUs and small lattices stay vectorised)."""
-    n_chains = links.shape[0]
-    if jax.default_backend() == "cpu" and n_chains > 1 and links.nbytes // n_chains >= CHAIN_MAP_BYTES:
-        return jax.lax.map(lambda a: fn(*a), (keys, states))
-    return jax.vmap(fn)(keys, states)
+    chain-batched link field) reach :data:`corrflow.batching.SEQUENTIAL_BYTES`, ``lax.map``: the chains one after
+    the other, each with its fields in cache (same results to rounding; GPUs and small lattices stay vectorised)."""
+    return batching.over_leading_axis(fn, (keys, states), links)

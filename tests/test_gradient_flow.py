@@ -131,6 +131,27 @@ def test_batches_flow_like_single_configurations_and_action_decreases(rough_conf
     np.testing.assert_allclose(h.E_clov[0, -1], single.E_clov[-1], rtol=1e-12)
 
 
+def test_a_batch_flows_one_configuration_after_the_other_on_cpus(rough_config, monkeypatch):
+    """Where :mod:`corrflow.batching` says so (8^4 and up on CPUs; forced here) a batch of configurations (two
+    batch axes) flows with ``lax.map`` over them: the numbers of the batch flowed as one field, to rounding."""
+    from corrflow import batching
+
+    u = rough_config
+    batch = jnp.stack([jnp.stack([u, lattice.shift(u, 1, 1, 4, SU3)]), jnp.stack([lattice.shift(u, 2, 1, 4, SU3), u])])
+    args = dict(t_max=0.1, eps=0.05, measure_every=0.05)
+    jax.clear_caches()
+    whole = gf.wilson_flow(batch, SU3, **args)
+    asked = []
+    monkeypatch.setattr(batching, "one_at_a_time", lambda nbytes, n: asked.append((nbytes, n)) or True)
+    jax.clear_caches()
+    one_by_one = gf.wilson_flow(batch, SU3, **args)
+    assert asked == [(u.nbytes, 4)]
+    for a, b in ((whole.E_clov, one_by_one.E_clov), (whole.Q, one_by_one.Q), (whole.links, one_by_one.links)):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12, atol=1e-12)
+    jax.clear_caches()
+
+
 def test_flow_scale_interpolation():
     t = np.linspace(0, 3, 61)
     y = 0.05 * t**2 + 0.02 * t  # smooth monotone; crossing at 0.3 solved exactly

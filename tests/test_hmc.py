@@ -106,10 +106,10 @@ def test_chains_and_blocks_are_bitwise_reproducible():
 
 
 def test_chains_one_after_the_other_match_vectorised_chains(monkeypatch):
-    """Above ``hmc.CHAIN_MAP_BYTES`` of links per chain a CPU runs chains with ``lax.map`` (``hmc.over_chains``):
+    """Above ``batching.SEQUENTIAL_BYTES`` of links per chain a CPU runs chains with ``lax.map`` (``hmc.over_chains``):
     the HMC and heat-bath chains of ``run_blocks`` and ``heatbath.sample_chains`` are those of the vectorised
     chains to rounding, and the loop over chains is really there (its jaxpr has a scan of the chain count)."""
-    from corrflow import heatbath
+    from corrflow import batching, heatbath
 
     th = make_theory("su3", (2, 2, 2, 4), beta=5.5)
     cfg = HMCConfig(0.1, 3, "omelyan")
@@ -128,9 +128,12 @@ def test_chains_one_after_the_other_match_vectorised_chains(monkeypatch):
         jaxpr = str(jax.make_jaxpr(lambda k, s: hmc.over_chains(fn, k, s, s.links))(keys, hmc.init(th, links)))
         return jaxpr.count("length=3")
 
+    size = batching.SEQUENTIAL_BYTES  # the rule (CPU): more than one item, each of at least this many bytes
+    assert batching.one_at_a_time(size, 2) and not batching.one_at_a_time(size, 1)
+    assert not batching.one_at_a_time(size - 1, 16)
     vec = runs()
     assert chain_loops() == 0
-    monkeypatch.setattr(hmc, "CHAIN_MAP_BYTES", 0)
+    monkeypatch.setattr(batching, "SEQUENTIAL_BYTES", 0)
     one_by_one = runs()
     assert chain_loops() == 1
     np.testing.assert_allclose(np.asarray(one_by_one[0]), np.asarray(vec[0]), atol=1e-10)

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import lattice
+from .. import batching, lattice
 from ..groups import Group, get_group
 from ..theories.gauge import accumulate
 
@@ -219,8 +219,7 @@ def _measure(u: Array, group: Group, with_q: bool) -> tuple[Array, Array, Array]
     return e_p, e_c, q
 
 
-@partial(jax.jit, static_argnames=("group", "n_meas", "with_q"))
-def _flow_jit(u: Array, group: Group, eps: Array, n_meas: int, steps_per_meas: Array, with_q: bool):  # noqa: ANN202
+def _flow(u: Array, group: Group, eps: Array, n_meas: int, steps_per_meas: Array, with_q: bool):  # noqa: ANN202
     def outer(v: Array, _: Any) -> tuple[Array, tuple[Array, Array, Array]]:
         v = jax.lax.fori_loop(0, steps_per_meas, lambda _, w: flow_step(w, group, eps), v)
         return v, _measure(v, group, with_q)
@@ -229,6 +228,20 @@ def _flow_jit(u: Array, group: Group, eps: Array, n_meas: int, steps_per_meas: A
     u, rest = jax.lax.scan(outer, u, None, length=n_meas - 1)
     stacked = [jnp.moveaxis(jnp.concatenate([f[None], r], axis=0), 0, -1) for f, r in zip(first, rest)]
     return u, stacked
+
+
+@partial(jax.jit, static_argnames=("group", "n_meas", "with_q"))
+def _flow_jit(u: Array, group: Group, eps: Array, n_meas: int, steps_per_meas: Array, with_q: bool):  # noqa: ANN202
+    """:func:`_flow`; a batch of configurations of 8^4 and up flows one configuration after the other on CPUs
+    (:mod:`corrflow.batching`: 32 configurations of 8^4 1.2x faster than flowing the batch as one field)."""
+    nb = u.ndim - _ndim(u, group) - 3
+    batch = u.shape[:nb]
+    n = int(np.prod(batch)) if nb else 1
+    if not (nb and batching.one_at_a_time(u.nbytes // n, n)):
+        return _flow(u, group, eps, n_meas, steps_per_meas, with_q)
+    links, stacked = jax.lax.map(lambda v: _flow(v, group, eps, n_meas, steps_per_meas, with_q),
+                                 u.reshape((n,) + u.shape[nb:]))
+    return links.reshape(u.shape), [s.reshape(batch + s.shape[1:]) for s in stacked]
 
 
 def wilson_flow(u: Array, group: Group | str, t_max: float, *, eps: float = 0.01, measure_every: float = 0.05,
