@@ -445,9 +445,9 @@ def sample_chains(
     first_index: Any = 0,
     measure: Callable[[Array], Any] | None = None,
 ) -> tuple[Array, Any]:
-    """:func:`sample` vmapped over chains: ``keys`` ``(n_chains, 2)`` (or ``(n_chains,)`` typed keys) and
-    ``links`` ``(n_chains, *theory.link_shape)``.  Outputs have leading axes ``(n_chains,)`` (links) and
-    ``(n_chains, n_updates)`` (measurements)."""
+    """:func:`sample` over chains (vmapped, or one by one on CPUs: :mod:`corrflow.batching`): ``keys``
+    ``(n_chains, 2)`` (or ``(n_chains,)`` typed keys) and ``links`` ``(n_chains, *theory.link_shape)``.  Outputs
+    have leading axes ``(n_chains,)`` (links) and ``(n_chains, n_updates)`` (measurements)."""
     _check(links, theory)
     if isinstance(n_updates, bool) or not isinstance(n_updates, (int, np.integer)) or n_updates < 1:
         raise ValueError(f"sample_chains: n_updates must be a positive integer, got {n_updates!r}")

@@ -271,7 +271,8 @@ def sample_chains(
     first_index: Any = 0,
     measure: Callable[[Array], Any] | None = None,
 ) -> tuple[HMCState, HMCInfo, Any]:
-    """:func:`sample` vmapped over chains: ``keys`` ``(n_chains, 2)``, states with leading chain axis.
+    """:func:`sample` over chains (vmapped, or one by one on CPUs: :func:`over_chains`): ``keys`` ``(n_chains, 2)``,
+    states with leading chain axis.
 
     Outputs have leading axes ``(n_chains, n_traj)``.
     """
