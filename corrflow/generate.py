@@ -126,9 +126,12 @@ def _sample_stored(key, state, theory, config, n_store, thin, first_index, measu
     return jax.lax.scan(group, state, jnp.arange(n_store))
 
 
-@partial(jax.jit, static_argnames=("n_store", "thin", "measure", "keep_links"))
-def _run_block_jit(keys, states, theory, config, n_store, thin, first_index, measure, keep_links):  # noqa: ANN001, ANN202
+@partial(jax.jit, static_argnames=("n_store", "thin", "measure", "keep_links", "sharded"))
+def _run_block_jit(keys, states, theory, config, n_store, thin, first_index, measure, keep_links,  # noqa: ANN001, ANN202
+                   sharded=False):
     fn = lambda k, s: _sample_stored(k, s, theory, config, n_store, thin, first_index, measure, keep_links)  # noqa: E731
+    if sharded:  # chains spread over devices: each device runs its own, vectorised
+        return jax.vmap(fn)(keys, states)
     return hmc.over_chains(fn, keys, states, states.links)
 
 
@@ -204,7 +207,7 @@ def run_blocks(
         n = min(block_size, n_traj - done)
         first = first_index + done * thin
         state, (info, meas, blk_links, blk_action) = _run_block_jit(
-            keys, state, theory, config, n, thin, first, measure, keep_links)
+            keys, state, theory, config, n, thin, first, measure, keep_links, mesh is not None)
         meas_np = {k: np.asarray(v) for k, v in (meas or {}).items()}
         traj = first + thin * np.arange(n) + thin - 1
         yield Block(first, traj, state, info, meas_np, blk_links, blk_action)
