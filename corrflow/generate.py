@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import hmc
+from . import batching, hmc
 from . import observables as obs
 from .groups import Group
 
@@ -132,7 +132,7 @@ def _run_block_jit(keys, states, theory, config, n_store, thin, first_index, mea
     fn = lambda k, s: _sample_stored(k, s, theory, config, n_store, thin, first_index, measure, keep_links)  # noqa: E731
     if sharded:  # chains spread over devices: each device runs its own, vectorised
         return jax.vmap(fn)(keys, states)
-    return hmc.over_chains(fn, keys, states, states.links)
+    return batching.over_leading_axis(fn, (keys, states), states.links)
 
 
 class Block(NamedTuple):

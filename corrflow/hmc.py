@@ -271,17 +271,10 @@ def sample_chains(
     first_index: Any = 0,
     measure: Callable[[Array], Any] | None = None,
 ) -> tuple[HMCState, HMCInfo, Any]:
-    """:func:`sample` over chains (vmapped, or one by one on CPUs: :func:`over_chains`): ``keys`` ``(n_chains, 2)``,
-    states with leading chain axis.
+    """:func:`sample` over chains (vmapped, or one by one on CPUs: :mod:`corrflow.batching`): ``keys``
+    ``(n_chains, 2)``, states with leading chain axis.
 
     Outputs have leading axes ``(n_chains, n_traj)``.
     """
     fn = lambda k, s: sample(k, s, theory, config, n_traj, first_index, measure)  # noqa: E731
-    return over_chains(fn, keys, states, states.links)
-
-
-def over_chains(fn: Callable[..., Any], keys: Array, states: Any, links: Array) -> Any:
-    """``jax.vmap(fn)(keys, states)`` over a leading chain axis -- or, on CPUs when one chain's ``links`` (the
-    chain-batched link field) reach :data:`corrflow.batching.SEQUENTIAL_BYTES`, ``lax.map``: the chains one after
-    the other, each with its fields in cache (same results to rounding; GPUs and small lattices stay vectorised)."""
-    return batching.over_leading_axis(fn, (keys, states), links)
+    return batching.over_leading_axis(fn, (keys, states), states.links)

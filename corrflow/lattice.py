@@ -238,12 +238,12 @@ def staple_force(u: Array, group: Group, weights: Array | None = None) -> Array:
     if not group.is_abelian and pallas_force.use_pallas():
         return pallas_force.staple_force(u, group, weights)
     if not group.is_abelian and jax.default_backend() == "cpu":
-        return _chain_by_chain(group, weights is not None)(u, *(() if weights is None else (weights,)))
+        return _chain_by_chain(group)(u, *(() if weights is None else (weights,)))
     return staple_force_xla(u, group, weights)
 
 
 @lru_cache(maxsize=32)
-def _chain_by_chain(group: Group, weighted: bool):  # noqa: ANN202 - (u[, weights]) -> force
+def _chain_by_chain(group: Group):  # noqa: ANN202 - (u[, weights]) -> force
     """:func:`staple_force_xla` whose ``vmap`` over chains (``corrflow generate`` vmaps its chains) runs the chains
     one after the other (``lax.map``) once the batch reaches ``_SLAB_BYTES`` per direction: each chain's
     intermediates then stay in cache instead of streaming 40 batched fields through memory (CPU, 16 chains of 8^4:

@@ -106,7 +106,7 @@ def test_chains_and_blocks_are_bitwise_reproducible():
 
 
 def test_chains_one_after_the_other_match_vectorised_chains(monkeypatch):
-    """Above ``batching.SEQUENTIAL_BYTES`` of links per chain a CPU runs chains with ``lax.map`` (``hmc.over_chains``):
+    """Above ``batching.SEQUENTIAL_BYTES`` of links per chain a CPU runs chains with ``lax.map``:
     the HMC and heat-bath chains of ``run_blocks`` and ``heatbath.sample_chains`` are those of the vectorised
     chains to rounding, and the loop over chains is really there (its jaxpr has a scan of the chain count)."""
     from corrflow import batching, heatbath
@@ -125,7 +125,8 @@ def test_chains_one_after_the_other_match_vectorised_chains(monkeypatch):
 
     def chain_loops():
         fn = lambda k, s: hmc.sample(k, s, th, cfg, 2)  # noqa: E731
-        jaxpr = str(jax.make_jaxpr(lambda k, s: hmc.over_chains(fn, k, s, s.links))(keys, hmc.init(th, links)))
+        over = lambda k, s: batching.over_leading_axis(fn, (k, s), s.links)  # noqa: E731
+        jaxpr = str(jax.make_jaxpr(over)(keys, hmc.init(th, links)))
         return jaxpr.count("length=3")
 
     size = batching.SEQUENTIAL_BYTES  # the rule (CPU): more than one item, each of at least this many bytes

@@ -191,7 +191,7 @@ def info(
             console.print(f"created {d['created']} with {d['versions']}")
             n_cfg = d["committed"] * d["n_chains"]
             if d["cost_s"] is not None and n_cfg:
-                charged = recorded_cost_per_configuration(st, ensemble)
+                charged = recorded_cost_per_configuration(d)
                 console.print(f"generation cost {d['cost_s'] / n_cfg:.3g} s per configuration ({d['cost_s']:.1f} s for "
                               f"{n_cfg}; steady state, compilation excluded); {charged:.3g} s with the thermalisation "
                               "at the same rate, as the cost ledger and `corrflow derivative` charge it")

@@ -42,7 +42,10 @@ def recorded_cost(store: Any, name: str, n_used: int | None = None) -> float:
     trajectory, ``cost_s (n_therm + n thin) / (n thin)`` for ``n`` committed configurations, scaled by
     ``min(1, n_used / n)`` -- what the ledger records for an ensemble the pipeline generates.  NaN when the cost was
     not recorded (imports, ensembles older than the record, appends without it)."""
-    info = store.info(name)
+    return _ledger_charge(store.info(name), n_used)
+
+
+def _ledger_charge(info: dict[str, Any], n_used: int | None = None) -> float:
     n, cost = int(info["committed"]), info["cost_s"]
     if cost is None or n <= 0:
         return float("nan")
@@ -51,12 +54,13 @@ def recorded_cost(store: Any, name: str, n_used: int | None = None) -> float:
     return total if n_used is None else total * min(1.0, n_used / n)
 
 
-def recorded_cost_per_configuration(store: Any, name: str) -> float:
-    """:func:`recorded_cost` of a stored ensemble divided by its configurations (all chains): the seconds the cost
-    ledger charges for one configuration (thermalisation included at the production rate); NaN when not
-    recorded.  ``corrflow info`` and the derivative's cost at equal cost use this one definition."""
-    n = int(store.info(name)["committed"]) * int(store.info(name)["n_chains"])
-    return recorded_cost(store, name) / n if n > 0 else float("nan")
+def recorded_cost_per_configuration(info: dict[str, Any]) -> float:
+    """:func:`recorded_cost` of a stored ensemble divided by its configurations (all chains), from its
+    ``EnsembleStore.info`` record: the seconds the cost ledger charges for one configuration (thermalisation
+    included at the production rate); NaN when not recorded.  ``corrflow info`` and the derivative's cost at equal
+    cost use this one definition."""
+    n = int(info["committed"]) * int(info["n_chains"])
+    return _ledger_charge(info) / n if n > 0 else float("nan")
 
 
 def generate_to_store(

@@ -83,8 +83,8 @@ class StoredDerivative:
         thermalisation included; as used: times ``thin``) and ``t`` the tangent terms and the fit per configuration
         (``cost``, seconds per configuration, compilation excluded) -- the connected estimator could spend ``t`` on
         more configurations instead.  ``t`` includes the observables themselves, which the connected estimator needs
-        too: conservative where they are expensive (pion correlators).  Empty when the ensemble's generation cost was not recorded (ensembles made before
-        corrflow recorded it, imports)."""
+        too: conservative where they are expensive (pion correlators).  Empty when the ensemble's generation cost was
+        not recorded (ensembles made before corrflow recorded it, imports)."""
         g = self.cost.get("generation_s", float("nan"))
         t = self.cost.get("terms_s", float("nan")) + self.cost.get("fit_s", 0.0)
         if not (np.isfinite(g) and np.isfinite(t) and g > 0):
@@ -283,7 +283,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     terms = tg.compute_terms(fld, theory, param, names, configs, jax.random.PRNGKey(seed), batch=batch,
                              progress=progress, traces=tr, resume=resume, on_batch=save)
     # the ledger's charge per configuration (thermalisation included), times the analysis' thinning; NaN if unrecorded
-    cost = {"generation_s": recorded_cost_per_configuration(store, ensemble) * thin,
+    cost = {"generation_s": recorded_cost_per_configuration(store.info(ensemble)) * thin,
             "terms_s": terms_cost(n_configs) / n_configs}
     t_fit = time.perf_counter()
     reused = False
