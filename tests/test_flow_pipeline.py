@@ -88,9 +88,14 @@ def test_correlate_extends_with_the_base(pipeline, tmp_path):
     code, out = cli("generate", "u1", "--beta", 2.0, "--shape", "8,8", "--n", 350, "--chains", 2, "--thin", 2,
                     "--seed", 0, "--store", s2, "--observables", "topological_charge", "--resume")
     assert code == 0, out
+    cost300 = open_store(s2).info("flowed")["cost_s"]
+    assert cost300 is not None and cost300 > 0  # flow application, steady state, recorded with the commit
     code, out = cli("correlate", "--store", s2, "--from", "u1_8x8_beta2", "--flow", d / "flow", "--name", "flowed")
     assert code == 0 and "+50 -> 350" in out, out
     st = open_store(s2)
+    assert st.info("flowed")["cost_s"] > cost300  # the extension's cost added to the recorded one
+    code, out = cli("info", s2, "flowed")
+    assert code == 0 and "flow application cost" in out and "generation cost" not in out, out
     np.testing.assert_array_equal(st.open_ensemble("flowed").traj.values, st.open_ensemble("u1_8x8_beta2").traj.values)
     code, out = cli("correlate", "--store", s2, "--from", "u1_8x8_beta2", "--flow", d / "flow", "--name", "flowed")
     assert code == 2 and "already pairs all 350" in out

@@ -190,13 +190,16 @@ def info(
                           f"phase {d['phase']}, next trajectory {d['next_traj']}")
             console.print(f"created {d['created']} with {d['versions']}")
             n_cfg = d["committed"] * d["n_chains"]
-            if d["cost_s"] is not None and n_cfg:
+            if d["cost_s"] is not None and n_cfg and d["kind"] == "flowed":
+                console.print(f"flow application cost {d['cost_s'] / n_cfg:.3g} s per configuration ({d['cost_s']:.1f} s "
+                              f"for {n_cfg}: flow, weights and measurements; steady state, compilation excluded)")
+            elif d["cost_s"] is not None and n_cfg:
                 charged = recorded_cost_per_configuration(d)
                 console.print(f"generation cost {d['cost_s'] / n_cfg:.3g} s per configuration ({d['cost_s']:.1f} s for "
                               f"{n_cfg}; steady state, compilation excluded); {charged:.3g} s with the thermalisation "
                               "at the same rate, as the cost ledger and `corrflow derivative` charge it")
             else:
-                console.print("generation cost not recorded")
+                console.print(("flow application" if d["kind"] == "flowed" else "generation") + " cost not recorded")
 
     _run(body)
 

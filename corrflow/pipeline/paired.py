@@ -1,7 +1,9 @@
 """Paired ensembles in the store: a flowed ensemble ``f(U_i)`` (or the direct-reweighting baseline) of a stored
 base ensemble, with log weights, Jacobians, the pairing and the exact flowed Metropolis chain.  The driver
 behind ``corrflow correlate`` and the pipeline's ensure-paired step; the physics is
-:func:`corrflow.correlate.flowed_reweighting`.
+:func:`corrflow.correlate.flowed_reweighting`.  The commit record carries the cost of the flowed configurations
+(``cost_s``: flow application, weights and measurements, steady state, compilation excluded -- the cost ledger's
+definition), so an analysis that reuses a paired ensemble made by ``corrflow correlate`` is charged for it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..correlate import flowed_metropolis, flowed_reweighting, identity_flow
+from .ledger import Clock
 
 __all__ = ["CorrelateSummary", "correlate_to_store", "direct_to_store"]
 
@@ -122,6 +125,11 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
             for ch in range(c):
                 last = np.flatnonzero(acc_done[ch])
                 cur[ch] = lw_done[ch, last[-1]] if len(last) else -np.inf
+        # the cost of the stored flowed configurations (commit record ``cost_s``, as ``corrflow generate`` records
+        # it: steady-state seconds of flow application, weights and measurements, compilation excluded); unknown if
+        # an earlier run of this ensemble did not record it
+        cost0 = float(w.commit_record.get("cost_s", 0.0 if start == 0 else float("nan")))
+        clock, done = Clock(), 0
         for lo in range(start, n_base, batch):
             hi = min(n_base, lo + batch)
             u = np.asarray(base_links[:, lo:hi])  # (chains, b, ...)
@@ -144,7 +152,11 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
                        log_weight=lw, log_jacobian=out.log_jacobian.reshape(shp),
                        source_chain=np.repeat(np.arange(c)[:, None], hi - lo, axis=1),
                        source_traj=np.broadcast_to(base_traj[lo:hi], shp).astype(np.int64))
-            w.append(base_traj[lo:hi], out.links.reshape(shp + out.links.shape[1:]), per, int(base_traj[hi - 1]) + 1)
+            done += hi - lo
+            clock.tick(done)
+            cost = cost0 + clock.cost(done)
+            w.append(base_traj[lo:hi], out.links.reshape(shp + out.links.shape[1:]), per, int(base_traj[hi - 1]) + 1,
+                     cost_s=cost if np.isfinite(cost) else None)
             if progress is not None:
                 progress(hi, n_base)
         committed = w.committed

@@ -243,7 +243,16 @@ class Pipeline:
             rep.log(f"  {stage}: {name} {summ.committed} per chain, weight ESS fraction "
                     f"{summ.weight_ess_fraction:.3f}, {clock.wall:.1f} s")
         self._check_pairing(base, name)
-        return PairedEnsemble(base, target_x, flow, name, self.ledger.cost(key, base.n))
+        return PairedEnsemble(base, target_x, flow, name, self._paired_cost(key, name, base.n))
+
+    def _paired_cost(self, key: str, name: str, n: int) -> float:
+        """Cost of the first ``n`` paired configurations per chain: the ledger's record, or for a paired ensemble
+        made outside this flow directory (``corrflow correlate``) the cost recorded in its commit record; NaN if
+        neither."""
+        from .ensembles import recorded_cost
+
+        cost = self.ledger.cost(key, n)
+        return cost if math.isfinite(cost) else recorded_cost(self.store, name, n)
 
     def _check_pairing(self, base: Ensemble, name: str) -> None:
         src_t = _read(self.store, name, "source_traj", base.n)

@@ -210,10 +210,15 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     least squares minimises (:data:`corrflow.tangent.FIT_TARGETS`: ``Var[R_v]`` of one field, or ``Var[T_v]`` per
     observable).
 
-    Raises ``ValueError`` (one line, with a hint) for a parameter the theory lacks, an unknown observable, bad fit
-    settings, too few configurations or unusable comparison ensembles -- all before anything is written.
+    Raises ``ValueError`` (one line, with a hint) for a flowed ensemble (its configurations are exact only with their
+    weights), a parameter the theory lacks, an unknown observable, bad fit settings, too few configurations or
+    unusable comparison ensembles -- all before anything is written.
     """
     spec = store.spec(ensemble)
+    if spec.kind == "flowed":  # its configurations follow the base distribution pushed forward, not e^{-S}
+        raise ValueError(f"{ensemble!r} is a flowed ensemble (the flow's image of {spec.flow.get('source')!r}, exact "
+                         "only with its weights); take the derivative on an ensemble generated at the parameters, "
+                         f"e.g. {spec.flow.get('source')!r}, and pass {ensemble!r} with --compare")
     theory = make_theory(spec.theory, spec.shape, **spec.params)
     fermion = tg.is_fermion_theory(theory)
     if not 1 <= n_folds <= 10:

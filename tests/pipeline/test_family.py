@@ -148,3 +148,21 @@ def test_ensemble_cost_from_the_store_record(fam, tmp_path):
         w.append([100], np.zeros((2, 1, 4, 4, 2)), {k: np.zeros((2, 1)) for k in w._per_traj_vars()}, 101)
     assert math.isnan(recorded_cost(store, "e"))
     assert math.isnan(Pipeline(store, flow_dir=tmp_path / "f")._hmc_cost("e", 4))
+
+
+def test_paired_cost_from_the_store_record(fam, tmp_path):
+    """A paired ensemble records the cost of its flowed configurations in its commit record (flow application,
+    weights, measurements), so a pipeline that reuses it without a ledger entry (made by `corrflow correlate` or in
+    another flow directory) is charged that cost, scaled to the configurations used, not NaN."""
+    _, pipe, f, _ = fam
+    m = f.members[0]
+    for paired, key in ((m.flowed, "flow"), (m.direct, "direct")):
+        cost = pipe.store.info(paired.name)["cost_s"]
+        assert cost is not None and cost > 0
+        # the store's record and the ledger's entry measure the same run (both steady state, compilation excluded)
+        assert math.isfinite(pipe.ledger.cost(f"{key}/{paired.name}"))
+        fresh = Pipeline(pipe.store, flow_dir=tmp_path / f"other_{key}")  # an empty ledger
+        assert math.isnan(fresh.ledger.cost(f"{key}/{paired.name}"))
+        n = f.base.n
+        assert fresh._paired_cost(f"{key}/{paired.name}", paired.name, n) == pytest.approx(cost)
+        assert fresh._paired_cost(f"{key}/{paired.name}", paired.name, n // 2) == pytest.approx(cost / 2)

@@ -182,8 +182,10 @@ def test_compare_adds_finite_shift_estimators_and_report(u1_store, exact_u1, tmp
     for extra, message in [(["--compare", "nope"], "no ensemble 'nope'"),
                            (["--param", "lam", "--compare", "direct_b2.1"], "differs from 'u1_8x8_beta2' in beta"),
                            (["--compare", "direct_b2.1,direct_b2.1"], "both direct estimators"),
-                           (["--obs", "wilson_2x2", "--compare", "direct_b2.1"], "corrflow measure")]:
-        bad = _invoke(["--store", str(store), ENSEMBLE, "--out", str(tmp_path / "ck_bad"), *extra])
+                           (["--obs", "wilson_2x2", "--compare", "direct_b2.1"], "corrflow measure"),
+                           (["direct_b2.1", "--obs", "plaquette"], "is a flowed ensemble")]:
+        bad = _invoke(["--store", str(store), extra[0] if extra[0] == "direct_b2.1" else ENSEMBLE, "--out",
+                       str(tmp_path / "ck_bad"), *extra[extra[0] == "direct_b2.1":]])
         lines = [x for x in bad.output.strip().splitlines() if x.strip()]
         assert bad.exit_code == 2 and len(lines) == 1 and message in lines[0], (extra, bad.output)
     assert _snapshot(store) == before and not (tmp_path / "ck_bad").exists()
