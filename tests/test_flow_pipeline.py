@@ -101,6 +101,19 @@ def test_correlate_extends_with_the_base(pipeline, tmp_path):
     assert code == 2 and "already pairs all 350" in out
 
 
+def test_train_streamed_from_the_store_gives_the_same_flow(pipeline, tmp_path):
+    """`corrflow train --stream` reads the training and held-out configurations one batch at a time: the same
+    checkpoint (content id) as the flow trained from them in memory."""
+    d, store = pipeline
+    args = ("train", "--store", store, "--from", "u1_8x8_beta2", "--to", "beta=2.2", "--epochs", 2, "--n-train", 64,
+            "--held-out", 32, "--loops", "plaquette")
+    code, out = cli(*args, "--out", tmp_path / "streamed", "--stream")
+    assert code == 0 and "streaming 64 training and 32 held-out configurations" in out, out
+    code, out2 = cli(*args, "--out", tmp_path / "loaded", "--no-stream")
+    assert code == 0 and "streaming" not in out2, out2
+    assert load_checkpoint(tmp_path / "streamed")["id"] == load_checkpoint(tmp_path / "loaded")["id"]
+
+
 def test_volume_transfer_through_the_store(pipeline, tmp_path):
     """A flow trained at 8x8 correlates a 16x16 ensemble (same parameters, local layers)."""
     d, _ = pipeline

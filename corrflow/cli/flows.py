@@ -99,19 +99,21 @@ def train(
     target_ess: float = typer.Option(1.0, help="stop early when the weight ESS fraction reaches this"),
     seed: int = typer.Option(0, help="seed for shuffling and initialisation"),
     resume: bool = typer.Option(False, "--resume", help="continue from the checkpoint in --out"),
+    stream: Optional[bool] = typer.Option(None, "--stream/--no-stream",
+                                          help="read the training configurations from the store one batch at a time "
+                                               "instead of loading them (default: when they exceed 1 GiB); same flow "
+                                               "either way"),
 ) -> None:
     """Train a residual flow from a base ensemble to target parameters (reverse KL; base samples only)."""
 
     def body() -> None:
         import dataclasses
 
-        import numpy as np
-
         from .. import make_theory
         from ..flows import default_kind, default_smoothing, make_flow
         from ..flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resolve_optimizer, resume_kwargs
         from ..flows.train import train as train_flow
-        from ..pipeline.handles import held_out_positions, training_positions
+        from ..pipeline.handles import training_sets
         from ..store import check_writable_dir, open_store
 
         check_writable_dir(out, "--out")  # before the training, not after it
@@ -144,16 +146,15 @@ def train(
                           patience=patience if held_out else 0)
         ds = st.open_ensemble(from_)
         n = int(ds.sizes["traj"])
-        pos = training_positions(n, spec.n_chains, n_train)  # spread over the run (the pipeline's rule)
-        configs = np.concatenate([st.load_configs(from_, c, pos) for c in range(spec.n_chains)])
-        held = None
-        if held_out:  # the configurations between the training ones (the pipeline's rule)
-            hpos = held_out_positions(n, pos, spec.n_chains, held_out)
-            if len(hpos):
-                held = np.concatenate([st.load_configs(from_, c, hpos) for c in range(spec.n_chains)])[:held_out]
-            if held is None or len(held) < 2:
-                held = None
-                cfg = dataclasses.replace(cfg, patience=0)
+        # spread over the run, held-out ones between them, streamed when large (the pipeline's rules)
+        configs, held, streamed = training_sets(st, from_, n, spec.n_chains, n_train, held_out, stream)
+        if held is None:
+            cfg = dataclasses.replace(cfg, patience=0)
+        if streamed:
+            size = configs.nbytes + (held.nbytes if held is not None else 0)
+            console.print(f"streaming {len(configs)} training" + (f" and {len(held)} held-out" if held is not None
+                                                                   else "")
+                          + f" configurations ({size / 2**30:.2f} GiB) from the store, one batch at a time")
         kwargs: dict[str, Any] = {}
         if resume:
             ck = load_checkpoint(out)

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .batches import batches, chunks
 from .layers import Flow
 
 Array = jax.Array
@@ -77,7 +78,7 @@ def linear_step(flow: Any, base: Any, target: Any, configs: Array, params: Array
     (``improved=False`` and ``params`` unchanged when no halving helps)."""
     n = configs.shape[0]
     t = jnp.asarray(tie, params.dtype)
-    parts = [_logw_and_jacobian(flow, base, target, params, t, configs[i:i + batch]) for i in range(0, n, batch)]
+    parts = [_logw_and_jacobian(flow, base, target, params, t, x) for x in batches(configs, chunks(n, batch))]
     lw = np.concatenate([np.asarray(a, np.float64) for a, _ in parts])
     g = np.concatenate([np.asarray(b, np.float64) for _, b in parts])
     if not (np.all(np.isfinite(lw)) and np.all(np.isfinite(g))):
@@ -112,12 +113,12 @@ def train_linear(flow: Any, base: Any, target: Any, configs: Array, config: Any,
         params = flow.init_params(config.init_scale, jax.random.fold_in(jax.random.PRNGKey(config.seed), 10**6))
     history = list(history or [])
     sel = _Selection(flow, base, target, held_out, bs, config.patience, history, selected)
-    s_base = np.concatenate([np.asarray(_action(base, configs[i:i + bs])) for i in range(0, n, bs)])
+    s_base = np.concatenate([np.asarray(_action(base, x)) for x in batches(configs, chunks(n, bs))])
     tie = tie_matrix(flow, base, target)
 
     def eval_logw(p: Array) -> np.ndarray:
-        return np.concatenate([np.asarray(_eval_logw(flow, base, target, p, configs[i:i + bs])[0])
-                               for i in range(0, n, bs)])
+        return np.concatenate([np.asarray(_eval_logw(flow, base, target, p, x)[0])
+                               for x in batches(configs, chunks(n, bs))])
 
     def record(epoch: int, p: Array, lw: np.ndarray) -> dict[str, float]:
         rec = {"epoch": epoch, "loss": float(np.mean(s_base - lw)), "ess": _ess_fraction(lw),

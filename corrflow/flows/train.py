@@ -44,6 +44,7 @@ import numpy as np
 import optax
 
 from ..theories import make_theory
+from .batches import batches, chunks, training_set
 from .build import flow_from_description
 from .layers import Flow
 
@@ -115,7 +116,7 @@ class _Selection:
     def __init__(self, flow: Any, base: Any, target: Any, held: Any, batch: int, patience: int,
                  history: list[dict[str, float]], selected: Array | None) -> None:
         self.flow, self.base, self.target, self.batch, self.patience = flow, base, target, batch, patience
-        self.held = None if held is None else jnp.asarray(held)
+        self.held = None if held is None else training_set(held)
         if self.held is not None:
             base.check_links(self.held)
             if self.held.shape[0] < 2:
@@ -129,8 +130,8 @@ class _Selection:
         if self.held is None:
             return
         n = self.held.shape[0]
-        lw = np.concatenate([np.asarray(_eval_logw(self.flow, self.base, self.target, params,
-                                                   self.held[i:i + self.batch])[0]) for i in range(0, n, self.batch)])
+        lw = np.concatenate([np.asarray(_eval_logw(self.flow, self.base, self.target, params, x)[0])
+                             for x in batches(self.held, chunks(n, self.batch))])
         rec["held_ess"] = _ess_fraction(lw)
         rec["held_var_logw"] = float(np.var(lw)) if np.all(np.isfinite(lw)) else float("inf")
         if rec["held_var_logw"] < self.best_var:
@@ -194,6 +195,9 @@ def train(
 ) -> TrainResult:
     """Train ``flow`` to map ``base`` onto ``target`` from base configurations ``configs`` ``(n, ...)``.
 
+    ``configs`` (and ``held_out``): an array, or an on-demand source such as :class:`corrflow.store.StoredConfigs`
+    that is read one batch at a time (:mod:`corrflow.flows.batches`): training sets larger than memory, same results.
+
     ``held_out``: base configurations not used for training ``(m, ...)``.  Then every epoch records the held-out
     weight ESS (``held_ess``) and ``held_var_logw`` in the history, the result (and the checkpoint's ``params``)
     are the parameters of the epoch with the smallest held-out var(log w) (model selection), and
@@ -204,7 +208,7 @@ def train(
     non-finite loss or parameter stops training with :class:`FlowTrainingError`; the checkpoint then
     holds the last good epoch.
     """
-    configs = jnp.asarray(configs)
+    configs = training_set(configs)  # an on-demand source (corrflow.flows.batches) is read batch by batch
     base.check_links(configs)
     if params is not None and tuple(np.shape(params)) != tuple(flow.param_shape):
         raise ValueError(f"parameters of shape {tuple(np.shape(params))} do not fit this flow ({flow.describe()}, "
@@ -234,7 +238,7 @@ def train(
     sel = _Selection(flow, base, target, held_out, bs, config.patience, history, selected)
 
     def all_logw(p):  # noqa: ANN001, ANN202
-        parts = [_eval_logw(flow, base, target, p, configs[i:i + bs]) for i in range(0, n, bs)]
+        parts = [_eval_logw(flow, base, target, p, x) for x in batches(configs, chunks(n, bs))]
         return np.concatenate([np.asarray(a) for a, _ in parts]), np.concatenate([np.asarray(b) for _, b in parts])
 
     stopped = "epochs"
@@ -248,9 +252,8 @@ def train(
         perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
         good = (params, opt_state)
         losses = []
-        for k in range(steps_per_epoch):
-            idx = perm[k * bs:(k + 1) * bs]
-            params, opt_state, loss = _adam_step(flow, opt, target, params, opt_state, configs[idx])
+        for x in batches(configs, [perm[k * bs:(k + 1) * bs] for k in range(steps_per_epoch)]):
+            params, opt_state, loss = _adam_step(flow, opt, target, params, opt_state, x)
             losses.append(float(loss))
         finite = np.all(np.isfinite(losses)) and bool(jnp.all(jnp.isfinite(params)))
         lw = all_logw(params)[0] if finite else np.array([np.nan])
@@ -332,22 +335,22 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
 
     n = configs.shape[0]
     bs = min(config.batch_size, n)
-    chunks = [slice(i, min(i + bs, n)) for i in range(0, n, bs)]
+    parts = chunks(n, bs)
     if params is None:
         params = flow.init_params(config.init_scale, jax.random.fold_in(jax.random.PRNGKey(config.seed), 10**6))
     shape, dtype = tuple(params.shape), params.dtype
     history = list(history or [])
     sel = _Selection(flow, base, target, held_out, bs, config.patience, history, selected)
 
-    s_base = np.concatenate([np.asarray(_action(base, configs[c])) for c in chunks])
+    s_base = np.concatenate([np.asarray(_action(base, x)) for x in batches(configs, parts)])
     cache: dict[bytes, np.ndarray] = {}
     evals = [0]
 
     def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
         p = jnp.asarray(x.reshape(shape), dtype)
         per, grad = [], np.zeros(x.size)
-        for c in chunks:
-            t, gr = _loss_terms_and_grad(flow, target, p, configs[c])
+        for u in batches(configs, parts):
+            t, gr = _loss_terms_and_grad(flow, target, p, u)
             per.append(np.asarray(t))
             grad += np.asarray(gr, np.float64).ravel()
         per_all = np.concatenate(per)

@@ -104,6 +104,36 @@ def held_out_positions(n: int, train_positions: np.ndarray, n_chains: int, held_
     return free[np.unique(np.linspace(0, len(free) - 1, per_chain).astype(int))]
 
 
+#: ``stream=None``: training sets (training and held-out configurations together) above this many bytes are read
+#: from the store one batch at a time instead of loaded into memory
+STREAM_BYTES = 2**30
+
+
+def training_sets(store: Any, name: str, n: int, n_chains: int, n_train: int, held_out: int = 0,
+                  stream: bool | None = None) -> tuple[Any, Any, bool]:
+    """``(training, held-out, streamed)``: the training configurations of the first ``n`` of each chain of stored
+    ensemble ``name`` (:func:`training_positions`) and up to ``held_out`` held-out ones (:func:`held_out_positions`;
+    None if fewer than 2), chain-major.  ``stream``: True -- on-demand sources
+    (:class:`corrflow.store.StoredConfigs`, read one batch at a time by the training), False -- arrays in memory,
+    None -- streamed when both together exceed :data:`STREAM_BYTES`.  The one rule of ``corrflow train`` and the
+    pipeline; training gives the same result either way."""
+    pos = training_positions(n, n_chains, n_train)
+    chains = np.arange(int(n_chains))
+    train = store.stored_configs(name, np.repeat(chains, len(pos)), np.tile(pos, len(chains)))
+    hpos = held_out_positions(n, pos, n_chains, held_out)
+    held = None
+    if len(hpos):
+        held = store.stored_configs(name, np.repeat(chains, len(hpos)), np.tile(hpos, len(chains)))
+        held = held.subset(slice(0, held_out))
+        if len(held) < 2:
+            held = None
+    if stream is None:
+        stream = train.nbytes + (held.nbytes if held is not None else 0) > STREAM_BYTES
+    if not stream:
+        train, held = train.load(), (held.load() if held is not None else None)
+    return train, held, bool(stream)
+
+
 def training_configs(links: np.ndarray, n_train: int) -> np.ndarray:
     """The training configurations (:func:`training_positions`) of ``links`` ``(chains, n, ...)``, chain-major."""
     links = np.asarray(links)
@@ -153,15 +183,12 @@ class Ensemble:
     def acceptance(self) -> float:
         return float(np.mean(self.read("accepted")))
 
-    def training_configs(self, n_train: int, held_out: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(training, held-out)`` configurations of this ensemble's first ``n`` (:func:`training_positions`,
-        :func:`held_out_positions`), chain-major, only those read from the store; held-out None if fewer than 2."""
-        pos = training_positions(self.n, self.n_chains, n_train)
-        train = np.concatenate([self.store.load_configs(self.name, c, pos) for c in range(self.n_chains)])
-        hpos = held_out_positions(self.n, pos, self.n_chains, held_out)
-        held = (np.concatenate([self.store.load_configs(self.name, c, hpos) for c in range(self.n_chains)])[:held_out]
-                if len(hpos) else None)
-        return train, (held if held is not None and len(held) >= 2 else None)
+    def training_configs(self, n_train: int, held_out: int = 0, stream: bool | None = None) -> tuple[Any, Any]:
+        """``(training, held-out)`` configurations of this ensemble's first ``n`` (:func:`training_sets`: in memory,
+        or read from the store one batch at a time when ``stream`` or when large), chain-major; held-out None if
+        fewer than 2."""
+        train, held, _ = training_sets(self.store, self.name, self.n, self.n_chains, n_train, held_out, stream)
+        return train, held
 
 
 @dataclass(frozen=True)

@@ -438,6 +438,14 @@ class TrainingSettings(Settings):
                                   "separate chain at the base parameters, seed + 1000, so that the flows are fixed "
                                   "with respect to the estimation sample)", flag="--train-sample",
                           choices=("base", "separate"))
+    stream: str = setting("auto", "training configurations in memory (no) or read from the store one batch at a time "
+                                  "(yes); auto: streamed above 1 GiB. Same flow either way", flag="--train-stream",
+                          choices=("auto", "yes", "no"))
+
+    @property
+    def streamed(self) -> bool | None:
+        """``stream`` for :func:`corrflow.pipeline.handles.training_sets` (None: by size)."""
+        return {"auto": None, "yes": True, "no": False}[self.stream]
 
     def check(self) -> None:
         _positive_ints(self, "epochs", "batch_size")

@@ -160,10 +160,10 @@ class Pipeline:
                 rep.log(f"  [dim]{stage}: flow {ckpt.name} ({ck['epoch']} epochs, weight ESS {h[0]['ess']:.3f} -> "
                         f"{h[-1]['ess']:.3f}) (reused)[/]")
                 return self._trained(ckpt, ck, self.ledger.seconds(key), self.ledger.count(key))
-            configs, held = source.training_configs(training.n_train, training.held_out)
+            configs, held = source.training_configs(training.n_train, training.held_out, training.streamed)
             kwargs = resume_kwargs(ck, len(configs), cfg)
         if configs is None:
-            configs, held = source.training_configs(training.n_train, training.held_out)
+            configs, held = source.training_configs(training.n_train, training.held_out, training.streamed)
         if held is None and cfg.patience:
             cfg = dataclasses.replace(cfg, patience=0)
         clock = Clock()

@@ -28,13 +28,15 @@ zarr's warnings), :mod:`.reader` (:class:`EnsembleStore`, :func:`open_store`: re
 :mod:`.creation` (creating an ensemble as one transaction), :mod:`.writer` (:class:`EnsembleWriter`: the
 commit protocol), :mod:`.locks` (one writer per ensemble, keyed by the store's real identity),
 :mod:`.integrity` / :mod:`.verify` (checksums, precise errors, ``verify``), :mod:`.records` (analysis
-results), :mod:`.checkpoints` (atomic checkpoint directories, used for flow checkpoints) and
+results), :mod:`.configs` (stored configurations read on demand, for training sets larger than memory),
+:mod:`.checkpoints` (atomic checkpoint directories, used for flow checkpoints) and
 :mod:`.faults` (deterministic fault injection for crash tests).  None of them imports physics code.
 """
 
 from __future__ import annotations
 
 from .checkpoints import CheckpointError, check_writable_dir, has_checkpoint, read_checkpoint, write_checkpoint
+from .configs import StoredConfigs
 from .integrity import ChunkProblem, VerifyReport
 from .reader import EnsembleStore, open_store
 from .spec import (ANALYSES_GROUP, ENSEMBLE_KINDS, FLOWED_FIELDS, PER_TRAJ_BASE, STORE_FORMAT, STORE_VERSION,
@@ -54,6 +56,7 @@ __all__ = [
     "EnsembleStore",
     "EnsembleWriter",
     "StoreError",
+    "StoredConfigs",
     "VerifyReport",
     "check_name",
     "check_writable_dir",

@@ -410,6 +410,13 @@ class EnsembleStore:
 
         return xr.DataTree.from_dict({f"/{n}": self.open_ensemble(n, verify=False) for n in self.ensembles()})
 
+    def stored_configs(self, name: str, chains: Sequence[int], positions: Sequence[int]) -> Any:
+        """The links ``[chains[k], positions[k]]`` of ensemble ``name`` as an on-demand ``(n, *config_shape)`` source
+        (:class:`corrflow.store.configs.StoredConfigs`): nothing is read until it is indexed."""
+        from .configs import StoredConfigs
+
+        return StoredConfigs(self, name, chains, positions)
+
     def load_configs(self, name: str, chain: int, trajs: Sequence[int] | slice) -> np.ndarray:
         """Links of chain ``chain`` at stored positions ``trajs`` (positions, not global indices)."""
         n = int(self.commit(name)["committed"])

@@ -47,7 +47,8 @@ def test_groups_validate_on_construction():
              (lambda: FlowSettings(loops=("hexagon",)), "unknown flow loop shape"),
              (lambda: FlowSettings(degree=-1), "degree"),
              (lambda: TrainingSettings(optimizer="sgd"), "unknown optimizer 'sgd'"),
-             (lambda: TrainingSettings(n_train=1), "n_train"), (lambda: StoreSettings(store=""), "store")]
+             (lambda: TrainingSettings(n_train=1), "n_train"), (lambda: TrainingSettings(stream="maybe"), "stream"),
+             (lambda: StoreSettings(store=""), "store")]
     for make, msg in cases:
         with pytest.raises(ValueError, match=msg):
             make()
@@ -148,6 +149,7 @@ def test_flow_and_training_groups():
         TrainingSettings(patience=3)
     assert TrainingSettings(held_out=16, patience=3).config(2, "plaquette").optimizer == "lbfgs"
     assert TrainingSettings().config(2).optimizer == "adam" and TrainingSettings().config(4).optimizer == "lbfgs"
+    assert [TrainingSettings(stream=s).streamed for s in ("auto", "yes", "no")] == [None, True, False]
 
 
 def test_flat_names_are_unique():

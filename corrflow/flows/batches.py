@@ -1,0 +1,54 @@
+"""Training configurations in memory or read on demand, one batch at a time.
+
+Training (:mod:`corrflow.flows.train`, :mod:`corrflow.flows.linear`) only ever uses its configurations in batches:
+mini-batches for Adam, micro-batches of the full-batch loss and gradient for L-BFGS and Gauss–Newton, batches of the
+held-out log-weights.  So the set need not be in memory: any object with ``shape``, ``dtype`` and ``__getitem__``
+(slices and index arrays, returning arrays) serves, e.g. :class:`corrflow.store.StoredConfigs`, which reads the
+configurations from the store when indexed.  :func:`batches` reads the next batch on a worker thread while the
+current one is computed, so streaming costs little more than the reads themselves.  Nothing here touches disk.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["training_set", "streamed", "batches", "chunks"]
+
+
+def streamed(configs: Any) -> bool:
+    """Whether ``configs`` is an on-demand source (not an array in memory)."""
+    return not isinstance(configs, (np.ndarray, jax.Array)) and all(
+        hasattr(configs, a) for a in ("shape", "dtype", "__getitem__"))
+
+
+def training_set(configs: Any) -> Any:
+    """``configs`` as training uses it: an on-demand source unchanged, anything else as a JAX array."""
+    return configs if streamed(configs) else jnp.asarray(configs)
+
+
+def batches(configs: Any, selections: Sequence[Any]) -> Iterator[Any]:
+    """``configs[s]`` for each of ``selections`` (slices or index arrays), in order; for an on-demand source the
+    next batch is read on a worker thread while the caller works on the current one."""
+    if not streamed(configs):
+        for s in selections:
+            yield configs[s]
+        return
+    if not len(selections):
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(configs.__getitem__, selections[0])
+        for nxt in list(selections[1:]) + [None]:
+            current = pending.result()
+            if nxt is not None:
+                pending = pool.submit(configs.__getitem__, nxt)
+            yield current
+
+
+def chunks(n: int, batch: int) -> list[slice]:
+    """``[0:batch], [batch:2 batch], ...`` covering ``0 .. n - 1``."""
+    return [slice(i, min(i + batch, n)) for i in range(0, n, batch)]
