@@ -1,6 +1,6 @@
 """Per-link Jacobian algebra of the residual layers, without LAPACK (see :meth:`ResidualLayer._g_and_logj`).
 
-``F(ad g) = (1 - e^{-ad g}) / ad g`` by a Paterson–Stockmeyer Taylor polynomial, ``log det`` by unrolled LU with a
+``F(ad g) = (1 - e^{-ad g}) / ad g`` by a Paterson–Stockmeyer Taylor polynomial (its degree by precision), ``log det`` by unrolled LU with a
 custom JVP, and the real linear maps ``(Re W, Im W) -> M, g`` and ``g -> ad g`` of SU(N).  Batched LAPACK calls inside
 jit/scan can deadlock jaxlib 0.10 on CPU, so everything here is plain XLA.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,15 +25,25 @@ def _bmm(a: Array, b: Array) -> Array:
     return jnp.einsum("...ab,...bc->...ac", a, b)
 
 
-# F(A) = (1 - e^{-A}) / A = sum_k (-A)^k / (k+1)!, truncated at degree 23: |ad g| <= 1.9 gives a remainder
-# below 1.9^24 / 25! ~ 3e-19.
+# F(A) = (1 - e^{-A}) / A = sum_k (-A)^k / (k+1)!, truncated by precision: |ad g| <= 1.9 gives a remainder below
+# 1.9^24 / 25! ~ 3e-19 at degree 23 (float64) and 1.9^16 / 17! ~ 8e-11 at degree 15 (float32, eps 6e-8).
 _PHI_DEGREE = 23
-_PHI_COEFFS = [(-1.0) ** k / math.factorial(k + 1) for k in range(_PHI_DEGREE + 1)]
+_PHI_DEGREE_F32 = 15
 
 
-def _phi(a: Array) -> Array:
+def _phi_degree(dtype: Any) -> int:
+    """Degree of the Taylor polynomial of ``F`` for real ``dtype`` (remainder far below its rounding)."""
+    return _PHI_DEGREE_F32 if jnp.finfo(dtype).bits <= 32 else _PHI_DEGREE
+
+
+def _phi(a: Array, degree: int | None = None) -> Array:
     """``(1 - e^{-A}) / A`` for batched ``(..., n, n)`` matrices by Paterson–Stockmeyer: powers ``A..A^4``
-    (3 products) and Horner in ``A^4`` over 6 blocks (5 products)."""
+    (3 products) and Horner in ``A^4`` over ``(degree + 1) / 4`` blocks (5 products at degree 23, the float64
+    default; 3 at degree 15, the float32 default: :func:`_phi_degree`)."""
+    degree = _phi_degree(a.dtype) if degree is None else int(degree)
+    if (degree + 1) % 4:
+        raise ValueError(f"degree + 1 must be a multiple of 4, got degree {degree}")
+    coeffs = [(-1.0) ** k / math.factorial(k + 1) for k in range(degree + 1)]
     n = a.shape[-1]
     eye = jnp.eye(n, dtype=a.dtype)
     a2 = _bmm(a, a)
@@ -41,9 +52,9 @@ def _phi(a: Array) -> Array:
     powers = (eye, a, a2, a3)
 
     def block(j: int) -> Array:
-        return sum(_PHI_COEFFS[4 * j + i] * powers[i] for i in range(4))
+        return sum(coeffs[4 * j + i] * powers[i] for i in range(4))
 
-    nblocks = (_PHI_DEGREE + 1) // 4
+    nblocks = (degree + 1) // 4
     out = block(nblocks - 1)
     for j in range(nblocks - 2, -1, -1):
         out = block(j) + _bmm(a4, out)

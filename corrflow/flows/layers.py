@@ -244,7 +244,8 @@ class ResidualLayer:
         SU(N): with ``W = U_l Sigma_l`` and ``n = N^2 - 1``, all ``n x n`` matrices come from real linear maps
         of ``(Re W, Im W)`` (precomputed from the generators): ``M^{ab} = -2 Re tr(T^a T^b W)``,
         ``g^a = -2 Re tr(T^a W)``, ``(ad g)_{ab} = g^c coords_a([T^c, T^b])``.  ``F(ad g)`` is a degree-23
-        Taylor polynomial (Paterson–Stockmeyer, 8 matrix products) and ``det(1 + F M)`` an unpivoted LU, which
+        (float64; degree 15 in float32) Taylor polynomial (Paterson–Stockmeyer, 8 / 6 matrix products) and
+        ``det(1 + F M)`` an unpivoted LU, which
         is safe here: ``|M| <= |W| <= 0.95`` and ``|F(ad g)| <= 1`` (ad g is antisymmetric) in the operator
         2-norm, so ``1 + F M`` is a contraction away from 1, every leading minor is positive, and so is ``J``.
         No LAPACK call: batched LAPACK inside jit/scan can deadlock jaxlib 0.10 on CPU.
