@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["training_set", "streamed", "batches", "chunks"]
@@ -27,8 +26,11 @@ def streamed(configs: Any) -> bool:
 
 
 def training_set(configs: Any) -> Any:
-    """``configs`` as training uses it: an on-demand source unchanged, anything else as a JAX array."""
-    return configs if streamed(configs) else jnp.asarray(configs)
+    """``configs`` as training uses it: NumPy and JAX arrays and on-demand sources unchanged (a NumPy set is indexed
+    batch by batch on the host, so no second copy of it is made), anything else as a NumPy array."""
+    if streamed(configs) or isinstance(configs, (np.ndarray, jax.Array)):
+        return configs
+    return np.asarray(configs)
 
 
 def batches(configs: Any, selections: Sequence[Any]) -> Iterator[Any]:
