@@ -22,89 +22,34 @@ Two optimisers (``TrainConfig.optimizer``):
   (:mod:`corrflow.flows.linear`); an epoch is one least-squares step.  The first step from zero is the tangent fit of
   the flow's layer fields; the default for flows with smoothing terms.
 
-Checkpoints are written through :mod:`corrflow.store.checkpoints` as one atomic unit (a new version
-directory, then one pointer rename): metadata (flow structure, theories a and a', training settings,
-epoch, history, id) and arrays (parameters and optimizer state, no pickle).  The checkpoint id is a
-hash of the parameters and the metadata.
+Checkpoints (:mod:`corrflow.flows.checkpoint`, re-exported here) are written through :mod:`corrflow.store.checkpoints`
+as one atomic unit (a new version directory, then one pointer rename): metadata (flow structure, theories a and a',
+training settings, epoch, history, id) and arrays (parameters and optimizer state, no pickle).  The checkpoint id is a
+hash of the parameters and the metadata.  The settings, result and error types live in
+:mod:`corrflow.flows.training_config`; the training sets may be read from the store batch by batch
+(:mod:`corrflow.flows.batches`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
-from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..theories import make_theory
 from .batches import batches, chunks, training_set
-from .build import flow_from_description
+from .checkpoint import CHECKPOINT_FORMAT, checkpoint_id, load_checkpoint, save_checkpoint
 from .layers import Flow
+from .training_config import OPTIMIZERS, FlowTrainingError, TrainConfig, TrainResult
 
 Array = jax.Array
 
 __all__ = ["TrainConfig", "TrainResult", "FlowTrainingError", "resolve_optimizer", "log_weights", "train",
-           "save_checkpoint", "load_checkpoint", "checkpoint_id", "resume_kwargs"]
-
-CHECKPOINT_FORMAT = "corrflow-flow-checkpoint"
-OPTIMIZERS = ("adam", "lbfgs", "linear")
-
-
-class FlowTrainingError(RuntimeError):
-    """Training diverged (non-finite loss or parameters); the last good parameters are kept."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings (see the module docstring for the two optimisers).
-
-    ``optimizer="adam"``: ``learning_rate`` decays with a cosine schedule over ``epochs`` (passes over the
-    training set in mini-batches of ``batch_size``).  ``optimizer="lbfgs"``: ``epochs`` is the maximum number
-    of L-BFGS iterations, ``batch_size`` the micro-batch of the full-batch loss, ``learning_rate`` is unused.
-    """
-
-    epochs: int = 40
-    batch_size: int = 64
-    learning_rate: float = 0.02
-    target_ess: float = 1.0  # stop early when the ESS fraction reaches this (1.0: never)
-    seed: int = 0
-    init_scale: float = 0.0
-    optimizer: str = "adam"
-    patience: int = 0  # with held-out configurations: stop after this many epochs without improvement (0: never)
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
-        if not (self.learning_rate > 0 and np.isfinite(self.learning_rate)):
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-        if isinstance(self.patience, bool) or self.patience != int(self.patience) or self.patience < 0:
-            raise ValueError(f"patience must be an integer >= 0, got {self.patience!r}")
-
-    def fingerprint(self) -> dict[str, Any]:
-        """The settings that determine a trained flow, except ``epochs`` (training may be extended), for the
-        reuse hashes of the analyses; ``optimizer`` is left out when it is the default ``"adam"`` so that
-        flows trained before the option existed keep their hash."""
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "epochs"}
-        if d["optimizer"] == "adam":
-            del d["optimizer"]
-        if d["patience"] == 0:
-            del d["patience"]
-        return d
-
-
-class TrainResult(NamedTuple):
-    params: Array  # the selected parameters: best held-out var(log w) when held-out configurations were given
-    history: list[dict[str, float]]
-    stopped: str  # "epochs", "target_ess", "patience" or (L-BFGS) "converged"
+           "save_checkpoint", "load_checkpoint", "checkpoint_id", "resume_kwargs", "CHECKPOINT_FORMAT"]
 
 
 class _Selection:
@@ -440,81 +385,3 @@ def resume_kwargs(checkpoint: dict[str, Any], n_configs: int, config: TrainConfi
     opt_state = jax.tree_util.tree_unflatten(treedef, checkpoint["opt_leaves"])
     return {"params": current, "opt_state": opt_state, "start_epoch": checkpoint["epoch"],
             "history": checkpoint["history"], **sel}
-
-
-# ----------------------------------------------------------------------------------------
-# checkpoints (written by corrflow.store.checkpoints: JSON + .npy, never pickle)
-# ----------------------------------------------------------------------------------------
-
-
-def _theory_json(th: Any) -> dict[str, Any]:
-    return {"group": getattr(th, "theory_name", th.group.name), "shape": list(th.shape), "params": th.params()}
-
-
-def checkpoint_id(meta: dict[str, Any], params: np.ndarray) -> str:
-    """Short content hash identifying a trained flow (parameters + structure + theories)."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(params, dtype=np.float64).tobytes())
-    h.update(json.dumps({k: meta[k] for k in ("flow", "base", "target")}, sort_keys=True).encode())
-    return h.hexdigest()[:16]
-
-
-def save_checkpoint(path: str | os.PathLike, flow: Flow, params: Array, base: Any, target: Any,
-                    config: TrainConfig, epoch: int, history: list[dict[str, float]], opt_state: Any = None,
-                    stopped: str | None = None, *, resume_params: Array | None = None) -> str:
-    """Write a checkpoint atomically through the store's checkpoint layer (new version, then one pointer rename;
-    the previous checkpoint survives any interruption); return its id.  ``stopped`` ("target_ess", "converged" or
-    "patience") marks a training run that ended before its last epoch and is complete.  ``params`` is the flow the
-    checkpoint stands for (its id); ``resume_params``, when given, is the optimiser's current iterate if that differs
-    (held-out model selection kept an earlier epoch), used by :func:`resume_kwargs`."""
-    p = np.asarray(params, dtype=np.float64)
-    meta = {"format": CHECKPOINT_FORMAT, "version": 1, "flow": flow.describe(), "base": _theory_json(base),
-            "target": _theory_json(target), "train": dataclasses.asdict(config), "epoch": int(epoch),
-            "history": history}
-    if stopped is not None:
-        meta["stopped"] = stopped
-    meta["id"] = checkpoint_id(meta, p)
-    arrays = {"params": p}
-    if resume_params is not None:
-        arrays["resume_params"] = np.asarray(resume_params, dtype=np.float64)
-    if opt_state is not None:
-        for i, leaf in enumerate(jax.tree_util.tree_leaves(opt_state)):
-            arrays[f"opt_{i}"] = np.asarray(leaf)
-    from ..store.checkpoints import write_checkpoint  # the store package is the only layer that writes files
-
-    write_checkpoint(path, meta, arrays)  # one atomic unit: the previous checkpoint survives any interruption
-    return meta["id"]
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint: ``{"flow", "params", "base", "target", "config", "epoch", "history", "id",
-    "opt_leaves", "stopped", "resume_params"}`` (theories rebuilt with :func:`corrflow.make_theory`; ``stopped`` is
-    "target_ess"/"converged"/"patience" for a run that finished early, else None; ``resume_params`` the optimiser's
-    iterate when model selection kept an earlier epoch as ``params``, else None).  The flow is rebuilt from its
-    recorded description (any kind; checkpoints written before flow kinds existed load as residual flows).  A
-    missing, incomplete, damaged or inconsistent checkpoint raises :class:`corrflow.store.CheckpointError` (a
-    ``ValueError``) with a one-line reason."""
-    from ..store.checkpoints import CheckpointError, read_checkpoint
-
-    meta, arrays = read_checkpoint(path, what="flow checkpoint")
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a corrflow flow checkpoint (format {meta.get('format')!r})")
-    if "params" not in arrays:
-        raise CheckpointError(f"flow checkpoint {path} has no parameter array; the checkpoint is incomplete")
-    params = np.asarray(arrays["params"])
-    resume = np.asarray(arrays["resume_params"]) if "resume_params" in arrays else None
-    opt_leaves = [np.asarray(arrays[f"opt_{i}"]) for i in range(sum(k.startswith("opt_") for k in arrays))]
-    if checkpoint_id(meta, params) != meta.get("id"):
-        raise CheckpointError(f"checkpoint {path}: parameters do not match the recorded id (corrupt or edited)")
-    try:
-        flow = flow_from_description(meta["flow"])
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path}: the recorded flow does not make a valid flow ({exc})") from None
-    if tuple(params.shape) != tuple(flow.param_shape) or (resume is not None and resume.shape != params.shape):
-        raise CheckpointError(f"checkpoint {path}: parameters of shape {tuple(params.shape)} do not fit its flow "
-                              f"{meta['flow']} (expected {tuple(flow.param_shape)})")
-    th = {k: make_theory(meta[k]["group"], tuple(meta[k]["shape"]), **meta[k]["params"]) for k in ("base", "target")}
-    return {"flow": flow, "params": jnp.asarray(params), "base": th["base"], "target": th["target"],
-            "config": TrainConfig(**meta["train"]), "epoch": int(meta["epoch"]), "history": meta["history"],
-            "id": meta["id"], "opt_leaves": opt_leaves, "stopped": meta.get("stopped"),
-            "resume_params": None if resume is None else jnp.asarray(resume)}
