@@ -191,8 +191,9 @@ def info(
             console.print(f"created {d['created']} with {d['versions']}")
             n_cfg = d["committed"] * d["n_chains"]
             if d["cost_s"] is not None and n_cfg and d["kind"] == "flowed":
-                console.print(f"flow application cost {d['cost_s'] / n_cfg:.3g} s per configuration ({d['cost_s']:.1f} s "
-                              f"for {n_cfg}: flow, weights and measurements; steady state, compilation excluded)")
+                console.print(f"flow application cost {d['cost_s'] / n_cfg:.3g} s per configuration "
+                              f"({d['cost_s']:.1f} s for {n_cfg}: flow, weights and measurements; steady state, "
+                              "compilation excluded)")
             elif d["cost_s"] is not None and n_cfg:
                 charged = recorded_cost_per_configuration(d)
                 console.print(f"generation cost {d['cost_s'] / n_cfg:.3g} s per configuration ({d['cost_s']:.1f} s for "

@@ -1,8 +1,8 @@
 """Per-link Jacobian algebra of the residual layers, without LAPACK (see :meth:`ResidualLayer._g_and_logj`).
 
-``F(ad g) = (1 - e^{-ad g}) / ad g`` by a Paterson–Stockmeyer Taylor polynomial (its degree by precision), ``log det`` by unrolled LU with a
-custom JVP, and the real linear maps ``(Re W, Im W) -> M, g`` and ``g -> ad g`` of SU(N).  Batched LAPACK calls inside
-jit/scan can deadlock jaxlib 0.10 on CPU, so everything here is plain XLA.
+``F(ad g) = (1 - e^{-ad g}) / ad g`` by a Paterson–Stockmeyer Taylor polynomial (its degree by precision), ``log det``
+by unrolled LU with a custom JVP, and the real linear maps ``(Re W, Im W) -> M, g`` and ``g -> ad g`` of SU(N).
+Batched LAPACK calls inside jit/scan can deadlock jaxlib 0.10 on CPU, so everything here is plain XLA.
 """
 
 from __future__ import annotations
