@@ -65,7 +65,7 @@ import numpy as np
 
 from ..groups import Group
 from ..theories.gauge import accumulate
-from .jacobian import _bmm, _jacobian_constants, _logdet_lu, _phi
+from .jacobian import algebra_and_logj
 from .network import coefficient_net, frozen_features
 from .smoothing import held_out_flow, soft_clip
 from .staples import (gather_plan, gathered_staple_sums, gathered_staples, layer_masks, n_staples,
@@ -239,32 +239,13 @@ class ResidualLayer:
         return g.project_algebra(g.mul(ul, sigma))
 
     def _g_and_logj(self, ul: Array, sigma: Array) -> tuple[Array, Array]:
-        """Algebra element ``g`` and per-link ``log J`` for links ``ul`` with effective staple ``sigma``.
-
-        SU(N): with ``W = U_l Sigma_l`` and ``n = N^2 - 1``, all ``n x n`` matrices come from real linear maps
-        of ``(Re W, Im W)`` (precomputed from the generators): ``M^{ab} = -2 Re tr(T^a T^b W)``,
-        ``g^a = -2 Re tr(T^a W)``, ``(ad g)_{ab} = g^c coords_a([T^c, T^b])``.  ``F(ad g)`` is a degree-23
-        (float64; degree 15 in float32) Taylor polynomial (Paterson–Stockmeyer, 8 / 6 matrix products) and
-        ``det(1 + F M)`` an unpivoted LU, which
-        is safe here: ``|M| <= |W| <= 0.95`` and ``|F(ad g)| <= 1`` (ad g is antisymmetric) in the operator
-        2-norm, so ``1 + F M`` is a contraction away from 1, every leading minor is positive, and so is ``J``.
-        No LAPACK call: batched LAPACK inside jit/scan can deadlock jaxlib 0.10 on CPU.
-        """
+        """Algebra element ``g`` and per-link ``log J`` for links ``ul`` with effective staple ``sigma``
+        (U(1): ``Im W``, ``log(1 + Re W)`` with ``W = e^{i theta} Sigma``; SU(N): :func:`.jacobian.algebra_and_logj`)."""
         g = self.group
         if g.is_abelian:
             w = jnp.exp(1j * ul) * sigma
             return jnp.imag(w).astype(ul.dtype), jnp.log1p(jnp.real(w))
-        w = g.mul(ul, sigma)
-        x = g.project_algebra(w)
-        n = g.n_generators
-        k_m, k_x, k_ad = (jnp.asarray(c, w.real.dtype) for c in _jacobian_constants(g.N))
-        nn = g.N * g.N
-        wr = jnp.concatenate([jnp.real(w).reshape(w.shape[:-2] + (nn,)),
-                              jnp.imag(w).reshape(w.shape[:-2] + (nn,))], axis=-1)
-        m = (wr @ k_m).reshape(w.shape[:-2] + (n, n))
-        ad = ((wr @ k_x) @ k_ad).reshape(w.shape[:-2] + (n, n))
-        jac = jnp.eye(n, dtype=m.dtype) + _bmm(_phi(ad), m)
-        return x, _logdet_lu(jac)
+        return algebra_and_logj(g, g.mul(ul, sigma))
 
     # --- layer on the flat link field (used by Flow) ---------------------------------------
     def forward_flat(self, raw: Array, sites: Array, u_flat: Array, mu: Any = None, offsets: Any = None,
