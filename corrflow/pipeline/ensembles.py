@@ -170,9 +170,7 @@ def generate_to_store(
                                                 "plaquette": float("nan")})
         acc, plaq = [], []
         remaining = n_traj - w.committed
-        # the generation cost of the stored configurations (commit record ``cost_s``): unknown if an earlier run
-        # of this ensemble did not record it
-        cost0 = float(w.commit_record.get("cost_s", 0.0 if w.committed == 0 else float("nan")))
+        cost0 = w.recorded_cost  # of the stored configurations; NaN if an earlier run did not record it
         clock, done = Clock(), 0
         for blk in run_blocks(key, theory, config, links, remaining, block_size=block_size, first_index=next_traj,
                               measure=measure, thin=thin, keep_links=True, action=action, mesh=mesh):

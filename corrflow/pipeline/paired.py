@@ -125,10 +125,9 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
             for ch in range(c):
                 last = np.flatnonzero(acc_done[ch])
                 cur[ch] = lw_done[ch, last[-1]] if len(last) else -np.inf
-        # the cost of the stored flowed configurations (commit record ``cost_s``, as ``corrflow generate`` records
-        # it: steady-state seconds of flow application, weights and measurements, compilation excluded); unknown if
-        # an earlier run of this ensemble did not record it
-        cost0 = float(w.commit_record.get("cost_s", 0.0 if start == 0 else float("nan")))
+        # the cost of the stored flowed configurations (steady-state seconds of flow application, weights and
+        # measurements, compilation excluded, as `corrflow generate` records its own); NaN if an earlier run did not
+        cost0 = w.recorded_cost
         clock, done = Clock(), 0
         for lo in range(start, n_base, batch):
             hi = min(n_base, lo + batch)

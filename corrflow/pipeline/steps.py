@@ -98,7 +98,7 @@ class Pipeline:
         key = f"hmc/{name}"
         if have >= n:
             rep.log(f"  [dim]{stage}: {name} holds {have} configurations per chain (reused)[/]")
-            return Ensemble(store, name, theory, int(n), int(store.spec(name).n_chains), self._hmc_cost(name, n))
+            return Ensemble(store, name, theory, int(n), int(store.spec(name).n_chains), self._stored_cost(f"hmc/{name}", name, n))
         total = n_therm + n * thin
         before = n_therm + have * thin if have else 0
         clock = Clock()
@@ -117,15 +117,16 @@ class Pipeline:
         self.ledger.record(key, clock.cost(total - before), summ.seconds, summ.committed, accumulate=have > 0)
         rep.log(f"  {stage}: {name} +{summ.n_new} -> {summ.committed} per chain, acceptance {summ.acceptance:.3f}, "
                 f"{summ.seconds:.1f} s")
-        return Ensemble(store, name, theory, int(n), int(n_chains), self._hmc_cost(name, n))
+        return Ensemble(store, name, theory, int(n), int(n_chains), self._stored_cost(f"hmc/{name}", name, n))
 
-    def _hmc_cost(self, name: str, n: int) -> float:
-        """Cost of the first ``n`` configurations per chain of ensemble ``name``: the ledger's record, or for an
-        ensemble made outside this flow directory (``corrflow generate``, another pipeline) the cost recorded in
-        the store, in the ledger's definition (:func:`corrflow.pipeline.ensembles.recorded_cost`); NaN if neither."""
+    def _stored_cost(self, key: str, name: str, n: int) -> float:
+        """Cost of the first ``n`` configurations per chain of ensemble ``name``, made by the step ``key``
+        (``hmc/<name>``, ``flow/<name>``, ...): the ledger's record, or for an ensemble made outside this flow directory
+        (``corrflow generate`` / ``corrflow correlate``, another pipeline) the cost recorded in its commit record, in
+        the ledger's definition (:func:`corrflow.pipeline.ensembles.recorded_cost`); NaN if neither."""
         from .ensembles import recorded_cost
 
-        cost = self.ledger.cost(f"hmc/{name}", n)
+        cost = self.ledger.cost(key, n)
         return cost if math.isfinite(cost) else recorded_cost(self.store, name, n)
 
     # -- flows -------------------------------------------------------------------------------------
@@ -243,16 +244,7 @@ class Pipeline:
             rep.log(f"  {stage}: {name} {summ.committed} per chain, weight ESS fraction "
                     f"{summ.weight_ess_fraction:.3f}, {clock.wall:.1f} s")
         self._check_pairing(base, name)
-        return PairedEnsemble(base, target_x, flow, name, self._paired_cost(key, name, base.n))
-
-    def _paired_cost(self, key: str, name: str, n: int) -> float:
-        """Cost of the first ``n`` paired configurations per chain: the ledger's record, or for a paired ensemble
-        made outside this flow directory (``corrflow correlate``) the cost recorded in its commit record; NaN if
-        neither."""
-        from .ensembles import recorded_cost
-
-        cost = self.ledger.cost(key, n)
-        return cost if math.isfinite(cost) else recorded_cost(self.store, name, n)
+        return PairedEnsemble(base, target_x, flow, name, self._stored_cost(key, name, base.n))
 
     def _check_pairing(self, base: Ensemble, name: str) -> None:
         src_t = _read(self.store, name, "source_traj", base.n)

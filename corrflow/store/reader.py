@@ -418,17 +418,13 @@ class EnsembleStore:
         return StoredConfigs(self, name, chains, positions)
 
     def load_configs(self, name: str, chain: int, trajs: Sequence[int] | slice) -> np.ndarray:
-        """Links of chain ``chain`` at stored positions ``trajs`` (positions, not global indices)."""
-        n = int(self.commit(name)["committed"])
-        arr = self.array(name, "links")
+        """Links of chain ``chain`` at stored positions ``trajs`` (positions, not global indices), read a chunk at a
+        time (:meth:`stored_configs`)."""
         if isinstance(trajs, slice):
-            idx = list(range(*trajs.indices(n)))
+            idx = list(range(*trajs.indices(int(self.commit(name)["committed"]))))
         else:
             idx = [int(t) for t in trajs]
-        bad = [t for t in idx if not 0 <= t < n]
-        if bad:
-            raise StoreError(f"trajectory positions {bad[:5]} out of range 0..{n - 1} of ensemble {name!r}")
-        return np.stack([arr[chain, t] for t in idx]) if idx else np.zeros((0,) + arr.shape[2:], arr.dtype)
+        return self.stored_configs(name, [chain] * len(idx), idx).load()
 
     def verify(self, name: str, *, sample: int | None = None, check: ConfigCheck | None = None, n_check: int = 8,
                seed: int = 0, n_sample: int | None = None) -> VerifyReport:

@@ -111,6 +111,13 @@ class EnsembleWriter:
     def next_traj(self) -> int:
         return int(self.commit_record["next_traj"])
 
+    @property
+    def recorded_cost(self) -> float:
+        """``cost_s`` of the committed trajectories (0 when none are committed, NaN when an earlier run did not
+        record it): what a run that appends adds its own cost to."""
+        com = self.commit_record
+        return float(com.get("cost_s", 0.0 if int(com["committed"]) == 0 else float("nan")))
+
     def _per_traj_vars(self) -> list[str]:
         """Per-trajectory variables every append must provide."""
         return list(self.spec.per_traj)

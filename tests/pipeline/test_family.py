@@ -147,7 +147,7 @@ def test_ensemble_cost_from_the_store_record(fam, tmp_path):
     with store.writer("e") as w:
         w.append([100], np.zeros((2, 1, 4, 4, 2)), {k: np.zeros((2, 1)) for k in w._per_traj_vars()}, 101)
     assert math.isnan(recorded_cost(store, "e"))
-    assert math.isnan(Pipeline(store, flow_dir=tmp_path / "f")._hmc_cost("e", 4))
+    assert math.isnan(Pipeline(store, flow_dir=tmp_path / "f")._stored_cost("hmc/e", "e", 4))
 
 
 def test_paired_cost_from_the_store_record(fam, tmp_path):
@@ -164,5 +164,5 @@ def test_paired_cost_from_the_store_record(fam, tmp_path):
         fresh = Pipeline(pipe.store, flow_dir=tmp_path / f"other_{key}")  # an empty ledger
         assert math.isnan(fresh.ledger.cost(f"{key}/{paired.name}"))
         n = f.base.n
-        assert fresh._paired_cost(f"{key}/{paired.name}", paired.name, n) == pytest.approx(cost)
-        assert fresh._paired_cost(f"{key}/{paired.name}", paired.name, n // 2) == pytest.approx(cost / 2)
+        assert fresh._stored_cost(f"{key}/{paired.name}", paired.name, n) == pytest.approx(cost)
+        assert fresh._stored_cost(f"{key}/{paired.name}", paired.name, n // 2) == pytest.approx(cost / 2)
