@@ -43,7 +43,8 @@ def derivative(
     param: str = typer.Option("beta", help="action parameter: beta, xi or lam; mass for ensembles with fermions"),
     obs: str = typer.Option("plaquette", help="observables, comma-separated: plaquette, wilson_RxT, t2E@T (SU(N)), "
                                               "chi_top (2D U(1): Q^2/V of the geometric charge; plaquette field, "
-                                              "which then keeps Q, or none); with fermions also condensate, pion@T"),
+                                              "which then keeps Q, or none); with fermions (dynamical, or "
+                                              "--valence-mass) also condensate, pion@T"),
     field: str = typer.Option("auto", help="tangent field: auto (plaquette for 2D U(1); for --param beta, xi or lam "
                                            "on pure-gauge SU(2)/SU(3) lattices of 3+ even extents, and for xi or lam "
                                            "with Wilson fermions, smoothing with --held-out-smoothing, anisotropic "
@@ -84,6 +85,9 @@ def derivative(
     held_out: float = typer.Option(0.25, help="fraction of the fit configurations held out to select the ridge"),
     out: Optional[Path] = typer.Option(None, help="checkpoint directory of the fitted field"),
     seed: int = typer.Option(0, help="seed of the Hutchinson probes and trace noise"),
+    valence_mass: Optional[float] = typer.Option(None, help="pure-gauge ensembles: bare mass of quenched (valence) "
+                                                            "Wilson quarks for pion@T and condensate (e.g. "
+                                                            "Feynman-Hellmann dE_pi/dlam with --param lam)"),
     traces: str = typer.Option("auto", help="fermion ensembles: traces of D^-1 exact (dense, small lattices) | "
                                             "stochastic (noise vectors, one CG each) | auto (exact up to a Schur "
                                             "dimension of 512; exact is refused on larger lattices)"),
@@ -170,7 +174,7 @@ def derivative(
         others = [c.strip() for item in (compare or []) for c in item.split(",") if c.strip()]
         settings = dict(field=kind, field_options=opts, n_folds=folds, held_out=held_out, seed=seed, batch=batch,
                         out=out, compare=others, traces=trace_opts, t0_reference=t0_ref, w0_reference=w0_ref,
-                        discard=discard, thin=thin, target=fit.strip().lower())
+                        discard=discard, thin=thin, target=fit.strip().lower(), valence_mass=valence_mass)
         if json_:
             res = derivative_from_store(st, store, ensemble, param, names, **settings)
             typer.echo(json.dumps({"ensemble": ensemble, **res.as_dict()}, default=float))
@@ -180,11 +184,11 @@ def derivative(
                                         **settings)
         r = res.result
         reductions = r.reductions()
-        tr_msg = ""
-        if res.traces:
-            tr_msg = (", exact fermion traces" if res.traces["method"] == "exact" else
-                      f", stochastic fermion traces ({res.traces['n_noise']} noise vectors"
-                      + (f", {res.traces['dilution']} dilution" if "dilution" in res.traces else "") + ")")
+        tr_msg = "" if res.valence_mass is None else f", valence quarks m = {res.valence_mass:g} (quenched)"
+        if "method" in res.traces:
+            tr_msg += (", exact fermion traces" if res.traces["method"] == "exact" else
+                       f", stochastic fermion traces ({res.traces['n_noise']} noise vectors"
+                       + (f", {res.traces['dilution']} dilution" if "dilution" in res.traces else "") + ")")
         kept = (f" after the first {discard}" if discard else "") + (f", every {thin}th" if thin > 1 else "")
         table = Table(title=f"d<O>/d{param} on {ensemble} ({res.n_chains} x {res.n_traj} configurations{kept}, "
                             f"{r.field.get('kind')} field{' per observable' if r.target == 'observable' else ''}"

@@ -92,11 +92,27 @@ def propagator(theory: WilsonFermionAction, u: Array, site: tuple[int, ...] | No
     if solver == "bicgstab":
         x = bicgstab(lambda y: dirac(v, m, y), b, theory.ndim + 2, tol=tol, maxiter=maxiter).x
     else:
-        rhs = dirac_dagger(v, m, b)
-        normal = lambda y: dirac_dagger(v, m, dirac(v, m, y))  # noqa: E731
-        x = conjugate_gradient(normal, rhs, theory.ndim + 2, tol=tol, maxiter=maxiter).x
+        x = _normal_solve(v, m, b, theory.ndim + 2, tol, maxiter)
     x = jnp.moveaxis(x, 0, -1)  # (*batch, L..., Ns, Nc, Ns*Nc)
     return x.reshape(x.shape[:-1] + (ns, nc))
+
+
+def _normal_solve(v: Array, m: Any, b: Array, n_site_axes: int, tol: float, maxiter: int) -> Array:
+    """``D^{-1} b = (D^dag D)^{-1} D^dag b`` by CG, as a ``lax.custom_linear_solve``: derivatives by implicit
+    differentiation (one more solve per tangent) in forward *and* reverse mode -- a reverse-mode gradient of a
+    correlator costs one adjoint solve per output, whatever the number of directions it is contracted with
+    (:func:`corrflow.tangent.directional_derivatives`).  ``A = D^dag D`` is Hermitian, so its linear transpose is
+    ``conj(A)``: ``A^T y = c`` is solved as ``conj(A^{-1} conj(c))``."""
+    def normal(y: Array) -> Array:
+        return dirac_dagger(v, m, dirac(v, m, y))
+
+    def solve(matvec: Any, r: Array) -> Array:
+        return conjugate_gradient(matvec, r, n_site_axes, tol=tol, maxiter=maxiter).x
+
+    def transpose_solve(vecmat: Any, r: Array) -> Array:  # A^T = conj(A): JAX's transposed operator not needed
+        return jnp.conj(solve(normal, jnp.conj(r)))
+
+    return jax.lax.custom_linear_solve(normal, dirac_dagger(v, m, b), solve, transpose_solve)
 
 
 def valence_quarks(gauge: Any, *, mass: float | None = None, kappa: float | None = None) -> WilsonFermionAction:
@@ -156,13 +172,13 @@ def chiral_condensate_stochastic(theory: WilsonFermionAction, u: Array, eta: Arr
     vectors ``eta`` ``(n, *fermion_shape)`` with ``E[eta eta^dag] = 1``: ``(1/(n V)) sum_k Re eta_k^dag D^{-1} eta_k``,
     ``D^{-1} eta = (D^dag D)^{-1} D^dag eta`` by CG (all noise vectors iterated together; relative residual ``tol``).
 
-    Any lattice size; differentiable in the links and the mass by forward mode (``jax.jvp`` through the solver).
-    The noise must be independent of everything else the estimate is combined with (e.g. the traces in ``∂_m S``)."""
+    Any lattice size; differentiable in the links and the mass, forward and reverse mode (implicit differentiation
+    of the solve).  The noise must be independent of everything else the estimate is combined with (e.g. the
+    traces in ``∂_m S``)."""
     v = theory.links(u).astype(eta.dtype)
     m = theory.mass
     nax = theory.ndim + 2
-    psi = conjugate_gradient(lambda x: dirac_dagger(v, m, dirac(v, m, x)), dirac_dagger(v, m, eta), nax, tol=tol,
-                             maxiter=maxiter).x
+    psi = _normal_solve(v, m, eta, nax, tol, maxiter)
     axes = tuple(range(-nax, 0))
     return jnp.mean(jnp.real(jnp.sum(jnp.conj(eta) * psi, axis=axes))) / theory.volume
 

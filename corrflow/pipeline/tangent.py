@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import make_theory
 from ..compare import compare_ensembles, parameter_shift
+from ..observables.fermions import valence_quarks
 from .. import tangent as tg
 from ..store.checkpoints import CheckpointError, has_checkpoint, read_checkpoint, write_checkpoint
 from .ensembles import recorded_cost_per_configuration
@@ -76,6 +77,7 @@ class StoredDerivative:
     thin: int = 1
     terms_resumed: int = 0
     cost: dict[str, float] = field(default_factory=dict)
+    valence_mass: float | None = None
 
     def cost_adjusted(self) -> dict[str, float]:
         """Variance reduction of the tangent estimator against the connected one at equal cost, per observable:
@@ -97,8 +99,11 @@ class StoredDerivative:
                    discard=self.discard, thin=self.thin, terms_resumed=self.terms_resumed,
                    cost_per_configuration={k: (float(v) if np.isfinite(v) else None) for k, v in self.cost.items()},
                    cost_adjusted_reduction=self.cost_adjusted())
-        if self.traces:
-            out["traces"] = dict(self.traces)
+        if self.valence_mass is not None:
+            out["valence_mass"] = float(self.valence_mass)
+        traces = {k: v for k, v in self.traces.items() if k != "valence_mass"}
+        if traces:
+            out["traces"] = traces
         if self.shifts:
             out["finite_shift"] = {k: {"ensemble": n, "shift": d} for k, (n, d) in self.shifts.items()}
         return out
@@ -196,7 +201,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                           progress: Callable[[int, int], None] | None = None,
                           compare: Sequence[str] = (), traces: Any = None,
                           t0_reference: float | None = None, w0_reference: float | None = None,
-                          discard: int = 0, thin: int = 1, target: str = "field") -> StoredDerivative:
+                          discard: int = 0, thin: int = 1, target: str = "field",
+                          valence_mass: float | None = None) -> StoredDerivative:
     """``d<O>/d param`` of every observable on stored ensemble ``ensemble`` (see the module docstring).
 
     ``compare``: ensembles at ``param + δ`` whose finite-shift derivatives join the estimates (module docstring).
@@ -208,7 +214,9 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     configuration after those for the tangent and connected estimates (their per-configuration terms are the cost;
     on chains with ``tau_int`` of several trajectories little information is lost).  ``target``: what the cross-fitted
     least squares minimises (:data:`corrflow.tangent.FIT_TARGETS`: ``Var[R_v]`` of one field, or ``Var[T_v]`` per
-    observable).
+    observable).  ``valence_mass``: on a pure-gauge ensemble, the bare mass of quenched (valence) Wilson quarks for
+    the fermionic observables ``pion@T`` and ``condensate`` (``R_v`` stays purely gluonic; a Feynman–Hellmann
+    ``dE_π/dλ`` of the gluonic source in quenched QCD).
 
     Raises ``ValueError`` (one line, with a hint) for a flowed ensemble (its configurations are exact only with their
     weights), a parameter the theory lacks, an unknown observable, bad fit settings, too few configurations or
@@ -229,10 +237,16 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     fld = tg.make_field(field, theory, param=param, observables=names, **dict(field_options or {}))
     if not names:
         raise ValueError("give observables with --obs, e.g. --obs plaquette,wilson_2x2")
-    tg.observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else None)
+    quarks = None
+    if valence_mass is not None:
+        if fermion:
+            raise ValueError(f"--valence-mass is for pure-gauge ensembles; {ensemble!r} has dynamical quarks, whose "
+                             "mass is the valence mass of its fermionic observables (leave out --valence-mass)")
+        quarks = valence_quarks(theory, mass=float(valence_mass))
+    tg.observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else quarks)
     tg.check_parameter(theory, param)
     tg.check_charge_observables(names, fld)
-    tr = (traces or tg.FermionTraces()) if fermion else None
+    tr = (traces or tg.FermionTraces()) if fermion or quarks is not None else None
     total = int(store.commit(ensemble)["committed"])
     if not 0 <= discard < total:
         raise ValueError(f"--discard must be in 0 .. {total - 1} ({ensemble!r} has {total} configurations per chain), "
@@ -260,7 +274,11 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         settings["discard"] = int(discard)
     if thin > 1:
         settings["thin"] = int(thin)
-    if tr is not None:
+    if quarks is not None:  # (absent without valence quarks: older checkpoints keep their settings)
+        settings["valence_mass"] = float(quarks.mass)
+        if "condensate" in names:
+            settings["traces"] = tr.describe(quarks)
+    elif tr is not None:
         settings["traces"] = tr.describe(theory)
     if target not in tg.FIT_TARGETS:
         raise ValueError(f"--fit must be one of {', '.join(tg.FIT_TARGETS)}, got {target!r}")
@@ -286,7 +304,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                          dict(zip(tg.FLAT_TERMS, flat)))
 
     terms = tg.compute_terms(fld, theory, param, names, configs, jax.random.PRNGKey(seed), batch=batch,
-                             progress=progress, traces=tr, resume=resume, on_batch=save)
+                             progress=progress, traces=tr, resume=resume, on_batch=save,
+                             valence_mass=None if quarks is None else float(quarks.mass))
     # the ledger's charge per configuration (thermalisation included), times the analysis' thinning; NaN if unrecorded
     cost = {"generation_s": recorded_cost_per_configuration(store.info(ensemble)) * thin,
             "terms_s": terms_cost(n_configs) / n_configs}
@@ -327,7 +346,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         res = replace(res, estimates={o: {**est, **shifted.get(o, {})} for o, est in res.estimates.items()})
     return StoredDerivative(result=res, checkpoint=ckpt, reused=reused, n_chains=int(spec.n_chains),
                             n_traj=int(committed), shifts=plan, traces=terms.traces,
-                            discard=int(discard), thin=int(thin), terms_resumed=first, cost=cost)
+                            discard=int(discard), thin=int(thin), terms_resumed=first, cost=cost,
+                            valence_mass=None if quarks is None else float(quarks.mass))
 
 
 def _saved_terms(path: Path, key: dict[str, Any]) -> tuple[tuple[np.ndarray, ...], float]:

@@ -39,6 +39,7 @@ from .core import (
     check_parameter,
     coords_shape,
     directional_derivative,
+    directional_derivatives,
     divergence_dense,
     divergence_hutchinson,
     gradient,
@@ -71,7 +72,8 @@ from .spectroscopy import cosh_effective_mass, effective_mass_derivative
 
 __all__ = [
     "OBSERVABLES", "PARAMETERS", "CHARGE_OBSERVABLES", "charge_observables", "check_charge_observables",
-    "check_parameter", "observables_vector", "coords_shape", "directional_derivative", "divergence_dense",
+    "check_parameter", "observables_vector", "coords_shape", "directional_derivative",
+    "directional_derivatives", "divergence_dense",
     "divergence_hutchinson", "gradient", "hutchinson_probes", "lift", "observable_function", "parameter_derivative",
     "probe_classes", "SmoothingField", "PreconditionedField",
     "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate", "FIT_TARGETS", "FLAT_TERMS",

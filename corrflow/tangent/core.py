@@ -39,6 +39,8 @@ __all__ = [
     "lift",
     "gradient",
     "directional_derivative",
+    "directional_derivatives",
+    "REVERSE_SPLIT",
     "divergence_dense",
     "divergence_hutchinson",
     "probe_classes",
@@ -97,6 +99,35 @@ def gradient(f: Callable[[Array], Array], u: Array, group: Group) -> Array:
 def directional_derivative(f: Callable[[Array], Any], u: Array, v: Array, group: Group) -> Any:
     """``v·∇f (U)`` by forward-mode autodiff (``jax.jvp``); ``f`` may return any pytree of arrays."""
     return jax.jvp(lambda w: f(lift(w, u, group)), (_zeros(u, group),), (v.astype(_zeros(u, group).dtype),))[1]
+
+
+#: attribute of an observable vector ``U -> (O_1, ..., O_n)`` whose outputs ``J`` are better differentiated in reverse
+#: mode when contracted with many directions (each behind a linear solve: one adjoint solve per output instead of one
+#: tangent solve per direction): ``(I, f_I, J, f_J)`` with ``f_I`` / ``f_J`` the vectors of outputs ``I`` / ``J``
+#: alone; set by :func:`observables_vector` for solver-based fermionic observables
+REVERSE_SPLIT = "reverse_split"
+
+
+def directional_derivatives(f: Callable[[Array], Array], u: Array, vs: Array, group: Group) -> Array:
+    """``v_k·∇f_i (U)`` for directions ``vs`` ``(K, *coords_shape)`` and a vector ``f`` ``(n,)``: shape ``(K, n)``.
+
+    Forward mode (one ``jax.jvp`` per direction, vmapped), except for the outputs ``J`` that ``f`` marks with
+    :data:`REVERSE_SPLIT` when there are fewer of them than directions: their right-trivialised gradients by reverse
+    mode (one ``jax.vjp``, its pullback vmapped over unit cotangents), contracted with the directions -- equal to
+    rounding; for pion correlators ``|J|`` adjoint solves instead of ``K`` tangent solves."""
+    split = getattr(f, REVERSE_SPLIT, None)
+    if split is None or len(split[2]) >= vs.shape[0]:
+        return jax.vmap(lambda v: directional_derivative(f, u, v, group))(vs)
+    fwd_idx, f_fwd, rev_idx, f_rev = split
+    w0 = _zeros(u, group)
+    out, pull = jax.vjp(lambda w: f_rev(lift(w, u, group)), w0)
+    grads = jax.vmap(pull)(jnp.eye(out.shape[0], dtype=out.dtype))[0]  # (|J|, *coords_shape)
+    rev = jnp.einsum("k...,n...->kn", vs.astype(grads.dtype), grads)
+    b = jnp.zeros((vs.shape[0], len(fwd_idx) + len(rev_idx)), rev.dtype).at[:, np.asarray(rev_idx)].set(rev)
+    if fwd_idx:
+        fwd = jax.vmap(lambda v: directional_derivative(f_fwd, u, v, group))(vs)
+        b = b.at[:, np.asarray(fwd_idx)].set(fwd.astype(b.dtype))
+    return b
 
 
 def divergence_dense(field: Field, u: Array, group: Group) -> Array:
@@ -303,13 +334,24 @@ def observables_vector(names: tuple[str, ...], group: Group, shape: tuple[int, .
     fns = [None if i in fpos else observable_function(n, group, shape) for i, n in enumerate(names)]
     steps = {i: _t2e_steps(n, float(m.group(1)), group) for i, n in enumerate(names) if (m := _T2E_RE.match(n))}
 
-    def vec(u: Array) -> Array:
-        curve = _t2e_curve(u, group, max(steps.values())) if steps else None
-        fv = fermion_vector(ferm, theory, u, condensate_noise) if ferm else {}
-        vals = [fv[i] if i in fpos else curve[steps[i] - 1] if i in steps else f(u)  # type: ignore
-                for i, f in enumerate(fns)]
-        return jnp.stack([jnp.asarray(x, jnp.float64) for x in vals]) if fv else jnp.stack(vals)
+    def values(u: Array, which: Sequence[int]) -> Array:
+        curve = _t2e_curve(u, group, max(steps.values())) if any(i in steps for i in which) else None
+        fv = fermion_vector([(i, spec) for i, spec in ferm if i in which], theory, u, condensate_noise)
+        vals = [fv[i] if i in fpos else curve[steps[i] - 1] if i in steps else fns[i](u)  # type: ignore
+                for i in which]
+        return jnp.stack([jnp.asarray(x, jnp.float64) for x in vals]) if ferm else jnp.stack(vals)
 
+    every = tuple(range(len(names)))
+
+    def vec(u: Array) -> Array:
+        return values(u, every)
+
+    # pion correlators and the stochastic condensate sit behind CG solves (reverse-differentiable); the dense
+    # condensate (Gauss-Jordan) stays forward
+    if ferm and (condensate_noise is not None or all(spec[0] == "pion" for _, spec in ferm)):
+        rev = tuple(sorted(fpos))
+        fwd = tuple(i for i in every if i not in fpos)
+        setattr(vec, REVERSE_SPLIT, (fwd, lambda u: values(u, fwd), rev, lambda u: values(u, rev)))
     return vec
 
 

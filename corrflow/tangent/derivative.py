@@ -16,8 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..observables.fermions import valence_quarks
 from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE
 from ..stats import Stats
+from ..theories.fermions import WilsonFermionAction
 from .core import check_charge_observables, check_parameter, observables_vector, parameter_derivative
 from .estimator import per_observable, tangent_estimate, variance_reduction
 from .fermions import (FermionTraces, condensate_noise, explicit_mass_derivative, fermion_derivatives, gauge_action,
@@ -100,7 +102,18 @@ class DerivativeResult:
 
 @lru_cache(maxsize=32)
 def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, names: tuple[str, ...],
-            traces: FermionTraces | None) -> Any:
+            traces: FermionTraces | None, valence_mass: float | None = None) -> Any:
+    if valence_mass is not None:  # quenched: valence quarks on a pure-gauge field; S, R_v and ∂_α S purely gluonic
+        def one_valence(u: Any, key: Any, theory: Any) -> tuple[Any, ...]:
+            quarks = WilsonFermionAction(gauge=theory, mass=valence_mass)
+            k_field, k_noise = jax.random.split(key)
+            eta = condensate_noise(quarks, k_noise, traces) if "condensate" in names else None
+            obs_vec = observables_vector(names, group, shape, quarks, eta)
+            a, b = field_obj.terms(u, theory, obs_vec, k_field)
+            o = obs_vec(u)
+            return o, parameter_derivative(theory, param)(u), a, b, jnp.zeros_like(o)
+
+        return jax.jit(jax.vmap(one_valence, in_axes=(0, 0, None)))
     if traces is None:  # pure gauge: unchanged since the first version (same keys, same programs)
         obs_vec = observables_vector(names, group, shape)
 
@@ -142,13 +155,20 @@ FLAT_TERMS = ("o", "ds", "a", "b", "do")
 
 def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str], configs: Any, key: Any,
                   *, batch: int = 32, progress: Any = None, traces: FermionTraces | None = None,
-                  resume: Sequence[np.ndarray] = (), on_batch: Any = None) -> TangentTerms:
+                  resume: Sequence[np.ndarray] = (), on_batch: Any = None,
+                  valence_mass: float | None = None) -> TangentTerms:
     """Evaluate :class:`TangentTerms` on ``configs`` ``(n_chains, n_traj, *link_shape)`` in jitted batches.
 
     Configuration ``i`` (flattened chain-major) uses the key ``fold_in(key, i)`` for its Hutchinson probes (and, for
     fermion theories, a split of it for the trace noise), so the terms of a configuration do not depend on the batch
     it is evaluated in.  ``traces``: how fermion traces are evaluated (default :class:`FermionTraces` ``()``: exact on
-    small lattices, stochastic otherwise; ignored for pure-gauge theories).
+    small lattices, stochastic otherwise; for a pure-gauge theory only the ``condensate`` of valence quarks uses it).
+
+    ``valence_mass``: a pure-gauge ``theory`` measured with *valence* (quenched) Wilson quarks of this bare mass
+    (:func:`corrflow.observables.fermions.valence_quarks`): the fermionic observables ``pion@T`` and
+    ``condensate`` become available, ``v·∇O`` differentiates through their solves, while ``∂_α S`` and ``R_v`` stay
+    purely gluonic (no determinant in the quenched measure).  ``ValueError`` for a theory with dynamical quarks
+    (its own quarks are the valence quarks).
 
     Interruption and resumption: ``on_batch(stop, flat)`` is called after every batch with the flat outputs
     (:data:`FLAT_TERMS`, each ``(stop, ...)``) of configurations ``0 .. stop - 1``; passing such outputs of the first
@@ -160,11 +180,17 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
     if not names:
         raise ValueError("give at least one observable, e.g. plaquette,wilson_2x2")
     fermion = is_fermion_theory(theory)
-    observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else None)  # validate names
+    quarks = None
+    if valence_mass is not None:
+        if fermion:
+            raise ValueError("valence quarks are for pure-gauge ensembles; this one has dynamical quarks, which are "
+                             "the valence quarks of its fermionic observables (leave out the valence mass)")
+        quarks = valence_quarks(theory, mass=float(valence_mass))
+    observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else quarks)  # validate names
     check_parameter(theory, param)
     field_obj.check(gauge_action(theory))
     check_charge_observables(names, field_obj)
-    tr = (traces or FermionTraces()) if fermion else None
+    tr = (traces or FermionTraces()) if fermion or quarks is not None else None
     configs = np.asarray(configs) if not isinstance(configs, jax.Array) else configs
     lead = configs.shape[: configs.ndim - len(theory.link_shape)]
     if len(lead) != 2 or tuple(configs.shape[len(lead):]) != tuple(theory.link_shape):
@@ -172,7 +198,8 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
                          f"{tuple(configs.shape)}")
     n = int(lead[0] * lead[1])
     flat = configs.reshape((n,) + tuple(theory.link_shape))
-    kern = _kernel(field_obj, theory.group, tuple(theory.shape), param, names, tr)
+    kern = (_kernel(field_obj, theory.group, tuple(theory.shape), param, names, tr) if quarks is None else
+            _kernel(field_obj, theory.group, tuple(theory.shape), param, names, tr, float(quarks.mass)))
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
     outs: list[list[np.ndarray]] = [[], [], [], [], []]
     first = 0
@@ -199,8 +226,14 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
         if progress is not None:
             progress(stop, n)
     o, ds, a, b, do = (np.concatenate(x).reshape(tuple(lead) + x[0].shape[1:]) for x in outs)
+    if quarks is not None:
+        described = {"valence_mass": float(quarks.mass)}
+        if "condensate" in names:
+            described.update(tr.describe(quarks))
+    else:
+        described = tr.describe(theory) if tr is not None else {}
     return TangentTerms(o=o, ds=ds, a=a, b=b, names=names, param=param, do=do if fermion else None,
-                        traces=tr.describe(theory) if tr is not None else {}, time_extent=int(theory.shape[0]))
+                        traces=described, time_extent=int(theory.shape[0]))
 
 
 def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = None,
@@ -302,14 +335,17 @@ def fit_coefficients(terms: TangentTerms, target: str = "field", *, n_folds: int
 def derivative(theory: Any, configs: Any, param: str, observables: Sequence[str], field_obj: Any, key: Any, *,
                n_folds: int = 2, held_out: float = 0.25, ridges: Sequence[float] | None = None,
                sizes: Sequence[int] | None = None, batch: int = 32,
-               traces: FermionTraces | None = None, target: str = "field") -> DerivativeResult:
+               traces: FermionTraces | None = None, target: str = "field",
+               valence_mass: float | None = None) -> DerivativeResult:
     """``d<O>/dα`` for each observable with the tangent estimator (field fitted by cross-fitted least squares:
     each of ``n_folds`` contiguous blocks of every chain gets coefficients fitted on the others, with ridge / basis
     size selected on ``held_out`` of the training part) and the connected estimator, from the same configurations.
-    ``target``: what the fit minimises (:data:`FIT_TARGETS`).
+    ``target``: what the fit minimises (:data:`FIT_TARGETS`); ``valence_mass``: quenched quarks for a pure-gauge
+    theory (:func:`compute_terms`).
     """
     check_fit_target(target)  # before the expensive terms
-    terms = compute_terms(field_obj, theory, param, observables, configs, key, batch=batch, traces=traces)
+    terms = compute_terms(field_obj, theory, param, observables, configs, key, batch=batch, traces=traces,
+                          valence_mass=valence_mass)
     if field_obj.n_coef == 0:
         return estimate(terms, np.zeros(0), [], field_obj.describe())
     fits, coef = fit_coefficients(terms, target, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)

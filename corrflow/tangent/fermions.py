@@ -223,7 +223,7 @@ def fermion_observable(name: str, theory: Any) -> tuple[str, Any] | None:
         return None
     if not is_fermion_theory(theory):
         raise ValueError(f"{n}: a fermionic observable needs an ensemble with dynamical fermions (schwinger, "
-                         "su3-wilson)")
+                         "su3-wilson), or valence quarks on a pure-gauge one (--valence-mass)")
     if m:
         t = int(m.group(1))
         if not 0 <= t < theory.shape[0]:

@@ -56,7 +56,7 @@ import numpy as np
 
 from .. import lattice
 from ..groups import Group, exp_left_taylor4
-from .core import casimir, charge_observables, directional_derivative, divergence_hutchinson, gradient, lift
+from .core import casimir, charge_observables, directional_derivatives, divergence_hutchinson, gradient, lift
 from .fermions import gauge_action, is_fermion_theory
 
 Array = jax.Array
@@ -169,7 +169,7 @@ class PlaquetteField:
         phi = lattice.plaquette(u, 0, 1, g)
         a, hc = self.plaquette_terms(phi, theory.plane_couplings()[0, 1])
         v = plaquette_link_field(hc)[..., None]  # (K, L0, L1, 2, 1)
-        b = jax.vmap(lambda vk: directional_derivative(obs_vec, u, vk, g))(v)  # (K, n_obs)
+        b = directional_derivatives(obs_vec, u, v, g)  # (K, n_obs)
         return a, b.T
 
 
@@ -370,7 +370,7 @@ class GradientField:
             hut = divergence_hutchinson(lambda uu: self.field_coords(uu, theory), u, g, key, self.n_probes,
                                         self.probes).mean(0)
             div = jnp.where(jnp.asarray(mask), exact, hut)
-        b = jax.vmap(lambda vk: directional_derivative(obs_vec, u, vk, g))(grads)  # (K, n_obs)
+        b = directional_derivatives(obs_vec, u, grads, g)  # (K, n_obs)
         return vs - div, b.T
 
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import lattice
 from ..groups import dagger, matmul
-from .core import directional_derivative, divergence_hutchinson, gradient
+from .core import directional_derivatives, divergence_hutchinson, gradient
 from .fields import GradientField
 
 Array = jax.Array
@@ -149,5 +149,5 @@ class PreconditionedField:
         vs = jnp.sum(vecs * g_s, axis=tuple(range(1, vecs.ndim)))
         div = divergence_hutchinson(lambda uu: self.vectors(uu, theory), u, g, key, self.n_probes,
                                     self.probes, self.probe_period).mean(0)
-        b = jax.vmap(lambda vk: directional_derivative(obs_vec, u, vk, g))(vecs)  # (K, n_obs)
+        b = directional_derivatives(obs_vec, u, vecs, g)  # (K, n_obs)
         return vs - div, b.T

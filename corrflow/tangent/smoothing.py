@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 
 from ..groups import dagger, matmul, trace
-from .core import casimir, directional_derivative, divergence_hutchinson, gradient
+from .core import casimir, directional_derivatives, divergence_hutchinson, gradient
 from .fields import _feature_flow_step
 
 Array = jax.Array
@@ -231,7 +231,7 @@ class SmoothingField:
         g_s = gradient(theory.action, u, g)
         vs = jnp.sum(x * g_s, axis=tuple(range(1, x.ndim)))
         direct = self.explicit_divergence(v, u, theory)
-        b = jax.vmap(lambda xk: directional_derivative(obs_vec, u, xk, g))(x)  # (K, n_obs)
+        b = directional_derivatives(obs_vec, u, x, g)  # (K, n_obs)
         if self.held_out:  # V_l does not depend on U_l: the divergence is the closed form alone
             return vs - direct, b.T
         through_flow = divergence_hutchinson(lambda uu: self._expand(self._coords(self.flowed(uu, theory), u, theory)),

@@ -40,6 +40,17 @@ def u1_store(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def schwinger_store(tmp_path_factory):
+    """Store with a small Schwinger-model ensemble (2 x 60 exact-determinant HMC configurations, 4x4, m = 0.3)."""
+    path = tmp_path_factory.mktemp("schwinger") / "s.zarr"
+    res = CliRunner().invoke(app, ["generate", "schwinger", "--beta", "2.0", "--mass", "0.3", "--shape", "4,4",
+                                   "--n", "60", "--chains", "2", "--therm", "20", "--step-size", "0.25",
+                                   "--n-steps", "4", "--seed", "3", "--store", str(path)])
+    assert res.exit_code == 0, res.output
+    return path
+
+
+@pytest.fixture(scope="session")
 def u1_configs(u1_store):
     return load_all_configs(open_store(u1_store, "r"), ENSEMBLE)
 

@@ -205,17 +205,7 @@ def test_compare_adds_finite_shift_estimators_and_report(u1_store, exact_u1, tmp
 # ensembles with dynamical fermions (Schwinger model): mass derivatives, fermionic observables
 # ----------------------------------------------------------------------------------------
 
-SCHWINGER = "schwinger_4x4_beta2_m0.3"
-
-
-@pytest.fixture(scope="module")
-def schwinger_store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("schwinger") / "s.zarr"
-    res = CliRunner().invoke(app, ["generate", "schwinger", "--beta", "2.0", "--mass", "0.3", "--shape", "4,4",
-                                   "--n", "60", "--chains", "2", "--therm", "20", "--step-size", "0.25",
-                                   "--n-steps", "4", "--seed", "3", "--store", str(path)])
-    assert res.exit_code == 0, res.output
-    return path
+SCHWINGER = "schwinger_4x4_beta2_m0.3"  # the schwinger_store fixture of conftest.py
 
 
 def test_mass_derivative_of_fermionic_observables(schwinger_store, tmp_path):
