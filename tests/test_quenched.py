@@ -41,6 +41,24 @@ def test_bicgstab_solves_the_dirac_equation_like_cg(rough_su3):
     assert int(capped.iterations) == 2 and np.all(np.asarray(capped.residual) > 1e-8)
 
 
+def test_cg_from_a_guess_and_the_hybrid_solver(rough_su3):
+    """CG started from a guess converges to the same solution (from the solution itself without an iteration),
+    and ``bicgstab+cg`` -- BiCGStab polished by CG -- gives CG's propagator."""
+    gauge, u = rough_su3
+    q = valence_quarks(gauge, mass=0.5)
+    v = q.links(u)
+    b = jax.random.normal(jax.random.PRNGKey(2), (2,) + q.fermion_shape) + 0j
+    normal = lambda x: dirac_dagger(v, q.mass, dirac(v, q.mass, x))  # noqa: E731
+    ref = conjugate_gradient(normal, b, 6, tol=1e-13, maxiter=2000)
+    rough = bicgstab(lambda x: dirac(v, q.mass, x), dirac_dagger(v, q.mass, b), 6, tol=1e-14, maxiter=3).x
+    again = conjugate_gradient(normal, b, 6, tol=1e-13, maxiter=2000, x0=rough)
+    np.testing.assert_allclose(again.x, ref.x, atol=1e-10)
+    assert 0 < int(again.iterations) and np.all(np.asarray(again.residual) < 1e-12)
+    done = conjugate_gradient(normal, b, 6, tol=1e-6, maxiter=2000, x0=ref.x)
+    assert int(done.iterations) == 0
+    np.testing.assert_allclose(propagator(q, u, solver="bicgstab+cg"), propagator(q, u), atol=1e-10)
+
+
 def test_quenched_pion_bicgstab_equals_cg_and_free_field(rough_su3):
     gauge, u = rough_su3
     q = valence_quarks(gauge, mass=0.5)

@@ -205,6 +205,8 @@ def derivative(
         terms_s = (f"{c['terms_s']:.3g} s" if np.isfinite(c["terms_s"]) else
                    "unknown (terms read from a checkpoint written without their cost)")
         line = f"cost per configuration: tangent terms {terms_s}, fit {c['fit_s']:.2g} s"
+        if "observables_s" in c:
+            line += f" (observables alone {c['observables_s']:.3g} s, paid by the connected estimator too)"
         if adjusted:
             line += (f", generation {c['generation_s']:.3g} s; variance reduction at equal cost: "
                      + ", ".join(f"{o} {x:.3g}x" for o, x in adjusted.items()))

@@ -18,7 +18,8 @@ Cost: the terms and the fit are timed as the cost ledger defines costs (:mod:`co
 compilation excluded; the seconds of resumed terms are kept in their checkpoint) and set against the ensemble's
 generation cost per configuration as the ledger charges it (:func:`corrflow.pipeline.ensembles.recorded_cost`: the
 commit record's ``cost_s`` plus the thermalisation at the production rate): ``StoredDerivative.cost_adjusted`` is the
-variance reduction at equal cost, ``reduction * g / (g + t)``.
+variance reduction at equal cost, ``reduction * (g + c) / (g + t)`` (``c``: the observables alone, which the
+connected estimator pays too; measured where they are expensive).
 
 With ``compare`` the finite-shift estimators of the same derivative join the table: ensembles at ``α + δ`` already in
 the store -- a flowed ensemble (``corrflow correlate --flow``: estimator ``flowed``), the identity flow (``--identity``:
@@ -81,17 +82,19 @@ class StoredDerivative:
 
     def cost_adjusted(self) -> dict[str, float]:
         """Variance reduction of the tangent estimator against the connected one at equal cost, per observable:
-        ``reduction * g / (g + t)`` with ``g`` the generation cost of a configuration (the ledger's charge,
-        thermalisation included; as used: times ``thin``) and ``t`` the tangent terms and the fit per configuration
-        (``cost``, seconds per configuration, compilation excluded) -- the connected estimator could spend ``t`` on
-        more configurations instead.  ``t`` includes the observables themselves, which the connected estimator needs
-        too: conservative where they are expensive (pion correlators).  Empty when the ensemble's generation cost was
-        not recorded (ensembles made before corrflow recorded it, imports)."""
+        ``reduction * (g + c) / (g + t)`` with ``g`` the generation cost of a configuration (the ledger's charge,
+        thermalisation included; as used: times ``thin``), ``t`` the tangent terms and the fit per configuration
+        (``cost``, seconds per configuration, compilation excluded) and ``c`` the observables alone, which the
+        connected estimator pays too (``observables_s``: measured for pion correlators, the condensate and
+        ``t2E@T``; 0 for loops, where it is negligible) -- the connected estimator could spend ``t - c`` on more
+        configurations instead.  Empty when the ensemble's generation cost was not recorded (ensembles made before
+        corrflow recorded it, imports)."""
         g = self.cost.get("generation_s", float("nan"))
         t = self.cost.get("terms_s", float("nan")) + self.cost.get("fit_s", 0.0)
+        c = self.cost.get("observables_s", 0.0)
         if not (np.isfinite(g) and np.isfinite(t) and g > 0):
             return {}
-        return {o: float(r * g / (g + t)) for o, r in self.result.reduction.items()}
+        return {o: float(r * (g + c) / (g + t)) for o, r in self.result.reduction.items()}
 
     def as_dict(self) -> dict[str, Any]:
         out = self.result.as_dict()
@@ -282,11 +285,14 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         settings["traces"] = tr.describe(theory)
     if target not in tg.FIT_TARGETS:
         raise ValueError(f"--fit must be one of {', '.join(tg.FIT_TARGETS)}, got {target!r}")
+    field_settings = dict(settings)
     if target != "field":  # older checkpoints (one field) keep their hash
         settings.update(target=target, observables=list(names))
     ckpt = Path(out) if out is not None else default_checkpoint_dir(store_path, settings)
     configs = load_all_configs(store, ensemble, discard, thin)
-    terms_dir = ckpt / "terms"
+    # the terms do not depend on the fit target: by default they live with the field fit's checkpoint, so that
+    # --fit observable after --fit field (or the other way round) reads them instead of computing them again
+    terms_dir = (default_checkpoint_dir(store_path, field_settings) if out is None else ckpt) / "terms"
     terms_key = {k: v for k, v in settings.items() if k not in ("kind", "n_folds", "held_out", "target")}
     n_configs = int(configs.shape[0] * configs.shape[1])
     terms_key.update(kind=TERMS_KIND, observables=list(names), n_configs=n_configs)
@@ -309,6 +315,10 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     # the ledger's charge per configuration (thermalisation included), times the analysis' thinning; NaN if unrecorded
     cost = {"generation_s": recorded_cost_per_configuration(store.info(ensemble)) * thin,
             "terms_s": terms_cost(n_configs) / n_configs}
+    if any(n == "condensate" or n.startswith(("pion@", "t2E@")) for n in names):  # what the connected one pays too
+        sample = configs.reshape((n_configs,) + configs.shape[2:])[: min(batch, n_configs)]
+        cost["observables_s"] = tg.observables_cost(theory, names, sample, traces=tr,
+                                                    valence_mass=None if quarks is None else float(quarks.mass))
     t_fit = time.perf_counter()
     reused = False
     fits: list[Any] = []

@@ -246,7 +246,7 @@ def fermion_vector(specs: list[tuple[int, tuple[str, Any]]], theory: WilsonFermi
                       else chiral_condensate_stochastic(theory, u, condensate_noise))
         else:
             if corr is None:
-                corr = pion_correlator(theory, u, 1, "cg")
+                corr = pion_correlator(theory, u, 1, "bicgstab+cg")
             out[i] = corr[t]
     return out
 

@@ -19,8 +19,8 @@ from ..groups import Group
 
 Array = jax.Array
 
-__all__ = ["gamma_matrices", "kappa_from_mass", "mass_from_kappa", "fermion_links", "hopping", "dirac", "dirac_dagger",
-           "schur", "schur_dagger", "even_mask", "dirac_matrix", "log_abs_det_dense", "inverse_dense", "log_abs_det",
+__all__ = ["gamma_matrices", "gamma5", "kappa_from_mass", "mass_from_kappa", "fermion_links", "hopping", "dirac",
+           "dirac_dagger", "schur", "schur_dagger", "even_mask", "dirac_matrix", "log_abs_det_dense", "inverse_dense", "log_abs_det",
            "CGResult", "conjugate_gradient", "bicgstab", "algebra_gradient"]
 
 
@@ -119,14 +119,15 @@ def dirac(v: Array, mass: Any, psi: Array) -> Array:
     return (mass + d) * psi - 0.5 * hopping(v, psi)
 
 
-def _gamma5(psi: Array, d: int) -> Array:
+def gamma5(psi: Array, d: int) -> Array:
+    """``g5 psi`` (spin index of ``psi`` at axis -2; Hermitian, ``g5^2 = 1``, ``D^dag = g5 D g5``)."""
     return _spin(jnp.asarray(gamma_matrices(d)[1], psi.dtype), psi)
 
 
 def dirac_dagger(v: Array, mass: Any, psi: Array) -> Array:
     """``D^dag psi = g5 D g5 psi``."""
     d = v.shape[-3]
-    return _gamma5(dirac(v, mass, _gamma5(psi, d)), d)
+    return gamma5(dirac(v, mass, gamma5(psi, d)), d)
 
 
 def schur(v: Array, mass: Any, psi: Array) -> Array:
@@ -140,7 +141,7 @@ def schur(v: Array, mass: Any, psi: Array) -> Array:
 def schur_dagger(v: Array, mass: Any, psi: Array) -> Array:
     """``Dhat^dag = g5 Dhat g5``."""
     d = v.shape[-3]
-    return _gamma5(schur(v, mass, _gamma5(psi, d)), d)
+    return gamma5(schur(v, mass, gamma5(psi, d)), d)
 
 
 def even_mask(shape: tuple[int, ...]) -> np.ndarray:
@@ -250,12 +251,13 @@ class CGResult(NamedTuple):
 
 
 def conjugate_gradient(apply_a: Any, b: Array, n_site_axes: int, *, tol: float = 1e-10,
-                       maxiter: int = 2000) -> CGResult:
+                       maxiter: int = 2000, x0: Array | None = None) -> CGResult:
     """Solve ``A x = b`` for Hermitian positive-definite ``A`` (a function) by conjugate gradients.
 
     ``b`` has shape ``(*batch, *field)`` where the last ``n_site_axes`` axes form one vector; batch entries
     are independent systems iterated together until all reach ``|r| <= tol |b|`` or ``maxiter``.
-    Inner products accumulate in the precision of ``b``.
+    Inner products accumulate in the precision of ``b``.  ``x0``: initial guess (default 0; a converged guess
+    costs one application of ``A`` and no iteration).
     """
     axes = tuple(range(b.ndim - n_site_axes, b.ndim))
 
@@ -267,9 +269,12 @@ def conjugate_gradient(apply_a: Any, b: Array, n_site_axes: int, *, tol: float =
 
     bnorm2 = dot(b, b)
     stop2 = (tol ** 2) * bnorm2
-    x0 = jnp.zeros_like(b)
-    r0 = b
-    init = (x0, r0, r0, bnorm2, jnp.asarray(0))
+    if x0 is None:
+        x0, r0, rr0 = jnp.zeros_like(b), b, bnorm2
+    else:
+        r0 = b - apply_a(x0)
+        rr0 = dot(r0, r0)
+    init = (x0, r0, r0, rr0, jnp.asarray(0))
 
     def cond(c: Any) -> Array:
         _, _, _, rr, k = c

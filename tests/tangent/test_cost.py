@@ -91,3 +91,23 @@ def test_unrecorded_generation_cost_is_said_not_guessed(u1_store, tmp_path):
     text = CliRunner().invoke(app, args)
     assert text.exit_code == 0, text.output
     assert "generation cost is not recorded" in " ".join(text.output.split())
+
+
+def test_fit_targets_share_their_terms_in_the_default_checkpoints(u1_store):
+    """Without --out, --fit observable after --fit field reads the per-configuration terms (the cost) instead of
+    computing them again; each target keeps its own coefficients."""
+    st = open_store(u1_store, "r")
+    home = u1_store.parent / f"{u1_store.name.split('.')[0]}_tangent"
+    had = home.exists()
+    try:
+        field = derivative_from_store(st, u1_store, ENSEMBLE, "beta", ["plaquette"], batch=1000, thin=8,
+                                      held_out=0.3)
+        per_obs = derivative_from_store(st, u1_store, ENSEMBLE, "beta", ["plaquette"], batch=1000, thin=8,
+                                        held_out=0.3, target="observable")
+        assert field.terms_resumed == 0 and per_obs.terms_resumed == per_obs.n_chains * per_obs.n_traj
+        assert per_obs.checkpoint != field.checkpoint and per_obs.result.target == "observable"
+        a, b = (r.result.estimates["plaquette"]["connected"] for r in (per_obs, field))
+        assert (a.value, a.error) == (b.value, b.error)  # the same terms
+    finally:
+        if not had:
+            shutil.rmtree(home, ignore_errors=True)

@@ -52,8 +52,9 @@ def test_pion_and_condensate_derivatives_match_finite_differences():
     h = 1e-5
     fd = (np.asarray(vec_of(th.replace(mass=0.3 + h))(u)) - np.asarray(vec_of(th.replace(mass=0.3 - h))(u))) / (2 * h)
     np.testing.assert_allclose(got, fd, rtol=1e-6)
-    c = pion_correlator(th, u)
+    c = pion_correlator(th, u, 1, "bicgstab+cg")  # the tangent estimator's solver
     assert float(vec_of(th)(u)[1]) == pytest.approx(float(c[1]), rel=1e-12)
+    assert float(c[1]) == pytest.approx(float(pion_correlator(th, u)[1]), rel=1e-9)  # = CG on the normal equations
     v = jax.random.normal(jax.random.PRNGKey(2), tg.coords_shape(th))
     dv = np.asarray(tg.directional_derivative(vec_of(th), u, v, th.group))
     fdv = (np.asarray(vec_of(th)(u + h * v[..., 0])) - np.asarray(vec_of(th)(u - h * v[..., 0]))) / (2 * h)

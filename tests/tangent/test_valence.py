@@ -91,10 +91,18 @@ def test_valence_mass_from_the_cli(u1_store, tmp_path):
     out = json.loads(res.stdout)
     assert out["valence_mass"] == 0.3 and "traces" not in out
     assert set(out["observables"]) == {"pion@1", "pion@2", "m_eff@1"}
+    # at equal cost the connected estimator is charged the correlators too (measured alone, cheaper than the terms)
+    c = out["cost_per_configuration"]
+    assert 0 < c["observables_s"] < c["terms_s"]
+    g, t = c["generation_s"], c["terms_s"] + c["fit_s"]
+    for o, adj in out["cost_adjusted_reduction"].items():
+        assert adj == pytest.approx(out["variance_reduction"][o] * (g + c["observables_s"]) / (g + t))
     table = runner.invoke(app, ["derivative", "--store", str(u1_store), ENSEMBLE, "--obs", "pion@1,pion@2",
                                 "--valence-mass", "0.3", "--thin", "16", "--harmonics", "2",
                                 "--out", str(tmp_path / "v")])
-    assert table.exit_code == 0 and "valence quarks m = 0.3 (quenched)" in " ".join(table.output.split())
+    text = " ".join(table.output.split())
+    assert table.exit_code == 0 and "valence quarks m = 0.3 (quenched)" in text
+    assert "paid by the connected estimator too" in text
 
 
 @pytest.mark.parametrize("store, ensemble, extra, message", [
