@@ -43,7 +43,6 @@ import numpy as np
 
 from .. import make_theory
 from ..compare import compare_ensembles, parameter_shift
-from ..observables.fermions import valence_quarks
 from .. import tangent as tg
 from ..store.checkpoints import CheckpointError, has_checkpoint, read_checkpoint, write_checkpoint
 from .ensembles import recorded_cost_per_configuration
@@ -240,12 +239,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     fld = tg.make_field(field, theory, param=param, observables=names, **dict(field_options or {}))
     if not names:
         raise ValueError("give observables with --obs, e.g. --obs plaquette,wilson_2x2")
-    quarks = None
-    if valence_mass is not None:
-        if fermion:
-            raise ValueError(f"--valence-mass is for pure-gauge ensembles; {ensemble!r} has dynamical quarks, whose "
-                             "mass is the valence mass of its fermionic observables (leave out --valence-mass)")
-        quarks = valence_quarks(theory, mass=float(valence_mass))
+    quarks = tg.valence_theory(theory, valence_mass)
     tg.observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else quarks)
     tg.check_parameter(theory, param)
     tg.check_charge_observables(names, fld)

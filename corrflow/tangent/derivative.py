@@ -29,7 +29,7 @@ from .scales import flow_scale_derivative
 from .spectroscopy import effective_mass_derivative, effective_mass_pairs
 
 __all__ = ["TangentTerms", "DerivativeResult", "compute_terms", "FLAT_TERMS", "estimate", "derivative", "FIT_TARGETS",
-           "control_variates", "observable_cross_fit", "fit_coefficients", "observables_cost"]
+           "control_variates", "observable_cross_fit", "fit_coefficients", "observables_cost", "valence_theory"]
 
 #: What the cross-fitted least squares minimises: ``field`` -- ``Var[R_v]``, one field for every observable (the
 #: tangent of the ideal flow); ``observable`` -- ``Var[T_v]`` of each observable separately (control variates).
@@ -149,6 +149,17 @@ def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, name
     return jax.jit(jax.vmap(one_fermion, in_axes=(0, 0, None)))
 
 
+def valence_theory(theory: Any, valence_mass: float | None) -> WilsonFermionAction | None:
+    """The quenched Wilson quarks of bare mass ``valence_mass`` on the pure-gauge ``theory`` (``None`` for ``None``);
+    ``ValueError`` (one line) for a theory with dynamical quarks or ``m + d <= 0``."""
+    if valence_mass is None:
+        return None
+    if is_fermion_theory(theory):
+        raise ValueError("--valence-mass is for pure-gauge ensembles; this one has dynamical quarks, whose mass is the "
+                         "valence mass of its fermionic observables (leave out --valence-mass)")
+    return valence_quarks(theory, mass=float(valence_mass))
+
+
 @lru_cache(maxsize=32)
 def _observables_kernel(group: Any, shape: tuple[int, ...], names: tuple[str, ...], traces: FermionTraces | None,
                         valence_mass: float | None, fermion: bool) -> Any:
@@ -216,12 +227,7 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
     if not names:
         raise ValueError("give at least one observable, e.g. plaquette,wilson_2x2")
     fermion = is_fermion_theory(theory)
-    quarks = None
-    if valence_mass is not None:
-        if fermion:
-            raise ValueError("valence quarks are for pure-gauge ensembles; this one has dynamical quarks, which are "
-                             "the valence quarks of its fermionic observables (leave out the valence mass)")
-        quarks = valence_quarks(theory, mass=float(valence_mass))
+    quarks = valence_theory(theory, valence_mass)
     observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else quarks)  # validate names
     check_parameter(theory, param)
     field_obj.check(gauge_action(theory))
