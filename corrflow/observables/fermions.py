@@ -104,14 +104,18 @@ def propagator(theory: WilsonFermionAction, u: Array, site: tuple[int, ...] | No
     return x.reshape(x.shape[:-1] + (ns, nc))
 
 
+def _normal_operator(v: Array, m: Any) -> Any:
+    """``y -> D^dag D y``, the Hermitian positive-definite operator of CG on the normal equations."""
+    return lambda y: dirac_dagger(v, m, dirac(v, m, y))
+
+
 def _normal_solve(v: Array, m: Any, b: Array, n_site_axes: int, tol: float, maxiter: int) -> Array:
     """``D^{-1} b = (D^dag D)^{-1} D^dag b`` by CG, as a ``lax.custom_linear_solve``: derivatives by implicit
     differentiation (one more solve per tangent) in forward *and* reverse mode -- a reverse-mode gradient of a
     correlator costs one adjoint solve per output, whatever the number of directions it is contracted with
     (:func:`corrflow.tangent.directional_derivatives`).  ``A = D^dag D`` is Hermitian, so its linear transpose is
     ``conj(A)``: ``A^T y = c`` is solved as ``conj(A^{-1} conj(c))``."""
-    def normal(y: Array) -> Array:
-        return dirac_dagger(v, m, dirac(v, m, y))
+    normal = _normal_operator(v, m)
 
     def solve(matvec: Any, r: Array) -> Array:
         return conjugate_gradient(matvec, r, n_site_axes, tol=tol, maxiter=maxiter).x
@@ -133,8 +137,8 @@ def _dirac_solve(v: Array, m: Any, b: Array, n_site_axes: int, tol: float, maxit
 
     def solve(matvec: Any, r: Array) -> Array:
         x = bicgstab(op, r, n_site_axes, tol=tol, maxiter=maxiter).x
-        normal = lambda y: dirac_dagger(v, m, dirac(v, m, y))  # noqa: E731
-        return conjugate_gradient(normal, dirac_dagger(v, m, r), n_site_axes, tol=tol, maxiter=maxiter, x0=x).x
+        return conjugate_gradient(_normal_operator(v, m), dirac_dagger(v, m, r), n_site_axes, tol=tol,
+                                  maxiter=maxiter, x0=x).x
 
     def transpose_solve(vecmat: Any, r: Array) -> Array:
         return jnp.conj(gamma5(solve(op, gamma5(jnp.conj(r), d)), d))

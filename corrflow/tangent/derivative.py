@@ -105,7 +105,7 @@ def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, name
             traces: FermionTraces | None, valence_mass: float | None = None) -> Any:
     if valence_mass is not None:  # quenched: valence quarks on a pure-gauge field; S, R_v and ∂_α S purely gluonic
         def one_valence(u: Any, key: Any, theory: Any) -> tuple[Any, ...]:
-            quarks = WilsonFermionAction(gauge=theory, mass=valence_mass)
+            quarks = valence_quarks(theory, mass=valence_mass)
             k_field, k_noise = jax.random.split(key)
             eta = condensate_noise(quarks, k_noise, traces) if "condensate" in names else None
             obs_vec = observables_vector(names, group, shape, quarks, eta)
@@ -164,8 +164,7 @@ def valence_theory(theory: Any, valence_mass: float | None) -> WilsonFermionActi
 def _observables_kernel(group: Any, shape: tuple[int, ...], names: tuple[str, ...], traces: FermionTraces | None,
                         valence_mass: float | None, fermion: bool) -> Any:
     def one(u: Any, key: Any, theory: Any) -> Any:
-        quarks = (WilsonFermionAction(gauge=theory, mass=valence_mass) if valence_mass is not None
-                  else theory if fermion else None)
+        quarks = valence_quarks(theory, mass=valence_mass) if valence_mass is not None else theory if fermion else None
         eta = condensate_noise(quarks, key, traces) if quarks is not None and "condensate" in names else None
         return observables_vector(names, group, shape, quarks, eta)(u)
 
@@ -240,8 +239,8 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
                          f"{tuple(configs.shape)}")
     n = int(lead[0] * lead[1])
     flat = configs.reshape((n,) + tuple(theory.link_shape))
-    kern = (_kernel(field_obj, theory.group, tuple(theory.shape), param, names, tr) if quarks is None else
-            _kernel(field_obj, theory.group, tuple(theory.shape), param, names, tr, float(quarks.mass)))
+    kern = _kernel(field_obj, theory.group, tuple(theory.shape), param, names, tr,
+                   None if quarks is None else float(quarks.mass))
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
     outs: list[list[np.ndarray]] = [[], [], [], [], []]
     first = 0

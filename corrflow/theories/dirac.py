@@ -20,8 +20,8 @@ from ..groups import Group
 Array = jax.Array
 
 __all__ = ["gamma_matrices", "gamma5", "kappa_from_mass", "mass_from_kappa", "fermion_links", "hopping", "dirac",
-           "dirac_dagger", "schur", "schur_dagger", "even_mask", "dirac_matrix", "log_abs_det_dense", "inverse_dense", "log_abs_det",
-           "CGResult", "conjugate_gradient", "bicgstab", "algebra_gradient"]
+           "dirac_dagger", "schur", "schur_dagger", "even_mask", "dirac_matrix", "log_abs_det_dense", "inverse_dense",
+           "log_abs_det", "CGResult", "conjugate_gradient", "bicgstab", "algebra_gradient"]
 
 
 # ----------------------------------------------------------------------------------------
