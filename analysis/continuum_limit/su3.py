@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -185,7 +186,6 @@ class SU3ContinuumSettings(ContinuumFitSettings):
 
     def check(self) -> None:
         super().check()
-        betas = self.betas
         if self.T < 2 or self.L < 2 or self.T % 2 or self.L % 2:
             raise ValueError(f"T and L must be even and >= 2 (checkerboard updates), got T={self.T}, L={self.L}")
         if not (self.t0_ref > 0 and self.w0_ref > 0):

@@ -1,10 +1,12 @@
-r"""The Feynman–Hellmann estimators on plain arrays: effective ``dE/dlambda(t)`` curves of the four estimators and
+r"""The Feynman–Hellmann estimators on plain arrays: effective ``dE/dlambda(t)`` curves of the five estimators and
 their plateau fits (generic pieces from :mod:`corrflow.stats`: :func:`~corrflow.stats.flowed_curve`,
-:func:`~corrflow.stats.symmetric_curve`, :func:`~corrflow.stats.connected_curve`,
+:func:`~corrflow.stats.symmetric_curve`, :func:`~corrflow.stats.connected_curve`, :func:`~corrflow.stats.tangent_curve`,
 :func:`~corrflow.stats.independent_curve`, :func:`~corrflow.stats.plateau_fit`, :func:`~corrflow.stats.auto_bin_size`).
 
 Array conventions: correlators ``(R, n, T)`` (``R`` chains as replicas, Monte Carlo order along ``n``), log weights
 and the source operator ``O`` ``(R, n)``; curves at the times :func:`corrflow.stats.effective_times` of the kind.
+The tangent estimator's inputs (:class:`TangentSeries`) come from its per-configuration terms and the cross-fitted
+field (:func:`tangent_series`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from corrflow.stats import (
     normalised_weights,
     plateau_fit,
     symmetric_curve,
+    tangent_curve,
 )
 
-__all__ = ["Binning", "FHEstimates", "binning", "dE_dlambda", "gluon_momentum_fraction"]
+__all__ = ["Binning", "FHEstimates", "TangentSeries", "binning", "dE_dlambda", "gluon_momentum_fraction",
+           "tangent_series"]
 
 
 def gluon_momentum_fraction(de_dlam: float, de_err: float, m_pi: float, m_err: float,
@@ -43,6 +47,45 @@ def gluon_momentum_fraction(de_dlam: float, de_err: float, m_pi: float, m_err: f
     x = -(4.0 / 3.0) * beta * de_dlam / m_pi
     err = abs(x) * math.sqrt((de_err / de_dlam) ** 2 + (m_err / m_pi) ** 2) if de_dlam and m_pi else math.nan
     return x, err
+
+
+@dataclass(frozen=True)
+class TangentSeries:
+    """The tangent estimator's per-configuration series ``(R, n, ...)``: the pion correlator ``c`` ``(R, n, T)``,
+    ``r`` = ``R_v = dS/dlam + v.grad S - div v`` ``(R, n)`` and ``dv_c`` = ``v.grad C(t)`` ``(R, n, T)`` with the
+    cross-fitted field; ``fits`` the per-fold least-squares fits (:class:`corrflow.tangent.FieldFit`), ``fit_s`` the
+    seconds the fit took."""
+
+    c: np.ndarray
+    r: np.ndarray
+    dv_c: np.ndarray
+    fits: list[Any]
+    fit_s: float
+
+    @property
+    def var_reduction_r(self) -> float:
+        """``Var[dS/dlam] / Var[R_v]`` on the training configurations, averaged over the folds."""
+        return float(np.mean([f.reduction for f in self.fits])) if self.fits else 1.0
+
+
+def tangent_series(terms: Mapping[str, np.ndarray], *, n_folds: int = 2, held_out: float = 0.25) -> TangentSeries:
+    """Fit the tangent field to the terms (``o`` ``(R, n, T)``, ``ds`` ``(R, n)``, ``a`` ``(R, n, K)``, ``b``
+    ``(R, n, T, K)``; :func:`analysis.feynman_hellmann.measure.tangent_terms`) by cross-fitted least squares of
+    ``Var[R_v]`` (:func:`corrflow.tangent.cross_fit`: no configuration enters its own coefficients) and return the
+    series of :func:`corrflow.stats.tangent_curve`."""
+    import time
+
+    from corrflow.tangent import cross_fit
+
+    a, ds, b = np.asarray(terms["a"], float), np.asarray(terms["ds"], float), np.asarray(terms["b"], float)
+    t0 = time.perf_counter()
+    if a.shape[-1]:
+        fits, coef = cross_fit(a, ds, n_folds=n_folds, held_out=held_out)
+    else:
+        fits, coef = [], np.zeros(a.shape)
+    fit_s = time.perf_counter() - t0
+    return TangentSeries(np.asarray(terms["o"], float), ds + np.einsum("...k,...k->...", a, coef),
+                         np.einsum("...tk,...k->...t", b, coef), fits, fit_s)
 
 
 @dataclass(frozen=True)
@@ -59,14 +102,18 @@ class Binning:
 
 
 def binning(correlators: Mapping[str, np.ndarray], source: np.ndarray, log_w: list[np.ndarray],
-            log_w_direct: list[np.ndarray], t: int, *, bin_size: int = 0, factor: float = 20.0) -> Binning:
+            log_w_direct: list[np.ndarray], t: int, *, bin_size: int = 0, factor: float = 20.0,
+            tangent: TangentSeries | None = None) -> Binning:
     """Bin sizes (``bin_size > 0``: that one for every ensemble): ``ceil(factor * tau_max)``, ``tau_max`` the
     largest Gamma-method ``tau_int`` of ``C(t)``, ``O``, ``w``, ``w C_lam(t)`` and ``w_d`` on the base chains
-    (``C(t)`` on the independent ones); ``correlators`` keyed ``base``, ``flowed[_minus]``,
-    ``independent[_minus]``, ``log_w`` / ``log_w_direct`` per flow (``+lam`` first)."""
+    (with ``tangent``: also ``R_v`` and ``v.grad C(t)``; ``C(t)`` on the independent ones); ``correlators`` keyed
+    ``base``, ``flowed[_minus]``, ``independent[_minus]``, ``log_w`` / ``log_w_direct`` per flow (``+lam``
+    first)."""
     if bin_size:
         return Binning(int(bin_size), int(bin_size))
     series = [fold_correlator(correlators["base"])[..., t], source]
+    if tangent is not None:
+        series += [tangent.r, fold_correlator(tangent.dv_c)[..., t]]
     for i, (lw, lwd) in enumerate(zip(log_w, log_w_direct)):
         w = normalised_weights(lw)
         ff = fold_correlator(correlators["flowed" + ("" if i == 0 else "_minus")])[..., t]
@@ -79,7 +126,8 @@ def binning(correlators: Mapping[str, np.ndarray], source: np.ndarray, log_w: li
 
 @dataclass(frozen=True)
 class FHEstimates:
-    """Effective curves and plateaus per estimator (``flowed``, ``connected``, ``direct``, ``independent``), the
+    """Effective curves and plateaus per estimator (``flowed``, [``tangent``,] ``connected``, ``direct``,
+    ``independent``), the
     pion-mass plateau (NaN if its effective mass is undefined in the range) and the base effective mass of the
     ensemble-mean correlator ``(k,)``."""
 
@@ -91,10 +139,11 @@ class FHEstimates:
 
 def dE_dlambda(correlators: Mapping[str, np.ndarray], source: np.ndarray, log_w: list[np.ndarray],
                log_w_direct: list[np.ndarray], lam: float, bins: Binning, *, kind: str, t_min: int, t_max: int,
-               fit_weights: str, symmetric: bool) -> FHEstimates:
-    """The four estimators of ``dE/dlambda`` (module docstring of :mod:`analysis.feynman_hellmann`) and their
+               fit_weights: str, symmetric: bool, tangent: TangentSeries | None = None) -> FHEstimates:
+    """The estimators of ``dE/dlambda`` (module docstring of :mod:`analysis.feynman_hellmann`) and their
     plateau fits over ``t_min .. t_max``.  Inputs as in :func:`binning`; ``symmetric``: flows to ``+-lam``
-    (central differences; the independent estimator uses the ensembles at ``+-lam``)."""
+    (central differences; the independent estimator uses the ensembles at ``+-lam``); ``tangent``: the tangent
+    estimator's series on the base configurations (``None``: no tangent estimator)."""
     from corrflow.stats import effective_mass
 
     c = correlators
@@ -112,8 +161,10 @@ def dE_dlambda(correlators: Mapping[str, np.ndarray], source: np.ndarray, log_w:
         curves["direct"] = flowed_curve(c["base"], c["base"], log_w_direct[0], lam, **kw)
         curves["independent"] = independent_curve(c["base"], c["independent"], lam, kind=kind, bin_size_a=bins.size,
                                                   bin_size_b=bins.size_independent)
+    if tangent is not None:
+        curves["tangent"] = tangent_curve(tangent.c, tangent.r, tangent.dv_c, **kw)
     curves["connected"] = connected_curve(c["base"], source, **kw)
-    order = ("flowed", "connected", "direct", "independent")
+    order = tuple(k for k in ("flowed", "tangent", "connected", "direct", "independent") if k in curves)
     plateaus = {k: plateau_fit(curves[k], t_min, t_max, weights=fit_weights) for k in order}
     cb = np.asarray(c["base"], dtype=np.float64)
     m_eff = effective_mass(cb.reshape(-1, cb.shape[-1]).mean(axis=0), kind)

@@ -1,5 +1,6 @@
-"""Pion correlators and the source operator on every configuration set of the Feynman–Hellmann analysis, and its
-pipeline steps (:func:`prepare`)."""
+"""Pion correlators and the source operator on every configuration set of the Feynman–Hellmann analysis, the
+per-configuration terms of the tangent-flow estimator on the base ensemble, and the pipeline steps
+(:func:`prepare`)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import numpy as np
 
 from .settings import FHSettings, theories
 
-__all__ = ["FHInputs", "measure", "prepare"]
+__all__ = ["FHInputs", "measure", "prepare", "tangent_field", "tangent_names", "tangent_terms"]
 
 _MEASURE_CACHE: dict[int, Callable] = {}
+#: the propagator solver (:func:`corrflow.observables.fermions.propagator`): BiCGStab polished by CG, 2.4x faster
+#: than CG on the normal equations for quenched SU(3) 8x4^3 at m = 0.5, the same correlator to the CG tolerance
+SOLVER = "bicgstab+cg"
 
 
 def _measure_fn(n_sources: int) -> Callable:
@@ -23,7 +27,7 @@ def _measure_fn(n_sources: int) -> Callable:
 
     @jax.jit
     def fn(theory: Any, u: Any) -> tuple[Any, Any]:
-        return pion_correlator(theory, u, n_sources), theory.source_operator(u)
+        return pion_correlator(theory, u, n_sources, SOLVER), theory.source_operator(u)
 
     return fn
 
@@ -50,22 +54,64 @@ class FHInputs:
     ``family``: the :class:`corrflow.pipeline.Family` (targets ``lam`` and, symmetric, ``-lam``; with direct
     reweighting); ``correlators[set]`` ``(chains, n, T)`` and ``source[set]`` ``(chains, n)`` for the sets ``base``,
     ``flowed``, ``independent`` (and ``flowed_minus``, ``independent_minus``); ``measurement_costs``: their costs
-    summed per kind (``base``, ``flowed``, ``independent``; ledger definition)."""
+    summed per kind (``base``, ``flowed``, ``independent``, ``tangent``; ledger definition); ``tangent``: the
+    tangent-flow terms on the base configurations (:func:`tangent_terms`; ``None`` with ``tangent = False``) and
+    ``tangent_field`` the field's description."""
 
     family: Any
     correlators: dict[str, np.ndarray]
     source: dict[str, np.ndarray]
     measurement_costs: dict[str, float]
+    tangent: Any = None
+    tangent_field: dict[str, Any] | None = None
+
+
+def tangent_names(time_extent: int) -> tuple[str, ...]:
+    """The observables of the tangent terms: every time slice ``pion@0 .. pion@{T-1}`` (folded afterwards)."""
+    return tuple(f"pion@{t}" for t in range(time_extent))
+
+
+def tangent_field(s: FHSettings) -> Any:
+    """The tangent field of ``s.tangent_field`` for the source ``lam`` of the base theory
+    (:func:`corrflow.tangent.make_field`)."""
+    from corrflow import tangent as tg
+
+    base, _ = theories(s)
+    return tg.make_field(s.tangent_field, base, param="lam", observables=tangent_names(s.T))
+
+
+def tangent_terms(s: FHSettings, field: Any, links: np.ndarray, *, seed: int,
+                  progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """Per-configuration tangent-flow terms (:func:`corrflow.tangent.compute_terms`, parameter ``lam``) on
+    ``links`` ``(n, *link_shape)``: ``o`` ``(n, T)`` the pion correlator (``n_sources`` sources, as :func:`measure`),
+    ``ds`` ``(n,)`` = ``dS/dlam = O``, ``a`` ``(n, K)`` = ``v_k.grad S - div v_k``, ``b`` ``(n, T, K)`` =
+    ``v_k.grad C(t)``.  Schwinger model: the sea quarks (their determinant enters ``v_k.grad S``); SU(3): valence
+    quarks, ``R_v`` purely gluonic.  Configuration ``i`` uses the key ``fold_in(PRNGKey(seed), i)``."""
+    import jax
+
+    from corrflow import tangent as tg
+
+    base, meas = theories(s)
+    theory = meas if s.theory == "schwinger" else base
+    terms = tg.compute_terms(field, theory, "lam", tangent_names(s.T), np.asarray(links)[None],
+                             jax.random.PRNGKey(seed), batch=s.tangent_batch, progress=progress,
+                             valence_mass=None if s.theory == "schwinger" else float(s.mass),
+                             pion_sources=s.n_sources)
+    return {"o": terms.o[0], "ds": terms.ds[0], "a": terms.a[0], "b": terms.b[0]}
 
 
 def prepare(pipe: Any, s: FHSettings) -> FHInputs:
     """Base ensemble at ``lambda = 0``, one flow per target (``lam``; symmetric also ``-lam``) trained on base
     configurations, flowed and direct paired ensembles, independent ensembles (:func:`corrflow.pipeline.family`);
     then the correlators and ``O`` on the base, flowed and independent configurations (the Dirac operator does not
-    depend on ``lambda``, so one theory measures all of them), cached in ``<flow_dir>/measurements/``."""
+    depend on ``lambda``, so one theory measures all of them) and the tangent terms on the base configurations,
+    cached in ``<flow_dir>/measurements/``."""
     from corrflow.pipeline import family
 
     base, meas_theory = theories(s)
+    fld = None
+    if s.tangent:
+        fld = tangent_field(s)  # (its size for the cross-fit is checked with the settings)
     fam = family(pipe, base, [base.replace(lam=lt) for lt in s.lam_targets], ensemble=s.ensemble, markov=s.markov,
                  flow=s.flow, training=s.training, direct=True)
     sets = [("base", "base", fam.base)]
@@ -73,7 +119,7 @@ def prepare(pipe: Any, s: FHSettings) -> FHInputs:
         sfx = "" if i == 0 else "_minus"
         sets += [("flowed" + sfx, "flowed", m.flowed), ("independent" + sfx, "independent", m.independent)]
     key = {"analysis": "feynman_hellmann", "theory": meas_theory.theory_name, "params": meas_theory.params(),
-           "n_sources": s.n_sources}
+           "n_sources": s.n_sources, "solver": SOLVER}
     corr: dict[str, np.ndarray] = {}
     src: dict[str, np.ndarray] = {}
     costs = {"base": 0.0, "flowed": 0.0, "independent": 0.0}
@@ -84,4 +130,11 @@ def prepare(pipe: Any, s: FHSettings) -> FHInputs:
             stage=f"measure {name}")
         corr[name], src[name] = out["pion"], out["source"]
         costs[kind] += cost
-    return FHInputs(fam, corr, src, costs)
+    if fld is None:
+        return FHInputs(fam, corr, src, costs)
+    seed = s.ensemble.seed + 3  # the Hutchinson probes (and trace noise): independent of the ensembles' seeds
+    tkey = {**key, "estimator": "tangent", "field": fld.describe(), "seed": seed}
+    terms, costs["tangent"] = pipe.measure_arrays(
+        tkey, fam.base.links(), lambda flat, prog: tangent_terms(s, fld, flat, seed=seed, progress=prog),
+        stage="tangent terms")
+    return FHInputs(fam, corr, src, costs, terms, fld.describe())

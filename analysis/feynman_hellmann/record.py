@@ -10,14 +10,14 @@ from corrflow.pipeline import COST_DEFINITION
 from corrflow.stats import Plateau, pull
 from corrflow.stats import MIN_BINS
 
-from .estimators import FHEstimates, binning, dE_dlambda, gluon_momentum_fraction
+from .estimators import FHEstimates, TangentSeries, binning, dE_dlambda, gluon_momentum_fraction, tangent_series
 from .measure import FHInputs
 from .settings import ESTIMATORS, FHSettings, describe_theory
 
 __all__ = ["estimate"]
 
 COST_CAPTION = ("costs in seconds (" + COST_DEFINITION + "; path costs include the measurements on each path's "
-                "configurations)")
+                "configurations; the tangent path: base HMC + its terms, correlators included + the fit)")
 NORMALISATION = ("dE/dlambda = <pi|O_t|pi> - <0|O_t|0>, O_t = source operator on one time slice (2D: -sum_x1 "
                  "cos P01(t, x1); 4D: (1/3) sum_x [spatial - temporal] Re tr P), unit-normalised states; O = sum_t O_t "
                  "= theory.source_operator")
@@ -40,11 +40,13 @@ def estimate(s: FHSettings, inputs: FHInputs) -> dict[str, Any]:
     lws = [m.flowed.log_weights() for m in fam.members]
     lwds = [m.direct.log_weights() for m in fam.members]
     tmax = s.resolved_t_max
+    tan = tangent_series(inputs.tangent) if inputs.tangent is not None else None
     bins = binning(inputs.correlators, inputs.source["base"], lws, lwds, int(s.t_min), bin_size=s.errors.bin_size,
-                   factor=s.errors.bin_tau_factor)
+                   factor=s.errors.bin_tau_factor, tangent=tan)
     est = dE_dlambda(inputs.correlators, inputs.source["base"], lws, lwds, s.lam, bins, kind=s.kind, t_min=s.t_min,
-                     t_max=tmax, fit_weights=s.fit_weights, symmetric=s.symmetric)
+                     t_max=tmax, fit_weights=s.fit_weights, symmetric=s.symmetric, tangent=tan)
     plateaus = est.plateaus
+    shown = [k for k in ESTIMATORS if k in plateaus]
 
     steps = fam.step_costs()
     m_cost = inputs.measurement_costs
@@ -52,7 +54,9 @@ def estimate(s: FHSettings, inputs: FHInputs) -> dict[str, Any]:
                                                                                          "independent")}
     # symmetric: the independent estimator uses the ensembles at +-lam only, not the base ensemble
     path = fam.path_costs(per_kind, independent_uses_base=not s.symmetric)
-    var = {k: plateaus[k].error ** 2 for k in ESTIMATORS}
+    if tan is not None:  # base HMC + the tangent terms (correlators included) + the fit; no flow, no weights
+        path["tangent"] = steps["hmc_base"] + m_cost["tangent"] + tan.fit_s
+    var = {k: plateaus[k].error ** 2 for k in shown}
 
     def vr(this: str, other: str, cost: bool) -> float:
         num = var[other] * (path[other] if cost else 1.0)
@@ -61,18 +65,25 @@ def estimate(s: FHSettings, inputs: FHInputs) -> dict[str, Any]:
 
     vr_rec = {"dE_dlambda": {f"{c}vs_{o}": _num(vr("flowed", o, bool(c))) for c in ("", "cost_adjusted_")
                              for o in ("independent", "direct", "connected")}}
-    pulls = {f"{a}-{b}": pull(plateaus[a], plateaus[b]) for a, b in (
-        ("flowed", "connected"), ("flowed", "independent"), ("flowed", "direct"), ("connected", "independent"))}
+    pairs = [("flowed", "connected"), ("flowed", "independent"), ("flowed", "direct"), ("connected", "independent")]
+    if tan is not None:
+        vr_rec["dE_dlambda_tangent"] = {f"{c}vs_{o}": _num(vr("tangent", o, bool(c))) for c in ("", "cost_adjusted_")
+                                        for o in ("connected", "flowed", "independent", "direct")}
+        pairs += [("tangent", "connected"), ("tangent", "flowed"), ("tangent", "independent")]
+    pulls = {f"{a}-{b}": pull(plateaus[a], plateaus[b]) for a, b in pairs}
     ess = {"flowed": [m.flowed.weight_ess_fraction() for m in fam.members],
            "direct": [m.direct.weight_ess_fraction() for m in fam.members]}
     rows = []
-    for k in ESTIMATORS:
+    for k in shown:
         p = plateaus[k]
         rows.append([k, _fmt(p), f"{p.chi2:.2f}/{p.dof}", _num(p.p_value, 3), _num(p.error**2, 3),
-                     _num(vr(k, "independent", False), 3), _num(vr(k, "direct", False), 3), _num(path[k], 3),
-                     _num(vr(k, "independent", True), 3), _num(vr(k, "direct", True), 3)])
+                     _num(vr(k, "independent", False), 3), _num(vr(k, "direct", False), 3),
+                     _num(vr(k, "connected", False), 3), _num(path[k], 3),
+                     _num(vr(k, "independent", True), 3), _num(vr(k, "direct", True), 3),
+                     _num(vr(k, "connected", True), 3)])
     columns = ["estimator", "dE/dlambda", "chi2/dof", "p", "variance", "VR vs independent", "VR vs direct",
-               "cost [s]", "cost-adj. VR vs independent", "cost-adj. VR vs direct"]
+               "VR vs connected", "cost [s]", "cost-adj. VR vs independent", "cost-adj. VR vs direct",
+               "cost-adj. VR vs connected"]
     lam_txt = f"+-{s.lam:g} (symmetric)" if s.symmetric else f"{s.lam:g}"
     caption = (f"dE_pi/dlambda = <pi|O_t|pi> - <0|O_t|0> from a {s.kind} plateau fit over t = {s.t_min}..{tmax} "
                f"({s.fit_weights} weights, jackknife errors, correlated chi2; lambda = {lam_txt}; VR = variance of "
@@ -80,7 +91,7 @@ def estimate(s: FHSettings, inputs: FHInputs) -> dict[str, Any]:
     cost_rows = ([[k, _num(v, 4)] for k, v in steps.items()]
                  + [[f"measure {k}", _num(v, 4)] for k, v in m_cost.items()]
                  + [[f"path {k}", _num(v, 4)] for k, v in path.items()])
-    summary, x_g = _summary(s, est, pulls, vr, ess, bins)
+    summary, x_g = _summary(s, est, pulls, vr, ess, bins, tan, inputs.tangent_field)
     curves = est.curves
     return {
         "title": ("Feynman-Hellmann: dE_pi/dlambda of the plaquette source in the Schwinger model"
@@ -107,12 +118,18 @@ def estimate(s: FHSettings, inputs: FHInputs) -> dict[str, Any]:
                  "n_bins": {k: cv.n_bins for k, cv in curves.items()}, "weight_ess_fraction": ess,
                  "acceptance": {"base": fam.base.acceptance(),
                                 "independent": [m.independent.acceptance() for m in fam.members]},
-                 "ensembles": fam.info(), "normalisation": NORMALISATION},
+                 "ensembles": fam.info(), "normalisation": NORMALISATION,
+                 "tangent": None if tan is None else {
+                     "field": inputs.tangent_field, "fit_seconds": _num(tan.fit_s),
+                     "var_reduction_R": _num(tan.var_reduction_r),
+                     "fits": [{"ridge": f.ridge, "n_basis": f.n_basis, "var_reduction_R": _num(f.reduction),
+                               "condition": _num(f.condition)} for f in tan.fits]}},
     }
 
 
 def _summary(s: FHSettings, est: FHEstimates, pulls: dict[str, float], vr: Any, ess: dict[str, list[float]],
-             bins: Any) -> tuple[list[str], dict[str, Any] | None]:
+             bins: Any, tan: TangentSeries | None, field: dict[str, Any] | None
+             ) -> tuple[list[str], dict[str, Any] | None]:
     plateaus, m_pi = est.plateaus, est.m_pi
     tmax = s.resolved_t_max
     lam_txt = f"+-{s.lam:g} (symmetric)" if s.symmetric else f"{s.lam:g}"
@@ -122,8 +139,10 @@ def _summary(s: FHSettings, est: FHEstimates, pulls: dict[str, float], vr: Any, 
          f"{s.ensemble.n_configs} base configurations, flow: {s.flow.describe('u1' if s.theory == 'schwinger' else 'su3', s.shape)}, {s.training.epochs} "
          f"epochs on {s.training.n_train}."),
         f"Pion mass ({s.kind} plateau t = {s.t_min}..{tmax}): m_pi = {_fmt(m_pi)}.",
-        (f"**dE_pi/dlambda = <pi|O_t|pi> - <0|O_t|0> = {_fmt(f_dir)}** (flowed), {_fmt(plateaus['connected'])} "
-         f"(connected), {_fmt(plateaus['direct'])} (direct), {_fmt(plateaus['independent'])} (independent)."),
+        (f"**dE_pi/dlambda = <pi|O_t|pi> - <0|O_t|0> = {_fmt(f_dir)}** (flowed), "
+         + (f"{_fmt(plateaus['tangent'])} (tangent), " if tan is not None else "")
+         + f"{_fmt(plateaus['connected'])} (connected), {_fmt(plateaus['direct'])} (direct), "
+         f"{_fmt(plateaus['independent'])} (independent)."),
         (f"Pulls: flowed - connected {pulls['flowed-connected']:+.2f} sigma (correlated), flowed - independent "
          f"{pulls['flowed-independent']:+.2f} sigma."),
         (f"Variance reduction of the flowed estimator: {vr('flowed', 'independent', False):.3g}x vs independent "
@@ -132,6 +151,15 @@ def _summary(s: FHSettings, est: FHEstimates, pulls: dict[str, float], vr: Any, 
          "the correlator measurements)."),
         (f"Against the connected correlator (base ensemble only, no flow): variance reduction "
          f"{vr('flowed', 'connected', False):.3g}x, cost-adjusted {vr('flowed', 'connected', True):.3g}x."),
+        *([] if tan is None else [
+            f"Tangent-flow estimator (base ensemble only: no flow, no weights; {(field or {}).get('kind', '?')} field, "
+            f"{tan.fits[0].n_basis if tan.fits else 0} coefficients cross-fitted; the variance of R_v "
+            f"{tan.var_reduction_r:.3g}x below that of dS/dlambda): variance reduction "
+            f"{vr('tangent', 'connected', False):.3g}x vs connected "
+            f"(cost-adjusted {vr('tangent', 'connected', True):.3g}x), {vr('tangent', 'flowed', False):.3g}x vs "
+            f"flowed (cost-adjusted {vr('tangent', 'flowed', True):.3g}x); pull tangent - connected "
+            f"{pulls['tangent-connected']:+.2f} sigma, tangent - independent {pulls['tangent-independent']:+.2f} "
+            "sigma."]),
         (f"Weight ESS fraction: flowed {', '.join(f'{x:.3f}' for x in ess['flowed'])}, direct "
          f"{', '.join(f'{x:.3f}' for x in ess['direct'])}; jackknife bins of {bins.size} base configurations "
          f"({est.curves['flowed'].n_bins['base']} bins"
@@ -141,10 +169,19 @@ def _summary(s: FHSettings, est: FHEstimates, pulls: dict[str, float], vr: Any, 
         return summary, None
     from corrflow.stats import format_value_error
 
-    xv, xe = gluon_momentum_fraction(f_dir.value, f_dir.error, m_pi.value, m_pi.error, s.beta)
-    x_g = {"value": _num(xv, 6), "error": _num(xe, 4),
-           "convention": "bare <x>_g = -(4/3) beta (dE/dlambda) / m_pi (flowed estimator; unrenormalised)"}
+    def x_of(p: Plateau) -> tuple[float, float, str]:
+        xv, xe = gluon_momentum_fraction(p.value, p.error, m_pi.value, m_pi.error, s.beta)
+        return xv, xe, format_value_error(xv, xe) if math.isfinite(xv) and math.isfinite(xe) else "n/a"
+
+    xv, xe, txt = x_of(f_dir)
+    x_g: dict[str, Any] = {
+        "value": _num(xv, 6), "error": _num(xe, 4),
+        "convention": "bare <x>_g = -(4/3) beta (dE/dlambda) / m_pi (flowed estimator; unrenormalised)"}
+    also = ""
+    if tan is not None:
+        tv, te, ttxt = x_of(plateaus["tangent"])
+        x_g["tangent"] = {"value": _num(tv, 6), "error": _num(te, 4)}
+        also = f"; tangent: {ttxt}"
     summary.insert(3, f"**Bare gluon momentum fraction of the pion <x>_g = -(4/3) beta dE/dlambda / m_pi = "
-                      f"{format_value_error(xv, xe) if math.isfinite(xv) and math.isfinite(xe) else 'n/a'}** "
-                      "(flowed; unrenormalised, quenched).")
+                      f"{txt}** (flowed{also}; unrenormalised, quenched).")
     return summary, x_g

@@ -12,9 +12,11 @@ from .settings import ESTIMATORS
 
 __all__ = ["render"]
 
-LABELS = {"flowed": "flowed (correlated)", "connected": r"connected $\langle C\,O\rangle_c$",
+LABELS = {"flowed": "flowed (correlated)", "tangent": "tangent flow (no weights)",
+          "connected": r"connected $\langle C\,O\rangle_c$",
           "direct": "direct reweighting", "independent": "independent ensembles"}
 STYLE = {"flowed": dict(color="#1f5fa8", marker="o", mfc="#1f5fa8"),
+         "tangent": dict(color="#8e44ad", marker="v", mfc="#8e44ad"),
          "connected": dict(color="#c0392b", marker="s", mfc="white"),
          "direct": dict(color="#7f7f7f", marker="D", mfc="white"),
          "independent": dict(color="#2e8b57", marker="^", mfc="white")}
@@ -43,9 +45,9 @@ def _plateau(record: Mapping[str, Any], k: str) -> tuple[float, float, int, int,
 
 
 def _effective(ax: Any, record: Mapping[str, Any]) -> None:
-    shown = ("flowed", "connected", "independent")
-    offs = {"flowed": -0.12, "connected": 0.0, "independent": 0.12}
-    band_alpha = {"flowed": 0.30, "connected": 0.18, "independent": 0.07}
+    shown = tuple(k for k in ("flowed", "tangent", "connected", "independent") if k in record["effective"])
+    offs = {"flowed": -0.15, "tangent": -0.05, "connected": 0.05, "independent": 0.15}
+    band_alpha = {"flowed": 0.30, "tangent": 0.25, "connected": 0.18, "independent": 0.07}
     lo, hi = np.inf, -np.inf
     labels = {}
     for z, k in enumerate(reversed(shown)):  # independent (widest band) at the back, flowed in front
@@ -76,7 +78,7 @@ def _effective(ax: Any, record: Mapping[str, Any]) -> None:
 
 
 def _errors(ax: Any, record: Mapping[str, Any], t_min: int, t_max: int, kind: str) -> None:
-    for k in ESTIMATORS:
+    for k in (k for k in ESTIMATORS if k in record["effective"]):
         t, _, err, ok = _curve(record, k)
         ok &= err > 0
         st = STYLE[k]
@@ -86,17 +88,23 @@ def _errors(ax: Any, record: Mapping[str, Any], t_min: int, t_max: int, kind: st
     ax.set_ylabel(r"error $\sigma(t)$")
     ax.set_xlabel(r"$t$" + (" (cosh effective mass)" if kind == "cosh" else " (log effective mass)"))
     y0, y1 = ax.get_ylim()
-    ax.set_ylim(y0, y1 * (y1 / y0) ** 0.6)  # head room for the legend
+    ax.set_ylim(y0 / (y1 / y0) ** 0.35, y1 * (y1 / y0) ** 0.6)  # head room for the legend, foot room for the text
     ax.legend(loc="upper left", frameon=False, ncol=2, fontsize=7)
     vr = record["variance_reduction"]["dE_dlambda"]
+    lines = []
     if vr["vs_independent"] is not None and vr["vs_direct"] is not None:
-        ax.text(0.99, 0.04, f"plateau variance reduction (flowed): {vr['vs_independent']:.3g}x vs independent, "
-                f"{vr['vs_direct']:.3g}x vs direct", transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
+        lines.append(f"plateau variance reduction (flowed): {vr['vs_independent']:.3g}x vs independent, "
+                     f"{vr['vs_direct']:.3g}x vs direct")
+    vt = record["variance_reduction"].get("dE_dlambda_tangent") or {}
+    if vt.get("vs_connected") is not None and vt.get("vs_flowed") is not None:
+        lines.append(f"(tangent): {vt['vs_connected']:.3g}x vs connected, {vt['vs_flowed']:.3g}x vs flowed")
+    if lines:
+        ax.text(0.99, 0.04, "\n".join(lines), transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
 
 
 def render(record: Mapping[str, Any]) -> bytes:
-    """PNG: the effective ``dE/dlambda(t)`` of the flowed, connected and independent estimators with their plateau
-    bands (top) and the errors of all four estimators against ``t`` (bottom)."""
+    """PNG: the effective ``dE/dlambda(t)`` of the flowed, tangent, connected and independent estimators with their
+    plateau bands (top) and the errors of all estimators against ``t`` (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")

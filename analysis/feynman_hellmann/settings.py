@@ -19,12 +19,14 @@ from corrflow.pipeline import (
 )
 from corrflow.stats import FIT_WEIGHTS, MIN_BINS
 
-__all__ = ["ANALYSIS_NAME", "ESTIMATORS", "FIT_WEIGHTS", "KINDS", "THEORY_CHOICES", "FHSettings", "describe_theory",
-           "header", "theories"]
+__all__ = ["ANALYSIS_NAME", "ESTIMATORS", "FIT_WEIGHTS", "KINDS", "TANGENT_FIELDS", "THEORY_CHOICES", "FHSettings",
+           "describe_theory", "header", "theories"]
 
 ANALYSIS_NAME = "feynman_hellmann"
-#: the estimators of dE/dlambda, in table order
-ESTIMATORS = ("flowed", "connected", "direct", "independent")
+#: the estimators of dE/dlambda, in table order (``tangent`` unless ``tangent = False``)
+ESTIMATORS = ("flowed", "tangent", "connected", "direct", "independent")
+#: fields of the tangent-flow estimator (:func:`corrflow.tangent.make_field`; ``none`` would repeat the connected one)
+TANGENT_FIELDS = ("auto", "plaquette", "gradient", "preconditioned", "smoothing")
 #: effective-mass kinds with a lambda-derivative (:func:`corrflow.stats.effective_mass_slope`)
 KINDS = ("cosh", "log")
 THEORY_CHOICES = ("schwinger", "su3")
@@ -72,6 +74,13 @@ class FHSettings(AnalysisSettings):
     fit_weights: str = setting("diagonal", "plateau weights: diagonal (1/sigma^2) | correlated (C^-1; needs many "
                                            "bins); errors always jackknife", choices=FIT_WEIGHTS)
     measure_batch: int = setting(64, "configurations per correlator batch")
+    tangent: bool = setting(True, "also the tangent-flow estimator (base ensemble only: no flow, no weights; "
+                                  "dC(t)/dlambda = mean of v.grad C minus the covariance of C with R_v, for a "
+                                  "cross-fitted field v)",
+                            flag="--tangent/--no-tangent")
+    tangent_field: str = setting("auto", "field of the tangent estimator (auto: plaquette field in 2D U(1), smoothing "
+                                         "field in 4D SU(3))", choices=TANGENT_FIELDS)
+    tangent_batch: int = setting(16, "configurations per batch of tangent terms")
 
     def check(self) -> None:
         from corrflow.stats import effective_times
@@ -100,8 +109,18 @@ class FHSettings(AnalysisSettings):
                              f"{times[-1]} (and t_min <= t_max)")
         if self.ensemble.n_configs < 20:
             raise ValueError(f"n_configs must be >= 20 per chain, got {self.ensemble.n_configs}")
-        if self.measure_batch < 1:
-            raise ValueError(f"measure_batch must be >= 1, got {self.measure_batch}")
+        if self.measure_batch < 1 or self.tangent_batch < 1:
+            raise ValueError(f"measure_batch and tangent_batch must be >= 1, got {self.measure_batch}, "
+                             f"{self.tangent_batch}")
+        if self.tangent:  # the cross-fit's size, before anything runs
+            from corrflow.tangent import check_cross_fit_size
+
+            from .measure import tangent_field
+
+            try:
+                check_cross_fit_size(self.ensemble.n_chains, self.ensemble.n_configs, tangent_field(self).n_coef)
+            except ValueError as exc:
+                raise ValueError(f"tangent estimator: {exc} (raise --n-configs, or --no-tangent)") from None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -146,6 +165,8 @@ def describe_theory(s: FHSettings) -> str:
 
 def header(s: FHSettings) -> str:
     """The first line of a run."""
+    from rich.markup import escape
+
     algo = f"{s.markov.hmc_det} HMC, exact weights" if s.theory == "schwinger" else "HMC, quenched"
-    return (f"[bold]Feynman-Hellmann[/]: {describe_theory(s)}, lam = {'+-' if s.symmetric else ''}{s.lam:g} "
+    return (f"[bold]Feynman-Hellmann[/]: {escape(describe_theory(s))}, lam = {'+-' if s.symmetric else ''}{s.lam:g} "
             f"({algo})")

@@ -21,8 +21,8 @@ import numpy as np
 from corrflow.stats import normalised_weights
 from corrflow.stats import MIN_BINS
 
-__all__ = ["Estimate", "PionFit", "independent_bin_size", "pion_bin_size", "pion_mass_estimates",
-           "scalar_estimates", "variance_reduction"]
+__all__ = ["Estimate", "PionFit", "TangentSeries", "independent_bin_size", "pion_bin_size", "pion_mass_estimates",
+           "scalar_estimates", "tangent_series", "variance_reduction"]
 
 
 class Estimate(NamedTuple):
@@ -38,6 +38,47 @@ class Estimate(NamedTuple):
         if not math.isfinite(self.value):
             return "n/a"
         return format_value_error(self.value, self.error) if self.error > 0 else f"{self.value:.6g}"
+
+
+class TangentSeries(NamedTuple):
+    """The tangent estimator's per-configuration series of one observable (``(R, n)``; ``(R, n, T)`` for the pion
+    correlator): ``o`` the observable, ``d`` = ``v.grad O + dO/dm`` (explicit, at fixed links), ``r`` = ``R_v =
+    dS/dm + v.grad S - div v`` (``(R, n)``), and for the connected estimator of the pion mass ``d0`` = ``dO/dm`` alone
+    and ``ds`` = ``dS/dm``."""
+
+    o: np.ndarray
+    d: np.ndarray
+    r: np.ndarray
+    d0: np.ndarray
+    ds: np.ndarray
+
+
+def tangent_series(terms: dict[str, np.ndarray], names: tuple[str, ...], *, n_folds: int = 2,
+                   held_out: float = 0.25) -> tuple[dict[str, TangentSeries], list[Any], float]:
+    """Fit the tangent field by cross-fitted least squares of ``Var[R_v]`` (:func:`corrflow.tangent.cross_fit`; no
+    configuration enters its own coefficients) to the terms of :func:`analysis.mass_dependence.measure.tangent_terms`
+    (``o`` ``(R, n, n_obs)``, ``ds``, ``a`` ``(R, n, K)``, ``b`` ``(R, n, n_obs, K)``, ``do``) and return the series
+    per observable (``pion``: the ``pion@t`` columns stacked ``(R, n, T)``), the per-fold fits and the fit's
+    seconds."""
+    import time
+
+    from corrflow.tangent import cross_fit
+
+    a, ds = np.asarray(terms["a"], float), np.asarray(terms["ds"], float)
+    t0 = time.perf_counter()
+    fits, coef = cross_fit(a, ds, n_folds=n_folds, held_out=held_out) if a.shape[-1] else ([], np.zeros(a.shape))
+    fit_s = time.perf_counter() - t0
+    r = ds + np.einsum("...k,...k->...", a, coef)
+    o, do = np.asarray(terms["o"], float), np.asarray(terms["do"], float)
+    d = np.einsum("...ik,...k->...i", np.asarray(terms["b"], float), coef) + do
+    out: dict[str, TangentSeries] = {}
+    pion = [i for i, n in enumerate(names) if n.startswith("pion@")]
+    for i, n in enumerate(names):
+        if i not in pion:
+            out[n] = TangentSeries(o[..., i], d[..., i], r, do[..., i], ds)
+    if pion:
+        out["pion"] = TangentSeries(o[..., pion], d[..., pion], r, do[..., pion], ds)
+    return out, fits, fit_s
 
 
 def _pull(a: Estimate, b: Estimate) -> float:
@@ -61,7 +102,7 @@ def _stats(prims: list[np.ndarray], func: Callable[[np.ndarray], float], method:
 def scalar_estimates(obs: str, base: dict[str, np.ndarray], flowed: dict[str, np.ndarray],
                      direct: dict[str, np.ndarray], independent: dict[str, np.ndarray], log_w: np.ndarray,
                      log_w_direct: np.ndarray, dm: float, n_flavors: int, volume: int, *, method: str = "gamma",
-                     bin_size: int | None = None) -> dict[str, Any]:
+                     bin_size: int | None = None, tangent: TangentSeries | None = None) -> dict[str, Any]:
     """All estimators of ``dO/dm`` for a scalar observable ``obs`` (``condensate``, ``plaquette``, ``chi_top``).
 
     Inputs are ``(R, n)`` arrays (chains as replicas): ``base[obs]`` = ``O_m(U_i)``, ``flowed[obs]`` =
@@ -70,6 +111,8 @@ def scalar_estimates(obs: str, base: dict[str, np.ndarray], flowed: dict[str, np
     estimator ``d<O>/dm = <dO/dm> - <O dS/dm> + <O><dS/dm>`` with ``dS_eff/dm = -n_f V Sigma``.  Returns
     ``{"derivative": {estimator: Estimate}, "value_base", "value_target": {estimator: Estimate}, "pulls":
     {"a-b": float}}``; pulls of paired estimators use the derived difference (their correlation included).
+    ``tangent``: the tangent estimator's series of ``obs`` (:func:`tangent_series`) on the same base configurations:
+    ``d<O>/dm = <d> - (<o r> - <o><r>)``, estimator ``tangent``.
     """
     w, wd = normalised_weights(log_w), normalised_weights(log_w_direct)
     ob, of, od = base[obs], flowed[obs], direct[obs]
@@ -78,6 +121,10 @@ def scalar_estimates(obs: str, base: dict[str, np.ndarray], flowed: dict[str, np
     explicit = obs == "condensate"
     if explicit:
         prims.append(base["dcondensate_dm"])
+    it = len(prims)
+    if tangent is not None:  # centred (the connected correlation is shift invariant): well-scaled products
+        oc, rc = tangent.o - tangent.o.mean(), tangent.r - tangent.r.mean()
+        prims += [tangent.d, oc, rc, oc * rc]
 
     def f_flowed(a: np.ndarray) -> float:
         return (a[1] / a[2] - a[0]) / dm
@@ -88,7 +135,12 @@ def scalar_estimates(obs: str, base: dict[str, np.ndarray], flowed: dict[str, np
     def f_conn(a: np.ndarray) -> float:
         return (a[7] if explicit else 0.0) - a[5] + a[0] * a[6]
 
+    def f_tan(a: np.ndarray) -> float:
+        return a[it] - (a[it + 3] - a[it + 1] * a[it + 2])
+
     funcs = {"flowed": f_flowed, "direct": f_direct, "connected": f_conn}
+    if tangent is not None:
+        funcs["tangent"] = f_tan
     der = {k: _stats(prims, f, method, bin_size) for k, f in funcs.items()}
     vb = _stats([ob], lambda a: a[0], method, bin_size)
     vi = _stats([independent[obs]], lambda a: a[0], method, bin_size)
@@ -96,11 +148,14 @@ def scalar_estimates(obs: str, base: dict[str, np.ndarray], flowed: dict[str, np
     targets = {"flowed": _stats(prims, lambda a: a[1] / a[2], method, bin_size),
                "direct": _stats(prims, lambda a: a[3] / a[4], method, bin_size), "independent": vi}
     pulls = {}
-    for a, b in (("flowed", "direct"), ("flowed", "connected"), ("direct", "connected")):
+    pairs = [("flowed", "direct"), ("flowed", "connected"), ("direct", "connected")]
+    if tangent is not None:
+        pairs += [("tangent", "flowed"), ("tangent", "connected")]
+    for a, b in pairs:
         fa, fb = funcs[a], funcs[b]
         d = _stats(prims, lambda x, fa=fa, fb=fb: fa(x) - fb(x), method, bin_size)
         pulls[f"{a}-{b}"] = d.value / d.error if d.error > 0 else math.nan
-    for a in ("flowed", "direct", "connected"):
+    for a in ("flowed", "direct", "connected") + (("tangent",) if tangent is not None else ()):
         pulls[f"{a}-independent"] = _pull(der[a], der["independent"])
     return {"derivative": der, "value_base": vb, "value_target": targets, "pulls": pulls}
 
@@ -131,14 +186,21 @@ class PionFit(NamedTuple):
 def _plateau(corr_central: np.ndarray, corr_samples: np.ndarray, t_min: int, t_max: int) -> PionFit:
     """Effective masses of a correlator (central ``(T,)`` and jackknife samples ``(B, T)``) and a correlated
     constant fit over ``t_min .. t_max`` with the jackknife covariance fixed (errors from refitting samples)."""
-    from corrflow.stats import FitError, effective_mass, resampled_fit
+    from corrflow.stats import effective_mass
 
-    mc = effective_mass(corr_central, "cosh_ratio")
-    ms = effective_mass(corr_samples, "cosh_ratio")
+    return _fit_curve(effective_mass(corr_central, "cosh_ratio"), effective_mass(corr_samples, "cosh_ratio"),
+                      t_min, t_max, "the cosh effective mass is undefined (C(t) <= C(t+1))")
+
+
+def _fit_curve(mc: np.ndarray, ms: np.ndarray, t_min: int, t_max: int, undefined: str) -> PionFit:
+    """Correlated constant fit of a curve over ``t_min .. t_max`` (central ``(k,)``, jackknife samples ``(B, k)``,
+    the jackknife covariance held fixed, errors from refitting every sample)."""
+    from corrflow.stats import FitError, resampled_fit
+
     ts = np.arange(t_min, t_max + 1)
     if not np.all(np.isfinite(mc[ts])) or not np.all(np.isfinite(ms[:, ts])):
-        raise ValueError(f"the cosh effective mass is undefined (C(t) <= C(t+1)) somewhere in t = {t_min}..{t_max}; "
-                         "the correlator is too noisy there: lower --t-max or use more configurations")
+        raise ValueError(f"{undefined} somewhere in t = {t_min}..{t_max}; the correlator is too noisy there: lower "
+                         "--t-max or use more configurations")
     b = len(ms)
     err = np.sqrt((b - 1) / b * np.sum((ms - ms.mean(0)) ** 2, axis=0))
     try:
@@ -147,6 +209,32 @@ def _plateau(corr_central: np.ndarray, corr_samples: np.ndarray, t_min: int, t_m
         fit = resampled_fit(ts, mc[ts], ms[:, ts], order=0, kind="jackknife", svd_cut=1e-6)
     chi2_dof = fit.chi2 / fit.dof if fit.dof > 0 else math.nan
     return PionFit(float(fit.params[0]), np.asarray(fit.param_replicas)[:, 0], mc, err, float(chi2_dof))
+
+
+def _slope_fits(tangent: TangentSeries, bin_size: int, t_min: int, t_max: int) -> dict[str, PionFit]:
+    """``dm_eff(t)/dm`` (cosh_ratio) by the tangent estimator (``dC/dm = <d> - <C R_v>_c``) and the connected one
+    (``v = 0``: ``<dC/dm> - <C dS/dm>_c``), both from one binned jackknife over the base configurations, each sample
+    recomputing the means, the effective-mass slopes (:func:`corrflow.stats.effective_mass_slope`) and the plateau
+    fit; the samples are paired with those of :func:`pion_mass_estimates` (same bins)."""
+    from corrflow.stats import effective_mass_slope
+
+    c = np.moveaxis(tangent.o, -1, 0)  # (T, R, n)
+    T = c.shape[0]
+    rc, sc = tangent.r - tangent.r.mean(), tangent.ds - tangent.ds.mean()
+    prims = np.concatenate([c, np.moveaxis(tangent.d, -1, 0), c * rc, rc[None], np.moveaxis(tangent.d0, -1, 0),
+                            c * sc, sc[None]])
+    jk = _jackknife_means(prims, bin_size)
+    out = {}
+    for name, lo in (("tangent", T), ("connected", 3 * T + 1)):
+        def dc(m: np.ndarray, lo: int = lo) -> tuple[np.ndarray, np.ndarray]:
+            cm = m[..., :T]
+            return cm, m[..., lo:lo + T] - (m[..., lo + T:lo + 2 * T] - cm * m[..., lo + 2 * T:lo + 2 * T + 1])
+
+        central = jk.mean(axis=0)
+        out[name] = _fit_curve(effective_mass_slope(*dc(central), "cosh_ratio"),
+                               effective_mass_slope(*dc(jk), "cosh_ratio"), t_min, t_max,
+                               f"the {name} slope of the cosh effective mass is undefined")
+    return out
 
 
 def pion_bin_size(c_base: np.ndarray, c_flowed: np.ndarray, c_direct: np.ndarray, log_w: np.ndarray,
@@ -180,7 +268,8 @@ def independent_bin_size(c_independent: np.ndarray, t: int, factor: float) -> in
 
 def pion_mass_estimates(c_base: np.ndarray, c_flowed: np.ndarray, c_direct: np.ndarray, c_independent: np.ndarray,
                         log_w: np.ndarray, log_w_direct: np.ndarray, dm: float, *, t_min: int, t_max: int,
-                        bin_size: int, bin_size_independent: int) -> dict[str, Any]:
+                        bin_size: int, bin_size_independent: int,
+                        tangent: TangentSeries | None = None) -> dict[str, Any]:
     """Estimators of ``dm_pi/dm`` from pion correlators: ``c_base`` ``(R, n, T)`` = ``C_m(U_i)``, ``c_flowed`` =
     ``C_{m+dm}(f(U_i))``, ``c_direct`` = ``C_{m+dm}(U_i)``, ``c_independent`` ``(R', n', T)`` on the target
     ensemble; log weights ``(R, n)``.
@@ -188,8 +277,11 @@ def pion_mass_estimates(c_base: np.ndarray, c_flowed: np.ndarray, c_direct: np.n
     One binned jackknife over the base configurations carries all paired primaries (``C_b``, ``w C_f``, ``w``,
     ``w_d C_d``, ``w_d``): every sample recomputes the reweighted correlators, effective masses and plateau fits
     of base, flowed and direct, so their differences keep the pairing.  Returns ``derivative`` and
-    ``value_target`` ``{estimator: Estimate}``, ``value_base``, ``pulls``, ``fits`` ``{name: PionFit}``,
-    ``n_bins``.  The connected estimator is not defined for the pion mass (NaN).
+    ``value_target`` ``{estimator: Estimate}``, ``value_base``, ``pulls``, ``fits`` ``{name: PionFit}`` (effective
+    masses), ``slopes`` ``{tangent, connected: PionFit}`` (effective-mass slopes; empty without ``tangent``),
+    ``n_bins``.  With ``tangent`` (the tangent series of the correlator, :func:`tangent_series`) also the tangent
+    and connected estimators, the derivative at ``m`` through the slope of the effective mass (:func:`_slope_fits`,
+    same bins: pulls against flowed and direct keep the pairing); without, the connected estimator is NaN.
     """
     T = c_base.shape[-1]
     w, wd = normalised_weights(log_w), normalised_weights(log_w_direct)
@@ -221,14 +313,27 @@ def pion_mass_estimates(c_base: np.ndarray, c_flowed: np.ndarray, c_direct: np.n
     vb, vi = est(fits["base"]), est(fits["independent"])
     der["independent"] = Estimate((vi.value - vb.value) / dm, math.hypot(vi.error, vb.error) / abs(dm))
     der["connected"] = Estimate(math.nan, math.nan)
-    dd = diff_samples["flowed"] - diff_samples["direct"]
-    pdiff = der["flowed"].value - der["direct"].value
-    pulls = {"flowed-direct": pdiff / _jk_error(dd) if _jk_error(dd) > 0 else math.nan,
+    slopes = _slope_fits(tangent, bin_size, t_min, t_max) if tangent is not None else {}
+    for k, f in slopes.items():
+        der[k] = Estimate(f.mass, _jk_error(f.samples))
+        diff_samples[k] = f.samples
+
+    def paired(a: str, b: str) -> float:
+        e = _jk_error(diff_samples[a] - diff_samples[b])
+        return (der[a].value - der[b].value) / e if e > 0 else math.nan
+
+    pulls = {"flowed-direct": paired("flowed", "direct"),
              "flowed-independent": _pull(der["flowed"], der["independent"]),
              "direct-independent": _pull(der["direct"], der["independent"])}
+    if tangent is not None:
+        pulls.update({"tangent-flowed": paired("tangent", "flowed"),
+                      "tangent-connected": paired("tangent", "connected"),
+                      "flowed-connected": paired("flowed", "connected"),
+                      "tangent-independent": _pull(der["tangent"], der["independent"]),
+                      "connected-independent": _pull(der["connected"], der["independent"])})
     return {"derivative": der, "value_base": vb,
             "value_target": {k: est(fits[k]) for k in ("flowed", "direct", "independent")},
-            "pulls": pulls, "fits": fits, "n_bins": len(jk)}
+            "pulls": pulls, "fits": fits, "slopes": slopes, "n_bins": len(jk)}
 
 
 def variance_reduction(flowed: Estimate, other: Estimate, cost_flowed: float, cost_other: float

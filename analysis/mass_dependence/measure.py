@@ -3,7 +3,8 @@ r"""Fermionic and gauge measurements of the mass-dependence analysis, and its pi
 Per configuration ``U`` at bare mass ``m`` (:func:`measure`): ``plaquette`` ``<cos P>``, ``chi_top`` ``= Q^2/V``
 (geometric charge), ``condensate`` ``Sigma = (1/V) Re tr D^{-1}`` per flavour with its slope ``dcondensate_dm``
 (:func:`condensate_and_slope`), and the pion correlator ``pion`` ``C(t)``, ``t = 0 .. T-1``
-(:func:`corrflow.observables.fermions.pion_correlator`, ``n_sources`` point sources).
+(:func:`corrflow.observables.fermions.pion_correlator`, ``n_sources`` point sources); on the base configurations
+also the per-configuration terms of the tangent-flow estimator (:func:`tangent_terms`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 
 from .settings import MassSettings
 
-__all__ = ["MassInputs", "condensate_and_slope", "measure", "prepare"]
+__all__ = ["MassInputs", "condensate_and_slope", "measure", "prepare", "tangent_field", "tangent_names",
+           "tangent_terms"]
 
 #: paired measurement sets: (name, theory at m or m + dm, configurations)
 SETS = ("base", "flowed", "direct", "independent")
@@ -98,11 +100,56 @@ class MassInputs:
     ``family``: the :class:`corrflow.pipeline.Family` (one target, ``m -> m + dm``, with direct reweighting);
     ``measurements[set][observable]``: ``(chains, n[, T])`` arrays for the sets ``base`` (``U_i`` at ``m``),
     ``flowed`` (``f(U_i)`` at ``m + dm``), ``direct`` (``U_i`` at ``m + dm``) and ``independent`` (the ensemble at
-    ``m + dm``); ``measurement_costs[set]``: their costs (ledger definition)."""
+    ``m + dm``); ``measurement_costs[set]``: their costs (ledger definition, ``tangent``: the tangent terms);
+    ``tangent``: the tangent terms on the base configurations (:func:`tangent_terms`, ``(chains, n, ...)``; ``None``
+    with ``tangent = False``) and ``tangent_field`` the field's description."""
 
     family: Any
     measurements: dict[str, dict[str, np.ndarray]]
     measurement_costs: dict[str, float]
+    tangent: dict[str, np.ndarray] | None = None
+    tangent_field: dict[str, Any] | None = None
+
+
+def tangent_names(s: MassSettings) -> tuple[str, ...]:
+    """The tangent estimator's observables: the scalar ones by their names and, for ``pion_mass``, every time slice
+    ``pion@0 .. pion@{T-1}`` of the correlator."""
+    names = [o for o in s.observables if o != "pion_mass"]
+    if "pion_mass" in s.observables:
+        names += [f"pion@{t}" for t in range(s.T)]
+    return tuple(names)
+
+
+def _theory(s: MassSettings) -> Any:
+    import corrflow as cf
+    from corrflow.pipeline import exact_theory
+
+    return exact_theory(cf.make_theory(s.theory, s.shape, beta=s.beta, mass=s.mass, det=s.markov.hmc_det))
+
+
+def tangent_field(s: MassSettings) -> Any:
+    """The tangent field for ``d/dm`` (:func:`corrflow.tangent.make_field` ``auto``: the plaquette-space field of 2D
+    U(1), keeping the topological charge when ``chi_top`` is among the observables)."""
+    from corrflow import tangent as tg
+
+    return tg.make_field("auto", _theory(s), param="mass", observables=tangent_names(s))
+
+
+def tangent_terms(s: MassSettings, field: Any, links: np.ndarray, *, seed: int,
+                  progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """Per-configuration tangent terms of ``d/dm`` (:func:`corrflow.tangent.compute_terms`; fermion traces exact on
+    small lattices, stochastic otherwise, :class:`corrflow.tangent.FermionTraces`) on
+    ``links`` ``(n, *link_shape)``: ``o`` ``(n, n_obs)`` the observables :func:`tangent_names`, ``ds`` ``(n,)`` =
+    ``dS_eff/dm``, ``a`` ``(n, K)``, ``b`` ``(n, n_obs, K)`` (``v_k.grad O``), ``do`` ``(n, n_obs)`` the explicit
+    ``dO/dm`` at fixed links (condensate, pion correlator).  Configuration ``i`` uses ``fold_in(PRNGKey(seed), i)``."""
+    import jax
+
+    from corrflow import tangent as tg
+
+    terms = tg.compute_terms(field, _theory(s), "mass", tangent_names(s), np.asarray(links)[None],
+                             jax.random.PRNGKey(seed), batch=s.tangent_batch, progress=progress,
+                             pion_sources=s.n_sources)
+    return {"o": terms.o[0], "ds": terms.ds[0], "a": terms.a[0], "b": terms.b[0], "do": terms.explicit()[0]}
 
 
 def prepare(pipe: Any, s: MassSettings) -> MassInputs:
@@ -133,4 +180,14 @@ def prepare(pipe: Any, s: MassSettings) -> MassInputs:
             key, links, lambda flat, prog, th=th: measure(th, flat, n_sources=s.n_sources, with_pion=with_pion,
                                                           batch=s.measure_batch, progress=prog),
             stage=f"measure {name}")
-    return MassInputs(fam, meas, costs)
+    if not s.tangent:
+        return MassInputs(fam, meas, costs)
+    fld = tangent_field(s)
+    seed = s.ensemble.seed + 3  # trace noise on large lattices: independent of the ensembles' seeds
+    tkey = {"analysis": "mass_dependence", "estimator": "tangent", "theory": base.theory_name,
+            "params": exact_theory(base).params(), "observables": list(tangent_names(s)), "n_sources": s.n_sources,
+            "field": fld.describe(), "seed": seed}
+    terms, costs["tangent"] = pipe.measure_arrays(
+        tkey, base_links, lambda flat, prog: tangent_terms(s, fld, flat, seed=seed, progress=prog),
+        stage="tangent terms")
+    return MassInputs(fam, meas, costs, terms, fld.describe())

@@ -15,8 +15,8 @@ __all__ = ["render"]
 
 OBS_LABELS = {"pion_mass": r"$m_\pi$", "condensate": r"$\Sigma$", "plaquette": r"$\langle P\rangle$",
               "chi_top": r"$\chi_{\rm top}$"}
-COLORS = {"flowed": "C0", "direct": "C1", "independent": "C2", "connected": "C3"}
-MARKERS = {"flowed": "o", "direct": "s", "independent": "^", "connected": "D"}
+COLORS = {"flowed": "C0", "tangent": "C4", "direct": "C1", "independent": "C2", "connected": "C3"}
+MARKERS = {"flowed": "o", "tangent": "v", "direct": "s", "independent": "^", "connected": "D"}
 
 
 def _est(d: Mapping[str, Any]) -> Estimate:
@@ -31,7 +31,7 @@ def _derivatives(fig: Any, gs: Any, record: Mapping[str, Any], obs: list[str]) -
     for j, o in enumerate(obs):
         ax = fig.add_subplot(gs[0, 2 * j:2 * (j + 1)])
         der = {e: _est(v) for e, v in record["estimates"][o]["derivative"].items()}
-        xs = [e for e in ESTIMATORS if math.isfinite(der[e].value)]
+        xs = [e for e in ESTIMATORS if e in der and math.isfinite(der[e].value)]
         for i, e in enumerate(xs):
             ax.errorbar([i], [der[e].value], yerr=[der[e].error], fmt=MARKERS[e], color=COLORS[e], capsize=4, ms=6)
         if "connected" in xs:
@@ -70,14 +70,18 @@ def _pion(ax: Any, record: Mapping[str, Any]) -> None:
 
 
 def _variance_reductions(ax: Any, vr: Mapping[str, Mapping[str, float | None]], obs: list[str]) -> None:
-    width = 0.2
+    bars = [("vs_independent", "flowed vs independent", "C2", 1.0),
+            ("cost_adjusted_vs_independent", "flowed vs independent, cost-adjusted", "C2", 0.5),
+            ("vs_direct", "flowed vs direct", "C1", 1.0), ("cost_adjusted_vs_direct", "flowed vs direct, cost-adjusted",
+                                                           "C1", 0.5),
+            ("tangent_vs_connected", "tangent vs connected", "C4", 1.0),
+            ("tangent_cost_adjusted_vs_connected", "tangent vs connected, cost-adjusted", "C4", 0.5)]
+    bars = [b for b in bars if any(b[0] in vr[o] for o in obs)]
+    width = 0.8 / len(bars)
     xs = np.arange(len(obs))
-    for i, (k, lab) in enumerate((("vs_independent", "vs independent"),
-                                  ("cost_adjusted_vs_independent", "vs independent, cost-adjusted"),
-                                  ("vs_direct", "vs direct"), ("cost_adjusted_vs_direct", "vs direct, cost-adjusted"))):
-        vals = [vr[o][k] if vr[o][k] is not None else np.nan for o in obs]
-        ax.bar(xs + (i - 1.5) * width, vals, width, label=lab, color=("C2", "C2", "C1", "C1")[i],
-               alpha=(1.0, 0.5, 1.0, 0.5)[i])
+    for i, (k, lab, col, alpha) in enumerate(bars):
+        vals = [vr[o].get(k) if vr[o].get(k) is not None else np.nan for o in obs]
+        ax.bar(xs + (i - (len(bars) - 1) / 2) * width, vals, width, label=lab, color=col, alpha=alpha)
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_yscale("log")
     finite = [v for o in obs for v in vr[o].values() if v is not None and v > 0]
@@ -85,14 +89,14 @@ def _variance_reductions(ax: Any, vr: Mapping[str, Mapping[str, float | None]], 
         ax.set_ylim(min(finite) / 3, max(finite) * 40)
     ax.set_xticks(xs)
     ax.set_xticklabels([OBS_LABELS[o] for o in obs])
-    ax.set_ylabel("variance reduction of the flowed estimator")
+    ax.set_ylabel("variance reduction")
     ax.legend(fontsize=8, ncol=2, loc="upper center")
     ax.grid(alpha=0.3, axis="y")
 
 
 def render(record: Mapping[str, Any]) -> bytes:
     """PNG: ``dO/dm`` by estimator per observable (top), the pion effective masses with their plateau bands and
-    the variance reductions of the flowed estimator (bottom)."""
+    the variance reductions of the flowed and tangent estimators (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")

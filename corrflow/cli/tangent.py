@@ -88,6 +88,8 @@ def derivative(
     valence_mass: Optional[float] = typer.Option(None, help="pure-gauge ensembles: bare mass of quenched (valence) "
                                                             "Wilson quarks for pion@T and condensate (e.g. "
                                                             "Feynman-Hellmann dE_pi/dlam with --param lam)"),
+    sources: int = typer.Option(1, help="point sources per configuration of the pion correlator pion@T (t_0 = k L_0 / "
+                                        "N; must divide L_0; one propagator solve each)"),
     traces: str = typer.Option("auto", help="fermion ensembles: traces of D^-1 exact (dense, small lattices) | "
                                             "stochastic (noise vectors, one CG each) | auto (exact up to a Schur "
                                             "dimension of 512; exact is refused on larger lattices)"),
@@ -174,7 +176,8 @@ def derivative(
         others = [c.strip() for item in (compare or []) for c in item.split(",") if c.strip()]
         settings = dict(field=kind, field_options=opts, n_folds=folds, held_out=held_out, seed=seed, batch=batch,
                         out=out, compare=others, traces=trace_opts, t0_reference=t0_ref, w0_reference=w0_ref,
-                        discard=discard, thin=thin, target=fit.strip().lower(), valence_mass=valence_mass)
+                        discard=discard, thin=thin, target=fit.strip().lower(), valence_mass=valence_mass,
+                        pion_sources=sources)
         if json_:
             res = derivative_from_store(st, store, ensemble, param, names, **settings)
             typer.echo(json.dumps({"ensemble": ensemble, **res.as_dict()}, default=float))

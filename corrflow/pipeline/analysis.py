@@ -65,8 +65,10 @@ def run_analysis(analysis: Analysis, settings: Any = None, *, console: Any = Non
         prog.log(f"  wrote {out}/{analysis.name}.md/.png/.json/.toml and the store record {analysis.name!r}")
     if console is not None:
         print_tables(console, record, first=analysis.tables_printed)
-        for line in record.get("summary", [])[-analysis.summary_lines:]:
-            console.print(line.replace("**", ""))
+        from rich.markup import escape
+
+        for line in record.get("summary", [])[-analysis.summary_lines:]:  # plain text: "[...]" is not markup
+            console.print(escape(line.replace("**", "")))
         console.print(f"[green]done[/] in {time.perf_counter() - t0:.1f} s")
     return record
 

@@ -204,7 +204,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                           compare: Sequence[str] = (), traces: Any = None,
                           t0_reference: float | None = None, w0_reference: float | None = None,
                           discard: int = 0, thin: int = 1, target: str = "field",
-                          valence_mass: float | None = None) -> StoredDerivative:
+                          valence_mass: float | None = None, pion_sources: int = 1) -> StoredDerivative:
     """``d<O>/d param`` of every observable on stored ensemble ``ensemble`` (see the module docstring).
 
     ``compare``: ensembles at ``param + δ`` whose finite-shift derivatives join the estimates (module docstring).
@@ -218,7 +218,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     least squares minimises (:data:`corrflow.tangent.FIT_TARGETS`: ``Var[R_v]`` of one field, or ``Var[T_v]`` per
     observable).  ``valence_mass``: on a pure-gauge ensemble, the bare mass of quenched (valence) Wilson quarks for
     the fermionic observables ``pion@T`` and ``condensate`` (``R_v`` stays purely gluonic; a Feynman–Hellmann
-    ``dE_π/dλ`` of the gluonic source in quenched QCD).
+    ``dE_π/dλ`` of the gluonic source in quenched QCD).  ``pion_sources``: ``pion@T`` averaged over this many point
+    sources (one solve each; they must divide ``L_0``).
 
     Raises ``ValueError`` (one line, with a hint) for a flowed ensemble (its configurations are exact only with their
     weights), a parameter the theory lacks, an unknown observable, bad fit settings, too few configurations or
@@ -240,7 +241,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     if not names:
         raise ValueError("give observables with --obs, e.g. --obs plaquette,wilson_2x2")
     quarks = tg.valence_theory(theory, valence_mass)
-    tg.observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else quarks)
+    tg.observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else quarks,
+                          pion_sources=pion_sources)
     tg.check_parameter(theory, param)
     tg.check_charge_observables(names, fld)
     tr = (traces or tg.FermionTraces()) if fermion or quarks is not None else None
@@ -277,6 +279,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
             settings["traces"] = tr.describe(quarks)
     elif tr is not None:
         settings["traces"] = tr.describe(theory)
+    if pion_sources != 1:  # (absent with one source: older checkpoints keep their settings)
+        settings["pion_sources"] = int(pion_sources)
     if target not in tg.FIT_TARGETS:
         raise ValueError(f"--fit must be one of {', '.join(tg.FIT_TARGETS)}, got {target!r}")
     field_settings = dict(settings)
@@ -305,14 +309,16 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
 
     terms = tg.compute_terms(fld, theory, param, names, configs, jax.random.PRNGKey(seed), batch=batch,
                              progress=progress, traces=tr, resume=resume, on_batch=save,
-                             valence_mass=None if quarks is None else float(quarks.mass))
+                             valence_mass=None if quarks is None else float(quarks.mass),
+                             pion_sources=pion_sources)
     # the ledger's charge per configuration (thermalisation included), times the analysis' thinning; NaN if unrecorded
     cost = {"generation_s": recorded_cost_per_configuration(store.info(ensemble)) * thin,
             "terms_s": terms_cost(n_configs) / n_configs}
     if any(n == "condensate" or n.startswith(("pion@", "t2E@")) for n in names):  # what the connected one pays too
         sample = configs.reshape((n_configs,) + configs.shape[2:])[: min(batch, n_configs)]
         cost["observables_s"] = tg.observables_cost(theory, names, sample, traces=tr,
-                                                    valence_mass=None if quarks is None else float(quarks.mass))
+                                                    valence_mass=None if quarks is None else float(quarks.mass),
+                                                    pion_sources=pion_sources)
     t_fit = time.perf_counter()
     reused = False
     fits: list[Any] = []

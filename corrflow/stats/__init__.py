@@ -52,6 +52,7 @@ from .curves import (
     plateau_fit,
     pull,
     symmetric_curve,
+    tangent_curve,
 )
 from .pyerrors_export import reweighted_obs, to_pyerrors
 from .reweighting import (
@@ -85,6 +86,7 @@ __all__ = [
     "plateau_fit",
     "pull",
     "symmetric_curve",
+    "tangent_curve",
     "DEFAULT_BIN_TAU_FACTOR",
     "FitError",
     "FitResult",

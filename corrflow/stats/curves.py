@@ -7,6 +7,7 @@ correlation: ``cov = sum_e dev_e^T dev_e``, and :func:`pull` of two plateaus use
 * :func:`flowed_curve` -- ``[m_eff(<w C(f(U))>/<w>) - m_eff(<C(U)>)] / lambda`` (flowed or direct reweighting);
 * :func:`symmetric_curve` -- the same from two flows ``0 -> +-lambda``;
 * :func:`connected_curve` -- ``d m_eff / d lambda`` at ``lambda = 0`` from ``-<C O>_c``;
+* :func:`tangent_curve` -- the same by the tangent-flow estimator ``<v.grad C> - <C R_v>_c`` (:mod:`corrflow.tangent`);
 * :func:`independent_curve` -- the difference of two independent ensembles;
 * :func:`effective_mass_curve` -- the jackknife effective mass of one ensemble;
 * :func:`plateau_fit` -- constant fit over ``t_min .. t_max`` (jackknife error, correlated chi^2);
@@ -30,7 +31,7 @@ from .spectroscopy import _check_kind, _meff_folded, _meff_slope_folded, effecti
 
 __all__ = ["FIT_WEIGHTS", "MIN_BINS", "Curve", "Plateau", "auto_bin_size", "connected_curve", "effective_mass_curve",
            "flowed_curve",
-           "independent_curve", "plateau_fit", "pull", "symmetric_curve"]
+           "independent_curve", "plateau_fit", "pull", "symmetric_curve", "tangent_curve"]
 
 #: fewest jackknife bins (all chains together) kept by the automatic bin size
 MIN_BINS = 20
@@ -200,19 +201,40 @@ def symmetric_curve(c_plus: Any, log_w_plus: Any, c_minus: Any, log_w_minus: Any
 def connected_curve(c_base: Any, o_base: Any, *, kind: str = "cosh", bin_size: int = 1,
                     ensemble: str = "base") -> Curve:
     """``dm_eff(t)/dlam`` at ``lam = 0`` from one ensemble: ``dC/dlam = -(<C O> - <C><O>)`` (the source
-    operator ``O`` per configuration, ``(n,)`` / ``(R, n)``), through :func:`effective_mass_slope`."""
+    operator ``O`` per configuration, ``(n,)`` / ``(R, n)``), through :func:`effective_mass_slope`: the
+    :func:`tangent_curve` of the zero field (``R = dS/dlam = O``, no ``v.grad C``)."""
     _check_kind(kind, ("cosh", "log"))
     cb = _as_chains(c_base, "c_base", 1)
-    o = _as_chains(o_base, "o_base", 0)
-    _check_pair(cb, o, "c_base", "o_base")
+    return tangent_curve(cb, o_base, np.zeros_like(cb), kind=kind, bin_size=bin_size, ensemble=ensemble,
+                         names=("c_base", "o_base", "dv_c"))
+
+
+def tangent_curve(c_base: Any, r: Any, dv_c: Any, *, kind: str = "cosh", bin_size: int = 1,
+                  ensemble: str = "base", names: tuple[str, str, str] = ("c_base", "r", "dv_c")) -> Curve:
+    """``dm_eff(t)/dlam`` at ``lam = 0`` from one ensemble by the tangent-flow estimator (:mod:`corrflow.tangent`):
+
+        dC(t)/dlam = <v.grad C(t)> - (<C(t) R_v> - <C(t)><R_v>),      R_v = dS/dlam + v.grad S - div v,
+
+    unbiased for any vector field ``v`` (``v = 0``: :func:`connected_curve`), through
+    :func:`effective_mass_slope`.  ``c_base`` ``(n, T)`` / ``(R, n, T)``: ``C(U_i)``; ``r`` ``(n,)`` / ``(R, n)``:
+    ``R_v(U_i)``; ``dv_c`` like ``c_base``: ``v.grad C(U_i)`` (plus any explicit ``dC/dlam`` at fixed links).  The
+    means (and the products' means) are recomputed in every jackknife sample; a field fitted on the same
+    configurations must be cross-fitted (:func:`corrflow.tangent.cross_fit`) to keep the estimate unbiased."""
+    _check_kind(kind, ("cosh", "log"))
+    cb = _as_chains(c_base, names[0], 1)
+    rr = _as_chains(r, names[1], 0)
+    dv = _as_chains(dv_c, names[2], 1)
+    _check_pair(cb, rr, names[0], names[1])
+    if dv.shape != cb.shape:
+        raise ValueError(f"{names[2]} {dv.shape} must have the shape of {names[0]} {cb.shape}")
     bs = _check_bin_size(bin_size, cb.shape[0], cb.shape[1], ensemble)
-    oc = o - o.mean()  # the connected correlation is shift invariant; centring keeps the products well scaled
+    rc = rr - rr.mean()  # the connected correlation is shift invariant; centring keeps the products well scaled
     fb = fold_correlator(cb)
 
-    def func(c: np.ndarray, co: np.ndarray, om: np.ndarray) -> np.ndarray:
-        return _meff_slope_folded(c, -(co - c * om[..., None]), kind)
+    def func(c: np.ndarray, cr: np.ndarray, rm: np.ndarray, d: np.ndarray) -> np.ndarray:
+        return _meff_slope_folded(c, d - (cr - c * rm[..., None]), kind)
 
-    value, samples = _jackknife([fb, fb * oc[..., None], oc], func, bs)
+    value, samples = _jackknife([fb, fb * rc[..., None], rc, fold_correlator(dv)], func, bs)
     return Curve(effective_times(cb.shape[-1], kind), value, {ensemble: _scaled_dev(samples)}, {ensemble: bs})
 
 

@@ -86,9 +86,21 @@ def effective_mass(c: np.ndarray, kind: str = "cosh") -> np.ndarray:
 
 
 def effective_mass_slope(c: np.ndarray, dc: np.ndarray, kind: str = "cosh") -> np.ndarray:
-    """``d m_eff(t) / dlam`` given ``C(t)`` and ``dC(t)/dlam`` (both ``(..., T)``, folded first): the chain rule
-    through :func:`effective_mass` (kinds ``cosh`` and ``log``)."""
-    _check_kind(kind, ("cosh", "log"))
+    """``d m_eff(t) / dlam`` given ``C(t)`` and ``dC(t)/dlam`` (both ``(..., T)``; folded first for ``cosh`` and
+    ``log``): the chain rule through :func:`effective_mass`.  ``cosh_ratio`` (unfolded, ``t = 0 .. T/2 - 1``):
+    ``d log[C(t)/C(t+1)]/dlam = g'(m) dm/dlam`` with ``g(m) = log cosh(m (t - T/2)) - log cosh(m (t + 1 - T/2))``,
+    ``g' > 0`` for ``m > 0``."""
+    _check_kind(kind, ("cosh", "log", "cosh_ratio"))
+    if kind == "cosh_ratio":
+        c, dc = np.asarray(c, dtype=np.float64), np.asarray(dc, dtype=np.float64)
+        l0 = c.shape[-1]
+        half = l0 // 2
+        m = _meff_cosh_ratio(c)
+        a = np.arange(half) - l0 / 2
+        b = a + 1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dlogr = dc[..., :half] / c[..., :half] - dc[..., 1:half + 1] / c[..., 1:half + 1]
+            return dlogr / (a * np.tanh(m * a) - b * np.tanh(m * b))
     return _meff_slope_folded(fold_correlator(c), fold_correlator(dc), kind)
 
 

@@ -321,14 +321,18 @@ def _t2e_function(name: str, t: float, group: Group) -> Callable[[Array], Array]
 
 
 def observables_vector(names: tuple[str, ...], group: Group, shape: tuple[int, ...],
-                       theory: Any = None, condensate_noise: Array | None = None) -> Callable[[Array], Array]:
+                       theory: Any = None, condensate_noise: Array | None = None,
+                       pion_sources: int = 1) -> Callable[[Array], Array]:
     """``U -> (O_1(U), ..., O_n(U))`` for the named observables (see :func:`observable_function`); all ``t2E@T``
     share one Wilson flow to the largest ``T``.  With a fermion ``theory`` the fermionic observables of
     :mod:`corrflow.tangent.fermions` (``condensate``, ``pion@T``) are allowed too (valence mass = the theory's);
     ``condensate_noise`` ``(n, *fermion_shape)`` makes ``condensate`` the stochastic estimate with these noise
-    vectors (default: dense, small lattices only)."""
+    vectors (default: dense, small lattices only); ``pion@T`` is the correlator averaged over ``pion_sources``
+    point sources (``ValueError`` unless they divide ``L_0``)."""
     from .fermions import fermion_observable, fermion_vector
 
+    if pion_sources < 1 or shape[0] % pion_sources:
+        raise ValueError(f"pion_sources = {pion_sources} must be >= 1 and divide the time extent {shape[0]}")
     ferm = [(i, spec) for i, n in enumerate(names) if (spec := fermion_observable(n, theory)) is not None]
     fpos = {i for i, _ in ferm}
     fns = [None if i in fpos else observable_function(n, group, shape) for i, n in enumerate(names)]
@@ -336,7 +340,7 @@ def observables_vector(names: tuple[str, ...], group: Group, shape: tuple[int, .
 
     def values(u: Array, which: Sequence[int]) -> Array:
         curve = _t2e_curve(u, group, max(steps.values())) if any(i in steps for i in which) else None
-        fv = fermion_vector([(i, spec) for i, spec in ferm if i in which], theory, u, condensate_noise)
+        fv = fermion_vector([(i, spec) for i, spec in ferm if i in which], theory, u, condensate_noise, pion_sources)
         vals = [fv[i] if i in fpos else curve[steps[i] - 1] if i in steps else fns[i](u)  # type: ignore
                 for i in which]
         return jnp.stack([jnp.asarray(x, jnp.float64) for x in vals]) if ferm else jnp.stack(vals)

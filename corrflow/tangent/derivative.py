@@ -102,13 +102,13 @@ class DerivativeResult:
 
 @lru_cache(maxsize=32)
 def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, names: tuple[str, ...],
-            traces: FermionTraces | None, valence_mass: float | None = None) -> Any:
+            traces: FermionTraces | None, valence_mass: float | None = None, pion_sources: int = 1) -> Any:
     if valence_mass is not None:  # quenched: valence quarks on a pure-gauge field; S, R_v and ∂_α S purely gluonic
         def one_valence(u: Any, key: Any, theory: Any) -> tuple[Any, ...]:
             quarks = valence_quarks(theory, mass=valence_mass)
             k_field, k_noise = jax.random.split(key)
             eta = condensate_noise(quarks, k_noise, traces) if "condensate" in names else None
-            obs_vec = observables_vector(names, group, shape, quarks, eta)
+            obs_vec = observables_vector(names, group, shape, quarks, eta, pion_sources)
             a, b = field_obj.terms(u, theory, obs_vec, k_field)
             o = obs_vec(u)
             return o, parameter_derivative(theory, param)(u), a, b, jnp.zeros_like(o)
@@ -129,7 +129,7 @@ def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, name
         gauge = gauge_action(theory)
         k_field, k_noise = jax.random.split(key)
         eta = condensate_noise(theory, k_noise, traces) if "condensate" in names else None
-        vec_of = lambda th: observables_vector(names, group, shape, th, eta)  # noqa: E731
+        vec_of = lambda th: observables_vector(names, group, shape, th, eta, pion_sources)  # noqa: E731
         obs_vec = vec_of(theory)
         a, b = field_obj.terms(u, gauge, obs_vec, k_field)
         o = obs_vec(u)
@@ -162,17 +162,17 @@ def valence_theory(theory: Any, valence_mass: float | None) -> WilsonFermionActi
 
 @lru_cache(maxsize=32)
 def _observables_kernel(group: Any, shape: tuple[int, ...], names: tuple[str, ...], traces: FermionTraces | None,
-                        valence_mass: float | None, fermion: bool) -> Any:
+                        valence_mass: float | None, fermion: bool, pion_sources: int = 1) -> Any:
     def one(u: Any, key: Any, theory: Any) -> Any:
         quarks = valence_quarks(theory, mass=valence_mass) if valence_mass is not None else theory if fermion else None
         eta = condensate_noise(quarks, key, traces) if quarks is not None and "condensate" in names else None
-        return observables_vector(names, group, shape, quarks, eta)(u)
+        return observables_vector(names, group, shape, quarks, eta, pion_sources)(u)
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
 
 
 def observables_cost(theory: Any, names: Sequence[str], configs: Any, *, traces: FermionTraces | None = None,
-                     valence_mass: float | None = None, repeat: int = 2) -> float:
+                     valence_mass: float | None = None, repeat: int = 2, pion_sources: int = 1) -> float:
     """Seconds per configuration (steady state: compilation excluded, best of ``repeat``) of the observables alone
     on ``configs`` ``(n, *link_shape)`` (one vmapped batch) -- what the connected estimator pays per configuration
     besides generation, so that the variance reduction at equal cost compares like with like when the observables
@@ -183,7 +183,7 @@ def observables_cost(theory: Any, names: Sequence[str], configs: Any, *, traces:
     fermion = is_fermion_theory(theory)
     tr = (traces or FermionTraces()) if fermion or valence_mass is not None else None
     kern = _observables_kernel(theory.group, tuple(theory.shape), names, tr,
-                               None if valence_mass is None else float(valence_mass), fermion)
+                               None if valence_mass is None else float(valence_mass), fermion, int(pion_sources))
     u = jnp.asarray(configs)
     keys = jax.random.split(jax.random.PRNGKey(0), u.shape[0])
     jax.block_until_ready(kern(u, keys, theory))
@@ -202,7 +202,7 @@ FLAT_TERMS = ("o", "ds", "a", "b", "do")
 def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str], configs: Any, key: Any,
                   *, batch: int = 32, progress: Any = None, traces: FermionTraces | None = None,
                   resume: Sequence[np.ndarray] = (), on_batch: Any = None,
-                  valence_mass: float | None = None) -> TangentTerms:
+                  valence_mass: float | None = None, pion_sources: int = 1) -> TangentTerms:
     """Evaluate :class:`TangentTerms` on ``configs`` ``(n_chains, n_traj, *link_shape)`` in jitted batches.
 
     Configuration ``i`` (flattened chain-major) uses the key ``fold_in(key, i)`` for its Hutchinson probes (and, for
@@ -214,7 +214,8 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
     (:func:`corrflow.observables.fermions.valence_quarks`): the fermionic observables ``pion@T`` and
     ``condensate`` become available, ``v·∇O`` differentiates through their solves, while ``∂_α S`` and ``R_v`` stay
     purely gluonic (no determinant in the quenched measure).  ``ValueError`` for a theory with dynamical quarks
-    (its own quarks are the valence quarks).
+    (its own quarks are the valence quarks).  ``pion_sources``: ``pion@T`` averaged over this many point sources
+    (:func:`corrflow.observables.fermions.pion_correlator`; one solve per source).
 
     Interruption and resumption: ``on_batch(stop, flat)`` is called after every batch with the flat outputs
     (:data:`FLAT_TERMS`, each ``(stop, ...)``) of configurations ``0 .. stop - 1``; passing such outputs of the first
@@ -227,7 +228,8 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
         raise ValueError("give at least one observable, e.g. plaquette,wilson_2x2")
     fermion = is_fermion_theory(theory)
     quarks = valence_theory(theory, valence_mass)
-    observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else quarks)  # validate names
+    observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else quarks,  # validate names
+                       pion_sources=pion_sources)
     check_parameter(theory, param)
     field_obj.check(gauge_action(theory))
     check_charge_observables(names, field_obj)
@@ -240,7 +242,7 @@ def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str],
     n = int(lead[0] * lead[1])
     flat = configs.reshape((n,) + tuple(theory.link_shape))
     kern = _kernel(field_obj, theory.group, tuple(theory.shape), param, names, tr,
-                   None if quarks is None else float(quarks.mass))
+                   None if quarks is None else float(quarks.mass), int(pion_sources))
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
     outs: list[list[np.ndarray]] = [[], [], [], [], []]
     first = 0
@@ -377,16 +379,16 @@ def derivative(theory: Any, configs: Any, param: str, observables: Sequence[str]
                n_folds: int = 2, held_out: float = 0.25, ridges: Sequence[float] | None = None,
                sizes: Sequence[int] | None = None, batch: int = 32,
                traces: FermionTraces | None = None, target: str = "field",
-               valence_mass: float | None = None) -> DerivativeResult:
+               valence_mass: float | None = None, pion_sources: int = 1) -> DerivativeResult:
     """``d<O>/dα`` for each observable with the tangent estimator (field fitted by cross-fitted least squares:
     each of ``n_folds`` contiguous blocks of every chain gets coefficients fitted on the others, with ridge / basis
     size selected on ``held_out`` of the training part) and the connected estimator, from the same configurations.
     ``target``: what the fit minimises (:data:`FIT_TARGETS`); ``valence_mass``: quenched quarks for a pure-gauge
-    theory (:func:`compute_terms`).
+    theory, ``pion_sources``: point sources of ``pion@T`` (:func:`compute_terms`).
     """
     check_fit_target(target)  # before the expensive terms
     terms = compute_terms(field_obj, theory, param, observables, configs, key, batch=batch, traces=traces,
-                          valence_mass=valence_mass)
+                          valence_mass=valence_mass, pion_sources=pion_sources)
     if field_obj.n_coef == 0:
         return estimate(terms, np.zeros(0), [], field_obj.describe())
     fits, coef = fit_coefficients(terms, target, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)

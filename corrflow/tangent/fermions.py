@@ -233,11 +233,12 @@ def fermion_observable(name: str, theory: Any) -> tuple[str, Any] | None:
 
 
 def fermion_vector(specs: list[tuple[int, tuple[str, Any]]], theory: WilsonFermionAction,
-                   u: Array, condensate_noise: Array | None = None) -> dict[int, Array]:
+                   u: Array, condensate_noise: Array | None = None, pion_sources: int = 1) -> dict[int, Array]:
     """Values of the fermionic observables ``specs`` (``[(position, fermion_observable(...))]``) on ``u``; one
-    propagator solve serves every ``pion@T``.  ``condensate_noise`` ``(n, *fermion_shape)``: estimate the condensate
-    with these noise vectors (:func:`~corrflow.observables.fermions.chiral_condensate_stochastic`) instead of the
-    dense inverse."""
+    propagator solve per source serves every ``pion@T`` (the correlator averaged over ``pion_sources`` point sources
+    at ``t_0 = k L_0 / pion_sources``, as :func:`~corrflow.observables.fermions.pion_correlator`).
+    ``condensate_noise`` ``(n, *fermion_shape)``: estimate the condensate with these noise vectors
+    (:func:`~corrflow.observables.fermions.chiral_condensate_stochastic`) instead of the dense inverse."""
     out: dict[int, Array] = {}
     corr = None
     for i, (kind, t) in specs:
@@ -246,7 +247,7 @@ def fermion_vector(specs: list[tuple[int, tuple[str, Any]]], theory: WilsonFermi
                       else chiral_condensate_stochastic(theory, u, condensate_noise))
         else:
             if corr is None:
-                corr = pion_correlator(theory, u, 1, "bicgstab+cg")
+                corr = pion_correlator(theory, u, pion_sources, "bicgstab+cg")
             out[i] = corr[t]
     return out
 

@@ -30,14 +30,22 @@ def _config(shape=(4, 4), beta=2.0, seed=0):
     return th, u
 
 
-@pytest.mark.parametrize("names, noise", [(("plaquette", "pion@1", "pion@2"), False),
-                                          (("pion@1", "condensate", "wilson_1x2"), True)])
-def test_reverse_mode_equals_forward_mode(names, noise):
-    """The (K, n) contraction by adjoint solves equals K forward-mode derivatives to the solver's rounding."""
+@pytest.mark.parametrize("names, noise, sources", [(("plaquette", "pion@1", "pion@2"), False, 1),
+                                                   (("pion@1", "condensate", "wilson_1x2"), True, 1),
+                                                   (("pion@0", "pion@1", "pion@3"), False, 2)])
+def test_reverse_mode_equals_forward_mode(names, noise, sources):
+    """The (K, n) contraction by adjoint solves equals K forward-mode derivatives to the solver's rounding (also for
+    the correlator averaged over two sources, which equals pion_correlator's)."""
     th, u = _config()
     q = valence_quarks(th, mass=0.4)
     eta = condensate_noise(q, jax.random.PRNGKey(3), tg.FermionTraces("stochastic", 2)) if noise else None
-    vec = tg.observables_vector(names, th.group, th.shape, q, eta)
+    vec = tg.observables_vector(names, th.group, th.shape, q, eta, pion_sources=sources)
+    if sources > 1:
+        from corrflow.observables.fermions import pion_correlator
+
+        t = [int(n.split("@")[1]) for n in names]
+        np.testing.assert_allclose(np.asarray(vec(u)), np.asarray(pion_correlator(q, u, sources))[t], rtol=1e-8)
+        assert not np.allclose(np.asarray(vec(u)), np.asarray(pion_correlator(q, u, 1))[t], rtol=1e-3)
     fwd_idx, _, rev_idx, _ = getattr(vec, REVERSE_SPLIT)
     assert set(rev_idx) == {i for i, n in enumerate(names) if n.startswith("pion") or n == "condensate"}
     assert set(fwd_idx) | set(rev_idx) == set(range(len(names)))
@@ -109,6 +117,8 @@ def test_valence_mass_from_the_cli(u1_store, tmp_path):
     ("u1", ENSEMBLE, ["--obs", "pion@1"], "or valence quarks on a pure-gauge one (--valence-mass)"),
     ("u1", ENSEMBLE, ["--obs", "pion@1", "--valence-mass", "-2.5"], "gives m + d <= 0"),
     ("schwinger", SCHWINGER, ["--obs", "pion@1", "--valence-mass", "0.3"], "--valence-mass is for pure-gauge"),
+    ("u1", ENSEMBLE, ["--obs", "pion@1", "--valence-mass", "0.3", "--sources", "3"],
+     "must be >= 1 and divide the time"),
 ])
 def test_valence_user_errors(u1_store, tmp_path, store, ensemble, extra, message, request):
     path = u1_store if store == "u1" else request.getfixturevalue("schwinger_store")
