@@ -71,21 +71,13 @@ class TangentSeries:
 def tangent_series(terms: Mapping[str, np.ndarray], *, n_folds: int = 2, held_out: float = 0.25) -> TangentSeries:
     """Fit the tangent field to the terms (``o`` ``(R, n, T)``, ``ds`` ``(R, n)``, ``a`` ``(R, n, K)``, ``b``
     ``(R, n, T, K)``; :func:`analysis.feynman_hellmann.measure.tangent_terms`) by cross-fitted least squares of
-    ``Var[R_v]`` (:func:`corrflow.tangent.cross_fit`: no configuration enters its own coefficients) and return the
-    series of :func:`corrflow.stats.tangent_curve`."""
-    import time
+    ``Var[R_v]`` (:func:`corrflow.tangent.cross_fitted_series`: no configuration enters its own coefficients) and
+    return the series of :func:`corrflow.stats.tangent_curve`."""
+    from corrflow.tangent import cross_fitted_series
 
-    from corrflow.tangent import cross_fit
-
-    a, ds, b = np.asarray(terms["a"], float), np.asarray(terms["ds"], float), np.asarray(terms["b"], float)
-    t0 = time.perf_counter()
-    if a.shape[-1]:
-        fits, coef = cross_fit(a, ds, n_folds=n_folds, held_out=held_out)
-    else:
-        fits, coef = [], np.zeros(a.shape)
-    fit_s = time.perf_counter() - t0
-    return TangentSeries(np.asarray(terms["o"], float), ds + np.einsum("...k,...k->...", a, coef),
-                         np.einsum("...tk,...k->...t", b, coef), fits, fit_s)
+    r, dv_c, fits, fit_s = cross_fitted_series(terms["a"], terms["ds"], terms["b"], n_folds=n_folds,
+                                               held_out=held_out)
+    return TangentSeries(np.asarray(terms["o"], float), r, dv_c, fits, fit_s)
 
 
 @dataclass(frozen=True)

@@ -55,22 +55,15 @@ class TangentSeries(NamedTuple):
 
 def tangent_series(terms: dict[str, np.ndarray], names: tuple[str, ...], *, n_folds: int = 2,
                    held_out: float = 0.25) -> tuple[dict[str, TangentSeries], list[Any], float]:
-    """Fit the tangent field by cross-fitted least squares of ``Var[R_v]`` (:func:`corrflow.tangent.cross_fit`; no
-    configuration enters its own coefficients) to the terms of :func:`analysis.mass_dependence.measure.tangent_terms`
-    (``o`` ``(R, n, n_obs)``, ``ds``, ``a`` ``(R, n, K)``, ``b`` ``(R, n, n_obs, K)``, ``do``) and return the series
-    per observable (``pion``: the ``pion@t`` columns stacked ``(R, n, T)``), the per-fold fits and the fit's
-    seconds."""
-    import time
+    """Fit the tangent field by cross-fitted least squares of ``Var[R_v]``
+    (:func:`corrflow.tangent.cross_fitted_series`; no configuration enters its own coefficients) to the terms of
+    :func:`analysis.mass_dependence.measure.tangent_terms` (``o`` ``(R, n, n_obs)``, ``ds``, ``a`` ``(R, n, K)``,
+    ``b`` ``(R, n, n_obs, K)``, ``do``) and return the series per observable (``pion``: the ``pion@t`` columns
+    stacked ``(R, n, T)``), the per-fold fits and the fit's seconds."""
+    from corrflow.tangent import cross_fitted_series
 
-    from corrflow.tangent import cross_fit
-
-    a, ds = np.asarray(terms["a"], float), np.asarray(terms["ds"], float)
-    t0 = time.perf_counter()
-    fits, coef = cross_fit(a, ds, n_folds=n_folds, held_out=held_out) if a.shape[-1] else ([], np.zeros(a.shape))
-    fit_s = time.perf_counter() - t0
-    r = ds + np.einsum("...k,...k->...", a, coef)
-    o, do = np.asarray(terms["o"], float), np.asarray(terms["do"], float)
-    d = np.einsum("...ik,...k->...i", np.asarray(terms["b"], float), coef) + do
+    ds, do, o = (np.asarray(terms[k], float) for k in ("ds", "do", "o"))
+    r, d, fits, fit_s = cross_fitted_series(terms["a"], ds, terms["b"], do, n_folds=n_folds, held_out=held_out)
     out: dict[str, TangentSeries] = {}
     pion = [i for i, n in enumerate(names) if n.startswith("pion@")]
     for i, n in enumerate(names):

@@ -51,8 +51,8 @@ from .core import (
     probe_classes,
 )
 from .derivative import (FIT_TARGETS, FLAT_TERMS, DerivativeResult, TangentTerms, apply_fits, compute_terms,
-                         control_variates, derivative, estimate, fit_coefficients, observable_cross_fit,
-                         observables_cost, valence_theory)
+                         control_variates, cross_fitted_series, derivative, estimate, fit_coefficients,
+                         observable_cross_fit, observables_cost, valence_theory)
 from .estimator import connected_estimate, tangent_estimate, tangent_values, variance_reduction
 from .fermions import (
     FERMION_OBSERVABLES,
@@ -78,7 +78,8 @@ __all__ = [
     "divergence_hutchinson", "gradient", "hutchinson_probes", "lift", "observable_function", "parameter_derivative",
     "probe_classes", "SmoothingField", "PreconditionedField",
     "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate", "FIT_TARGETS", "FLAT_TERMS",
-    "control_variates", "observable_cross_fit", "fit_coefficients", "observables_cost", "valence_theory",
+    "control_variates", "cross_fitted_series", "observable_cross_fit", "fit_coefficients", "observables_cost",
+    "valence_theory",
     "connected_estimate", "tangent_estimate", "tangent_values", "variance_reduction",
     "FEATURE_HELP", "FIELD_KINDS", "default_features", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
     "FERMION_OBSERVABLES", "NOISE_KINDS", "DILUTIONS", "TRACE_METHODS", "FermionTraces", "fermion_derivatives",

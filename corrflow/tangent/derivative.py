@@ -29,7 +29,8 @@ from .scales import flow_scale_derivative
 from .spectroscopy import effective_mass_derivative, effective_mass_pairs
 
 __all__ = ["TangentTerms", "DerivativeResult", "compute_terms", "FLAT_TERMS", "estimate", "derivative", "FIT_TARGETS",
-           "control_variates", "observable_cross_fit", "fit_coefficients", "observables_cost", "valence_theory"]
+           "control_variates", "observable_cross_fit", "fit_coefficients", "observables_cost", "valence_theory",
+           "cross_fitted_series"]
 
 #: What the cross-fitted least squares minimises: ``field`` -- ``Var[R_v]``, one field for every observable (the
 #: tangent of the ideal flow); ``observable`` -- ``Var[T_v]`` of each observable separately (control variates).
@@ -355,6 +356,25 @@ def observable_cross_fit(terms: TangentTerms, *, n_folds: int = 2, held_out: flo
         fits.append(f)
         coefs.append(cf)
     return fits, np.stack(coefs)
+
+
+def cross_fitted_series(a: np.ndarray, ds: np.ndarray, b: np.ndarray, do: np.ndarray | None = None, *,
+                        n_folds: int = 2, held_out: float = 0.25
+                        ) -> tuple[np.ndarray, np.ndarray, list[FieldFit], float]:
+    """The tangent estimator's per-configuration series with the cross-fitted field that minimises ``Var[R_v]``
+    (:func:`corrflow.tangent.cross_fit`: no configuration enters its own coefficients), for analyses that combine them
+    themselves (effective masses, plateau fits): ``(R_v, v·∇O + ∂O, fits, seconds of the fit)`` from the terms
+    ``a`` ``(..., K)``, ``ds`` ``(...)``, ``b`` ``(..., n_obs, K)`` and the explicit ``do`` ``(..., n_obs)`` (``None``:
+    0), leading axes ``(n_chains, n_traj)``; ``R_v`` ``(...)``, ``v·∇O + ∂O`` ``(..., n_obs)``.  Without basis fields
+    (``K = 0``) the connected estimator's series."""
+    import time
+
+    a, ds, b = np.asarray(a, float), np.asarray(ds, float), np.asarray(b, float)
+    t0 = time.perf_counter()
+    fits, coef = cross_fit(a, ds, n_folds=n_folds, held_out=held_out) if a.shape[-1] else ([], np.zeros(a.shape))
+    seconds = time.perf_counter() - t0
+    d = np.einsum("...ik,...k->...i", b, coef)
+    return ds + np.einsum("...k,...k->...", a, coef), d if do is None else d + np.asarray(do, float), fits, seconds
 
 
 def check_fit_target(target: str) -> None:

@@ -127,3 +127,18 @@ def test_valence_user_errors(u1_store, tmp_path, store, ensemble, extra, message
     lines = [x for x in res.output.strip().splitlines() if x.strip()]
     assert len(lines) == 1 and message in " ".join(lines[0].split()) and "Traceback" not in res.output, res.output
     assert not (tmp_path / "ck").exists()
+
+
+def test_cross_fitted_series_reproduces_the_estimate(valence_terms):
+    """The series the analyses combine themselves (R_v, v.grad O) give the same tangent estimate as
+    tangent.estimate with the same cross-fitted coefficients; without basis fields, the connected estimator's."""
+    terms = valence_terms
+    r, d, fits, seconds = tg.cross_fitted_series(terms.a, terms.ds, terms.b, terms.do)
+    ref_fits, coef = tg.cross_fit(terms.a, terms.ds)
+    res = tg.estimate(terms, coef, ref_fits)
+    assert len(fits) == 2 and seconds >= 0 and d.shape == terms.o.shape
+    for i, name in enumerate(terms.names):
+        value = tg.tangent_estimate(terms.o[..., i], d[..., i], r).value
+        assert value == pytest.approx(res.estimates[name]["tangent"].value, rel=1e-12, abs=1e-15)
+    r0, d0, fits0, _ = tg.cross_fitted_series(terms.a[..., :0], terms.ds, terms.b[..., :0])
+    assert fits0 == [] and np.array_equal(r0, terms.ds) and not d0.any()
