@@ -113,14 +113,12 @@ class FHSettings(AnalysisSettings):
             raise ValueError(f"measure_batch and tangent_batch must be >= 1, got {self.measure_batch}, "
                              f"{self.tangent_batch}")
         if self.tangent:  # the cross-fit's size, before anything runs
-            from corrflow.tangent import check_cross_fit_size
+            from corrflow.tangent import check_field_size
 
             from .measure import tangent_field
 
-            try:
-                check_cross_fit_size(self.ensemble.n_chains, self.ensemble.n_configs, tangent_field(self).n_coef)
-            except ValueError as exc:
-                raise ValueError(f"tangent estimator: {exc} (raise --n-configs, or --no-tangent)") from None
+            check_field_size(self.ensemble.n_chains, self.ensemble.n_configs, tangent_field(self),
+                             hint=" (raise --n-configs, or --no-tangent)")
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import scipy.linalg
 
-__all__ = ["FieldFit", "fit_field", "cross_fit", "check_cross_fit_size", "fold_index", "RIDGE_GRID",
+__all__ = ["FieldFit", "fit_field", "cross_fit", "check_cross_fit_size", "check_field_size", "fold_index", "RIDGE_GRID",
            "MAX_CONDITION", "TangentFitWarning"]
 
 #: Relative ridge strengths tried on the held-out configurations (0: plain least squares).
@@ -198,6 +198,16 @@ def check_cross_fit_size(n_chains: int, n_traj: int, n_coef: int, *, n_folds: in
     for train, hold in _fold_masks(n_chains, n_traj, n_folds, held_out):
         n_hold = int(hold[train].sum())
         _check_size(int(train.sum()) - n_hold, n_hold, n_coef, held_out)
+
+
+def check_field_size(n_chains: int, n_traj: int, field: Any, *, hint: str = "") -> None:
+    """:func:`check_cross_fit_size` for ``field`` (its ``n_coef`` coefficients, default folds), the message prefixed
+    ``tangent estimator:`` and followed by ``hint`` (e.g. the options that fix it): for analyses that check their
+    settings before anything runs."""
+    try:
+        check_cross_fit_size(n_chains, n_traj, field.n_coef)
+    except ValueError as exc:
+        raise ValueError(f"tangent estimator: {exc}{hint}") from None
 
 
 def cross_fit(a: np.ndarray, r0: np.ndarray, *, n_folds: int = 2, held_out: float = 0.25,
