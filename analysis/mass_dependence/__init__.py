@@ -50,8 +50,9 @@ Estimators of ``dO/dm`` (each ``[O(m + dm) - O(m)] / dm`` except the last)
 ``connected``
     the derivative at ``m`` itself from the base ensemble alone:
     ``d<O>/dm = <dO/dm> - <O dS/dm> + <O><dS/dm>`` with ``dS_eff/dm = -n_f V Sigma``; ``dO/dm = 0`` for the gauge
-    observables and ``dSigma/dm`` for the condensate.  For the pion mass (with the tangent estimator's terms, which
-    hold ``dC/dm``) through the effective-mass slope as above.  It differs from the finite differences by ``O(dm)``
+    observables and ``dSigma/dm`` for the condensate.  For the pion mass the same for every ``C(t)`` (``dC/dm`` at
+    fixed links measured on the base configurations, forward mode through the solves), then the slope of the
+    effective mass and its plateau fit as for ``tangent``.  It differs from the finite differences by ``O(dm)``
     (``dm/2 * d^2O/dm^2``), small against the errors for the defaults.
 
 Errors

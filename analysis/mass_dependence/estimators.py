@@ -204,11 +204,13 @@ def _fit_curve(mc: np.ndarray, ms: np.ndarray, t_min: int, t_max: int, undefined
     return PionFit(float(fit.params[0]), np.asarray(fit.param_replicas)[:, 0], mc, err, float(chi2_dof))
 
 
-def _slope_fits(tangent: TangentSeries, bin_size: int, t_min: int, t_max: int) -> dict[str, PionFit]:
+def _slope_fits(tangent: TangentSeries, bin_size: int, t_min: int, t_max: int,
+                which: tuple[str, ...] = ("tangent", "connected")) -> dict[str, PionFit]:
     """``dm_eff(t)/dm`` (cosh_ratio) by the tangent estimator (``dC/dm = <d> - <C R_v>_c``) and the connected one
     (``v = 0``: ``<dC/dm> - <C dS/dm>_c``), both from one binned jackknife over the base configurations, each sample
     recomputing the means, the effective-mass slopes (:func:`corrflow.stats.effective_mass_slope`) and the plateau
-    fit; the samples are paired with those of :func:`pion_mass_estimates` (same bins)."""
+    fit; the samples are paired with those of :func:`pion_mass_estimates` (same bins).  ``which``: the estimators
+    to fit."""
     from corrflow.stats import effective_mass_slope
 
     c = np.moveaxis(tangent.o, -1, 0)  # (T, R, n)
@@ -219,6 +221,9 @@ def _slope_fits(tangent: TangentSeries, bin_size: int, t_min: int, t_max: int) -
     jk = _jackknife_means(prims, bin_size)
     out = {}
     for name, lo in (("tangent", T), ("connected", 3 * T + 1)):
+        if name not in which:
+            continue
+
         def dc(m: np.ndarray, lo: int = lo) -> tuple[np.ndarray, np.ndarray]:
             cm = m[..., :T]
             return cm, m[..., lo:lo + T] - (m[..., lo + T:lo + 2 * T] - cm * m[..., lo + 2 * T:lo + 2 * T + 1])
@@ -261,8 +266,8 @@ def independent_bin_size(c_independent: np.ndarray, t: int, factor: float) -> in
 
 def pion_mass_estimates(c_base: np.ndarray, c_flowed: np.ndarray, c_direct: np.ndarray, c_independent: np.ndarray,
                         log_w: np.ndarray, log_w_direct: np.ndarray, dm: float, *, t_min: int, t_max: int,
-                        bin_size: int, bin_size_independent: int,
-                        tangent: TangentSeries | None = None) -> dict[str, Any]:
+                        bin_size: int, bin_size_independent: int, tangent: TangentSeries | None = None,
+                        connected: TangentSeries | None = None) -> dict[str, Any]:
     """Estimators of ``dm_pi/dm`` from pion correlators: ``c_base`` ``(R, n, T)`` = ``C_m(U_i)``, ``c_flowed`` =
     ``C_{m+dm}(f(U_i))``, ``c_direct`` = ``C_{m+dm}(U_i)``, ``c_independent`` ``(R', n', T)`` on the target
     ensemble; log weights ``(R, n)``.
@@ -274,7 +279,9 @@ def pion_mass_estimates(c_base: np.ndarray, c_flowed: np.ndarray, c_direct: np.n
     masses), ``slopes`` ``{tangent, connected: PionFit}`` (effective-mass slopes; empty without ``tangent``),
     ``n_bins``.  With ``tangent`` (the tangent series of the correlator, :func:`tangent_series`) also the tangent
     and connected estimators, the derivative at ``m`` through the slope of the effective mass (:func:`_slope_fits`,
-    same bins: pulls against flowed and direct keep the pairing); without, the connected estimator is NaN.
+    same bins: pulls against flowed and direct keep the pairing); without it, ``connected`` (the series of the
+    zero field: ``o = C``, ``d = d0 = dC/dm`` at fixed links, ``r = ds = dS/dm``) gives the connected estimator alone;
+    with neither, the connected estimator is NaN.
     """
     T = c_base.shape[-1]
     w, wd = normalised_weights(log_w), normalised_weights(log_w_direct)
@@ -306,7 +313,8 @@ def pion_mass_estimates(c_base: np.ndarray, c_flowed: np.ndarray, c_direct: np.n
     vb, vi = est(fits["base"]), est(fits["independent"])
     der["independent"] = Estimate((vi.value - vb.value) / dm, math.hypot(vi.error, vb.error) / abs(dm))
     der["connected"] = Estimate(math.nan, math.nan)
-    slopes = _slope_fits(tangent, bin_size, t_min, t_max) if tangent is not None else {}
+    slopes = (_slope_fits(tangent, bin_size, t_min, t_max) if tangent is not None else
+              _slope_fits(connected, bin_size, t_min, t_max, ("connected",)) if connected is not None else {})
     for k, f in slopes.items():
         der[k] = Estimate(f.mass, _jk_error(f.samples))
         diff_samples[k] = f.samples
@@ -318,12 +326,13 @@ def pion_mass_estimates(c_base: np.ndarray, c_flowed: np.ndarray, c_direct: np.n
     pulls = {"flowed-direct": paired("flowed", "direct"),
              "flowed-independent": _pull(der["flowed"], der["independent"]),
              "direct-independent": _pull(der["direct"], der["independent"])}
+    if slopes:
+        pulls.update({"flowed-connected": paired("flowed", "connected"),
+                      "connected-independent": _pull(der["connected"], der["independent"])})
     if tangent is not None:
         pulls.update({"tangent-flowed": paired("tangent", "flowed"),
                       "tangent-connected": paired("tangent", "connected"),
-                      "flowed-connected": paired("flowed", "connected"),
-                      "tangent-independent": _pull(der["tangent"], der["independent"]),
-                      "connected-independent": _pull(der["connected"], der["independent"])})
+                      "tangent-independent": _pull(der["tangent"], der["independent"])})
     return {"derivative": der, "value_base": vb,
             "value_target": {k: est(fits[k]) for k in ("flowed", "direct", "independent")},
             "pulls": pulls, "fits": fits, "slopes": slopes, "n_bins": len(jk)}

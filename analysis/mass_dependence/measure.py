@@ -4,7 +4,8 @@ Per configuration ``U`` at bare mass ``m`` (:func:`measure`): ``plaquette`` ``<c
 (geometric charge), ``condensate`` ``Sigma = (1/V) Re tr D^{-1}`` per flavour with its slope ``dcondensate_dm``
 (:func:`condensate_and_slope`), and the pion correlator ``pion`` ``C(t)``, ``t = 0 .. T-1``
 (:func:`corrflow.observables.fermions.pion_correlator`, ``n_sources`` point sources); on the base configurations
-also the per-configuration terms of the tangent-flow estimator (:func:`tangent_terms`).
+also its mass derivative at fixed links ``dpion_dm`` (the connected dm_pi/dm) and, with ``tangent``, the
+per-configuration terms of the tangent-flow estimator (:func:`tangent_terms`).
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ def condensate_and_slope(theory: Any, u: Any) -> tuple[Any, Any]:
     return s.reshape(u.shape[:nb]) / vol, ds.reshape(u.shape[:nb]) / vol
 
 
-def _measure_fn(n_sources: int, with_pion: bool) -> Callable[[Any, Any], dict[str, Any]]:
+def _measure_fn(n_sources: int, with_pion: bool, with_slope: bool = False) -> Callable[[Any, Any], dict[str, Any]]:
     import jax
+    import jax.numpy as jnp
 
     from corrflow import observables as gobs
     from corrflow.observables.fermions import pion_correlator
@@ -65,28 +67,33 @@ def _measure_fn(n_sources: int, with_pion: bool) -> Callable[[Any, Any], dict[st
         sig, dsig = condensate_and_slope(theory, u)
         out = {"plaquette": gobs.plaquette(u, theory.group), "chi_top": q * q / theory.volume,
                "condensate": sig, "dcondensate_dm": dsig}
-        if with_pion:
+        if with_slope:  # dC/dm at fixed links: one tangent solve per source (the connected dm_pi/dm needs it)
+            m0 = jnp.asarray(theory.mass, jnp.float64)
+            out["pion"], out["dpion_dm"] = jax.jvp(
+                lambda m: pion_correlator(theory.replace(mass=m), u, n_sources), (m0,), (jnp.ones_like(m0),))
+        elif with_pion:
             out["pion"] = pion_correlator(theory, u, n_sources)
         return out
 
     return fn
 
 
-_MEASURE_CACHE: dict[tuple[int, bool], Callable] = {}
+_MEASURE_CACHE: dict[tuple[int, bool, bool], Callable] = {}
 
 
-def measure(theory: Any, links: np.ndarray, *, n_sources: int = 2, with_pion: bool = True, batch: int = 64,
-            progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+def measure(theory: Any, links: np.ndarray, *, n_sources: int = 2, with_pion: bool = True, with_slope: bool = False,
+            batch: int = 64, progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
     """Observables of every configuration ``links`` ``(n, *link_shape)`` at ``theory``'s mass (exact determinant).
 
     Returns ``plaquette``, ``chi_top`` (``Q^2 / V``), ``condensate`` (``Sigma``), ``dcondensate_dm``: ``(n,)``;
-    ``pion``: ``(n, T)`` correlators (with ``with_pion``).  Batches are padded to ``batch`` so one compiled
+    ``pion``: ``(n, T)`` correlators (with ``with_pion``) and with ``with_slope`` their mass derivative at fixed links
+    ``dpion_dm`` ``(n, T)`` (forward mode through the solves).  Batches are padded to ``batch`` so one compiled
     program serves every call (the mass is traced: base and target share it).
     """
     from corrflow.pipeline import exact_theory, map_batches
 
     theory = exact_theory(theory)
-    key = (int(n_sources), bool(with_pion))
+    key = (int(n_sources), bool(with_pion or with_slope), bool(with_slope))
     if key not in _MEASURE_CACHE:
         _MEASURE_CACHE[key] = _measure_fn(*key)
     fn = _MEASURE_CACHE[key]
@@ -174,11 +181,13 @@ def prepare(pipe: Any, s: MassSettings) -> MassInputs:
     for name in SETS:
         th, links = sets[name]
         th = exact_theory(th)
+        slope = with_pion and name == "base"  # dC/dm on the base configurations: the connected dm_pi/dm
         key = {"analysis": "mass_dependence", "theory": th.theory_name, "params": th.params(),
-               "n_sources": s.n_sources, "pion": with_pion}
+               "n_sources": s.n_sources, "pion": with_pion, **({"pion_slope": True} if slope else {})}
         meas[name], costs[name] = pipe.measure_arrays(
-            key, links, lambda flat, prog, th=th: measure(th, flat, n_sources=s.n_sources, with_pion=with_pion,
-                                                          batch=s.measure_batch, progress=prog),
+            key, links, lambda flat, prog, th=th, slope=slope: measure(
+                th, flat, n_sources=s.n_sources, with_pion=with_pion, with_slope=slope, batch=s.measure_batch,
+                progress=prog),
             stage=f"measure {name}")
     if not s.tangent:
         return MassInputs(fam, meas, costs)

@@ -13,6 +13,7 @@ from corrflow.pipeline import COST_DEFINITION
 
 from .estimators import (
     Estimate,
+    TangentSeries,
     independent_bin_size,
     pion_bin_size,
     pion_mass_estimates,
@@ -70,8 +71,12 @@ def _estimates(s: MassSettings, inputs: MassInputs, series: dict[str, Any]
         else:
             bs, tau = pion_bin_size(cb, cf, cd, lw, lwd, tmax, s.errors.bin_tau_factor)
             bsi = independent_bin_size(ci, tmax, s.errors.bin_tau_factor)
+        connected = None
+        if "pion" not in series and "dpion_dm" in meas["base"]:  # the zero field's series from the base measurement
+            dc, ds = meas["base"]["dpion_dm"], -base.n_flavors * base.volume * meas["base"]["condensate"]
+            connected = TangentSeries(cb, dc, ds, dc, ds)
         results[o] = pion_mass_estimates(cb, cf, cd, ci, lw, lwd, s.dm, t_min=s.t_min, t_max=tmax, bin_size=bs,
-                                         bin_size_independent=bsi, tangent=series.get("pion"))
+                                         bin_size_independent=bsi, tangent=series.get("pion"), connected=connected)
         bin_info = {"bin_size": bs, "bin_size_independent": bsi, "tau_int": _num(tau), "n_bins": results[o]["n_bins"]}
     return results, bin_info
 
