@@ -15,6 +15,7 @@ from corrflow.pipeline import (
     MarkovSettings,
     StoreSettings,
     TrainingSettings,
+    check_tangent_settings,
     setting,
 )
 from corrflow.stats import FIT_WEIGHTS, MIN_BINS
@@ -109,16 +110,11 @@ class FHSettings(AnalysisSettings):
                              f"{times[-1]} (and t_min <= t_max)")
         if self.ensemble.n_configs < 20:
             raise ValueError(f"n_configs must be >= 20 per chain, got {self.ensemble.n_configs}")
-        if self.measure_batch < 1 or self.tangent_batch < 1:
-            raise ValueError(f"measure_batch and tangent_batch must be >= 1, got {self.measure_batch}, "
-                             f"{self.tangent_batch}")
-        if self.tangent:  # the cross-fit's size, before anything runs
-            from corrflow.tangent import check_field_size
+        if self.measure_batch < 1:
+            raise ValueError(f"measure_batch must be >= 1, got {self.measure_batch}")
+        from .measure import tangent_field
 
-            from .measure import tangent_field
-
-            check_field_size(self.ensemble.n_chains, self.ensemble.n_configs, tangent_field(self),
-                             hint=" (raise --n-configs, or --no-tangent)")
+        check_tangent_settings(self, tangent_field)
 
     @property
     def shape(self) -> tuple[int, ...]:

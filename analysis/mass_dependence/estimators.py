@@ -219,6 +219,7 @@ def _slope_fits(tangent: TangentSeries, bin_size: int, t_min: int, t_max: int,
     prims = np.concatenate([c, np.moveaxis(tangent.d, -1, 0), c * rc, rc[None], np.moveaxis(tangent.d0, -1, 0),
                             c * sc, sc[None]])
     jk = _jackknife_means(prims, bin_size)
+    central = jk.mean(axis=0)
     out = {}
     for name, lo in (("tangent", T), ("connected", 3 * T + 1)):
         if name not in which:
@@ -228,7 +229,6 @@ def _slope_fits(tangent: TangentSeries, bin_size: int, t_min: int, t_max: int,
             cm = m[..., :T]
             return cm, m[..., lo:lo + T] - (m[..., lo + T:lo + 2 * T] - cm * m[..., lo + 2 * T:lo + 2 * T + 1])
 
-        central = jk.mean(axis=0)
         out[name] = _fit_curve(effective_mass_slope(*dc(central), "cosh_ratio"),
                                effective_mass_slope(*dc(jk), "cosh_ratio"), t_min, t_max,
                                f"the {name} slope of the cosh effective mass is undefined")

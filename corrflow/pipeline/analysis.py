@@ -21,7 +21,7 @@ from .progress import Progress
 from .record import print_tables, publish
 from .steps import Pipeline
 
-__all__ = ["Analysis", "app", "command", "run_analysis"]
+__all__ = ["Analysis", "app", "check_tangent_settings", "command", "run_analysis"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,19 @@ class Analysis:
     header: Callable[[Any], str] | None = None
     summary_lines: int = 3
     tables_printed: int | None = 1
+
+
+def check_tangent_settings(s: Any, field_of: Callable[[Any], Any]) -> None:
+    """The tangent-estimator options of an analysis's settings ``s`` (``tangent``, ``tangent_batch``), checked before
+    anything runs: ``tangent_batch >= 1`` and, with ``tangent``, enough configurations for the cross-fit of the field
+    ``field_of(s)`` (:func:`corrflow.tangent.check_field_size`).  One-line ``ValueError`` otherwise."""
+    if s.tangent_batch < 1:
+        raise ValueError(f"tangent_batch must be >= 1, got {s.tangent_batch}")
+    if s.tangent:
+        from ..tangent import check_field_size
+
+        check_field_size(s.ensemble.n_chains, s.ensemble.n_configs, field_of(s),
+                         hint=" (raise --n-configs, or --no-tangent)")
 
 
 def run_analysis(analysis: Analysis, settings: Any = None, *, console: Any = None, write: bool = True,
