@@ -3,7 +3,7 @@ quenched 4D SU(3) (the gluon momentum fraction ``<x>_g``).
 
     python -m analysis.feynman_hellmann                 # defaults: Schwinger model, a few minutes on 2 CPU cores
     python -m analysis.feynman_hellmann --theory su3 --T 8 --L 4 --beta 5.8 --mass 0.5 --lam 0.05 \
-        --step-size 0.1 --n-steps 10 --t-min 1 --t-max 3                        # quenched 4D SU(3) (~40 min)
+        --step-size 0.1 --n-steps 10 --t-min 1 --t-max 3                        # quenched 4D SU(3) (~20 min)
     python -m analysis.feynman_hellmann --help          # every option with its default
 
 Quenched 4D SU(3) (``--theory su3``)
@@ -17,7 +17,9 @@ rest, the bare gluon momentum fraction is ``<x>_g = -(4/3) beta (dE_pi/dlam) / m
 (:func:`gluon_momentum_fraction`; unrenormalised: ``Z_gg`` and the mixing with the quark operator are not applied).
 Everything below applies unchanged with ``O_t`` the 4D time-slice operator.  The defaults are the Schwinger
 model's: in 4D give a smaller source (``--lam 0.05``: direct-reweighting ESS 0.70 on 8x4^3 at beta = 5.8, 0.02 at
-0.2) and MD steps for SU(3) (``--step-size 0.1 --n-steps 10``: acceptance 0.97, 0.36 with the defaults).
+0.2) and MD steps for SU(3) (``--step-size 0.1 --n-steps 10``: acceptance 0.97, 0.36 with the defaults).  That run
+(2 x 200, 2 CPU cores, 20 min): tangent -0.0251(33), 8.6x less variance than the connected estimator, 7.1x at equal
+cost (BENCHMARKS.md "The tangent terms in two passes").
 
 Physics
 -------
@@ -103,10 +105,10 @@ Defaults and what was measured (2 CPU cores; BENCHMARKS.md "Feynman–Hellmann")
 -------------------------------------------------------------------------------
 16 x 4 lattice (the exact determinant costs ``~V^3``), ``beta = 2``, ``m = 0.1`` (``m_pi = 0.973(14)``), 2 chains x
 500 configurations, Omelyan ``eps = 0.4``, 3 steps (acceptance 0.92), flow of 2 plaquette sweeps trained 15 epochs
-on 256 configurations (lr 0.02), plateau ``t = 4..8`` (2026-12-05, 85 s): tangent -0.068(12), flowed -0.064(32),
+on 256 configurations (lr 0.02), plateau ``t = 4..8`` (2026-12-05, 73 s): tangent -0.068(12), flowed -0.064(32),
 connected -0.092(42), direct -0.103(39), independent -0.11(11).  The tangent estimator has 13.4x less variance than
-the connected one, 7.6x less than the flowed one and 85x less than independent ensembles (cost-adjusted 7.2x, 12.6x,
-91x: it needs no training and no weights); the flowed estimator 11.1x vs independent, 1.53x vs direct.  At
+the connected one, 7.6x less than the flowed one and 85x less than independent ensembles (cost-adjusted 8.3x, 13.2x,
+104x: it needs no training and no weights); the flowed estimator 11.1x vs independent, 1.53x vs direct.  At
 ``lam = 0.1`` direct reweighting is still good (weight ESS 0.92); at ``lam = 0.2`` it degrades (ESS 0.73) while the
 flow keeps its error: the default.  Symmetric ``+-0.1`` halved the flowed variance at 1.7x the flowed cost; no
 ``O(lam)`` bias was visible one-sided, so one-sided is the default.
@@ -127,7 +129,8 @@ from corrflow.pipeline import Analysis, run_analysis
 
 from .estimators import (Binning, FHEstimates, TangentSeries, binning, dE_dlambda, gluon_momentum_fraction,
                          tangent_series)
-from .measure import FHInputs, measure, prepare, tangent_field, tangent_names, tangent_terms
+from .measure import (FHInputs, measure, prepare, tangent_derivatives, tangent_field, tangent_field_terms,
+                      tangent_names)
 from .record import estimate
 from .render import render
 from .settings import (
@@ -168,7 +171,8 @@ __all__ = [
     "tangent_field",
     "tangent_names",
     "tangent_series",
-    "tangent_terms",
+    "tangent_field_terms",
+    "tangent_derivatives",
     "theories",
 ]
 

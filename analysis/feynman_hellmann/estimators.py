@@ -68,16 +68,12 @@ class TangentSeries:
         return float(np.mean([f.reduction for f in self.fits])) if self.fits else 1.0
 
 
-def tangent_series(terms: Mapping[str, np.ndarray], *, n_folds: int = 2, held_out: float = 0.25) -> TangentSeries:
-    """Fit the tangent field to the terms (``o`` ``(R, n, T)``, ``ds`` ``(R, n)``, ``a`` ``(R, n, K)``, ``b``
-    ``(R, n, T, K)``; :func:`analysis.feynman_hellmann.measure.tangent_terms`) by cross-fitted least squares of
-    ``Var[R_v]`` (:func:`corrflow.tangent.cross_fitted_series`: no configuration enters its own coefficients) and
-    return the series of :func:`corrflow.stats.tangent_curve`."""
-    from corrflow.tangent import cross_fitted_series
-
-    r, dv_c, fits, fit_s = cross_fitted_series(terms["a"], terms["ds"], terms["b"], n_folds=n_folds,
-                                               held_out=held_out)
-    return TangentSeries(np.asarray(terms["o"], float), r, dv_c, fits, fit_s)
+def tangent_series(tan: Any) -> TangentSeries:
+    """The series of :func:`corrflow.stats.tangent_curve` from the two-pass measurement ``tan``
+    (:class:`corrflow.pipeline.TangentMeasurement`: ``o`` ``(R, n, T)``, ``r`` ``(R, n)``, ``dvo`` ``(R, n, T)``, the
+    field cross-fitted by least squares of ``Var[R_v]``, no configuration in its own coefficients)."""
+    return TangentSeries(np.asarray(tan.o, float), np.asarray(tan.r, float), np.asarray(tan.dvo + tan.do, float),
+                         list(tan.fits), float(tan.fit_s))
 
 
 @dataclass(frozen=True)

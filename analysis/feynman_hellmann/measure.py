@@ -12,7 +12,8 @@ import numpy as np
 
 from .settings import FHSettings, theories
 
-__all__ = ["FHInputs", "measure", "prepare", "tangent_field", "tangent_names", "tangent_terms"]
+__all__ = ["FHInputs", "measure", "prepare", "tangent_derivatives", "tangent_field", "tangent_field_terms",
+           "tangent_names"]
 
 _MEASURE_CACHE: dict[int, Callable] = {}
 #: the propagator solver (:func:`corrflow.observables.fermions.propagator`): BiCGStab polished by CG, 2.4x faster
@@ -55,7 +56,8 @@ class FHInputs:
     reweighting); ``correlators[set]`` ``(chains, n, T)`` and ``source[set]`` ``(chains, n)`` for the sets ``base``,
     ``flowed``, ``independent`` (and ``flowed_minus``, ``independent_minus``); ``measurement_costs``: their costs
     summed per kind (``base``, ``flowed``, ``independent``, ``tangent``; ledger definition); ``tangent``: the
-    tangent-flow terms on the base configurations (:func:`tangent_terms`; ``None`` with ``tangent = False``) and
+    tangent estimator's series on the base configurations (:class:`corrflow.pipeline.TangentMeasurement`, two passes:
+    :func:`tangent_field_terms`, the fit, :func:`tangent_derivatives`; ``None`` with ``tangent = False``) and
     ``tangent_field`` the field's description."""
 
     family: Any
@@ -80,24 +82,45 @@ def tangent_field(s: FHSettings) -> Any:
     return tg.make_field(s.tangent_field, base, param="lam", observables=tangent_names(s.T))
 
 
-def tangent_terms(s: FHSettings, field: Any, links: np.ndarray, *, seed: int,
-                  progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    """Per-configuration tangent-flow terms (:func:`corrflow.tangent.compute_terms`, parameter ``lam``) on
-    ``links`` ``(n, *link_shape)``: ``o`` ``(n, T)`` the pion correlator (``n_sources`` sources, as :func:`measure`),
-    ``ds`` ``(n,)`` = ``dS/dlam = O``, ``a`` ``(n, K)`` = ``v_k.grad S - div v_k``, ``b`` ``(n, T, K)`` =
-    ``v_k.grad C(t)``.  Schwinger model: the sea quarks (their determinant enters ``v_k.grad S``); SU(3): valence
-    quarks, ``R_v`` purely gluonic.  Configuration ``i`` uses the key ``fold_in(PRNGKey(seed), i)``."""
+def _tangent_args(s: FHSettings) -> tuple[Any, dict[str, Any]]:
+    """The theory of the tangent terms and the keywords of both passes: Schwinger model -- the sea quarks (their
+    determinant enters ``v_k.grad S``); SU(3) -- valence quarks, ``R_v`` purely gluonic."""
+    base, meas = theories(s)
+    if s.theory == "schwinger":
+        return meas, {"batch": s.tangent_batch}
+    return base, {"batch": s.tangent_batch, "valence_mass": float(s.mass)}
+
+
+def tangent_field_terms(s: FHSettings, field: Any, links: np.ndarray, *, seed: int,
+                        progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """First pass of the tangent estimator on ``links`` ``(n, *link_shape)`` (:func:`corrflow.tangent.field_terms`,
+    parameter ``lam``): ``ds`` ``(n,)`` = ``dS/dlam = O`` and ``a`` ``(n, K)`` = ``v_k.grad S - div v_k``.
+    Configuration ``i`` uses the key ``fold_in(PRNGKey(seed), i)``."""
     import jax
 
     from corrflow import tangent as tg
 
-    base, meas = theories(s)
-    theory = meas if s.theory == "schwinger" else base
-    terms = tg.compute_terms(field, theory, "lam", tangent_names(s.T), np.asarray(links)[None],
-                             jax.random.PRNGKey(seed), batch=s.tangent_batch, progress=progress,
-                             valence_mass=None if s.theory == "schwinger" else float(s.mass),
-                             pion_sources=s.n_sources)
-    return {"o": terms.o[0], "ds": terms.ds[0], "a": terms.a[0], "b": terms.b[0]}
+    theory, kw = _tangent_args(s)
+    ds, a = tg.field_terms(field, theory, "lam", np.asarray(links)[None], jax.random.PRNGKey(seed), progress=progress,
+                           **kw)
+    return {"ds": ds[0], "a": a[0]}
+
+
+def tangent_derivatives(s: FHSettings, field: Any, links: np.ndarray, coef: np.ndarray, *, seed: int,
+                        progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """Second pass on ``links`` ``(n, *link_shape)`` along each configuration's fitted field ``sum_k coef_k v_k``
+    (``coef`` ``(n, K)``; :func:`corrflow.tangent.contracted_derivatives`): ``o`` ``(n, T)`` the pion correlator
+    (``n_sources`` sources, as :func:`measure`), ``dvo`` ``(n, T)`` = ``v.grad C(t)`` (one forward-mode solve per
+    source and spin-colour column instead of one adjoint solve per time slice), ``do`` zeros."""
+    import jax
+
+    from corrflow import tangent as tg
+
+    theory, kw = _tangent_args(s)
+    o, dvo, do = tg.contracted_derivatives(field, theory, "lam", tangent_names(s.T), np.asarray(links)[None],
+                                           jax.random.PRNGKey(seed), np.asarray(coef)[None], progress=progress,
+                                           pion_sources=s.n_sources, **kw)
+    return {"o": o[0], "dvo": dvo[0], "do": do[0]}
 
 
 def prepare(pipe: Any, s: FHSettings) -> FHInputs:
@@ -106,7 +129,7 @@ def prepare(pipe: Any, s: FHSettings) -> FHInputs:
     then the correlators and ``O`` on the base, flowed and independent configurations (the Dirac operator does not
     depend on ``lambda``, so one theory measures all of them) and the tangent terms on the base configurations,
     cached in ``<flow_dir>/measurements/``."""
-    from corrflow.pipeline import family
+    from corrflow.pipeline import family, measure_tangent
 
     base, meas_theory = theories(s)
     fld = None
@@ -134,7 +157,8 @@ def prepare(pipe: Any, s: FHSettings) -> FHInputs:
         return FHInputs(fam, corr, src, costs)
     seed = s.ensemble.seed + 3  # the Hutchinson probes (and trace noise): independent of the ensembles' seeds
     tkey = {**key, "estimator": "tangent", "field": fld.describe(), "seed": seed}
-    terms, costs["tangent"] = pipe.measure_arrays(
-        tkey, fam.base.links(), lambda flat, prog: tangent_terms(s, fld, flat, seed=seed, progress=prog),
-        stage="tangent terms")
-    return FHInputs(fam, corr, src, costs, terms, fld.describe())
+    tan = measure_tangent(pipe, tkey, fam.base.links(),
+                          lambda flat, prog: tangent_field_terms(s, fld, flat, seed=seed, progress=prog),
+                          lambda flat, coef, prog: tangent_derivatives(s, fld, flat, coef, seed=seed, progress=prog))
+    costs["tangent"] = tan.cost
+    return FHInputs(fam, corr, src, costs, tan, fld.describe())

@@ -44,9 +44,9 @@ Estimators of ``dO/dm`` (each ``[O(m + dm) - O(m)] / dm`` except the last)
     same for every ``C(t)``, then the slope of the ``cosh_ratio`` effective mass
     (:func:`corrflow.stats.effective_mass_slope`) and its correlated plateau fit in every jackknife sample.  Where
     the valence part ``dO/dm`` at fixed links dominates the variance (pion mass, condensate) no field can remove it.
-    Off by default (``--tangent``): at the defaults its terms (the correlator's derivatives along the field for all
-    ``T`` slices and sources, exact traces) take ~5x the rest of the run for 1.0-1.6x less variance than the
-    connected estimator (BENCHMARKS.md).
+    Off by default (``--tangent``): at the defaults its terms (two passes: the field's terms with exact traces, then
+    the observables' derivatives along the fitted field, one tangent solve per source) take ~1.4x the rest of the run
+    (119 of 202 s) for 1.0-1.6x less variance than the connected estimator (BENCHMARKS.md).
 ``connected``
     the derivative at ``m`` itself from the base ensemble alone:
     ``d<O>/dm = <dO/dm> - <O dS/dm> + <O><dS/dm>`` with ``dS_eff/dm = -n_f V Sigma``; ``dO/dm = 0`` for the gauge
@@ -109,8 +109,8 @@ from corrflow.pipeline import Analysis, run_analysis
 
 from .estimators import (Estimate, PionFit, TangentSeries, pion_bin_size, pion_mass_estimates, scalar_estimates,
                          tangent_series)
-from .measure import (MassInputs, condensate_and_slope, measure, prepare, tangent_field, tangent_names,
-                      tangent_terms)
+from .measure import (MassInputs, condensate_and_slope, measure, prepare, tangent_derivatives, tangent_field,
+                      tangent_field_terms, tangent_names)
 from .record import estimate
 from .render import render
 from .settings import ANALYSIS_NAME, ESTIMATORS, OBSERVABLES, MassSettings, header
@@ -133,7 +133,8 @@ __all__ = [
     "prepare",
     "tangent_field",
     "tangent_names",
-    "tangent_terms",
+    "tangent_field_terms",
+    "tangent_derivatives",
     "render",
     "run",
     "scalar_estimates",

@@ -53,17 +53,13 @@ class TangentSeries(NamedTuple):
     ds: np.ndarray
 
 
-def tangent_series(terms: dict[str, np.ndarray], names: tuple[str, ...], *, n_folds: int = 2,
-                   held_out: float = 0.25) -> tuple[dict[str, TangentSeries], list[Any], float]:
-    """Fit the tangent field by cross-fitted least squares of ``Var[R_v]``
-    (:func:`corrflow.tangent.cross_fitted_series`; no configuration enters its own coefficients) to the terms of
-    :func:`analysis.mass_dependence.measure.tangent_terms` (``o`` ``(R, n, n_obs)``, ``ds``, ``a`` ``(R, n, K)``,
-    ``b`` ``(R, n, n_obs, K)``, ``do``) and return the series per observable (``pion``: the ``pion@t`` columns
-    stacked ``(R, n, T)``), the per-fold fits and the fit's seconds."""
-    from corrflow.tangent import cross_fitted_series
-
-    ds, do, o = (np.asarray(terms[k], float) for k in ("ds", "do", "o"))
-    r, d, fits, fit_s = cross_fitted_series(terms["a"], ds, terms["b"], do, n_folds=n_folds, held_out=held_out)
+def tangent_series(tan: Any, names: tuple[str, ...]) -> tuple[dict[str, TangentSeries], list[Any], float]:
+    """The series per observable (``pion``: the ``pion@t`` columns stacked ``(R, n, T)``) from the two-pass
+    measurement ``tan`` (:class:`corrflow.pipeline.TangentMeasurement` of
+    :func:`analysis.mass_dependence.measure.prepare`: the field cross-fitted by least squares of ``Var[R_v]``, no configuration in its own coefficients), the per-fold
+    fits and the fit's seconds."""
+    ds, do, o, r = (np.asarray(x, float) for x in (tan.ds, tan.do, tan.o, tan.r))
+    d = np.asarray(tan.dvo, float) + do
     out: dict[str, TangentSeries] = {}
     pion = [i for i, n in enumerate(names) if n.startswith("pion@")]
     for i, n in enumerate(names):
@@ -71,7 +67,7 @@ def tangent_series(terms: dict[str, np.ndarray], names: tuple[str, ...], *, n_fo
             out[n] = TangentSeries(o[..., i], d[..., i], r, do[..., i], ds)
     if pion:
         out["pion"] = TangentSeries(o[..., pion], d[..., pion], r, do[..., pion], ds)
-    return out, fits, fit_s
+    return out, list(tan.fits), float(tan.fit_s)
 
 
 def _pull(a: Estimate, b: Estimate) -> float:

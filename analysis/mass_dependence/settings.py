@@ -63,7 +63,7 @@ class MassSettings(AnalysisSettings):
     measure_batch: int = setting(64, "configurations per measurement batch (pion correlators, condensate)")
     tangent: bool = setting(False, "also the tangent-flow estimator and the connected one for the pion mass (base "
                                    "ensemble only: no flow, no weights; cross-fitted plaquette-space field, the sea "
-                                   "quarks' part by exact traces; ~5x the run time at the defaults for 1.0-1.6x less "
+                                   "quarks' part by exact traces; ~2.4x the run time at the defaults for 1.0-1.6x less "
                                    "variance than the connected estimator)", flag="--tangent/--no-tangent")
     tangent_batch: int = setting(32, "configurations per batch of tangent terms")
 

@@ -112,6 +112,11 @@ def derivative(
     compare: Optional[List[str]] = typer.Option(None, help="ensemble at param + delta (flowed, identity-flow or "
                                                 "independent; repeat or comma-separate) whose finite-shift "
                                                 "derivative joins the table"),
+    contract: Optional[bool] = typer.Option(None, "--contract/--no-contract",
+                                            help="two passes: the field's terms, the fit, then v.grad O along the "
+                                                 "fitted field only (same estimates; one solve per source instead of "
+                                                 "one per basis field or correlator slice). Default: on for pion@T, "
+                                                 "condensate and t2E@T with --fit field"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object (for scripts) instead of the table"),
 ) -> None:
     """Derivatives d<O>/d(param) by the tangent-flow estimator (unbiased, no weights) and the connected estimator,
@@ -177,7 +182,7 @@ def derivative(
         settings = dict(field=kind, field_options=opts, n_folds=folds, held_out=held_out, seed=seed, batch=batch,
                         out=out, compare=others, traces=trace_opts, t0_reference=t0_ref, w0_reference=w0_ref,
                         discard=discard, thin=thin, target=fit.strip().lower(), valence_mass=valence_mass,
-                        pion_sources=sources)
+                        pion_sources=sources, contract=contract)
         if json_:
             res = derivative_from_store(st, store, ensemble, param, names, **settings)
             typer.echo(json.dumps({"ensemble": ensemble, **res.as_dict()}, default=float))
@@ -207,7 +212,9 @@ def derivative(
         c, adjusted = res.cost, res.cost_adjusted()
         terms_s = (f"{c['terms_s']:.3g} s" if np.isfinite(c["terms_s"]) else
                    "unknown (terms read from a checkpoint written without their cost)")
-        line = f"cost per configuration: tangent terms {terms_s}, fit {c['fit_s']:.2g} s"
+        line = (f"cost per configuration: tangent terms {terms_s}"
+                + (" (two passes: the field, then v.grad O along the fitted field)" if res.contracted else "")
+                + f", fit {c['fit_s']:.2g} s")
         if "observables_s" in c:
             line += f" (observables alone {c['observables_s']:.3g} s, paid by the connected estimator too)"
         if adjusted:

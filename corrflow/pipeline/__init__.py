@@ -17,7 +17,7 @@ physics core (``correlate``, ``flows``, ``hmc``, ``heatbath``, ``observables``, 
 
 from __future__ import annotations
 
-from .analysis import Analysis, check_tangent_settings, run_analysis
+from .analysis import Analysis, TangentMeasurement, check_tangent_settings, measure_tangent, run_analysis
 from .ensembles import GenerationSummary, generate_to_store
 from .family import TRAIN_SEED_OFFSET, Family, Member, auto_block_size, family, hmc_ensemble_name
 from .ledger import COST_DEFINITION, Clock, CostLedger
@@ -83,6 +83,8 @@ __all__ = [
     "WilsonFlowGrid",
     "auto_block_size",
     "check_tangent_settings",
+    "measure_tangent",
+    "TangentMeasurement",
     "correlate_to_store",
     "direct_to_store",
     "exact_theory",

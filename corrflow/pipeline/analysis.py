@@ -14,14 +14,17 @@ the record (:mod:`corrflow.pipeline.record`: title, summary, tables, numbers, co
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
+
+import numpy as np
 
 from .progress import Progress
 from .record import print_tables, publish
 from .steps import Pipeline
 
-__all__ = ["Analysis", "app", "check_tangent_settings", "command", "run_analysis"]
+__all__ = ["Analysis", "TangentMeasurement", "app", "check_tangent_settings", "command", "measure_tangent",
+           "run_analysis"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,52 @@ def check_tangent_settings(s: Any, field_of: Callable[[Any], Any]) -> None:
 
         check_field_size(s.ensemble.n_chains, s.ensemble.n_configs, field_of(s),
                          hint=" (raise --n-configs, or --no-tangent)")
+
+
+@dataclass(frozen=True)
+class TangentMeasurement:
+    """The tangent estimator's per-configuration series on the base configurations, leading axes ``(chains, n)``
+    (:func:`measure_tangent`): ``o`` the observables ``(..., n_obs)``, ``ds`` ``∂_α S``, ``r`` ``R_v`` and ``dvo``
+    ``v·∇O`` ``(..., n_obs)`` with each configuration's cross-fitted field, ``do`` the explicit ``∂_α O`` at fixed
+    links; ``fits`` the per-fold fits (:class:`corrflow.tangent.FieldFit`), ``fit_s`` the fit's seconds, ``cost`` the
+    ledger's seconds of both passes."""
+
+    o: np.ndarray
+    ds: np.ndarray
+    r: np.ndarray
+    dvo: np.ndarray
+    do: np.ndarray
+    fits: list[Any] = field(default_factory=list)
+    fit_s: float = 0.0
+    cost: float = 0.0
+
+
+def measure_tangent(pipe: Pipeline, key: dict[str, Any], links: np.ndarray,
+                    field_terms: Callable[[np.ndarray, Any], dict[str, np.ndarray]],
+                    derivatives: Callable[[np.ndarray, np.ndarray, Any], dict[str, np.ndarray]], *,
+                    n_folds: int = 2, held_out: float = 0.25) -> TangentMeasurement:
+    """The tangent estimator's series on ``links`` ``(chains, n, ...)`` in two cached passes
+    (:meth:`Pipeline.measure_arrays`, stages ``tangent field terms`` and ``tangent derivatives``):
+    ``field_terms(flat, progress)`` -> ``{"ds", "a"}`` (:func:`corrflow.tangent.field_terms`); the field fitted by
+    cross-fitted least squares of ``Var[R_v]`` (:func:`corrflow.tangent.cross_fit`: no configuration enters its own
+    coefficients); then ``derivatives(flat, coef, progress)`` -> ``{"o", "dvo", "do"}`` along each configuration's
+    field (:func:`corrflow.tangent.contracted_derivatives`; ``coef`` ``(N, K)`` chain-major like ``flat``).  The second
+    pass is cached under the fitted coefficients as well as ``key``."""
+    from ..tangent import cross_fit
+
+    ft, c1 = pipe.measure_arrays({**key, "pass": "field"}, links, field_terms, stage="tangent field terms")
+    ds, a = np.asarray(ft["ds"], float), np.asarray(ft["a"], float)
+    t0 = time.perf_counter()
+    fits, coef = cross_fit(a, ds, n_folds=n_folds, held_out=held_out) if a.shape[-1] else ([], np.zeros(a.shape))
+    fit_s = time.perf_counter() - t0
+    flat_coef = coef.reshape((-1, coef.shape[-1]))
+    dk = {**key, "pass": "contracted", "coef": [f.coef.tolist() for f in fits], "n_folds": n_folds,
+          "held_out": held_out}
+    d, c2 = pipe.measure_arrays(dk, links, lambda flat, prog: derivatives(flat, flat_coef, prog),
+                                stage="tangent derivatives")
+    r = ds + np.einsum("...k,...k->...", a, coef)
+    return TangentMeasurement(np.asarray(d["o"], float), ds, r, np.asarray(d["dvo"], float),
+                              np.asarray(d["do"], float), fits, fit_s, float(c1 + c2))
 
 
 def run_analysis(analysis: Analysis, settings: Any = None, *, console: Any = None, write: bool = True,

@@ -64,7 +64,9 @@ FINITE_SHIFT_ESTIMATORS = {"flowed reweighting": "flowed", "direct reweighting":
 class StoredDerivative:
     """Result of :func:`derivative_from_store`: the estimates, the checkpoint directory, whether the saved field was
     reused, the number of configurations per chain used and the number discarded before them; ``terms_resumed``:
-    how many configurations' terms (of ``n_chains * n_traj``) were read from the checkpoint instead of computed."""
+    how many configurations' terms (of ``n_chains * n_traj``) were read from the checkpoint instead of computed (of
+    the first pass, with ``contracted``); ``contracted``: the terms came in two passes (the field's terms, the fit,
+    then ``v·∇O`` along the fitted field; ``contract=`` of :func:`derivative_from_store`)."""
 
     result: tg.DerivativeResult
     checkpoint: Path
@@ -78,6 +80,7 @@ class StoredDerivative:
     terms_resumed: int = 0
     cost: dict[str, float] = field(default_factory=dict)
     valence_mass: float | None = None
+    contracted: bool = False
 
     def cost_adjusted(self) -> dict[str, float]:
         """Variance reduction of the tangent estimator against the connected one at equal cost, per observable:
@@ -99,6 +102,7 @@ class StoredDerivative:
         out = self.result.as_dict()
         out.update(checkpoint=str(self.checkpoint), reused=self.reused, n_chains=self.n_chains, n_traj=self.n_traj,
                    discard=self.discard, thin=self.thin, terms_resumed=self.terms_resumed,
+                   terms_passes=2 if self.contracted else 1,
                    cost_per_configuration={k: (float(v) if np.isfinite(v) else None) for k, v in self.cost.items()},
                    cost_adjusted_reduction=self.cost_adjusted())
         if self.valence_mass is not None:
@@ -204,7 +208,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                           compare: Sequence[str] = (), traces: Any = None,
                           t0_reference: float | None = None, w0_reference: float | None = None,
                           discard: int = 0, thin: int = 1, target: str = "field",
-                          valence_mass: float | None = None, pion_sources: int = 1) -> StoredDerivative:
+                          valence_mass: float | None = None, pion_sources: int = 1,
+                          contract: bool | None = None) -> StoredDerivative:
     """``d<O>/d param`` of every observable on stored ensemble ``ensemble`` (see the module docstring).
 
     ``compare``: ensembles at ``param + δ`` whose finite-shift derivatives join the estimates (module docstring).
@@ -219,7 +224,11 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     observable).  ``valence_mass``: on a pure-gauge ensemble, the bare mass of quenched (valence) Wilson quarks for
     the fermionic observables ``pion@T`` and ``condensate`` (``R_v`` stays purely gluonic; a Feynman–Hellmann
     ``dE_π/dλ`` of the gluonic source in quenched QCD).  ``pion_sources``: ``pion@T`` averaged over this many point
-    sources (one solve each; they must divide ``L_0``).
+    sources (one solve each; they must divide ``L_0``).  ``contract``: the two-pass evaluation
+    (:mod:`corrflow.tangent.terms`: the field's terms, the fit, then ``v·∇O`` along the fitted field alone; the same
+    estimates for less cost where observables sit behind solves or flows); default: where
+    :func:`corrflow.tangent.contraction_pays`, for ``target="field"`` only.  Its two passes are checkpointed beside the
+    full terms (``terms-field``, ``terms-contracted``), the second under the fitted coefficients.
 
     Raises ``ValueError`` (one line, with a hint) for a flowed ensemble (its configurations are exact only with their
     weights), a parameter the theory lacks, an unknown observable, bad fit settings, too few configurations or
@@ -294,76 +303,133 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     terms_key = {k: v for k, v in settings.items() if k not in ("kind", "n_folds", "held_out", "target")}
     n_configs = int(configs.shape[0] * configs.shape[1])
     terms_key.update(kind=TERMS_KIND, observables=list(names), n_configs=n_configs)
-    resume, resumed_cost = _saved_terms(terms_dir, terms_key)
-    first = len(resume[0]) if resume else 0
-    clock = Clock()
-
-    def terms_cost(stop: int) -> float:  # seconds of all terms of configurations 0 .. stop - 1
-        return resumed_cost + (clock.cost(stop - first) if stop > first else 0.0)
-
-    def save(stop: int, flat: list[np.ndarray]) -> None:
-        clock.tick(stop - first)
-        cost = terms_cost(stop)
-        write_checkpoint(terms_dir, {**terms_key, "done": int(stop), "cost_s": cost if np.isfinite(cost) else None},
-                         dict(zip(tg.FLAT_TERMS, flat)))
-
-    terms = tg.compute_terms(fld, theory, param, names, configs, jax.random.PRNGKey(seed), batch=batch,
-                             progress=progress, traces=tr, resume=resume, on_batch=save,
-                             valence_mass=None if quarks is None else float(quarks.mass),
-                             pion_sources=pion_sources)
+    if contract is None:
+        contract = target == "field" and tg.contraction_pays(names, fld)
+    contract = bool(contract) and target == "field" and fld.n_coef > 0
+    common = dict(batch=batch, traces=tr, valence_mass=None if quarks is None else float(quarks.mass))
+    key = jax.random.PRNGKey(seed)
+    fits: list[Any] = []
+    saved = _saved_coef(ckpt, settings) if fld.n_coef else None
+    reused = saved is not None
+    if contract:  # two passes: the field's terms, the fit, then v.grad O along the fitted field only
+        (ds, a), c1, first = _checkpointed_terms(
+            terms_dir.with_name("terms-field"), {**terms_key, "observables": [], "pass": "field"}, tg.FIELD_TERMS,
+            progress,
+            lambda resume, save: tg.field_terms(fld, theory, param, configs, key, progress=progress, resume=resume,
+                                                on_batch=save, **common))
+        t_fit = time.perf_counter()
+        if saved is not None:
+            coef = np.asarray(saved, float)[tg.fold_index(ds.shape[0], ds.shape[1], len(saved))]
+        else:
+            fits, coef = tg.cross_fit(a, ds, n_folds=n_folds, held_out=held_out)
+            _save_fits(ckpt, settings, fits, names, target)
+        fit_s = time.perf_counter() - t_fit
+        coef_key = [np.asarray(c).tolist() for c in (saved if saved is not None else [f.coef for f in fits])]
+        (o, dvo, do), c2, _ = _checkpointed_terms(
+            terms_dir.with_name("terms-contracted"), {**terms_key, "pass": "contracted", "coef": coef_key},
+            tg.CONTRACTED_TERMS, progress, lambda resume, save: tg.contracted_derivatives(
+                fld, theory, param, names, configs, key, coef, progress=progress, resume=resume, on_batch=save,
+                pion_sources=pion_sources, **common))
+        terms = tg.contracted_terms(ds, a, coef, o, dvo, do if fermion else None, names, param,
+                                    int(theory.shape[0]), tg.describe_traces(theory, names, tr, valence_mass))
+        terms_total = c1 + c2
+    else:
+        flat_terms, terms_total, first = _checkpointed_terms(
+            terms_dir, terms_key, tg.FLAT_TERMS, progress,
+            lambda resume, save: tg.compute_terms(fld, theory, param, names, configs, key, progress=progress,
+                                                  resume=resume, on_batch=save, pion_sources=pion_sources,
+                                                  **common))
+        terms = flat_terms
+        t_fit = time.perf_counter()
+        if fld.n_coef == 0:
+            coef = np.zeros(terms.a.shape)
+        elif saved is not None:
+            coef = tg.apply_fits(terms, np.asarray(saved))
+        else:
+            fits, coef = tg.fit_coefficients(terms, target, n_folds=n_folds, held_out=held_out)
+            _save_fits(ckpt, settings, fits, names, target)
+        fit_s = time.perf_counter() - t_fit
     # the ledger's charge per configuration (thermalisation included), times the analysis' thinning; NaN if unrecorded
     cost = {"generation_s": recorded_cost_per_configuration(store.info(ensemble)) * thin,
-            "terms_s": terms_cost(n_configs) / n_configs}
+            "terms_s": terms_total / n_configs}
     if any(n == "condensate" or n.startswith(("pion@", "t2E@")) for n in names):  # what the connected one pays too
         sample = configs.reshape((n_configs,) + configs.shape[2:])[: min(batch, n_configs)]
         cost["observables_s"] = tg.observables_cost(theory, names, sample, traces=tr,
                                                     valence_mass=None if quarks is None else float(quarks.mass),
                                                     pion_sources=pion_sources)
-    t_fit = time.perf_counter()
-    reused = False
-    fits: list[Any] = []
-    if fld.n_coef == 0:
-        coef = np.zeros(terms.a.shape)
-    else:
-        saved = None
-        if has_checkpoint(ckpt):
-            meta, arrays = read_checkpoint(ckpt, "tangent-field checkpoint")
-            if {k: meta.get(k) for k in settings} == settings and "coef" in arrays:
-                saved = arrays["coef"]
-        if saved is not None:
-            coef = tg.apply_fits(terms, np.asarray(saved))
-            reused = True
-        else:
-            fits, coef = tg.fit_coefficients(terms, target, n_folds=n_folds, held_out=held_out)
-            meta = dict(settings)
-
-            def info(f: tg.FieldFit) -> dict[str, Any]:
-                return {"ridge": f.ridge, "n_basis": f.n_basis, "var_r0": f.var_r0, "var_r": f.var_r,
-                        "held_out_var": f.held_out_var, "condition": f.condition, "regularised": f.regularised}
-
-            if target == "field":
-                meta["fits"] = [info(f) for f in fits]
-                saved_coef = np.stack([f.coef for f in fits])  # (n_folds, K)
-            else:
-                meta["fits"] = {o: [info(f) for f in fs] for o, fs in zip(names, fits)}
-                saved_coef = np.stack([[f.coef for f in fs] for fs in fits])  # (n_obs, n_folds, K)
-            write_checkpoint(ckpt, meta, {"coef": saved_coef})
-    cost["fit_s"] = (time.perf_counter() - t_fit) / n_configs
+    cost["fit_s"] = fit_s / n_configs
     refs = {k: float(v) for k, v in (("t0_reference", t0_reference), ("w0_reference", w0_reference)) if v is not None}
-    res = tg.estimate(terms, coef, fits, fld.describe(), **refs)
+    if contract:  # one basis field per configuration, the fitted one (tg.contracted_terms)
+        res = replace(tg.estimate(terms, np.ones(1), fits, fld.describe(), **refs), coef=coef)
+    else:
+        res = tg.estimate(terms, coef, fits, fld.describe(), **refs)
     shifted = finite_shift_estimates(store, ensemble, plan, names, discard)
     if shifted:
         res = replace(res, estimates={o: {**est, **shifted.get(o, {})} for o, est in res.estimates.items()})
     return StoredDerivative(result=res, checkpoint=ckpt, reused=reused, n_chains=int(spec.n_chains),
                             n_traj=int(committed), shifts=plan, traces=terms.traces,
                             discard=int(discard), thin=int(thin), terms_resumed=first, cost=cost,
-                            valence_mass=None if quarks is None else float(quarks.mass))
+                            valence_mass=None if quarks is None else float(quarks.mass), contracted=contract)
 
 
-def _saved_terms(path: Path, key: dict[str, Any]) -> tuple[tuple[np.ndarray, ...], float]:
-    """The flat terms (:data:`corrflow.tangent.FLAT_TERMS`) of the first configurations saved in ``path`` under the
-    same ``key``, and the seconds they cost (NaN if not recorded); ``((), 0.0)`` when there are none, they belong to
-    other settings, or the checkpoint is damaged (warned)."""
+def _saved_coef(ckpt: Path, settings: dict[str, Any]) -> np.ndarray | None:
+    """The per-fold coefficients saved in ``ckpt`` under the same ``settings`` (``None`` when there are none)."""
+    if not has_checkpoint(ckpt):
+        return None
+    meta, arrays = read_checkpoint(ckpt, "tangent-field checkpoint")
+    if {k: meta.get(k) for k in settings} == settings and "coef" in arrays:
+        return np.asarray(arrays["coef"])
+    return None
+
+
+def _save_fits(ckpt: Path, settings: dict[str, Any], fits: list[Any], names: Sequence[str], target: str) -> None:
+    """Write the fitted coefficients and each fold's fit figures to the field checkpoint ``ckpt``."""
+    def info(f: tg.FieldFit) -> dict[str, Any]:
+        return {"ridge": f.ridge, "n_basis": f.n_basis, "var_r0": f.var_r0, "var_r": f.var_r,
+                "held_out_var": f.held_out_var, "condition": f.condition, "regularised": f.regularised}
+
+    meta = dict(settings)
+    if target == "field":
+        meta["fits"] = [info(f) for f in fits]
+        saved_coef = np.stack([f.coef for f in fits])  # (n_folds, K)
+    else:
+        meta["fits"] = {o: [info(f) for f in fs] for o, fs in zip(names, fits)}
+        saved_coef = np.stack([[f.coef for f in fs] for fs in fits])  # (n_obs, n_folds, K)
+    write_checkpoint(ckpt, meta, {"coef": saved_coef})
+
+
+def _checkpointed_terms(path: Path, key: dict[str, Any], outputs: tuple[str, ...],
+                        progress: Callable[[int, int], None] | None,
+                        compute: Callable[[tuple[np.ndarray, ...], Callable[[int, list[np.ndarray]], None]], Any]
+                        ) -> tuple[Any, float, int]:
+    """Run ``compute(resume, on_batch)`` (an evaluation of :mod:`corrflow.tangent.terms` with the flat ``outputs``),
+    resuming from the terms saved in ``path`` under ``key`` and saving them after every batch with the seconds they
+    cost (ledger definition; resumed seconds kept).  Returns ``(result, seconds of all terms, configurations
+    resumed)``."""
+    resume, resumed_cost = _saved_terms(path, key, outputs)
+    first = len(resume[0]) if resume else 0
+    clock = Clock()
+    n_total = [first]
+
+    def terms_cost(stop: int) -> float:  # seconds of all terms of configurations 0 .. stop - 1
+        return resumed_cost + (clock.cost(stop - first) if stop > first else 0.0)
+
+    def save(stop: int, flat: list[np.ndarray]) -> None:
+        clock.tick(stop - first)
+        n_total[0] = stop
+        cost = terms_cost(stop)
+        write_checkpoint(path, {**key, "done": int(stop), "cost_s": cost if np.isfinite(cost) else None},
+                         dict(zip(outputs, flat)))
+
+    result = compute(resume, save)
+    return result, terms_cost(n_total[0]), first
+
+
+def _saved_terms(path: Path, key: dict[str, Any], outputs: tuple[str, ...] = tg.FLAT_TERMS
+                 ) -> tuple[tuple[np.ndarray, ...], float]:
+    """The flat terms ``outputs`` (default :data:`corrflow.tangent.FLAT_TERMS`) of the first configurations saved in
+    ``path`` under the same ``key``, and the seconds they cost (NaN if not recorded); ``((), 0.0)`` when there are
+    none, they belong to other settings, or the checkpoint is damaged (warned)."""
     none: tuple[tuple[np.ndarray, ...], float] = ((), 0.0)
     if not has_checkpoint(path):
         return none
@@ -372,9 +438,9 @@ def _saved_terms(path: Path, key: dict[str, Any]) -> tuple[tuple[np.ndarray, ...
     except CheckpointError as exc:
         warnings.warn(f"{exc}; computing the terms again", RuntimeWarning, stacklevel=3)
         return none
-    if {k: meta.get(k) for k in key} != json.loads(json.dumps(key)) or set(arrays) != set(tg.FLAT_TERMS):
+    if {k: meta.get(k) for k in key} != json.loads(json.dumps(key)) or set(arrays) != set(outputs):
         return none
-    flat = tuple(arrays[k] for k in tg.FLAT_TERMS)
+    flat = tuple(arrays[k] for k in outputs)
     if len({a.shape[0] if a.ndim else -1 for a in flat}) != 1 or flat[0].shape[0] != meta.get("done"):
         return none
     cost = meta.get("cost_s")

@@ -18,6 +18,9 @@ linear in their coefficients, cross-fitted so that no configuration enters its o
   Laplacian, non-local; in 2D U(1) the plaquette-space field);
 * :mod:`.fit` -- ridge least squares with held-out selection, cross-fitting;
 * :mod:`.estimator` -- the estimator with Gamma-method errors;
+* :mod:`.terms` -- the per-configuration terms in jitted batches: all basis fields at once (:func:`compute_terms`),
+  or in two passes, the field's terms for the fit and then ``v·∇O`` along the fitted field alone (:func:`field_terms`,
+  :func:`contracted_derivatives`: one solve instead of one per basis field for pion correlators);
 * :mod:`.derivative` -- configurations -> terms -> fit -> estimates (:func:`derivative`);
 * :mod:`.spectroscopy` -- ``d m_eff/dα`` of the pion from ``pion@t`` pairs;
 * :mod:`.scales` -- ``d(t0/a^2)/dα`` from ``t2E@T`` estimates on a grid of flow times.
@@ -50,9 +53,8 @@ from .core import (
     parameter_derivative,
     probe_classes,
 )
-from .derivative import (FIT_TARGETS, FLAT_TERMS, DerivativeResult, TangentTerms, apply_fits, compute_terms,
-                         control_variates, cross_fitted_series, derivative, estimate, fit_coefficients,
-                         observable_cross_fit, observables_cost, valence_theory)
+from .derivative import (FIT_TARGETS, DerivativeResult, apply_fits, contracted_terms, control_variates, derivative,
+                         estimate, fit_coefficients, observable_cross_fit)
 from .estimator import connected_estimate, tangent_estimate, tangent_values, variance_reduction
 from .fermions import (
     FERMION_OBSERVABLES,
@@ -71,6 +73,8 @@ from .fit import (FieldFit, TangentFitWarning, check_cross_fit_size, check_field
                   fold_index)
 from .scales import flow_scale_derivative
 from .spectroscopy import cosh_effective_mass, effective_mass_derivative
+from .terms import (CONTRACTED_TERMS, FIELD_TERMS, FLAT_TERMS, TangentTerms, compute_terms, contracted_derivatives,
+                    contraction_pays, describe_traces, field_terms, observables_cost, valence_theory)
 
 __all__ = [
     "OBSERVABLES", "PARAMETERS", "CHARGE_OBSERVABLES", "charge_observables", "check_charge_observables",
@@ -79,8 +83,9 @@ __all__ = [
     "divergence_hutchinson", "gradient", "hutchinson_probes", "lift", "observable_function", "parameter_derivative",
     "probe_classes", "SmoothingField", "PreconditionedField",
     "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate", "FIT_TARGETS", "FLAT_TERMS",
-    "control_variates", "cross_fitted_series", "observable_cross_fit", "fit_coefficients", "observables_cost",
-    "valence_theory",
+    "control_variates", "observable_cross_fit", "fit_coefficients", "observables_cost",
+    "valence_theory", "FIELD_TERMS", "CONTRACTED_TERMS", "field_terms", "contracted_derivatives", "contracted_terms",
+    "contraction_pays", "describe_traces",
     "connected_estimate", "tangent_estimate", "tangent_values", "variance_reduction",
     "FEATURE_HELP", "FIELD_KINDS", "default_features", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
     "FERMION_OBSERVABLES", "NOISE_KINDS", "DILUTIONS", "TRACE_METHODS", "FermionTraces", "fermion_derivatives",

@@ -20,7 +20,7 @@ import numpy as np
 from ..stats import Stats, gamma_method
 
 if TYPE_CHECKING:
-    from .derivative import TangentTerms
+    from .terms import TangentTerms
 
 __all__ = ["tangent_estimate", "connected_estimate", "tangent_values", "variance_reduction", "DerivedSeries",
            "derived_series", "per_observable"]

@@ -25,7 +25,7 @@ from .core import _T2E_RE
 from .estimator import derived_series
 
 if TYPE_CHECKING:
-    from .derivative import TangentTerms
+    from .terms import TangentTerms
 
 __all__ = ["flow_scale_derivative"]
 

@@ -24,7 +24,7 @@ from ..stats import Stats, gamma_method
 from .estimator import derived_series
 
 if TYPE_CHECKING:
-    from .derivative import TangentTerms
+    from .terms import TangentTerms
 
 __all__ = ["cosh_effective_mass", "effective_mass_derivative", "effective_mass_pairs"]
 

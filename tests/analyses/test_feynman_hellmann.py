@@ -396,7 +396,8 @@ def test_run_file_and_stored_record_repeat_the_run(result, tmp_path):
     res = CliRunner().invoke(app, ["--config", str(run_file), "--fit-weights", "correlated", "--out",
                                    str(tmp_path / "o")], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
-    assert "cached" in res.output and "(reused)" in res.output and "tangent terms: cached" in res.output
+    assert "cached" in res.output and "(reused)" in res.output and "tangent field terms: cached" in res.output
+    assert "tangent derivatives: cached" in res.output
     assert {n: store.commit(n)["committed"] for n in store.ensembles()} == before
     again, _ = store.read_analysis(fh.ANALYSIS_NAME)
     assert fh.FHSettings.from_toml(tmp_path / "o" / f"{fh.ANALYSIS_NAME}.toml") == s.replace(

@@ -110,7 +110,7 @@ def test_valence_mass_from_the_cli(u1_store, tmp_path):
                                 "--out", str(tmp_path / "v")])
     text = " ".join(table.output.split())
     assert table.exit_code == 0 and "valence quarks m = 0.3 (quenched)" in text
-    assert "paid by the connected estimator too" in text
+    assert "paid by the connected estimator too" in text and "(two passes: the field" in text
 
 
 @pytest.mark.parametrize("store, ensemble, extra, message", [
@@ -129,16 +129,96 @@ def test_valence_user_errors(u1_store, tmp_path, store, ensemble, extra, message
     assert not (tmp_path / "ck").exists()
 
 
-def test_cross_fitted_series_reproduces_the_estimate(valence_terms):
-    """The series the analyses combine themselves (R_v, v.grad O) give the same tangent estimate as
-    tangent.estimate with the same cross-fitted coefficients; without basis fields, the connected estimator's."""
-    terms = valence_terms
-    r, d, fits, seconds = tg.cross_fitted_series(terms.a, terms.ds, terms.b, terms.do)
-    ref_fits, coef = tg.cross_fit(terms.a, terms.ds)
-    res = tg.estimate(terms, coef, ref_fits)
-    assert len(fits) == 2 and seconds >= 0 and d.shape == terms.o.shape
-    for i, name in enumerate(terms.names):
-        value = tg.tangent_estimate(terms.o[..., i], d[..., i], r).value
-        assert value == pytest.approx(res.estimates[name]["tangent"].value, rel=1e-12, abs=1e-15)
-    r0, d0, fits0, _ = tg.cross_fitted_series(terms.a[..., :0], terms.ds, terms.b[..., :0])
-    assert fits0 == [] and np.array_equal(r0, terms.ds) and not d0.any()
+def test_two_pass_evaluation_equals_the_full_terms(u1_theory, u1_configs, valence_terms):
+    """The two-pass evaluation (field terms -> fit -> v.grad O along the fitted field only: one solve per source
+    instead of one adjoint solve per correlator slice) reproduces the full terms: the same dS, a and O (same keys),
+    v.grad O = sum_k coef_k b_k to the solver's rounding, and hence the same estimates; `derivative` takes it by
+    default for pion correlators."""
+    terms, cf = valence_terms, u1_configs[:, ::8]
+    fld, key, names = tg.PlaquetteField(3), jax.random.PRNGKey(0), ("plaquette", "pion@1", "pion@2")
+    ds, a = tg.field_terms(fld, u1_theory, "beta", cf, key, batch=200, valence_mass=0.3)
+    np.testing.assert_array_equal(ds, terms.ds)
+    np.testing.assert_array_equal(a, terms.a)
+    fits, coef = tg.cross_fit(a, ds)
+    o, dvo, do = tg.contracted_derivatives(fld, u1_theory, "beta", names, cf, key, coef, batch=200, valence_mass=0.3)
+    np.testing.assert_array_equal(o, terms.o)
+    assert not do.any()
+    ref = np.einsum("...ik,...k->...i", terms.b, coef)
+    np.testing.assert_allclose(dvo, ref, rtol=1e-7, atol=1e-9 * np.abs(ref).max())
+    full = tg.estimate(terms, coef, fits)
+    assert tg.contraction_pays(names, fld) and not tg.contraction_pays(("plaquette", "wilson_2x2"), fld)
+    two = tg.derivative(u1_theory, cf, "beta", names, fld, key, batch=200, valence_mass=0.3)
+    assert np.array_equal(two.coef, coef) and len(two.fits) == 2
+    for name in (*names, "m_eff@1"):
+        for est in ("tangent", "connected"):
+            assert two.estimates[name][est].value == pytest.approx(full.estimates[name][est].value, rel=1e-8)
+            assert two.estimates[name][est].error == pytest.approx(full.estimates[name][est].error, rel=1e-6)
+    with pytest.raises(ValueError, match="coefficients must have shape"):
+        tg.contracted_derivatives(fld, u1_theory, "beta", names, cf, key, coef[..., :2], valence_mass=0.3)
+
+
+def test_two_pass_evaluation_with_sea_quarks(schwinger_store):
+    """Dynamical quarks, mass derivative with stochastic traces: the field pass gives the full terms' dS_eff/dm and a
+    (trace noise from the same keys), the contracted pass their O and explicit dO/dm, and v.grad O along the field."""
+    from corrflow import open_store
+    from corrflow.pipeline.tangent import load_all_configs
+
+    st = open_store(schwinger_store, "r")
+    cf = load_all_configs(st, SCHWINGER)[:, :24]
+    th = make_theory("schwinger", (4, 4), beta=2.0, mass=0.3)
+    fld, key, tr = tg.PlaquetteField(2), jax.random.PRNGKey(5), tg.FermionTraces("stochastic", 2)
+    names = ("plaquette", "condensate", "pion@1")
+    full = tg.compute_terms(fld, th, "mass", names, cf, key, batch=16, traces=tr)
+    ds, a = tg.field_terms(fld, th, "mass", cf, key, batch=16, traces=tr)
+    np.testing.assert_allclose(ds, full.ds, rtol=1e-12)
+    np.testing.assert_allclose(a, full.a, rtol=1e-10, atol=1e-12 * np.abs(full.a).max())
+    coef = np.random.default_rng(0).normal(size=a.shape)
+    o, dvo, do = tg.contracted_derivatives(fld, th, "mass", names, cf, key, coef, batch=16, traces=tr)
+    np.testing.assert_allclose(o, full.o, rtol=1e-12)
+    np.testing.assert_allclose(do, full.do, rtol=1e-9, atol=1e-12)
+    ref = np.einsum("...ik,...k->...i", full.b, coef)
+    np.testing.assert_allclose(dvo, ref, rtol=1e-7, atol=1e-9 * np.abs(ref).max())
+
+
+def test_two_pass_derivative_from_the_store_resumes_and_matches_one_pass(u1_store, tmp_path):
+    """`corrflow derivative` with pion correlators takes the two passes by default: the same estimates as the one-pass
+    run (--no-contract), both passes checkpointed; interrupted in the second pass it resumes to identical numbers, and
+    a repeated run computes nothing."""
+    from corrflow import open_store
+    from corrflow.pipeline.tangent import derivative_from_store
+
+    class Stop(KeyboardInterrupt):
+        pass
+
+    def run(out, contract=None, calls=None, stop=None):
+        def progress(done, total):
+            if calls is not None:
+                calls.append((done, total))
+            if stop is not None and stop(calls):
+                raise Stop
+        return derivative_from_store(open_store(u1_store, "r"), u1_store, ENSEMBLE, "beta", ["pion@1", "pion@2"],
+                                     batch=100, out=out, thin=16, valence_mass=0.3, progress=progress,
+                                     contract=contract, field_options={"harmonics": 2})
+
+    def values(res):
+        return {o: {k: (s.value, s.error) for k, s in est.items()} for o, est in res.result.estimates.items()}
+
+    two = run(tmp_path / "two")
+    one = run(tmp_path / "one", contract=False)
+    assert (tmp_path / "two" / "terms-field").is_dir() and (tmp_path / "two" / "terms-contracted").is_dir()
+    assert not (tmp_path / "two" / "terms").exists() and (tmp_path / "one" / "terms").is_dir()
+    for o, est in values(one).items():
+        for k, (v, e) in est.items():
+            assert values(two)[o][k] == (pytest.approx(v, rel=1e-8), pytest.approx(e, rel=1e-6)), (o, k)
+    assert two.cost["terms_s"] > 0 and two.result.coef.shape == one.result.coef.shape
+    assert two.as_dict()["terms_passes"] == 2 and one.as_dict()["terms_passes"] == 1
+    n = two.n_chains * two.n_traj
+    calls = []
+    with pytest.raises(Stop):  # the field pass completes, the second pass stops after its second batch
+        run(tmp_path / "ck", calls=calls, stop=lambda c: c.count((n, n)) == 1 and c[-1] == (200, n))
+    calls = []
+    resumed = run(tmp_path / "ck", calls=calls)
+    assert calls[0] == (n, n) and calls[1] == (200, n) and values(resumed) == values(two)
+    calls = []
+    again = run(tmp_path / "ck", calls=calls)
+    assert again.reused and calls == [(n, n), (n, n)] and values(again) == values(two)
