@@ -18,7 +18,10 @@ Cases (the analyses' defaults where they use the tangent estimator):
 * ``schwinger-fh`` -- Schwinger model 16x4, beta = 2, m = 0.1, two sources, d/dlam of ``pion@0..15`` (plaquette-space
   field with the sea quarks' determinant in ``v·∇S``);
 * ``schwinger-md`` -- Schwinger model 8x8, beta = 2, m = 0.2, d/dm of plaquette, condensate and ``pion@0..7`` (the
-  mass-dependence analysis's ``--tangent``).
+  mass-dependence analysis's ``--tangent``);
+* ``qcd-fh`` -- N_f = 2 QCD 4^4 (``su3-wilson``, beta = 5.6, m = 0.3, pseudofermion HMC), d/dlam of plaquette,
+  ``wilson_2x2``, ``pion@1``, ``pion@2`` with the anisotropic held-out smoothing field (``auto``) and stochastic traces
+  (the defaults: 2 Z2 vectors, even-odd dilution) -- the dE_pi/dlam measurement of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from corrflow.generate import generate  # noqa: E402
 from corrflow.heatbath import HeatbathConfig  # noqa: E402
 from corrflow.pipeline import exact_theory  # noqa: E402
 
-CASES = ("su3-fh", "schwinger-fh", "schwinger-md")
+CASES = ("su3-fh", "schwinger-fh", "schwinger-md", "qcd-fh")
 
 
 def case(name: str, n: int):
@@ -53,6 +56,13 @@ def case(name: str, n: int):
         names = tuple(f"pion@{t}" for t in range(8))
         return (th, np.asarray(out["configs"]), "lam", names, tg.make_field("auto", th, param="lam", observables=names),
                 {"valence_mass": 0.5, "pion_sources": 1}, 16)
+    if name == "qcd-fh":
+        th = make_theory("su3-wilson", (4, 4, 4, 4), beta=5.6, mass=0.3, det="pseudofermion")
+        out = generate(key, th, HMCConfig(0.2, 5, "omelyan"), n_chains=1, n_traj=n, n_therm=20, keep_configs=True,
+                       block_size=n)
+        names = ("plaquette", "wilson_2x2", "pion@1", "pion@2")
+        return (th, np.asarray(out["configs"]), "lam", names, tg.make_field("auto", th, param="lam", observables=names),
+                {}, 4)
     if name == "schwinger-fh":
         th = exact_theory(make_theory("schwinger", (16, 4), beta=2.0, mass=0.1))
         names = tuple(f"pion@{t}" for t in range(16))

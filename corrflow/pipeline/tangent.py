@@ -334,12 +334,11 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                                     int(theory.shape[0]), tg.describe_traces(theory, names, tr, valence_mass))
         terms_total = c1 + c2
     else:
-        flat_terms, terms_total, first = _checkpointed_terms(
+        terms, terms_total, first = _checkpointed_terms(
             terms_dir, terms_key, tg.FLAT_TERMS, progress,
             lambda resume, save: tg.compute_terms(fld, theory, param, names, configs, key, progress=progress,
                                                   resume=resume, on_batch=save, pion_sources=pion_sources,
                                                   **common))
-        terms = flat_terms
         t_fit = time.perf_counter()
         if fld.n_coef == 0:
             coef = np.zeros(terms.a.shape)

@@ -86,33 +86,25 @@ def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, name
         v = jnp.tensordot(c.astype(x.dtype), x, axes=1)
         return jax.jvp(lambda w: obs_vec(lift(w, u, group)), (jnp.zeros_like(v),), (v,))
 
-    if valence_mass is not None:  # quenched: valence quarks on a pure-gauge field; S, R_v and ∂_α S purely gluonic
-        def one_valence(u: Any, key: Any, *rest: Any) -> tuple[Any, ...]:
+    def gluonic(key: Any, theory: Any) -> tuple[Any, Any]:
+        """The observables vector and the field's key of a pure-gauge theory: with valence quarks (quenched: no
+        determinant, so ``S``, ``R_v`` and ``∂_α S`` stay gluonic) a split of the key for their noise; without, the
+        key itself (unchanged since the first version: same keys, same programs)."""
+        if valence_mass is None:
+            return observables_vector(names, group, shape), key
+        quarks = valence_quarks(theory, mass=valence_mass)
+        k_field, k_noise = jax.random.split(key)
+        eta = condensate_noise(quarks, k_noise, traces) if "condensate" in names else None
+        return observables_vector(names, group, shape, quarks, eta, pion_sources), k_field
+
+    if valence_mass is not None or traces is None:
+        def one(u: Any, key: Any, *rest: Any) -> tuple[Any, ...]:
             theory = rest[-1]
-            quarks = valence_quarks(theory, mass=valence_mass)
-            k_field, k_noise = jax.random.split(key)
-            eta = condensate_noise(quarks, k_noise, traces) if "condensate" in names else None
-            obs_vec = observables_vector(names, group, shape, quarks, eta, pion_sources)
+            obs_vec, k_field = gluonic(key, theory)
             if mode == "contract":
                 o, dvo = contracted(obs_vec, u, rest[0], theory)
                 return o, dvo, jnp.zeros_like(o)
             a, b = field_obj.terms(u, theory, no_observables if mode == "field" else obs_vec, k_field)
-            ds = parameter_derivative(theory, param)(u)
-            if mode == "field":
-                return ds, a
-            o = obs_vec(u)
-            return o, ds, a, b, jnp.zeros_like(o)
-
-        return _vmapped(one_valence, mode)
-    if traces is None:  # pure gauge: unchanged since the first version (same keys, same programs)
-        obs_vec = observables_vector(names, group, shape)
-
-        def one(u: Any, key: Any, *rest: Any) -> tuple[Any, ...]:
-            theory = rest[-1]
-            if mode == "contract":
-                o, dvo = contracted(obs_vec, u, rest[0], theory)
-                return o, dvo, jnp.zeros_like(o)
-            a, b = field_obj.terms(u, theory, no_observables if mode == "field" else obs_vec, key)
             ds = parameter_derivative(theory, param)(u)
             if mode == "field":
                 return ds, a
