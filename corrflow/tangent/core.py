@@ -329,13 +329,22 @@ def observables_vector(names: tuple[str, ...], group: Group, shape: tuple[int, .
     ``condensate_noise`` ``(n, *fermion_shape)`` makes ``condensate`` the stochastic estimate with these noise
     vectors (default: dense, small lattices only); ``pion@T`` is the correlator averaged over ``pion_sources``
     point sources (``ValueError`` unless they divide ``L_0``)."""
-    from .fermions import fermion_observable, fermion_vector
+    from .fermions import FERMION_OBSERVABLES, fermion_observable, fermion_vector
 
     if pion_sources < 1 or shape[0] % pion_sources:
         raise ValueError(f"pion_sources = {pion_sources} must be >= 1 and divide the time extent {shape[0]}")
     ferm = [(i, spec) for i, n in enumerate(names) if (spec := fermion_observable(n, theory)) is not None]
     fpos = {i for i, _ in ferm}
-    fns = [None if i in fpos else observable_function(n, group, shape) for i, n in enumerate(names)]
+
+    def gauge_observable(n: str) -> Callable[[Array], Array]:
+        try:
+            return observable_function(n, group, shape)
+        except ValueError as exc:  # with quarks the fermionic observables are allowed too: say so
+            if theory is not None and str(exc).startswith("unknown observable"):
+                raise ValueError(f"{exc}, {', '.join(FERMION_OBSERVABLES)}") from None
+            raise
+
+    fns = [None if i in fpos else gauge_observable(n) for i, n in enumerate(names)]
     steps = {i: _t2e_steps(n, float(m.group(1)), group) for i, n in enumerate(names) if (m := _T2E_RE.match(n))}
 
     def values(u: Array, which: Sequence[int]) -> Array:

@@ -119,6 +119,9 @@ def test_valence_mass_from_the_cli(u1_store, tmp_path):
     ("schwinger", SCHWINGER, ["--obs", "pion@1", "--valence-mass", "0.3"], "--valence-mass is for pure-gauge"),
     ("u1", ENSEMBLE, ["--obs", "pion@1", "--valence-mass", "0.3", "--sources", "3"],
      "must be >= 1 and divide the time"),
+    ("u1", ENSEMBLE, ["--obs", "pion@1,plaquete", "--valence-mass", "0.3"],
+     "unknown observable 'plaquete'; allowed: plaquette,"),  # ... and, with quarks, the fermionic ones:
+    ("u1", ENSEMBLE, ["--obs", "plaquete", "--valence-mass", "0.3"], "condensate, pion@T (pion correlator"),
 ])
 def test_valence_user_errors(u1_store, tmp_path, store, ensemble, extra, message, request):
     path = u1_store if store == "u1" else request.getfixturevalue("schwinger_store")
