@@ -56,8 +56,8 @@ class TangentSeries(NamedTuple):
 def tangent_series(tan: Any, names: tuple[str, ...]) -> tuple[dict[str, TangentSeries], list[Any], float]:
     """The series per observable (``pion``: the ``pion@t`` columns stacked ``(R, n, T)``) from the two-pass
     measurement ``tan`` (:class:`corrflow.pipeline.TangentMeasurement` of
-    :func:`analysis.mass_dependence.measure.prepare`: the field cross-fitted by least squares of ``Var[R_v]``, no configuration in its own coefficients), the per-fold
-    fits and the fit's seconds."""
+    :func:`analysis.mass_dependence.measure.prepare`: the field cross-fitted by least squares of ``Var[R_v]``, no
+    configuration in its own coefficients), the per-fold fits and the fit's seconds."""
     ds, do, o, r = (np.asarray(x, float) for x in (tan.ds, tan.do, tan.o, tan.r))
     d = np.asarray(tan.dvo, float) + do
     out: dict[str, TangentSeries] = {}

@@ -109,8 +109,8 @@ class MassInputs:
     ``flowed`` (``f(U_i)`` at ``m + dm``), ``direct`` (``U_i`` at ``m + dm``) and ``independent`` (the ensemble at
     ``m + dm``); ``measurement_costs[set]``: their costs (ledger definition, ``tangent``: the tangent terms);
     ``tangent``: the tangent estimator's series on the base configurations
-    (:class:`corrflow.pipeline.TangentMeasurement`, ``(chains, n, ...)``; two passes, :func:`tangent_field_terms` and :func:`tangent_derivatives`; ``None`` with
-    ``tangent = False``) and ``tangent_field`` the field's description."""
+    (:class:`corrflow.pipeline.TangentMeasurement`, ``(chains, n, ...)``; two passes, :func:`tangent_field_terms` and
+    :func:`tangent_derivatives`; ``None`` with ``tangent = False``) and ``tangent_field`` the field's description."""
 
     family: Any
     measurements: dict[str, dict[str, np.ndarray]]

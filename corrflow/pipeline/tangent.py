@@ -319,7 +319,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                                                 on_batch=save, **common))
         t_fit = time.perf_counter()
         if saved is not None:
-            coef = np.asarray(saved, float)[tg.fold_index(ds.shape[0], ds.shape[1], len(saved))]
+            coef = tg.fold_coefficients(saved, *ds.shape)
         else:
             fits, coef = tg.cross_fit(a, ds, n_folds=n_folds, held_out=held_out)
             _save_fits(ckpt, settings, fits, names, target)
@@ -351,7 +351,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     # the ledger's charge per configuration (thermalisation included), times the analysis' thinning; NaN if unrecorded
     cost = {"generation_s": recorded_cost_per_configuration(store.info(ensemble)) * thin,
             "terms_s": terms_total / n_configs}
-    if any(n == "condensate" or n.startswith(("pion@", "t2E@")) for n in names):  # what the connected one pays too
+    if tg.costly_observables(names):  # what the connected estimator pays too
         sample = configs.reshape((n_configs,) + configs.shape[2:])[: min(batch, n_configs)]
         cost["observables_s"] = tg.observables_cost(theory, names, sample, traces=tr,
                                                     valence_mass=None if quarks is None else float(quarks.mass),

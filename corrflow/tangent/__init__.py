@@ -52,6 +52,7 @@ from .core import (
     observables_vector,
     parameter_derivative,
     probe_classes,
+    value_and_directional_derivative,
 )
 from .derivative import (FIT_TARGETS, DerivativeResult, apply_fits, contracted_terms, control_variates, derivative,
                          estimate, fit_coefficients, observable_cross_fit)
@@ -70,11 +71,12 @@ from .fields import (FEATURE_HELP, FIELD_KINDS, GradientField, NoField, Plaquett
 from .precondition import PreconditionedField
 from .smoothing import SmoothingField
 from .fit import (FieldFit, TangentFitWarning, check_cross_fit_size, check_field_size, cross_fit, fit_field,
-                  fold_index)
+                  fold_coefficients, fold_index)
 from .scales import flow_scale_derivative
 from .spectroscopy import cosh_effective_mass, effective_mass_derivative
 from .terms import (CONTRACTED_TERMS, FIELD_TERMS, FLAT_TERMS, TangentTerms, compute_terms, contracted_derivatives,
-                    contraction_pays, describe_traces, field_terms, observables_cost, valence_theory)
+                    contraction_pays, costly_observables, describe_traces, field_terms, observables_cost,
+                    valence_theory)
 
 __all__ = [
     "OBSERVABLES", "PARAMETERS", "CHARGE_OBSERVABLES", "charge_observables", "check_charge_observables",
@@ -85,7 +87,8 @@ __all__ = [
     "DerivativeResult", "TangentTerms", "apply_fits", "compute_terms", "derivative", "estimate", "FIT_TARGETS", "FLAT_TERMS",
     "control_variates", "observable_cross_fit", "fit_coefficients", "observables_cost",
     "valence_theory", "FIELD_TERMS", "CONTRACTED_TERMS", "field_terms", "contracted_derivatives", "contracted_terms",
-    "contraction_pays", "describe_traces",
+    "contraction_pays", "costly_observables", "describe_traces", "fold_coefficients",
+    "value_and_directional_derivative",
     "connected_estimate", "tangent_estimate", "tangent_values", "variance_reduction",
     "FEATURE_HELP", "FIELD_KINDS", "default_features", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
     "FERMION_OBSERVABLES", "NOISE_KINDS", "DILUTIONS", "TRACE_METHODS", "FermionTraces", "fermion_derivatives",

@@ -40,6 +40,7 @@ __all__ = [
     "gradient",
     "directional_derivative",
     "directional_derivatives",
+    "value_and_directional_derivative",
     "REVERSE_SPLIT",
     "divergence_dense",
     "divergence_hutchinson",
@@ -96,9 +97,16 @@ def gradient(f: Callable[[Array], Array], u: Array, group: Group) -> Array:
     return jax.grad(lambda w: f(lift(w, u, group)))(_zeros(u, group))
 
 
+def value_and_directional_derivative(f: Callable[[Array], Any], u: Array, v: Array, group: Group) -> tuple[Any, Any]:
+    """``(f(U), v·∇f (U))`` by one forward-mode pass (``jax.jvp``; the value is ``f`` at ``exp(0) U = U``); ``f`` may
+    return any pytree of arrays."""
+    w0 = _zeros(u, group)
+    return jax.jvp(lambda w: f(lift(w, u, group)), (w0,), (v.astype(w0.dtype),))
+
+
 def directional_derivative(f: Callable[[Array], Any], u: Array, v: Array, group: Group) -> Any:
     """``v·∇f (U)`` by forward-mode autodiff (``jax.jvp``); ``f`` may return any pytree of arrays."""
-    return jax.jvp(lambda w: f(lift(w, u, group)), (_zeros(u, group),), (v.astype(_zeros(u, group).dtype),))[1]
+    return value_and_directional_derivative(f, u, v, group)[1]
 
 
 #: attribute of an observable vector ``U -> (O_1, ..., O_n)`` whose outputs ``J`` are better differentiated in reverse

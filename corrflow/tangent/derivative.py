@@ -17,7 +17,7 @@ from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE
 from ..stats import Stats
 from .estimator import per_observable, tangent_estimate, variance_reduction
 from .fermions import FermionTraces
-from .fit import FieldFit, cross_fit, fold_index
+from .fit import FieldFit, cross_fit, fold_coefficients
 from .scales import flow_scale_derivative
 from .spectroscopy import effective_mass_derivative, effective_mass_pairs
 from .fermions import is_fermion_theory
@@ -223,9 +223,4 @@ def apply_fits(terms: TangentTerms, coefs: Any) -> np.ndarray:
     ``(n_obs, n_chains, n_traj, K)``."""
     if np.ndim(coefs) == 3:
         return np.stack([apply_fits(terms, c) for c in coefs])
-    nc, nt = terms.ds.shape
-    folds = fold_index(nc, nt, len(coefs))
-    out = np.zeros(terms.a.shape)
-    for f, c in enumerate(coefs):
-        out[folds == f] = np.asarray(c, float)
-    return out
+    return fold_coefficients(coefs, *terms.ds.shape)

@@ -174,6 +174,13 @@ def fold_index(n_chains: int, n_traj: int, n_folds: int) -> np.ndarray:
     return np.broadcast_to(per, (n_chains, n_traj)).copy()
 
 
+def fold_coefficients(coefs: Any, n_chains: int, n_traj: int) -> np.ndarray:
+    """Per-configuration coefficients ``(n_chains, n_traj, K)`` from per-fold vectors ``(n_folds, K)`` (the layout of
+    :func:`cross_fit`: fold ``f``'s configurations, :func:`fold_index`, get the coefficients of fit ``f``)."""
+    coefs = np.asarray(coefs, float)
+    return coefs[fold_index(n_chains, n_traj, len(coefs))]
+
+
 def _fold_masks(n_chains: int, n_traj: int, n_folds: int, held_out: float) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(train, hold)`` masks ``(n_chains, n_traj)`` of every fold: training = the other folds (everything when
     ``n_folds = 1``); held out = the last ``held_out`` fraction of every chain's training trajectories."""

@@ -28,12 +28,14 @@ import numpy as np
 
 from ..observables.fermions import valence_quarks
 from ..theories.fermions import WilsonFermionAction
-from .core import (check_charge_observables, check_parameter, lift, observables_vector, parameter_derivative)
+from .core import (check_charge_observables, check_parameter, observables_vector, parameter_derivative,
+                   value_and_directional_derivative)
 from .fermions import (FermionTraces, condensate_noise, explicit_mass_derivative, fermion_derivatives, gauge_action,
                        is_fermion_theory)
 
 __all__ = ["TangentTerms", "compute_terms", "FLAT_TERMS", "field_terms", "FIELD_TERMS", "contracted_derivatives",
-           "CONTRACTED_TERMS", "contraction_pays", "describe_traces", "observables_cost", "valence_theory"]
+           "CONTRACTED_TERMS", "contraction_pays", "costly_observables", "describe_traces", "observables_cost",
+           "valence_theory"]
 
 #: names of the flat per-configuration outputs of :func:`compute_terms` (``resume`` / ``on_batch``), in order
 FLAT_TERMS = ("o", "ds", "a", "b", "do")
@@ -83,8 +85,7 @@ def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, name
 
     def contracted(obs_vec: Any, u: Any, c: Any, theory: Any) -> tuple[Any, Any]:
         x = field_obj.vectors(u, theory)  # (K, *coords)
-        v = jnp.tensordot(c.astype(x.dtype), x, axes=1)
-        return jax.jvp(lambda w: obs_vec(lift(w, u, group)), (jnp.zeros_like(v),), (v,))
+        return value_and_directional_derivative(obs_vec, u, jnp.tensordot(c.astype(x.dtype), x, axes=1), group)
 
     def gluonic(key: Any, theory: Any) -> tuple[Any, Any]:
         """The observables vector and the field's key of a pure-gauge theory: with valence quarks (quenched: no
@@ -349,9 +350,14 @@ def contracted_derivatives(field_obj: Any, theory: Any, param: str, names: Seque
     return o, dvo, do
 
 
+def costly_observables(names: Sequence[str]) -> bool:
+    """Whether any of ``names`` is measured through linear solves or a Wilson flow (``pion@T``, ``condensate``,
+    ``t2E@T``): its value costs more than the loops', and its derivative a solve or a flow per direction."""
+    return any(n == "condensate" or n.startswith(("pion@", "t2E@")) for n in names)
+
+
 def contraction_pays(names: Sequence[str], field_obj: Any) -> bool:
     """Whether the two-pass evaluation (:func:`field_terms`, fit, :func:`contracted_derivatives`) is the cheaper one
-    for a ``Var[R_v]`` fit: with two or more basis fields and an observable whose derivative costs a solve or a Wilson
-    flow per direction (``pion@T``, ``condensate``, ``t2E@T``).  For cheap observables (plaquette, Wilson loops) the
-    second pass would only recompute the basis fields."""
-    return field_obj.n_coef >= 2 and any(n == "condensate" or n.startswith(("pion@", "t2E@")) for n in names)
+    for a ``Var[R_v]`` fit: with two or more basis fields and a :func:`costly_observables` one.  For cheap observables
+    (plaquette, Wilson loops) the second pass would only recompute the basis fields."""
+    return field_obj.n_coef >= 2 and costly_observables(names)
