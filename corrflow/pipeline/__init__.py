@@ -9,7 +9,8 @@ physics core (``correlate``, ``flows``, ``hmc``, ``heatbath``, ``observables``, 
 * steps: :class:`Pipeline` (ensure an :class:`Ensemble`, a :class:`TrainedFlow`, a :class:`PairedEnsemble`,
   a measurement) and :func:`family` (base + flows + paired + independent ensembles for several targets);
 * :class:`CostLedger` -- the one cost definition (:data:`COST_DEFINITION`); :class:`Progress` -- the one progress
-  protocol; :mod:`~corrflow.pipeline.settings` -- the one settings model (TOML run files);
+  protocol; :mod:`~corrflow.pipeline.model` -- the one settings model (TOML run files) and
+  :mod:`~corrflow.pipeline.settings` -- its groups;
   :mod:`~corrflow.pipeline.cli` -- the one settings-to-command adapter and error runner;
 * :class:`Analysis`, :func:`run_analysis` -- settings + prepare + estimate + render, run the same way for every
   analysis; :mod:`~corrflow.pipeline.record` -- records, Markdown, publishing.

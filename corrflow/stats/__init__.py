@@ -57,15 +57,17 @@ from .curves import (
 from .pyerrors_export import reweighted_obs, to_pyerrors
 from .reweighting import (
     ReweightingResult,
+    log_mean_weight,
+    reweighted_mean,
+    weight_ess,
+    weight_ess_fraction,
+)
+from .differences import (
     correlated_difference,
     finite_difference_derivative,
     independent_difference,
-    log_mean_weight,
-    reweighted_mean,
     symmetric_derivative,
     variance_reduction,
-    weight_ess,
-    weight_ess_fraction,
 )
 
 __all__ = [
