@@ -61,8 +61,9 @@ def derivative(
                                       "rectangle,flowed@0.1,flowed@0.2,flowed@0.4 (for --param xi or lam in 4D each "
                                       "split into _t and _s), preconditioned: plaquette,plaquette^2,plaquette^3,"
                                       "rectangle"),
-    times: Optional[str] = typer.Option(None, help="smoothing field: Wilson-flow times, comma-separated (default "
-                                                   "0.1,0.2,0.4,0.8; multiples of 0.05)"),
+    times: Optional[str] = typer.Option(None, help="smoothing field (also where auto chooses it): Wilson-flow times, "
+                                                   "comma-separated (default 0.1,0.2,0.4,0.8; multiples of 0.05; "
+                                                   "auto on pure-gauge lattices 0.1,0.2,0.4 in steps of 0.1)"),
     held_out_smoothing: bool = typer.Option(False, "--held-out-smoothing", help="smoothing field (SU(2)/SU(3)): flow "
                                             "each link's surroundings with the link's mask replaced by its staple "
                                             "projection -- exact divergence, no probes, 2d flows per configuration, 4d "
@@ -155,12 +156,14 @@ def derivative(
             raise CLIError(f"no ensemble {ensemble!r} in {store}; available: {', '.join(st.ensembles()) or 'none'}")
         opts: dict[str, Any] = {}
         kind = field.strip().lower()
-        if times is not None and kind != "smoothing":
-            raise CLIError("--times applies to --field smoothing only")
-        if held_out_smoothing and kind != "smoothing":
-            raise CLIError("--held-out-smoothing applies to --field smoothing only")
-        if anisotropy is not None and kind != "smoothing":
-            raise CLIError("--anisotropy applies to --field smoothing only")
+        # --field auto takes the smoothing options too: where it chooses another field, make_field says so
+        smoothing_ok = kind in ("smoothing", "auto")
+        if times is not None and not smoothing_ok:
+            raise CLIError("--times applies to --field smoothing (or auto) only")
+        if held_out_smoothing and not smoothing_ok:
+            raise CLIError("--held-out-smoothing applies to --field smoothing (or auto) only")
+        if anisotropy is not None and not smoothing_ok:
+            raise CLIError("--anisotropy applies to --field smoothing (or auto) only")
         if features is not None and kind == "smoothing":
             raise CLIError("--features does not apply to --field smoothing; give its flow times with --times")
         spec = st.spec(ensemble)
@@ -169,6 +172,8 @@ def derivative(
             opts = {"harmonics": harmonics}
         elif kind in ("gradient", "auto"):
             opts = {"n_probes": probes}
+        if kind == "auto":
+            opts.update(times=times, held_out=True if held_out_smoothing else None, anisotropy=anisotropy)
         elif kind == "preconditioned":
             opts = {"n_probes": probes, "masses": masses, "probe_period": probe_period}
         elif kind == "smoothing":

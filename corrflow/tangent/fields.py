@@ -75,6 +75,9 @@ SMOOTHING_ANISOTROPY = 0.5
 #: of the layer masks are the cost), i.e. 2.3–2.9x more reduction at equal cost; d<P>/dβ at β = 5.7 (4^4) 2.9x
 #: against 3.0x.  With Wilson fermions (``lam``, ``xi``) the field keeps its own defaults (measured there).
 PURE_GAUGE_SMOOTHING = {"times": (0.1, 0.2, 0.4), "flow_eps": 0.1}
+#: options of :class:`corrflow.tangent.smoothing.SmoothingField` that no other field takes (``make_field`` refuses them
+#: for the others, also where ``auto`` chooses another kind)
+SMOOTHING_OPTIONS = ("times", "anisotropy", "held_out", "flow_eps", "split")
 
 
 # ----------------------------------------------------------------------------------------
@@ -436,7 +439,8 @@ def make_field(kind: str = "auto", theory: Any = None, param: str | None = None,
     dimensions), a smoothing field for ``xi`` and ``lam`` in 3 or more dimensions ``split`` and the anisotropy
     :data:`SMOOTHING_ANISOTROPY`.  ``observables``: the names the field will serve; with ``chi_top`` (a function of
     the integer topological charge) the plaquette field gets ``keep_charge`` unless it is given."""
-    if kind == "auto":
+    auto = kind == "auto"
+    if auto:
         kind = "plaquette" if theory is not None and theory.group.is_abelian and len(theory.shape) == 2 else "gradient"
         if kind == "gradient" and "features" not in options and _smoothing_by_default(theory, param):
             kind = "smoothing"
@@ -444,6 +448,10 @@ def make_field(kind: str = "auto", theory: Any = None, param: str | None = None,
             pure_gauge = not is_fermion_theory(theory)  # with fermions (lam, xi) the measured flows stay
             if pure_gauge and "times" not in options and "flow_eps" not in options:  # the user's choice wins
                 options.update(PURE_GAUGE_SMOOTHING)
+    misplaced = [k for k in SMOOTHING_OPTIONS if k in options]
+    if misplaced and kind != "smoothing":
+        raise ValueError(f"{', '.join(misplaced)}: only for smoothing fields, and the "
+                         f"{'auto field chooses ' if auto else 'field is '}{kind} here")
     for name in ("features", "masses", "times"):  # comma-separated strings (CLI)
         if isinstance(options.get(name), str):
             options[name] = tuple(x for x in options[name].split(",") if x.strip())

@@ -79,8 +79,9 @@ def test_derivative_json_and_checkpoint_reuse(u1_store, exact_u1, tmp_path):
     (["--field", "smoothing", "--times", "0.12"], "multiples of flow_eps"),
     (["--field", "smoothing", "--times", "abc"], "times must be numbers"),
     (["--field", "smoothing", "--features", "plaquette"], "--features does not apply to --field smoothing"),
-    (["--field", "gradient", "--times", "0.2"], "--times applies to --field smoothing only"),
-    (["--field", "gradient", "--anisotropy", "0.5"], "--anisotropy applies to --field smoothing only"),
+    (["--field", "gradient", "--times", "0.2"], "--times applies to --field smoothing (or auto) only"),
+    (["--field", "gradient", "--anisotropy", "0.5"], "--anisotropy applies to --field smoothing (or auto) only"),
+    (["--times", "0.2"], "only for smoothing fields, and the auto field chooses plaquette here"),
     (["--field", "smoothing", "--anisotropy", "0.5"], "anisotropy needs spatial planes"),
     (["--field", "smoothing", "--anisotropy", "1.5"], "anisotropy must be in [0, 1)"),
 ])

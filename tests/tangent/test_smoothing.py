@@ -148,6 +148,11 @@ def test_split_by_default_for_the_anisotropic_parameters():
                             (make_theory("u1", (4, 4, 4), beta=1.0), "lam", {})):
         assert isinstance(tg.make_field("auto", th, param=param, **opts), tg.GradientField), (th, param, opts)
     assert tg.make_field("smoothing", th4, times="0.2,0.4").times == (0.2, 0.4)
+    # the smoothing options with another field (chosen or named): one clear error, not a TypeError of its constructor
+    with pytest.raises(ValueError, match="times: only for smoothing fields, and the auto field chooses gradient here"):
+        tg.make_field("auto", make_theory("su3", (2, 2), beta=5.8), param="beta", times="0.1")
+    with pytest.raises(ValueError, match="anisotropy: only for smoothing fields, and the field is gradient here"):
+        tg.make_field("gradient", th4, param="beta", anisotropy=0.5)
 
 
 def test_bad_options():
