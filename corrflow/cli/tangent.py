@@ -172,13 +172,12 @@ def derivative(
             opts = {"harmonics": harmonics}
         elif kind in ("gradient", "auto"):
             opts = {"n_probes": probes}
-        if kind == "auto":
-            opts.update(times=times, held_out=True if held_out_smoothing else None, anisotropy=anisotropy)
         elif kind == "preconditioned":
             opts = {"n_probes": probes, "masses": masses, "probe_period": probe_period}
         elif kind == "smoothing":
-            opts = {"n_probes": probes, "probe_period": probe_period, "times": times,
-                    "held_out": True if held_out_smoothing else None, "anisotropy": anisotropy}
+            opts = {"n_probes": probes, "probe_period": probe_period}
+        if kind in ("smoothing", "auto"):  # for auto, make_field refuses them where it chooses another field
+            opts.update(times=times, held_out=True if held_out_smoothing else None, anisotropy=anisotropy)
         opts = {k: v for k, v in opts.items() if v is not None}  # unset: the field's own default
         if features is not None and (kind in ("gradient", "preconditioned") or (kind == "auto" and not is_u1_2d)):
             opts["features"] = features

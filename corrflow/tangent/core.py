@@ -48,6 +48,7 @@ __all__ = [
     "hutchinson_probes",
     "parameter_derivative",
     "parameter_jvp",
+    "value_and_parameter_jvp",
     "check_parameter",
     "observable_function",
     "OBSERVABLES",
@@ -236,10 +237,16 @@ def parameter_derivative(theory: Any, param: str) -> Callable[[Array], Array]:
     return lambda u: parameter_jvp(lambda th: th.action(u), theory, param)
 
 
+def value_and_parameter_jvp(fn: Callable[[Any], Any], theory: Any, param: str) -> tuple[Any, Any]:
+    """``(fn(theory), d/dα fn(theory))`` at the theory's value of ``α = param`` by one forward-mode pass through
+    ``theory.replace`` (the value's solves, if any, are done once)."""
+    p0 = jnp.asarray(getattr(theory, param), jnp.float64)
+    return jax.jvp(lambda a: fn(theory.replace(**{param: a})), (p0,), (jnp.ones_like(p0),))
+
+
 def parameter_jvp(fn: Callable[[Any], Any], theory: Any, param: str) -> Any:
     """``d/dα fn(theory)`` at the theory's value of ``α = param`` (forward mode through ``theory.replace``)."""
-    p0 = jnp.asarray(getattr(theory, param), jnp.float64)
-    return jax.jvp(lambda a: fn(theory.replace(**{param: a})), (p0,), (jnp.ones_like(p0),))[1]
+    return value_and_parameter_jvp(fn, theory, param)[1]
 
 
 def observable_function(name: str, group: Group, shape: tuple[int, ...]) -> Callable[[Array], Array]:

@@ -39,7 +39,7 @@ import numpy as np
 from .. import rng
 from ..observables.fermions import chiral_condensate, chiral_condensate_stochastic, check_dense, pion_correlator
 from ..theories.fermions import WilsonFermionAction, conjugate_gradient, dirac, dirac_dagger, even_mask
-from .core import lift, parameter_jvp
+from .core import lift, parameter_jvp, value_and_parameter_jvp
 
 Array = jax.Array
 
@@ -256,8 +256,7 @@ def value_and_mass_derivative(vec_of: Callable[[Any], Callable[[Array], Array]],
                               u: Array) -> tuple[Array, Array]:
     """``(O_i(U; m), ∂_m O_i(U; m))`` at fixed links for the observable vector ``vec_of(theory)(u)`` (``∂_m`` zero for
     gauge observables): one forward-mode pass, so the value's solves are not done a second time."""
-    m0 = jnp.asarray(theory.mass, jnp.float64)
-    return jax.jvp(lambda m: vec_of(theory.replace(mass=m))(u), (m0,), (jnp.ones_like(m0),))
+    return value_and_parameter_jvp(lambda t: vec_of(t)(u), theory, "mass")
 
 
 def value_and_derivatives(vec_of: Callable[[Any], Callable[[Array], Array]], theory: WilsonFermionAction, u: Array,

@@ -83,9 +83,12 @@ def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, name
     def no_observables(u: Any) -> Any:  # what the field's own terms differentiate in the field pass: nothing
         return jnp.zeros((0,), u.real.dtype)
 
-    def contracted(obs_vec: Any, u: Any, c: Any, theory: Any) -> tuple[Any, Any]:
+    def fitted_field(u: Any, c: Any, theory: Any) -> Any:  # v = Σ_k c_k v_k, coordinates (*coords)
         x = field_obj.vectors(u, theory)  # (K, *coords)
-        return value_and_directional_derivative(obs_vec, u, jnp.tensordot(c.astype(x.dtype), x, axes=1), group)
+        return jnp.tensordot(c.astype(x.dtype), x, axes=1)
+
+    def contracted(obs_vec: Any, u: Any, c: Any, theory: Any) -> tuple[Any, Any]:
+        return value_and_directional_derivative(obs_vec, u, fitted_field(u, c, theory), group)
 
     def gluonic(key: Any, theory: Any) -> tuple[Any, Any]:
         """The observables vector and the field's key of a pure-gauge theory: with valence quarks (quenched: no
@@ -123,8 +126,7 @@ def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, name
         obs_vec = vec_of(theory)
         if mode == "contract":
             if param == "mass":  # both derivatives from one linearisation: the solves of O once
-                x = field_obj.vectors(u, gauge)
-                o, dvo, do = value_and_derivatives(vec_of, theory, u, jnp.tensordot(rest[0].astype(x.dtype), x, axes=1))
+                o, dvo, do = value_and_derivatives(vec_of, theory, u, fitted_field(u, rest[0], gauge))
                 return o, dvo, do.astype(o.dtype)
             o, dvo = contracted(obs_vec, u, rest[0], gauge)
             return o, dvo, jnp.zeros_like(o)
