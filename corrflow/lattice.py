@@ -236,7 +236,7 @@ def staple_force(u: Array, group: Group, weights: Array | None = None) -> Array:
     choice is made when the program is traced (:func:`corrflow.pallas_force.use_pallas`).
     """
     if not group.is_abelian and pallas_force.use_pallas():
-        return pallas_force.staple_force(u, group, weights)
+        return pallas_force.staple_force(u, group, weights, derivative=staple_force_xla)
     if not group.is_abelian and jax.default_backend() == "cpu":
         return _chain_by_chain(group)(u, *(() if weights is None else (weights,)))
     return staple_force_xla(u, group, weights)

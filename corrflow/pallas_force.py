@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -214,17 +215,18 @@ def _force_pallas(u: Array, weights: Array, block: int | None, interpret: bool, 
 
 
 def staple_force(u: Array, group: Group, weights: Array | None = None, *, block: int | None = None,
-                 interpret: bool | None = None, loop: bool = False) -> Array:
+                 interpret: bool | None = None, loop: bool = False,
+                 derivative: Callable[[Array, Group, Array], Array] | None = None) -> Array:
     """:func:`corrflow.lattice.staple_force` by the Pallas kernel (see the module docstring).
 
     ``u``: SU(N) links ``(*batch, L_0, ..., L_{d-1}, d, N, N)``, complex64 or complex128; ``weights``: symmetric
     ``(d, d)`` plane weights (default 1); ``block``: sites per program (default :func:`default_block`, a divisor of
     the volume); ``interpret``: run Pallas' interpreter (default: off GPUs); ``loop``: the planes in a loop instead of
-    unrolled (a third of the code for Triton to compile; not yet timed on a GPU).  Differentiable: under autodiff the
-    pure-JAX kernel gives the value and the derivative.
+    unrolled (a third of the code for Triton to compile; not yet timed on a GPU).  ``derivative``: a pure-JAX kernel
+    ``(u, group, weights) -> force`` (:func:`corrflow.lattice.staple_force_xla`, which is how
+    :func:`corrflow.lattice.staple_force` calls this) that gives the value and the derivative under autodiff; without
+    it the kernel is for values only.
     """
-    from . import lattice
-
     if group.is_abelian:
         raise ValueError("staple_force is for SU(N) links; the U(1) force is built from plaquette sines")
     d = u.shape[-3]
@@ -232,11 +234,14 @@ def staple_force(u: Array, group: Group, weights: Array | None = None, *, block:
     w = jnp.ones((d, d), rdt) if weights is None else jnp.asarray(weights).astype(rdt)
     interp = jax.default_backend() != "gpu" if interpret is None else bool(interpret)
 
+    if derivative is None:
+        return _force_pallas(u, w, block, interp, loop)
+
     @jax.custom_jvp
     def f(links: Array, ww: Array) -> Array:
         return _force_pallas(links, ww, block, interp, loop)
 
-    # differentiated: value and derivative by the XLA kernel, whose derivative needs its own products anyway (the
-    # Pallas value beside them would be a second evaluation of the same force)
-    f.defjvp(lambda primals, tangents: jax.jvp(lambda a, b: lattice.staple_force_xla(a, group, b), primals, tangents))
+    # differentiated: value and derivative by the pure-JAX kernel, whose derivative needs its own products anyway
+    # (the Pallas value beside them would be a second evaluation of the same force)
+    f.defjvp(lambda primals, tangents: jax.jvp(lambda a, b: derivative(a, group, b), primals, tangents))
     return f(u, w)
