@@ -20,6 +20,7 @@ import numpy as np
 
 from .compare import ComparisonRow, compare_ensembles, parameter_shift
 from .groups import get_group
+from .stats import format_value_error
 from .summary import exact_value
 
 __all__ = ["write_report"]
@@ -164,6 +165,11 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
                 + ", ".join(f"{o} {adjusted[o]:.1f}x" for o in smooth) if adjusted
                 else "; the generation cost of the ensemble is not recorded") + ")."
              + (f" Not smooth, not estimated: {', '.join(skipped)}." if skipped else ""), ""]
+    if any(s.error > 0 for s in res.agreement.values()):
+        lines += ["Tangent minus connected, from the same configurations with the error of the difference (both "
+                  "are unbiased, so this checks the field): " + ", ".join(
+                      f"{o} {format_value_error(s.value, s.error)} ({s.pull(0.0):+.1f} sigma)"
+                      for o, s in res.agreement.items() if o in smooth) + ".", ""]
     return rows, lines
 
 

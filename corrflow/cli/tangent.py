@@ -213,6 +213,13 @@ def derivative(
                 table.add_row(o, label, format_value_error(s.value, s.error), f"{s.tau_int:.2f}",
                               f"{reductions[o][k]:.3g}x")
         console.print(table)
+        if any(s.error > 0 for s in r.agreement.values()):  # (none with --field none: the same estimator)
+            worst = max(abs(s.pull(0.0)) for s in r.agreement.values())
+            console.print(("[yellow]" if worst > 3 else "") + "tangent - connected (same configurations, error of the "
+                          "difference): " + ", ".join(f"{o} {format_value_error(s.value, s.error)} "
+                                                      f"({s.pull(0.0):+.1f} sigma)" for o, s in r.agreement.items())
+                          + ("; both are unbiased, so a pull beyond 3 sigma points at the field or its divergence"
+                             "[/]" if worst > 3 else ""))
         c, adjusted = res.cost, res.cost_adjusted()
         terms_s = (f"{c['terms_s']:.3g} s" if np.isfinite(c["terms_s"]) else
                    "unknown (terms read from a checkpoint written without their cost)")

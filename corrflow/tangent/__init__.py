@@ -56,7 +56,7 @@ from .core import (
 )
 from .derivative import (FIT_TARGETS, DerivativeResult, apply_fits, contracted_terms, control_variates, derivative,
                          estimate, fit_coefficients, observable_cross_fit)
-from .estimator import connected_estimate, tangent_estimate, tangent_values, variance_reduction
+from .estimator import connected_estimate, paired_difference, tangent_estimate, tangent_values, variance_reduction
 from .fermions import (
     FERMION_OBSERVABLES,
     NOISE_KINDS,
@@ -89,7 +89,7 @@ __all__ = [
     "valence_theory", "FIELD_TERMS", "CONTRACTED_TERMS", "field_terms", "contracted_derivatives", "contracted_terms",
     "contraction_pays", "costly_observables", "describe_traces", "fold_coefficients",
     "value_and_directional_derivative",
-    "connected_estimate", "tangent_estimate", "tangent_values", "variance_reduction",
+    "connected_estimate", "paired_difference", "tangent_estimate", "tangent_values", "variance_reduction",
     "FEATURE_HELP", "FIELD_KINDS", "default_features", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
     "FERMION_OBSERVABLES", "NOISE_KINDS", "DILUTIONS", "TRACE_METHODS", "FermionTraces", "fermion_derivatives",
     "is_fermion_theory",

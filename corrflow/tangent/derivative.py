@@ -15,7 +15,7 @@ import numpy as np
 
 from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE
 from ..stats import Stats
-from .estimator import per_observable, tangent_estimate, variance_reduction
+from .estimator import paired_difference, per_observable, tangent_estimate, variance_reduction
 from .fermions import FermionTraces
 from .fit import FieldFit, cross_fit, fold_coefficients
 from .scales import flow_scale_derivative
@@ -38,7 +38,10 @@ class DerivativeResult:
     the finite-shift ``flowed`` / ``direct`` / ``independent`` when comparison ensembles were given),
     ``reduction[obs]`` (variance reduction of tangent against connected), the per-fold fits and coefficients; with
     per-observable fits (``target == "observable"``) ``fits`` is empty and ``observable_fits[obs]`` holds each
-    observable's per-fold fits (their ``reduction`` is ``Var[T_0] / Var[T_v]`` on the training configurations)."""
+    observable's per-fold fits (their ``reduction`` is ``Var[T_0] / Var[T_v]`` on the training configurations).
+    ``agreement[obs]``: tangent minus connected with the error of the difference (:func:`paired_difference`; the
+    observables themselves, not the derived rows ``t0/a^2``, ``w0/a``, ``m_eff@t``): both estimators are unbiased,
+    so its ``pull(0)`` checks the field on any ensemble."""
 
     estimates: dict[str, dict[str, Stats]]
     reduction: dict[str, float]
@@ -47,6 +50,7 @@ class DerivativeResult:
     param: str
     target: str = "field"
     observable_fits: dict[str, list[FieldFit]] = field(default_factory=dict)
+    agreement: dict[str, Stats] = field(default_factory=dict)
     field: dict[str, Any] = field(default_factory=dict)  # noqa: F811 (the field's description; last: it shadows field())
 
     def reductions(self) -> dict[str, dict[str, float]]:
@@ -67,7 +71,9 @@ class DerivativeResult:
                          "var_reduction_R": f.reduction, "condition": f.condition} for f in self.fits],
                 "observable_fit": {o: [{"coef": f.coef.tolist(), "ridge": f.ridge, "n_basis": f.n_basis,
                                         "var_reduction_T": f.reduction, "condition": f.condition} for f in fs]
-                                   for o, fs in self.observable_fits.items()}}
+                                   for o, fs in self.observable_fits.items()},
+                "tangent_minus_connected": {o: {"value": s.value, "error": s.error, "pull": s.pull(0.0)}
+                                            for o, s in self.agreement.items()}}
 
 
 def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = None,
@@ -83,6 +89,7 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
     coefs = per_observable(coef, terms)
     est: dict[str, dict[str, Stats]] = {}
     red: dict[str, float] = {}
+    agree: dict[str, Stats] = {}
     explicit = terms.explicit()
     for i, name in enumerate(terms.names):
         o = terms.o[..., i]
@@ -92,6 +99,7 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
         con = tangent_estimate(o, explicit[..., i], terms.ds)
         est[name] = {"tangent": tan, "connected": con}
         red[name] = variance_reduction(con, tan)
+        agree[name] = paired_difference(o, dvo + explicit[..., i], r, explicit[..., i], terms.ds)
     for scale, ref, row in (("t0", t0_reference, "t0/a^2"), ("w0", w0_reference, "w0/a")):
         try:
             sc = flow_scale_derivative(terms, coef, reference=ref, scale=scale)
@@ -111,7 +119,7 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
     return DerivativeResult(estimates=est, reduction=red, fits=[] if per_obs else fits, coef=np.asarray(coef),
                             param=terms.param, field=dict(field_desc or {}),
                             target="observable" if per_obs else "field",
-                            observable_fits=dict(zip(terms.names, fits)) if per_obs else {})
+                            observable_fits=dict(zip(terms.names, fits)) if per_obs else {}, agreement=agree)
 
 
 def control_variates(terms: TangentTerms, i: int) -> tuple[np.ndarray, np.ndarray]:

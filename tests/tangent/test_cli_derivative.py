@@ -43,6 +43,11 @@ def test_derivative_json_and_checkpoint_reuse(u1_store, exact_u1, tmp_path):
             assert set(e) == {"value", "error", "tau_int"} and e["error"] > 0 and e["tau_int"] > 0
             assert abs(e["value"] - exact_u1[name]) / e["error"] < 4
         assert out["variance_reduction"][name] > 8
+        # tangent - connected from the same configurations: the error of the difference, and its pull
+        d = out["tangent_minus_connected"][name]
+        assert d["value"] == pytest.approx(est["tangent"]["value"] - est["connected"]["value"], rel=1e-9)
+        assert 0 < d["error"] < (est["tangent"]["error"] ** 2 + est["connected"]["error"] ** 2) ** 0.5
+        assert d["pull"] == pytest.approx(d["value"] / d["error"]) and abs(d["pull"]) < 4
     assert (ck / "checkpoint.json").exists()
     again = json.loads(_invoke(args).stdout)
     assert again["reused"] is True
@@ -51,6 +56,7 @@ def test_derivative_json_and_checkpoint_reuse(u1_store, exact_u1, tmp_path):
     res = _invoke(args[:-5] + ["--batch", "500", "--out", str(ck)])
     assert res.exit_code == 0, res.output
     assert "tangent" in res.stdout and "connected" in res.stdout and "reused" in res.stdout
+    assert "tangent - connected (same configurations" in res.stdout and "sigma)" in res.stdout
     # --fit observable: each observable's own Var[T_v] fit, saved per observable and reused like the field's
     ck2 = tmp_path / "per_obs"
     per = json.loads(_invoke(args[:-1] + [str(ck2), "--fit", "observable"]).stdout)
@@ -197,6 +203,7 @@ def test_compare_adds_finite_shift_estimators_and_report(u1_store, exact_u1, tmp
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Tangent-flow estimator" in md and "| plaquette | tangent |" in md and "| plaquette | connected |" in md
     assert "at equal cost" in md and "to generate one): plaquette" in md  # the ensemble recorded its cost
+    assert "Tangent minus connected, from the same configurations" in md and "sigma)." in md
     assert _snapshot(store) == before
     bad = runner.invoke(app, ["report", "--store", str(store), "--tangent", "--out", str(tmp_path / "rep2")])
     assert bad.exit_code == 2 and "--tangent needs --base" in bad.output

@@ -37,6 +37,12 @@ def test_plaquette_field_unbiased_and_reduces_variance(plaquette_terms, fitted, 
         assert abs(tan.pull(exact_u1[name])) < PULL, f"{name}: tangent {tan!r} vs exact {exact_u1[name]:.6f}"
         assert abs(con.pull(exact_u1[name])) < PULL, f"{name}: connected {con!r} vs exact {exact_u1[name]:.6f}"
         assert abs(_diff_pull(tan, con)) < PULL
+        # the paired difference (error of tangent - connected, their correlation included) agrees with zero, and its
+        # error is that of the control variates alone: Var[T_0 - T_v] = Var[T_0] - Var[T_v] for a least-squares field
+        agree = res.agreement[name]
+        assert agree.value == pytest.approx(tan.value - con.value, rel=1e-12, abs=1e-15)
+        assert abs(agree.pull(0.0)) < PULL
+        assert agree.error == pytest.approx(np.sqrt(con.error**2 - tan.error**2), rel=0.1)
         # the fitted field must actually help (~30x measured at 8x8; a broken fit gives ~1)
         assert res.reduction[name] > 8, f"{name}: variance reduction only {res.reduction[name]:.2f}"
     for f in fits:
@@ -66,6 +72,31 @@ def test_zero_field_is_the_connected_estimator(plaquette_terms):
         -(np.mean(o * ds) - o.mean() * ds.mean()), rel=1e-10)
 
 
+def test_paired_difference_error_of_a_half_field(plaquette_terms, fitted):
+    """Half the fitted field: tangent and connected errors are comparable, so the error of their difference from
+    one set of primaries (``agreement``) must be far below the sum in quadrature of the two errors (the correlation
+    matters) and equal the Gamma-method error of the per-configuration differences ``T_v - T_0`` (the same
+    linearisation written out); a field with zero coefficients gives exactly zero."""
+    from corrflow.stats import gamma_method
+
+    _, coef = fitted
+    res = tg.estimate(plaquette_terms, 0.5 * coef)
+    explicit = plaquette_terms.explicit()
+    for i, name in enumerate(OBS):
+        tan, con, agree = res.estimates[name]["tangent"], res.estimates[name]["connected"], res.agreement[name]
+        assert agree.error < 0.8 * np.hypot(tan.error, con.error), (name, agree, tan, con)
+        o = plaquette_terms.o[..., i]
+        r = plaquette_terms.ds + np.sum(plaquette_terms.a * 0.5 * coef, axis=-1)
+        dvo = np.sum(plaquette_terms.b[..., i, :] * 0.5 * coef, axis=-1) + explicit[..., i]
+        per_config = tg.tangent_values(o, dvo, r) - tg.tangent_values(o, explicit[..., i], plaquette_terms.ds)
+        direct = gamma_method(per_config)
+        assert agree.value == pytest.approx(direct.value, rel=1e-10)
+        assert agree.error == pytest.approx(direct.error, rel=0.05)
+        assert abs(agree.pull(0.0)) < PULL
+    zero = tg.estimate(plaquette_terms, np.zeros(6))
+    assert all(s.value == 0 and s.error == 0 for s in zero.agreement.values())
+
+
 def test_wrong_divergence_sign_is_detected(u1_theory, u1_configs, plaquette_terms, fitted, exact_u1):
     """Negative control: flipping the sign of ∇·v in R_v biases T_v by many sigma."""
     _, coef = fitted
@@ -77,6 +108,8 @@ def test_wrong_divergence_sign_is_detected(u1_theory, u1_configs, plaquette_term
     res = tg.estimate(bad, coef)
     for name in OBS:
         assert abs(res.estimates[name]["tangent"].pull(exact_u1[name])) > 2 * PULL
+        # ... and the paired comparison with the connected estimator flags it without the exact result
+        assert abs(res.agreement[name].pull(0.0)) > 2 * PULL
 
 
 @pytest.mark.parametrize("features,divergence", [(("plaquette", "rectangle"), "auto"),
