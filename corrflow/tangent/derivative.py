@@ -39,9 +39,10 @@ class DerivativeResult:
     ``reduction[obs]`` (variance reduction of tangent against connected), the per-fold fits and coefficients; with
     per-observable fits (``target == "observable"``) ``fits`` is empty and ``observable_fits[obs]`` holds each
     observable's per-fold fits (their ``reduction`` is ``Var[T_0] / Var[T_v]`` on the training configurations).
-    ``agreement[obs]``: tangent minus connected with the error of the difference (:func:`paired_difference`; the
-    observables themselves, not the derived rows ``t0/a^2``, ``w0/a``, ``m_eff@t``): both estimators are unbiased,
-    so its ``pull(0)`` checks the field on any ensemble."""
+    ``agreement[obs]``: tangent minus connected with the error of the difference (:func:`paired_difference`, and
+    :meth:`DerivedSeries.difference` for the derived rows ``t0/a^2``, ``w0/a``, ``m_eff@t``): both estimators are
+    unbiased (derived rows up to the O(1/N) bias of a nonlinear function of means), so its ``pull(0)`` checks the
+    field on any ensemble."""
 
     estimates: dict[str, dict[str, Stats]]
     reduction: dict[str, float]
@@ -107,6 +108,7 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
             continue
         est[row] = {"tangent": sc["tangent"], "connected": sc["connected"]}
         red[row] = variance_reduction(sc["connected"], sc["tangent"])
+        agree[row] = sc["difference"]
     for t, _, _ in effective_mass_pairs(terms.names, terms.time_extent):
         try:
             em = effective_mass_derivative(terms, coef, t, terms.time_extent)
@@ -114,6 +116,7 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
             continue
         est[f"m_eff@{t}"] = {"tangent": em["tangent"], "connected": em["connected"]}
         red[f"m_eff@{t}"] = variance_reduction(em["connected"], em["tangent"])
+        agree[f"m_eff@{t}"] = em["difference"]
     per_obs = np.ndim(coef) == 4
     fits = list(fits or [])
     return DerivativeResult(estimates=est, reduction=red, fits=[] if per_obs else fits, coef=np.asarray(coef),

@@ -116,6 +116,14 @@ class DerivedSeries(NamedTuple):
     raw_shift: np.ndarray
     transform: np.ndarray | None = None
 
+    def difference(self, func: Any, S: float = 1.5) -> Stats:
+        """``func(means with the field) − func(means with v = 0)`` -- a derived quantity's tangent minus connected
+        estimate -- with the error of the difference: one Gamma-method analysis of both sets of primaries, so their
+        correlation is included (:func:`paired_difference` for the observables themselves)."""
+        n = len(self.with_field)
+        return gamma_method(np.concatenate([self.with_field, self.connected]), lambda m: func(m[:n]) - func(m[n:]),
+                            S=S)
+
     def unpack(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = self.raw_shift.size
         o = m[:k] + self.raw_shift

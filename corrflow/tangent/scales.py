@@ -85,4 +85,5 @@ def flow_scale_derivative(terms: TangentTerms, coef: Any, reference: float | Non
 
     return {scale: gamma_method(ds.with_field, t0_of, S=S),
             "tangent": gamma_method(ds.with_field, dt0_of, S=S),
-            "connected": gamma_method(ds.connected, dt0_of, S=S)}
+            "connected": gamma_method(ds.connected, dt0_of, S=S),
+            "difference": ds.difference(dt0_of, S=S)}

@@ -59,7 +59,8 @@ def effective_mass_pairs(names: tuple[str, ...], time_extent: int) -> list[tuple
 
 def effective_mass_derivative(terms: TangentTerms, coef: Any, t: int, time_extent: int,
                               S: float = 1.5) -> dict[str, Stats]:
-    """``{"m_eff": m_eff(t), "tangent": d m_eff(t)/dα, "connected": the same with v = 0}`` as :class:`Stats`.
+    """``{"m_eff": m_eff(t), "tangent": d m_eff(t)/dα, "connected": the same with v = 0, "difference": tangent minus
+    connected with the error of the difference}`` as :class:`Stats`.
 
     ``terms`` must hold ``pion@t`` and ``pion@t+1`` (``t + 1 <= T/2``, ``T = time_extent``); ``coef`` as for
     :func:`corrflow.tangent.estimate`.  ``ValueError`` otherwise, or when ``<C(t)> <= <C(t+1)>``.
@@ -80,4 +81,5 @@ def effective_mass_derivative(terms: TangentTerms, coef: Any, t: int, time_exten
 
     return {"m_eff": gamma_method(ds.with_field, lambda m: parts(m)[0], S=S),
             "tangent": gamma_method(ds.with_field, lambda m: parts(m)[1], S=S),
-            "connected": gamma_method(ds.connected, lambda m: parts(m)[1], S=S)}
+            "connected": gamma_method(ds.connected, lambda m: parts(m)[1], S=S),
+            "difference": ds.difference(lambda m: parts(m)[1], S=S)}

@@ -88,7 +88,10 @@ def test_t0_derivative_against_finite_difference(su2_terms):
     terms, coef = su2_terms
     ref = 0.015
     res = tg.flow_scale_derivative(terms, coef, reference=ref)
-    assert set(res) == {"t0", "tangent", "connected"} and 0.2 < res["t0"].value < 0.4
+    assert set(res) == {"t0", "tangent", "connected", "difference"} and 0.2 < res["t0"].value < 0.4
+    diff = res["difference"]  # tangent - connected with the error of the difference: agrees with zero
+    assert diff.value == pytest.approx(res["tangent"].value - res["connected"].value, rel=1e-9)
+    assert abs(diff.pull(0.0)) < 4 and diff.error > 0
     # the same derivative as a row of the estimates (what `corrflow derivative --t0-ref` prints)
     row = tg.estimate(terms, coef, t0_reference=ref).estimates["t0/a^2"]
     assert row["tangent"].value == pytest.approx(res["tangent"].value, rel=1e-12)
@@ -98,7 +101,7 @@ def test_t0_derivative_against_finite_difference(su2_terms):
                                                             axis=0))[1:-1] @ terms.o[..., 1:].reshape(-1, 4).mean(0)
     w_ref = float(w_mean.mean())
     resw = tg.flow_scale_derivative(terms, coef, reference=w_ref, scale="w0")
-    assert set(resw) == {"w0", "tangent", "connected"} and 0.2 ** 0.5 < resw["w0"].value < 0.3 ** 0.5
+    assert set(resw) == {"w0", "tangent", "connected", "difference"} and 0.2 ** 0.5 < resw["w0"].value < 0.3 ** 0.5
     roww = tg.estimate(terms, coef, w0_reference=w_ref).estimates["w0/a"]
     assert roww["tangent"].value == pytest.approx(resw["tangent"].value, rel=1e-12)
     t0, w0 = {}, {}

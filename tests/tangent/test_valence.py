@@ -82,6 +82,8 @@ def test_quenched_tangent_agrees_with_connected_and_needs_its_flow_term(valence_
     for name in ("plaquette", "pion@1", "pion@2", "m_eff@1"):
         t, c = res.estimates[name]["tangent"], res.estimates[name]["connected"]
         assert abs(t.value - c.value) < 4 * max(t.error, c.error), (name, t, c)
+        d = res.agreement[name]  # the same with the error of the difference (m_eff@1: a derived row)
+        assert d.value == pytest.approx(t.value - c.value, rel=1e-9, abs=1e-14) and abs(d.pull(0.0)) < 4, (name, d)
     assert res.reduction["pion@1"] > 3 and res.reduction["pion@2"] > 3
     # a larger beta (smoother links): a larger correlator at short distance and a lighter pion
     assert res.estimates["pion@1"]["tangent"].value > 4 * res.estimates["pion@1"]["tangent"].error
@@ -89,6 +91,8 @@ def test_quenched_tangent_agrees_with_connected_and_needs_its_flow_term(valence_
     blind = tg.estimate(type(terms)(**{**terms.__dict__, "b": np.zeros_like(terms.b)}), coef, fits)
     t, c = blind.estimates["pion@1"]["tangent"], res.estimates["pion@1"]["connected"]
     assert abs(t.value - c.value) > 5 * t.error, "without v.grad C the tangent estimator must be biased"
+    for name in ("pion@1", "m_eff@1"):  # ... and the paired check flags it, for the derived row too
+        assert abs(blind.agreement[name].pull(0.0)) > 5, (name, blind.agreement[name])
 
 
 def test_valence_mass_from_the_cli(u1_store, tmp_path):
