@@ -218,8 +218,9 @@ def derivative(
             console.print(("[yellow]" if worst > 3 else "") + "tangent - connected (same configurations, error of the "
                           "difference): " + ", ".join(f"{o} {format_value_error(s.value, s.error)} "
                                                       f"({s.pull(0.0):+.1f} sigma)" for o, s in r.agreement.items())
-                          + ("; both are unbiased, so a pull beyond 3 sigma points at the field or its divergence"
-                             "[/]" if worst > 3 else ""))
+                          + ("; both are unbiased, so a pull beyond 3 sigma points at the field or its divergence, "
+                             "or at a drift at the start of the chains that the connected estimator takes up (try "
+                             "--discard)[/]" if worst > 3 else ""))
         c, adjusted = res.cost, res.cost_adjusted()
         terms_s = (f"{c['terms_s']:.3g} s" if np.isfinite(c["terms_s"]) else
                    "unknown (terms read from a checkpoint written without their cost)")
