@@ -66,8 +66,8 @@ def connected_estimate(o: Any, ds: Any, S: float = 1.5) -> Stats:
 
 
 def _difference(m: np.ndarray) -> float:
-    # m = means of (v_a·∇O, v_b·∇O, O, R_a, R_b, O R_a, O R_b)
-    return float((m[0] - (m[5] - m[2] * m[3])) - (m[1] - (m[6] - m[2] * m[4])))
+    # m = means of (v_a·∇O, v_b·∇O, O, R_a, R_b, O R_a, O R_b): each estimate is _derived of its four
+    return _derived(m[[0, 2, 3, 5]]) - _derived(m[[1, 2, 4, 6]])
 
 
 def paired_difference(o: Any, dvo_a: Any, r_a: Any, dvo_b: Any, r_b: Any, S: float = 1.5) -> Stats:
