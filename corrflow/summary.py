@@ -8,14 +8,15 @@ act as ``beta_eff = beta * xi + lam`` (see :mod:`corrflow.theories.gauge`); exac
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from . import exact
 from .stats import Stats, gamma_method
+from .stats.equilibration import EquilibrationCut, equilibration_cut
 
-__all__ = ["SummaryRow", "exact_value", "ensemble_summary"]
+__all__ = ["SummaryRow", "exact_value", "ensemble_summary", "thermalisation_cut"]
 
 
 class SummaryRow(NamedTuple):
@@ -51,12 +52,35 @@ def exact_value(spec: Any, observable: str) -> float | None:
     return None
 
 
-def ensemble_summary(store: Any, name: str) -> list[SummaryRow]:
-    """Gamma-method estimates (chains as replicas) of every per-trajectory observable of ``name``."""
+def thermalisation_cut(store: Any, name: str, observables: Sequence[str] = ()) -> EquilibrationCut:
+    """The automatic thermalisation cut of ensemble ``name`` (:func:`corrflow.stats.equilibration.equilibration_cut`)
+    from its stored plaquette (the gauge action density: what relaxes from a hot or cold start) and those of
+    ``observables`` that are stored per configuration; ``ValueError`` if none of them is."""
+    ds = store.open_ensemble(name)
+    series = {}
+    for v in dict.fromkeys(("plaquette", *observables)):
+        if v in ds.data_vars and ds[v].dims == ("chain", "traj"):
+            data = np.asarray(ds[v].values, dtype=float)
+            if np.all(np.isfinite(data)):
+                series[v] = data
+    if not series:
+        raise ValueError(f"ensemble {name!r} stores none of {', '.join(dict.fromkeys(('plaquette', *observables)))} "
+                         "for every configuration: give --discard as a number")
+    return equilibration_cut(series)
+
+
+def ensemble_summary(store: Any, name: str, discard: int = 0) -> list[SummaryRow]:
+    """Gamma-method estimates (chains as replicas) of every per-trajectory observable of ``name``, without the first
+    ``discard`` trajectories of every chain."""
     ds = store.open_ensemble(name)
     spec = store.spec(name)
-    if ds.sizes["traj"] < 10:
-        raise ValueError(f"ensemble {name!r} has {ds.sizes['traj']} trajectories per chain; need at least 10 for errors")
+    if discard < 0:
+        raise ValueError(f"--discard must be >= 0, got {discard}")
+    if ds.sizes["traj"] - discard < 10:
+        raise ValueError(f"ensemble {name!r} has {ds.sizes['traj']} trajectories per chain"
+                         + (f", {ds.sizes['traj'] - discard} after discarding {discard}" if discard else "")
+                         + "; need at least 10 for errors")
+    ds = ds.isel(traj=slice(discard, None))
     vol = int(np.prod(spec.shape))
     rows = []
     names = [v for v in ds.data_vars if ds[v].dims == ("chain", "traj") and v not in ("accepted", "step_size", "action")]

@@ -50,3 +50,11 @@ def _stage(description: str, unit: str = "") -> Any:
     from ..pipeline.progress import Progress
 
     return Progress(console, transient=False).stage(description, unit)
+
+
+def print_thermalisation(cut: Any) -> None:
+    """The line of an automatic thermalisation cut (``--discard auto``; a
+    :class:`corrflow.stats.equilibration.EquilibrationCut`), in yellow where the cut is at its limit."""
+    warn = cut.at_limit
+    console.print(("[yellow]" if warn else "") + "thermalisation (--discard auto): " + cut.describe()
+                  + ("[/]" if warn else ""))

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .base import CLIError, _run, _stage, app, console, parse_shape
+from .base import CLIError, _run, _stage, app, console, parse_shape, print_thermalisation
 
 
 # ----------------------------------------------------------------------------------------
@@ -267,21 +267,38 @@ def verify(
 **Example**
 
     corrflow summary data/runs.zarr u1_16x16_beta2
+
+    corrflow summary data/runs.zarr u1_16x16_beta2 --discard auto   # leave out the start-up drift, if any
 """)
 def summary(
     store: Path = typer.Argument(..., help="zarr store"),
     ensemble: str = typer.Argument(..., help="ensemble name"),
+    discard: str = typer.Option("0", help="leading trajectories of every chain to leave out: a number, or auto (the "
+                                          "cut that leaves the most effective samples of the plaquette, so a "
+                                          "start-up drift is cut off)"),
 ) -> None:
     """Observables with autocorrelation-aware errors (Gamma method), and exact values with pulls where known."""
 
     def body() -> None:
+        from ..stats.equilibration import parse_discard
         from ..store import open_store
-        from ..summary import ensemble_summary
+        from ..summary import ensemble_summary, thermalisation_cut
 
+        try:
+            n_discard = parse_discard(discard)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
         st = open_store(store, "r")
-        rows = ensemble_summary(st, ensemble)
+        if ensemble not in st.ensembles():
+            raise CLIError(f"no ensemble {ensemble!r} in {store}; available: {', '.join(st.ensembles()) or 'none'}")
+        cut = None
+        if n_discard is None:
+            cut = thermalisation_cut(st, ensemble)
+            n_discard = cut.n_discard
+        rows = ensemble_summary(st, ensemble, discard=n_discard)
         info_ = st.info(ensemble)
-        table = Table(title=f"{ensemble}: {info_['n_chains']} chains x {info_['committed']} trajectories")
+        kept = f" (the first {n_discard} discarded)" if n_discard else ""
+        table = Table(title=f"{ensemble}: {info_['n_chains']} chains x {info_['committed']} trajectories{kept}")
         for col in ("observable", "estimate", "tau_int", "exact (torus)", "pull"):
             table.add_column(col, justify="right")
         worst = 0.0
@@ -296,6 +313,8 @@ def summary(
         n_exact = sum(r.exact is not None for r in rows)
         if n_exact:
             console.print(f"{n_exact} observables compared with exact values; largest |pull| = {worst:.2f}")
+        if cut is not None:
+            print_thermalisation(cut)
 
     _run(body)
 

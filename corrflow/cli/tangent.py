@@ -9,7 +9,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from .base import CLIError, _run, _stage, app, console
+from .base import CLIError, _run, _stage, app, console, print_thermalisation
 
 
 # ----------------------------------------------------------------------------------------
@@ -103,8 +103,9 @@ def derivative(
     w0_ref: float = typer.Option(0.3, help="W(w0^2) = t d/dt t^2 E that defines w0: with four or more t2E@T whose W "
                                            "crosses it, the derivative of w0/a joins the table"),
     batch: int = typer.Option(32, help="configurations per jitted batch"),
-    discard: int = typer.Option(0, help="leading trajectories of every chain to leave out (thermalisation), here and "
-                                        "in the --compare ensembles"),
+    discard: str = typer.Option("0", help="leading trajectories of every chain to leave out (thermalisation), here "
+                                          "and in the --compare ensembles: a number, or auto (the cut that leaves "
+                                          "the most effective samples of the stored plaquette and observables)"),
     fit: str = typer.Option("field", help="what the least squares minimises: field (Var[R_v]: one field, the tangent "
                                           "of the ideal flow) | observable (Var[T_v] of each observable: control "
                                           "variates; helps where the observable's own noise dominates)"),
@@ -132,8 +133,14 @@ def derivative(
         from ..store import open_store
         from ..store.checkpoints import check_writable_dir
 
+        from ..stats.equilibration import parse_discard
+
         if batch < 1:
             raise CLIError(f"--batch must be >= 1, got {batch}")
+        try:
+            n_discard = parse_discard(discard)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
         if probes is not None and probes < 1:
             raise CLIError(f"--probes must be >= 1, got {probes}")
         if probe_period is not None and probe_period < 1:
@@ -185,7 +192,7 @@ def derivative(
         others = [c.strip() for item in (compare or []) for c in item.split(",") if c.strip()]
         settings = dict(field=kind, field_options=opts, n_folds=folds, held_out=held_out, seed=seed, batch=batch,
                         out=out, compare=others, traces=trace_opts, t0_reference=t0_ref, w0_reference=w0_ref,
-                        discard=discard, thin=thin, target=fit.strip().lower(), valence_mass=valence_mass,
+                        discard=n_discard, thin=thin, target=fit.strip().lower(), valence_mass=valence_mass,
                         pion_sources=sources, contract=contract)
         if json_:
             res = derivative_from_store(st, store, ensemble, param, names, **settings)
@@ -201,7 +208,7 @@ def derivative(
             tr_msg += (", exact fermion traces" if res.traces["method"] == "exact" else
                        f", stochastic fermion traces ({res.traces['n_noise']} noise vectors"
                        + (f", {res.traces['dilution']} dilution" if "dilution" in res.traces else "") + ")")
-        kept = (f" after the first {discard}" if discard else "") + (f", every {thin}th" if thin > 1 else "")
+        kept = (f" after the first {res.discard}" if res.discard else "") + (f", every {thin}th" if thin > 1 else "")
         table = Table(title=f"d<O>/d{param} on {ensemble} ({res.n_chains} x {res.n_traj} configurations{kept}, "
                             f"{r.field.get('kind')} field{' per observable' if r.target == 'observable' else ''}"
                             f"{tr_msg})")
@@ -220,7 +227,9 @@ def derivative(
                                                       f"({s.pull(0.0):+.1f} sigma)" for o, s in r.agreement.items())
                           + ("; both are unbiased, so a pull beyond 3 sigma points at the field or its divergence, "
                              "or at a drift at the start of the chains that the connected estimator takes up (try "
-                             "--discard)[/]" if worst > 3 else ""))
+                             "--discard auto)[/]" if worst > 3 else ""))
+        if res.thermalisation is not None:
+            print_thermalisation(res.thermalisation)
         c, adjusted = res.cost, res.cost_adjusted()
         terms_s = (f"{c['terms_s']:.3g} s" if np.isfinite(c["terms_s"]) else
                    "unknown (terms read from a checkpoint written without their cost)")

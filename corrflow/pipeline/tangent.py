@@ -34,7 +34,7 @@ import hashlib
 import json
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -44,7 +44,9 @@ import numpy as np
 from .. import make_theory
 from ..compare import compare_ensembles, parameter_shift
 from .. import tangent as tg
+from ..stats.equilibration import EquilibrationCut
 from ..store.checkpoints import CheckpointError, has_checkpoint, read_checkpoint, write_checkpoint
+from ..summary import thermalisation_cut
 from .ensembles import recorded_cost_per_configuration
 from .ledger import Clock
 
@@ -63,7 +65,8 @@ FINITE_SHIFT_ESTIMATORS = {"flowed reweighting": "flowed", "direct reweighting":
 @dataclass(frozen=True)
 class StoredDerivative:
     """Result of :func:`derivative_from_store`: the estimates, the checkpoint directory, whether the saved field was
-    reused, the number of configurations per chain used and the number discarded before them; ``terms_resumed``:
+    reused, the number of configurations per chain used and the number discarded before them (``thermalisation``:
+    the automatic cut that chose that number with ``discard=None``, else None); ``terms_resumed``:
     how many configurations' terms (of ``n_chains * n_traj``) were read from the checkpoint instead of computed (of
     the first pass, with ``contracted``); ``contracted``: the terms came in two passes (the field's terms, the fit,
     then ``v·∇O`` along the fitted field; ``contract=`` of :func:`derivative_from_store`)."""
@@ -81,6 +84,7 @@ class StoredDerivative:
     cost: dict[str, float] = field(default_factory=dict)
     valence_mass: float | None = None
     contracted: bool = False
+    thermalisation: EquilibrationCut | None = None
 
     def cost_adjusted(self) -> dict[str, float]:
         """Variance reduction of the tangent estimator against the connected one at equal cost, per observable:
@@ -107,6 +111,8 @@ class StoredDerivative:
                    cost_adjusted_reduction=self.cost_adjusted())
         if self.valence_mass is not None:
             out["valence_mass"] = float(self.valence_mass)
+        if self.thermalisation is not None:  # --discard auto
+            out["thermalisation"] = asdict(self.thermalisation)
         traces = {k: v for k, v in self.traces.items() if k != "valence_mass"}
         if traces:
             out["traces"] = traces
@@ -207,7 +213,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                           progress: Callable[[int, int], None] | None = None,
                           compare: Sequence[str] = (), traces: Any = None,
                           t0_reference: float | None = None, w0_reference: float | None = None,
-                          discard: int = 0, thin: int = 1, target: str = "field",
+                          discard: int | None = 0, thin: int = 1, target: str = "field",
                           valence_mass: float | None = None, pion_sources: int = 1,
                           contract: bool | None = None) -> StoredDerivative:
     """``d<O>/d param`` of every observable on stored ensemble ``ensemble`` (see the module docstring).
@@ -217,7 +223,9 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     the fermion part of ``v·∇S``; default: exact on small lattices, stochastic otherwise).  ``t0_reference``: the
     ``t^2 E`` value that defines ``t0`` for the ``t0/a^2`` row, ``w0_reference`` the ``W`` value of ``w0`` (both 0.3 by
     default).  ``discard``: leading trajectories of every chain left out (thermalisation not done at generation), in
-    the tangent and connected estimates and in the comparison ensembles alike.  ``thin``: use every ``thin``-th
+    the tangent and connected estimates and in the comparison ensembles alike; ``None``: the automatic cut
+    (:func:`corrflow.summary.thermalisation_cut` of the stored plaquette and observables; ``thermalisation`` of the
+    result).  ``thin``: use every ``thin``-th
     configuration after those for the tangent and connected estimates (their per-configuration terms are the cost;
     on chains with ``tau_int`` of several trajectories little information is lost).  ``target``: what the cross-fitted
     least squares minimises (:data:`corrflow.tangent.FIT_TARGETS`: ``Var[R_v]`` of one field, or ``Var[T_v]`` per
@@ -256,6 +264,10 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     tg.check_charge_observables(names, fld)
     tr = (traces or tg.FermionTraces()) if fermion or quarks is not None else None
     total = int(store.commit(ensemble)["committed"])
+    cut = None
+    if discard is None:
+        cut = thermalisation_cut(store, ensemble, names)
+        discard = cut.n_discard
     if not 0 <= discard < total:
         raise ValueError(f"--discard must be in 0 .. {total - 1} ({ensemble!r} has {total} configurations per chain), "
                          f"got {discard}")
@@ -367,7 +379,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         res = replace(res, estimates={o: {**est, **shifted.get(o, {})} for o, est in res.estimates.items()})
     return StoredDerivative(result=res, checkpoint=ckpt, reused=reused, n_chains=int(spec.n_chains),
                             n_traj=int(committed), shifts=plan, traces=terms.traces,
-                            discard=int(discard), thin=int(thin), terms_resumed=first, cost=cost,
+                            discard=int(discard), thin=int(thin), terms_resumed=first, cost=cost, thermalisation=cut,
                             valence_mass=None if quarks is None else float(quarks.mass), contracted=contract)
 
 

@@ -5,6 +5,7 @@
 * :func:`binned_jackknife` / :func:`jackknife_samples` -- binned jackknife.
 * :func:`autocorrelation_function`, :func:`integrated_autocorrelation_time`.
 * :func:`ess_arviz` -- ArviZ effective sample size as an independent check.
+* :func:`equilibration_cut` -- the thermalisation cut that leaves the most effective samples.
 * :func:`effective_mass` (cosh / cosh_ratio / log), :func:`fold_correlator`; effective-mass curves from paired
   samples (:func:`flowed_curve`, :func:`connected_curve`, ...) and :func:`plateau_fit`.
 * :func:`weight_ess_fraction` (Kish), :func:`normalised_weights`, :func:`pareto_k` -- weight diagnostics.
@@ -25,6 +26,7 @@ from .autocorr import (
     gamma_method,
     integrated_autocorrelation_time,
 )
+from .equilibration import EquilibrationCut, equilibration_cut
 from .ess import ess_arviz
 from .fits import (
     BayesianFitResult,
@@ -100,6 +102,8 @@ __all__ = [
     "Stats",
     "autocorrelation_function",
     "binned_jackknife",
+    "EquilibrationCut",
+    "equilibration_cut",
     "ess_arviz",
     "format_value_error",
     "gamma_method",
