@@ -210,13 +210,20 @@ def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, 
         red = float(np.mean([f.reduction for f in tan_fits]))
         line = (f"Tangent-flow estimator (base ensemble only: no flow, no weights; plaquette-space field, {k} "
                 f"coefficients cross-fitted, the variance of R_v {red:.3g}x below that of dS/dm):")
+        worst = 0.0
         for o in s.observables:
             d, v = results[o]["derivative"], vr[o]
+            p = results[o]["pulls"].get("tangent-connected", math.nan)
+            worst = max(worst, abs(p)) if math.isfinite(p) else worst
             line += (f" d{o}/dm = {d['tangent']} ({v['tangent_vs_connected']}x vs connected, "
                      f"{v['tangent_vs_flowed']}x vs flowed, {v['tangent_vs_direct']}x vs direct; cost-adjusted "
                      f"{v['tangent_cost_adjusted_vs_connected']}x, {v['tangent_cost_adjusted_vs_flowed']}x, "
-                     f"{v['tangent_cost_adjusted_vs_direct']}x);")
+                     f"{v['tangent_cost_adjusted_vs_direct']}x; tangent - connected {p:+.2f} sigma, paired);")
         out.append(line[:-1] + ".")
+        if worst > 3:  # both estimators are unbiased on the same configurations
+            out.append(f"WARNING: tangent - connected differ by {worst:.1f} sigma on the same configurations; both "
+                       "are unbiased, so the tangent field (or its divergence) is wrong, or the base chains drift at "
+                       "their start (more thermalisation: --therm).")
     if "plaquette" in results:
         p = results["plaquette"]["pulls"]
         d = results["plaquette"]["derivative"]

@@ -9,6 +9,7 @@ repeats it through the command line (everything reused from the store), and the 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +111,11 @@ def test_tangent_estimator(result):
         assert vr[obs]["tangent_vs_independent"] > 10, obs  # one ensemble, no shift, against two
     info = rec["info"]["tangent"]
     assert info["field"]["kind"] == "plaquette" and info["field"].get("keep_charge") and len(info["fits"]) == 2
-    assert any(line.startswith("Tangent-flow estimator") for line in rec["summary"])
+    line = next(line for line in rec["summary"] if line.startswith("Tangent-flow estimator"))
+    shown = [float(x) for x in re.findall(r"tangent - connected ([+-]\d+\.\d+) sigma, paired", line)]
+    # the paired check is in the summary, as in `corrflow derivative` (the record's pulls have 3 digits)
+    assert shown == pytest.approx([rec["pulls"][o]["tangent-connected"] for o in md.OBSERVABLES], abs=0.011)
+    assert not any(x.startswith("WARNING: tangent - connected") for x in rec["summary"])  # (all pulls < 3 above)
     # the tangent row has its own variance-reduction column
     tab = rec["tables"]["dO/dm by estimator"]
     col = tab["columns"].index("var. red. (tangent over this)")
