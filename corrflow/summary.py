@@ -52,11 +52,15 @@ def exact_value(spec: Any, observable: str) -> float | None:
     return None
 
 
-def thermalisation_cut(store: Any, name: str, observables: Sequence[str] = ()) -> EquilibrationCut:
+def thermalisation_cut(store: Any, name: str, observables: Sequence[str] = (), n: int | None = None
+                       ) -> EquilibrationCut:
     """The automatic thermalisation cut of ensemble ``name`` (:func:`corrflow.stats.equilibration.equilibration_cut`)
     from its stored plaquette (the gauge action density: what relaxes from a hot or cold start) and those of
-    ``observables`` that are stored per configuration; ``ValueError`` if none of them is."""
+    ``observables`` that are stored per configuration, over its first ``n`` configurations per chain (all if None);
+    ``ValueError`` if none of them is stored."""
     ds = store.open_ensemble(name)
+    if n is not None:
+        ds = ds.isel(traj=slice(0, int(n)))
     series = {}
     for v in dict.fromkeys(("plaquette", *observables)):
         if v in ds.data_vars and ds[v].dims == ("chain", "traj"):

@@ -14,7 +14,7 @@ the record (:mod:`corrflow.pipeline.record`: title, summary, tables, numbers, co
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -104,6 +104,34 @@ def measure_tangent(pipe: Pipeline, key: dict[str, Any], links: np.ndarray,
                               np.asarray(d["do"], float), fits, fit_s, float(c1 + c2))
 
 
+#: a cut whose discarded part differs from the rest by more than this (mean or spread, in sigma) is a start-up drift
+DRIFT_SIGMA = 5.0
+
+
+def thermalisation_check(pipe: Pipeline, record: dict[str, Any]) -> None:
+    """The automatic thermalisation cut (:func:`corrflow.summary.thermalisation_cut`, plaquette) of every Markov-chain
+    ensemble ``pipe`` used, over the configurations it used, into ``record["thermalisation"]``
+    (``{name: {n_discard, drift_sigma, ...}}``); a summary line for each that drifts at its start (the discarded part
+    more than :data:`DRIFT_SIGMA` off the rest): the analysis used all of its configurations, so its estimates --
+    connected ones above all -- carry the drift."""
+    from ..summary import thermalisation_cut
+
+    checks = {}
+    for name, n in pipe.markov_ensembles.items():
+        try:
+            cut = thermalisation_cut(pipe.store, name, n=n)
+        except ValueError:  # no plaquette stored, or too few configurations for a cut
+            continue
+        checks[name] = asdict(cut)
+        if cut.n_discard and cut.drift_sigma > DRIFT_SIGMA:
+            record.setdefault("summary", []).append(
+                f"WARNING: ensemble {name} drifts over its first {cut.n_discard} configurations per chain (they "
+                f"differ from the rest by {cut.drift_sigma:.0f} sigma in the {cut.series}'s mean or spread) and the "
+                "estimates above include them: thermalise longer (--therm); `corrflow summary STORE "
+                f"{name} --discard auto` shows the cut.")
+    record["thermalisation"] = checks
+
+
 def run_analysis(analysis: Analysis, settings: Any = None, *, console: Any = None, write: bool = True,
                  progress: Any = None) -> dict[str, Any]:
     """Run ``analysis`` with ``settings`` (defaults if None): steps, estimates, figure; with ``write`` the record,
@@ -118,6 +146,7 @@ def run_analysis(analysis: Analysis, settings: Any = None, *, console: Any = Non
     pipe = Pipeline(s.io.store, s.io.resolved_flow_dir(), prog)
     inputs = analysis.prepare(pipe, s)
     record = analysis.estimate(s, inputs)
+    thermalisation_check(pipe, record)
     record["settings"] = s.to_dict()
     record["analysis"] = analysis.name
     record.setdefault("costs", {})["wall_seconds_this_run"] = time.perf_counter() - t0

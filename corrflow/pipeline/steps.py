@@ -82,6 +82,8 @@ class Pipeline:
         self.flow_dir = Path(flow_dir) if flow_dir else default_flow_dir(self.store.path)
         self.ledger = CostLedger.in_directory(self.flow_dir)
         self.progress: Progress = as_progress(progress)
+        #: Markov-chain ensembles this pipeline made or reused, with the configurations per chain it used
+        self.markov_ensembles: dict[str, int] = {}
 
     # -- ensembles ---------------------------------------------------------------------------------
 
@@ -96,6 +98,7 @@ class Pipeline:
         store, rep = self.store, self.progress
         have = int(store.commit(name)["committed"]) if name in store else 0
         key = f"hmc/{name}"
+        self.markov_ensembles[name] = max(int(n), self.markov_ensembles.get(name, 0))
         if have >= n:
             rep.log(f"  [dim]{stage}: {name} holds {have} configurations per chain (reused)[/]")
             return Ensemble(store, name, theory, int(n), int(store.spec(name).n_chains), self._stored_cost(f"hmc/{name}", name, n))

@@ -3,6 +3,7 @@ trajectories): `corrflow summary` and `corrflow derivative` cut the drift off, a
 exact torus values; without the cut the drift inflates the connected estimator's error (negative control)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -69,3 +70,28 @@ def test_bad_discard_is_one_line(hot_store, command):
     res = runner.invoke(app, [command, *args, "--discard", "some"])
     assert res.exit_code == 2 and "--discard must be a number of configurations or 'auto'" in res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_analyses_flag_an_ensemble_that_drifts(hot_store, u1_store, tmp_path):
+    """Every analysis record gets the thermalisation cut of the Markov ensembles its pipeline used, and a summary
+    warning for one that drifts at its start (the hot-started chain); none for the thermalised one (--therm 200)."""
+    from corrflow import HMCConfig, make_theory
+    from corrflow.pipeline import Pipeline
+    from corrflow.pipeline.analysis import DRIFT_SIGMA, thermalisation_check
+
+    theory = make_theory("u1", (8, 8), beta=2.0)
+    for store, n, drifts in ((hot_store, 2000, True), (u1_store, 3200, False)):
+        copy = tmp_path / store.name
+        shutil.copytree(store, copy)
+        pipe = Pipeline(copy)
+        pipe.ensemble(theory, HMCConfig(step_size=0.1, n_steps=2), name=ENSEMBLE, n=n, n_chains=2, seed=0,
+                      n_therm=0)  # (reused: the store holds them)
+        record = {"summary": ["the analysis's own line"]}
+        thermalisation_check(pipe, record)
+        cut = record["thermalisation"][ENSEMBLE]
+        warned = [line for line in record["summary"] if line.startswith("WARNING: ensemble")]
+        assert bool(warned) is drifts, (store, cut)
+        assert bool(cut["drift_sigma"] > DRIFT_SIGMA) is drifts
+        if drifts:
+            assert f"first {cut['n_discard']} configurations" in warned[0] and "--therm" in warned[0]
+        shutil.rmtree(copy)
