@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Table
 
-from .base import CLIError, _run, _stage, app, console
+from .base import CLIError, _run, _stage, app, console, print_thermalisation
 
 
 # ----------------------------------------------------------------------------------------
@@ -240,17 +240,38 @@ def compare(
     store: Path = typer.Option(..., help="zarr store"),
     base: str = typer.Option(..., help="base ensemble"),
     obs: List[str] = typer.Option(["plaquette"], help="observables (repeat the option)"),
+    discard: str = typer.Option("0", help="leading trajectories of every chain to leave out (the same in a flowed "
+                                          "ensemble and its base, so the pairing is kept): a number, or auto (the "
+                                          "longest cut of the base and the independent ensembles)"),
 ) -> None:
     """The estimators side by side: <O>_a', the difference and derivative, errors, ESS, variance reduction."""
 
     def body() -> None:
-        from ..compare import compare_ensembles, parameter_shift
-        from ..store import open_store
+        from dataclasses import replace
 
+        from ..compare import compare_ensembles, parameter_shift
+        from ..stats.equilibration import parse_discard
+        from ..store import open_store
+        from ..summary import thermalisation_cut
+
+        try:
+            n_discard = parse_discard(discard)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
         st = open_store(store, "r")
-        rows = compare_ensembles(st, base, ensembles, obs)
+        missing = [n for n in (base, *ensembles) if n not in st.ensembles()]
+        if missing:
+            raise CLIError(f"no ensemble {missing[0]!r} in {store}; available: {', '.join(st.ensembles()) or 'none'}")
+        cut = None
+        if n_discard is None:  # flowed ensembles share their base's configurations (and its cut)
+            cuts = [replace(c, series=f"{n}'s {c.series}") for n in dict.fromkeys((base, *ensembles))
+                    if st.spec(n).kind != "flowed" for c in [thermalisation_cut(st, n, obs)]]
+            cut = max(cuts, key=lambda c: c.n_discard)
+            n_discard = cut.n_discard
+        rows = compare_ensembles(st, base, ensembles, obs, discard=n_discard)
         pname, shift = parameter_shift(st.spec(base).params, st.spec(ensembles[0]).params)
-        table = Table(title=f"{base} -> {pname} {'+' if shift >= 0 else ''}{shift:g}")
+        kept = f" (the first {n_discard} of every chain discarded)" if n_discard else ""
+        table = Table(title=f"{base} -> {pname} {'+' if shift >= 0 else ''}{shift:g}{kept}")
         for col in ("observable", "estimator", "ensemble", "<O>(a')", "difference", f"d<O>/d{pname}", "weight ESS",
                     "var. red. vs indep."):
             table.add_column(col, justify="right")
@@ -260,6 +281,8 @@ def compare(
                           "" if r.weight_ess is None else f"{r.weight_ess:.3f}",
                           "" if r.variance_reduction is None else f"{r.variance_reduction:.1f}")
         console.print(table)
+        if cut is not None:
+            print_thermalisation(cut)
 
     _run(body)
 

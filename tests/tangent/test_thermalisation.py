@@ -20,11 +20,15 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def hot_store(tmp_path_factory):
     """2 chains x 2000 HMC trajectories of length 0.2 from a hot start, none discarded at generation: the plaquette
-    relaxes from ~0 to ~0.7 over the first ~30 trajectories."""
+    relaxes from ~0 to ~0.7 over the first ~30 trajectories; and 2 x 1000 the same way at beta = 2.2."""
     path = tmp_path_factory.mktemp("hot") / "hot.zarr"
     res = runner.invoke(app, ["generate", "u1", "--beta", "2.0", "--shape", "8,8", "--n", "2000", "--chains", "2",
                               "--therm", "0", "--step-size", "0.1", "--n-steps", "2", "--seed", "5", "--store",
                               str(path)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["generate", "u1", "--beta", "2.2", "--shape", "8,8", "--n", "1000", "--chains", "2",
+                              "--therm", "0", "--step-size", "0.1", "--n-steps", "2", "--seed", "6", "--store",
+                              str(path)])  # an independent ensemble at beta + 0.2, hot-started too
     assert res.exit_code == 0, res.output
     return path
 
@@ -95,3 +99,18 @@ def test_analyses_flag_an_ensemble_that_drifts(hot_store, u1_store, tmp_path):
         if drifts:
             assert f"first {cut['n_discard']} configurations" in warned[0] and "--therm" in warned[0]
         shutil.rmtree(copy)
+
+
+def test_compare_with_discard_auto(hot_store):
+    """`corrflow compare --discard auto` cuts the longest drift of the base and independent ensembles; the finite
+    difference then agrees with the exact torus one."""
+    from corrflow.compare import compare_ensembles
+
+    res = runner.invoke(app, ["compare", "--store", str(hot_store), "--base", ENSEMBLE, "u1_8x8_beta2.2",
+                              "--discard", "auto"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    cut = max(thermalisation_cut(open_store(hot_store, "r"), n).n_discard for n in (ENSEMBLE, "u1_8x8_beta2.2"))
+    assert f"the first {cut} of every chain discarded" in res.output and "thermalisation (--discard auto)" in res.output
+    (row,) = compare_ensembles(open_store(hot_store, "r"), ENSEMBLE, ["u1_8x8_beta2.2"], ["plaquette"], discard=cut)
+    fd = (exact.u1_plaquette(2.2, (8, 8)) - exact.u1_plaquette(2.0, (8, 8))) / 0.2
+    assert abs(row.derivative.pull(fd)) < 3
