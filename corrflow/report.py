@@ -21,7 +21,7 @@ import numpy as np
 from .compare import ComparisonRow, compare_ensembles, parameter_shift
 from .groups import get_group
 from .stats import format_value_error
-from .summary import exact_value
+from .summary import common_thermalisation_cut, exact_value
 
 __all__ = ["write_report"]
 
@@ -132,7 +132,7 @@ def analysis_sections(store: Any, out: Path, names: Sequence[str] | None = None)
     return lines
 
 
-def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str], out: Path
+def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str], out: Path, discard: int = 0
                   ) -> tuple[list[ComparisonRow], list[str]]:
     """Tangent and connected estimators of ``d<O>/d pname`` on the base ensemble (:mod:`corrflow.tangent`, default
     field, fitted field kept in ``out/tangent_field``) as comparison rows, and the report lines that explain them.
@@ -150,7 +150,7 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
             skipped.append(o)
     if not smooth:
         return [], [f"Tangent-flow estimator: none of {', '.join(observables)} is a smooth observable it takes.", ""]
-    stored = derivative_from_store(store, store.path, base, pname, smooth, out=out / "tangent_field")
+    stored = derivative_from_store(store, store.path, base, pname, smooth, out=out / "tangent_field", discard=discard)
     res, adjusted = stored.result, stored.cost_adjusted()
     rows = [ComparisonRow(o, k, base, None, s, s, None, None)
             for o in smooth for k, s in res.estimates[o].items() if k in ("tangent", "connected")]
@@ -175,11 +175,13 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
 
 def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: str | Path,
                  observables: Sequence[str] = ("plaquette",), analyses: Sequence[str] | None = None,
-                 tangent: bool = False) -> Path:
+                 tangent: bool = False, discard: int | None = 0) -> Path:
     """Write the report into directory ``out``; return the path of ``report.md``.
 
     With ``base``: the variance-reduction comparison of ``base`` with ``ensembles``; with ``tangent`` also the
     tangent-flow and connected derivative estimators on ``base`` (pure-gauge ensembles; :mod:`corrflow.tangent`).
+    ``discard``: leading trajectories of every chain left out of all of them (``None``: the longest automatic cut of
+    the base and the independent ensembles, :func:`corrflow.summary.common_thermalisation_cut`).
     Every analysis result recorded in the store (``python -m analysis.<name> ...``; select with ``analyses``) adds
     a section.
     """
@@ -199,11 +201,18 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
         path.write_text("\n".join(lines) + "\n")
         return path
     bspec = store.spec(base)
-    rows = compare_ensembles(store, base, ensembles, observables)
+    cut_lines: list[str] = []
+    if discard is None:
+        cut = common_thermalisation_cut(store, (base, *ensembles), observables)
+        discard = cut.n_discard
+        cut_lines = [f"Thermalisation (automatic cut): {cut.describe()}.", ""]
+    elif discard:
+        cut_lines = [f"The first {discard} trajectories of every chain are left out (thermalisation).", ""]
+    rows = compare_ensembles(store, base, ensembles, observables, discard=discard)
     pname, shift = parameter_shift(bspec.params, store.spec(ensembles[0]).params)
     tangent_lines: list[str] = []
     if tangent:
-        trows, tangent_lines = _tangent_rows(store, base, pname, observables, out)
+        trows, tangent_lines = _tangent_rows(store, base, pname, observables, out, discard)
         indep = {r.observable: r.derivative.error for r in rows if r.estimator == "independent" and r.derivative}
         rows = rows + [r._replace(variance_reduction=(indep[r.observable] / r.derivative.error) ** 2)
                        if r.observable in indep and r.derivative.error > 0 else r for r in trows]
@@ -232,7 +241,7 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
         except ValueError:
             continue
         partners = [m for m in indep if store.spec(m).params == s.params]
-        r = [x for x in compare_ensembles(store, base, [n] + partners[:1], observables[:1])
+        r = [x for x in compare_ensembles(store, base, [n] + partners[:1], observables[:1], discard=discard)
              if x.ensemble == n and x.estimator != "flowed chain"]
         if r:
             points.append({"estimator": r[0].estimator, "shift": sh, "vr": r[0].variance_reduction, "ess": r[0].weight_ess})
@@ -259,7 +268,7 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
              f"{bspec.n_chains} chains x {store.info(base)['committed']} trajectories.", "",
              f"Shift: {pname} {shift:+g}. Errors: Gamma method over paired samples, chains as replicas. Variance "
              "reduction: (error of the independent-ensemble difference / error of the estimator)^2 at equal "
-             "numbers of configurations.", "", *tangent_lines,
+             "numbers of configurations.", "", *cut_lines, *tangent_lines,
              f"| observable | estimator | ensemble | <O>(a') | difference | d<O>/d{pname} | weight ESS | var. red. |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

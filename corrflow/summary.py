@@ -8,6 +8,7 @@ act as ``beta_eff = beta * xi + lam`` (see :mod:`corrflow.theories.gauge`); exac
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
@@ -16,7 +17,7 @@ from . import exact
 from .stats import Stats, gamma_method
 from .stats.equilibration import EquilibrationCut, equilibration_cut
 
-__all__ = ["SummaryRow", "exact_value", "ensemble_summary", "thermalisation_cut"]
+__all__ = ["SummaryRow", "common_thermalisation_cut", "exact_value", "ensemble_summary", "thermalisation_cut"]
 
 
 class SummaryRow(NamedTuple):
@@ -71,6 +72,17 @@ def thermalisation_cut(store: Any, name: str, observables: Sequence[str] = (), n
         raise ValueError(f"ensemble {name!r} stores none of {', '.join(dict.fromkeys(('plaquette', *observables)))} "
                          "for every configuration: give --discard as a number")
     return equilibration_cut(series)
+
+
+def common_thermalisation_cut(store: Any, names: Sequence[str], observables: Sequence[str] = ()) -> EquilibrationCut:
+    """The longest :func:`thermalisation_cut` of the Markov-chain ensembles among ``names`` (flowed ensembles share
+    their base's configurations, and its cut), its ``series`` labelled ``"<ensemble>'s <series>"``: one cut for
+    estimators that compare several ensembles trajectory by trajectory (``compare_ensembles(..., discard=)``)."""
+    cuts = [replace(c, series=f"{n}'s {c.series}") for n in dict.fromkeys(names) if store.spec(n).kind != "flowed"
+            for c in [thermalisation_cut(store, n, observables)]]
+    if not cuts:
+        raise ValueError("--discard auto needs a Markov-chain ensemble among " + ", ".join(names))
+    return max(cuts, key=lambda c: c.n_discard)
 
 
 def ensemble_summary(store: Any, name: str, discard: int = 0) -> list[SummaryRow]:

@@ -247,12 +247,10 @@ def compare(
     """The estimators side by side: <O>_a', the difference and derivative, errors, ESS, variance reduction."""
 
     def body() -> None:
-        from dataclasses import replace
-
         from ..compare import compare_ensembles, parameter_shift
         from ..stats.equilibration import parse_discard
         from ..store import open_store
-        from ..summary import thermalisation_cut
+        from ..summary import common_thermalisation_cut
 
         try:
             n_discard = parse_discard(discard)
@@ -263,10 +261,8 @@ def compare(
         if missing:
             raise CLIError(f"no ensemble {missing[0]!r} in {store}; available: {', '.join(st.ensembles()) or 'none'}")
         cut = None
-        if n_discard is None:  # flowed ensembles share their base's configurations (and its cut)
-            cuts = [replace(c, series=f"{n}'s {c.series}") for n in dict.fromkeys((base, *ensembles))
-                    if st.spec(n).kind != "flowed" for c in [thermalisation_cut(st, n, obs)]]
-            cut = max(cuts, key=lambda c: c.n_discard)
+        if n_discard is None:
+            cut = common_thermalisation_cut(st, (base, *ensembles), obs)
             n_discard = cut.n_discard
         rows = compare_ensembles(st, base, ensembles, obs, discard=n_discard)
         pname, shift = parameter_shift(st.spec(base).params, st.spec(ensembles[0]).params)
@@ -305,12 +301,16 @@ def report(
                                                  "recorded in the store by `python -m analysis.<name>`)"),
     tangent: bool = typer.Option(False, help="also the tangent-flow and connected derivative estimators on the base "
                                              "ensemble (pure gauge; smooth observables; fitted field kept in OUT)"),
+    discard: str = typer.Option("0", help="leading trajectories of every chain to leave out of the comparison: a "
+                                          "number, or auto (the longest cut of the base and the independent "
+                                          "ensembles)"),
 ) -> None:
     """Variance-reduction report: error bars per estimator, variance reduction and ESS vs shift, loss curves, and
     a section per analysis (continuum limit, mass dependence, Feynman–Hellmann) recorded in the store."""
 
     def body() -> None:
         from ..report import write_report
+        from ..stats.equilibration import parse_discard
         from ..store import open_store
 
         if base is not None and not ensembles:
@@ -319,7 +319,15 @@ def report(
             raise CLIError("ensembles given without --base; name the base ensemble they are compared with")
         if tangent and base is None:
             raise CLIError("--tangent needs --base: the tangent-flow estimators are computed on the base ensemble")
-        path = write_report(open_store(store, "r"), base, ensembles or [], out, obs, analysis, tangent=tangent)
+        try:
+            n_discard = parse_discard(discard)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
+        if n_discard != 0 and base is None:
+            raise CLIError("--discard applies to the comparison with --base; analysis sections keep their own "
+                           "ensembles' settings")
+        path = write_report(open_store(store, "r"), base, ensembles or [], out, obs, analysis, tangent=tangent,
+                            discard=n_discard)
         console.print(f"[green]done[/] report written to {path} ({len(list(out.glob('*.png')))} figures)")
 
     _run(body)

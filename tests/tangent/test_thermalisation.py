@@ -114,3 +114,16 @@ def test_compare_with_discard_auto(hot_store):
     (row,) = compare_ensembles(open_store(hot_store, "r"), ENSEMBLE, ["u1_8x8_beta2.2"], ["plaquette"], discard=cut)
     fd = (exact.u1_plaquette(2.2, (8, 8)) - exact.u1_plaquette(2.0, (8, 8))) / 0.2
     assert abs(row.derivative.pull(fd)) < 3
+
+
+def test_report_with_discard_auto(hot_store, tmp_path):
+    """`corrflow report --discard auto` states the cut and applies it to the comparison and the tangent rows."""
+    res = runner.invoke(app, ["report", "--store", str(hot_store), "--base", ENSEMBLE, "u1_8x8_beta2.2", "--tangent",
+                              "--discard", "auto", "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "rep" / "report.md").read_text()
+    cut = max(thermalisation_cut(open_store(hot_store, "r"), n).n_discard for n in (ENSEMBLE, "u1_8x8_beta2.2"))
+    assert f"Thermalisation (automatic cut): first {cut} per chain discarded" in text
+    assert "Tangent minus connected" in text
+    res = runner.invoke(app, ["report", "--store", str(hot_store), "--discard", "10", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "--discard applies to the comparison with --base" in res.output
