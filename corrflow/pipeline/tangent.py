@@ -215,7 +215,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                           t0_reference: float | None = None, w0_reference: float | None = None,
                           discard: int | None = 0, thin: int = 1, target: str = "field",
                           valence_mass: float | None = None, pion_sources: int = 1,
-                          contract: bool | None = None) -> StoredDerivative:
+                          contract: bool | None = None, second_order: bool = False) -> StoredDerivative:
     """``d<O>/d param`` of every observable on stored ensemble ``ensemble`` (see the module docstring).
 
     ``compare``: ensembles at ``param + δ`` whose finite-shift derivatives join the estimates (module docstring).
@@ -236,7 +236,10 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     (:mod:`corrflow.tangent.terms`: the field's terms, the fit, then ``v·∇O`` along the fitted field alone; the same
     estimates for less cost where observables sit behind solves or flows); default: where
     :func:`corrflow.tangent.contraction_pays`, for ``target="field"`` only.  Its two passes are checkpointed beside the
-    full terms (``terms-field``, ``terms-contracted``), the second under the fitted coefficients.
+    full terms (``terms-field``, ``terms-contracted``), the second under the fitted coefficients.  ``second_order``:
+    the tangent rows with their second-order control variate (:func:`corrflow.tangent.second_order_estimate`; two
+    passes, the second also ``v·∇R_v`` at about three times the first's cost, checkpointed as
+    ``terms-second-order``; pure-gauge ensembles, ``target="field"``).
 
     Raises ``ValueError`` (one line, with a hint) for a flowed ensemble (its configurations are exact only with their
     weights), a parameter the theory lacks, an unknown observable, bad fit settings, too few configurations or
@@ -262,6 +265,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                           pion_sources=pion_sources)
     tg.check_parameter(theory, param)
     tg.check_charge_observables(names, fld)
+    tg.check_second_order(second_order, theory, fld, target)
     tr = (traces or tg.FermionTraces()) if fermion or quarks is not None else None
     total = int(store.commit(ensemble)["committed"])
     cut = None
@@ -315,8 +319,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     terms_key = {k: v for k, v in settings.items() if k not in ("kind", "n_folds", "held_out", "target")}
     n_configs = int(configs.shape[0] * configs.shape[1])
     terms_key.update(kind=TERMS_KIND, observables=list(names), n_configs=n_configs)
-    if contract is None:
-        contract = target == "field" and tg.contraction_pays(names, fld)
+    if contract is None or second_order:
+        contract = second_order or (target == "field" and tg.contraction_pays(names, fld))
     contract = bool(contract) and target == "field" and fld.n_coef > 0
     common = dict(batch=batch, traces=tr, valence_mass=None if quarks is None else float(quarks.mass))
     key = jax.random.PRNGKey(seed)
@@ -337,13 +341,17 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
             _save_fits(ckpt, settings, fits, names, target)
         fit_s = time.perf_counter() - t_fit
         coef_key = [np.asarray(c).tolist() for c in (saved if saved is not None else [f.coef for f in fits])]
-        (o, dvo, do), c2, _ = _checkpointed_terms(
-            terms_dir.with_name("terms-contracted"), {**terms_key, "pass": "contracted", "coef": coef_key},
-            tg.CONTRACTED_TERMS, progress, lambda resume, save: tg.contracted_derivatives(
+        second_key = {"second_order": True} if second_order else {}
+        (o, dvo, do, *second), c2, _ = _checkpointed_terms(
+            terms_dir.with_name("terms-second-order" if second_order else "terms-contracted"),
+            {**terms_key, "pass": "contracted", "coef": coef_key, **second_key},
+            tg.SECOND_ORDER_TERMS if second_order else tg.CONTRACTED_TERMS, progress,
+            lambda resume, save: tg.contracted_derivatives(
                 fld, theory, param, names, configs, key, coef, progress=progress, resume=resume, on_batch=save,
-                pion_sources=pion_sources, **common))
+                pion_sources=pion_sources, second_order=second_order, **common))
         terms = tg.contracted_terms(ds, a, coef, o, dvo, do if fermion else None, names, param,
-                                    int(theory.shape[0]), tg.describe_traces(theory, names, tr, valence_mass))
+                                    int(theory.shape[0]), tg.describe_traces(theory, names, tr, valence_mass),
+                                    h=second[0] if second else None, dvh=second[1] if second else None)
         terms_total = c1 + c2
     else:
         terms, terms_total, first = _checkpointed_terms(
@@ -371,7 +379,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     cost["fit_s"] = fit_s / n_configs
     refs = {k: float(v) for k, v in (("t0_reference", t0_reference), ("w0_reference", w0_reference)) if v is not None}
     if contract:  # one basis field per configuration, the fitted one (tg.contracted_terms)
-        res = replace(tg.estimate(terms, np.ones(1), fits, fld.describe(), **refs), coef=coef)
+        desc = {**fld.describe(), **({"second_order": True} if second_order else {})}
+        res = replace(tg.estimate(terms, np.ones(1), fits, desc, n_folds=n_folds, **refs), coef=coef)
     else:
         res = tg.estimate(terms, coef, fits, fld.describe(), **refs)
     shifted = finite_shift_estimates(store, ensemble, plan, names, discard)

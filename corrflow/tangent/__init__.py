@@ -17,7 +17,8 @@ linear in their coefficients, cross-fitted so that no configuration enters its o
 * :mod:`.precondition` -- :class:`PreconditionedField` (any theory: gradient fields times the inverse covariant
   Laplacian, non-local; in 2D U(1) the plaquette-space field);
 * :mod:`.fit` -- ridge least squares with held-out selection, cross-fitting;
-* :mod:`.estimator` -- the estimator with Gamma-method errors;
+* :mod:`.estimator` -- the estimator with Gamma-method errors, and its second-order control variate (the identity
+  again with ``h = R_v``: :func:`second_order_estimate`);
 * :mod:`.terms` -- the per-configuration terms in jitted batches: all basis fields at once (:func:`compute_terms`),
   or in two passes, the field's terms for the fit and then ``v·∇O`` along the fitted field alone (:func:`field_terms`,
   :func:`contracted_derivatives`: one solve instead of one per basis field for pion correlators);
@@ -54,9 +55,10 @@ from .core import (
     probe_classes,
     value_and_directional_derivative,
 )
-from .derivative import (FIT_TARGETS, DerivativeResult, apply_fits, contracted_terms, control_variates, derivative,
-                         estimate, fit_coefficients, observable_cross_fit)
-from .estimator import connected_estimate, paired_difference, tangent_estimate, tangent_values, variance_reduction
+from .derivative import (FIT_TARGETS, DerivativeResult, apply_fits, check_second_order, contracted_terms,
+                         control_variates, derivative, estimate, fit_coefficients, observable_cross_fit)
+from .estimator import (connected_estimate, paired_difference, regression_slopes, second_order_difference,
+                        second_order_estimate, tangent_estimate, tangent_values, variance_reduction)
 from .fermions import (
     FERMION_OBSERVABLES,
     NOISE_KINDS,
@@ -74,7 +76,8 @@ from .fit import (FieldFit, TangentFitWarning, check_cross_fit_size, check_field
                   fold_coefficients, fold_index)
 from .scales import flow_scale_derivative
 from .spectroscopy import cosh_effective_mass, effective_mass_derivative
-from .terms import (CONTRACTED_TERMS, FIELD_TERMS, FLAT_TERMS, TangentTerms, compute_terms, contracted_derivatives,
+from .terms import (CONTRACTED_TERMS, FIELD_TERMS, FLAT_TERMS, SECOND_ORDER_TERMS, TangentTerms, compute_terms,
+                    contracted_derivatives,
                     contraction_pays, costly_observables, describe_traces, field_terms, observables_cost,
                     valence_theory)
 
@@ -90,6 +93,8 @@ __all__ = [
     "contraction_pays", "costly_observables", "describe_traces", "fold_coefficients",
     "value_and_directional_derivative",
     "connected_estimate", "paired_difference", "tangent_estimate", "tangent_values", "variance_reduction",
+    "second_order_estimate", "second_order_difference", "regression_slopes", "check_second_order",
+    "SECOND_ORDER_TERMS",
     "FEATURE_HELP", "FIELD_KINDS", "default_features", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
     "FERMION_OBSERVABLES", "NOISE_KINDS", "DILUTIONS", "TRACE_METHODS", "FermionTraces", "fermion_derivatives",
     "is_fermion_theory",

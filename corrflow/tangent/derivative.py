@@ -15,9 +15,10 @@ import numpy as np
 
 from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE
 from ..stats import Stats
-from .estimator import paired_difference, per_observable, tangent_estimate, variance_reduction
+from .estimator import (paired_difference, per_observable, regression_slopes, second_order_difference,
+                        second_order_estimate, tangent_estimate, variance_reduction)
 from .fermions import FermionTraces
-from .fit import FieldFit, cross_fit, fold_coefficients
+from .fit import FieldFit, cross_fit, fold_coefficients, fold_index
 from .scales import flow_scale_derivative
 from .spectroscopy import effective_mass_derivative, effective_mass_pairs
 from .fermions import is_fermion_theory
@@ -25,7 +26,7 @@ from .terms import (TangentTerms, compute_terms, contracted_derivatives, contrac
                     field_terms)
 
 __all__ = ["DerivativeResult", "estimate", "derivative", "FIT_TARGETS", "control_variates", "observable_cross_fit",
-           "fit_coefficients", "contracted_terms", "apply_fits"]
+           "fit_coefficients", "contracted_terms", "apply_fits", "check_second_order"]
 
 #: What the cross-fitted least squares minimises: ``field`` -- ``Var[R_v]``, one field for every observable (the
 #: tangent of the ideal flow); ``observable`` -- ``Var[T_v]`` of each observable separately (control variates).
@@ -42,7 +43,8 @@ class DerivativeResult:
     ``agreement[obs]``: tangent minus connected with the error of the difference (:func:`paired_difference`, and
     :meth:`DerivedSeries.difference` for the derived rows ``t0/a^2``, ``w0/a``, ``m_eff@t``): both estimators are
     unbiased (derived rows up to the O(1/N) bias of a nonlinear function of means), so its ``pull(0)`` checks the
-    field on any ensemble."""
+    field on any ensemble.  ``second_order[obs]``: the per-fold ``γ`` of the second-order control variate
+    (:func:`corrflow.tangent.second_order_estimate`) where the tangent rows carry it, else empty."""
 
     estimates: dict[str, dict[str, Stats]]
     reduction: dict[str, float]
@@ -52,6 +54,7 @@ class DerivativeResult:
     target: str = "field"
     observable_fits: dict[str, list[FieldFit]] = field(default_factory=dict)
     agreement: dict[str, Stats] = field(default_factory=dict)
+    second_order: dict[str, list[float]] = field(default_factory=dict)
     field: dict[str, Any] = field(default_factory=dict)  # noqa: F811 (the field's description; last: it shadows field())
 
     def reductions(self) -> dict[str, dict[str, float]]:
@@ -74,16 +77,22 @@ class DerivativeResult:
                                         "var_reduction_T": f.reduction, "condition": f.condition} for f in fs]
                                    for o, fs in self.observable_fits.items()},
                 "tangent_minus_connected": {o: {"value": s.value, "error": s.error, "pull": s.pull(0.0)}
-                                            for o, s in self.agreement.items()}}
+                                            for o, s in self.agreement.items()},
+                **({"second_order_gamma": dict(self.second_order)} if self.second_order else {})}
 
 
 def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = None,
              field_desc: dict[str, Any] | None = None, t0_reference: float = T0_REFERENCE,
-             w0_reference: float = W0_REFERENCE) -> DerivativeResult:
+             w0_reference: float = W0_REFERENCE, n_folds: int = 2) -> DerivativeResult:
     """Tangent and connected estimates from :class:`TangentTerms` and per-configuration coefficients ``coef``
     ``(n_chains, n_traj, K)`` (from :func:`corrflow.tangent.cross_fit`, or one ``(K,)`` vector for all), or one set per
     observable ``(n_obs, n_chains, n_traj, K)`` (from :func:`observable_cross_fit`; then ``fits`` is its list of
     per-observable fit lists).
+
+    Terms with ``h`` and ``dvh`` (two passes with the second-order control variate, :func:`contracted_terms`) give the
+    observables' tangent rows by :func:`corrflow.tangent.second_order_estimate`, ``γ`` cross-fitted over the same
+    ``n_folds`` blocks of every chain as the field (:func:`corrflow.tangent.regression_slopes`); the derived rows keep
+    the first-order estimator.
 
     Consecutive pion correlator slices ``pion@t``, ``pion@t+1`` (``t + 1 <= L_0/2``) also give the derivative of the
     cosh effective mass, ``m_eff@t`` (:func:`corrflow.tangent.spectroscopy.effective_mass_derivative`)."""
@@ -91,16 +100,25 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
     est: dict[str, dict[str, Stats]] = {}
     red: dict[str, float] = {}
     agree: dict[str, Stats] = {}
+    gammas: dict[str, list[float]] = {}
     explicit = terms.explicit()
+    folds = fold_index(*terms.ds.shape, n_folds) if terms.dvh is not None else None
     for i, name in enumerate(terms.names):
         o = terms.o[..., i]
         r = terms.ds + np.sum(terms.a * coefs[i], axis=-1)
         dvo = np.sum(terms.b[..., i, :] * coefs[i], axis=-1)
-        tan = tangent_estimate(o, dvo + explicit[..., i], r)
         con = tangent_estimate(o, explicit[..., i], terms.ds)
+        if folds is not None:
+            gamma = regression_slopes(o, terms.ds, folds)
+            tan = second_order_estimate(o, dvo + explicit[..., i], r, terms.ds, terms.h, terms.dvh, gamma)
+            agree[name] = second_order_difference(o, dvo + explicit[..., i], r, terms.ds, terms.h, terms.dvh, gamma,
+                                                  explicit[..., i])
+            gammas[name] = [float(gamma[folds == f][0]) for f in range(n_folds) if np.any(folds == f)]
+        else:
+            tan = tangent_estimate(o, dvo + explicit[..., i], r)
+            agree[name] = paired_difference(o, dvo + explicit[..., i], r, explicit[..., i], terms.ds)
         est[name] = {"tangent": tan, "connected": con}
         red[name] = variance_reduction(con, tan)
-        agree[name] = paired_difference(o, dvo + explicit[..., i], r, explicit[..., i], terms.ds)
     for scale, ref, row in (("t0", t0_reference, "t0/a^2"), ("w0", w0_reference, "w0/a")):
         try:
             sc = flow_scale_derivative(terms, coef, reference=ref, scale=scale)
@@ -122,7 +140,8 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
     return DerivativeResult(estimates=est, reduction=red, fits=[] if per_obs else fits, coef=np.asarray(coef),
                             param=terms.param, field=dict(field_desc or {}),
                             target="observable" if per_obs else "field",
-                            observable_fits=dict(zip(terms.names, fits)) if per_obs else {}, agreement=agree)
+                            observable_fits=dict(zip(terms.names, fits)) if per_obs else {}, agreement=agree,
+                            second_order=gammas)
 
 
 def control_variates(terms: TangentTerms, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,15 +180,18 @@ def observable_cross_fit(terms: TangentTerms, *, n_folds: int = 2, held_out: flo
 
 def contracted_terms(ds: np.ndarray, a: np.ndarray, coef: np.ndarray, o: np.ndarray, dvo: np.ndarray,
                      do: np.ndarray | None, names: tuple[str, ...], param: str, time_extent: int = 0,
-                     traces: dict[str, Any] | None = None) -> TangentTerms:
+                     traces: dict[str, Any] | None = None, h: np.ndarray | None = None,
+                     dvh: np.ndarray | None = None) -> TangentTerms:
     """:class:`TangentTerms` of the one field ``v = Σ_k coef_k v_k`` of every configuration, from the two-pass
     evaluation (:func:`~corrflow.tangent.terms.field_terms` -> ``ds``, ``a`` ``(..., K)``; ``coef`` ``(..., K)``;
-    :func:`~corrflow.tangent.terms.contracted_derivatives` -> ``o``, ``dvo``, ``do``): one basis field, ``a`` ``(...,
-    1)`` = ``a·coef`` and ``b`` ``(..., n_obs, 1)`` = ``v·∇O``, so that :func:`estimate` with the coefficient ``1``
-    gives what it gives on the full terms with ``coef``."""
+    :func:`~corrflow.tangent.terms.contracted_derivatives` -> ``o``, ``dvo``, ``do`` and, with ``second_order``,
+    ``h``, ``dvh``): one basis field, ``a`` ``(..., 1)`` = ``a·coef`` and ``b`` ``(..., n_obs, 1)`` = ``v·∇O``, so that
+    :func:`estimate` with the coefficient ``1`` gives what it gives on the full terms with ``coef`` (and, with
+    ``h`` and ``dvh``, the second-order estimates)."""
     a1 = np.einsum("...k,...k->...", np.asarray(a, float), np.asarray(coef, float))[..., None]
     return TangentTerms(o=np.asarray(o), ds=np.asarray(ds), a=a1, b=np.asarray(dvo)[..., None], names=tuple(names),
-                        param=param, do=do, traces=dict(traces or {}), time_extent=int(time_extent))
+                        param=param, do=do, traces=dict(traces or {}), time_extent=int(time_extent),
+                        h=None if h is None else np.asarray(h, float), dvh=None if dvh is None else np.asarray(dvh, float))
 
 
 def check_fit_target(target: str) -> None:
@@ -195,7 +217,7 @@ def derivative(theory: Any, configs: Any, param: str, observables: Sequence[str]
                sizes: Sequence[int] | None = None, batch: int = 32,
                traces: FermionTraces | None = None, target: str = "field",
                valence_mass: float | None = None, pion_sources: int = 1,
-               contract: bool | None = None) -> DerivativeResult:
+               contract: bool | None = None, second_order: bool = False) -> DerivativeResult:
     """``d<O>/dα`` for each observable with the tangent estimator (field fitted by cross-fitted least squares:
     each of ``n_folds`` contiguous blocks of every chain gets coefficients fitted on the others, with ridge / basis
     size selected on ``held_out`` of the training part) and the connected estimator, from the same configurations.
@@ -204,28 +226,48 @@ def derivative(theory: Any, configs: Any, param: str, observables: Sequence[str]
     passes (:func:`~corrflow.tangent.terms.field_terms`, the fit, then
     :func:`~corrflow.tangent.terms.contracted_derivatives` along the fitted field; same estimates to rounding) instead
     of all basis fields' ``v_k·∇O`` at once; default (``None``): where it is the cheaper way
-    (:func:`~corrflow.tangent.terms.contraction_pays`; only for ``target="field"``).
+    (:func:`~corrflow.tangent.terms.contraction_pays`; only for ``target="field"``).  ``second_order``: the tangent
+    rows with their second-order control variate (:func:`corrflow.tangent.second_order_estimate`; two passes, pure
+    gauge, ``target="field"``, a field with coefficients).
     """
     check_fit_target(target)  # before the expensive terms
     observables = tuple(str(n).strip() for n in observables)
     kw = dict(batch=batch, traces=traces, valence_mass=valence_mass)
-    if contract is None:
-        contract = target == "field" and contraction_pays(observables, field_obj)
+    check_second_order(second_order, theory, field_obj, target)
+    if contract is None or second_order:
+        contract = second_order or (target == "field" and contraction_pays(observables, field_obj))
     if contract and target == "field" and field_obj.n_coef:
         ds, a = field_terms(field_obj, theory, param, configs, key, observables=observables,
                             pion_sources=pion_sources, **kw)
         fits, coef = cross_fit(a, ds, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)
-        o, dvo, do = contracted_derivatives(field_obj, theory, param, observables, configs, key, coef,
-                                            pion_sources=pion_sources, **kw)
+        o, dvo, do, *second = contracted_derivatives(field_obj, theory, param, observables, configs, key, coef,
+                                                     pion_sources=pion_sources, second_order=second_order, **kw)
         terms = contracted_terms(ds, a, coef, o, dvo, do if is_fermion_theory(theory) else None,
                                  observables, param, int(theory.shape[0]),
-                                 describe_traces(theory, observables, traces, valence_mass))
-        return replace(estimate(terms, np.ones(1), fits, field_obj.describe()), coef=coef)
+                                 describe_traces(theory, observables, traces, valence_mass),
+                                 h=second[0] if second else None, dvh=second[1] if second else None)
+        desc = {**field_obj.describe(), **({"second_order": True} if second_order else {})}
+        return replace(estimate(terms, np.ones(1), fits, desc, n_folds=n_folds), coef=coef)
     terms = compute_terms(field_obj, theory, param, observables, configs, key, pion_sources=pion_sources, **kw)
     if field_obj.n_coef == 0:
         return estimate(terms, np.zeros(0), [], field_obj.describe())
     fits, coef = fit_coefficients(terms, target, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)
     return estimate(terms, coef, fits, field_obj.describe())
+
+
+def check_second_order(second_order: bool, theory: Any, field_obj: Any, target: str) -> None:
+    """One-line ``ValueError`` where the second-order control variate cannot be used: dynamical quarks (``v·∇R_v``
+    would differentiate their traces), ``target != "field"`` (it is built on the one fitted field) or a field without
+    coefficients (``v = 0``: nothing to differentiate)."""
+    if not second_order:
+        return
+    if is_fermion_theory(theory):
+        raise ValueError("--second-order needs v.grad R_v, which with dynamical quarks would differentiate the fermion "
+                         "traces: pure-gauge ensembles only (valence quarks are fine)")
+    if target != "field":
+        raise ValueError("--second-order is built on the one fitted field: use it with --fit field")
+    if not field_obj.n_coef:
+        raise ValueError("--second-order needs a tangent field (not --field none)")
 
 
 def apply_fits(terms: TangentTerms, coefs: Any) -> np.ndarray:

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from .terms import TangentTerms
 
 __all__ = ["tangent_estimate", "connected_estimate", "paired_difference", "tangent_values", "variance_reduction",
-           "DerivedSeries", "derived_series", "per_observable"]
+           "DerivedSeries", "derived_series", "per_observable", "second_order_estimate", "second_order_difference",
+           "regression_slopes"]
 
 
 def _as_chains(x: Any, name: str) -> np.ndarray:
@@ -84,6 +85,75 @@ def paired_difference(o: Any, dvo_a: Any, r_a: Any, dvo_b: Any, r_b: Any, S: flo
     d_a, ra, d_b, rb = arrs
     o_c, ra_c, rb_c = o_ - o_.mean(), ra - ra.mean(), rb - rb.mean()
     return gamma_method(np.stack([d_a, d_b, o_c, ra_c, rb_c, o_c * ra_c, o_c * rb_c]), _difference, S=S)
+
+
+def _second_order_primaries(o: Any, dvo: Any, r: Any, ds: Any, h: Any, dvh: Any, gamma: Any) -> np.ndarray:
+    """The eleven primaries of :func:`second_order_estimate` ``(11, n_chains, n_traj)``: ``v·∇O``, ``O_c``, ``R_c``,
+    ``O_c R_c``, ``γ v·∇h``, ``γ h_c a_c``, ``γ a_c``, ``γ h_c``, ``γ``, ``a_c``, ``h_c`` (``_c``: minus the sample
+    mean; ``a = R − ∂_α S``)."""
+    o_, d_, r_, s_, h_, dh, g = (_as_chains(x, n) for x, n in ((o, "O"), (dvo, "v·∇O"), (r, "R_v"), (ds, "∂_α S"),
+                                                               (h, "h"), (dvh, "v·∇h"), (gamma, "gamma")))
+    if not (o_.shape == d_.shape == r_.shape == s_.shape == h_.shape == dh.shape == g.shape):
+        raise ValueError("O, v·∇O, R_v, ∂_α S, h, v·∇h and gamma must have the same shape; got "
+                         f"{[x.shape for x in (o_, d_, r_, s_, h_, dh, g)]}")
+    a_ = r_ - s_
+    o_c, r_c, a_c, h_c = o_ - o_.mean(), r_ - r_.mean(), a_ - a_.mean(), h_ - h_.mean()
+    return np.stack([d_, o_c, r_c, o_c * r_c, g * dh, g * h_c * a_c, g * a_c, g * h_c, g, a_c, h_c])
+
+
+def _derived2(m: np.ndarray) -> float:
+    # T_v (means 0-3, as _derived) + the control variate  γ [v·∇h − (h − h̄)(a − ā)]  from means 4-10
+    cv = m[4] - (m[5] - m[10] * m[6] - m[9] * m[7] + m[10] * m[9] * m[8])
+    return _derived(m[:4]) + cv
+
+
+def second_order_estimate(o: Any, dvo: Any, r: Any, ds: Any, h: Any, dvh: Any, gamma: Any, S: float = 1.5) -> Stats:
+    """``d<O>/dα`` by the tangent estimator with its second-order control variate (all inputs ``(n_chains, n_traj)``)::
+
+        T_v + γ [v·∇h − (h − <h>)(a_v − <a_v>)],      a_v = R_v − ∂_α S = v·∇S − ∇·v,   h = R_v.
+
+    The bracket is the integration-by-parts identity with ``h`` in place of ``O`` (PHYSICS.md section 7:
+    ``E[v·∇h] = Cov(h, a_v)`` for any smooth ``h``), so it has expectation zero for any per-configuration ``γ`` that
+    does not depend on the configuration's own data (cross-fitted), and for a divergence estimated with Hutchinson
+    probes as long as ``h`` carries probes independent of those in ``a_v`` (``h`` and ``dvh`` from the second pass of
+    :func:`corrflow.tangent.contracted_derivatives`; ``r`` = ``∂_α S + a_v`` from the first).  Why it pays: for
+    ``O = κ ∂_α S`` (the plaquette under β) and ``γ = κ``, ``T_v`` plus the bracket is ``κ [v·∇(∂_α S) + v·∇R_v −
+    (R_v − <R_v>)²]``: the product ``(O − Ō)(R − R̄)``, whose variance falls only like ``Var[R_v]``
+    (``Var[∂_α S] Var[R_v] + Var[R_v]²`` for Gaussian fluctuations), becomes ``(R − R̄)²``, whose variance falls
+    like ``Var[R_v]²``; for other observables ``γ`` is the regression slope of ``O`` on ``∂_α S``
+    (:func:`regression_slopes`) and the gain is that of the part of ``O`` that follows the action.  Gamma-method
+    error of the derived quantity (eleven primaries)."""
+    return gamma_method(_second_order_primaries(o, dvo, r, ds, h, dvh, gamma), _derived2, S=S)
+
+
+def second_order_difference(o: Any, dvo: Any, r: Any, ds: Any, h: Any, dvh: Any, gamma: Any, explicit: Any,
+                            S: float = 1.5) -> Stats:
+    """:func:`second_order_estimate` minus the connected estimate (``explicit``: ``∂_α O`` at fixed links, zeros for
+    gluonic observables) from the same configurations, with the error of the difference (one Gamma-method analysis
+    of both sets of primaries, as :func:`paired_difference`)."""
+    p2 = _second_order_primaries(o, dvo, r, ds, h, dvh, gamma)
+    e_ = _as_chains(explicit, "∂_α O")
+    s_ = _as_chains(ds, "∂_α S")
+    o_c, s_c = p2[1], s_ - s_.mean()
+    p0 = np.stack([e_, o_c, s_c, o_c * s_c])
+    n = len(p2)
+    return gamma_method(np.concatenate([p2, p0]), lambda m: _derived2(m[:n]) - _derived(m[n:]), S=S)
+
+
+def regression_slopes(o: Any, ds: Any, folds: np.ndarray) -> np.ndarray:
+    """Per-configuration ``γ = Cov(O, ∂_α S) / Var(∂_α S)``, cross-fitted: configuration ``i`` in fold ``f``
+    (``folds`` ``(n_chains, n_traj)`` of integers) gets the slope fitted on the other folds (on everything when there
+    is one fold), so that ``γ`` does not depend on its own data and :func:`second_order_estimate` stays unbiased.
+    ``o``, ``ds``: ``(n_chains, n_traj)``; returns ``(n_chains, n_traj)``."""
+    o_, s_ = _as_chains(o, "O"), _as_chains(ds, "∂_α S")
+    folds = np.asarray(folds)
+    out = np.zeros_like(o_)
+    for f in np.unique(folds):
+        train = folds != f if len(np.unique(folds)) > 1 else np.ones_like(folds, bool)
+        x, y = s_[train], o_[train]
+        var = np.var(x)
+        out[folds == f] = np.mean((x - x.mean()) * (y - y.mean())) / var if var > 0 else 0.0
+    return out
 
 
 def tangent_values(o: Any, dvo: Any, r: Any) -> np.ndarray:

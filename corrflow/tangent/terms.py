@@ -34,7 +34,7 @@ from .fermions import (FermionTraces, condensate_noise, fermion_derivatives, gau
                        value_and_derivatives, value_and_mass_derivative)
 
 __all__ = ["TangentTerms", "compute_terms", "FLAT_TERMS", "field_terms", "FIELD_TERMS", "contracted_derivatives",
-           "CONTRACTED_TERMS", "contraction_pays", "costly_observables", "describe_traces", "observables_cost",
+           "CONTRACTED_TERMS", "SECOND_ORDER_TERMS", "contraction_pays", "costly_observables", "describe_traces", "observables_cost",
            "valence_theory"]
 
 #: names of the flat per-configuration outputs of :func:`compute_terms` (``resume`` / ``on_batch``), in order
@@ -43,7 +43,12 @@ FLAT_TERMS = ("o", "ds", "a", "b", "do")
 FIELD_TERMS = ("ds", "a")
 #: the same for :func:`contracted_derivatives` (``dvo``: ``v·∇O`` along the configuration's fitted field)
 CONTRACTED_TERMS = ("o", "dvo", "do")
-MODES = ("full", "field", "contract")
+#: the same with ``second_order``: also ``h`` = ``R_v`` and ``dvh`` = ``v·∇R_v`` along the fitted field, with
+#: Hutchinson probes independent of the first pass's (fold_in(key, 1) of the field's key): the control variate
+#: ``v·∇h − (h − h̄)(a_v − ā_v)`` has zero mean only if the probe noise of ``h`` and of ``a_v`` is independent (their
+#: product would otherwise keep the probes' variance); for fields with exact divergences ``h`` is ``R_v`` itself
+SECOND_ORDER_TERMS = ("o", "dvo", "do", "h", "dvh")
+MODES = ("full", "field", "contract", "second")
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,9 @@ class TangentTerms:
     ``b``: ``v_k·∇O_i`` ``(..., n_obs, K)``; ``names``: the observables; ``param``: ``α``; ``do``: the explicit
     ``∂_α O_i`` at fixed links ``(..., n_obs)`` (fermionic observables under a mass derivative; ``None`` = 0);
     ``traces``: how fermion traces were evaluated (empty for pure-gauge theories); ``time_extent``: ``L_0`` (for the
-    effective masses of ``pion@T`` pairs).
+    effective masses of ``pion@T`` pairs); ``h``, ``dvh``: ``R_v`` (independent probes) and ``v·∇R_v`` ``(n_chains,
+    n_traj)`` along each configuration's one fitted field (two-pass terms with the second-order control variate,
+    :func:`contracted_derivatives`), else None.
     """
 
     o: np.ndarray
@@ -66,6 +73,8 @@ class TangentTerms:
     do: np.ndarray | None = None
     traces: dict[str, Any] = field(default_factory=dict)
     time_extent: int = 0
+    h: np.ndarray | None = None
+    dvh: np.ndarray | None = None
 
     def explicit(self) -> np.ndarray:
         """``∂_α O`` at fixed links, ``(..., n_obs)`` (zeros when there is none)."""
@@ -78,7 +87,9 @@ def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, name
             mode: str = "full") -> Any:
     """``jit(vmap(one))`` of one configuration's terms by ``mode`` (:data:`MODES`): ``full`` -- ``one(u, key, theory)``
     -> :data:`FLAT_TERMS`; ``field`` -- :data:`FIELD_TERMS`; ``contract`` -- ``one(u, key, c, theory)`` ->
-    :data:`CONTRACTED_TERMS` along ``v = Σ_k c_k v_k``.  The keys split the same way in every mode."""
+    :data:`CONTRACTED_TERMS` along ``v = Σ_k c_k v_k``; ``second`` (pure gauge) -- :data:`SECOND_ORDER_TERMS`, the
+    same plus ``h = ∂_α S + Σ_k c_k a_k`` (``R_v``, with independent probes) and its derivative along ``v`` (forward
+    mode through the field's own terms).  The keys split the same way in every mode."""
 
     def no_observables(u: Any) -> Any:  # what the field's own terms differentiate in the field pass: nothing
         return jnp.zeros((0,), u.real.dtype)
@@ -108,6 +119,17 @@ def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, name
             if mode == "contract":
                 o, dvo = contracted(obs_vec, u, rest[0], theory)
                 return o, dvo, jnp.zeros_like(o)
+            if mode == "second":
+                c = rest[0]
+                k_h = jax.random.fold_in(k_field, 1)  # probes independent of the first pass's (see SECOND_ORDER_TERMS)
+
+                def with_residual(uu: Any) -> tuple[Any, Any]:
+                    a, _ = field_obj.terms(uu, theory, no_observables, k_h)
+                    return obs_vec(uu), parameter_derivative(theory, param)(uu) + jnp.dot(a, c.astype(a.dtype))
+
+                (o, h), (dvo, dvh) = value_and_directional_derivative(with_residual, u, fitted_field(u, c, theory),
+                                                                      group)
+                return o, dvo, jnp.zeros_like(o), h, dvh
             a, b = field_obj.terms(u, theory, no_observables if mode == "field" else obs_vec, k_field)
             ds = parameter_derivative(theory, param)(u)
             if mode == "field":
@@ -149,7 +171,7 @@ def _kernel(field_obj: Any, group: Any, shape: tuple[int, ...], param: str, name
 
 
 def _vmapped(one: Callable[..., Any], mode: str) -> Any:
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None) if mode == "contract" else (0, 0, None)))
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None) if mode in ("contract", "second") else (0, 0, None)))
 
 
 def valence_theory(theory: Any, valence_mass: float | None) -> WilsonFermionAction | None:
@@ -338,23 +360,31 @@ def field_terms(field_obj: Any, theory: Any, param: str, configs: Any, key: Any,
 def contracted_derivatives(field_obj: Any, theory: Any, param: str, names: Sequence[str], configs: Any, key: Any,
                            coef: Any, *, batch: int = 32, progress: Any = None, traces: FermionTraces | None = None,
                            resume: Sequence[np.ndarray] = (), on_batch: Any = None,
-                           valence_mass: float | None = None, pion_sources: int = 1
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                           valence_mass: float | None = None, pion_sources: int = 1, second_order: bool = False
+                           ) -> tuple[np.ndarray, ...]:
     """``(O, v·∇O, ∂_α O)`` ``(n_chains, n_traj, n_obs)`` along each configuration's field ``v = Σ_k coef_k v_k``
     (``coef`` ``(n_chains, n_traj, K)``, e.g. from :func:`corrflow.tangent.cross_fit` on :func:`field_terms`): one
     forward-mode pass per configuration, equal to :func:`compute_terms`' ``o``, ``Σ_k coef_k b_k`` and ``do`` (zeros
-    without an explicit dependence) to rounding.  Arguments, resumption (:data:`CONTRACTED_TERMS`) and errors as
-    :func:`compute_terms`; ``ValueError`` for coefficients of the wrong shape."""
+    without an explicit dependence) to rounding.  ``second_order`` (pure-gauge theories, valence quarks allowed):
+    also ``h`` = ``R_v`` (with Hutchinson probes independent of the first pass's) and ``v·∇h`` ``(n_chains,
+    n_traj)`` (:data:`SECOND_ORDER_TERMS`; the control variate of :func:`corrflow.tangent.second_order_estimate`),
+    through the field's terms in forward mode (about three times their cost).  Arguments, resumption (:data:`CONTRACTED_TERMS` / :data:`SECOND_ORDER_TERMS`) and errors as
+    :func:`compute_terms`; ``ValueError`` for coefficients of the wrong shape, ``second_order`` with dynamical
+    quarks."""
     st = _setup(field_obj, theory, param, names, configs, key, traces, valence_mass, pion_sources)
     coef = np.asarray(coef, float)
     if coef.shape != st.lead + (field_obj.n_coef,):
         raise ValueError(f"coefficients must have shape {st.lead + (field_obj.n_coef,)} (chains, configurations, "
                          f"basis fields); got {coef.shape}")
+    if second_order and is_fermion_theory(theory):
+        raise ValueError("the second-order control variate needs v.grad R_v, which with dynamical quarks would "
+                         "differentiate the fermion traces: pure-gauge ensembles only (valence quarks are fine)")
+    mode = "second" if second_order else "contract"
     kern = _kernel(field_obj, theory.group, tuple(theory.shape), param, st.names, st.traces,
-                   None if st.quarks is None else float(st.quarks.mass), int(pion_sources), mode="contract")
-    o, dvo, do = _evaluate(kern, st, theory, CONTRACTED_TERMS, (coef.reshape((-1, coef.shape[-1])),), batch=batch,
-                           progress=progress, resume=resume, on_batch=on_batch)
-    return o, dvo, do
+                   None if st.quarks is None else float(st.quarks.mass), int(pion_sources), mode=mode)
+    return tuple(_evaluate(kern, st, theory, SECOND_ORDER_TERMS if second_order else CONTRACTED_TERMS,
+                           (coef.reshape((-1, coef.shape[-1])),), batch=batch, progress=progress, resume=resume,
+                           on_batch=on_batch))
 
 
 def costly_observables(names: Sequence[str]) -> bool:
