@@ -91,8 +91,8 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
 
     Terms with ``h`` and ``dvh`` (two passes with the second-order control variate, :func:`contracted_terms`) give the
     observables' tangent rows by :func:`corrflow.tangent.second_order_estimate`, ``γ`` cross-fitted over the same
-    ``n_folds`` blocks of every chain as the field (:func:`corrflow.tangent.regression_slopes`); the derived rows keep
-    the first-order estimator.
+    ``n_folds`` blocks of every chain as the field (:func:`corrflow.tangent.regression_slopes`), and the derived
+    rows with the same control variate on each of their columns.
 
     Consecutive pion correlator slices ``pion@t``, ``pion@t+1`` (``t + 1 <= L_0/2``) also give the derivative of the
     cosh effective mass, ``m_eff@t`` (:func:`corrflow.tangent.spectroscopy.effective_mass_derivative`)."""
@@ -103,13 +103,16 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
     gammas: dict[str, list[float]] = {}
     explicit = terms.explicit()
     folds = fold_index(*terms.ds.shape, n_folds) if terms.dvh is not None else None
+    if folds is not None:  # the weight of the control variate per observable, for its row and the derived rows
+        terms = replace(terms, gamma=np.stack([regression_slopes(terms.o[..., i], terms.ds, folds)
+                                               for i in range(len(terms.names))], axis=-1))
     for i, name in enumerate(terms.names):
         o = terms.o[..., i]
         r = terms.ds + np.sum(terms.a * coefs[i], axis=-1)
         dvo = np.sum(terms.b[..., i, :] * coefs[i], axis=-1)
         con = tangent_estimate(o, explicit[..., i], terms.ds)
         if folds is not None:
-            gamma = regression_slopes(o, terms.ds, folds)
+            gamma = terms.gamma[..., i]
             tan = second_order_estimate(o, dvo + explicit[..., i], r, terms.ds, terms.h, terms.dvh, gamma)
             agree[name] = second_order_difference(o, dvo + explicit[..., i], r, terms.ds, terms.h, terms.dvh, gamma,
                                                   explicit[..., i])

@@ -175,9 +175,12 @@ class DerivedSeries(NamedTuple):
 
     ``with_field`` / ``connected``: the Gamma-method primaries ``(4k, chains, traj)`` with the field / with
     ``v = 0``: ``O − Ō`` (k), ``∂_α O + v·∇O`` (k), ``(O − Ō)(R − R̄)`` (k) and ``R − R̄`` (k; one column per
-    observable, since per-observable fits give each its own ``R_v``); ``shift``: the means of the (transformed)
-    observables; ``raw_shift``: ``Ō`` of the k columns; ``transform``: ``(k', k)`` or ``None``.  :meth:`unpack` turns
-    the means ``m`` of either into ``(<O>, d<O>/dα)`` of the transformed observables, each ``(k',)``.
+    observable, since per-observable fits give each its own ``R_v``); with the second-order control variate
+    (terms with ``h``, ``dvh`` and ``gamma``) ``with_field`` has ``11k`` rows, the seven more per column of
+    :func:`second_order_estimate` (``γ v·∇h``, ``γ h_c a_c``, ``γ a_c``, ``γ h_c``, ``γ``, ``a_c``, ``h_c``);
+    ``shift``: the means of the (transformed) observables; ``raw_shift``: ``Ō`` of the k columns; ``transform``:
+    ``(k', k)`` or ``None``.  :meth:`unpack` turns the means ``m`` of either into ``(<O>, d<O>/dα)`` of the
+    transformed observables, each ``(k',)``.
     """
 
     with_field: np.ndarray
@@ -198,6 +201,9 @@ class DerivedSeries(NamedTuple):
         k = self.raw_shift.size
         o = m[:k] + self.raw_shift
         d = m[k:2 * k] - (m[2 * k:3 * k] - m[:k] * m[3 * k:4 * k])
+        if len(m) == 11 * k:  # the second-order control variate of every column (as _derived2)
+            c = [m[j * k:(j + 1) * k] for j in range(4, 11)]
+            d = d + c[0] - (c[1] - c[6] * c[2] - c[5] * c[3] + c[6] * c[5] * c[4])
         if self.transform is not None:
             o, d = self.transform @ o, self.transform @ d
         return o, d
@@ -218,7 +224,8 @@ def per_observable(coef: Any, terms: "TangentTerms") -> np.ndarray:
 def derived_series(terms: "TangentTerms", coef: Any, idx: Sequence[int], transform: np.ndarray | None = None
                    ) -> DerivedSeries:
     """:class:`DerivedSeries` of observables ``idx`` of ``terms`` with per-configuration coefficients ``coef``
-    (as for :func:`corrflow.tangent.estimate`: one field, or one per observable).  ``transform`` ``(k', k)``: a fixed
+    (as for :func:`corrflow.tangent.estimate`: one field, or one per observable; with the second-order control
+    variate where ``terms`` carry ``h``, ``dvh`` and the per-column ``gamma``).  ``transform`` ``(k', k)``: a fixed
     linear map of the observable columns (it commutes with the estimator, e.g. a finite-difference derivative in flow
     time), applied to the unpacked means and derivatives."""
     idx = list(idx)
@@ -229,11 +236,19 @@ def derived_series(terms: "TangentTerms", coef: Any, idx: Sequence[int], transfo
     r = terms.ds[..., None] + np.einsum("ctj,kctj->ctk", terms.a, cf)
     raw = o.mean(axis=(0, 1))
 
-    def series(d: np.ndarray, rr: np.ndarray) -> np.ndarray:
+    def series(d: np.ndarray, rr: np.ndarray, second: bool = False) -> np.ndarray:
         oc, rc = o - raw, rr - rr.mean(axis=(0, 1))
-        return np.concatenate([np.moveaxis(x, -1, 0) for x in (oc, d, oc * rc, rc)])
+        parts = [oc, d, oc * rc, rc]
+        if second:  # columns of _second_order_primaries' rows 4-10, per observable
+            g = terms.gamma[..., idx]
+            av = rr - terms.ds[..., None]
+            a_c = av - av.mean(axis=(0, 1))
+            h_c = np.broadcast_to((terms.h - terms.h.mean())[..., None], g.shape)
+            parts += [g * terms.dvh[..., None], g * h_c * a_c, g * a_c, g * h_c, g, a_c, h_c]
+        return np.concatenate([np.moveaxis(x, -1, 0) for x in parts])
 
     con = series(ex, np.broadcast_to(terms.ds[..., None], r.shape))
     shift = raw if transform is None else np.asarray(transform, float) @ raw
-    return DerivedSeries(with_field=series(dvo, r), connected=con, shift=shift, raw_shift=raw,
+    second = terms.h is not None and getattr(terms, "gamma", None) is not None
+    return DerivedSeries(with_field=series(dvo, r, second), connected=con, shift=shift, raw_shift=raw,
                          transform=None if transform is None else np.asarray(transform, float))

@@ -61,7 +61,8 @@ class TangentTerms:
     ``traces``: how fermion traces were evaluated (empty for pure-gauge theories); ``time_extent``: ``L_0`` (for the
     effective masses of ``pion@T`` pairs); ``h``, ``dvh``: ``R_v`` (independent probes) and ``v·∇R_v`` ``(n_chains,
     n_traj)`` along each configuration's one fitted field (two-pass terms with the second-order control variate,
-    :func:`contracted_derivatives`), else None.
+    :func:`contracted_derivatives`), else None; ``gamma``: their weight per observable ``(n_chains, n_traj, n_obs)``
+    (set by :func:`corrflow.tangent.estimate`, cross-fitted).
     """
 
     o: np.ndarray
@@ -75,6 +76,7 @@ class TangentTerms:
     time_extent: int = 0
     h: np.ndarray | None = None
     dvh: np.ndarray | None = None
+    gamma: np.ndarray | None = None
 
     def explicit(self) -> np.ndarray:
         """``∂_α O`` at fixed links, ``(..., n_obs)`` (zeros when there is none)."""
