@@ -123,8 +123,8 @@ def derivative(
                                       help="add the second-order control variate to the tangent rows: the same "
                                            "identity with R_v in place of O, weighted by the slope of O on dS; for "
                                            "the plaquette it turns the product (P - <P>)(R - <R>) into (R - <R>)^2 "
-                                           "(2x the reduction at 4^4, beta = 6.0); two passes, the second about 3x "
-                                           "the first's cost; pure-gauge ensembles"),
+                                           "(d<P>/dbeta at beta = 6.0 on 8^4: 18x instead of 6.6x); two passes, the "
+                                           "second about 5x the first's cost; pure-gauge ensembles"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object (for scripts) instead of the table"),
 ) -> None:
     """Derivatives d<O>/d(param) by the tangent-flow estimator (unbiased, no weights) and the connected estimator,
