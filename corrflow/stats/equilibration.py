@@ -69,9 +69,9 @@ class EquilibrationCut:
         """One line for a report: the cut, the series that set it and what it gains."""
         if self.n_discard == 0:
             return f"no drift at the start of the chains (effective samples {self.n_eff:.0f}, {self.series})"
-        return (f"first {self.n_discard} per chain discarded ({self.series} settles there; the discarded "
-                f"part differs from the rest by {self.drift_sigma:.1f} sigma in mean or spread; effective samples {self.n_eff_uncut:.0f} -> "
-                f"{self.n_eff:.0f})"
+        return (f"first {self.n_discard} per chain discarded ({self.series} settles there; the discarded part "
+                f"differs from the rest by {self.drift_sigma:.1f} sigma in mean or spread; effective samples "
+                f"{self.n_eff_uncut:.0f} -> {self.n_eff:.0f})"
                 + ("; the cut is at its limit, the chains may not have thermalised: generate more" if self.at_limit
                    else ""))
 

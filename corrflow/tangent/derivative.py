@@ -194,7 +194,8 @@ def contracted_terms(ds: np.ndarray, a: np.ndarray, coef: np.ndarray, o: np.ndar
     a1 = np.einsum("...k,...k->...", np.asarray(a, float), np.asarray(coef, float))[..., None]
     return TangentTerms(o=np.asarray(o), ds=np.asarray(ds), a=a1, b=np.asarray(dvo)[..., None], names=tuple(names),
                         param=param, do=do, traces=dict(traces or {}), time_extent=int(time_extent),
-                        h=None if h is None else np.asarray(h, float), dvh=None if dvh is None else np.asarray(dvh, float))
+                        h=None if h is None else np.asarray(h, float),
+                        dvh=None if dvh is None else np.asarray(dvh, float))
 
 
 def check_fit_target(target: str) -> None:

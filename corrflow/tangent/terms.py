@@ -34,7 +34,8 @@ from .fermions import (FermionTraces, condensate_noise, fermion_derivatives, gau
                        value_and_derivatives, value_and_mass_derivative)
 
 __all__ = ["TangentTerms", "compute_terms", "FLAT_TERMS", "field_terms", "FIELD_TERMS", "contracted_derivatives",
-           "CONTRACTED_TERMS", "SECOND_ORDER_TERMS", "contraction_pays", "costly_observables", "describe_traces", "observables_cost",
+           "CONTRACTED_TERMS", "SECOND_ORDER_TERMS", "contraction_pays", "costly_observables", "describe_traces",
+           "observables_cost",
            "valence_theory"]
 
 #: names of the flat per-configuration outputs of :func:`compute_terms` (``resume`` / ``on_batch``), in order
@@ -370,9 +371,9 @@ def contracted_derivatives(field_obj: Any, theory: Any, param: str, names: Seque
     without an explicit dependence) to rounding.  ``second_order`` (pure-gauge theories, valence quarks allowed):
     also ``h`` = ``R_v`` (with Hutchinson probes independent of the first pass's) and ``v·∇h`` ``(n_chains,
     n_traj)`` (:data:`SECOND_ORDER_TERMS`; the control variate of :func:`corrflow.tangent.second_order_estimate`),
-    through the field's terms in forward mode (about three times their cost).  Arguments, resumption (:data:`CONTRACTED_TERMS` / :data:`SECOND_ORDER_TERMS`) and errors as
-    :func:`compute_terms`; ``ValueError`` for coefficients of the wrong shape, ``second_order`` with dynamical
-    quarks."""
+    through the field's terms in forward mode (about five times the first pass with the held-out smoothing field).
+    Arguments, resumption (:data:`CONTRACTED_TERMS` / :data:`SECOND_ORDER_TERMS`) and errors as :func:`compute_terms`;
+    ``ValueError`` for coefficients of the wrong shape, ``second_order`` with dynamical quarks."""
     st = _setup(field_obj, theory, param, names, configs, key, traces, valence_mass, pion_sources)
     coef = np.asarray(coef, float)
     if coef.shape != st.lead + (field_obj.n_coef,):
