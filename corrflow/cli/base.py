@@ -58,3 +58,14 @@ def print_thermalisation(cut: Any) -> None:
     warn = cut.at_limit
     console.print(("[yellow]" if warn else "") + "thermalisation (--discard auto): " + cut.describe()
                   + ("[/]" if warn else ""))
+
+
+def discard_option(text: str) -> int | None:
+    """``--discard`` of a command: a count of leading trajectories, or ``None`` for ``auto``
+    (:func:`corrflow.stats.equilibration.parse_discard`); a :class:`CLIError` (one line, exit 2) otherwise."""
+    from ..stats.equilibration import parse_discard
+
+    try:
+        return parse_discard(text)
+    except ValueError as e:
+        raise CLIError(str(e)) from None

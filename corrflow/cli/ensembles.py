@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .base import CLIError, _run, _stage, app, console, parse_shape, print_thermalisation
+from .base import CLIError, _run, _stage, app, console, discard_option, parse_shape, print_thermalisation
 
 
 # ----------------------------------------------------------------------------------------
@@ -280,17 +280,11 @@ def summary(
     """Observables with autocorrelation-aware errors (Gamma method), and exact values with pulls where known."""
 
     def body() -> None:
-        from ..stats.equilibration import parse_discard
         from ..store import open_store
         from ..summary import ensemble_summary, thermalisation_cut
 
-        try:
-            n_discard = parse_discard(discard)
-        except ValueError as e:
-            raise CLIError(str(e)) from None
+        n_discard = discard_option(discard)
         st = open_store(store, "r")
-        if ensemble not in st.ensembles():
-            raise CLIError(f"no ensemble {ensemble!r} in {store}; available: {', '.join(st.ensembles()) or 'none'}")
         cut = None
         if n_discard is None:
             cut = thermalisation_cut(st, ensemble)

@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Table
 
-from .base import CLIError, _run, _stage, app, console, print_thermalisation
+from .base import CLIError, _run, _stage, app, console, discard_option, print_thermalisation
 
 
 # ----------------------------------------------------------------------------------------
@@ -248,18 +248,11 @@ def compare(
 
     def body() -> None:
         from ..compare import compare_ensembles, parameter_shift
-        from ..stats.equilibration import parse_discard
         from ..store import open_store
         from ..summary import common_thermalisation_cut
 
-        try:
-            n_discard = parse_discard(discard)
-        except ValueError as e:
-            raise CLIError(str(e)) from None
+        n_discard = discard_option(discard)
         st = open_store(store, "r")
-        missing = [n for n in (base, *ensembles) if n not in st.ensembles()]
-        if missing:
-            raise CLIError(f"no ensemble {missing[0]!r} in {store}; available: {', '.join(st.ensembles()) or 'none'}")
         cut = None
         if n_discard is None:
             cut = common_thermalisation_cut(st, (base, *ensembles), obs)
@@ -310,7 +303,6 @@ def report(
 
     def body() -> None:
         from ..report import write_report
-        from ..stats.equilibration import parse_discard
         from ..store import open_store
 
         if base is not None and not ensembles:
@@ -319,10 +311,7 @@ def report(
             raise CLIError("ensembles given without --base; name the base ensemble they are compared with")
         if tangent and base is None:
             raise CLIError("--tangent needs --base: the tangent-flow estimators are computed on the base ensemble")
-        try:
-            n_discard = parse_discard(discard)
-        except ValueError as e:
-            raise CLIError(str(e)) from None
+        n_discard = discard_option(discard)
         if n_discard != 0 and base is None:
             raise CLIError("--discard applies to the comparison with --base; analysis sections keep their own "
                            "ensembles' settings")

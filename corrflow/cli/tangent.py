@@ -9,7 +9,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from .base import CLIError, _run, _stage, app, console, print_thermalisation
+from .base import CLIError, _run, _stage, app, console, discard_option, print_thermalisation
 
 
 # ----------------------------------------------------------------------------------------
@@ -139,14 +139,9 @@ def derivative(
         from ..store import open_store
         from ..store.checkpoints import check_writable_dir
 
-        from ..stats.equilibration import parse_discard
-
         if batch < 1:
             raise CLIError(f"--batch must be >= 1, got {batch}")
-        try:
-            n_discard = parse_discard(discard)
-        except ValueError as e:
-            raise CLIError(str(e)) from None
+        n_discard = discard_option(discard)
         if probes is not None and probes < 1:
             raise CLIError(f"--probes must be >= 1, got {probes}")
         if probe_period is not None and probe_period < 1:
