@@ -238,7 +238,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     :func:`corrflow.tangent.contraction_pays`, for ``target="field"`` only.  Its two passes are checkpointed beside the
     full terms (``terms-field``, ``terms-contracted``), the second under the fitted coefficients.  ``second_order``:
     the tangent rows with their second-order control variate (:func:`corrflow.tangent.second_order_estimate`; two
-    passes, the second also ``v·∇R_v`` at about three times the first's cost, checkpointed as
+    passes, the second also ``v·∇R_v`` at about five times the first's cost, checkpointed as
     ``terms-second-order``; pure-gauge ensembles, ``target="field"``).
 
     Raises ``ValueError`` (one line, with a hint) for a flowed ensemble (its configurations are exact only with their
@@ -319,9 +319,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     terms_key = {k: v for k, v in settings.items() if k not in ("kind", "n_folds", "held_out", "target")}
     n_configs = int(configs.shape[0] * configs.shape[1])
     terms_key.update(kind=TERMS_KIND, observables=list(names), n_configs=n_configs)
-    if contract is None or second_order:
-        contract = second_order or (target == "field" and tg.contraction_pays(names, fld))
-    contract = bool(contract) and target == "field" and fld.n_coef > 0
+    contract = tg.use_contraction(contract, target, names, fld, second_order)
     common = dict(batch=batch, traces=tr, valence_mass=None if quarks is None else float(quarks.mass))
     key = jax.random.PRNGKey(seed)
     fits: list[Any] = []
@@ -379,8 +377,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     cost["fit_s"] = fit_s / n_configs
     refs = {k: float(v) for k, v in (("t0_reference", t0_reference), ("w0_reference", w0_reference)) if v is not None}
     if contract:  # one basis field per configuration, the fitted one (tg.contracted_terms)
-        desc = {**fld.describe(), **({"second_order": True} if second_order else {})}
-        res = replace(tg.estimate(terms, np.ones(1), fits, desc, n_folds=n_folds, **refs), coef=coef)
+        res = replace(tg.estimate(terms, np.ones(1), fits, fld.describe(), n_folds=n_folds, **refs), coef=coef)
     else:
         res = tg.estimate(terms, coef, fits, fld.describe(), **refs)
     shifted = finite_shift_estimates(store, ensemble, plan, names, discard)

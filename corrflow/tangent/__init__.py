@@ -55,8 +55,8 @@ from .core import (
     probe_classes,
     value_and_directional_derivative,
 )
-from .derivative import (FIT_TARGETS, DerivativeResult, apply_fits, check_second_order, contracted_terms,
-                         control_variates, derivative, estimate, fit_coefficients, observable_cross_fit)
+from .derivative import (FIT_TARGETS, DerivativeResult, apply_fits, contracted_terms, control_variates, derivative,
+                         estimate, fit_coefficients, observable_cross_fit)
 from .estimator import (connected_estimate, paired_difference, regression_slopes, second_order_difference,
                         second_order_estimate, tangent_estimate, tangent_values, variance_reduction)
 from .fermions import (
@@ -76,8 +76,8 @@ from .fit import (FieldFit, TangentFitWarning, check_cross_fit_size, check_field
                   fold_coefficients, fold_index)
 from .scales import flow_scale_derivative
 from .spectroscopy import cosh_effective_mass, effective_mass_derivative
-from .terms import (CONTRACTED_TERMS, FIELD_TERMS, FLAT_TERMS, SECOND_ORDER_TERMS, TangentTerms, compute_terms,
-                    contracted_derivatives,
+from .terms import (CONTRACTED_TERMS, FIELD_TERMS, FLAT_TERMS, SECOND_ORDER_TERMS, TangentTerms, check_second_order,
+                    compute_terms, contracted_derivatives, use_contraction,
                     contraction_pays, costly_observables, describe_traces, field_terms, observables_cost,
                     valence_theory)
 
@@ -94,7 +94,7 @@ __all__ = [
     "value_and_directional_derivative",
     "connected_estimate", "paired_difference", "tangent_estimate", "tangent_values", "variance_reduction",
     "second_order_estimate", "second_order_difference", "regression_slopes", "check_second_order",
-    "SECOND_ORDER_TERMS",
+    "SECOND_ORDER_TERMS", "use_contraction",
     "FEATURE_HELP", "FIELD_KINDS", "default_features", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
     "FERMION_OBSERVABLES", "NOISE_KINDS", "DILUTIONS", "TRACE_METHODS", "FermionTraces", "fermion_derivatives",
     "is_fermion_theory",

@@ -22,11 +22,11 @@ from .fit import FieldFit, cross_fit, fold_coefficients, fold_index
 from .scales import flow_scale_derivative
 from .spectroscopy import effective_mass_derivative, effective_mass_pairs
 from .fermions import is_fermion_theory
-from .terms import (TangentTerms, compute_terms, contracted_derivatives, contraction_pays, describe_traces,
-                    field_terms)
+from .terms import (TangentTerms, check_second_order, compute_terms, contracted_derivatives, describe_traces,
+                    field_terms, use_contraction)
 
 __all__ = ["DerivativeResult", "estimate", "derivative", "FIT_TARGETS", "control_variates", "observable_cross_fit",
-           "fit_coefficients", "contracted_terms", "apply_fits", "check_second_order"]
+           "fit_coefficients", "contracted_terms", "apply_fits"]
 
 #: What the cross-fitted least squares minimises: ``field`` -- ``Var[R_v]``, one field for every observable (the
 #: tangent of the ideal flow); ``observable`` -- ``Var[T_v]`` of each observable separately (control variates).
@@ -92,7 +92,8 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
     Terms with ``h`` and ``dvh`` (two passes with the second-order control variate, :func:`contracted_terms`) give the
     observables' tangent rows by :func:`corrflow.tangent.second_order_estimate`, ``γ`` cross-fitted over the same
     ``n_folds`` blocks of every chain as the field (:func:`corrflow.tangent.regression_slopes`), and the derived
-    rows with the same control variate on each of their columns.
+    rows with the same control variate on each of their columns; the field's description then says
+    ``second_order``.
 
     Consecutive pion correlator slices ``pion@t``, ``pion@t+1`` (``t + 1 <= L_0/2``) also give the derivative of the
     cosh effective mass, ``m_eff@t`` (:func:`corrflow.tangent.spectroscopy.effective_mass_derivative`)."""
@@ -140,8 +141,9 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
         agree[f"m_eff@{t}"] = em["difference"]
     per_obs = np.ndim(coef) == 4
     fits = list(fits or [])
+    desc = {**(field_desc or {}), **({"second_order": True} if folds is not None else {})}
     return DerivativeResult(estimates=est, reduction=red, fits=[] if per_obs else fits, coef=np.asarray(coef),
-                            param=terms.param, field=dict(field_desc or {}),
+                            param=terms.param, field=desc,
                             target="observable" if per_obs else "field",
                             observable_fits=dict(zip(terms.names, fits)) if per_obs else {}, agreement=agree,
                             second_order=gammas)
@@ -238,9 +240,7 @@ def derivative(theory: Any, configs: Any, param: str, observables: Sequence[str]
     observables = tuple(str(n).strip() for n in observables)
     kw = dict(batch=batch, traces=traces, valence_mass=valence_mass)
     check_second_order(second_order, theory, field_obj, target)
-    if contract is None or second_order:
-        contract = second_order or (target == "field" and contraction_pays(observables, field_obj))
-    if contract and target == "field" and field_obj.n_coef:
+    if use_contraction(contract, target, observables, field_obj, second_order):
         ds, a = field_terms(field_obj, theory, param, configs, key, observables=observables,
                             pion_sources=pion_sources, **kw)
         fits, coef = cross_fit(a, ds, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)
@@ -250,28 +250,12 @@ def derivative(theory: Any, configs: Any, param: str, observables: Sequence[str]
                                  observables, param, int(theory.shape[0]),
                                  describe_traces(theory, observables, traces, valence_mass),
                                  h=second[0] if second else None, dvh=second[1] if second else None)
-        desc = {**field_obj.describe(), **({"second_order": True} if second_order else {})}
-        return replace(estimate(terms, np.ones(1), fits, desc, n_folds=n_folds), coef=coef)
+        return replace(estimate(terms, np.ones(1), fits, field_obj.describe(), n_folds=n_folds), coef=coef)
     terms = compute_terms(field_obj, theory, param, observables, configs, key, pion_sources=pion_sources, **kw)
     if field_obj.n_coef == 0:
         return estimate(terms, np.zeros(0), [], field_obj.describe())
     fits, coef = fit_coefficients(terms, target, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)
     return estimate(terms, coef, fits, field_obj.describe())
-
-
-def check_second_order(second_order: bool, theory: Any, field_obj: Any, target: str) -> None:
-    """One-line ``ValueError`` where the second-order control variate cannot be used: dynamical quarks (``v·∇R_v``
-    would differentiate their traces), ``target != "field"`` (it is built on the one fitted field) or a field without
-    coefficients (``v = 0``: nothing to differentiate)."""
-    if not second_order:
-        return
-    if is_fermion_theory(theory):
-        raise ValueError("--second-order needs v.grad R_v, which with dynamical quarks would differentiate the fermion "
-                         "traces: pure-gauge ensembles only (valence quarks are fine)")
-    if target != "field":
-        raise ValueError("--second-order is built on the one fitted field: use it with --fit field")
-    if not field_obj.n_coef:
-        raise ValueError("--second-order needs a tangent field (not --field none)")
 
 
 def apply_fits(terms: TangentTerms, coefs: Any) -> np.ndarray:

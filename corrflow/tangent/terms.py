@@ -34,7 +34,7 @@ from .fermions import (FermionTraces, condensate_noise, fermion_derivatives, gau
                        value_and_derivatives, value_and_mass_derivative)
 
 __all__ = ["TangentTerms", "compute_terms", "FLAT_TERMS", "field_terms", "FIELD_TERMS", "contracted_derivatives",
-           "CONTRACTED_TERMS", "SECOND_ORDER_TERMS", "contraction_pays", "costly_observables", "describe_traces",
+           "CONTRACTED_TERMS", "SECOND_ORDER_TERMS", "check_second_order", "use_contraction", "contraction_pays", "costly_observables", "describe_traces",
            "observables_cost",
            "valence_theory"]
 
@@ -379,15 +379,38 @@ def contracted_derivatives(field_obj: Any, theory: Any, param: str, names: Seque
     if coef.shape != st.lead + (field_obj.n_coef,):
         raise ValueError(f"coefficients must have shape {st.lead + (field_obj.n_coef,)} (chains, configurations, "
                          f"basis fields); got {coef.shape}")
-    if second_order and is_fermion_theory(theory):
-        raise ValueError("the second-order control variate needs v.grad R_v, which with dynamical quarks would "
-                         "differentiate the fermion traces: pure-gauge ensembles only (valence quarks are fine)")
+    check_second_order(second_order, theory, field_obj)
     mode = "second" if second_order else "contract"
     kern = _kernel(field_obj, theory.group, tuple(theory.shape), param, st.names, st.traces,
                    None if st.quarks is None else float(st.quarks.mass), int(pion_sources), mode=mode)
     return tuple(_evaluate(kern, st, theory, SECOND_ORDER_TERMS if second_order else CONTRACTED_TERMS,
                            (coef.reshape((-1, coef.shape[-1])),), batch=batch, progress=progress, resume=resume,
                            on_batch=on_batch))
+
+
+def check_second_order(second_order: bool, theory: Any, field_obj: Any, target: str = "field") -> None:
+    """One-line ``ValueError`` where the second-order control variate cannot be used: dynamical quarks (``v·∇R_v``
+    would differentiate their traces), ``target != "field"`` (it is built on the one fitted field) or a field without
+    coefficients (``v = 0``: nothing to differentiate)."""
+    if not second_order:
+        return
+    if is_fermion_theory(theory):
+        raise ValueError("--second-order needs v.grad R_v, which with dynamical quarks would differentiate the fermion "
+                         "traces: pure-gauge ensembles only (valence quarks are fine)")
+    if target != "field":
+        raise ValueError("--second-order is built on the one fitted field: use it with --fit field")
+    if not field_obj.n_coef:
+        raise ValueError("--second-order needs a tangent field (not --field none)")
+
+
+def use_contraction(contract: bool | None, target: str, names: Sequence[str], field_obj: Any,
+                    second_order: bool = False) -> bool:
+    """Whether the terms come in two passes (:func:`field_terms`, the fit, :func:`contracted_derivatives`): asked for
+    (``contract``), or by default where :func:`contraction_pays`; always with ``second_order`` (its ``v·∇R_v`` is
+    along the fitted field); never for ``target != "field"`` or a field without coefficients."""
+    if contract is None or second_order:
+        contract = second_order or (target == "field" and contraction_pays(names, field_obj))
+    return bool(contract) and target == "field" and field_obj.n_coef > 0
 
 
 def costly_observables(names: Sequence[str]) -> bool:
