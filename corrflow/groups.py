@@ -307,7 +307,12 @@ class SUN(Group):
         return _exp_taylor(x)
 
     def exp_left(self, x: Array, u: Array) -> Array:
-        """``exp(X) U``."""
+        """``exp(X) U``; for SU(3) on CPUs the native kernel (:func:`corrflow.native.exp_left`, same formula,
+        ``CORRFLOW_NATIVE``), derivatives by this JAX code."""
+        from . import native
+
+        if native.use_native_exp(x, u, self):
+            return native.exp_left(x, u, lambda a, b: matmul(self.exp(a), b))
         return matmul(self.exp(x), u)
 
     def normalize(self, u: Array) -> Array:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import pallas_force
+from . import native, pallas_force
 from .groups import Group
 
 Array = jax.Array
@@ -231,12 +231,16 @@ def staple_force(u: Array, group: Group, weights: Array | None = None) -> Array:
 
     ``Sigma_mu`` is the weighted staple sum of :func:`staple_sum` (``weights``: symmetric ``(d, d)`` plane
     weights, default 1); the Wilson gauge force is this divided by ``2N`` (with the plane couplings as weights) and
-    the Wilson-flow generator is minus it (weights 1).  The XLA kernel :func:`staple_force_xla`, or with
-    ``CORRFLOW_PALLAS=auto`` on GPUs one fused Pallas kernel (:func:`corrflow.pallas_force.staple_force`); the
-    choice is made when the program is traced (:func:`corrflow.pallas_force.use_pallas`).
+    the Wilson-flow generator is minus it (weights 1).  The XLA kernel :func:`staple_force_xla`; with
+    ``CORRFLOW_PALLAS=auto`` on GPUs one fused Pallas kernel (:func:`corrflow.pallas_force.staple_force`); on CPUs,
+    for 4D SU(3), the native kernel (:func:`corrflow.native.staple_force`, ``CORRFLOW_NATIVE``, on by default).  The
+    choice is made when the program is traced (:func:`corrflow.pallas_force.use_pallas`,
+    :func:`corrflow.native.use_native`).
     """
     if not group.is_abelian and pallas_force.use_pallas():
         return pallas_force.staple_force(u, group, weights, derivative=staple_force_xla)
+    if native.use_native(u, group):
+        return native.staple_force(u, group, weights, derivative=staple_force_xla)
     if not group.is_abelian and jax.default_backend() == "cpu":
         return _chain_by_chain(group)(u, *(() if weights is None else (weights,)))
     return staple_force_xla(u, group, weights)

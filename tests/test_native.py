@@ -1,0 +1,146 @@
+"""The native CPU staple force (corrflow.native, issue 16) against the XLA and reference kernels."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from corrflow import lattice, native  # (importing corrflow enables x64)
+from corrflow.groups import SUN
+from corrflow.tangent.core import gradient
+
+G = SUN(3)
+KEY = jax.random.PRNGKey(11)
+
+
+def test_native_kernel_builds_where_a_compiler_is():
+    """On a machine with a C++ compiler (CI's and ours) the kernel must build: a failed build would silently cost the
+    speed (``auto`` falls back with a warning), so here it is an error."""
+    lib, why = native.build()
+    if native._compiler() is None:
+        pytest.skip("no C++ compiler on this machine: the JAX kernels are used")
+    assert lib is not None and lib.exists(), why
+    assert native._registered() == ""
+
+
+@pytest.mark.parametrize("shape,batch,dtype", [
+    ((4, 4, 4, 4), (), jnp.complex128),          # 4 lanes along x0
+    ((8, 2, 2, 2), (2,), jnp.complex64),         # 8 lanes along x0, two chains
+    ((3, 2, 2, 8), (), jnp.complex128),          # 8 lanes along x3
+    ((2, 6, 4, 2), (2, 1), jnp.complex128),      # 4 lanes along x2, two batch axes
+])
+def test_native_force_matches_the_reference_kernels(shape, batch, dtype):
+    """The native kernel gives ``P_TA(U_mu Sigma_mu)`` of the reference kernel (per-direction staple sums) to
+    rounding, on Haar-random and on smooth links, with and without plane weights, for every lane width and axis; the
+    weights matter (negative control: the unweighted force differs)."""
+    links = batch + shape + (4,)
+    w = np.arange(1.0, 17.0).reshape(4, 4)
+    w = jnp.asarray((w + w.T) / 9.0)
+    hot = G.random(KEY, links)
+    smooth = G.exp(0.3 * G.random_algebra(jax.random.PRNGKey(2), links))
+    tol = 1e-13 if dtype == jnp.complex128 else 3e-6
+    for u in (hot.astype(dtype), smooth.astype(dtype)):
+        assert native.applies(u, G)
+        for weights in (None, w):
+            got = jax.jit(lambda v, ww: native.staple_force(v, G, ww))(u, weights)
+            ref = lattice.staple_force_reference(u, G, weights)
+            assert got.shape == u.shape and got.dtype == dtype
+            scale = float(jnp.max(jnp.abs(ref)))
+            assert scale > 0.1
+            assert float(jnp.max(jnp.abs(got - ref))) < tol * scale
+        assert float(jnp.max(jnp.abs(got - lattice.staple_force_xla(u, G)))) > 0.1 * scale
+
+
+def test_native_force_is_the_gradient_of_the_action_and_batches():
+    """Through ``lattice.staple_force`` (what HMC and the Wilson flow call): on 4^4 with anisotropic plane couplings
+    ``c`` as weights, ``P_TA(U Σ) / (2N)`` is the right-trivialised gradient of the Wilson action
+    ``Σ_P c_P (1 − Re tr P / N)`` (autodiff, no native code involved); under ``vmap`` with per-chain weights the chains get their own weights; and
+    forward- and reverse-mode derivatives through it are the XLA kernel's (``custom_jvp``)."""
+    u = G.random(KEY, (2, 4, 4, 4, 4, 4))
+    assert native.use_native(u[0], G)
+    c = jnp.asarray(np.array([[0, 1.0, 1, 1], [1, 0, 0.7, 0.7], [1, 0.7, 0, 0.7], [1, 0.7, 0.7, 0]]) * 5.9)
+
+    def action(v):  # Wilson action with plane couplings c_{mu nu}: sum over planes c (1 - Re tr P / N)
+        total = 0.0
+        for m in range(4):
+            for n in range(m + 1, 4):
+                re_tr = jnp.real(jnp.trace(lattice.plaquette(v, m, n, G), axis1=-2, axis2=-1))
+                total = total + c[m, n] * jnp.sum(1.0 - re_tr / 3)
+        return total
+
+    got = G.algebra_coords(lattice.staple_force(u[0], G, c)) / 6
+    grad = gradient(action, u[0], G)
+    assert float(jnp.max(jnp.abs(grad))) > 1.0
+    np.testing.assert_allclose(np.asarray(got), np.asarray(grad), atol=1e-11)
+    ws = jnp.stack([c, 0.5 * c])
+    batched = jax.vmap(lambda v, b: lattice.staple_force(v, G, b))(u, ws)
+    ref = jax.vmap(lambda v, b: lattice.staple_force_xla(v, G, b))(u, ws)
+    np.testing.assert_allclose(np.asarray(batched), np.asarray(ref), atol=1e-12)
+    x = G.random_algebra(jax.random.PRNGKey(7), u.shape[1:-2])
+    t = G.random_algebra(jax.random.PRNGKey(8), u.shape[1:-2])
+
+    def loss(fn):
+        return lambda v: jnp.sum(jnp.real(fn(v) * x) ** 2)
+
+    nat, xla = (lambda v: lattice.staple_force(v, G)), (lambda v: lattice.staple_force_xla(v, G))
+    np.testing.assert_allclose(np.asarray(jax.grad(loss(nat))(u[0])), np.asarray(jax.grad(loss(xla))(u[0])),
+                               atol=1e-11)
+    jvps = [jax.jvp(f, (u[0],), (t,))[1] for f in (nat, xla)]
+    np.testing.assert_allclose(np.asarray(jvps[0]), np.asarray(jvps[1]), atol=1e-11)
+
+
+def test_native_choice(monkeypatch):
+    """``CORRFLOW_NATIVE``: ``0`` never, ``auto`` where it applies (not 6^4, not SU(2), not 2D), a bad value is a
+    one-line error; a kernel that cannot be built falls back with one warning under ``auto`` and raises under ``1``."""
+    u4, u6 = G.random(KEY, (4, 4, 4, 4, 4)), G.random(KEY, (6, 6, 6, 6, 4))
+    monkeypatch.setenv(native.ENV, "0")
+    assert not native.use_native(u4, G)
+    monkeypatch.setenv(native.ENV, "auto")
+    assert native.use_native(u4, G)
+    assert not native.applies(u6, G)
+    assert not native.applies(SUN(2).random(KEY, (4, 4, 4, 4, 4)), SUN(2))
+    assert not native.applies(G.random(KEY, (8, 8, 2)), G)
+    assert not native.applies(u4.astype(jnp.complex64).real, G)
+    monkeypatch.setenv(native.ENV, "fast")
+    with pytest.raises(ValueError, match="CORRFLOW_NATIVE='fast'"):
+        native.use_native(u4, G)
+    monkeypatch.setattr(native, "_registered", lambda: "no C++ compiler (set CXX)")
+    monkeypatch.setenv(native.ENV, "auto")
+    native._warn_once.cache_clear()
+    with pytest.warns(RuntimeWarning, match="native CPU kernels unavailable"):
+        assert not native.use_native(u4, G)
+    monkeypatch.setenv(native.ENV, "1")
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+        native.use_native(u4, G)
+
+
+def test_native_exp_left_matches_the_jax_kernel_and_libm():
+    """``exp(X) U`` by the native kernel (``SUN(3).exp_left`` on CPUs) against the JAX kernel and the libm formula
+    over five decades of ``|X|`` (the Taylor branch below ``c1 = 1e-3`` included), with a count of matrices that is
+    not a multiple of the 8 lanes; unitary to rounding; under ``vmap`` and in forward / reverse mode the JAX
+    kernel's numbers and derivatives.  Negative control: ``exp(X)`` and ``exp(-X)`` differ."""
+    from corrflow.groups import _exp_su3, matmul
+
+    u = G.random(jax.random.PRNGKey(4), (2, 13, 3))
+    for scale in (1e-3, 0.05, 0.5, 2.0, 10.0):
+        x = scale * G.random_algebra(jax.random.PRNGKey(3), (2, 13, 3))
+        for dtype, tol in ((jnp.complex128, 4e-15), (jnp.complex64, 4e-6)):
+            xx, uu = x.astype(dtype), u.astype(dtype)
+            assert native.use_native_exp(xx, uu, G)
+            got = jax.jit(G.exp_left)(xx, uu)
+            assert got.dtype == dtype
+            lib = matmul(_exp_su3(x, libm=True), u)
+            assert float(jnp.max(jnp.abs(got - lib))) < tol * max(1.0, scale)
+            assert float(jnp.max(jnp.abs(got - matmul(_exp_su3(xx), uu)))) < tol * max(1.0, scale)
+            assert float(G.unitarity_violation(got.astype(jnp.complex128))) < 10 * tol * max(1.0, scale)
+        assert float(jnp.max(jnp.abs(G.exp_left(x, u) - G.exp_left(-x, u)))) > 0.1 * min(scale, 1.0)
+    x = 0.5 * G.random_algebra(jax.random.PRNGKey(3), (2, 13, 3))
+    ref = lambda a, b: matmul(_exp_su3(a), b)  # noqa: E731
+    np.testing.assert_allclose(np.asarray(jax.vmap(G.exp_left)(x, u)), np.asarray(ref(x, u)), atol=4e-15)
+    t = 0.3 * G.random_algebra(jax.random.PRNGKey(9), x.shape[:-2])
+    np.testing.assert_allclose(np.asarray(jax.jvp(G.exp_left, (x, u), (t, t))[1]),
+                               np.asarray(jax.jvp(ref, (x, u), (t, t))[1]), atol=1e-13)
+    loss = lambda f: lambda a: jnp.sum(jnp.real(f(a, u) * jnp.conj(u)))  # noqa: E731
+    np.testing.assert_allclose(np.asarray(jax.grad(loss(G.exp_left))(x)), np.asarray(jax.grad(loss(ref))(x)),
+                               atol=1e-13)
+    assert not native.exp_applies(x, u[0], G)  # shapes must agree (broadcasting stays with JAX)
+    assert not native.exp_applies(x[..., :2, :2], u[..., :2, :2], SUN(2))
