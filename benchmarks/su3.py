@@ -20,7 +20,8 @@ Peak bandwidth: the vendor figure for known GPUs, and on CPUs a copy bandwidth m
 
 Baseline (issue 16): the force, the HMC trajectory and the Wilson-flow step are timed with the previous
 staple kernel (:func:`corrflow.lattice.staple_force_reference`, direction by direction in the link layout) and with
-the current XLA kernel (:func:`corrflow.lattice.staple_force_xla`), and with ``--pallas`` the fused Pallas kernel
+the current XLA kernel (:func:`corrflow.lattice.staple_force_xla`), on CPUs with the native force and exponential
+(:mod:`corrflow.native`, what ``corrflow`` runs by default there), and with ``--pallas`` the fused Pallas kernel
 (:mod:`corrflow.pallas_force`), in the same run; the ``vs ref`` column is reference time / kernel time (> 1:
 faster), and each kernel's force is compared with the reference's (``max |F - F_ref| / max |F_ref|``).  The
 SU(3) exponential row's reference is the libm form of the same formula (``groups._exp_su3(x, libm=True)``).  The process
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import os
 import time
 
 import jax
@@ -41,7 +43,7 @@ import numpy as np
 from _machine import cpu_model
 
 import corrflow  # noqa: F401  (x64 on)
-from corrflow import groups, hmc, lattice, pallas_force
+from corrflow import groups, hmc, lattice, native, pallas_force
 from corrflow.flows import make_flow
 from corrflow.observables import gradient_flow as gf
 from corrflow.theories import WilsonGaugeAction
@@ -79,19 +81,26 @@ def peak_bandwidth() -> tuple[float, str]:
 @contextlib.contextmanager
 def _staple_kernel(kernel: str, **pallas_options):  # noqa: ANN003, ANN202
     """Trace with one staple kernel: ``reference`` (the direct form before issue 16), ``xla`` (the array-operation
-    kernel, the default) or ``pallas`` (the fused GPU kernel, opt-in; ``pallas_options``: ``block``, ``loop`` of
-    :func:`corrflow.pallas_force.staple_force`).  The force and the Wilson flow look ``lattice.staple_force`` up when
-    they are traced."""
-    current = lattice.staple_force
+    kernel), ``native`` (what ``lattice.staple_force`` chooses by default: on CPUs the native force and exponential
+    of :mod:`corrflow.native`) or ``pallas`` (the fused GPU kernel, opt-in; ``pallas_options``: ``block``, ``loop``
+    of :func:`corrflow.pallas_force.staple_force`).  The force and the Wilson flow look ``lattice.staple_force`` up
+    when they are traced; all but ``native`` trace with ``CORRFLOW_NATIVE=0`` (JAX exponential too)."""
+    current, env = lattice.staple_force, os.environ.get(native.ENV)
     lattice.staple_force = {
         "reference": lattice.staple_force_reference,
         "xla": lattice.staple_force_xla,
+        "native": current,
         "pallas": functools.partial(pallas_force.staple_force, **pallas_options),
     }[kernel]
+    os.environ[native.ENV] = "auto" if kernel == "native" else "0"
     try:
         yield
     finally:
         lattice.staple_force = current
+        if env is None:
+            os.environ.pop(native.ENV, None)
+        else:
+            os.environ[native.ENV] = env
 
 
 def check_pallas(L: int = 8, dtype=jnp.complex64) -> int:  # noqa: ANN001
@@ -167,7 +176,8 @@ def main() -> None:
         cfg = hmc.HMCConfig(step_size=1.0 / args.hmc_steps, n_steps=args.hmc_steps, integrator="omelyan")
         st = hmc.init(th, u)
         n = args.hmc_steps
-        kernels = ["reference", "xla"] + (["pallas"] if args.pallas else [])
+        kernels = ["reference", "xla"] + (["native"] if jax.default_backend() == "cpu" else [])
+        kernels += ["pallas"] if args.pallas else []
         timed, forces = {}, {}
         for kernel in kernels:  # programs traced with each staple kernel
             with _staple_kernel(kernel):
@@ -206,8 +216,11 @@ def main() -> None:
         x_alg = 0.1 * th.group.project_algebra(u)
         exp_new = jax.jit(lambda xx, uu: groups.matmul(groups._exp_su3(xx), uu))
         exp_ref = jax.jit(lambda xx, uu: groups.matmul(groups._exp_su3(xx, libm=True), uu))
-        rows.append(("exp(X) U (SU(3) exponential)", _timeit(exp_new, x_alg, u), 3, "updates",
-                     _timeit(exp_ref, x_alg, u)))
+        t_exp_ref = _timeit(exp_ref, x_alg, u)
+        rows.append(("exp(X) U (SU(3) exponential)", _timeit(exp_new, x_alg, u), 3, "updates", t_exp_ref))
+        if native.use_native_exp(x_alg, u, th.group):
+            exp_nat = jax.jit(th.group.exp_left)  # native by default on CPUs
+            rows.append(("exp(X) U [native]", _timeit(exp_nat, x_alg, u), 3, "updates", t_exp_ref))
 
         flow = make_flow("su3", shape, loops=("plaquette",))
         layer = flow.layers[0]

@@ -53,8 +53,9 @@ def test_native_force_matches_the_reference_kernels(shape, batch, dtype):
 def test_native_force_is_the_gradient_of_the_action_and_batches():
     """Through ``lattice.staple_force`` (what HMC and the Wilson flow call): on 4^4 with anisotropic plane couplings
     ``c`` as weights, ``P_TA(U Σ) / (2N)`` is the right-trivialised gradient of the Wilson action
-    ``Σ_P c_P (1 − Re tr P / N)`` (autodiff, no native code involved); under ``vmap`` with per-chain weights the chains get their own weights; and
-    forward- and reverse-mode derivatives through it are the XLA kernel's (``custom_jvp``)."""
+    ``Σ_P c_P (1 − Re tr P / N)`` (autodiff, no native code involved); under ``vmap`` with per-chain weights the
+    chains get their own weights; and forward- and reverse-mode derivatives through it are the XLA kernel's
+    (``custom_jvp``)."""
     u = G.random(KEY, (2, 4, 4, 4, 4, 4))
     assert native.use_native(u[0], G)
     c = jnp.asarray(np.array([[0, 1.0, 1, 1], [1, 0, 0.7, 0.7], [1, 0.7, 0, 0.7], [1, 0.7, 0.7, 0]]) * 5.9)
@@ -144,3 +145,36 @@ def test_native_exp_left_matches_the_jax_kernel_and_libm():
                                atol=1e-13)
     assert not native.exp_applies(x, u[0], G)  # shapes must agree (broadcasting stays with JAX)
     assert not native.exp_applies(x[..., :2, :2], u[..., :2, :2], SUN(2))
+
+
+@pytest.mark.parametrize("shape,chains,dtype", [
+    ((4, 4, 4, 4), 1, jnp.complex128),   # 4 lanes, lanes of both parities in a block
+    ((8, 4, 4, 6), 2, jnp.complex128),   # 4 lanes along x0, one parity per block; two chains
+    ((16, 4, 4, 2), 1, jnp.complex64),   # 8 lanes along x0
+])
+def test_native_overrelax_sweep_matches_the_jax_sweep(monkeypatch, shape, chains, dtype):
+    """An over-relaxation sweep by the native kernel equals the JAX sweep (same directions, parities and subgroups,
+    then re-unitarised) to rounding on heat-bath-thermalised anisotropic links, keeps the action to rounding and
+    moves the links (negative control); a whole heat-bath update (1 heat-bath + 2 over-relaxation sweeps) equals
+    the JAX update to rounding (the heat bath's draws are the same)."""
+    from corrflow import heatbath, hmc
+    from corrflow.theories import WilsonGaugeAction
+
+    th = WilsonGaugeAction("su3", shape, beta=5.9, xi=1.3)
+    u = jnp.stack([hmc.hot_start(jax.random.PRNGKey(i), th, dtype=dtype) for i in range(chains)])
+    u = heatbath.heatbath_sweep(jax.random.PRNGKey(3), u, th)
+    assert native.use_native_overrelax(u, G)
+    cfg = heatbath.HeatbathConfig(n_heatbath=1, n_overrelax=2)
+    got = heatbath.overrelax_sweep(u, th)
+    got_update = heatbath.update(jax.random.PRNGKey(5), u, th, cfg)
+    monkeypatch.setenv(native.ENV, "0")
+    assert not native.use_native_overrelax(u, G)
+    ref = heatbath._sweep(None, u, th, False)  # traced afresh: the JAX sweep
+    ref_update = jax.jit(heatbath._update_impl, static_argnames="config")(jax.random.PRNGKey(5), u, th, cfg)
+    tol = 1e-12 if dtype == jnp.complex128 else 1e-4
+    assert float(jnp.max(jnp.abs(got - ref))) < tol
+    assert float(jnp.max(jnp.abs(got_update - ref_update))) < 10 * tol
+    assert float(jnp.max(jnp.abs(got - u))) > 0.5
+    for c in range(chains):
+        s0, s1 = float(th.action(u[c])), float(th.action(got[c]))
+        assert abs(s1 - s0) < (1e-9 if dtype == jnp.complex128 else 1e-2) * abs(s0)

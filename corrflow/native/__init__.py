@@ -46,12 +46,14 @@ import jax
 import jax.numpy as jnp
 Array = jax.Array
 
-__all__ = ["ENV", "applies", "build", "exp_applies", "exp_left", "staple_force", "use_native", "use_native_exp"]
+__all__ = ["ENV", "applies", "build", "exp_applies", "exp_left", "overrelax_applies", "overrelax_sweep", "staple_force",
+           "use_native", "use_native_exp", "use_native_overrelax"]
 
 ENV = "CORRFLOW_NATIVE"
 SOURCE = Path(__file__).with_name("kernels.cc")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-shared", "-fPIC")
-_TARGETS = {"corrflow_staple_force": "CorrflowStapleForce", "corrflow_exp_left": "CorrflowExpLeft"}
+_TARGETS = {"corrflow_staple_force": "CorrflowStapleForce", "corrflow_exp_left": "CorrflowExpLeft",
+            "corrflow_overrelax": "CorrflowOverrelax"}
 
 
 def _mode() -> str:
@@ -149,6 +151,11 @@ def exp_applies(x: Array, u: Array, group) -> bool:  # noqa: ANN001
             and x.dtype == u.dtype and x.dtype in (jnp.complex64, jnp.complex128))
 
 
+def overrelax_applies(u: Array, group) -> bool:  # noqa: ANN001
+    """Whether the kernel runs an over-relaxation sweep: as :func:`applies`, with even extents."""
+    return applies(u, group) and all(n % 2 == 0 for n in u.shape[-7:-3])
+
+
 def use_native(u: Array, group) -> bool:  # noqa: ANN001
     """Whether :func:`corrflow.lattice.staple_force` uses the native kernel for ``u`` (``CORRFLOW_NATIVE``; module
     docstring).  Never with several local devices: the kernel has no sharding rule, and XLA would gather a field
@@ -160,6 +167,12 @@ def use_native(u: Array, group) -> bool:  # noqa: ANN001
 def use_native_exp(x: Array, u: Array, group) -> bool:  # noqa: ANN001
     """Whether ``group.exp_left(x, u)`` uses the native kernel (as :func:`use_native`)."""
     return _use(exp_applies(x, u, group))
+
+
+def use_native_overrelax(u: Array, group) -> bool:  # noqa: ANN001
+    """Whether :func:`corrflow.heatbath.overrelax_sweep` (and the over-relaxation sweeps of every heat-bath update)
+    use the native kernel (as :func:`use_native`)."""
+    return _use(overrelax_applies(u, group))
 
 
 def _use(applicable: bool) -> bool:
@@ -218,3 +231,11 @@ def exp_left(x: Array, u: Array, derivative: Callable[[Array, Array], Array]) ->
 
     f.defjvp(lambda primals, tangents: jax.jvp(derivative, primals, tangents))
     return f(x, u)
+
+
+def overrelax_sweep(u: Array, couplings: Array) -> Array:
+    """One over-relaxation sweep of 4D SU(3) links ``(*batch, L0, L1, L2, L3, 4, 3, 3)`` with plane couplings
+    ``couplings`` (``(4, 4)``, the weights of the staple sums) by the native kernel, re-unitarised: the algorithm
+    and order of :func:`corrflow.heatbath.overrelax_sweep` (directions, parities, SU(2) subgroups), equal to it to
+    rounding.  Not differentiable (nothing differentiates a Markov update)."""
+    return _call("corrflow_overrelax", u, jnp.asarray(couplings).astype(jnp.float64))
