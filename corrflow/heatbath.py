@@ -68,6 +68,14 @@ Random numbers
     round.  Uniform numbers are drawn as flat vectors and reshaped: jax's (partitionable) threefry takes
     seconds to compile for a many-axis shape on CPU.
 
+Native kernels (4D SU(3) on one-device CPUs, the default there; :mod:`corrflow.native`, ``CORRFLOW_NATIVE``)
+    The same sweeps in C++ on SIMD "virtual nodes", in place, one (direction, parity) after the other: the
+    over-relaxation sweep equals this module's to rounding; the heat-bath sweep draws its own numbers
+    (Threefry-2x32 keyed by the sweep's key, counters from chain, site and draw), so it samples the same
+    distribution with other numbers.  An update then runs its heat-bath and its over-relaxation sweeps as two
+    loops with the same keys.  Measured (2-core AMD EPYC, complex64): heat-bath sweep 7.8x / 9.3x and
+    over-relaxation sweep 5.5x / 6.6x faster than the JAX sweeps at 8^4 / 16^4.
+
 Shapes: links ``(*batch, L_0, ..., L_{d-1}, d, N, N)`` with any leading batch axes (one key serves the
 whole batch; the chains still draw independent numbers), complex128 or complex64 (all arithmetic stays
 in the dtype of the links).  Everything is pure JAX; the public functions validate their arguments
@@ -322,6 +330,8 @@ def _sweep(key: Array | None, links: Array, theory: WilsonGaugeAction, hb: Any, 
     b = theory.plane_couplings().astype(jnp.finfo(links.dtype).dtype)
     if hb is False and native.use_native_overrelax(links, g):
         return native.overrelax_sweep(links, b)
+    if hb is True and native.use_native_overrelax(links, g):
+        return native.heatbath_sweep(links, b, key, max_rounds)
 
     def step(carry: tuple[Array, Array, tuple[int, ...]], mu: Any) -> tuple[Array, Array]:
         links, b, shape = carry

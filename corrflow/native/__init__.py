@@ -40,20 +40,22 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 Array = jax.Array
 
-__all__ = ["ENV", "applies", "build", "exp_applies", "exp_left", "overrelax_applies", "overrelax_sweep", "staple_force",
-           "use_native", "use_native_exp", "use_native_overrelax"]
+__all__ = ["ENV", "applies", "build", "exp_applies", "exp_left", "heatbath_sweep", "overrelax_applies",
+           "overrelax_sweep", "staple_force", "use_native", "use_native_exp", "use_native_overrelax"]
 
 ENV = "CORRFLOW_NATIVE"
 SOURCE = Path(__file__).with_name("kernels.cc")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-shared", "-fPIC")
 _TARGETS = {"corrflow_staple_force": "CorrflowStapleForce", "corrflow_exp_left": "CorrflowExpLeft",
-            "corrflow_overrelax": "CorrflowOverrelax"}
+            "corrflow_overrelax": "CorrflowOverrelax", "corrflow_heatbath": "CorrflowHeatbath"}
 
 
 def _mode() -> str:
@@ -170,8 +172,8 @@ def use_native_exp(x: Array, u: Array, group) -> bool:  # noqa: ANN001
 
 
 def use_native_overrelax(u: Array, group) -> bool:  # noqa: ANN001
-    """Whether :func:`corrflow.heatbath.overrelax_sweep` (and the over-relaxation sweeps of every heat-bath update)
-    use the native kernel (as :func:`use_native`)."""
+    """Whether the sweeps of :mod:`corrflow.heatbath` (heat bath and over-relaxation, in every update) use the
+    native kernels (as :func:`use_native`)."""
     return _use(overrelax_applies(u, group))
 
 
@@ -194,12 +196,12 @@ def _warn_once(why: str) -> None:
                   f"Set {ENV}=0 to silence this.", RuntimeWarning, stacklevel=3)
 
 
-def _call(target: str, *args: Array) -> Array:
+def _call(target: str, *args: Array, **attributes: Any) -> Array:
     why = _registered()
     if why:
         raise RuntimeError(f"the native kernels are unavailable: {why}")
     out = jax.ShapeDtypeStruct(args[0].shape, args[0].dtype)
-    return jax.ffi.ffi_call(target, out, vmap_method="broadcast_all")(*args)
+    return jax.ffi.ffi_call(target, out, vmap_method="broadcast_all")(*args, **attributes)
 
 
 def staple_force(u: Array, group, weights: Array | None = None,  # noqa: ANN001
@@ -239,3 +241,16 @@ def overrelax_sweep(u: Array, couplings: Array) -> Array:
     and order of :func:`corrflow.heatbath.overrelax_sweep` (directions, parities, SU(2) subgroups), equal to it to
     rounding.  Not differentiable (nothing differentiates a Markov update)."""
     return _call("corrflow_overrelax", u, jnp.asarray(couplings).astype(jnp.float64))
+
+
+def heatbath_sweep(u: Array, couplings: Array, key: Array, max_rounds: int) -> Array:
+    """One Cabibbo–Marinari heat-bath sweep of 4D SU(3) links by the native kernel, re-unitarised: the algorithm,
+    order and exactness of :func:`corrflow.heatbath.heatbath_sweep` (Kennedy–Pendleton / Creutz, at most
+    ``max_rounds`` accept/reject rounds), with the kernel's own random numbers: Threefry-2x32 keyed by ``key`` (one
+    per batch, or one per chain under ``vmap``), counters from the chain, the site and the draw, so the numbers of
+    a link depend on neither the SIMD layout nor the threads.  Same distribution as the JAX sweep, not the same
+    numbers."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return _call("corrflow_heatbath", u, jnp.asarray(couplings).astype(jnp.float64), key.astype(jnp.uint32),
+                 max_rounds=np.int64(max_rounds))

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -602,9 +603,12 @@ inline Mat<typename Lanes<T, W>::V> staple_sum(const Mat<typename Lanes<T, W>::V
   return sigma;
 }
 
-template <class T, int W>
-ffi::Error overrelax(ffi::ThreadPool& pool, const std::complex<T>* u, const double* weights, int64_t batch,
-                     int64_t weight_batch, int64_t volume, const Geometry& g, std::complex<T>* out) {
+// One sweep of link updates (over-relaxation or heat bath): update(link, sigma, chain, x, mu, parity) changes the
+// links U_mu at the blocks x, in place for the active lanes; then every link is re-unitarised.
+template <class T, int W, class F>
+ffi::Error update_sweep(ffi::ThreadPool& pool, const std::complex<T>* u, const double* weights, int64_t batch,
+                        int64_t weight_batch, int64_t volume, const Geometry& g, std::complex<T>* out,
+                        const F& update) {
   using V = typename Lanes<T, W>::V;
   const int64_t nb = g.blocks();
   const int64_t rows = g.ext[0] * g.ext[1];
@@ -612,7 +616,7 @@ ffi::Error overrelax(ffi::ThreadPool& pool, const std::complex<T>* u, const doub
   const int64_t ls = g.lane_stride();
   const bool mixed = g.ext[g.lane] % 2 == 1;  // lanes of one block alternate in parity
   Mat<V>* vn = static_cast<Mat<V>*>(scratch(static_cast<size_t>(batch * nb * 4) * sizeof(Mat<V>)));
-  if (vn == nullptr) return ffi::Error::Internal("corrflow_overrelax: out of memory");
+  if (vn == nullptr) return ffi::Error::Internal("corrflow: out of memory");
   auto coords = [&](int64_t row, int64_t r, int64_t c[4]) {
     c[0] = row / g.ext[1]; c[1] = row % g.ext[1]; c[2] = r / g.ext[3]; c[3] = r % g.ext[3];
   };
@@ -650,7 +654,7 @@ ffi::Error overrelax(ffi::ThreadPool& pool, const std::complex<T>* u, const doub
           const Mat<V> sigma = staple_sum<T, W>(field, g, x, mu, w);
           Mat<V>& target = field[g.index(x) * 4 + mu];
           Mat<V> upd = target;
-          overrelax_link<T, V>(upd, sigma);
+          update(upd, sigma, b, x, mu, parity);
           if (!mixed) {
             target = upd;
             continue;
@@ -685,50 +689,284 @@ ffi::Error overrelax(ffi::ThreadPool& pool, const std::complex<T>* u, const doub
   return ffi::Error::Success();
 }
 
-ffi::Error OverrelaxImpl(ffi::ThreadPool pool, ffi::AnyBuffer u, ffi::Buffer<ffi::F64> weights,
-                         ffi::Result<ffi::AnyBuffer> out) {
-  const auto dims = u.dimensions();
-  const int64_t rank = static_cast<int64_t>(dims.size());
-  if (rank < 7 || dims[rank - 3] != 4 || dims[rank - 2] != 3 || dims[rank - 1] != 3)
-    return ffi::Error::InvalidArgument("corrflow_overrelax: links must be (*batch, L0, L1, L2, L3, 4, 3, 3)");
-  const int64_t L[4] = {dims[rank - 7], dims[rank - 6], dims[rank - 5], dims[rank - 4]};
-  for (int a = 0; a < 4; ++a)
-    if (L[a] % 2) return ffi::Error::InvalidArgument("corrflow_overrelax: extents must be even");
-  int64_t batch = 1;
-  for (int64_t a = 0; a < rank - 7; ++a) batch *= dims[a];
-  const auto wd = weights.dimensions();
-  int64_t weight_batch = 1;
-  for (size_t a = 0; a + 2 < wd.size(); ++a) weight_batch *= wd[a];
-  if (wd.size() < 2 || wd[wd.size() - 1] != 4 || wd[wd.size() - 2] != 4 || batch % weight_batch != 0)
-    return ffi::Error::InvalidArgument("corrflow_overrelax: weights must be (*batch prefix, 4, 4)");
-  // lanes whose range along the lane axis is even (one parity per block) where the extents allow
+// ---------------------------------------------------------------------------------------------------------------
+// CorrflowHeatbath: one Cabibbo-Marinari heat-bath sweep of 4D SU(3) links, the algorithm of
+// corrflow.heatbath.heatbath_sweep (same directions, parities, subgroups; SU(2) draws by Kennedy-Pendleton above
+// a = 1.7 and Creutz below, at most max_rounds accept/reject rounds, a site still rejected keeps its link in that
+// subgroup; then re-unitarised).  Its random numbers are its own: Threefry-2x32 (20 rounds) keyed by the sweep's
+// JAX key, counter (chain * V + site, draw) with draw = (((mu * 2 + parity) * 3 + subgroup) * max_rounds + round)
+// * 6 + number (float64: one counter per number, 53 bits), so a link's numbers depend on neither the lane layout
+// nor the threads nor the batching of chains that carry their own keys.
+
+template <int W> struct U32 { typedef uint32_t V __attribute__((vector_size(W * sizeof(uint32_t)))); };
+
+template <int W>
+inline void threefry(uint32_t k0, uint32_t k1, typename U32<W>::V& x0, typename U32<W>::V& x1) {
+  static constexpr int rot[8] = {13, 15, 26, 6, 17, 29, 16, 24};
+  const uint32_t ks[3] = {k0, k1, k0 ^ k1 ^ 0x1BD11BDAu};
+  x0 += ks[0];
+  x1 += ks[1];
+  for (int i = 0; i < 5; ++i) {
+    for (int j = 0; j < 4; ++j) {
+      const int r = rot[(i % 2) * 4 + j];
+      x0 += x1;
+      x1 = (x1 << r) | (x1 >> (32 - r));
+      x1 ^= x0;
+    }
+    x0 += ks[(i + 1) % 3];
+    x1 += ks[(i + 2) % 3] + static_cast<uint32_t>(i + 1);
+  }
+}
+
+// log(t) for t > 0 (normal): t = m 2^e with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh((m - 1) / (m + 1)).
+template <class T, int W>
+inline typename Lanes<T, W>::V vlog(typename Lanes<T, W>::V t) {
+  using V = typename Lanes<T, W>::V;
+  using I = typename Lanes<T, W>::I;
+  using IT = typename Lanes<T, W>::IT;
+  constexpr int mant = sizeof(T) == 4 ? 23 : 52;
+  constexpr int bias = sizeof(T) == 4 ? 127 : 1023;
+  const I bits = (I)t;
+  I e = ((bits >> mant) & ((IT(1) << (sizeof(T) * 8 - 1 - mant)) - 1)) - bias;
+  V m = (V)((bits & ((IT(1) << mant) - 1)) | (IT(bias) << mant));  // in [1, 2)
+  const auto big = m > static_cast<T>(M_SQRT2);
+  m = big ? m * static_cast<T>(0.5) : m;
+  e = big ? e + 1 : e;
+  const V sv = (m - 1) / (m + 1), s2 = sv * sv;
+  constexpr int terms = sizeof(T) == 4 ? 6 : 12;
+  V acc = s2 * 0 + static_cast<T>(1.0 / (2 * terms - 1));
+  for (int j = terms - 2; j >= 0; --j) acc = acc * s2 + static_cast<T>(1.0 / (2 * j + 1));
+  return __builtin_convertvector(e, V) * static_cast<T>(M_LN2) + 2 * sv * acc;
+}
+
+// log(1 + z) for z > -1, accurate for small |z| too.
+template <class T, int W>
+inline typename Lanes<T, W>::V vlog1p(typename Lanes<T, W>::V z) {
+  using V = typename Lanes<T, W>::V;
+  const V t = 1 + z;
+  const V d = t - 1;
+  const auto exact = d == 0;
+  return exact ? z : vlog<T, W>(t) * (z / (exact ? z * 0 + 1 : d));
+}
+
+// exp(x) - 1 for x <= 0: the Taylor series for x >= -0.5, else exp(x) - 1 with exp(x) = 2^n exp(r).
+template <class T, int W>
+inline typename Lanes<T, W>::V vexpm1(typename Lanes<T, W>::V x) {
+  using V = typename Lanes<T, W>::V;
+  using I = typename Lanes<T, W>::I;
+  using IT = typename Lanes<T, W>::IT;
+  constexpr int terms = sizeof(T) == 4 ? 10 : 18;
+  V series = x * 0 + 1;  // expm1(x) / x = sum_j x^j / (j + 1)!
+  for (int j = terms; j >= 1; --j) series = 1 + x * series / static_cast<T>(j + 1);
+  series = x * series;
+  constexpr T low = sizeof(T) == 4 ? -80 : -700;  // exp(low) stays normal
+  const V xc = x < low ? x * 0 + low : x;
+  const V y = xc * static_cast<T>(1.0 / M_LN2) - static_cast<T>(0.5);  // <= 0: truncation rounds up
+  const V nf = __builtin_convertvector(__builtin_convertvector(y, I), V);
+  const V r = xc - nf * static_cast<T>(M_LN2);  // |r| <= ln 2
+  V er = r * 0 + 1;
+  for (int j = terms; j >= 1; --j) er = 1 + r * er / static_cast<T>(j);
+  constexpr int mant = sizeof(T) == 4 ? 23 : 52;
+  constexpr int bias = sizeof(T) == 4 ? 127 : 1023;
+  const I n = __builtin_convertvector(nf, I);
+  const V scale = (V)((n + IT(bias)) << mant);
+  return x >= static_cast<T>(-0.5) ? series : er * scale - 1;
+}
+
+template <class T, int W>
+inline void heatbath_link(Mat<typename Lanes<T, W>::V>& u, const Mat<typename Lanes<T, W>::V>& sigma, uint32_t k0,
+                          uint32_t k1, typename U32<W>::V site, uint32_t draw0, int max_rounds) {
+  using V = typename Lanes<T, W>::V;
+  using I = typename Lanes<T, W>::I;
+  using UV = typename U32<W>::V;
+  Mat<V> w = mul<false, false>(u, sigma);
+  const int pairs[3][2] = {{0, 1}, {0, 2}, {1, 2}};
+  const T two_pi = static_cast<T>(2 * M_PI);
+  for (int sg = 0; sg < 3; ++sg) {
+    const int i = pairs[sg][0], j = pairs[sg][1];
+    const V q0 = static_cast<T>(0.5) * (w.re[i][i] + w.re[j][j]);
+    const V q3 = static_cast<T>(0.5) * (w.im[i][i] - w.im[j][j]);
+    const V q2 = static_cast<T>(0.5) * (w.re[i][j] - w.re[j][i]);
+    const V q1 = static_cast<T>(0.5) * (w.im[i][j] + w.im[j][i]);
+    const V k = vsqrt(q0 * q0 + q1 * q1 + q2 * q2 + q3 * q3);
+    const auto ok = k > static_cast<T>(1e-10);
+    const V one = k * 0 + 1, zero = k * 0;
+    const V inv = ok ? one / (ok ? k : one) : zero;
+    const V v0 = ok ? q0 * inv : one, v1 = q1 * inv, v2 = q2 * inv, v3 = q3 * inv;
+    V a = static_cast<T>(2.0 / 3.0) * k;  // a = 2 k / N
+    const auto use_kp = a > static_cast<T>(1.7);
+    a = a < static_cast<T>(1e-10) ? zero + static_cast<T>(1e-10) : a;
+    const V em = vexpm1<T, W>(-2 * a);
+    V x0 = one, ang0 = zero, ang1 = zero;
+    auto done = zero != zero;  // all false
+    for (int round = 0; round < max_rounds; ++round) {
+      const uint32_t base = ((draw0 + static_cast<uint32_t>(sg)) * static_cast<uint32_t>(max_rounds) +
+                             static_cast<uint32_t>(round)) * 6u;
+      V un[6];
+      if constexpr (sizeof(T) == 4) {
+        for (int p = 0; p < 3; ++p) {
+          UV c0 = site, c1 = site * 0 + (base + static_cast<uint32_t>(p));
+          threefry<W>(k0, k1, c0, c1);
+          un[2 * p] = __builtin_convertvector(c0 >> 8, V) * static_cast<T>(1.0 / 16777216.0);
+          un[2 * p + 1] = __builtin_convertvector(c1 >> 8, V) * static_cast<T>(1.0 / 16777216.0);
+        }
+      } else {
+        for (int p = 0; p < 6; ++p) {
+          UV c0 = site, c1 = site * 0 + (base + static_cast<uint32_t>(p));
+          threefry<W>(k0, k1, c0, c1);
+          const V hi = __builtin_convertvector(c0 >> 6, V), lo = __builtin_convertvector(c1 >> 5, V);
+          un[p] = (hi * static_cast<T>(134217728.0) + lo) * static_cast<T>(1.0 / 9007199254740992.0);
+        }
+      }
+      const V c = cos_poly<T, V, I>(two_pi * un[1]);
+      const V lam2 = -(vlog1p<T, W>(-un[0]) + c * c * vlog1p<T, W>(-un[2])) / (2 * a);
+      const V x_kp = 1 - 2 * lam2;
+      const V x_cr = 1 + vlog1p<T, W>(un[0] * em) / a;
+      const V x = use_kp ? x_kp : x_cr;
+      // accept with probability sqrt(1 - lam^2) (Kennedy-Pendleton) or sqrt(1 - x^2) (Creutz)
+      const auto acc = un[3] * un[3] <= (use_kp ? 1 - lam2 : 1 - x * x);
+      const auto fresh = acc & ~done;
+      x0 = fresh ? x : x0;
+      ang0 = fresh ? un[4] : ang0;
+      ang1 = fresh ? un[5] : ang1;
+      done = done | acc;
+      bool all = true;
+      for (int l = 0; l < W; ++l) all = all && done[l];
+      if (all) break;  // later rounds would change nothing
+    }
+    const V cos_t = 1 - 2 * ang0;
+    const V st2 = 1 - cos_t * cos_t;
+    const V sin_t = vsqrt(st2 < 0 ? zero : st2);
+    const V phi = two_pi * ang1;
+    const V s2 = 1 - x0 * x0;
+    const V sr = vsqrt(s2 < 0 ? zero : s2);
+    const V x1 = sr * sin_t * cos_poly<T, V, I>(phi);
+    const V x2 = sr * sin_t * sin_poly<T, V, I>(phi);
+    const V x3 = sr * cos_t;
+    // r = x conj(v) (corrflow.su2_subgroups.qmul with b = (v0, -v1, -v2, -v3)); the identity where nothing accepted
+    const V b1 = -v1, b2 = -v2, b3 = -v3;
+    Quat<V> r{x0 * v0 - x1 * b1 - x2 * b2 - x3 * b3, x0 * b1 + v0 * x1 - (x2 * b3 - x3 * b2),
+              x0 * b2 + v0 * x2 - (x3 * b1 - x1 * b3), x0 * b3 + v0 * x3 - (x1 * b2 - x2 * b1)};
+    r.q0 = done ? r.q0 : one;
+    r.q1 = done ? r.q1 : zero;
+    r.q2 = done ? r.q2 : zero;
+    r.q3 = done ? r.q3 : zero;
+    apply_left(r, u, i, j);
+    apply_left(r, w, i, j);
+  }
+}
+
+// The geometry of an update sweep: lanes whose range along the lane axis is even (one parity per block) where the
+// extents allow.  Returns the lane width, 0 if no extent is a multiple of 4.
+int sweep_geometry(const int64_t L[4], Geometry* g) {
   int lane = -1, width = 0;
   for (auto [w, m] : {std::pair{8, 16}, std::pair{4, 8}, std::pair{8, 8}, std::pair{4, 4}}) {
     for (int a = 0; a < 4 && lane < 0; ++a)
       if (L[a] % m == 0) { lane = a; width = w; }
     if (lane >= 0) break;
   }
-  if (lane < 0) return ffi::Error::InvalidArgument("corrflow_overrelax: no lattice extent is a multiple of 4");
-  Geometry g;
-  g.lane = lane;
-  g.stride[3] = 1;
-  for (int a = 2; a >= 0; --a) g.stride[a] = g.stride[a + 1] * L[a + 1];
-  for (int a = 0; a < 4; ++a) g.ext[a] = a == lane ? L[a] / width : L[a];
+  if (lane < 0) return 0;
+  g->lane = lane;
+  g->stride[3] = 1;
+  for (int a = 2; a >= 0; --a) g->stride[a] = g->stride[a + 1] * L[a + 1];
+  for (int a = 0; a < 4; ++a) g->ext[a] = a == lane ? L[a] / width : L[a];
+  return width;
+}
+
+// Checks shared by the sweeps; fills L, batch, weight_batch.
+ffi::Error sweep_args(const char* name, const ffi::AnyBuffer& u, const ffi::Buffer<ffi::F64>& weights, int64_t L[4],
+                      int64_t* batch, int64_t* weight_batch) {
+  const auto dims = u.dimensions();
+  const int64_t rank = static_cast<int64_t>(dims.size());
+  if (rank < 7 || dims[rank - 3] != 4 || dims[rank - 2] != 3 || dims[rank - 1] != 3)
+    return ffi::Error::InvalidArgument(std::string(name) + ": links must be (*batch, L0, L1, L2, L3, 4, 3, 3)");
+  for (int a = 0; a < 4; ++a) {
+    L[a] = dims[rank - 7 + a];
+    if (L[a] % 2) return ffi::Error::InvalidArgument(std::string(name) + ": extents must be even");
+  }
+  *batch = 1;
+  for (int64_t a = 0; a < rank - 7; ++a) *batch *= dims[a];
+  const auto wd = weights.dimensions();
+  *weight_batch = 1;
+  for (size_t a = 0; a + 2 < wd.size(); ++a) *weight_batch *= wd[a];
+  if (wd.size() < 2 || wd[wd.size() - 1] != 4 || wd[wd.size() - 2] != 4 || *batch % *weight_batch != 0)
+    return ffi::Error::InvalidArgument(std::string(name) + ": weights must be (*batch prefix, 4, 4)");
+  if (u.element_type() != ffi::C64 && u.element_type() != ffi::C128)
+    return ffi::Error::InvalidArgument(std::string(name) + ": links must be complex64 or complex128");
+  return ffi::Error::Success();
+}
+
+template <class T, int W>
+ffi::Error overrelax(ffi::ThreadPool& pool, const ffi::AnyBuffer& u, const double* weights, int64_t batch,
+                     int64_t weight_batch, const int64_t L[4], const Geometry& g, ffi::AnyBuffer& out) {
+  using V = typename Lanes<T, W>::V;
+  return update_sweep<T, W>(pool, static_cast<const std::complex<T>*>(u.untyped_data()), weights, batch,
+                            weight_batch, L[0] * L[1] * L[2] * L[3], g,
+                            static_cast<std::complex<T>*>(out.untyped_data()),
+                            [](Mat<V>& link, const Mat<V>& sigma, int64_t, const int64_t*, int, int) {
+                              overrelax_link<T, V>(link, sigma);
+                            });
+}
+
+template <class T, int W>
+ffi::Error heatbath(ffi::ThreadPool& pool, const ffi::AnyBuffer& u, const double* weights, int64_t batch,
+                    int64_t weight_batch, const uint32_t* keys, int64_t key_batch, int max_rounds,
+                    const int64_t L[4], const Geometry& g, ffi::AnyBuffer& out) {
+  using V = typename Lanes<T, W>::V;
+  using UV = typename U32<W>::V;
   const int64_t volume = L[0] * L[1] * L[2] * L[3];
-  const double* wts = weights.typed_data();
-  if (u.element_type() == ffi::C64 && out->element_type() == ffi::C64) {
-    const auto* uc = static_cast<const std::complex<float>*>(u.untyped_data());
-    auto* oc = static_cast<std::complex<float>*>(out->untyped_data());
-    return width == 8 ? overrelax<float, 8>(pool, uc, wts, batch, weight_batch, volume, g, oc)
-                      : overrelax<float, 4>(pool, uc, wts, batch, weight_batch, volume, g, oc);
-  }
-  if (u.element_type() == ffi::C128 && out->element_type() == ffi::C128) {
-    const auto* uc = static_cast<const std::complex<double>*>(u.untyped_data());
-    auto* oc = static_cast<std::complex<double>*>(out->untyped_data());
-    return width == 8 ? overrelax<double, 8>(pool, uc, wts, batch, weight_batch, volume, g, oc)
-                      : overrelax<double, 4>(pool, uc, wts, batch, weight_batch, volume, g, oc);
-  }
-  return ffi::Error::InvalidArgument("corrflow_overrelax: links must be complex64 or complex128");
+  const int64_t per_key = batch / key_batch;
+  const int64_t ls = g.lane_stride();
+  return update_sweep<T, W>(
+      pool, static_cast<const std::complex<T>*>(u.untyped_data()), weights, batch, weight_batch, volume, g,
+      static_cast<std::complex<T>*>(out.untyped_data()),
+      [&](Mat<V>& link, const Mat<V>& sigma, int64_t b, const int64_t* x, int mu, int parity) {
+        const uint32_t* key = keys + (b / per_key) * 2;
+        UV site;
+        const int64_t first = (b % per_key) * volume + g.site(x);
+        for (int k = 0; k < W; ++k) site[k] = static_cast<uint32_t>(first + k * ls);
+        heatbath_link<T, W>(link, sigma, key[0], key[1], site, static_cast<uint32_t>((mu * 2 + parity) * 3),
+                            max_rounds);
+      });
+}
+
+ffi::Error OverrelaxImpl(ffi::ThreadPool pool, ffi::AnyBuffer u, ffi::Buffer<ffi::F64> weights,
+                         ffi::Result<ffi::AnyBuffer> out) {
+  int64_t L[4], batch, weight_batch;
+  if (auto err = sweep_args("corrflow_overrelax", u, weights, L, &batch, &weight_batch); err.failure()) return err;
+  Geometry g;
+  const int width = sweep_geometry(L, &g);
+  if (width == 0) return ffi::Error::InvalidArgument("corrflow_overrelax: no lattice extent is a multiple of 4");
+  const double* w = weights.typed_data();
+  if (u.element_type() == ffi::C64)
+    return width == 8 ? overrelax<float, 8>(pool, u, w, batch, weight_batch, L, g, *out)
+                      : overrelax<float, 4>(pool, u, w, batch, weight_batch, L, g, *out);
+  return width == 8 ? overrelax<double, 8>(pool, u, w, batch, weight_batch, L, g, *out)
+                    : overrelax<double, 4>(pool, u, w, batch, weight_batch, L, g, *out);
+}
+
+ffi::Error HeatbathImpl(ffi::ThreadPool pool, ffi::AnyBuffer u, ffi::Buffer<ffi::F64> weights,
+                        ffi::Buffer<ffi::U32> keys, ffi::Result<ffi::AnyBuffer> out, int64_t max_rounds) {
+  int64_t L[4], batch, weight_batch;
+  if (auto err = sweep_args("corrflow_heatbath", u, weights, L, &batch, &weight_batch); err.failure()) return err;
+  const auto kd = keys.dimensions();
+  int64_t key_batch = 1;
+  for (size_t a = 0; a + 1 < kd.size(); ++a) key_batch *= kd[a];
+  if (kd.size() < 1 || kd[kd.size() - 1] != 2 || batch % key_batch != 0 || max_rounds < 1)
+    return ffi::Error::InvalidArgument("corrflow_heatbath: keys must be (*batch prefix, 2) uint32, max_rounds >= 1");
+  if (batch / key_batch * L[0] * L[1] * L[2] * L[3] >= (int64_t(1) << 32))
+    return ffi::Error::InvalidArgument("corrflow_heatbath: more than 2^32 sites per key");
+  Geometry g;
+  const int width = sweep_geometry(L, &g);
+  if (width == 0) return ffi::Error::InvalidArgument("corrflow_heatbath: no lattice extent is a multiple of 4");
+  const double* w = weights.typed_data();
+  const uint32_t* k = keys.typed_data();
+  const int rounds = static_cast<int>(max_rounds);
+  if (u.element_type() == ffi::C64)
+    return width == 8 ? heatbath<float, 8>(pool, u, w, batch, weight_batch, k, key_batch, rounds, L, g, *out)
+                      : heatbath<float, 4>(pool, u, w, batch, weight_batch, k, key_batch, rounds, L, g, *out);
+  return width == 8 ? heatbath<double, 8>(pool, u, w, batch, weight_batch, k, key_batch, rounds, L, g, *out)
+                    : heatbath<double, 4>(pool, u, w, batch, weight_batch, k, key_batch, rounds, L, g, *out);
 }
 
 }  // namespace
@@ -753,3 +991,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CorrflowOverrelax, OverrelaxImpl,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::F64>>()
                                   .Ret<ffi::AnyBuffer>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CorrflowHeatbath, HeatbathImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("max_rounds"));
