@@ -17,8 +17,9 @@ force 5.6x at 8^4 and 6.9x at 16^4, an HMC trajectory 5.6x / 4.9x, a Wilson-flow
 Build.  The C++ source ships with the package and is compiled once per machine on first use (``c++ -O3
 -march=native``, the XLA FFI headers of the installed jaxlib; 3-6 s) into the user's cache
 (``$CORRFLOW_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/corrflow`` or ``~/.cache/corrflow``), named by a hash of the
-source, the compiler, the flags and jaxlib's version; a failed build falls back to the JAX kernels with one
-warning.  Results are bitwise reproducible on one machine and independent of batching and threads (nothing is
+source, the compiler, the flags, jaxlib's version and the CPU's model and instruction sets (so that nodes of a
+cluster with other CPUs never load each other's build from a shared home); a failed build falls back to the JAX
+kernels with one warning.  Results are bitwise reproducible on one machine and independent of batching and threads (nothing is
 summed across sites); they differ from the JAX kernels' at the rounding level.
 
 Choice (environment ``CORRFLOW_NATIVE``, read when a program is traced): ``auto`` (default) on CPUs with one device
@@ -77,6 +78,19 @@ def _cache_dir() -> Path:
     return Path(base) / "corrflow"
 
 
+def _cpu_identity() -> str:
+    """The CPU's model and instruction-set flags (``-march=native`` compiles for them): a library built on one node
+    of a cluster must not be loaded on another with a different CPU from a shared home directory."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            lines = [ln for ln in fh if ln.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+
+
 def _compiler() -> str | None:
     for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
         if name and shutil.which(name):
@@ -98,7 +112,7 @@ def build() -> tuple[Path | None, str]:
     except (OSError, subprocess.SubprocessError) as err:
         return None, f"{cxx} --version failed: {err}"
     key = hashlib.sha256("\0".join([SOURCE.read_text(), version, " ".join(FLAGS), jaxlib.__version__,
-                                    sys.platform]).encode()).hexdigest()[:16]
+                                    sys.platform, _cpu_identity()]).encode()).hexdigest()[:16]
     for cache in (_cache_dir(), Path(tempfile.gettempdir()) / "corrflow-native"):
         lib = cache / f"corrflow_native_{key}.so"
         if lib.exists():
