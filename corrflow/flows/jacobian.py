@@ -128,7 +128,18 @@ def algebra_and_logj(group: Any, w: Array) -> tuple[Array, Array]:
     unpivoted LU, which is safe for the layers' ``|W| <= 0.95``: ``|M| <= |W|`` and ``|F(ad g)| <= 1`` (``ad g`` is
     antisymmetric) in the operator 2-norm, so ``1 + F M`` is a contraction away from 1, every leading minor is
     positive, and so is ``J``.  No LAPACK call: batched LAPACK inside jit/scan can deadlock jaxlib 0.10 on CPU.
+    For SU(3) on CPUs the values come from the native kernel (:func:`corrflow.native.algebra_and_logj`, same
+    algorithm), the derivatives from this code.
     """
+    from .. import native
+
+    if native.use_native_jacobian(w, group):
+        return native.algebra_and_logj(w, _jacobian_constants(group.N), lambda v: _algebra_and_logj_jax(group, v))
+    return _algebra_and_logj_jax(group, w)
+
+
+def _algebra_and_logj_jax(group: Any, w: Array) -> tuple[Array, Array]:
+    """:func:`algebra_and_logj` in JAX (the reference, and its derivatives)."""
     x = group.project_algebra(w)
     n = group.n_generators
     k_m, k_x, k_ad = (jnp.asarray(c, w.real.dtype) for c in _jacobian_constants(group.N))

@@ -1,33 +1,41 @@
 """Native CPU kernels through the XLA FFI, with the pure-JAX kernels as reference and fallback (issue 16).
 
 Why.  XLA:CPU runs a 3x3 complex product of two site fields at ~22 GFLOP/s on two cores and materialises each of
-the staple force's 40 products as its own pass through memory; its SU(3) exponential is compute-bound in every form
-tried (BENCHMARKS.md).  ``kernels.cc`` holds two kernels written below XLA:
+the staple force's 40 products as its own pass through memory; its SU(3) exponential, the heat bath's gathers and
+draws and the layers' 8x8 Jacobian algebra stay far from the hardware in every form tried (BENCHMARKS.md).
+``kernels.cc`` holds five kernels written below XLA, each the algorithm of a JAX function of corrflow:
 
-* ``corrflow_staple_force`` -- ``P_TA[U_mu(x) Sigma_mu(x)]`` for 4D SU(3) links (:func:`staple_force`): every
-  product of a site stays in registers, 8 (else 4) sites per SIMD vector ("virtual nodes": the lanes hold sites
-  ``L / W`` apart along one axis, so every shift is a whole vector, across the lane range's edge a lane rotation);
-  the links are read once and only the force is written.
-* ``corrflow_exp_left`` -- ``exp(X) U`` for su(3) / SU(3) matrices of any shape (:func:`exp_left`), the formula of
-  :func:`corrflow.groups._exp_su3` with the same polynomials, 8 matrices per vector.
+* ``corrflow_staple_force`` -- :func:`staple_force`, ``P_TA[U_mu(x) Sigma_mu(x)]`` of 4D SU(3) links
+  (:func:`corrflow.lattice.staple_force`): every product of a site stays in registers, 8 (else 4) sites per SIMD
+  vector ("virtual nodes": the lanes hold sites ``L / W`` apart along one axis, so every shift is a whole vector,
+  across the edge of a lane's range a rotation of the lanes); the links are read once, only the force is written.
+* ``corrflow_exp_left`` -- :func:`exp_left`, ``exp(X) U`` of SU(3) (:meth:`corrflow.groups.SUN.exp_left`; the
+  formula and polynomials of ``groups._exp_su3``), 8 matrices per vector.
+* ``corrflow_overrelax`` / ``corrflow_heatbath`` -- :func:`overrelax_sweep` / :func:`heatbath_sweep`, the sweeps
+  of :mod:`corrflow.heatbath` on the virtual nodes, in place; the heat bath with its own Threefry-2x32 stream.
+* ``corrflow_algebra_logj`` -- :func:`algebra_and_logj`, the residual layers' ``(g, log J)`` per link
+  (:func:`corrflow.flows.jacobian.algebra_and_logj`).
 
-Measured against the issue's own code on a 2-core AMD EPYC, complex64 (``benchmarks/kernels_vs_baseline.py``): the
-force 5.6x at 8^4 and 6.9x at 16^4, an HMC trajectory 5.6x / 4.9x, a Wilson-flow RK3 step 4.8x / 4.3x.
+Measured against the issue's own code on a 2-core AMD EPYC, complex64, 8^4 / 16^4
+(``benchmarks/kernels_vs_baseline.py``): force 5.7x / 8.9x, HMC trajectory 5.4x / 4.5x, heat-bath sweep 7.9x /
+7.8x, over-relaxation sweep 5.7x / 6.3x, Wilson-flow RK3 step 4.5x / 4.3x; flow layers ~2x (their gathers stay
+in XLA).
 
 Build.  The C++ source ships with the package and is compiled once per machine on first use (``c++ -O3
--march=native``, the XLA FFI headers of the installed jaxlib; 3-6 s) into the user's cache
+-march=native``, the XLA FFI headers of the installed jaxlib; 5-10 s) into the user's cache
 (``$CORRFLOW_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/corrflow`` or ``~/.cache/corrflow``), named by a hash of the
 source, the compiler, the flags, jaxlib's version and the CPU's model and instruction sets (so that nodes of a
 cluster with other CPUs never load each other's build from a shared home); a failed build falls back to the JAX
-kernels with one warning.  Results are bitwise reproducible on one machine and independent of batching and threads (nothing is
-summed across sites); they differ from the JAX kernels' at the rounding level.
+kernels with one warning.  Results are bitwise reproducible on one machine and independent of batching and
+threads (nothing is summed across sites); they differ from the JAX kernels' at the rounding level (the heat bath:
+same distribution, other random numbers).
 
 Choice (environment ``CORRFLOW_NATIVE``, read when a program is traced): ``auto`` (default) on CPUs with one device
 wherever a kernel applies and builds, ``0`` never, ``1`` wherever it applies (an error if it cannot be built).  The
-force applies to 4D SU(3) links with an extent that is a multiple of 4 (8 lanes along the first extent 8 divides,
-else 4 lanes), the exponential to SU(3) matrices of one shape; complex64 or complex128.  Derivatives through either
-(Wilson-flowed observables, smoothing fields and flows) are those of the JAX kernels (``custom_jvp``), as for the
-Pallas force.
+force and the sweeps apply to 4D SU(3) links with an extent that is a multiple of 4 (the sweeps: even extents),
+the exponential and the layer Jacobian to SU(3) matrices of any shape; complex64 or complex128.  Derivatives
+through any of them (Wilson-flowed observables, smoothing fields, flow training) are those of the JAX kernels
+(``custom_jvp``), as for the Pallas force.
 """
 from __future__ import annotations
 
@@ -49,14 +57,16 @@ import jax.numpy as jnp
 import numpy as np
 Array = jax.Array
 
-__all__ = ["ENV", "applies", "build", "exp_applies", "exp_left", "heatbath_sweep", "overrelax_applies",
-           "overrelax_sweep", "staple_force", "use_native", "use_native_exp", "use_native_overrelax"]
+__all__ = ["ENV", "algebra_and_logj", "applies", "build", "exp_applies", "exp_left", "heatbath_sweep",
+           "overrelax_applies", "overrelax_sweep", "staple_force", "use_native", "use_native_exp",
+           "use_native_jacobian", "use_native_overrelax"]
 
 ENV = "CORRFLOW_NATIVE"
 SOURCE = Path(__file__).with_name("kernels.cc")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-shared", "-fPIC")
 _TARGETS = {"corrflow_staple_force": "CorrflowStapleForce", "corrflow_exp_left": "CorrflowExpLeft",
-            "corrflow_overrelax": "CorrflowOverrelax", "corrflow_heatbath": "CorrflowHeatbath"}
+            "corrflow_overrelax": "CorrflowOverrelax", "corrflow_heatbath": "CorrflowHeatbath",
+            "corrflow_algebra_logj": "CorrflowAlgebraLogj"}
 
 
 def _mode() -> str:
@@ -180,6 +190,13 @@ def use_native(u: Array, group) -> bool:  # noqa: ANN001
     return _use(applies(u, group))
 
 
+def use_native_jacobian(w: Array, group) -> bool:  # noqa: ANN001
+    """Whether :func:`corrflow.flows.jacobian.algebra_and_logj` uses the native kernel: SU(3) matrices ``W``
+    ``(..., 3, 3)``, complex64 or complex128 (as :func:`use_native`)."""
+    return _use(not group.is_abelian and group.N == 3 and w.ndim >= 2 and w.shape[-2:] == (3, 3) and w.size > 0
+                and w.dtype in (jnp.complex64, jnp.complex128))
+
+
 def use_native_exp(x: Array, u: Array, group) -> bool:  # noqa: ANN001
     """Whether ``group.exp_left(x, u)`` uses the native kernel (as :func:`use_native`)."""
     return _use(exp_applies(x, u, group))
@@ -268,3 +285,23 @@ def heatbath_sweep(u: Array, couplings: Array, key: Array, max_rounds: int) -> A
         key = jax.random.key_data(key)
     return _call("corrflow_heatbath", u, jnp.asarray(couplings).astype(jnp.float64), key.astype(jnp.uint32),
                  max_rounds=np.int64(max_rounds))
+
+
+def algebra_and_logj(w: Array, constants: tuple[np.ndarray, np.ndarray, np.ndarray],
+                     derivative: Callable[[Array], tuple[Array, Array]]) -> tuple[Array, Array]:
+    """``(P_TA(W), log det(1 + F(ad g) M))`` per SU(3) matrix ``W`` ``(..., 3, 3)`` by the native kernel: the
+    algorithm of :func:`corrflow.flows.jacobian.algebra_and_logj` (its real linear maps ``constants`` =
+    ``(k_m, k_x, k_ad)``, the same Taylor degree and unpivoted LU), 8 matrices per vector; ``derivative(w)`` (the
+    JAX function) gives the derivatives (``custom_jvp``), so training differentiates through JAX as before."""
+    why = _registered()
+    if why:
+        raise RuntimeError(f"the native kernels are unavailable: {why}")
+    k_m, k_x, k_ad = (jnp.asarray(np.asarray(c, np.float64)) for c in constants)
+
+    @jax.custom_jvp
+    def f(w: Array) -> tuple[Array, Array]:
+        out = (jax.ShapeDtypeStruct(w.shape, w.dtype), jax.ShapeDtypeStruct(w.shape[:-2], w.real.dtype))
+        return tuple(jax.ffi.ffi_call("corrflow_algebra_logj", out, vmap_method="expand_dims")(w, k_m, k_x, k_ad))
+
+    f.defjvp(lambda primals, tangents: jax.jvp(derivative, primals, tangents))
+    return f(w)
