@@ -21,8 +21,8 @@ Measured against the issue's own code on a 2-core AMD EPYC, complex64, 8^4 / 16^
 7.8x, over-relaxation sweep 5.7x / 6.3x, Wilson-flow RK3 step 4.5x / 4.3x; flow layers ~2x (their gathers stay
 in XLA).
 
-Build.  The C++ source ships with the package and is compiled once per machine on first use (``c++ -O3
--march=native``, the XLA FFI headers of the installed jaxlib; 5-10 s) into the user's cache
+Build.  The C++ source (``kernels.cc`` and its headers) ships with the package and is compiled once per machine on
+first use (``c++ -O3 -march=native``, the XLA FFI headers of the installed jaxlib; 5-10 s) into the user's cache
 (``$CORRFLOW_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/corrflow`` or ``~/.cache/corrflow``), named by a hash of the
 source, the compiler, the flags, jaxlib's version and the CPU's model and instruction sets (so that nodes of a
 cluster with other CPUs never load each other's build from a shared home); a failed build falls back to the JAX
@@ -121,7 +121,8 @@ def build() -> tuple[Path | None, str]:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as err:
         return None, f"{cxx} --version failed: {err}"
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, " ".join(FLAGS), jaxlib.__version__,
+    sources = "".join(f.read_text() for f in sorted(SOURCE.parent.glob("*.[ch]*")) if f.suffix in (".cc", ".h"))
+    key = hashlib.sha256("\0".join([sources, version, " ".join(FLAGS), jaxlib.__version__,
                                     sys.platform, _cpu_identity()]).encode()).hexdigest()[:16]
     for cache in (_cache_dir(), Path(tempfile.gettempdir()) / "corrflow-native"):
         lib = cache / f"corrflow_native_{key}.so"
