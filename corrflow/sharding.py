@@ -5,7 +5,9 @@ Two layouts are supported, chosen by the axis names of a :class:`jax.sharding.Me
 * ``"chains"`` (:func:`chain_mesh`): the leading chain axis of every array of a chain batch
   (links ``(chains, L_0, ..., L_{d-1}, d, *elem)``, keys ``(chains, 2)``, actions ``(chains,)``) is
   split across the devices.  Chains never talk to each other, so the jitted HMC block runs SPMD with
-  no communication at all, and the results are bit-identical to the single-device run.
+  no communication at all, and the results are bit-identical to the single-device run with the JAX kernels
+  (with several devices the native CPU kernels of :mod:`corrflow.native` are not used; a one-device CPU run
+  uses them by default, ``CORRFLOW_NATIVE=0`` restores the JAX kernels).
 * ``"sites"`` (:func:`site_mesh`): one (or a few) large configuration(s) are split along the time
   axis ``L_0`` (``PartitionSpec(..., "sites")``).  ``jnp.roll`` across the split becomes a halo
   exchange that XLA inserts by itself; sums over sites become cross-device reductions (and XLA may

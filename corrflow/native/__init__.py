@@ -17,9 +17,9 @@ draws and the layers' 8x8 Jacobian algebra stay far from the hardware in every f
   (:func:`corrflow.flows.jacobian.algebra_and_logj`).
 
 Measured against the issue's own code on a 2-core AMD EPYC, complex64, 8^4 / 16^4
-(``benchmarks/kernels_vs_baseline.py``): force 5.7x / 8.9x, HMC trajectory 5.4x / 4.5x, heat-bath sweep 7.9x /
-7.8x, over-relaxation sweep 5.7x / 6.3x, Wilson-flow RK3 step 4.5x / 4.3x; flow layers ~2x (their gathers stay
-in XLA).
+(``benchmarks/kernels_vs_baseline.py``, BENCHMARKS.md): force 4.5x / 9.4x, HMC trajectory 5.5x / 4.7x, heat-bath
+sweep 8.2x / 12.8x, over-relaxation sweep 5.6x / 9.5x, Wilson-flow RK3 step 4.8x / 5.0x; flow layers 2.0–2.3x
+(plaquette) and 1.1–1.4x (with rectangles: their staple gathers stay in XLA).
 
 Build.  The C++ source (``kernels.cc`` and its headers) ships with the package and is compiled once per machine on
 first use (``c++ -O3 -march=native``, the XLA FFI headers of the installed jaxlib; 5-10 s) into the user's cache
