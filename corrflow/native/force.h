@@ -1,7 +1,7 @@
 // CorrflowStapleForce (kernels.cc has the layout).
 #pragma once
 
-#include "simd.h"
+#include "staples.h"
 
 namespace corrflow_native {
 
@@ -16,27 +16,9 @@ ffi::Error staple_force(ffi::ThreadPool& pool, const std::complex<T>* u, const d
   Mat<V>* vn = static_cast<Mat<V>*>(scratch(static_cast<size_t>(batch * nb * 4) * sizeof(Mat<V>)));
   if (vn == nullptr) return ffi::Error::Internal("corrflow_staple_force: out of memory");
 
-  // 1. links -> virtual nodes
-  parallel_for(pool, batch * rows, [&](int64_t item) {
-    const int64_t b = item / rows, row = item % rows;
-    const std::complex<T>* ub = u + b * volume * 36;
-    for (int64_t r = 0; r < per_row; ++r) {
-      const int64_t c[4] = {row / g.ext[1], row % g.ext[1], r / g.ext[3], r % g.ext[3]};
-      const int64_t s0 = g.site(c);
-      Mat<V>* m = vn + (b * nb + row * per_row + r) * 4;
-      for (int k = 0; k < W; ++k) {
-        const std::complex<T>* src = ub + (s0 + k * ls) * 36;
-        for (int mu = 0; mu < 4; ++mu)
-          for (int i = 0; i < 3; ++i)
-            for (int j = 0; j < 3; ++j) {
-              m[mu].re[i][j][k] = src[mu * 9 + i * 3 + j].real();
-              m[mu].im[i][j][k] = src[mu * 9 + i * 3 + j].imag();
-            }
-      }
-    }
-  });
+  to_virtual_nodes<T, W>(pool, u, batch, volume, g, vn);
 
-  // 2. the force, block by block
+  // the force, block by block
   parallel_for(pool, batch * rows, [&](int64_t item) {
     const int64_t b = item / rows, row = item % rows;
     const Mat<V>* field = vn + b * nb * 4;
@@ -44,40 +26,11 @@ ffi::Error staple_force(ffi::ThreadPool& pool, const std::complex<T>* u, const d
     std::complex<T>* ob = out + b * volume * 36;
     auto link = [&](const int64_t c[4], int mu, int r) { return load<T, W>(field[g.index(c) * 4 + mu], r); };
     for (int64_t r = 0; r < per_row; ++r) {
-      const int64_t x[4] = {row / g.ext[1], row % g.ext[1], r / g.ext[3], r % g.ext[3]};
+      int64_t x[4];
+      block_coords(g, row, r, x);
       Mat<V> f[4];
-      for (int mu = 0; mu < 4; ++mu) {
-        Mat<V> sigma = {};
-        for (int nu = 0; nu < 4; ++nu) {
-          if (nu == mu) continue;
-          int64_t xm[4] = {x[0], x[1], x[2], x[3]}, xn[4] = {x[0], x[1], x[2], x[3]};
-          const int rm = g.step(xm, mu, 1), rn = g.step(xn, nu, 1);
-          int64_t ym[4] = {x[0], x[1], x[2], x[3]};
-          const int ry = g.step(ym, nu, -1);  // x - nu
-          int64_t ymn[4] = {xm[0], xm[1], xm[2], xm[3]};
-          const int rmn = rm + g.step(ymn, nu, -1);  // x + mu - nu (at most one of the two steps rotates)
-          // upper: U_nu(x+mu) U_mu(x+nu)^dag U_nu(x)^dag
-          const Mat<V> up = mul<false, true>(mul<false, true>(link(xm, nu, rm), link(xn, mu, rn)), link(x, nu, 0));
-          // lower: U_nu(x+mu-nu)^dag U_mu(x-nu)^dag U_nu(x-nu) = (U_mu(x-nu) U_nu(x+mu-nu))^dag U_nu(x-nu)
-          const Mat<V> lo = mul<true, false>(mul<false, false>(link(ym, mu, ry), link(ymn, nu, rmn)),
-                                             link(ym, nu, ry));
-          const T wt = static_cast<T>(w[mu * 4 + nu]);
-          for (int i = 0; i < 3; ++i)
-            for (int j = 0; j < 3; ++j) {
-              sigma.re[i][j] += wt * (up.re[i][j] + lo.re[i][j]);
-              sigma.im[i][j] += wt * (up.im[i][j] + lo.im[i][j]);
-            }
-        }
-        const Mat<V> p = mul<false, false>(link(x, mu, 0), sigma);
-        // P_TA(P) = (P - P^dag) / 2 - tr(P - P^dag) / 6
-        const V tr = (p.im[0][0] + p.im[1][1] + p.im[2][2]) * static_cast<T>(1.0 / 3.0);
-        for (int i = 0; i < 3; ++i)
-          for (int j = 0; j < 3; ++j) {
-            f[mu].re[i][j] = static_cast<T>(0.5) * (p.re[i][j] - p.re[j][i]);
-            f[mu].im[i][j] = static_cast<T>(0.5) * (p.im[i][j] + p.im[j][i]);
-          }
-        for (int i = 0; i < 3; ++i) f[mu].im[i][i] = p.im[i][i] - tr;
-      }
+      for (int mu = 0; mu < 4; ++mu)
+        f[mu] = project_ta<T>(mul<false, false>(link(x, mu, 0), staple_sum<T, W>(field, g, x, mu, w)));
       const int64_t s0 = g.site(x);
       for (int k = 0; k < W; ++k) {
         std::complex<T>* dst = ob + (s0 + k * ls) * 36;

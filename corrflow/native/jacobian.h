@@ -91,20 +91,13 @@ ffi::Error algebra_logj(ffi::ThreadPool& pool, const std::complex<T>* w, const d
           for (int c = k + 1; c < 8; ++c) jac[r][c] -= fct * jac[k][c];
         }
       }
-      // g = P_TA(W)
-      Mat<V> wm, g;
+      Mat<V> wm;  // g = P_TA(W)
       for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j) {
           wm.re[i][j] = wr[i * 3 + j];
           wm.im[i][j] = wr[9 + i * 3 + j];
         }
-      const V tr = (wm.im[0][0] + wm.im[1][1] + wm.im[2][2]) * static_cast<T>(1.0 / 3.0);
-      for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) {
-          g.re[i][j] = static_cast<T>(0.5) * (wm.re[i][j] - wm.re[j][i]);
-          g.im[i][j] = static_cast<T>(0.5) * (wm.im[i][j] + wm.im[j][i]);
-        }
-      for (int i = 0; i < 3; ++i) g.im[i][i] = wm.im[i][i] - tr;
+      const Mat<V> g = project_ta<T>(wm);
       for (int k = 0; k < lanes; ++k) {
         std::complex<T>* dst = x_out + (blk * W + k) * 9;
         for (int i = 0; i < 3; ++i)

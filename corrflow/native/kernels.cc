@@ -14,8 +14,9 @@
 // the force is written.
 //
 // One translation unit (a unity build: the FFI headers are compiled once): the kernels live in the headers
-// simd.h (vectors, matrices, threads, geometry), vmath.h (transcendentals, Threefry), force.h, exp.h, sweeps.h
-// (over-relaxation and heat bath) and jacobian.h; this file binds them to XLA's FFI.
+// simd.h (vectors, matrices, threads, geometry), vmath.h (transcendentals, Threefry), staples.h (links to virtual
+// nodes, staple sums), force.h, exp.h, sweeps.h (over-relaxation and heat bath) and jacobian.h; this file binds
+// them to XLA's FFI.
 
 #include "exp.h"
 #include "force.h"

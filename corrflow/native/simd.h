@@ -71,6 +71,20 @@ inline Mat<V> mul(const Mat<V>& a, const Mat<V>& b) {
   return c;
 }
 
+// P_TA(P) = (P - P^dag) / 2 - tr(P - P^dag) / 6 (corrflow.groups.SUN.project_algebra).
+template <class T, class V>
+inline Mat<V> project_ta(const Mat<V>& p) {
+  Mat<V> f;
+  const V tr = (p.im[0][0] + p.im[1][1] + p.im[2][2]) * static_cast<T>(1.0 / 3.0);
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) {
+      f.re[i][j] = static_cast<T>(0.5) * (p.re[i][j] - p.re[j][i]);
+      f.im[i][j] = static_cast<T>(0.5) * (p.im[i][j] + p.im[j][i]);
+    }
+  for (int i = 0; i < 3; ++i) f.im[i][i] = p.im[i][i] - tr;
+  return f;
+}
+
 // The work items [0, n) over the pool's threads and the caller; returns when every item is done.  Late tasks find
 // no item left and touch nothing but the shared counters (kept alive by their own reference).
 template <class F>

@@ -15,6 +15,7 @@
 // nor the threads nor the batching of chains that carry their own keys.
 #pragma once
 
+#include "staples.h"
 #include "vmath.h"
 
 namespace corrflow_native {
@@ -34,24 +35,35 @@ inline void apply_left(const Quat<V>& r, Mat<V>& m, int i, int j) {
   }
 }
 
+// The quaternion k V of the SU(2) block (i, j) of W (corrflow.su2_subgroups.project, unit): alpha = (w_ii +
+// conj w_jj) / 2, beta = (w_ij - conj w_ji) / 2, q = (Re alpha, Im beta, Re beta, Im alpha), k = |q|, V = q / k
+// (V = 1 where k <= 1e-10, ok false there).
+template <class V> struct Unit { Quat<V> v; V k; decltype(V{} > V{}) ok; };
+
+template <class T, class V>
+inline Unit<V> subgroup_unit(const Mat<V>& w, int i, int j) {
+  const V q0 = static_cast<T>(0.5) * (w.re[i][i] + w.re[j][j]);
+  const V q3 = static_cast<T>(0.5) * (w.im[i][i] - w.im[j][j]);
+  const V q2 = static_cast<T>(0.5) * (w.re[i][j] - w.re[j][i]);
+  const V q1 = static_cast<T>(0.5) * (w.im[i][j] + w.im[j][i]);
+  const V k = vsqrt(q0 * q0 + q1 * q1 + q2 * q2 + q3 * q3);
+  const auto ok = k > static_cast<T>(1e-10);
+  const V one = k * 0 + 1;
+  const V inv = ok ? one / (ok ? k : one) : k * 0;
+  return {{ok ? q0 * inv : one, q1 * inv, q2 * inv, q3 * inv}, k, ok};
+}
+
 template <class T, class V>
 inline void overrelax_link(Mat<V>& u, const Mat<V>& sigma) {
   Mat<V> w = mul<false, false>(u, sigma);
   const int pairs[3][2] = {{0, 1}, {0, 2}, {1, 2}};
   for (const auto& pr : pairs) {
     const int i = pr[0], j = pr[1];
-    // alpha = (w_ii + conj w_jj) / 2, beta = (w_ij - conj w_ji) / 2; q = (Re alpha, Im beta, Re beta, Im alpha)
-    const V q0 = static_cast<T>(0.5) * (w.re[i][i] + w.re[j][j]);
-    const V q3 = static_cast<T>(0.5) * (w.im[i][i] - w.im[j][j]);
-    const V q2 = static_cast<T>(0.5) * (w.re[i][j] - w.re[j][i]);
-    const V q1 = static_cast<T>(0.5) * (w.im[i][j] + w.im[j][i]);
-    const V k = vsqrt(q0 * q0 + q1 * q1 + q2 * q2 + q3 * q3);
-    const auto ok = k > static_cast<T>(1e-10);
-    const V one = k * 0 + 1;
-    const V inv = ok ? one / (ok ? k : one) : k * 0;
-    const V v0 = ok ? q0 * inv : one, v1 = q1 * inv, v2 = q2 * inv, v3 = q3 * inv;
+    const Unit<V> s = subgroup_unit<T>(w, i, j);
+    const V one = s.k * 0 + 1;
+    const V v0 = s.v.q0, v1 = s.v.q1, v2 = s.v.q2, v3 = s.v.q3;
     const V vv = v1 * v1 + v2 * v2 + v3 * v3;
-    const Quat<V> r{ok ? v0 * v0 - vv : one, -2 * v0 * v1, -2 * v0 * v2, -2 * v0 * v3};
+    const Quat<V> r{s.ok ? v0 * v0 - vv : one, -2 * v0 * v1, -2 * v0 * v2, -2 * v0 * v3};
     apply_left(r, u, i, j);
     apply_left(r, w, i, j);
   }
@@ -90,32 +102,6 @@ inline Mat<V> normalize(const Mat<V>& u) {
   return o;
 }
 
-// Weighted staple sum Sigma_mu at block x (the force's).
-template <class T, int W>
-inline Mat<typename Lanes<T, W>::V> staple_sum(const Mat<typename Lanes<T, W>::V>* field, const Geometry& g,
-                                               const int64_t x[4], int mu, const double* w) {
-  using V = typename Lanes<T, W>::V;
-  auto link = [&](const int64_t c[4], int m, int r) { return load<T, W>(field[g.index(c) * 4 + m], r); };
-  Mat<V> sigma = {};
-  for (int nu = 0; nu < 4; ++nu) {
-    if (nu == mu) continue;
-    int64_t xm[4] = {x[0], x[1], x[2], x[3]}, xn[4] = {x[0], x[1], x[2], x[3]};
-    const int rm = g.step(xm, mu, 1), rn = g.step(xn, nu, 1);
-    int64_t ym[4] = {x[0], x[1], x[2], x[3]};
-    const int ry = g.step(ym, nu, -1);
-    int64_t ymn[4] = {xm[0], xm[1], xm[2], xm[3]};
-    const int rmn = rm + g.step(ymn, nu, -1);
-    const Mat<V> up = mul<false, true>(mul<false, true>(link(xm, nu, rm), link(xn, mu, rn)), link(x, nu, 0));
-    const Mat<V> lo = mul<true, false>(mul<false, false>(link(ym, mu, ry), link(ymn, nu, rmn)), link(ym, nu, ry));
-    const T wt = static_cast<T>(w[mu * 4 + nu]);
-    for (int i = 0; i < 3; ++i)
-      for (int j = 0; j < 3; ++j) {
-        sigma.re[i][j] += wt * (up.re[i][j] + lo.re[i][j]);
-        sigma.im[i][j] += wt * (up.im[i][j] + lo.im[i][j]);
-      }
-  }
-  return sigma;
-}
 
 // One sweep of link updates (over-relaxation or heat bath): update(link, sigma, chain, x, mu, parity) changes the
 // links U_mu at the blocks x, in place for the active lanes; then every link is re-unitarised.
@@ -131,28 +117,7 @@ ffi::Error update_sweep(ffi::ThreadPool& pool, const std::complex<T>* u, const d
   const bool mixed = g.ext[g.lane] % 2 == 1;  // lanes of one block alternate in parity
   Mat<V>* vn = static_cast<Mat<V>*>(scratch(static_cast<size_t>(batch * nb * 4) * sizeof(Mat<V>)));
   if (vn == nullptr) return ffi::Error::Internal("corrflow: out of memory");
-  auto coords = [&](int64_t row, int64_t r, int64_t c[4]) {
-    c[0] = row / g.ext[1]; c[1] = row % g.ext[1]; c[2] = r / g.ext[3]; c[3] = r % g.ext[3];
-  };
-  parallel_for(pool, batch * rows, [&](int64_t item) {
-    const int64_t b = item / rows, row = item % rows;
-    const std::complex<T>* ub = u + b * volume * 36;
-    for (int64_t r = 0; r < per_row; ++r) {
-      int64_t c[4];
-      coords(row, r, c);
-      const int64_t s0 = g.site(c);
-      Mat<V>* m = vn + (b * nb + row * per_row + r) * 4;
-      for (int k = 0; k < W; ++k) {
-        const std::complex<T>* src = ub + (s0 + k * ls) * 36;
-        for (int mu = 0; mu < 4; ++mu)
-          for (int i = 0; i < 3; ++i)
-            for (int j = 0; j < 3; ++j) {
-              m[mu].re[i][j][k] = src[mu * 9 + i * 3 + j].real();
-              m[mu].im[i][j][k] = src[mu * 9 + i * 3 + j].imag();
-            }
-      }
-    }
-  });
+  to_virtual_nodes<T, W>(pool, u, batch, volume, g, vn);
   for (int mu = 0; mu < 4; ++mu)
     for (int parity = 0; parity < 2; ++parity)
       parallel_for(pool, batch * rows, [&](int64_t item) {
@@ -161,7 +126,7 @@ ffi::Error update_sweep(ffi::ThreadPool& pool, const std::complex<T>* u, const d
         const double* w = weights + (weight_batch == 1 ? 0 : b / (batch / weight_batch)) * 16;
         for (int64_t r = 0; r < per_row; ++r) {
           int64_t x[4];
-          coords(row, r, x);
+          block_coords(g, row, r, x);
           const int block_parity = static_cast<int>((x[0] + x[1] + x[2] + x[3]) % 2);
           // lane k: the lane-axis coordinate k ext + x_lane, parity block_parity + k ext (mod 2)
           if (!mixed && block_parity != parity) continue;
@@ -187,7 +152,7 @@ ffi::Error update_sweep(ffi::ThreadPool& pool, const std::complex<T>* u, const d
     std::complex<T>* ob = out + b * volume * 36;
     for (int64_t r = 0; r < per_row; ++r) {
       int64_t c[4];
-      coords(row, r, c);
+      block_coords(g, row, r, c);
       const int64_t s0 = g.site(c);
       const Mat<V>* m = vn + (b * nb + row * per_row + r) * 4;
       for (int mu = 0; mu < 4; ++mu) {
@@ -215,15 +180,9 @@ inline void heatbath_link(Mat<typename Lanes<T, W>::V>& u, const Mat<typename La
   const T two_pi = static_cast<T>(2 * M_PI);
   for (int sg = 0; sg < 3; ++sg) {
     const int i = pairs[sg][0], j = pairs[sg][1];
-    const V q0 = static_cast<T>(0.5) * (w.re[i][i] + w.re[j][j]);
-    const V q3 = static_cast<T>(0.5) * (w.im[i][i] - w.im[j][j]);
-    const V q2 = static_cast<T>(0.5) * (w.re[i][j] - w.re[j][i]);
-    const V q1 = static_cast<T>(0.5) * (w.im[i][j] + w.im[j][i]);
-    const V k = vsqrt(q0 * q0 + q1 * q1 + q2 * q2 + q3 * q3);
-    const auto ok = k > static_cast<T>(1e-10);
-    const V one = k * 0 + 1, zero = k * 0;
-    const V inv = ok ? one / (ok ? k : one) : zero;
-    const V v0 = ok ? q0 * inv : one, v1 = q1 * inv, v2 = q2 * inv, v3 = q3 * inv;
+    const Unit<V> s = subgroup_unit<T>(w, i, j);
+    const V k = s.k, one = k * 0 + 1, zero = k * 0;
+    const V v0 = s.v.q0, v1 = s.v.q1, v2 = s.v.q2, v3 = s.v.q3;
     V a = static_cast<T>(2.0 / 3.0) * k;  // a = 2 k / N
     const auto use_kp = a > static_cast<T>(1.7);
     a = a < static_cast<T>(1e-10) ? zero + static_cast<T>(1e-10) : a;

@@ -101,8 +101,11 @@ def crc_codecs() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    """Versions of corrflow and the libraries that define the stored bytes (recorded per ensemble)."""
+    """Versions of corrflow and the libraries that define the stored bytes (recorded per ensemble), and the kernel
+    choice ``CORRFLOW_NATIVE`` (``auto`` by default: 4D SU(3) runs on one-device CPUs use corrflow's native kernels,
+    whose heat bath draws other random numbers than the JAX one)."""
     import importlib.metadata as md
+    import os
 
     import zarr
 
@@ -112,6 +115,7 @@ def versions() -> dict[str, str]:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:  # pragma: no cover - not installed as a distribution
             out[pkg] = "unknown"
+    out["CORRFLOW_NATIVE"] = os.environ.get("CORRFLOW_NATIVE", "auto")
     return out
 
 
