@@ -177,37 +177,60 @@ def gathered_staple_sums(u_flat: Array, sites: Array, offsets: Sequence[Any], nu
     """Staple sums at ``sites`` from a :class:`GatherPlan`'s parts (``offsets``, ``nus`` may be traced;
     ``dagger`` is static).  Per loop shape, all factors of all its staples are fetched with one gather and
     multiplied as a batch over the staples (``L_k - 1`` batched products), then summed; see
-    :func:`staple_sums_at`."""
+    :func:`staple_sums_at`.  For SU(3) on CPUs the native kernel (:func:`corrflow.native.path_sums`) forms the
+    sums, derivatives by this code."""
+    from .. import native
+
     nb = u_flat.ndim - 1 - group.elem_ndim
-    return [jnp.sum(s, axis=nb) for s in gathered_staples(u_flat, sites, offsets, nus, dagger, group, shape)]
+    use_native = native.use_native_paths(u_flat, group)
+    out = []
+    for off, nu, dag in zip(offsets, nus, dagger):
+        dag = np.asarray(dag, bool)
+        idx = _path_links(sites, off, nu, dag.shape, shape)
+
+        def jax_sum(uf: Array, ix: Array, dag: np.ndarray = dag) -> Array:
+            return jnp.sum(_path_products(uf, ix, dag, group), axis=nb)
+
+        out.append(native.path_sums(u_flat, idx, dag, jax_sum) if use_native else jax_sum(u_flat, idx))
+    return out
 
 
 def gathered_staples(u_flat: Array, sites: Array, offsets: Sequence[Any], nus: Sequence[Any],
                      dagger: Sequence[np.ndarray], group: Group, shape: Sequence[int]) -> list[Array]:
     """The individual staples at ``sites``, per loop shape ``(*batch, P_k, n[, N, N])`` in matrix form (arguments as
     :func:`gathered_staple_sums`)."""
-    d = len(shape)
-    nb = u_flat.ndim - 1 - group.elem_ndim
-    n = sites.shape[0]
-    lead = (slice(None),) * nb
     out = []
     for off, nu, dag in zip(offsets, nus, dagger):
         dag = np.asarray(dag, bool)
-        n_paths, length = dag.shape
-        idx = neighbour_sites(sites, jnp.asarray(off).reshape(-1, d), shape) * d
-        idx = idx + jnp.asarray(nu, jnp.int32).reshape(-1, 1)
-        links = jnp.take(u_flat, idx.reshape(-1), axis=nb, mode="clip")
-        links = links.reshape(u_flat.shape[:nb] + (n_paths, length, n) + tuple(group.elem_shape))
-        prod = None
-        for j in range(length):
-            f = links[lead + (slice(None), j)]  # (*batch, P, n, *elem)
-            if dag[:, j].all():
-                f = group.adj(f)
-            elif dag[:, j].any():
-                f = jnp.where(dag[:, j].reshape((n_paths,) + (1,) * (1 + group.elem_ndim)), group.adj(f), f)
-            prod = f if prod is None else group.mul(prod, f)
-        out.append(group.to_matrix(prod))
+        out.append(_path_products(u_flat, _path_links(sites, off, nu, dag.shape, shape), dag, group))
     return out
+
+
+def _path_links(sites: Array, off: Any, nu: Any, paths_length: tuple[int, int], shape: Sequence[int]) -> Array:
+    """Flat link indices ``(P, L, n)`` of the factors ``U_nu(x + offset)`` of every path at every site."""
+    d = len(shape)
+    n_paths, length = paths_length
+    idx = neighbour_sites(sites, jnp.asarray(off).reshape(-1, d), shape) * d
+    idx = idx + jnp.asarray(nu, jnp.int32).reshape(-1, 1)
+    return idx.reshape(n_paths, length, sites.shape[0])
+
+
+def _path_products(u_flat: Array, idx: Array, dag: np.ndarray, group: Group) -> Array:
+    """``prod_j U[idx[p, j]]^(dag[p, j])`` per path, ``(*batch, P, n[, N, N])`` in matrix form."""
+    nb = u_flat.ndim - 1 - group.elem_ndim
+    n_paths, length, n = idx.shape
+    lead = (slice(None),) * nb
+    links = jnp.take(u_flat, idx.reshape(-1), axis=nb, mode="clip")
+    links = links.reshape(u_flat.shape[:nb] + (n_paths, length, n) + tuple(group.elem_shape))
+    prod = None
+    for j in range(length):
+        f = links[lead + (slice(None), j)]  # (*batch, P, n, *elem)
+        if dag[:, j].all():
+            f = group.adj(f)
+        elif dag[:, j].any():
+            f = jnp.where(dag[:, j].reshape((n_paths,) + (1,) * (1 + group.elem_ndim)), group.adj(f), f)
+        prod = f if prod is None else group.mul(prod, f)
+    return group.to_matrix(prod)
 
 
 def staple_sums_at(u_flat: Array, sites: Array, mu: int, loops: Sequence[str], group: Group,

@@ -3,7 +3,7 @@
 Why.  XLA:CPU runs a 3x3 complex product of two site fields at ~22 GFLOP/s on two cores and materialises each of
 the staple force's 40 products as its own pass through memory; its SU(3) exponential, the heat bath's gathers and
 draws and the layers' 8x8 Jacobian algebra stay far from the hardware in every form tried (BENCHMARKS.md).
-``kernels.cc`` holds five kernels written below XLA, each the algorithm of a JAX function of corrflow:
+``kernels.cc`` holds six kernels written below XLA, each the algorithm of a JAX function of corrflow:
 
 * ``corrflow_staple_force`` -- :func:`staple_force`, ``P_TA[U_mu(x) Sigma_mu(x)]`` of 4D SU(3) links
   (:func:`corrflow.lattice.staple_force`): every product of a site stays in registers, 8 (else 4) sites per SIMD
@@ -15,6 +15,8 @@ draws and the layers' 8x8 Jacobian algebra stay far from the hardware in every f
   of :mod:`corrflow.heatbath` on the virtual nodes, in place; the heat bath with its own Threefry-2x32 stream.
 * ``corrflow_algebra_logj`` -- :func:`algebra_and_logj`, the residual layers' ``(g, log J)`` per link
   (:func:`corrflow.flows.jacobian.algebra_and_logj`).
+* ``corrflow_path_sums`` -- :func:`path_sums`, the layers' staple sums at their active sites (products of links along
+  the paths of a gather plan, :func:`corrflow.flows.staples.gathered_staple_sums`), 8 sites per vector.
 
 Measured against the issue's own code on a 2-core AMD EPYC, complex64, 8^4 / 16^4
 (``benchmarks/kernels_vs_baseline.py``, BENCHMARKS.md): force 4.5x / 9.4x, HMC trajectory 5.5x / 4.7x, heat-bath
@@ -33,7 +35,7 @@ same distribution, other random numbers).
 Choice (environment ``CORRFLOW_NATIVE``, read when a program is traced): ``auto`` (default) on CPUs with one device
 wherever a kernel applies and builds, ``0`` never, ``1`` wherever it applies (an error if it cannot be built).  The
 force and the sweeps apply to 4D SU(3) links with an extent that is a multiple of 4 (the sweeps: even extents),
-the exponential and the layer Jacobian to SU(3) matrices of any shape; complex64 or complex128.  Derivatives
+the exponential, the layer Jacobian and the staple sums to SU(3) matrices of any shape; complex64 or complex128.  Derivatives
 through any of them (Wilson-flowed observables, smoothing fields, flow training) are those of the JAX kernels
 (``custom_jvp``), as for the Pallas force.
 """
@@ -58,15 +60,15 @@ import numpy as np
 Array = jax.Array
 
 __all__ = ["ENV", "algebra_and_logj", "applies", "build", "exp_applies", "exp_left", "heatbath_sweep",
-           "overrelax_applies", "overrelax_sweep", "staple_force", "use_native", "use_native_exp",
-           "use_native_jacobian", "use_native_overrelax"]
+           "overrelax_applies", "overrelax_sweep", "path_sums", "staple_force", "use_native", "use_native_exp",
+           "use_native_jacobian", "use_native_overrelax", "use_native_paths"]
 
 ENV = "CORRFLOW_NATIVE"
 SOURCE = Path(__file__).with_name("kernels.cc")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-shared", "-fPIC")
 _TARGETS = {"corrflow_staple_force": "CorrflowStapleForce", "corrflow_exp_left": "CorrflowExpLeft",
             "corrflow_overrelax": "CorrflowOverrelax", "corrflow_heatbath": "CorrflowHeatbath",
-            "corrflow_algebra_logj": "CorrflowAlgebraLogj"}
+            "corrflow_algebra_logj": "CorrflowAlgebraLogj", "corrflow_path_sums": "CorrflowPathSums"}
 
 
 def _mode() -> str:
@@ -198,6 +200,13 @@ def use_native_jacobian(w: Array, group) -> bool:  # noqa: ANN001
                 and w.dtype in (jnp.complex64, jnp.complex128))
 
 
+def use_native_paths(u_flat: Array, group) -> bool:  # noqa: ANN001
+    """Whether :func:`corrflow.flows.staples.gathered_staple_sums` uses the native kernel: SU(3) links of a flat
+    field ``(*batch, M, 3, 3)``, complex64 or complex128 (as :func:`use_native`)."""
+    return _use(not group.is_abelian and group.N == 3 and u_flat.ndim >= 3 and u_flat.shape[-2:] == (3, 3)
+                and u_flat.size > 0 and u_flat.dtype in (jnp.complex64, jnp.complex128))
+
+
 def use_native_exp(x: Array, u: Array, group) -> bool:  # noqa: ANN001
     """Whether ``group.exp_left(x, u)`` uses the native kernel (as :func:`use_native`)."""
     return _use(exp_applies(x, u, group))
@@ -306,3 +315,23 @@ def algebra_and_logj(w: Array, constants: tuple[np.ndarray, np.ndarray, np.ndarr
 
     f.defjvp(lambda primals, tangents: jax.jvp(derivative, primals, tangents))
     return f(w)
+
+
+def path_sums(u_flat: Array, idx: Array, dagger: np.ndarray,
+              derivative: Callable[[Array, Array], Array]) -> Array:
+    """``sum_p prod_j U[idx[p, j, s]]^(dagger[p, j])`` for every site ``s``: the staple sums of the residual layers
+    (:func:`corrflow.flows.staples.gathered_staple_sums`) by the native kernel, ``(*batch, n, 3, 3)`` from the flat
+    SU(3) field ``u_flat`` ``(*batch, M, 3, 3)``, flat link indices ``idx`` ``(P, L, n)`` and the static adjoint
+    pattern ``dagger`` ``(P, L)``; ``derivative(u_flat, idx)`` (the JAX function) gives the derivatives."""
+    why = _registered()
+    if why:
+        raise RuntimeError(f"the native kernels are unavailable: {why}")
+    dag = jnp.asarray(np.asarray(dagger, np.int32))
+
+    @jax.custom_jvp
+    def f(u: Array, ix: Array) -> Array:
+        out = jax.ShapeDtypeStruct(u.shape[:-3] + (ix.shape[-1], 3, 3), u.dtype)
+        return jax.ffi.ffi_call("corrflow_path_sums", out, vmap_method="expand_dims")(u, ix, dag)
+
+    f.defjvp(lambda primals, tangents: jax.jvp(lambda u: derivative(u, primals[1]), (primals[0],), (tangents[0],)))
+    return f(u_flat, jnp.asarray(idx, jnp.int32))

@@ -1,6 +1,6 @@
 // corrflow's native CPU kernels, called from JAX through the XLA FFI (corrflow/native/__init__.py builds this file
 // once per machine and registers it; the pure-JAX kernels stay the reference and the fallback): CorrflowStapleForce,
-// CorrflowExpLeft, CorrflowOverrelax, CorrflowHeatbath, CorrflowAlgebraLogj.
+// CorrflowExpLeft, CorrflowOverrelax, CorrflowHeatbath, CorrflowAlgebraLogj, CorrflowPathSums.
 //
 // CorrflowStapleForce: F_mu(x) = P_TA[U_mu(x) Sigma_mu(x)] for 4D SU(3) links, Sigma_mu the staple sum weighted by
 // the symmetric (4, 4) plane weights -- the numbers of corrflow.lattice.staple_force_xla up to rounding.
@@ -15,12 +15,13 @@
 //
 // One translation unit (a unity build: the FFI headers are compiled once): the kernels live in the headers
 // simd.h (vectors, matrices, threads, geometry), vmath.h (transcendentals, Threefry), staples.h (links to virtual
-// nodes, staple sums), force.h, exp.h, sweeps.h (over-relaxation and heat bath) and jacobian.h; this file binds
-// them to XLA's FFI.
+// nodes, staple sums), force.h, exp.h, sweeps.h (over-relaxation and heat bath), jacobian.h and paths.h; this file
+// binds them to XLA's FFI.
 
 #include "exp.h"
 #include "force.h"
 #include "jacobian.h"
+#include "paths.h"
 #include "simd.h"
 #include "sweeps.h"
 #include "vmath.h"
@@ -65,4 +66,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CorrflowAlgebraLogj, corrflow_native::AlgebraLogjI
                                   .Arg<ffi::Buffer<ffi::F64>>()
                                   .Arg<ffi::Buffer<ffi::F64>>()
                                   .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CorrflowPathSums, corrflow_native::PathSumsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::AnyBuffer>());
