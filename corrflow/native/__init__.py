@@ -19,9 +19,9 @@ draws and the layers' 8x8 Jacobian algebra stay far from the hardware in every f
   the paths of a gather plan, :func:`corrflow.flows.staples.gathered_staple_sums`), 8 sites per vector.
 
 Measured against the issue's own code on a 2-core AMD EPYC, complex64, 8^4 / 16^4
-(``benchmarks/kernels_vs_baseline.py``, BENCHMARKS.md): force 4.5x / 9.4x, HMC trajectory 5.5x / 4.7x, heat-bath
-sweep 8.2x / 12.8x, over-relaxation sweep 5.6x / 9.5x, Wilson-flow RK3 step 4.8x / 5.0x; flow layers 2.0–2.3x
-(plaquette) and 1.1–1.4x (with rectangles: their staple gathers stay in XLA).
+(``benchmarks/kernels_vs_baseline.py``, BENCHMARKS.md): force 5.2x / 9.9x, HMC trajectory 5.3x / 4.4x, heat-bath
+sweep 8.1x / 12.3x, over-relaxation sweep 5.8x / 9.5x, Wilson-flow RK3 step 4.8x / 4.7x, flow layers 3.2x / 7.5x
+(plaquette) and 2.6x / 7.2x (with rectangles).
 
 Build.  The C++ source (``kernels.cc`` and its headers) ships with the package and is compiled once per machine on
 first use (``c++ -O3 -march=native``, the XLA FFI headers of the installed jaxlib; 5-10 s) into the user's cache
@@ -35,9 +35,9 @@ same distribution, other random numbers).
 Choice (environment ``CORRFLOW_NATIVE``, read when a program is traced): ``auto`` (default) on CPUs with one device
 wherever a kernel applies and builds, ``0`` never, ``1`` wherever it applies (an error if it cannot be built).  The
 force and the sweeps apply to 4D SU(3) links with an extent that is a multiple of 4 (the sweeps: even extents),
-the exponential, the layer Jacobian and the staple sums to SU(3) matrices of any shape; complex64 or complex128.  Derivatives
-through any of them (Wilson-flowed observables, smoothing fields, flow training) are those of the JAX kernels
-(``custom_jvp``), as for the Pallas force.
+the exponential, the layer Jacobian and the staple sums to SU(3) matrices of any shape; complex64 or complex128.
+Derivatives through any of them (Wilson-flowed observables, smoothing fields, flow training) are those of the JAX
+kernels (``custom_jvp``), as for the Pallas force.
 """
 from __future__ import annotations
 
