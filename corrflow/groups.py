@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import rng
+from . import native, rng
 from .fastmath import cos_poly, sin_poly
 
 Array = jax.Array
@@ -309,8 +309,6 @@ class SUN(Group):
     def exp_left(self, x: Array, u: Array) -> Array:
         """``exp(X) U``; for SU(3) on CPUs the native kernel (:func:`corrflow.native.exp_left`, same formula,
         ``CORRFLOW_NATIVE``), derivatives by this JAX code."""
-        from . import native
-
         if native.use_native_exp(x, u, self):
             return native.exp_left(x, u, lambda a, b: matmul(self.exp(a), b))
         return matmul(self.exp(x), u)

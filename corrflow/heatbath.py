@@ -328,10 +328,8 @@ def _sweep(key: Array | None, links: Array, theory: WilsonGaugeAction, hb: Any, 
     g = theory.group
     d = theory.ndim
     b = theory.plane_couplings().astype(jnp.finfo(links.dtype).dtype)
-    if hb is False and native.use_native_overrelax(links, g):
-        return native.overrelax_sweep(links, b)
-    if hb is True and native.use_native_overrelax(links, g):
-        return native.heatbath_sweep(links, b, key, max_rounds)
+    if (hb is True or hb is False) and native.use_native_sweeps(links, g):  # a traced hb stays with the JAX sweep
+        return native.heatbath_sweep(links, b, key, max_rounds) if hb else native.overrelax_sweep(links, b)
 
     def step(carry: tuple[Array, Array, tuple[int, ...]], mu: Any) -> tuple[Array, Array]:
         links, b, shape = carry
@@ -355,10 +353,10 @@ def _sweep(key: Array | None, links: Array, theory: WilsonGaugeAction, hb: Any, 
 def _update_impl(key: Array, links: Array, theory: WilsonGaugeAction, config: HeatbathConfig) -> Array:
     """Sweeps ``s = 0 .. n_heatbath + n_overrelax - 1``: heat bath (key ``fold_in(key, s)``) for
     ``s < n_heatbath``, then over-relaxation; one traced sweep in a ``fori_loop`` (halves compile time).  Where the
-    native over-relaxation kernel applies (:func:`corrflow.native.use_native_overrelax`) the heat-bath sweeps and
+    native over-relaxation kernel applies (:func:`corrflow.native.use_native_sweeps`) the heat-bath sweeps and
     the over-relaxation sweeps are two loops (same keys)."""
     n_hb = config.n_heatbath
-    if config.n_overrelax and native.use_native_overrelax(links, theory.group):
+    if config.n_overrelax and native.use_native_sweeps(links, theory.group):
         links = jax.lax.fori_loop(0, n_hb, lambda s, u: _sweep(jax.random.fold_in(key, s), u, theory, True,
                                                                 max_rounds=config.max_rounds), links)
         return jax.lax.fori_loop(0, config.n_overrelax, lambda s, u: _sweep(None, u, theory, False), links)

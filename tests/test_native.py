@@ -163,12 +163,12 @@ def test_native_overrelax_sweep_matches_the_jax_sweep(monkeypatch, shape, chains
     th = WilsonGaugeAction("su3", shape, beta=5.9, xi=1.3)
     u = jnp.stack([hmc.hot_start(jax.random.PRNGKey(i), th, dtype=dtype) for i in range(chains)])
     u = heatbath.heatbath_sweep(jax.random.PRNGKey(3), u, th)
-    assert native.use_native_overrelax(u, G)
+    assert native.use_native_sweeps(u, G)
     cfg = heatbath.HeatbathConfig(n_heatbath=1, n_overrelax=2)
     got = heatbath.overrelax_sweep(u, th)
     got_update = heatbath.update(jax.random.PRNGKey(5), u, th, cfg)
     monkeypatch.setenv(native.ENV, "0")
-    assert not native.use_native_overrelax(u, G)
+    assert not native.use_native_sweeps(u, G)
     ref = heatbath._sweep(None, u, th, False)  # traced afresh: the JAX sweep
     ref_update = jax.jit(heatbath._update_impl, static_argnames="config")(jax.random.PRNGKey(5), u, th, cfg)
     tol = 1e-12 if dtype == jnp.complex128 else 1e-4

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import native
 from ..groups import su_n_generators
 
 Array = jax.Array
@@ -131,8 +132,6 @@ def algebra_and_logj(group: Any, w: Array) -> tuple[Array, Array]:
     For SU(3) on CPUs the values come from the native kernel (:func:`corrflow.native.algebra_and_logj`, same
     algorithm), the derivatives from this code.
     """
-    from .. import native
-
     if native.use_native_jacobian(w, group):
         return native.algebra_and_logj(w, _jacobian_constants(group.N), lambda v: _algebra_and_logj_jax(group, v))
     return _algebra_and_logj_jax(group, w)

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import lattice
+from .. import lattice, native
 from ..groups import Group
 
 Array = jax.Array
@@ -179,8 +179,6 @@ def gathered_staple_sums(u_flat: Array, sites: Array, offsets: Sequence[Any], nu
     multiplied as a batch over the staples (``L_k - 1`` batched products), then summed; see
     :func:`staple_sums_at`.  For SU(3) on CPUs the native kernel (:func:`corrflow.native.path_sums`) forms the
     sums, derivatives by this code."""
-    from .. import native
-
     nb = u_flat.ndim - 1 - group.elem_ndim
     use_native = native.use_native_paths(u_flat, group)
     out = []

@@ -60,8 +60,8 @@ import numpy as np
 Array = jax.Array
 
 __all__ = ["ENV", "algebra_and_logj", "applies", "build", "exp_applies", "exp_left", "heatbath_sweep",
-           "overrelax_applies", "overrelax_sweep", "path_sums", "staple_force", "use_native", "use_native_exp",
-           "use_native_jacobian", "use_native_overrelax", "use_native_paths"]
+           "overrelax_sweep", "path_sums", "staple_force", "sweeps_apply", "use_native", "use_native_exp",
+           "use_native_jacobian", "use_native_paths", "use_native_sweeps"]
 
 ENV = "CORRFLOW_NATIVE"
 SOURCE = Path(__file__).with_name("kernels.cc")
@@ -166,22 +166,27 @@ def _registered() -> str:
     return ""
 
 
+def _su3(group, *arrays: Array) -> bool:  # noqa: ANN001
+    """SU(3), and every array non-empty ``(..., 3, 3)`` complex64 or complex128."""
+    return not group.is_abelian and group.N == 3 and all(
+        a.ndim >= 2 and a.shape[-2:] == (3, 3) and a.size > 0 and a.dtype in (jnp.complex64, jnp.complex128)
+        for a in arrays)
+
+
 def applies(u: Array, group) -> bool:  # noqa: ANN001 - a corrflow.groups.Group
     """Whether the kernel computes this force: 4D SU(3) link fields ``(*batch, L0, L1, L2, L3, 4, 3, 3)``, one
     extent a multiple of 4, complex64 or complex128."""
-    return (not group.is_abelian and group.N == 3 and u.ndim >= 7 and u.shape[-3] == 4
-            and any(n % 4 == 0 for n in u.shape[-7:-3]) and u.dtype in (jnp.complex64, jnp.complex128))
+    return _su3(group, u) and u.ndim >= 7 and u.shape[-3] == 4 and any(n % 4 == 0 for n in u.shape[-7:-3])
 
 
 def exp_applies(x: Array, u: Array, group) -> bool:  # noqa: ANN001
     """Whether the kernel computes ``exp(X) U``: SU(3), ``X`` and ``U`` of one shape ``(..., 3, 3)`` and one dtype,
     complex64 or complex128."""
-    return (not group.is_abelian and group.N == 3 and x.shape == u.shape and x.ndim >= 2 and x.size > 0
-            and x.dtype == u.dtype and x.dtype in (jnp.complex64, jnp.complex128))
+    return _su3(group, x, u) and x.shape == u.shape and x.dtype == u.dtype
 
 
-def overrelax_applies(u: Array, group) -> bool:  # noqa: ANN001
-    """Whether the kernel runs an over-relaxation sweep: as :func:`applies`, with even extents."""
+def sweeps_apply(u: Array, group) -> bool:  # noqa: ANN001
+    """Whether the kernels run heat-bath and over-relaxation sweeps: as :func:`applies`, with even extents."""
     return applies(u, group) and all(n % 2 == 0 for n in u.shape[-7:-3])
 
 
@@ -196,15 +201,13 @@ def use_native(u: Array, group) -> bool:  # noqa: ANN001
 def use_native_jacobian(w: Array, group) -> bool:  # noqa: ANN001
     """Whether :func:`corrflow.flows.jacobian.algebra_and_logj` uses the native kernel: SU(3) matrices ``W``
     ``(..., 3, 3)``, complex64 or complex128 (as :func:`use_native`)."""
-    return _use(not group.is_abelian and group.N == 3 and w.ndim >= 2 and w.shape[-2:] == (3, 3) and w.size > 0
-                and w.dtype in (jnp.complex64, jnp.complex128))
+    return _use(_su3(group, w))
 
 
 def use_native_paths(u_flat: Array, group) -> bool:  # noqa: ANN001
     """Whether :func:`corrflow.flows.staples.gathered_staple_sums` uses the native kernel: SU(3) links of a flat
     field ``(*batch, M, 3, 3)``, complex64 or complex128 (as :func:`use_native`)."""
-    return _use(not group.is_abelian and group.N == 3 and u_flat.ndim >= 3 and u_flat.shape[-2:] == (3, 3)
-                and u_flat.size > 0 and u_flat.dtype in (jnp.complex64, jnp.complex128))
+    return _use(_su3(group, u_flat) and u_flat.ndim >= 3)
 
 
 def use_native_exp(x: Array, u: Array, group) -> bool:  # noqa: ANN001
@@ -212,10 +215,10 @@ def use_native_exp(x: Array, u: Array, group) -> bool:  # noqa: ANN001
     return _use(exp_applies(x, u, group))
 
 
-def use_native_overrelax(u: Array, group) -> bool:  # noqa: ANN001
+def use_native_sweeps(u: Array, group) -> bool:  # noqa: ANN001
     """Whether the sweeps of :mod:`corrflow.heatbath` (heat bath and over-relaxation, in every update) use the
     native kernels (as :func:`use_native`)."""
-    return _use(overrelax_applies(u, group))
+    return _use(sweeps_apply(u, group))
 
 
 def _use(applicable: bool) -> bool:
@@ -237,12 +240,15 @@ def _warn_once(why: str) -> None:
                   f"Set {ENV}=0 to silence this.", RuntimeWarning, stacklevel=3)
 
 
-def _call(target: str, *args: Array, **attributes: Any) -> Array:
+def _call(target: str, *args: Array, out: Any = None, vmap_method: str = "broadcast_all", **attributes: Any) -> Any:
+    """The kernel ``target`` on ``args`` (results ``out``, default: one array like ``args[0]``).  ``broadcast_all``
+    under ``vmap`` for kernels that take batch prefixes of their extra inputs, ``expand_dims`` for those that take
+    one shared copy."""
     why = _registered()
     if why:
         raise RuntimeError(f"the native kernels are unavailable: {why}")
-    out = jax.ShapeDtypeStruct(args[0].shape, args[0].dtype)
-    return jax.ffi.ffi_call(target, out, vmap_method="broadcast_all")(*args, **attributes)
+    out = jax.ShapeDtypeStruct(args[0].shape, args[0].dtype) if out is None else out
+    return jax.ffi.ffi_call(target, out, vmap_method=vmap_method)(*args, **attributes)
 
 
 def staple_force(u: Array, group, weights: Array | None = None,  # noqa: ANN001
@@ -260,7 +266,6 @@ def staple_force(u: Array, group, weights: Array | None = None,  # noqa: ANN001
 
     force.defjvp(lambda primals, tangents: jax.jvp(lambda a, b: derivative(a, group, b), primals, tangents))
     return force(u, w)
-
 
 
 def exp_left(x: Array, u: Array, derivative: Callable[[Array, Array], Array]) -> Array:
@@ -303,15 +308,12 @@ def algebra_and_logj(w: Array, constants: tuple[np.ndarray, np.ndarray, np.ndarr
     algorithm of :func:`corrflow.flows.jacobian.algebra_and_logj` (its real linear maps ``constants`` =
     ``(k_m, k_x, k_ad)``, the same Taylor degree and unpivoted LU), 8 matrices per vector; ``derivative(w)`` (the
     JAX function) gives the derivatives (``custom_jvp``), so training differentiates through JAX as before."""
-    why = _registered()
-    if why:
-        raise RuntimeError(f"the native kernels are unavailable: {why}")
     k_m, k_x, k_ad = (jnp.asarray(np.asarray(c, np.float64)) for c in constants)
 
     @jax.custom_jvp
     def f(w: Array) -> tuple[Array, Array]:
         out = (jax.ShapeDtypeStruct(w.shape, w.dtype), jax.ShapeDtypeStruct(w.shape[:-2], w.real.dtype))
-        return tuple(jax.ffi.ffi_call("corrflow_algebra_logj", out, vmap_method="expand_dims")(w, k_m, k_x, k_ad))
+        return tuple(_call("corrflow_algebra_logj", w, k_m, k_x, k_ad, out=out, vmap_method="expand_dims"))
 
     f.defjvp(lambda primals, tangents: jax.jvp(derivative, primals, tangents))
     return f(w)
@@ -323,15 +325,12 @@ def path_sums(u_flat: Array, idx: Array, dagger: np.ndarray,
     (:func:`corrflow.flows.staples.gathered_staple_sums`) by the native kernel, ``(*batch, n, 3, 3)`` from the flat
     SU(3) field ``u_flat`` ``(*batch, M, 3, 3)``, flat link indices ``idx`` ``(P, L, n)`` and the static adjoint
     pattern ``dagger`` ``(P, L)``; ``derivative(u_flat, idx)`` (the JAX function) gives the derivatives."""
-    why = _registered()
-    if why:
-        raise RuntimeError(f"the native kernels are unavailable: {why}")
     dag = jnp.asarray(np.asarray(dagger, np.int32))
 
     @jax.custom_jvp
     def f(u: Array, ix: Array) -> Array:
         out = jax.ShapeDtypeStruct(u.shape[:-3] + (ix.shape[-1], 3, 3), u.dtype)
-        return jax.ffi.ffi_call("corrflow_path_sums", out, vmap_method="expand_dims")(u, ix, dag)
+        return _call("corrflow_path_sums", u, ix, dag, out=out, vmap_method="expand_dims")
 
     f.defjvp(lambda primals, tangents: jax.jvp(lambda u: derivative(u, primals[1]), (primals[0],), (tangents[0],)))
     return f(u_flat, jnp.asarray(idx, jnp.int32))

@@ -99,31 +99,14 @@ template <class T, int W>
 ffi::Error exp_left(ffi::ThreadPool& pool, const std::complex<T>* x, const std::complex<T>* u, int64_t n,
                     std::complex<T>* out) {
   using V = typename Lanes<T, W>::V;
-  const int64_t blocks = (n + W - 1) / W;
-  const int64_t per_item = 256;
-  parallel_for(pool, (blocks + per_item - 1) / per_item, [&](int64_t item) {
-    const int64_t last = std::min(blocks, (item + 1) * per_item);
-    for (int64_t blk = item * per_item; blk < last; ++blk) {
-      const int lanes = static_cast<int>(std::min<int64_t>(W, n - blk * W));
-      Mat<V> xm = {}, um = {};
-      for (int k = 0; k < lanes; ++k) {
-        const std::complex<T>* xs = x + (blk * W + k) * 9;
-        const std::complex<T>* us = u + (blk * W + k) * 9;
-        for (int i = 0; i < 3; ++i)
-          for (int j = 0; j < 3; ++j) {
-            xm.re[i][j][k] = xs[i * 3 + j].real();
-            xm.im[i][j][k] = xs[i * 3 + j].imag();
-            um.re[i][j][k] = us[i * 3 + j].real();
-            um.im[i][j][k] = us[i * 3 + j].imag();
-          }
-      }
-      const Mat<V> r = mul<false, false>(exp_su3<T, W>(xm), um);
-      for (int k = 0; k < lanes; ++k) {
-        std::complex<T>* os = out + (blk * W + k) * 9;
-        for (int i = 0; i < 3; ++i)
-          for (int j = 0; j < 3; ++j) os[i * 3 + j] = std::complex<T>(r.re[i][j][k], r.im[i][j][k]);
-      }
+  for_blocks<W>(pool, 1, n, 256, [&](int64_t, int64_t first, int lanes) {
+    Mat<V> xm = {}, um = {};
+    for (int k = 0; k < lanes; ++k) {
+      set_lane<T>(xm, k, x + (first + k) * 9);
+      set_lane<T>(um, k, u + (first + k) * 9);
     }
+    const Mat<V> r = mul<false, false>(exp_su3<T, W>(xm), um);
+    for (int k = 0; k < lanes; ++k) get_lane<T>(r, k, out + (first + k) * 9);
   });
   return ffi::Error::Success();
 }

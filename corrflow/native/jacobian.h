@@ -29,81 +29,63 @@ ffi::Error algebra_logj(ffi::ThreadPool& pool, const std::complex<T>* w, const d
     f *= (k + 1);
     coef[k] = static_cast<T>((k % 2 ? -1.0 : 1.0) / f);  // (-1)^k / (k + 1)!
   }
-  const int64_t blocks = (n + W - 1) / W;
-  const int64_t per_item = 64;
-  parallel_for(pool, (blocks + per_item - 1) / per_item, [&](int64_t item) {
-    const int64_t last = std::min(blocks, (item + 1) * per_item);
-    for (int64_t blk = item * per_item; blk < last; ++blk) {
-      const int lanes = static_cast<int>(std::min<int64_t>(W, n - blk * W));
-      V wr[18] = {};
-      for (int k = 0; k < lanes; ++k) {
-        const std::complex<T>* src = w + (blk * W + k) * 9;
-        for (int e = 0; e < 9; ++e) {
-          wr[e][k] = src[e].real();
-          wr[9 + e][k] = src[e].imag();
-        }
+  for_blocks<W>(pool, 1, n, 64, [&](int64_t, int64_t first, int lanes) {
+    Mat<V> wm = {};
+    for (int k = 0; k < lanes; ++k) set_lane<T>(wm, k, w + (first + k) * 9);
+    // (Re W, Im W) as 18 vectors, the order of the linear maps' rows
+    auto wr = [&](int r) -> const V& { return r < 9 ? wm.re[r / 3][r % 3] : wm.im[(r - 9) / 3][(r - 9) % 3]; };
+    V m[8][8], ad[8][8], gx[8];
+    for (int a = 0; a < 64; ++a) {
+      V acc = wr(0) * static_cast<T>(k_m[a]);
+      for (int r = 1; r < 18; ++r) acc += wr(r) * static_cast<T>(k_m[r * 64 + a]);
+      m[a / 8][a % 8] = acc;
+    }
+    for (int c = 0; c < 8; ++c) {
+      V acc = wr(0) * static_cast<T>(k_x[c]);
+      for (int r = 1; r < 18; ++r) acc += wr(r) * static_cast<T>(k_x[r * 8 + c]);
+      gx[c] = acc;
+    }
+    for (int a = 0; a < 64; ++a) {
+      V acc = gx[0] * static_cast<T>(k_ad[a]);
+      for (int c = 1; c < 8; ++c) acc += gx[c] * static_cast<T>(k_ad[c * 64 + a]);
+      ad[a / 8][a % 8] = acc;
+    }
+    // F(ad g) = sum_k (-A)^k / (k + 1)! by Paterson-Stockmeyer in A^4 (corrflow.flows.jacobian._phi)
+    V a2[8][8], a3[8][8], a4[8][8], out[8][8], tmp[8][8];
+    mul8(ad, ad, a2);
+    mul8(a2, ad, a3);
+    mul8(a2, a2, a4);
+    auto block = [&](int j, V (&res)[8][8]) {
+      for (int r = 0; r < 8; ++r)
+        for (int c = 0; c < 8; ++c)
+          res[r][c] = coef[4 * j + 1] * ad[r][c] + coef[4 * j + 2] * a2[r][c] + coef[4 * j + 3] * a3[r][c] +
+                      (r == c ? wr(0) * 0 + coef[4 * j] : wr(0) * 0);
+    };
+    constexpr int nblocks = (degree + 1) / 4;
+    block(nblocks - 1, out);
+    for (int j = nblocks - 2; j >= 0; --j) {
+      mul8(a4, out, tmp);
+      block(j, out);
+      for (int r = 0; r < 8; ++r)
+        for (int c = 0; c < 8; ++c) out[r][c] += tmp[r][c];
+    }
+    // J = det(1 + F M) by unpivoted LU (corrflow.flows.jacobian._logdet_lu)
+    V jac[8][8];
+    mul8(out, m, jac);
+    for (int r = 0; r < 8; ++r) jac[r][r] += 1;
+    V logdet = wr(0) * 0;
+    for (int k = 0; k < 8; ++k) {
+      const V piv = jac[k][k];
+      logdet += vlog<T, W>(piv < 0 ? -piv : piv);
+      for (int r = k + 1; r < 8; ++r) {
+        const V fct = jac[r][k] / piv;
+        for (int c = k + 1; c < 8; ++c) jac[r][c] -= fct * jac[k][c];
       }
-      V m[8][8], ad[8][8], gx[8];
-      for (int a = 0; a < 64; ++a) {
-        V acc = wr[0] * static_cast<T>(k_m[a]);
-        for (int r = 1; r < 18; ++r) acc += wr[r] * static_cast<T>(k_m[r * 64 + a]);
-        m[a / 8][a % 8] = acc;
-      }
-      for (int c = 0; c < 8; ++c) {
-        V acc = wr[0] * static_cast<T>(k_x[c]);
-        for (int r = 1; r < 18; ++r) acc += wr[r] * static_cast<T>(k_x[r * 8 + c]);
-        gx[c] = acc;
-      }
-      for (int a = 0; a < 64; ++a) {
-        V acc = gx[0] * static_cast<T>(k_ad[a]);
-        for (int c = 1; c < 8; ++c) acc += gx[c] * static_cast<T>(k_ad[c * 64 + a]);
-        ad[a / 8][a % 8] = acc;
-      }
-      // F(ad g) = sum_k (-A)^k / (k + 1)! by Paterson-Stockmeyer in A^4 (corrflow.flows.jacobian._phi)
-      V a2[8][8], a3[8][8], a4[8][8], out[8][8], tmp[8][8];
-      mul8(ad, ad, a2);
-      mul8(a2, ad, a3);
-      mul8(a2, a2, a4);
-      auto block = [&](int j, V (&res)[8][8]) {
-        for (int r = 0; r < 8; ++r)
-          for (int c = 0; c < 8; ++c)
-            res[r][c] = coef[4 * j + 1] * ad[r][c] + coef[4 * j + 2] * a2[r][c] + coef[4 * j + 3] * a3[r][c] +
-                        (r == c ? wr[0] * 0 + coef[4 * j] : wr[0] * 0);
-      };
-      constexpr int nblocks = (degree + 1) / 4;
-      block(nblocks - 1, out);
-      for (int j = nblocks - 2; j >= 0; --j) {
-        mul8(a4, out, tmp);
-        block(j, out);
-        for (int r = 0; r < 8; ++r)
-          for (int c = 0; c < 8; ++c) out[r][c] += tmp[r][c];
-      }
-      // J = det(1 + F M) by unpivoted LU (corrflow.flows.jacobian._logdet_lu)
-      V jac[8][8];
-      mul8(out, m, jac);
-      for (int r = 0; r < 8; ++r) jac[r][r] += 1;
-      V logdet = wr[0] * 0;
-      for (int k = 0; k < 8; ++k) {
-        const V piv = jac[k][k];
-        logdet += vlog<T, W>(piv < 0 ? -piv : piv);
-        for (int r = k + 1; r < 8; ++r) {
-          const V fct = jac[r][k] / piv;
-          for (int c = k + 1; c < 8; ++c) jac[r][c] -= fct * jac[k][c];
-        }
-      }
-      Mat<V> wm;  // g = P_TA(W)
-      for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j) {
-          wm.re[i][j] = wr[i * 3 + j];
-          wm.im[i][j] = wr[9 + i * 3 + j];
-        }
-      const Mat<V> g = project_ta<T>(wm);
-      for (int k = 0; k < lanes; ++k) {
-        std::complex<T>* dst = x_out + (blk * W + k) * 9;
-        for (int i = 0; i < 3; ++i)
-          for (int j = 0; j < 3; ++j) dst[i * 3 + j] = std::complex<T>(g.re[i][j][k], g.im[i][j][k]);
-        logj_out[blk * W + k] = logdet[k];
-      }
+    }
+    const Mat<V> g = project_ta<T>(wm);  // g = P_TA(W)
+    for (int k = 0; k < lanes; ++k) {
+      get_lane<T>(g, k, x_out + (first + k) * 9);
+      logj_out[first + k] = logdet[k];
     }
   });
   return ffi::Error::Success();

@@ -12,48 +12,28 @@ ffi::Error path_sums(ffi::ThreadPool& pool, const std::complex<T>* u, int64_t ba
                      int64_t idx_batch, const int32_t* dag, int64_t paths, int64_t length, int64_t n,
                      std::complex<T>* out) {
   using V = typename Lanes<T, W>::V;
-  const int64_t blocks = (n + W - 1) / W;
-  const int64_t per_item = 16;
-  const int64_t items_per_b = (blocks + per_item - 1) / per_item;
-  parallel_for(pool, batch * items_per_b, [&](int64_t item) {
-    const int64_t b = item / items_per_b;
+  for_blocks<W>(pool, batch, n, 16, [&](int64_t b, int64_t first, int lanes) {
     const std::complex<T>* ub = u + b * m * 9;
     const int32_t* ib = idx + (idx_batch == 1 ? 0 : b) * paths * length * n;
-    std::complex<T>* ob = out + b * n * 9;
-    const int64_t last = std::min(blocks, (item % items_per_b + 1) * per_item);
-    for (int64_t blk = (item % items_per_b) * per_item; blk < last; ++blk) {
-      const int lanes = static_cast<int>(std::min<int64_t>(W, n - blk * W));
-      Mat<V> sum = {};
-      for (int64_t p = 0; p < paths; ++p) {
-        Mat<V> prod;
-        for (int64_t j = 0; j < length; ++j) {
-          Mat<V> f = {};
-          const bool adj = dag[p * length + j] != 0;
-          for (int k = 0; k < lanes; ++k) {
-            const int64_t link = ib[(p * length + j) * n + blk * W + k];
-            if (link < 0 || link >= m) continue;  // out of range: zero (JAX clips; never happens for valid plans)
-            const std::complex<T>* src = ub + link * 9;
-            for (int a = 0; a < 3; ++a)
-              for (int c = 0; c < 3; ++c) {
-                const std::complex<T> e = adj ? std::conj(src[c * 3 + a]) : src[a * 3 + c];
-                f.re[a][c][k] = e.real();
-                f.im[a][c][k] = e.imag();
-              }
-          }
-          prod = j == 0 ? f : mul<false, false>(prod, f);
+    Mat<V> sum = {};
+    for (int64_t p = 0; p < paths; ++p) {
+      Mat<V> prod;
+      for (int64_t j = 0; j < length; ++j) {
+        Mat<V> f = {};
+        const bool adj = dag[p * length + j] != 0;
+        for (int k = 0; k < lanes; ++k) {
+          const int64_t link = ib[(p * length + j) * n + first + k];
+          if (link >= 0 && link < m) set_lane<T>(f, k, ub + link * 9, adj);  // (JAX clips; valid plans never reach)
         }
-        for (int a = 0; a < 3; ++a)
-          for (int c = 0; c < 3; ++c) {
-            sum.re[a][c] += prod.re[a][c];
-            sum.im[a][c] += prod.im[a][c];
-          }
+        prod = j == 0 ? f : mul<false, false>(prod, f);
       }
-      for (int k = 0; k < lanes; ++k) {
-        std::complex<T>* dst = ob + (blk * W + k) * 9;
-        for (int a = 0; a < 3; ++a)
-          for (int c = 0; c < 3; ++c) dst[a * 3 + c] = std::complex<T>(sum.re[a][c][k], sum.im[a][c][k]);
-      }
+      for (int a = 0; a < 3; ++a)
+        for (int c = 0; c < 3; ++c) {
+          sum.re[a][c] += prod.re[a][c];
+          sum.im[a][c] += prod.im[a][c];
+        }
     }
+    for (int k = 0; k < lanes; ++k) get_lane<T>(sum, k, out + (b * n + first + k) * 9);
   });
   return ffi::Error::Success();
 }

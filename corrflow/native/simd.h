@@ -85,6 +85,24 @@ inline Mat<V> project_ta(const Mat<V>& p) {
   return f;
 }
 
+// Lane k of m <- the 3x3 complex matrix at src (row-major), or its adjoint.
+template <class T, class V>
+inline void set_lane(Mat<V>& m, int k, const std::complex<T>* src, bool adj = false) {
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) {
+      const std::complex<T> e = adj ? std::conj(src[j * 3 + i]) : src[i * 3 + j];
+      m.re[i][j][k] = e.real();
+      m.im[i][j][k] = e.imag();
+    }
+}
+
+// The 3x3 complex matrix at dst (row-major) <- lane k of m.
+template <class T, class V>
+inline void get_lane(const Mat<V>& m, int k, std::complex<T>* dst) {
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) dst[i * 3 + j] = std::complex<T>(m.re[i][j][k], m.im[i][j][k]);
+}
+
 // The work items [0, n) over the pool's threads and the caller; returns when every item is done.  Late tasks find
 // no item left and touch nothing but the shared counters (kept alive by their own reference).
 template <class F>
@@ -109,6 +127,17 @@ void parallel_for(ffi::ThreadPool& pool, int64_t n, const F& f) {
   }
   work();
   while (st->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+}
+
+// f(b, first, lanes) for the blocks of W consecutive matrices [first, first + lanes) of each of `batch` sets of n
+// (lanes = W but in a set's last block), in parallel over chunks of per_item blocks.
+template <int W, class F>
+void for_blocks(ffi::ThreadPool& pool, int64_t batch, int64_t n, int64_t per_item, const F& f) {
+  const int64_t blocks = (n + W - 1) / W, items = (blocks + per_item - 1) / per_item;
+  parallel_for(pool, batch * items, [&](int64_t item) {
+    const int64_t b = item / items, first = (item % items) * per_item, last = std::min(blocks, first + per_item);
+    for (int64_t blk = first; blk < last; ++blk) f(b, blk * W, static_cast<int>(std::min<int64_t>(W, n - blk * W)));
+  });
 }
 
 // The calling thread's scratch memory for the virtual nodes, kept between calls, 2 MiB aligned and advised as huge

@@ -102,14 +102,13 @@ inline Mat<V> normalize(const Mat<V>& u) {
   return o;
 }
 
-
 // One sweep of link updates (over-relaxation or heat bath): update(link, sigma, chain, x, mu, parity) changes the
 // links U_mu at the blocks x, in place for the active lanes; then every link is re-unitarised.
 template <class T, int W, class F>
-ffi::Error update_sweep(ffi::ThreadPool& pool, const std::complex<T>* u, const double* weights, int64_t batch,
-                        int64_t weight_batch, int64_t volume, const Geometry& g, std::complex<T>* out,
-                        const F& update) {
+ffi::Error update_sweep(ffi::ThreadPool& pool, const std::complex<T>* u, const double* weights, const LinkArgs& a,
+                        const Geometry& g, std::complex<T>* out, const F& update) {
   using V = typename Lanes<T, W>::V;
+  const int64_t batch = a.batch, volume = a.volume();
   const int64_t nb = g.blocks();
   const int64_t rows = g.ext[0] * g.ext[1];
   const int64_t per_row = g.ext[2] * g.ext[3];
@@ -123,7 +122,7 @@ ffi::Error update_sweep(ffi::ThreadPool& pool, const std::complex<T>* u, const d
       parallel_for(pool, batch * rows, [&](int64_t item) {
         const int64_t b = item / rows, row = item % rows;
         Mat<V>* field = vn + b * nb * 4;
-        const double* w = weights + (weight_batch == 1 ? 0 : b / (batch / weight_batch)) * 16;
+        const double* w = a.weights(weights, b);
         for (int64_t r = 0; r < per_row; ++r) {
           int64_t x[4];
           block_coords(g, row, r, x);
@@ -157,11 +156,7 @@ ffi::Error update_sweep(ffi::ThreadPool& pool, const std::complex<T>* u, const d
       const Mat<V>* m = vn + (b * nb + row * per_row + r) * 4;
       for (int mu = 0; mu < 4; ++mu) {
         const Mat<V> n = normalize(m[mu]);
-        for (int k = 0; k < W; ++k) {
-          std::complex<T>* dst = ob + (s0 + k * ls) * 36 + mu * 9;
-          for (int i = 0; i < 3; ++i)
-            for (int j = 0; j < 3; ++j) dst[i * 3 + j] = std::complex<T>(n.re[i][j][k], n.im[i][j][k]);
-        }
+        for (int k = 0; k < W; ++k) get_lane<T>(n, k, ob + (s0 + k * ls) * 36 + mu * 9);
       }
     }
   });
@@ -246,52 +241,14 @@ inline void heatbath_link(Mat<typename Lanes<T, W>::V>& u, const Mat<typename La
   }
 }
 
-// The geometry of an update sweep: lanes whose range along the lane axis is even (one parity per block) where the
-// extents allow.  Returns the lane width, 0 if no extent is a multiple of 4.
-int sweep_geometry(const int64_t L[4], Geometry* g) {
-  int lane = -1, width = 0;
-  for (auto [w, m] : {std::pair{8, 16}, std::pair{4, 8}, std::pair{8, 8}, std::pair{4, 4}}) {
-    for (int a = 0; a < 4 && lane < 0; ++a)
-      if (L[a] % m == 0) { lane = a; width = w; }
-    if (lane >= 0) break;
-  }
-  if (lane < 0) return 0;
-  g->lane = lane;
-  g->stride[3] = 1;
-  for (int a = 2; a >= 0; --a) g->stride[a] = g->stride[a + 1] * L[a + 1];
-  for (int a = 0; a < 4; ++a) g->ext[a] = a == lane ? L[a] / width : L[a];
-  return width;
-}
-
-// Checks shared by the sweeps; fills L, batch, weight_batch.
-ffi::Error sweep_args(const char* name, const ffi::AnyBuffer& u, const ffi::Buffer<ffi::F64>& weights, int64_t L[4],
-                      int64_t* batch, int64_t* weight_batch) {
-  const auto dims = u.dimensions();
-  const int64_t rank = static_cast<int64_t>(dims.size());
-  if (rank < 7 || dims[rank - 3] != 4 || dims[rank - 2] != 3 || dims[rank - 1] != 3)
-    return ffi::Error::InvalidArgument(std::string(name) + ": links must be (*batch, L0, L1, L2, L3, 4, 3, 3)");
-  for (int a = 0; a < 4; ++a) {
-    L[a] = dims[rank - 7 + a];
-    if (L[a] % 2) return ffi::Error::InvalidArgument(std::string(name) + ": extents must be even");
-  }
-  *batch = 1;
-  for (int64_t a = 0; a < rank - 7; ++a) *batch *= dims[a];
-  const auto wd = weights.dimensions();
-  *weight_batch = 1;
-  for (size_t a = 0; a + 2 < wd.size(); ++a) *weight_batch *= wd[a];
-  if (wd.size() < 2 || wd[wd.size() - 1] != 4 || wd[wd.size() - 2] != 4 || *batch % *weight_batch != 0)
-    return ffi::Error::InvalidArgument(std::string(name) + ": weights must be (*batch prefix, 4, 4)");
-  if (u.element_type() != ffi::C64 && u.element_type() != ffi::C128)
-    return ffi::Error::InvalidArgument(std::string(name) + ": links must be complex64 or complex128");
-  return ffi::Error::Success();
-}
+// Lanes whose range along the lane axis is even (one parity per block) where the extents allow.
+constexpr std::initializer_list<std::pair<int, int>> kSweepLanes = {{8, 16}, {4, 8}, {8, 8}, {4, 4}};
 
 template <class T, int W>
-ffi::Error overrelax(ffi::ThreadPool& pool, const ffi::AnyBuffer& u, const double* weights, int64_t batch,
-                     int64_t weight_batch, const int64_t L[4], const Geometry& g, ffi::AnyBuffer& out) {
+ffi::Error overrelax(ffi::ThreadPool& pool, const ffi::AnyBuffer& u, const double* weights, const LinkArgs& a,
+                     const Geometry& g, ffi::AnyBuffer& out) {
   using V = typename Lanes<T, W>::V;
-  return update_sweep<T, W>(pool, static_cast<const std::complex<T>*>(u.untyped_data()), weights, batch,
-                            weight_batch, L[0] * L[1] * L[2] * L[3], g,
+  return update_sweep<T, W>(pool, static_cast<const std::complex<T>*>(u.untyped_data()), weights, a, g,
                             static_cast<std::complex<T>*>(out.untyped_data()),
                             [](Mat<V>& link, const Mat<V>& sigma, int64_t, const int64_t*, int, int) {
                               overrelax_link<T, V>(link, sigma);
@@ -299,21 +256,19 @@ ffi::Error overrelax(ffi::ThreadPool& pool, const ffi::AnyBuffer& u, const doubl
 }
 
 template <class T, int W>
-ffi::Error heatbath(ffi::ThreadPool& pool, const ffi::AnyBuffer& u, const double* weights, int64_t batch,
-                    int64_t weight_batch, const uint32_t* keys, int64_t key_batch, int max_rounds,
-                    const int64_t L[4], const Geometry& g, ffi::AnyBuffer& out) {
+ffi::Error heatbath(ffi::ThreadPool& pool, const ffi::AnyBuffer& u, const double* weights, const LinkArgs& a,
+                    const uint32_t* keys, int64_t key_batch, int max_rounds, const Geometry& g, ffi::AnyBuffer& out) {
   using V = typename Lanes<T, W>::V;
   using UV = typename U32<W>::V;
-  const int64_t volume = L[0] * L[1] * L[2] * L[3];
-  const int64_t per_key = batch / key_batch;
+  const int64_t per_key = a.batch / key_batch;
   const int64_t ls = g.lane_stride();
   return update_sweep<T, W>(
-      pool, static_cast<const std::complex<T>*>(u.untyped_data()), weights, batch, weight_batch, volume, g,
+      pool, static_cast<const std::complex<T>*>(u.untyped_data()), weights, a, g,
       static_cast<std::complex<T>*>(out.untyped_data()),
       [&](Mat<V>& link, const Mat<V>& sigma, int64_t b, const int64_t* x, int mu, int parity) {
         const uint32_t* key = keys + (b / per_key) * 2;
         UV site;
-        const int64_t first = (b % per_key) * volume + g.site(x);
+        const int64_t first = (b % per_key) * a.volume() + g.site(x);
         for (int k = 0; k < W; ++k) site[k] = static_cast<uint32_t>(first + k * ls);
         heatbath_link<T, W>(link, sigma, key[0], key[1], site, static_cast<uint32_t>((mu * 2 + parity) * 3),
                             max_rounds);
@@ -322,41 +277,39 @@ ffi::Error heatbath(ffi::ThreadPool& pool, const ffi::AnyBuffer& u, const double
 
 ffi::Error OverrelaxImpl(ffi::ThreadPool pool, ffi::AnyBuffer u, ffi::Buffer<ffi::F64> weights,
                          ffi::Result<ffi::AnyBuffer> out) {
-  int64_t L[4], batch, weight_batch;
-  if (auto err = sweep_args("corrflow_overrelax", u, weights, L, &batch, &weight_batch); err.failure()) return err;
+  LinkArgs a;
+  if (auto err = link_args("corrflow_overrelax", u, weights, true, &a); err.failure()) return err;
   Geometry g;
-  const int width = sweep_geometry(L, &g);
+  const int width = choose_geometry(a.L, kSweepLanes, &g);
   if (width == 0) return ffi::Error::InvalidArgument("corrflow_overrelax: no lattice extent is a multiple of 4");
   const double* w = weights.typed_data();
   if (u.element_type() == ffi::C64)
-    return width == 8 ? overrelax<float, 8>(pool, u, w, batch, weight_batch, L, g, *out)
-                      : overrelax<float, 4>(pool, u, w, batch, weight_batch, L, g, *out);
-  return width == 8 ? overrelax<double, 8>(pool, u, w, batch, weight_batch, L, g, *out)
-                    : overrelax<double, 4>(pool, u, w, batch, weight_batch, L, g, *out);
+    return width == 8 ? overrelax<float, 8>(pool, u, w, a, g, *out) : overrelax<float, 4>(pool, u, w, a, g, *out);
+  return width == 8 ? overrelax<double, 8>(pool, u, w, a, g, *out) : overrelax<double, 4>(pool, u, w, a, g, *out);
 }
 
 ffi::Error HeatbathImpl(ffi::ThreadPool pool, ffi::AnyBuffer u, ffi::Buffer<ffi::F64> weights,
                         ffi::Buffer<ffi::U32> keys, ffi::Result<ffi::AnyBuffer> out, int64_t max_rounds) {
-  int64_t L[4], batch, weight_batch;
-  if (auto err = sweep_args("corrflow_heatbath", u, weights, L, &batch, &weight_batch); err.failure()) return err;
+  LinkArgs a;
+  if (auto err = link_args("corrflow_heatbath", u, weights, true, &a); err.failure()) return err;
   const auto kd = keys.dimensions();
   int64_t key_batch = 1;
-  for (size_t a = 0; a + 1 < kd.size(); ++a) key_batch *= kd[a];
-  if (kd.size() < 1 || kd[kd.size() - 1] != 2 || batch % key_batch != 0 || max_rounds < 1)
+  for (size_t i = 0; i + 1 < kd.size(); ++i) key_batch *= kd[i];
+  if (kd.size() < 1 || kd[kd.size() - 1] != 2 || a.batch % key_batch != 0 || max_rounds < 1)
     return ffi::Error::InvalidArgument("corrflow_heatbath: keys must be (*batch prefix, 2) uint32, max_rounds >= 1");
-  if (batch / key_batch * L[0] * L[1] * L[2] * L[3] >= (int64_t(1) << 32))
+  if (a.batch / key_batch * a.volume() >= (int64_t(1) << 32))
     return ffi::Error::InvalidArgument("corrflow_heatbath: more than 2^32 sites per key");
   Geometry g;
-  const int width = sweep_geometry(L, &g);
+  const int width = choose_geometry(a.L, kSweepLanes, &g);
   if (width == 0) return ffi::Error::InvalidArgument("corrflow_heatbath: no lattice extent is a multiple of 4");
   const double* w = weights.typed_data();
   const uint32_t* k = keys.typed_data();
   const int rounds = static_cast<int>(max_rounds);
   if (u.element_type() == ffi::C64)
-    return width == 8 ? heatbath<float, 8>(pool, u, w, batch, weight_batch, k, key_batch, rounds, L, g, *out)
-                      : heatbath<float, 4>(pool, u, w, batch, weight_batch, k, key_batch, rounds, L, g, *out);
-  return width == 8 ? heatbath<double, 8>(pool, u, w, batch, weight_batch, k, key_batch, rounds, L, g, *out)
-                    : heatbath<double, 4>(pool, u, w, batch, weight_batch, k, key_batch, rounds, L, g, *out);
+    return width == 8 ? heatbath<float, 8>(pool, u, w, a, k, key_batch, rounds, g, *out)
+                      : heatbath<float, 4>(pool, u, w, a, k, key_batch, rounds, g, *out);
+  return width == 8 ? heatbath<double, 8>(pool, u, w, a, k, key_batch, rounds, g, *out)
+                    : heatbath<double, 4>(pool, u, w, a, k, key_batch, rounds, g, *out);
 }
 
 }  // namespace corrflow_native
