@@ -68,7 +68,7 @@ from ..theories.gauge import accumulate
 from .jacobian import algebra_and_logj
 from .network import coefficient_net, frozen_features
 from .smoothing import held_out_flow, soft_clip
-from .staples import (gather_plan, gathered_staple_sums, gathered_staples, layer_masks, n_staples,
+from .staples import (GatherPlan, gather_plan, gathered_staple_sums, gathered_staples, layer_masks, n_staples,
                       transverse_smear)
 
 Array = jax.Array
@@ -163,25 +163,25 @@ class ResidualLayer:
             raise ValueError(f"mask has shape {m.shape}, expected the lattice shape {self.shape}")
         return jnp.asarray(np.flatnonzero(m.reshape(-1)), jnp.int32)
 
-    def _plan(self, mu: Any = None, offsets: Any = None, nus: Any = None) -> tuple[Any, Any, Any, tuple]:
-        """``(mu, offsets, nus, dagger)``: this layer's static direction and gather plan, or the given (traced)
-        ones of another direction (the static ``dagger`` pattern is the same for all directions)."""
+    def _plan(self, mu: Any = None, offsets: Any = None, nus: Any = None) -> tuple[Any, GatherPlan]:
+        """``(mu, plan)``: this layer's static direction and gather plan, or the given (traced) direction with the
+        plan's ``offsets``/``nus`` replaced by the given (traced) ones of that direction (the static parts of a
+        :class:`~corrflow.flows.staples.GatherPlan` are the same for all directions)."""
         plan = gather_plan(self.mu, self.ndim, tuple(self.loops))
         if mu is None:
-            return self.mu, plan.offsets, plan.nus, plan.dagger
-        return mu, offsets, nus, plan.dagger
+            return self.mu, plan
+        return mu, plan._replace(offsets=offsets, nus=nus)
 
-    def _sigma(self, u_flat: Array, sites: Array, raw: Array, offsets: Any, nus: Any, dagger: tuple,
-               mu: Any = None) -> Array:
+    def _sigma(self, u_flat: Array, sites: Array, raw: Array, plan: GatherPlan, mu: Any = None) -> Array:
         """``Sigma_l = sum_k c_k Sigma^(k)_l`` (matrix form) at the active sites ``(*batch, n, ...)``; ``raw`` is
         ``(K,)`` or ``(K, degree + 1)`` (or flat), or the flat parameters of the coefficient network."""
         if self.net_width:
-            return self._sigma_net(u_flat, sites, raw, offsets, nus, dagger, self.mu if mu is None else mu)
-        sums = gathered_staple_sums(u_flat, sites, offsets, nus, dagger, self.group, self.shape)
+            return self._sigma_net(u_flat, sites, raw, plan, self.mu if mu is None else mu)
+        sums = gathered_staple_sums(u_flat, sites, plan, self.group, self.shape)
         if self.smear:
             smeared = transverse_smear(u_flat, self.mu if mu is None else mu, self.group, self.shape, self.smear_rho,
                                        self.smear)
-            sums = sums + gathered_staple_sums(smeared, sites, offsets, nus, dagger, self.group, self.shape)
+            sums = sums + gathered_staple_sums(smeared, sites, plan, self.group, self.shape)
         raw = jnp.reshape(raw, (self.n_shapes, self.degree + 1))
         if self.degree == 0:
             c = self.coefficients(raw[: self.n_staple_shapes, 0])
@@ -211,13 +211,12 @@ class ResidualLayer:
             sigma = sigma - c[k] * g.adj(b)
         return soft_clip(sigma)
 
-    def _sigma_net(self, u_flat: Array, sites: Array, raw: Array, offsets: Any, nus: Any, dagger: tuple,
-                   mu: Any) -> Array:
+    def _sigma_net(self, u_flat: Array, sites: Array, raw: Array, plan: GatherPlan, mu: Any) -> Array:
         """``Sigma_l = sum_j c_j(x) S_j(x)`` over the individual staples, ``c`` from the coefficient network of
         :mod:`corrflow.flows.network` fed with frozen features."""
         g = self.group
         nb = u_flat.ndim - 1 - g.elem_ndim
-        staples = gathered_staples(u_flat, sites, offsets, nus, dagger, g, self.shape)
+        staples = gathered_staples(u_flat, sites, plan, g, self.shape)
         feats = frozen_features(u_flat, sites, mu, staples[self.loops.index("plaquette")], g, self.shape)
         n_s = self.n_staples_total
         _, unravel, _ = coefficient_net(self.ndim, self.net_width, self.net_depth, n_s)
@@ -255,10 +254,10 @@ class ResidualLayer:
         layer to another direction than ``self.mu``: :class:`Flow` runs every direction through one body."""
         g = self.group
         nb = u_flat.ndim - 1 - g.elem_ndim
-        mu, offsets, nus, dagger = self._plan(mu, offsets, nus)
+        mu, plan = self._plan(mu, offsets, nus)
         links = sites * self.ndim + mu
         ul = jnp.take(u_flat, links, axis=nb, mode="clip")
-        x, logj = self._g_and_logj(ul, self._sigma(u_flat, sites, raw, offsets, nus, dagger, mu))
+        x, logj = self._g_and_logj(ul, self._sigma(u_flat, sites, raw, plan, mu))
         new = g.exp_left(x, ul)
         return _scatter(u_flat, links, new, nb), accumulate(logj, -1)
 
@@ -267,11 +266,11 @@ class ResidualLayer:
         """:meth:`reverse` on the flattened field (arguments as :meth:`forward_flat`)."""
         g = self.group
         nb = u_flat.ndim - 1 - g.elem_ndim
-        mu, offsets, nus, dagger = self._plan(mu, offsets, nus)
+        mu, plan = self._plan(mu, offsets, nus)
         links = sites * self.ndim + mu
         ul_new = jnp.take(u_flat, links, axis=nb, mode="clip")
         # staples involve frozen links only: the same before and after the layer
-        sigma = self._sigma(u_flat, sites, raw, offsets, nus, dagger, mu)
+        sigma = self._sigma(u_flat, sites, raw, plan, mu)
         rdt = jnp.finfo(ul_new.real.dtype)
         if tol is None:
             tol = INVERSE_TOL if rdt.bits == 64 else 32 * float(rdt.eps)

@@ -148,69 +148,104 @@ def neighbour_sites(sites: Array, offsets: Any, shape: Sequence[int]) -> Array:
 class GatherPlan(NamedTuple):
     """The links along the staples of ``U_mu(x)``, per loop shape ``k`` (``P_k`` staples of ``L_k`` factors):
     ``offsets[k]`` ``(P_k, L_k, d)`` and ``nus[k]`` ``(P_k, L_k)`` (factor ``U_nu(x + offset)``) and
-    ``dagger[k]`` ``(P_k, L_k)`` (the factor enters as its adjoint).  ``dagger`` is the same for every ``mu``
-    (all loops come from one template), so layers of all directions can share one compiled body with
-    ``offsets``/``nus`` as data."""
+    ``dagger[k]`` ``(P_k, L_k)`` (the factor enters as its adjoint).  A link shared by several staples is one
+    *distinct factor*: ``distinct`` ``(F,)`` are the positions of the distinct factors among all shapes' factors
+    (flattened and concatenated) and ``factor_ids[k]`` ``(P_k, L_k)`` each factor's index among them.  ``dagger``,
+    ``distinct`` and ``factor_ids`` are the same for every ``mu`` (all loops come from one template), so layers of
+    all directions can share one compiled body with ``offsets``/``nus`` as data (they may be traced)."""
 
     offsets: tuple
     nus: tuple
     dagger: tuple
+    distinct: np.ndarray
+    factor_ids: tuple
 
 
 @lru_cache(maxsize=None)
 def gather_plan(mu: int, d: int, loops: tuple[str, ...]) -> GatherPlan:
     """:class:`GatherPlan` of direction ``mu`` in ``d`` dimensions for the loop shapes ``loops``."""
-    offsets, nus, dagger = [], [], []
+    offsets, nus, dagger, factor_ids = [], [], [], []
+    first: dict[tuple, int] = {}
+    distinct: list[int] = []
+    position = 0
     for loop in loops:
         steps = [path_links(path, mu, d) for path in loop_paths(loop, mu, d)]
+        ids = []
+        for s in steps:
+            for off, nu, _ in s:
+                if (off, nu) not in first:
+                    first[(off, nu)] = len(distinct)
+                    distinct.append(position)
+                ids.append(first[(off, nu)])
+                position += 1
         arrays = (np.array([[off for off, _, _ in s] for s in steps], dtype=np.int32),
                   np.array([[nu for _, nu, _ in s] for s in steps], dtype=np.int32),
-                  np.array([[dag for _, _, dag in s] for s in steps], dtype=bool))
-        for a, out in zip(arrays, (offsets, nus, dagger)):
+                  np.array([[dag for _, _, dag in s] for s in steps], dtype=bool),
+                  np.array(ids, dtype=np.int32).reshape(len(steps), -1))
+        for a, out in zip(arrays, (offsets, nus, dagger, factor_ids)):
             a.setflags(write=False)
             out.append(a)
-    return GatherPlan(tuple(offsets), tuple(nus), tuple(dagger))
+    distinct_arr = np.array(distinct, dtype=np.int32)
+    distinct_arr.setflags(write=False)
+    return GatherPlan(tuple(offsets), tuple(nus), tuple(dagger), distinct_arr, tuple(factor_ids))
 
 
-def gathered_staple_sums(u_flat: Array, sites: Array, offsets: Sequence[Any], nus: Sequence[Any],
-                         dagger: Sequence[np.ndarray], group: Group, shape: Sequence[int]) -> list[Array]:
-    """Staple sums at ``sites`` from a :class:`GatherPlan`'s parts (``offsets``, ``nus`` may be traced;
-    ``dagger`` is static).  Per loop shape, all factors of all its staples are fetched with one gather and
-    multiplied as a batch over the staples (``L_k - 1`` batched products), then summed; see
-    :func:`staple_sums_at`.  For SU(3) on CPUs the native kernel (:func:`corrflow.native.path_sums`) forms the
-    sums, derivatives by this code."""
+def _factor_table(plan: GatherPlan, d: int) -> Array:
+    """The distinct factors ``(F, d + 1)`` of a plan (offset, then ``nu``) from its (possibly traced) offsets."""
+    off = jnp.concatenate([jnp.asarray(o, jnp.int32).reshape(-1, d) for o in plan.offsets])
+    nu = jnp.concatenate([jnp.asarray(n, jnp.int32).reshape(-1, 1) for n in plan.nus])
+    return jnp.concatenate([off, nu], axis=1)[np.asarray(plan.distinct)]
+
+
+def _program(plan: GatherPlan) -> np.ndarray:
+    """The native kernel's paths ``(P, 1 + L_max)``: loop shape, then ``2 id + dagger`` per factor, ``-1`` after."""
+    rows = [[k] + [2 * int(i) + int(g) for i, g in zip(ids, dag)]
+            for k, (ids_k, dag_k) in enumerate(zip(plan.factor_ids, plan.dagger)) for ids, dag in zip(ids_k, dag_k)]
+    width = max(len(r) for r in rows)
+    return np.array([r + [-1] * (width - len(r)) for r in rows], dtype=np.int32)
+
+
+def _factor_sums(u_flat: Array, sites: Array, table: Array, plan: GatherPlan, group: Group,
+                 shape: Sequence[int]) -> list[Array]:
+    """Staple sums per loop shape ``(*batch, n[, N, N])`` from the distinct-factor table (JAX)."""
     nb = u_flat.ndim - 1 - group.elem_ndim
-    use_native = native.use_native_paths(u_flat, group)
-    out = []
-    for off, nu, dag in zip(offsets, nus, dagger):
-        dag = np.asarray(dag, bool)
-        idx = _path_links(sites, off, nu, dag.shape, shape)
-
-        def jax_sum(uf: Array, ix: Array, dag: np.ndarray = dag) -> Array:
-            return jnp.sum(_path_products(uf, ix, dag, group), axis=nb)
-
-        out.append(native.path_sums(u_flat, idx, dag, jax_sum) if use_native else jax_sum(u_flat, idx))
-    return out
+    links = _factor_links(sites, table, shape)
+    return [jnp.sum(_path_products(u_flat, links[np.asarray(ids)], np.asarray(dag, bool), group), axis=nb)
+            for ids, dag in zip(plan.factor_ids, plan.dagger)]
 
 
-def gathered_staples(u_flat: Array, sites: Array, offsets: Sequence[Any], nus: Sequence[Any],
-                     dagger: Sequence[np.ndarray], group: Group, shape: Sequence[int]) -> list[Array]:
+def _factor_links(sites: Array, table: Array, shape: Sequence[int]) -> Array:
+    """Flat link indices ``(F, n)`` of the distinct factors ``U_nu(x + offset)`` (rows of ``table``) at ``sites``."""
+    d = len(shape)
+    return neighbour_sites(sites, table[:, :d], shape) * d + table[:, d:]
+
+
+def gathered_staple_sums(u_flat: Array, sites: Array, plan: GatherPlan, group: Group,
+                         shape: Sequence[int]) -> list[Array]:
+    """Staple sums at ``sites`` ``(n,)`` per loop shape, ``(*batch, n[, N, N])``, from a :class:`GatherPlan`
+    (its ``offsets``, ``nus`` may be traced).  The distinct factors of all staples are fetched with one gather,
+    each shape's staples multiplied as a batch (``L_k - 1`` batched products) and summed; see
+    :func:`staple_sums_at`.  For SU(3) on CPUs the native kernel (:func:`corrflow.native.path_sums`: all shapes in
+    one pass, link indices computed in the kernel) forms the sums, derivatives by this code."""
+    table = _factor_table(plan, len(shape))
+    if not native.use_native_paths(u_flat, group):
+        return _factor_sums(u_flat, sites, table, plan, group, shape)
+    nb = u_flat.ndim - 1 - group.elem_ndim
+
+    def jax_sums(uf: Array, st: Array, tb: Array) -> Array:
+        return jnp.stack(_factor_sums(uf, st, tb, plan, group, shape), axis=nb)
+
+    out = native.path_sums(u_flat, sites, table, np.asarray(shape, np.int32), _program(plan), jax_sums)
+    return [out[(slice(None),) * nb + (k,)] for k in range(len(plan.factor_ids))]
+
+
+def gathered_staples(u_flat: Array, sites: Array, plan: GatherPlan, group: Group,
+                     shape: Sequence[int]) -> list[Array]:
     """The individual staples at ``sites``, per loop shape ``(*batch, P_k, n[, N, N])`` in matrix form (arguments as
     :func:`gathered_staple_sums`)."""
-    out = []
-    for off, nu, dag in zip(offsets, nus, dagger):
-        dag = np.asarray(dag, bool)
-        out.append(_path_products(u_flat, _path_links(sites, off, nu, dag.shape, shape), dag, group))
-    return out
-
-
-def _path_links(sites: Array, off: Any, nu: Any, paths_length: tuple[int, int], shape: Sequence[int]) -> Array:
-    """Flat link indices ``(P, L, n)`` of the factors ``U_nu(x + offset)`` of every path at every site."""
-    d = len(shape)
-    n_paths, length = paths_length
-    idx = neighbour_sites(sites, jnp.asarray(off).reshape(-1, d), shape) * d
-    idx = idx + jnp.asarray(nu, jnp.int32).reshape(-1, 1)
-    return idx.reshape(n_paths, length, sites.shape[0])
+    links = _factor_links(sites, _factor_table(plan, len(shape)), shape)
+    return [_path_products(u_flat, links[np.asarray(ids)], np.asarray(dag, bool), group)
+            for ids, dag in zip(plan.factor_ids, plan.dagger)]
 
 
 def _path_products(u_flat: Array, idx: Array, dag: np.ndarray, group: Group) -> Array:
@@ -239,8 +274,7 @@ def staple_sums_at(u_flat: Array, sites: Array, mu: int, loops: Sequence[str], g
     with ``x`` the row-major site index); ``sites`` ``(n,)`` flat site indices (may be traced).  Returns per
     loop shape ``(*batch, n[, N, N])`` in matrix form.
     """
-    plan = gather_plan(int(mu), len(shape), tuple(loops))
-    return gathered_staple_sums(u_flat, sites, plan.offsets, plan.nus, plan.dagger, group, shape)
+    return gathered_staple_sums(u_flat, sites, gather_plan(int(mu), len(shape), tuple(loops)), group, shape)
 
 
 def layer_masks(shape: Sequence[int], mu: int, loops: Sequence[str]) -> list[np.ndarray]:

@@ -319,18 +319,23 @@ def algebra_and_logj(w: Array, constants: tuple[np.ndarray, np.ndarray, np.ndarr
     return f(w)
 
 
-def path_sums(u_flat: Array, idx: Array, dagger: np.ndarray,
-              derivative: Callable[[Array, Array], Array]) -> Array:
-    """``sum_p prod_j U[idx[p, j, s]]^(dagger[p, j])`` for every site ``s``: the staple sums of the residual layers
-    (:func:`corrflow.flows.staples.gathered_staple_sums`) by the native kernel, ``(*batch, n, 3, 3)`` from the flat
-    SU(3) field ``u_flat`` ``(*batch, M, 3, 3)``, flat link indices ``idx`` ``(P, L, n)`` and the static adjoint
-    pattern ``dagger`` ``(P, L)``; ``derivative(u_flat, idx)`` (the JAX function) gives the derivatives."""
-    dag = jnp.asarray(np.asarray(dagger, np.int32))
+def path_sums(u_flat: Array, sites: Array, factors: Array, extents: np.ndarray, program: np.ndarray,
+              derivative: Callable[[Array, Array, Array], Array]) -> Array:
+    """The staple sums of the residual layers (:func:`corrflow.flows.staples.gathered_staple_sums`) by the native
+    kernel, every loop shape in one pass: ``(*batch, K, n, 3, 3)`` from the flat SU(3) field ``u_flat``
+    ``(*batch, V d, 3, 3)`` of a lattice with ``extents`` ``(d,)``, at the active sites ``sites`` ``(n,)``.  The
+    factors ``U_nu(x + offset)`` of the staples are the rows ``(offset, nu)`` of ``factors`` ``(F, d + 1)`` (each
+    link fetched once per site); ``program`` ``(P, 1 + L)`` (static) lists per staple its shape ``k`` and its
+    factors as ``2 id + dagger`` (``-1`` past its end).  ``derivative(u_flat, sites, factors)`` (the JAX function)
+    gives the derivatives (``custom_jvp``, in ``u_flat`` only)."""
+    prog = jnp.asarray(np.asarray(program, np.int32))
+    ext = jnp.asarray(np.asarray(extents, np.int32))
+    n_shapes = int(np.max(np.asarray(program)[:, 0])) + 1
 
     @jax.custom_jvp
-    def f(u: Array, ix: Array) -> Array:
-        out = jax.ShapeDtypeStruct(u.shape[:-3] + (ix.shape[-1], 3, 3), u.dtype)
-        return _call("corrflow_path_sums", u, ix, dag, out=out, vmap_method="expand_dims")
+    def f(u: Array, st: Array, fac: Array) -> Array:
+        out = jax.ShapeDtypeStruct(u.shape[:-3] + (n_shapes, st.shape[-1], 3, 3), u.dtype)
+        return _call("corrflow_path_sums", u, st, fac, ext, prog, out=out, vmap_method="expand_dims")
 
-    f.defjvp(lambda primals, tangents: jax.jvp(lambda u: derivative(u, primals[1]), (primals[0],), (tangents[0],)))
-    return f(u_flat, jnp.asarray(idx, jnp.int32))
+    f.defjvp(lambda primals, tangents: jax.jvp(lambda u: derivative(u, *primals[1:]), (primals[0],), (tangents[0],)))
+    return f(u_flat, jnp.asarray(sites, jnp.int32), jnp.asarray(factors, jnp.int32))

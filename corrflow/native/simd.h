@@ -29,6 +29,7 @@ struct Lanes {
   typedef T V __attribute__((vector_size(W * sizeof(T))));
   using IT = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
   typedef IT I __attribute__((vector_size(W * sizeof(IT))));
+  typedef int32_t I32 __attribute__((vector_size(W * sizeof(int32_t))));  // W 32-bit indices
 };
 
 template <class V> struct Mat { V re[3][3]; V im[3][3]; };  // 18 vectors: W 3x3 complex matrices
