@@ -59,6 +59,15 @@ inline Mat<V> adjoint(const Mat<V>& m) {
   return a;
 }
 
+// c = a^(da) b^(db) (da, db: the adjoint flags of a path's factors).
+template <class V>
+inline void mul_codes(Mat<V>& c, const Mat<V>& a, bool da, const Mat<V>& b, bool db) {
+  if (da)
+    db ? mul_to<true, true>(c, a, b) : mul_to<true, false>(c, a, b);
+  else
+    db ? mul_to<false, true>(c, a, b) : mul_to<false, false>(c, a, b);
+}
+
 constexpr int kMaxDims = 8, kMaxShapes = 8;
 
 template <class T, int W>
@@ -117,11 +126,19 @@ ffi::Error path_sums(ffi::ThreadPool& pool, const std::complex<T>* u, int64_t ba
       return cache[f];
     };
     M sum[kMaxShapes] = {};
+    M buf[2];  // the product so far and the next one (no copies of a 3x3 of vectors per factor)
     for (int64_t p = 0; p < paths; ++p) {
       const int32_t* row = program + p * (1 + width);
-      M prod = (row[1] & 1) ? adjoint(fetch(row[1] >> 1)) : fetch(row[1] >> 1);
-      for (int64_t j = 2; j <= width && row[j] >= 0; ++j)
-        prod = (row[j] & 1) ? mul<false, true>(prod, fetch(row[j] >> 1)) : mul<false, false>(prod, fetch(row[j] >> 1));
+      int cur = 0;
+      if (width == 1 || row[2] < 0) {
+        buf[0] = (row[1] & 1) ? adjoint(fetch(row[1] >> 1)) : fetch(row[1] >> 1);
+      } else {
+        const M& a = fetch(row[1] >> 1);
+        mul_codes(buf[0], a, row[1] & 1, fetch(row[2] >> 1), row[2] & 1);
+      }
+      for (int64_t j = 3; j <= width && row[j] >= 0; ++j, cur ^= 1)
+        mul_codes(buf[cur ^ 1], buf[cur], false, fetch(row[j] >> 1), row[j] & 1);
+      const M& prod = buf[cur];
       M& s = sum[row[0]];
       for (int a = 0; a < 3; ++a)
         for (int c = 0; c < 3; ++c) {

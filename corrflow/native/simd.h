@@ -51,10 +51,9 @@ inline Mat<typename Lanes<T, W>::V> load(const Mat<typename Lanes<T, W>::V>& m, 
   return o;
 }
 
-// c = a b, with a^dag (da) and / or b^dag (db).
+// c = a b, with a^dag (da) and / or b^dag (db); c must not be a or b.
 template <bool da, bool db, class V>
-inline Mat<V> mul(const Mat<V>& a, const Mat<V>& b) {
-  Mat<V> c;
+inline void mul_to(Mat<V>& c, const Mat<V>& a, const Mat<V>& b) {
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j) {
       V re = {}, im = {};
@@ -69,6 +68,12 @@ inline Mat<V> mul(const Mat<V>& a, const Mat<V>& b) {
       c.re[i][j] = re;
       c.im[i][j] = im;
     }
+}
+
+template <bool da, bool db, class V>
+inline Mat<V> mul(const Mat<V>& a, const Mat<V>& b) {
+  Mat<V> c;
+  mul_to<da, db>(c, a, b);
   return c;
 }
 
