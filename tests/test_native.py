@@ -331,3 +331,51 @@ def test_native_path_sums_any_lattice_against_rolled_staples(shape, dtype, n):
             np.testing.assert_allclose(np.asarray(got[k][mu]), np.asarray(r.reshape(n_sites, 3, 3)[sites[0]]),
                                        atol=tol)
     assert float(jnp.max(jnp.abs(got[1][0] - got[1][1]))) > 0.1
+
+
+@pytest.mark.parametrize("shape,chains,dtype", [
+    ((8, 8), 3, jnp.float64),      # more chains than threads: a chain per work item
+    ((5, 7), 1, jnp.float32),      # one chain: the passes in parallel over rows; odd extents, partial vectors
+    ((4, 6, 3), 1, jnp.float64),   # 3D
+    ((4, 2, 4, 4), 2, jnp.float32),  # 4D, an extent of 2
+])
+def test_native_u1_force_is_the_gradient_of_the_action(monkeypatch, shape, chains, dtype):
+    """The native U(1) force equals the JAX force from the plaquette sines to rounding and the autodiff gradient of
+    the Wilson action (anisotropic couplings and a Feynman–Hellmann source: planes of their own ``b``); per-chain
+    couplings under ``vmap`` (the theory as data) give each chain its own force; derivatives are the JAX code's
+    (``jvp`` in the links and in ``beta``); with ``CORRFLOW_NATIVE=0`` the JAX path runs (negative control: the
+    isotropic force differs)."""
+    from corrflow.theories import WilsonGaugeAction, gauge
+
+    d = len(shape)
+    th = WilsonGaugeAction("u1", shape, beta=1.7, xi=1.3, lam=0.2)
+    u = jax.random.uniform(jax.random.PRNGKey(4), (chains,) + shape + (d,), dtype, -7.0, 7.0)
+    assert native.use_native_u1(u, th.group)
+    tol = 1e-12 if dtype == jnp.float64 else 2e-5
+    f = jax.jit(th.force)(u)
+    assert f.shape == u.shape and f.dtype == u.dtype
+    np.testing.assert_allclose(np.asarray(f), np.asarray(gauge._u1_force_jax(u, th.plane_couplings())), atol=tol)
+    grad = jax.grad(lambda v: jnp.sum(th.action(v.astype(jnp.float64))))(u.astype(jnp.float64))
+    np.testing.assert_allclose(np.asarray(f), np.asarray(grad), atol=10 * tol)
+    iso = WilsonGaugeAction("u1", shape, beta=1.7)
+    assert float(jnp.max(jnp.abs(jax.jit(iso.force)(u) - f))) > 0.1
+    betas = jnp.asarray([1.0, 2.5])
+    def force_at(b, v):
+        return WilsonGaugeAction("u1", shape, beta=b).force(v)
+
+    per_chain = jax.jit(jax.vmap(force_at))(betas, u[:1].repeat(2, 0))
+    one_field = jax.jit(jax.vmap(force_at, in_axes=(0, None)))(betas, u[0])  # one field, two couplings
+    for k in range(2):
+        want = WilsonGaugeAction("u1", shape, beta=float(betas[k])).force(u[0])
+        np.testing.assert_allclose(np.asarray(per_chain[k]), np.asarray(want), atol=tol)
+        np.testing.assert_allclose(np.asarray(one_field[k]), np.asarray(want), atol=tol)
+    tangent = jax.random.normal(jax.random.PRNGKey(5), u.shape, dtype)
+
+    def jvp(fn):
+        return jax.jvp(lambda v, b: fn(v, b), (u, jnp.asarray(1.7, dtype)), (tangent, jnp.asarray(1.0, dtype)))[1]
+
+    got = jvp(lambda v, b: WilsonGaugeAction("u1", shape, beta=b, xi=1.3, lam=0.2).force(v))
+    monkeypatch.setenv(native.ENV, "0")
+    assert not native.use_native_u1(u, th.group)
+    want = jvp(lambda v, b: WilsonGaugeAction("u1", shape, beta=b, xi=1.3, lam=0.2).force(v))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=10 * tol)

@@ -3,7 +3,7 @@
 Why.  XLA:CPU runs a 3x3 complex product of two site fields at ~22 GFLOP/s on two cores and materialises each of
 the staple force's 40 products as its own pass through memory; its SU(3) exponential, the heat bath's gathers and
 draws and the layers' 8x8 Jacobian algebra stay far from the hardware in every form tried (BENCHMARKS.md).
-``kernels.cc`` holds six kernels written below XLA, each the algorithm of a JAX function of corrflow:
+``kernels.cc`` holds seven kernels written below XLA, each the algorithm of a JAX function of corrflow:
 
 * ``corrflow_staple_force`` -- :func:`staple_force`, ``P_TA[U_mu(x) Sigma_mu(x)]`` of 4D SU(3) links
   (:func:`corrflow.lattice.staple_force`): every product of a site stays in registers, 8 (else 4) sites per SIMD
@@ -16,12 +16,15 @@ draws and the layers' 8x8 Jacobian algebra stay far from the hardware in every f
 * ``corrflow_algebra_logj`` -- :func:`algebra_and_logj`, the residual layers' ``(g, log J)`` per link
   (:func:`corrflow.flows.jacobian.algebra_and_logj`).
 * ``corrflow_path_sums`` -- :func:`path_sums`, the layers' staple sums at their active sites (products of links along
-  the paths of a gather plan, :func:`corrflow.flows.staples.gathered_staple_sums`), 8 sites per vector.
+  the paths of a gather plan, :func:`corrflow.flows.staples.gathered_staple_sums`), every loop shape in one pass, 8
+  sites per vector: each distinct link of the staples fetched once per site with the CPU's vector gathers, the link
+  indices computed in the kernel from the active sites.
+* ``corrflow_u1_force`` -- :func:`u1_force`, the force of the U(1) Wilson action in any dimension
+  (:meth:`corrflow.theories.WilsonGaugeAction.force`; the sine polynomial of :mod:`corrflow.fastmath`): the angles
+  into planar rows with halos, the plaquette sines and the force as contiguous vector loops, a chain per work item.
 
-Measured against the issue's own code on a 2-core AMD EPYC, complex64, 8^4 / 16^4
-(``benchmarks/kernels_vs_baseline.py``, BENCHMARKS.md): force 5.2x / 9.9x, HMC trajectory 5.3x / 4.4x, heat-bath
-sweep 8.1x / 12.3x, over-relaxation sweep 5.8x / 9.5x, Wilson-flow RK3 step 4.8x / 4.7x, flow layers 3.2x / 7.5x
-(plaquette) and 2.6x / 7.2x (with rectangles).
+Measured against the issue's own code (``benchmarks/kernels_vs_baseline.py``; the U(1) force in
+``benchmarks/hmc_throughput.py`` against plain NumPy): BENCHMARKS.md, "Native CPU kernels".
 
 Build.  The C++ source (``kernels.cc`` and its headers) ships with the package and is compiled once per machine on
 first use (``c++ -O3 -march=native``, the XLA FFI headers of the installed jaxlib; 5-10 s) into the user's cache
@@ -36,6 +39,7 @@ Choice (environment ``CORRFLOW_NATIVE``, read when a program is traced): ``auto`
 wherever a kernel applies and builds, ``0`` never, ``1`` wherever it applies (an error if it cannot be built).  The
 force and the sweeps apply to 4D SU(3) links with an extent that is a multiple of 4 (the sweeps: even extents),
 the exponential, the layer Jacobian and the staple sums to SU(3) matrices of any shape; complex64 or complex128.
+The U(1) force applies to float32 / float64 angles in 2 to 8 dimensions.
 Derivatives through any of them (Wilson-flowed observables, smoothing fields, flow training) are those of the JAX
 kernels (``custom_jvp``), as for the Pallas force.
 """
@@ -60,15 +64,16 @@ import numpy as np
 Array = jax.Array
 
 __all__ = ["ENV", "algebra_and_logj", "applies", "build", "exp_applies", "exp_left", "heatbath_sweep",
-           "overrelax_sweep", "path_sums", "staple_force", "sweeps_apply", "use_native", "use_native_exp",
-           "use_native_jacobian", "use_native_paths", "use_native_sweeps"]
+           "overrelax_sweep", "path_sums", "staple_force", "sweeps_apply", "u1_force", "use_native", "use_native_exp",
+           "use_native_jacobian", "use_native_paths", "use_native_sweeps", "use_native_u1"]
 
 ENV = "CORRFLOW_NATIVE"
 SOURCE = Path(__file__).with_name("kernels.cc")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-shared", "-fPIC")
 _TARGETS = {"corrflow_staple_force": "CorrflowStapleForce", "corrflow_exp_left": "CorrflowExpLeft",
             "corrflow_overrelax": "CorrflowOverrelax", "corrflow_heatbath": "CorrflowHeatbath",
-            "corrflow_algebra_logj": "CorrflowAlgebraLogj", "corrflow_path_sums": "CorrflowPathSums"}
+            "corrflow_algebra_logj": "CorrflowAlgebraLogj", "corrflow_path_sums": "CorrflowPathSums",
+            "corrflow_u1_force": "CorrflowU1Force"}
 
 
 def _mode() -> str:
@@ -221,6 +226,16 @@ def use_native_sweeps(u: Array, group) -> bool:  # noqa: ANN001
     return _use(sweeps_apply(u, group))
 
 
+def use_native_u1(u: Array, group) -> bool:  # noqa: ANN001
+    """Whether the U(1) Wilson action's force (:meth:`corrflow.theories.WilsonGaugeAction.force`) uses the native
+    kernel: U(1) angles ``(*batch, L_0, ..., L_{d-1}, d)``, ``2 <= d <= 8``, float32 or float64 (as
+    :func:`use_native`)."""
+    d = u.shape[-1] if u.ndim else 0
+    ok = (getattr(group, "is_abelian", False) and u.dtype in (jnp.float32, jnp.float64) and 2 <= d <= 8
+          and u.ndim >= d + 1)
+    return _use(ok)
+
+
 def _use(applicable: bool) -> bool:
     mode = _mode()
     if mode == "off" or jax.default_backend() != "cpu" or jax.local_device_count() > 1 or not applicable:
@@ -339,3 +354,17 @@ def path_sums(u_flat: Array, sites: Array, factors: Array, extents: np.ndarray, 
 
     f.defjvp(lambda primals, tangents: jax.jvp(lambda u: derivative(u, *primals[1:]), (primals[0],), (tangents[0],)))
     return f(u_flat, jnp.asarray(sites, jnp.int32), jnp.asarray(factors, jnp.int32))
+
+
+def u1_force(u: Array, couplings: Array, derivative: Callable[[Array, Array], Array]) -> Array:
+    """The force of the U(1) Wilson action, ``F_m(x) = sum_n b_mn (s_mn(x) - s_mn(x - n))`` over the planes through
+    the link (``s_mn = -s_nm`` the sine of the plaquette angle by :func:`corrflow.fastmath.sin_poly`'s polynomial),
+    by the native kernel for angles ``u`` ``(*batch, L_0, ..., L_{d-1}, d)`` and plane couplings ``couplings``
+    ``(d, d)``; ``derivative(u, couplings)`` (the JAX force) gives the derivatives (``custom_jvp``, in both)."""
+
+    @jax.custom_jvp
+    def f(u: Array, b: Array) -> Array:
+        return _call("corrflow_u1_force", u, b.astype(jnp.float64), vmap_method="expand_dims")
+
+    f.defjvp(lambda primals, tangents: jax.jvp(derivative, primals, tangents))
+    return f(u, jnp.asarray(couplings))

@@ -1,6 +1,6 @@
 // corrflow's native CPU kernels, called from JAX through the XLA FFI (corrflow/native/__init__.py builds this file
 // once per machine and registers it; the pure-JAX kernels stay the reference and the fallback): CorrflowStapleForce,
-// CorrflowExpLeft, CorrflowOverrelax, CorrflowHeatbath, CorrflowAlgebraLogj, CorrflowPathSums.
+// CorrflowExpLeft, CorrflowOverrelax, CorrflowHeatbath, CorrflowAlgebraLogj, CorrflowPathSums, CorrflowU1Force.
 //
 // CorrflowStapleForce: F_mu(x) = P_TA[U_mu(x) Sigma_mu(x)] for 4D SU(3) links, Sigma_mu the staple sum weighted by
 // the symmetric (4, 4) plane weights -- the numbers of corrflow.lattice.staple_force_xla up to rounding.
@@ -15,8 +15,8 @@
 //
 // One translation unit (a unity build: the FFI headers are compiled once): the kernels live in the headers
 // simd.h (vectors, matrices, threads, geometry), vmath.h (transcendentals, Threefry), staples.h (links to virtual
-// nodes, staple sums), force.h, exp.h, sweeps.h (over-relaxation and heat bath), jacobian.h and paths.h; this file
-// binds them to XLA's FFI.
+// nodes, staple sums), force.h, exp.h, sweeps.h (over-relaxation and heat bath), jacobian.h, paths.h and u1.h (the
+// U(1) force); this file binds them to XLA's FFI.
 
 #include "exp.h"
 #include "force.h"
@@ -24,6 +24,7 @@
 #include "paths.h"
 #include "simd.h"
 #include "sweeps.h"
+#include "u1.h"
 #include "vmath.h"
 
 namespace ffi = xla::ffi;
@@ -76,4 +77,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CorrflowPathSums, corrflow_native::PathSumsImpl,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::AnyBuffer>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CorrflowU1Force, corrflow_native::U1ForceImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
                                   .Ret<ffi::AnyBuffer>());

@@ -9,30 +9,9 @@
 // JAX); the links are fetched with the CPU's vector gathers where it has them.
 #pragma once
 
-#include <immintrin.h>
-
 #include "simd.h"
 
 namespace corrflow_native {
-
-// lane k <- base[idx[k]] (idx in units of T).
-template <class T, int W>
-inline typename Lanes<T, W>::V gather(const T* base, typename Lanes<T, W>::I32 idx) {
-  using V = typename Lanes<T, W>::V;
-#if defined(__AVX2__)
-  if constexpr (std::is_same_v<T, float> && W == 8) {
-    return reinterpret_cast<V>(_mm256_i32gather_ps(base, reinterpret_cast<__m256i>(idx), 4));
-  }
-#endif
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, double> && W == 8) {
-    return reinterpret_cast<V>(_mm512_i32gather_pd(reinterpret_cast<__m256i>(idx), base, 8));
-  }
-#endif
-  V v;
-  for (int k = 0; k < W; ++k) v[k] = base[idx[k]];
-  return v;
-}
 
 // Lanes k <- the 3x3 complex matrices at the links link[k] of u (or their adjoints).
 template <class T, int W>

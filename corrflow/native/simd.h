@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <utility>
 
+#include <immintrin.h>
 #include <sys/mman.h>
 
 #include "xla/ffi/api/ffi.h"
@@ -107,6 +108,25 @@ template <class T, class V>
 inline void get_lane(const Mat<V>& m, int k, std::complex<T>* dst) {
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j) dst[i * 3 + j] = std::complex<T>(m.re[i][j][k], m.im[i][j][k]);
+}
+
+// lane k <- base[idx[k]] (idx in units of T).
+template <class T, int W>
+inline typename Lanes<T, W>::V gather(const T* base, typename Lanes<T, W>::I32 idx) {
+  using V = typename Lanes<T, W>::V;
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float> && W == 8) {
+    return reinterpret_cast<V>(_mm256_i32gather_ps(base, reinterpret_cast<__m256i>(idx), 4));
+  }
+#endif
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, double> && W == 8) {
+    return reinterpret_cast<V>(_mm512_i32gather_pd(reinterpret_cast<__m256i>(idx), base, 8));
+  }
+#endif
+  V v;
+  for (int k = 0; k < W; ++k) v[k] = base[idx[k]];
+  return v;
 }
 
 // The work items [0, n) over the pool's threads and the caller; returns when every item is done.  Late tasks find

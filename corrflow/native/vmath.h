@@ -16,10 +16,11 @@ template <> struct Poly<double> {
   static constexpr double two_pi_hi = 6.283185307179586, two_pi_lo = 2.4492935982947064e-16;
 };
 
-// x - 2 pi k in [-pi, pi] for x >= 0 (every argument here is), k the nearest integer to x / (2 pi).
+// x - 2 pi k in [-pi, pi], k the nearest integer to x / (2 pi).
 template <class T, class V, class I>
 inline V reduce(V x) {
-  const V t = x * static_cast<T>(1.0 / (2.0 * M_PI)) + static_cast<T>(0.5);
+  const V half = V{} + static_cast<T>(0.5);
+  const V t = x * static_cast<T>(1.0 / (2.0 * M_PI)) + (x < 0 ? -half : half);
   const V k = __builtin_convertvector(__builtin_convertvector(t, I), V);
   return (x - k * Poly<T>::two_pi_hi) - k * Poly<T>::two_pi_lo;
 }

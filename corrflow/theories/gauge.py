@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import lattice
+from .. import lattice, native
 from ..fastmath import cos_poly, sin_poly
 from ..groups import Group, get_group
 
@@ -167,27 +167,45 @@ class WilsonGaugeAction:
         :func:`corrflow.hmc.integrate`): U(1) the plaquette sines ``sin P_{mu nu}(x)``, shape
         ``(*batch, n_planes, L_0, ..., L_{d-1})`` in the order of :func:`corrflow.lattice.planes`; SU(N) nothing
         (``()``).  ``force(u) == force_finish(force_start(u), u)``.  The sines are
-        :func:`corrflow.fastmath.sin_poly` (vectorised by XLA; within 4e-16 of ``sin`` in float64).
+        :func:`corrflow.fastmath.sin_poly` (vectorised by XLA; within 4e-16 of ``sin`` in float64).  On CPUs the
+        native U(1) kernel (:func:`corrflow.native.u1_force`, same polynomial) does all of it in ``force_finish``
+        (then ``()`` here too).
         """
         g = self.group
-        if not g.is_abelian:
+        if not g.is_abelian or native.use_native_u1(u, g):
             return ()
-        return jnp.stack([sin_poly(lattice.plaquette(u, m, n, g)) for m, n in lattice.planes(self.ndim)],
-                         axis=-(self.ndim + 1))
+        return _plaquette_sines(u, g, self.ndim)
 
     def force_finish(self, start: Any, u: Array) -> Array:
         """:meth:`force` from ``start = force_start(u)`` and the links."""
         g = self.group
         b = self.plane_couplings()
-        d = self.ndim
         if g.is_abelian:
-            f = [0.0] * d
-            for k, (m, n) in enumerate(lattice.planes(d)):
-                s = jax.lax.index_in_dim(start, k, axis=start.ndim - (d + 1), keepdims=False)
-                f[m] = f[m] + b[m, n] * (s - lattice.shift(s, n, -1, d, g))
-                f[n] = f[n] - b[m, n] * (s - lattice.shift(s, m, -1, d, g))
-            return jnp.stack(f, axis=-1).astype(u.dtype)
+            if isinstance(start, tuple):  # the native kernel (force_start said so)
+                return native.u1_force(u, b.astype(u.dtype), _u1_force_jax).astype(u.dtype)
+            return _u1_force_from_sines(start, b, self.ndim, g).astype(u.dtype)
         return (lattice.staple_force(u, g, weights=b.astype(u.real.dtype)) / (2.0 * g.N)).astype(u.dtype)
+
+
+def _plaquette_sines(u: Array, g: Group, d: int) -> Array:
+    """U(1): ``sin P_{mu nu}(x)`` of every plane, ``(*batch, n_planes, L_0, ..., L_{d-1})``."""
+    return jnp.stack([sin_poly(lattice.plaquette(u, m, n, g)) for m, n in lattice.planes(d)], axis=-(d + 1))
+
+
+def _u1_force_from_sines(sines: Array, b: Array, d: int, g: Group) -> Array:
+    """U(1) force from the plaquette sines and the plane couplings ``b`` ``(d, d)``."""
+    f = [0.0] * d
+    for k, (m, n) in enumerate(lattice.planes(d)):
+        s = jax.lax.index_in_dim(sines, k, axis=sines.ndim - (d + 1), keepdims=False)
+        f[m] = f[m] + b[m, n] * (s - lattice.shift(s, n, -1, d, g))
+        f[n] = f[n] - b[m, n] * (s - lattice.shift(s, m, -1, d, g))
+    return jnp.stack(f, axis=-1)
+
+
+def _u1_force_jax(u: Array, b: Array) -> Array:
+    """The U(1) force in JAX (the native kernel's derivatives and reference)."""
+    g, d = get_group("u1"), u.shape[-1]
+    return _u1_force_from_sines(_plaquette_sines(u, g, d), b, d, g).astype(u.dtype)
 
 
 jax.tree_util.register_dataclass(
