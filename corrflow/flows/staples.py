@@ -223,10 +223,10 @@ def _factor_links(sites: Array, table: Array, shape: Sequence[int]) -> Array:
 def gathered_staple_sums(u_flat: Array, sites: Array, plan: GatherPlan, group: Group,
                          shape: Sequence[int]) -> list[Array]:
     """Staple sums at ``sites`` ``(n,)`` per loop shape, ``(*batch, n[, N, N])``, from a :class:`GatherPlan`
-    (its ``offsets``, ``nus`` may be traced).  The distinct factors of all staples are fetched with one gather,
-    each shape's staples multiplied as a batch (``L_k - 1`` batched products) and summed; see
-    :func:`staple_sums_at`.  For SU(3) on CPUs the native kernel (:func:`corrflow.native.path_sums`: all shapes in
-    one pass, link indices computed in the kernel) forms the sums, derivatives by this code."""
+    (its ``offsets``, ``nus`` may be traced).  The link indices of the distinct factors are computed once; per loop
+    shape all factors are fetched with one gather, its staples multiplied as a batch (``L_k - 1`` batched products)
+    and summed; see :func:`staple_sums_at`.  For SU(3) on CPUs the native kernel (:func:`corrflow.native.path_sums`:
+    all shapes in one pass, link indices computed in the kernel) forms the sums, derivatives by this code."""
     table = _factor_table(plan, len(shape))
     if not native.use_native_paths(u_flat, group):
         return _factor_sums(u_flat, sites, table, plan, group, shape)

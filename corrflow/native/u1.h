@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <memory>
+#include <new>
 
 #include "simd.h"
 #include "vmath.h"
@@ -65,7 +66,9 @@ ffi::Error u1_force(ffi::ThreadPool& pool, const T* theta, int64_t batch, bool o
   // planar rows with halos: [x_{len-1}, x_0 ... x_{len-1}, x_0, padding to whole vectors]
   const int64_t chunks = (len + W - 1) / W, pitch = chunks * W + 2;
   const int64_t angle_sets = one_theta ? 1 : batch;
-  std::unique_ptr<T[]> angles(new T[angle_sets * d * rows * pitch]), sines(new T[batch * planes * rows * pitch]);
+  std::unique_ptr<T[]> angles(new (std::nothrow) T[angle_sets * d * rows * pitch]);
+  std::unique_ptr<T[]> sines(new (std::nothrow) T[batch * planes * rows * pitch]);
+  if (!angles || !sines) return ffi::Error::Internal("corrflow_u1_force: out of memory");
   auto row_of = [&](T* base, int64_t set, int64_t field, int64_t n_fields, int64_t r) {
     return base + ((set * n_fields + field) * rows + r) * pitch;
   };
@@ -75,6 +78,7 @@ ffi::Error u1_force(ffi::ThreadPool& pool, const T* theta, int64_t batch, bool o
       plane_m[k] = m;
       plane_n[k] = n;
     }
+  std::atomic<bool> failed{false};
   auto halo = [&](T* row) {
     row[0] = row[len];
     row[len + 1] = row[1];
@@ -114,8 +118,12 @@ ffi::Error u1_force(ffi::ThreadPool& pool, const T* theta, int64_t batch, bool o
     thread_local std::unique_ptr<T[]> buf;  // a row of the force, planar
     thread_local int64_t buf_size = 0;
     if (buf_size < d * pitch) {
-      buf.reset(new T[d * pitch]);
-      buf_size = d * pitch;
+      buf.reset(new (std::nothrow) T[d * pitch]);
+      buf_size = buf ? d * pitch : 0;
+      if (!buf) {
+        failed = true;
+        return;
+      }
     }
     for (int64_t r = r0; r < r1; ++r) {
       T* fm = buf.get();
@@ -143,6 +151,9 @@ ffi::Error u1_force(ffi::ThreadPool& pool, const T* theta, int64_t batch, bool o
       else interleave<0>(dst, src, len, d);
     }
   };
+  auto status = [&] {
+    return failed ? ffi::Error::Internal("corrflow_u1_force: out of memory") : ffi::Error::Success();
+  };
   if (batch >= pool.num_threads() || rows < 2) {  // a chain per work item: one pass over the pool
     if (one_theta) planar(0, 0, rows);  // (one field, several couplings)
     parallel_for(pool, batch, [&](int64_t b) {
@@ -150,7 +161,7 @@ ffi::Error u1_force(ffi::ThreadPool& pool, const T* theta, int64_t batch, bool o
       plaquette_sines(b, 0, rows);
       force(b, 0, rows);
     });
-    return ffi::Error::Success();
+    return status();
   }
   // few chains: each pass in parallel over rows (the passes need their neighbour rows)
   const int64_t rows_per_item = std::max<int64_t>(1, 1024 / len);
@@ -164,7 +175,7 @@ ffi::Error u1_force(ffi::ThreadPool& pool, const T* theta, int64_t batch, bool o
   over_rows(angle_sets, planar);
   over_rows(batch, plaquette_sines);
   over_rows(batch, force);
-  return ffi::Error::Success();
+  return status();
 }
 
 ffi::Error U1ForceImpl(ffi::ThreadPool pool, ffi::AnyBuffer theta, ffi::Buffer<ffi::F64> coupling,
