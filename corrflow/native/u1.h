@@ -2,8 +2,8 @@
 // .force for U(1)): for angles theta (*batch, L_0, ..., L_{d-1}, d) and plane couplings b (d, d),
 //   s_mn(x) = sin(theta_m(x) + theta_n(x + m) - theta_m(x + n) - theta_n(x))   (m < n),
 //   F_m(x) = sum_{n > m} b_mn (s_mn(x) - s_mn(x - n)) - sum_{n < m} b_nm (s_nm(x) - s_nm(x - n)),
-// the sines by the polynomial of corrflow.fastmath.sin_poly (vmath.h).  Two passes over rows of the last axis, W
-// sites per vector: the plaquette sines of every plane into scratch memory, then the force.
+// the sines by the polynomial of corrflow.fastmath.sin_poly (vmath.h).  Three passes over rows of the last axis, W
+// sites per vector: the angles into planar rows with halos, the plaquette sines of every plane, then the force.
 #pragma once
 
 #include <cstring>
