@@ -13,17 +13,15 @@
 
 namespace corrflow_native {
 
-// Lanes k <- the 3x3 complex matrices at the links link[k] of u (or their adjoints).
+// Lanes k <- the 3x3 complex matrices at the links link[k] of u.
 template <class T, int W>
-inline void gather_mat(Mat<typename Lanes<T, W>::V>& m, const std::complex<T>* u, typename Lanes<T, W>::I32 link,
-                       bool adj) {
+inline void gather_mat(Mat<typename Lanes<T, W>::V>& m, const std::complex<T>* u, typename Lanes<T, W>::I32 link) {
   const T* base = reinterpret_cast<const T*>(u);
   const typename Lanes<T, W>::I32 off = link * 18;
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j) {
-      const int e = adj ? j * 3 + i : i * 3 + j;
-      m.re[i][j] = gather<T, W>(base + 2 * e, off);
-      m.im[i][j] = adj ? -gather<T, W>(base + 2 * e + 1, off) : gather<T, W>(base + 2 * e + 1, off);
+      m.re[i][j] = gather<T, W>(base + 2 * (i * 3 + j), off);
+      m.im[i][j] = gather<T, W>(base + 2 * (i * 3 + j) + 1, off);
     }
 }
 
@@ -99,7 +97,7 @@ ffi::Error path_sums(ffi::ThreadPool& pool, const std::complex<T>* u, int64_t ba
           site += x * static_cast<int32_t>(stride[a]);
         }
         const int32_t nu = std::clamp<int32_t>(row[d], 0, d - 1);  // JAX's gathers clip; valid plans never reach
-        gather_mat<T, W>(cache[f], ub, site * d + nu, false);
+        gather_mat<T, W>(cache[f], ub, site * d + nu);
         have[f] = true;
       }
       return cache[f];

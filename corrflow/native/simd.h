@@ -92,12 +92,12 @@ inline Mat<V> project_ta(const Mat<V>& p) {
   return f;
 }
 
-// Lane k of m <- the 3x3 complex matrix at src (row-major), or its adjoint.
+// Lane k of m <- the 3x3 complex matrix at src (row-major).
 template <class T, class V>
-inline void set_lane(Mat<V>& m, int k, const std::complex<T>* src, bool adj = false) {
+inline void set_lane(Mat<V>& m, int k, const std::complex<T>* src) {
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j) {
-      const std::complex<T> e = adj ? std::conj(src[j * 3 + i]) : src[i * 3 + j];
+      const std::complex<T> e = src[i * 3 + j];
       m.re[i][j][k] = e.real();
       m.im[i][j][k] = e.imag();
     }

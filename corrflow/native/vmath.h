@@ -6,6 +6,10 @@
 
 namespace corrflow_native {
 
+template <class T> struct Ieee {  // mantissa bits and exponent bias of T
+  static constexpr int mant = sizeof(T) == 4 ? 23 : 52, bias = sizeof(T) == 4 ? 127 : 1023;
+};
+
 template <class T> struct Poly;
 template <> struct Poly<float> {
   static constexpr int n_sin = 7, n_cos = 8;
@@ -84,8 +88,7 @@ inline typename Lanes<T, W>::V vlog(typename Lanes<T, W>::V t) {
   using V = typename Lanes<T, W>::V;
   using I = typename Lanes<T, W>::I;
   using IT = typename Lanes<T, W>::IT;
-  constexpr int mant = sizeof(T) == 4 ? 23 : 52;
-  constexpr int bias = sizeof(T) == 4 ? 127 : 1023;
+  constexpr int mant = Ieee<T>::mant, bias = Ieee<T>::bias;
   const I bits = (I)t;
   I e = ((bits >> mant) & ((IT(1) << (sizeof(T) * 8 - 1 - mant)) - 1)) - bias;
   V m = (V)((bits & ((IT(1) << mant) - 1)) | (IT(bias) << mant));  // in [1, 2)
@@ -126,10 +129,8 @@ inline typename Lanes<T, W>::V vexpm1(typename Lanes<T, W>::V x) {
   const V r = xc - nf * static_cast<T>(M_LN2);  // |r| <= ln 2
   V er = r * 0 + 1;
   for (int j = terms; j >= 1; --j) er = 1 + r * er / static_cast<T>(j);
-  constexpr int mant = sizeof(T) == 4 ? 23 : 52;
-  constexpr int bias = sizeof(T) == 4 ? 127 : 1023;
   const I n = __builtin_convertvector(nf, I);
-  const V scale = (V)((n + IT(bias)) << mant);
+  const V scale = (V)((n + IT(Ieee<T>::bias)) << Ieee<T>::mant);
   return x >= static_cast<T>(-0.5) ? series : er * scale - 1;
 }
 

@@ -182,7 +182,7 @@ class WilsonGaugeAction:
         b = self.plane_couplings()
         if g.is_abelian:
             if isinstance(start, tuple):  # the native kernel (force_start said so)
-                return native.u1_force(u, b.astype(u.dtype), _u1_force_jax).astype(u.dtype)
+                return native.u1_force(u, b.astype(u.dtype), _u1_force_jax)
             return _u1_force_from_sines(start, b, self.ndim, g).astype(u.dtype)
         return (lattice.staple_force(u, g, weights=b.astype(u.real.dtype)) / (2.0 * g.N)).astype(u.dtype)
 
