@@ -47,8 +47,11 @@ def test_unbiased_and_better_for_the_plaquette(u1_theory, configs, exact_u1, kin
     """Exact divergence (plaquette-space field, 2 harmonics), Hutchinson probes (gradient field: h must carry probes
     independent of a_v's, else the product keeps their variance -- measured +4 sigma before that was so) and a
     half-strength field: all unbiased; for the plaquette the second order beats the first (measured 1.7-2.5x with the
-    plaquette-space fields, 1.2x with the gradient field, whose probe noise in h is part of the control variate)."""
-    field = tg.make_field(kind, u1_theory, param="beta", **({"harmonics": 2} if kind == "plaquette" else {}))
+    plaquette-space fields, 1.3x with the gradient field, whose probe noise in h is part of the control variate).  The
+    gradient field takes one probe per configuration: 2.5x cheaper than four, and the bias of shared probes (a
+    product of probe noises) only larger."""
+    opts = {"harmonics": 2} if kind == "plaquette" else {"n_probes": 1}
+    field = tg.make_field(kind, u1_theory, param="beta", **opts)
     first, second, _ = _two_pass(u1_theory, configs, field, scale)
     for name in OBS:
         s = second.estimates[name]["tangent"]
@@ -56,7 +59,7 @@ def test_unbiased_and_better_for_the_plaquette(u1_theory, configs, exact_u1, kin
         assert abs(second.agreement[name].pull(0.0)) < PULL
         assert second.agreement[name].value == pytest.approx(s.value - second.estimates[name]["connected"].value,
                                                              rel=1e-9, abs=1e-12)
-    gain = 1.3 if kind == "plaquette" else 1.05
+    gain = 1.3 if kind == "plaquette" else 1.1
     assert second.reduction["plaquette"] > gain * first.reduction["plaquette"], (first.reduction, second.reduction)
     assert set(second.second_order) == set(OBS) and not first.second_order
 

@@ -181,8 +181,8 @@ def test_held_out_needs_su2_or_su3_and_even_extents():
 def test_anisotropic_flows_and_held_out_divergence():
     """With an anisotropy ``a`` the basis fields come from the flows of the Wilson action with source ``λ = ±a``
     (compared with Euler steps of that action's force), and the held-out field's divergence is its closed form
-    (dense autodiff, SU(2) 2^4: ``V_l`` does not depend on ``U_l``)."""
-    th = make_theory("su2", (2, 2, 2, 2), beta=2.0)
+    (dense autodiff, SU(2) 2^3: ``V_l`` does not depend on ``U_l``)."""
+    th = make_theory("su2", (2, 2, 2), beta=2.0)
     g = th.group
     u = g.random(jax.random.PRNGKey(7), tuple(th.link_index_shape))
     f = tg.SmoothingField(times=(0.05, 0.1), flow_eps=0.05, split=True, anisotropy=0.4)
