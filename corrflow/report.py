@@ -22,11 +22,12 @@ from .compare import ComparisonRow, compare_ensembles, parameter_shift
 from .groups import get_group
 from .stats import format_value_error
 from .summary import common_thermalisation_cut, exact_value
+from .theories import make_theory
 
 __all__ = ["write_report"]
 
 _COLOURS = {"flowed reweighting": "C0", "flowed chain": "C2", "direct reweighting": "C1", "independent": "C3",
-            "tangent": "C4", "connected": "C5"}
+            "tangent": "C4", "tangent (second order)": "C6", "connected": "C5"}
 
 
 def _plt():  # noqa: ANN202
@@ -50,7 +51,7 @@ def _derivative_figure(rows: list[ComparisonRow], obs: str, pname: str, exact: f
         ax.axvline(exact, color="k", ls="--", lw=1, label="exact (finite torus)")
         ax.legend(fontsize=8, loc="best")
     ax.set_xlabel(f"d<{obs}>/d{pname}  (finite difference; tangent and connected: exact derivative estimators)"
-                  if any(r.estimator == "tangent" for r in sel) else f"d<{obs}>/d{pname}  (finite difference)")
+                  if any(r.estimator.startswith("tangent") for r in sel) else f"d<{obs}>/d{pname}  (finite difference)")
     ax.invert_yaxis()
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
@@ -132,11 +133,13 @@ def analysis_sections(store: Any, out: Path, names: Sequence[str] | None = None)
     return lines
 
 
-def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str], out: Path, discard: int = 0
-                  ) -> tuple[list[ComparisonRow], list[str]]:
+def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str], out: Path, discard: int = 0,
+                  second_order: bool = False) -> tuple[list[ComparisonRow], list[str]]:
     """Tangent and connected estimators of ``d<O>/d pname`` on the base ensemble (:mod:`corrflow.tangent`, default
     field, fitted field kept in ``out/tangent_field``) as comparison rows, and the report lines that explain them.
-    Observables the tangent estimator cannot take (not smooth) are listed, not estimated."""
+    ``second_order``: the tangent rows with their second-order control variate
+    (:func:`corrflow.tangent.second_order_estimate`, pure-gauge ensembles).  Observables the tangent estimator
+    cannot take (not smooth) are listed, not estimated."""
     from .pipeline.tangent import derivative_from_store
     from .tangent import observable_function
 
@@ -150,12 +153,17 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
             skipped.append(o)
     if not smooth:
         return [], [f"Tangent-flow estimator: none of {', '.join(observables)} is a smooth observable it takes.", ""]
-    stored = derivative_from_store(store, store.path, base, pname, smooth, out=out / "tangent_field", discard=discard)
+    stored = derivative_from_store(store, store.path, base, pname, smooth, out=out / "tangent_field", discard=discard,
+                                   second_order=second_order)
     res, adjusted = stored.result, stored.cost_adjusted()
-    rows = [ComparisonRow(o, k, base, None, s, s, None, None)
+    label = "tangent (second order)" if second_order else "tangent"
+    rows = [ComparisonRow(o, label if k == "tangent" else k, base, None, s, s, None, None)
             for o in smooth for k, s in res.estimates[o].items() if k in ("tangent", "connected")]
     fit = "/".join(f"{f.reduction:.1f}x" for f in res.fits) or "none"
-    lines = [f"Tangent-flow estimator ({res.field.get('kind')} field; Var[R_v] reduced {fit} per fold) and the "
+    so = (" with its second-order control variate (the identity again with h = R_v: for an observable along the "
+          "action the product (O - <O>)(R_v - <R_v>) becomes (R_v - <R_v>)^2, whose variance falls like Var[R_v]^2)"
+          if second_order else "")
+    lines = [f"Tangent-flow estimator{so} ({res.field.get('kind')} field; Var[R_v] reduced {fit} per fold) and the "
              f"connected estimator -<O dS/d{pname}>_c, both on the base ensemble alone (unbiased, no weights, no "
              "shift; 'difference' and 'd<O>' columns both hold the derivative). Variance reduction of the tangent "
              "estimator against the connected one: "
@@ -173,13 +181,28 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
     return rows, lines
 
 
+def _check_second_order(store: Any, base: str | None, tangent: bool) -> None:
+    """One-line ``ValueError`` where the report cannot carry the second-order control variate."""
+    from .tangent import is_fermion_theory
+
+    if not tangent or base is None:
+        raise ValueError("--second-order adds the control variate to the tangent rows: use it with --base and "
+                         "--tangent")
+    spec = store.spec(base)
+    if is_fermion_theory(make_theory(spec.theory, spec.shape, **spec.params)):
+        raise ValueError(f"--second-order needs v.grad R_v, which with the dynamical quarks of {base!r} would "
+                         "differentiate the fermion traces: pure-gauge ensembles only (leave out --second-order)")
+
+
 def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: str | Path,
                  observables: Sequence[str] = ("plaquette",), analyses: Sequence[str] | None = None,
-                 tangent: bool = False, discard: int | None = 0) -> Path:
+                 tangent: bool = False, discard: int | None = 0, second_order: bool = False) -> Path:
     """Write the report into directory ``out``; return the path of ``report.md``.
 
     With ``base``: the variance-reduction comparison of ``base`` with ``ensembles``; with ``tangent`` also the
-    tangent-flow and connected derivative estimators on ``base`` (pure-gauge ensembles; :mod:`corrflow.tangent`).
+    tangent-flow and connected derivative estimators on ``base`` (pure-gauge ensembles; :mod:`corrflow.tangent`), and
+    with ``second_order`` the tangent rows with their second-order control variate (``ValueError`` before anything is
+    written without ``tangent`` or on an ensemble with dynamical quarks).
     ``discard``: leading trajectories of every chain left out of all of them (``None``: the longest automatic cut of
     the base and the independent ensembles, :func:`corrflow.summary.common_thermalisation_cut`).
     Every analysis result recorded in the store (``python -m analysis.<name> ...``; select with ``analyses``) adds
@@ -187,6 +210,8 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
     """
     from .flows.train import load_checkpoint
 
+    if second_order:
+        _check_second_order(store, base, tangent)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if base is None:
@@ -212,7 +237,7 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
     pname, shift = parameter_shift(bspec.params, store.spec(ensembles[0]).params)
     tangent_lines: list[str] = []
     if tangent:
-        trows, tangent_lines = _tangent_rows(store, base, pname, observables, out, discard)
+        trows, tangent_lines = _tangent_rows(store, base, pname, observables, out, discard, second_order)
         indep = {r.observable: r.derivative.error for r in rows if r.estimator == "independent" and r.derivative}
         rows = rows + [r._replace(variance_reduction=(indep[r.observable] / r.derivative.error) ** 2)
                        if r.observable in indep and r.derivative.error > 0 else r for r in trows]

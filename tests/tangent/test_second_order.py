@@ -143,6 +143,21 @@ def test_cli_second_order_refuses_dynamical_quarks(schwinger_store):
     assert res.exit_code == 2 and "pure-gauge ensembles only" in " ".join(res.output.split()), res.output
 
 
+@pytest.mark.parametrize("store_name,extra,message", [
+    ("u1", [], "use it with --tangent"),
+    ("schwinger", ["--tangent"], "pure-gauge ensembles only"),
+])
+def test_report_second_order_user_errors(u1_store, schwinger_store, tmp_path, store_name, extra, message):
+    """`corrflow report --second-order`: without --tangent, or on an ensemble with dynamical quarks -- one line,
+    exit 2, no report directory (the rows with the control variate: test_cli_derivative.py)."""
+    store, base = (u1_store, ENSEMBLE) if store_name == "u1" else (schwinger_store, "schwinger_4x4_beta2_m0.3")
+    res = runner.invoke(app, ["report", "--store", str(store), "--base", base, base, "--second-order", "--out",
+                              str(tmp_path / "rep"), *extra])
+    lines = [x for x in res.output.strip().splitlines() if x.strip()]
+    assert res.exit_code == 2 and message in " ".join(res.output.split()) and "Traceback" not in res.output, res.output
+    assert len(lines) <= 2 and not (tmp_path / "rep").exists()
+
+
 def test_derived_rows_carry_the_control_variate(u1_theory, configs):
     """A derived row (here the identity of the plaquette column, through the machinery of t0/a^2, w0/a and m_eff@t)
     gets the same second-order estimate and error as the observable's own row; without gamma it is first order."""
