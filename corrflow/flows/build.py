@@ -76,7 +76,8 @@ def make_flow(group: Group | str, shape: Sequence[int], *, loops: Sequence[str] 
     smoothing = check_times(smoothing, smoothing_eps) if len(smoothing) else ()
     if smoothing and (group.is_abelian or group.N not in (2, 3) or degree or net_width or "plaquette" not in loops):
         raise ValueError(f"smoothing terms need SU(2) or SU(3), the plaquette loop shape, degree 0 and no network; got "
-                         f"{group.name}, loops {'+'.join(loops)}, degree {degree}, net_width {net_width}")
+                         f"{group.name}, loops {'+'.join(loops)}, degree {degree}, net_width {net_width} (leave the "
+                         "smoothing times out: --smoothing none)")
     for mu in range(len(shape)):
         layer_masks(shape, mu, loops)  # validates the extents
     return Flow(group, shape, loops, int(n_sweeps), degree, int(net_width), int(net_depth) if net_width else 2,

@@ -102,7 +102,7 @@ def test_bad_smoothing_options():
                         ({"smoothing": (0.1,), "loops": ("rectangle",)}, "plaquette loop")):
         with pytest.raises(ValueError, match=msg):
             make_flow(SUN(3), (4, 4, 4, 4), **kwargs)
-    with pytest.raises(ValueError, match="SU\\(2\\) or SU\\(3\\)"):
+    with pytest.raises(ValueError, match="SU\\(2\\) or SU\\(3\\).*--smoothing none"):
         make_flow(U1(), (4, 4), smoothing=(0.1,))
     with pytest.raises(ValueError, match="takes no"):
         make_flow(U1(), (4, 4), kind="plaquette", smoothing=(0.1,))
