@@ -20,7 +20,12 @@ updates, 3 updates apart).  Every flow has two sweeps of plaquette layers.  Rows
   var(log w) with tied parameters (``optimizer="linear"``, :mod:`corrflow.flows.linear`; ``lbfgs smooth=...`` with
   ``--smoothing-optimizers lbfgs``);
 * ``lbfgs net=w:D``: full-batch L-BFGS, one coefficient per individual staple and site from a periodic CNN of frozen
-  gauge-invariant features (``make_flow(net_width=w, net_depth=D)``, :mod:`corrflow.flows.network`).
+  gauge-invariant features (``make_flow(net_width=w, net_depth=D)``, :mod:`corrflow.flows.network`);
+* ``chain K smooth=..``: with ``--chain K`` (K >= 2), the same smoothing flow as a chain of ``K`` one-sweep flows
+  ``beta -> beta + dbeta/K -> ... -> beta + dbeta``, link ``k`` fitted by Gauss--Newton (``--linear-iters``) on the
+  previous links' images of the training configurations to the variance of the *composite* log-weights (an offset
+  per configuration).  It tests whether a large shift leaves the regime in which the flow's log-weights are linear in
+  the shift: there the chain would gain over one flow.
 
 With ``--valid m > 0`` another ``m`` base configurations (neither trained on nor in the held-out set) select the
 epoch with the smallest var(log w) and stop training after ``--patience`` epochs without improvement
@@ -77,6 +82,52 @@ def held_out(flow, params, base, target, u: np.ndarray) -> tuple[float, float, f
     return float(weight_ess_fraction(lw[None, :])), float(lw.var(ddof=1)), kl
 
 
+def _apply(flow, params, u: np.ndarray, what: int) -> np.ndarray:  # noqa: ANN001
+    """``flow.forward(params, u)[what]`` in batches of 16 (0: the images, 1: log J)."""
+    fn = jax.jit(lambda p, x: flow.forward(p, x)[what])
+    return np.concatenate([np.asarray(fn(params, jnp.asarray(u[i:i + 16]))) for i in range(0, len(u), 16)])
+
+
+def chain_fit(times: tuple[float, ...], base, target, k_links: int, iters: int, train_set: np.ndarray,  # noqa: ANN001
+              held: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A chain of ``k_links`` one-sweep smoothing flows from ``base`` to ``target`` (module docstring): the held-out
+    composite log-weights and each link's parameters."""
+    from corrflow.flows.batches import batches, chunks
+    from corrflow.flows.linear import _logw_and_jacobian, tie_matrix
+
+    def logw(flow, p, a, b, u):  # noqa: ANN001, ANN202
+        return _apply(flow, p, u, 1) - np.asarray(b.action(jnp.asarray(_apply(flow, p, u, 0)))) + np.asarray(
+            a.action(jnp.asarray(u)))
+
+    (name, b0), = [(k, v) for k, v in base.params().items() if v != target.params()[k]]
+    u_tr, u_ho, off_tr, off_ho, a, links = train_set, held, np.zeros(len(train_set)), np.zeros(len(held)), base, []
+    for k in range(k_links):
+        b = base.replace(**{name: b0 + (target.params()[name] - b0) * (k + 1) / k_links})
+        flow = make_flow("su3", base.shape, n_sweeps=1, smoothing=times)
+        p = flow.init_params()
+        tie = tie_matrix(flow, a, b)
+        for _ in range(iters):  # Gauss-Newton on Var(offset + log w_link), step halved while it raises the variance
+            parts = [_logw_and_jacobian(flow, a, b, p, jnp.asarray(tie, p.dtype), x)
+                     for x in batches(u_tr, chunks(len(u_tr), 16))]
+            lw = np.concatenate([np.asarray(x) for x, _ in parts]) + off_tr
+            g = np.concatenate([np.asarray(y) for _, y in parts])
+            gc = g - g.mean(0)
+            sc = np.sqrt(np.maximum(np.mean(gc ** 2, 0), 1e-300))
+            dq = -np.linalg.lstsq(gc / sc, lw - lw.mean(), rcond=1e-10)[0] / sc
+            for _ in range(5):
+                new = p + jnp.asarray((tie @ dq).reshape(p.shape), p.dtype)
+                if np.var(logw(flow, new, a, b, u_tr) + off_tr) < np.var(lw):
+                    p = new
+                    break
+                dq = dq / 2
+        off_tr, off_ho = off_tr + logw(flow, p, a, b, u_tr), off_ho + logw(flow, p, a, b, u_ho)
+        u_tr, u_ho, a = _apply(flow, p, u_tr, 0), _apply(flow, p, u_ho, 0), b
+        links.append(np.asarray(p))
+        print(f"#   chain link {k + 1}/{k_links} (to {name} = {b.params()[name]:g}): held-out var log w of the chain "
+              f"so far {np.var(off_ho, ddof=1):.3f}", flush=True)
+    return off_ho, links
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--L", type=int, default=8)
@@ -98,6 +149,8 @@ def main() -> None:
     ap.add_argument("--valid", type=int, default=0, help="validation configurations for model selection (0: none)")
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--no-adam", action="store_true", help="skip the Adam row")
+    ap.add_argument("--chain", type=int, default=0, help="also each --smoothing flow as a chain of this many flows of "
+                    "dbeta/K each (K >= 2; module docstring)")
     args = ap.parse_args()
     print(f"# {cpu_model()}, {jax.devices()[0].platform}, jax {jax.__version__}; {args.L}^4 SU(3), beta {args.beta}, "
           f"{args.n} train + {args.held} held-out + {args.valid} validation configurations (complex128), "
@@ -138,6 +191,16 @@ def main() -> None:
             runs.append((f"lbfgs net={w}:{dep}", make_flow("su3", base.shape, n_sweeps=args.sweeps, net_width=w,
                                                            net_depth=dep),
                          TrainConfig(epochs=args.iters, batch_size=16, optimizer="lbfgs", patience=pat)))
+        for spec in (x for x in args.smoothing.split(",") if x and args.chain >= 2):
+            t = time.perf_counter()
+            lw, _ = chain_fit(tuple(float(v) for v in spec.split("/")), base, target, args.chain, args.linear_iters,
+                              train_set, held)
+            sec = time.perf_counter() - t
+            ess, var = float(weight_ess_fraction(lw[None, :])), float(lw.var(ddof=1))
+            kl = float(lw.max() + np.log(np.mean(np.exp(lw - lw.max()))) - lw.mean())
+            print(f"{dbeta:6.3f} {f'chain {args.chain} smooth={spec}':>16} {ess:13.3f} {ess / ess_direct:6.2f} "
+                  f"{var:10.3f} {var / var_direct:10.3f} {kl:7.3f} {'':>10} {args.linear_iters:6d} {'-':>6} "
+                  f"{sec:8.0f}", flush=True)
         for label, flow, conf in runs:
             t = time.perf_counter()
             res = train(flow, base, target, train_set, conf, held_out=valid)
