@@ -22,7 +22,6 @@ from .compare import ComparisonRow, compare_ensembles, parameter_shift
 from .groups import get_group
 from .stats import format_value_error
 from .summary import common_thermalisation_cut, exact_value
-from .theories import make_theory
 
 __all__ = ["write_report"]
 
@@ -181,19 +180,6 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
     return rows, lines
 
 
-def _check_second_order(store: Any, base: str | None, tangent: bool) -> None:
-    """One-line ``ValueError`` where the report cannot carry the second-order control variate."""
-    from .tangent import is_fermion_theory
-
-    if not tangent or base is None:
-        raise ValueError("--second-order adds the control variate to the tangent rows: use it with --base and "
-                         "--tangent")
-    spec = store.spec(base)
-    if is_fermion_theory(make_theory(spec.theory, spec.shape, **spec.params)):
-        raise ValueError(f"--second-order needs v.grad R_v, which with the dynamical quarks of {base!r} would "
-                         "differentiate the fermion traces: pure-gauge ensembles only (leave out --second-order)")
-
-
 def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: str | Path,
                  observables: Sequence[str] = ("plaquette",), analyses: Sequence[str] | None = None,
                  tangent: bool = False, discard: int | None = 0, second_order: bool = False) -> Path:
@@ -201,8 +187,9 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
 
     With ``base``: the variance-reduction comparison of ``base`` with ``ensembles``; with ``tangent`` also the
     tangent-flow and connected derivative estimators on ``base`` (pure-gauge ensembles; :mod:`corrflow.tangent`), and
-    with ``second_order`` the tangent rows with their second-order control variate (``ValueError`` before anything is
-    written without ``tangent`` or on an ensemble with dynamical quarks).
+    with ``second_order`` the tangent rows with their second-order control variate (``ValueError`` without
+    ``tangent`` or on an ensemble with dynamical quarks).  Bad input raises before anything is written: ``out`` is
+    created only once the report's content stands.
     ``discard``: leading trajectories of every chain left out of all of them (``None``: the longest automatic cut of
     the base and the independent ensembles, :func:`corrflow.summary.common_thermalisation_cut`).
     Every analysis result recorded in the store (``python -m analysis.<name> ...``; select with ``analyses``) adds
@@ -210,15 +197,16 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
     """
     from .flows.train import load_checkpoint
 
-    if second_order:
-        _check_second_order(store, base, tangent)
+    if second_order and not (tangent and base is not None):
+        raise ValueError("--second-order adds the control variate to the tangent rows: use it with --tangent (and "
+                         "--base)")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if base is None:
         found = store.analyses() if analyses is None else list(analyses)
         if not found:
             raise ValueError(f"nothing to report: no --base ensemble given and no analysis results in {store.path} "
                              "(run e.g. `python -m analysis.mass_dependence --store ...` first)")
+        out.mkdir(parents=True, exist_ok=True)
         lines = ["# corrflow analyses", "",
                  f"Generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} from store "
                  f"`{store.path}`.", ""] + analysis_sections(store, out, found)
@@ -236,11 +224,12 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
     rows = compare_ensembles(store, base, ensembles, observables, discard=discard)
     pname, shift = parameter_shift(bspec.params, store.spec(ensembles[0]).params)
     tangent_lines: list[str] = []
-    if tangent:
+    if tangent:  # (its checks -- e.g. --second-order with dynamical quarks -- come before it writes its checkpoint)
         trows, tangent_lines = _tangent_rows(store, base, pname, observables, out, discard, second_order)
         indep = {r.observable: r.derivative.error for r in rows if r.estimator == "independent" and r.derivative}
         rows = rows + [r._replace(variance_reduction=(indep[r.observable] / r.derivative.error) ** 2)
                        if r.observable in indep and r.derivative.error > 0 else r for r in trows]
+    out.mkdir(parents=True, exist_ok=True)
     figures: list[tuple[str, str]] = []
     for obs in observables:
         ex = None

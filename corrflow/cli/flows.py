@@ -314,8 +314,6 @@ def report(
             raise CLIError("ensembles given without --base; name the base ensemble they are compared with")
         if tangent and base is None:
             raise CLIError("--tangent needs --base: the tangent-flow estimators are computed on the base ensemble")
-        if second_order and not tangent:
-            raise CLIError("--second-order adds the control variate to the tangent rows: use it with --tangent")
         n_discard = discard_option(discard)
         if n_discard != 0 and base is None:
             raise CLIError("--discard applies to the comparison with --base; analysis sections keep their own "

@@ -150,8 +150,18 @@ def test_cli_second_order_refuses_dynamical_quarks(schwinger_store):
 def test_report_second_order_user_errors(u1_store, schwinger_store, tmp_path, store_name, extra, message):
     """`corrflow report --second-order`: without --tangent, or on an ensemble with dynamical quarks -- one line,
     exit 2, no report directory (the rows with the control variate: test_cli_derivative.py)."""
-    store, base = (u1_store, ENSEMBLE) if store_name == "u1" else (schwinger_store, "schwinger_4x4_beta2_m0.3")
-    res = runner.invoke(app, ["report", "--store", str(store), "--base", base, base, "--second-order", "--out",
+    import shutil
+
+    if store_name == "u1":  # (the check comes first: the base compared with itself never gets that far)
+        store, base, other = u1_store, ENSEMBLE, ENSEMBLE
+    else:  # a real comparison, so that the report gets to the tangent rows and their checks
+        store, base, other = tmp_path / "s.zarr", "schwinger_4x4_beta2_m0.3", "schwinger_4x4_beta2_m0.35"
+        shutil.copytree(schwinger_store, store)
+        gen = runner.invoke(app, ["generate", "schwinger", "--beta", "2.0", "--mass", "0.35", "--shape", "4,4", "--n",
+                                  "20", "--chains", "2", "--therm", "5", "--step-size", "0.25", "--n-steps", "4",
+                                  "--store", str(store)])
+        assert gen.exit_code == 0, gen.output
+    res = runner.invoke(app, ["report", "--store", str(store), "--base", base, other, "--second-order", "--out",
                               str(tmp_path / "rep"), *extra])
     lines = [x for x in res.output.strip().splitlines() if x.strip()]
     assert res.exit_code == 2 and message in " ".join(res.output.split()) and "Traceback" not in res.output, res.output
