@@ -92,8 +92,7 @@ def chain_fit(times: tuple[float, ...], base, target, k_links: int, iters: int, 
               held: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """A chain of ``k_links`` one-sweep smoothing flows from ``base`` to ``target`` (module docstring): the held-out
     composite log-weights and each link's parameters."""
-    from corrflow.flows.batches import batches, chunks
-    from corrflow.flows.linear import _logw_and_jacobian, tie_matrix
+    from corrflow.flows.linear import linear_step, tie_matrix
 
     def logw(flow, p, a, b, u):  # noqa: ANN001, ANN202
         return _apply(flow, p, u, 1) - np.asarray(b.action(jnp.asarray(_apply(flow, p, u, 0)))) + np.asarray(
@@ -106,20 +105,9 @@ def chain_fit(times: tuple[float, ...], base, target, k_links: int, iters: int, 
         flow = make_flow("su3", base.shape, n_sweeps=1, smoothing=times)
         p = flow.init_params()
         tie = tie_matrix(flow, a, b)
-        for _ in range(iters):  # Gauss-Newton on Var(offset + log w_link), step halved while it raises the variance
-            parts = [_logw_and_jacobian(flow, a, b, p, jnp.asarray(tie, p.dtype), x)
-                     for x in batches(u_tr, chunks(len(u_tr), 16))]
-            lw = np.concatenate([np.asarray(x) for x, _ in parts]) + off_tr
-            g = np.concatenate([np.asarray(y) for _, y in parts])
-            gc = g - g.mean(0)
-            sc = np.sqrt(np.maximum(np.mean(gc ** 2, 0), 1e-300))
-            dq = -np.linalg.lstsq(gc / sc, lw - lw.mean(), rcond=1e-10)[0] / sc
-            for _ in range(5):
-                new = p + jnp.asarray((tie @ dq).reshape(p.shape), p.dtype)
-                if np.var(logw(flow, new, a, b, u_tr) + off_tr) < np.var(lw):
-                    p = new
-                    break
-                dq = dq / 2
+        for _ in range(iters):  # Gauss-Newton on Var(offset + log w_link)
+            p, _, _ = linear_step(flow, a, b, jnp.asarray(u_tr), p, tie, 16,
+                                  lambda q: logw(flow, q, a, b, u_tr) + off_tr, offset=off_tr)
         off_tr, off_ho = off_tr + logw(flow, p, a, b, u_tr), off_ho + logw(flow, p, a, b, u_ho)
         u_tr, u_ho, a = _apply(flow, p, u_tr, 0), _apply(flow, p, u_ho, 0), b
         links.append(np.asarray(p))

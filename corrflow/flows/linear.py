@@ -71,15 +71,20 @@ def _logw_and_jacobian(flow: Flow, base: Any, target: Any, p: Array, t: Array, u
 
 
 def linear_step(flow: Any, base: Any, target: Any, configs: Array, params: Array, tie: np.ndarray, batch: int,
-                eval_logw: Callable[[Array], np.ndarray]) -> tuple[Array, np.ndarray, bool]:
+                eval_logw: Callable[[Array], np.ndarray], offset: np.ndarray | None = None
+                ) -> tuple[Array, np.ndarray, bool]:
     """One Gauss–Newton step from ``params``: ``(new params, their training log-weights, improved)``.
 
     ``eval_logw(p)`` returns the training log-weights at ``p``; the step is halved while it raises their variance
-    (``improved=False`` and ``params`` unchanged when no halving helps)."""
+    (``improved=False`` and ``params`` unchanged when no halving helps).  ``offset`` ``(n,)``: log-weights of maps
+    applied to the configurations before this flow (a chain of flows), added to this flow's; ``eval_logw`` then
+    returns the sum too."""
     n = configs.shape[0]
     t = jnp.asarray(tie, params.dtype)
     parts = [_logw_and_jacobian(flow, base, target, params, t, x) for x in batches(configs, chunks(n, batch))]
     lw = np.concatenate([np.asarray(a, np.float64) for a, _ in parts])
+    if offset is not None:
+        lw = lw + np.asarray(offset, np.float64)
     g = np.concatenate([np.asarray(b, np.float64) for _, b in parts])
     if not (np.all(np.isfinite(lw)) and np.all(np.isfinite(g))):
         raise FloatingPointError("non-finite log-weights or gradients")
