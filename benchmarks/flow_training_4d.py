@@ -73,18 +73,27 @@ def base_configs(L: int, beta: float, n: int, seed: int = 0) -> np.ndarray:
     return np.concatenate(out)[:n]
 
 
-def held_out(flow, params, base, target, u: np.ndarray) -> tuple[float, float, float]:  # noqa: ANN001
-    """``(ESS fraction, var log w, KL)`` of the weights on the configurations ``u``."""
+def logw_of(flow, params, base, target, u: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """The log-weights of ``flow`` from ``base`` to ``target`` on the configurations ``u``, in batches of 16."""
     fn = jax.jit(lambda p, x: log_weights(flow, p, base, target, x)[0])
-    lw = np.concatenate([np.asarray(fn(params, jnp.asarray(u[i:i + 16]))) for i in range(0, len(u), 16)])
+    return np.concatenate([np.asarray(fn(params, jnp.asarray(u[i:i + 16]))) for i in range(0, len(u), 16)])
+
+
+def weight_figures(lw: np.ndarray) -> tuple[float, float, float]:
+    """``(ESS fraction, var log w, KL)`` of the log-weights ``lw``."""
     m = lw.max()
     kl = float(m + np.log(np.mean(np.exp(lw - m))) - lw.mean())
     return float(weight_ess_fraction(lw[None, :])), float(lw.var(ddof=1)), kl
 
 
-def _apply(flow, params, u: np.ndarray, what: int) -> np.ndarray:  # noqa: ANN001
-    """``flow.forward(params, u)[what]`` in batches of 16 (0: the images, 1: log J)."""
-    fn = jax.jit(lambda p, x: flow.forward(p, x)[what])
+def held_out(flow, params, base, target, u: np.ndarray) -> tuple[float, float, float]:  # noqa: ANN001
+    """``(ESS fraction, var log w, KL)`` of the weights on the configurations ``u``."""
+    return weight_figures(logw_of(flow, params, base, target, u))
+
+
+def _images(flow, params, u: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """``flow.forward(params, u)[0]`` in batches of 16."""
+    fn = jax.jit(lambda p, x: flow.forward(p, x)[0])
     return np.concatenate([np.asarray(fn(params, jnp.asarray(u[i:i + 16]))) for i in range(0, len(u), 16)])
 
 
@@ -93,10 +102,6 @@ def chain_fit(times: tuple[float, ...], base, target, k_links: int, iters: int, 
     """A chain of ``k_links`` one-sweep smoothing flows from ``base`` to ``target`` (module docstring): the held-out
     composite log-weights and each link's parameters."""
     from corrflow.flows.linear import linear_step, tie_matrix
-
-    def logw(flow, p, a, b, u):  # noqa: ANN001, ANN202
-        return _apply(flow, p, u, 1) - np.asarray(b.action(jnp.asarray(_apply(flow, p, u, 0)))) + np.asarray(
-            a.action(jnp.asarray(u)))
 
     (name, b0), = [(k, v) for k, v in base.params().items() if v != target.params()[k]]
     u_tr, u_ho, off_tr, off_ho, a, links = train_set, held, np.zeros(len(train_set)), np.zeros(len(held)), base, []
@@ -107,9 +112,9 @@ def chain_fit(times: tuple[float, ...], base, target, k_links: int, iters: int, 
         tie = tie_matrix(flow, a, b)
         for _ in range(iters):  # Gauss-Newton on Var(offset + log w_link)
             p, _, _ = linear_step(flow, a, b, jnp.asarray(u_tr), p, tie, 16,
-                                  lambda q: logw(flow, q, a, b, u_tr) + off_tr, offset=off_tr)
-        off_tr, off_ho = off_tr + logw(flow, p, a, b, u_tr), off_ho + logw(flow, p, a, b, u_ho)
-        u_tr, u_ho, a = _apply(flow, p, u_tr, 0), _apply(flow, p, u_ho, 0), b
+                                  lambda q: logw_of(flow, q, a, b, u_tr) + off_tr, offset=off_tr)
+        off_tr, off_ho = off_tr + logw_of(flow, p, a, b, u_tr), off_ho + logw_of(flow, p, a, b, u_ho)
+        u_tr, u_ho, a = _images(flow, p, u_tr), _images(flow, p, u_ho), b
         links.append(np.asarray(p))
         print(f"#   chain link {k + 1}/{k_links} (to {name} = {b.params()[name]:g}): held-out var log w of the chain "
               f"so far {np.var(off_ho, ddof=1):.3f}", flush=True)
@@ -184,8 +189,7 @@ def main() -> None:
             lw, _ = chain_fit(tuple(float(v) for v in spec.split("/")), base, target, args.chain, args.linear_iters,
                               train_set, held)
             sec = time.perf_counter() - t
-            ess, var = float(weight_ess_fraction(lw[None, :])), float(lw.var(ddof=1))
-            kl = float(lw.max() + np.log(np.mean(np.exp(lw - lw.max()))) - lw.mean())
+            ess, var, kl = weight_figures(lw)
             print(f"{dbeta:6.3f} {f'chain {args.chain} smooth={spec}':>16} {ess:13.3f} {ess / ess_direct:6.2f} "
                   f"{var:10.3f} {var / var_direct:10.3f} {kl:7.3f} {'':>10} {args.linear_iters:6d} {'-':>6} "
                   f"{sec:8.0f}", flush=True)
