@@ -129,8 +129,7 @@ from corrflow.pipeline import Analysis, run_analysis
 
 from .estimators import (Binning, FHEstimates, TangentSeries, binning, dE_dlambda, gluon_momentum_fraction,
                          tangent_series)
-from .measure import (FHInputs, measure, prepare, tangent_derivatives, tangent_field, tangent_field_terms,
-                      tangent_names)
+from .measure import FHInputs, measure, prepare, tangent_field, tangent_names
 from .record import estimate
 from .render import render
 from .settings import (
@@ -171,8 +170,6 @@ __all__ = [
     "tangent_field",
     "tangent_names",
     "tangent_series",
-    "tangent_field_terms",
-    "tangent_derivatives",
     "theories",
 ]
 

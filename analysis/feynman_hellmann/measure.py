@@ -12,8 +12,7 @@ import numpy as np
 
 from .settings import FHSettings, theories
 
-__all__ = ["FHInputs", "measure", "prepare", "tangent_derivatives", "tangent_field", "tangent_field_terms",
-           "tangent_names"]
+__all__ = ["FHInputs", "measure", "prepare", "tangent_field", "tangent_names"]
 
 _MEASURE_CACHE: dict[int, Callable] = {}
 #: the propagator solver (:func:`corrflow.observables.fermions.propagator`): BiCGStab polished by CG, 2.4x faster
@@ -57,7 +56,7 @@ class FHInputs:
     ``flowed``, ``independent`` (and ``flowed_minus``, ``independent_minus``); ``measurement_costs``: their costs
     summed per kind (``base``, ``flowed``, ``independent``, ``tangent``; ledger definition); ``tangent``: the
     tangent estimator's series on the base configurations (:class:`corrflow.pipeline.TangentMeasurement`, two passes:
-    :func:`tangent_field_terms`, the fit, :func:`tangent_derivatives`; ``None`` with ``tangent = False``) and
+    :func:`corrflow.pipeline.measure_tangent`; ``None`` with ``tangent = False``) and
     ``tangent_field`` the field's description."""
 
     family: Any
@@ -89,38 +88,6 @@ def _tangent_args(s: FHSettings) -> tuple[Any, dict[str, Any]]:
     if s.theory == "schwinger":
         return meas, {"batch": s.tangent_batch}
     return base, {"batch": s.tangent_batch, "valence_mass": float(s.mass)}
-
-
-def tangent_field_terms(s: FHSettings, field: Any, links: np.ndarray, *, seed: int,
-                        progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    """First pass of the tangent estimator on ``links`` ``(n, *link_shape)`` (:func:`corrflow.tangent.field_terms`,
-    parameter ``lam``): ``ds`` ``(n,)`` = ``dS/dlam = O`` and ``a`` ``(n, K)`` = ``v_k.grad S - div v_k``.
-    Configuration ``i`` uses the key ``fold_in(PRNGKey(seed), i)``."""
-    import jax
-
-    from corrflow import tangent as tg
-
-    theory, kw = _tangent_args(s)
-    ds, a = tg.field_terms(field, theory, "lam", np.asarray(links)[None], jax.random.PRNGKey(seed), progress=progress,
-                           **kw)
-    return {"ds": ds[0], "a": a[0]}
-
-
-def tangent_derivatives(s: FHSettings, field: Any, links: np.ndarray, coef: np.ndarray, *, seed: int,
-                        progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    """Second pass on ``links`` ``(n, *link_shape)`` along each configuration's fitted field ``sum_k coef_k v_k``
-    (``coef`` ``(n, K)``; :func:`corrflow.tangent.contracted_derivatives`): ``o`` ``(n, T)`` the pion correlator
-    (``n_sources`` sources, as :func:`measure`), ``dvo`` ``(n, T)`` = ``v.grad C(t)`` (one forward-mode solve per
-    source and spin-colour column instead of one adjoint solve per time slice), ``do`` zeros."""
-    import jax
-
-    from corrflow import tangent as tg
-
-    theory, kw = _tangent_args(s)
-    o, dvo, do = tg.contracted_derivatives(field, theory, "lam", tangent_names(s.T), np.asarray(links)[None],
-                                           jax.random.PRNGKey(seed), np.asarray(coef)[None], progress=progress,
-                                           pion_sources=s.n_sources, **kw)
-    return {"o": o[0], "dvo": dvo[0], "do": do[0]}
 
 
 def prepare(pipe: Any, s: FHSettings) -> FHInputs:
@@ -157,8 +124,8 @@ def prepare(pipe: Any, s: FHSettings) -> FHInputs:
         return FHInputs(fam, corr, src, costs)
     seed = s.ensemble.seed + 3  # the Hutchinson probes (and trace noise): independent of the ensembles' seeds
     tkey = {**key, "estimator": "tangent", "field": fld.describe(), "seed": seed}
-    tan = measure_tangent(pipe, tkey, fam.base.links(),
-                          lambda flat, prog: tangent_field_terms(s, fld, flat, seed=seed, progress=prog),
-                          lambda flat, coef, prog: tangent_derivatives(s, fld, flat, coef, seed=seed, progress=prog))
+    theory, kw = _tangent_args(s)
+    tan = measure_tangent(pipe, tkey, fam.base.links(), theory, fld, "lam", tangent_names(s.T), seed=seed,
+                          pion_sources=s.n_sources, **kw)
     costs["tangent"] = tan.cost
     return FHInputs(fam, corr, src, costs, tan, fld.describe())

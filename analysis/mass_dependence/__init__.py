@@ -109,8 +109,7 @@ from corrflow.pipeline import Analysis, run_analysis
 
 from .estimators import (Estimate, PionFit, TangentSeries, pion_bin_size, pion_mass_estimates, scalar_estimates,
                          tangent_series)
-from .measure import (MassInputs, condensate_and_slope, measure, prepare, tangent_derivatives, tangent_field,
-                      tangent_field_terms, tangent_names)
+from .measure import MassInputs, condensate_and_slope, measure, prepare, tangent_field, tangent_names
 from .record import estimate
 from .render import render
 from .settings import ANALYSIS_NAME, ESTIMATORS, OBSERVABLES, MassSettings, header
@@ -133,8 +132,6 @@ __all__ = [
     "prepare",
     "tangent_field",
     "tangent_names",
-    "tangent_field_terms",
-    "tangent_derivatives",
     "render",
     "run",
     "scalar_estimates",

@@ -5,7 +5,7 @@ Per configuration ``U`` at bare mass ``m`` (:func:`measure`): ``plaquette`` ``<c
 (:func:`condensate_and_slope`), and the pion correlator ``pion`` ``C(t)``, ``t = 0 .. T-1``
 (:func:`corrflow.observables.fermions.pion_correlator`, ``n_sources`` point sources); on the base configurations
 also its mass derivative at fixed links ``dpion_dm`` (the connected dm_pi/dm) and, with ``tangent``, the
-per-configuration series of the tangent-flow estimator (:func:`tangent_field_terms`, :func:`tangent_derivatives`).
+per-configuration series of the tangent-flow estimator (:func:`corrflow.pipeline.measure_tangent`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import numpy as np
 
 from .settings import MassSettings
 
-__all__ = ["MassInputs", "condensate_and_slope", "measure", "prepare", "tangent_derivatives", "tangent_field",
-           "tangent_field_terms", "tangent_names"]
+__all__ = ["MassInputs", "condensate_and_slope", "measure", "prepare", "tangent_field", "tangent_names"]
 
 #: paired measurement sets: (name, theory at m or m + dm, configurations)
 SETS = ("base", "flowed", "direct", "independent")
@@ -109,8 +108,9 @@ class MassInputs:
     ``flowed`` (``f(U_i)`` at ``m + dm``), ``direct`` (``U_i`` at ``m + dm``) and ``independent`` (the ensemble at
     ``m + dm``); ``measurement_costs[set]``: their costs (ledger definition, ``tangent``: the tangent terms);
     ``tangent``: the tangent estimator's series on the base configurations
-    (:class:`corrflow.pipeline.TangentMeasurement`, ``(chains, n, ...)``; two passes, :func:`tangent_field_terms` and
-    :func:`tangent_derivatives`; ``None`` with ``tangent = False``) and ``tangent_field`` the field's description."""
+    (:class:`corrflow.pipeline.TangentMeasurement`, ``(chains, n, ...)``; two passes,
+    :func:`corrflow.pipeline.measure_tangent`; ``None`` with ``tangent = False``) and ``tangent_field`` the field's
+    description."""
 
     family: Any
     measurements: dict[str, dict[str, np.ndarray]]
@@ -141,37 +141,6 @@ def tangent_field(s: MassSettings) -> Any:
     from corrflow import tangent as tg
 
     return tg.make_field("auto", _theory(s), param="mass", observables=tangent_names(s))
-
-
-def tangent_field_terms(s: MassSettings, field: Any, links: np.ndarray, *, seed: int,
-                        progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    """First pass of the tangent estimator of ``d/dm`` on ``links`` ``(n, *link_shape)``
-    (:func:`corrflow.tangent.field_terms`; fermion traces exact on small lattices, stochastic otherwise,
-    :class:`corrflow.tangent.FermionTraces`): ``ds`` ``(n,)`` = ``dS_eff/dm`` and ``a`` ``(n, K)``.  Configuration
-    ``i`` uses ``fold_in(PRNGKey(seed), i)``."""
-    import jax
-
-    from corrflow import tangent as tg
-
-    ds, a = tg.field_terms(field, _theory(s), "mass", np.asarray(links)[None], jax.random.PRNGKey(seed),
-                           batch=s.tangent_batch, progress=progress)
-    return {"ds": ds[0], "a": a[0]}
-
-
-def tangent_derivatives(s: MassSettings, field: Any, links: np.ndarray, coef: np.ndarray, *, seed: int,
-                        progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    """Second pass along each configuration's fitted field (``coef`` ``(n, K)``;
-    :func:`corrflow.tangent.contracted_derivatives`): ``o`` ``(n, n_obs)`` the observables :func:`tangent_names`,
-    ``dvo`` ``(n, n_obs)`` = ``v.grad O``, ``do`` ``(n, n_obs)`` the explicit ``dO/dm`` at fixed links (condensate,
-    pion correlator)."""
-    import jax
-
-    from corrflow import tangent as tg
-
-    o, dvo, do = tg.contracted_derivatives(field, _theory(s), "mass", tangent_names(s), np.asarray(links)[None],
-                                           jax.random.PRNGKey(seed), np.asarray(coef)[None], batch=s.tangent_batch,
-                                           progress=progress, pion_sources=s.n_sources)
-    return {"o": o[0], "dvo": dvo[0], "do": do[0]}
 
 
 def prepare(pipe: Any, s: MassSettings) -> MassInputs:
@@ -211,8 +180,7 @@ def prepare(pipe: Any, s: MassSettings) -> MassInputs:
     tkey = {"analysis": "mass_dependence", "estimator": "tangent", "theory": base.theory_name,
             "params": exact_theory(base).params(), "observables": list(tangent_names(s)), "n_sources": s.n_sources,
             "field": fld.describe(), "seed": seed}
-    tan = measure_tangent(pipe, tkey, base_links,
-                          lambda flat, prog: tangent_field_terms(s, fld, flat, seed=seed, progress=prog),
-                          lambda flat, coef, prog: tangent_derivatives(s, fld, flat, coef, seed=seed, progress=prog))
+    tan = measure_tangent(pipe, tkey, base_links, _theory(s), fld, "mass", tangent_names(s), seed=seed,
+                          pion_sources=s.n_sources, batch=s.tangent_batch)
     costs["tangent"] = tan.cost
     return MassInputs(fam, meas, costs, tan, fld.describe())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -76,23 +76,40 @@ class TangentMeasurement:
     cost: float = 0.0
 
 
-def measure_tangent(pipe: Pipeline, key: dict[str, Any], links: np.ndarray,
-                    field_terms: Callable[[np.ndarray, Any], dict[str, np.ndarray]],
-                    derivatives: Callable[[np.ndarray, np.ndarray, Any], dict[str, np.ndarray]], *,
-                    n_folds: int = 2, held_out: float = 0.25) -> TangentMeasurement:
-    """The tangent estimator's series on ``links`` ``(chains, n, ...)`` in two cached passes
-    (:meth:`Pipeline.measure_arrays`, stages ``tangent field terms`` and ``tangent derivatives``):
-    ``field_terms(flat, progress)`` -> ``{"ds", "a"}`` (:func:`corrflow.tangent.field_terms`); the field fitted by
+def measure_tangent(pipe: Pipeline, key: dict[str, Any], links: np.ndarray, theory: Any, field: Any, param: str,
+                    observables: Sequence[str], *, seed: int, pion_sources: int = 1, n_folds: int = 2,
+                    held_out: float = 0.25, **options: Any) -> TangentMeasurement:
+    """The tangent estimator of ``d<O>/d param`` on ``links`` ``(chains, n, ...)`` in two cached passes
+    (:meth:`Pipeline.measure_arrays`, stages ``tangent field terms`` and ``tangent derivatives``): the terms of
+    ``field`` (:func:`corrflow.tangent.field_terms`: ``∂_α S`` and ``v_k·∇S − ∇·v_k``), the field fitted by
     cross-fitted least squares of ``Var[R_v]`` (:func:`corrflow.tangent.cross_fit`: no configuration enters its own
-    coefficients); then ``derivatives(flat, coef, progress)`` -> ``{"o", "dvo", "do"}`` along each configuration's
-    field (:func:`corrflow.tangent.contracted_derivatives`; ``coef`` ``(N, K)`` chain-major like ``flat``).  The second
-    pass is cached under the fitted coefficients as well as ``key``."""
-    from ..tangent import cross_fit
+    coefficients), then ``observables`` with ``v·∇O`` along each configuration's field and the explicit ``∂_α O``
+    (:func:`corrflow.tangent.contracted_derivatives`, ``pion_sources`` point sources for ``pion@T``).  Configuration
+    ``i`` (chain-major) uses the key ``fold_in(PRNGKey(seed), i)``; ``options`` (``batch``, ``traces``,
+    ``valence_mass``) go to both passes.  ``theory``: the theory whose action the field follows (with dynamical
+    quarks their determinant enters ``v·∇S``).  The second pass is cached under the fitted coefficients as well as
+    ``key``."""
+    import jax
+
+    from .. import tangent as tg
+
+    names = tuple(observables)
+
+    def field_terms(flat: np.ndarray, progress: Any) -> dict[str, np.ndarray]:
+        ds, a = tg.field_terms(field, theory, param, np.asarray(flat)[None], jax.random.PRNGKey(seed),
+                               progress=progress, **options)
+        return {"ds": ds[0], "a": a[0]}
+
+    def derivatives(flat: np.ndarray, coef: np.ndarray, progress: Any) -> dict[str, np.ndarray]:
+        o, dvo, do = tg.contracted_derivatives(field, theory, param, names, np.asarray(flat)[None],
+                                               jax.random.PRNGKey(seed), np.asarray(coef)[None], progress=progress,
+                                               pion_sources=pion_sources, **options)
+        return {"o": o[0], "dvo": dvo[0], "do": do[0]}
 
     ft, c1 = pipe.measure_arrays({**key, "pass": "field"}, links, field_terms, stage="tangent field terms")
     ds, a = np.asarray(ft["ds"], float), np.asarray(ft["a"], float)
     t0 = time.perf_counter()
-    fits, coef = cross_fit(a, ds, n_folds=n_folds, held_out=held_out) if a.shape[-1] else ([], np.zeros(a.shape))
+    fits, coef = tg.cross_fit(a, ds, n_folds=n_folds, held_out=held_out) if a.shape[-1] else ([], np.zeros(a.shape))
     fit_s = time.perf_counter() - t0
     flat_coef = coef.reshape((-1, coef.shape[-1]))
     dk = {**key, "pass": "contracted", "coef": [f.coef.tolist() for f in fits], "n_folds": n_folds,
