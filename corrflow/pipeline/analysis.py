@@ -87,8 +87,9 @@ def measure_tangent(pipe: Pipeline, key: dict[str, Any], links: np.ndarray, theo
     (:func:`corrflow.tangent.contracted_derivatives`, ``pion_sources`` point sources for ``pion@T``).  Configuration
     ``i`` (chain-major) uses the key ``fold_in(PRNGKey(seed), i)``; ``options`` (``batch``, ``traces``,
     ``valence_mass``) go to both passes.  ``theory``: the theory whose action the field follows (with dynamical
-    quarks their determinant enters ``v·∇S``).  The second pass is cached under the fitted coefficients as well as
-    ``key``."""
+    quarks their determinant enters ``v·∇S``).  ``key``: the cache key of the first pass -- it must identify the
+    configurations, the theory, the field, the observables, the options and the seed; the second pass is cached under
+    the fitted coefficients as well."""
     import jax
 
     from .. import tangent as tg
