@@ -42,11 +42,10 @@ from benchmarks._machine import cpu_model  # noqa: E402
 from benchmarks.tangent import timed_generate  # noqa: E402
 from corrflow import lattice, make_theory  # noqa: E402
 from corrflow import tangent as tg  # noqa: E402
-from corrflow.groups import dagger, matmul, trace  # noqa: E402
+from corrflow.groups import trace  # noqa: E402
 from corrflow.heatbath import HeatbathConfig  # noqa: E402
 from corrflow.observables.gradient_flow import flow_step  # noqa: E402
 from corrflow.stats import gamma_method  # noqa: E402
-from corrflow.tangent.core import casimir  # noqa: E402
 
 
 def per_configuration(theory, field, smear: float, smear_eps: float = 0.05):  # noqa: ANN001, ANN201
@@ -68,9 +67,8 @@ def per_configuration(theory, field, smear: float, smear_eps: float = 0.05):  # 
 
     def one(u: jax.Array):  # noqa: ANN202
         v = field.held_out_flowed(u, theory)  # (K, *u.shape): V_l independent of U_l
-        x = g.algebra_coords(g.project_algebra(matmul(v, dagger(u))))  # (K, *sites, d, n_gen)
-        a = jnp.sum(x * tg.gradient(theory.action, u, g), -1) \
-            + 2.0 * casimir(g) * jnp.real(trace(matmul(v, dagger(u))))  # minus the exact per-link divergence
+        x = field.basis(v, u, theory)  # (K, *sites, d, n_gen)
+        a = jnp.sum(x * tg.gradient(theory.action, u, g), -1) - field.link_divergence(v, u, theory)
         w0 = jnp.zeros(a.shape[1:] + (g.n_generators,), a.dtype)  # one forward pass, a pullback per timeslice
         o, pull = jax.vjp(lambda w: o_vec(tg.lift(w, u, g)), w0)
         grads = jax.vmap(pull)(jnp.eye(theory.shape[0], dtype=o.dtype))[0]

@@ -210,30 +210,42 @@ class SmoothingField:
     def _smoothed(self, u: Array, theory: Any) -> Array:
         return self.held_out_flowed(u, theory) if self.held_out else self.flowed(u, theory)
 
+    def basis(self, v: Array, u: Array, theory: Any) -> Array:
+        """The basis fields at ``u`` given its smoothed links ``v`` (:meth:`flowed` or :meth:`held_out_flowed`, ``(K,
+        *u.shape)``), shape ``(n_coef, *coords_shape)``."""
+        return self._expand(self._coords(v, u, theory))
+
     def field_coords(self, u: Array, theory: Any) -> Array:
         """The basis fields at ``u``, shape ``(n_coef, *coords_shape)``."""
-        return self._expand(self._coords(self._smoothed(u, theory), u, theory))
+        return self.basis(self._smoothed(u, theory), u, theory)
 
     def vectors(self, u: Array, theory: Any) -> Array:
         return self.field_coords(u, theory)
 
-    def explicit_divergence(self, v: Array, u: Array, theory: Any) -> Array:
-        """``D_k = Σ_l −2 C_F Re tr(V_l U_l^†)`` (U(1): ``−Σ_l cos(θ_V − θ_U)``), shape ``(n_coef,)``."""
+    def link_divergence(self, v: Array, u: Array, theory: Any) -> Array:
+        """The divergence at fixed ``V`` link by link, ``−2 C_F Re tr(V_l U_l^†)`` (U(1): ``−cos(θ_V − θ_U)``), of
+        each basis field (``v`` as for :meth:`basis`), shape ``(n_coef, L_0, ..., L_{d-1}, d)``; with ``held_out`` the
+        whole divergence of the basis fields restricted to any set of links."""
         g = theory.group
         per_link = -jnp.cos(v - u) if g.is_abelian else -2.0 * casimir(g) * jnp.real(trace(matmul(v, dagger(u))))
-        per_link = self._expand(per_link[..., None])[..., 0]  # (n_coef, L_0, ..., d)
+        return self._expand(per_link[..., None])[..., 0]
+
+    def explicit_divergence(self, v: Array, u: Array, theory: Any) -> Array:
+        """``D_k = Σ_l −2 C_F Re tr(V_l U_l^†)`` (:meth:`link_divergence` summed over the links), shape
+        ``(n_coef,)``."""
+        per_link = self.link_divergence(v, u, theory)
         return jnp.sum(per_link, axis=tuple(range(1, per_link.ndim)))
 
     def terms(self, u: Array, theory: Any, obs_vec: Callable[[Array], Array], key: Array) -> tuple[Array, Array]:
         g = theory.group
         v = self._smoothed(u, theory)
-        x = self._expand(self._coords(v, u, theory))
+        x = self.basis(v, u, theory)
         g_s = gradient(theory.action, u, g)
         vs = jnp.sum(x * g_s, axis=tuple(range(1, x.ndim)))
         direct = self.explicit_divergence(v, u, theory)
         b = directional_derivatives(obs_vec, u, x, g)  # (K, n_obs)
         if self.held_out:  # V_l does not depend on U_l: the divergence is the closed form alone
             return vs - direct, b.T
-        through_flow = divergence_hutchinson(lambda uu: self._expand(self._coords(self.flowed(uu, theory), u, theory)),
+        through_flow = divergence_hutchinson(lambda uu: self.basis(self.flowed(uu, theory), u, theory),
                                              u, g, key, self.n_probes, self.probes, self.probe_period).mean(0)
         return vs - (direct + through_flow), b.T
