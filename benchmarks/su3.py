@@ -24,7 +24,7 @@ the current XLA kernel (:func:`corrflow.lattice.staple_force_xla`), on CPUs with
 (:mod:`corrflow.native`, what ``corrflow`` runs by default there), and with ``--pallas`` the fused Pallas kernel
 (:mod:`corrflow.pallas_force`), in the same run; the ``vs ref`` column is reference time / kernel time (> 1:
 faster), and each kernel's force is compared with the reference's (``max |F - F_ref| / max |F_ref|``).  The
-SU(3) exponential row's reference is the libm form of the same formula (``groups._exp_su3(x, libm=True)``).  The process
+SU(3) exponential row's reference is the libm form of the same formula (``matrices.exp_su3(x, libm=True)``).  The process
 allocator is tuned as in the ``corrflow`` command line (:func:`corrflow.runtime.tune_allocator`);
 ``--default-malloc`` keeps glibc's defaults, to measure what the allocator alone does.
 """
@@ -43,7 +43,7 @@ import numpy as np
 from _machine import cpu_model
 
 import corrflow  # noqa: F401  (x64 on)
-from corrflow import groups, hmc, lattice, native, pallas_force
+from corrflow import groups, hmc, lattice, matrices, native, pallas_force
 from corrflow.flows import make_flow
 from corrflow.observables import gradient_flow as gf
 from corrflow.theories import WilsonGaugeAction
@@ -214,8 +214,8 @@ def main() -> None:
         # the SU(3) exponential of a link update (HMC drift, Wilson-flow step): polynomial sines and a Newton cube root
         # against the libm formula it replaced (issue 16), as exp(X) U for X = 0.1 P_TA(U)
         x_alg = 0.1 * th.group.project_algebra(u)
-        exp_new = jax.jit(lambda xx, uu: groups.matmul(groups._exp_su3(xx), uu))
-        exp_ref = jax.jit(lambda xx, uu: groups.matmul(groups._exp_su3(xx, libm=True), uu))
+        exp_new = jax.jit(lambda xx, uu: groups.matmul(matrices.exp_su3(xx), uu))
+        exp_ref = jax.jit(lambda xx, uu: groups.matmul(matrices.exp_su3(xx, libm=True), uu))
         t_exp_ref = _timeit(exp_ref, x_alg, u)
         rows.append(("exp(X) U (SU(3) exponential)", _timeit(exp_new, x_alg, u), 3, "updates", t_exp_ref))
         if native.use_native_exp(x_alg, u, th.group):

@@ -49,16 +49,16 @@ def test_exp_su3_matches_libm_reference_values_and_gradients():
     rounding, and the same derivatives along the algebra (flows differentiate through it; the Cayley–Hamilton form
     holds on su(3) only -- ``det Q`` and ``tr Q^3 / 3`` agree there, not off it -- so only those directions mean
     anything, and every caller reaches the exponential through ``P_TA``)."""
-    from corrflow.groups import _exp_su3
+    from corrflow.matrices import exp_su3
 
     g = SUN(3)
     x = g.random_algebra(jax.random.PRNGKey(4), (128,)) * 0.7
-    np.testing.assert_allclose(_exp_su3(x), _exp_su3(x, libm=True), atol=2e-15)
-    f = lambda y, libm: jnp.sum(jnp.real(_exp_su3(y, libm) * jnp.conj(jnp.flip(y, 0))))  # noqa: E731
+    np.testing.assert_allclose(exp_su3(x), exp_su3(x, libm=True), atol=2e-15)
+    f = lambda y, libm: jnp.sum(jnp.real(exp_su3(y, libm) * jnp.conj(jnp.flip(y, 0))))  # noqa: E731
     np.testing.assert_allclose(g.project_algebra(jax.grad(f)(x, False)), g.project_algebra(jax.grad(f)(x, True)),
                                atol=1e-13)
     dx = g.random_algebra(jax.random.PRNGKey(5), (128,))
-    tangents = [jax.jvp(lambda y: _exp_su3(y, libm), (x,), (dx,))[1] for libm in (False, True)]
+    tangents = [jax.jvp(lambda y: exp_su3(y, libm), (x,), (dx,))[1] for libm in (False, True)]
     np.testing.assert_allclose(tangents[0], tangents[1], atol=1e-13)
     # P_TA in front, as every caller has it: the full gradients agree
     h = lambda m, libm: f(g.project_algebra(m), libm)  # noqa: E731

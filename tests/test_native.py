@@ -119,7 +119,7 @@ def test_native_exp_left_matches_the_jax_kernel_and_libm():
     over five decades of ``|X|`` (the Taylor branch below ``c1 = 1e-3`` included), with a count of matrices that is
     not a multiple of the 8 lanes; unitary to rounding; under ``vmap`` and in forward / reverse mode the JAX
     kernel's numbers and derivatives.  Negative control: ``exp(X)`` and ``exp(-X)`` differ."""
-    from corrflow.groups import _exp_su3, matmul
+    from corrflow.matrices import exp_su3, matmul
 
     u = G.random(jax.random.PRNGKey(4), (2, 13, 3))
     for scale in (1e-3, 0.05, 0.5, 2.0, 10.0):
@@ -129,13 +129,13 @@ def test_native_exp_left_matches_the_jax_kernel_and_libm():
             assert native.use_native_exp(xx, uu, G)
             got = jax.jit(G.exp_left)(xx, uu)
             assert got.dtype == dtype
-            lib = matmul(_exp_su3(x, libm=True), u)
+            lib = matmul(exp_su3(x, libm=True), u)
             assert float(jnp.max(jnp.abs(got - lib))) < tol * max(1.0, scale)
-            assert float(jnp.max(jnp.abs(got - matmul(_exp_su3(xx), uu)))) < tol * max(1.0, scale)
+            assert float(jnp.max(jnp.abs(got - matmul(exp_su3(xx), uu)))) < tol * max(1.0, scale)
             assert float(G.unitarity_violation(got.astype(jnp.complex128))) < 10 * tol * max(1.0, scale)
         assert float(jnp.max(jnp.abs(G.exp_left(x, u) - G.exp_left(-x, u)))) > 0.1 * min(scale, 1.0)
     x = 0.5 * G.random_algebra(jax.random.PRNGKey(3), (2, 13, 3))
-    ref = lambda a, b: matmul(_exp_su3(a), b)  # noqa: E731
+    ref = lambda a, b: matmul(exp_su3(a), b)  # noqa: E731
     np.testing.assert_allclose(np.asarray(jax.vmap(G.exp_left)(x, u)), np.asarray(ref(x, u)), atol=4e-15)
     t = 0.3 * G.random_algebra(jax.random.PRNGKey(9), x.shape[:-2])
     np.testing.assert_allclose(np.asarray(jax.jvp(G.exp_left, (x, u), (t, t))[1]),

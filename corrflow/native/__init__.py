@@ -10,7 +10,7 @@ draws and the layers' 8x8 Jacobian algebra stay far from the hardware in every f
   vector ("virtual nodes": the lanes hold sites ``L / W`` apart along one axis, so every shift is a whole vector,
   across the edge of a lane's range a rotation of the lanes); the links are read once, only the force is written.
 * ``corrflow_exp_left`` -- :func:`exp_left`, ``exp(X) U`` of SU(3) (:meth:`corrflow.groups.SUN.exp_left`; the
-  formula and polynomials of ``groups._exp_su3``), 8 matrices per vector.
+  formula and polynomials of ``matrices.exp_su3``), 8 matrices per vector.
 * ``corrflow_overrelax`` / ``corrflow_heatbath`` -- :func:`overrelax_sweep` / :func:`heatbath_sweep`, the sweeps
   of :mod:`corrflow.heatbath` on the virtual nodes, in place; the heat bath with its own Threefry-2x32 stream.
 * ``corrflow_algebra_logj`` -- :func:`algebra_and_logj`, the residual layers' ``(g, log J)`` per link
@@ -285,7 +285,7 @@ def staple_force(u: Array, group, weights: Array | None = None,  # noqa: ANN001
 
 def exp_left(x: Array, u: Array, derivative: Callable[[Array, Array], Array]) -> Array:
     """``exp(X) U`` for su(3) elements ``X`` and SU(3) matrices ``U`` (``(..., 3, 3)``, one shape) by the native
-    kernel: the formula of :func:`corrflow.groups._exp_su3` (same polynomials) on 8 matrices per vector;
+    kernel: the formula of :func:`corrflow.matrices.exp_su3` (same polynomials) on 8 matrices per vector;
     ``derivative(x, u)`` (the JAX kernel) gives the derivatives (``custom_jvp``)."""
 
     @jax.custom_jvp
