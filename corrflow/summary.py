@@ -92,10 +92,11 @@ def ensemble_summary(store: Any, name: str, discard: int = 0) -> list[SummaryRow
     spec = store.spec(name)
     if discard < 0:
         raise ValueError(f"--discard must be >= 0, got {discard}")
-    if ds.sizes["traj"] - discard < 10:
-        raise ValueError(f"ensemble {name!r} has {ds.sizes['traj']} trajectories per chain"
-                         + (f", {ds.sizes['traj'] - discard} after discarding {discard}" if discard else "")
-                         + "; need at least 10 for errors")
+    n = int(ds.sizes["traj"])
+    if n - discard < 10:
+        left = f", {n - discard} after discarding {discard}" if 0 < discard < n else ""
+        fix = f"; use --discard {max(n - 10, 0)} or less" if discard and n >= 10 else "; generate more with --resume"
+        raise ValueError(f"ensemble {name!r} has {n} trajectories per chain{left}: need at least 10 for errors{fix}")
     ds = ds.isel(traj=slice(discard, None))
     vol = int(np.prod(spec.shape))
     rows = []

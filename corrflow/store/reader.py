@@ -43,6 +43,27 @@ def _valid_commit(c: Any) -> bool:
     return isinstance(c, dict) and all(isinstance(c.get(k), int) for k in ("committed", "next_traj")) and "phase" in c
 
 
+def _inside_store_hint(path: str) -> str:
+    """For a local ``path`` below the root of a corrflow store (an ensemble's group, one of its arrays, the lock area):
+    a one-line error that names the store and what to pass instead; ``""`` otherwise."""
+    import json
+
+    p = Path(path).absolute()
+    for parent in list(p.parents)[:4]:
+        try:
+            attrs = json.loads((parent / "zarr.json").read_text()).get("attributes", {})
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(attrs, dict) and isinstance(attrs.get("corrflow"), dict):
+            rel = p.relative_to(parent).parts
+            store = os.path.relpath(parent) if not os.path.isabs(path) else str(parent)
+            ensemble = not rel[0].startswith("_") and (parent / rel[0] / "zarr.json").is_file()
+            what = f"is the ensemble {rel[0]!r} of" if ensemble and len(rel) == 1 else "lies inside"
+            hint = f" and the ensemble name {rel[0]!r}" if ensemble else " (a store cannot hold another store)"
+            return f"{path} {what} the corrflow store {store}: pass the store path {store}{hint}"
+    return ""
+
+
 class EnsembleStore:
     """A corrflow ensemble store.
 
@@ -64,6 +85,9 @@ class EnsembleStore:
         fresh = False
         if self.is_local:
             p = Path(self.path)
+            inside = _inside_store_hint(self.path)  # before anything is created: never a store inside a store
+            if inside:
+                raise StoreError(inside)
             if p.exists() and not p.is_dir():
                 raise StoreError(f"{self.path} is a file, not a store directory; pass a directory path such as runs.zarr")
             fresh = (not p.exists()) or (p.is_dir() and not any(p.iterdir()))

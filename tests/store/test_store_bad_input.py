@@ -122,6 +122,22 @@ def test_bad_missing_store_path(tmp_path):
     assert not path.exists()
 
 
+def test_bad_path_inside_a_store(store_copy):
+    """An ensemble's directory, one of its arrays, the lock area or a new path below the store root given as the
+    store: one line naming the store (and the ensemble) to pass instead; nothing is created inside the store (a
+    new path there used to become a store inside the store)."""
+    ens = store_copy / "base"
+    for mode in ("a", "r"):
+        refused(store_copy, StoreError, r"is the ensemble 'base' of the corrflow store .*: pass the store path "
+                r".* and the ensemble name 'base'", lambda: open_store(ens, mode))
+    cli_refused(store_copy, r"lies inside the corrflow store .* and the ensemble name 'base'", "verify", ens / "links")
+    cli_refused(store_copy, r"lies inside the corrflow store .*a store cannot hold another store", "info",
+                store_copy / "_corrflow")
+    cli_refused(store_copy, r"nested lies inside the corrflow store", "generate", "u1", "--beta", 1, "--shape", "4,4",
+                "--n", 2, "--store", store_copy / "nested")
+    assert not (store_copy / "nested").exists()
+
+
 def test_bad_mode(store_copy):
     refused(store_copy, StoreError, r"mode must be 'r' or 'a', got 'w'", lambda: open_store(store_copy, "w"))
 
