@@ -199,7 +199,8 @@ def correlate(
     name: str = typer.Option(..., help="name of the flowed ensemble to write"),
     flow: Optional[Path] = typer.Option(None, help="flow checkpoint directory (from `corrflow train`)"),
     identity: bool = typer.Option(False, "--identity", help="identity flow: direct reweighting baseline (needs --to)"),
-    to: List[str] = typer.Option([], help="target parameters for --identity, e.g. beta=2.2"),
+    to: List[str] = typer.Option([], help="target parameters, e.g. beta=2.2: needed with --identity; with --flow "
+                                          "checked against the flow's target"),
     batch: int = typer.Option(64, help="base configurations per batch (and per stored chunk)"),
     seed: int = typer.Option(0, help="seed of the flowed Metropolis chain"),
 ) -> None:
@@ -222,7 +223,8 @@ def correlate(
             if identity:
                 res = direct_to_store(st, from_, name, _parse_assignments(to), batch=batch, seed=seed, progress=prog)
             else:
-                res = correlate_to_store(st, from_, name, checkpoint=flow, batch=batch, seed=seed, progress=prog)
+                res = correlate_to_store(st, from_, name, checkpoint=flow, batch=batch, seed=seed, progress=prog,
+                                         target_params=_parse_assignments(to) if to else None)
         console.print(f"[green]done[/] {res.name}: +{res.n_new} -> {res.committed} paired configurations per chain, "
                       f"weight ESS {res.weight_ess_fraction:.3f}, flowed-chain acceptance {res.acceptance:.3f}, "
                       f"log<w> {res.log_mean_weight:.5f}")

@@ -30,7 +30,8 @@ class CorrelateSummary(NamedTuple):
 
 
 def correlate_to_store(store: Any, base_name: str, name: str, *, checkpoint: Any = None, batch: int = 64,
-                       seed: int = 0, progress: Callable[[int, int], None] | None = None) -> CorrelateSummary:
+                       seed: int = 0, progress: Callable[[int, int], None] | None = None,
+                       target_params: dict[str, float] | None = None) -> CorrelateSummary:
     """Write the flowed ensemble ``name`` of base ensemble ``base_name``: ``f(U_i)`` for every stored base
     configuration, with ``log_weight``, ``log_jacobian``, the pairing (``source_chain``, ``source_traj``;
     the ``traj`` coordinate is the base's) and the base's observables measured on ``f(U_i)``.
@@ -40,10 +41,20 @@ def correlate_to_store(store: Any, base_name: str, name: str, *, checkpoint: Any
     ``checkpoint``: a flow checkpoint directory (see :mod:`corrflow.flows.train`); for the identity flow
     (direct reweighting) use :func:`direct_to_store`.  A flow trained on another volume is applied with
     the same parameters (volume transfer).  Resumable: continues after the committed configurations.
+    ``target_params`` (e.g. ``{"beta": 2.2}``): the parameters the caller expects the flowed ensemble at, checked
+    against the flow's target (``ValueError`` naming both if they differ: a flow maps onto its own target only).
     """
     from ..flows.train import load_checkpoint
 
     ck = load_checkpoint(checkpoint)
+    if target_params:
+        have = ck["target"].params()
+        wrong = {k: v for k, v in target_params.items() if k not in have or float(have[k]) != float(v)}
+        if wrong:
+            asked = ", ".join(f"{k}={v:g}" for k, v in wrong.items())
+            flows_to = ", ".join(f"{k}={have[k]:g}" for k in wrong if k in have)
+            raise ValueError(f"the flow {checkpoint} maps onto {flows_to}, not {asked}: train a flow to {asked} "
+                             "(corrflow train --to ...), or leave out --to")
     return _correlate(store, base_name, name, ck["flow"], ck["params"], ck["base"], ck["target"], ck["id"],
                       str(checkpoint), batch, seed, progress)
 

@@ -58,6 +58,16 @@ def test_correlate_with_a_damaged_checkpoint(store_copy, flow_ckpt):
     cli_refused(store_copy, r"no flow checkpoint at .*flow \(checkpoint\.json missing\)", *args)
 
 
+def test_correlate_to_a_target_the_flow_does_not_map_onto(store_copy, flow_ckpt):
+    """`correlate --flow F --to beta=2.3` for a flow trained to beta = 2.1 is refused (it used to write the
+    ensemble at 2.1 and ignore --to); --to equal to the flow's target is accepted."""
+    args = ("correlate", "--store", store_copy, "--from", "base", "--flow", flow_ckpt, "--name", "fl")
+    cli_refused(store_copy, r"maps onto beta=2\.1, not beta=2\.3: train a flow to beta=2\.3", *args, "--to",
+                "beta=2.3")
+    code, out = cli(*args, "--to", "beta=2.1,xi=1")
+    assert code == 0, out
+
+
 def test_correlate_with_a_truncated_or_missing_legacy_arrays_npz(store_copy, flow_ckpt):
     """Checkpoints written before the atomic layout: checkpoint.json holding the metadata, arrays.npz beside it."""
     version = next(p for p in flow_ckpt.iterdir() if p.name.startswith("v"))
