@@ -85,7 +85,12 @@ def scales_from_store(store: Any, name: str, *, definition: str = "clover", t0_r
         raise ValueError(f"unknown E(t) definition {definition!r}; use 'clover' or 'plaquette'")
     ds = store.open_ensemble(name, verify=False)
     if key not in ds:
-        raise ValueError(f"ensemble {name!r} has no {key}: run `corrflow measure <store> {name} wilson_flow` first")
+        spec = store.spec(name)
+        if str(spec.group).lower() == "u1":
+            raise ValueError(f"ensemble {name!r} is {spec.theory}: the gradient-flow scales t0 and w0 are for SU(N) gauge "
+                             "fields (corrflow measure ... wilson_flow is SU(N) only)")
+        raise ValueError(f"ensemble {name!r} has no {key}: run `corrflow measure {store.path} {name} wilson_flow` "
+                         "first")
     t = np.asarray(ds["flow_time"].values, float)
     e = np.asarray(ds[key].values)
     res: dict[str, Any] = flow_scales(t, e, t0_ref=t0_ref, w0_ref=w0_ref)
