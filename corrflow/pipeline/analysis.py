@@ -80,7 +80,8 @@ def measure_tangent(pipe: Pipeline, key: dict[str, Any], links: np.ndarray, theo
                     observables: Sequence[str], *, seed: int, pion_sources: int = 1, n_folds: int = 2,
                     held_out: float = 0.25, **options: Any) -> TangentMeasurement:
     """The tangent estimator of ``d<O>/d param`` on ``links`` ``(chains, n, ...)`` in two cached passes
-    (:meth:`Pipeline.measure_arrays`, stages ``tangent field terms`` and ``tangent derivatives``): the terms of
+    (:meth:`Pipeline.measure_batches`, stages ``tangent field terms`` and ``tangent derivatives``, each saved after
+    every batch: an interrupted analysis continues where it stopped when it is run again): the terms of
     ``field`` (:func:`corrflow.tangent.field_terms`: ``∂_α S`` and ``v_k·∇S − ∇·v_k``), the field fitted by
     cross-fitted least squares of ``Var[R_v]`` (:func:`corrflow.tangent.cross_fit`: no configuration enters its own
     coefficients), then ``observables`` with ``v·∇O`` along each configuration's field and the explicit ``∂_α O``
@@ -96,18 +97,21 @@ def measure_tangent(pipe: Pipeline, key: dict[str, Any], links: np.ndarray, theo
 
     names = tuple(observables)
 
-    def field_terms(flat: np.ndarray, progress: Any) -> dict[str, np.ndarray]:
+    def field_terms(flat: np.ndarray, progress: Any, resume: Any, on_batch: Any) -> dict[str, np.ndarray]:
         ds, a = tg.field_terms(field, theory, param, np.asarray(flat)[None], jax.random.PRNGKey(seed),
-                               progress=progress, **options)
+                               progress=progress, resume=resume, on_batch=on_batch, **options)
         return {"ds": ds[0], "a": a[0]}
 
-    def derivatives(flat: np.ndarray, coef: np.ndarray, progress: Any) -> dict[str, np.ndarray]:
+    def derivatives(flat: np.ndarray, coef: np.ndarray, progress: Any, resume: Any,
+                    on_batch: Any) -> dict[str, np.ndarray]:
         o, dvo, do = tg.contracted_derivatives(field, theory, param, names, np.asarray(flat)[None],
                                                jax.random.PRNGKey(seed), np.asarray(coef)[None], progress=progress,
-                                               pion_sources=pion_sources, **options)
+                                               resume=resume, on_batch=on_batch, pion_sources=pion_sources,
+                                               **options)
         return {"o": o[0], "dvo": dvo[0], "do": do[0]}
 
-    ft, c1 = pipe.measure_arrays({**key, "pass": "field"}, links, field_terms, stage="tangent field terms")
+    ft, c1 = pipe.measure_batches({**key, "pass": "field"}, links, field_terms, stage="tangent field terms",
+                                  outputs=tg.FIELD_TERMS)
     ds, a = np.asarray(ft["ds"], float), np.asarray(ft["a"], float)
     t0 = time.perf_counter()
     fits, coef = tg.cross_fit(a, ds, n_folds=n_folds, held_out=held_out) if a.shape[-1] else ([], np.zeros(a.shape))
@@ -115,8 +119,8 @@ def measure_tangent(pipe: Pipeline, key: dict[str, Any], links: np.ndarray, theo
     flat_coef = coef.reshape((-1, coef.shape[-1]))
     dk = {**key, "pass": "contracted", "coef": [f.coef.tolist() for f in fits], "n_folds": n_folds,
           "held_out": held_out}
-    d, c2 = pipe.measure_arrays(dk, links, lambda flat, prog: derivatives(flat, flat_coef, prog),
-                                stage="tangent derivatives")
+    d, c2 = pipe.measure_batches(dk, links, lambda flat, *a: derivatives(flat, flat_coef, *a),
+                                 stage="tangent derivatives", outputs=tg.CONTRACTED_TERMS)
     r = ds + np.einsum("...k,...k->...", a, coef)
     return TangentMeasurement(np.asarray(d["o"], float), ds, r, np.asarray(d["dvo"], float),
                               np.asarray(d["do"], float), fits, fit_s, float(c1 + c2))

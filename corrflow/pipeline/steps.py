@@ -361,3 +361,55 @@ class Pipeline:
             self.ledger.record(ledger_key, clock.cost(len(flat)), clock.wall, len(flat))
             self.progress.log(f"  {stage}: {len(flat)} configurations, {clock.wall:.1f} s")
         return {k: v.reshape(chains + v.shape[1:]) for k, v in out.items()}, self.ledger.seconds(ledger_key)
+
+    def measure_batches(self, key: dict[str, Any], links: np.ndarray,
+                        fn: Callable[..., dict[str, np.ndarray]], *, stage: str,
+                        outputs: tuple[str, ...]) -> tuple[dict[str, np.ndarray], float]:
+        """:meth:`measure_arrays` for a long evaluation in batches that can be interrupted and resumed: ``fn(flat_links,
+        progress, resume, on_batch)`` returns ``{name: (N, ...)}`` for the names ``outputs`` and calls ``on_batch(stop,
+        flat)`` after every batch (the :mod:`corrflow.tangent.terms` protocol); what is done is saved after every batch
+        in ``<flow dir>/measurements/<hash>/`` (:func:`corrflow.pipeline.resumable.run_in_batches`), so the same call
+        after an interruption continues at the first configuration not done and a finished one is read back.  A
+        finished entry of :meth:`measure_arrays` under the same key (``<hash>.npz``) is read as well.  Returns
+        ``({name: (chains, n, ...)}, cost)``, the cost of all configurations (resumed ones at their recorded cost)."""
+        from .resumable import run_in_batches, saved_batches
+
+        links = np.asarray(links)
+        chains = links.shape[:2]
+        flat = links.reshape((-1,) + links.shape[2:])
+        n = len(flat)
+        digest = hashlib.sha256(np.ascontiguousarray(flat).tobytes()).hexdigest()[:16]
+        h = _hash({**key, "links": digest})
+        ledger_key = f"measure/{h}"
+        directory = self.flow_dir / "measurements"
+        out: dict[str, np.ndarray] | None = None
+        legacy = directory / f"{h}.npz"
+        if legacy.exists():
+            try:
+                with np.load(legacy, allow_pickle=False) as z:
+                    out = {k: np.asarray(z[k]) for k in outputs}
+            except (OSError, ValueError, KeyError):
+                out = None
+        ck_key = {"kind": "corrflow-pipeline-batches", "key": h, "n": n}
+        if out is None:
+            saved, saved_cost = saved_batches(directory / h, ck_key, outputs)
+            if saved and len(saved[0]) == n:
+                out = dict(zip(outputs, saved))
+                if not math.isfinite(self.ledger.seconds(ledger_key)):
+                    self.ledger.record(ledger_key, saved_cost, math.nan, n)
+        if out is not None:
+            self.progress.log(f"  [dim]{stage}: cached ({h})[/]")
+            return {k: v.reshape(chains + v.shape[1:]) for k, v in out.items()}, self.ledger.seconds(ledger_key)
+        clock = Clock()
+
+        def prog(d: int, t: int) -> None:
+            self.progress.update(stage, d, t)
+
+        res, seconds, first = run_in_batches(directory / h, ck_key, outputs,
+                                             lambda resume, on_batch: fn(flat, prog, resume, on_batch))
+        self.progress.finish(stage)
+        out = {k: np.asarray(res[k]) for k in outputs}
+        self.ledger.record(ledger_key, seconds, clock.wall, n)
+        resumed = f" ({first} resumed)" if first else ""
+        self.progress.log(f"  {stage}: {n} configurations{resumed}, {clock.wall:.1f} s")
+        return {k: v.reshape(chains + v.shape[1:]) for k, v in out.items()}, self.ledger.seconds(ledger_key)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -45,10 +44,10 @@ from .. import make_theory
 from ..compare import compare_ensembles, parameter_shift
 from .. import tangent as tg
 from ..stats.equilibration import EquilibrationCut
-from ..store.checkpoints import CheckpointError, has_checkpoint, read_checkpoint, write_checkpoint
+from ..store.checkpoints import has_checkpoint, read_checkpoint, write_checkpoint
 from ..summary import thermalisation_cut
 from .ensembles import recorded_cost_per_configuration
-from .ledger import Clock
+from .resumable import run_in_batches
 
 __all__ = ["StoredDerivative", "derivative_from_store", "default_checkpoint_dir", "load_all_configs", "CHECKPOINT_KIND",
            "FINITE_SHIFT_ESTIMATORS", "finite_shift_plan", "finite_shift_estimates", "TERMS_KIND"]
@@ -326,9 +325,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     saved = _saved_coef(ckpt, settings) if fld.n_coef else None
     reused = saved is not None
     if contract:  # two passes: the field's terms, the fit, then v.grad O along the fitted field only
-        (ds, a), c1, first = _checkpointed_terms(
+        (ds, a), c1, first = run_in_batches(
             terms_dir.with_name("terms-field"), {**terms_key, "observables": [], "pass": "field"}, tg.FIELD_TERMS,
-            progress,
             lambda resume, save: tg.field_terms(fld, theory, param, configs, key, progress=progress, resume=resume,
                                                 on_batch=save, **common))
         t_fit = time.perf_counter()
@@ -340,10 +338,10 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         fit_s = time.perf_counter() - t_fit
         coef_key = [np.asarray(c).tolist() for c in (saved if saved is not None else [f.coef for f in fits])]
         second_key = {"second_order": True} if second_order else {}
-        (o, dvo, do, *second), c2, _ = _checkpointed_terms(
+        (o, dvo, do, *second), c2, _ = run_in_batches(
             terms_dir.with_name("terms-second-order" if second_order else "terms-contracted"),
             {**terms_key, "pass": "contracted", "coef": coef_key, **second_key},
-            tg.SECOND_ORDER_TERMS if second_order else tg.CONTRACTED_TERMS, progress,
+            tg.SECOND_ORDER_TERMS if second_order else tg.CONTRACTED_TERMS,
             lambda resume, save: tg.contracted_derivatives(
                 fld, theory, param, names, configs, key, coef, progress=progress, resume=resume, on_batch=save,
                 pion_sources=pion_sources, second_order=second_order, **common))
@@ -352,8 +350,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                                     h=second[0] if second else None, dvh=second[1] if second else None)
         terms_total = c1 + c2
     else:
-        terms, terms_total, first = _checkpointed_terms(
-            terms_dir, terms_key, tg.FLAT_TERMS, progress,
+        terms, terms_total, first = run_in_batches(
+            terms_dir, terms_key, tg.FLAT_TERMS,
             lambda resume, save: tg.compute_terms(fld, theory, param, names, configs, key, progress=progress,
                                                   resume=resume, on_batch=save, pion_sources=pion_sources,
                                                   **common))
@@ -413,52 +411,3 @@ def _save_fits(ckpt: Path, settings: dict[str, Any], fits: list[Any], names: Seq
         meta["fits"] = {o: [info(f) for f in fs] for o, fs in zip(names, fits)}
         saved_coef = np.stack([[f.coef for f in fs] for fs in fits])  # (n_obs, n_folds, K)
     write_checkpoint(ckpt, meta, {"coef": saved_coef})
-
-
-def _checkpointed_terms(path: Path, key: dict[str, Any], outputs: tuple[str, ...],
-                        progress: Callable[[int, int], None] | None,
-                        compute: Callable[[tuple[np.ndarray, ...], Callable[[int, list[np.ndarray]], None]], Any]
-                        ) -> tuple[Any, float, int]:
-    """Run ``compute(resume, on_batch)`` (an evaluation of :mod:`corrflow.tangent.terms` with the flat ``outputs``),
-    resuming from the terms saved in ``path`` under ``key`` and saving them after every batch with the seconds they
-    cost (ledger definition; resumed seconds kept).  Returns ``(result, seconds of all terms, configurations
-    resumed)``."""
-    resume, resumed_cost = _saved_terms(path, key, outputs)
-    first = len(resume[0]) if resume else 0
-    clock = Clock()
-    n_total = [first]
-
-    def terms_cost(stop: int) -> float:  # seconds of all terms of configurations 0 .. stop - 1
-        return resumed_cost + (clock.cost(stop - first) if stop > first else 0.0)
-
-    def save(stop: int, flat: list[np.ndarray]) -> None:
-        clock.tick(stop - first)
-        n_total[0] = stop
-        cost = terms_cost(stop)
-        write_checkpoint(path, {**key, "done": int(stop), "cost_s": cost if np.isfinite(cost) else None},
-                         dict(zip(outputs, flat)))
-
-    result = compute(resume, save)
-    return result, terms_cost(n_total[0]), first
-
-
-def _saved_terms(path: Path, key: dict[str, Any], outputs: tuple[str, ...] = tg.FLAT_TERMS
-                 ) -> tuple[tuple[np.ndarray, ...], float]:
-    """The flat terms ``outputs`` (default :data:`corrflow.tangent.FLAT_TERMS`) of the first configurations saved in
-    ``path`` under the same ``key``, and the seconds they cost (NaN if not recorded); ``((), 0.0)`` when there are
-    none, they belong to other settings, or the checkpoint is damaged (warned)."""
-    none: tuple[tuple[np.ndarray, ...], float] = ((), 0.0)
-    if not has_checkpoint(path):
-        return none
-    try:
-        meta, arrays = read_checkpoint(path, "tangent terms checkpoint")
-    except CheckpointError as exc:
-        warnings.warn(f"{exc}; computing the terms again", RuntimeWarning, stacklevel=3)
-        return none
-    if {k: meta.get(k) for k in key} != json.loads(json.dumps(key)) or set(arrays) != set(outputs):
-        return none
-    flat = tuple(arrays[k] for k in outputs)
-    if len({a.shape[0] if a.ndim else -1 for a in flat}) != 1 or flat[0].shape[0] != meta.get("done"):
-        return none
-    cost = meta.get("cost_s")
-    return flat, float(cost) if isinstance(cost, (int, float)) else float("nan")

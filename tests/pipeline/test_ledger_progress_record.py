@@ -97,3 +97,45 @@ def test_record_json_markdown_and_publish(tmp_path):
     assert {p.name for p in out.iterdir()} == {"toy.png", "toy.md", "toy.json"}
     stored, figs = store.read_analysis("toy")
     assert stored["title"] == "T" and stored["value"] is None and figs["toy.png"] == b"\x89PNG fake"
+
+
+def test_measure_batches_resume_after_an_interruption_and_read_back(tmp_path):
+    """`Pipeline.measure_batches` (the analyses' tangent passes): an evaluation interrupted after two batches
+    continues at the first configuration not done, giving what one uninterrupted run gives; a finished one is read
+    back without calling the function; a finished entry of `measure_arrays` (`<hash>.npz`) is read too; another
+    key recomputes."""
+    from corrflow.pipeline import Pipeline
+
+    links = np.arange(2 * 7 * 3, dtype=float).reshape(2, 7, 3)  # (chains, n, site data)
+    calls = []
+
+    def fn(flat, progress, resume, on_batch, stop_after=None):  # the corrflow.tangent.terms protocol, batch 2
+        done = [np.asarray(r) for r in resume] if len(resume) else [np.zeros((0,)), np.zeros((0, 3))]
+        first = len(done[0])
+        calls.append(first)
+        for start in range(first, len(flat), 2):
+            stop = min(start + 2, len(flat))
+            new = flat[start:stop]
+            done = [np.concatenate([done[0], new.sum(-1)]), np.concatenate([done[1], 2 * new])]
+            on_batch(stop, done)
+            progress(stop, len(flat))
+            if stop_after is not None and stop >= stop_after:
+                raise KeyboardInterrupt
+        return {"s": done[0], "d": done[1]}
+
+    pipe = Pipeline(tmp_path / "s.zarr", tmp_path / "flows")
+    with pytest.raises(KeyboardInterrupt):
+        pipe.measure_batches({"k": 1}, links, lambda *a: fn(*a, stop_after=4), stage="t", outputs=("s", "d"))
+    out, cost = pipe.measure_batches({"k": 1}, links, fn, stage="t", outputs=("s", "d"))
+    assert calls == [0, 4]  # the second call resumed after the 4 configurations saved
+    np.testing.assert_array_equal(out["s"], links.sum(-1))
+    np.testing.assert_array_equal(out["d"], 2 * links)
+    assert out["d"].shape == (2, 7, 3) and math.isfinite(cost)
+    again, cost2 = pipe.measure_batches({"k": 1}, links, fn, stage="t", outputs=("s", "d"))
+    assert calls == [0, 4] and cost2 == cost  # read back, charged its recorded cost
+    np.testing.assert_array_equal(again["s"], out["s"])
+    pipe.measure_batches({"k": 2}, links, fn, stage="t", outputs=("s", "d"))
+    assert calls == [0, 4, 0]  # another key: computed from the start
+    old, _ = pipe.measure_arrays({"k": 3}, links, lambda flat, prog: {"s": flat.sum(-1), "d": 2 * flat}, stage="o")
+    pipe.measure_batches({"k": 3}, links, fn, stage="t", outputs=("s", "d"))
+    assert calls == [0, 4, 0]  # the measure_arrays entry under the same key is read, not recomputed

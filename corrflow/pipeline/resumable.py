@@ -1,0 +1,69 @@
+"""Evaluations in batches that survive interruption, for the long per-configuration passes of the tangent estimator
+(:mod:`corrflow.tangent.terms`) in ``corrflow derivative`` and in the analyses.
+
+``run_in_batches(path, key, outputs, compute)`` calls ``compute(resume, on_batch)``; ``on_batch(stop, flat)`` saves
+the flat ``outputs`` of configurations ``0 .. stop - 1`` after every batch as one atomic checkpoint
+(:mod:`corrflow.store.checkpoints`, pickle-free) with ``key`` and the seconds they cost (the ledger's definition,
+:mod:`corrflow.pipeline.ledger`; resumed seconds kept).  Called again with the same ``key`` after an interruption it
+passes the saved arrays as ``resume``, so the evaluation continues at the first configuration not done.  Outputs
+saved under another key are recomputed and replaced; a damaged checkpoint is recomputed with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..store.checkpoints import CheckpointError, has_checkpoint, read_checkpoint, write_checkpoint
+from .ledger import Clock
+
+__all__ = ["run_in_batches", "saved_batches"]
+
+
+def saved_batches(path: Path, key: dict[str, Any], outputs: tuple[str, ...]) -> tuple[tuple[np.ndarray, ...], float]:
+    """The flat ``outputs`` of the first configurations saved in ``path`` under the same ``key``, and the seconds they
+    cost (NaN if not recorded); ``((), 0.0)`` when there are none, they belong to another key, or the checkpoint is
+    damaged (warned)."""
+    none: tuple[tuple[np.ndarray, ...], float] = ((), 0.0)
+    if not has_checkpoint(path):
+        return none
+    try:
+        meta, arrays = read_checkpoint(path, "checkpoint of batched terms")
+    except CheckpointError as exc:
+        warnings.warn(f"{exc}; computing the terms again", RuntimeWarning, stacklevel=3)
+        return none
+    if {k: meta.get(k) for k in key} != json.loads(json.dumps(key)) or set(arrays) != set(outputs):
+        return none
+    flat = tuple(arrays[k] for k in outputs)
+    if len({a.shape[0] if a.ndim else -1 for a in flat}) != 1 or flat[0].shape[0] != meta.get("done"):
+        return none
+    cost = meta.get("cost_s")
+    return flat, float(cost) if isinstance(cost, (int, float)) else float("nan")
+
+
+def run_in_batches(path: Path, key: dict[str, Any], outputs: tuple[str, ...],
+                   compute: Callable[[tuple[np.ndarray, ...], Callable[[int, list[np.ndarray]], None]], Any]
+                   ) -> tuple[Any, float, int]:
+    """Run ``compute(resume, on_batch)`` (module docstring), resuming from the outputs saved in ``path`` under
+    ``key``.  Returns ``(what compute returned, seconds of all its configurations, configurations resumed)``."""
+    resume, resumed_cost = saved_batches(path, key, outputs)
+    first = len(resume[0]) if resume else 0
+    clock = Clock()
+    done = [first]
+
+    def seconds(stop: int) -> float:  # cost of configurations 0 .. stop - 1
+        return resumed_cost + (clock.cost(stop - first) if stop > first else 0.0)
+
+    def on_batch(stop: int, flat: list[np.ndarray]) -> None:
+        clock.tick(stop - first)
+        done[0] = stop
+        cost = seconds(stop)
+        write_checkpoint(path, {**key, "done": int(stop), "cost_s": cost if np.isfinite(cost) else None},
+                         dict(zip(outputs, flat)))
+
+    result = compute(resume, on_batch)
+    return result, seconds(done[0]), first
