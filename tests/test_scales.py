@@ -64,15 +64,17 @@ def test_wilson_flow_measurement_is_stored_resumable_and_checked(su3_store):
         measure_stored(st, "su3", ["wilson_flow"], flow=WilsonFlowGrid(t_max=0.05, every=0.1))
 
 
-def test_scales_before_the_flow_is_measured_say_what_to_run(su3_store, tmp_path):
+def test_scales_before_the_flow_is_measured_say_what_to_run(tmp_path):
     from corrflow.store import EnsembleSpec
 
-    with pytest.raises(ValueError, match=f"has no flow_E_clov: run `corrflow measure {su3_store} su3 wilson_flow`"):
-        scales_from_store(open_store(su3_store, "r"), "su3")
-    st = open_store(tmp_path / "u1.zarr", "a")  # a U(1) ensemble: no Wilson flow to measure there
-    st.create_ensemble("u1", EnsembleSpec(theory="u1", group="u1", shape=(4, 4), params={"beta": 2.0}, n_chains=1,
-                                          seed=-1, dtype="float64", hmc={}, n_therm=0, thin=1,
-                                          measurements=("plaquette",), kind="imported"))
+    path = tmp_path / "s.zarr"  # (not su3_store: other tests of this module measure the flow there)
+    st = open_store(path, "a")
+    for group, shape, dtype in (("su3", SHAPE, "complex128"), ("u1", (4, 4), "float64")):
+        st.create_ensemble(group, EnsembleSpec(theory=group, group=group, shape=shape, params={"beta": 2.0},
+                                               n_chains=1, seed=-1, dtype=dtype, hmc={}, n_therm=0, thin=1,
+                                               measurements=("plaquette",), kind="imported"))
+    with pytest.raises(ValueError, match=f"has no flow_E_clov: run `corrflow measure {path} su3 wilson_flow`"):
+        scales_from_store(st, "su3")
     with pytest.raises(ValueError, match="is u1: the gradient-flow scales t0 and w0 are for SU.N. gauge fields"):
         scales_from_store(st, "u1")
 

@@ -18,6 +18,8 @@ _MEASURE_CACHE: dict[int, Callable] = {}
 #: the propagator solver (:func:`corrflow.observables.fermions.propagator`): BiCGStab polished by CG, 2.4x faster
 #: than CG on the normal equations for quenched SU(3) 8x4^3 at m = 0.5, the same correlator to the CG tolerance
 SOLVER = "bicgstab+cg"
+#: the names of :func:`measure`'s two results (its cache entries and checkpoints)
+OUTPUTS = ("pion", "source")
 
 
 def _measure_fn(n_sources: int) -> Callable:
@@ -33,18 +35,21 @@ def _measure_fn(n_sources: int) -> Callable:
 
 
 def measure(theory: Any, links: np.ndarray, *, n_sources: int = 2, batch: int = 64,
-            progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+            progress: Callable[[int, int], None] | None = None, resume: Any = (),
+            on_batch: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Pion correlators ``C(t)`` ``(n, T)`` and the source operator ``O`` ``(n,)`` of configurations ``links``
     ``(n, *link_shape)``, with ``theory``'s Dirac operator (a fermion theory: the sea quarks of the Schwinger
     model or valence quarks on a pure-gauge field).  Batches are padded to ``batch`` (one compiled program for
-    every call; ``theory`` is traced, so base and target share it)."""
+    every call; ``theory`` is traced, so base and target share it).  ``resume`` / ``on_batch``: resumption after an
+    interruption (:func:`corrflow.pipeline.map_batches`, outputs :data:`OUTPUTS`)."""
     from corrflow.pipeline import map_batches
 
     if n_sources not in _MEASURE_CACHE:
         _MEASURE_CACHE[n_sources] = _measure_fn(int(n_sources))
     fn = _MEASURE_CACHE[n_sources]
-    out = map_batches(lambda u: fn(theory, u), links, batch=batch, progress=progress)
-    return out["0"], out["1"]
+    out = map_batches(lambda u: dict(zip(OUTPUTS, fn(theory, u))), links, batch=batch, progress=progress,
+                      resume=resume, on_batch=on_batch, outputs=OUTPUTS)
+    return out["pion"], out["source"]
 
 
 @dataclass(frozen=True)
@@ -114,10 +119,11 @@ def prepare(pipe: Any, s: FHSettings) -> FHInputs:
     src: dict[str, np.ndarray] = {}
     costs = {"base": 0.0, "flowed": 0.0, "independent": 0.0}
     for name, kind, ens in sets:
-        out, cost = pipe.measure_arrays(
-            key, ens.links(), lambda flat, prog: dict(zip(("pion", "source"), measure(
-                meas_theory, flat, n_sources=s.n_sources, batch=s.measure_batch, progress=prog))),
-            stage=f"measure {name}")
+        out, cost = pipe.measure_batches(
+            key, ens.links(), lambda flat, prog, resume, on_batch: dict(zip(OUTPUTS, measure(
+                meas_theory, flat, n_sources=s.n_sources, batch=s.measure_batch, progress=prog, resume=resume,
+                on_batch=on_batch))),
+            stage=f"measure {name}", outputs=OUTPUTS)
         corr[name], src[name] = out["pion"], out["source"]
         costs[kind] += cost
     if fld is None:

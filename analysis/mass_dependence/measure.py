@@ -80,14 +80,22 @@ def _measure_fn(n_sources: int, with_pion: bool, with_slope: bool = False) -> Ca
 _MEASURE_CACHE: dict[tuple[int, bool, bool], Callable] = {}
 
 
+def measure_outputs(with_pion: bool = True, with_slope: bool = False) -> tuple[str, ...]:
+    """The names :func:`measure` returns, in order."""
+    pion = ("pion", "dpion_dm") if with_slope else ("pion",) if with_pion else ()
+    return ("plaquette", "chi_top", "condensate", "dcondensate_dm") + pion
+
+
 def measure(theory: Any, links: np.ndarray, *, n_sources: int = 2, with_pion: bool = True, with_slope: bool = False,
-            batch: int = 64, progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+            batch: int = 64, progress: Callable[[int, int], None] | None = None, resume: Any = (),
+            on_batch: Any = None) -> dict[str, np.ndarray]:
     """Observables of every configuration ``links`` ``(n, *link_shape)`` at ``theory``'s mass (exact determinant).
 
     Returns ``plaquette``, ``chi_top`` (``Q^2 / V``), ``condensate`` (``Sigma``), ``dcondensate_dm``: ``(n,)``;
     ``pion``: ``(n, T)`` correlators (with ``with_pion``) and with ``with_slope`` their mass derivative at fixed links
     ``dpion_dm`` ``(n, T)`` (forward mode through the solves).  Batches are padded to ``batch`` so one compiled
-    program serves every call (the mass is traced: base and target share it).
+    program serves every call (the mass is traced: base and target share it).  ``resume`` / ``on_batch``: resumption
+    after an interruption (:func:`corrflow.pipeline.map_batches`, outputs :func:`measure_outputs`).
     """
     from corrflow.pipeline import exact_theory, map_batches
 
@@ -96,7 +104,8 @@ def measure(theory: Any, links: np.ndarray, *, n_sources: int = 2, with_pion: bo
     if key not in _MEASURE_CACHE:
         _MEASURE_CACHE[key] = _measure_fn(*key)
     fn = _MEASURE_CACHE[key]
-    return map_batches(lambda u: fn(theory, u), links, batch=batch, progress=progress)
+    return map_batches(lambda u: fn(theory, u), links, batch=batch, progress=progress, resume=resume,
+                       on_batch=on_batch, outputs=measure_outputs(with_pion, with_slope))
 
 
 @dataclass(frozen=True)
@@ -146,8 +155,8 @@ def tangent_field(s: MassSettings) -> Any:
 def prepare(pipe: Any, s: MassSettings) -> MassInputs:
     """Base ensemble at ``m``, flow ``m -> m + dm`` (trained on base configurations), flowed and direct paired
     ensembles, independent ensemble at ``m + dm`` (:func:`corrflow.pipeline.family`); then every observable on
-    the four configuration sets, cached in ``<flow_dir>/measurements/``
-    (:meth:`corrflow.pipeline.Pipeline.measure_arrays`)."""
+    the four configuration sets, cached in ``<flow_dir>/measurements/`` after every batch
+    (:meth:`corrflow.pipeline.Pipeline.measure_batches`: an interrupted run continues where it stopped)."""
     import corrflow as cf
     from corrflow.pipeline import exact_theory, family, measure_tangent
 
@@ -168,11 +177,11 @@ def prepare(pipe: Any, s: MassSettings) -> MassInputs:
         slope = with_pion and name == "base"  # dC/dm on the base configurations: the connected dm_pi/dm
         key = {"analysis": "mass_dependence", "theory": th.theory_name, "params": th.params(),
                "n_sources": s.n_sources, "pion": with_pion, **({"pion_slope": True} if slope else {})}
-        meas[name], costs[name] = pipe.measure_arrays(
-            key, links, lambda flat, prog, th=th, slope=slope: measure(
+        meas[name], costs[name] = pipe.measure_batches(
+            key, links, lambda flat, prog, resume, on_batch, th=th, slope=slope: measure(
                 th, flat, n_sources=s.n_sources, with_pion=with_pion, with_slope=slope, batch=s.measure_batch,
-                progress=prog),
-            stage=f"measure {name}")
+                progress=prog, resume=resume, on_batch=on_batch),
+            stage=f"measure {name}", outputs=measure_outputs(with_pion, slope))
     if not s.tangent:
         return MassInputs(fam, meas, costs)
     fld = tangent_field(s)

@@ -148,16 +148,34 @@ def measure_stored(
 
 
 def map_batches(fn: Callable[[jax.Array], Any], links: np.ndarray, *, batch: int = 64,
-                progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+                progress: Callable[[int, int], None] | None = None, resume: Sequence[np.ndarray] = (),
+                on_batch: Callable[[int, list[np.ndarray]], None] | None = None,
+                outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """``fn`` (jitted, ``(batch, ...) -> {name: (batch, ...)}`` or a tuple) over configurations ``links``
     ``(n, ...)`` in batches padded to ``batch`` with copies of the last configuration (fixed shapes: one compiled
     program for every call), results concatenated to ``(n, ...)`` (a tuple comes back as ``{"0": ..., "1": ...}``).
-    ``progress(done, n)`` reports equal shares per padded batch (equal work, so a steady-state rate is exact)."""
+    ``progress(done, n)`` reports equal shares per padded batch (equal work, so a steady-state rate is exact).
+
+    Interruption and resumption (the protocol of :mod:`corrflow.tangent.terms`, used by
+    :meth:`corrflow.pipeline.Pipeline.measure_batches`): ``on_batch(stop, flat)`` after every batch with the
+    results of configurations ``0 .. stop - 1`` in the order of the names ``outputs``; ``resume``, those results for
+    the first ``m`` configurations, continues at configuration ``m`` (``fn`` must give each configuration's results
+    from that configuration alone)."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     n = len(links)
-    starts = range(0, n, batch)
+    names = None if outputs is None else tuple(outputs)
+    if (len(resume) or on_batch is not None) and names is None:
+        raise ValueError("resume and on_batch need the names of the outputs (outputs=...)")
+    first = 0
     parts: list[dict[str, np.ndarray]] = []
+    if len(resume):
+        first = int(np.shape(resume[0])[0])
+        if len(resume) != len(names) or any(np.shape(r)[0] != first for r in resume) or first > n:
+            raise ValueError(f"resume needs the {len(names)} outputs {names} of the same first m <= {n} "
+                             "configurations")
+        parts.append({k: np.asarray(r) for k, r in zip(names, resume)})
+    starts = range(first, n, batch)
     for i, lo in enumerate(starts):
         blk = np.asarray(links[lo:lo + batch])
         k = len(blk)
@@ -167,6 +185,11 @@ def map_batches(fn: Callable[[jax.Array], Any], links: np.ndarray, *, batch: int
         if not isinstance(out, dict):
             out = {str(j): v for j, v in enumerate(out)}
         parts.append({name: np.asarray(v)[:k] for name, v in out.items()})
+        if on_batch is not None:  # everything so far as one array per output
+            parts[:] = [{name: np.concatenate([p[name] for p in parts]) for name in parts[-1]}]
+            on_batch(lo + k, [parts[0][name] for name in names])
         if progress is not None:
-            progress(n * (i + 1) // len(starts), n)
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+            progress(first + (n - first) * (i + 1) // len(starts), n)
+    if not parts:
+        raise ValueError("map_batches needs at least one configuration")
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[-1]}

@@ -320,58 +320,20 @@ class Pipeline:
             self.progress.log(f"  {stage}: +{n_new} per chain, {clock.wall:.1f} s")
         return self.ledger.cost(key, ensemble.n)
 
-    def measure_arrays(self, key: dict[str, Any], links: np.ndarray, fn: Callable[..., dict[str, np.ndarray]], *,
-                       stage: str) -> tuple[dict[str, np.ndarray], float]:
-        """Measurements that live outside the store (e.g. pion correlators), cached in
-        ``<flow dir>/measurements/<hash>.npz`` and costed in the ledger.
-
-        ``fn(flat_links, progress)`` -> ``{name: (N, ...)}`` on the chain-major configurations ``(N, ...)``;
-        ``key``: everything the values depend on (a digest of the configurations is added).  Returns
-        ``({name: (chains, n, ...)}, cost)``; a cached entry is charged its recorded cost.
-        """
-        links = np.asarray(links)
-        chains = links.shape[:2]
-        flat = links.reshape((-1,) + links.shape[2:])
-        digest = hashlib.sha256(np.ascontiguousarray(flat).tobytes()).hexdigest()[:16]
-        h = _hash({**key, "links": digest})
-        ledger_key = f"measure/{h}"
-        directory = self.flow_dir / "measurements"
-        path = directory / f"{h}.npz"
-        out = None
-        if path.exists():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    out = {k: np.asarray(z[k]) for k in z.files}
-                self.progress.log(f"  [dim]{stage}: cached ({path.name})[/]")
-            except (OSError, ValueError):
-                out = None  # unreadable cache entry: recompute
-        if out is None:
-            clock = Clock()
-
-            def prog(d: int, t: int) -> None:
-                clock.tick(d)
-                self.progress.update(stage, d, t)
-
-            out = {k: np.asarray(v) for k, v in fn(flat, prog).items()}
-            self.progress.finish(stage)
-            directory.mkdir(parents=True, exist_ok=True)
-            tmp = directory / f"{h}.tmp.npz"
-            np.savez(tmp, **out)
-            os.replace(tmp, path)
-            self.ledger.record(ledger_key, clock.cost(len(flat)), clock.wall, len(flat))
-            self.progress.log(f"  {stage}: {len(flat)} configurations, {clock.wall:.1f} s")
-        return {k: v.reshape(chains + v.shape[1:]) for k, v in out.items()}, self.ledger.seconds(ledger_key)
-
     def measure_batches(self, key: dict[str, Any], links: np.ndarray,
                         fn: Callable[..., dict[str, np.ndarray]], *, stage: str,
                         outputs: tuple[str, ...]) -> tuple[dict[str, np.ndarray], float]:
-        """:meth:`measure_arrays` for a long evaluation in batches that can be interrupted and resumed: ``fn(flat_links,
-        progress, resume, on_batch)`` returns ``{name: (N, ...)}`` for the names ``outputs`` and calls ``on_batch(stop,
-        flat)`` after every batch (the :mod:`corrflow.tangent.terms` protocol); what is done is saved after every batch
-        in ``<flow dir>/measurements/<hash>/`` (:func:`corrflow.pipeline.resumable.run_in_batches`), so the same call
-        after an interruption continues at the first configuration not done and a finished one is read back.  A
-        finished entry of :meth:`measure_arrays` under the same key (``<hash>.npz``) is read as well.  Returns
-        ``({name: (chains, n, ...)}, cost)``, the cost of all configurations (resumed ones at their recorded cost)."""
+        """Measurements that live outside the store (pion correlators, the tangent estimator's terms), cached in
+        ``<flow dir>/measurements/<hash>/`` and costed in the ledger, in batches that can be interrupted and resumed.
+
+        ``fn(flat_links, progress, resume, on_batch)`` -> ``{name: (N, ...)}`` for the names ``outputs`` on the
+        chain-major configurations ``(N, ...)``, calling ``on_batch(stop, flat)`` after every batch (the protocol of
+        :func:`corrflow.pipeline.map_batches` and :mod:`corrflow.tangent.terms`); ``key``: everything the values
+        depend on (a digest of the configurations is added).  What is done is saved after every batch
+        (:func:`corrflow.pipeline.resumable.run_in_batches`), so the same call after an interruption continues at
+        the first configuration not done, and a finished one is read back (also a finished ``<hash>.npz`` of
+        earlier versions).  Returns ``({name: (chains, n, ...)}, cost)``, the cost of all configurations (cached or
+        resumed ones at their recorded cost, ledger definition)."""
         from .resumable import run_in_batches, saved_batches
 
         links = np.asarray(links)

@@ -102,7 +102,7 @@ def test_record_json_markdown_and_publish(tmp_path):
 def test_measure_batches_resume_after_an_interruption_and_read_back(tmp_path):
     """`Pipeline.measure_batches` (the analyses' tangent passes): an evaluation interrupted after two batches
     continues at the first configuration not done, giving what one uninterrupted run gives; a finished one is read
-    back without calling the function; a finished entry of `measure_arrays` (`<hash>.npz`) is read too; another
+    back without calling the function; a finished entry of earlier versions (`<hash>.npz`) is read too; another
     key recomputes."""
     from corrflow.pipeline import Pipeline
 
@@ -136,6 +136,43 @@ def test_measure_batches_resume_after_an_interruption_and_read_back(tmp_path):
     np.testing.assert_array_equal(again["s"], out["s"])
     pipe.measure_batches({"k": 2}, links, fn, stage="t", outputs=("s", "d"))
     assert calls == [0, 4, 0]  # another key: computed from the start
-    old, _ = pipe.measure_arrays({"k": 3}, links, lambda flat, prog: {"s": flat.sum(-1), "d": 2 * flat}, stage="o")
-    pipe.measure_batches({"k": 3}, links, fn, stage="t", outputs=("s", "d"))
-    assert calls == [0, 4, 0]  # the measure_arrays entry under the same key is read, not recomputed
+    import hashlib
+
+    from corrflow.pipeline.steps import _hash
+
+    flat = links.reshape(14, 3)  # a finished entry of earlier versions: <hash>.npz
+    h = _hash({"k": 3, "links": hashlib.sha256(np.ascontiguousarray(flat).tobytes()).hexdigest()[:16]})
+    np.savez(tmp_path / "flows" / "measurements" / f"{h}.npz", s=-flat.sum(-1), d=-flat)
+    legacy, _ = pipe.measure_batches({"k": 3}, links, fn, stage="t", outputs=("s", "d"))
+    assert calls == [0, 4, 0]  # read, not recomputed
+    np.testing.assert_array_equal(legacy["s"], -links.sum(-1))
+
+
+def test_map_batches_resumes_where_it_stopped():
+    """`map_batches` with `on_batch` / `resume` (the analyses' measurements under `Pipeline.measure_batches`):
+    the results saved after two batches, resumed, equal one uninterrupted pass; bad resume arrays are refused."""
+    from corrflow.pipeline import map_batches
+
+    links = np.arange(11 * 2, dtype=float).reshape(11, 2)
+    fn = lambda u: {"a": u.sum(-1), "b": 3 * u}  # noqa: E731
+    whole = map_batches(fn, links, batch=3)
+    saved = {}
+
+    def stop_after_two(stop, flat):
+        saved["flat"] = [np.copy(x) for x in flat]
+        if stop >= 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        map_batches(fn, links, batch=3, on_batch=stop_after_two, outputs=("a", "b"))
+    assert saved["flat"][0].shape == (6,)
+    seen = []
+    out = map_batches(fn, links, batch=3, resume=saved["flat"], outputs=("a", "b"),
+                      progress=lambda d, n: seen.append(d))
+    for k in ("a", "b"):
+        np.testing.assert_array_equal(out[k], whole[k])
+    assert seen[-1] == 11 and len(seen) == 2  # two batches left
+    with pytest.raises(ValueError, match="resume needs the 2 outputs"):
+        map_batches(fn, links, batch=3, resume=saved["flat"][:1], outputs=("a", "b"))
+    with pytest.raises(ValueError, match="need the names of the outputs"):
+        map_batches(fn, links, batch=3, on_batch=stop_after_two)
