@@ -99,6 +99,13 @@ def test_train_and_correlate_from_imported_ensemble(imported):
     assert code == 0 and "paired with imp via flow " + ck["id"] in out, out
 
 
+def test_derivative_on_too_few_imported_configurations_says_import_more(imported):
+    _, store, _ = imported
+    code, out = cli("derivative", "--store", store, "imp", "--obs", "plaquette")
+    assert code == 2 and "too few for a held-out fit" in out and "import more files under another --name" in out, out
+    assert "corrflow generate" not in out and "Traceback" not in out
+
+
 def refused(tmp_path, match, files):
     store = tmp_path / "new.zarr"
     code, out = cli("import-ildg", store, *files, "--name", "bad", "--beta", 6.0)

@@ -279,18 +279,25 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     committed = len(range(discard, total, thin))
     n_min = max(20, 4 * n_folds * (fld.n_coef + 1))
     small = committed * spec.n_chains < n_min or committed < 10
+    shortfall = ""
     if fld.n_coef and not small:  # the fit's own size requirement, before the (expensive) per-configuration terms
-        try:
-            tg.check_cross_fit_size(spec.n_chains, committed, fld.n_coef, n_folds=n_folds, held_out=held_out)
-        except ValueError:
-            small = True
+        shortfall = tg.cross_fit_shortfall(spec.n_chains, committed, fld.n_coef, n_folds=n_folds, held_out=held_out)
+        small = bool(shortfall)
     if small:
         kept = (f" ({discard} discarded)" if discard else "") + (f" (every {thin}th)" if thin > 1 else "")
-        raise ValueError(f"{ensemble!r} has {committed} configurations per chain{kept} x {spec.n_chains} chains: too few for "
-                         f"a held-out fit of {fld.n_coef} coefficients in {n_folds} folds (need >= {n_min} in all, "
-                         f">= 10 per chain and >= 10 held out per fold); generate more with `corrflow generate ... "
-                         "--resume`" + (f" or discard fewer than {discard}" if discard else "")
-                         + (f" or thin less than {thin}" if thin > 1 else ""))
+        why = shortfall or f"need >= {n_min} in all and >= 10 per chain"
+        fixes = ["import more files under another --name" if spec.kind == "imported"
+                 else "generate more with `corrflow generate ... --resume` and a larger --n"]
+        if discard:
+            fixes.append(f"discard fewer than {discard}")
+        if thin > 1:
+            fixes.append(f"thin less than {thin}")
+        if shortfall and n_folds > 1 and not tg.cross_fit_shortfall(spec.n_chains, committed, fld.n_coef, n_folds=1,
+                                                                    held_out=held_out):
+            fixes.append("use --folds 1 (no cross-fitting)")
+        raise ValueError(f"{ensemble!r} has {committed} configurations per chain{kept} x {spec.n_chains} "
+                         f"chain{'s' if spec.n_chains != 1 else ''}: too few for a held-out fit of {fld.n_coef} "
+                         f"coefficients in {n_folds} fold{'s' if n_folds != 1 else ''} ({why}); " + " or ".join(fixes))
     plan = finite_shift_plan(store, ensemble, compare, param, names)
     settings = _settings(ensemble, spec.to_json(), total, param, fld, n_folds, held_out, seed)
     if discard:

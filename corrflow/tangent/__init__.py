@@ -72,7 +72,8 @@ from .fields import (FEATURE_HELP, FIELD_KINDS, GradientField, NoField, Plaquett
                      plaquette_link_field)
 from .precondition import PreconditionedField
 from .smoothing import SmoothingField
-from .fit import (FieldFit, TangentFitWarning, check_cross_fit_size, check_field_size, cross_fit, fit_field,
+from .fit import (FieldFit, TangentFitWarning, check_cross_fit_size, check_field_size, cross_fit,
+                  cross_fit_shortfall, fit_field,
                   fold_coefficients, fold_index)
 from .scales import flow_scale_derivative
 from .spectroscopy import cosh_effective_mass, effective_mass_derivative
@@ -98,7 +99,8 @@ __all__ = [
     "FEATURE_HELP", "FIELD_KINDS", "default_features", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
     "FERMION_OBSERVABLES", "NOISE_KINDS", "DILUTIONS", "TRACE_METHODS", "FermionTraces", "fermion_derivatives",
     "is_fermion_theory",
-    "FieldFit", "TangentFitWarning", "cross_fit", "check_cross_fit_size", "check_field_size", "fit_field", "fold_index",
+    "FieldFit", "TangentFitWarning", "cross_fit", "check_cross_fit_size", "cross_fit_shortfall", "check_field_size",
+    "fit_field", "fold_index",
     "flow_scale_derivative",
     "cosh_effective_mass", "effective_mass_derivative",
 ]

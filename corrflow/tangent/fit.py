@@ -23,8 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.linalg
 
-__all__ = ["FieldFit", "fit_field", "cross_fit", "check_cross_fit_size", "check_field_size", "fold_index", "RIDGE_GRID",
-           "MAX_CONDITION", "TangentFitWarning"]
+__all__ = ["FieldFit", "fit_field", "cross_fit", "check_cross_fit_size", "cross_fit_shortfall", "check_field_size",
+           "fold_index", "RIDGE_GRID", "MAX_CONDITION", "TangentFitWarning"]
 
 #: Relative ridge strengths tried on the held-out configurations (0: plain least squares).
 RIDGE_GRID = (0.0, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2, 1.0)
@@ -74,9 +74,14 @@ def _solve(a: np.ndarray, r: np.ndarray, ridge: float) -> np.ndarray:
         return scipy.linalg.lstsq(g, rhs, cond=1e-14)[0]
 
 
+def _needed(k: int, n_hold: int, held_out: float) -> tuple[int, int]:
+    """Rows needed to fit ``k`` coefficients and to select the ridge on held-out rows."""
+    return max(2 * k + 2, 10), (10 if n_hold or held_out > 0 else 0)
+
+
 def _check_size(n_fit: int, n_hold: int, k: int, held_out: float) -> None:
     """``ValueError`` unless ``n_fit`` rows can fit ``k`` coefficients and ``n_hold`` rows can select the ridge."""
-    need_fit, need_hold = max(2 * k + 2, 10), (10 if n_hold or held_out > 0 else 0)
+    need_fit, need_hold = _needed(k, n_hold, held_out)
     if n_fit < need_fit or n_hold < need_hold:
         raise ValueError(f"too few configurations for a held-out fit of {k} coefficients: {n_fit} to fit and {n_hold} "
                          f"held out (need at least {need_fit} and {need_hold}); use more configurations, fewer basis "
@@ -196,6 +201,21 @@ def _fold_masks(n_chains: int, n_traj: int, n_folds: int, held_out: float) -> li
                 hold[c, idx[len(idx) - nh:]] = True
         out.append((train, hold))
     return out
+
+
+def cross_fit_shortfall(n_chains: int, n_traj: int, n_coef: int, *, n_folds: int = 2,
+                        held_out: float = 0.25) -> str:
+    """``""`` when :func:`cross_fit` can fit ``n_coef`` coefficients on ``(n_chains, n_traj)`` configurations, else
+    what falls short, e.g. ``"each fold fits 15 and holds out 5, needs >= 10 and >= 10"`` (the first such fold's
+    counts)."""
+    for train, hold in _fold_masks(n_chains, n_traj, n_folds, held_out):
+        n_hold = int(hold[train].sum())
+        n_fit = int(train.sum()) - n_hold
+        need_fit, need_hold = _needed(n_coef, n_hold, held_out)
+        if n_fit < need_fit or n_hold < need_hold:
+            return (f"{'each fold' if n_folds > 1 else 'the fit'} fits {n_fit} and holds out {n_hold}, needs >= "
+                    f"{need_fit} and >= {need_hold}")
+    return ""
 
 
 def check_cross_fit_size(n_chains: int, n_traj: int, n_coef: int, *, n_folds: int = 2,

@@ -280,7 +280,9 @@ def test_mass_derivative_of_fermionic_observables(schwinger_store, tmp_path):
     (["--param", "mass", "--discard", "60"], "--discard must be in 0 .. 59"),
     (["--param", "mass", "--discard", "55"], "too few for a held-out fit"),
     # enough in all, but a fold's held-out part too small: refused before any per-configuration term is computed
-    (["--param", "mass", "--thin", "2"], ">= 10 held out per fold"),
+    (["--param", "mass", "--thin", "2"], "(each fold fits 22 and holds out 8, needs >= "),
+    (["--param", "mass", "--thin", "2"], "and >= 10); generate more with `corrflow generate ... --resume` and a larger "
+                                         "--n or thin less than 2 or use --folds 1 (no cross-fitting)"),
     (["--param", "mass", "--thin", "0"], "--thin must be >= 1"),
 ])
 def test_fermion_user_errors(schwinger_store, extra, message):
