@@ -203,14 +203,18 @@ def _fold_masks(n_chains: int, n_traj: int, n_folds: int, held_out: float) -> li
     return out
 
 
+def _fold_sizes(n_chains: int, n_traj: int, n_folds: int, held_out: float) -> list[tuple[int, int]]:
+    """``(configurations fitted, configurations held out)`` of every fold's training part (:func:`_fold_masks`)."""
+    return [(int(train.sum()) - int(hold[train].sum()), int(hold[train].sum()))
+            for train, hold in _fold_masks(n_chains, n_traj, n_folds, held_out)]
+
+
 def cross_fit_shortfall(n_chains: int, n_traj: int, n_coef: int, *, n_folds: int = 2,
                         held_out: float = 0.25) -> str:
     """``""`` when :func:`cross_fit` can fit ``n_coef`` coefficients on ``(n_chains, n_traj)`` configurations, else
     what falls short, e.g. ``"each fold fits 15 and holds out 5, needs >= 10 and >= 10"`` (the first such fold's
     counts)."""
-    for train, hold in _fold_masks(n_chains, n_traj, n_folds, held_out):
-        n_hold = int(hold[train].sum())
-        n_fit = int(train.sum()) - n_hold
+    for n_fit, n_hold in _fold_sizes(n_chains, n_traj, n_folds, held_out):
         need_fit, need_hold = _needed(n_coef, n_hold, held_out)
         if n_fit < need_fit or n_hold < need_hold:
             return (f"{'each fold' if n_folds > 1 else 'the fit'} fits {n_fit} and holds out {n_hold}, needs >= "
@@ -222,9 +226,8 @@ def check_cross_fit_size(n_chains: int, n_traj: int, n_coef: int, *, n_folds: in
                          held_out: float = 0.25) -> None:
     """Raise the ``ValueError`` :func:`cross_fit` would raise for ``(n_chains, n_traj)`` configurations and ``n_coef``
     coefficients, without any data: for checking a request before the per-configuration terms are computed."""
-    for train, hold in _fold_masks(n_chains, n_traj, n_folds, held_out):
-        n_hold = int(hold[train].sum())
-        _check_size(int(train.sum()) - n_hold, n_hold, n_coef, held_out)
+    for n_fit, n_hold in _fold_sizes(n_chains, n_traj, n_folds, held_out):
+        _check_size(n_fit, n_hold, n_coef, held_out)
 
 
 def check_field_size(n_chains: int, n_traj: int, field: Any, *, hint: str = "") -> None:
