@@ -34,12 +34,19 @@ class ComparisonRow(NamedTuple):
     variance_reduction: float | None
 
 
-def parameter_shift(base_params: dict[str, float], target_params: dict[str, float]) -> tuple[str, float]:
-    """The one action parameter that differs, and by how much; ValueError if none or several differ."""
+def parameter_shift(base_params: dict[str, float], target_params: dict[str, float],
+                    names: tuple[str, str] | None = None) -> tuple[str, float]:
+    """The one action parameter that differs, and by how much; a one-line ValueError if none or several differ
+    (naming the ensembles ``names = (base, other)`` when given)."""
     diff = {k: target_params[k] - base_params.get(k, 0.0) for k in target_params
             if target_params[k] != base_params.get(k)}
     if len(diff) != 1:
-        raise ValueError(f"expected exactly one differing parameter between {base_params} and {target_params}")
+        what = f"{names[1]!r} and the base {names[0]!r}" if names else "the ensemble and the base"
+        if not diff:
+            raise ValueError(f"{what} have the same parameters {base_params}: there is no shift to take a difference "
+                             "or derivative over; compare ensembles at shifted parameters")
+        raise ValueError(f"{what} differ in {' and '.join(diff)} ({base_params} -> {target_params}): differences "
+                         "and derivatives need ensembles shifted in one parameter")
     (k, v), = diff.items()
     return k, v
 
@@ -83,7 +90,7 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
                              f"({bspec.group} {bspec.shape})")
         if spec.kind == "flowed" and spec.flow.get("source") != base:
             raise ValueError(f"flowed ensemble {name!r} pairs with {spec.flow.get('source')!r}, not with {base!r}")
-        plan.append((name, spec, parameter_shift(bspec.params, spec.params)))
+        plan.append((name, spec, parameter_shift(bspec.params, spec.params, (base, name))))
     for obs in observables:
         if obs not in bds:
             raise ValueError(f"observable {obs!r} not in {base!r}; measure it first (`corrflow measure`)")

@@ -158,13 +158,13 @@ def _check_theory(theory: Any) -> None:
     if not isinstance(theory, WilsonGaugeAction):
         raise ValueError(
             f"heat bath / over-relaxation need the pure-gauge WilsonGaugeAction, got {type(theory).__name__}; "
-            "theories with dynamical fermions must be sampled with HMC (corrflow.hmc)"
+            "theories with dynamical fermions are sampled with HMC (--algorithm hmc; corrflow.hmc in Python)"
         )
     g = theory.group
     if g.is_abelian:
         raise ValueError(
             "heat bath / over-relaxation are implemented for SU(N) only, not for U(1); "
-            "sample U(1) with HMC (corrflow.hmc.sample / corrflow.hmc.sample_chains)"
+            "sample U(1) with HMC (--algorithm hmc; corrflow.hmc.sample / sample_chains in Python)"
         )
     odd = [(mu, s) for mu, s in enumerate(theory.shape) if s % 2]
     if odd:
@@ -172,7 +172,7 @@ def _check_theory(theory: Any) -> None:
         raise ValueError(
             f"heat bath needs even lattice extents (links of one parity are updated together); "
             f"got shape {theory.shape} with L_{mu} = {s}. Use even extents, e.g. "
-            f"{tuple(x + x % 2 for x in theory.shape)}, or sample with HMC (corrflow.hmc)"
+            f"{tuple(x + x % 2 for x in theory.shape)}, or sample with HMC (--algorithm hmc; corrflow.hmc in Python)"
         )
     b = _concrete(theory.plane_couplings())
     if b is not None:

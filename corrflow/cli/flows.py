@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -16,7 +17,11 @@ from .base import CLIError, _run, _stage, app, console, discard_option, print_th
 # ----------------------------------------------------------------------------------------
 
 
-def _parse_assignments(items: List[str]) -> dict[str, float]:
+def _parse_assignments(items: List[str], params: dict[str, float], ndim: int) -> dict[str, float]:
+    """``NAME=VALUE`` items (comma-separated or repeated) -> target parameters, for a theory with action parameters
+    ``params`` on ``ndim`` dimensions: every parameter but the flavour number ``nf``, and ``kappa`` for theories
+    with a quark mass (converted to ``mass``)."""
+    allowed = [k for k in params if k != "nf"] + (["kappa"] if "mass" in params else [])
     out = {}
     for it in items:
         for part in it.split(","):
@@ -26,12 +31,22 @@ def _parse_assignments(items: List[str]) -> dict[str, float]:
                 raise CLIError(f"malformed parameter {part!r}: use NAME=VALUE, e.g. beta=2.2")
             k, v = part.split("=", 1)
             k = k.strip()
-            if k not in ("beta", "xi", "lam"):
-                raise CLIError(f"unknown action parameter {k!r}; allowed: beta, xi, lam")
+            if k not in allowed:
+                raise CLIError(f"unknown action parameter {k!r} for this ensemble's theory; allowed: "
+                               f"{', '.join(allowed)}")
             try:
-                out[k] = float(v)
+                value = float(v)
             except ValueError:
                 raise CLIError(f"malformed value {v!r} for {k}") from None
+            if not math.isfinite(value):
+                raise CLIError(f"{k} must be finite, got {v.strip()}")
+            if k == "kappa":
+                if value <= 0:
+                    raise CLIError(f"kappa must be > 0, got {value:g}")
+                from ..theories import mass_from_kappa
+
+                k, value = "mass", mass_from_kappa(value, ndim)
+            out[k] = value
     if not out:
         raise CLIError("give the target parameters, e.g. --to beta=2.2")
     return out
@@ -57,6 +72,8 @@ def _parse_times(text: Optional[str]) -> tuple[float, ...]:
 
     corrflow train --store data/su3.zarr --from su3_8x8x8x8_beta5.7 --to beta=5.75 --out flows/su3 --epochs 15
 
+    corrflow train --store data/sch.zarr --from schwinger_16x16_beta2_m0.2 --to mass=0.22 --out flows/m0.22
+
 With no architecture options the flow is the good one for the theory: plaquette-space maps for 2D U(1) (ESS ~0.98 for
 beta 2 -> 2.2 at L = 16), residual layers otherwise. `--optimizer auto` (the default) trains plaquette flows and 4D
 flows with L-BFGS (few or tiny coefficients; Adam's fixed step overshoots them) and residual 2D flows with Adam.
@@ -64,7 +81,8 @@ flows with L-BFGS (few or tiny coefficients; Adam's fixed step overshoots them) 
 def train(
     store: Path = typer.Option(..., help="zarr store holding the base ensemble"),
     from_: str = typer.Option(..., "--from", help="base ensemble name"),
-    to: List[str] = typer.Option(..., help="target parameters, e.g. beta=2.2 (repeat or comma-separate)"),
+    to: List[str] = typer.Option(..., help="target parameters, e.g. beta=2.2, or mass=0.22 / kappa=0.24 with "
+                                            "dynamical quarks (repeat or comma-separate)"),
     out: Path = typer.Option(..., help="checkpoint directory (created)"),
     epochs: int = typer.Option(40, help="training epochs (L-BFGS: maximum iterations)"),
     batch_size: int = typer.Option(64, help="configurations per optimiser step (L-BFGS: per micro-batch)"),
@@ -120,7 +138,12 @@ def train(
         st = open_store(store, "r")
         spec = st.spec(from_)
         base = make_theory(spec.theory, spec.shape, **spec.params)
-        target = base.replace(**_parse_assignments(to))
+        shift = _parse_assignments(to, base.params(), len(spec.shape))
+        target = base.replace(**shift)
+        if target.params() == base.params():
+            k, v = next(iter(shift.items()))
+            raise CLIError(f"--to {' '.join(to)} gives the parameters of {from_!r} itself ({base.params()}): a flow "
+                           f"needs a shifted target, e.g. --to {k}={v + 0.1 * max(abs(v), 1.0):g}")
         kind_ = kind
         staple_options = loops is not None or degree is not None or net_width or smear  # residual-only options
         if kind_ == "auto":
@@ -150,6 +173,13 @@ def train(
         configs, held, streamed = training_sets(st, from_, n, spec.n_chains, n_train, held_out, stream)
         if held is None:
             cfg = dataclasses.replace(cfg, patience=0)
+            if held_out:
+                console.print(f"no held-out configurations ({spec.n_chains} x {n} are too few to hold any out): the "
+                              "last epoch is kept, without held-out selection")
+        elif len(configs) < min(n_train, n * spec.n_chains):
+            console.print(f"{len(configs)} of {spec.n_chains} x {n} configurations for training, {len(held)} held out "
+                          f"(--n-train {n_train} and --held-out {held_out} do not both fit; --held-out 0 trains on "
+                          "all of them, without held-out selection)")
         if streamed:
             size = configs.nbytes + (held.nbytes if held is not None else 0)
             console.print(f"streaming {len(configs)} training" + (f" and {len(held)} held-out" if held is not None
@@ -220,11 +250,13 @@ def correlate(
         st = open_store(store, "a")  # created at the first write only
         with _stage(f"correlate {from_} -> {name}", "cfg/s") as lp:
             prog = lambda d, t: lp(d, t)  # noqa: E731
+            bspec = st.spec(from_)
+            shift = _parse_assignments(to, bspec.params, len(bspec.shape)) if to or identity else None
             if identity:
-                res = direct_to_store(st, from_, name, _parse_assignments(to), batch=batch, seed=seed, progress=prog)
+                res = direct_to_store(st, from_, name, shift, batch=batch, seed=seed, progress=prog)
             else:
                 res = correlate_to_store(st, from_, name, checkpoint=flow, batch=batch, seed=seed, progress=prog,
-                                         target_params=_parse_assignments(to) if to else None)
+                                         target_params=shift)
         console.print(f"[green]done[/] {res.name}: +{res.n_new} -> {res.committed} paired configurations per chain, "
                       f"weight ESS {res.weight_ess_fraction:.3f}, flowed-chain acceptance {res.acceptance:.3f}, "
                       f"log<w> {res.log_mean_weight:.5f}")

@@ -53,6 +53,7 @@ from .handles import (
     parameter_shift,
     training_configs,
     training_positions,
+    training_size,
     validate_shift,
 )
 
@@ -101,5 +102,6 @@ __all__ = [
     "setting",
     "training_configs",
     "training_positions",
+    "training_size",
     "validate_shift",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "shift_tag",
     "training_configs",
     "training_positions",
+    "training_size",
     "validate_shift",
 ]
 
@@ -104,6 +105,21 @@ def held_out_positions(n: int, train_positions: np.ndarray, n_chains: int, held_
     return free[np.unique(np.linspace(0, len(free) - 1, per_chain).astype(int))]
 
 
+def training_size(n: int, n_chains: int, n_train: int, held_out: int = 0) -> int:
+    """How many training configurations :func:`training_sets` takes for ``n_train`` requested: ``n_train``, unless
+    chains of ``n`` configurations are too short for it and ``held_out`` held-out ones together -- then the training
+    set leaves the held-out set up to a quarter of each chain (at least one configuration per chain, two in all), so
+    that a requested held-out selection is never silently lost to a short ensemble."""
+    per_train = min(int(n), -(-int(n_train) // int(n_chains)))
+    per_held = -(-int(held_out) // int(n_chains)) if held_out > 0 else 0
+    if not per_held or per_train + per_held <= n:
+        return int(n_train)
+    keep = min(per_held, max(int(n) // 4, -(-2 // int(n_chains))))
+    if (int(n) - keep) * int(n_chains) < 2:  # too short to hold anything out
+        return int(n_train)
+    return (int(n) - keep) * int(n_chains)
+
+
 #: ``stream=None``: training sets (training and held-out configurations together) above this many bytes are read
 #: from the store one batch at a time instead of loaded into memory
 STREAM_BYTES = 2**30
@@ -112,12 +128,13 @@ STREAM_BYTES = 2**30
 def training_sets(store: Any, name: str, n: int, n_chains: int, n_train: int, held_out: int = 0,
                   stream: bool | None = None) -> tuple[Any, Any, bool]:
     """``(training, held-out, streamed)``: the training configurations of the first ``n`` of each chain of stored
-    ensemble ``name`` (:func:`training_positions`) and up to ``held_out`` held-out ones (:func:`held_out_positions`;
-    None if fewer than 2), chain-major.  ``stream``: True -- on-demand sources
+    ensemble ``name`` (:func:`training_positions` of :func:`training_size`: fewer than ``n_train`` where the chains
+    are too short for both sets) and up to ``held_out`` held-out ones (:func:`held_out_positions`; None if fewer than
+    2), chain-major.  ``stream``: True -- on-demand sources
     (:class:`corrflow.store.StoredConfigs`, read one batch at a time by the training), False -- arrays in memory,
     None -- streamed when both together exceed :data:`STREAM_BYTES`.  The one rule of ``corrflow train`` and the
     pipeline; training gives the same result either way."""
-    pos = training_positions(n, n_chains, n_train)
+    pos = training_positions(n, n_chains, training_size(n, n_chains, n_train, held_out))
     chains = np.arange(int(n_chains))
     train = store.stored_configs(name, np.repeat(chains, len(pos)), np.tile(pos, len(chains)))
     hpos = held_out_positions(n, pos, n_chains, held_out)

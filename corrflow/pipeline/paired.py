@@ -91,6 +91,9 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
                          f"{bspec.params}; train a flow from this ensemble")
     base = make_theory(bspec.theory, bspec.shape, **bspec.params)
     target = make_theory(bspec.theory, bspec.shape, **target_ck.params())
+    if target.params() == base.params():  # refused before anything is written
+        raise StoreError(f"the target parameters {target.params()} are those of {base_name!r} itself: a correlated "
+                         "ensemble needs a shift (--to another value, or a flow trained to other parameters)")
     if tuple(flow.shape) != tuple(bspec.shape):
         flow = flow.with_shape(bspec.shape)  # volume transfer (ValueError if the extents do not fit)
     measure = measurements_from_names(base.group, bspec.measurements, len(bspec.shape), shape=bspec.shape)

@@ -123,3 +123,19 @@ def test_gauss_newton_from_the_store_and_streaming_by_size(tmp_path, monkeypatch
     b = train(flow, base, target, train_src.load(), conf)
     np.testing.assert_array_equal(np.asarray(a.params), np.asarray(b.params))
     assert a.history == b.history and max(spy.sizes) <= 32
+
+
+def test_short_ensembles_keep_a_held_out_set():
+    """`training_size`: the requested training set unless the chains are too short for it and the held-out set
+    together; then the held-out set keeps up to a quarter of each chain (it used to be silently empty, so `corrflow
+    train` on an ensemble of at most --n-train configurations had no held-out selection)."""
+    assert handles.training_size(40, 2, 48, 16) == 48  # 24 + 8 per chain fit in 40
+    assert handles.training_size(40, 2, 512, 0) == 512  # nothing held out: all 40 per chain (training_positions)
+    assert handles.training_size(200, 2, 512, 64) == 2 * 168  # 200 - 32 per chain
+    assert handles.training_size(60, 2, 512, 64) == 2 * 45  # a quarter of 60 held out
+    assert handles.training_size(10, 1, 512, 64) == 8  # at least two held out in all
+    assert handles.training_size(2, 1, 512, 64) == 512  # too short to hold anything out
+    for n, c, t, h in ((200, 2, 512, 64), (60, 2, 512, 64), (10, 1, 512, 64), (7, 3, 100, 5)):
+        pos = handles.training_positions(n, c, handles.training_size(n, c, t, h))
+        held = handles.held_out_positions(n, pos, c, h)
+        assert len(held) >= 1 and not set(held) & set(pos) and len(pos) + len(held) <= n, (n, c, t, h)

@@ -215,3 +215,60 @@ def test_info_of_an_empty_or_copied_store(store_copy, tmp_path):
     dst = copy_store(store_copy, tmp_path, "again.zarr")
     code, out = cli("info", dst)
     assert code == 0 and "base" in out and "complete" in out
+
+
+def test_a_shift_of_nothing_is_refused_before_anything_is_written(store_copy, tmp_path):
+    """Target parameters equal to the base's: `train` (it used to train a flow worse than the identity), `correlate
+    --identity`, `correlate` with a flow trained to its own base (it used to write an ensemble that `compare` and
+    `report` then refused) and `compare` with an ensemble at the base's parameters -- each one line naming the
+    problem, nothing written."""
+    flow_dir = tmp_path / "flow"
+    cli_refused(store_copy, r"--to beta=2\.0 gives the parameters of 'base' itself .*: a flow needs a shifted target, "
+                r"e\.g\. --to beta=2\.2", "train", "--store", store_copy, "--from", "base", "--to", "beta=2.0",
+                "--out", flow_dir)
+    assert not flow_dir.exists()
+    cli_refused(store_copy, r"the target parameters .* are those of 'base' itself: a correlated ensemble needs a "
+                r"shift", "correlate", "--store", store_copy, "--from", "base", "--identity", "--to", "beta=2",
+                "--name", "same")
+    th = corrflow.make_theory("u1", (4, 4), beta=2.0)
+    flow = make_flow("u1", (4, 4))
+    save_checkpoint(flow_dir, flow, flow.init_params(), th, th, TrainConfig(), 1, [{"loss": 0.0}])
+    cli_refused(store_copy, r"are those of 'base' itself", "correlate", "--store", store_copy, "--from", "base",
+                "--flow", flow_dir, "--name", "same")
+    open_store(store_copy, "a").create_ensemble("twin", u1_spec())  # an HMC ensemble at the base's parameters
+    cli_refused(store_copy, r"'twin' and the base 'base' have the same parameters .*: there is no shift to take a "
+                r"difference or derivative over", "compare", "--store", store_copy, "--base", "base", "twin")
+    open_store(store_copy, "a").create_ensemble("both", u1_spec(params={"beta": 2.1, "xi": 1.1, "lam": 0.0}))
+    cli_refused(store_copy, r"'both' and the base 'base' differ in beta and xi .*: differences and derivatives need "
+                r"ensembles shifted in one parameter", "compare", "--store", store_copy, "--base", "base", "both")
+
+
+def test_target_parameters_are_the_theory_s_own(store_copy, tmp_path):
+    """`--to` takes the action parameters of the base ensemble's theory: a quark mass (or kappa, converted) for
+    theories with dynamical fermions -- the CLI used to refuse `--to mass=...` for every theory -- and not for pure
+    gauge; never the flavour number."""
+    from corrflow.theories import mass_from_kappa
+
+    cli_refused(store_copy, r"unknown action parameter 'mass' for this ensemble's theory; allowed: beta, xi, lam$",
+                "correlate", "--store", store_copy, "--from", "base", "--identity", "--to", "mass=0.1", "--name", "m")
+    cli_refused(store_copy, r"beta must be finite, got nan", "correlate", "--store", store_copy, "--from", "base",
+                "--identity", "--to", "beta=nan", "--name", "m")
+    # a Schwinger-model ensemble (random links: the estimators do not matter here, only the parameters)
+    path = tmp_path / "sch.zarr"
+    st = open_store(path, "a")
+    st.create_ensemble("sch", u1_spec(theory="schwinger", params={"beta": 2.0, "xi": 1.0, "lam": 0.0, "mass": 0.2,
+                                                                   "nf": 2.0}))
+    traj, links, per, nxt = dummy_block(2, 3, 0)
+    with st.writer("sch") as w:
+        w.append(traj, links, per, nxt)
+    cli_refused(path, r"unknown action parameter 'nf' for this ensemble's theory; allowed: beta, xi, lam, mass, "
+                r"kappa", "correlate", "--store", path, "--from", "sch", "--identity", "--to", "nf=3", "--name", "m")
+    cli_refused(path, r"kappa must be > 0", "correlate", "--store", path, "--from", "sch", "--identity", "--to",
+                "kappa=0", "--name", "m")
+    code, out = cli("correlate", "--store", path, "--from", "sch", "--identity", "--to", "mass=0.25", "--name", "m")
+    assert code == 0, out
+    code, out = cli("correlate", "--store", path, "--from", "sch", "--identity", "--to", "kappa=0.2", "--name", "k")
+    assert code == 0, out
+    st = open_store(path, "r")
+    assert st.spec("m").params["mass"] == 0.25 and st.spec("m").params["beta"] == 2.0
+    assert st.spec("k").params["mass"] == pytest.approx(mass_from_kappa(0.2, 2)) == pytest.approx(0.5)
