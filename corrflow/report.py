@@ -176,7 +176,9 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
         lines += ["Tangent minus connected, from the same configurations with the error of the difference (both "
                   "are unbiased, so this checks the field): " + ", ".join(
                       f"{o} {format_value_error(s.value, s.error)} ({s.pull(0.0):+.1f} sigma)"
-                      for o, s in res.agreement.items() if o in smooth) + ".", ""]
+                      for o, s in res.agreement.items() if o in smooth) + "."
+                  + "".join(f" {o}: not conclusive on this many configurations (the difference per configuration is "
+                            f"skewed; {why})." for o, why in res.unreliable_agreement().items() if o in smooth), ""]
     return rows, lines
 
 

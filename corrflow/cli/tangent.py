@@ -17,6 +17,21 @@ from .base import CLIError, _run, _stage, app, console, discard_option, print_th
 # ----------------------------------------------------------------------------------------
 
 
+
+def _agreement_verdict(r: Any, worst: float) -> str:
+    """The end of the tangent − connected line: nothing within 3 sigma; beyond, what a pull means -- a fault of the
+    field or a drift -- or, on an ensemble too small for a Gaussian error of the skewed difference, that it is not
+    conclusive yet."""
+    if worst <= 3:
+        return ""
+    weak = r.unreliable_agreement()
+    if weak and all(abs(s.pull(0.0)) <= 3 for o, s in r.agreement.items() if o not in weak):
+        return ("; not conclusive on this many configurations: the difference per configuration is a product of "
+                "fluctuations, skewed, so on few configurations its mean lies on the short side with too small an "
+                "error (" + "; ".join(f"{o}: {why}" for o, why in weak.items()) + "); generate more[/]")
+    return ("; both are unbiased, so a pull beyond 3 sigma points at the field or its divergence, or at a drift at "
+            "the start of the chains that the connected estimator takes up (try --discard auto)[/]")
+
 @app.command(epilog="""
 **Examples**
 
@@ -227,9 +242,7 @@ def derivative(
             console.print(("[yellow]" if worst > 3 else "") + "tangent - connected (same configurations, error of the "
                           "difference): " + ", ".join(f"{o} {format_value_error(s.value, s.error)} "
                                                       f"({s.pull(0.0):+.1f} sigma)" for o, s in r.agreement.items())
-                          + ("; both are unbiased, so a pull beyond 3 sigma points at the field or its divergence, "
-                             "or at a drift at the start of the chains that the connected estimator takes up (try "
-                             "--discard auto)[/]" if worst > 3 else ""))
+                          + _agreement_verdict(r, worst))
         if res.thermalisation is not None:
             print_thermalisation(res.thermalisation)
         c, adjusted = res.cost, res.cost_adjusted()

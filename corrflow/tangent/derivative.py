@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE
-from ..stats import Stats
+from ..stats import Stats, gaussian_sample_size
 from .estimator import (paired_difference, per_observable, regression_slopes, second_order_difference,
                         second_order_estimate, tangent_estimate, variance_reduction)
 from .fermions import FermionTraces
@@ -43,7 +43,8 @@ class DerivativeResult:
     ``agreement[obs]``: tangent minus connected with the error of the difference (:func:`paired_difference`, and
     :meth:`DerivedSeries.difference` for the derived rows ``t0/a^2``, ``w0/a``, ``m_eff@t``): both estimators are
     unbiased (derived rows up to the O(1/N) bias of a nonlinear function of means), so its ``pull(0)`` checks the
-    field on any ensemble.  ``second_order[obs]``: the per-fold ``γ`` of the second-order control variate
+    field on any ensemble -- once the ensemble is large enough for that error to be Gaussian (``agreement_size[obs]``
+    and :meth:`unreliable_agreement`: the observables' rows only).  ``second_order[obs]``: the per-fold ``γ`` of the second-order control variate
     (:func:`corrflow.tangent.second_order_estimate`) where the tangent rows carry it, else empty."""
 
     estimates: dict[str, dict[str, Stats]]
@@ -55,7 +56,24 @@ class DerivativeResult:
     observable_fits: dict[str, list[FieldFit]] = field(default_factory=dict)
     agreement: dict[str, Stats] = field(default_factory=dict)
     second_order: dict[str, list[float]] = field(default_factory=dict)
+    agreement_size: dict[str, dict[str, float]] = field(default_factory=dict)
     field: dict[str, Any] = field(default_factory=dict)  # noqa: F811 (the field's description; last: it shadows field())
+
+    def unreliable_agreement(self, threshold: float = 3.0) -> dict[str, str]:
+        """``{obs: why}`` for the observables whose tangent − connected pull exceeds ``threshold`` on too few
+        configurations for its error to be Gaussian: the per-configuration difference is a product of fluctuations,
+        skewed (``agreement_size[obs]``: its skewness, the effective configurations ``n / (2 τ_int)`` and the
+        ``28 + 25 γ1²`` a Gaussian error needs, :func:`corrflow.stats.gaussian_sample_size`), so on small ensembles
+        its mean sits on the short side of the distribution with too small an error and such pulls are common."""
+        out = {}
+        for o, s in self.agreement.items():
+            size = self.agreement_size.get(o)
+            if size is None or not s.error > 0 or abs(s.pull(0.0)) <= threshold:
+                continue
+            if size["n_effective"] < size["n_needed"]:
+                out[o] = (f"skewness {size['skewness']:.1f}, {size['n_effective']:.0f} effective configurations where "
+                          f"a Gaussian error needs ~{size['n_needed']:.0f}")
+        return out
 
     def reductions(self) -> dict[str, dict[str, float]]:
         """``{obs: {estimator: (error of connected / error of estimator)^2}}`` for every estimator."""
@@ -76,7 +94,8 @@ class DerivativeResult:
                 "observable_fit": {o: [{"coef": f.coef.tolist(), "ridge": f.ridge, "n_basis": f.n_basis,
                                         "var_reduction_T": f.reduction, "condition": f.condition} for f in fs]
                                    for o, fs in self.observable_fits.items()},
-                "tangent_minus_connected": {o: {"value": s.value, "error": s.error, "pull": s.pull(0.0)}
+                "tangent_minus_connected": {o: {"value": s.value, "error": s.error, "pull": s.pull(0.0),
+                                                **self.agreement_size.get(o, {})}
                                             for o, s in self.agreement.items()},
                 **({"second_order_gamma": dict(self.second_order)} if self.second_order else {})}
 
@@ -102,6 +121,7 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
     red: dict[str, float] = {}
     agree: dict[str, Stats] = {}
     gammas: dict[str, list[float]] = {}
+    sizes: dict[str, dict[str, float]] = {}
     explicit = terms.explicit()
     folds = fold_index(*terms.ds.shape, n_folds) if terms.dvh is not None else None
     if folds is not None:  # the weight of the control variate per observable, for its row and the derived rows
@@ -123,6 +143,11 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
             agree[name] = paired_difference(o, dvo + explicit[..., i], r, explicit[..., i], terms.ds)
         est[name] = {"tangent": tan, "connected": con}
         red[name] = variance_reduction(con, tan)
+        # the first-order per-configuration difference (also for second-order rows: its skew is the product's)
+        diff = dvo - (o - o.mean()) * ((r - terms.ds) - (r - terms.ds).mean())
+        skew, needed = gaussian_sample_size(diff)
+        n_eff = o.size / (2.0 * max(agree[name].tau_int, 0.5))
+        sizes[name] = {"skewness": skew, "n_effective": n_eff, "n_needed": needed}
     for scale, ref, row in (("t0", t0_reference, "t0/a^2"), ("w0", w0_reference, "w0/a")):
         try:
             sc = flow_scale_derivative(terms, coef, reference=ref, scale=scale)
@@ -146,7 +171,7 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
                             param=terms.param, field=desc,
                             target="observable" if per_obs else "field",
                             observable_fits=dict(zip(terms.names, fits)) if per_obs else {}, agreement=agree,
-                            second_order=gammas)
+                            second_order=gammas, agreement_size=sizes)
 
 
 def control_variates(terms: TangentTerms, i: int) -> tuple[np.ndarray, np.ndarray]:

@@ -154,3 +154,42 @@ def test_per_observable_fit_unbiased_and_at_least_as_good(plaquette_terms, fitte
         tg.estimate(plaquette_terms, np.stack([fitted[1]] * 3))
     with pytest.raises(ValueError, match="unknown fit target 'both'"):
         tg.fit_coefficients(plaquette_terms, "both")
+
+
+def _skewed_terms(n: int, seed: int = 0) -> "tg.TangentTerms":
+    """Synthetic terms whose per-configuration tangent − connected difference is ``0.5 (O − Ō)(∂S − mean)`` with
+    ``∂S = 5 O + noise``: a χ²₁-like product (skewness ~2.8), and nonzero on average (the terms are not from
+    ``e^{-S}``), so its pull is large once the error is."""
+    rng = np.random.default_rng(seed)
+    o = rng.normal(size=(2, n))
+    ds = 5 * o + 0.5 * rng.normal(size=(2, n))
+    return tg.TangentTerms(o=o[..., None], ds=ds, a=(-0.5 * ds)[..., None], b=np.zeros((2, n, 1, 1)), names=("x",),
+                           param="beta")
+
+
+def test_the_agreement_check_knows_when_its_error_is_not_gaussian():
+    """The tangent − connected difference is a product of fluctuations (skewed); on few configurations its pull is
+    flagged as not conclusive (``unreliable_agreement``, the CLI's verdict), on many it points at the field.  The
+    skewness and the size rule are scipy's skewness and 28 + 25 γ1² (checked on χ²₁ and normal samples)."""
+    from corrflow.cli.tangent import _agreement_verdict
+    from corrflow.stats import gaussian_sample_size
+
+    rng = np.random.default_rng(1)
+    g, need = gaussian_sample_size(rng.chisquare(1, 200_000))
+    assert g == pytest.approx(2 * np.sqrt(2), rel=0.05) and need == pytest.approx(28 + 25 * g * g)
+    g, need = gaussian_sample_size(rng.normal(size=200_000))
+    assert abs(g) < 0.03 and need == pytest.approx(28, abs=0.1)
+    assert gaussian_sample_size(np.ones(10)) == (0.0, 28.0)
+
+    small = tg.estimate(_skewed_terms(40), np.ones(1))
+    size = small.agreement_size["x"]
+    assert size["skewness"] > 1.5 and size["n_needed"] > size["n_effective"], size
+    assert abs(small.agreement["x"].pull(0.0)) > 3
+    assert set(small.unreliable_agreement()) == {"x"}
+    assert "not conclusive on this many configurations" in _agreement_verdict(small, 4.0)
+    assert small.as_dict()["tangent_minus_connected"]["x"]["n_needed"] == size["n_needed"]
+    large = tg.estimate(_skewed_terms(4000), np.ones(1))  # negative control: the same bias, enough configurations
+    assert large.agreement_size["x"]["n_effective"] > large.agreement_size["x"]["n_needed"]
+    assert abs(large.agreement["x"].pull(0.0)) > 3 and not large.unreliable_agreement()
+    assert "points at the field or its divergence" in _agreement_verdict(large, 4.0)
+    assert _agreement_verdict(large, 2.0) == ""
