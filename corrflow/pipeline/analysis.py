@@ -95,35 +95,24 @@ def measure_tangent(pipe: Pipeline, key: dict[str, Any], links: np.ndarray, theo
 
     from .. import tangent as tg
 
-    names = tuple(observables)
+    stages = {"field": "tangent field terms", "contracted": "tangent derivatives"}
 
-    def field_terms(flat: np.ndarray, progress: Any, resume: Any, on_batch: Any) -> dict[str, np.ndarray]:
-        ds, a = tg.field_terms(field, theory, param, np.asarray(flat)[None], jax.random.PRNGKey(seed),
-                               progress=progress, resume=resume, on_batch=on_batch, **options)
-        return {"ds": ds[0], "a": a[0]}
+    def run_pass(name: str, extra: dict[str, Any], outputs: tuple[str, ...], compute: Callable[..., Any]
+                 ) -> tuple[tuple[np.ndarray, ...], float, int]:
+        def flat_pass(flat: np.ndarray, progress: Any, resume: Any, on_batch: Any) -> dict[str, np.ndarray]:
+            out = compute(np.asarray(flat)[None], progress, resume, on_batch)  # one chain, chain-major
+            return {k: np.asarray(x)[0] for k, x in zip(outputs, out)}
 
-    def derivatives(flat: np.ndarray, coef: np.ndarray, progress: Any, resume: Any,
-                    on_batch: Any) -> dict[str, np.ndarray]:
-        o, dvo, do = tg.contracted_derivatives(field, theory, param, names, np.asarray(flat)[None],
-                                               jax.random.PRNGKey(seed), np.asarray(coef)[None], progress=progress,
-                                               resume=resume, on_batch=on_batch, pion_sources=pion_sources,
-                                               **options)
-        return {"o": o[0], "dvo": dvo[0], "do": do[0]}
+        k = ({**key, "pass": "field"} if name == "field" else
+             {**key, "pass": "contracted", **extra, "n_folds": n_folds, "held_out": held_out})
+        res, cost = pipe.measure_batches(k, links, flat_pass, stage=stages[name], outputs=outputs)
+        return tuple(res[o] for o in outputs), cost, 0
 
-    ft, c1 = pipe.measure_batches({**key, "pass": "field"}, links, field_terms, stage="tangent field terms",
-                                  outputs=tg.FIELD_TERMS)
-    ds, a = np.asarray(ft["ds"], float), np.asarray(ft["a"], float)
-    t0 = time.perf_counter()
-    fits, coef = tg.cross_fit(a, ds, n_folds=n_folds, held_out=held_out) if a.shape[-1] else ([], np.zeros(a.shape))
-    fit_s = time.perf_counter() - t0
-    flat_coef = coef.reshape((-1, coef.shape[-1]))
-    dk = {**key, "pass": "contracted", "coef": [f.coef.tolist() for f in fits], "n_folds": n_folds,
-          "held_out": held_out}
-    d, c2 = pipe.measure_batches(dk, links, lambda flat, *a: derivatives(flat, flat_coef, *a),
-                                 stage="tangent derivatives", outputs=tg.CONTRACTED_TERMS)
-    r = ds + np.einsum("...k,...k->...", a, coef)
-    return TangentMeasurement(np.asarray(d["o"], float), ds, r, np.asarray(d["dvo"], float),
-                              np.asarray(d["do"], float), fits, fit_s, float(c1 + c2))
+    tp = tg.two_pass(field, theory, param, observables, jax.random.PRNGKey(seed), run_pass=run_pass,
+                     n_folds=n_folds, held_out=held_out, pion_sources=pion_sources, **options)
+    return TangentMeasurement(np.asarray(tp.o, float), np.asarray(tp.ds, float), np.asarray(tp.r, float),
+                              np.asarray(tp.dvo, float), np.asarray(tp.do, float), tp.fits, tp.fit_s,
+                              float(tp.field_s + tp.derivatives_s))
 
 
 #: a cut whose discarded part differs from the rest by more than this (mean or spread, in sigma) is a start-up drift

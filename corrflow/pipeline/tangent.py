@@ -332,30 +332,21 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     saved = _saved_coef(ckpt, settings) if fld.n_coef else None
     reused = saved is not None
     if contract:  # two passes: the field's terms, the fit, then v.grad O along the fitted field only
-        (ds, a), c1, first = run_in_batches(
-            terms_dir.with_name("terms-field"), {**terms_key, "observables": [], "pass": "field"}, tg.FIELD_TERMS,
-            lambda resume, save: tg.field_terms(fld, theory, param, configs, key, progress=progress, resume=resume,
-                                                on_batch=save, **common))
-        t_fit = time.perf_counter()
-        if saved is not None:
-            coef = tg.fold_coefficients(saved, *ds.shape)
-        else:
-            fits, coef = tg.cross_fit(a, ds, n_folds=n_folds, held_out=held_out)
-            _save_fits(ckpt, settings, fits, names, target)
-        fit_s = time.perf_counter() - t_fit
-        coef_key = [np.asarray(c).tolist() for c in (saved if saved is not None else [f.coef for f in fits])]
-        second_key = {"second_order": True} if second_order else {}
-        (o, dvo, do, *second), c2, _ = run_in_batches(
-            terms_dir.with_name("terms-second-order" if second_order else "terms-contracted"),
-            {**terms_key, "pass": "contracted", "coef": coef_key, **second_key},
-            tg.SECOND_ORDER_TERMS if second_order else tg.CONTRACTED_TERMS,
-            lambda resume, save: tg.contracted_derivatives(
-                fld, theory, param, names, configs, key, coef, progress=progress, resume=resume, on_batch=save,
-                pion_sources=pion_sources, second_order=second_order, **common))
-        terms = tg.contracted_terms(ds, a, coef, o, dvo, do if fermion else None, names, param,
+        def run_pass(name: str, extra: dict[str, Any], outputs: tuple[str, ...], compute: Callable[..., Any]
+                     ) -> tuple[Any, float, int]:
+            pass_key = {"observables": [], "pass": "field"} if name == "field" else {"pass": "contracted"}
+            return run_in_batches(terms_dir.with_name(f"terms-{name}"), {**terms_key, **pass_key, **extra}, outputs,
+                                  lambda resume, save: compute(configs, progress, resume, save))
+
+        tp = tg.two_pass(fld, theory, param, names, key, run_pass=run_pass, n_folds=n_folds, held_out=held_out,
+                         saved_coef=saved, second_order=second_order, pion_sources=pion_sources, **common)
+        if saved is None:
+            _save_fits(ckpt, settings, tp.fits, names, target)
+        fits, coef, fit_s, first = tp.fits, tp.coef, tp.fit_s, tp.resumed
+        terms = tg.contracted_terms(tp.ds, tp.a, coef, tp.o, tp.dvo, tp.do if fermion else None, names, param,
                                     int(theory.shape[0]), tg.describe_traces(theory, names, tr, valence_mass),
-                                    h=second[0] if second else None, dvh=second[1] if second else None)
-        terms_total = c1 + c2
+                                    h=tp.h, dvh=tp.dvh)
+        terms_total = tp.field_s + tp.derivatives_s
     else:
         terms, terms_total, first = run_in_batches(
             terms_dir, terms_key, tg.FLAT_TERMS,

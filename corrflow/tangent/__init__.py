@@ -22,6 +22,8 @@ linear in their coefficients, cross-fitted so that no configuration enters its o
 * :mod:`.terms` -- the per-configuration terms in jitted batches: all basis fields at once (:func:`compute_terms`),
   or in two passes, the field's terms for the fit and then ``v·∇O`` along the fitted field alone (:func:`field_terms`,
   :func:`contracted_derivatives`: one solve instead of one per basis field for pion correlators);
+* :mod:`.passes` -- the two passes with the fit between them (:func:`two_pass`), for every caller: in memory, or
+  with each pass's outputs kept where the caller resumes them (``corrflow derivative``, the analyses);
 * :mod:`.derivative` -- configurations -> terms -> fit -> estimates (:func:`derivative`);
 * :mod:`.spectroscopy` -- ``d m_eff/dα`` of the pion from ``pion@t`` pairs;
 * :mod:`.scales` -- ``d(t0/a^2)/dα`` from ``t2E@T`` estimates on a grid of flow times.
@@ -77,6 +79,7 @@ from .fit import (FieldFit, TangentFitWarning, check_cross_fit_size, check_field
                   fold_coefficients, fold_index)
 from .scales import flow_scale_derivative
 from .spectroscopy import cosh_effective_mass, effective_mass_derivative
+from .passes import PASS_OUTPUTS, TwoPass, in_memory, two_pass
 from .terms import (CONTRACTED_TERMS, FIELD_TERMS, FLAT_TERMS, SECOND_ORDER_TERMS, TangentTerms, check_second_order,
                     compute_terms, contracted_derivatives, use_contraction,
                     contraction_pays, costly_observables, describe_traces, field_terms, observables_cost,
@@ -95,7 +98,7 @@ __all__ = [
     "value_and_directional_derivative",
     "connected_estimate", "paired_difference", "tangent_estimate", "tangent_values", "variance_reduction",
     "second_order_estimate", "second_order_difference", "regression_slopes", "check_second_order",
-    "SECOND_ORDER_TERMS", "use_contraction",
+    "SECOND_ORDER_TERMS", "use_contraction", "TwoPass", "two_pass", "in_memory", "PASS_OUTPUTS",
     "FEATURE_HELP", "FIELD_KINDS", "default_features", "GradientField", "NoField", "PlaquetteField", "make_field", "plaquette_link_field",
     "FERMION_OBSERVABLES", "NOISE_KINDS", "DILUTIONS", "TRACE_METHODS", "FermionTraces", "fermion_derivatives",
     "is_fermion_theory",

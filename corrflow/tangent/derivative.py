@@ -22,8 +22,8 @@ from .fit import FieldFit, cross_fit, fold_coefficients, fold_index
 from .scales import flow_scale_derivative
 from .spectroscopy import effective_mass_derivative, effective_mass_pairs
 from .fermions import is_fermion_theory
-from .terms import (TangentTerms, check_second_order, compute_terms, contracted_derivatives, describe_traces,
-                    field_terms, use_contraction)
+from .passes import in_memory, two_pass
+from .terms import TangentTerms, check_second_order, compute_terms, describe_traces, use_contraction
 
 __all__ = ["DerivativeResult", "estimate", "derivative", "FIT_TARGETS", "control_variates", "observable_cross_fit",
            "fit_coefficients", "contracted_terms", "apply_fits"]
@@ -44,8 +44,9 @@ class DerivativeResult:
     :meth:`DerivedSeries.difference` for the derived rows ``t0/a^2``, ``w0/a``, ``m_eff@t``): both estimators are
     unbiased (derived rows up to the O(1/N) bias of a nonlinear function of means), so its ``pull(0)`` checks the
     field on any ensemble -- once the ensemble is large enough for that error to be Gaussian (``agreement_size[obs]``
-    and :meth:`unreliable_agreement`: the observables' rows only).  ``second_order[obs]``: the per-fold ``γ`` of the second-order control variate
-    (:func:`corrflow.tangent.second_order_estimate`) where the tangent rows carry it, else empty."""
+    and :meth:`unreliable_agreement`: the observables' rows only).  ``second_order[obs]``: the per-fold ``γ`` of the
+    second-order control variate (:func:`corrflow.tangent.second_order_estimate`) where the tangent rows carry it,
+    else empty."""
 
     estimates: dict[str, dict[str, Stats]]
     reduction: dict[str, float]
@@ -266,16 +267,13 @@ def derivative(theory: Any, configs: Any, param: str, observables: Sequence[str]
     kw = dict(batch=batch, traces=traces, valence_mass=valence_mass)
     check_second_order(second_order, theory, field_obj, target)
     if use_contraction(contract, target, observables, field_obj, second_order):
-        ds, a = field_terms(field_obj, theory, param, configs, key, observables=observables,
-                            pion_sources=pion_sources, **kw)
-        fits, coef = cross_fit(a, ds, n_folds=n_folds, held_out=held_out, ridges=ridges, sizes=sizes)
-        o, dvo, do, *second = contracted_derivatives(field_obj, theory, param, observables, configs, key, coef,
-                                                     pion_sources=pion_sources, second_order=second_order, **kw)
-        terms = contracted_terms(ds, a, coef, o, dvo, do if is_fermion_theory(theory) else None,
+        tp = two_pass(field_obj, theory, param, observables, key, run_pass=in_memory(configs), n_folds=n_folds,
+                      held_out=held_out, ridges=ridges, sizes=sizes, second_order=second_order,
+                      pion_sources=pion_sources, **kw)
+        terms = contracted_terms(tp.ds, tp.a, tp.coef, tp.o, tp.dvo, tp.do if is_fermion_theory(theory) else None,
                                  observables, param, int(theory.shape[0]),
-                                 describe_traces(theory, observables, traces, valence_mass),
-                                 h=second[0] if second else None, dvh=second[1] if second else None)
-        return replace(estimate(terms, np.ones(1), fits, field_obj.describe(), n_folds=n_folds), coef=coef)
+                                 describe_traces(theory, observables, traces, valence_mass), h=tp.h, dvh=tp.dvh)
+        return replace(estimate(terms, np.ones(1), tp.fits, field_obj.describe(), n_folds=n_folds), coef=tp.coef)
     terms = compute_terms(field_obj, theory, param, observables, configs, key, pion_sources=pion_sources, **kw)
     if field_obj.n_coef == 0:
         return estimate(terms, np.zeros(0), [], field_obj.describe())
