@@ -34,6 +34,11 @@ class ComparisonRow(NamedTuple):
     variance_reduction: float | None
 
 
+#: per-trajectory variables of an ensemble that are not observables
+_BOOKKEEPING = frozenset({"accepted", "action", "delta_H", "step_size", "log_jacobian", "log_weight", "source_chain",
+                          "source_traj"})
+
+
 def parameter_shift(base_params: dict[str, float], target_params: dict[str, float],
                     names: tuple[str, str] | None = None) -> tuple[str, float]:
     """The one action parameter that differs, and by how much; a one-line ValueError if none or several differ
@@ -93,7 +98,9 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
         plan.append((name, spec, parameter_shift(bspec.params, spec.params, (base, name))))
     for obs in observables:
         if obs not in bds:
-            raise ValueError(f"observable {obs!r} not in {base!r}; measure it first (`corrflow measure`)")
+            stored = sorted(v for v in bds.data_vars if bds[v].dims == ("chain", "traj") and v not in _BOOKKEEPING)
+            raise ValueError(f"observable {obs!r} is not stored in {base!r} (stored: {', '.join(stored) or 'none'}); "
+                             f"add it with `corrflow measure {getattr(store, 'path', 'STORE')} {base} {obs}`")
         ob = np.asarray(bds[obs].values, float)
         ob_kept = _after(ob, discard, base)
         for name, spec, (_, shift) in plan:  # independent first so variance reductions can refer to it

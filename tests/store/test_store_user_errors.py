@@ -272,3 +272,12 @@ def test_target_parameters_are_the_theory_s_own(store_copy, tmp_path):
     st = open_store(path, "r")
     assert st.spec("m").params["mass"] == 0.25 and st.spec("m").params["beta"] == 2.0
     assert st.spec("k").params["mass"] == pytest.approx(mass_from_kappa(0.2, 2)) == pytest.approx(0.5)
+
+
+def test_compare_names_what_is_stored_and_the_measure_command(store_copy):
+    """An observable not stored in the base: the message lists what is stored and the command that adds it (it
+    used to say only "measure it first")."""
+    open_store(store_copy, "a").create_ensemble("shifted", u1_spec(params={"beta": 2.1, "xi": 1.0, "lam": 0.0}))
+    cli_refused(store_copy, r"observable 'wilson_2x2' is not stored in 'base' \(stored: plaquette\); add it with "
+                r"`corrflow measure .*copy\.zarr base wilson_2x2`", "compare", "--store", store_copy, "--base", "base",
+                "shifted", "--obs", "wilson_2x2")
