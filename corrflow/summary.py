@@ -15,6 +15,7 @@ import numpy as np
 
 from . import exact
 from .stats import Stats, gamma_method
+from .stats.reweighting import reweighted_mean
 from .stats.equilibration import EquilibrationCut, equilibration_cut
 
 __all__ = ["SummaryRow", "common_thermalisation_cut", "exact_value", "ensemble_summary", "thermalisation_cut"]
@@ -30,9 +31,14 @@ class SummaryRow(NamedTuple):
         return None if self.exact is None else self.stats.pull(self.exact)
 
 
+#: per-trajectory variables of a flowed ensemble that are not observables
+FLOWED_BOOKKEEPING = frozenset({"log_weight", "log_jacobian", "source_chain", "source_traj"})
+
+
 def exact_value(spec: Any, observable: str) -> float | None:
-    """Exact torus value of ``observable`` for the ensemble ``spec``, or None if not known."""
-    if len(spec.shape) != 2:
+    """Exact torus value of ``observable`` for the ensemble ``spec``, or None if not known (pure gauge theories in
+    two dimensions only: with dynamical quarks -- the Schwinger model, ``su3-wilson`` -- there is no closed form)."""
+    if len(spec.shape) != 2 or spec.theory != spec.group:
         return None
     p = spec.params
     beta = p["beta"] * p.get("xi", 1.0) + p.get("lam", 0.0)
@@ -87,7 +93,9 @@ def common_thermalisation_cut(store: Any, names: Sequence[str], observables: Seq
 
 def ensemble_summary(store: Any, name: str, discard: int = 0) -> list[SummaryRow]:
     """Gamma-method estimates (chains as replicas) of every per-trajectory observable of ``name``, without the first
-    ``discard`` trajectories of every chain."""
+    ``discard`` trajectories of every chain.  A flowed ensemble's observables are reweighted to its parameters
+    (:func:`corrflow.stats.reweighted_mean` with its stored log weights: unweighted, its configurations follow the
+    base distribution pushed forward, not its own), and its bookkeeping (weights, Jacobians, pairing) is left out."""
     ds = store.open_ensemble(name)
     spec = store.spec(name)
     if discard < 0:
@@ -100,7 +108,14 @@ def ensemble_summary(store: Any, name: str, discard: int = 0) -> list[SummaryRow
     ds = ds.isel(traj=slice(discard, None))
     vol = int(np.prod(spec.shape))
     rows = []
-    names = [v for v in ds.data_vars if ds[v].dims == ("chain", "traj") and v not in ("accepted", "step_size", "action")]
+    flowed = spec.kind == "flowed"
+    skip = {"accepted", "step_size", "action"} | (FLOWED_BOOKKEEPING if flowed else set())
+    log_w = np.asarray(ds["log_weight"].values, dtype=float) if flowed else None
+
+    def estimate(x: np.ndarray) -> Stats:
+        return reweighted_mean(x, log_w).stats if flowed else gamma_method(x)
+
+    names = [v for v in ds.data_vars if ds[v].dims == ("chain", "traj") and v not in skip]
     order = {"plaquette": 0, "topological_charge": 2, "polyakov_loop": 3, "delta_H": 9}
     names.sort(key=lambda v: (order.get(v, 1 if v.startswith("wilson_") else 5), v))
     for v in names:
@@ -108,12 +123,12 @@ def ensemble_summary(store: Any, name: str, discard: int = 0) -> list[SummaryRow
         if not np.all(np.isfinite(data)):
             continue  # partially measured observable
         if v == "topological_charge":
-            rows.append(SummaryRow("chi_top", gamma_method(data**2 / vol), exact_value(spec, "chi_top")))
+            rows.append(SummaryRow("chi_top", estimate(data**2 / vol), exact_value(spec, "chi_top")))
             continue
         if v == "delta_H":
             rows.append(SummaryRow("exp(-dH)", gamma_method(np.exp(-data)), 1.0))
             continue
-        rows.append(SummaryRow(v, gamma_method(data), exact_value(spec, v)))
+        rows.append(SummaryRow(v, estimate(data), exact_value(spec, v)))
     acc = np.asarray(ds["accepted"].values, dtype=float)
     if np.all(np.isfinite(acc)) and np.ptp(acc) > 0:
         rows.append(SummaryRow("acceptance", gamma_method(acc), None))

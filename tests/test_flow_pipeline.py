@@ -79,6 +79,27 @@ def test_compare_table_and_exact(pipeline):
     assert flowed.variance_reduction > 3, flowed
 
 
+def test_summary_of_a_flowed_ensemble_is_reweighted(pipeline):
+    """`summary` of a flowed ensemble reweights its observables to its parameters (it used to average the flowed
+    configurations without their weights and compare that with the exact value at the target) and leaves out its
+    bookkeeping; the reweighted plaquette agrees with the exact beta = 2.2 value (|pull| < 4)."""
+    from corrflow.stats import reweighted_mean
+    from corrflow.summary import ensemble_summary
+
+    _, store = pipeline
+    st = open_store(store)
+    rows = {r.observable: r for r in ensemble_summary(st, "flowed")}
+    assert not {"log_weight", "log_jacobian", "source_chain", "source_traj"} & set(rows)
+    fl = st.open_ensemble("flowed")
+    ref = reweighted_mean(fl.plaquette.values, fl.log_weight.values).stats
+    assert rows["plaquette"].stats.value == pytest.approx(ref.value, rel=1e-12)
+    assert rows["plaquette"].exact == pytest.approx(cf.exact.u1_plaquette(2.2, (8, 8)))
+    assert abs(rows["plaquette"].pull) < 4, rows["plaquette"]
+    assert rows["chi_top"].exact is not None and abs(rows["chi_top"].pull) < 4, rows["chi_top"]
+    code, out = cli("summary", store, "flowed")
+    assert code == 0 and "observables reweighted to its parameters with its log weights (weight ESS" in out, out
+
+
 def test_correlate_extends_with_the_base(pipeline, tmp_path):
     d, store = pipeline
     import shutil

@@ -304,6 +304,15 @@ def summary(
             table.add_row(r.observable, str(r.stats), f"{r.stats.tau_int:.2f}",
                           "" if r.exact is None else f"{r.exact:.6f}", ptxt)
         console.print(table)
+        spec = st.spec(ensemble)
+        if spec.kind == "flowed":
+            import numpy as np
+
+            from ..stats import weight_ess_fraction
+
+            lw = np.asarray(st.open_ensemble(ensemble)["log_weight"].values[:, n_discard:], dtype=float)
+            console.print(f"flowed ensemble of {spec.flow.get('source')!r}: observables reweighted to its parameters "
+                          f"with its log weights (weight ESS {weight_ess_fraction(lw):.3f})")
         n_exact = sum(r.exact is not None for r in rows)
         if n_exact:
             console.print(f"{n_exact} observables compared with exact values; largest |pull| = {worst:.2f}")
