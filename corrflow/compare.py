@@ -19,6 +19,7 @@ import numpy as np
 
 from .stats import (Stats, correlated_difference, gamma_method, independent_difference, reweighted_mean,
                     weight_ess_fraction)
+from .store.spec import FLOWED_FIELDS, PER_TRAJ_BASE
 
 __all__ = ["ComparisonRow", "compare_ensembles", "parameter_shift"]
 
@@ -32,11 +33,6 @@ class ComparisonRow(NamedTuple):
     derivative: Stats | None  # difference / shift
     weight_ess: float | None
     variance_reduction: float | None
-
-
-#: per-trajectory variables of an ensemble that are not observables
-_BOOKKEEPING = frozenset({"accepted", "action", "delta_H", "step_size", "log_jacobian", "log_weight", "source_chain",
-                          "source_traj"})
 
 
 def parameter_shift(base_params: dict[str, float], target_params: dict[str, float],
@@ -98,7 +94,7 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
         plan.append((name, spec, parameter_shift(bspec.params, spec.params, (base, name))))
     for obs in observables:
         if obs not in bds:
-            stored = sorted(v for v in bds.data_vars if bds[v].dims == ("chain", "traj") and v not in _BOOKKEEPING)
+            stored = sorted(v for v in bds.data_vars if bds[v].dims == ("chain", "traj") and v not in (*PER_TRAJ_BASE, *FLOWED_FIELDS))
             raise ValueError(f"observable {obs!r} is not stored in {base!r} (stored: {', '.join(stored) or 'none'}); "
                              f"add it with `corrflow measure {getattr(store, 'path', 'STORE')} {base} {obs}`")
         ob = np.asarray(bds[obs].values, float)

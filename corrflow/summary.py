@@ -17,6 +17,7 @@ from . import exact
 from .stats import Stats, gamma_method
 from .stats.reweighting import reweighted_mean
 from .stats.equilibration import EquilibrationCut, equilibration_cut
+from .store.spec import FLOWED_FIELDS
 
 __all__ = ["SummaryRow", "common_thermalisation_cut", "exact_value", "ensemble_summary", "thermalisation_cut"]
 
@@ -29,10 +30,6 @@ class SummaryRow(NamedTuple):
     @property
     def pull(self) -> float | None:
         return None if self.exact is None else self.stats.pull(self.exact)
-
-
-#: per-trajectory variables of a flowed ensemble that are not observables
-FLOWED_BOOKKEEPING = frozenset({"log_weight", "log_jacobian", "source_chain", "source_traj"})
 
 
 def exact_value(spec: Any, observable: str) -> float | None:
@@ -109,7 +106,7 @@ def ensemble_summary(store: Any, name: str, discard: int = 0) -> list[SummaryRow
     vol = int(np.prod(spec.shape))
     rows = []
     flowed = spec.kind == "flowed"
-    skip = {"accepted", "step_size", "action"} | (FLOWED_BOOKKEEPING if flowed else set())
+    skip = {"accepted", "step_size", "action"} | (set(FLOWED_FIELDS) if flowed else set())
     log_w = np.asarray(ds["log_weight"].values, dtype=float) if flowed else None
 
     def estimate(x: np.ndarray) -> Stats:

@@ -17,7 +17,6 @@ from .base import CLIError, _run, _stage, app, console, discard_option, print_th
 # ----------------------------------------------------------------------------------------
 
 
-
 def _agreement_verdict(r: Any, worst: float) -> str:
     """The end of the tangent − connected line: nothing within 3 sigma; beyond, what a pull means -- a fault of the
     field or a drift -- or, on an ensemble too small for a Gaussian error of the skewed difference, that it is not
@@ -31,6 +30,7 @@ def _agreement_verdict(r: Any, worst: float) -> str:
                 "error (" + "; ".join(f"{o}: {why}" for o, why in weak.items()) + "); generate more[/]")
     return ("; both are unbiased, so a pull beyond 3 sigma points at the field or its divergence, or at a drift at "
             "the start of the chains that the connected estimator takes up (try --discard auto)[/]")
+
 
 @app.command(epilog="""
 **Examples**

@@ -130,7 +130,8 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
                                                for i in range(len(terms.names))], axis=-1))
     for i, name in enumerate(terms.names):
         o = terms.o[..., i]
-        r = terms.ds + np.sum(terms.a * coefs[i], axis=-1)
+        av = np.sum(terms.a * coefs[i], axis=-1)  # a_v = v·∇S − ∇·v
+        r = terms.ds + av
         dvo = np.sum(terms.b[..., i, :] * coefs[i], axis=-1)
         con = tangent_estimate(o, explicit[..., i], terms.ds)
         if folds is not None:
@@ -145,7 +146,7 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
         est[name] = {"tangent": tan, "connected": con}
         red[name] = variance_reduction(con, tan)
         # the first-order per-configuration difference (also for second-order rows: its skew is the product's)
-        diff = dvo - (o - o.mean()) * ((r - terms.ds) - (r - terms.ds).mean())
+        diff = dvo - (o - o.mean()) * (av - av.mean())
         skew, needed = gaussian_sample_size(diff)
         n_eff = o.size / (2.0 * max(agree[name].tau_int, 0.5))
         sizes[name] = {"skewness": skew, "n_effective": n_eff, "n_needed": needed}
