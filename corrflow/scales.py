@@ -29,6 +29,24 @@ def _window(t: np.ndarray, y: np.ndarray, ref: float) -> slice:
     return slice(max(i - 4, 0), min(i + 4, t.size))
 
 
+def _reached(t: np.ndarray, y: np.ndarray, ref: float, scale: str, curve: str, knob: str, t_end: float) -> None:
+    """Raise ``ValueError`` naming the scale, the curve's range and what to change if the mean curve ``y(t)`` does
+    not cross ``ref`` inside the grid."""
+    if not np.isfinite(ref) or ref <= 0:
+        raise ValueError(f"{scale}: the reference {knob} must be > 0, got {ref}")
+    try:
+        flow_scale(t, y, ref)
+    except ValueError:
+        i = int(np.nanargmax(y))
+        if y[0] >= ref:
+            raise ValueError(f"{scale}: {curve} is already {y[0]:.4g} >= {ref:g} at the first flow time t = {t[0]:g}; "
+                             f"raise {knob} or measure on a finer flow-time grid") from None
+        raise ValueError(f"{scale}: {curve} never reaches {knob} = {ref:g} (at most {y[i]:.4g}, at t = {t[i]:g}; the "
+                         f"measured flow ends at t = {t_end:g}): lower {knob} below {y[i]:.3g}, or measure a longer "
+                         "flow (corrflow measure STORE ENSEMBLE wilson_flow --flow-t-max T --replace); a small "
+                         "volume caps the useful flow time at sqrt(8 t) ~ L/2") from None
+
+
 def flow_scales(t: np.ndarray, energy: np.ndarray, *, t0_ref: float = T0_REFERENCE,
                 w0_ref: float = W0_REFERENCE) -> dict[str, Stats]:
     """``t0``, ``w0`` (lattice units), ``sqrt(t0)/w0`` and ``t0/w0^2`` as :class:`~corrflow.stats.Stats`.
@@ -49,8 +67,8 @@ def flow_scales(t: np.ndarray, energy: np.ndarray, *, t0_ref: float = T0_REFEREN
     mean = e.mean(axis=(0, 1))
     y = t**2 * mean
     tm, w = w_function(t, y)
-    flow_scale(t, y, t0_ref)  # raise early with a clear message if a reference is not reached
-    flow_scale(tm, w, w0_ref)
+    _reached(t, y, t0_ref, "t0", "t^2 E(t)", "t0_ref (--t0-ref)", t[-1])  # raise early, naming the scale
+    _reached(tm, w, w0_ref, "w0", "W(t) = t d/dt t^2 E", "w0_ref (--w0-ref)", t[-1])
     # primary observables: E on the grid points that the two crossings need (w needs neighbours)
     s0 = _window(t, y, t0_ref)
     sw = _window(tm, w, w0_ref)

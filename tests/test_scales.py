@@ -99,8 +99,45 @@ def test_scales_from_store_match_the_direct_computation(su3_store, tmp_path):
     assert res["w0"].value == pytest.approx(np.sqrt(flow_scale(tm, w, ref_w0)), rel=1e-12)
     assert res["sqrt_t0_over_w0"].value == pytest.approx(np.sqrt(res["t0"].value) / res["w0"].value, rel=1e-12)
     assert res["t0"].error > 0 and "chi_top" in res
-    with pytest.raises(ValueError, match="never reaches"):
-        scales_from_store(st, "su3", t0_ref=10.0)  # out of reach: a clear error, not a number
+    with pytest.raises(ValueError, match=r"t0: t\^2 E\(t\) never reaches t0_ref \(--t0-ref\) = 10 \(at most "):
+        scales_from_store(st, "su3", t0_ref=10.0)  # out of reach: a clear error naming the scale, not a number
+    with pytest.raises(ValueError, match=r"w0: W\(t\) = t d/dt t\^2 E never reaches w0_ref"):
+        scales_from_store(st, "su3", t0_ref=ref_t0, w0_ref=10.0)
+    with pytest.raises(ValueError, match=r"t0: the reference t0_ref \(--t0-ref\) must be > 0, got -1"):
+        scales_from_store(st, "su3", t0_ref=-1.0)
+
+
+def test_a_longer_flow_replaces_the_stored_one_and_bad_grids_are_refused(su3_store, tmp_path):
+    """measure on another flow-time grid: refused naming both grids; --replace discards the stored E(t) and
+    measures anew (the common flow times agree with the first measurement); grids the integrator cannot
+    follow are refused before the store is touched."""
+    import shutil
+
+    path = tmp_path / "copy.zarr"
+    shutil.copytree(su3_store, path)
+    st = open_store(path, "a")
+    measure_stored(st, "su3", ["wilson_flow"], batch=N, flow=FLOW)
+    before = open_store(path).open_ensemble("su3")["flow_E_clov"].values
+    longer = WilsonFlowGrid(t_max=0.8, eps=0.05, every=0.1)
+    with pytest.raises(ValueError, match=r"stored on the flow-time grid t = 0 \.\. 0\.6 every 0\.1; these settings ask "
+                       r"for t = 0 \.\. 0\.8 every 0\.1: use the stored grid \(corrflow measure --flow-t-max 0\.6 "
+                       r"--flow-every 0\.1\), or discard its 10 stored measurements and measure anew \(corrflow "
+                       r"measure \.\.\. wilson_flow --replace\)"):
+        measure_stored(st, "su3", ["wilson_flow"], flow=longer)
+    res = measure_stored(st, "su3", ["wilson_flow"], batch=N, flow=longer, replace=True)
+    assert res.measured == {"flow_E_plaq": N, "flow_E_clov": N, "flow_Q": N}
+    ds = open_store(path).open_ensemble("su3")
+    np.testing.assert_allclose(ds["flow_time"].values, np.arange(9) * 0.1)
+    np.testing.assert_allclose(ds["flow_E_clov"].values[..., :7], before, rtol=1e-12)
+    assert st.verify("su3").ok
+    for bad, what in ((WilsonFlowGrid(t_max=float("inf")), "--flow-t-max must be a finite flow time > 0, got inf"),
+                      (WilsonFlowGrid(t_max=float("nan")), "--flow-t-max must be a finite flow time > 0, got nan"),
+                      (WilsonFlowGrid(eps=0.0), "--flow-eps must be a finite flow time > 0, got 0.0"),
+                      (WilsonFlowGrid(eps=0.02, every=0.05), "--flow-every 0.05 must be a multiple of --flow-eps 0.02")):
+        with pytest.raises(ValueError, match=what):
+            measure_stored(st, "su3", ["wilson_flow"], flow=bad, replace=True)
+    after = open_store(path).open_ensemble("su3")["flow_E_clov"].values
+    assert np.array_equal(after, ds["flow_E_clov"].values)  # a refused --replace discarded nothing
 
 
 def test_flow_scale_errors_have_correct_coverage():

@@ -335,6 +335,8 @@ def summary(
     corrflow measure data/runs.zarr su3_4x4x4x4_beta5.7 polyakov_loop
 
     corrflow measure data/runs.zarr su3_8x8x8x8_beta6 wilson_flow --flow-t-max 2.0   # E(t), Q(t) for t0, w0
+
+    corrflow measure data/runs.zarr su3_8x8x8x8_beta6 wilson_flow --flow-t-max 3.0 --replace   # a longer flow
 """)
 def measure(
     store: Path = typer.Argument(..., help="zarr store"),
@@ -345,6 +347,8 @@ def measure(
     flow_t_max: Optional[float] = typer.Option(None, help="wilson_flow: last flow time (default: sqrt(8t) = L_min/2)"),
     flow_eps: float = typer.Option(0.02, help="wilson_flow: integrator step (Lüscher RK3)"),
     flow_every: float = typer.Option(0.1, help="wilson_flow: flow-time spacing of the measurements"),
+    replace: bool = typer.Option(False, "--replace", help="discard the stored values of these observables and "
+                                 "measure them anew (e.g. wilson_flow on a longer flow-time grid)"),
 ) -> None:
     """Compute observables on the stored configurations and write them into the store (resumable)."""
 
@@ -358,7 +362,7 @@ def measure(
         flow = WilsonFlowGrid(flow_t_max, flow_eps, flow_every)
         with _stage(f"measure {ensemble}") as lp:
             res = measure_stored(st, ensemble, observables, batch=batch, progress=lambda d, t: lp(d, t),
-                                 flow=flow)
+                                 flow=flow, replace=replace)
         for o in res.skipped:
             console.print(f"{o}: recorded during generation, nothing to do")
         msg = ", ".join(f"{k} +{v}" for k, v in res.measured.items()) or "nothing new to measure"

@@ -22,7 +22,7 @@ import numpy as np
 from ..generate import measurements_from_names
 from ..groups import get_group
 
-__all__ = ["map_batches", "measure_stored", "MeasureSummary", "WilsonFlowGrid", "FLOW_OBSERVABLE", "flow_observable_names"]
+__all__ = ["map_batches", "measure_stored", "MeasureSummary", "WilsonFlowGrid", "describe_grid", "FLOW_OBSERVABLE", "flow_observable_names"]
 
 FLOW_OBSERVABLE = "wilson_flow"
 
@@ -37,11 +37,27 @@ class WilsonFlowGrid(NamedTuple):
     every: float = 0.1
 
     def grid(self, shape: Sequence[int]) -> np.ndarray:
+        """Flow times of the measurements ``(n + 1,)``: ``0, every, ..., n every``.  Raises ``ValueError`` (in the
+        terms of ``corrflow measure``'s ``--flow-*`` options) for settings the integrator cannot follow."""
+        for flag, x in (("--flow-t-max", self.t_max), ("--flow-eps", self.eps), ("--flow-every", self.every)):
+            if x is not None and not (np.isfinite(x) and x > 0):
+                raise ValueError(f"wilson_flow: {flag} must be a finite flow time > 0, got {x}")
         t_max = self.t_max if self.t_max is not None else min(shape) ** 2 / 32.0
         n = int(np.floor(t_max / self.every + 1e-9))
         if n < 2:
-            raise ValueError(f"wilson_flow: t_max={t_max} gives fewer than 2 measurements with every={self.every}")
+            raise ValueError(f"wilson_flow: --flow-t-max {t_max:g} gives fewer than 2 measurements with --flow-every "
+                             f"{self.every:g}")
+        steps = self.every / self.eps
+        if abs(steps - round(steps)) > 1e-9:
+            raise ValueError(f"wilson_flow: --flow-every {self.every:g} must be a multiple of --flow-eps {self.eps:g} "
+                             "(the measurements sit on integrator steps)")
         return np.arange(n + 1) * self.every
+
+
+def describe_grid(t: Sequence[float]) -> str:
+    """``t = 0 .. 0.5 every 0.1`` for a uniform flow-time grid."""
+    t = np.asarray(t, float)
+    return f"t = {t[0]:g} .. {t[-1]:g} every {t[1] - t[0]:g}" if t.size > 1 else f"t = {t.tolist()}"
 
 
 def flow_observable_names(ndim: int) -> list[str]:
@@ -85,12 +101,16 @@ def measure_stored(
     batch: int = 64,
     progress: Callable[[int, int], None] | None = None,
     flow: WilsonFlowGrid | None = None,
+    replace: bool = False,
 ) -> MeasureSummary:
     """Measure ``observables`` on every committed configuration of ensemble ``name`` not yet measured.
 
     ``observables``: names accepted by :func:`corrflow.generate.measurements_from_names`, or ``wilson_flow``
     (SU(N); settings ``flow``, see the module docstring).  Scalar values are stored as ``(chain, traj)`` arrays
-    named after the observable.  ``progress(done, total)`` counts configurations.
+    named after the observable.  ``progress(done, total)`` counts configurations.  ``replace``: discard what is
+    stored of ``observables`` (post-hoc measurements only) and measure every configuration anew, e.g. the Wilson
+    flow on a longer flow-time grid; the discarded values are gone once the writer opens, the new ones are
+    committed batch by batch as usual (an interrupted run resumes on the new grid).
     """
     spec = store.spec(name)
     group = get_group(spec.group)
@@ -114,8 +134,19 @@ def measure_stored(
         n = w.committed
         done = w.measured_observables()
         for o in todo:  # a different flow-time grid than the stored one: refuse before computing anything
-            if o in flow_names and done.get(o, 0) and w.observable_coords(o) != {"flow_time": grid.tolist()}:
-                raise ValueError(f"{o} is stored on another flow-time grid; measure with the same --flow-* settings")
+            if o in flow_names and done.get(o, 0) and not replace:
+                stored = w.observable_coords(o).get("flow_time", [])
+                if len(stored) != len(grid) or not np.allclose(stored, grid, rtol=0, atol=1e-12):
+                    raise ValueError(f"{o} of {name!r} is stored on the flow-time grid {describe_grid(stored)}; these "
+                                     f"settings ask for {describe_grid(grid)}: use the stored grid (corrflow measure "
+                                     f"--flow-t-max {stored[-1]:g} --flow-every {stored[1] - stored[0]:g}), or "
+                                     f"discard its {done[o]} stored measurements and measure anew (corrflow measure "
+                                     "... wilson_flow --replace)")
+        if replace:
+            for o in todo:
+                if done.get(o, 0):
+                    w.remove_observable(o)
+            done = w.measured_observables()
         starts = {o: done.get(o, 0) for o in todo}
         first = min(starts.values())
         total = (n - first) * spec.n_chains

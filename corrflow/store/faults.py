@@ -17,6 +17,7 @@ Points (``corrflow.store`` and the drivers):
 ``append:data``           a block's data are written (arrays grown), its commit record not yet
 ``append:commit``         a block is committed
 ``observable:data``       post-hoc observable values are written, their count not yet recorded
+``observable:removed``    a replaced observable's count is dropped, its array not yet deleted
 ``analysis:data``         an analysis record's figures are written, the record not yet
 ``checkpoint:data``       a new checkpoint version is written, the pointer to it not yet
 ``checkpoint:published``  the pointer names the new version; old versions not yet removed

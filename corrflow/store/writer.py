@@ -242,6 +242,19 @@ class EnsembleWriter:
         done[obs] = start + n
         self.group.attrs["corrflow_observables"] = done
 
+    def remove_observable(self, obs: str) -> None:
+        """Discard a post-hoc observable (``corrflow measure --replace``).  Crash-safe order: its count is dropped
+        from the record first (from then on it is not part of the ensemble, and a writer's rollback would remove
+        the array), then the array is deleted."""
+        done = self.measured_observables()
+        if obs not in done:
+            raise StoreError(f"{obs!r} is not a measured observable of {self.name!r}; measured: "
+                             f"{', '.join(done) or 'none'}")
+        del done[obs]
+        self.group.attrs["corrflow_observables"] = done
+        fault_point("observable:removed")
+        self._delete(obs)
+
     def observable_coords(self, obs: str) -> dict[str, list[float]]:
         """Coordinates of the trailing axes of a post-hoc observable (``{}`` for a scalar one)."""
         return dict(self._array(obs).attrs.get("corrflow_coords", {}))

@@ -75,6 +75,10 @@ def _run_kills(d: Path) -> None:
                                                       "--beta", "6"]})
     copy_store(ref, d, "meas.zarr")
     jobs.append({"fault": "observable:data@1", "argv": ["measure", str(d / "meas.zarr"), NAME, "wilson_1x1"]})
+    copy_store(ref, d, "repl.zarr")
+    assert cli("measure", d / "repl.zarr", NAME, "wilson_1x1")[0] == 0
+    jobs.append({"fault": "observable:removed@1", "argv": ["measure", str(d / "repl.zarr"), NAME, "wilson_1x1",
+                                                           "--replace"]})
     copy_store(ref, d, "corr.zarr")
     jobs.append({"fault": "create", "argv": ["correlate", "--store", str(d / "corr.zarr"), "--from", NAME,
                                              "--identity", "--to", "beta=2.1", "--name", "direct"]})
@@ -97,6 +101,7 @@ def test_kill_minus_9_at_every_phase(tmp_path):
     checks = [(f"generate killed at {f!r}", _check_generate, (i, f)) for i, f in enumerate(GEN_PHASES)]
     checks += [("import-ildg killed at 'append:commit@2'", _check_import, ()),
                ("measure killed at 'observable:data'", _check_measure, ()),
+               ("measure --replace killed at 'observable:removed'", _check_replace, ()),
                ("correlate killed at 'create'", _check_correlate, ())]
     checks += [(f"checkpoint write killed at {f!r}", _check_checkpoint, (f,)) for f in CKPT_PHASES]
     for what, check, args in checks:
@@ -177,6 +182,18 @@ def _check_measure(killed: Path) -> None:
     ref = copy_store(killed / "ref.zarr", killed, "meas_ref.zarr")
     assert cli("measure", ref, NAME, "wilson_1x1")[0] == 0
     assert bitwise_equal(_arrays(ref, NAME)["wilson_1x1"], _arrays(path, NAME)["wilson_1x1"])
+
+
+def _check_replace(killed: Path) -> None:
+    """measure --replace killed after dropping the observable's count, before deleting its array: the observable
+    is gone from the ensemble, the next writer removes the array, the rerun measures it anew."""
+    path = killed / "repl.zarr"
+    st = open_store(path)
+    assert "wilson_1x1" not in st.open_ensemble(NAME) and st.info(NAME)["observables"] == {}
+    assert st.verify(NAME).ok
+    code, out = cli("measure", path, NAME, "wilson_1x1", "--replace")
+    assert code == 0 and "wilson_1x1 +6" in out, out
+    assert bitwise_equal(_arrays(killed / "meas_ref.zarr", NAME)["wilson_1x1"], _arrays(path, NAME)["wilson_1x1"])
 
 
 def _check_correlate(killed: Path) -> None:
