@@ -41,6 +41,14 @@ def test_heatbath_generate_resume_bitwise_measure_and_scales(tmp_path):
     assert "t0/a^2" in res.output and "sqrt(t0)/w0" in res.output
     res = runner.invoke(app, ["scales", str(full), "hb"])  # 0.3 is out of reach on 4^4 at t <= 0.5
     assert res.exit_code == 2 and "never reaches" in res.output
+    # a longer flow replaces the stored one from the CLI; `info` says how the configurations were made
+    res = runner.invoke(app, ["measure", str(full), "hb", "wilson_flow", "--flow-t-max", "0.6", "--flow-eps", "0.05"])
+    assert res.exit_code == 2 and "--replace" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["measure", str(full), "hb", "wilson_flow", "--flow-t-max", "0.6", "--flow-eps", "0.05",
+                              "--replace"])
+    assert res.exit_code == 0 and "flow_E_clov +12" in res.output, res.output
+    res = runner.invoke(app, ["info", str(full), "hb"], terminal_width=200)
+    assert res.exit_code == 0 and "heatbath" in res.output and "heat bath: 1 Cabibbo-Marinari sweep(s) + 2" in res.output
 
 
 def test_heatbath_refuses_u1_and_fermions_before_touching_the_store(tmp_path):

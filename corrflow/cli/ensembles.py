@@ -166,7 +166,7 @@ def info(
             d = st.info(nm)
             params = ", ".join(f"{k}={v:g}" for k, v in d["params"].items())
             status, how = _status(d)
-            table.add_row(nm, d["kind"], f"{d['theory']} {'x'.join(map(str, d['shape']))}", params,
+            table.add_row(nm, _kind(d), f"{d['theory']} {'x'.join(map(str, d['shape']))}", params,
                           f"{d['n_chains']} x {d['committed']}", f"{d['links_bytes'] / 2**20:.1f} MiB",
                           status if how is None else f"[yellow]{status}[/]")
             obs = ", ".join(list(d["measurements"]) + [f"{k} ({v} measured)" for k, v in d["observables"].items()])
@@ -186,8 +186,8 @@ def info(
             console.print(line)
         if ensemble:
             d = st.info(ensemble)
-            console.print(f"HMC: {d['hmc']}, therm {d['n_therm']}, thin {d['thin']}, seed {d['seed']}, dtype {d['dtype']}, "
-                          f"phase {d['phase']}, next trajectory {d['next_traj']}")
+            console.print(f"{_generation(d)}; therm {d['n_therm']}, thin {d['thin']}, seed {d['seed']}, dtype "
+                          f"{d['dtype']}, phase {d['phase']}, next trajectory {d['next_traj']}")
             console.print(f"created {d['created']} with {d['versions']}")
             n_cfg = d["committed"] * d["n_chains"]
             if d["cost_s"] is not None and n_cfg and d["kind"] == "flowed":
@@ -203,6 +203,32 @@ def info(
                 console.print(("flow application" if d["kind"] == "flowed" else "generation") + " cost not recorded")
 
     _run(body)
+
+
+def _kind(d: dict[str, Any]) -> str:
+    """The table's kind column: how the configurations were made (``hmc`` ensembles name their algorithm)."""
+    return str(d["hmc"].get("algorithm", "hmc")) if d["kind"] == "hmc" else str(d["kind"])
+
+
+def _generation(d: dict[str, Any]) -> str:
+    """One line on how the configurations were made, from the stored settings ``d["hmc"]``."""
+    h = d["hmc"]
+    if d["kind"] == "imported":
+        return f"imported from {len(d['flow'].get('source_files', []))} ILDG files"
+    if d["kind"] == "flowed":
+        return "flowed from " + str(d["flow"].get("source"))
+    if h.get("algorithm") == "heatbath":
+        return (f"heat bath: {h.get('n_heatbath', 1)} Cabibbo-Marinari sweep(s) + {h.get('n_overrelax', 0)} "
+                "over-relaxation sweep(s) per update")
+    if "n_steps" not in h:
+        return f"HMC: {h}"
+    line = (f"HMC: {h.get('integrator', 'leapfrog')} integrator, {h['n_steps']} steps of {h['step_size']:g} "
+            f"(trajectory length {h['n_steps'] * h['step_size']:g})")
+    if "fermion_det" in h:
+        line += f", fermion determinant {h['fermion_det']}"
+        if h["fermion_det"] != "exact":
+            line += f" (CG tolerance {h.get('cg_tol', '?')}{', even-odd' if h.get('even_odd') else ''})"
+    return line
 
 
 def _status(d: dict[str, Any]) -> tuple[str, str | None]:
