@@ -482,3 +482,17 @@ def test_interrupted_overwrite_keeps_old_file(tmp_path, config, monkeypatch):
     write_ildg(path, config, lfn="new")  # a successful overwrite replaces it
     assert read_ildg(path)[1]["lfn"] == "new"
     assert os.listdir(tmp_path) == ["cfg.lime"]
+
+
+def test_xlf_info_parses_tmlqcd_style_records():
+    from corrflow.ildg import format_xlf_info, parse_xlf_info
+
+    text = (b" plaquette = 0.593691877532\n trajectory nr = 1234\n beta = 5.800000, kappa = 0.156000, mu = 0.0,"
+            b" c2_rect = 0.000000\n time = 1234.5\n hmcversion = 5.2.0\n date = Mon Jan 1\n junk line\n\0\0")
+    info = parse_xlf_info(text)
+    assert info["plaquette"] == 0.593691877532 and info["trajectory nr"] == 1234.0 and info["beta"] == 5.8
+    assert info["kappa"] == 0.156 and info["hmcversion"] == "5.2.0" and info["date"] == "Mon Jan 1"
+    assert "junk line" not in info
+    back = parse_xlf_info(format_xlf_info(0.6123456789012345, 7, {"beta": 6.0, "xi": 1.0}, chain="0"))
+    assert back == {"plaquette": pytest.approx(0.6123456789012345, abs=1e-14), "trajectory nr": 7.0, "beta": 6.0,
+                    "xi": 1.0, "chain": 0.0}

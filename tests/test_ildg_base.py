@@ -134,3 +134,43 @@ def test_import_refuses_non_su3_data(imported, tmp_path):
     su2 = tmp_path / "su2.lime"  # another field type in the ildg-format record
     su2.write_bytes(files[0].read_bytes().replace(b"<field>su3gauge</field>", b"<field>su2gauge</field>"))
     refused(tmp_path, "unsupported field 'su2gauge'", [su2])
+
+
+def test_import_refuses_the_same_configuration_twice(imported, tmp_path):
+    _, _, files = imported
+    refused(tmp_path, f"{files[1]} is given twice (files 2 and 3)", [files[0], files[1], files[1]])
+    copy = tmp_path / "copy.lime"
+    copy.write_bytes(files[1].read_bytes())
+    refused(tmp_path, f"{copy} holds the same configuration as {files[1]}", [files[0], files[1], copy])
+
+
+def test_export_records_plaquette_and_beta_that_import_checks(imported, tmp_path):
+    """export-ildg writes an xlf-info record (plaquette, trajectory, beta); import-ildg compares the links'
+    plaquette and --beta with it: a file read in another matrix convention (here: every link transposed, which
+    changes the non-abelian plaquette) or a wrong --beta is refused before the store is touched."""
+    from corrflow.ildg import REC_XLF, parse_xlf_info
+
+    _, store, _ = imported
+    code, out = cli("export-ildg", store, "imp", "--out", store / "cfgs")
+    assert code == 2 and "is inside the zarr store" in out, out
+    assert not (store / "cfgs").exists()
+    exp = tmp_path / "exp"
+    code, out = cli("export-ildg", store, "imp", "--out", exp, "--every", 2)
+    assert code == 0 and "wrote 3 ILDG files" in out, out
+    files = sorted(exp.glob("*.lime"))
+    u, meta = read_ildg(files[0])
+    info = parse_xlf_info(meta["records"][REC_XLF])
+    plaq = float(open_store(store).open_ensemble("imp")["plaquette"].values[0, 0])
+    assert info["plaquette"] == pytest.approx(plaq, abs=1e-13) and info["beta"] == 5.8 and info["trajectory nr"] == 0
+    code, out = cli("import-ildg", tmp_path / "ok.zarr", *files, "--name", "again", "--beta", 5.8)
+    assert code == 0, out
+    np.testing.assert_array_equal(open_store(tmp_path / "ok.zarr").load_configs("again", 0, [0])[0], u)
+    refused(tmp_path, "--beta 6 differs from beta = 5.8 recorded in its xlf-info record; pass --beta 5.8", files)
+    transposed = tmp_path / "transposed.lime"
+    write_ildg(transposed, np.swapaxes(u, -1, -2), extra_records={REC_XLF: meta["records"][REC_XLF]})
+    bad = tmp_path / "bad.zarr"
+    code, out = cli("import-ildg", bad, transposed, "--name", "t", "--beta", 5.8)
+    assert code == 2 and "differs from the" in out and "another layout or matrix convention" in out, out
+    assert not bad.exists()
+    code, out = cli("import-ildg", bad, transposed, "--name", "t", "--beta", 5.8, "--ignore-xlf")
+    assert code == 0, out

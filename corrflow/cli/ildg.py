@@ -28,16 +28,25 @@ def export_ildg(
     every: int = typer.Option(1, help="export every k-th stored configuration"),
     single: bool = typer.Option(False, "--single", help="write single precision (default double)"),
 ) -> None:
-    """Write stored 4D SU(3) configurations as ILDG (LIME) files, one per configuration."""
+    """Write stored 4D SU(3) configurations as ILDG (LIME) files, one per configuration, with an xlf-info record
+    (plaquette, trajectory, action parameters) that import-ildg checks."""
 
     def body() -> None:
-        from ..ildg import write_ildg
+        import jax.numpy as jnp
+        import numpy as np
+
+        from ..groups import get_group
+        from ..ildg import REC_XLF, format_xlf_info, write_ildg
+        from ..observables import plaquette
         from ..store import open_store
 
         st = open_store(store, "r")
         spec = st.spec(ensemble)
         if spec.group != "su3" or len(spec.shape) != 4:
             raise CLIError(f"ILDG export needs a 4D SU(3) ensemble; {ensemble!r} is {spec.group} on {spec.shape}")
+        inside = _zarr_store_around(out)
+        if inside is not None:
+            raise CLIError(f"--out {out} is inside the zarr store {inside}; ILDG files go to a directory of their own")
         if not 0 <= chain < spec.n_chains:
             raise CLIError(f"--chain must be in 0..{spec.n_chains - 1}, got {chain}")
         if every < 1:
@@ -45,14 +54,26 @@ def export_ildg(
         ds = st.open_ensemble(ensemble)
         out.mkdir(parents=True, exist_ok=True)
         positions = list(range(0, ds.sizes["traj"], every))
+        plaq = np.asarray(ds["plaquette"].values[chain]) if "plaquette" in ds else None
         for pos in positions:
             traj = int(ds.traj.values[pos])
             u = st.load_configs(ensemble, chain, [pos])[0]
+            p = float(plaq[pos]) if plaq is not None else float(plaquette(jnp.asarray(u), get_group("su3")))
+            info = format_xlf_info(p, traj, spec.params, corrflow_ensemble=ensemble, chain=str(chain))
             write_ildg(out / f"{ensemble}_c{chain}_t{traj:06d}.lime", u, precision=32 if single else 64,
-                       lfn=f"corrflow/{ensemble}/chain{chain}/traj{traj}")
-        console.print(f"[green]done[/] wrote {len(positions)} ILDG files to {out}")
+                       lfn=f"corrflow/{ensemble}/chain{chain}/traj{traj}", extra_records={REC_XLF: info})
+        console.print(f"[green]done[/] wrote {len(positions)} ILDG file{'s' if len(positions) != 1 else ''} to {out}")
 
     _run(body)
+
+
+def _zarr_store_around(path: Path) -> Path | None:
+    """The zarr store (a directory with ``zarr.json``) that ``path`` is, or lies inside, if any."""
+    p = path.resolve()
+    for d in (p, *p.parents):
+        if (d / "zarr.json").is_file():
+            return d
+    return None
 
 
 ILDG_SU3_TOL = 1e-5  # max |U U^dag - 1| and |det U - 1| accepted on import (float32 files round to ~1e-7)
@@ -72,6 +93,35 @@ def _check_su3(path: Path, u: Any, meta: dict[str, Any]) -> None:
                        f"exceeds {ILDG_SU3_TOL:g} (U(3) rather than SU(3) data?)")
 
 
+XLF_PLAQUETTE_TOL = 1e-6  # |recorded - computed| plaquette accepted (printed to >= 12 digits; float32 data ~1e-7)
+
+
+def _check_xlf(path: Path, u: Any, meta: dict[str, Any], beta: float) -> None:
+    """Compare the links and ``--beta`` with what the file's ``xlf-info`` record (if any) says about them."""
+    import jax.numpy as jnp
+
+    from ..groups import get_group
+    from ..ildg import REC_XLF, parse_xlf_info
+    from ..observables import plaquette
+
+    rec = meta["records"].get(REC_XLF)
+    if rec is None:
+        return
+    info = parse_xlf_info(rec[0] if isinstance(rec, list) else rec)
+    hint = "; add --ignore-xlf if that record means something else"
+    p_file = info.get("plaquette")
+    if isinstance(p_file, float):
+        p = float(plaquette(jnp.asarray(u, jnp.complex128), get_group("su3")))
+        if min(abs(p_file - p), abs(p_file - 3 * p)) > XLF_PLAQUETTE_TOL:
+            raise CLIError(f"{path}: the plaquette of the links, {p:.10f}, differs from the {p_file:.10f} recorded in "
+                           "its xlf-info record: the data are in another layout or matrix convention than ILDG's "
+                           f"(or were changed after writing){hint}")
+    b_file = info.get("beta")
+    if isinstance(b_file, float) and abs(b_file - beta) > 1e-9 * max(1.0, abs(beta)):
+        raise CLIError(f"{path}: --beta {beta:g} differs from beta = {b_file:g} recorded in its xlf-info record; pass "
+                       f"--beta {b_file:g}{hint}")
+
+
 @app.command("import-ildg", epilog="""
 **Example**
 
@@ -84,13 +134,19 @@ def import_ildg(
     beta: float = typer.Option(..., help="beta the configurations were generated at"),
     xi: float = typer.Option(1.0, help="anisotropy"),
     lam: float = typer.Option(0.0, help="Feynman–Hellmann source"),
+    ignore_xlf: bool = typer.Option(False, "--ignore-xlf", help="skip the checks against the files' xlf-info "
+                                    "records (recorded plaquette and beta), e.g. when a code records something else "
+                                    "under those names"),
 ) -> None:
     """Import 4D SU(3) ILDG configurations as a one-chain ensemble (usable as a base ensemble for `train` and
-    `correlate`).  Every file is checked before anything is written: one lattice size, SU(3) links.  Resumable
+    `correlate`).  Every file is checked before anything is written: one lattice size, SU(3) links, each
+    configuration once, and the plaquette and beta that an xlf-info record (tmLQCD, corrflow) states.  Resumable
     file by file: rerun the same command after an interruption; until every file is in, `info` lists the
     ensemble as incomplete."""
 
     def body() -> None:
+        import hashlib
+
         import jax.numpy as jnp
         import numpy as np
 
@@ -107,8 +163,14 @@ def import_ildg(
                 raise CLIError(f"{f}: no such file")
             if not f.is_file():
                 raise CLIError(f"{f} is {'a directory' if f.is_dir() else 'not a regular file'}; give ILDG files")
+        seen: dict[Path, int] = {}
+        for i, f in enumerate(files):
+            j = seen.setdefault(f.resolve(), i)
+            if j != i:
+                raise CLIError(f"{f} is given twice (files {j + 1} and {i + 1}); each configuration once")
         # pass 1: read and validate every file before anything is written
         shape = None
+        digests: dict[bytes, Path] = {}
         with _stage("check ILDG files") as lp:
             for i, f in enumerate(files):
                 u, meta = read_ildg(f)
@@ -118,6 +180,13 @@ def import_ildg(
                     raise CLIError(f"{f}: lattice {u.shape[:4]} differs from the first file's {shape} "
                                    f"({files[0]}); an ensemble has one lattice size (t, x, y, z)")
                 _check_su3(f, u, meta)
+                digest = hashlib.blake2b(np.ascontiguousarray(u).tobytes(), digest_size=16).digest()
+                if digest in digests:
+                    raise CLIError(f"{f} holds the same configuration as {digests[digest]}; an ensemble holds each "
+                                   "configuration once")
+                digests[digest] = f
+                if not ignore_xlf:
+                    _check_xlf(f, u, meta, beta)
                 lp(i + 1, len(files))
         th = make_theory("su3", shape, beta=beta, xi=xi, lam=lam)
         spec = EnsembleSpec(theory="su3", group="su3", shape=shape, params=th.params(), n_chains=1, seed=-1,
@@ -126,9 +195,13 @@ def import_ildg(
         st = open_store(store, "a")  # created at the first write only
 
         def refuse_existing(stored: EnsembleSpec, committed: int) -> None:
-            diffs = stored.differences(spec)
+            diffs = [d for d in stored.differences(spec) if not d.startswith("flow")]
+            old_files = stored.flow.get("source_files", [])
+            if old_files != spec.flow["source_files"]:
+                diffs.append(f"source files: {len(old_files)} stored, the first {old_files[0] if old_files else '-'}; "
+                             f"{len(files)} given, the first {files[0]}")
             if diffs:
-                raise StoreError(f"ensemble {name!r} exists with different settings ({'; '.join(diffs)[:300]}); "
+                raise StoreError(f"ensemble {name!r} exists with different settings ({'; '.join(diffs)}); "
                                  "an interrupted import continues only with the same files and parameters. Choose "
                                  "another --name")
             if committed >= len(files):

@@ -39,6 +39,8 @@ What this module follows
   NULs and whitespace are stripped when reading).
 * Any other record (``scidac-private-file-xml``, ``xlf-info``, ...) is skipped for the
   data and kept in ``metadata["records"]``.  Record order is not significant when reading.
+  ``xlf-info`` (plain ``key = value`` text: plaquette, trajectory, beta, ...) is read and written by
+  :mod:`corrflow.ildg.xlf`; ``corrflow export-ildg`` writes one, ``import-ildg`` checks against it.
 
 **SciDAC checksum** (record ``scidac-checksum``, XML ``<scidacChecksum><version>1.0</version>
 <suma>hex</suma><sumb>hex</sumb></scidacChecksum>``): for each site with rank ``r`` in the
@@ -67,6 +69,7 @@ from .binary import scidac_checksum
 from .lime import IldgFormatError, LimeRecord, read_lime_records
 from .reader import read_ildg
 from .writer import write_ildg
+from .xlf import REC_XLF, format_xlf_info, parse_xlf_info
 
 # the other names this module defined before it was split into a package
 from .binary import (  # noqa: F401
@@ -109,6 +112,9 @@ from .writer import _atomic_write, _validate_links  # noqa: F401
 
 __all__ = [
     "IldgFormatError",
+    "REC_XLF",
+    "format_xlf_info",
+    "parse_xlf_info",
     "LimeRecord",
     "read_ildg",
     "read_lime_records",
