@@ -92,18 +92,25 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
         if spec.kind == "flowed" and spec.flow.get("source") != base:
             raise ValueError(f"flowed ensemble {name!r} pairs with {spec.flow.get('source')!r}, not with {base!r}")
         plan.append((name, spec, parameter_shift(bspec.params, spec.params, (base, name))))
+    def values(ds: Any, name: str, obs: str) -> np.ndarray:
+        """``(chain, traj)`` values of ``obs`` in ensemble ``name``, or a one-line error saying how to add them."""
+        if obs not in ds:
+            stored = sorted(v for v in ds.data_vars if ds[v].dims == ("chain", "traj")
+                            and v not in (*PER_TRAJ_BASE, *FLOWED_FIELDS))
+            raise ValueError(f"observable {obs!r} is not stored in {name!r} (stored: {', '.join(stored) or 'none'}); "
+                             f"add it with `corrflow measure {getattr(store, 'path', 'STORE')} {name} {obs}`")
+        return np.asarray(ds[obs].values, float)
+
     for obs in observables:
-        if obs not in bds:
-            stored = sorted(v for v in bds.data_vars if bds[v].dims == ("chain", "traj") and v not in (*PER_TRAJ_BASE, *FLOWED_FIELDS))
-            raise ValueError(f"observable {obs!r} is not stored in {base!r} (stored: {', '.join(stored) or 'none'}); "
-                             f"add it with `corrflow measure {getattr(store, 'path', 'STORE')} {base} {obs}`")
-        ob = np.asarray(bds[obs].values, float)
+        ob = values(bds, base, obs)
+        for name, _, _ in plan:  # every ensemble has it before anything is computed
+            values(store.open_ensemble(name), name, obs)
         ob_kept = _after(ob, discard, base)
         for name, spec, (_, shift) in plan:  # independent first so variance reductions can refer to it
             if spec.kind == "flowed":
                 continue
             ds = store.open_ensemble(name)
-            oi = _after(np.asarray(ds[obs].values, float), discard, name)
+            oi = _after(values(ds, name, obs), discard, name)
             res = independent_difference(oi, ob_kept)
             indep_err[obs] = res.error
             rows.append(ComparisonRow(obs, "independent", name, gamma_method(oi),
@@ -112,7 +119,7 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
             if spec.kind != "flowed":
                 continue
             ds = store.open_ensemble(name)
-            of = np.asarray(ds[obs].values, float)
+            of = values(ds, name, obs)
             lw = np.asarray(ds["log_weight"].values, float)
             if not np.array_equal(np.asarray(ds["source_traj"].values)[0], np.asarray(bds.traj.values)[: of.shape[1]]):
                 raise ValueError(f"{name!r} is not paired trajectory by trajectory with {base!r}")

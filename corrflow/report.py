@@ -21,7 +21,7 @@ import numpy as np
 from .compare import ComparisonRow, compare_ensembles, parameter_shift
 from .groups import get_group
 from .stats import format_value_error
-from .summary import common_thermalisation_cut, exact_value
+from .summary import common_thermalisation_cut, exact_derivative, exact_value
 
 __all__ = ["write_report"]
 
@@ -38,19 +38,26 @@ def _plt():  # noqa: ANN202
     return plt
 
 
-def _derivative_figure(rows: list[ComparisonRow], obs: str, pname: str, exact: float | None, path: Path) -> None:
+def _derivative_figure(rows: list[ComparisonRow], obs: str, pname: str, exact: float | None, path: Path,
+                       exact_derivative: float | None = None) -> None:
+    """Every estimator's ``d<obs>/d pname`` with its error; ``exact``: the exact finite difference over the shift,
+    ``exact_derivative``: the exact derivative at the base (what the tangent and connected rows estimate)."""
     plt = _plt()
     sel = [r for r in rows if r.observable == obs and r.derivative is not None]
-    fig, ax = plt.subplots(figsize=(6.4, 0.6 + 0.55 * len(sel)))
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.55 * len(sel)))
     for i, r in enumerate(sel):
         ax.errorbar(r.derivative.value, i, xerr=r.derivative.error, fmt="o", capsize=4,
                     color=_COLOURS.get(r.estimator, "k"))
     ax.set_yticks(range(len(sel)), [f"{r.estimator}\n({r.ensemble})" for r in sel], fontsize=8)
+    tangent = any(r.estimator in ("tangent", "tangent (second order)", "connected") for r in sel)
     if exact is not None:
-        ax.axvline(exact, color="k", ls="--", lw=1, label="exact (finite torus)")
+        ax.axvline(exact, color="k", ls="--", lw=1, label="exact finite difference (finite torus)")
+    if exact_derivative is not None and tangent:
+        ax.axvline(exact_derivative, color="0.45", ls=":", lw=1.2, label="exact derivative at the base")
+    if exact is not None or (exact_derivative is not None and tangent):
         ax.legend(fontsize=8, loc="best")
-    ax.set_xlabel(f"d<{obs}>/d{pname}  (finite difference; tangent and connected: exact derivative estimators)"
-                  if any(r.estimator.startswith("tangent") for r in sel) else f"d<{obs}>/d{pname}  (finite difference)")
+    ax.set_xlabel(f"d<{obs}>/d{pname}" + ("\n(finite difference; tangent and connected: derivative at the base)"
+                                          if tangent else "  (finite difference)"), fontsize=9)
     ax.invert_yaxis()
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
@@ -172,6 +179,11 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
                 + ", ".join(f"{o} {adjusted[o]:.1f}x" for o in smooth) if adjusted
                 else "; the generation cost of the ensemble is not recorded") + ")."
              + (f" Not smooth, not estimated: {', '.join(skipped)}." if skipped else ""), ""]
+    exact = {o: exact_derivative(spec, o, pname) for o in smooth}
+    if any(x is not None for x in exact.values()):
+        lines += [f"Exact d<O>/d{pname} at the base on this finite torus: " + "; ".join(
+            f"{o} {x:.6g} (tangent {res.estimates[o]['tangent'].pull(x):+.1f} sigma, connected "
+            f"{res.estimates[o]['connected'].pull(x):+.1f} sigma)" for o, x in exact.items() if x is not None) + ".", ""]
     if any(s.error > 0 for s in res.agreement.values()):
         lines += ["Tangent minus connected, from the same configurations with the error of the difference (both "
                   "are unbiased, so this checks the field): " + ", ".join(
@@ -242,7 +254,7 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
         if e0 is not None and e1 is not None:
             ex = (e1 - e0) / shift
         name = f"derivative_{obs}.png"
-        _derivative_figure(rows, obs, pname, ex, out / name)
+        _derivative_figure(rows, obs, pname, ex, out / name, exact_derivative(bspec, obs, pname))
         figures.append((f"d<{obs}>/d{pname} from each estimator", name))
     # shift scan over every flowed ensemble of this base (and independent ensembles at the same shift)
     points = []

@@ -153,6 +153,7 @@ def derivative(
         from ..stats import format_value_error
         from ..store import open_store
         from ..store.checkpoints import check_writable_dir
+        from ..summary import exact_derivative
 
         if batch < 1:
             raise CLIError(f"--batch must be >= 1, got {batch}")
@@ -210,9 +211,11 @@ def derivative(
                         out=out, compare=others, traces=trace_opts, t0_reference=t0_ref, w0_reference=w0_ref,
                         discard=n_discard, thin=thin, target=fit.strip().lower(), valence_mass=valence_mass,
                         pion_sources=sources, contract=contract, second_order=second_order)
+        exact = {o: exact_derivative(spec, o, param) for o in names}
+        exact = {o: x for o, x in exact.items() if x is not None}  # pure gauge 2D: the exact torus derivative
         if json_:
             res = derivative_from_store(st, store, ensemble, param, names, **settings)
-            typer.echo(json.dumps({"ensemble": ensemble, **res.as_dict()}, default=float))
+            typer.echo(json.dumps({"ensemble": ensemble, **res.as_dict(), "exact": exact}, default=float))
             return
         with _stage(f"tangent terms {ensemble}", "cfg/s") as lp:
             res = derivative_from_store(st, store, ensemble, param, names, progress=lambda d, t: lp(d, t),
@@ -243,6 +246,11 @@ def derivative(
                           "difference): " + ", ".join(f"{o} {format_value_error(s.value, s.error)} "
                                                       f"({s.pull(0.0):+.1f} sigma)" for o, s in r.agreement.items())
                           + _agreement_verdict(r, worst))
+        if exact:
+            console.print(f"exact d<O>/d{param} on this finite torus: " + "; ".join(
+                f"{o} {x:.6g} (" + ", ".join(f"{k} {s.pull(x):+.1f} sigma" for k, s in r.estimates[o].items()
+                                             if k not in res.shifts) + ")"
+                for o, x in exact.items() if o in r.estimates))
         if res.thermalisation is not None:
             print_thermalisation(res.thermalisation)
         c, adjusted = res.cost, res.cost_adjusted()

@@ -281,6 +281,18 @@ def test_compare_names_what_is_stored_and_the_measure_command(store_copy):
     cli_refused(store_copy, r"observable 'wilson_2x2' is not stored in 'base' \(stored: plaquette\); add it with "
                 r"`corrflow measure .*copy\.zarr base wilson_2x2`", "compare", "--store", store_copy, "--base", "base",
                 "shifted", "--obs", "wilson_2x2")
+    # measured on the base after the flowed ensemble was made: the flowed ensemble is named (it was a KeyError
+    # traceback), and `corrflow measure` adds it there
+    code, out = cli("correlate", "--store", store_copy, "--from", "base", "--identity", "--to", "beta=2.1", "--name",
+                    "direct")
+    assert code == 0, out
+    assert cli("measure", store_copy, "base", "wilson_1x1")[0] == 0
+    cli_refused(store_copy, r"observable 'wilson_1x1' is not stored in 'direct' \(stored: plaquette\); add it with "
+                r"`corrflow measure .*copy\.zarr direct wilson_1x1`", "compare", "--store", store_copy, "--base",
+                "base", "direct", "--obs", "wilson_1x1")
+    assert cli("measure", store_copy, "direct", "wilson_1x1")[0] == 0
+    code, out = cli("compare", "--store", store_copy, "--base", "base", "direct", "--obs", "wilson_1x1")
+    assert "not stored" not in out  # (a store this small then stops at the Gamma method's 10 samples per chain)
 
 
 def test_no_exact_values_with_dynamical_quarks(tmp_path):
@@ -295,3 +307,16 @@ def test_no_exact_values_with_dynamical_quarks(tmp_path):
     wilson = u1_spec(theory="su2-wilson", group="su2", params={"beta": 2.0, "xi": 1.0, "lam": 0.0, "mass": 0.2})
     assert exact_value(wilson, "plaquette") is None
     assert exact_value(u1_spec(theory="su2", group="su2"), "plaquette") is not None
+
+
+
+def test_exact_derivative_of_the_torus_values():
+    """The exact derivative (central difference of the exact torus value) against the closed form of d<P>/dbeta;
+    none where no exact value is known."""
+    from corrflow.summary import exact_derivative
+
+    assert exact_derivative(u1_spec(), "plaquette", "beta") == pytest.approx(
+        corrflow.exact.u1_plaquette_derivative(2.0, (4, 4)), abs=1e-8)
+    assert exact_derivative(u1_spec(), "plaquette", "mass") is None
+    sch = u1_spec(theory="schwinger", params={"beta": 2.0, "xi": 1.0, "lam": 0.0, "mass": 0.2, "nf": 2.0})
+    assert exact_derivative(sch, "plaquette", "beta") is None and exact_derivative(sch, "plaquette", "mass") is None

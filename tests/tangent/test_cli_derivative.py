@@ -37,6 +37,7 @@ def test_derivative_json_and_checkpoint_reuse(u1_store, exact_u1, tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert set(out["observables"]) == {"plaquette", "wilson_2x2"} and out["reused"] is False
+    assert out["exact"] == {k: pytest.approx(v, abs=1e-7) for k, v in exact_u1.items()}  # pure gauge 2D: known
     for name, est in out["observables"].items():
         assert set(est) == {"tangent", "connected"}
         for e in est.values():
@@ -57,6 +58,7 @@ def test_derivative_json_and_checkpoint_reuse(u1_store, exact_u1, tmp_path):
     assert res.exit_code == 0, res.output
     assert "tangent" in res.stdout and "connected" in res.stdout and "reused" in res.stdout
     assert "tangent - connected (same configurations" in res.stdout and "sigma)" in res.stdout
+    assert f"exact d<O>/dbeta on this finite torus: plaquette {exact_u1['plaquette']:.6g} (tangent " in res.stdout
     # --fit observable: each observable's own Var[T_v] fit, saved per observable and reused like the field's
     ck2 = tmp_path / "per_obs"
     per = json.loads(_invoke(args[:-1] + [str(ck2), "--fit", "observable"]).stdout)
@@ -204,6 +206,7 @@ def test_compare_adds_finite_shift_estimators_and_report(u1_store, exact_u1, tmp
     assert "Tangent-flow estimator" in md and "| plaquette | tangent |" in md and "| plaquette | connected |" in md
     assert "at equal cost" in md and "to generate one): plaquette" in md  # the ensemble recorded its cost
     assert "Tangent minus connected, from the same configurations" in md and "sigma)." in md
+    assert f"Exact d<O>/dbeta at the base on this finite torus: plaquette {exact_u1['plaquette']:.6g} (tangent" in md
     # --second-order: the tangent rows with the control variate, smaller errors for the plaquette (along the action)
     rep = runner.invoke(app, ["report", "--store", str(store), "--base", ENSEMBLE, "u1_8x8_beta2.1", "--obs",
                               "plaquette", "--tangent", "--second-order", "--out", str(tmp_path / "rep_so")])
