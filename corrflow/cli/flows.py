@@ -131,6 +131,7 @@ def train(
         from ..flows import default_kind, default_smoothing, make_flow
         from ..flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resolve_optimizer, resume_kwargs
         from ..flows.train import train as train_flow
+        from ..flows.train import worse_than_start
         from ..pipeline.handles import training_sets
         from ..store import check_writable_dir, open_store
 
@@ -212,6 +213,9 @@ def train(
                         f"var log w {h[0]['held_var_logw']:.3g} -> {best['held_var_logw']:.3g})")
         console.print(f"[green]done[/] {flow.kind} flow, {len(h) - 1} epochs ({res.stopped}): weight ESS "
                       f"{h[0]['ess']:.3f} -> {h[-1]['ess']:.3f}{held_msg}, checkpoint {out} (id {ck['id']})")
+        warning = worse_than_start(h)
+        if warning:
+            console.print(f"[yellow]warning: {warning}[/]")
 
     _run(body)
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache, partial
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -48,8 +48,21 @@ from .training_config import OPTIMIZERS, FlowTrainingError, TrainConfig, TrainRe
 
 Array = jax.Array
 
-__all__ = ["TrainConfig", "TrainResult", "FlowTrainingError", "resolve_optimizer", "log_weights", "train",
+__all__ = ["TrainConfig", "TrainResult", "FlowTrainingError", "resolve_optimizer", "log_weights", "train", "worse_than_start",
            "save_checkpoint", "load_checkpoint", "checkpoint_id", "resume_kwargs", "CHECKPOINT_FORMAT"]
+
+
+def worse_than_start(history: Sequence[dict[str, float]], tolerance: float = 0.02) -> str | None:
+    """A warning when training without held-out selection ended with a weight ESS on its own training
+    configurations more than ``tolerance`` below that of the starting flow (epoch 0, the identity up to
+    ``init_scale``): the optimiser followed noise (few configurations, or stochastic fermion weights).  None when
+    the history is fine or held-out selection chose the epoch (the start is one of the candidates)."""
+    first, last = history[0], history[-1]
+    if "held_ess" in last or last["ess"] >= first["ess"] - tolerance:
+        return None
+    return (f"the trained flow's weight ESS on its own training configurations ({last['ess']:.3f}) is below the "
+            f"starting flow's ({first['ess']:.3f}): training followed noise. Train on more configurations, or hold "
+            "some out (--held-out) so that the best epoch, the start included, is kept; direct reweighting may do")
 
 
 class _Selection:

@@ -140,7 +140,7 @@ class Pipeline:
         ``source`` (:func:`training_configs`).  The checkpoint directory is named by the shift and a hash of
         everything that determines the flow except the number of epochs, so a longer training resumes it; a
         checkpoint that finished its epochs (or stopped early: converged / target ESS) is reused."""
-        from ..flows.train import load_checkpoint, resume_kwargs, train
+        from ..flows.train import load_checkpoint, resume_kwargs, train, worse_than_start
 
         base_x, target_x = exact_theory(source.theory), exact_theory(target)
         validate_shift(base_x, target_x)
@@ -172,18 +172,33 @@ class Pipeline:
             cfg = dataclasses.replace(cfg, patience=0)
         clock = Clock()
         start_epoch = int(kwargs.get("start_epoch", 0))
+        # the cost is recorded after every epoch, so an interrupted training keeps the cost of its finished epochs;
+        # epochs whose cost was never recorded (interrupted by an older corrflow) are charged at this run's rate
+        prev_s, prev_w = (self.ledger.seconds(key), self.ledger.wall(key)) if kwargs else (0.0, 0.0)
+
+        def charge(epoch: int) -> None:
+            s = prev_s + clock.cost(epoch - start_epoch) if math.isfinite(prev_s) else clock.cost(epoch)
+            self.ledger.record(key, s, (prev_w if math.isfinite(prev_w) else 0.0) + clock.wall, len(configs))
 
         def prog(e: int, r: dict) -> None:
             clock.tick(e)
+            charge(e)
             rep.update(stage, e, cfg.epochs, f"loss {r['loss']:.4f} ESS {r['ess']:.3f}")
 
         res = train(flow, base_x, target_x, configs, cfg, checkpoint=ckpt, progress=prog, held_out=held, **kwargs)
         rep.finish(stage)
-        self.ledger.record(key, clock.cost(len(res.history) - 1 - start_epoch), clock.wall, len(configs),
-                           accumulate=bool(kwargs))
+        charge(len(res.history) - 1)
         h = res.history
-        rep.log(f"  {stage}: {len(h) - 1} epochs on {len(configs)} configurations, weight ESS {h[0]['ess']:.3f} -> "
-                f"{h[-1]['ess']:.3f}, {clock.wall:.1f} s")
+        held_msg = ""
+        if "held_ess" in h[-1]:
+            best = min(h, key=lambda r: r["held_var_logw"])
+            held_msg = (f" ({len(held)} held out{f' of {training.held_out} asked' if len(held) < training.held_out else ''}"
+                        f": ESS {h[0]['held_ess']:.3f} -> {best['held_ess']:.3f}, epoch {best['epoch']} kept)")
+        rep.log(f"  {stage}: {len(h) - 1} epochs on {len(configs)} configurations{held_msg}, weight ESS "
+                f"{h[0]['ess']:.3f} -> {h[-1]['ess']:.3f}, {clock.wall:.1f} s")
+        warning = worse_than_start(h)
+        if warning:
+            rep.log(f"  [yellow]{stage}: {warning}[/]")
         return self._trained(ckpt, load_checkpoint(ckpt), self.ledger.seconds(key), len(configs))
 
     @staticmethod

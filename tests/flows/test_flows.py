@@ -191,3 +191,18 @@ def test_phi_polynomial_by_precision_against_the_spectral_form():
     assert err64 < 1e-12 and err32 < 5e-7 and err7 > 1e-5, (err64, err32, err7)  # eig itself: ~1e-13
     with pytest.raises(ValueError, match="multiple of 4"):
         _phi(jnp.asarray(a), degree=10)
+
+
+def test_training_that_ends_worse_than_its_start_is_flagged():
+    """Without held-out selection the last epoch is kept: a history that ends more than 2 points of weight ESS
+    below its start gets a warning (train and the pipeline print it); with held-out selection, the start is a
+    candidate, so there is nothing to flag."""
+    from corrflow.flows.train import worse_than_start
+
+    start = {"epoch": 0, "loss": -1.0, "ess": 0.999}
+    assert worse_than_start([start, {"epoch": 1, "loss": -1.1, "ess": 0.985}]) is None
+    msg = worse_than_start([start, {"epoch": 1, "loss": -0.9, "ess": 0.835}])
+    assert msg is not None and "(0.835) is below the starting flow's (0.999)" in msg and "--held-out" in msg
+    held = [dict(start, held_ess=0.99, held_var_logw=0.01), {"epoch": 1, "ess": 0.8, "held_ess": 0.7,
+                                                              "held_var_logw": 0.3}]
+    assert worse_than_start(held) is None

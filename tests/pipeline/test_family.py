@@ -166,3 +166,23 @@ def test_paired_cost_from_the_store_record(fam, tmp_path):
         n = f.base.n
         assert fresh._stored_cost(f"{key}/{paired.name}", paired.name, n) == pytest.approx(cost)
         assert fresh._stored_cost(f"{key}/{paired.name}", paired.name, n // 2) == pytest.approx(cost / 2)
+
+
+def test_interrupted_training_keeps_its_cost(fam):
+    """Training interrupted after some epochs resumes from its checkpoint, and the cost ledger charges the epochs
+    of both runs (it used to record nothing for the interrupted run, so the resumed flow's cost was NaN: "cost of
+    train unknown (made outside the pipeline)")."""
+    d, _, _, _ = fam
+    training = TrainingSettings(epochs=4, n_train=16, batch_size=8, learning_rate=2e-3)
+
+    def stop_at_epoch_2(stage, done, total, msg):
+        if stage == "train" and done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _family(d / "wf.zarr", progress=stop_at_epoch_2, training=training)
+    pipe, f = _family(d / "wf.zarr", training=training)
+    key = f"train/{f.members[0].flow.checkpoint.name}"
+    assert f.members[0].flow.epochs == 4
+    cost = pipe.ledger.seconds(key)
+    assert math.isfinite(cost) and cost > 0 and math.isfinite(f.step_costs()["train"])
