@@ -44,8 +44,12 @@ class ContinuumFitSettings(AnalysisSettings):
                              f"{self.ensemble.n_configs}")
         if self.bayes_samples < 1 or self.bayes_warmup < 0:
             raise ValueError("bayes_samples must be >= 1 and bayes_warmup >= 0")
-        if self.order < 0 or self.order + 1 > len(betas):
+        if self.order < 0:
+            raise ValueError(f"order must be >= 0 (the polynomial degree in a^2), got {self.order}")
+        if self.order + 1 > len(betas):
             raise ValueError(f"order {self.order} needs at least {self.order + 1} betas, got {len(betas)}")
+        if not (self.prior_scale > 0 and math.isfinite(self.prior_scale)):
+            raise ValueError(f"prior_scale must be a finite width > 0, got {self.prior_scale}")
         if self.svd_cut and not (0 < self.svd_cut < 1):
             raise ValueError(f"svd_cut must lie in (0, 1) (or 0 for none), got {self.svd_cut}")
 

@@ -37,14 +37,21 @@ def _is_tuple(tp: Any) -> bool:
 
 def coerce(value: Any, tp: Any, name: str) -> Any:
     """``value`` (from TOML, JSON or a command line) as type ``tp``; one-line ``ValueError`` otherwise."""
+    if _is_tuple(tp):
+        item = _tuple_item_type(tp)
+        items = [v.strip() for v in value.replace(";", ",").split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"setting {name!r} must be a comma-separated list, got {value!r}")
+        out = []
+        for v in items:
+            try:
+                out.append(coerce(v, item, name))
+            except ValueError:
+                kind = {int: "integers", float: "numbers", bool: "true/false values", str: "strings"}.get(item, "values")
+                raise ValueError(f"setting {name!r} must be a comma-separated list of {kind}; {v!r} is not one "
+                                 f"(got {value!r})") from None
+        return tuple(out)
     try:
-        if _is_tuple(tp):
-            item = _tuple_item_type(tp)
-            if isinstance(value, str):
-                value = [v.strip() for v in value.replace(";", ",").split(",") if v.strip()]
-            if not isinstance(value, (list, tuple)):
-                raise TypeError
-            return tuple(coerce(v, item, name) for v in value)
         if tp is bool:
             if isinstance(value, str):
                 low = value.strip().lower()

@@ -122,6 +122,11 @@ def test_estimator_bad_input():
         ContinuumSettings(quantity="topological_susceptibility")
     with pytest.raises(ValueError, match="order 4 needs at least 5 betas"):
         ContinuumSettings(betas=(8.0, 9.0), order=4)
+    with pytest.raises(ValueError, match="order must be >= 0"):
+        ContinuumSettings(betas=(8.0, 9.0), order=-1)
+    for bad in (0.0, -1.0, float("nan")):  # (checked before anything is generated; it used to fail after the fits)
+        with pytest.raises(ValueError, match="prior_scale must be a finite width > 0"):
+            ContinuumSettings(betas=(8.0, 9.0, 10.0), prior_scale=bad)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -63,6 +63,8 @@ def test_flat_names_route_to_their_group():
         s.replace(n_confgs=3)
     with pytest.raises(ValueError, match="must be an integer"):
         s.replace(L="twelve")
+    with pytest.raises(ValueError, match="setting 'betas' must be a comma-separated list of numbers; 'x' is not one"):
+        s.replace(betas="2,x")
     with pytest.raises(ValueError, match="at least 2 betas"):  # the analysis's own check runs on every copy
         s.replace(betas=(2.0,))
     assert ToySettings().markov.step_size == 0.1  # analysis defaults of a group
