@@ -174,3 +174,9 @@ def test_export_records_plaquette_and_beta_that_import_checks(imported, tmp_path
     assert not bad.exists()
     code, out = cli("import-ildg", bad, transposed, "--name", "t", "--beta", 5.8, "--ignore-xlf")
     assert code == 0, out
+    # configurations of a dynamical-quark run (tmLQCD records kappa): imported as pure gauge, with a warning
+    dyn = tmp_path / "dynamical.lime"
+    write_ildg(dyn, u, extra_records={REC_XLF: meta["records"][REC_XLF] + b" kappa = 0.156, mu = 0.004\n"})
+    code, out = cli("import-ildg", tmp_path / "dyn.zarr", dyn, "--name", "d", "--beta", 5.8)
+    assert code == 0 and "warning: the files record kappa = 0.156 (dynamical quarks)" in out, out
+    assert "fermion determinant" in out and open_store(tmp_path / "dyn.zarr").spec("d").theory == "su3"

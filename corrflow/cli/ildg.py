@@ -39,6 +39,7 @@ def export_ildg(
         from ..ildg import REC_XLF, format_xlf_info, write_ildg
         from ..observables import plaquette
         from ..store import open_store
+        from ..theories.dirac import kappa_from_mass
 
         st = open_store(store, "r")
         spec = st.spec(ensemble)
@@ -55,11 +56,14 @@ def export_ildg(
         out.mkdir(parents=True, exist_ok=True)
         positions = list(range(0, ds.sizes["traj"], every))
         plaq = np.asarray(ds["plaquette"].values[chain]) if "plaquette" in ds else None
+        params = dict(spec.params)
+        if "mass" in params:  # what other codes record for Wilson quarks
+            params["kappa"] = kappa_from_mass(params["mass"], 4)
         for pos in positions:
             traj = int(ds.traj.values[pos])
             u = st.load_configs(ensemble, chain, [pos])[0]
             p = float(plaq[pos]) if plaq is not None else float(plaquette(jnp.asarray(u), get_group("su3")))
-            info = format_xlf_info(p, traj, spec.params, corrflow_ensemble=ensemble, chain=str(chain))
+            info = format_xlf_info(p, traj, params, corrflow_ensemble=ensemble, chain=str(chain))
             write_ildg(out / f"{ensemble}_c{chain}_t{traj:06d}.lime", u, precision=32 if single else 64,
                        lfn=f"corrflow/{ensemble}/chain{chain}/traj{traj}", extra_records={REC_XLF: info})
         console.print(f"[green]done[/] wrote {len(positions)} ILDG file{'s' if len(positions) != 1 else ''} to {out}")
@@ -96,8 +100,9 @@ def _check_su3(path: Path, u: Any, meta: dict[str, Any]) -> None:
 XLF_PLAQUETTE_TOL = 1e-6  # |recorded - computed| plaquette accepted (printed to >= 12 digits; float32 data ~1e-7)
 
 
-def _check_xlf(path: Path, u: Any, meta: dict[str, Any], beta: float) -> None:
-    """Compare the links and ``--beta`` with what the file's ``xlf-info`` record (if any) says about them."""
+def _check_xlf(path: Path, u: Any, meta: dict[str, Any], beta: float) -> dict[str, Any]:
+    """Compare the links and ``--beta`` with what the file's ``xlf-info`` record (if any) says about them; returns
+    the record's entries (``{}`` without one)."""
     import jax.numpy as jnp
 
     from ..groups import get_group
@@ -106,7 +111,7 @@ def _check_xlf(path: Path, u: Any, meta: dict[str, Any], beta: float) -> None:
 
     rec = meta["records"].get(REC_XLF)
     if rec is None:
-        return
+        return {}
     info = parse_xlf_info(rec[0] if isinstance(rec, list) else rec)
     hint = "; add --ignore-xlf if that record means something else"
     p_file = info.get("plaquette")
@@ -120,6 +125,7 @@ def _check_xlf(path: Path, u: Any, meta: dict[str, Any], beta: float) -> None:
     if isinstance(b_file, float) and abs(b_file - beta) > 1e-9 * max(1.0, abs(beta)):
         raise CLIError(f"{path}: --beta {beta:g} differs from beta = {b_file:g} recorded in its xlf-info record; pass "
                        f"--beta {b_file:g}{hint}")
+    return info
 
 
 @app.command("import-ildg", epilog="""
@@ -171,6 +177,7 @@ def import_ildg(
         # pass 1: read and validate every file before anything is written
         shape = None
         digests: dict[bytes, Path] = {}
+        quarks: dict[str, Any] = {}
         with _stage("check ILDG files") as lp:
             for i, f in enumerate(files):
                 u, meta = read_ildg(f)
@@ -186,8 +193,12 @@ def import_ildg(
                                    "configuration once")
                 digests[digest] = f
                 if not ignore_xlf:
-                    _check_xlf(f, u, meta, beta)
+                    quarks = quarks or {k: v for k, v in _check_xlf(f, u, meta, beta).items() if k in ("kappa", "mass")}
                 lp(i + 1, len(files))
+        if quarks:
+            console.print(f"[yellow]warning: the files record {', '.join(f'{k} = {v:g}' for k, v in quarks.items())} "
+                          "(dynamical quarks); the ensemble is imported as pure-gauge su3, so flows and reweighting "
+                          "built on it leave out the fermion determinant[/]")
         th = make_theory("su3", shape, beta=beta, xi=xi, lam=lam)
         spec = EnsembleSpec(theory="su3", group="su3", shape=shape, params=th.params(), n_chains=1, seed=-1,
                             dtype="complex128", hmc={}, n_therm=0, thin=1, measurements=("plaquette",), kind="imported",
