@@ -183,7 +183,8 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
     if any(x is not None for x in exact.values()):
         lines += [f"Exact d<O>/d{pname} at the base on this finite torus: " + "; ".join(
             f"{o} {x:.6g} (tangent {res.estimates[o]['tangent'].pull(x):+.1f} sigma, connected "
-            f"{res.estimates[o]['connected'].pull(x):+.1f} sigma)" for o, x in exact.items() if x is not None) + ".", ""]
+            f"{res.estimates[o]['connected'].pull(x):+.1f} sigma)" for o, x in exact.items() if x is not None) + ".",
+                  ""]
     if any(s.error > 0 for s in res.agreement.values()):
         lines += ["Tangent minus connected, from the same configurations with the error of the difference (both "
                   "are unbiased, so this checks the field): " + ", ".join(

@@ -19,7 +19,8 @@ from .stats.reweighting import reweighted_mean
 from .stats.equilibration import EquilibrationCut, equilibration_cut
 from .store.spec import FLOWED_FIELDS
 
-__all__ = ["SummaryRow", "common_thermalisation_cut", "exact_derivative", "exact_value", "ensemble_summary", "thermalisation_cut"]
+__all__ = ["SummaryRow", "common_thermalisation_cut", "exact_derivative", "exact_value", "ensemble_summary",
+           "thermalisation_cut"]
 
 
 class SummaryRow(NamedTuple):

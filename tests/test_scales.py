@@ -133,7 +133,8 @@ def test_a_longer_flow_replaces_the_stored_one_and_bad_grids_are_refused(su3_sto
     for bad, what in ((WilsonFlowGrid(t_max=float("inf")), "--flow-t-max must be a finite flow time > 0, got inf"),
                       (WilsonFlowGrid(t_max=float("nan")), "--flow-t-max must be a finite flow time > 0, got nan"),
                       (WilsonFlowGrid(eps=0.0), "--flow-eps must be a finite flow time > 0, got 0.0"),
-                      (WilsonFlowGrid(eps=0.02, every=0.05), "--flow-every 0.05 must be a multiple of --flow-eps 0.02")):
+                      (WilsonFlowGrid(eps=0.02, every=0.05),
+                       "--flow-every 0.05 must be a multiple of --flow-eps 0.02")):
         with pytest.raises(ValueError, match=what):
             measure_stored(st, "su3", ["wilson_flow"], flow=bad, replace=True)
     after = open_store(path).open_ensemble("su3")["flow_E_clov"].values

@@ -48,7 +48,8 @@ from .training_config import OPTIMIZERS, FlowTrainingError, TrainConfig, TrainRe
 
 Array = jax.Array
 
-__all__ = ["TrainConfig", "TrainResult", "FlowTrainingError", "resolve_optimizer", "log_weights", "train", "worse_than_start",
+__all__ = ["TrainConfig", "TrainResult", "FlowTrainingError", "resolve_optimizer", "log_weights", "train",
+           "worse_than_start",
            "save_checkpoint", "load_checkpoint", "checkpoint_id", "resume_kwargs", "CHECKPOINT_FORMAT"]
 
 

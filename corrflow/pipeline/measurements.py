@@ -22,7 +22,8 @@ import numpy as np
 from ..generate import measurements_from_names
 from ..groups import get_group
 
-__all__ = ["map_batches", "measure_stored", "MeasureSummary", "WilsonFlowGrid", "describe_grid", "FLOW_OBSERVABLE", "flow_observable_names"]
+__all__ = ["map_batches", "measure_stored", "MeasureSummary", "WilsonFlowGrid", "describe_grid", "FLOW_OBSERVABLE",
+           "flow_observable_names"]
 
 FLOW_OBSERVABLE = "wilson_flow"
 

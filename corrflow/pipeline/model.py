@@ -39,7 +39,9 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
     """``value`` (from TOML, JSON or a command line) as type ``tp``; one-line ``ValueError`` otherwise."""
     if _is_tuple(tp):
         item = _tuple_item_type(tp)
-        items = [v.strip() for v in value.replace(";", ",").split(",") if v.strip()] if isinstance(value, str) else value
+        items = value
+        if isinstance(value, str):
+            items = [v.strip() for v in value.replace(";", ",").split(",") if v.strip()]
         if not isinstance(items, (list, tuple)):
             raise ValueError(f"setting {name!r} must be a comma-separated list, got {value!r}")
         out = []
@@ -47,7 +49,8 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
             try:
                 out.append(coerce(v, item, name))
             except ValueError:
-                kind = {int: "integers", float: "numbers", bool: "true/false values", str: "strings"}.get(item, "values")
+                kinds = {int: "integers", float: "numbers", bool: "true/false values", str: "strings"}
+                kind = kinds.get(item, "values")
                 raise ValueError(f"setting {name!r} must be a comma-separated list of {kind}; {v!r} is not one "
                                  f"(got {value!r})") from None
         return tuple(out)

@@ -192,8 +192,9 @@ class Pipeline:
         held_msg = ""
         if "held_ess" in h[-1]:
             best = min(h, key=lambda r: r["held_var_logw"])
-            held_msg = (f" ({len(held)} held out{f' of {training.held_out} asked' if len(held) < training.held_out else ''}"
-                        f": ESS {h[0]['held_ess']:.3f} -> {best['held_ess']:.3f}, epoch {best['epoch']} kept)")
+            asked = f" of {training.held_out} asked" if len(held) < training.held_out else ""
+            held_msg = (f" ({len(held)} held out{asked}: ESS {h[0]['held_ess']:.3f} -> {best['held_ess']:.3f}, "
+                        f"epoch {best['epoch']} kept)")
         rep.log(f"  {stage}: {len(h) - 1} epochs on {len(configs)} configurations{held_msg}, weight ESS "
                 f"{h[0]['ess']:.3f} -> {h[-1]['ess']:.3f}, {clock.wall:.1f} s")
         warning = worse_than_start(h)
