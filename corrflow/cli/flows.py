@@ -131,7 +131,7 @@ def train(
         from ..flows import default_kind, default_smoothing, make_flow
         from ..flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resolve_optimizer, resume_kwargs
         from ..flows.train import train as train_flow
-        from ..flows.train import worse_than_start
+        from ..flows.train import held_out_summary, worse_than_start
         from ..pipeline.handles import training_sets
         from ..store import check_writable_dir, open_store
 
@@ -206,11 +206,8 @@ def train(
                 raise CLIError(str(exc)) from None
         h = res.history
         ck = load_checkpoint(out)
-        held_msg = ""
-        if "held_ess" in h[-1]:
-            best = min(h, key=lambda r: r["held_var_logw"])
-            held_msg = (f", held-out ESS {h[0]['held_ess']:.3f} -> {best['held_ess']:.3f} (epoch {best['epoch']} kept, "
-                        f"var log w {h[0]['held_var_logw']:.3g} -> {best['held_var_logw']:.3g})")
+        held_msg = held_out_summary(h)
+        held_msg = f", {held_msg}" if held_msg else ""
         console.print(f"[green]done[/] {flow.kind} flow, {len(h) - 1} epochs ({res.stopped}): weight ESS "
                       f"{h[0]['ess']:.3f} -> {h[-1]['ess']:.3f}{held_msg}, checkpoint {out} (id {ck['id']})")
         warning = worse_than_start(h)

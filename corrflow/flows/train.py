@@ -49,8 +49,19 @@ from .training_config import OPTIMIZERS, FlowTrainingError, TrainConfig, TrainRe
 Array = jax.Array
 
 __all__ = ["TrainConfig", "TrainResult", "FlowTrainingError", "resolve_optimizer", "log_weights", "train",
-           "worse_than_start",
+           "held_out_summary", "worse_than_start",
            "save_checkpoint", "load_checkpoint", "checkpoint_id", "resume_kwargs", "CHECKPOINT_FORMAT"]
+
+
+def held_out_summary(history: Sequence[dict[str, float]]) -> str | None:
+    """``held-out ESS a -> b (epoch e kept, var log w x -> y)``: what held-out selection chose, from the start to
+    the kept epoch; None without held-out configurations."""
+    h = history
+    if "held_ess" not in h[-1]:
+        return None
+    best = min(h, key=lambda r: r["held_var_logw"])
+    return (f"held-out ESS {h[0]['held_ess']:.3f} -> {best['held_ess']:.3f} (epoch {best['epoch']} kept, var log w "
+            f"{h[0]['held_var_logw']:.3g} -> {best['held_var_logw']:.3g})")
 
 
 def worse_than_start(history: Sequence[dict[str, float]], tolerance: float = 0.02) -> str | None:

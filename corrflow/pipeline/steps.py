@@ -140,7 +140,7 @@ class Pipeline:
         ``source`` (:func:`training_configs`).  The checkpoint directory is named by the shift and a hash of
         everything that determines the flow except the number of epochs, so a longer training resumes it; a
         checkpoint that finished its epochs (or stopped early: converged / target ESS) is reused."""
-        from ..flows.train import load_checkpoint, resume_kwargs, train, worse_than_start
+        from ..flows.train import held_out_summary, load_checkpoint, resume_kwargs, train, worse_than_start
 
         base_x, target_x = exact_theory(source.theory), exact_theory(target)
         validate_shift(base_x, target_x)
@@ -189,12 +189,10 @@ class Pipeline:
         rep.finish(stage)
         charge(len(res.history) - 1)
         h = res.history
-        held_msg = ""
-        if "held_ess" in h[-1]:
-            best = min(h, key=lambda r: r["held_var_logw"])
+        held_msg = held_out_summary(h)
+        if held_msg:
             asked = f" of {training.held_out} asked" if len(held) < training.held_out else ""
-            held_msg = (f" ({len(held)} held out{asked}: ESS {h[0]['held_ess']:.3f} -> {best['held_ess']:.3f}, "
-                        f"epoch {best['epoch']} kept)")
+            held_msg = f" ({len(held)} held out{asked}; {held_msg})"
         rep.log(f"  {stage}: {len(h) - 1} epochs on {len(configs)} configurations{held_msg}, weight ESS "
                 f"{h[0]['ess']:.3f} -> {h[-1]['ess']:.3f}, {clock.wall:.1f} s")
         warning = worse_than_start(h)
