@@ -341,7 +341,7 @@ def report(
 
     def body() -> None:
         from ..report import write_report
-        from ..store import open_store
+        from ..store import check_writable_dir, open_store
 
         if base is not None and not ensembles:
             raise CLIError("--base needs at least one ensemble to compare with")
@@ -353,6 +353,7 @@ def report(
         if n_discard != 0 and base is None:
             raise CLIError("--discard applies to the comparison with --base; analysis sections keep their own "
                            "ensembles' settings")
+        check_writable_dir(out, "--out")
         path = write_report(open_store(store, "r"), base, ensembles or [], out, obs, analysis, tangent=tangent,
                             discard=n_discard, second_order=second_order)
         console.print(f"[green]done[/] report written to {path} ({len(list(out.glob('*.png')))} figures)")

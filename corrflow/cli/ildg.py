@@ -39,15 +39,14 @@ def export_ildg(
         from ..ildg import REC_XLF, format_xlf_info, write_ildg
         from ..observables import plaquette
         from ..store import open_store
+        from ..store.checkpoints import check_writable_dir
         from ..theories.dirac import kappa_from_mass
 
         st = open_store(store, "r")
         spec = st.spec(ensemble)
         if spec.group != "su3" or len(spec.shape) != 4:
             raise CLIError(f"ILDG export needs a 4D SU(3) ensemble; {ensemble!r} is {spec.group} on {spec.shape}")
-        inside = _zarr_store_around(out)
-        if inside is not None:
-            raise CLIError(f"--out {out} is inside the zarr store {inside}; ILDG files go to a directory of their own")
+        check_writable_dir(out, "--out")
         if not 0 <= chain < spec.n_chains:
             raise CLIError(f"--chain must be in 0..{spec.n_chains - 1}, got {chain}")
         if every < 1:
@@ -69,15 +68,6 @@ def export_ildg(
         console.print(f"[green]done[/] wrote {len(positions)} ILDG file{'s' if len(positions) != 1 else ''} to {out}")
 
     _run(body)
-
-
-def _zarr_store_around(path: Path) -> Path | None:
-    """The zarr store (a directory with ``zarr.json``) that ``path`` is, or lies inside, if any."""
-    p = path.resolve()
-    for d in (p, *p.parents):
-        if (d / "zarr.json").is_file():
-            return d
-    return None
 
 
 ILDG_SU3_TOL = 1e-5  # max |U U^dag - 1| and |det U - 1| accepted on import (float32 files round to ~1e-7)

@@ -27,6 +27,7 @@ choices; :mod:`corrflow.pipeline.cli` turns any settings class into a typer comm
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -58,6 +59,13 @@ class StoreSettings(Settings):
     def check(self) -> None:
         if not self.store:
             raise ValueError("store must be a path or URL")
+        if "://" not in self.store:
+            store = Path(os.path.abspath(self.store))
+            for name in ("out", "flow_dir"):
+                p = Path(os.path.abspath(getattr(self, name))) if getattr(self, name) else None
+                if p is not None and (p == store or store in p.parents):
+                    raise ValueError(f"{name} {getattr(self, name)} is inside the store {self.store}; give a "
+                                     "directory of its own (the store's directory holds the store only)")
 
     def resolved_flow_dir(self) -> Path:
         """``flow_dir``, or ``<store without .zarr>_flows`` next to the store."""

@@ -55,15 +55,31 @@ def has_checkpoint(path: str | os.PathLike) -> bool:
     return (Path(path) / POINTER).is_file()
 
 
+def zarr_store_around(path: str | os.PathLike) -> Path | None:
+    """The zarr store (the outermost directory with a ``zarr.json``: groups have one too) that ``path`` is or lies
+    inside, if any."""
+    p = Path(path).resolve()
+    found = None
+    for d in (p, *p.parents):
+        if (d / "zarr.json").is_file():
+            found = d
+    return found
+
+
 def check_writable_dir(path: str | os.PathLike, what: str = "checkpoint directory") -> None:
     """Raise :class:`CheckpointError` unless ``path`` is (or can be created as) a writable directory.
 
     Nothing is left behind: the check creates and removes a temporary file in ``path`` or in its nearest
-    existing ancestor.
+    existing ancestor.  A directory inside a zarr store (:func:`zarr_store_around`) is refused: outputs written
+    there would mix with the store's own files.
     """
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise CheckpointError(f"{what} {p} is a file; give a directory (it is created if absent)")
+    store = zarr_store_around(p)
+    if store is not None:
+        raise CheckpointError(f"{what} {p} is inside the zarr store {store}; give a directory of its own (the store's "
+                              "directory holds the store only)")
     probe = p
     while not probe.exists():
         probe = probe.parent

@@ -320,3 +320,21 @@ def test_exact_derivative_of_the_torus_values():
     assert exact_derivative(u1_spec(), "plaquette", "mass") is None
     sch = u1_spec(theory="schwinger", params={"beta": 2.0, "xi": 1.0, "lam": 0.0, "mass": 0.2, "nf": 2.0})
     assert exact_derivative(sch, "plaquette", "beta") is None and exact_derivative(sch, "plaquette", "mass") is None
+
+
+def test_outputs_inside_the_store_are_refused(store_copy):
+    """report, train and derivative write directories of their own; given a path inside the store (its directory,
+    an ensemble's group) they used to write there. Refused in one line, the store unchanged; the analyses' settings
+    likewise."""
+    from corrflow.pipeline.settings import StoreSettings
+
+    inside = r"is inside the zarr store .*copy\.zarr; give a directory of its own"
+    cli_refused(store_copy, "--out .*copy.zarr " + inside, "report", "--store", store_copy, "--base", "base", "base",
+                "--out", store_copy)
+    cli_refused(store_copy, inside, "train", "--store", store_copy, "--from", "base", "--to", "beta=2.1", "--out",
+                store_copy / "base" / "flow")
+    cli_refused(store_copy, inside, "derivative", "--store", store_copy, "base", "--out", store_copy / "ck")
+    for key in ("out", "flow_dir"):
+        with pytest.raises(ValueError, match=f"{key} .*copy.zarr/x is inside the store"):
+            StoreSettings(store=str(store_copy), **{key: str(store_copy / "x")})
+    StoreSettings(store=str(store_copy), out=str(store_copy.parent / "reports"))  # beside it: fine
