@@ -97,6 +97,15 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
         if obs not in ds:
             stored = sorted(v for v in ds.data_vars if ds[v].dims == ("chain", "traj")
                             and v not in (*PER_TRAJ_BASE, *FLOWED_FIELDS))
+            from .generate import measurements_from_names
+            from .groups import get_group
+
+            spec = store.spec(name)
+            try:  # a name `corrflow measure` knows: say how to add it; otherwise say why it cannot be
+                measurements_from_names(get_group(spec.group), [obs], len(spec.shape), shape=spec.shape)
+            except ValueError as exc:
+                raise ValueError(f"observable {obs!r} is not stored in {name!r} (stored: {', '.join(stored) or 'none'})"
+                                 f" and cannot be measured there: {exc}") from None
             raise ValueError(f"observable {obs!r} is not stored in {name!r} (stored: {', '.join(stored) or 'none'}); "
                              f"add it with `corrflow measure {getattr(store, 'path', 'STORE')} {name} {obs}`")
         return np.asarray(ds[obs].values, float)

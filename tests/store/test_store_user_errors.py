@@ -281,6 +281,9 @@ def test_compare_names_what_is_stored_and_the_measure_command(store_copy):
     cli_refused(store_copy, r"observable 'wilson_2x2' is not stored in 'base' \(stored: plaquette\); add it with "
                 r"`corrflow measure .*copy\.zarr base wilson_2x2`", "compare", "--store", store_copy, "--base", "base",
                 "shifted", "--obs", "wilson_2x2")
+    cli_refused(store_copy, r"observable 'plaq' is not stored in 'base' \(stored: plaquette\) and cannot be measured "
+                r"there: unknown observable 'plaq'", "compare", "--store", store_copy, "--base", "base", "shifted",
+                "--obs", "plaq")  # (a misspelt name: not "add it with corrflow measure ... plaq")
     # measured on the base after the flowed ensemble was made: the flowed ensemble is named (it was a KeyError
     # traceback), and `corrflow measure` adds it there
     code, out = cli("correlate", "--store", store_copy, "--from", "base", "--identity", "--to", "beta=2.1", "--name",
