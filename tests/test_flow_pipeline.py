@@ -98,6 +98,9 @@ def test_summary_of_a_flowed_ensemble_is_reweighted(pipeline):
     assert rows["chi_top"].exact is not None and abs(rows["chi_top"].pull) < 4, rows["chi_top"]
     code, out = cli("summary", store, "flowed")
     assert code == 0 and "observables reweighted to its parameters with its log weights (weight ESS" in out, out
+    code, every = cli("summary", store)  # no ensemble: every ensemble of the store, one table each
+    assert code == 0 and all(f"{name}: " in every for name in st.ensembles()), every
+    assert "observables reweighted to its parameters" in every
 
 
 def test_correlate_extends_with_the_base(pipeline, tmp_path):

@@ -295,48 +295,57 @@ def verify(
     corrflow summary data/runs.zarr u1_16x16_beta2
 
     corrflow summary data/runs.zarr u1_16x16_beta2 --discard auto   # leave out the start-up drift, if any
+
+    corrflow summary data/runs.zarr                                  # every ensemble of the store
 """)
 def summary(
     store: Path = typer.Argument(..., help="zarr store"),
-    ensemble: str = typer.Argument(..., help="ensemble name"),
+    ensemble: Optional[str] = typer.Argument(None, help="ensemble name (omit: every ensemble of the store)"),
     discard: str = typer.Option("0", help="leading trajectories of every chain to leave out: a number, or auto (the "
                                           "cut that leaves the most effective samples of the plaquette, so a "
                                           "start-up drift is cut off)"),
 ) -> None:
     """Observables with autocorrelation-aware errors (Gamma method), and exact values with pulls where known."""
 
-    def body() -> None:
-        from ..store import open_store
+    def one(st: Any, name: str, n_discard: int | None) -> None:
         from ..summary import ensemble_summary, thermalisation_cut
 
-        n_discard = discard_option(discard)
-        st = open_store(store, "r")
         cut = None
         if n_discard is None:
-            cut = thermalisation_cut(st, ensemble)
+            cut = thermalisation_cut(st, name)
             n_discard = cut.n_discard
-        rows = ensemble_summary(st, ensemble, discard=n_discard)
-        info_ = st.info(ensemble)
+        rows = ensemble_summary(st, name, discard=n_discard)
+        info_ = st.info(name)
         kept = f" (the first {n_discard} discarded)" if n_discard else ""
-        table = Table(title=f"{ensemble}: {info_['n_chains']} chains x {info_['committed']} trajectories{kept}")
+        table = Table(title=f"{name}: {info_['n_chains']} chains x {info_['committed']} trajectories{kept}")
         for col in ("observable", "estimate", "tau_int", "exact (torus)", "pull"):
             table.add_column(col, justify="right")
-        worst = 0.0
+        worst, shaky = 0.0, []
         for r in rows:
             pull = r.pull
             if pull is not None:
                 worst = max(worst, abs(pull))
-            ptxt = "" if pull is None else f"[{'green' if abs(pull) < 3 else 'red'}]{pull:+.2f}[/]"
+            colour = "green" if pull is None or abs(pull) < 3 else ("yellow" if not r.conclusive else "red")
+            mark = "*" if pull is not None and abs(pull) >= 3 and not r.conclusive else ""
+            if mark:
+                shaky.append(r)
+            ptxt = "" if pull is None else f"[{colour}]{pull:+.2f}{mark}[/]"
             table.add_row(r.observable, str(r.stats), f"{r.stats.tau_int:.2f}",
                           "" if r.exact is None else f"{r.exact:.6f}", ptxt)
         console.print(table)
-        spec = st.spec(ensemble)
+        for r in shaky:
+            console.print(f"[yellow]* {r.observable}: not conclusive -- its values per configuration are skewed "
+                          f"(skewness {r.skewness:.2f}) and {r.n_effective:.0f} effective samples are fewer than the "
+                          f"{r.n_needed:.0f} (28 + 25 skewness^2) a Gaussian error needs; a short ensemble of such a "
+                          "quantity lies on the short side of its tail with too small an error more often than "
+                          "3 sigma suggests[/]")
+        spec = st.spec(name)
         if spec.kind == "flowed":
             import numpy as np
 
             from ..stats import weight_ess_fraction
 
-            lw = np.asarray(st.open_ensemble(ensemble)["log_weight"].values[:, n_discard:], dtype=float)
+            lw = np.asarray(st.open_ensemble(name)["log_weight"].values[:, n_discard:], dtype=float)
             console.print(f"flowed ensemble of {spec.flow.get('source')!r}: observables reweighted to its parameters "
                           f"with its log weights (weight ESS {weight_ess_fraction(lw):.3f})")
         n_exact = sum(r.exact is not None for r in rows)
@@ -344,6 +353,23 @@ def summary(
             console.print(f"{n_exact} observables compared with exact values; largest |pull| = {worst:.2f}")
         if cut is not None:
             print_thermalisation(cut)
+
+    def body() -> None:
+        from ..store import open_store
+
+        n_discard = discard_option(discard)
+        st = open_store(store, "r")
+        if ensemble is not None:
+            one(st, ensemble, n_discard)
+            return
+        names = st.ensembles()
+        if not names:
+            console.print(f"{store}: no ensembles")
+        for name in names:  # one that cannot be summarised (too short, ...) is named and skipped
+            try:
+                one(st, name, n_discard)
+            except ValueError as exc:
+                console.print(f"[yellow]{name}: not summarised: {escape(str(exc))}[/]")
 
     _run(body)
 
