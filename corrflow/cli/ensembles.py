@@ -186,8 +186,11 @@ def info(
             console.print(line)
         if ensemble:
             d = st.info(ensemble)
-            console.print(f"{_generation(d)}; therm {d['n_therm']}, thin {d['thin']}, seed {d['seed']}, dtype "
-                          f"{d['dtype']}, phase {d['phase']}, next trajectory {d['next_traj']}")
+            if d["kind"] == "flowed":  # (its trajectory bookkeeping is its source's)
+                console.print(f"{_generation(d)}; dtype {d['dtype']}")
+            else:
+                console.print(f"{_generation(d)}; therm {d['n_therm']}, thin {d['thin']}, seed {d['seed']}, dtype "
+                              f"{d['dtype']}, phase {d['phase']}, next trajectory {d['next_traj']}")
             console.print(f"created {d['created']} with {d['versions']}")
             n_cfg = d["committed"] * d["n_chains"]
             if d["cost_s"] is not None and n_cfg and d["kind"] == "flowed":
@@ -216,7 +219,9 @@ def _generation(d: dict[str, Any]) -> str:
     if d["kind"] == "imported":
         return f"imported from {len(d['flow'].get('source_files', []))} ILDG files"
     if d["kind"] == "flowed":
-        return "flowed from " + str(d["flow"].get("source"))
+        f = d["flow"]
+        how = "the identity (direct reweighting)" if f.get("flow_id") == "identity" else f"flow {f.get('flow_id', '?')}"
+        return f"flowed from {f.get('source')} by {how}, configuration by configuration"
     if h.get("algorithm") == "heatbath":
         return (f"heat bath: {h.get('n_heatbath', 1)} Cabibbo-Marinari sweep(s) + {h.get('n_overrelax', 0)} "
                 "over-relaxation sweep(s) per update")

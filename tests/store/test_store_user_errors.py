@@ -289,6 +289,8 @@ def test_compare_names_what_is_stored_and_the_measure_command(store_copy):
     code, out = cli("correlate", "--store", store_copy, "--from", "base", "--identity", "--to", "beta=2.1", "--name",
                     "direct")
     assert code == 0, out
+    code, out = cli("info", store_copy, "direct")  # in words, without the source's trajectory bookkeeping
+    assert code == 0 and "flowed from base by the identity (direct reweighting)" in out and "next trajectory" not in out
     assert cli("measure", store_copy, "base", "wilson_1x1")[0] == 0
     cli_refused(store_copy, r"observable 'wilson_1x1' is not stored in 'direct' \(stored: plaquette\); add it with "
                 r"`corrflow measure .*copy\.zarr direct wilson_1x1`", "compare", "--store", store_copy, "--base",
