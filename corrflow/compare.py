@@ -108,7 +108,12 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
                                  f" and cannot be measured there: {exc}") from None
             raise ValueError(f"observable {obs!r} is not stored in {name!r} (stored: {', '.join(stored) or 'none'}); "
                              f"add it with `corrflow measure {getattr(store, 'path', 'STORE')} {name} {obs}`")
-        return np.asarray(ds[obs].values, float)
+        x = np.asarray(ds[obs].values, float)
+        done = int(np.isfinite(x).all(axis=0).sum())
+        if done < x.shape[1]:  # measured before the ensemble was extended
+            raise ValueError(f"observable {obs!r} of {name!r} is measured on {done} of {x.shape[1]} trajectories per "
+                             f"chain; `corrflow measure {getattr(store, 'path', 'STORE')} {name} {obs}` completes it")
+        return x
 
     for obs in observables:
         ob = values(bds, base, obs)

@@ -169,7 +169,8 @@ def info(
             table.add_row(nm, _kind(d), f"{d['theory']} {'x'.join(map(str, d['shape']))}", params,
                           f"{d['n_chains']} x {d['committed']}", f"{d['links_bytes'] / 2**20:.1f} MiB",
                           status if how is None else f"[yellow]{status}[/]")
-            obs = ", ".join(list(d["measurements"]) + [f"{k} ({v} measured)" for k, v in d["observables"].items()])
+            of = {k: "" if v == d["committed"] else f" of {d['committed']}" for k, v in d["observables"].items()}
+            obs = ", ".join(list(d["measurements"]) + [f"{k} ({v}{of[k]} measured)" for k, v in d["observables"].items()])
             notes.append(f"[bold]{nm}[/]: observables {obs}")
             if how is not None:
                 notes.append(f"  [yellow]{how}[/]")
@@ -356,6 +357,12 @@ def summary(
         n_exact = sum(r.exact is not None for r in rows)
         if n_exact:
             console.print(f"{n_exact} observables compared with exact values; largest |pull| = {worst:.2f}")
+        n_all = info_["committed"]
+        partial = {o: k for o, k in info_["observables"].items() if k < n_all}
+        if partial:  # measured before the ensemble was extended: left out above, not silently
+            what = ", ".join(f"{o} (measured on {k} of {n_all} trajectories per chain)" for o, k in partial.items())
+            console.print(f"[yellow]not shown: {what}; `corrflow measure {store} {name} {' '.join(partial)}` "
+                          "completes them[/]")
         if cut is not None:
             print_thermalisation(cut)
 

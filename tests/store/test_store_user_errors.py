@@ -367,3 +367,25 @@ def test_summary_calls_a_pull_of_a_skewed_quantity_on_few_samples_not_conclusive
     assert rows["plaquette"].conclusive  # random links: a symmetric distribution
     code, out = cli("summary", path, "e")
     assert code == 0 and "* chi_top: not conclusive -- its values per configuration are skewed (skewness" in out, out
+
+
+def test_observables_measured_before_an_extension_are_named(tmp_path):
+    """An ensemble extended after `corrflow measure`: summary used to drop the partly measured observable without a
+    word and compare failed with "obs_b contains NaN (20 entries)"; both now say how much is measured and how to
+    complete it."""
+    path = tmp_path / "ext.zarr"
+    st = open_store(path, "a")
+    for name, beta in (("e", 2.0), ("s", 2.1)):
+        st.create_ensemble(name, u1_spec(params={"beta": beta, "xi": 1.0, "lam": 0.0}))
+        traj, links, per, nxt = dummy_block(2, 40, 0)
+        with st.writer(name) as w:
+            w.append(traj, links, per, nxt)
+            w.write_observable("wilson_1x1", per["plaquette"][:, :30 if name == "e" else 40], 0)
+    code, out = cli("summary", path, "e")
+    assert code == 0 and "not shown: wilson_1x1 (measured on 30 of 40 trajectories per chain)" in out, out
+    assert f"corrflow measure {path} e wilson_1x1` completes them" in out
+    code, out = cli("info", path)
+    assert "wilson_1x1 (30 of 40 measured)" in out and "wilson_1x1 (40 measured)" in out, out
+    cli_refused(path, r"observable 'wilson_1x1' of 'e' is measured on 30 of 40 trajectories per chain; `corrflow "
+                r"measure .*ext\.zarr e wilson_1x1` completes it", "compare", "--store", path, "--base", "e", "s",
+                "--obs", "wilson_1x1")
