@@ -170,7 +170,8 @@ def info(
                           f"{d['n_chains']} x {d['committed']}", f"{d['links_bytes'] / 2**20:.1f} MiB",
                           status if how is None else f"[yellow]{status}[/]")
             of = {k: "" if v == d["committed"] else f" of {d['committed']}" for k, v in d["observables"].items()}
-            obs = ", ".join(list(d["measurements"]) + [f"{k} ({v}{of[k]} measured)" for k, v in d["observables"].items()])
+            obs = ", ".join(list(d["measurements"])
+                            + [f"{k} ({v}{of[k]} measured)" for k, v in d["observables"].items()])
             notes.append(f"[bold]{nm}[/]: observables {obs}")
             if how is not None:
                 notes.append(f"  [yellow]{how}[/]")
