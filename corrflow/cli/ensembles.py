@@ -277,6 +277,8 @@ def verify(
 
         if sample is not None and sample < 0:
             raise CLIError(f"--sample must be >= 0, got {sample}")
+        if configs < -1:
+            raise CLIError(f"--configs must be a count >= 0, or -1 for all, got {configs}")
         st = open_store(store, "r")
         bad = 0
         names = [ensemble] if ensemble else st.ensembles()

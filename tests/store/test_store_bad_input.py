@@ -131,6 +131,8 @@ def test_bad_path_inside_a_store(store_copy):
         refused(store_copy, StoreError, r"is the ensemble 'base' of the corrflow store .*: pass the store path "
                 r".* and the ensemble name 'base'", lambda: open_store(ens, mode))
     cli_refused(store_copy, r"lies inside the corrflow store .* and the ensemble name 'base'", "verify", ens / "links")
+    cli_refused(store_copy, r"--configs must be a count >= 0, or -1 for all, got -5", "verify", store_copy,
+                "--configs", -5)  # (it used to check all of them)
     cli_refused(store_copy, r"lies inside the corrflow store .*a store cannot hold another store", "info",
                 store_copy / "_corrflow")
     cli_refused(store_copy, r"nested lies inside the corrflow store", "generate", "u1", "--beta", 1, "--shape", "4,4",
