@@ -307,6 +307,9 @@ def measurements_from_names(group: Group, names: Sequence[str], ndim: int,
             topo = True
         elif n == "polyakov_loop":
             poly = True
+        elif n == "wilson_flow":
+            raise ValueError("wilson_flow is measured on stored configurations, not during generation: run `corrflow "
+                             "measure STORE ENSEMBLE wilson_flow` afterwards")
         else:
             raise ValueError(f"unknown observable {n!r}; allowed: plaquette, wilson_RxT (e.g. wilson_2x2), "
                              "topological_charge, polyakov_loop")

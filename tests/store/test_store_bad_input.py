@@ -249,6 +249,9 @@ def test_bad_unknown_observable(store_copy):
     refused(store_copy, ValueError, r"unknown observable 'wilson_zz'",
             lambda: generate_to_store(st, "fresh", THEORY, CONFIG, n_traj=N_BASE, observables=("wilson_zz",), **BASE))
     refused(store_copy, ValueError, r"unknown observable 'bogus'", lambda: measure_stored(st, "base", ["bogus"]))
+    refused(store_copy, ValueError, r"wilson_flow is measured on stored configurations, not during generation: run "
+            r"`corrflow measure STORE ENSEMBLE wilson_flow` afterwards",
+            lambda: generate_to_store(st, "fresh", THEORY, CONFIG, n_traj=N_BASE, observables=("wilson_flow",), **BASE))
     refused(store_copy, ValueError, r"unknown observable 'action'", lambda: measure_stored(st, "base", ["action"]))
     cli_refused(store_copy, r"unknown observable 'bogus'", "measure", store_copy, "base", "bogus")
 
