@@ -225,6 +225,8 @@ def test_lbfgs_training_decreases_loss_resumes_and_guards_nans(tmp_path):
         train(flow, th, tgt, bad, conf, checkpoint=tmp_path / "bad")
     with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
         TrainConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match=r"target_ess is a weight ESS fraction in \[0, 1\], got 2"):
+        TrainConfig(target_ess=2.0)  # (it used to be accepted: never reached)
 
 
 def test_flow_bad_inputs(pipeline, tmp_path):

@@ -164,6 +164,8 @@ def train(
         new_flow = make_flow(base.group, base.shape, **flow_opts)  # ValueError for options that do not fit
         if held_out < 0:
             raise CLIError(f"--held-out must be >= 0, got {held_out}")
+        if n_train < 2:
+            raise CLIError(f"--n-train must be >= 2 (training configurations), got {n_train}")
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, target_ess=target_ess, seed=seed,
                           optimizer=resolve_optimizer(optimizer, len(base.shape), getattr(new_flow, "kind", kind_),
                                                       bool(getattr(new_flow, "smoothing", ()))),

@@ -44,6 +44,8 @@ class TrainConfig:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if not (self.learning_rate > 0 and np.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.target_ess <= 1:
+            raise ValueError(f"target_ess is a weight ESS fraction in [0, 1], got {self.target_ess}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
         if isinstance(self.patience, bool) or self.patience != int(self.patience) or self.patience < 0:

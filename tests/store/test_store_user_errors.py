@@ -91,6 +91,10 @@ def test_train_out_unwritable_is_refused_before_training(store_copy, tmp_path):
     base = ("train", "--store", store_copy, "--from", "base", "--to", "beta=2.1", "--epochs", 1)
     cli_refused(store_copy, r"--out .*afile is a file; give a directory", *base, "--out", afile)
     cli_refused(store_copy, r"--out .*afile/sub cannot be created: .*afile is a file", *base, "--out", afile / "sub")
+    cli_refused(store_copy, r"--n-train must be >= 2 \(training configurations\), got 0", *base, "--n-train", 0,
+                "--out", tmp_path / "f0")  # (it used to train on whatever the chains' spread gave)
+    cli_refused(store_copy, r"target_ess is a weight ESS fraction in \[0, 1\], got 2", *base, "--target-ess", 2,
+                "--out", tmp_path / "f2")
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
