@@ -92,6 +92,8 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
         if spec.kind == "flowed" and spec.flow.get("source") != base:
             raise ValueError(f"flowed ensemble {name!r} pairs with {spec.flow.get('source')!r}, not with {base!r}")
         plan.append((name, spec, parameter_shift(bspec.params, spec.params, (base, name))))
+    datasets = {name: store.open_ensemble(name) for name, _, _ in plan}
+
     def values(ds: Any, name: str, obs: str) -> np.ndarray:
         """``(chain, traj)`` values of ``obs`` in ensemble ``name``, or a one-line error saying how to add them."""
         if obs not in ds:
@@ -117,14 +119,12 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
 
     for obs in observables:
         ob = values(bds, base, obs)
-        for name, _, _ in plan:  # every ensemble has it before anything is computed
-            values(store.open_ensemble(name), name, obs)
+        vals = {name: values(datasets[name], name, obs) for name in datasets}  # all of them before any row
         ob_kept = _after(ob, discard, base)
         for name, spec, (_, shift) in plan:  # independent first so variance reductions can refer to it
             if spec.kind == "flowed":
                 continue
-            ds = store.open_ensemble(name)
-            oi = _after(values(ds, name, obs), discard, name)
+            oi = _after(vals[name], discard, name)
             res = independent_difference(oi, ob_kept)
             indep_err[obs] = res.error
             rows.append(ComparisonRow(obs, "independent", name, gamma_method(oi),
@@ -132,8 +132,7 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
         for name, spec, (_, shift) in plan:
             if spec.kind != "flowed":
                 continue
-            ds = store.open_ensemble(name)
-            of = values(ds, name, obs)
+            ds, of = datasets[name], vals[name]
             lw = np.asarray(ds["log_weight"].values, float)
             if not np.array_equal(np.asarray(ds["source_traj"].values)[0], np.asarray(bds.traj.values)[: of.shape[1]]):
                 raise ValueError(f"{name!r} is not paired trajectory by trajectory with {base!r}")

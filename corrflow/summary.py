@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from . import exact
-from .stats import Stats, gamma_method, gaussian_sample_size
+from .stats import Stats, gamma_method, sample_size_check
 from .stats.reweighting import reweighted_mean
 from .stats.equilibration import EquilibrationCut, equilibration_cut
 from .store.spec import FLOWED_FIELDS
@@ -144,9 +144,8 @@ def ensemble_summary(store: Any, name: str, discard: int = 0) -> list[SummaryRow
         return reweighted_mean(x, log_w).stats if flowed else gamma_method(x)
 
     def row(obs: str, x: np.ndarray, stats: Stats, exact: float | None) -> SummaryRow:
-        g, need = gaussian_sample_size(x)
-        n_eff = x.size / (2.0 * max(float(stats.tau_int), 0.5))
-        return SummaryRow(obs, stats, exact, g, n_eff, need)
+        size = sample_size_check(x, stats.tau_int)
+        return SummaryRow(obs, stats, exact, size["skewness"], size["n_effective"], size["n_needed"])
 
     names = [v for v in ds.data_vars if ds[v].dims == ("chain", "traj") and v not in skip]
     order = {"plaquette": 0, "topological_charge": 2, "polyakov_loop": 3, "delta_H": 9}

@@ -141,6 +141,7 @@ def import_ildg(
     ensemble as incomplete."""
 
     def body() -> None:
+        import dataclasses
         import hashlib
 
         import jax.numpy as jnp
@@ -196,7 +197,7 @@ def import_ildg(
         st = open_store(store, "a")  # created at the first write only
 
         def refuse_existing(stored: EnsembleSpec, committed: int) -> None:
-            diffs = [d for d in stored.differences(spec) if not d.startswith("flow")]
+            diffs = dataclasses.replace(stored, flow=spec.flow).differences(spec)  # the files below, in short
             old_files = stored.flow.get("source_files", [])
             if old_files != spec.flow["source_files"]:
                 diffs.append(f"source files: {len(old_files)} stored, the first {old_files[0] if old_files else '-'}; "

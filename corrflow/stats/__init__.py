@@ -5,7 +5,8 @@
 * :func:`binned_jackknife` / :func:`jackknife_samples` -- binned jackknife.
 * :func:`autocorrelation_function`, :func:`integrated_autocorrelation_time`.
 * :func:`ess_arviz` -- ArviZ effective sample size as an independent check.
-* :func:`gaussian_sample_size` -- the skewness of per-sample values and the sample size a Gaussian error needs.
+* :func:`gaussian_sample_size` -- the skewness of per-sample values and the sample size a Gaussian error needs;
+  :func:`sample_size_check` sets it against the effective sample size of a mean.
 * :func:`equilibration_cut` -- the thermalisation cut that leaves the most effective samples.
 * :func:`effective_mass` (cosh / cosh_ratio / log), :func:`fold_correlator`; effective-mass curves from paired
   samples (:func:`flowed_curve`, :func:`connected_curve`, ...) and :func:`plateau_fit`.
@@ -39,7 +40,7 @@ from .fits import (
     resampled_fit,
 )
 from .jackknife import DEFAULT_BIN_TAU_FACTOR, binned_jackknife, jackknife_samples
-from .normality import gaussian_sample_size
+from .normality import gaussian_sample_size, sample_size_check
 from .result import Stats, format_value_error
 from .weights import normalised_weights, pareto_k
 from .spectroscopy import effective_mass, effective_mass_slope, effective_times, fold_correlator
@@ -105,6 +106,7 @@ __all__ = [
     "autocorrelation_function",
     "binned_jackknife",
     "gaussian_sample_size",
+    "sample_size_check",
     "EquilibrationCut",
     "equilibration_cut",
     "ess_arviz",

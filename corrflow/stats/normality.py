@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as _sp
 
-__all__ = ["gaussian_sample_size"]
+__all__ = ["gaussian_sample_size", "sample_size_check"]
 
 
 def gaussian_sample_size(x: Any) -> tuple[float, float]:
@@ -28,3 +28,11 @@ def gaussian_sample_size(x: Any) -> tuple[float, float]:
         return 0.0, 28.0
     g = float(_sp.skew(v, bias=False))
     return g, 28.0 + 25.0 * g * g
+
+
+def sample_size_check(x: Any, tau_int: float) -> dict[str, float]:
+    """``{"skewness", "n_effective", "n_needed"}`` of the per-sample values ``x`` whose mean has the integrated
+    autocorrelation time ``tau_int``: :func:`gaussian_sample_size` against ``n / (2 τ_int)`` (``τ_int`` at least 1/2).
+    The mean's error reads as Gaussian where ``n_effective >= n_needed``."""
+    skew, needed = gaussian_sample_size(x)
+    return {"skewness": skew, "n_effective": np.size(x) / (2.0 * max(float(tau_int), 0.5)), "n_needed": needed}

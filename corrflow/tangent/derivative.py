@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE
-from ..stats import Stats, gaussian_sample_size
+from ..stats import Stats, sample_size_check
 from .estimator import (paired_difference, per_observable, regression_slopes, second_order_difference,
                         second_order_estimate, tangent_estimate, variance_reduction)
 from .fermions import FermionTraces
@@ -146,10 +146,7 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
         est[name] = {"tangent": tan, "connected": con}
         red[name] = variance_reduction(con, tan)
         # the first-order per-configuration difference (also for second-order rows: its skew is the product's)
-        diff = dvo - (o - o.mean()) * (av - av.mean())
-        skew, needed = gaussian_sample_size(diff)
-        n_eff = o.size / (2.0 * max(agree[name].tau_int, 0.5))
-        sizes[name] = {"skewness": skew, "n_effective": n_eff, "n_needed": needed}
+        sizes[name] = sample_size_check(dvo - (o - o.mean()) * (av - av.mean()), agree[name].tau_int)
     for scale, ref, row in (("t0", t0_reference, "t0/a^2"), ("w0", w0_reference, "w0/a")):
         try:
             sc = flow_scale_derivative(terms, coef, reference=ref, scale=scale)
