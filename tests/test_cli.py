@@ -48,12 +48,45 @@ def test_generate_measure_summary_roundtrip(tmp_path):
         (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--observables", "bogus"], "unknown observable"),
         (["generate", "su3", "--beta", "1", "--shape", "4,4", "--n", "10", "--observables", "topological_charge"],
          "2D U\\(1\\) only"),
+        (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--devices", "-1"], "--devices must be >= 0"),
     ],
 )
 def test_cli_bad_input_exit_2(tmp_path, args, match):
     res = runner.invoke(app, args + ["--store", str(tmp_path / "s.zarr")])
     assert res.exit_code == 2
     assert __import__("re").search(match, res.output.replace("\n", " ")), res.output
+
+
+def test_store_given_either_way_on_every_command(tmp_path):
+    """`corrflow info STORE` and `corrflow train --store STORE` were the only forms, so `corrflow generate STORE u1`
+    said "Missing option '--store'"; both forms work on every command now, and a refused --resume names the option
+    whose value differs from the stored recipe."""
+    from corrflow.cli.base import normalise_store_argument
+
+    kind = {"generate": "option", "info": "argument"}.get
+    assert normalise_store_argument(["generate", "a.zarr", "u1"], kind) == ["generate", "--store", "a.zarr", "u1"]
+    assert normalise_store_argument(["generate", "u1", "--store", "a.zarr"], kind) == ["generate", "u1", "--store",
+                                                                                      "a.zarr"]
+    assert normalise_store_argument(["generate", "u1"], kind) == ["generate", "u1"]  # no store: typer says so
+    assert normalise_store_argument(["info", "--store", "a.zarr", "e"], kind) == ["info", "a.zarr", "e"]
+    assert normalise_store_argument(["info", "e", "--store=a.zarr"], kind) == ["info", "a.zarr", "e"]
+    assert normalise_store_argument(["info", "--store"], kind) == ["info", "--store"]  # typer reports the error
+    assert normalise_store_argument(["--help"], kind) == ["--help"]
+
+    store = tmp_path / "s.zarr"
+    res = runner.invoke(app, ["generate", str(store), "u1", "--beta", "1", "--shape", "4,4", "--n", "4", "--therm",
+                              "0"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["info", "--store", str(store), "u1_4x4_beta1"])
+    assert res.exit_code == 0 and "1 x 4" in res.output, res.output
+    res = runner.invoke(app, ["measure", f"--store={store}", "u1_4x4_beta1", "wilson_1x1"])
+    assert res.exit_code == 0, res.output
+    before = open_store(store).info("u1_4x4_beta1")["committed"]
+    res = runner.invoke(app, ["generate", str(store), "u1", "--beta", "1", "--shape", "4,4", "--n", "8", "--therm",
+                              "0", "--step-size", "0.1", "--resume"])
+    assert res.exit_code == 2
+    assert "hmc.step_size (--step-size): stored 0.2 vs requested 0.1" in " ".join(res.output.split()), res.output
+    assert open_store(store).info("u1_4x4_beta1")["committed"] == before
 
 
 def test_bad_environment_setting_refused_before_the_store_is_touched(tmp_path, monkeypatch):

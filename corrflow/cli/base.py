@@ -7,13 +7,70 @@ exits with status 2 and a one-line explanation (no traceback) on bad input.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Callable
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+
+def _looks_like_store(token: str) -> bool:
+    """A command-line token that names a zarr store: ends in ``.zarr`` or is a directory with zarr metadata."""
+    p = Path(token)
+    return token.rstrip("/").endswith(".zarr") or (p.is_dir() and any((p / f).exists()
+                                                                       for f in ("zarr.json", ".zgroup")))
+
+
+def normalise_store_argument(args: list[str], store_kind: Callable[[str], str | None]) -> list[str]:
+    """Accept the store both ways on every command: ``corrflow info STORE`` and ``corrflow info --store STORE``,
+    ``corrflow train --store STORE`` and ``corrflow train STORE``.
+
+    ``args``: the words after ``corrflow``; ``store_kind(command)``: ``"option"`` where the command declares
+    ``--store``, ``"argument"`` where the store is its first positional argument, None otherwise.  For an option
+    command whose first word after the command names a store (:func:`_looks_like_store`) and that has no
+    ``--store``, that word becomes ``--store WORD``; for an argument command, ``--store X`` / ``--store=X`` moves
+    to the first position.  Anything else is returned unchanged (typer reports what is missing).
+    """
+    i = next((k for k, a in enumerate(args) if not a.startswith("-")), None)
+    if i is None:
+        return args
+    head, cmd, rest = args[:i], args[i], args[i + 1:]
+    kind = store_kind(cmd)
+    has_option = [k for k, a in enumerate(rest) if a == "--store" or a.startswith("--store=")]
+    if kind == "option" and not has_option and rest and not rest[0].startswith("-") and _looks_like_store(rest[0]):
+        return [*head, cmd, "--store", rest[0], *rest[1:]]
+    if kind == "argument" and len(has_option) == 1 and "--" not in rest[:has_option[0]]:
+        k = has_option[0]
+        if rest[k] == "--store":
+            if k + 1 >= len(rest):
+                return args
+            value, rest = rest[k + 1], rest[:k] + rest[k + 2:]
+        else:
+            value, rest = rest[k].split("=", 1)[1], rest[:k] + rest[k + 1:]
+        return [*head, cmd, value, *rest]
+    return args
+
+
+class _Commands(TyperGroup):
+    """The top-level command group: the store may be given as ``--store`` or as the first argument on every
+    command (:func:`normalise_store_argument`)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        def store_kind(name: str) -> str | None:
+            cmd = self.commands.get(name)
+            for p in getattr(cmd, "params", ()):
+                if p.name == "store":
+                    return "option" if p.param_type_name == "option" else "argument"
+            return None
+
+        return super().parse_args(ctx, normalise_store_argument(list(args), store_kind))
+
 
 app = typer.Typer(
-    help="corrflow: correlated ensembles for lattice field theory. Each command works on one zarr store.",
+    cls=_Commands,
+    help="corrflow: correlated ensembles for lattice field theory. Each command works on one zarr store, given as "
+         "its first argument or as --store.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",

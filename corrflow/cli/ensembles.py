@@ -75,7 +75,7 @@ def generate(
 
         dims = parse_shape(shape)
         for label, val, lo in (("--n", n, 1), ("--chains", chains, 1), ("--therm", therm, 0), ("--thin", thin, 1),
-                               ("--block", block, 1), ("--n-steps", n_steps, 1)):
+                               ("--block", block, 1), ("--n-steps", n_steps, 1), ("--devices", devices, 0)):
             if val < lo:
                 raise CLIError(f"{label} must be >= {lo}, got {val}")
         if precision not in ("double", "single"):

@@ -63,6 +63,22 @@ def recorded_cost_per_configuration(info: dict[str, Any]) -> float:
     return _ledger_charge(info) / n if n > 0 else float("nan")
 
 
+# the `corrflow generate` option behind each field of an ensemble's recipe (EnsembleSpec.differences), so that a
+# refused --resume says which option to change
+_GENERATE_OPTIONS = {"n_therm": "--therm", "thin": "--thin", "seed": "--seed", "n_chains": "--chains",
+                     "dtype": "--precision", "measurements": "--observables", "shape": "--shape",
+                     "hmc.step_size": "--step-size", "hmc.n_steps": "--n-steps", "hmc.integrator": "--integrator",
+                     "hmc.algorithm": "--algorithm", "hmc.n_overrelax": "--overrelax", "hmc.fermion_det": "--fermion-det",
+                     "beta": "--beta", "xi": "--xi", "lam": "--lam", "mass": "--mass", "kappa": "--kappa"}
+
+
+def _with_option(difference: str) -> str:
+    """``"n_therm: stored 10 vs requested 100"`` -> ``"n_therm (--therm): stored 10 vs requested 100"``."""
+    key, _, rest = difference.partition(":")
+    opt = _GENERATE_OPTIONS.get(key)
+    return f"{key} ({opt}):{rest}" if opt else difference
+
+
 def generate_to_store(
     store: Any,
     name: str,
@@ -125,7 +141,7 @@ def generate_to_store(
     check_name(name)
 
     def refuse_existing(stored: EnsembleSpec, rec: dict) -> None:
-        diffs = stored.differences(spec)
+        diffs = [_with_option(d) for d in stored.differences(spec)]
         if diffs:
             raise StoreError(f"ensemble {name!r} exists with different settings: " + "; ".join(diffs)
                              + ". Use the stored settings to extend it, or choose another --name.")
