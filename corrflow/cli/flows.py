@@ -132,7 +132,7 @@ def train(
         from ..flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resolve_optimizer, resume_kwargs
         from ..flows.train import train as train_flow
         from ..flows.train import held_out_summary, worse_than_start
-        from ..pipeline.handles import training_sets
+        from ..pipeline.handles import check_exact_weights, training_sets
         from ..store import check_writable_dir, open_store
 
         check_writable_dir(out, "--out")  # before the training, not after it
@@ -145,6 +145,7 @@ def train(
             k, v = next(iter(shift.items()))
             raise CLIError(f"--to {' '.join(to)} gives the parameters of {from_!r} itself ({base.params()}): a flow "
                            f"needs a shifted target, e.g. --to {k}={v + 0.1 * max(abs(v), 1.0):g}")
+        check_exact_weights(base, "training a flow")
         kind_ = kind
         staple_options = loops is not None or degree is not None or net_width or smear  # residual-only options
         if kind_ == "auto":

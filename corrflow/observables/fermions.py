@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..theories.dirac import gamma5
+from ..theories.dirac import dense_batch, gamma5
 from ..theories.fermions import (
     WilsonFermionAction,
     bicgstab,
@@ -45,14 +45,16 @@ __all__ = ["point_source", "propagator", "pion_correlator", "valence_quarks", "S
 DENSE_MAX_DIM = 2048
 
 
-def check_dense(theory: WilsonFermionAction, what: str = "the exact chiral condensate") -> None:
-    """``ValueError`` (one line, with the way out) when ``theory``'s Dirac matrix is too large for dense algebra."""
+def check_dense(theory: WilsonFermionAction, what: str = "the exact chiral condensate inverts",
+                remedy: str = "use the stochastic estimate (noise vectors and CG: `--traces stochastic`, "
+                              "corrflow.observables.fermions.chiral_condensate_stochastic)") -> None:
+    """``ValueError`` (one line, with the way out ``remedy``) when ``theory``'s Dirac matrix is too large for dense
+    algebra (``what``: the computation and its verb, e.g. "the exact chiral condensate inverts")."""
     dim = theory.volume * theory.n_spin * theory.n_color
     if dim > DENSE_MAX_DIM:
-        raise ValueError(f"{what} inverts the dense Dirac matrix, of dimension V*Ns*Nc = {dim} > {DENSE_MAX_DIM} on "
-                         f"this {'x'.join(map(str, theory.shape))} lattice (too much memory); use the stochastic "
-                         "estimate (noise vectors and CG: `--traces stochastic`, "
-                         "corrflow.observables.fermions.chiral_condensate_stochastic)")
+        raise ValueError(f"{what} the dense Dirac matrix, of dimension V*Ns*Nc = {dim} > {DENSE_MAX_DIM} on "
+                         f"this {'x'.join(map(str, theory.shape))} lattice (hours of dense algebra and GBs per "
+                         f"configuration); {remedy}")
 
 
 def point_source(theory: WilsonFermionAction, site: tuple[int, ...], dtype: Any = jnp.complex128) -> Array:
@@ -194,7 +196,8 @@ def chiral_condensate(theory: WilsonFermionAction, u: Array) -> Array:
         mat = dirac_matrix(vv, theory.mass, theory.n_spin)
         return jnp.real(jnp.trace(inverse_dense(mat)))
 
-    return jax.vmap(one)(flat).reshape(u.shape[:nb]) / theory.volume
+    dim = theory.volume * theory.n_spin * theory.n_color
+    return jax.lax.map(one, flat, batch_size=dense_batch(dim, dim)).reshape(u.shape[:nb]) / theory.volume
 
 
 def chiral_condensate_stochastic(theory: WilsonFermionAction, u: Array, eta: Array, *, tol: float = 1e-10,

@@ -21,6 +21,7 @@ __all__ = [
     "exact_theory",
     "held_out_positions",
     "is_fermion",
+    "check_exact_weights",
     "parameter_shift",
     "shift_tag",
     "training_configs",
@@ -43,6 +44,18 @@ def is_fermion(theory: Any) -> bool:
 def exact_theory(theory: Any) -> Any:
     """The theory with the exact (dense) fermion determinant; pure-gauge theories unchanged."""
     return theory.replace(det="exact") if is_fermion(theory) else theory
+
+
+def check_exact_weights(theory: Any, what: str = "reweighting") -> None:
+    """One-line ``ValueError`` when ``what`` (training a flow, reweighting) would need the exact fermion determinant
+    ratio of a Dirac matrix too large for dense algebra (:func:`corrflow.observables.fermions.check_dense`:
+    su3-wilson 4^4 takes ~13 s and ~1 GB per configuration and evaluation on a 2-core CPU); pure gauge passes."""
+    if is_fermion(theory):
+        from ..observables.fermions import check_dense
+
+        check_dense(theory, f"{what} with dynamical quarks takes the exact determinant ratio of",
+                    remedy="quark-mass derivatives on this lattice come without determinants from `corrflow "
+                           "derivative STORE ENSEMBLE --param mass` (the tangent estimator, stochastic traces)")
 
 
 def parameter_shift(base: Any, target: Any) -> tuple[str, float]:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..correlate import flowed_metropolis, flowed_reweighting, identity_flow
+from .handles import check_exact_weights
 from .ledger import Clock
 
 __all__ = ["CorrelateSummary", "correlate_to_store", "direct_to_store"]
@@ -91,6 +92,7 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
                          f"{bspec.params}; train a flow from this ensemble")
     base = make_theory(bspec.theory, bspec.shape, **bspec.params)
     target = make_theory(bspec.theory, bspec.shape, **target_ck.params())
+    check_exact_weights(base, "reweighting" if flow_id == "identity" else "flowing")
     if target.params() == base.params():  # refused before anything is written
         raise StoreError(f"the target parameters {target.params()} are those of {base_name!r} itself: a correlated "
                          "ensemble needs a shift (--to another value, or a flow trained to other parameters)")

@@ -35,6 +35,7 @@ from .handles import (
     PairedEnsemble,
     TrainedFlow,
     _read,
+    check_exact_weights,
     default_observables,
     exact_theory,
     is_fermion,
@@ -144,6 +145,7 @@ class Pipeline:
 
         base_x, target_x = exact_theory(source.theory), exact_theory(target)
         validate_shift(base_x, target_x)
+        check_exact_weights(base_x, "training a flow")
         flow = flow_settings.make(base_x)
         cfg = training.config(len(base_x.shape), getattr(flow, "kind", "residual"),
                               bool(getattr(flow, "smoothing", ())))
@@ -226,6 +228,7 @@ class Pipeline:
             return self._paired_stochastic(base, base_x, target_x, flow, batch, seed, n_noise, stage)
         if weights != "exact":
             raise ValueError(f"weights must be 'exact' or 'stochastic', got {weights!r}")
+        check_exact_weights(base_x)
         if name is None:
             name = (f"{base.name}__direct_{shift_tag(base_x, target_x)}" if flow is None
                     else f"{base.name}__flow_{flow.id[:10]}")

@@ -99,7 +99,7 @@ class FermionTraces:
         """``exact`` or ``stochastic`` for this theory; ``ValueError`` for ``exact`` on a lattice too large for the
         dense algebra (:data:`corrflow.observables.fermions.DENSE_MAX_DIM`)."""
         if self.method == "exact":
-            check_dense(theory, "--traces exact")
+            check_dense(theory, "--traces exact inverts")
         if self.method != "auto":
             return self.method
         dim = theory.volume * theory.n_spin * theory.n_color // 2

@@ -21,7 +21,7 @@ Array = jax.Array
 
 __all__ = ["gamma_matrices", "gamma5", "kappa_from_mass", "mass_from_kappa", "fermion_links", "hopping", "dirac",
            "dirac_dagger", "schur", "schur_dagger", "even_mask", "dirac_matrix", "log_abs_det_dense", "inverse_dense",
-           "log_abs_det", "CGResult", "conjugate_gradient", "bicgstab", "algebra_gradient"]
+           "log_abs_det", "dense_batch", "CGResult", "conjugate_gradient", "bicgstab", "algebra_gradient"]
 
 
 # ----------------------------------------------------------------------------------------
@@ -211,6 +211,18 @@ def inverse_dense(a: Array) -> Array:
     return _gauss_jordan(a)[1]
 
 
+#: elements of the unit-vector basis that one vectorised step of the dense algebra may build (``2**23`` complex128
+#: = 128 MiB; the Dirac operator's intermediates on it take ~15 times that): configurations beyond it are
+#: processed in sequence, so a batch of 4^4 SU(3) configurations needs ~1 GB instead of ~1 GB each
+DENSE_BATCH_ELEMENTS = 2**23
+
+
+def dense_batch(n_rows: int, n_full: int) -> int:
+    """Configurations per vectorised step of a dense Dirac-matrix computation with ``n_rows`` basis vectors of
+    length ``n_full`` (``jax.lax.map(..., batch_size=...)``; a batch that fits is one ``vmap``, as before)."""
+    return max(1, DENSE_BATCH_ELEMENTS // max(1, n_rows * n_full))
+
+
 def log_abs_det(v: Array, mass: Any, n_spin: int, even_odd: bool = True) -> Array:
     """``log |det D|`` by dense LU, batched over leading axes of ``v`` ``(*batch, L..., d, Nc, Nc)``.
 
@@ -225,7 +237,9 @@ def log_abs_det(v: Array, mass: Any, n_spin: int, even_odd: bool = True) -> Arra
     def one(vv: Array) -> Array:
         return log_abs_det_dense(dirac_matrix(vv, mass, n_spin, even_odd))
 
-    out = jax.vmap(one)(flat).reshape(v.shape[:nb])
+    n_full = int(np.prod(lat)) * n_spin * v.shape[-1]
+    out = jax.lax.map(one, flat, batch_size=dense_batch(n_full // 2 if even_odd else n_full, n_full))
+    out = out.reshape(v.shape[:nb])
     if even_odd:
         n_odd = int(np.prod(lat)) // 2 * n_spin * v.shape[-1]
         out = out + n_odd * jnp.log(jnp.abs(mass + d))

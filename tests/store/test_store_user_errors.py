@@ -394,3 +394,37 @@ def test_observables_measured_before_an_extension_are_named(tmp_path):
     cli_refused(path, r"observable 'wilson_1x1' of 'e' is measured on 30 of 40 trajectories per chain; `corrflow "
                 r"measure .*ext\.zarr e wilson_1x1` completes it", "compare", "--store", path, "--base", "e", "s",
                 "--obs", "wilson_1x1")
+
+
+def test_flows_with_quarks_on_a_lattice_too_large_for_dense_determinants(tmp_path):
+    """`corrflow train` on a 4^4 su3-wilson ensemble died with "RESOURCE_EXHAUSTED: Out of memory allocating 50 GB"
+    (a batch of dense 1536 x 1536 determinants, ~13 s and ~1 GB each on a 2-core CPU) and `correlate --identity`
+    ran for hours without a word; both refuse now, up front, with the way out, and leave the store unchanged."""
+    import jax
+    import jax.numpy as jnp
+
+    from corrflow import observables as cobs
+    from corrflow.pipeline import check_exact_weights
+    from corrflow.store import EnsembleSpec
+
+    th = corrflow.make_theory("su3-wilson", (4, 4, 4, 4), beta=5.6, mass=0.5)
+    with pytest.raises(ValueError, match="3072 > 2048 on this 4x4x4x4 lattice.*corrflow derivative"):
+        check_exact_weights(th)
+    check_exact_weights(corrflow.make_theory("schwinger", (8, 8), beta=2.0, mass=0.2))  # the analyses' lattices
+    check_exact_weights(corrflow.make_theory("su3", (8, 8, 8, 8), beta=6.0))  # pure gauge: no determinant
+
+    path = tmp_path / "w.zarr"
+    st = open_store(path, "a")
+    st.create_ensemble("w", EnsembleSpec(theory="su3-wilson", group="su3", shape=(4, 4, 4, 4), params=th.params(),
+                                         n_chains=1, seed=0, dtype="complex128"))
+    links = np.asarray(th.group.random(jax.random.PRNGKey(0), (1, 2, 4, 4, 4, 4, 4)))
+    per = {"plaquette": np.asarray(cobs.plaquette(jnp.asarray(links[0]), th.group))[None],
+           "action": np.zeros((1, 2)), "delta_H": np.zeros((1, 2)), "accepted": np.ones((1, 2), bool),
+           "step_size": np.full((1, 2), 0.1)}
+    with st.writer("w") as w:
+        w.append(np.arange(2), links, per, 2)
+    cli_refused(path, "training a flow with dynamical quarks .* dimension V\\*Ns\\*Nc = 3072", "train", "--store",
+                path, "--from", "w", "--to", "mass=0.55", "--out", tmp_path / "flow")
+    assert not (tmp_path / "flow").exists()
+    cli_refused(path, "reweighting with dynamical quarks .* --param mass", "correlate", "--store", path, "--from",
+                "w", "--name", "dr", "--identity", "--to", "mass=0.55")
