@@ -434,6 +434,8 @@ def test_cli_help_config_and_bad_input(tmp_path, capsys):
     assert res.exit_code == 2 and "lam must be finite and non-zero" in res.output
     res = runner.invoke(app, common + ["--t-max", "12"])
     assert res.exit_code == 2 and "outside the lattice" in res.output
+    res = runner.invoke(app, common + ["--T", "48", "--L", "48"])  # dense determinant ratios: refused before HMC
+    assert res.exit_code == 2 and "V*Ns*Nc = 4608 > 2048" in " ".join(res.output.split()), res.output
     # --config is read and the command line overrides it: T = 8 from the run file, --t-max 5 from the command line
     cfg = tmp_path / "run.toml"
     cfg.write_text("T = 8\nt_min = 1\n[training]\nepochs = 2\n")

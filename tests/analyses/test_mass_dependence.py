@@ -236,6 +236,7 @@ def test_settings_round_trip_through_toml(tmp_path):
     (dict(n_sources=4), "must divide"),
     (dict(T=7), "even extents"),
     (dict(n_configs=15), "n_configs must be >= 20"),
+    (dict(T=48, L=48), "48x48 lattice is too large for this analysis.*4608 > 2048.*--param mass"),
     (dict(n_configs=20, n_chains=1), "tangent estimator: too few configurations"),
 ])
 def test_bad_input(tmp_path, change, match):
