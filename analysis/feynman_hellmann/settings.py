@@ -97,10 +97,11 @@ class FHSettings(AnalysisSettings):
         if not (math.isfinite(self.beta) and self.beta > 0):
             raise ValueError(f"beta must be positive, got {self.beta}")
         if self.theory == "schwinger" and self.T * self.L * 2 > DENSE_MAX_DIM:  # refused before any HMC
-            raise ValueError(f"a {self.T}x{self.L} Schwinger lattice is too large for this analysis: the flowed weights "
-                             f"take exact determinant ratios of the dense Dirac matrix (V*Ns*Nc = {self.T * self.L * 2}"
-                             f" > {DENSE_MAX_DIM}); choose T*L <= {DENSE_MAX_DIM // 2}, or take dE/dlam on larger "
-                             "lattices from the tangent estimator (`corrflow derivative STORE ENSEMBLE --param lam`)")
+            raise ValueError(f"a {self.T}x{self.L} Schwinger lattice is too large for this analysis: the flowed "
+                             "weights take exact determinant ratios of the dense Dirac matrix (V*Ns*Nc = "
+                             f"{self.T * self.L * 2} > {DENSE_MAX_DIM}); choose T*L <= {DENSE_MAX_DIM // 2}, or take "
+                             "dE/dlam on larger lattices from the tangent estimator (`corrflow derivative STORE "
+                             "ENSEMBLE --param lam`)")
         for b, what in ((self.beta + self.lam, "beta + lam"), (self.beta - abs(self.lam), "beta - |lam|")):
             if b <= 0:
                 raise ValueError(f"{what} = {b} must stay positive (in 2D the source shifts beta)")

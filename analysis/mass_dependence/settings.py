@@ -91,8 +91,8 @@ class MassSettings(AnalysisSettings):
         if dim > DENSE_MAX_DIM:  # the weights and the condensate's mass slope are exact (dense): refused before HMC
             raise ValueError(f"a {self.T}x{self.L} lattice is too large for this analysis: its weights and condensate "
                              f"use the dense Dirac matrix (V*Ns*Nc = {dim} > {DENSE_MAX_DIM}); choose T*L <= "
-                             f"{DENSE_MAX_DIM // 2}, or take mass derivatives on larger lattices with `corrflow derivative"
-                             " STORE ENSEMBLE --param mass` (tangent estimator, stochastic traces)")
+                             f"{DENSE_MAX_DIM // 2}, or take mass derivatives on larger lattices with `corrflow "
+                             "derivative STORE ENSEMBLE --param mass` (tangent estimator, stochastic traces)")
         if self.n_sources < 1 or self.T % self.n_sources:
             raise ValueError(f"n_sources = {self.n_sources} must divide the time extent T = {self.T}")
         tmax = self.resolved_t_max

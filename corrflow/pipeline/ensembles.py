@@ -68,7 +68,8 @@ def recorded_cost_per_configuration(info: dict[str, Any]) -> float:
 _GENERATE_OPTIONS = {"n_therm": "--therm", "thin": "--thin", "seed": "--seed", "n_chains": "--chains",
                      "dtype": "--precision", "measurements": "--observables", "shape": "--shape",
                      "hmc.step_size": "--step-size", "hmc.n_steps": "--n-steps", "hmc.integrator": "--integrator",
-                     "hmc.algorithm": "--algorithm", "hmc.n_overrelax": "--overrelax", "hmc.fermion_det": "--fermion-det",
+                     "hmc.algorithm": "--algorithm", "hmc.n_overrelax": "--overrelax",
+                     "hmc.fermion_det": "--fermion-det",
                      "beta": "--beta", "xi": "--xi", "lam": "--lam", "mass": "--mass", "kappa": "--kappa"}
 
 
