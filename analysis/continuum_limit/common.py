@@ -7,9 +7,18 @@ from dataclasses import dataclass
 
 from corrflow.pipeline import AnalysisSettings, setting
 
-__all__ = ["ContinuumFitSettings", "ORDER_TEXT"]
+__all__ = ["ContinuumFitSettings", "ORDER_TEXT", "goodness_of_fit"]
 
 ORDER_TEXT = {0: "constant", 1: "linear", 2: "quadratic", 3: "cubic"}
+
+
+def goodness_of_fit(chi2: float, dof: int, p_value: float | None = None) -> str:
+    """``"chi2/dof = 1.23/2, p = 0.54"``; for a fit with as many parameters as couplings, a sentence saying that it
+    interpolates (its chi^2 is zero by construction and tests nothing) instead of ``0.00/0, p = nan``."""
+    if dof <= 0:
+        return ("no degrees of freedom (as many fit parameters as couplings: the polynomial interpolates, so nothing "
+                "tests the fit model; add a coupling or lower --order for a chi^2 test)")
+    return f"chi2/dof = {chi2:.2f}/{dof}" + ("" if p_value is None else f", p = {p_value:.2f}")
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ from corrflow.pipeline import (
     setting,
 )
 
-from .common import ContinuumFitSettings
+from .common import ContinuumFitSettings, goodness_of_fit
 from .estimators import Quantity, bayesian_fits, continuum_fits, flowed_estimates, independent_estimates
 
 __all__ = ["NECCO_SOMMER_RANGE", "SU3_QUANTITIES", "SU3ContinuumSettings", "estimate", "flow_quantity",
@@ -387,11 +387,11 @@ def estimate(s: SU3ContinuumSettings, inputs: SU3Inputs) -> dict[str, Any]:
         f"- **flowed** (one base ensemble at beta = {s.base_beta:g}, flows to the other betas, reweighting; joint "
         f"jackknife, {fl.n_bins} bins of {fl.bin_size}): continuum value "
         f"**{_fmt(fit_f.lsq.params[0], fit_f.lsq.errors[0])}**"
-        f", chi2/dof = {fit_f.lsq.chi2:.2f}/{fit_f.lsq.dof}"
+        f", {goodness_of_fit(fit_f.lsq.chi2, fit_f.lsq.dof)}"
         + (f" (error x sqrt(chi2/dof) = {_fmt(fit_f.lsq.params[0], scale_f * fit_f.lsq.errors[0])})"
            if scale_f > 1 else "") + ".",
-        f"- **independent** ensembles: **{_fmt(fit_i.lsq.params[0], fit_i.lsq.errors[0])}**, chi2/dof = "
-        f"{fit_i.lsq.chi2:.2f}/{fit_i.lsq.dof}.  Flowed vs independent per beta: pulls "
+        f"- **independent** ensembles: **{_fmt(fit_i.lsq.params[0], fit_i.lsq.errors[0])}**, "
+        f"{goodness_of_fit(fit_i.lsq.chi2, fit_i.lsq.dof)}.  Flowed vs independent per beta: pulls "
         + ", ".join(f"{p:+.2f}" for p in pulls[1:]) + ".",
         f"- variance reduction of the continuum value **{vr:.2f}x** at equal numbers of configurations; "
         f"cost-adjusted **{vr_cost:.2f}x** (flowed path {path_f:.1f} s, independent path {path_i:.1f} s; Wilson flow "

@@ -9,6 +9,8 @@ import numpy as np
 
 from corrflow.pipeline import COST_DEFINITION
 
+from .common import goodness_of_fit
+
 __all__ = ["u1_record"]
 
 
@@ -58,11 +60,11 @@ def u1_record(s: Any, q: Any, fam: Any, x: np.ndarray, flowed: Any, indep: Any, 
         f"{s.ensemble.thin}); {order_txt} extrapolation in a^2 g^2 = 1/beta by correlated chi^2.",
         f"- **flowed** (one HMC base ensemble at beta = {s.base_beta:g}, flows to the other betas, reweighting; full "
         f"covariance from a joint binned jackknife, {flowed.n_bins} bins of {flowed.bin_size}): continuum value "
-        f"**{fmt_f}**, chi2/dof = {fit_f.lsq.chi2:.2f}/{fit_f.lsq.dof}, p = {fit_f.lsq.p_value:.2f}"
+        f"**{fmt_f}**, {goodness_of_fit(fit_f.lsq.chi2, fit_f.lsq.dof, fit_f.lsq.p_value)}"
         + (f" (error x sqrt(chi2/dof) = {_fmt(fit_f.lsq.params[0], scale_f * fit_f.lsq.errors[0])})."
            if scale_f > 1.0 else "."),
-        f"- **independent** HMC ensembles (diagonal covariance): **{fmt_i}**, chi2/dof = "
-        f"{fit_i.lsq.chi2:.2f}/{fit_i.lsq.dof}, p = {fit_i.lsq.p_value:.2f}"
+        f"- **independent** HMC ensembles (diagonal covariance): **{fmt_i}**, "
+        f"{goodness_of_fit(fit_i.lsq.chi2, fit_i.lsq.dof, fit_i.lsq.p_value)}"
         + (f" (error x sqrt(chi2/dof) = {_fmt(fit_i.lsq.params[0], scale_i * fit_i.lsq.errors[0])})."
            if scale_i > 1.0 else "."),
         f"- exact continuum value {q.continuum_label.replace(chr(92), '')} = {c:.6g}: pulls {pull_f:+.2f} (flowed), "

@@ -225,3 +225,14 @@ def test_cli_help_and_bad_input(tmp_path):
     assert "data/continuum_limit.zarr" in text
     res = runner.invoke(app, ["--betas", "8", "--store", str(tmp_path / "x.zarr")])
     assert res.exit_code == 2 and "at least 2 betas" in " ".join(res.output.split())
+
+
+def test_goodness_of_fit_text_for_an_interpolating_fit():
+    """Three betas and --order 2 printed "chi2/dof = 0.00/0, p = nan" beside the continuum value; an interpolating
+    fit now says that nothing tests it, and how to get a chi^2 test."""
+    from analysis.continuum_limit.common import goodness_of_fit
+
+    assert goodness_of_fit(1.234, 2, 0.54) == "chi2/dof = 1.23/2, p = 0.54"
+    assert goodness_of_fit(1.234, 2) == "chi2/dof = 1.23/2"
+    text = goodness_of_fit(0.0, 0, float("nan"))
+    assert "no degrees of freedom" in text and "lower --order" in text and "nan" not in text
