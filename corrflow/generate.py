@@ -101,7 +101,7 @@ def markov_step(key: Array, state: hmc.HMCState, theory: Any, config: Any) -> tu
         links = heatbath.update(key, state.links, theory, config)
         action = theory.action(links)
         nan = jnp.full(action.shape, jnp.nan, action.dtype)
-        return hmc.HMCState(links, action), hmc.HMCInfo(nan, jnp.ones(action.shape, bool), jnp.ones_like(action))
+        return hmc.HMCState(links, action), hmc.HMCInfo(nan, jnp.ones(action.shape, bool), jnp.ones_like(action), nan)
     return hmc.step(key, state, theory, config)
 
 

@@ -214,3 +214,41 @@ def test_kick_drift_scan_matches_the_reference_integrator(name, shape, beta, int
     tol = 1e-12 if dtype == "float64" else 2e-4
     assert u1.dtype == u.dtype and p1.dtype == p.dtype
     assert float(g.distance(u1, u0)) < tol and float(jnp.max(jnp.abs(p1 - p0))) < tol * 10
+
+
+def _blocked_two_tau(p: np.ndarray, block: int) -> float:
+    """``2 tau_int`` of the mean of ``p`` ``(chains, n)`` from the variance of block means (deviations from the
+    overall mean, so frozen differences between chains count too)."""
+    x = p - p.mean()
+    means = x[:, : x.shape[1] // block * block].reshape(x.shape[0], -1, block).mean(-1)
+    return float(means.var() * block / x.var())
+
+
+def test_randomised_trajectory_lengths_are_exact_and_unfreeze_resonant_modes():
+    """``HMCConfig(jitter=j)``: each trajectory's step size is drawn from ``eps [1 - j, 1 + j]`` (and reported), the
+    chain still samples ``exp(-S)`` (plaquette against the exact torus value), and where a fixed trajectory length
+    resonates -- 2D U(1), 8x8, beta = 9, cold start, Omelyan tau = 1 -- the jitter unfreezes the modes: the blocked
+    ``2 tau_int`` of the plaquette (blocks of 250 trajectories) is 11-20 without jitter (the negative control, same
+    seeds) and 3-4 with jitter 0.2 (BENCHMARKS.md, "Randomised trajectory lengths")."""
+    from corrflow import exact
+
+    th = make_theory("u1", (8, 8), beta=2.0)
+    cfg = HMCConfig(0.2, 5, "omelyan", jitter=0.3)
+    blocks = list(run_blocks(KEY, th, cfg, initial_links(KEY, th, 4), 1600, block_size=1600,
+                             measure=GaugeMeasurements(th.group)))
+    eps = np.asarray(blocks[0].info.step_size)
+    assert eps.shape == (4, 1600) and 0.14 <= eps.min() < 0.15 and 0.25 < eps.max() <= 0.26, (eps.min(), eps.max())
+    res = gamma_method(blocks[0].measurements["plaquette"][:, 100:])
+    assert abs(res.pull(exact.u1_plaquette(2.0, (8, 8)))) < 4, res
+
+    weak = make_theory("u1", (8, 8), beta=9.0)
+    links = initial_links(KEY, weak, 4, start="cold")
+    two_tau = {}
+    for j in (0.0, 0.2):
+        blk = list(run_blocks(KEY, weak, HMCConfig(0.1, 10, "omelyan", jitter=j), links, 2200, block_size=2200,
+                              measure=GaugeMeasurements(weak.group)))[0]
+        two_tau[j] = _blocked_two_tau(np.asarray(blk.measurements["plaquette"])[:, 200:], 250)
+    assert two_tau[0.0] > 2.5 * two_tau[0.2] and two_tau[0.2] < 6, two_tau  # measured 11.1 / 3.0 (20.0 / 3.9)
+    assert HMCConfig(0.1, 10).as_dict() == {"step_size": 0.1, "n_steps": 10, "integrator": "omelyan"}  # old recipes
+    with pytest.raises(ValueError, match="jitter must be a number in \\[0, 1\\)"):
+        HMCConfig(jitter=1.0)

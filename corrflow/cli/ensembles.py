@@ -50,6 +50,9 @@ def generate(
     step_size: float = typer.Option(0.2, help="molecular-dynamics step size"),
     n_steps: int = typer.Option(5, help="molecular-dynamics steps per trajectory"),
     integrator: str = typer.Option("omelyan", help="omelyan or leapfrog"),
+    jitter: float = typer.Option(0.0, help="randomised trajectory lengths: each trajectory's step size drawn from "
+                                 "step-size x [1 - jitter, 1 + jitter] (e.g. 0.2; use it at weak coupling, where a "
+                                 "fixed trajectory length can resonate with near-harmonic modes and freeze them)"),
     observables: str = typer.Option("", help="extra observables measured on the fly, comma-separated: wilson_RxT, topological_charge, polyakov_loop"),
     name: Optional[str] = typer.Option(None, help="ensemble name (default from theory and parameters)"),
     start: str = typer.Option("hot", help="hot (Haar random) or cold (unit links)"),
@@ -87,7 +90,9 @@ def generate(
             raise CLIError(f"theory {theory!r} has dynamical fermions: give --mass (or --kappa)")
         th = make_theory(theory, dims, beta=beta, xi=xi, lam=lam, **fermion)
         if algorithm == "hmc":
-            cfg: Any = HMCConfig(step_size=step_size, n_steps=n_steps, integrator=integrator)
+            if not 0.0 <= jitter < 1.0:
+                raise CLIError(f"--jitter must be in [0, 1) (relative spread of the step size), got {jitter}")
+            cfg: Any = HMCConfig(step_size=step_size, n_steps=n_steps, integrator=integrator, jitter=jitter)
         elif algorithm == "heatbath":
             from ..heatbath import HeatbathConfig
 
@@ -229,8 +234,10 @@ def _generation(d: dict[str, Any]) -> str:
                 "over-relaxation sweep(s) per update")
     if "n_steps" not in h:
         return f"HMC: {h}"
+    tau, j = h["n_steps"] * h["step_size"], float(h.get("jitter", 0.0))
     line = (f"HMC: {h.get('integrator', 'leapfrog')} integrator, {h['n_steps']} steps of {h['step_size']:g} "
-            f"(trajectory length {h['n_steps'] * h['step_size']:g})")
+            + (f"(trajectory length {tau:g})" if not j else
+               f"+- {100 * j:g}% (randomised trajectory length {tau * (1 - j):g} .. {tau * (1 + j):g})"))
     if "fermion_det" in h:
         line += f", fermion determinant {h['fermion_det']}"
         if h["fermion_det"] != "exact":

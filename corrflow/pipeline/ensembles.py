@@ -68,6 +68,7 @@ def recorded_cost_per_configuration(info: dict[str, Any]) -> float:
 _GENERATE_OPTIONS = {"n_therm": "--therm", "thin": "--thin", "seed": "--seed", "n_chains": "--chains",
                      "dtype": "--precision", "measurements": "--observables", "shape": "--shape",
                      "hmc.step_size": "--step-size", "hmc.n_steps": "--n-steps", "hmc.integrator": "--integrator",
+                     "hmc.jitter": "--jitter",
                      "hmc.algorithm": "--algorithm", "hmc.n_overrelax": "--overrelax",
                      "hmc.fermion_det": "--fermion-det",
                      "beta": "--beta", "xi": "--xi", "lam": "--lam", "mass": "--mass", "kappa": "--kappa"}
@@ -195,7 +196,7 @@ def generate_to_store(
             per["action"] = np.asarray(blk.action)
             per["delta_H"] = np.asarray(blk.info.delta_H)
             per["accepted"] = np.asarray(blk.info.accepted)
-            per["step_size"] = np.full(per["action"].shape, float(getattr(config, "step_size", np.nan)))
+            per["step_size"] = np.asarray(blk.info.step_size, np.float64)  # each trajectory's (jitter: drawn)
             blk_links = np.asarray(blk.links)
             if not np.all(np.isfinite(blk_links)):
                 raise FloatingPointError(f"non-finite links in the block starting at trajectory {blk.first}; "

@@ -27,23 +27,23 @@ from .store_helpers import (BASE, CONFIG, N_BASE, N_EXTENDED, THEORY, assert_unc
 def test_bad_mismatched_beta(store_copy):
     st = open_store(store_copy, "a")
     th = corrflow.make_theory("u1", (4, 4), beta=2.5)
-    refused(store_copy, StoreError, r"different settings: .*beta: stored 2\.0 vs requested 2\.5",
+    refused(store_copy, StoreError, r"different settings: .*beta \(--beta\): stored 2\.0 vs requested 2\.5",
             lambda: generate_to_store(st, "base", th, CONFIG, n_traj=N_EXTENDED, resume=True, **BASE))
 
 
 def test_bad_mismatched_shape(store_copy):
     st = open_store(store_copy, "a")
     th = corrflow.make_theory("u1", (4, 6), beta=2.0)
-    refused(store_copy, StoreError, r"shape: stored \[4, 4\] vs requested \[4, 6\]",
+    refused(store_copy, StoreError, r"shape \(--shape\): stored \[4, 4\] vs requested \[4, 6\]",
             lambda: generate_to_store(st, "base", th, CONFIG, n_traj=N_EXTENDED, resume=True, **BASE))
 
 
 def test_bad_mismatched_hmc_settings_and_dtype(store_copy):
     st = open_store(store_copy, "a")
-    refused(store_copy, StoreError, r"hmc: stored .*0\.2.* vs requested .*0\.1",
+    refused(store_copy, StoreError, r"hmc\.step_size \(--step-size\): stored 0\.2 vs requested 0\.1",
             lambda: generate_to_store(st, "base", THEORY, corrflow.HMCConfig(0.1, 5, "omelyan"),
                                       n_traj=N_EXTENDED, resume=True, **BASE))
-    refused(store_copy, StoreError, r"dtype: stored float64 vs requested float32",
+    refused(store_copy, StoreError, r"dtype \(--precision\): stored float64 vs requested float32",
             lambda: generate_to_store(st, "base", THEORY, CONFIG, n_traj=N_EXTENDED, resume=True,
                                       dtype=jnp.float32, **BASE))
 
