@@ -75,17 +75,22 @@ def test_store_given_either_way_on_every_command(tmp_path):
 
     store = tmp_path / "s.zarr"
     res = runner.invoke(app, ["generate", str(store), "u1", "--beta", "1", "--shape", "4,4", "--n", "4", "--therm",
-                              "0"])
+                              "0", "--jitter", "0.2"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["info", "--store", str(store), "u1_4x4_beta1"])
     assert res.exit_code == 0 and "1 x 4" in res.output, res.output
+    assert "5 steps of 0.2 +- 20% (randomised trajectory length 0.8 .. 1.2)" in " ".join(res.output.split())
+    eps = open_store(store).array("u1_4x4_beta1", "step_size")[:]  # each trajectory's own step size
+    assert eps.min() >= 0.16 and eps.max() <= 0.24 and len(set(eps.ravel().tolist())) == 4, eps
     res = runner.invoke(app, ["measure", f"--store={store}", "u1_4x4_beta1", "wilson_1x1"])
     assert res.exit_code == 0, res.output
     before = open_store(store).info("u1_4x4_beta1")["committed"]
     res = runner.invoke(app, ["generate", str(store), "u1", "--beta", "1", "--shape", "4,4", "--n", "8", "--therm",
                               "0", "--step-size", "0.1", "--resume"])
     assert res.exit_code == 2
-    assert "hmc.step_size (--step-size): stored 0.2 vs requested 0.1" in " ".join(res.output.split()), res.output
+    out = " ".join(res.output.split())
+    assert "hmc.jitter (--jitter): stored 0.2 vs requested unset" in out, res.output
+    assert "hmc.step_size (--step-size): stored 0.2 vs requested 0.1" in out, res.output
     assert open_store(store).info("u1_4x4_beta1")["committed"] == before
 
 

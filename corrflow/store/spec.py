@@ -214,7 +214,7 @@ class EnsembleSpec:
             elif isinstance(a[k], dict) and isinstance(b[k], dict):  # e.g. hmc: name the setting, not the dicts
                 for p in sorted(set(a[k]) | set(b[k])):
                     if a[k].get(p) != b[k].get(p):
-                        out.append(f"{k}.{p}: stored {a[k].get(p)} vs requested {b[k].get(p)}")
+                        out.append(f"{k}.{p}: stored {a[k].get(p, 'unset')} vs requested {b[k].get(p, 'unset')}")
             elif a[k] != b[k]:
                 out.append(f"{k}: stored {a[k]} vs requested {b[k]}")
         return out
