@@ -58,6 +58,9 @@ def test_derivative_json_and_checkpoint_reuse(u1_store, exact_u1, tmp_path):
     assert res.exit_code == 0, res.output
     assert "tangent" in res.stdout and "connected" in res.stdout and "reused" in res.stdout
     assert "tangent - connected (same configurations" in res.stdout and "sigma)" in res.stdout
+    one = _invoke(args[:-5] + ["--batch", "500", "--folds", "1", "--out", str(tmp_path / "one_fold")])
+    assert one.exit_code == 0, one.output  # one fold: the reduction is in-sample and says so (not "per fold")
+    assert "(in-sample: --folds 1 fits and evaluates on the same configurations)" in " ".join(one.stdout.split())
     assert f"exact d<O>/dbeta on this finite torus: plaquette {exact_u1['plaquette']:.6g} (tangent " in res.stdout
     # --fit observable: each observable's own Var[T_v] fit, saved per observable and reused like the field's
     ck2 = tmp_path / "per_obs"
