@@ -20,7 +20,9 @@ trajectory is an exact HMC update and so is their mixture).  A fixed trajectory 
 with the near-harmonic modes of a weakly coupled theory (``omega tau`` close to a multiple of ``2 pi``): such modes
 hardly move and the autocorrelation time explodes (Mackenzie 1989).  Measured in 2D U(1), 8x8, beta = 9, Omelyan
 ``tau = 1``: ``2 tau_int`` of the plaquette from blocks of 4000 trajectories 102 without jitter, 4.2 with
-``j = 0.2`` (``benchmarks/hmc_jitter.py``; BENCHMARKS.md).
+``j = 0.2`` (``benchmarks/hmc_jitter.py``; BENCHMARKS.md).  ``HMCConfig(jitter=None)`` asks the store driver
+(:func:`corrflow.pipeline.generate_to_store`, the CLI and the analyses by default) to resolve it with
+:func:`resolve_jitter`: :data:`DEFAULT_JITTER` for a new ensemble, the stored value when continuing one.
 
 Random numbers: the key for trajectory ``t`` of a run is ``jax.random.fold_in(key, t)`` where ``t``
 is the *global* trajectory index, so a run split into pieces (or resumed after interruption)
@@ -46,6 +48,8 @@ __all__ = [
     "HMCState",
     "HMCInfo",
     "INTEGRATORS",
+    "DEFAULT_JITTER",
+    "resolve_jitter",
     "cold_start",
     "hot_start",
     "init",
@@ -59,6 +63,8 @@ __all__ = [
 
 OMELYAN_LAMBDA = 0.1931833275037836
 INTEGRATORS = ("leapfrog", "omelyan")
+#: trajectory-length randomisation of new ensembles made through the store (CLI, analyses)
+DEFAULT_JITTER = 0.2
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,8 @@ class HMCConfig:
     """HMC settings: ``step_size`` (traced), ``n_steps``, ``integrator`` and ``jitter`` (static).
 
     The trajectory length is ``step_size * n_steps``; with ``jitter = j`` (``0 <= j < 1``) each trajectory's step
-    size is drawn uniformly from ``step_size * [1 - j, 1 + j]`` (module docstring: randomised trajectory lengths).
+    size is drawn uniformly from ``step_size * [1 - j, 1 + j]`` (module docstring: randomised trajectory lengths);
+    ``jitter = None``: to be resolved from the store (:func:`resolve_jitter`) before sampling.
     """
 
     step_size: Any = 0.1
@@ -81,7 +88,8 @@ class HMCConfig:
             raise ValueError(f"HMCConfig: n_steps must be an integer >= 1, got {self.n_steps!r}")
         if self.integrator not in INTEGRATORS:
             raise ValueError(f"HMCConfig: unknown integrator {self.integrator!r}; allowed: {', '.join(INTEGRATORS)}")
-        if not (isinstance(self.jitter, (int, float, np.floating)) and 0.0 <= float(self.jitter) < 1.0):
+        if self.jitter is not None and not (isinstance(self.jitter, (int, float, np.floating))
+                                            and 0.0 <= float(self.jitter) < 1.0):
             raise ValueError(f"HMCConfig: jitter must be a number in [0, 1) (relative spread of the step size), got "
                              f"{self.jitter!r}")
 
@@ -91,6 +99,7 @@ class HMCConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """The recipe stored with an ensemble (``jitter`` only when used, so older recipes compare equal)."""
+        self._resolved()
         d = {"step_size": float(self.step_size), "n_steps": int(self.n_steps), "integrator": self.integrator}
         if self.jitter:
             d["jitter"] = float(self.jitter)
@@ -100,11 +109,28 @@ class HMCConfig:
         """The step size of the trajectory with key ``key``: ``step_size`` without jitter, otherwise
         ``step_size (1 + jitter (2 r - 1))`` with ``r = uniform(fold_in(key, 3))`` (the momenta and the accept
         test use ``split(key)``, pseudofermions ``fold_in(key, 1)``)."""
+        self._resolved()
         eps = jnp.asarray(self.step_size, dtype)
         if not self.jitter:
             return eps
         r = jax.random.uniform(jax.random.fold_in(key, 3), (), dtype)
         return eps * (1 + self.jitter * (2 * r - 1))
+
+
+    def _resolved(self) -> None:
+        if self.jitter is None:
+            raise ValueError("HMCConfig(jitter=None) means 'resolve from the store': call corrflow.hmc.resolve_jitter "
+                             "(done by corrflow.pipeline.generate_to_store) or give a jitter")
+
+
+def resolve_jitter(config: HMCConfig, stored: dict[str, Any] | None) -> HMCConfig:
+    """``config`` with ``jitter=None`` resolved: the stored recipe's jitter when continuing an ensemble (``stored``:
+    its ``hmc`` settings; 0 for recipes from before randomised trajectory lengths), :data:`DEFAULT_JITTER` for a
+    new one (``stored`` None).  A config with a jitter is returned unchanged."""
+    if config.jitter is not None:
+        return config
+    jitter = DEFAULT_JITTER if stored is None else float(stored.get("jitter", 0.0))
+    return dataclasses.replace(config, jitter=jitter)
 
 
 jax.tree_util.register_dataclass(HMCConfig, data_fields=["step_size"], meta_fields=["n_steps", "integrator", "jitter"])

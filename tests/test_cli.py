@@ -89,9 +89,19 @@ def test_store_given_either_way_on_every_command(tmp_path):
                               "0", "--step-size", "0.1", "--resume"])
     assert res.exit_code == 2
     out = " ".join(res.output.split())
-    assert "hmc.jitter (--jitter): stored 0.2 vs requested unset" in out, res.output
     assert "hmc.step_size (--step-size): stored 0.2 vs requested 0.1" in out, res.output
+    assert "jitter" not in out  # without --jitter a resume takes the stored one
     assert open_store(store).info("u1_4x4_beta1")["committed"] == before
+    # the default: randomised lengths (0.2) for a new ensemble; a fixed-length recipe (--jitter 0, or an ensemble
+    # from before the option existed) is continued as it was made
+    for n, extra in (("2", ["--jitter", "0"]), ("3", ["--resume"])):
+        res = runner.invoke(app, ["generate", str(store), "u1", "--beta", "1.5", "--shape", "4,4", "--n", n,
+                                  "--therm", "0", "--name", "fixed", *extra])
+        assert res.exit_code == 0, res.output
+    assert open_store(store).spec("fixed").hmc == {"step_size": 0.2, "n_steps": 5, "integrator": "omelyan"}
+    res = runner.invoke(app, ["generate", str(store), "u1", "--beta", "1.5", "--shape", "4,4", "--n", "2", "--therm",
+                              "0", "--name", "new"])
+    assert res.exit_code == 0 and open_store(store).spec("new").hmc["jitter"] == 0.2, res.output
 
 
 def test_bad_environment_setting_refused_before_the_store_is_touched(tmp_path, monkeypatch):

@@ -50,9 +50,10 @@ def generate(
     step_size: float = typer.Option(0.2, help="molecular-dynamics step size"),
     n_steps: int = typer.Option(5, help="molecular-dynamics steps per trajectory"),
     integrator: str = typer.Option("omelyan", help="omelyan or leapfrog"),
-    jitter: float = typer.Option(0.0, help="randomised trajectory lengths: each trajectory's step size drawn from "
-                                 "step-size x [1 - jitter, 1 + jitter] (e.g. 0.2; use it at weak coupling, where a "
-                                 "fixed trajectory length can resonate with near-harmonic modes and freeze them)"),
+    jitter: Optional[float] = typer.Option(None, help="randomised trajectory lengths: each trajectory's step size "
+                                           "drawn from step-size x [1 - jitter, 1 + jitter]; 0: fixed (a fixed "
+                                           "length can resonate with near-harmonic modes at weak coupling and freeze "
+                                           "them). Default: 0.2 for a new ensemble, the stored value with --resume"),
     observables: str = typer.Option("", help="extra observables measured on the fly, comma-separated: wilson_RxT, topological_charge, polyakov_loop"),
     name: Optional[str] = typer.Option(None, help="ensemble name (default from theory and parameters)"),
     start: str = typer.Option("hot", help="hot (Haar random) or cold (unit links)"),
@@ -90,7 +91,7 @@ def generate(
             raise CLIError(f"theory {theory!r} has dynamical fermions: give --mass (or --kappa)")
         th = make_theory(theory, dims, beta=beta, xi=xi, lam=lam, **fermion)
         if algorithm == "hmc":
-            if not 0.0 <= jitter < 1.0:
+            if jitter is not None and not 0.0 <= jitter < 1.0:
                 raise CLIError(f"--jitter must be in [0, 1) (relative spread of the step size), got {jitter}")
             cfg: Any = HMCConfig(step_size=step_size, n_steps=n_steps, integrator=integrator, jitter=jitter)
         elif algorithm == "heatbath":

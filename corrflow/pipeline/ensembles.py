@@ -128,6 +128,8 @@ def generate_to_store(
         if not isinstance(config, HeatbathConfig):
             raise TypeError(f"config must be an HMCConfig or a HeatbathConfig, got {type(config).__name__}")
         _check_theory(theory)  # before the store is touched
+    if isinstance(config, hmc.HMCConfig) and config.jitter is None:  # new ensemble: the default; else the stored
+        config = hmc.resolve_jitter(config, store.spec(name).hmc if name in store else None)
     obs_names = tuple(dict.fromkeys(("plaquette",) + tuple(observables)))
     measure = measurements_from_names(theory.group, obs_names, theory.ndim, shape=theory.shape)
     if dtype is None:

@@ -104,8 +104,9 @@ class MarkovSettings(Settings):
     step_size: float = setting(0.2, "MD step size")
     n_steps: int = setting(5, "MD steps per trajectory")
     integrator: str = setting("omelyan", "MD integrator: omelyan | leapfrog", choices=("omelyan", "leapfrog"))
-    jitter: float = setting(0.0, "randomised trajectory lengths: step size drawn from step_size x [1 - jitter, "
-                                 "1 + jitter] per trajectory (e.g. 0.2 at weak coupling; 0: fixed)")
+    jitter: str = setting("auto", "randomised trajectory lengths: each trajectory's step size drawn from step_size "
+                                  "x [1 - J, 1 + J]; J in [0, 1) (0: fixed), or auto: 0.2 for a new ensemble, the "
+                                  "stored value when continuing one")
     step_scaling: str = setting("fixed", "step size at beta: fixed | inverse_sqrt_beta (step_size / sqrt(beta))",
                                 choices=("fixed", "inverse_sqrt_beta"))
     hmc_det: str = setting("exact", "fermion algorithm of the HMC: exact | pseudofermion (weights always use exact "
@@ -117,8 +118,21 @@ class MarkovSettings(Settings):
             raise ValueError(f"step_size must be positive, got {self.step_size}")
         positive_ints(self, "n_steps")
         non_negative_ints(self, "n_overrelax")
-        if not (math.isfinite(self.jitter) and 0.0 <= self.jitter < 1.0):
-            raise ValueError(f"jitter must be in [0, 1) (relative spread of the step size), got {self.jitter}")
+        self.jitter_value()  # ValueError for anything but auto or a number in [0, 1)
+
+    def jitter_value(self) -> float | None:
+        """``jitter`` as :class:`corrflow.HMCConfig` takes it: None for ``auto`` (resolved from the store)."""
+        text = str(self.jitter).strip().lower()
+        if text == "auto":
+            return None
+        try:
+            j = float(text)
+        except ValueError:
+            j = math.nan
+        if not (math.isfinite(j) and 0.0 <= j < 1.0):
+            raise ValueError(f"jitter must be auto or a number in [0, 1) (relative spread of the step size), got "
+                             f"{self.jitter!r}")
+        return j
 
     def config(self, beta: float | None = None) -> Any:
         """:class:`corrflow.HMCConfig` (step size scaled with ``beta`` if asked) or
@@ -134,7 +148,7 @@ class MarkovSettings(Settings):
             if beta is None:
                 raise ValueError("step_scaling inverse_sqrt_beta needs the beta of the ensemble")
             eps = self.step_size / math.sqrt(beta)
-        return HMCConfig(step_size=eps, n_steps=self.n_steps, integrator=self.integrator, jitter=float(self.jitter))
+        return HMCConfig(step_size=eps, n_steps=self.n_steps, integrator=self.integrator, jitter=self.jitter_value())
 
 
 @dataclass(frozen=True)
