@@ -49,6 +49,9 @@ def test_generate_measure_summary_roundtrip(tmp_path):
         (["generate", "su3", "--beta", "1", "--shape", "4,4", "--n", "10", "--observables", "topological_charge"],
          "2D U\\(1\\) only"),
         (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--devices", "-1"], "--devices must be >= 0"),
+        (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--jitter", "1"], "--jitter must be in"),
+        (["generate", "su3", "--beta", "6", "--shape", "4,4,4,4", "--n", "10", "--algorithm", "heatbath", "--jitter",
+          "0.2"], "the heat bath has none"),
     ],
 )
 def test_cli_bad_input_exit_2(tmp_path, args, match):

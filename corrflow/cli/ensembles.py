@@ -97,6 +97,9 @@ def generate(
         elif algorithm == "heatbath":
             from ..heatbath import HeatbathConfig
 
+            if jitter is not None:
+                raise CLIError("--jitter randomises HMC trajectory lengths; the heat bath has none (leave it out)")
+
             cfg = HeatbathConfig(n_heatbath=1, n_overrelax=overrelax)
         else:
             raise CLIError(f"--algorithm must be 'hmc' or 'heatbath', got {algorithm!r}")
