@@ -27,7 +27,7 @@ app = analysis_app(md.MASS_DEPENDENCE)
 # a cold 6x4 lattice at beta = 2 relaxes within a few trajectories, and every estimator sees the same configurations.
 TINY = dict(T=6, L=4, beta=2.0, mass=0.2, dm=0.05, n_configs=60, n_chains=2, n_therm=0, start="cold", epochs=2,
             n_train=16, batch_size=16, n_sources=1, t_min=1, t_max=2, measure_batch=60, hmc_det="pseudofermion",
-            tangent=True)
+            tangent=True, jitter="0")
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def u1_store(tmp_path_factory):
     path = tmp_path_factory.mktemp("tangent") / "runs.zarr"
     res = CliRunner().invoke(app, ["generate", "u1", "--beta", str(BETA), "--shape", "8,8", "--n", str(N_TRAJ),
                                    "--chains", "2", "--therm", "200", "--step-size", "0.25", "--n-steps", "4",
-                                   "--block", str(BLOCK), "--seed", "11", "--store", str(path)])
+                                   "--block", str(BLOCK), "--seed", "11", "--jitter", "0", "--store", str(path)])
     assert res.exit_code == 0, res.output
     return path
 
@@ -45,7 +45,7 @@ def schwinger_store(tmp_path_factory):
     path = tmp_path_factory.mktemp("schwinger") / "s.zarr"
     res = CliRunner().invoke(app, ["generate", "schwinger", "--beta", "2.0", "--mass", "0.3", "--shape", "4,4",
                                    "--n", "60", "--chains", "2", "--therm", "20", "--step-size", "0.25",
-                                   "--n-steps", "4", "--seed", "3", "--store", str(path)])
+                                   "--n-steps", "4", "--seed", "3", "--jitter", "0", "--store", str(path)])
     assert res.exit_code == 0, res.output
     return path
 
