@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from corrflow.observables.fermions import DENSE_MAX_DIM
+import corrflow as cf
+from corrflow.observables.fermions import DENSE_MAX_DIM, check_dense
 from corrflow.pipeline import (
     AnalysisSettings,
     EnsembleSettings,
@@ -96,17 +97,17 @@ class FHSettings(AnalysisSettings):
             raise ValueError(f"with symmetric=True give lam > 0 (flows to +lam and -lam), got {self.lam}")
         if not (math.isfinite(self.beta) and self.beta > 0):
             raise ValueError(f"beta must be positive, got {self.beta}")
-        if self.theory == "schwinger" and self.T * self.L * 2 > DENSE_MAX_DIM:  # refused before any HMC
-            raise ValueError(f"a {self.T}x{self.L} Schwinger lattice is too large for this analysis: the flowed "
-                             "weights take exact determinant ratios of the dense Dirac matrix (V*Ns*Nc = "
-                             f"{self.T * self.L * 2} > {DENSE_MAX_DIM}); choose T*L <= {DENSE_MAX_DIM // 2}, or take "
-                             "dE/dlam on larger lattices from the tangent estimator (`corrflow derivative STORE "
-                             "ENSEMBLE --param lam`)")
         for b, what in ((self.beta + self.lam, "beta + lam"), (self.beta - abs(self.lam), "beta - |lam|")):
             if b <= 0:
                 raise ValueError(f"{what} = {b} must stay positive (in 2D the source shifts beta)")
         if not math.isfinite(self.mass) or self.mass + 2 <= 0:
             raise ValueError(f"mass = {self.mass} must be finite and > -2 (kappa > 0)")
+        if self.theory == "schwinger":  # exact determinant ratios in the flowed weights: refused before any HMC
+            check_dense(cf.make_theory("schwinger", self.shape, beta=self.beta, mass=self.mass),
+                        f"a {self.T}x{self.L} Schwinger lattice is too large for this analysis: the flowed weights "
+                        "take exact determinant ratios of",
+                        remedy=f"choose T*L <= {DENSE_MAX_DIM // 2}, or take dE/dlam on larger lattices from the "
+                               "tangent estimator (`corrflow derivative STORE ENSEMBLE --param lam`)")
         if self.n_sources < 1 or self.T % self.n_sources:
             raise ValueError(f"n_sources = {self.n_sources} must divide the time extent T = {self.T}")
         times = effective_times(self.T, self.kind)

@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from corrflow.observables.fermions import DENSE_MAX_DIM
+import corrflow as cf
+from corrflow.observables.fermions import DENSE_MAX_DIM, check_dense
 from corrflow.pipeline import (
     AnalysisSettings,
     EnsembleSettings,
@@ -87,12 +88,11 @@ class MassSettings(AnalysisSettings):
                 raise ValueError(f"{what} = {m} must be finite and > -2 (kappa > 0)")
         if not (math.isfinite(self.beta) and self.beta > 0):
             raise ValueError(f"beta must be positive, got {self.beta}")
-        dim = self.T * self.L * 2  # V Ns Nc of the Schwinger model
-        if dim > DENSE_MAX_DIM:  # the weights and the condensate's mass slope are exact (dense): refused before HMC
-            raise ValueError(f"a {self.T}x{self.L} lattice is too large for this analysis: its weights and condensate "
-                             f"use the dense Dirac matrix (V*Ns*Nc = {dim} > {DENSE_MAX_DIM}); choose T*L <= "
-                             f"{DENSE_MAX_DIM // 2}, or take mass derivatives on larger lattices with `corrflow "
-                             "derivative STORE ENSEMBLE --param mass` (tangent estimator, stochastic traces)")
+        # the weights and the condensate's mass slope are exact (dense): a lattice beyond that is refused before HMC
+        check_dense(cf.make_theory("schwinger", self.shape, beta=self.beta, mass=self.mass),
+                    f"a {self.T}x{self.L} lattice is too large for this analysis: its weights and condensate use",
+                    remedy=f"choose T*L <= {DENSE_MAX_DIM // 2}, or take mass derivatives on larger lattices with "
+                           "`corrflow derivative STORE ENSEMBLE --param mass` (tangent estimator, stochastic traces)")
         if self.n_sources < 1 or self.T % self.n_sources:
             raise ValueError(f"n_sources = {self.n_sources} must divide the time extent T = {self.T}")
         tmax = self.resolved_t_max

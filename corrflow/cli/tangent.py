@@ -270,9 +270,8 @@ def derivative(
         console.print(line)
         fit_msg = "reused" if res.reused else ("fitted" if r.fits or r.observable_fits else "none")
         extra = ""
-        # one fold (--folds 1): fitted and judged on the same configurations, which flatters the reduction
-        where = " per fold" if len(r.fits or next(iter(r.observable_fits.values()), ())) > 1 else (
-            " (in-sample: --folds 1 fits and evaluates on the same configurations)")
+        # one fold: fitted and judged on the same configurations, which flatters the reduction
+        where = " per fold" if folds > 1 else " (in-sample: --folds 1 fits and evaluates on the same configurations)"
         if r.fits:
             extra = ", Var[R_v] reduced " + "/".join(f"{f.reduction:.1f}x" for f in r.fits) + where
         elif r.observable_fits:

@@ -128,8 +128,10 @@ def generate_to_store(
         if not isinstance(config, HeatbathConfig):
             raise TypeError(f"config must be an HMCConfig or a HeatbathConfig, got {type(config).__name__}")
         _check_theory(theory)  # before the store is touched
+    check_name(name)
+    stored = store.spec(name) if name in store else None  # (read once: the jitter below, the refusal further on)
     if isinstance(config, hmc.HMCConfig) and config.jitter is None:  # new ensemble: the default; else the stored
-        config = hmc.resolve_jitter(config, store.spec(name).hmc if name in store else None)
+        config = hmc.resolve_jitter(config, None if stored is None else stored.hmc)
     obs_names = tuple(dict.fromkeys(("plaquette",) + tuple(observables)))
     measure = measurements_from_names(theory.group, obs_names, theory.ndim, shape=theory.shape)
     if dtype is None:
@@ -142,7 +144,6 @@ def generate_to_store(
     spec = EnsembleSpec(theory=theory.theory_name, group=theory.group.name, shape=theory.shape,
                         params=theory.params(), n_chains=n_chains, seed=seed, dtype=np.dtype(dtype).name,
                         hmc=hmc_settings, n_therm=n_therm, thin=thin, measurements=obs_names)
-    check_name(name)
 
     def refuse_existing(stored: EnsembleSpec, rec: dict) -> None:
         diffs = [_with_option(d) for d in stored.differences(spec)]
@@ -157,8 +158,8 @@ def generate_to_store(
             raise StoreError(f"ensemble {name!r} already holds {rec['committed']} trajectories per chain (requested "
                              f"{n_traj}); nothing to do. Raise --n to extend it.")
 
-    if name in store:  # refuse before taking the lock: a refused command changes nothing
-        refuse_existing(store.spec(name), store.commit(name))
+    if stored is not None:  # refuse before taking the lock: a refused command changes nothing
+        refuse_existing(stored, store.commit(name))
     # one block per chunk (up to 64 MB): appends write whole chunks, no read-modify-write
     cfg_bytes = int(np.prod(theory.link_shape)) * np.dtype(dtype).itemsize
     chunk_traj = max(1, min(block_size, (64 << 20) // cfg_bytes))
