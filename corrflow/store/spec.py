@@ -207,14 +207,11 @@ class EnsembleSpec:
         keys = keys or list(a)
         out = []
         for k in keys:
-            if k == "params":
+            if isinstance(a[k], dict) and isinstance(b[k], dict):  # params, hmc: name the entry, not the dicts
+                label, missing = ("", None) if k == "params" else (f"{k}.", "unset")
                 for p in sorted(set(a[k]) | set(b[k])):
                     if a[k].get(p) != b[k].get(p):
-                        out.append(f"{p}: stored {a[k].get(p)} vs requested {b[k].get(p)}")
-            elif isinstance(a[k], dict) and isinstance(b[k], dict):  # e.g. hmc: name the setting, not the dicts
-                for p in sorted(set(a[k]) | set(b[k])):
-                    if a[k].get(p) != b[k].get(p):
-                        out.append(f"{k}.{p}: stored {a[k].get(p, 'unset')} vs requested {b[k].get(p, 'unset')}")
+                        out.append(f"{label}{p}: stored {a[k].get(p, missing)} vs requested {b[k].get(p, missing)}")
             elif a[k] != b[k]:
                 out.append(f"{k}: stored {a[k]} vs requested {b[k]}")
         return out
