@@ -22,16 +22,9 @@ import numpy as np
 import corrflow  # noqa: F401  (x64 on)
 from corrflow import HMCConfig, make_theory
 from corrflow.generate import GaugeMeasurements, initial_links, run_blocks
-from corrflow.stats import gamma_method
+from corrflow.stats import blocked_two_tau, gamma_method
 
 from _machine import cpu_model
-
-
-def blocked_two_tau(p: np.ndarray, block: int) -> float:
-    """``2 tau_int`` of the mean of ``p`` ``(chains, n)`` from the variance of block means of length ``block``."""
-    x = p - p.mean()
-    means = x[:, : x.shape[1] // block * block].reshape(x.shape[0], -1, block).mean(-1)
-    return float(means.var() * block / x.var())
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ import pytest
 
 from corrflow import HMCConfig, hmc, make_theory
 from corrflow.generate import GaugeMeasurements, generate, initial_links, run_blocks
-from corrflow.stats import gamma_method
+from corrflow.stats import blocked_two_tau, gamma_method
 
 KEY = jax.random.PRNGKey(5)
 CASES = [("u1", (8, 8), 2.0), ("su2", (4, 4), 2.0), ("su3", (4, 4), 4.0), ("su3", (2, 2, 2, 2), 5.5)]
@@ -216,14 +216,6 @@ def test_kick_drift_scan_matches_the_reference_integrator(name, shape, beta, int
     assert float(g.distance(u1, u0)) < tol and float(jnp.max(jnp.abs(p1 - p0))) < tol * 10
 
 
-def _blocked_two_tau(p: np.ndarray, block: int) -> float:
-    """``2 tau_int`` of the mean of ``p`` ``(chains, n)`` from the variance of block means (deviations from the
-    overall mean, so frozen differences between chains count too)."""
-    x = p - p.mean()
-    means = x[:, : x.shape[1] // block * block].reshape(x.shape[0], -1, block).mean(-1)
-    return float(means.var() * block / x.var())
-
-
 def test_randomised_trajectory_lengths_are_exact_and_unfreeze_resonant_modes():
     """``HMCConfig(jitter=j)``: each trajectory's step size is drawn from ``eps [1 - j, 1 + j]`` (and reported), the
     chain still samples ``exp(-S)`` (plaquette against the exact torus value), and where a fixed trajectory length
@@ -247,7 +239,7 @@ def test_randomised_trajectory_lengths_are_exact_and_unfreeze_resonant_modes():
     for j in (0.0, 0.2):
         blk = list(run_blocks(KEY, weak, HMCConfig(0.1, 10, "omelyan", jitter=j), links, 2200, block_size=2200,
                               measure=GaugeMeasurements(weak.group)))[0]
-        two_tau[j] = _blocked_two_tau(np.asarray(blk.measurements["plaquette"])[:, 200:], 250)
+        two_tau[j] = blocked_two_tau(np.asarray(blk.measurements["plaquette"])[:, 200:], 250)
     assert two_tau[0.0] > 2.5 * two_tau[0.2] and two_tau[0.2] < 6, two_tau  # measured 11.1 / 3.0 (20.0 / 3.9)
     assert HMCConfig(0.1, 10).as_dict() == {"step_size": 0.1, "n_steps": 10, "integrator": "omelyan"}  # old recipes
     with pytest.raises(ValueError, match="jitter must be a number in \\[0, 1\\)"):

@@ -3,7 +3,8 @@
 * :func:`gamma_method` -- Wolff's Gamma method (automatic windowing,
   replicas, derived quantities by gradient projection).
 * :func:`binned_jackknife` / :func:`jackknife_samples` -- binned jackknife.
-* :func:`autocorrelation_function`, :func:`integrated_autocorrelation_time`.
+* :func:`autocorrelation_function`, :func:`integrated_autocorrelation_time`; :func:`blocked_two_tau` (block means:
+  slow modes beyond the Gamma window).
 * :func:`ess_arviz` -- ArviZ effective sample size as an independent check.
 * :func:`gaussian_sample_size` -- the skewness of per-sample values and the sample size a Gaussian error needs;
   :func:`sample_size_check` sets it against the effective sample size of a mean.
@@ -25,6 +26,7 @@ are primary observables, shape ``(n_obs, n)`` or ``(n_obs, n_replicas, n)``.
 from .autocorr import (
     MIN_SAMPLES,
     autocorrelation_function,
+    blocked_two_tau,
     gamma_method,
     integrated_autocorrelation_time,
 )
@@ -104,6 +106,7 @@ __all__ = [
     "MIN_SAMPLES",
     "Stats",
     "autocorrelation_function",
+    "blocked_two_tau",
     "binned_jackknife",
     "gaussian_sample_size",
     "sample_size_check",

@@ -47,6 +47,7 @@ from .result import Stats
 __all__ = [
     "MIN_SAMPLES",
     "autocorrelation_function",
+    "blocked_two_tau",
     "gamma_method",
     "integrated_autocorrelation_time",
 ]
@@ -432,3 +433,15 @@ def integrated_autocorrelation_time(x: np.ndarray, S: float = 1.5) -> float:
         ``gamma_method(x, S=S).tau_int``.
     """
     return gamma_method(x, S=S).tau_int
+
+
+def blocked_two_tau(x: np.ndarray, block: int) -> float:
+    """``2 tau_int`` of the mean of ``x`` ``(n_replicas, n)`` from the variance of block means of ``block``
+    consecutive values (deviations from the overall mean, so offsets frozen between replicas count too):
+    ``block var(block means) / var(x)``.  It levels off at ``2 tau_int`` once blocks are longer than every
+    autocorrelation; a value still growing at the largest blocks is a slow mode that the Gamma method's automatic
+    window (:func:`gamma_method`) stops short of.  Values past the last whole block are left out."""
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    dev = x - x.mean()
+    means = dev[:, : dev.shape[1] // block * block].reshape(dev.shape[0], -1, block).mean(-1)
+    return float(means.var() * block / dev.var())

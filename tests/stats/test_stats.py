@@ -23,6 +23,7 @@ from corrflow.stats import (
     Stats,
     autocorrelation_function,
     binned_jackknife,
+    blocked_two_tau,
     ess_arviz,
     format_value_error,
     gamma_method,
@@ -80,6 +81,19 @@ def test_gamma_coverage_ar1() -> None:
     frac = float(np.mean(np.abs(pulls) < 1.0))
     sig = math.sqrt(0.683 * 0.317 / n_series)
     assert 0.683 - 3 * sig - 0.02 < frac < 0.683 + 3 * sig, frac
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.8])
+def test_blocked_two_tau_ar1(rho: float) -> None:
+    """Block means of AR(1) chains: ``2 tau_int = (1 + rho) / (1 - rho)`` once blocks are much longer than the
+    autocorrelation (640 blocks of 500: relative error ~ (2 / 640)^(1/2) = 5.6%, tolerance 4 sigma); short blocks
+    of a correlated chain stay below it (the negative control: the estimator does grow with the block length)."""
+    x = ar1(np.random.default_rng(99 + int(10 * rho)), rho, (16, 20_000))
+    expect = 2 * tau_exact(rho)
+    got = blocked_two_tau(x, 500)
+    assert abs(got / expect - 1) < 4 * math.sqrt(2 / 640), (got, expect)
+    if rho:
+        assert blocked_two_tau(x, 1) == pytest.approx(1.0) and blocked_two_tau(x, 2) < 0.5 * expect
 
 
 def test_gamma_formulae_deterministic() -> None:
