@@ -322,7 +322,7 @@ def summary(
     store: Path = typer.Argument(..., help="zarr store"),
     ensemble: Optional[str] = typer.Argument(None, help="ensemble name (omit: every ensemble of the store)"),
     discard: str = typer.Option("0", help="leading trajectories of every chain to leave out: a number, or auto (the "
-                                          "cut that leaves the most effective samples of the plaquette, so a "
+                                          "cut that minimises the error of the plaquette's mean, so a "
                                           "start-up drift is cut off)"),
 ) -> None:
     """Observables with autocorrelation-aware errors (Gamma method), and exact values with pulls where known."""

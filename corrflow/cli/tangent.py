@@ -120,7 +120,7 @@ def derivative(
     batch: int = typer.Option(32, help="configurations per jitted batch"),
     discard: str = typer.Option("0", help="leading trajectories of every chain to leave out (thermalisation), here "
                                           "and in the --compare ensembles: a number, or auto (the cut that leaves "
-                                          "the most effective samples of the stored plaquette and observables)"),
+                                          "the smallest errors of the stored plaquette and observables)"),
     fit: str = typer.Option("field", help="what the least squares minimises: field (Var[R_v]: one field, the tangent "
                                           "of the ideal flow) | observable (Var[T_v] of each observable: control "
                                           "variates; helps where the observable's own noise dominates)"),

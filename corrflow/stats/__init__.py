@@ -8,7 +8,7 @@
 * :func:`ess_arviz` -- ArviZ effective sample size as an independent check.
 * :func:`gaussian_sample_size` -- the skewness of per-sample values and the sample size a Gaussian error needs;
   :func:`sample_size_check` sets it against the effective sample size of a mean.
-* :func:`equilibration_cut` -- the thermalisation cut that leaves the most effective samples.
+* :func:`equilibration_cut` -- the thermalisation cut that minimises the error of the kept mean (MSER).
 * :func:`effective_mass` (cosh / cosh_ratio / log), :func:`fold_correlator`; effective-mass curves from paired
   samples (:func:`flowed_curve`, :func:`connected_curve`, ...) and :func:`plateau_fit`.
 * :func:`weight_ess_fraction` (Kish), :func:`normalised_weights`, :func:`pareto_k` -- weight diagnostics.

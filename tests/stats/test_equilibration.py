@@ -1,6 +1,7 @@
 """The automatic thermalisation cut (corrflow.stats.equilibration) on AR(1) series with a known start-up drift:
 the cut removes the bias (pulls against the true mean over 20 seeds) where the uncut mean is biased (negative
-control), and leaves stationary series (nearly) whole."""
+control), also for a large drift that settles within a few configurations, and leaves stationary series (nearly)
+whole."""
 
 import numpy as np
 import pytest
@@ -32,16 +33,34 @@ def test_cut_removes_a_start_up_drift():
         lengths.append(c.n_discard)
         uncut.append(gamma_method(x).pull(0.0))
         cut.append(gamma_method(x[:, c.n_discard:]).pull(0.0))
-        assert c.n_eff > c.n_eff_uncut and not c.at_limit and c.drift_sigma > 10
+        assert c.error < c.error_uncut and not c.at_limit and c.drift_sigma > 10
     assert np.mean(uncut) > 1.0  # negative control: the drift is a bias of more than 4 sigma of this mean
     assert abs(np.mean(cut)) < 0.7, (np.mean(cut), lengths)  # within ~2 sigma of the measured residual
     assert min(lengths) >= 100 and max(lengths) <= N // 2  # the drift is 4.5 widths at 100 (noise 1/sqrt(2 TAU))
 
 
+def test_cut_removes_a_short_large_drift():
+    """A hot start that settles within a few configurations: 100 noise widths decaying over 3.  It barely changes
+    tau_int (the replaced effective-sample-size rule kept all 30 of 30 such series whole, pull +1.4) but inflates the
+    variance; the error-minimising cut removes it (measured: mean pull +0.27 over 30 seeds; cuts 8-100, mostly 16)."""
+    uncut, cut, lengths = [], [], []
+    for s in range(20):
+        x = ar1(300 + s, drift=100.0, decay=3.0)
+        c = equilibration_cut(x)
+        lengths.append(c.n_discard)
+        uncut.append(gamma_method(x).pull(0.0))
+        cut.append(gamma_method(x[:, c.n_discard:]).pull(0.0))
+        assert c.error < c.error_uncut and c.drift_sigma > 10
+    assert np.mean(uncut) > 1.0  # negative control
+    assert abs(np.mean(cut)) < 0.7, (np.mean(cut), lengths)
+    assert min(lengths) >= 8 and max(lengths) <= 100, lengths  # what a cut of 8 leaves is ~0.25 errors of the mean
+
+
 def test_stationary_series_keep_nearly_everything():
+    """Measured over 200 seeds: no cut in 57%, 1.0% of the data discarded on average."""
     cuts = [equilibration_cut(ar1(s)) for s in range(40)]
     lengths = [c.n_discard for c in cuts]
-    assert np.median(lengths) == 0 and np.mean(lengths) < 0.05 * N, lengths
+    assert np.mean(np.equal(lengths, 0)) > 0.35 and np.mean(lengths) < 0.03 * N, lengths
     # where noise made a cut, the discarded part does not look like a drift (measured: at most 3.6 in 200 seeds)
     assert all(c.drift_sigma < 5 for c in cuts if c.n_discard) and any(c.n_discard for c in cuts)
     assert all(np.isnan(c.drift_sigma) for c in cuts if not c.n_discard)
