@@ -97,7 +97,8 @@ def scales_from_store(store: Any, name: str, *, definition: str = "clover", t0_r
     """:func:`flow_scales` of a stored ensemble measured with ``corrflow measure ... wilson_flow``; also the
     topological susceptibility ``<Q^2>/V`` at the grid point nearest ``t0`` when ``flow_Q`` is stored.
 
-    Returns ``{"t0": Stats, "w0": Stats, "sqrt_t0_over_w0": Stats[, "chi_top": Stats, "Q_at": t]}``."""
+    Returns ``{"t0": Stats, "w0": Stats, "sqrt_t0_over_w0": Stats, "flow_eps": RK3 step of the stored flow (None
+    if measured before it was recorded)[, "chi_top": Stats, "Q_at": t]}``."""
     key = {"clover": "flow_E_clov", "plaquette": "flow_E_plaq"}.get(definition)
     if key is None:
         raise ValueError(f"unknown E(t) definition {definition!r}; use 'clover' or 'plaquette'")
@@ -112,6 +113,7 @@ def scales_from_store(store: Any, name: str, *, definition: str = "clover", t0_r
     t = np.asarray(ds["flow_time"].values, float)
     e = np.asarray(ds[key].values)
     res: dict[str, Any] = flow_scales(t, e, t0_ref=t0_ref, w0_ref=w0_ref)
+    res["flow_eps"] = ds[key].attrs.get("flow_eps")
     if "flow_Q" in ds:
         i = int(np.argmin(np.abs(t - res["t0"].value)))
         q = np.asarray(ds["flow_Q"].values)[..., i]

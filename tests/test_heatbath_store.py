@@ -38,7 +38,7 @@ def test_heatbath_generate_resume_bitwise_measure_and_scales(tmp_path):
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["scales", str(full), "hb", "--t0-ref", "0.03", "--w0-ref", "0.03"])
     assert res.exit_code == 0, res.output
-    assert "t0/a^2" in res.output and "sqrt(t0)/w0" in res.output
+    assert "t0/a^2" in res.output and "sqrt(t0)/w0" in res.output and "flow step 0.05" in res.output
     res = runner.invoke(app, ["scales", str(full), "hb"])  # 0.3 is out of reach on 4^4 at t <= 0.5
     assert res.exit_code == 2 and "never reaches" in res.output
     # a longer flow replaces the stored one from the CLI; `info` says how the configurations were made

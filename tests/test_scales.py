@@ -50,6 +50,7 @@ def test_wilson_flow_measurement_is_stored_resumable_and_checked(su3_store):
     ds = st.open_ensemble("su3")
     assert ds["flow_E_clov"].dims == ("chain", "traj", "flow_time")
     np.testing.assert_allclose(ds["flow_time"].values, np.arange(7) * 0.1)
+    assert ds["flow_E_clov"].attrs == {"flow_eps": 0.05} and ds["plaquette"].attrs == {}  # the integrator step
     # the stored values are the flow of the stored configurations
     u = st.load_configs("su3", 1, range(N))
     h = wilson_flow(u, "su3", 0.6, eps=0.05, measure_every=0.1)
@@ -118,6 +119,13 @@ def test_a_longer_flow_replaces_the_stored_one_and_bad_grids_are_refused(su3_sto
     st = open_store(path, "a")
     measure_stored(st, "su3", ["wilson_flow"], batch=N, flow=FLOW)
     before = open_store(path).open_ensemble("su3")["flow_E_clov"].values
+    with pytest.raises(ValueError, match=r"flow_E_plaq of 'su3' was integrated with --flow-eps 0\.05; these settings "
+                       r"ask for 0\.025: continue with --flow-eps 0\.05, or discard"):  # same grid, another step
+        measure_stored(st, "su3", ["wilson_flow"], flow=FLOW._replace(eps=0.025))
+    with pytest.raises(StoreError, match=r"computed with \{'flow_eps': 0\.05\}, these with \{'flow_eps': 0\.1\}"):
+        with st.writer("su3") as w:  # the writer keeps the step too
+            w.write_observable("flow_E_clov", np.zeros((2, 0, 7)), N, extra={"flow_time": FLOW.grid(SHAPE)},
+                               settings={"flow_eps": 0.1})
     longer = WilsonFlowGrid(t_max=0.8, eps=0.05, every=0.1)
     with pytest.raises(ValueError, match=r"stored on the flow-time grid t = 0 \.\. 0\.6 every 0\.1; these settings ask "
                        r"for t = 0 \.\. 0\.8 every 0\.1: use the stored grid \(corrflow measure --flow-t-max 0\.6 "

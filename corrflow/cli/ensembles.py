@@ -469,7 +469,8 @@ def scales(
 
         res = scales_from_store(open_store(store, "r"), ensemble, definition=definition, t0_ref=t0_ref,
                                 w0_ref=w0_ref)
-        console.print(f"[bold]{ensemble}[/] ({definition} E, t0-ref {t0_ref}, w0-ref {w0_ref})")
+        step = f", flow step {res['flow_eps']:g}" if res.get("flow_eps") is not None else ""
+        console.print(f"[bold]{ensemble}[/] ({definition} E{step}, t0-ref {t0_ref}, w0-ref {w0_ref})")
         for line in describe(res):
             console.print(line)
 

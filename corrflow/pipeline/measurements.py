@@ -134,7 +134,7 @@ def measure_stored(
     with store.writer(name) as w:
         n = w.committed
         done = w.measured_observables()
-        for o in todo:  # a different flow-time grid than the stored one: refuse before computing anything
+        for o in todo:  # a different flow-time grid or step than the stored one: refuse before computing anything
             if o in flow_names and done.get(o, 0) and not replace:
                 stored = w.observable_coords(o).get("flow_time", [])
                 if len(stored) != len(grid) or not np.allclose(stored, grid, rtol=0, atol=1e-12):
@@ -143,6 +143,12 @@ def measure_stored(
                                      f"--flow-t-max {stored[-1]:g} --flow-every {stored[1] - stored[0]:g}), or "
                                      f"discard its {done[o]} stored measurements and measure anew (corrflow measure "
                                      "... wilson_flow --replace)")
+                eps = (w.observable_settings(o) or {"flow_eps": flow.eps}).get("flow_eps")  # None: before eps was kept
+                if eps != flow.eps:
+                    raise ValueError(f"{o} of {name!r} was integrated with --flow-eps {eps:g}; these settings ask for "
+                                     f"{flow.eps:g}: continue with --flow-eps {eps:g}, or discard its {done[o]} "
+                                     "stored measurements and measure anew (corrflow measure ... wilson_flow "
+                                     "--replace)")
         if replace:
             for o in todo:
                 if done.get(o, 0):
@@ -172,8 +178,9 @@ def measure_stored(
             for o in need:
                 block = np.stack(vals[o])  # (chains, hi - lo[, n_flow_times])
                 s = starts[o]
-                extra = {"flow_time": grid} if o in flow_names else None
-                w.write_observable(o, block[:, s - lo:], s, extra=extra)
+                flowed = o in flow_names
+                w.write_observable(o, block[:, s - lo:], s, extra={"flow_time": grid} if flowed else None,
+                                   settings={"flow_eps": float(flow.eps)} if flowed else None)
                 new[o] = new.get(o, 0) + hi - s
                 starts[o] = hi
     return MeasureSummary(name, new, skipped)

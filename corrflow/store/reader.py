@@ -421,7 +421,7 @@ class EnsembleStore:
                 if var == "traj":
                     traj = coords[var][1]
             else:
-                data_vars[var] = (dims, x)
+                data_vars[var] = (dims, x, dict(arr.attrs.get("corrflow_settings") or {}))  # e.g. flow_eps
                 for cname, cval in dict(arr.attrs.get("corrflow_coords", {})).items():
                     coords[cname] = ((cname,), np.asarray(cval, float))  # e.g. flow_time of E(t)
         ds = xr.Dataset(data_vars, coords=coords)

@@ -196,7 +196,8 @@ class EnsembleWriter:
 
     # --- post-hoc observables --------------------------------------------------------------
     def write_observable(self, obs: str, values: np.ndarray, start: int,
-                         extra: Mapping[str, Sequence[float]] | None = None) -> None:
+                         extra: Mapping[str, Sequence[float]] | None = None,
+                         settings: Mapping[str, float | int | str] | None = None) -> None:
         """Write post-hoc measurements ``values`` ``(chains, n, *k)`` for stored positions ``start .. start+n-1``
         and record the measured count (data first, then the count).  Measurements must be contiguous:
         ``start`` equals the count already measured.  A new observable's array is created with its
@@ -205,7 +206,9 @@ class EnsembleWriter:
 
         ``extra`` names the trailing axes of a non-scalar observable and gives their coordinates, e.g.
         ``{"flow_time": t}`` for ``E(t)`` along the Wilson flow; it is stored with the array and must be the same
-        for every later append (a different grid raises ``StoreError``)."""
+        for every later append (a different grid raises ``StoreError``).  ``settings`` records how the values were
+        computed, e.g. ``{"flow_eps": 0.02}`` (the Wilson-flow integrator step), likewise with the array and the same
+        for every later append (an array measured before settings were recorded takes any)."""
         if obs in self._per_traj_vars() or obs in ("links", "traj", "chain") or obs in CHECKPOINT_ARRAYS:
             raise StoreError(f"{obs!r} is recorded during generation of {self.name!r}; it cannot be re-measured")
         from .spec import check_name
@@ -213,6 +216,7 @@ class EnsembleWriter:
         check_name(obs, "observable")
         values = np.asarray(values, dtype=np.float64)
         extra = {str(k): [float(x) for x in v] for k, v in (extra or {}).items()}
+        settings = {str(k): v for k, v in (settings or {}).items()}
         k_shape = tuple(len(v) for v in extra.values())
         n = values.shape[1] if values.ndim >= 2 else -1
         if values.ndim != 2 + len(k_shape) or values.shape[0] != self.spec.n_chains or values.shape[2:] != k_shape:
@@ -228,13 +232,18 @@ class EnsembleWriter:
         if obs not in self._members():
             self.group.create_array(obs, shape=(self.spec.n_chains, length) + k_shape, chunks=(1, 1024) + k_shape,
                                     dtype="float64", fill_value=np.nan, dimension_names=("chain", "traj") + tuple(extra),
-                                    attributes={"corrflow_coords": extra} if extra else None, **crc_codecs())
+                                    attributes={"corrflow_coords": extra, "corrflow_settings": settings},
+                                    **crc_codecs())
         arr = self._array(obs)
         stored = dict(arr.attrs.get("corrflow_coords", {}))
         if stored != extra:
             raise StoreError(f"{obs}: the stored array has trailing coordinates {list(stored) or 'none'} "
                              f"{'(grid differs)' if list(stored) == list(extra) else ''}; these values have "
                              f"{list(extra) or 'none'}.  Measure the same grid, or remove {obs!r} first.")
+        was = arr.attrs.get("corrflow_settings")
+        if was is not None and dict(was) != settings:
+            raise StoreError(f"{obs}: the stored values were computed with {dict(was) or 'no settings'}, these with "
+                             f"{settings or 'none'}.  Measure with the stored settings, or remove {obs!r} first.")
         if arr.shape[1] != length:
             arr.resize((self.spec.n_chains, length) + k_shape)
         arr[:, start:start + n] = values
@@ -258,6 +267,12 @@ class EnsembleWriter:
     def observable_coords(self, obs: str) -> dict[str, list[float]]:
         """Coordinates of the trailing axes of a post-hoc observable (``{}`` for a scalar one)."""
         return dict(self._array(obs).attrs.get("corrflow_coords", {}))
+
+    def observable_settings(self, obs: str) -> dict[str, Any] | None:
+        """How a post-hoc observable was computed (``write_observable``'s ``settings``); None if measured before
+        settings were recorded."""
+        was = self._array(obs).attrs.get("corrflow_settings")
+        return None if was is None else dict(was)
 
     # --- data ------------------------------------------------------------------------------
     def _write_traj_block(self, arr: Any, start: int, data: np.ndarray) -> None:
