@@ -5,22 +5,28 @@ or ``$CORRFLOW_TEST_JAX_CACHE``; empty disables it), shared by the pytest-xdist 
 same kernels (HMC and heat-bath updates, flow training steps, the Wilson flow) inside fresh closures, which JAX
 retraces but then finds compiled in the cache.  It changes no result, only the compile time.
 
-The test processes (and the CLI subprocesses they start) compile with LLVM optimisation level 1 instead of XLA's
+The test processes (and the CLI subprocesses they start) compile with LLVM optimisation level 0 instead of XLA's
 default 2, without LLVM's expensive passes and with the older fusion emitters (``XLA_FLAGS``, see
-``_TEST_XLA_FLAGS``, set here before JAX starts its backend): measured on the 2-core CI
-machine with a cold cache, a compile-heavy module (tests/flows/test_flows_net.py) takes 89 s instead of 159 s (110 s
-with the level alone) and a run-heavy pair (tests/analyses/test_continuum_su3.py + tests/test_hmc.py) 210 s instead of
-272 s.  XLA:CPU's older (non-MLIR) fusion emitters (``--xla_cpu_use_fusion_emitters=false``) compile faster again
-(2026-12-03, cold cache, ``-n 2``: tests/flows + test_groups + test_theories + test_lattice 238 s instead of 305 s;
-test_fermions + analyses/test_continuum_su3 + test_heatbath 208 s instead of 245 s).  Floating-point results are the
-same: no fast-math either way, so LLVM never reassociates.  Benchmarks do not import this file and keep the default.
+``_TEST_XLA_FLAGS``, set here before JAX starts its backend): compilation dominates the suite with a cold cache (CI),
+and the programs run long enough at level 0 to pay for what it saves.  Measured on the 2-core CI
+machine with a cold cache: level 1 made a compile-heavy module (tests/flows/test_flows_net.py) take 89 s instead of
+159 s (110 s with the level alone) and a run-heavy pair (tests/analyses/test_continuum_su3.py + tests/test_hmc.py)
+210 s instead of 272 s.  XLA:CPU's older (non-MLIR) fusion emitters (``--xla_cpu_use_fusion_emitters=false``)
+compile faster again (2026-12-03, cold cache, ``-n 2``: tests/flows + test_groups + test_theories + test_lattice
+238 s instead of 305 s; test_fermions + analyses/test_continuum_su3 + test_heatbath 208 s instead of 245 s).  Level 0
+(2026-12-06, cold cache, ``-n 2``): flows_smoothing + flows_linear + flows_net + ildg_base + fermions + lattice 185 s
+instead of 259 s at level 1; the whole suite (``.ci/run`` on a clean clone, same hour) 903 s instead of 1211 s.  No
+fast-math at any level, so LLVM never reassociates; but two *different* programs for the same numbers (a one-pass
+and a two-pass evaluation, an observable and its ``jvp``'s primal) may differ in the last bits at level 0 where
+level 1 happened to make them identical, so such tests compare to rounding, not bit for bit.  Benchmarks do not
+import this file and keep the default.
 """
 
 import os
 import re
 from pathlib import Path
 
-_TEST_XLA_FLAGS = {"--xla_backend_optimization_level": "1", "--xla_llvm_disable_expensive_passes": "true",
+_TEST_XLA_FLAGS = {"--xla_backend_optimization_level": "0", "--xla_llvm_disable_expensive_passes": "true",
                    "--xla_cpu_use_fusion_emitters": "false"}
 _flags = os.environ.get("XLA_FLAGS", "")
 os.environ["XLA_FLAGS"] = " ".join([_flags] + [f"{k}={v}" for k, v in _TEST_XLA_FLAGS.items() if k not in _flags]).strip()

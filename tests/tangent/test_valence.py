@@ -148,7 +148,7 @@ def test_two_pass_evaluation_equals_the_full_terms(u1_theory, u1_configs, valenc
     np.testing.assert_array_equal(a, terms.a)
     fits, coef = tg.cross_fit(a, ds)
     o, dvo, do = tg.contracted_derivatives(fld, u1_theory, "beta", names, cf, key, coef, batch=200, valence_mass=0.3)
-    np.testing.assert_array_equal(o, terms.o)
+    np.testing.assert_allclose(o, terms.o, rtol=1e-12)  # another program than the full terms': equal to rounding
     assert not do.any()
     ref = np.einsum("...ik,...k->...i", terms.b, coef)
     np.testing.assert_allclose(dvo, ref, rtol=1e-7, atol=1e-9 * np.abs(ref).max())
@@ -177,7 +177,7 @@ def test_two_pass_evaluation_with_sea_quarks(schwinger_store):
     names = ("plaquette", "condensate", "pion@1")
     full = tg.compute_terms(fld, th, "mass", names, cf, key, batch=16, traces=tr)
     ds, a = tg.field_terms(fld, th, "mass", cf, key, batch=16, traces=tr)
-    np.testing.assert_allclose(ds, full.ds, rtol=1e-12)
+    np.testing.assert_allclose(ds, full.ds, rtol=1e-11)  # the CG solves of two programs: rounding
     np.testing.assert_allclose(a, full.a, rtol=1e-10, atol=1e-12 * np.abs(full.a).max())
     coef = np.random.default_rng(0).normal(size=a.shape)
     o, dvo, do = tg.contracted_derivatives(fld, th, "mass", names, cf, key, coef, batch=16, traces=tr)
