@@ -50,6 +50,7 @@ def test_heatbath_generate_resume_bitwise_measure_and_scales(tmp_path):
     res = runner.invoke(app, ["info", str(full), "hb"], terminal_width=200)
     assert res.exit_code == 0 and "heatbath" in res.output
     assert "heat bath: 1 Cabibbo-Marinari sweep(s) + 2" in res.output
+    assert "flow_E_clov (12 measured, flow_eps 0.05)" in " ".join(res.output.split())  # how E(t) was integrated
 
 
 def test_heatbath_refuses_u1_and_fermions_before_touching_the_store(tmp_path):

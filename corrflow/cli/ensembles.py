@@ -179,8 +179,10 @@ def info(
                           f"{d['n_chains']} x {d['committed']}", f"{d['links_bytes'] / 2**20:.1f} MiB",
                           status if how is None else f"[yellow]{status}[/]")
             of = {k: "" if v == d["committed"] else f" of {d['committed']}" for k, v in d["observables"].items()}
+            made = {k: "".join(f", {s} {format(x, 'g') if isinstance(x, (int, float)) else x}"
+                               for s, x in d["observable_settings"].get(k, {}).items()) for k in d["observables"]}
             obs = ", ".join(list(d["measurements"])
-                            + [f"{k} ({v}{of[k]} measured)" for k, v in d["observables"].items()])
+                            + [f"{k} ({v}{of[k]} measured{made[k]})" for k, v in d["observables"].items()])
             notes.append(f"[bold]{nm}[/]: observables {obs}")
             if how is not None:
                 notes.append(f"  [yellow]{how}[/]")

@@ -264,7 +264,9 @@ class EnsembleStore:
 
         ``target`` is the number of trajectories per chain the last run was asked for (the number of files of
         an import), ``complete`` whether they are all committed (without a target: whether anything is);
-        ``cost_s`` the recorded generation seconds of the committed configurations (None if not recorded)."""
+        ``cost_s`` the recorded generation seconds of the committed configurations (None if not recorded);
+        ``observables`` the post-hoc measurements and how many trajectories each covers, ``observable_settings``
+        how they were computed (``{"flow_eps": 0.02}`` for the Wilson flow; empty where nothing was recorded)."""
         node = self._node(name)
         spec = EnsembleSpec.from_json(node.attrs["corrflow_ensemble"])
         com = dict(node.attrs["corrflow_commit"])
@@ -277,6 +279,8 @@ class EnsembleStore:
         cost = com.get("cost_s")
         out["cost_s"] = float(cost) if isinstance(cost, (int, float)) else None
         out["observables"] = {k: int(v) for k, v in dict(node.attrs.get("corrflow_observables", {})).items()}
+        out["observable_settings"] = {k: dict(read_node(self.root.store, f"{name}/{k}").attrs.get("corrflow_settings")
+                                              or {}) for k in out["observables"]}  # e.g. the Wilson-flow step
         itemsize = np.dtype(spec.dtype).itemsize
         out["links_bytes"] = int(com["committed"]) * spec.n_chains * int(np.prod(spec.config_shape)) * itemsize
         return out
