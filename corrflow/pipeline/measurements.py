@@ -143,10 +143,11 @@ def measure_stored(
                                      f"--flow-t-max {stored[-1]:g} --flow-every {stored[1] - stored[0]:g}), or "
                                      f"discard its {done[o]} stored measurements and measure anew (corrflow measure "
                                      "... wilson_flow --replace)")
-                eps = (w.observable_settings(o) or {"flow_eps": flow.eps}).get("flow_eps")  # None: before eps was kept
-                if eps != flow.eps:
-                    raise ValueError(f"{o} of {name!r} was integrated with --flow-eps {eps:g}; these settings ask for "
-                                     f"{flow.eps:g}: continue with --flow-eps {eps:g}, or discard its {done[o]} "
+                was = w.observable_settings(o)  # None: measured before the step was recorded, takes any
+                if was is not None and was.get("flow_eps") != flow.eps:
+                    eps = was.get("flow_eps")
+                    raise ValueError(f"{o} of {name!r} was integrated with --flow-eps {eps}; these settings ask for "
+                                     f"{flow.eps:g}: continue with --flow-eps {eps}, or discard its {done[o]} "
                                      "stored measurements and measure anew (corrflow measure ... wilson_flow "
                                      "--replace)")
         if replace:

@@ -108,10 +108,9 @@ def _candidates(d_max: int, n_candidates: int) -> np.ndarray:
     """Cuts tried: ``0``, ``n_candidates`` equal steps up to ``d_max`` and the powers of two below the first step
     (a drift shorter than the first step -- a hot start that settles within a few trajectories -- would otherwise
     be kept whole or cut far too late)."""
-    steps = np.unique(np.round(np.linspace(0, d_max, n_candidates + 1)).astype(int))
-    first = int(steps[1]) if len(steps) > 1 else 1
-    powers = 2 ** np.arange(max(first.bit_length(), 1))
-    return np.unique(np.concatenate([steps, powers[powers < first]]))
+    steps = np.unique(np.round(np.linspace(0, d_max, n_candidates + 1)).astype(int))  # 0 .. d_max >= 1
+    powers = 2 ** np.arange(int(steps[1]).bit_length())
+    return np.unique(np.concatenate([steps, powers[powers < steps[1]]]))
 
 
 def _one_cut(x: np.ndarray, candidates: np.ndarray) -> tuple[int, float, float, float, float]:

@@ -235,14 +235,14 @@ class EnsembleWriter:
                                     attributes={"corrflow_coords": extra, "corrflow_settings": settings},
                                     **crc_codecs())
         arr = self._array(obs)
-        stored = dict(arr.attrs.get("corrflow_coords", {}))
+        stored = self.observable_coords(obs)
         if stored != extra:
             raise StoreError(f"{obs}: the stored array has trailing coordinates {list(stored) or 'none'} "
                              f"{'(grid differs)' if list(stored) == list(extra) else ''}; these values have "
                              f"{list(extra) or 'none'}.  Measure the same grid, or remove {obs!r} first.")
-        was = arr.attrs.get("corrflow_settings")
-        if was is not None and dict(was) != settings:
-            raise StoreError(f"{obs}: the stored values were computed with {dict(was) or 'no settings'}, these with "
+        was = self.observable_settings(obs)
+        if was is not None and was != settings:
+            raise StoreError(f"{obs}: the stored values were computed with {was or 'no settings'}, these with "
                              f"{settings or 'none'}.  Measure with the stored settings, or remove {obs!r} first.")
         if arr.shape[1] != length:
             arr.resize((self.spec.n_chains, length) + k_shape)
