@@ -61,7 +61,8 @@ def _batch_stochastic(flow: Flow, params: Array, base: Any, target: Any, u: Arra
 def flowed_reweighting(flow: Flow, params: Array, base: Any, target: Any, configs: Any,
                        measure: Callable[[Array], dict[str, Array]], *, batch: int = 64,
                        keep_links: bool = False, progress: Callable[[int, int], None] | None = None,
-                       det_noise: int = 0, key: Array | None = None) -> PairedSamples:
+                       det_noise: int = 0, key: Array | None = None,
+                       noise_keys: Array | None = None) -> PairedSamples:
     """Apply the flow to every base configuration and measure both sides, in equal batches of at most ``batch``
     configurations (the last padded; one compiled program).
 
@@ -72,9 +73,10 @@ def flowed_reweighting(flow: Flow, params: Array, base: Any, target: Any, config
     Fermion theories: by default the weights contain the exact determinant ratio (``theory.action``, dense).
     With ``det_noise > 0`` they use the unbiased stochastic estimate of ``det M_{a'}(f(U)) / det M_a(U)``
     (:func:`corrflow.theories.fermions.log_det_ratio_estimate`, ``det_noise`` Gaussian noise vectors per
-    configuration, keys ``fold_in(key, i)`` for configuration ``i``): the reweighted ratio stays exact in the
-    limit of many configurations, at the price of noisier weights; this is the path for lattices too large for
-    dense determinants.
+    configuration, keys ``fold_in(key, i)`` for configuration ``i``, or ``noise_keys[i]`` when given, shape
+    ``(n, 2)``: keys tied to the configuration's place in its chain make the weights independent of batching and
+    resumption): the reweighted ratio stays exact in the limit of many configurations, at the price of noisier
+    weights; this is the path for lattices too large for dense determinants.
     """
     n = len(configs)
     if det_noise:
@@ -82,8 +84,10 @@ def flowed_reweighting(flow: Flow, params: Array, base: Any, target: Any, config
             raise ValueError("det_noise > 0 needs fermion theories (WilsonFermionAction) for base and target")
         if target.n_flavors != 2 or base.n_flavors != 2:
             raise ValueError("the stochastic determinant ratio is implemented for n_f = 2")
-        if key is None:
+        if key is None and noise_keys is None:
             raise ValueError("det_noise > 0 needs a random key (key=jax.random.PRNGKey(...))")
+        if noise_keys is not None and len(noise_keys) != n:
+            raise ValueError(f"noise_keys has {len(noise_keys)} keys for {n} configurations")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     # equal batches of at most ``batch`` configurations, the last padded with copies of the last configuration:
@@ -98,7 +102,10 @@ def flowed_reweighting(flow: Flow, params: Array, base: Any, target: Any, config
             blk = np.concatenate([blk, np.repeat(blk[-1:], size - k, axis=0)])
         u = jnp.asarray(blk)
         if det_noise:
-            keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(lo, lo + size))
+            if noise_keys is not None:  # the padding repeats the last configuration's key
+                keys = jnp.asarray(np.asarray(noise_keys)[np.minimum(np.arange(lo, lo + size), n - 1)])
+            else:
+                keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(lo, lo + size))
             out = _batch_stochastic(flow, params, base, target, u, measure, keep_links, keys, int(det_noise))
         else:
             out = _batch(flow, params, base, target, u, measure, keep_links)

@@ -234,7 +234,9 @@ def _generation(d: dict[str, Any]) -> str:
     if d["kind"] == "flowed":
         f = d["flow"]
         how = "the identity (direct reweighting)" if f.get("flow_id") == "identity" else f"flow {f.get('flow_id', '?')}"
-        return f"flowed from {f.get('source')} by {how}, configuration by configuration"
+        weights = (f"; weights with a stochastic determinant ratio ({f['det_noise']} noise vectors per configuration)"
+                   if f.get("det_noise") else "")
+        return f"flowed from {f.get('source')} by {how}, configuration by configuration{weights}"
     if h.get("algorithm") == "heatbath":
         return (f"heat bath: {h.get('n_heatbath', 1)} Cabibbo-Marinari sweep(s) + {h.get('n_overrelax', 0)} "
                 "over-relaxation sweep(s) per update")

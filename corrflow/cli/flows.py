@@ -132,7 +132,7 @@ def train(
         from ..flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resolve_optimizer, resume_kwargs
         from ..flows.train import train as train_flow
         from ..flows.train import held_out_summary, worse_than_start
-        from ..pipeline.handles import check_exact_weights, training_sets
+        from ..pipeline.handles import TRAINING_REMEDY, check_exact_weights, training_sets
         from ..store import check_writable_dir, open_store
 
         check_writable_dir(out, "--out")  # before the training, not after it
@@ -145,7 +145,7 @@ def train(
             k, v = next(iter(shift.items()))
             raise CLIError(f"--to {' '.join(to)} gives the parameters of {from_!r} itself ({base.params()}): a flow "
                            f"needs a shifted target, e.g. --to {k}={v + 0.1 * max(abs(v), 1.0):g}")
-        check_exact_weights(base, "training a flow")
+        check_exact_weights(base, "training a flow", TRAINING_REMEDY)
         kind_ = kind
         staple_options = loops is not None or degree is not None or net_width or smear  # residual-only options
         if kind_ == "auto":
@@ -236,7 +236,10 @@ def correlate(
     to: List[str] = typer.Option([], help="target parameters, e.g. beta=2.2: needed with --identity; with --flow "
                                           "checked against the flow's target"),
     batch: int = typer.Option(64, help="base configurations per batch (and per stored chunk)"),
-    seed: int = typer.Option(0, help="seed of the flowed Metropolis chain"),
+    seed: int = typer.Option(0, help="seed of the flowed Metropolis chain (and of the determinant noise)"),
+    det_noise: int = typer.Option(0, help="two-flavour dynamical quarks: noise vectors per configuration of an unbiased "
+                                          "stochastic determinant ratio (one CG solve each) instead of the exact, dense "
+                                          "one (0); for lattices too large for dense algebra"),
 ) -> None:
     """Flow every base configuration; store f(U), log weights, log Jacobians and the pairing (resumable)."""
 
@@ -248,6 +251,8 @@ def correlate(
             raise CLIError("give exactly one of --flow CHECKPOINT or --identity")
         if batch < 1:
             raise CLIError(f"--batch must be >= 1, got {batch}")
+        if det_noise < 0:
+            raise CLIError(f"--det-noise must be >= 0 (0: the exact determinant ratio), got {det_noise}")
         check_name(name)
         if name == from_:
             raise CLIError(f"--name {name!r} is the base ensemble (--from); the flowed ensemble needs a name of its own")
@@ -257,10 +262,11 @@ def correlate(
             bspec = st.spec(from_)
             shift = _parse_assignments(to, bspec.params, len(bspec.shape)) if to or identity else None
             if identity:
-                res = direct_to_store(st, from_, name, shift, batch=batch, seed=seed, progress=prog)
+                res = direct_to_store(st, from_, name, shift, batch=batch, seed=seed, progress=prog,
+                                      det_noise=det_noise)
             else:
                 res = correlate_to_store(st, from_, name, checkpoint=flow, batch=batch, seed=seed, progress=prog,
-                                         target_params=shift)
+                                         target_params=shift, det_noise=det_noise)
         console.print(f"[green]done[/] {res.name}: +{res.n_new} -> {res.committed} paired configurations per chain, "
                       f"weight ESS {res.weight_ess_fraction:.3f}, flowed-chain acceptance {res.acceptance:.3f}, "
                       f"log<w> {res.log_mean_weight:.5f}")

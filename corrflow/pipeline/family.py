@@ -156,7 +156,8 @@ def family(pipe: Pipeline, base_theory: Any, targets: Sequence[Any], *, ensemble
     flow_batch : int, optional
         Configurations per batch when applying flows (default: the HMC block size).
     weights, n_noise
-        ``"exact"`` (stored) or ``"stochastic"`` determinant ratios (two flavours; in memory).
+        ``"exact"`` (dense) or ``"stochastic"`` determinant ratios (two flavours, ``n_noise`` noise vectors per
+        configuration; any lattice size), both stored (:meth:`Pipeline.paired`).
     beta_of : callable, optional
         ``theory -> beta`` for ``markov.step_scaling == "inverse_sqrt_beta"`` (default ``theory.params()["beta"]``).
     """

@@ -22,6 +22,7 @@ __all__ = [
     "held_out_positions",
     "is_fermion",
     "check_exact_weights",
+    "TRAINING_REMEDY",
     "parameter_shift",
     "shift_tag",
     "training_configs",
@@ -46,16 +47,26 @@ def exact_theory(theory: Any) -> Any:
     return theory.replace(det="exact") if is_fermion(theory) else theory
 
 
-def check_exact_weights(theory: Any, what: str = "reweighting") -> None:
+#: the way out for training beyond the dense limit: flows transfer between volumes, and their weights on the large
+#: lattice can be stochastic
+TRAINING_REMEDY = ("train on a smaller lattice at the same couplings (dense determinants) and apply the flow here "
+                   "with `corrflow correlate --det-noise N` (volume transfer, stochastic determinant ratio); "
+                   "quark-mass derivatives come without determinants from `corrflow derivative STORE ENSEMBLE "
+                   "--param mass`")
+
+
+def check_exact_weights(theory: Any, what: str = "reweighting", remedy: str | None = None) -> None:
     """One-line ``ValueError`` when ``what`` (training a flow, reweighting) would need the exact fermion determinant
     ratio of a Dirac matrix too large for dense algebra (:func:`corrflow.observables.fermions.check_dense`:
-    su3-wilson 4^4 takes ~13 s and ~1 GB per configuration and evaluation on a 2-core CPU); pure gauge passes."""
+    su3-wilson 4^4 takes ~13 s and ~1 GB per configuration and evaluation on a 2-core CPU); pure gauge passes.
+    ``remedy``: the way out the message offers (default: the tangent estimator for quark-mass derivatives)."""
     if is_fermion(theory):
         from ..observables.fermions import check_dense
 
         check_dense(theory, f"{what} with dynamical quarks takes the exact determinant ratio of",
-                    remedy="quark-mass derivatives on this lattice come without determinants from `corrflow "
-                           "derivative STORE ENSEMBLE --param mass` (the tangent estimator, stochastic traces)")
+                    remedy=remedy or "quark-mass derivatives on this lattice come without determinants from `corrflow "
+                                     "derivative STORE ENSEMBLE --param mass` (the tangent estimator, stochastic "
+                                     "traces)")
 
 
 def parameter_shift(base: Any, target: Any) -> tuple[str, float]:
@@ -246,16 +257,14 @@ class TrainedFlow:
 @dataclass(frozen=True)
 class PairedEnsemble:
     """``f(U_i)`` with ``log w_i = -S_{a'}(f(U_i)) + S_a(U_i) + log J_f(U_i)`` for every configuration ``U_i`` of
-    ``base`` (``flow is None``: the identity, i.e. direct reweighting), paired row by row with the base.
-
-    Stored (``name`` is the store ensemble) or, for stochastic determinant weights, in memory (``name`` None)."""
+    ``base`` (``flow is None``: the identity, i.e. direct reweighting), paired row by row with the base; ``name``
+    is the store ensemble."""
 
     base: Ensemble
     target: Any = field(repr=False)
     flow: TrainedFlow | None
-    name: str | None
+    name: str
     cost: float
-    memory: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
@@ -266,15 +275,11 @@ class PairedEnsemble:
         return self.base.store
 
     def read(self, var: str) -> np.ndarray:
-        if self.memory is not None:
-            if var not in self.memory:
-                raise ValueError(f"{var!r} is not available for an in-memory paired ensemble")
-            return self.memory[var]
         return _read(self.base.store, self.name, var, self.n)
 
     def links(self) -> np.ndarray:
         """``f(U_i)``, ``(chains, n, *link_shape)`` (the base links for direct reweighting)."""
-        return self.base.links() if self.flow is None and self.memory is None else self.read("links")
+        return self.base.links() if self.flow is None else self.read("links")
 
     def log_weights(self) -> np.ndarray:
         """``log w``, ``(chains, n)``."""

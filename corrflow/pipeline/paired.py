@@ -4,6 +4,15 @@ behind ``corrflow correlate`` and the pipeline's ensure-paired step; the physics
 :func:`corrflow.correlate.flowed_reweighting`.  The commit record carries the cost of the flowed configurations
 (``cost_s``: flow application, weights and measurements, steady state, compilation excluded -- the cost ledger's
 definition), so an analysis that reuses a paired ensemble made by ``corrflow correlate`` is charged for it.
+
+Dynamical quarks on lattices too large for dense determinants: ``det_noise = N`` stores weights with the unbiased
+stochastic estimate of the two-flavour determinant ratio (:func:`corrflow.theories.fermions.log_det_ratio_estimate`,
+``N`` Gaussian noise vectors per configuration, one CG solve each).  ``exp(log_weight)`` is then an unbiased
+estimate of the exact weight, so reweighted means stay exact as the ensemble grows, and the flowed Metropolis chain,
+which keeps the estimate of the state it holds, is an exact pseudo-marginal chain at ``a'``.  The noise of
+configuration ``traj`` of chain ``c`` comes from ``fold_in(fold_in(fold_in(key(seed), DET_NOISE_STREAM), c), traj)``:
+the weights do not depend on batching or on where a run was resumed.  ``N`` is part of the stored settings (a resume
+with another ``N`` is refused); the stored ``action`` is NaN then (the total action needs the determinant).
 """
 
 from __future__ import annotations
@@ -15,10 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..correlate import flowed_metropolis, flowed_reweighting, identity_flow
-from .handles import check_exact_weights
+from .handles import check_exact_weights, is_fermion
 from .ledger import Clock
 
-__all__ = ["CorrelateSummary", "correlate_to_store", "direct_to_store"]
+__all__ = ["CorrelateSummary", "correlate_to_store", "direct_to_store", "DET_NOISE_STREAM"]
+
+#: ``fold_in`` tag of the determinant-noise stream under the seed's key (the Metropolis chains use the chain index)
+DET_NOISE_STREAM = 0x646574
 
 
 class CorrelateSummary(NamedTuple):
@@ -32,7 +44,7 @@ class CorrelateSummary(NamedTuple):
 
 def correlate_to_store(store: Any, base_name: str, name: str, *, checkpoint: Any = None, batch: int = 64,
                        seed: int = 0, progress: Callable[[int, int], None] | None = None,
-                       target_params: dict[str, float] | None = None) -> CorrelateSummary:
+                       target_params: dict[str, float] | None = None, det_noise: int = 0) -> CorrelateSummary:
     """Write the flowed ensemble ``name`` of base ensemble ``base_name``: ``f(U_i)`` for every stored base
     configuration, with ``log_weight``, ``log_jacobian``, the pairing (``source_chain``, ``source_traj``;
     the ``traj`` coordinate is the base's) and the base's observables measured on ``f(U_i)``.
@@ -44,6 +56,8 @@ def correlate_to_store(store: Any, base_name: str, name: str, *, checkpoint: Any
     the same parameters (volume transfer).  Resumable: continues after the committed configurations.
     ``target_params`` (e.g. ``{"beta": 2.2}``): the parameters the caller expects the flowed ensemble at, checked
     against the flow's target (``ValueError`` naming both if they differ: a flow maps onto its own target only).
+    ``det_noise``: noise vectors of the stochastic two-flavour determinant ratio per configuration (0: exact, dense;
+    module docstring).
     """
     from ..flows.train import load_checkpoint
 
@@ -57,12 +71,14 @@ def correlate_to_store(store: Any, base_name: str, name: str, *, checkpoint: Any
             raise ValueError(f"the flow {checkpoint} maps onto {flows_to}, not {asked}: train a flow to {asked} "
                              "(corrflow train --to ...), or leave out --to")
     return _correlate(store, base_name, name, ck["flow"], ck["params"], ck["base"], ck["target"], ck["id"],
-                      str(checkpoint), batch, seed, progress)
+                      str(checkpoint), batch, seed, progress, det_noise)
 
 
 def direct_to_store(store: Any, base_name: str, name: str, target_params: dict[str, float], *, batch: int = 64,
-                    seed: int = 0, progress: Callable[[int, int], None] | None = None) -> CorrelateSummary:
-    """The direct-reweighting baseline as a flowed ensemble with the identity flow (``log J = 0``)."""
+                    seed: int = 0, progress: Callable[[int, int], None] | None = None,
+                    det_noise: int = 0) -> CorrelateSummary:
+    """The direct-reweighting baseline as a flowed ensemble with the identity flow (``log J = 0``); ``det_noise``
+    as in :func:`correlate_to_store`."""
     from ..theories import make_theory
 
     spec = store.spec(base_name)
@@ -70,11 +86,19 @@ def direct_to_store(store: Any, base_name: str, name: str, target_params: dict[s
     target = base.replace(**target_params)
     flow = identity_flow(base)
     return _correlate(store, base_name, name, flow, flow.init_params(), base, target, "identity", None, batch, seed,
-                      progress)
+                      progress, det_noise)
+
+
+def _noise_keys(seed: int, chains: int, trajs: np.ndarray) -> np.ndarray:
+    """Determinant-noise keys ``(chains * len(trajs), 2)``, chain-major (module docstring)."""
+    root = jax.random.fold_in(jax.random.PRNGKey(seed), DET_NOISE_STREAM)
+    per_chain = jax.vmap(lambda c: jax.random.fold_in(root, c))(jnp.arange(chains))
+    keys = jax.vmap(lambda k: jax.vmap(lambda t: jax.random.fold_in(k, t))(jnp.asarray(trajs)))(per_chain)
+    return np.asarray(keys).reshape(chains * len(trajs), -1)
 
 
 def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id, ckpt_path, batch, seed,
-               progress) -> CorrelateSummary:  # noqa: ANN001
+               progress, det_noise=0) -> CorrelateSummary:  # noqa: ANN001
     from ..generate import measurements_from_names
     from ..store import EnsembleSpec, StoreError
     from ..theories import make_theory
@@ -92,7 +116,17 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
                          f"{bspec.params}; train a flow from this ensemble")
     base = make_theory(bspec.theory, bspec.shape, **bspec.params)
     target = make_theory(bspec.theory, bspec.shape, **target_ck.params())
-    check_exact_weights(base, "reweighting" if flow_id == "identity" else "flowing")
+    det_noise = int(det_noise)
+    if det_noise < 0:
+        raise ValueError(f"det_noise must be >= 0 (0: exact determinants), got {det_noise}")
+    if det_noise and not (is_fermion(base) and base.n_flavors == 2):
+        raise StoreError(f"a stochastic determinant ratio (--det-noise) needs two flavours of dynamical quarks; "
+                         f"{base_name!r} is {bspec.theory}" + (f" with n_f = {base.n_flavors}" if is_fermion(base)
+                                                               else " (pure gauge: its weights are exact already)"))
+    if not det_noise:
+        check_exact_weights(base, "reweighting" if flow_id == "identity" else "flowing",
+                            remedy="give --det-noise N (an unbiased stochastic determinant ratio, N noise vectors and "
+                                   "CG solves per configuration; `det_noise=N` in the library)")
     if target.params() == base.params():  # refused before anything is written
         raise StoreError(f"the target parameters {target.params()} are those of {base_name!r} itself: a correlated "
                          "ensemble needs a shift (--to another value, or a flow trained to other parameters)")
@@ -106,6 +140,7 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
                               "source_params": bspec.params, "loops": list(flow.loops), "n_sweeps": flow.n_sweeps,
                               "trained_shape": list(base_ck.shape),
                               **({"degree": flow.degree} if flow.degree else {}),
+                              **({"det_noise": det_noise} if det_noise else {}),
                               **({"kind": flow.kind} if getattr(flow, "kind", "residual") != "residual" else {})})
 
     def refuse_existing(stored: EnsembleSpec, committed: int) -> None:
@@ -152,7 +187,12 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
             m = len(flat)
             if m < c * batch:  # a short last block is padded (one compiled flow program for every block)
                 flat = np.concatenate([flat, np.repeat(flat[-1:], c * batch - m, axis=0)])
-            out = flowed_reweighting(flow, params, base, target, flat, measure, batch=len(flat), keep_links=True)
+            noise = dict(det_noise=det_noise, noise_keys=_noise_keys(seed, c, base_traj[lo:hi])) if det_noise else {}
+            if noise and m < c * batch:
+                noise["noise_keys"] = np.concatenate([noise["noise_keys"],
+                                                      np.repeat(noise["noise_keys"][-1:], c * batch - m, axis=0)])
+            out = flowed_reweighting(flow, params, base, target, flat, measure, batch=len(flat), keep_links=True,
+                                     **noise)
             out = jax.tree_util.tree_map(lambda x: x[:m], out)
             shp = (c, hi - lo)
             lw = out.log_w.reshape(shp)
@@ -162,7 +202,8 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
                                           current=cur[ch])
                 acc[ch], cur[ch] = chain.accepted, chain.log_w_current
             per = {k: v.reshape(shp) for k, v in out.flowed.items()}
-            per.update(action=np.asarray(target.action(jnp.asarray(out.links))).reshape(shp),
+            act = np.full(shp, np.nan) if det_noise else np.asarray(target.action(jnp.asarray(out.links))).reshape(shp)
+            per.update(action=act,
                        delta_H=np.full(shp, np.nan), accepted=acc, step_size=np.full(shp, np.nan),
                        log_weight=lw, log_jacobian=out.log_jacobian.reshape(shp),
                        source_chain=np.repeat(np.arange(c)[:, None], hi - lo, axis=1),

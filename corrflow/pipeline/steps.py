@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .handles import (
+    TRAINING_REMEDY,
     Ensemble,
     PairedEnsemble,
     TrainedFlow,
@@ -145,7 +146,7 @@ class Pipeline:
 
         base_x, target_x = exact_theory(source.theory), exact_theory(target)
         validate_shift(base_x, target_x)
-        check_exact_weights(base_x, "training a flow")
+        check_exact_weights(base_x, "training a flow", TRAINING_REMEDY)
         flow = flow_settings.make(base_x)
         cfg = training.config(len(base_x.shape), getattr(flow, "kind", "residual"),
                               bool(getattr(flow, "smoothing", ())))
@@ -216,22 +217,30 @@ class Pipeline:
         into the paired ensemble ``name`` (default ``<base>__flow_<id>`` / ``<base>__direct_<shift>``), or reuse
         it; return it with the cost of its first ``base.n`` configurations.
 
-        ``weights="stochastic"`` (two-flavour fermions): the gauge action and Jacobian exactly, the determinant
-        ratio by the unbiased estimator with ``n_noise`` noise vectors, computed in memory (not stored).
+        ``weights="stochastic"`` (two-flavour fermions, lattices of any size): the gauge action and Jacobian
+        exactly, the determinant ratio by the unbiased estimator with ``n_noise`` noise vectors per configuration
+        (:func:`corrflow.pipeline.correlate_to_store` with ``det_noise``; default name suffix ``__noise<n>``).
         """
         from .paired import correlate_to_store, direct_to_store
 
         base_x, target_x = exact_theory(base.theory), exact_theory(target)
         validate_shift(base_x, target_x)
         stage = stage or ("direct" if flow is None else "flow")
-        if weights == "stochastic":
-            return self._paired_stochastic(base, base_x, target_x, flow, batch, seed, n_noise, stage)
-        if weights != "exact":
+        if weights not in ("exact", "stochastic"):
             raise ValueError(f"weights must be 'exact' or 'stochastic', got {weights!r}")
-        check_exact_weights(base_x)
+        det_noise = 0
+        if weights == "stochastic":
+            if not (is_fermion(base_x) and base_x.n_flavors == 2):
+                raise ValueError("weights='stochastic' estimates a two-flavour determinant ratio; it needs a fermion "
+                                 "theory with n_flavors = 2")
+            if int(n_noise) < 1:
+                raise ValueError(f"weights='stochastic' needs n_noise >= 1 noise vectors, got {n_noise}")
+            det_noise = int(n_noise)
+        else:
+            check_exact_weights(base_x)
         if name is None:
             name = (f"{base.name}__direct_{shift_tag(base_x, target_x)}" if flow is None
-                    else f"{base.name}__flow_{flow.id[:10]}")
+                    else f"{base.name}__flow_{flow.id[:10]}") + (f"__noise{det_noise}" if det_noise else "")
         expect = "identity" if flow is None else flow.id
         store, rep = self.store, self.progress
         n_base = int(store.commit(base.name)["committed"])
@@ -254,10 +263,11 @@ class Pipeline:
 
             if flow is None:
                 tgt = {k: v for k, v in target_x.params().items() if base_x.params().get(k) != v}
-                summ = direct_to_store(store, base.name, name, tgt, batch=batch, seed=seed, progress=prog)
+                summ = direct_to_store(store, base.name, name, tgt, batch=batch, seed=seed, progress=prog,
+                                       det_noise=det_noise)
             else:
                 summ = correlate_to_store(store, base.name, name, checkpoint=flow.checkpoint, batch=batch, seed=seed,
-                                          progress=prog)
+                                          progress=prog, det_noise=det_noise)
             rep.finish(stage)
             self.ledger.record(key, clock.cost(summ.committed - have), clock.wall, summ.committed,
                                accumulate=have > 0)
@@ -274,36 +284,6 @@ class Pipeline:
             raise ValueError(f"ensemble {name!r} is not paired row by row with {base.name!r}; the store is "
                              "inconsistent")
 
-    def _paired_stochastic(self, base: Ensemble, base_x: Any, target_x: Any, flow: TrainedFlow | None, batch: int,
-                           seed: int, n_noise: int, stage: str) -> PairedEnsemble:
-        """In-memory paired ensemble with the determinant ratio estimated by ``n_noise`` noise vectors per
-        configuration (:func:`corrflow.correlate.flowed_reweighting` with ``det_noise``; key ``fold_in(PRNGKey(seed),
-        1)`` for a flow, ``2`` for direct reweighting)."""
-        import jax
-
-        from ..correlate import flowed_reweighting, identity_flow
-        from ..generate import GaugeMeasurements
-
-        if not (is_fermion(base_x) and base_x.n_flavors == 2):
-            raise ValueError("weights='stochastic' estimates a two-flavour determinant ratio; it needs a fermion "
-                             "theory with n_flavors = 2")
-        fl = identity_flow(base_x) if flow is None else flow.flow
-        params = fl.init_params() if flow is None else flow.params
-        links = base.links()
-        flat = links.reshape((-1,) + links.shape[2:])
-        clock = Clock()
-
-        def prog(d: int, t: int) -> None:
-            clock.tick(d)
-            self.progress.update(stage, d, t)
-
-        out = flowed_reweighting(fl, params, base_x, target_x, flat, GaugeMeasurements(base_x.group), batch=batch,
-                                 keep_links=True, progress=prog, det_noise=int(n_noise),
-                                 key=jax.random.fold_in(jax.random.PRNGKey(seed), 2 if flow is None else 1))
-        self.progress.finish(stage)
-        mem = {"links": out.links.reshape(links.shape), "log_weight": out.log_w.reshape(links.shape[:2])}
-        return PairedEnsemble(base, target_x, flow, None, clock.cost(len(flat)), memory=mem)
-
     # -- measurements ------------------------------------------------------------------------------
 
     def measure(self, ensemble: Ensemble | PairedEnsemble, observables: Sequence[str], *, grid: Any = None,
@@ -314,8 +294,6 @@ class Pipeline:
         from .measurements import measure_stored
 
         name = ensemble.name
-        if name is None:
-            raise ValueError("in-memory paired ensembles cannot be measured in the store")
         store = self.store
         key = f"{'+'.join(observables)}/{name}"
         spec = store.spec(name)

@@ -396,6 +396,12 @@ def test_observables_measured_before_an_extension_are_named(tmp_path):
                 "--obs", "wilson_1x1")
 
 
+def test_stochastic_determinant_weights_need_two_flavours_of_quarks(store_copy):
+    cli_refused(store_copy, r"--det-noise\) needs two flavours of dynamical quarks; 'base' is u1 \(pure gauge",
+                "correlate", "--store", store_copy, "--from", "base", "--name", "dn", "--identity", "--to", "beta=2.1",
+                "--det-noise", 2)
+
+
 def test_flows_with_quarks_on_a_lattice_too_large_for_dense_determinants(tmp_path):
     """`corrflow train` on a 4^4 su3-wilson ensemble died with "RESOURCE_EXHAUSTED: Out of memory allocating 50 GB"
     (a batch of dense 1536 x 1536 determinants, ~13 s and ~1 GB each on a 2-core CPU) and `correlate --identity`
@@ -423,8 +429,15 @@ def test_flows_with_quarks_on_a_lattice_too_large_for_dense_determinants(tmp_pat
            "step_size": np.full((1, 2), 0.1)}
     with st.writer("w") as w:
         w.append(np.arange(2), links, per, 2)
-    cli_refused(path, "training a flow with dynamical quarks .* dimension V\\*Ns\\*Nc = 3072", "train", "--store",
-                path, "--from", "w", "--to", "mass=0.55", "--out", tmp_path / "flow")
+    cli_refused(path, "training a flow with dynamical quarks .* dimension V\\*Ns\\*Nc = 3072.* smaller lattice .*"
+                      "--det-noise N", "train", "--store", path, "--from", "w", "--to", "mass=0.55", "--out",
+                tmp_path / "flow")
     assert not (tmp_path / "flow").exists()
-    cli_refused(path, "reweighting with dynamical quarks .* --param mass", "correlate", "--store", path, "--from",
-                "w", "--name", "dr", "--identity", "--to", "mass=0.55")
+    cli_refused(path, "reweighting with dynamical quarks .* give --det-noise N", "correlate", "--store", path,
+                "--from", "w", "--name", "dr", "--identity", "--to", "mass=0.55")
+    # the way out works: the stochastic determinant ratio (one noise vector and one CG solve per configuration)
+    code, out = cli("correlate", "--store", path, "--from", "w", "--name", "dr", "--identity", "--to", "mass=0.55",
+                    "--det-noise", 1)
+    assert code == 0 and "+2 -> 2 paired configurations" in out, out
+    lw = np.asarray(open_store(path, "r").array("dr", "log_weight")[:])
+    assert lw.shape == (1, 2) and np.all(np.isfinite(lw))
