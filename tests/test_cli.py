@@ -16,6 +16,38 @@ def test_every_command_has_help_with_examples(command):
     assert "Example" in res.output
 
 
+def _commands(group, path=()):
+    """``(argv prefix, click command)`` of every command under ``group``, analyses included."""
+    import click
+
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, path + (name,))
+        else:
+            yield path + (name,), cmd
+
+
+def test_help_texts_keep_angle_brackets():
+    """The help is rendered as markdown, where `<O>` reads as an HTML tag and vanished: `compare --help` said "side by
+    side: _a'" and `derivative --help` "(P - )(R - )".  Every `<...>` of a command's docstring and option help must
+    reach the rendered help (write them in backticks)."""
+    import re
+
+    import typer
+
+    seen = 0
+    for argv, cmd in _commands(typer.main.get_command(app)):
+        texts = [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+        tokens = {t for text in texts for t in re.findall(r"<[^<>\s`]+>", text)}
+        if not tokens:
+            continue
+        out = runner.invoke(app, [*argv, "--help"], terminal_width=200).output
+        missing = [t for t in sorted(tokens) if t not in out]
+        assert not missing, (argv, missing)
+        seen += 1
+    assert seen >= 2  # compare and derivative have such tokens
+
+
 def test_generate_measure_summary_roundtrip(tmp_path):
     store = tmp_path / "s.zarr"
     res = runner.invoke(app, ["generate", "u1", "--beta", "1.5", "--shape", "6,6", "--n", "400", "--chains", "2",

@@ -288,7 +288,7 @@ def compare(
                                           "ensemble and its base, so the pairing is kept): a number, or auto (the "
                                           "longest cut of the base and the independent ensembles)"),
 ) -> None:
-    """The estimators side by side: <O>_a', the difference and derivative, errors, ESS, variance reduction."""
+    """The estimators side by side: `<O>_a'`, the difference and derivative, errors, ESS, variance reduction."""
 
     def body() -> None:
         from ..compare import compare_ensembles, parameter_shift

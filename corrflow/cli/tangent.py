@@ -137,12 +137,12 @@ def derivative(
     second_order: bool = typer.Option(False, "--second-order",
                                       help="add the second-order control variate to the tangent rows: the same "
                                            "identity with R_v in place of O, weighted by the slope of O on dS; for "
-                                           "the plaquette it turns the product (P - <P>)(R - <R>) into (R - <R>)^2 "
-                                           "(d<P>/dbeta at beta = 6.0 on 8^4: 18x instead of 6.6x); two passes, the "
+                                           "the plaquette it turns the product `(P - <P>)(R - <R>)` into `(R - <R>)^2` "
+                                           "(`d<P>/dbeta` at beta = 6.0 on 8^4: 18x instead of 6.6x); two passes, the "
                                            "second about 5x the first's cost; pure-gauge ensembles"),
     json_: bool = typer.Option(False, "--json", help="print one JSON object (for scripts) instead of the table"),
 ) -> None:
-    """Derivatives d<O>/d(param) by the tangent-flow estimator (unbiased, no weights) and the connected estimator,
+    """Derivatives `d<O>/d(param)` by the tangent-flow estimator (unbiased, no weights) and the connected estimator,
     with value(error), tau_int and the variance reduction.  The per-configuration terms are saved in the checkpoint
     after every batch: an interrupted run continues where it stopped when the same command is run again."""
 
