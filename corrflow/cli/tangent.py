@@ -112,7 +112,7 @@ def derivative(
     noise: int = typer.Option(2, help="fermion ensembles, stochastic traces: noise vectors per configuration"),
     dilution: str = typer.Option("even-odd", help="stochastic traces: split each noise vector into pieces solved "
                                                   "separately: none | even-odd (2 solves; the default: 2.9x less "
-                                                  "noise per solve in 4D QCD) | spin-color (Ns*Nc) | full (2*Ns*Nc)"),
+                                                  "noise per solve in 4D QCD) | spin-color (`Ns*Nc`) | full (`2*Ns*Nc`)"),
     t0_ref: float = typer.Option(0.3, help="t^2 E(t0) that defines t0: with two or more t2E@T observables whose mean "
                                            "crosses it, the derivative of t0/a^2 joins the table"),
     w0_ref: float = typer.Option(0.3, help="W(w0^2) = t d/dt t^2 E that defines w0: with four or more t2E@T whose W "
