@@ -185,12 +185,14 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
             u = np.asarray(base_links[:, lo:hi])  # (chains, b, ...)
             flat = u.reshape((-1,) + u.shape[2:])
             m = len(flat)
-            if m < c * batch:  # a short last block is padded (one compiled flow program for every block)
-                flat = np.concatenate([flat, np.repeat(flat[-1:], c * batch - m, axis=0)])
-            noise = dict(det_noise=det_noise, noise_keys=_noise_keys(seed, c, base_traj[lo:hi])) if det_noise else {}
-            if noise and m < c * batch:
-                noise["noise_keys"] = np.concatenate([noise["noise_keys"],
-                                                      np.repeat(noise["noise_keys"][-1:], c * batch - m, axis=0)])
+
+            def pad(x: np.ndarray) -> np.ndarray:  # a short last block is padded (one compiled flow program)
+                return np.concatenate([x, np.repeat(x[-1:], c * batch - m, axis=0)]) if m < c * batch else x
+
+            flat = pad(flat)
+            noise = {}
+            if det_noise:
+                noise = dict(det_noise=det_noise, noise_keys=pad(_noise_keys(seed, c, base_traj[lo:hi])))
             out = flowed_reweighting(flow, params, base, target, flat, measure, batch=len(flat), keep_links=True,
                                      **noise)
             out = jax.tree_util.tree_map(lambda x: x[:m], out)
