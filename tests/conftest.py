@@ -19,7 +19,9 @@ instead of 259 s at level 1; the whole suite (``.ci/run`` on a clean clone, same
 fast-math at any level, so LLVM never reassociates; but two *different* programs for the same numbers (a one-pass
 and a two-pass evaluation, an observable and its ``jvp``'s primal) may differ in the last bits at level 0 where
 level 1 happened to make them identical, so such tests compare to rounding, not bit for bit.  Benchmarks do not
-import this file and keep the default.
+import this file and keep the default.  Not a lever (2026-12-07, cold caches, ``-n 2``, test_fermions + flows_4d +
+lattice + hmc): one XLA thread per worker (``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``, so
+the two workers would not share the cores) took 243 s instead of 135 s.
 """
 
 import os
