@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from .handles import Ensemble, PairedEnsemble, TrainedFlow, exact_theory, is_fermion, validate_shift
+from .handles import Ensemble, PairedEnsemble, TrainedFlow, determinant_noise, exact_theory, is_fermion, validate_shift
 from .steps import Pipeline
 
 __all__ = ["Family", "Member", "auto_block_size", "family", "hmc_ensemble_name", "TRAIN_SEED_OFFSET"]
@@ -168,11 +168,7 @@ def family(pipe: Pipeline, base_theory: Any, targets: Sequence[Any], *, ensemble
     for t in targets:
         validate_shift(base_x, exact_theory(t))
     fermions = is_fermion(base_theory)
-    if weights not in ("exact", "stochastic"):
-        raise ValueError(f"weights must be 'exact' or 'stochastic', got {weights!r}")
-    if weights == "stochastic" and not (fermions and base_theory.n_flavors == 2):
-        raise ValueError("weights='stochastic' estimates a two-flavour determinant ratio; it needs a fermion theory "
-                         "with n_flavors = 2")
+    determinant_noise(base_theory, weights, n_noise)  # refused before any HMC
     e = ensemble
     hmc_det = markov.hmc_det if fermions else None
     base_h = base_theory.replace(det=hmc_det) if fermions else base_theory

@@ -23,6 +23,7 @@ __all__ = [
     "is_fermion",
     "check_exact_weights",
     "TRAINING_REMEDY",
+    "determinant_noise",
     "parameter_shift",
     "shift_tag",
     "training_configs",
@@ -67,6 +68,23 @@ def check_exact_weights(theory: Any, what: str = "reweighting", remedy: str | No
                     remedy=remedy or "quark-mass derivatives on this lattice come without determinants from `corrflow "
                                      "derivative STORE ENSEMBLE --param mass` (the tangent estimator, stochastic "
                                      "traces)")
+
+
+def determinant_noise(theory: Any, weights: str, n_noise: int) -> int:
+    """Noise vectors per configuration of the paired ensembles' determinant ratio for ``weights``: 0 for
+    ``"exact"`` (dense), ``n_noise`` for ``"stochastic"`` (:func:`corrflow.pipeline.correlate_to_store`'s
+    ``det_noise``); one-line ``ValueError`` for another ``weights``, a stochastic ratio without two flavours of
+    quarks, or ``n_noise < 1``."""
+    if weights not in ("exact", "stochastic"):
+        raise ValueError(f"weights must be 'exact' or 'stochastic', got {weights!r}")
+    if weights == "exact":
+        return 0
+    if not (is_fermion(theory) and theory.n_flavors == 2):
+        raise ValueError("weights='stochastic' estimates a two-flavour determinant ratio; it needs a fermion theory "
+                         "with n_flavors = 2")
+    if int(n_noise) < 1:
+        raise ValueError(f"weights='stochastic' needs n_noise >= 1 noise vectors, got {n_noise}")
+    return int(n_noise)
 
 
 def parameter_shift(base: Any, target: Any) -> tuple[str, float]:

@@ -38,8 +38,8 @@ from .handles import (
     _read,
     check_exact_weights,
     default_observables,
+    determinant_noise,
     exact_theory,
-    is_fermion,
     shift_tag,
     validate_shift,
 )
@@ -226,17 +226,8 @@ class Pipeline:
         base_x, target_x = exact_theory(base.theory), exact_theory(target)
         validate_shift(base_x, target_x)
         stage = stage or ("direct" if flow is None else "flow")
-        if weights not in ("exact", "stochastic"):
-            raise ValueError(f"weights must be 'exact' or 'stochastic', got {weights!r}")
-        det_noise = 0
-        if weights == "stochastic":
-            if not (is_fermion(base_x) and base_x.n_flavors == 2):
-                raise ValueError("weights='stochastic' estimates a two-flavour determinant ratio; it needs a fermion "
-                                 "theory with n_flavors = 2")
-            if int(n_noise) < 1:
-                raise ValueError(f"weights='stochastic' needs n_noise >= 1 noise vectors, got {n_noise}")
-            det_noise = int(n_noise)
-        else:
+        det_noise = determinant_noise(base_x, weights, n_noise)
+        if not det_noise:
             check_exact_weights(base_x)
         if name is None:
             name = (f"{base.name}__direct_{shift_tag(base_x, target_x)}" if flow is None
