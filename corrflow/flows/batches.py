@@ -2,7 +2,9 @@
 
 Training (:mod:`corrflow.flows.train`, :mod:`corrflow.flows.linear`) only ever uses its configurations in batches:
 mini-batches for Adam, micro-batches of the full-batch loss and gradient for L-BFGS and Gauss–Newton, batches of the
-held-out log-weights.  So the set need not be in memory: any object with ``shape``, ``dtype`` and ``__getitem__``
+held-out log-weights.  :func:`full_batches` pads a short last batch with copies of its last configuration, so every
+batch has one shape and each jitted program compiles once (a ragged last batch would compile the Gauss–Newton or
+L-BFGS program, tens of seconds for a 4D flow with smoothing terms, a second time).  So the set need not be in memory: any object with ``shape``, ``dtype`` and ``__getitem__``
 (slices and index arrays, returning arrays) serves, e.g. :class:`corrflow.store.StoredConfigs`, which reads the
 configurations from the store when indexed.  :func:`batches` reads the next batch on a worker thread while the
 current one is computed, so streaming costs little more than the reads themselves.  Nothing here touches disk.
@@ -16,7 +18,7 @@ from typing import Any, Iterator, Sequence
 import jax
 import numpy as np
 
-__all__ = ["training_set", "streamed", "batches", "chunks"]
+__all__ = ["training_set", "streamed", "batches", "chunks", "full_batches", "valid_rows"]
 
 
 def streamed(configs: Any) -> bool:
@@ -54,3 +56,22 @@ def batches(configs: Any, selections: Sequence[Any]) -> Iterator[Any]:
 def chunks(n: int, batch: int) -> list[slice]:
     """``[0:batch], [batch:2 batch], ...`` covering ``0 .. n - 1``."""
     return [slice(i, min(i + batch, n)) for i in range(0, n, batch)]
+
+
+def full_batches(configs: Any, n: int, batch: int) -> Iterator[tuple[Any, int]]:
+    """``(x, m)`` for the batches of :func:`chunks`, each ``x`` with ``min(batch, n)`` rows: a short last batch is
+    padded with copies of its last configuration, and ``m`` says how many rows are real (the first ``m``).  Results
+    per configuration are trimmed with :func:`valid_rows`; sums over a batch need the weights ``arange(len(x)) < m``."""
+    size = min(batch, n)
+    sel = chunks(n, size)
+    for s, x in zip(sel, batches(configs, sel)):
+        m = s.stop - s.start
+        if m < size:
+            x = np.concatenate([np.asarray(x), np.repeat(np.asarray(x)[-1:], size - m, axis=0)])
+        yield x, m
+
+
+def valid_rows(parts: Sequence[tuple[Any, int]]) -> np.ndarray:
+    """The per-configuration results ``(result, m)`` of padded batches, trimmed to their real rows and concatenated
+    along the first axis (float64)."""
+    return np.concatenate([np.asarray(r, np.float64)[:m] for r, m in parts])

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .batches import batches, chunks
+from .batches import full_batches, valid_rows
 from .layers import Flow
 
 Array = jax.Array
@@ -81,11 +81,11 @@ def linear_step(flow: Any, base: Any, target: Any, configs: Array, params: Array
     returns the sum too."""
     n = configs.shape[0]
     t = jnp.asarray(tie, params.dtype)
-    parts = [_logw_and_jacobian(flow, base, target, params, t, x) for x in batches(configs, chunks(n, batch))]
-    lw = np.concatenate([np.asarray(a, np.float64) for a, _ in parts])
+    parts = [(_logw_and_jacobian(flow, base, target, params, t, x), m) for x, m in full_batches(configs, n, batch)]
+    lw = valid_rows([(a, m) for (a, _), m in parts])
     if offset is not None:
         lw = lw + np.asarray(offset, np.float64)
-    g = np.concatenate([np.asarray(b, np.float64) for _, b in parts])
+    g = valid_rows([(b, m) for (_, b), m in parts])
     if not (np.all(np.isfinite(lw)) and np.all(np.isfinite(g))):
         raise FloatingPointError("non-finite log-weights or gradients")
     gc, lc = g - g.mean(0), lw - lw.mean()
@@ -118,12 +118,11 @@ def train_linear(flow: Any, base: Any, target: Any, configs: Array, config: Any,
         params = flow.init_params(config.init_scale, jax.random.fold_in(jax.random.PRNGKey(config.seed), 10**6))
     history = list(history or [])
     sel = _Selection(flow, base, target, held_out, bs, config.patience, history, selected)
-    s_base = np.concatenate([np.asarray(_action(base, x)) for x in batches(configs, chunks(n, bs))])
+    s_base = valid_rows([(_action(base, x), m) for x, m in full_batches(configs, n, bs)])
     tie = tie_matrix(flow, base, target)
 
     def eval_logw(p: Array) -> np.ndarray:
-        return np.concatenate([np.asarray(_eval_logw(flow, base, target, p, x)[0])
-                               for x in batches(configs, chunks(n, bs))])
+        return valid_rows([(_eval_logw(flow, base, target, p, x)[0], m) for x, m in full_batches(configs, n, bs)])
 
     def record(epoch: int, p: Array, lw: np.ndarray) -> dict[str, float]:
         rec = {"epoch": epoch, "loss": float(np.mean(s_base - lw)), "ess": _ess_fraction(lw),

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .batches import batches, chunks, training_set
+from .batches import batches, full_batches, training_set, valid_rows
 from .checkpoint import CHECKPOINT_FORMAT, checkpoint_id, load_checkpoint, save_checkpoint
 from .layers import Flow
 from .training_config import OPTIMIZERS, FlowTrainingError, TrainConfig, TrainResult
@@ -100,8 +100,8 @@ class _Selection:
         if self.held is None:
             return
         n = self.held.shape[0]
-        lw = np.concatenate([np.asarray(_eval_logw(self.flow, self.base, self.target, params, x)[0])
-                             for x in batches(self.held, chunks(n, self.batch))])
+        lw = valid_rows([(_eval_logw(self.flow, self.base, self.target, params, x)[0], m)
+                         for x, m in full_batches(self.held, n, self.batch)])
         rec["held_ess"] = _ess_fraction(lw)
         rec["held_var_logw"] = float(np.var(lw)) if np.all(np.isfinite(lw)) else float("inf")
         if rec["held_var_logw"] < self.best_var:
@@ -208,8 +208,8 @@ def train(
     sel = _Selection(flow, base, target, held_out, bs, config.patience, history, selected)
 
     def all_logw(p):  # noqa: ANN001, ANN202
-        parts = [_eval_logw(flow, base, target, p, x) for x in batches(configs, chunks(n, bs))]
-        return np.concatenate([np.asarray(a) for a, _ in parts]), np.concatenate([np.asarray(b) for _, b in parts])
+        parts = [(_eval_logw(flow, base, target, p, x), m) for x, m in full_batches(configs, n, bs)]
+        return valid_rows([(a, m) for (a, _), m in parts]), valid_rows([(b, m) for (_, b), m in parts])
 
     stopped = "epochs"
     if not history:
@@ -264,12 +264,13 @@ class _NonFinite(Exception):
 # Module-level jitted kernels with the flow static and the theories as pytree arguments: flows of the same
 # structure to different targets (a continuum limit's beta_k) share one compiled program.
 @partial(jax.jit, static_argnums=0)
-def _loss_terms_and_grad(flow: Flow, target: Any, p: Array, u: Array) -> tuple[Array, Array]:
-    """Per-configuration loss terms ``S_target(f(U)) - log J(U)`` and the gradient of their sum."""
+def _loss_terms_and_grad(flow: Flow, target: Any, p: Array, u: Array, m: Array) -> tuple[Array, Array]:
+    """Per-configuration loss terms ``S_target(f(U)) - log J(U)`` and the gradient of the sum of the first ``m``
+    (the real configurations of a padded batch, :func:`corrflow.flows.batches.full_batches`)."""
     def total(p: Array) -> tuple[Array, Array]:
         uf, logj = flow.forward(p, u)
         per = target.action(uf) - logj
-        return jnp.sum(per), per
+        return jnp.sum(jnp.where(jnp.arange(per.shape[0]) < m, per, 0.0)), per
     (_, per), grad = jax.value_and_grad(total, has_aux=True)(p)
     return per, grad
 
@@ -305,25 +306,24 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
 
     n = configs.shape[0]
     bs = min(config.batch_size, n)
-    parts = chunks(n, bs)
     if params is None:
         params = flow.init_params(config.init_scale, jax.random.fold_in(jax.random.PRNGKey(config.seed), 10**6))
     shape, dtype = tuple(params.shape), params.dtype
     history = list(history or [])
     sel = _Selection(flow, base, target, held_out, bs, config.patience, history, selected)
 
-    s_base = np.concatenate([np.asarray(_action(base, x)) for x in batches(configs, parts)])
+    s_base = valid_rows([(_action(base, x), m) for x, m in full_batches(configs, n, bs)])
     cache: dict[bytes, np.ndarray] = {}
     evals = [0]
 
     def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
         p = jnp.asarray(x.reshape(shape), dtype)
         per, grad = [], np.zeros(x.size)
-        for u in batches(configs, parts):
-            t, gr = _loss_terms_and_grad(flow, target, p, u)
-            per.append(np.asarray(t))
+        for u, m in full_batches(configs, n, bs):
+            t, gr = _loss_terms_and_grad(flow, target, p, u, m)
+            per.append((t, m))
             grad += np.asarray(gr, np.float64).ravel()
-        per_all = np.concatenate(per)
+        per_all = valid_rows(per)
         evals[0] += 1
         if not (np.all(np.isfinite(per_all)) and np.all(np.isfinite(grad))):
             raise _NonFinite
@@ -337,7 +337,7 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
             per = cache[x.tobytes()]
         cache.clear()
         rec = {"epoch": epoch, "loss": float(per.mean()), "ess": _ess_fraction(s_base - per), "evals": evals[0]}
-        sel.record(rec, jnp.asarray(x.reshape(shape), dtype))
+        sel.record(rec, jnp.array(x.reshape(shape), dtype))  # a copy (see the callback)
         return rec
 
     x0 = np.asarray(params, np.float64).ravel()
@@ -349,12 +349,14 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
             history.append(record(0, x0))
 
         def callback(intermediate_result: Any) -> None:
-            x = np.asarray(intermediate_result.x, np.float64)
+            # a copy: scipy updates its iterate in place, and jnp.asarray may share a NumPy buffer on the CPU (the
+            # held-out selection kept a later iterate than the one it selected, depending on the buffer's alignment)
+            x = np.array(intermediate_result.x, np.float64, copy=True)
             state["epoch"] += 1
             rec = record(state["epoch"], x)
             history.append(rec)
-            good[0] = x.copy()
-            p = jnp.asarray(x.reshape(shape), dtype)
+            good[0] = x
+            p = jnp.array(x.reshape(shape), dtype)
             if checkpoint is not None:
                 save_checkpoint(checkpoint, flow, sel.selected(p), base, target, config, state["epoch"], history,
                                 resume_params=sel.resume_params(p, state["epoch"]))
