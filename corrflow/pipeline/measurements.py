@@ -160,17 +160,22 @@ def measure_stored(
         total = (n - first) * spec.n_chains
         counted = 0
         links_arr = store.array(name, "links")  # a damaged chunk raises naming chain and trajectories
+        size = min(batch, n - first)  # a short last block is padded: one compiled program (the Wilson flow's too)
         for lo in range(first, n, batch):
             hi = min(n, lo + batch)
             need = [o for o in todo if starts[o] < hi]
             g_need = [o for o in need if o not in flow_names]
             measure = measurements_from_names(group, g_need, ndim) if g_need else None
-            vals: dict[str, list[np.ndarray]] = {o: [] for o in need}
-            for c in range(spec.n_chains):
-                u = jnp.asarray(links_arr[c, lo:hi])
+
+            def run(u: jax.Array) -> dict[str, jax.Array]:
                 out = dict(_eval(u, measure)) if measure is not None else {}
                 if any(o in flow_names for o in need):
                     out.update(_flow_measure(u, group, flow, float(grid[-1])))
+                return out
+
+            vals: dict[str, list[np.ndarray]] = {o: [] for o in need}
+            for c in range(spec.n_chains):
+                out = map_batches(run, links_arr[c, lo:hi], batch=size)
                 for o in need:
                     vals[o].append(np.asarray(out[o]))
                 counted += hi - lo
