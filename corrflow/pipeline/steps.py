@@ -192,7 +192,7 @@ class Pipeline:
         rep.finish(stage)
         charge(len(res.history) - 1)
         h = res.history
-        held_msg = held_out_summary(h)
+        held_msg = held_out_summary(h) or ""
         if held_msg:
             asked = f" of {training.held_out} asked" if len(held) < training.held_out else ""
             held_msg = f" ({len(held)} held out{asked}; {held_msg})"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import math
+import re
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from rich.console import Console
 
 import corrflow as cf
 from corrflow.pipeline import (
@@ -14,6 +17,7 @@ from corrflow.pipeline import (
     FlowSettings,
     MarkovSettings,
     Pipeline,
+    Progress,
     TrainingSettings,
     family,
     parameter_shift,
@@ -35,12 +39,13 @@ def _family(path, progress=None, **kw):
 def fam(tmp_path_factory):
     d = tmp_path_factory.mktemp("fam")
     events = []
-    pipe, f = _family(d / "wf.zarr", progress=lambda *a: events.append(a))
-    return d, pipe, f, events
+    log = io.StringIO()
+    pipe, f = _family(d / "wf.zarr", progress=Progress(Console(file=log, width=200), lambda *a: events.append(a)))
+    return d, pipe, f, events, log.getvalue()
 
 
 def test_shapes_names_and_costs(fam):
-    _, pipe, f, events = fam
+    _, pipe, f, events, log = fam
     m = f.members[0]
     n, c = GROUPS["ensemble"].n_configs, GROUPS["ensemble"].n_chains
     shape = (c, n) + cf.make_theory("u1", (4, 4), beta=1.5).link_shape
@@ -61,6 +66,9 @@ def test_shapes_names_and_costs(fam):
     assert p["connected"] == pytest.approx(steps["hmc_base"] + 1.0)
     assert f.path_costs(independent_uses_base=False)["independent"] == pytest.approx(steps["hmc_independent"])
     assert {e[0] for e in events} >= {"hmc_base", "hmc_independent", "train", "flow", "direct"}
+    # the log line of a training without held-out set (it used to end in "configurationsNone")
+    assert re.search(r"train: 2 epochs on 16 configurations, weight ESS [0-9.]+ -> [0-9.]+", log), log
+    assert "None" not in log, log
     assert 0 < m.flowed.weight_ess_fraction() <= 1 and 0 < m.direct.weight_ess_fraction() <= 1
     assert not np.allclose(f.base.links(), m.independent.links())
 
@@ -69,7 +77,7 @@ def test_pairing_and_weights_recomputed(fam):
     """Row i of the flowed ensemble is f(U_i) with its weight (recomputed from the checkpoint)."""
     from corrflow.flows.train import load_checkpoint
 
-    _, _, f, _ = fam
+    _, _, f, _, _ = fam
     m = f.members[0]
     base, target = f.base.theory, m.target
     ck = load_checkpoint(m.flow.checkpoint)
@@ -87,7 +95,7 @@ def test_pairing_and_weights_recomputed(fam):
 
 
 def test_reuse_through_the_store(fam):
-    d, pipe, f, _ = fam
+    d, pipe, f, _, _ = fam
     events = []
     _, again = _family(d / "wf.zarr", progress=lambda *a: events.append(a))
     assert not events  # nothing was generated, trained or flowed again
@@ -128,7 +136,7 @@ def test_ensemble_cost_from_the_store_record(fam, tmp_path):
     from corrflow.pipeline import generate_to_store
     from corrflow.pipeline.ensembles import recorded_cost
 
-    _, pipe, f, _ = fam
+    _, pipe, f, _, _ = fam
     fresh = Pipeline(pipe.store, flow_dir=tmp_path / "other_flows")  # an empty ledger
     name, theory = f.base.name, f.base.theory
     info = pipe.store.info(name)
@@ -154,7 +162,7 @@ def test_paired_cost_from_the_store_record(fam, tmp_path):
     """A paired ensemble records the cost of its flowed configurations in its commit record (flow application,
     weights, measurements), so a pipeline that reuses it without a ledger entry (made by `corrflow correlate` or in
     another flow directory) is charged that cost, scaled to the configurations used, not NaN."""
-    _, pipe, f, _ = fam
+    _, pipe, f, _, _ = fam
     m = f.members[0]
     for paired, key in ((m.flowed, "flow"), (m.direct, "direct")):
         cost = pipe.store.info(paired.name)["cost_s"]
@@ -172,7 +180,7 @@ def test_interrupted_training_keeps_its_cost(fam):
     """Training interrupted after some epochs resumes from its checkpoint, and the cost ledger charges the epochs
     of both runs (it used to record nothing for the interrupted run, so the resumed flow's cost was NaN: "cost of
     train unknown (made outside the pipeline)")."""
-    d, _, _, _ = fam
+    d, _, _, _, _ = fam
     training = TrainingSettings(epochs=4, n_train=16, batch_size=8, learning_rate=2e-3)
 
     def stop_at_epoch_2(stage, done, total, msg):
