@@ -23,6 +23,10 @@ import this file and keep the default.  Not a lever (2026-12-07, cold caches, ``
 lattice + hmc): one XLA thread per worker (``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``, so
 the two workers would not share the cores) took 243 s instead of 135 s; caching programs that compile in 0.05 s or
 more instead of 0.5 s changed nothing (tests/store + cli + correlate + flow_pipeline: 104 / 99 s against 100 / 105 s).
+Where the time goes (2026-12-07, whole suite, ``-n 2``, cold cache, 948 s): XLA's backend compilation took 343 of the
+~1900 worker-seconds (390 programs over 0.2 s; the HMC blocks 55 s, the Gauss–Newton step of the 4D flows 34 s);
+the rest is tracing and running.  A program compiled twice for a short last batch was the largest avoidable cost
+found (21 s for the default 4D flow; padded since).
 """
 
 import os
