@@ -35,12 +35,18 @@ class ComparisonRow(NamedTuple):
     variance_reduction: float | None
 
 
+def changed_parameters(base_params: dict[str, float], target_params: dict[str, float]) -> dict[str, float]:
+    """``{name: a' - a}`` for the action parameters of ``target_params`` that differ from ``base_params`` (in the
+    target's order; a parameter the base does not name counts as 0 there)."""
+    return {k: target_params[k] - base_params.get(k, 0.0) for k in target_params
+            if target_params[k] != base_params.get(k)}
+
+
 def parameter_shift(base_params: dict[str, float], target_params: dict[str, float],
                     names: tuple[str, str] | None = None) -> tuple[str, float]:
     """The one action parameter that differs, and by how much; a one-line ValueError if none or several differ
     (naming the ensembles ``names = (base, other)`` when given)."""
-    diff = {k: target_params[k] - base_params.get(k, 0.0) for k in target_params
-            if target_params[k] != base_params.get(k)}
+    diff = changed_parameters(base_params, target_params)
     if len(diff) != 1:
         what = f"{names[1]!r} and the base {names[0]!r}" if names else "the ensemble and the base"
         if not diff:

@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..compare import changed_parameters
+
 __all__ = [
     "Ensemble",
     "PairedEnsemble",
@@ -88,18 +90,19 @@ def determinant_noise(theory: Any, weights: str, n_noise: int) -> int:
 
 
 def parameter_shift(base: Any, target: Any) -> tuple[str, float]:
-    """``(name, a' - a)`` of the first action parameter (in ``params()`` order) that differs."""
-    pb, pt = base.params(), target.params()
-    for k in pb:
-        if pt.get(k) != pb[k]:
-            return k, float(pt[k]) - float(pb[k])
-    raise ValueError(f"base and target have the same parameters {pb}; nothing to correlate")
+    """``(name, a' - a)`` of the first action parameter (in ``params()`` order) that differs (theories; for
+    stored ensembles, which must differ in one parameter, :func:`corrflow.compare.parameter_shift`)."""
+    diff = changed_parameters(base.params(), target.params())
+    if not diff:
+        raise ValueError(f"base and target have the same parameters {base.params()}; nothing to correlate")
+    k, d = next(iter(diff.items()))
+    return k, float(d)
 
 
 def shift_tag(base: Any, target: Any) -> str:
     """``beta2.2`` / ``mass0.22_lam0.1``: the target's parameters that differ from the base's."""
-    pb, pt = base.params(), target.params()
-    return "_".join(f"{k}{pt[k]:g}" for k in pb if pt.get(k) != pb[k])
+    pt = target.params()
+    return "_".join(f"{k}{pt[k]:g}" for k in changed_parameters(base.params(), pt))
 
 
 def validate_shift(base: Any, target: Any) -> None:
