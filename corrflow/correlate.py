@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .flows.batches import pad_rows
 from .flows.layers import Flow
 
 Array = jax.Array
@@ -96,11 +97,8 @@ def flowed_reweighting(flow: Flow, params: Array, base: Any, target: Any, config
     size = -(-n // n_batches)
     parts: list[tuple] = []
     for lo in range(0, n, size):
-        blk = np.asarray(configs[lo:lo + size])
-        k = len(blk)
-        if k < size:
-            blk = np.concatenate([blk, np.repeat(blk[-1:], size - k, axis=0)])
-        u = jnp.asarray(blk)
+        k = min(size, n - lo)
+        u = jnp.asarray(pad_rows(configs[lo:lo + size], size))
         if det_noise:
             if noise_keys is not None:  # the padding repeats the last configuration's key
                 keys = jnp.asarray(np.asarray(noise_keys)[np.minimum(np.arange(lo, lo + size), n - 1)])

@@ -2,12 +2,14 @@
 
 Training (:mod:`corrflow.flows.train`, :mod:`corrflow.flows.linear`) only ever uses its configurations in batches:
 mini-batches for Adam, micro-batches of the full-batch loss and gradient for L-BFGS and Gauss–Newton, batches of the
-held-out log-weights.  :func:`full_batches` pads a short last batch with copies of its last configuration, so every
-batch has one shape and each jitted program compiles once (a ragged last batch would compile the Gauss–Newton or
-L-BFGS program, tens of seconds for a 4D flow with smoothing terms, a second time).  So the set need not be in memory: any object with ``shape``, ``dtype`` and ``__getitem__``
-(slices and index arrays, returning arrays) serves, e.g. :class:`corrflow.store.StoredConfigs`, which reads the
-configurations from the store when indexed.  :func:`batches` reads the next batch on a worker thread while the
-current one is computed, so streaming costs little more than the reads themselves.  Nothing here touches disk.
+held-out log-weights.  :func:`full_batches` pads a short last batch with copies of its last configuration
+(:func:`pad_rows`, also used by ``correlate`` and the measurements), so every batch has one shape and each jitted
+program compiles once (a ragged last batch would compile the Gauss–Newton or L-BFGS program, tens of seconds for a
+4D flow with smoothing terms, a second time).  The set need not be in memory: any object with ``shape``, ``dtype``
+and ``__getitem__`` (slices and index arrays, returning arrays) serves, e.g. :class:`corrflow.store.StoredConfigs`,
+which reads the configurations from the store when indexed.  :func:`batches` reads the next batch on a worker
+thread while the current one is computed, so streaming costs little more than the reads themselves.  Nothing here
+touches disk.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Iterator, Sequence
 import jax
 import numpy as np
 
-__all__ = ["training_set", "streamed", "batches", "chunks", "full_batches", "valid_rows"]
+__all__ = ["training_set", "streamed", "batches", "chunks", "pad_rows", "full_batches", "valid_rows"]
 
 
 def streamed(configs: Any) -> bool:
@@ -58,6 +60,14 @@ def chunks(n: int, batch: int) -> list[slice]:
     return [slice(i, min(i + batch, n)) for i in range(0, n, batch)]
 
 
+def pad_rows(x: Any, size: int) -> np.ndarray:
+    """``x`` ``(m, ...)`` with copies of its last row appended up to ``size`` rows (unchanged when ``m >= size``): a
+    short last batch of configurations (or of their keys) in the shape of the others, so a jitted program compiles
+    once."""
+    x = np.asarray(x)
+    return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)]) if len(x) < size else x
+
+
 def full_batches(configs: Any, n: int, batch: int) -> Iterator[tuple[Any, int]]:
     """``(x, m)`` for the batches of :func:`chunks`, each ``x`` with ``min(batch, n)`` rows: a short last batch is
     padded with copies of its last configuration, and ``m`` says how many rows are real (the first ``m``).  Results
@@ -65,10 +75,7 @@ def full_batches(configs: Any, n: int, batch: int) -> Iterator[tuple[Any, int]]:
     size = min(batch, n)
     sel = chunks(n, size)
     for s, x in zip(sel, batches(configs, sel)):
-        m = s.stop - s.start
-        if m < size:
-            x = np.concatenate([np.asarray(x), np.repeat(np.asarray(x)[-1:], size - m, axis=0)])
-        yield x, m
+        yield pad_rows(x, size), s.stop - s.start
 
 
 def valid_rows(parts: Sequence[tuple[Any, int]]) -> np.ndarray:

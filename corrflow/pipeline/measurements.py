@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..flows.batches import pad_rows
 from ..generate import measurements_from_names
 from ..groups import get_group
 
@@ -222,11 +223,8 @@ def map_batches(fn: Callable[[jax.Array], Any], links: np.ndarray, *, batch: int
         parts.append({k: np.asarray(r) for k, r in zip(names, resume)})
     starts = range(first, n, batch)
     for i, lo in enumerate(starts):
-        blk = np.asarray(links[lo:lo + batch])
-        k = len(blk)
-        if k < batch:
-            blk = np.concatenate([blk, np.repeat(blk[-1:], batch - k, axis=0)])
-        out = fn(jnp.asarray(blk))
+        k = min(batch, n - lo)
+        out = fn(jnp.asarray(pad_rows(links[lo:lo + batch], batch)))
         if not isinstance(out, dict):
             out = {str(j): v for j, v in enumerate(out)}
         parts.append({name: np.asarray(v)[:k] for name, v in out.items()})

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..correlate import flowed_metropolis, flowed_reweighting, identity_flow
+from ..flows.batches import pad_rows
 from .handles import check_exact_weights, is_fermion
 from .ledger import Clock
 
@@ -185,14 +186,11 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
             u = np.asarray(base_links[:, lo:hi])  # (chains, b, ...)
             flat = u.reshape((-1,) + u.shape[2:])
             m = len(flat)
-
-            def pad(x: np.ndarray) -> np.ndarray:  # a short last block is padded (one compiled flow program)
-                return np.concatenate([x, np.repeat(x[-1:], c * batch - m, axis=0)]) if m < c * batch else x
-
-            flat = pad(flat)
+            flat = pad_rows(flat, c * batch)  # a short last block is padded (one compiled flow program)
             noise = {}
             if det_noise:
-                noise = dict(det_noise=det_noise, noise_keys=pad(_noise_keys(seed, c, base_traj[lo:hi])))
+                keys = _noise_keys(seed, c, base_traj[lo:hi])
+                noise = dict(det_noise=det_noise, noise_keys=pad_rows(keys, c * batch))
             out = flowed_reweighting(flow, params, base, target, flat, measure, batch=len(flat), keep_links=True,
                                      **noise)
             out = jax.tree_util.tree_map(lambda x: x[:m], out)
