@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from .stats import (Stats, correlated_difference, gamma_method, independent_difference, reweighted_mean,
+from .stats import (Stats, Windowing, correlated_difference, gamma_method, independent_difference, reweighted_mean,
                     weight_ess_fraction)
 from .store.spec import FLOWED_FIELDS, PER_TRAJ_BASE
 
@@ -72,13 +72,15 @@ def _after(x: np.ndarray, discard: int, name: str) -> np.ndarray:
 
 
 def compare_ensembles(store: Any, base: str, others: Sequence[str], observables: Sequence[str] = ("plaquette",),
-                      *, discard: int = 0) -> list[ComparisonRow]:
+                      *, discard: int = 0, windowing: Windowing | None = None) -> list[ComparisonRow]:
     """Rows for every observable and every ensemble in ``others`` (flowed or independent).
 
     ``base`` must be an HMC (or imported) ensemble: a flowed ensemble is correlated with its own source,
     so using it as the base would treat paired samples as independent (wrong errors).  ``discard``: leading
     trajectories of every chain left out (thermalisation), the same trajectories in a flowed ensemble and its source
-    so that the pairing is kept."""
+    so that the pairing is kept.  ``windowing``: the Gamma method's (default Wolff's window; a
+    :class:`~corrflow.stats.Windowing` with ``tau_exp`` adds the exponential tail of a slow mode)."""
+    S = Windowing() if windowing is None else windowing
     if discard < 0:
         raise ValueError(f"discard must be >= 0, got {discard}")
     bspec = store.spec(base)
@@ -131,9 +133,9 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
             if spec.kind == "flowed":
                 continue
             oi = _after(vals[name], discard, name)
-            res = independent_difference(oi, ob_kept)
+            res = independent_difference(oi, ob_kept, S=S)
             indep_err[obs] = res.error
-            rows.append(ComparisonRow(obs, "independent", name, gamma_method(oi),
+            rows.append(ComparisonRow(obs, "independent", name, gamma_method(oi, S=S),
                                       res.stats, _scaled(res.stats, 1 / shift), None, None))
         for name, spec, (_, shift) in plan:
             if spec.kind != "flowed":
@@ -144,17 +146,17 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
                 raise ValueError(f"{name!r} is not paired trajectory by trajectory with {base!r}")
             of_all, of, lw = of, _after(of, discard, name), lw[:, discard:]
             obn = ob[:, discard: of_all.shape[1]]
-            diff = correlated_difference(obn, of, lw)
+            diff = correlated_difference(obn, of, lw, S=S)
             label = "direct reweighting" if spec.flow.get("flow_id") == "identity" else "flowed reweighting"
             vr = (indep_err[obs] / diff.error) ** 2 if obs in indep_err and diff.error > 0 else None
-            rows.append(ComparisonRow(obs, label, name, reweighted_mean(of, lw).stats, diff.stats,
+            rows.append(ComparisonRow(obs, label, name, reweighted_mean(of, lw, S=S).stats, diff.stats,
                                       _scaled(diff.stats, 1 / shift), weight_ess_fraction(lw), vr))
             if label == "flowed reweighting":
                 acc = np.asarray(ds["accepted"].values, bool)
                 idx = np.maximum.accumulate(np.where(acc, np.arange(acc.shape[1])[None, :], 0), axis=1)
                 chain_vals = np.take_along_axis(of_all, idx, axis=1)[:, discard:]  # the chain runs from the start
-                at = gamma_method(chain_vals)
-                d = independent_difference(chain_vals, obn)  # conservative: ignores the positive correlation
+                at = gamma_method(chain_vals, S=S)
+                d = independent_difference(chain_vals, obn, S=S)  # conservative: ignores the positive correlation
                 rows.append(ComparisonRow(obs, "flowed chain", name, at, d.stats, _scaled(d.stats, 1 / shift), None,
                                           (indep_err[obs] / d.error) ** 2 if obs in indep_err else None))
     return rows

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from . import exact
-from .stats import Stats, gamma_method, sample_size_check
+from .stats import Stats, Windowing, gamma_method, sample_size_check
 from .stats.reweighting import reweighted_mean
 from .stats.equilibration import EquilibrationCut, equilibration_cut
 from .store.spec import FLOWED_FIELDS
@@ -119,9 +119,12 @@ def common_thermalisation_cut(store: Any, names: Sequence[str], observables: Seq
     return max(cuts, key=lambda c: c.n_discard)
 
 
-def ensemble_summary(store: Any, name: str, discard: int = 0) -> list[SummaryRow]:
+def ensemble_summary(store: Any, name: str, discard: int = 0, windowing: Windowing | None = None
+                     ) -> list[SummaryRow]:
     """Gamma-method estimates (chains as replicas) of every per-trajectory observable of ``name``, without the first
-    ``discard`` trajectories of every chain.  A flowed ensemble's observables are reweighted to its parameters
+    ``discard`` trajectories of every chain, summed as ``windowing`` says (default Wolff's window; a
+    :class:`~corrflow.stats.Windowing` with ``tau_exp`` adds the exponential tail of a slow mode).  A flowed
+    ensemble's observables are reweighted to its parameters
     (:func:`corrflow.stats.reweighted_mean` with its stored log weights: unweighted, its configurations follow the
     base distribution pushed forward, not its own), and its bookkeeping (weights, Jacobians, pairing) is left out."""
     ds = store.open_ensemble(name)
@@ -140,8 +143,10 @@ def ensemble_summary(store: Any, name: str, discard: int = 0) -> list[SummaryRow
     skip = {"accepted", "step_size", "action"} | (set(FLOWED_FIELDS) if flowed else set())
     log_w = np.asarray(ds["log_weight"].values, dtype=float) if flowed else None
 
+    S = Windowing() if windowing is None else windowing
+
     def estimate(x: np.ndarray) -> Stats:
-        return reweighted_mean(x, log_w).stats if flowed else gamma_method(x)
+        return reweighted_mean(x, log_w, S=S).stats if flowed else gamma_method(x, S=S)
 
     def row(obs: str, x: np.ndarray, stats: Stats, exact: float | None) -> SummaryRow:
         size = sample_size_check(x, stats.tau_int)
@@ -158,10 +163,10 @@ def ensemble_summary(store: Any, name: str, discard: int = 0) -> list[SummaryRow
             rows.append(row("chi_top", data**2 / vol, estimate(data**2 / vol), exact_value(spec, "chi_top")))
             continue
         if v == "delta_H":
-            rows.append(row("exp(-dH)", np.exp(-data), gamma_method(np.exp(-data)), 1.0))
+            rows.append(row("exp(-dH)", np.exp(-data), gamma_method(np.exp(-data), S=S), 1.0))
             continue
         rows.append(row(v, data, estimate(data), exact_value(spec, v)))
     acc = np.asarray(ds["accepted"].values, dtype=float)
     if np.all(np.isfinite(acc)) and np.ptp(acc) > 0:
-        rows.append(SummaryRow("acceptance", gamma_method(acc), None))
+        rows.append(SummaryRow("acceptance", gamma_method(acc, S=S), None))
     return rows

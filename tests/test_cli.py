@@ -68,6 +68,16 @@ def test_generate_measure_summary_roundtrip(tmp_path):
     rows = {r.observable: r for r in ensemble_summary(open_store(store), "u1_6x6_beta1.5")}
     for obs in ("plaquette", "wilson_2x1", "chi_top"):
         assert rows[obs].exact is not None and abs(rows[obs].pull) < 4, rows[obs]
+    # the exponential tail of a slow mode (corrflow.stats.windowing): never a smaller tau_int, said in the title
+    res = runner.invoke(app, ["summary", str(store), "u1_6x6_beta1.5", "--tau-exp", "20"])
+    assert res.exit_code == 0 and "tau_exp = 20" in res.output, res.output
+    from corrflow.stats import Windowing
+
+    tail = {r.observable: r for r in ensemble_summary(open_store(store), "u1_6x6_beta1.5",
+                                                      windowing=Windowing(tau_exp=20.0))}
+    assert all(tail[o].stats.tau_int >= rows[o].stats.tau_int - rows[o].stats.tau_int_error for o in rows), tail
+    res = runner.invoke(app, ["summary", str(store), "u1_6x6_beta1.5", "--tau-exp", "-1"])
+    assert res.exit_code == 2 and "--tau-exp must be" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["info", str(store), "u1_6x6_beta1.5"])
     assert res.exit_code == 0 and "2 x 400" in res.output
 

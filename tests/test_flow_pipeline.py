@@ -77,6 +77,18 @@ def test_compare_table_and_exact(pipeline):
         assert abs(r.difference.pull(exact_diff)) < 4, r
     flowed = next(r for r in rows if r.estimator == "flowed reweighting")
     assert flowed.variance_reduction > 3, flowed
+    # --tau-exp: every error with the exponential tail of a slow mode (corrflow.stats.windowing), said in the title
+    from corrflow.stats import Windowing
+
+    code, out = cli("compare", "--store", store, "--base", "u1_8x8_beta2", "flowed", "u1_8x8_beta2.2", "--tau-exp", "15")
+    assert code == 0 and "tau_exp = 15" in out, out
+    tail = compare_ensembles(open_store(store), "u1_8x8_beta2", ["flowed", "direct", "u1_8x8_beta2.2"],
+                             windowing=Windowing(tau_exp=15.0))
+    assert [(r.estimator, r.ensemble) for r in tail] == [(r.estimator, r.ensemble) for r in rows]
+    assert all(t.difference.value == r.difference.value for t, r in zip(tail, rows))
+    assert any(t.difference.error != r.difference.error for t, r in zip(tail, rows))
+    code, out = cli("compare", "--store", store, "--base", "u1_8x8_beta2", "flowed", "--tau-exp", "nan")
+    assert code == 2 and "--tau-exp must be" in out and "Traceback" not in out, out
 
 
 def test_summary_of_a_flowed_ensemble_is_reweighted(pipeline):

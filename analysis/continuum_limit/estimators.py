@@ -149,6 +149,7 @@ def flowed_estimates(
     bin_size: int | None = None,
     bin_tau_factor: float | None = None,
     min_bins: int | None = None,
+    S: Any = 1.5,
 ) -> CorrelatedEstimates:
     """Flowed-reweighting estimates ``q(beta_k)`` and their joint-jackknife covariance.
 
@@ -174,6 +175,9 @@ def flowed_estimates(
         Default :data:`corrflow.stats.DEFAULT_BIN_TAU_FACTOR` (20).
     min_bins : int, optional
         Fewest bins in total for the automatic bin size (default ``max(8 K, 40)``).
+    S : float or corrflow.stats.Windowing
+        Windowing of the Gamma-method ``tau_int`` (and ``gamma_errors``): Wolff's ``S``, or with the exponential
+        tail of a slow mode (then the automatic bins grow with it).
 
     Returns
     -------
@@ -211,7 +215,7 @@ def flowed_estimates(
         return np.array([estimate(means, k) for k in range(K)])
 
     values = all_estimates(data.mean(axis=(1, 2)))
-    gam = [gamma_method(data, func=lambda a, k=k: estimate(a, k)) for k in range(K)]
+    gam = [gamma_method(data, func=lambda a, k=k: estimate(a, k), S=S) for k in range(K)]
     tau = np.array([g.tau_int for g in gam])
     n_rep, n = shape
     if min_bins is None:
@@ -233,8 +237,10 @@ def flowed_estimates(
 
 
 def independent_estimates(quantity: Quantity, betas: Sequence[float], observables: Sequence[Mapping[str, np.ndarray]],
-                          volume: int, log_weights: Sequence[np.ndarray | None] | None = None) -> IndependentEstimates:
-    """``q(beta_k)`` from independent ensembles (``observables[k]``: name -> (R, n)), Gamma-method errors.
+                          volume: int, log_weights: Sequence[np.ndarray | None] | None = None, S: Any = 1.5
+                          ) -> IndependentEstimates:
+    """``q(beta_k)`` from independent ensembles (``observables[k]``: name -> (R, n)), Gamma-method errors (windowing
+    ``S``: Wolff's ``S`` or a :class:`corrflow.stats.Windowing`).
 
     ``log_weights[k]`` (optional, ``-inf`` drops a configuration) turns the means into ratios ``<w O>/<w>``.
     """
@@ -251,7 +257,7 @@ def independent_estimates(quantity: Quantity, betas: Sequence[float], observable
             m = a[:n_p] / a[n_p] if weighted else a[:n_p]
             return quantity.value(b, m, volume)
 
-        st = gamma_method(np.stack(block), func=func)
+        st = gamma_method(np.stack(block), func=func, S=S)
         vals.append(st.value)
         errs.append(st.error)
         taus.append(st.tau_int)

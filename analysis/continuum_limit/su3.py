@@ -346,8 +346,8 @@ def estimate(s: SU3ContinuumSettings, inputs: SU3Inputs) -> dict[str, Any]:
     for qn in (s.quantity, "t0", "w0"):
         q = _quantity(qn, tt, s)
         est[qn] = (flowed_estimates(q, s.betas, f_obs, f_lw, volume, bin_size=s.errors.bin_size or None,
-                                    bin_tau_factor=s.errors.bin_tau_factor),
-                   independent_estimates(q, s.betas, i_obs, volume))
+                                    bin_tau_factor=s.errors.bin_tau_factor, S=s.errors.windowing),
+                   independent_estimates(q, s.betas, i_obs, volume, S=s.errors.windowing))
     fl, ind = est[s.quantity]
     x = np.array([1.0 / necco_sommer_r0(b) ** 2 for b in s.betas])
     svd = s.svd_cut or None

@@ -206,8 +206,8 @@ def estimate(s: ContinuumSettings, fam: Any) -> dict[str, Any]:
             ind_lw[0] = f_lw[0]
 
     flowed = flowed_estimates(q, s.betas, f_obs, f_lw, volume, bin_size=s.errors.bin_size or None,
-                              bin_tau_factor=s.errors.bin_tau_factor)
-    indep = independent_estimates(q, s.betas, ind_obs, volume, ind_lw)
+                              bin_tau_factor=s.errors.bin_tau_factor, S=s.errors.windowing)
+    indep = independent_estimates(q, s.betas, ind_obs, volume, ind_lw, S=s.errors.windowing)
     exact_ref = np.array([q.reference(b, s.shape, s.topology) for b in s.betas])
     exact_inf = np.array([q.exact_infinite(b) for b in s.betas])
     fv_shift = exact_ref - exact_inf
@@ -216,8 +216,8 @@ def estimate(s: ContinuumSettings, fam: Any) -> dict[str, Any]:
         flowed = flowed._replace(values=flowed.values - fv_shift, replicas=flowed.replicas - fv_shift)
         indep = indep._replace(values=indep.values - fv_shift)
         exact_target = exact_inf
-    tau_q = [gamma_method(o["topological_charge"]).tau_int if np.ptp(np.round(o["topological_charge"])) > 0
-             else math.nan for o in ind_obs]  # NaN: Q constant (frozen)
+    tau_q = [gamma_method(o["topological_charge"], S=s.errors.windowing).tau_int
+             if np.ptp(np.round(o["topological_charge"])) > 0 else math.nan for o in ind_obs]  # NaN: Q frozen
 
     common = dict(order=s.order, svd_cut=s.svd_cut or None)
     fit_f = continuum_fits(x, flowed.values, flowed.cov, exact_target, replicas=flowed.replicas, **common)

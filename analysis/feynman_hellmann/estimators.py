@@ -91,12 +91,12 @@ class Binning:
 
 def binning(correlators: Mapping[str, np.ndarray], source: np.ndarray, log_w: list[np.ndarray],
             log_w_direct: list[np.ndarray], t: int, *, bin_size: int = 0, factor: float = 20.0,
-            tangent: TangentSeries | None = None) -> Binning:
+            tangent: TangentSeries | None = None, S: Any = 1.5) -> Binning:
     """Bin sizes (``bin_size > 0``: that one for every ensemble): ``ceil(factor * tau_max)``, ``tau_max`` the
     largest Gamma-method ``tau_int`` of ``C(t)``, ``O``, ``w``, ``w C_lam(t)`` and ``w_d`` on the base chains
     (with ``tangent``: also ``R_v`` and ``v.grad C(t)``; ``C(t)`` on the independent ones); ``correlators`` keyed
     ``base``, ``flowed[_minus]``, ``independent[_minus]``, ``log_w`` / ``log_w_direct`` per flow (``+lam``
-    first)."""
+    first).  ``S``: the Gamma method's windowing of those ``tau_int`` (:func:`corrflow.stats.auto_bin_size`)."""
     if bin_size:
         return Binning(int(bin_size), int(bin_size))
     series = [fold_correlator(correlators["base"])[..., t], source]
@@ -106,9 +106,9 @@ def binning(correlators: Mapping[str, np.ndarray], source: np.ndarray, log_w: li
         w = normalised_weights(lw)
         ff = fold_correlator(correlators["flowed" + ("" if i == 0 else "_minus")])[..., t]
         series += [w, w * ff, normalised_weights(lwd)]
-    bs, tau, capped = auto_bin_size(series, factor=factor)
+    bs, tau, capped = auto_bin_size(series, factor=factor, S=S)
     ind = [fold_correlator(v)[..., t] for k, v in correlators.items() if k.startswith("independent")]
-    bs_ind, tau_ind, _ = auto_bin_size(ind, factor=factor)
+    bs_ind, tau_ind, _ = auto_bin_size(ind, factor=factor, S=S)
     return Binning(bs, bs_ind, tau, tau_ind, capped)
 
 

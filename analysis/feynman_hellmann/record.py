@@ -42,7 +42,7 @@ def estimate(s: FHSettings, inputs: FHInputs) -> dict[str, Any]:
     tmax = s.resolved_t_max
     tan = tangent_series(inputs.tangent) if inputs.tangent is not None else None
     bins = binning(inputs.correlators, inputs.source["base"], lws, lwds, int(s.t_min), bin_size=s.errors.bin_size,
-                   factor=s.errors.bin_tau_factor, tangent=tan)
+                   factor=s.errors.bin_tau_factor, tangent=tan, S=s.errors.windowing)
     est = dE_dlambda(inputs.correlators, inputs.source["base"], lws, lwds, s.lam, bins, kind=s.kind, t_min=s.t_min,
                      t_max=tmax, fit_weights=s.fit_weights, symmetric=s.symmetric, tangent=tan)
     plateaus = est.plateaus

@@ -77,13 +77,13 @@ def _pull(a: Estimate, b: Estimate) -> float:
 
 
 def _stats(prims: list[np.ndarray], func: Callable[[np.ndarray], float], method: str,
-           bin_size: int | None) -> Estimate:
+           bin_size: int | None, S: Any = 1.5) -> Estimate:
     from corrflow.stats import binned_jackknife, gamma_method
 
     data = np.stack(prims)  # (n_obs, R, n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        st = gamma_method(data, func=func) if method == "gamma" else binned_jackknife(data, func=func,
+        st = gamma_method(data, func=func, S=S) if method == "gamma" else binned_jackknife(data, func=func,
                                                                                       bin_size=bin_size)
     return Estimate(float(st.value), float(st.error), float(st.tau_int))
 
@@ -91,7 +91,8 @@ def _stats(prims: list[np.ndarray], func: Callable[[np.ndarray], float], method:
 def scalar_estimates(obs: str, base: dict[str, np.ndarray], flowed: dict[str, np.ndarray],
                      direct: dict[str, np.ndarray], independent: dict[str, np.ndarray], log_w: np.ndarray,
                      log_w_direct: np.ndarray, dm: float, n_flavors: int, volume: int, *, method: str = "gamma",
-                     bin_size: int | None = None, tangent: TangentSeries | None = None) -> dict[str, Any]:
+                     bin_size: int | None = None, tangent: TangentSeries | None = None, S: Any = 1.5
+                     ) -> dict[str, Any]:
     """All estimators of ``dO/dm`` for a scalar observable ``obs`` (``condensate``, ``plaquette``, ``chi_top``).
 
     Inputs are ``(R, n)`` arrays (chains as replicas): ``base[obs]`` = ``O_m(U_i)``, ``flowed[obs]`` =
@@ -101,7 +102,8 @@ def scalar_estimates(obs: str, base: dict[str, np.ndarray], flowed: dict[str, np
     ``{"derivative": {estimator: Estimate}, "value_base", "value_target": {estimator: Estimate}, "pulls":
     {"a-b": float}}``; pulls of paired estimators use the derived difference (their correlation included).
     ``tangent``: the tangent estimator's series of ``obs`` (:func:`tangent_series`) on the same base configurations:
-    ``d<O>/dm = <d> - (<o r> - <o><r>)``, estimator ``tangent``.
+    ``d<O>/dm = <d> - (<o r> - <o><r>)``, estimator ``tangent``.  ``S``: the Gamma method's windowing (Wolff's
+    ``S`` or a :class:`corrflow.stats.Windowing` with the exponential tail of a slow mode).
     """
     w, wd = normalised_weights(log_w), normalised_weights(log_w_direct)
     ob, of, od = base[obs], flowed[obs], direct[obs]
@@ -130,19 +132,19 @@ def scalar_estimates(obs: str, base: dict[str, np.ndarray], flowed: dict[str, np
     funcs = {"flowed": f_flowed, "direct": f_direct, "connected": f_conn}
     if tangent is not None:
         funcs["tangent"] = f_tan
-    der = {k: _stats(prims, f, method, bin_size) for k, f in funcs.items()}
-    vb = _stats([ob], lambda a: a[0], method, bin_size)
-    vi = _stats([independent[obs]], lambda a: a[0], method, bin_size)
+    der = {k: _stats(prims, f, method, bin_size, S) for k, f in funcs.items()}
+    vb = _stats([ob], lambda a: a[0], method, bin_size, S)
+    vi = _stats([independent[obs]], lambda a: a[0], method, bin_size, S)
     der["independent"] = Estimate((vi.value - vb.value) / dm, math.hypot(vi.error, vb.error) / abs(dm), math.nan)
-    targets = {"flowed": _stats(prims, lambda a: a[1] / a[2], method, bin_size),
-               "direct": _stats(prims, lambda a: a[3] / a[4], method, bin_size), "independent": vi}
+    targets = {"flowed": _stats(prims, lambda a: a[1] / a[2], method, bin_size, S),
+               "direct": _stats(prims, lambda a: a[3] / a[4], method, bin_size, S), "independent": vi}
     pulls = {}
     pairs = [("flowed", "direct"), ("flowed", "connected"), ("direct", "connected")]
     if tangent is not None:
         pairs += [("tangent", "flowed"), ("tangent", "connected")]
     for a, b in pairs:
         fa, fb = funcs[a], funcs[b]
-        d = _stats(prims, lambda x, fa=fa, fb=fb: fa(x) - fb(x), method, bin_size)
+        d = _stats(prims, lambda x, fa=fa, fb=fb: fa(x) - fb(x), method, bin_size, S)
         pulls[f"{a}-{b}"] = d.value / d.error if d.error > 0 else math.nan
     for a in ("flowed", "direct", "connected") + (("tangent",) if tangent is not None else ()):
         pulls[f"{a}-independent"] = _pull(der[a], der["independent"])
@@ -232,7 +234,7 @@ def _slope_fits(tangent: TangentSeries, bin_size: int, t_min: int, t_max: int,
 
 
 def pion_bin_size(c_base: np.ndarray, c_flowed: np.ndarray, c_direct: np.ndarray, log_w: np.ndarray,
-                  log_w_direct: np.ndarray, t: int, factor: float) -> tuple[int, float]:
+                  log_w_direct: np.ndarray, t: int, factor: float, S: Any = 1.5) -> tuple[int, float]:
     """Automatic jackknife bin size ``ceil(factor * tau)`` with ``tau`` the largest Gamma-method ``tau_int`` of
     ``C(t)`` on the base and of its flowed and direct correlated differences; capped so that at least
     ``MIN_BINS`` bins remain.  Inputs ``(R, n, T)`` and ``(R, n)``; returns ``(bin size, tau)``."""
@@ -240,22 +242,22 @@ def pion_bin_size(c_base: np.ndarray, c_flowed: np.ndarray, c_direct: np.ndarray
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        taus = [gamma_method(c_base[..., t]).tau_int,
-                correlated_difference(c_base[..., t], c_flowed[..., t], log_w).tau_int,
-                correlated_difference(c_base[..., t], c_direct[..., t], log_w_direct).tau_int]
+        taus = [gamma_method(c_base[..., t], S=S).tau_int,
+                correlated_difference(c_base[..., t], c_flowed[..., t], log_w, S=S).tau_int,
+                correlated_difference(c_base[..., t], c_direct[..., t], log_w_direct, S=S).tau_int]
     tau = float(max(taus))
     r, n = c_base.shape[:2]
     cap = max(1, (r * n) // MIN_BINS)
     return max(1, min(cap, math.ceil(factor * tau))), tau
 
 
-def independent_bin_size(c_independent: np.ndarray, t: int, factor: float) -> int:
+def independent_bin_size(c_independent: np.ndarray, t: int, factor: float, S: Any = 1.5) -> int:
     """Bin size of the independent ensemble: ``ceil(factor * tau_int(C(t)))``, capped to keep ``MIN_BINS`` bins."""
     from corrflow.stats import gamma_method
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        tau = gamma_method(c_independent[..., t]).tau_int
+        tau = gamma_method(c_independent[..., t], S=S).tau_int
     r, n = c_independent.shape[:2]
     return max(1, min(max(1, r * n // MIN_BINS), math.ceil(factor * tau)))
 

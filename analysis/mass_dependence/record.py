@@ -35,13 +35,13 @@ def _num(x: float, digits: int = 3) -> float | None:
     return float(f"{x:.{digits}g}") if x is not None and math.isfinite(x) else None
 
 
-def _tau(x: np.ndarray) -> float:
+def _tau(x: np.ndarray, S: Any = 1.5) -> float:
     from corrflow.stats import gamma_method
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return float(gamma_method(np.asarray(x, float)).tau_int)
+            return float(gamma_method(np.asarray(x, float), S=S).tau_int)
     except ValueError:
         return math.nan
 
@@ -63,14 +63,15 @@ def _estimates(s: MassSettings, inputs: MassInputs, series: dict[str, Any]
         if o != "pion_mass":
             results[o] = scalar_estimates(o, meas["base"], meas["flowed"], meas["direct"], meas["independent"], lw,
                                           lwd, s.dm, base.n_flavors, base.volume, method=s.errors.method,
-                                          bin_size=s.errors.bin_size or None, tangent=series.get(o))
+                                          bin_size=s.errors.bin_size or None, tangent=series.get(o),
+                                          S=s.errors.windowing)
             continue
         cb, cf, cd, ci = (meas[k]["pion"] for k in ("base", "flowed", "direct", "independent"))
         if s.errors.bin_size:
             bs, bsi, tau = int(s.errors.bin_size), int(s.errors.bin_size), math.nan
         else:
-            bs, tau = pion_bin_size(cb, cf, cd, lw, lwd, tmax, s.errors.bin_tau_factor)
-            bsi = independent_bin_size(ci, tmax, s.errors.bin_tau_factor)
+            bs, tau = pion_bin_size(cb, cf, cd, lw, lwd, tmax, s.errors.bin_tau_factor, S=s.errors.windowing)
+            bsi = independent_bin_size(ci, tmax, s.errors.bin_tau_factor, S=s.errors.windowing)
         connected = None
         if "pion" not in series and "dpion_dm" in meas["base"]:  # the zero field's series from the base measurement
             dc, ds = meas["base"]["dpion_dm"], -base.n_flavors * base.volume * meas["base"]["condensate"]
@@ -164,8 +165,8 @@ def estimate(s: MassSettings, inputs: MassInputs) -> dict[str, Any]:
         "info": {"ensembles": {"base": fam.base.name, "flowed": member.flowed.name, "direct": member.direct.name,
                                "independent": indep.name},
                  "flow": {**flow_info, "architecture": s.flow.to_dict()},
-                 "tau_int_plaquette": {"base": _num(_tau(inputs.measurements["base"]["plaquette"]), 3),
-                                       "independent": _num(_tau(inputs.measurements["independent"]["plaquette"]), 3)},
+                 "tau_int_plaquette": {k: _num(_tau(inputs.measurements[k]["plaquette"], s.errors.windowing), 3)
+                                       for k in ("base", "independent")},
                  "acceptance": {"base": fam.base.acceptance(), "independent": indep.acceptance()},
                  "pion_jackknife": bin_info,
                  "tangent": None if not series else {

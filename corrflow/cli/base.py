@@ -117,6 +117,25 @@ def print_thermalisation(cut: Any) -> None:
                   + ("[/]" if warn else ""))
 
 
+#: ``--tau-exp`` of the commands that quote Gamma-method errors (summary, compare)
+TAU_EXP_HELP = ("exponential autocorrelation time of the chains' slowest mode, in stored trajectories (e.g. of the "
+                "topological charge, from a longer run): sum the autocorrelation function until it is compatible "
+                "with zero and add the exponential tail beyond (Schaefer-Sommer-Virotta); conservative on short "
+                "chains [0: Wolff's window]")
+
+
+def windowing_option(tau_exp: float) -> Any:
+    """The :class:`corrflow.stats.Windowing` of ``--tau-exp`` (0: Wolff's window); a :class:`CLIError` (one line,
+    exit 2) for a negative or non-finite value."""
+    import math
+
+    from ..stats import Windowing
+
+    if not (tau_exp >= 0 and math.isfinite(tau_exp)):
+        raise CLIError(f"--tau-exp must be a number >= 0 (0: no tail), got {tau_exp}")
+    return Windowing(tau_exp=tau_exp or None)
+
+
 def discard_option(text: str) -> int | None:
     """``--discard`` of a command: a count of leading trajectories, or ``None`` for ``auto``
     (:func:`corrflow.stats.equilibration.parse_discard`); a :class:`CLIError` (one line, exit 2) otherwise."""

@@ -9,7 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .base import CLIError, _run, _stage, app, console, discard_option, parse_shape, print_thermalisation
+from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, console, discard_option, parse_shape,
+                   print_thermalisation, windowing_option)
 
 
 # ----------------------------------------------------------------------------------------
@@ -328,19 +329,22 @@ def summary(
     discard: str = typer.Option("0", help="leading trajectories of every chain to leave out: a number, or auto (the "
                                           "cut that minimises the error of the plaquette's mean, so a "
                                           "start-up drift is cut off)"),
+    tau_exp: float = typer.Option(0.0, help=TAU_EXP_HELP),
 ) -> None:
     """Observables with autocorrelation-aware errors (Gamma method), and exact values with pulls where known."""
 
-    def one(st: Any, name: str, n_discard: int | None) -> None:
+    def one(st: Any, name: str, n_discard: int | None, windowing: Any) -> None:
         from ..summary import ensemble_summary, thermalisation_cut
 
         cut = None
         if n_discard is None:
             cut = thermalisation_cut(st, name)
             n_discard = cut.n_discard
-        rows = ensemble_summary(st, name, discard=n_discard)
+        rows = ensemble_summary(st, name, discard=n_discard, windowing=windowing)
         info_ = st.info(name)
         kept = f" (the first {n_discard} discarded)" if n_discard else ""
+        if windowing.tau_exp is not None:
+            kept += f"; errors with the exponential tail of tau_exp = {windowing.tau_exp:g}"
         table = Table(title=f"{name}: {info_['n_chains']} chains x {info_['committed']} trajectories{kept}")
         for col in ("observable", "estimate", "tau_int", "exact (torus)", "pull"):
             table.add_column(col, justify="right")
@@ -388,16 +392,17 @@ def summary(
         from ..store import open_store
 
         n_discard = discard_option(discard)
+        windowing = windowing_option(tau_exp)
         st = open_store(store, "r")
         if ensemble is not None:
-            one(st, ensemble, n_discard)
+            one(st, ensemble, n_discard, windowing)
             return
         names = st.ensembles()
         if not names:
             console.print(f"{store}: no ensembles")
         for name in names:  # one that cannot be summarised (too short, ...) is named and skipped
             try:
-                one(st, name, n_discard)
+                one(st, name, n_discard, windowing)
             except ValueError as exc:
                 console.print(f"[yellow]{name}: not summarised: {escape(str(exc))}[/]")
 

@@ -9,7 +9,8 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Table
 
-from .base import CLIError, _run, _stage, app, console, discard_option, print_thermalisation
+from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, console, discard_option, print_thermalisation,
+                   windowing_option)
 
 
 # ----------------------------------------------------------------------------------------
@@ -287,6 +288,7 @@ def compare(
     discard: str = typer.Option("0", help="leading trajectories of every chain to leave out (the same in a flowed "
                                           "ensemble and its base, so the pairing is kept): a number, or auto (the "
                                           "longest cut of the base and the independent ensembles)"),
+    tau_exp: float = typer.Option(0.0, help=TAU_EXP_HELP),
 ) -> None:
     """The estimators side by side: `<O>_a'`, the difference and derivative, errors, ESS, variance reduction."""
 
@@ -296,14 +298,17 @@ def compare(
         from ..summary import common_thermalisation_cut
 
         n_discard = discard_option(discard)
+        windowing = windowing_option(tau_exp)
         st = open_store(store, "r")
         cut = None
         if n_discard is None:
             cut = common_thermalisation_cut(st, (base, *ensembles), obs)
             n_discard = cut.n_discard
-        rows = compare_ensembles(st, base, ensembles, obs, discard=n_discard)
+        rows = compare_ensembles(st, base, ensembles, obs, discard=n_discard, windowing=windowing)
         pname, shift = parameter_shift(st.spec(base).params, st.spec(ensembles[0]).params)
         kept = f" (the first {n_discard} of every chain discarded)" if n_discard else ""
+        if windowing.tau_exp is not None:
+            kept += f"; errors with the exponential tail of tau_exp = {windowing.tau_exp:g}"
         table = Table(title=f"{base} -> {pname} {'+' if shift >= 0 else ''}{shift:g}{kept}")
         for col in ("observable", "estimator", "ensemble", "<O>(a')", "difference", f"d<O>/d{pname}", "weight ESS",
                     "var. red. vs indep."):

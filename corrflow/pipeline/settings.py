@@ -278,11 +278,25 @@ class ErrorSettings(Settings):
                           choices=("gamma", "jackknife"))
     bin_size: int = setting(0, "jackknife bin size [0: ceil(bin-tau-factor x tau_int)]")
     bin_tau_factor: float = setting(20.0, "automatic bin size in units of tau_int")
+    tau_exp: float = setting(0.0, "exponential autocorrelation time of the chains' slowest mode, in stored "
+                                  "configurations (e.g. of the topological charge, from a longer run): Gamma-method "
+                                  "sums stop where the autocorrelation function is compatible with zero and add "
+                                  "the exponential tail beyond (Schaefer-Sommer-Virotta), and the automatic bin "
+                                  "sizes follow the larger tau_int; conservative on short chains [0: Wolff's window]")
 
     def check(self) -> None:
         non_negative_ints(self, "bin_size")
         if not self.bin_tau_factor > 0:
             raise ValueError(f"bin_tau_factor must be positive, got {self.bin_tau_factor}")
+        if not (self.tau_exp >= 0 and math.isfinite(self.tau_exp)):
+            raise ValueError(f"tau_exp must be a number >= 0 (0: no tail), got {self.tau_exp}")
+
+    @property
+    def windowing(self) -> Any:
+        """The Gamma method's :class:`corrflow.stats.Windowing`: Wolff's, or with the exponential tail."""
+        from ..stats import Windowing
+
+        return Windowing(tau_exp=self.tau_exp or None)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Monte Carlo error analysis on numpy arrays (analysis-time tools).
 
 * :func:`gamma_method` -- Wolff's Gamma method (automatic windowing,
-  replicas, derived quantities by gradient projection).
+  replicas, derived quantities by gradient projection); :class:`Windowing` adds the exponential-tail correction for
+  a slow mode of known ``tau_exp`` (Schaefer, Sommer, Virotta 2011).
 * :func:`binned_jackknife` / :func:`jackknife_samples` -- binned jackknife.
 * :func:`autocorrelation_function`, :func:`integrated_autocorrelation_time`; :func:`blocked_two_tau` (block means:
   slow modes beyond the Gamma window).
@@ -25,6 +26,7 @@ are primary observables, shape ``(n_obs, n)`` or ``(n_obs, n_replicas, n)``.
 
 from .autocorr import (
     MIN_SAMPLES,
+    Windowing,
     autocorrelation_function,
     blocked_two_tau,
     gamma_method,
@@ -105,6 +107,7 @@ __all__ = [
     "resampled_fit",
     "MIN_SAMPLES",
     "Stats",
+    "Windowing",
     "autocorrelation_function",
     "blocked_two_tau",
     "binned_jackknife",

@@ -43,9 +43,11 @@ import numpy as np
 import scipy.fft
 
 from .result import Stats
+from .windowing import Windowing, as_windowing, automatic_window, rho_error, tail_window
 
 __all__ = [
     "MIN_SAMPLES",
+    "Windowing",
     "autocorrelation_function",
     "blocked_two_tau",
     "gamma_method",
@@ -187,42 +189,7 @@ def autocorrelation_function(x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def _automatic_window(rho: np.ndarray, n_total: int, S: float) -> tuple[int, bool]:
-    """Wolff's automatic windowing.
-
-    Parameters
-    ----------
-    rho : ndarray, shape (w_max + 1,)
-        Normalised autocorrelation function for lags ``0 .. w_max``.
-    n_total : int
-        Total number of samples ``N``.
-    S : float
-        Wolff's ``S = tau / tau_exp`` guess (> 0).
-
-    Returns
-    -------
-    (W, found)
-        First ``W in 1..w_max`` with ``g(W) < 0``; if there is none,
-        ``(w_max, False)``.
-    """
-    w_max = rho.shape[0] - 1
-    w = np.arange(1, w_max + 1, dtype=np.float64)
-    tau_int_w = 0.5 + np.cumsum(rho[1:])
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # ln((2t+1)/(2t-1)) = log1p(2/(2t-1)), accurate for large t
-        tau_w = np.where(
-            tau_int_w > 0.5,
-            S / np.log1p(2.0 / (2.0 * tau_int_w - 1.0)),
-            np.finfo(np.float64).tiny,
-        )
-        g = np.exp(-w / tau_w) - tau_w / np.sqrt(w * n_total)
-    negative = np.flatnonzero(g < 0)
-    if negative.size == 0:
-        return w_max, False
-    return int(negative[0]) + 1, True
-
-
-def _gamma_projected(dev: np.ndarray, value: float, S: float) -> Stats:
+def _gamma_projected(dev: np.ndarray, value: float, windowing: Windowing) -> Stats:
     """Gamma-method analysis of projected fluctuations ``dev`` (shape (R, n))."""
     n_rep, n = dev.shape
     n_total = n_rep * n
@@ -231,13 +198,21 @@ def _gamma_projected(dev: np.ndarray, value: float, S: float) -> Stats:
         return Stats(float(value), 0.0, 0.5, 0.0, n_total, n_rep, 0)
 
     w_max = max(1, n // 2)
-    gamma = _autocovariance(dev, w_max)
+    tail = windowing.tau_exp is not None
+    # the tail window needs rho beyond W_max (its error sums lags past t, and rho(W + 1))
+    gamma = _autocovariance(dev, n - 1 if tail else w_max)
     if not gamma[0] > 0:  # cannot happen for non-constant data; be safe
         return Stats(float(value), 0.0, 0.5, 0.0, n_total, n_rep, 0)
-    window, found = _automatic_window(gamma / gamma[0], n_total, S)
+    rho = gamma / gamma[0]
+    if tail:
+        window, found = tail_window(rho, n_total, min(w_max, n - 2), windowing.tau_exp, windowing.n_sigma)
+        reason = f"rho stays above {windowing.n_sigma:g} of its errors"
+    else:
+        window, found = automatic_window(rho, n_total, windowing.S)
+        reason = "automatic windowing found no window"
     if not found:
         warnings.warn(
-            f"Gamma method: automatic windowing found no window up to "
+            f"Gamma method: {reason} up to "
             f"W_max={w_max} (n={n} per replica); using W=W_max. The chain is "
             "probably too short compared to its autocorrelation time and "
             "tau_int/error are likely underestimated.",
@@ -256,9 +231,14 @@ def _gamma_projected(dev: np.ndarray, value: float, S: float) -> Stats:
             stacklevel=3,
         )
         c_w = 0.0
-    error = math.sqrt(c_w / n_total)
     tau_int = c_w / (2.0 * gamma0)
     tau_int_error = tau_int * math.sqrt((4 * window + 2) / n_total)
+    if tail:  # Schaefer-Sommer-Virotta: the exponential tail beyond W, an upper bound
+        tau_exp = windowing.tau_exp
+        tau_int += tau_exp * abs(rho[window + 1])
+        tau_int_error = math.hypot(tau_int_error, tau_exp * rho_error(rho, window + 1, n_total, tau_exp))
+        c_w = 2.0 * tau_int * gamma0
+    error = math.sqrt(c_w / n_total)
     return Stats(
         value=float(value),
         error=error,
@@ -354,7 +334,7 @@ def _project(obs: np.ndarray, func: DerivedFunc | None) -> tuple[float, np.ndarr
 
 
 def gamma_method(
-    data: np.ndarray, func: DerivedFunc | None = None, S: float = 1.5
+    data: np.ndarray, func: DerivedFunc | None = None, S: float | Windowing = 1.5
 ) -> Stats:
     """Error of a Monte Carlo estimate with Wolff's Gamma method.
 
@@ -383,9 +363,13 @@ def gamma_method(
         The fluctuations are projected on the gradient of ``func`` at the
         means (central differences with steps of half the naive error of
         each mean) and the Gamma method is applied to the projection.
-    S : float, default 1.5
+    S : float or Windowing, default 1.5
         Wolff's windowing parameter ``S`` (ratio of window to ``tau``);
-        ``S`` in ``[1, 2]`` is usually fine.
+        ``S`` in ``[1, 2]`` is usually fine.  A :class:`Windowing` with
+        ``tau_exp`` sums up to where ``rho`` is compatible with zero and adds
+        the exponential tail of the slow mode beyond (Schaefer, Sommer,
+        Virotta 2011; :mod:`corrflow.stats.windowing`): for chains whose
+        slowest mode is cut off by Wolff's window.
 
     Returns
     -------
@@ -401,31 +385,30 @@ def gamma_method(
     ------
     ValueError
         Wrong dimensionality, fewer than 10 samples per replica, NaN/inf in
-        the data, ``S <= 0``, or ``func`` returning non-scalar/non-finite.
+        the data, ``S <= 0`` (or ``tau_exp``, ``n_sigma``), or ``func``
+        returning non-scalar/non-finite.
 
     Warns
     -----
     RuntimeWarning
-        If no window satisfies Wolff's criterion up to ``W_max = n // 2``
+        If no window satisfies the criterion up to ``W_max = n // 2``
         (chain too short) or if the windowed sum is negative.
     """
-    S = float(S)
-    if not S > 0:
-        raise ValueError(f"S must be positive, got {S}")
+    windowing = as_windowing(S)
     obs = _as_observables(data, with_func=func is not None)
     value, dev = _project(obs, func)
-    return _gamma_projected(dev, value, S)
+    return _gamma_projected(dev, value, windowing)
 
 
-def integrated_autocorrelation_time(x: np.ndarray, S: float = 1.5) -> float:
+def integrated_autocorrelation_time(x: np.ndarray, S: float | Windowing = 1.5) -> float:
     """Integrated autocorrelation time of one observable (convention 1/2 for iid).
 
     Parameters
     ----------
     x : array_like, shape (n,) or (n_replicas, n)
         One observable, one or several replicas.
-    S : float, default 1.5
-        Windowing parameter of :func:`gamma_method`.
+    S : float or Windowing, default 1.5
+        Windowing of :func:`gamma_method`.
 
     Returns
     -------

@@ -368,11 +368,12 @@ def pull(a: Plateau, b: Plateau) -> float:
     return (a.value - b.value) / math.sqrt(var) if var > 0 else math.nan
 
 
-def auto_bin_size(series: Sequence[Any], *, factor: float = 20.0, min_bins: int = MIN_BINS
+def auto_bin_size(series: Sequence[Any], *, factor: float = 20.0, min_bins: int = MIN_BINS, S: Any = 1.5
                   ) -> tuple[int, float, bool]:
     """``(bin_size, tau_max, capped)``: ``ceil(factor * tau_max)`` with ``tau_max`` the largest Gamma-method
-    ``tau_int`` of the scalar ``series`` (each ``(n,)`` or ``(R, n)``, the same layout), reduced to keep at least
-    ``min_bins`` bins (``capped`` then True)."""
+    ``tau_int`` (windowing ``S``: Wolff's ``S`` or a :class:`~corrflow.stats.Windowing`) of the scalar ``series``
+    (each ``(n,)`` or ``(R, n)``, the same layout), reduced to keep at least ``min_bins`` bins (``capped`` then
+    True)."""
     from .autocorr import gamma_method
 
     arrs = [_as_chains(s, "series", 0) for s in series]
@@ -382,7 +383,7 @@ def auto_bin_size(series: Sequence[Any], *, factor: float = 20.0, min_bins: int 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             try:
-                taus.append(float(gamma_method(a).tau_int))
+                taus.append(float(gamma_method(a, S=S).tau_int))
             except ValueError:
                 continue
     tau = max([x for x in taus if math.isfinite(x)], default=0.5)

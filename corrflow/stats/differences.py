@@ -16,6 +16,7 @@ import numpy as np
 from .autocorr import gamma_method
 from .jackknife import binned_jackknife
 from .result import Stats
+from .windowing import Windowing
 from .reweighting import (ReweightingResult, _as_samples, _check_delta, _check_method, _derived, _ess_of,
                           _normalised_weights, _validated)
 
@@ -29,7 +30,7 @@ def _correlated_difference(
     log_w: np.ndarray,
     scale: float,
     method: str,
-    S: float,
+    S: float | Windowing,
     bin_size: int | None,
 ) -> ReweightingResult:
     _check_method(method)
@@ -49,7 +50,7 @@ def correlated_difference(
     log_w: np.ndarray,
     method: str = "gamma",
     *,
-    S: float = 1.5,
+    S: float | Windowing = 1.5,
     bin_size: int | None = None,
 ) -> ReweightingResult:
     """``<O>_{a'} - <O>_a = <w O_f>/<w> - <O_b>`` on paired samples.
@@ -81,7 +82,7 @@ def finite_difference_derivative(
     delta: float,
     method: str = "gamma",
     *,
-    S: float = 1.5,
+    S: float | Windowing = 1.5,
     bin_size: int | None = None,
 ) -> ReweightingResult:
     """Forward difference ``(<O>_{a+delta} - <O>_a) / delta`` on paired samples.
@@ -102,7 +103,7 @@ def symmetric_derivative(
     delta: float,
     method: str = "gamma",
     *,
-    S: float = 1.5,
+    S: float | Windowing = 1.5,
     bin_size: int | None = None,
 ) -> ReweightingResult:
     """``(<O>_{a+delta} - <O>_{a-delta}) / (2 delta)`` from one base ensemble.
@@ -156,7 +157,7 @@ def independent_difference(
     obs_b: np.ndarray,
     method: str = "gamma",
     *,
-    S: float = 1.5,
+    S: float | Windowing = 1.5,
     bin_size: int | None = None,
 ) -> ReweightingResult:
     """``<O>_A - <O>_B`` from two **independent** ensembles (the baseline).

@@ -39,6 +39,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .autocorr import DerivedFunc, _as_observables, _eval_scalar, _gamma_projected, _project
+from .windowing import Windowing
 from .result import Stats
 
 #: ``func`` for :func:`jackknife_samples`: may return a scalar or an array.
@@ -82,7 +83,7 @@ def _resolve_bin_size(
                 "its projection); pass bin_size or n_bins for array-valued func"
             )
         value, delta = _project(obs, func)
-        tau = _gamma_projected(delta, value, 1.5).tau_int  # = gamma_method(...)
+        tau = _gamma_projected(delta, value, Windowing()).tau_int  # = gamma_method(...)
         bin_size = max(1, math.ceil(DEFAULT_BIN_TAU_FACTOR * tau))
         cap = max(1, n // 2)
         if bin_size > cap:

@@ -50,6 +50,7 @@ import numpy as np
 from .autocorr import MIN_SAMPLES, gamma_method
 from .jackknife import binned_jackknife
 from .result import Stats, format_value_error
+from .windowing import Windowing
 
 __all__ = [
     "ReweightingResult",
@@ -229,7 +230,7 @@ def _derived(
     primaries: list[np.ndarray],
     func: Callable[[np.ndarray], float],
     method: str,
-    S: float,
+    S: float | Windowing,
     bin_size: int | None,
 ) -> Stats:
     """Error analysis of ``func(means of primaries)``; primaries of shape (R, n)."""
@@ -287,7 +288,7 @@ def log_mean_weight(
     log_w: np.ndarray,
     method: str = "gamma",
     *,
-    S: float = 1.5,
+    S: float | Windowing = 1.5,
     bin_size: int | None = None,
 ) -> Stats:
     """``log <w>``, the estimate of ``log(Z_{a'} / Z_a)``, with its error.
@@ -298,8 +299,8 @@ def log_mean_weight(
         Log weights on the base samples.
     method : {"gamma", "jackknife"}
         Error analysis.
-    S : float, default 1.5
-        Gamma-method windowing parameter.
+    S : float or Windowing, default 1.5
+        Gamma-method windowing (Wolff's ``S``, or a :class:`~corrflow.stats.Windowing` with the exponential tail).
     bin_size : int, optional
         Jackknife bin size (default rule of ``binned_jackknife`` if omitted).
 
@@ -323,7 +324,7 @@ def reweighted_mean(
     log_w: np.ndarray,
     method: str = "gamma",
     *,
-    S: float = 1.5,
+    S: float | Windowing = 1.5,
     bin_size: int | None = None,
 ) -> ReweightingResult:
     """``<O>_{a'} = <w O>_a / <w>_a`` from paired samples.

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 
-from ..stats import Stats, gamma_method
+from ..stats import Stats, Windowing, gamma_method
 
 if TYPE_CHECKING:
     from .terms import TangentTerms
@@ -44,7 +44,7 @@ def _derived(m: np.ndarray) -> float:
     return float(m[0] - (m[3] - m[1] * m[2]))
 
 
-def tangent_estimate(o: Any, dvo: Any, r: Any, S: float = 1.5) -> Stats:
+def tangent_estimate(o: Any, dvo: Any, r: Any, S: float | Windowing = 1.5) -> Stats:
     """``d<O>/dα`` from per-configuration ``O``, ``v·∇O`` and ``R_v`` (all ``(n_chains, n_traj)``).
 
     Returns :class:`corrflow.stats.Stats` (value, Gamma-method error and ``tau_int`` of the projected
@@ -60,7 +60,7 @@ def tangent_estimate(o: Any, dvo: Any, r: Any, S: float = 1.5) -> Stats:
     return gamma_method(data, _derived, S=S)
 
 
-def connected_estimate(o: Any, ds: Any, S: float = 1.5) -> Stats:
+def connected_estimate(o: Any, ds: Any, S: float | Windowing = 1.5) -> Stats:
     """The connected estimator ``−(<O ∂_α S> − <O><∂_α S>)``: :func:`tangent_estimate` with ``v = 0``."""
     o_ = _as_chains(o, "O")
     return tangent_estimate(o_, np.zeros_like(o_), ds, S=S)
@@ -71,7 +71,7 @@ def _difference(m: np.ndarray) -> float:
     return _derived(m[[0, 2, 3, 5]]) - _derived(m[[1, 2, 4, 6]])
 
 
-def paired_difference(o: Any, dvo_a: Any, r_a: Any, dvo_b: Any, r_b: Any, S: float = 1.5) -> Stats:
+def paired_difference(o: Any, dvo_a: Any, r_a: Any, dvo_b: Any, r_b: Any, S: float | Windowing = 1.5) -> Stats:
     """``T_a − T_b``: the difference of two estimates of ``d<O>/dα`` from the *same* configurations (two fields, or a
     field against ``v = 0``, the connected estimator: ``dvo_b`` the explicit ``∂_α O`` alone, ``r_b = ∂_α S``), all
     inputs ``(n_chains, n_traj)``.  Both estimates are derived from one set of primaries, so the Gamma-method error is
@@ -107,7 +107,8 @@ def _derived2(m: np.ndarray) -> float:
     return _derived(m[:4]) + cv
 
 
-def second_order_estimate(o: Any, dvo: Any, r: Any, ds: Any, h: Any, dvh: Any, gamma: Any, S: float = 1.5) -> Stats:
+def second_order_estimate(o: Any, dvo: Any, r: Any, ds: Any, h: Any, dvh: Any, gamma: Any,
+                          S: float | Windowing = 1.5) -> Stats:
     """``d<O>/dα`` by the tangent estimator with its second-order control variate (all inputs ``(n_chains, n_traj)``)::
 
         T_v + γ [v·∇h − (h − <h>)(a_v − <a_v>)],      a_v = R_v − ∂_α S = v·∇S − ∇·v,   h = R_v.
@@ -127,7 +128,7 @@ def second_order_estimate(o: Any, dvo: Any, r: Any, ds: Any, h: Any, dvh: Any, g
 
 
 def second_order_difference(o: Any, dvo: Any, r: Any, ds: Any, h: Any, dvh: Any, gamma: Any, explicit: Any,
-                            S: float = 1.5) -> Stats:
+                            S: float | Windowing = 1.5) -> Stats:
     """:func:`second_order_estimate` minus the connected estimate (``explicit``: ``∂_α O`` at fixed links, zeros for
     gluonic observables) from the same configurations, with the error of the difference (one Gamma-method analysis
     of both sets of primaries, as :func:`paired_difference`)."""
@@ -189,7 +190,7 @@ class DerivedSeries(NamedTuple):
     raw_shift: np.ndarray
     transform: np.ndarray | None = None
 
-    def difference(self, func: Any, S: float = 1.5) -> Stats:
+    def difference(self, func: Any, S: float | Windowing = 1.5) -> Stats:
         """``func(means with the field) − func(means with v = 0)`` -- a derived quantity's tangent minus connected
         estimate -- with the error of the difference: one Gamma-method analysis of both sets of primaries, so their
         correlation is included (:func:`paired_difference` for the observables themselves)."""

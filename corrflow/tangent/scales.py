@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE, flow_scale
-from ..stats import Stats, gamma_method
+from ..stats import Stats, Windowing, gamma_method
 from .core import _T2E_RE
 from .estimator import derived_series
 
@@ -37,7 +37,7 @@ def _local_cubic(t: np.ndarray, y: np.ndarray, i: int) -> np.poly1d:
 
 
 def flow_scale_derivative(terms: TangentTerms, coef: Any, reference: float | None = None,
-                          S: float = 1.5, scale: str = "t0") -> dict[str, Stats]:
+                          S: float | Windowing = 1.5, scale: str = "t0") -> dict[str, Stats]:
     """``{"t0": t0/a^2, "tangent": d(t0/a^2)/dα, "connected": the same with v = 0}`` as :class:`Stats`; with
     ``scale="w0"``: ``{"w0": w0/a, "tangent": d(w0/a)/dα, "connected": ...}``.
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.optimize import brentq
 
-from ..stats import Stats, gamma_method
+from ..stats import Stats, Windowing, gamma_method
 from .estimator import derived_series
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def effective_mass_pairs(names: tuple[str, ...], time_extent: int) -> list[tuple
 
 
 def effective_mass_derivative(terms: TangentTerms, coef: Any, t: int, time_extent: int,
-                              S: float = 1.5) -> dict[str, Stats]:
+                              S: float | Windowing = 1.5) -> dict[str, Stats]:
     """``{"m_eff": m_eff(t), "tangent": d m_eff(t)/dα, "connected": the same with v = 0, "difference": tangent minus
     connected with the error of the difference}`` as :class:`Stats`.
 

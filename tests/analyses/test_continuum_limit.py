@@ -105,6 +105,28 @@ def test_joint_jackknife_covariance():
     assert half.values[0] == pytest.approx(betas[0] * (1 - obs[0]["plaquette"][:, 1::2].mean()), rel=1e-12)
 
 
+def test_tail_windowing_reaches_the_estimators():
+    """``--tau-exp`` (ErrorSettings.tau_exp): the Gamma method's exponential tail reaches both estimators -- the same
+    values, the Gamma errors and tau_int of corrflow.stats with that windowing, and automatic bins that follow the
+    larger tau_int."""
+    from corrflow.pipeline import ErrorSettings
+    from corrflow.stats import Windowing, gamma_method
+
+    rng = np.random.default_rng(3)
+    q = make_quantity("plaquette")
+    betas = (2.0, 2.1, 2.2)
+    obs, lws = _synthetic(rng, correlated=True)
+    tail = ErrorSettings(tau_exp=40.0).windowing
+    assert tail == Windowing(tau_exp=40.0) and ErrorSettings().windowing == Windowing()
+    wolff, slow = (flowed_estimates(q, betas, obs, lws, volume=64, S=S) for S in (1.5, tail))
+    np.testing.assert_array_equal(wolff.values, slow.values)
+    assert np.all(slow.tau_int >= wolff.tau_int) and slow.bin_size >= wolff.bin_size
+    ie = independent_estimates(q, betas[:1], obs[:1], volume=64, S=tail)
+    assert ie.errors[0] == pytest.approx(betas[0] * gamma_method(obs[0]["plaquette"], S=tail).error, rel=1e-6)
+    with pytest.raises(ValueError, match="tau_exp must be"):
+        ErrorSettings(tau_exp=-1.0)
+
+
 def test_estimator_bad_input():
     q = make_quantity("plaquette")
     obs = [{"plaquette": np.full((2, 100), 0.9)}, {"plaquette": np.full((2, 90), 0.9)}]
