@@ -84,7 +84,7 @@ def _stats(prims: list[np.ndarray], func: Callable[[np.ndarray], float], method:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         st = gamma_method(data, func=func, S=S) if method == "gamma" else binned_jackknife(data, func=func,
-                                                                                      bin_size=bin_size)
+                                                                                      bin_size=bin_size, S=S)
     return Estimate(float(st.value), float(st.error), float(st.tau_int))
 
 

@@ -39,7 +39,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .autocorr import DerivedFunc, _as_observables, _eval_scalar, _gamma_projected, _project
-from .windowing import Windowing
+from .windowing import Windowing, as_windowing
 from .result import Stats
 
 #: ``func`` for :func:`jackknife_samples`: may return a scalar or an array.
@@ -56,8 +56,9 @@ def _resolve_bin_size(
     func: VectorFunc | None,
     bin_size: int | None,
     n_bins: int | None,
+    S: float | Windowing = 1.5,
 ) -> int:
-    """Bin size from explicit ``bin_size``, ``n_bins`` or the default rule."""
+    """Bin size from explicit ``bin_size``, ``n_bins`` or the default rule (``tau_int`` with windowing ``S``)."""
     n = obs.shape[-1]
     if bin_size is not None and n_bins is not None:
         raise ValueError("give at most one of bin_size and n_bins")
@@ -83,7 +84,7 @@ def _resolve_bin_size(
                 "its projection); pass bin_size or n_bins for array-valued func"
             )
         value, delta = _project(obs, func)
-        tau = _gamma_projected(delta, value, Windowing()).tau_int  # = gamma_method(...)
+        tau = _gamma_projected(delta, value, as_windowing(S)).tau_int  # = gamma_method(..., S=S)
         bin_size = max(1, math.ceil(DEFAULT_BIN_TAU_FACTOR * tau))
         cap = max(1, n // 2)
         if bin_size > cap:
@@ -131,6 +132,7 @@ def jackknife_samples(
     func: VectorFunc | None = None,
     bin_size: int | None = None,
     n_bins: int | None = None,
+    S: float | Windowing = 1.5,
 ) -> np.ndarray:
     """Leave-one-bin-out jackknife estimates.
 
@@ -150,9 +152,10 @@ def jackknife_samples(
     n_bins : int, optional
         Number of bins **per replica**; ``bin_size = n // n_bins``.
     If neither is given, ``bin_size = max(1, ceil(DEFAULT_BIN_TAU_FACTOR * tau_int))`` (factor 20) with
-    ``tau_int`` from :func:`gamma_method` of the same data and ``func``
-    (capped at ``n // 2``, with a warning; needs a scalar ``func``).  Remainder samples at the end of each replica are dropped; each
-    replica is binned separately and the bins are pooled.
+    ``tau_int`` from :func:`gamma_method` of the same data and ``func`` with windowing ``S`` (Wolff's ``S``, or a
+    :class:`~corrflow.stats.Windowing` with the exponential tail of a slow mode: longer bins)
+    (capped at ``n // 2``, with a warning; needs a scalar ``func``).  Remainder samples at the end of each replica are
+    dropped; each replica is binned separately and the bins are pooled.
 
     Returns
     -------
@@ -163,7 +166,7 @@ def jackknife_samples(
         ``(B - 1) / B * (J - J.mean(0)).T @ (J - J.mean(0))``.
     """
     obs = _as_observables(data, with_func=func is not None)
-    size = _resolve_bin_size(obs, func, bin_size, n_bins)
+    size = _resolve_bin_size(obs, func, bin_size, n_bins, S)
     return _samples_from_bins(_bin_means(obs, size), func)
 
 
@@ -172,12 +175,13 @@ def binned_jackknife(
     func: DerivedFunc | None = None,
     bin_size: int | None = None,
     n_bins: int | None = None,
+    S: float | Windowing = 1.5,
 ) -> Stats:
     """Binned jackknife estimate of a primary or derived observable.
 
     Parameters
     ----------
-    data, func, bin_size, n_bins
+    data, func, bin_size, n_bins, S
         As in :func:`jackknife_samples`; ``func`` must return a scalar.
 
     Returns
@@ -207,7 +211,7 @@ def binned_jackknife(
         (fewer than 2 bins in total) or non-scalar/non-finite ``func`` output.
     """
     obs = _as_observables(data, with_func=func is not None)
-    size = _resolve_bin_size(obs, func, bin_size, n_bins)
+    size = _resolve_bin_size(obs, func, bin_size, n_bins, S)
     bins = _bin_means(obs, size)
     samples = _samples_from_bins(bins, func)
     if samples.ndim != 1:

@@ -31,9 +31,10 @@ Conventions
 * Weights are exponentiated as ``w~ = exp(log_w - max(log_w))`` (values in
   ``[0, 1]``, no overflow).  The shift cancels in all ratios and is added
   back only for :func:`log_mean_weight`.
-* ``method`` is ``"gamma"`` (Wolff's Gamma method, windowing parameter
-  ``S``) or ``"jackknife"`` (binned jackknife, bin size ``bin_size`` or the
-  default rule of :func:`~corrflow.stats.binned_jackknife`).
+* ``method`` is ``"gamma"`` (Wolff's Gamma method, windowing ``S``: Wolff's
+  parameter or a :class:`~corrflow.stats.Windowing`) or ``"jackknife"``
+  (binned jackknife, bin size ``bin_size`` or the default rule of
+  :func:`~corrflow.stats.binned_jackknife` with the same ``S``).
 
 Differences and derivatives built on the same validation and result type (:func:`correlated_difference`,
 :func:`symmetric_derivative`, :func:`independent_difference`, ...) are in :mod:`corrflow.stats.differences`.
@@ -237,7 +238,7 @@ def _derived(
     data = np.stack(primaries)  # (n_obs, R, n)
     if method == "gamma":
         return gamma_method(data, func=func, S=S)
-    return binned_jackknife(data, func=func, bin_size=bin_size)
+    return binned_jackknife(data, func=func, bin_size=bin_size, S=S)
 
 
 def _ess_of(w: np.ndarray) -> float:

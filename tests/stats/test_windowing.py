@@ -112,3 +112,17 @@ def test_windowing_default_and_errors() -> None:
             Windowing(**bad)
     with pytest.raises(ValueError, match="S must be positive"):
         gamma_method(x, S="wide")
+
+
+def test_jackknife_default_bins_follow_the_tail() -> None:
+    """The binned jackknife's automatic bin size (20 tau_int) uses the same windowing: longer bins with the tail, and
+    an error that then sees the slow mode too (larger than with Wolff's bins on the same chains)."""
+    from corrflow.stats import binned_jackknife, reweighted_mean
+
+    x = mixtures(8, 4, 5000)
+    tail = Windowing(tau_exp=TAU_EXP)
+    wolff_jk, tail_jk = binned_jackknife(x), binned_jackknife(x, S=tail)
+    assert tail_jk.window > wolff_jk.window and tail_jk.error > wolff_jk.error
+    assert tail_jk.window == math.ceil(20 * gamma_method(x, S=tail).tau_int)
+    rw = reweighted_mean(x, np.zeros_like(x), method="jackknife", S=tail)  # the reweighting estimators pass it on
+    assert rw.stats.window == tail_jk.window
