@@ -20,7 +20,7 @@ import numpy as np
 
 from .compare import ComparisonRow, compare_ensembles, parameter_shift
 from .groups import get_group
-from .stats import format_value_error
+from .stats import Windowing, format_value_error
 from .summary import common_thermalisation_cut, exact_derivative, exact_value
 
 __all__ = ["write_report"]
@@ -140,7 +140,7 @@ def analysis_sections(store: Any, out: Path, names: Sequence[str] | None = None)
 
 
 def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str], out: Path, discard: int = 0,
-                  second_order: bool = False) -> tuple[list[ComparisonRow], list[str]]:
+                  second_order: bool = False, tau_exp: float | None = None) -> tuple[list[ComparisonRow], list[str]]:
     """Tangent and connected estimators of ``d<O>/d pname`` on the base ensemble (:mod:`corrflow.tangent`, default
     field, fitted field kept in ``out/tangent_field``) as comparison rows, and the report lines that explain them.
     ``second_order``: the tangent rows with their second-order control variate
@@ -160,7 +160,7 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
     if not smooth:
         return [], [f"Tangent-flow estimator: none of {', '.join(observables)} is a smooth observable it takes.", ""]
     stored = derivative_from_store(store, store.path, base, pname, smooth, out=out / "tangent_field", discard=discard,
-                                   second_order=second_order)
+                                   second_order=second_order, tau_exp=tau_exp)
     res, adjusted = stored.result, stored.cost_adjusted()
     label = "tangent (second order)" if second_order else "tangent"
     rows = [ComparisonRow(o, label if k == "tangent" else k, base, None, s, s, None, None)
@@ -197,7 +197,8 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
 
 def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: str | Path,
                  observables: Sequence[str] = ("plaquette",), analyses: Sequence[str] | None = None,
-                 tangent: bool = False, discard: int | None = 0, second_order: bool = False) -> Path:
+                 tangent: bool = False, discard: int | None = 0, second_order: bool = False,
+                 tau_exp: float | None = None) -> Path:
     """Write the report into directory ``out``; return the path of ``report.md``.
 
     With ``base``: the variance-reduction comparison of ``base`` with ``ensembles``; with ``tangent`` also the
@@ -206,7 +207,9 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
     ``tangent`` or on an ensemble with dynamical quarks).  Bad input raises before anything is written: ``out`` is
     created only once the report's content stands.
     ``discard``: leading trajectories of every chain left out of all of them (``None``: the longest automatic cut of
-    the base and the independent ensembles, :func:`corrflow.summary.common_thermalisation_cut`).
+    the base and the independent ensembles, :func:`corrflow.summary.common_thermalisation_cut`).  ``tau_exp``: every
+    error with the exponential tail of a slow mode of that autocorrelation time (stored trajectories;
+    :class:`corrflow.stats.Windowing`).
     Every analysis result recorded in the store (``python -m analysis.<name> ...``; select with ``analyses``) adds
     a section.
     """
@@ -236,11 +239,15 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
         cut_lines = [f"Thermalisation (automatic cut): {cut.describe()}.", ""]
     elif discard:
         cut_lines = [f"The first {discard} trajectories of every chain are left out (thermalisation).", ""]
-    rows = compare_ensembles(store, base, ensembles, observables, discard=discard)
+    windowing = Windowing(tau_exp=tau_exp or None)
+    if tau_exp:
+        cut_lines += [f"Errors include the exponential tail of a slow mode with tau_exp = {tau_exp:g} trajectories "
+                      "(Schaefer, Sommer, Virotta 2011).", ""]
+    rows = compare_ensembles(store, base, ensembles, observables, discard=discard, windowing=windowing)
     pname, shift = parameter_shift(bspec.params, store.spec(ensembles[0]).params)
     tangent_lines: list[str] = []
     if tangent:  # (its checks -- e.g. --second-order with dynamical quarks -- come before it writes its checkpoint)
-        trows, tangent_lines = _tangent_rows(store, base, pname, observables, out, discard, second_order)
+        trows, tangent_lines = _tangent_rows(store, base, pname, observables, out, discard, second_order, tau_exp)
         indep = {r.observable: r.derivative.error for r in rows if r.estimator == "independent" and r.derivative}
         rows = rows + [r._replace(variance_reduction=(indep[r.observable] / r.derivative.error) ** 2)
                        if r.observable in indep and r.derivative.error > 0 else r for r in trows]
@@ -270,7 +277,8 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
         except ValueError:
             continue
         partners = [m for m in indep if store.spec(m).params == s.params]
-        r = [x for x in compare_ensembles(store, base, [n] + partners[:1], observables[:1], discard=discard)
+        r = [x for x in compare_ensembles(store, base, [n] + partners[:1], observables[:1], discard=discard,
+                                          windowing=windowing)
              if x.ensemble == n and x.estimator != "flowed chain"]
         if r:
             points.append({"estimator": r[0].estimator, "shift": sh, "vr": r[0].variance_reduction, "ess": r[0].weight_ess})

@@ -273,3 +273,7 @@ def test_report_writes_figures_and_markdown(pipeline, tmp_path):
         assert f"]({name})" in md
     assert "| plaquette | flowed reweighting | `flowed` |" in md
     assert "| plaquette | independent | `u1_8x8_beta2.2` |" in md
+    code, text = cli("report", "--store", store, "--base", "u1_8x8_beta2", "flowed", "u1_8x8_beta2.2", "--out",
+                     tmp_path / "tail", "--tau-exp", "15")
+    assert code == 0, text
+    assert "exponential tail of a slow mode with tau_exp = 15" in (tmp_path / "tail" / "report.md").read_text()

@@ -349,6 +349,7 @@ def report(
     discard: str = typer.Option("0", help="leading trajectories of every chain to leave out of the comparison: a "
                                           "number, or auto (the longest cut of the base and the independent "
                                           "ensembles)"),
+    tau_exp: float = typer.Option(0.0, help=TAU_EXP_HELP),
 ) -> None:
     """Variance-reduction report: error bars per estimator, variance reduction and ESS vs shift, loss curves, and
     a section per analysis (continuum limit, mass dependence, Feynman–Hellmann) recorded in the store."""
@@ -367,9 +368,13 @@ def report(
         if n_discard != 0 and base is None:
             raise CLIError("--discard applies to the comparison with --base; analysis sections keep their own "
                            "ensembles' settings")
+        windowing_option(tau_exp)
+        if tau_exp and base is None:
+            raise CLIError("--tau-exp applies to the comparison with --base; analysis sections keep their own "
+                           "error settings (the analyses' --tau-exp)")
         check_writable_dir(out, "--out")
         path = write_report(open_store(store, "r"), base, ensembles or [], out, obs, analysis, tangent=tangent,
-                            discard=n_discard, second_order=second_order)
+                            discard=n_discard, second_order=second_order, tau_exp=tau_exp or None)
         console.print(f"[green]done[/] report written to {path} ({len(list(out.glob('*.png')))} figures)")
 
     _run(body)

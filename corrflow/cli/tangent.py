@@ -9,7 +9,8 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from .base import CLIError, _run, _stage, app, console, discard_option, print_thermalisation
+from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, console, discard_option, print_thermalisation,
+                   windowing_option)
 
 
 # ----------------------------------------------------------------------------------------
@@ -140,6 +141,7 @@ def derivative(
                                            "the plaquette it turns the product `(P - <P>)(R - <R>)` into `(R - <R>)^2` "
                                            "(`d<P>/dbeta` at beta = 6.0 on 8^4: 18x instead of 6.6x); two passes, the "
                                            "second about 5x the first's cost; pure-gauge ensembles"),
+    tau_exp: float = typer.Option(0.0, help=TAU_EXP_HELP),
     json_: bool = typer.Option(False, "--json", help="print one JSON object (for scripts) instead of the table"),
 ) -> None:
     """Derivatives `d<O>/d(param)` by the tangent-flow estimator (unbiased, no weights) and the connected estimator,
@@ -158,6 +160,7 @@ def derivative(
         if batch < 1:
             raise CLIError(f"--batch must be >= 1, got {batch}")
         n_discard = discard_option(discard)
+        windowing_option(tau_exp)  # checked before anything is read
         if probes is not None and probes < 1:
             raise CLIError(f"--probes must be >= 1, got {probes}")
         if probe_period is not None and probe_period < 1:
@@ -210,7 +213,7 @@ def derivative(
         settings = dict(field=kind, field_options=opts, n_folds=folds, held_out=held_out, seed=seed, batch=batch,
                         out=out, compare=others, traces=trace_opts, t0_reference=t0_ref, w0_reference=w0_ref,
                         discard=n_discard, thin=thin, target=fit.strip().lower(), valence_mass=valence_mass,
-                        pion_sources=sources, contract=contract, second_order=second_order)
+                        pion_sources=sources, contract=contract, second_order=second_order, tau_exp=tau_exp or None)
         exact = {o: exact_derivative(spec, o, param) for o in names}
         exact = {o: x for o, x in exact.items() if x is not None}  # pure gauge 2D: the exact torus derivative
         if json_:
@@ -228,6 +231,7 @@ def derivative(
                        f", stochastic fermion traces ({res.traces['n_noise']} noise vectors"
                        + (f", {res.traces['dilution']} dilution" if "dilution" in res.traces else "") + ")")
         kept = (f" after the first {res.discard}" if res.discard else "") + (f", every {thin}th" if thin > 1 else "")
+        kept += f"; errors with the exponential tail of tau_exp = {tau_exp:g}" if tau_exp else ""
         table = Table(title=f"d<O>/d{param} on {ensemble} ({res.n_chains} x {res.n_traj} configurations{kept}, "
                             f"{r.field.get('kind')} field{' per observable' if r.target == 'observable' else ''}"
                             f"{' + second-order control variate' if r.second_order else ''}"

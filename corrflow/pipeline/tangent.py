@@ -43,6 +43,7 @@ import numpy as np
 from .. import make_theory
 from ..compare import compare_ensembles, parameter_shift
 from .. import tangent as tg
+from ..stats import Windowing
 from ..stats.equilibration import EquilibrationCut
 from ..store.checkpoints import has_checkpoint, read_checkpoint, write_checkpoint
 from ..summary import thermalisation_cut
@@ -84,6 +85,7 @@ class StoredDerivative:
     valence_mass: float | None = None
     contracted: bool = False
     thermalisation: EquilibrationCut | None = None
+    tau_exp: float | None = None
 
     def cost_adjusted(self) -> dict[str, float]:
         """Variance reduction of the tangent estimator against the connected one at equal cost, per observable:
@@ -110,6 +112,8 @@ class StoredDerivative:
                    cost_adjusted_reduction=self.cost_adjusted())
         if self.valence_mass is not None:
             out["valence_mass"] = float(self.valence_mass)
+        if self.tau_exp is not None:  # errors with the exponential tail of a slow mode
+            out["tau_exp"] = float(self.tau_exp)
         if self.thermalisation is not None:  # --discard auto
             out["thermalisation"] = asdict(self.thermalisation)
         traces = {k: v for k, v in self.traces.items() if k != "valence_mass"}
@@ -167,13 +171,15 @@ def finite_shift_plan(store: Any, base: str, compare: Sequence[str], param: str,
 
 
 def finite_shift_estimates(store: Any, base: str, plan: dict[str, tuple[str, float]],
-                           observables: Sequence[str], discard: int = 0) -> dict[str, dict[str, Any]]:
+                           observables: Sequence[str], discard: int = 0, windowing: Any = None
+                           ) -> dict[str, dict[str, Any]]:
     """``{obs: {estimator: Stats}}``: the finite-difference derivatives ``(<O>_{α+δ} − <O>_α) / δ`` of
     :func:`finite_shift_plan`'s ensembles (flowed and direct: paired reweighting; independent: difference of means),
-    without the first ``discard`` trajectories of every chain."""
+    without the first ``discard`` trajectories of every chain; ``windowing`` as in :func:`compare_ensembles`."""
     if not plan:
         return {}
-    rows = compare_ensembles(store, base, [n for n, _ in plan.values()], list(observables), discard=discard)
+    rows = compare_ensembles(store, base, [n for n, _ in plan.values()], list(observables), discard=discard,
+                             windowing=windowing)
     out: dict[str, dict[str, Any]] = {o: {} for o in observables}
     for r in rows:
         est = FINITE_SHIFT_ESTIMATORS.get(r.estimator)
@@ -214,7 +220,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                           t0_reference: float | None = None, w0_reference: float | None = None,
                           discard: int | None = 0, thin: int = 1, target: str = "field",
                           valence_mass: float | None = None, pion_sources: int = 1,
-                          contract: bool | None = None, second_order: bool = False) -> StoredDerivative:
+                          contract: bool | None = None, second_order: bool = False,
+                          tau_exp: float | None = None) -> StoredDerivative:
     """``d<O>/d param`` of every observable on stored ensemble ``ensemble`` (see the module docstring).
 
     ``compare``: ensembles at ``param + δ`` whose finite-shift derivatives join the estimates (module docstring).
@@ -238,7 +245,9 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     full terms (``terms-field``, ``terms-contracted``), the second under the fitted coefficients.  ``second_order``:
     the tangent rows with their second-order control variate (:func:`corrflow.tangent.second_order_estimate`; two
     passes, the second also ``v·∇R_v`` at about five times the first's cost, checkpointed as
-    ``terms-second-order``; pure-gauge ensembles, ``target="field"``).
+    ``terms-second-order``; pure-gauge ensembles, ``target="field"``).  ``tau_exp``: the exponential autocorrelation
+    time of the chains' slowest mode, in stored trajectories: every error with its exponential tail
+    (:class:`corrflow.stats.Windowing`; for the tangent rows in units of the ``thin``-th configurations used).
 
     Raises ``ValueError`` (one line, with a hint) for a flowed ensemble (its configurations are exact only with their
     weights), a parameter the theory lacks, an unknown observable, bad fit settings, too few configurations or
@@ -253,6 +262,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     fermion = tg.is_fermion_theory(theory)
     if not 1 <= n_folds <= 10:
         raise ValueError(f"--folds must be between 1 and 10, got {n_folds}")
+    if tau_exp is not None and not (tau_exp >= 0 and np.isfinite(tau_exp)):
+        raise ValueError(f"--tau-exp must be a number >= 0 (0: no tail), got {tau_exp}")
     if not 0 <= held_out < 1:
         raise ValueError(f"--held-out must be a fraction in [0, 1), got {held_out}")
     names = tuple(o.strip() for o in observables if o.strip())
@@ -372,15 +383,17 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                                                     pion_sources=pion_sources)
     cost["fit_s"] = fit_s / n_configs
     refs = {k: float(v) for k, v in (("t0_reference", t0_reference), ("w0_reference", w0_reference)) if v is not None}
+    # --tau-exp counts stored trajectories; the tangent rows see every thin-th of them
+    refs["S"] = Windowing(tau_exp=tau_exp / thin) if tau_exp else Windowing()
     if contract:  # one basis field per configuration, the fitted one (tg.contracted_terms)
         res = replace(tg.estimate(terms, np.ones(1), fits, fld.describe(), n_folds=n_folds, **refs), coef=coef)
     else:
         res = tg.estimate(terms, coef, fits, fld.describe(), **refs)
-    shifted = finite_shift_estimates(store, ensemble, plan, names, discard)
+    shifted = finite_shift_estimates(store, ensemble, plan, names, discard, Windowing(tau_exp=tau_exp or None))
     if shifted:
         res = replace(res, estimates={o: {**est, **shifted.get(o, {})} for o, est in res.estimates.items()})
     return StoredDerivative(result=res, checkpoint=ckpt, reused=reused, n_chains=int(spec.n_chains),
-                            n_traj=int(committed), shifts=plan, traces=terms.traces,
+                            n_traj=int(committed), shifts=plan, traces=terms.traces, tau_exp=tau_exp or None,
                             discard=int(discard), thin=int(thin), terms_resumed=first, cost=cost, thermalisation=cut,
                             valence_mass=None if quarks is None else float(quarks.mass), contracted=contract)
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE
-from ..stats import Stats, sample_size_check
+from ..stats import Stats, Windowing, sample_size_check
 from .estimator import (paired_difference, per_observable, regression_slopes, second_order_difference,
                         second_order_estimate, tangent_estimate, variance_reduction)
 from .fermions import FermionTraces
@@ -103,7 +103,7 @@ class DerivativeResult:
 
 def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = None,
              field_desc: dict[str, Any] | None = None, t0_reference: float = T0_REFERENCE,
-             w0_reference: float = W0_REFERENCE, n_folds: int = 2) -> DerivativeResult:
+             w0_reference: float = W0_REFERENCE, n_folds: int = 2, S: float | Windowing = 1.5) -> DerivativeResult:
     """Tangent and connected estimates from :class:`TangentTerms` and per-configuration coefficients ``coef``
     ``(n_chains, n_traj, K)`` (from :func:`corrflow.tangent.cross_fit`, or one ``(K,)`` vector for all), or one set per
     observable ``(n_obs, n_chains, n_traj, K)`` (from :func:`observable_cross_fit`; then ``fits`` is its list of
@@ -116,7 +116,9 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
     ``second_order``.
 
     Consecutive pion correlator slices ``pion@t``, ``pion@t+1`` (``t + 1 <= L_0/2``) also give the derivative of the
-    cosh effective mass, ``m_eff@t`` (:func:`corrflow.tangent.spectroscopy.effective_mass_derivative`)."""
+    cosh effective mass, ``m_eff@t`` (:func:`corrflow.tangent.spectroscopy.effective_mass_derivative`).  ``S``: the
+    Gamma method's windowing of every row (Wolff's ``S``, or a :class:`corrflow.stats.Windowing` with the exponential
+    tail of a slow mode, its ``tau_exp`` in units of the configurations given)."""
     coefs = per_observable(coef, terms)
     est: dict[str, dict[str, Stats]] = {}
     red: dict[str, float] = {}
@@ -133,23 +135,23 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
         av = np.sum(terms.a * coefs[i], axis=-1)  # a_v = v·∇S − ∇·v
         r = terms.ds + av
         dvo = np.sum(terms.b[..., i, :] * coefs[i], axis=-1)
-        con = tangent_estimate(o, explicit[..., i], terms.ds)
+        con = tangent_estimate(o, explicit[..., i], terms.ds, S=S)
         if folds is not None:
             gamma = terms.gamma[..., i]
-            tan = second_order_estimate(o, dvo + explicit[..., i], r, terms.ds, terms.h, terms.dvh, gamma)
+            tan = second_order_estimate(o, dvo + explicit[..., i], r, terms.ds, terms.h, terms.dvh, gamma, S=S)
             agree[name] = second_order_difference(o, dvo + explicit[..., i], r, terms.ds, terms.h, terms.dvh, gamma,
-                                                  explicit[..., i])
+                                                  explicit[..., i], S=S)
             gammas[name] = [float(gamma[folds == f][0]) for f in range(n_folds) if np.any(folds == f)]
         else:
-            tan = tangent_estimate(o, dvo + explicit[..., i], r)
-            agree[name] = paired_difference(o, dvo + explicit[..., i], r, explicit[..., i], terms.ds)
+            tan = tangent_estimate(o, dvo + explicit[..., i], r, S=S)
+            agree[name] = paired_difference(o, dvo + explicit[..., i], r, explicit[..., i], terms.ds, S=S)
         est[name] = {"tangent": tan, "connected": con}
         red[name] = variance_reduction(con, tan)
         # the first-order per-configuration difference (also for second-order rows: its skew is the product's)
         sizes[name] = sample_size_check(dvo - (o - o.mean()) * (av - av.mean()), agree[name].tau_int)
     for scale, ref, row in (("t0", t0_reference, "t0/a^2"), ("w0", w0_reference, "w0/a")):
         try:
-            sc = flow_scale_derivative(terms, coef, reference=ref, scale=scale)
+            sc = flow_scale_derivative(terms, coef, reference=ref, scale=scale, S=S)
         except ValueError:  # too few t2E@T columns, or the curve does not cross the reference inside the grid
             continue
         est[row] = {"tangent": sc["tangent"], "connected": sc["connected"]}
@@ -157,7 +159,7 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
         agree[row] = sc["difference"]
     for t, _, _ in effective_mass_pairs(terms.names, terms.time_extent):
         try:
-            em = effective_mass_derivative(terms, coef, t, terms.time_extent)
+            em = effective_mass_derivative(terms, coef, t, terms.time_extent, S=S)
         except ValueError:  # <C(t)> <= <C(t+1)>: no effective mass here
             continue
         est[f"m_eff@{t}"] = {"tangent": em["tangent"], "connected": em["connected"]}

@@ -72,3 +72,6 @@ def test_report_cli_analysis_only_and_errors(tmp_path):
     assert "Mass dependence" in (tmp_path / "r" / "report.md").read_text()
     res = runner.invoke(app, ["report", "--store", str(store), "ens_a"])
     assert res.exit_code == 2 and "without --base" in res.output
+    res = runner.invoke(app, ["report", "--store", str(store), "--out", str(tmp_path / "r2"), "--tau-exp", "5"])
+    assert res.exit_code == 2 and "--tau-exp applies to the comparison with --base" in res.output
+    assert not (tmp_path / "r2").exists()

@@ -53,6 +53,13 @@ def test_derivative_json_and_checkpoint_reuse(u1_store, exact_u1, tmp_path):
     again = json.loads(_invoke(args).stdout)
     assert again["reused"] is True
     assert again["observables"] == out["observables"]  # same coefficients, same probes: identical numbers
+    # --tau-exp: the same estimates (the saved field is reused) with the exponential tail in every error
+    tail = json.loads(_invoke(args + ["--tau-exp", "20"]).stdout)
+    assert tail["reused"] is True and tail["tau_exp"] == 20 and "tau_exp" not in out
+    for name, est in tail["observables"].items():
+        for k, e in est.items():
+            assert e["value"] == out["observables"][name][k]["value"]
+        assert est["tangent"]["error"] != out["observables"][name]["tangent"]["error"]
     # the table form prints every estimator and says the field was reused
     res = _invoke(args[:-5] + ["--batch", "500", "--out", str(ck)])
     assert res.exit_code == 0, res.output
@@ -95,6 +102,7 @@ def test_derivative_json_and_checkpoint_reuse(u1_store, exact_u1, tmp_path):
     (["--times", "0.2"], "only for smoothing fields, and the auto field chooses plaquette here"),
     (["--field", "smoothing", "--anisotropy", "0.5"], "anisotropy needs spatial planes"),
     (["--field", "smoothing", "--anisotropy", "1.5"], "anisotropy must be in [0, 1)"),
+    (["--tau-exp", "-2"], "--tau-exp must be a number >= 0"),
 ])
 def test_user_errors(u1_store, tmp_path, extra, message):
     before = _snapshot(u1_store)
