@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .observables.gradient_flow import T0_REFERENCE, W0_REFERENCE, flow_scale, w_function
-from .stats import Stats, gamma_method
+from .stats import Stats, Windowing, gamma_method
 
 __all__ = ["flow_scales", "scales_from_store"]
 
@@ -48,12 +48,14 @@ def _reached(t: np.ndarray, y: np.ndarray, ref: float, scale: str, curve: str, k
 
 
 def flow_scales(t: np.ndarray, energy: np.ndarray, *, t0_ref: float = T0_REFERENCE,
-                w0_ref: float = W0_REFERENCE) -> dict[str, Stats]:
+                w0_ref: float = W0_REFERENCE, S: float | Windowing = 1.5) -> dict[str, Stats]:
     """``t0``, ``w0`` (lattice units), ``sqrt(t0)/w0`` and ``t0/w0^2`` as :class:`~corrflow.stats.Stats`.
 
     ``t``: flow times ``(k,)`` starting at 0 with uniform spacing; ``energy``: ``E(t)`` samples ``(n, k)`` (one
     chain) or ``(n_chains, n, k)``.  Raises ``ValueError`` if the mean curve does not reach a reference (flow
-    longer, or lower ``t0_ref`` / ``w0_ref`` on small or coarse lattices).
+    longer, or lower ``t0_ref`` / ``w0_ref`` on small or coarse lattices).  ``S``: the Gamma method's windowing
+    (Wolff's ``S``, or a :class:`~corrflow.stats.Windowing` with the exponential tail of a slow mode -- the
+    topological charge, with which ``t0`` is correlated near the continuum).
     """
     t = np.asarray(t, float)
     e = np.asarray(energy, float)
@@ -85,15 +87,15 @@ def flow_scales(t: np.ndarray, energy: np.ndarray, *, t0_ref: float = T0_REFEREN
         return float(np.sqrt(flow_scale(mid, ww, w0_ref)))
 
     out = {
-        "t0": gamma_method(data, t0_of),
-        "w0": gamma_method(data, w0_of),
-        "sqrt_t0_over_w0": gamma_method(data, lambda a: float(np.sqrt(t0_of(a))) / w0_of(a)),
+        "t0": gamma_method(data, t0_of, S=S),
+        "w0": gamma_method(data, w0_of, S=S),
+        "sqrt_t0_over_w0": gamma_method(data, lambda a: float(np.sqrt(t0_of(a))) / w0_of(a), S=S),
     }
     return out
 
 
 def scales_from_store(store: Any, name: str, *, definition: str = "clover", t0_ref: float = T0_REFERENCE,
-                      w0_ref: float = W0_REFERENCE) -> dict[str, Any]:
+                      w0_ref: float = W0_REFERENCE, S: float | Windowing = 1.5) -> dict[str, Any]:
     """:func:`flow_scales` of a stored ensemble measured with ``corrflow measure ... wilson_flow``; also the
     topological susceptibility ``<Q^2>/V`` at the grid point nearest ``t0`` when ``flow_Q`` is stored.
 
@@ -112,13 +114,13 @@ def scales_from_store(store: Any, name: str, *, definition: str = "clover", t0_r
                          "first")
     t = np.asarray(ds["flow_time"].values, float)
     e = np.asarray(ds[key].values)
-    res: dict[str, Any] = flow_scales(t, e, t0_ref=t0_ref, w0_ref=w0_ref)
+    res: dict[str, Any] = flow_scales(t, e, t0_ref=t0_ref, w0_ref=w0_ref, S=S)
     res["flow_eps"] = ds[key].attrs.get("flow_eps")
     if "flow_Q" in ds:
         i = int(np.argmin(np.abs(t - res["t0"].value)))
         q = np.asarray(ds["flow_Q"].values)[..., i]
         vol = float(np.prod(ds.attrs["shape"]))
-        res["chi_top"] = gamma_method(q**2 / vol)
+        res["chi_top"] = gamma_method(q**2 / vol, S=S)
         res["Q_at"] = float(t[i])
     return res
 

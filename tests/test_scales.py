@@ -104,6 +104,17 @@ def test_scales_from_store_match_the_direct_computation(su3_store, tmp_path):
     assert res["w0"].value == pytest.approx(np.sqrt(flow_scale(tm, w, ref_w0)), rel=1e-12)
     assert res["sqrt_t0_over_w0"].value == pytest.approx(np.sqrt(res["t0"].value) / res["w0"].value, rel=1e-12)
     assert res["t0"].error > 0 and "chi_top" in res
+    # `corrflow scales --tau-exp`: the same values, errors with the exponential tail (corrflow.stats.Windowing)
+    from typer.testing import CliRunner
+
+    from corrflow.cli import app
+    from corrflow.stats import Windowing
+
+    tail = scales_from_store(st, "su3", t0_ref=ref_t0, w0_ref=ref_w0, S=Windowing(tau_exp=10.0))
+    assert tail["t0"].value == res["t0"].value and tail["t0"].error != res["t0"].error
+    out = CliRunner().invoke(app, ["scales", str(path), "su3", "--t0-ref", str(ref_t0), "--w0-ref", str(ref_w0),
+                                   "--tau-exp", "10"])
+    assert out.exit_code == 0 and "tail of tau_exp = 10" in out.output, out.output
     with pytest.raises(ValueError, match=r"t0: t\^2 E\(t\) never reaches t0_ref \(--t0-ref\) = 10 \(at most "):
         scales_from_store(st, "su3", t0_ref=10.0)  # out of reach: a clear error naming the scale, not a number
     with pytest.raises(ValueError, match=r"w0: W\(t\) = t d/dt t\^2 E never reaches w0_ref"):

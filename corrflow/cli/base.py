@@ -117,7 +117,7 @@ def print_thermalisation(cut: Any) -> None:
                   + ("[/]" if warn else ""))
 
 
-#: ``--tau-exp`` of the commands that quote Gamma-method errors (summary, compare)
+#: ``--tau-exp`` of the commands that quote Gamma-method errors (summary, compare, derivative, report, scales)
 TAU_EXP_HELP = ("exponential autocorrelation time of the chains' slowest mode, in stored trajectories (e.g. of the "
                 "topological charge, from a longer run): sum the autocorrelation function until it is compatible "
                 "with zero and add the exponential tail beyond (Schaefer-Sommer-Virotta); conservative on short "

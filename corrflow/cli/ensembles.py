@@ -469,6 +469,7 @@ def scales(
     definition: str = typer.Option("clover", help="E(t) discretisation: clover or plaquette"),
     t0_ref: float = typer.Option(0.3, help="t0: t^2 E(t0) = t0-ref (lower it on small/coarse lattices)"),
     w0_ref: float = typer.Option(0.3, help="w0: t d/dt t^2 E = w0-ref at t = w0^2"),
+    tau_exp: float = typer.Option(0.0, help=TAU_EXP_HELP),
 ) -> None:
     """Gradient-flow scales t0/a^2, w0/a, sqrt(t0)/w0 (and chi_top at t0) with Gamma-method errors."""
 
@@ -476,10 +477,12 @@ def scales(
         from ..scales import describe, scales_from_store
         from ..store import open_store
 
+        windowing = windowing_option(tau_exp)
         res = scales_from_store(open_store(store, "r"), ensemble, definition=definition, t0_ref=t0_ref,
-                                w0_ref=w0_ref)
+                                w0_ref=w0_ref, S=windowing)
         step = f", flow step {res['flow_eps']:g}" if res.get("flow_eps") is not None else ""
-        console.print(f"[bold]{ensemble}[/] ({definition} E{step}, t0-ref {t0_ref}, w0-ref {w0_ref})")
+        tail = f", errors with the exponential tail of tau_exp = {tau_exp:g}" if tau_exp else ""
+        console.print(f"[bold]{ensemble}[/] ({definition} E{step}, t0-ref {t0_ref}, w0-ref {w0_ref}{tail})")
         for line in describe(res):
             console.print(line)
 
