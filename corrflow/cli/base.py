@@ -120,7 +120,7 @@ def print_thermalisation(cut: Any) -> None:
 #: ``--tau-exp`` of the commands that quote Gamma-method errors (summary, compare, derivative, report, scales)
 TAU_EXP_HELP = ("exponential autocorrelation time of the chains' slowest mode, in stored trajectories (e.g. of the "
                 "topological charge, from a longer run): sum the autocorrelation function until it is compatible "
-                "with zero and add the exponential tail beyond (Schaefer-Sommer-Virotta); conservative on short "
+                "with zero and add the exponential tail beyond (Schaefer, Sommer, Virotta); conservative on short "
                 "chains [0: Wolff's window]")
 
 

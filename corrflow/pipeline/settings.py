@@ -281,7 +281,7 @@ class ErrorSettings(Settings):
     tau_exp: float = setting(0.0, "exponential autocorrelation time of the chains' slowest mode, in stored "
                                   "configurations (e.g. of the topological charge, from a longer run): Gamma-method "
                                   "sums stop where the autocorrelation function is compatible with zero and add "
-                                  "the exponential tail beyond (Schaefer-Sommer-Virotta), and the automatic bin "
+                                  "the exponential tail beyond (Schaefer, Sommer, Virotta), and the automatic bin "
                                   "sizes follow the larger tau_int; conservative on short chains [0: Wolff's window]")
 
     def check(self) -> None:

@@ -233,7 +233,7 @@ def _gamma_projected(dev: np.ndarray, value: float, windowing: Windowing) -> Sta
         c_w = 0.0
     tau_int = c_w / (2.0 * gamma0)
     tau_int_error = tau_int * math.sqrt((4 * window + 2) / n_total)
-    if tail:  # Schaefer-Sommer-Virotta: the exponential tail beyond W, an upper bound
+    if tail:  # Schaefer, Sommer, Virotta: the exponential tail beyond W, an upper bound
         tau_exp = windowing.tau_exp
         tau_int += tau_exp * abs(rho[window + 1])
         tau_int_error = math.hypot(tau_int_error, tau_exp * rho_error(rho, window + 1, n_total, tau_exp))
