@@ -160,3 +160,26 @@ def test_bad_environment_setting_refused_before_the_store_is_touched(tmp_path, m
     assert res.exit_code == 2
     assert "CORRFLOW_PALLAS='sometimes'" in res.output and "Traceback" not in res.output
     assert not store.exists()
+
+
+def test_result_tables_never_cut_numbers():
+    """`make demo` printed `compare` at rich's default 80 columns with every value cut ("0.7282…"): consoles are 160
+    wide where the output is not a terminal, and on a narrow terminal the number columns keep their widest cell while
+    names fold -- no ellipsis anywhere, every value(error) whole."""
+    from rich.console import Console
+
+    from corrflow.cli.base import results_table
+    from corrflow.console import make_console
+
+    assert make_console().width == 160  # pytest's captured stdout is not a terminal
+    rows = [("plaquette", "flowed reweighting", "flowed_beta2.2", "0.72737(38)", "0.030307(59)", "0.15153(29)",
+             "0.980", "93.4"),
+            ("wilson_2x2", "independent", "u1_16x16_beta2.2", "0.28151(52)", "0.04503(77)", "0.2252(39)", "", "")]
+    numbers = ("<O>(a')", "difference", "d<O>/dbeta", "weight ESS", "var. red. vs indep.")
+    for width in (80, 160):
+        console = Console(width=width, record=True, color_system=None)
+        console.print(results_table("t", ("observable", "estimator", "ensemble", *numbers), rows, numbers=numbers))
+        text = console.export_text()
+        assert "…" not in text and max(len(line) for line in text.splitlines()) <= width, text
+        for row in rows:
+            assert all(cell in text for cell in row[3:]), text

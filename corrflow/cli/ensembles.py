@@ -7,10 +7,9 @@ from typing import Any, List, Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, console, discard_option, parse_shape,
-                   print_thermalisation, windowing_option)
+                   print_thermalisation, results_table, windowing_option)
 
 
 # ----------------------------------------------------------------------------------------
@@ -168,17 +167,14 @@ def info(
         if not names and not broken:
             console.print(f"{store}: empty corrflow store")
             return
-        table = Table(title=f"corrflow store {store}")
-        for col in ("ensemble", "kind", "lattice", "parameters", "chains x traj", "size", "status"):
-            table.add_column(col)
-        notes = []
+        notes, cells = [], []
         for nm in names:
             d = st.info(nm)
             params = ", ".join(f"{k}={v:g}" for k, v in d["params"].items())
             status, how = _status(d)
-            table.add_row(nm, _kind(d), f"{d['theory']} {'x'.join(map(str, d['shape']))}", params,
+            cells.append((nm, _kind(d), f"{d['theory']} {'x'.join(map(str, d['shape']))}", params,
                           f"{d['n_chains']} x {d['committed']}", f"{d['links_bytes'] / 2**20:.1f} MiB",
-                          status if how is None else f"[yellow]{status}[/]")
+                          status if how is None else f"[yellow]{status}[/]"))
             of = {k: "" if v == d["committed"] else f" of {d['committed']}" for k, v in d["observables"].items()}
             made = {k: "".join(f", {s} {format(x, 'g') if isinstance(x, (int, float)) else x}"
                                for s, x in d["observable_settings"].get(k, {}).items()) for k in d["observables"]}
@@ -191,11 +187,13 @@ def info(
                 notes.append(f"  paired with {d['flow'].get('source')} via flow {d['flow'].get('flow_id', '?')}")
         for nm, why in broken.items():
             damaged = why.startswith("damaged")
-            table.add_row(nm, "", "", "", "", "", "[red]DAMAGED[/]" if damaged else "[yellow]INCOMPLETE[/]")
+            cells.append((nm, "", "", "", "", "", "[red]DAMAGED[/]" if damaged else "[yellow]INCOMPLETE[/]"))
             advice = ("restore it from a backup, or delete its directory to create it again" if damaged else
                       "rerun the command that creates it (the remains are removed first)")
             notes.append(f"[bold]{nm}[/]: {escape(why)}; {advice}")
-        console.print(table)
+        console.print(results_table(f"corrflow store {store}", ("ensemble", "kind", "lattice", "parameters",
+                                                                "chains x traj", "size", "status"), cells,
+                                    numbers=("size",)))
         for line in notes:
             console.print(line)
         if ensemble:
@@ -345,10 +343,7 @@ def summary(
         kept = f" (the first {n_discard} discarded)" if n_discard else ""
         if windowing.tau_exp is not None:
             kept += f"; errors with the exponential tail of tau_exp = {windowing.tau_exp:g}"
-        table = Table(title=f"{name}: {info_['n_chains']} chains x {info_['committed']} trajectories{kept}")
-        for col in ("observable", "estimate", "tau_int", "exact (torus)", "pull"):
-            table.add_column(col, justify="right")
-        worst, shaky = 0.0, []
+        worst, shaky, cells = 0.0, [], []
         for r in rows:
             pull = r.pull
             if pull is not None:
@@ -358,9 +353,11 @@ def summary(
             if mark:
                 shaky.append(r)
             ptxt = "" if pull is None else f"[{colour}]{pull:+.2f}{mark}[/]"
-            table.add_row(r.observable, str(r.stats), f"{r.stats.tau_int:.2f}",
-                          "" if r.exact is None else f"{r.exact:.6f}", ptxt)
-        console.print(table)
+            cells.append((r.observable, str(r.stats), f"{r.stats.tau_int:.2f}",
+                          "" if r.exact is None else f"{r.exact:.6f}", ptxt))
+        console.print(results_table(f"{name}: {info_['n_chains']} chains x {info_['committed']} trajectories{kept}",
+                                    ("observable", "estimate", "tau_int", "exact (torus)", "pull"), cells,
+                                    numbers=("estimate", "tau_int", "exact (torus)", "pull"), justify="right"))
         for r in shaky:
             console.print(f"[yellow]* {r.observable}: not conclusive -- its values per configuration are skewed "
                           f"(skewness {r.skewness:.2f}) and {r.n_effective:.0f} effective samples are fewer than the "

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
-from rich.table import Table
 
 from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, console, discard_option, print_thermalisation,
-                   windowing_option)
+                   results_table, windowing_option)
 
 
 # ----------------------------------------------------------------------------------------
@@ -309,16 +308,14 @@ def compare(
         kept = f" (the first {n_discard} of every chain discarded)" if n_discard else ""
         if windowing.tau_exp is not None:
             kept += f"; errors with the exponential tail of tau_exp = {windowing.tau_exp:g}"
-        table = Table(title=f"{base} -> {pname} {'+' if shift >= 0 else ''}{shift:g}{kept}")
-        for col in ("observable", "estimator", "ensemble", "<O>(a')", "difference", f"d<O>/d{pname}", "weight ESS",
-                    "var. red. vs indep."):
-            table.add_column(col, justify="right")
-        for r in rows:
-            table.add_row(r.observable, r.estimator, r.ensemble, "" if r.value_at_target is None else str(r.value_at_target),
-                          str(r.difference), "" if r.derivative is None else str(r.derivative),
-                          "" if r.weight_ess is None else f"{r.weight_ess:.3f}",
-                          "" if r.variance_reduction is None else f"{r.variance_reduction:.1f}")
-        console.print(table)
+        numbers = ("<O>(a')", "difference", f"d<O>/d{pname}", "weight ESS", "var. red. vs indep.")
+        cells = [(r.observable, r.estimator, r.ensemble, "" if r.value_at_target is None else str(r.value_at_target),
+                  str(r.difference), "" if r.derivative is None else str(r.derivative),
+                  "" if r.weight_ess is None else f"{r.weight_ess:.3f}",
+                  "" if r.variance_reduction is None else f"{r.variance_reduction:.1f}") for r in rows]
+        console.print(results_table(f"{base} -> {pname} {'+' if shift >= 0 else ''}{shift:g}{kept}",
+                                    ("observable", "estimator", "ensemble", *numbers), cells, numbers=numbers,
+                                    justify="right"))
         if cut is not None:
             print_thermalisation(cut)
 

@@ -7,10 +7,9 @@ from typing import Any, List, Optional
 
 import numpy as np
 import typer
-from rich.table import Table
 
 from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, console, discard_option, print_thermalisation,
-                   windowing_option)
+                   results_table, windowing_option)
 
 
 # ----------------------------------------------------------------------------------------
@@ -232,18 +231,15 @@ def derivative(
                        + (f", {res.traces['dilution']} dilution" if "dilution" in res.traces else "") + ")")
         kept = (f" after the first {res.discard}" if res.discard else "") + (f", every {thin}th" if thin > 1 else "")
         kept += f"; errors with the exponential tail of tau_exp = {tau_exp:g}" if tau_exp else ""
-        table = Table(title=f"d<O>/d{param} on {ensemble} ({res.n_chains} x {res.n_traj} configurations{kept}, "
-                            f"{r.field.get('kind')} field{' per observable' if r.target == 'observable' else ''}"
-                            f"{' + second-order control variate' if r.second_order else ''}"
-                            f"{tr_msg})")
-        for col in ("observable", "estimator", "value(error)", "tau_int", "variance reduction"):
-            table.add_column(col)
-        for o, est in r.estimates.items():
-            for k, s in est.items():
-                label = f"{k} ({res.shifts[k][0]}, d{param} {res.shifts[k][1]:+g})" if k in res.shifts else k
-                table.add_row(o, label, format_value_error(s.value, s.error), f"{s.tau_int:.2f}",
-                              f"{reductions[o][k]:.3g}x")
-        console.print(table)
+        cells = [(o, f"{k} ({res.shifts[k][0]}, d{param} {res.shifts[k][1]:+g})" if k in res.shifts else k,
+                  format_value_error(s.value, s.error), f"{s.tau_int:.2f}", f"{reductions[o][k]:.3g}x")
+                 for o, est in r.estimates.items() for k, s in est.items()]
+        console.print(results_table(
+            f"d<O>/d{param} on {ensemble} ({res.n_chains} x {res.n_traj} configurations{kept}, "
+            f"{r.field.get('kind')} field{' per observable' if r.target == 'observable' else ''}"
+            f"{' + second-order control variate' if r.second_order else ''}{tr_msg})",
+            ("observable", "estimator", "value(error)", "tau_int", "variance reduction"), cells,
+            numbers=("value(error)", "tau_int", "variance reduction")))
         if any(s.error > 0 for s in r.agreement.values()):  # (none with --field none: the same estimator)
             worst = max(abs(s.pull(0.0)) for s in r.agreement.values())
             console.print(("[yellow]" if worst > 3 else "") + "tangent - connected (same configurations, error of the "

@@ -14,21 +14,14 @@ exits 130 keeping everything committed.
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Callable
 from typing import Any
+
+from ..console import make_console
 
 __all__ = ["run_cli", "settings_command", "make_console"]
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FloatingPointError)
-
-
-def make_console(stderr: bool = False) -> Any:
-    """A rich console: a terminal's own width, or 160 columns in log files (wide tables stay readable)."""
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr) if stream.isatty() else Console(stderr=stderr, width=160)
 
 
 def _check_environment() -> None:
