@@ -31,6 +31,8 @@ written from the equations of that paper.  Notation (Wolff sec. 2-3):
   ``tau_int = C(W) / (2 Gamma(0))`` are computed from the corrected values.
 * error of ``tau_int`` (Madras-Sokal approximation, eq. 42):
   ``delta tau_int = tau_int * sqrt((4W + 2)/N)``.
+* for chains with a slow mode that the automatic window cuts off, the exponential-tail correction of Schaefer,
+  Sommer and Virotta (``S=Windowing(tau_exp=...)``): :mod:`corrflow.stats.windowing`.
 """
 
 from __future__ import annotations
