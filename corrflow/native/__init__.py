@@ -27,11 +27,14 @@ Measured against the issue's own code (``benchmarks/kernels_vs_baseline.py``; th
 ``benchmarks/hmc_throughput.py`` against plain NumPy): BENCHMARKS.md, "Native CPU kernels".
 
 Build.  The C++ source (``kernels.cc`` and its headers) ships with the package and is compiled once per machine on
-first use (``c++ -O3 -march=native``, the XLA FFI headers of the installed jaxlib; 5-10 s) into the user's cache
+first use (``c++ -O3 -march=native``, the XLA FFI headers of the installed jaxlib; 5-15 s) into the user's cache
 (``$CORRFLOW_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/corrflow`` or ``~/.cache/corrflow``), named by a hash of the
 source, the compiler, the flags, jaxlib's version and the CPU's model and instruction sets (so that nodes of a
 cluster with other CPUs never load each other's build from a shared home); a failed build falls back to the JAX
-kernels with one warning.  Results are bitwise reproducible on one machine and independent of batching and
+kernels with one warning.  One translation unit: its time is the kernels' own code (force.h 7.5 s, sweeps.h 9 s of
+the 15 s on a 2-core AMD EPYC; the FFI headers 0.8 s), so compiling the seven handlers as separate units in parallel
+would cost 28 s of CPU for 9 s of wall time on many cores and save nothing on two (measured 2026-12-07).  Results
+are bitwise reproducible on one machine and independent of batching and
 threads (nothing is summed across sites); they differ from the JAX kernels' at the rounding level (the heat bath:
 same distribution, other random numbers).
 
