@@ -33,10 +33,9 @@ source, the compiler, the flags, jaxlib's version and the CPU's model and instru
 cluster with other CPUs never load each other's build from a shared home); a failed build falls back to the JAX
 kernels with one warning.  One translation unit: its time is the kernels' own code (force.h 7.5 s, sweeps.h 9 s of
 the 15 s on a 2-core AMD EPYC; the FFI headers 0.8 s), so compiling the seven handlers as separate units in parallel
-would cost 28 s of CPU for 9 s of wall time on many cores and save nothing on two (measured 2026-12-07).  Results
-are bitwise reproducible on one machine and independent of batching and
-threads (nothing is summed across sites); they differ from the JAX kernels' at the rounding level (the heat bath:
-same distribution, other random numbers).
+would cost 28 s of CPU for 9 s of wall time on many cores and save nothing on two (measured 2026-12-07).  Results are
+bitwise reproducible on one machine and independent of batching and threads (nothing is summed across sites); they
+differ from the JAX kernels' at the rounding level (the heat bath: same distribution, other random numbers).
 
 Choice (environment ``CORRFLOW_NATIVE``, read when a program is traced): ``auto`` (default) on CPUs with one device
 wherever a kernel applies and builds, ``0`` never, ``1`` wherever it applies (an error if it cannot be built).  The
