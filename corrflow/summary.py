@@ -14,7 +14,8 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from . import exact
-from .stats import Stats, Windowing, gamma_method, sample_size_check
+from .stats import (SlowModeCheck, Stats, Windowing, format_value_error, gamma_method, sample_size_check,
+                    slow_mode_check)
 from .stats.reweighting import reweighted_mean
 from .stats.equilibration import EquilibrationCut, equilibration_cut
 from .store.spec import FLOWED_FIELDS
@@ -26,7 +27,8 @@ __all__ = ["SummaryRow", "common_thermalisation_cut", "exact_derivative", "exact
 class SummaryRow(NamedTuple):
     """One observable's estimate, its exact value where known, and what it takes to read its pull as Gaussian:
     ``skewness`` of the per-configuration values, ``n_effective`` = samples / (2 tau_int) and ``n_needed`` =
-    ``28 + 25 skewness^2`` (:func:`corrflow.stats.gaussian_sample_size`)."""
+    ``28 + 25 skewness^2`` (:func:`corrflow.stats.gaussian_sample_size`); ``slow_mode``: block means against the
+    Gamma window (:func:`corrflow.stats.slow_mode_check`; None where there are too few blocks)."""
 
     observable: str
     stats: Stats
@@ -34,10 +36,22 @@ class SummaryRow(NamedTuple):
     skewness: float = 0.0
     n_effective: float = float("inf")
     n_needed: float = 28.0
+    slow_mode: SlowModeCheck | None = None
 
     @property
     def pull(self) -> float | None:
         return None if self.exact is None else self.stats.pull(self.exact)
+
+    def slow_mode_note(self) -> str | None:
+        """One line when the block means vary far more than the Gamma window allows (:attr:`SlowModeCheck.slow`),
+        saying what to do; None otherwise."""
+        c = self.slow_mode
+        if c is None or not c.slow:
+            return None
+        return (f"{self.observable}: block means of {c.block} trajectories give 2 tau_int = "
+                f"{format_value_error(c.blocked, c.error)}, the Gamma window {c.gamma:.3g}: a slow mode the window "
+                "misses, so the error above is too small (a trajectory length resonant with slow modes: generate with "
+                "--jitter; a frozen mode: its exponential autocorrelation time as --tau-exp, or longer chains)")
 
     @property
     def conclusive(self) -> bool:
@@ -150,7 +164,8 @@ def ensemble_summary(store: Any, name: str, discard: int = 0, windowing: Windowi
 
     def row(obs: str, x: np.ndarray, stats: Stats, exact: float | None) -> SummaryRow:
         size = sample_size_check(x, stats.tau_int)
-        return SummaryRow(obs, stats, exact, size["skewness"], size["n_effective"], size["n_needed"])
+        return SummaryRow(obs, stats, exact, size["skewness"], size["n_effective"], size["n_needed"],
+                          slow_mode_check(x, S=S))
 
     names = [v for v in ds.data_vars if ds[v].dims == ("chain", "traj") and v not in skip]
     order = {"plaquette": 0, "topological_charge": 2, "polyakov_loop": 3, "delta_H": 9}

@@ -68,6 +68,13 @@ def test_generate_measure_summary_roundtrip(tmp_path):
     rows = {r.observable: r for r in ensemble_summary(open_store(store), "u1_6x6_beta1.5")}
     for obs in ("plaquette", "wilson_2x1", "chi_top"):
         assert rows[obs].exact is not None and abs(rows[obs].pull) < 4, rows[obs]
+    # the slow-mode check (block means against the Gamma window) runs on every observable; nothing slow here
+    assert all(r.slow_mode is not None and r.slow_mode_note() is None for o, r in rows.items() if o != "acceptance")
+    from corrflow.stats import SlowModeCheck
+
+    flagged = rows["plaquette"]._replace(slow_mode=SlowModeCheck(18.4, 4.6, 3.3, 3.3, 500))
+    assert flagged.slow_mode_note().startswith("plaquette: block means of 500 trajectories give 2 tau_int = 18.4(4.6)")
+    assert "--jitter" in flagged.slow_mode_note() and "--tau-exp" in flagged.slow_mode_note()
     # the exponential tail of a slow mode (corrflow.stats.windowing): never a smaller tau_int, said in the title
     res = runner.invoke(app, ["summary", str(store), "u1_6x6_beta1.5", "--tau-exp", "20"])
     assert res.exit_code == 0 and "tau_exp = 20" in res.output, res.output

@@ -364,6 +364,8 @@ def summary(
                           f"{r.n_needed:.0f} (28 + 25 skewness^2) a Gaussian error needs; a short ensemble of such a "
                           "quantity lies on the short side of its tail with too small an error more often than "
                           "3 sigma suggests[/]")
+        for note in filter(None, (r.slow_mode_note() for r in rows)):
+            console.print(f"[yellow]{escape(note)}[/]")
         spec = st.spec(name)
         if spec.kind == "flowed":
             import numpy as np

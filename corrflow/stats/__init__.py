@@ -5,7 +5,7 @@
   a slow mode of known ``tau_exp`` (Schaefer, Sommer, Virotta 2011).
 * :func:`binned_jackknife` / :func:`jackknife_samples` -- binned jackknife.
 * :func:`autocorrelation_function`, :func:`integrated_autocorrelation_time`; :func:`blocked_two_tau` (block means:
-  slow modes beyond the Gamma window).
+  slow modes beyond the Gamma window) and :func:`slow_mode_check` (the two set against each other).
 * :func:`ess_arviz` -- ArviZ effective sample size as an independent check.
 * :func:`gaussian_sample_size` -- the skewness of per-sample values and the sample size a Gaussian error needs;
   :func:`sample_size_check` sets it against the effective sample size of a mean.
@@ -26,11 +26,13 @@ are primary observables, shape ``(n_obs, n)`` or ``(n_obs, n_replicas, n)``.
 
 from .autocorr import (
     MIN_SAMPLES,
+    SlowModeCheck,
     Windowing,
     autocorrelation_function,
     blocked_two_tau,
     gamma_method,
     integrated_autocorrelation_time,
+    slow_mode_check,
 )
 from .equilibration import EquilibrationCut, equilibration_cut
 from .ess import ess_arviz
@@ -108,6 +110,8 @@ __all__ = [
     "MIN_SAMPLES",
     "Stats",
     "Windowing",
+    "SlowModeCheck",
+    "slow_mode_check",
     "autocorrelation_function",
     "blocked_two_tau",
     "binned_jackknife",

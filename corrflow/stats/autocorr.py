@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import scipy.fft
@@ -54,6 +55,8 @@ __all__ = [
     "blocked_two_tau",
     "gamma_method",
     "integrated_autocorrelation_time",
+    "SlowModeCheck",
+    "slow_mode_check",
 ]
 
 #: Minimal number of samples per replica accepted by the estimators.
@@ -430,3 +433,39 @@ def blocked_two_tau(x: np.ndarray, block: int) -> float:
     dev = x - x.mean()
     means = dev[:, : dev.shape[1] // block * block].reshape(dev.shape[0], -1, block).mean(-1)
     return float(means.var() * block / dev.var())
+
+
+class SlowModeCheck(NamedTuple):
+    """:func:`slow_mode_check`: ``2 tau_int`` of the mean from block means (``blocked``, with its ``error``) against
+    the Gamma method's (``gamma``); ``pull = (blocked - gamma) / error``; ``block`` the block length."""
+
+    blocked: float
+    error: float
+    gamma: float
+    pull: float
+    block: int
+
+    @property
+    def slow(self) -> bool:
+        """True when the block means vary more than the Gamma window allows, by more than 3 errors: a slow mode."""
+        return self.pull > 3.0
+
+
+def slow_mode_check(x: np.ndarray, S: float | Windowing = 1.5, n_blocks: int = 32) -> SlowModeCheck | None:
+    """Does the Gamma method's window miss a slow mode?  ``x`` ``(n,)`` or ``(n_replicas, n)``: ``2 tau_int`` from the
+    variance of about ``n_blocks`` block means (:func:`blocked_two_tau`, blocks of ``n_replicas n / n_blocks``
+    consecutive values, at most ``n / 8`` of a chain; it sees every autocorrelation shorter than the blocks, the window
+    only those it reaches) against ``2 tau_int`` of :func:`gamma_method` with windowing ``S``.  The blocked value's
+    error is that of a variance from ``B`` block means, ``blocked sqrt(2 / (B - 1))``, so with 32 blocks only a gross
+    miss (the block value 4x the window's) reaches 3 errors: a check for resonances and frozen modes, not a
+    measurement.  None for fewer than 16 blocks of at least 20 values (too few or too short to tell)."""
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    n_rep, n = x.shape
+    block = min(n_rep * n // n_blocks, n // 8)
+    total = n_rep * (n // block) if block else 0
+    if total < 16 or block < 20 or np.ptp(x) == 0:
+        return None
+    blocked = blocked_two_tau(x, block)
+    err = blocked * math.sqrt(2.0 / (total - 1))
+    gamma = 2.0 * gamma_method(x, S=S).tau_int
+    return SlowModeCheck(blocked, err, gamma, (blocked - gamma) / err if err > 0 else 0.0, block)

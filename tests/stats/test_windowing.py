@@ -126,3 +126,19 @@ def test_jackknife_default_bins_follow_the_tail() -> None:
     assert tail_jk.window == math.ceil(20 * gamma_method(x, S=tail).tau_int)
     rw = reweighted_mean(x, np.zeros_like(x), method="jackknife", S=tail)  # the reweighting estimators pass it on
     assert rw.stats.window == tail_jk.window
+
+
+def test_slow_mode_check_flags_gross_misses_only() -> None:
+    """corrflow.stats.slow_mode_check: block means against the Gamma window.  A slow mode of 5% of the variance with
+    tau_exp = 500 on 4 x 4000 (2 tau_int ~ 50 against Wolff's ~3): flagged in at least 70 of 100 datasets (measured
+    90); a plain AR(1) process (nothing to miss) in at most 3 of 100 (measured 0; the blocked variance has 31
+    degrees of freedom, so a 3-sigma excess has probability ~0.6%); too few blocks: no verdict."""
+    from corrflow.stats import slow_mode_check
+
+    rng = np.random.default_rng(21)
+    plain = [slow_mode_check(ar1(rng, 0.8, 1.0, (4, 2000))) for _ in range(100)]
+    assert all(c is not None and c.block == 250 for c in plain) and sum(c.slow for c in plain) <= 3
+    slow = [slow_mode_check(ar1(rng, PHI_FAST, 1.0, (4, 4000)) + ar1(rng, math.exp(-1 / 500), 0.05, (4, 4000)))
+            for _ in range(100)]
+    assert sum(c.slow for c in slow) >= 70, sum(c.slow for c in slow)
+    assert slow_mode_check(ar1(rng, 0.5, 1.0, (1, 100))) is None  # 8 blocks of 12: too few to tell
