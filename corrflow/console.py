@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import sys
+import textwrap
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-__all__ = ["make_console"]
+__all__ = ["make_console", "results_table"]
+
+#: a cell that reads as a number: a float, a value(error), a ratio "12.3x" or a percentage, nan or inf
+_NUMBER = re.compile(r"^[+-]?(\d[\d.]*|\.\d+|nan|inf)(\([\d.]+\))?(e[+-]?\d+)?[x%]?$", re.IGNORECASE)
 
 
 def make_console(stderr: bool = False) -> Any:
@@ -15,3 +21,30 @@ def make_console(stderr: bool = False) -> Any:
 
     stream = sys.stderr if stderr else sys.stdout
     return Console(stderr=stderr) if stream.isatty() else Console(stderr=stderr, width=160)
+
+
+def results_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]],
+                  numbers: Collection[str] | None = None, justify: str = "left") -> Any:
+    """A rich table of results (cells are strings, rich markup allowed).  On a narrow terminal the ``numbers``
+    columns keep the width of their widest cell, so that a value(error) is never cut (their headers wrap instead),
+    and the other columns (names of ensembles, observables, estimators) fold rather than end in an ellipsis.
+    ``numbers=None``: the columns whose non-empty cells all look like numbers (``0.7282(39)``, ``93.4x``, ``-1.70``,
+    ``nan``)."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = [list(r) for r in rows]
+    if numbers is None:
+        numbers = [c for i, c in enumerate(columns)
+                   if all(_NUMBER.match(Text.from_markup(r[i]).plain) for r in rows if r[i].strip())]
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, show_edge=False)
+    for i, col in enumerate(columns):
+        if col in numbers:  # as wide as its widest cell (at least 8, or a header word): the header wraps to it
+            width = max([8] + [Text.from_markup(r[i]).cell_len for r in rows] + [len(w) for w in col.split()])
+            table.add_column(textwrap.fill(col, width), justify="right", no_wrap=True)
+        else:
+            table.add_column(col, justify=justify, overflow="fold")
+    for r in rows:
+        table.add_row(*r)
+    return table

@@ -175,7 +175,7 @@ def test_result_tables_never_cut_numbers():
     names fold -- no ellipsis anywhere, every value(error) whole."""
     from rich.console import Console
 
-    from corrflow.cli.base import results_table
+    from corrflow.console import results_table
     from corrflow.console import make_console
 
     assert make_console().width == 160  # pytest's captured stdout is not a terminal
@@ -190,3 +190,6 @@ def test_result_tables_never_cut_numbers():
         assert "…" not in text and max(len(line) for line in text.splitlines()) <= width, text
         for row in rows:
             assert all(cell in text for cell in row[3:]), text
+    # the analyses' record tables leave it to the cells: the columns whose cells all read as numbers
+    auto = results_table("t", ("observable", "estimator", "ensemble", *numbers), rows)
+    assert [c.no_wrap for c in auto.columns] == [False] * 3 + [True] * 5

@@ -7,9 +7,8 @@ exits with status 2 and a one-line explanation (no traceback) on bad input.
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Sequence
+from typing import Any, Callable
 
 import typer
 from typer.core import TyperGroup
@@ -79,28 +78,6 @@ app = typer.Typer(
 )
 console = make_console()
 err_console = make_console(stderr=True)
-
-
-def results_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], numbers: Collection[str] = (),
-                  justify: str = "left") -> Any:
-    """A rich table of results (cells are strings, rich markup allowed).  On a narrow terminal the ``numbers``
-    columns keep the width of their widest cell, so that a value(error) is never cut (their headers wrap instead),
-    and the other columns (names of ensembles, observables, estimators) fold rather than end in an ellipsis."""
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
-
-    rows = [list(r) for r in rows]
-    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, show_edge=False)
-    for i, col in enumerate(columns):
-        if col in numbers:  # as wide as its widest cell (at least 8, or a header word): the header wraps to it
-            width = max([8] + [Text.from_markup(r[i]).cell_len for r in rows] + [len(w) for w in col.split()])
-            table.add_column(textwrap.fill(col, width), justify="right", no_wrap=True)
-        else:
-            table.add_column(col, justify=justify, overflow="fold")
-    for r in rows:
-        table.add_row(*r)
-    return table
 
 
 class CLIError(Exception):

@@ -8,8 +8,9 @@ from typing import Any, List, Optional
 import typer
 from rich.markup import escape
 
+from ..console import results_table
 from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, console, discard_option, parse_shape,
-                   print_thermalisation, results_table, windowing_option)
+                   print_thermalisation, windowing_option)
 
 
 # ----------------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ from typing import Any, List, Optional
 
 import typer
 
+from ..console import results_table
 from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, console, discard_option, print_thermalisation,
-                   results_table, windowing_option)
+                   windowing_option)
 
 
 # ----------------------------------------------------------------------------------------

@@ -56,17 +56,13 @@ def print_tables(console: Any, record: Mapping[str, Any], *, first: int | None =
     """The record's tables (the first ``first`` of them) as rich tables on ``console`` (no-op if None)."""
     if console is None:
         return
-    from rich.table import Table
+    from ..console import results_table
 
     for i, (caption, tab) in enumerate(record.get("tables", {}).items()):
         if first is not None and i >= first:
             break
-        t = Table(title=caption)
-        for c in tab["columns"]:
-            t.add_column(str(c), justify="right")
-        for row in tab["rows"]:
-            t.add_row(*["" if v is None else str(v) for v in row])
-        console.print(t)
+        rows = [["" if v is None else str(v) for v in row] for row in tab["rows"]]
+        console.print(results_table(caption, [str(c) for c in tab["columns"]], rows, justify="right"))
 
 
 def figure_png(fig: Any, dpi: int = 150) -> bytes:
