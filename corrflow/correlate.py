@@ -101,7 +101,7 @@ def flowed_reweighting(flow: Flow, params: Array, base: Any, target: Any, config
         u = jnp.asarray(pad_rows(configs[lo:lo + size], size))
         if det_noise:
             if noise_keys is not None:  # the padding repeats the last configuration's key
-                keys = jnp.asarray(np.asarray(noise_keys)[np.minimum(np.arange(lo, lo + size), n - 1)])
+                keys = jnp.asarray(pad_rows(np.asarray(noise_keys)[lo:lo + size], size))
             else:
                 keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(lo, lo + size))
             out = _batch_stochastic(flow, params, base, target, u, measure, keep_links, keys, int(det_noise))

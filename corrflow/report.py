@@ -239,8 +239,8 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
         cut_lines = [f"Thermalisation (automatic cut): {cut.describe()}.", ""]
     elif discard:
         cut_lines = [f"The first {discard} trajectories of every chain are left out (thermalisation).", ""]
-    windowing = Windowing(tau_exp=tau_exp or None)
-    if tau_exp:
+    windowing = Windowing.from_tau_exp(tau_exp or 0.0)
+    if windowing.tau_exp is not None:
         cut_lines += [f"Errors include the exponential tail of a slow mode with tau_exp = {tau_exp:g} trajectories "
                       "(Schaefer, Sommer, Virotta 2011).", ""]
     rows = compare_ensembles(store, base, ensembles, observables, discard=discard, windowing=windowing)

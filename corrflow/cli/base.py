@@ -128,13 +128,12 @@ TAU_EXP_HELP = ("exponential autocorrelation time of the chains' slowest mode, i
 def windowing_option(tau_exp: float) -> Any:
     """The :class:`corrflow.stats.Windowing` of ``--tau-exp`` (0: Wolff's window); a :class:`CLIError` (one line,
     exit 2) for a negative or non-finite value."""
-    import math
-
     from ..stats import Windowing
 
-    if not (tau_exp >= 0 and math.isfinite(tau_exp)):
-        raise CLIError(f"--tau-exp must be a number >= 0 (0: no tail), got {tau_exp}")
-    return Windowing(tau_exp=tau_exp or None)
+    try:
+        return Windowing.from_tau_exp(tau_exp)
+    except ValueError as exc:
+        raise CLIError("--tau-exp" + str(exc).removeprefix("tau_exp")) from None
 
 
 def discard_option(text: str) -> int | None:

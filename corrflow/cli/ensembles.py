@@ -342,8 +342,7 @@ def summary(
         rows = ensemble_summary(st, name, discard=n_discard, windowing=windowing)
         info_ = st.info(name)
         kept = f" (the first {n_discard} discarded)" if n_discard else ""
-        if windowing.tau_exp is not None:
-            kept += f"; errors with the exponential tail of tau_exp = {windowing.tau_exp:g}"
+        kept += f"; {windowing.tail_note}" if windowing.tail_note else ""
         worst, shaky, cells = 0.0, [], []
         for r in rows:
             pull = r.pull
@@ -481,7 +480,7 @@ def scales(
         res = scales_from_store(open_store(store, "r"), ensemble, definition=definition, t0_ref=t0_ref,
                                 w0_ref=w0_ref, S=windowing)
         step = f", flow step {res['flow_eps']:g}" if res.get("flow_eps") is not None else ""
-        tail = f", errors with the exponential tail of tau_exp = {tau_exp:g}" if tau_exp else ""
+        tail = f", {windowing.tail_note}" if windowing.tail_note else ""
         console.print(f"[bold]{ensemble}[/] ({definition} E{step}, t0-ref {t0_ref}, w0-ref {w0_ref}{tail})")
         for line in describe(res):
             console.print(line)

@@ -307,8 +307,7 @@ def compare(
         rows = compare_ensembles(st, base, ensembles, obs, discard=n_discard, windowing=windowing)
         pname, shift = parameter_shift(st.spec(base).params, st.spec(ensembles[0]).params)
         kept = f" (the first {n_discard} of every chain discarded)" if n_discard else ""
-        if windowing.tau_exp is not None:
-            kept += f"; errors with the exponential tail of tau_exp = {windowing.tau_exp:g}"
+        kept += f"; {windowing.tail_note}" if windowing.tail_note else ""
         numbers = ("<O>(a')", "difference", f"d<O>/d{pname}", "weight ESS", "var. red. vs indep.")
         cells = [(r.observable, r.estimator, r.ensemble, "" if r.value_at_target is None else str(r.value_at_target),
                   str(r.difference), "" if r.derivative is None else str(r.derivative),

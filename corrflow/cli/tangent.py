@@ -160,7 +160,7 @@ def derivative(
         if batch < 1:
             raise CLIError(f"--batch must be >= 1, got {batch}")
         n_discard = discard_option(discard)
-        windowing_option(tau_exp)  # checked before anything is read
+        windowing = windowing_option(tau_exp)  # checked before anything is read
         if probes is not None and probes < 1:
             raise CLIError(f"--probes must be >= 1, got {probes}")
         if probe_period is not None and probe_period < 1:
@@ -231,7 +231,7 @@ def derivative(
                        f", stochastic fermion traces ({res.traces['n_noise']} noise vectors"
                        + (f", {res.traces['dilution']} dilution" if "dilution" in res.traces else "") + ")")
         kept = (f" after the first {res.discard}" if res.discard else "") + (f", every {thin}th" if thin > 1 else "")
-        kept += f"; errors with the exponential tail of tau_exp = {tau_exp:g}" if tau_exp else ""
+        kept += f"; {windowing.tail_note}" if windowing.tail_note else ""
         cells = [(o, f"{k} ({res.shifts[k][0]}, d{param} {res.shifts[k][1]:+g})" if k in res.shifts else k,
                   format_value_error(s.value, s.error), f"{s.tau_int:.2f}", f"{reductions[o][k]:.3g}x")
                  for o, est in r.estimates.items() for k, s in est.items()]

@@ -288,15 +288,16 @@ class ErrorSettings(Settings):
         non_negative_ints(self, "bin_size")
         if not self.bin_tau_factor > 0:
             raise ValueError(f"bin_tau_factor must be positive, got {self.bin_tau_factor}")
-        if not (self.tau_exp >= 0 and math.isfinite(self.tau_exp)):
-            raise ValueError(f"tau_exp must be a number >= 0 (0: no tail), got {self.tau_exp}")
+        from ..stats import Windowing
+
+        Windowing.from_tau_exp(self.tau_exp)  # a one-line ValueError for a bad tau_exp
 
     @property
     def windowing(self) -> Any:
         """The Gamma method's :class:`corrflow.stats.Windowing`: Wolff's, or with the exponential tail."""
         from ..stats import Windowing
 
-        return Windowing(tau_exp=self.tau_exp or None)
+        return Windowing.from_tau_exp(self.tau_exp)
 
 
 @dataclass(frozen=True)

@@ -262,8 +262,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     fermion = tg.is_fermion_theory(theory)
     if not 1 <= n_folds <= 10:
         raise ValueError(f"--folds must be between 1 and 10, got {n_folds}")
-    if tau_exp is not None and not (tau_exp >= 0 and np.isfinite(tau_exp)):
-        raise ValueError(f"--tau-exp must be a number >= 0 (0: no tail), got {tau_exp}")
+    windowing = Windowing.from_tau_exp(tau_exp or 0.0)
     if not 0 <= held_out < 1:
         raise ValueError(f"--held-out must be a fraction in [0, 1), got {held_out}")
     names = tuple(o.strip() for o in observables if o.strip())
@@ -384,16 +383,16 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     cost["fit_s"] = fit_s / n_configs
     refs = {k: float(v) for k, v in (("t0_reference", t0_reference), ("w0_reference", w0_reference)) if v is not None}
     # --tau-exp counts stored trajectories; the tangent rows see every thin-th of them
-    refs["S"] = Windowing(tau_exp=tau_exp / thin) if tau_exp else Windowing()
+    refs["S"] = Windowing.from_tau_exp((tau_exp or 0.0) / thin)
     if contract:  # one basis field per configuration, the fitted one (tg.contracted_terms)
         res = replace(tg.estimate(terms, np.ones(1), fits, fld.describe(), n_folds=n_folds, **refs), coef=coef)
     else:
         res = tg.estimate(terms, coef, fits, fld.describe(), **refs)
-    shifted = finite_shift_estimates(store, ensemble, plan, names, discard, Windowing(tau_exp=tau_exp or None))
+    shifted = finite_shift_estimates(store, ensemble, plan, names, discard, windowing)
     if shifted:
         res = replace(res, estimates={o: {**est, **shifted.get(o, {})} for o, est in res.estimates.items()})
     return StoredDerivative(result=res, checkpoint=ckpt, reused=reused, n_chains=int(spec.n_chains),
-                            n_traj=int(committed), shifts=plan, traces=terms.traces, tau_exp=tau_exp or None,
+                            n_traj=int(committed), shifts=plan, traces=terms.traces, tau_exp=windowing.tau_exp,
                             discard=int(discard), thin=int(thin), terms_resumed=first, cost=cost, thermalisation=cut,
                             valence_mass=None if quarks is None else float(quarks.mass), contracted=contract)
 

@@ -71,6 +71,19 @@ class Windowing:
         if not (math.isfinite(self.n_sigma) and self.n_sigma > 0):
             raise ValueError(f"n_sigma must be a positive number, got {self.n_sigma}")
 
+    @classmethod
+    def from_tau_exp(cls, tau_exp: float) -> "Windowing":
+        """The windowing of a user's ``tau_exp`` setting (``--tau-exp``, ``ErrorSettings.tau_exp``): ``0`` is Wolff's
+        window, a positive number the exponential tail; anything else a one-line ``ValueError``."""
+        if not (tau_exp >= 0 and math.isfinite(tau_exp)):
+            raise ValueError(f"tau_exp must be a number >= 0 (0: no tail), got {tau_exp}")
+        return cls(tau_exp=float(tau_exp) or None)
+
+    @property
+    def tail_note(self) -> str:
+        """``"errors with the exponential tail of tau_exp = T"`` for the titles of results, or ``""`` without one."""
+        return "" if self.tau_exp is None else f"errors with the exponential tail of tau_exp = {self.tau_exp:g}"
+
     def __str__(self) -> str:
         if self.tau_exp is None:
             return f"Wolff's window (S = {self.S:g})"

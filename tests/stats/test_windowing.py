@@ -112,6 +112,12 @@ def test_windowing_default_and_errors() -> None:
             Windowing(**bad)
     with pytest.raises(ValueError, match="S must be positive"):
         gamma_method(x, S="wide")
+    # a user's setting (--tau-exp, ErrorSettings.tau_exp): 0 is Wolff's window
+    assert Windowing.from_tau_exp(0) == Windowing() and Windowing().tail_note == ""
+    assert Windowing.from_tau_exp(20) == Windowing(tau_exp=20.0)
+    assert Windowing.from_tau_exp(20).tail_note == "errors with the exponential tail of tau_exp = 20"
+    with pytest.raises(ValueError, match=r"tau_exp must be a number >= 0 \(0: no tail\), got -1"):
+        Windowing.from_tau_exp(-1)
 
 
 def test_jackknife_default_bins_follow_the_tail() -> None:
