@@ -13,21 +13,14 @@ import math
 
 import numpy as np
 import pytest
-from scipy.signal import lfilter
 
 from corrflow.stats import Windowing, autocorrelation_function, gamma_method, integrated_autocorrelation_time
+from test_stats import ar1 as unit_ar1, tau_exact as tau_ar1
 
 
 def ar1(rng: np.random.Generator, phi: float, var: float, shape: tuple[int, ...]) -> np.ndarray:
-    """Stationary AR(1) series of variance ``var`` along the last axis of ``shape``."""
-    eps = rng.normal(size=shape)
-    x_prev = rng.normal(size=shape[:-1] + (1,))
-    out, _ = lfilter([math.sqrt(1.0 - phi**2)], [1.0, -phi], eps, axis=-1, zi=phi * x_prev)
-    return math.sqrt(var) * out
-
-
-def tau_ar1(phi: float) -> float:
-    return (1.0 + phi) / (2.0 * (1.0 - phi))
+    """Stationary AR(1) series of variance ``var`` along the last axis of ``shape`` (test_stats' unit-variance one)."""
+    return math.sqrt(var) * unit_ar1(rng, phi, shape)
 
 
 #: fast mode tau ~ 1, slow mode tau_exp = 30 carrying 10% of the variance: tau_int = 3.71, Wolff's window ~ 2
