@@ -2,6 +2,7 @@
 
     python benchmarks/gamma_tail.py                 # AR(1) mixtures of known tau_int, then 2D U(1) HMC chains
     python benchmarks/gamma_tail.py --no-hmc --datasets 400
+    python benchmarks/gamma_tail.py --only-fit      # tau_exp from rho(t) (`--tau-exp auto`): mixtures, topology
 
 A chain with a slow mode of small amplitude is modelled as a fast plus a slow stationary AR(1) process (variances 1
 and ``v``, slow ``phi = exp(-1/tau_exp)``): exact ``tau_int`` and exact mean 0.  For each case, over independent
@@ -11,6 +12,14 @@ correction with ``n_sigma`` = 1, 2 (the default), 3.  Then real chains: 2D U(1) 
 analysis's base ensemble: cold start, tau = 1/3 with 2 Omelyan steps, jitter 0.2, thin 2): ``2 tau_int`` of the
 plaquette from the Gamma method, with tails of several ``tau_exp``, and from block means on 64 chains of 4000; and the
 pulls of 80 pairs of 2 x 400 chains against the grand mean (the analysis's ensemble size).
+
+``tau_exp`` estimated from the decay of ``rho(t)`` (corrflow.stats.fit_tau_exp, ``corrflow summary --tau-exp auto``):
+on the mixtures (and mixtures whose slow mode carries as much variance as the fast one) the fraction of datasets with
+a fit, the median and 10-90% range of the estimate over the true ``tau_exp``, and ``chi^2 / M`` of its pulls (resolved
+fits); then the whole recipe on 2D U(1) 8x8 at beta = 5 (hot starts, tau = 0.3, jitter 0.2, 8 x 4000 per ensemble:
+topology tunnels every few hundred trajectories and drags the plaquette with it), several independent ensembles:
+pulls of the plaquette and the 2x2 Wilson loop against the exact torus values with Wolff's window and with the
+exponential tail of the slowest decay among plaquette, Wilson loop and topological charge.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import warnings
 import numpy as np
 from scipy.signal import lfilter
 
-from corrflow.stats import Windowing, blocked_two_tau, gamma_method
+from corrflow.stats import Windowing, blocked_two_tau, fit_tau_exp, gamma_method
 
 from _machine import cpu_model
 
@@ -61,6 +70,69 @@ def ar_cases(m: int, seed: int) -> None:
             cells.append(f"{label}: {t.mean() / exact:.2f}({t.std() / math.sqrt(m) / exact:.2f}) {chi2:.2f}")
         print(f"  fast {ta:g}, tau_exp {texp:g}, slow variance {vb:g}, {r} x {n} (exact tau_int {exact:.2f}): "
               + " | ".join(cells), flush=True)
+
+
+#: mixtures whose slow mode stands above the noise of rho (slow variance comparable to the fast one)
+VISIBLE = ((1.0, 30.0, 1.0, 2000, 1), (1.0, 30.0, 1.0, 20000, 1), (1.0, 30.0, 1.0, 400, 2), (5.0, 50.0, 1.0, 2000, 4),
+           (2.0, 100.0, 1.0, 5000, 4), (2.0, 100.0, 0.3, 20000, 1))
+
+
+def fit_cases(m: int, seed: int) -> None:
+    print(f"tau_exp from rho(t) (fit_tau_exp), {m} datasets each: datasets with a fit | median (10%-90%) of estimate / "
+          "tau_exp | chi^2/M of the pulls of the resolved fits")
+    for i, (ta, texp, vb, n, r) in enumerate(CASES + VISIBLE):
+        rng = np.random.default_rng([seed, 100 + i])
+        fits = [fit_tau_exp(ar1(rng, math.exp(-1 / ta), 1.0, (r, n)) + ar1(rng, math.exp(-1 / texp), vb, (r, n)))
+                for _ in range(m)]
+        truth = texp if vb > 0 else ta  # without a slow mode the chain's tau_exp is the fast one's
+        ok = [f for f in fits if f is not None]
+        if not ok:
+            print(f"  fast {ta:g}, tau_exp {texp:g}, slow variance {vb:g}, {r} x {n}: no fit")
+            continue
+        ratio = np.array([f.tau_exp for f in ok]) / truth
+        res = [f for f in ok if f.resolved]
+        chi2 = float(np.mean([((f.tau_exp - truth) / f.error) ** 2 for f in res])) if res else float("nan")
+        print(f"  fast {ta:g}, tau_exp {texp:g}, slow variance {vb:g}, {r} x {n}: {len(ok)}/{m} | "
+              f"{np.median(ratio):.2f} ({np.percentile(ratio, 10):.2f}-{np.percentile(ratio, 90):.2f}) | "
+              f"{chi2:.2f} ({len(res)} resolved)", flush=True)
+
+
+def u1_topology(seed: int, n_ens: int) -> None:
+    import jax
+
+    import corrflow  # noqa: F401  (x64 on)
+    from corrflow import HMCConfig, exact, make_theory
+    from corrflow.generate import GaugeMeasurements, initial_links, run_blocks
+
+    th = make_theory("u1", (8, 8), beta=5.0)
+    cfg = HMCConfig(0.1, 3, "omelyan", jitter=0.2)
+    meas = GaugeMeasurements(th.group, wilson_loops=((2, 2),), topological_charge=True)
+    ref = {"plaquette": exact.u1_plaquette(5.0, (8, 8)), "wilson_2x2": exact.u1_wilson_loop(5.0, (8, 8), 2, 2)}
+    print(f"2D U(1) 8x8, beta = 5, {n_ens} ensembles of 8 x 4000 (cold starts, 500 discarded): pulls against the exact "
+          "torus values, Wolff's window -> tail of the slowest decay (its tau_exp, from which observable)")
+    chi2 = {k: [0.0, 0.0] for k in ref}
+    for e in range(n_ens):
+        t0 = time.perf_counter()
+        key = jax.random.PRNGKey(1000 * seed + e)
+        links = initial_links(key, th, 8, start="cold")  # Q = 0, the likeliest sector: a hot start's |Q| takes
+        blk = next(iter(run_blocks(key, th, cfg, links, 4500, block_size=4500, measure=meas)))  # thousands to relax
+        data = {k: np.asarray(blk.measurements[k])[:, 500:] for k in (*ref, "topological_charge")}
+        fits = {k: f for k, x in data.items() for f in [fit_tau_exp(x)]
+                if f is not None and (not f.resolved or f.tau_exp >= 2 * f.error)}
+        slowest = max(fits, key=lambda k: fits[k].tau_exp) if fits else None
+        tail = Windowing(tau_exp=float(f"{fits[slowest].tau_exp:.3g}")) if slowest else Windowing()
+        cells = []
+        for k, v in ref.items():
+            p0, p1 = gamma_method(data[k]).pull(v), gamma_method(data[k], S=tail).pull(v)
+            chi2[k][0] += p0**2
+            chi2[k][1] += p1**2
+            cells.append(f"{k} {p0:+.2f} -> {p1:+.2f}")
+        tunnel = int(np.sum(np.abs(np.diff(np.rint(data["topological_charge"]), axis=1)) > 0))
+        what = f"tau_exp {tail.tau_exp:g} ({slowest}{'' if fits[slowest].resolved else ', unresolved'})" if slowest \
+            else "no decay"
+        print(f"  ensemble {e}: {' | '.join(cells)} | {what}; {tunnel} changes of Q ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+    print("  chi^2 for " + str(n_ens) + ": " + " | ".join(f"{k} {a:.1f} -> {b:.1f}" for k, (a, b) in chi2.items()))
 
 
 def u1_chains(seed: int) -> None:
@@ -102,12 +174,18 @@ def main() -> None:
     ap.add_argument("--datasets", type=int, default=200)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--no-hmc", action="store_true", help="AR(1) mixtures only")
+    ap.add_argument("--only-fit", action="store_true", help="only the tau_exp estimate (mixtures, then topology)")
+    ap.add_argument("--topology-ensembles", type=int, default=16, help="independent beta = 5 ensembles (~2 s each)")
     a = ap.parse_args()
     warnings.simplefilter("ignore", RuntimeWarning)
     print(cpu_model())
-    ar_cases(a.datasets, a.seed)
+    if not a.only_fit:
+        ar_cases(a.datasets, a.seed)
+    fit_cases(min(a.datasets, 100), a.seed)
     if not a.no_hmc:
-        u1_chains(a.seed)
+        if not a.only_fit:
+            u1_chains(a.seed)
+        u1_topology(a.seed, a.topology_ensembles)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,14 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from . import exact
-from .stats import (SlowModeCheck, Stats, Windowing, format_value_error, gamma_method, sample_size_check,
-                    slow_mode_check)
+from .stats import (SlowModeCheck, Stats, TauExpFit, Windowing, fit_tau_exp, format_value_error, gamma_method,
+                    sample_size_check, slow_mode_check)
 from .stats.reweighting import reweighted_mean
 from .stats.equilibration import EquilibrationCut, equilibration_cut
 from .store.spec import FLOWED_FIELDS
 
-__all__ = ["SummaryRow", "common_thermalisation_cut", "exact_derivative", "exact_value", "ensemble_summary",
-           "thermalisation_cut"]
+__all__ = ["SlowestDecay", "SummaryRow", "common_thermalisation_cut", "exact_derivative", "exact_value",
+           "ensemble_summary", "frozen_charge", "slowest_decay", "thermalisation_cut"]
 
 
 class SummaryRow(NamedTuple):
@@ -51,7 +51,8 @@ class SummaryRow(NamedTuple):
         return (f"{self.observable}: block means of {c.block} trajectories give 2 tau_int = "
                 f"{format_value_error(c.blocked, c.error)}, the Gamma window {c.gamma:.3g}: a slow mode the window "
                 "misses, so the error above is too small (a trajectory length resonant with slow modes: generate with "
-                "--jitter; a frozen mode: its exponential autocorrelation time as --tau-exp, or longer chains)")
+                "--jitter; a frozen mode: its exponential autocorrelation time as --tau-exp -- --tau-exp auto "
+                "estimates it --, or longer chains)")
 
     @property
     def conclusive(self) -> bool:
@@ -61,14 +62,18 @@ class SummaryRow(NamedTuple):
         return self.n_effective >= self.n_needed
 
 
-def exact_value(spec: Any, observable: str) -> float | None:
+def exact_value(spec: Any, observable: str, charge: int | None = None) -> float | None:
     """Exact torus value of ``observable`` for the ensemble ``spec``, or None if not known (pure gauge theories in
-    two dimensions only: with dynamical quarks -- the Schwinger model, ``su3-wilson`` -- there is no closed form)."""
+    two dimensions only: with dynamical quarks -- the Schwinger model, ``su3-wilson`` -- there is no closed form).
+    ``charge``: the 2D U(1) ensemble stays in the topological sector ``Q = charge`` (:func:`frozen_charge`): the
+    plaquette's value in that sector, None for the rest (no closed form in a sector; ``chi_top`` not estimable)."""
     if len(spec.shape) != 2 or spec.theory != spec.group:
         return None
     p = spec.params
     beta = p["beta"] * p.get("xi", 1.0) + p.get("lam", 0.0)
     shape = tuple(spec.shape)
+    if spec.group == "u1" and charge is not None:
+        return exact.u1_plaquette_in_sector(beta, shape, charge) if observable == "plaquette" else None
     if spec.group == "u1":
         if observable == "plaquette":
             return exact.u1_plaquette(beta, shape)
@@ -101,6 +106,24 @@ def exact_derivative(spec: Any, observable: str, param: str) -> float | None:
     return None if hi is None or lo is None else (hi - lo) / (2 * h)
 
 
+def frozen_charge(store: Any, name: str, discard: int = 0) -> int | None:
+    """The topological charge ``Q`` of a pure-gauge 2D U(1) ensemble that has it stored and never changes it (the same
+    integer on every configuration of every chain after the first ``discard``: a cold start at weak coupling, where
+    HMC does not tunnel), or None.  Such an ensemble samples one sector, not the torus: its plaquette is compared
+    with the sector's exact value (:func:`exact_value` with ``charge``) and ``chi_top`` is not estimable."""
+    spec = store.spec(name)
+    if spec.group != "u1" or spec.theory != "u1" or len(spec.shape) != 2:
+        return None
+    ds = store.open_ensemble(name)
+    if "topological_charge" not in ds.data_vars or ds["topological_charge"].dims != ("chain", "traj"):
+        return None
+    q = np.asarray(ds["topological_charge"].values[:, discard:], dtype=float)
+    if q.size == 0 or not np.all(np.isfinite(q)):
+        return None
+    r = np.rint(q)
+    return int(r.flat[0]) if np.ptp(r) == 0 and float(np.max(np.abs(q - r))) < 1e-6 else None
+
+
 def thermalisation_cut(store: Any, name: str, observables: Sequence[str] = (), n: int | None = None
                        ) -> EquilibrationCut:
     """The automatic thermalisation cut of ensemble ``name`` (:func:`corrflow.stats.equilibration.equilibration_cut`)
@@ -131,6 +154,58 @@ def common_thermalisation_cut(store: Any, names: Sequence[str], observables: Seq
     if not cuts:
         raise ValueError("--discard auto needs a Markov-chain ensemble among " + ", ".join(names))
     return max(cuts, key=lambda c: c.n_discard)
+
+
+class SlowestDecay(NamedTuple):
+    """:func:`slowest_decay`: the ``observable`` whose ``rho(t)`` decays slowest and its
+    :class:`~corrflow.stats.TauExpFit` ``fit`` (unresolved where the chains are too short to give it an error), and
+    how many observables were tried (``n_tried``) and gave a decay (``n_fitted``)."""
+
+    observable: str
+    fit: TauExpFit
+    n_tried: int
+    n_fitted: int
+
+    @property
+    def tau_exp(self) -> float:
+        """``fit.tau_exp`` to three significant digits: what ``--tau-exp auto`` uses, as the user would type it."""
+        return float(f"{self.fit.tau_exp:.3g}")
+
+    def __str__(self) -> str:
+        what = (f"tau_exp = {self.fit} of {self.observable}, the slowest decay among the {self.n_fitted} of "
+                f"{self.n_tried} observables whose rho(t) decays measurably")
+        if not self.fit.resolved:
+            what += (" -- slower than these chains resolve (rho(t) stays significant too long for an error): a rough "
+                     "estimate, at most a chain's length; longer chains pin it down")
+        return what
+
+
+def slowest_decay(store: Any, name: str, discard: int = 0) -> SlowestDecay | None:
+    """Schaefer, Sommer and Virotta's ``tau_exp`` for ensemble ``name``: the largest
+    :func:`~corrflow.stats.fit_tau_exp` over its per-trajectory observables (the stored series, the topological charge
+    itself rather than its square), without the first ``discard`` trajectories of every chain, in stored trajectories.
+    Fits with an error count where ``tau_exp`` is at least twice the error; fits the chains cannot give an error
+    (a decay slower than they resolve) count always -- the slow mode is there, its time is uncertain.  None where no
+    observable's ``rho(t)`` decays measurably (it drops into the noise at once)."""
+    ds = store.open_ensemble(name).isel(traj=slice(discard, None))
+    skip = {"accepted", "step_size", "action"} | (set(FLOWED_FIELDS) if store.spec(name).kind == "flowed" else set())
+    if frozen_charge(store, name, discard) is not None:
+        skip.add("topological_charge")  # a constant up to rounding: nothing decays
+    fits, tried = {}, 0
+    for v in ds.data_vars:
+        if ds[v].dims != ("chain", "traj") or v in skip:
+            continue
+        data = np.asarray(ds[v].values, dtype=float)
+        if data.shape[1] < 10 or not np.all(np.isfinite(data)):
+            continue
+        tried += 1
+        fit = fit_tau_exp(data)
+        if fit is not None and (not fit.resolved or fit.tau_exp >= 2.0 * fit.error):
+            fits[v] = fit
+    if not fits:
+        return None
+    slowest = max(fits, key=lambda v: fits[v].tau_exp)
+    return SlowestDecay(slowest, fits[slowest], tried, len(fits))
 
 
 def ensemble_summary(store: Any, name: str, discard: int = 0, windowing: Windowing | None = None
@@ -167,6 +242,7 @@ def ensemble_summary(store: Any, name: str, discard: int = 0, windowing: Windowi
         return SummaryRow(obs, stats, exact, size["skewness"], size["n_effective"], size["n_needed"],
                           slow_mode_check(x, S=S))
 
+    charge = None if flowed else frozen_charge(store, name, discard)
     names = [v for v in ds.data_vars if ds[v].dims == ("chain", "traj") and v not in skip]
     order = {"plaquette": 0, "topological_charge": 2, "polyakov_loop": 3, "delta_H": 9}
     names.sort(key=lambda v: (order.get(v, 1 if v.startswith("wilson_") else 5), v))
@@ -175,12 +251,13 @@ def ensemble_summary(store: Any, name: str, discard: int = 0, windowing: Windowi
         if not np.all(np.isfinite(data)):
             continue  # partially measured observable
         if v == "topological_charge":
-            rows.append(row("chi_top", data**2 / vol, estimate(data**2 / vol), exact_value(spec, "chi_top")))
+            if charge is None:  # frozen: Q^2 / V is a constant, not an estimate
+                rows.append(row("chi_top", data**2 / vol, estimate(data**2 / vol), exact_value(spec, "chi_top")))
             continue
         if v == "delta_H":
             rows.append(row("exp(-dH)", np.exp(-data), gamma_method(np.exp(-data), S=S), 1.0))
             continue
-        rows.append(row(v, data, estimate(data), exact_value(spec, v)))
+        rows.append(row(v, data, estimate(data), exact_value(spec, v, charge)))
     acc = np.asarray(ds["accepted"].values, dtype=float)
     if np.all(np.isfinite(acc)) and np.ptp(acc) > 0:
         rows.append(SummaryRow("acceptance", gamma_method(acc, S=S), None))

@@ -35,23 +35,11 @@ def _u1_inf_plaquette(beta: float) -> float:
 
 
 def exact_plaquette_sector(beta: float, shape: tuple[int, int], charge: int = 0) -> float:
-    """Exact mean plaquette ``<cos P>_Q`` of 2D U(1) on the torus restricted to topological charge ``Q``.
-
-    ``Z_Q = P(Q) Z`` with the exact charge distribution ``P(Q)`` (:func:`corrflow.exact.u1_charge_distribution`),
-    so ``V <P>_Q = d ln Z_Q / d beta = V <P> + d ln P(Q) / d beta``; the derivative is a five-point central
-    difference with step ``h = 5e-3`` (truncation ``~h^4``, round-off ``~1e-15 / h``: about 1e-11 absolute).
-    """
+    """Exact mean plaquette of 2D U(1) on the torus in the sector ``Q = charge``
+    (:func:`corrflow.exact.u1_plaquette_in_sector`)."""
     from corrflow import exact
 
-    q = abs(int(charge))
-    volume = shape[0] * shape[1]
-
-    def log_p(b: float) -> float:
-        return math.log(exact.u1_charge_distribution(b, shape, q)[0 if q == 0 else 2 * q])
-
-    h = 5e-3 if beta > 0.02 else beta / 4
-    d = (-log_p(beta + 2 * h) + 8 * log_p(beta + h) - 8 * log_p(beta - h) + log_p(beta - 2 * h)) / (12 * h)
-    return exact.u1_plaquette(beta, shape) + d / volume
+    return exact.u1_plaquette_in_sector(beta, shape, charge)
 
 
 def _plaquette_quantity() -> Quantity:

@@ -136,6 +136,24 @@ def windowing_option(tau_exp: float) -> Any:
         raise CLIError("--tau-exp" + str(exc).removeprefix("tau_exp")) from None
 
 
+#: ``--tau-exp`` of ``corrflow summary``, which can estimate it
+TAU_EXP_AUTO_HELP = (TAU_EXP_HELP.removesuffix(" [0: Wolff's window]")
+                     + "; auto: the slowest decay of rho(t) among the ensemble's observables (Schaefer, Sommer and "
+                       "Virotta's recipe; a rough estimate, printed) [0: Wolff's window]")
+
+
+def tau_exp_option(text: str) -> Any:
+    """``--tau-exp`` of ``corrflow summary``: a :class:`corrflow.stats.Windowing` for a number (as
+    :func:`windowing_option`), ``None`` for ``auto`` (estimated per ensemble); a :class:`CLIError` otherwise."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise CLIError(f"--tau-exp must be a number >= 0 (0: no tail) or auto, got {text!r}") from None
+    return windowing_option(value)
+
+
 def discard_option(text: str) -> int | None:
     """``--discard`` of a command: a count of leading trajectories, or ``None`` for ``auto``
     (:func:`corrflow.stats.equilibration.parse_discard`); a :class:`CLIError` (one line, exit 2) otherwise."""

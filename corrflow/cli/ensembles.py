@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 
 from ..console import results_table
-from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, console, discard_option, parse_shape,
-                   print_thermalisation, windowing_option)
+from .base import (TAU_EXP_AUTO_HELP, TAU_EXP_HELP, CLIError, _run, _stage, app, console, discard_option,
+                   parse_shape, print_thermalisation, tau_exp_option, windowing_option)
 
 
 # ----------------------------------------------------------------------------------------
@@ -328,17 +328,22 @@ def summary(
     discard: str = typer.Option("0", help="leading trajectories of every chain to leave out: a number, or auto (the "
                                           "cut that minimises the error of the plaquette's mean, so a "
                                           "start-up drift is cut off)"),
-    tau_exp: float = typer.Option(0.0, help=TAU_EXP_HELP),
+    tau_exp: str = typer.Option("0", help=TAU_EXP_AUTO_HELP),
 ) -> None:
     """Observables with autocorrelation-aware errors (Gamma method), and exact values with pulls where known."""
 
     def one(st: Any, name: str, n_discard: int | None, windowing: Any) -> None:
-        from ..summary import ensemble_summary, thermalisation_cut
+        from ..stats import Windowing
+        from ..summary import ensemble_summary, frozen_charge, slowest_decay, thermalisation_cut
 
         cut = None
         if n_discard is None:
             cut = thermalisation_cut(st, name)
             n_discard = cut.n_discard
+        decay = None
+        if windowing is None:  # --tau-exp auto
+            decay = slowest_decay(st, name, discard=n_discard)
+            windowing = Windowing() if decay is None else Windowing(tau_exp=decay.tau_exp)
         rows = ensemble_summary(st, name, discard=n_discard, windowing=windowing)
         info_ = st.info(name)
         kept = f" (the first {n_discard} discarded)" if n_discard else ""
@@ -366,6 +371,18 @@ def summary(
                           "3 sigma suggests[/]")
         for note in filter(None, (r.slow_mode_note() for r in rows)):
             console.print(f"[yellow]{escape(note)}[/]")
+        charge = frozen_charge(st, name, n_discard)
+        if charge is not None:
+            console.print(f"[yellow]topological charge Q = {charge} on every configuration: the chains never left that "
+                          "sector (a cold start at weak coupling), so the plaquette is compared with its exact value "
+                          "in the sector, the Wilson loops with none, and chi_top is not estimable (hot starts or a "
+                          "smaller beta sample the sectors)[/]")
+        if decay is not None:
+            console.print(f"--tau-exp auto: {escape(str(decay))}; pass --tau-exp {decay.tau_exp:g} to compare, "
+                          "derivative, report or scales for the same tail")
+        elif tau_exp_auto:
+            console.print("--tau-exp auto: no observable's rho(t) decays measurably above its noise (it drops at once): "
+                          "Wolff's window, no tail")
         spec = st.spec(name)
         if spec.kind == "flowed":
             import numpy as np
@@ -387,11 +404,13 @@ def summary(
         if cut is not None:
             print_thermalisation(cut)
 
+    tau_exp_auto = tau_exp.strip().lower() == "auto"
+
     def body() -> None:
         from ..store import open_store
 
         n_discard = discard_option(discard)
-        windowing = windowing_option(tau_exp)
+        windowing = tau_exp_option(tau_exp)
         st = open_store(store, "r")
         if ensemble is not None:
             one(st, ensemble, n_discard, windowing)

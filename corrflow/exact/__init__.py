@@ -88,7 +88,7 @@ from ._common import SUN_SUPPORTED_N
 from .free_fermions import wilson_dirac_free_spectrum, wilson_free_pion_correlator, wilson_free_propagator
 from .sun import (sun_character_coefficient, sun_irrep_dimension, sun_log_partition, sun_plaquette,
                   sun_plaquette_infinite_volume)
-from .topology import (u1_charge_distribution, u1_topological_susceptibility,
+from .topology import (u1_charge_distribution, u1_plaquette_in_sector, u1_topological_susceptibility,
                        u1_topological_susceptibility_infinite_volume)
 from .u1 import (u1_log_partition, u1_log_partition_ratio, u1_plaquette, u1_plaquette_derivative,
                  u1_plaquette_infinite_volume, u1_wilson_loop)
@@ -105,6 +105,7 @@ __all__ = [
     "u1_log_partition_ratio",
     "u1_plaquette",
     "u1_plaquette_derivative",
+    "u1_plaquette_in_sector",
     "u1_plaquette_infinite_volume",
     "u1_topological_susceptibility",
     "u1_topological_susceptibility_infinite_volume",

@@ -195,3 +195,25 @@ def u1_topological_susceptibility_infinite_volume(beta: float) -> float:
     weights = _fourier_weights(beta)
     _, _, f2 = _f_hat_derivatives_at_integers(np.array([0]), weights)
     return float(-f2[0] / (4.0 * math.pi**2))
+
+
+def u1_plaquette_in_sector(beta: float, shape: tuple[int, int], charge: int = 0) -> float:
+    """Exact mean plaquette ``<cos P>_Q`` of 2D U(1) on the torus restricted to topological charge ``Q = charge``: the
+    reference for an ensemble whose topology is frozen (cold starts at weak coupling, where HMC never changes ``Q``).
+
+    ``Z_Q = P(Q) Z`` with the exact charge distribution ``P(Q)`` (:func:`u1_charge_distribution`), so
+    ``V <P>_Q = d ln Z_Q / d beta = V <P> + d ln P(Q) / d beta``; the derivative is a five-point central difference
+    with step ``h = 5e-3`` (truncation ``~h^4``, round-off ``~1e-15 / h``: about 1e-11 absolute).
+    """
+    from .u1 import u1_plaquette
+
+    beta = _check_beta(beta)
+    q = abs(int(charge))
+    volume = _volume(shape)
+
+    def log_p(b: float) -> float:
+        return math.log(u1_charge_distribution(b, shape, q)[0 if q == 0 else 2 * q])
+
+    h = 5e-3 if beta > 0.02 else beta / 4
+    d = (-log_p(beta + 2 * h) + 8 * log_p(beta + h) - 8 * log_p(beta - h) + log_p(beta - 2 * h)) / (12 * h)
+    return u1_plaquette(beta, shape) + d / volume

@@ -2,7 +2,8 @@
 
 * :func:`gamma_method` -- Wolff's Gamma method (automatic windowing,
   replicas, derived quantities by gradient projection); :class:`Windowing` adds the exponential-tail correction for
-  a slow mode of known ``tau_exp`` (Schaefer, Sommer, Virotta 2011).
+  a slow mode of known ``tau_exp`` (Schaefer, Sommer, Virotta 2011); :func:`fit_tau_exp` estimates ``tau_exp`` from the
+  decay of ``rho(t)``.
 * :func:`binned_jackknife` / :func:`jackknife_samples` -- binned jackknife.
 * :func:`autocorrelation_function`, :func:`integrated_autocorrelation_time`; :func:`blocked_two_tau` (block means:
   slow modes beyond the Gamma window) and :func:`slow_mode_check` (the two set against each other).
@@ -35,6 +36,7 @@ from .autocorr import (
     slow_mode_check,
 )
 from .equilibration import EquilibrationCut, equilibration_cut
+from .tau_exp import TauExpFit, fit_tau_exp
 from .ess import ess_arviz
 from .fits import (
     BayesianFitResult,
@@ -110,6 +112,8 @@ __all__ = [
     "MIN_SAMPLES",
     "Stats",
     "Windowing",
+    "TauExpFit",
+    "fit_tau_exp",
     "SlowModeCheck",
     "slow_mode_check",
     "autocorrelation_function",
