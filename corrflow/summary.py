@@ -157,11 +157,12 @@ def common_thermalisation_cut(store: Any, names: Sequence[str], observables: Seq
 
 
 class SlowestDecay(NamedTuple):
-    """:func:`slowest_decay`: the ``observable`` whose ``rho(t)`` decays slowest and its
+    """:func:`slowest_decay`: the ``observable`` (of ensemble ``ensemble``) whose ``rho(t)`` decays slowest and its
     :class:`~corrflow.stats.TauExpFit` ``fit`` (unresolved where the chains are too short to give it an error), and
-    how many observables were tried (``n_tried``) and gave a decay (``n_fitted``)."""
+    how many series were tried (``n_tried``) and gave a decay (``n_fitted``)."""
 
     observable: str
+    ensemble: str
     fit: TauExpFit
     n_tried: int
     n_fitted: int
@@ -172,40 +173,44 @@ class SlowestDecay(NamedTuple):
         return float(f"{self.fit.tau_exp:.3g}")
 
     def __str__(self) -> str:
-        what = (f"tau_exp = {self.fit} of {self.observable}, the slowest decay among the {self.n_fitted} of "
-                f"{self.n_tried} observables whose rho(t) decays measurably")
+        what = (f"tau_exp = {self.fit} of {self.observable} in {self.ensemble}, the slowest decay among the "
+                f"{self.n_fitted} of {self.n_tried} observables whose rho(t) decays measurably")
         if not self.fit.resolved:
             what += (" -- slower than these chains resolve (rho(t) stays significant too long for an error): a rough "
                      "estimate, at most a chain's length; longer chains pin it down")
         return what
 
 
-def slowest_decay(store: Any, name: str, discard: int = 0) -> SlowestDecay | None:
-    """Schaefer, Sommer and Virotta's ``tau_exp`` for ensemble ``name``: the largest
-    :func:`~corrflow.stats.fit_tau_exp` over its per-trajectory observables (the stored series, the topological charge
-    itself rather than its square), without the first ``discard`` trajectories of every chain, in stored trajectories.
-    Fits with an error count where ``tau_exp`` is at least twice the error; fits the chains cannot give an error
-    (a decay slower than they resolve) count always -- the slow mode is there, its time is uncertain.  None where no
-    observable's ``rho(t)`` decays measurably (it drops into the noise at once)."""
-    ds = store.open_ensemble(name).isel(traj=slice(discard, None))
-    skip = {"accepted", "step_size", "action"} | (set(FLOWED_FIELDS) if store.spec(name).kind == "flowed" else set())
-    if frozen_charge(store, name, discard) is not None:
-        skip.add("topological_charge")  # a constant up to rounding: nothing decays
+def slowest_decay(store: Any, names: str | Sequence[str], discard: int | None = 0) -> SlowestDecay | None:
+    """Schaefer, Sommer and Virotta's ``tau_exp`` for the ensembles ``names`` (one name or several): the largest
+    :func:`~corrflow.stats.fit_tau_exp` over their per-trajectory observables (the stored series, the topological
+    charge itself rather than its square; a flowed ensemble's bookkeeping left out), without the first ``discard``
+    trajectories of every chain (None: each ensemble's :func:`thermalisation_cut`), in stored trajectories.  Fits with
+    an error count where ``tau_exp`` is at least twice the error; fits the chains cannot give an error (a decay slower
+    than they resolve) count always -- the slow mode is there, its time is uncertain.  None where no observable's
+    ``rho(t)`` decays measurably (it drops into the noise at once)."""
     fits, tried = {}, 0
-    for v in ds.data_vars:
-        if ds[v].dims != ("chain", "traj") or v in skip:
-            continue
-        data = np.asarray(ds[v].values, dtype=float)
-        if data.shape[1] < 10 or not np.all(np.isfinite(data)):
-            continue
-        tried += 1
-        fit = fit_tau_exp(data)
-        if fit is not None and (not fit.resolved or fit.tau_exp >= 2.0 * fit.error):
-            fits[v] = fit
+    for name in dict.fromkeys([names] if isinstance(names, str) else names):
+        cut = thermalisation_cut(store, name).n_discard if discard is None else discard
+        ds = store.open_ensemble(name).isel(traj=slice(cut, None))
+        skip = {"accepted", "step_size", "action"}
+        skip |= set(FLOWED_FIELDS) if store.spec(name).kind == "flowed" else set()
+        if frozen_charge(store, name, cut) is not None:
+            skip.add("topological_charge")  # a constant up to rounding: nothing decays
+        for v in ds.data_vars:
+            if ds[v].dims != ("chain", "traj") or v in skip:
+                continue
+            data = np.asarray(ds[v].values, dtype=float)
+            if data.shape[1] < 10 or not np.all(np.isfinite(data)):
+                continue
+            tried += 1
+            fit = fit_tau_exp(data)
+            if fit is not None and (not fit.resolved or fit.tau_exp >= 2.0 * fit.error):
+                fits[name, v] = fit
     if not fits:
         return None
-    slowest = max(fits, key=lambda v: fits[v].tau_exp)
-    return SlowestDecay(slowest, fits[slowest], tried, len(fits))
+    slowest = max(fits, key=lambda k: fits[k].tau_exp)
+    return SlowestDecay(slowest[1], slowest[0], fits[slowest], tried, len(fits))
 
 
 def ensemble_summary(store: Any, name: str, discard: int = 0, windowing: Windowing | None = None

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from ..console import make_console
@@ -122,36 +123,40 @@ def print_thermalisation(cut: Any) -> None:
 TAU_EXP_HELP = ("exponential autocorrelation time of the chains' slowest mode, in stored trajectories (e.g. of the "
                 "topological charge, from a longer run): sum the autocorrelation function until it is compatible "
                 "with zero and add the exponential tail beyond (Schaefer, Sommer, Virotta); conservative on short "
-                "chains [0: Wolff's window]")
-
-
-def windowing_option(tau_exp: float) -> Any:
-    """The :class:`corrflow.stats.Windowing` of ``--tau-exp`` (0: Wolff's window); a :class:`CLIError` (one line,
-    exit 2) for a negative or non-finite value."""
-    from ..stats import Windowing
-
-    try:
-        return Windowing.from_tau_exp(tau_exp)
-    except ValueError as exc:
-        raise CLIError("--tau-exp" + str(exc).removeprefix("tau_exp")) from None
-
-
-#: ``--tau-exp`` of ``corrflow summary``, which can estimate it
-TAU_EXP_AUTO_HELP = (TAU_EXP_HELP.removesuffix(" [0: Wolff's window]")
-                     + "; auto: the slowest decay of rho(t) among the ensemble's observables (Schaefer, Sommer and "
-                       "Virotta's recipe; a rough estimate, printed) [0: Wolff's window]")
+                "chains. auto: the slowest decay of rho(t) among the ensembles' observables (their recipe; a rough "
+                "estimate, printed) [0: Wolff's window]")
 
 
 def tau_exp_option(text: str) -> Any:
-    """``--tau-exp`` of ``corrflow summary``: a :class:`corrflow.stats.Windowing` for a number (as
-    :func:`windowing_option`), ``None`` for ``auto`` (estimated per ensemble); a :class:`CLIError` otherwise."""
+    """``--tau-exp``: the :class:`corrflow.stats.Windowing` of a number (0: Wolff's window), ``None`` for ``auto``
+    (:func:`auto_windowing` once the data are open); a :class:`CLIError` (one line, exit 2) otherwise -- checked
+    before anything is read."""
+    from ..stats import Windowing
+
     if text.strip().lower() == "auto":
         return None
     try:
-        value = float(text)
+        return Windowing.from_tau_exp(float(text))
     except ValueError:
         raise CLIError(f"--tau-exp must be a number >= 0 (0: no tail) or auto, got {text!r}") from None
-    return windowing_option(value)
+
+
+def auto_windowing(st: Any, names: Any, discard: int | None, quiet: bool = False) -> Any:
+    """``--tau-exp auto``: the exponential tail of the slowest decay of ``rho(t)`` among the observables of ensembles
+    ``names`` (:func:`corrflow.summary.slowest_decay`; ``discard`` None: each ensemble's automatic cut), said in one
+    line (not with ``quiet``, e.g. for ``--json``); Wolff's window where nothing decays measurably."""
+    from ..stats import Windowing
+    from ..summary import slowest_decay
+
+    decay = slowest_decay(st, names, discard)
+    if quiet:
+        return Windowing() if decay is None else Windowing(tau_exp=decay.tau_exp)
+    if decay is None:
+        console.print("--tau-exp auto: no observable's rho(t) decays measurably above its noise (it drops at once): "
+                      "Wolff's window, no tail")
+        return Windowing()
+    console.print(f"--tau-exp auto: {escape(str(decay))} (--tau-exp {decay.tau_exp:g} gives the same tail)")
+    return Windowing(tau_exp=decay.tau_exp)
 
 
 def discard_option(text: str) -> int | None:

@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 
 from ..console import results_table
-from .base import (TAU_EXP_AUTO_HELP, TAU_EXP_HELP, CLIError, _run, _stage, app, console, discard_option,
-                   parse_shape, print_thermalisation, tau_exp_option, windowing_option)
+from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, auto_windowing, console, discard_option, parse_shape,
+                   print_thermalisation, tau_exp_option)
 
 
 # ----------------------------------------------------------------------------------------
@@ -328,22 +328,19 @@ def summary(
     discard: str = typer.Option("0", help="leading trajectories of every chain to leave out: a number, or auto (the "
                                           "cut that minimises the error of the plaquette's mean, so a "
                                           "start-up drift is cut off)"),
-    tau_exp: str = typer.Option("0", help=TAU_EXP_AUTO_HELP),
+    tau_exp: str = typer.Option("0", help=TAU_EXP_HELP),
 ) -> None:
     """Observables with autocorrelation-aware errors (Gamma method), and exact values with pulls where known."""
 
     def one(st: Any, name: str, n_discard: int | None, windowing: Any) -> None:
-        from ..stats import Windowing
-        from ..summary import ensemble_summary, frozen_charge, slowest_decay, thermalisation_cut
+        from ..summary import ensemble_summary, frozen_charge, thermalisation_cut
 
         cut = None
         if n_discard is None:
             cut = thermalisation_cut(st, name)
             n_discard = cut.n_discard
-        decay = None
         if windowing is None:  # --tau-exp auto
-            decay = slowest_decay(st, name, discard=n_discard)
-            windowing = Windowing() if decay is None else Windowing(tau_exp=decay.tau_exp)
+            windowing = auto_windowing(st, name, n_discard)
         rows = ensemble_summary(st, name, discard=n_discard, windowing=windowing)
         info_ = st.info(name)
         kept = f" (the first {n_discard} discarded)" if n_discard else ""
@@ -377,12 +374,6 @@ def summary(
                           "sector (a cold start at weak coupling), so the plaquette is compared with its exact value "
                           "in the sector, the Wilson loops with none, and chi_top is not estimable (hot starts or a "
                           "smaller beta sample the sectors)[/]")
-        if decay is not None:
-            console.print(f"--tau-exp auto: {escape(str(decay))}; pass --tau-exp {decay.tau_exp:g} to compare, "
-                          "derivative, report or scales for the same tail")
-        elif tau_exp_auto:
-            console.print("--tau-exp auto: no observable's rho(t) decays measurably above its noise (it drops at once): "
-                          "Wolff's window, no tail")
         spec = st.spec(name)
         if spec.kind == "flowed":
             import numpy as np
@@ -403,8 +394,6 @@ def summary(
                           "completes them[/]")
         if cut is not None:
             print_thermalisation(cut)
-
-    tau_exp_auto = tau_exp.strip().lower() == "auto"
 
     def body() -> None:
         from ..store import open_store
@@ -487,7 +476,7 @@ def scales(
     definition: str = typer.Option("clover", help="E(t) discretisation: clover or plaquette"),
     t0_ref: float = typer.Option(0.3, help="t0: t^2 E(t0) = t0-ref (lower it on small/coarse lattices)"),
     w0_ref: float = typer.Option(0.3, help="w0: t d/dt t^2 E = w0-ref at t = w0^2"),
-    tau_exp: float = typer.Option(0.0, help=TAU_EXP_HELP),
+    tau_exp: str = typer.Option("0", help=TAU_EXP_HELP),
 ) -> None:
     """Gradient-flow scales t0/a^2, w0/a, sqrt(t0)/w0 (and chi_top at t0) with Gamma-method errors."""
 
@@ -495,9 +484,13 @@ def scales(
         from ..scales import describe, scales_from_store
         from ..store import open_store
 
-        windowing = windowing_option(tau_exp)
-        res = scales_from_store(open_store(store, "r"), ensemble, definition=definition, t0_ref=t0_ref,
-                                w0_ref=w0_ref, S=windowing)
+        windowing = tau_exp_option(tau_exp)
+        st = open_store(store, "r")
+        if windowing is None:
+            if ensemble not in st.ensembles():
+                raise CLIError(f"no ensemble {ensemble!r} in {store}; available: {', '.join(st.ensembles()) or 'none'}")
+            windowing = auto_windowing(st, ensemble, 0)
+        res = scales_from_store(st, ensemble, definition=definition, t0_ref=t0_ref, w0_ref=w0_ref, S=windowing)
         step = f", flow step {res['flow_eps']:g}" if res.get("flow_eps") is not None else ""
         tail = f", {windowing.tail_note}" if windowing.tail_note else ""
         console.print(f"[bold]{ensemble}[/] ({definition} E{step}, t0-ref {t0_ref}, w0-ref {w0_ref}{tail})")

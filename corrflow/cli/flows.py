@@ -9,8 +9,8 @@ from typing import Any, List, Optional
 import typer
 
 from ..console import results_table
-from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, console, discard_option, print_thermalisation,
-                   windowing_option)
+from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, auto_windowing, console, discard_option,
+                   print_thermalisation, tau_exp_option)
 
 
 # ----------------------------------------------------------------------------------------
@@ -288,7 +288,7 @@ def compare(
     discard: str = typer.Option("0", help="leading trajectories of every chain to leave out (the same in a flowed "
                                           "ensemble and its base, so the pairing is kept): a number, or auto (the "
                                           "longest cut of the base and the independent ensembles)"),
-    tau_exp: float = typer.Option(0.0, help=TAU_EXP_HELP),
+    tau_exp: str = typer.Option("0", help=TAU_EXP_HELP),
 ) -> None:
     """The estimators side by side: `<O>_a'`, the difference and derivative, errors, ESS, variance reduction."""
 
@@ -298,12 +298,15 @@ def compare(
         from ..summary import common_thermalisation_cut
 
         n_discard = discard_option(discard)
-        windowing = windowing_option(tau_exp)
+        windowing = tau_exp_option(tau_exp)
         st = open_store(store, "r")
         cut = None
         if n_discard is None:
             cut = common_thermalisation_cut(st, (base, *ensembles), obs)
             n_discard = cut.n_discard
+        if windowing is None:  # the base and the independent ensembles (flowed ones share the base's chains)
+            windowing = auto_windowing(st, [n for n in (base, *ensembles) if n in st.ensembles()
+                                            and st.spec(n).kind != "flowed"], n_discard)
         rows = compare_ensembles(st, base, ensembles, obs, discard=n_discard, windowing=windowing)
         pname, shift = parameter_shift(st.spec(base).params, st.spec(ensembles[0]).params)
         kept = f" (the first {n_discard} of every chain discarded)" if n_discard else ""
@@ -346,7 +349,7 @@ def report(
     discard: str = typer.Option("0", help="leading trajectories of every chain to leave out of the comparison: a "
                                           "number, or auto (the longest cut of the base and the independent "
                                           "ensembles)"),
-    tau_exp: float = typer.Option(0.0, help=TAU_EXP_HELP),
+    tau_exp: str = typer.Option("0", help=TAU_EXP_HELP),
 ) -> None:
     """Variance-reduction report: error bars per estimator, variance reduction and ESS vs shift, loss curves, and
     a section per analysis (continuum limit, mass dependence, Feynman–Hellmann) recorded in the store."""
@@ -365,13 +368,20 @@ def report(
         if n_discard != 0 and base is None:
             raise CLIError("--discard applies to the comparison with --base; analysis sections keep their own "
                            "ensembles' settings")
-        windowing_option(tau_exp)
-        if tau_exp and base is None:
+        windowing = tau_exp_option(tau_exp)
+        if (windowing is None or windowing.tau_exp is not None) and base is None:
             raise CLIError("--tau-exp applies to the comparison with --base; analysis sections keep their own "
                            "error settings (the analyses' --tau-exp)")
         check_writable_dir(out, "--out")
-        path = write_report(open_store(store, "r"), base, ensembles or [], out, obs, analysis, tangent=tangent,
-                            discard=n_discard, second_order=second_order, tau_exp=tau_exp or None)
+        st = open_store(store, "r")
+        if windowing is None:
+            missing = [n for n in (base, *ensembles) if n not in st.ensembles()]
+            if missing:
+                raise CLIError(f"no ensemble {missing[0]!r} in {store}; available: {', '.join(st.ensembles())}")
+            windowing = auto_windowing(st, [n for n in (base, *ensembles) if st.spec(n).kind != "flowed"],
+                                       n_discard)
+        path = write_report(st, base, ensembles or [], out, obs, analysis, tangent=tangent, discard=n_discard,
+                            second_order=second_order, tau_exp=windowing.tau_exp)
         console.print(f"[green]done[/] report written to {path} ({len(list(out.glob('*.png')))} figures)")
 
     _run(body)

@@ -9,8 +9,8 @@ import numpy as np
 import typer
 
 from ..console import results_table
-from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, console, discard_option, print_thermalisation,
-                   windowing_option)
+from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, auto_windowing, console, discard_option,
+                   print_thermalisation, tau_exp_option)
 
 
 # ----------------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def derivative(
                                            "the plaquette it turns the product `(P - <P>)(R - <R>)` into `(R - <R>)^2` "
                                            "(`d<P>/dbeta` at beta = 6.0 on 8^4: 18x instead of 6.6x); two passes, the "
                                            "second about 5x the first's cost; pure-gauge ensembles"),
-    tau_exp: float = typer.Option(0.0, help=TAU_EXP_HELP),
+    tau_exp: str = typer.Option("0", help=TAU_EXP_HELP),
     json_: bool = typer.Option(False, "--json", help="print one JSON object (for scripts) instead of the table"),
 ) -> None:
     """Derivatives `d<O>/d(param)` by the tangent-flow estimator (unbiased, no weights) and the connected estimator,
@@ -160,7 +160,7 @@ def derivative(
         if batch < 1:
             raise CLIError(f"--batch must be >= 1, got {batch}")
         n_discard = discard_option(discard)
-        windowing = windowing_option(tau_exp)  # checked before anything is read
+        windowing = tau_exp_option(tau_exp)  # checked before anything is read
         if probes is not None and probes < 1:
             raise CLIError(f"--probes must be >= 1, got {probes}")
         if probe_period is not None and probe_period < 1:
@@ -181,6 +181,8 @@ def derivative(
         st = open_store(store, "r")
         if ensemble not in st.ensembles():
             raise CLIError(f"no ensemble {ensemble!r} in {store}; available: {', '.join(st.ensembles()) or 'none'}")
+        if windowing is None:  # --tau-exp auto (in stored trajectories, as a number would be)
+            windowing = auto_windowing(st, ensemble, n_discard, quiet=json_)
         opts: dict[str, Any] = {}
         kind = field.strip().lower()
         # --field auto takes the smoothing options too: where it chooses another field, make_field says so
@@ -213,7 +215,7 @@ def derivative(
         settings = dict(field=kind, field_options=opts, n_folds=folds, held_out=held_out, seed=seed, batch=batch,
                         out=out, compare=others, traces=trace_opts, t0_reference=t0_ref, w0_reference=w0_ref,
                         discard=n_discard, thin=thin, target=fit.strip().lower(), valence_mass=valence_mass,
-                        pion_sources=sources, contract=contract, second_order=second_order, tau_exp=tau_exp or None)
+                        pion_sources=sources, contract=contract, second_order=second_order, tau_exp=windowing.tau_exp)
         exact = {o: exact_derivative(spec, o, param) for o in names}
         exact = {o: x for o, x in exact.items() if x is not None}  # pure gauge 2D: the exact torus derivative
         if json_:

@@ -52,7 +52,8 @@ def test_tau_exp_auto_takes_the_slowest_decay(tmp_path):
     """An observable with a slow mode of tau_exp 30 (half its variance) beside the plaquette of random links (no
     autocorrelation): `--tau-exp auto` finds the slow one (within a factor 1.5 of 30 for this seed), applies its
     tau_exp to every row (said in the title, in the form the user would pass it on) and prints where it came from;
-    a word that is neither a number nor auto is refused in one line."""
+    `compare` takes the slowest decay over its base and independent ensembles; a word that is neither a number nor
+    auto is refused in one line."""
     from scipy.signal import lfilter
 
     rng = np.random.default_rng(7)
@@ -66,10 +67,18 @@ def test_tau_exp_auto_takes_the_slowest_decay(tmp_path):
     code, out = cli("summary", path, "e", "--tau-exp", "auto")
     assert code == 0, out
     assert f"errors with the exponential tail of tau_exp = {decay.tau_exp:g}" in out, out
-    assert f"--tau-exp auto: tau_exp = {decay.fit.tau_exp:.2g}"[:26] in out and "of polyakov_loop" in out, out
-    assert f"pass --tau-exp {decay.tau_exp:g} to compare" in out, out
+    assert f"--tau-exp auto: tau_exp = {decay.fit}" in out and "of polyakov_loop in e" in out, out
+    assert f"(--tau-exp {decay.tau_exp:g} gives the same tail)" in out, out
     tail = {r.observable: r.stats.tau_int for r in ensemble_summary(st, "e")}
     assert tail["polyakov_loop"] > 5  # (Wolff's window: the slow mode is half the variance, tau_int ~ 15)
+    other = open_store(path, "a")
+    other.create_ensemble("s", u1_spec(params={"beta": 2.1, "xi": 1.0, "lam": 0.0}))
+    traj, links, per, nxt = dummy_block(2, 3000, 0)
+    with other.writer("s") as w:
+        w.append(traj, links, per, nxt)
+    code, out = cli("compare", "--store", path, "--base", "e", "s", "--tau-exp", "auto")
+    assert code == 0 and f"--tau-exp auto: tau_exp = {decay.fit} of polyakov_loop in e" in out, out
+    assert f"errors with the exponential tail of tau_exp = {decay.tau_exp:g}" in out, out
     cli_refused(path, r"--tau-exp must be a number >= 0 \(0: no tail\) or auto, got 'soon'", "summary", path, "e",
                 "--tau-exp", "soon")
     assert math.isfinite(decay.fit.error)

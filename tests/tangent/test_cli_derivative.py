@@ -60,6 +60,14 @@ def test_derivative_json_and_checkpoint_reuse(u1_store, exact_u1, tmp_path):
         for k, e in est.items():
             assert e["value"] == out["observables"][name][k]["value"]
         assert est["tangent"]["error"] != out["observables"][name]["tangent"]["error"]
+    # --tau-exp auto with --json: the estimate goes into the JSON (as "tau_exp"), nothing else onto stdout
+    from corrflow.store import open_store
+    from corrflow.summary import slowest_decay
+
+    auto = _invoke(args + ["--tau-exp", "auto"])
+    assert auto.exit_code == 0, auto.output
+    decay = slowest_decay(open_store(u1_store), ENSEMBLE)
+    assert json.loads(auto.stdout).get("tau_exp") == (None if decay is None else decay.tau_exp), auto.stdout
     # the table form prints every estimator and says the field was reused
     res = _invoke(args[:-5] + ["--batch", "500", "--out", str(ck)])
     assert res.exit_code == 0, res.output
