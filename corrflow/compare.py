@@ -21,7 +21,17 @@ from .stats import (Stats, Windowing, correlated_difference, gamma_method, indep
                     weight_ess_fraction)
 from .store.spec import FLOWED_FIELDS, PER_TRAJ_BASE
 
-__all__ = ["ComparisonRow", "compare_ensembles", "parameter_shift"]
+__all__ = ["DERIVED_OBSERVABLES", "ComparisonRow", "compare_ensembles", "parameter_shift", "stored_source"]
+
+#: observables computed from a stored series: ``name -> (stored series, function(values, volume))``; ``chi_top`` is
+#: ``Q^2 / V`` per configuration, as in ``corrflow summary``
+DERIVED_OBSERVABLES = {"chi_top": ("topological_charge", lambda q, volume: q**2 / volume)}
+
+
+def stored_source(obs: str) -> str:
+    """The stored series ``obs`` is computed from (itself unless it is one of :data:`DERIVED_OBSERVABLES`): what
+    ``corrflow measure`` adds for it."""
+    return DERIVED_OBSERVABLES[obs][0] if obs in DERIVED_OBSERVABLES else obs
 
 
 class ComparisonRow(NamedTuple):
@@ -65,9 +75,15 @@ def _scaled(s: Stats, factor: float) -> Stats:
 
 
 def _after(x: np.ndarray, discard: int, name: str) -> np.ndarray:
-    """``x[:, discard:]`` (per-chain series ``(n_chains, n_traj)``), or a one-line ``ValueError`` if nothing is left."""
-    if discard >= x.shape[1]:
-        raise ValueError(f"cannot discard {discard} of the {x.shape[1]} trajectories per chain of {name!r}")
+    """``x[:, discard:]`` (per-chain series ``(n_chains, n_traj)``), or a one-line ``ValueError`` if fewer than 10
+    trajectories per chain are left (the fewest an error needs), saying how many may be discarded."""
+    n = x.shape[1]
+    if n - discard < 10:
+        if discard == 0 or n < 10:
+            raise ValueError(f"{name!r} has {n} trajectories per chain: an error needs at least 10; generate more "
+                             "with --resume")
+        raise ValueError(f"cannot discard {discard} of the {n} trajectories per chain of {name!r}: an error needs at "
+                         f"least 10 left; use --discard {n - 10} or less")
     return x[:, discard:]
 
 
@@ -104,6 +120,10 @@ def compare_ensembles(store: Any, base: str, others: Sequence[str], observables:
 
     def values(ds: Any, name: str, obs: str) -> np.ndarray:
         """``(chain, traj)`` values of ``obs`` in ensemble ``name``, or a one-line error saying how to add them."""
+        if obs in DERIVED_OBSERVABLES and obs not in ds and stored_source(obs) in ds:
+            source, func = DERIVED_OBSERVABLES[obs]
+            return func(values(ds, name, source), int(np.prod(store.spec(name).shape)))
+        obs = stored_source(obs)
         if obs not in ds:
             stored = sorted(v for v in ds.data_vars if ds[v].dims == ("chain", "traj")
                             and v not in (*PER_TRAJ_BASE, *FLOWED_FIELDS))

@@ -103,6 +103,13 @@ def test_generate_measure_summary_roundtrip(tmp_path):
         (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--jitter", "1"], "--jitter must be in"),
         (["generate", "su3", "--beta", "6", "--shape", "4,4,4,4", "--n", "10", "--algorithm", "heatbath", "--jitter",
           "0.2"], "the heat bath has none"),
+        # library messages said with the options the user typed (they named HMCConfig fields, ...)
+        (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--step-size", "0"], "^error: --step-size must"),
+        (["generate", "u1", "--beta", "nan", "--shape", "4,4", "--n", "10"], "^error: --beta must be finite"),
+        (["generate", "su3", "--beta", "6", "--shape", "4,4,4,4", "--n", "10", "--algorithm", "heatbath",
+          "--overrelax", "-1"], "^error: --overrelax must"),
+        (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--mass", "0.1"],
+         "theory 'u1' is pure gauge: --mass and --kappa belong to theories with dynamical quarks"),
     ],
 )
 def test_cli_bad_input_exit_2(tmp_path, args, match):

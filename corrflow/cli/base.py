@@ -159,6 +159,25 @@ def auto_windowing(st: Any, names: Any, discard: int | None, quiet: bool = False
     return Windowing(tau_exp=decay.tau_exp)
 
 
+#: library messages that name a field, and the option a user of the command line typed for it
+OPTION_NAMES = (("HMCConfig: step_size", "--step-size"), ("HMCConfig: n_steps", "--n-steps"),
+                ("HMCConfig: unknown integrator", "--integrator: unknown integrator"), ("HMCConfig: jitter", "--jitter"),
+                ("HeatbathConfig: n_overrelax", "--overrelax"), ("WilsonGaugeAction: beta", "--beta"),
+                ("WilsonGaugeAction: xi", "--xi"), ("WilsonGaugeAction: lam", "--lam"), ("mass must", "--mass must"),
+                ("epochs and batch_size", "--epochs and --batch-size"), ("learning_rate", "--lr"),
+                ("target_ess", "--target-ess"))
+
+
+def option_error(exc: Exception) -> CLIError:
+    """A :class:`CLIError` of a library ``ValueError`` whose message starts with a field name, said with the command
+    line's option name (``HMCConfig: step_size must ...`` -> ``--step-size must ...``)."""
+    msg = str(exc)
+    for field, option in OPTION_NAMES:
+        if msg.startswith(field):
+            return CLIError(option + msg[len(field):])
+    return CLIError(msg)
+
+
 def discard_option(text: str) -> int | None:
     """``--discard`` of a command: a count of leading trajectories, or ``None`` for ``auto``
     (:func:`corrflow.stats.equilibration.parse_discard`); a :class:`CLIError` (one line, exit 2) otherwise."""

@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 
 from ..console import results_table
-from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, auto_windowing, console, discard_option, parse_shape,
-                   print_thermalisation, tau_exp_option)
+from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, auto_windowing, console, discard_option,
+                   option_error, parse_shape, print_thermalisation, tau_exp_option)
 
 
 # ----------------------------------------------------------------------------------------
@@ -86,24 +86,31 @@ def generate(
         if precision not in ("double", "single"):
             raise CLIError(f"--precision must be 'double' or 'single', got {precision!r}")
         fermion = {k: v for k, v in (("mass", mass), ("kappa", kappa)) if v is not None}
+        dynamical = theory.strip().lower() == "schwinger" or theory.strip().lower().endswith("-wilson")
+        if fermion and not dynamical:
+            raise CLIError(f"theory {theory!r} is pure gauge: --mass and --kappa belong to theories with dynamical "
+                           "quarks (schwinger, su3-wilson)")
         if fermion:
             fermion["det"] = fermion_det
-        elif theory.strip().lower() == "schwinger" or theory.strip().lower().endswith("-wilson"):
+        elif dynamical:
             raise CLIError(f"theory {theory!r} has dynamical fermions: give --mass (or --kappa)")
-        th = make_theory(theory, dims, beta=beta, xi=xi, lam=lam, **fermion)
-        if algorithm == "hmc":
-            if jitter is not None and not 0.0 <= jitter < 1.0:
-                raise CLIError(f"--jitter must be in [0, 1) (relative spread of the step size), got {jitter}")
-            cfg: Any = HMCConfig(step_size=step_size, n_steps=n_steps, integrator=integrator, jitter=jitter)
-        elif algorithm == "heatbath":
-            from ..heatbath import HeatbathConfig
+        try:
+            th = make_theory(theory, dims, beta=beta, xi=xi, lam=lam, **fermion)
+            if algorithm == "hmc":
+                if jitter is not None and not 0.0 <= jitter < 1.0:
+                    raise CLIError(f"--jitter must be in [0, 1) (relative spread of the step size), got {jitter}")
+                cfg: Any = HMCConfig(step_size=step_size, n_steps=n_steps, integrator=integrator, jitter=jitter)
+            elif algorithm == "heatbath":
+                from ..heatbath import HeatbathConfig
 
-            if jitter is not None:
-                raise CLIError("--jitter randomises HMC trajectory lengths; the heat bath has none (leave it out)")
+                if jitter is not None:
+                    raise CLIError("--jitter randomises HMC trajectory lengths; the heat bath has none (leave it out)")
 
-            cfg = HeatbathConfig(n_heatbath=1, n_overrelax=overrelax)
-        else:
-            raise CLIError(f"--algorithm must be 'hmc' or 'heatbath', got {algorithm!r}")
+                cfg = HeatbathConfig(n_heatbath=1, n_overrelax=overrelax)
+            else:
+                raise CLIError(f"--algorithm must be 'hmc' or 'heatbath', got {algorithm!r}")
+        except ValueError as exc:
+            raise option_error(exc) from None
         mesh = None
         if devices:
             from ..sharding import chain_mesh
@@ -123,6 +130,10 @@ def generate(
             _check_theory(th)
         ens = check_name(name or ensemble_name(th.theory_name, dims, th.params()))
         st = open_store(store, "a")  # created at the first write only
+        if resume and ens not in st.ensembles() and ens not in st.incomplete():
+            have = ", ".join(st.ensembles()) or "none"
+            raise CLIError(f"--resume: no ensemble {ens!r} in {store} (ensembles: {have}); check --name and the "
+                           "parameters, or leave out --resume to create it")
         label, unit = ("heat bath", "upd/s") if algorithm == "heatbath" else ("HMC", "traj/s")
         with _stage(f"{label} {ens}", unit) as lp:
 
@@ -136,6 +147,10 @@ def generate(
         console.print(f"[green]done[/] {summary.name}: +{summary.n_new} -> {summary.committed} trajectories x {chains} "
                       f"chains, acceptance {summary.acceptance:.3f}, <plaquette> {summary.plaquette:.5f}, "
                       f"{summary.seconds:.1f} s, store {store}")
+        if algorithm == "hmc" and summary.acceptance < 0.2:
+            console.print(f"[yellow]warning: acceptance {summary.acceptance:.3f}: the chains hardly move and the "
+                          "stored configurations repeat each other (errors and autocorrelations will show it); lower "
+                          "--step-size, with more --n-steps for the same trajectory length[/]")
 
     _run(body)
 
@@ -385,7 +400,8 @@ def summary(
                           f"with its log weights (weight ESS {weight_ess_fraction(lw):.3f})")
         n_exact = sum(r.exact is not None for r in rows)
         if n_exact:
-            console.print(f"{n_exact} observables compared with exact values; largest |pull| = {worst:.2f}")
+            console.print(f"{n_exact} observable{'' if n_exact == 1 else 's'} compared with exact values; largest "
+                          f"|pull| = {worst:.2f}")
         n_all = info_["committed"]
         partial = {o: k for o, k in info_["observables"].items() if k < n_all}
         if partial:  # measured before the ensemble was extended: left out above, not silently
@@ -452,13 +468,16 @@ def measure(
 
         if batch < 1:
             raise CLIError(f"--batch must be >= 1, got {batch}")
+        open_store(store, "r")  # "no store at ...": measure adds to a store, it does not create one
         st = open_store(store, "a")
         flow = WilsonFlowGrid(flow_t_max, flow_eps, flow_every)
         with _stage(f"measure {ensemble}") as lp:
             res = measure_stored(st, ensemble, observables, batch=batch, progress=lambda d, t: lp(d, t),
                                  flow=flow, replace=replace)
         for o in res.skipped:
-            console.print(f"{o}: recorded during generation, nothing to do")
+            console.print(f"{o}: recorded during generation, nothing to do"
+                          + (" (--replace applies to observables added by measure; generation's own are part of "
+                             "the chain's record)" if replace else ""))
         msg = ", ".join(f"{k} +{v}" for k, v in res.measured.items()) or "nothing new to measure"
         console.print(f"[green]done[/] {ensemble}: {msg}")
 

@@ -10,7 +10,7 @@ import typer
 
 from ..console import results_table
 from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, auto_windowing, console, discard_option,
-                   print_thermalisation, tau_exp_option)
+                   option_error, print_thermalisation, tau_exp_option)
 
 
 # ----------------------------------------------------------------------------------------
@@ -47,10 +47,17 @@ def _parse_assignments(items: List[str], params: dict[str, float], ndim: int) ->
                 from ..theories import mass_from_kappa
 
                 k, value = "mass", mass_from_kappa(value, ndim)
+            if k in out and out[k] != value:
+                raise CLIError(f"{k} is given twice ({out[k]:g} and {value:g}): give each target parameter once")
             out[k] = value
     if not out:
         raise CLIError("give the target parameters, e.g. --to beta=2.2")
     return out
+
+
+def _names(items: List[str]) -> list[str]:
+    """Observable names from a repeated and/or comma-separated option, in order, each once."""
+    return list(dict.fromkeys(o.strip() for item in items for o in item.split(",") if o.strip()))
 
 
 def _parse_times(text: Optional[str]) -> tuple[float, ...]:
@@ -137,8 +144,19 @@ def train(
         from ..store import check_writable_dir, open_store
 
         check_writable_dir(out, "--out")  # before the training, not after it
+        if not resume and (out / "checkpoint.json").exists():
+            try:
+                old = load_checkpoint(out)
+                what = f" ({old['base'].params()} -> {old['target'].params()}, id {old['id']})"
+            except Exception:  # unreadable: still not overwritten
+                what = ""
+            raise CLIError(f"--out {out} holds a flow checkpoint{what}: --resume continues it; give another --out, "
+                           "or delete it to train afresh (ensembles made with it record its id)")
         st = open_store(store, "r")
         spec = st.spec(from_)
+        if spec.kind == "flowed":
+            raise CLIError(f"{from_!r} is a flowed ensemble (its configurations are unweighted images f(U)): train "
+                           f"from its base {spec.flow.get('source')!r} or another Markov-chain ensemble")
         base = make_theory(spec.theory, spec.shape, **spec.params)
         shift = _parse_assignments(to, base.params(), len(spec.shape))
         target = base.replace(**shift)
@@ -168,10 +186,13 @@ def train(
             raise CLIError(f"--held-out must be >= 0, got {held_out}")
         if n_train < 2:
             raise CLIError(f"--n-train must be >= 2 (training configurations), got {n_train}")
-        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, target_ess=target_ess, seed=seed,
-                          optimizer=resolve_optimizer(optimizer, len(base.shape), getattr(new_flow, "kind", kind_),
-                                                      bool(getattr(new_flow, "smoothing", ()))),
-                          patience=patience if held_out else 0)
+        try:
+            cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, target_ess=target_ess, seed=seed,
+                              optimizer=resolve_optimizer(optimizer, len(base.shape), getattr(new_flow, "kind", kind_),
+                                                          bool(getattr(new_flow, "smoothing", ()))),
+                              patience=patience if held_out else 0)
+        except ValueError as exc:
+            raise option_error(exc) from None
         ds = st.open_ensemble(from_)
         n = int(ds.sizes["traj"])
         # spread over the run, held-out ones between them, streamed when large (the pipeline's rules)
@@ -212,8 +233,9 @@ def train(
         ck = load_checkpoint(out)
         held_msg = held_out_summary(h)
         held_msg = f", {held_msg}" if held_msg else ""
+        kept = min(h, key=lambda r: r["held_var_logw"]) if "held_ess" in h[-1] else h[-1]  # the flow saved
         console.print(f"[green]done[/] {flow.kind} flow, {len(h) - 1} epochs ({res.stopped}): weight ESS "
-                      f"{h[0]['ess']:.3f} -> {h[-1]['ess']:.3f}{held_msg}, checkpoint {out} (id {ck['id']})")
+                      f"{h[0]['ess']:.3f} -> {kept['ess']:.3f}{held_msg}, checkpoint {out} (id {ck['id']})")
         warning = worse_than_start(h)
         if warning:
             console.print(f"[yellow]warning: {warning}[/]")
@@ -284,7 +306,8 @@ def compare(
     ensembles: List[str] = typer.Argument(..., help="flowed ensembles and/or independent ensembles at a'"),
     store: Path = typer.Option(..., help="zarr store"),
     base: str = typer.Option(..., help="base ensemble"),
-    obs: List[str] = typer.Option(["plaquette"], help="observables (repeat the option)"),
+    obs: List[str] = typer.Option(["plaquette"], help="observables (repeat the option or comma-separate; chi_top from "
+                                                      "the stored topological charge)"),
     discard: str = typer.Option("0", help="leading trajectories of every chain to leave out (the same in a flowed "
                                           "ensemble and its base, so the pairing is kept): a number, or auto (the "
                                           "longest cut of the base and the independent ensembles)"),
@@ -302,12 +325,12 @@ def compare(
         st = open_store(store, "r")
         cut = None
         if n_discard is None:
-            cut = common_thermalisation_cut(st, (base, *ensembles), obs)
+            cut = common_thermalisation_cut(st, (base, *ensembles), _names(obs))
             n_discard = cut.n_discard
         if windowing is None:  # the base and the independent ensembles (flowed ones share the base's chains)
             windowing = auto_windowing(st, [n for n in (base, *ensembles) if n in st.ensembles()
                                             and st.spec(n).kind != "flowed"], n_discard)
-        rows = compare_ensembles(st, base, ensembles, obs, discard=n_discard, windowing=windowing)
+        rows = compare_ensembles(st, base, ensembles, _names(obs), discard=n_discard, windowing=windowing)
         pname, shift = parameter_shift(st.spec(base).params, st.spec(ensembles[0]).params)
         kept = f" (the first {n_discard} of every chain discarded)" if n_discard else ""
         kept += f"; {windowing.tail_note}" if windowing.tail_note else ""
@@ -338,7 +361,8 @@ def report(
     store: Path = typer.Option(..., help="zarr store"),
     base: Optional[str] = typer.Option(None, help="base ensemble (omit to report only the analysis results)"),
     out: Path = typer.Option(Path("reports"), help="output directory (PNG figures + report.md)"),
-    obs: List[str] = typer.Option(["plaquette"], help="observables (repeat the option)"),
+    obs: List[str] = typer.Option(["plaquette"], help="observables (repeat the option or comma-separate; chi_top from "
+                                                      "the stored topological charge)"),
     analysis: Optional[List[str]] = typer.Option(None, help="analysis results to include (repeat; default: all "
                                                  "recorded in the store by `python -m analysis.<name>`)"),
     tangent: bool = typer.Option(False, help="also the tangent-flow and connected derivative estimators on the base "
@@ -372,16 +396,23 @@ def report(
         if (windowing is None or windowing.tau_exp is not None) and base is None:
             raise CLIError("--tau-exp applies to the comparison with --base; analysis sections keep their own "
                            "error settings (the analyses' --tau-exp)")
-        check_writable_dir(out, "--out")
-        st = open_store(store, "r")
-        if windowing is None:
-            missing = [n for n in (base, *ensembles) if n not in st.ensembles()]
-            if missing:
-                raise CLIError(f"no ensemble {missing[0]!r} in {store}; available: {', '.join(st.ensembles())}")
-            windowing = auto_windowing(st, [n for n in (base, *ensembles) if st.spec(n).kind != "flowed"],
-                                       n_discard)
-        path = write_report(st, base, ensembles or [], out, obs, analysis, tangent=tangent, discard=n_discard,
-                            second_order=second_order, tau_exp=windowing.tau_exp)
-        console.print(f"[green]done[/] report written to {path} ({len(list(out.glob('*.png')))} figures)")
+        existed = out.exists()
+        try:
+            check_writable_dir(out, "--out")
+            st = open_store(store, "r")
+            if windowing is None:
+                missing = [n for n in (base, *ensembles) if n not in st.ensembles()]
+                if missing:
+                    raise CLIError(f"no ensemble {missing[0]!r} in {store}; available: {', '.join(st.ensembles())}")
+                windowing = auto_windowing(st, [n for n in (base, *ensembles) if st.spec(n).kind != "flowed"],
+                                           n_discard)
+            path = write_report(st, base, ensembles or [], out, _names(obs), analysis, tangent=tangent,
+                                discard=n_discard, second_order=second_order, tau_exp=windowing.tau_exp)
+        except BaseException:
+            if not existed and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # refused (or interrupted) before anything was written: leave no empty directory
+            raise
+        n_png = len(list(out.glob("*.png")))
+        console.print(f"[green]done[/] report written to {path} ({n_png} figure{'' if n_png == 1 else 's'})")
 
     _run(body)

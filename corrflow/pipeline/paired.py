@@ -17,6 +17,7 @@ with another ``N`` is refused); the stored ``action`` is NaN then (the total act
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -148,7 +149,10 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
         if stored.kind != "flowed":
             raise StoreError(f"ensemble {name!r} exists and is an {stored.kind} ensemble, not a flowed one; choose "
                              "another --name")
-        diffs = stored.differences(spec)
+        same_flow = stored.flow.get("flow_id") == spec.flow.get("flow_id")
+        # the flow's content id names it; its directory may have moved with the project (copied, renamed)
+        wanted = replace(spec, flow={**spec.flow, "checkpoint": stored.flow.get("checkpoint")}) if same_flow else spec
+        diffs = stored.differences(wanted)
         if diffs:
             raise StoreError(f"ensemble {name!r} exists with different settings: " + "; ".join(diffs))
         if committed >= n_base:

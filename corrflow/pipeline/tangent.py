@@ -41,7 +41,7 @@ import jax
 import numpy as np
 
 from .. import make_theory
-from ..compare import compare_ensembles, parameter_shift
+from ..compare import compare_ensembles, parameter_shift, stored_source
 from .. import tangent as tg
 from ..stats import Windowing
 from ..stats.equilibration import EquilibrationCut
@@ -162,7 +162,7 @@ def finite_shift_plan(store: Any, base: str, compare: Sequence[str], param: str,
                              "kind")
         for ens in (base, name):
             have = set(store.open_ensemble(ens).data_vars)
-            missing = [o for o in observables if o not in have]
+            missing = list(dict.fromkeys(stored_source(o) for o in observables if stored_source(o) not in have))
             if missing:
                 raise ValueError(f"--compare needs {', '.join(missing)} stored in {ens!r}; add with `corrflow measure "
                                  f"{store.path} {ens} {' '.join(missing)}`")

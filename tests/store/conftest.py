@@ -42,3 +42,18 @@ def ildg_files(tmp_path):
     bad = tmp_path / "notlime.lime"
     bad.write_bytes(b"this is a text file, not a LIME container\n" * 8)
     return good, bad
+
+
+@pytest.fixture
+def flow_ckpt(tmp_path):
+    """A (untrained, identity) flow checkpoint for the base ensemble's theory, beta 2.0 -> 2.1: no training, no
+    compilation."""
+    import corrflow
+    from corrflow.flows import make_flow
+    from corrflow.flows.train import TrainConfig, save_checkpoint
+
+    th = corrflow.make_theory("u1", (4, 4), beta=2.0)
+    path = tmp_path / "flow"
+    flow = make_flow("u1", (4, 4))
+    save_checkpoint(path, flow, flow.init_params(), th, th.replace(beta=2.1), TrainConfig(), 1, [{"loss": 0.0}])
+    return path

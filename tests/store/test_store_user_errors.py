@@ -20,16 +20,6 @@ from corrflow.store import open_store
 from .store_helpers import N_BASE, cli, cli_refused, copy_store, dummy_block, snapshot, u1_spec
 
 
-@pytest.fixture
-def flow_ckpt(tmp_path):
-    """A (untrained, identity) flow checkpoint for the base ensemble's theory: no training, no compilation."""
-    th = corrflow.make_theory("u1", (4, 4), beta=2.0)
-    path = tmp_path / "flow"
-    flow = make_flow("u1", (4, 4))
-    save_checkpoint(path, flow, flow.init_params(), th, th.replace(beta=2.1), TrainConfig(), 1, [{"loss": 0.0}])
-    return path
-
-
 def test_import_ildg_of_a_missing_file_or_a_directory(store_copy, ildg_files, tmp_path):
     good, _ = ildg_files
     new = tmp_path / "new.zarr"
@@ -93,7 +83,7 @@ def test_train_out_unwritable_is_refused_before_training(store_copy, tmp_path):
     cli_refused(store_copy, r"--out .*afile/sub cannot be created: .*afile is a file", *base, "--out", afile / "sub")
     cli_refused(store_copy, r"--n-train must be >= 2 \(training configurations\), got 0", *base, "--n-train", 0,
                 "--out", tmp_path / "f0")  # (it used to train on whatever the chains' spread gave)
-    cli_refused(store_copy, r"target_ess is a weight ESS fraction in \[0, 1\], got 2", *base, "--target-ess", 2,
+    cli_refused(store_copy, r"--target-ess is a weight ESS fraction in \[0, 1\], got 2", *base, "--target-ess", 2,
                 "--out", tmp_path / "f2")
     ro = tmp_path / "ro"
     ro.mkdir()
