@@ -7,7 +7,9 @@ For a base ensemble and the ensembles compared with it (flowed, direct-reweighti
 * ``shift_scan.png``: variance reduction against independent ensembles and weight ESS as functions of the
   parameter shift, over all flowed ensembles of the base (one point per ensemble);
 * ``training_<flow id>.png``: loss and weight ESS per epoch of every flow used;
-* ``report.md``: the comparison table, the figures and the provenance (ensembles, parameters, versions).
+* ``report.md``: the comparison table, the figures and the provenance (ensembles, parameters, versions); ``<O>``
+  is written ``&lt;O&gt;`` outside code (a bare ``<O>`` is raw HTML in Markdown;
+  :func:`corrflow.markdown.escape_angle_brackets`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from .compare import ComparisonRow, compare_ensembles, parameter_shift
 from .groups import get_group
+from .markdown import escape_angle_brackets
 from .stats import Windowing, format_value_error
 from .summary import common_thermalisation_cut, exact_derivative, exact_value
 
@@ -229,7 +232,7 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
                  f"Generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} from store "
                  f"`{store.path}`.", ""] + analysis_sections(store, out, found)
         path = out / "report.md"
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text(escape_angle_brackets("\n".join(lines) + "\n"))
         return path
     bspec = store.spec(base)
     cut_lines: list[str] = []
@@ -327,5 +330,5 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
     versions = store.info(base).get("versions") or {}
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(escape_angle_brackets("\n".join(lines) + "\n"))
     return path

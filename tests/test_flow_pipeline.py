@@ -273,6 +273,10 @@ def test_report_writes_figures_and_markdown(pipeline, tmp_path):
         assert f"]({name})" in md
     assert "| plaquette | flowed reweighting | `flowed` |" in md
     assert "| plaquette | independent | `u1_8x8_beta2.2` |" in md
+    # `<O>(a')`, `### d<plaquette>/dbeta` are raw HTML to a Markdown renderer (they vanished): escaped outside code
+    from corrflow.markdown import html_outside_code
+
+    assert html_outside_code(md) == [] and "| &lt;O&gt;(a') |" in md and "### d&lt;plaquette&gt;/dbeta" in md
     code, text = cli("report", "--store", store, "--base", "u1_8x8_beta2", "flowed", "u1_8x8_beta2.2", "--out",
                      tmp_path / "tail", "--tau-exp", "15")
     assert code == 0, text

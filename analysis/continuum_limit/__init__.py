@@ -74,7 +74,7 @@ CONTINUUM_LIMIT = Analysis(
 
 CONTINUUM_LIMIT_SU3 = Analysis(
     name=su3.ANALYSIS_NAME, command="continuum-limit-su3", settings=SU3ContinuumSettings, prepare=su3.prepare,
-    estimate=su3.estimate, render=render_su3, header=su3.header, summary_lines=6,
+    estimate=su3.estimate, render=render_su3, header=su3.header, summary_lines=2,
     help="Continuum limit of sqrt(t0)/w0 (or t0/r0^2) in quenched 4D SU(3): one base ensemble, residual flows to the "
          "other betas, reweighting, joint-jackknife covariance and correlated fits, against independent ensembles.",
     epilog="""

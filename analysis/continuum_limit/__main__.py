@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 THEORIES = ("u1", "su3")
 
@@ -37,7 +38,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2)
     analysis = CONTINUUM_LIMIT_SU3 if theory == "su3" else CONTINUUM_LIMIT
     suffix = " --theory su3" if theory == "su3" else ""
-    app(analysis)(args=rest, prog_name=f"python -m analysis.continuum_limit{suffix}")
+    app(analysis, extra={"theory": theory_option()})(args=rest, prog_name=f"python -m analysis.continuum_limit{suffix}")
+
+
+def theory_option() -> Any:
+    """The ``--theory`` switch as a typer option, so that ``--help`` lists it (:func:`split_theory` has taken it off
+    the command line and chosen the analysis already)."""
+    import typer
+
+    return typer.Option(THEORIES[0], "--theory", metavar="|".join(THEORIES),
+                        help="the theory: u1 (2D U(1), exact continuum values) or su3 (quenched 4D SU(3), "
+                             "gradient-flow scales); each has its own options (--theory su3 --help lists those of "
+                             "su3)")
 
 
 if __name__ == "__main__":

@@ -118,6 +118,7 @@ class ContinuumSettings(ContinuumFitSettings):
         betas = self.betas
         if self.L < 2:
             raise ValueError(f"L must be >= 2, got {self.L}")
+        self.flow.check_lattice("u1", self.shape)  # e.g. an odd L: refused before any ensemble is generated
         q = make_quantity(self.quantity, self.creutz_size)  # validates both
         q.reference(betas[0], (self.L, self.L), self.topology)  # raises if no exact reference exists
         if q.name == "topological_susceptibility" and self.topology == "fixed":

@@ -81,6 +81,7 @@ def u1_record(s: Any, q: Any, fam: Any, x: np.ndarray, flowed: Any, indep: Any, 
                        f"flowed {fit_f.bayes.format_param(0)}, independent {fit_i.bayes.format_param(0)} "
                        f"(posterior mean and sd of c0; one NUTS run for both, {s.bayes_samples} draws after {s.bayes_warmup} warm-up, "
                        f"{fit_f.bayes.divergences} divergences).")
+    headline = list(range(1, len(summary)))  # the continuum values, pulls, variance reduction (and Bayesian fits)
     ref_txt = ("finite-torus values in the sector Q = 0" if s.topology == "fixed" else "finite-torus values")
     if s.fv_correct:
         summary.append(
@@ -116,6 +117,7 @@ def u1_record(s: Any, q: Any, fam: Any, x: np.ndarray, flowed: Any, indep: Any, 
                    + (" -- topology is slow: use --topology fixed, lower betas or longer runs."
                       if s.topology == "sampled" and np.nanmax(tq) > 0.01 * n * s.ensemble.n_chains else "."))
 
+    show_tq = not np.all(np.isnan(tq))  # the column is left out where Q is frozen everywhere (fixed topology)
     rows = []
     for k, b in enumerate(s.betas):
         rows.append([f"{b:g}", f"{1 / b:.5f}", _fmt(flowed.values[k], flowed.errors[k]), f"{pulls_beta_f[k]:+.2f}",
@@ -123,7 +125,8 @@ def u1_record(s: Any, q: Any, fam: Any, x: np.ndarray, flowed: Any, indep: Any, 
                      f"{flowed.weight_ess[k]:.3f}", "" if math.isnan(flowed.pareto_k[k]) else f"{flowed.pareto_k[k]:.2f}",
                      f"{flowed.tau_int[k]:.2f}",
                      _fmt(indep.values[k], indep.errors[k]), f"{pulls_beta_i[k]:+.2f}", f"{indep.tau_int[k]:.2f}",
-                     f"{exact_target[k]:.6f}", f"{vr_beta[k]:.2f}", f"{tau_q[k]:.1f}"])
+                     f"{exact_target[k]:.6f}", f"{vr_beta[k]:.2f}"]
+                    + ([("-" if math.isnan(tau_q[k]) else f"{tau_q[k]:.1f}")] if show_tq else []))
     fit_rows = []
     for label, fr in (("flowed, correlated chi^2 (jackknife errors)", fit_f), ("independent, chi^2", fit_i)):
         fit_rows.append([label] + [fr.lsq.format_param(j) for j in range(s.order + 1)]
@@ -138,7 +141,7 @@ def u1_record(s: Any, q: Any, fam: Any, x: np.ndarray, flowed: Any, indep: Any, 
         + ("infinite-volume values, after the exact finite-volume correction" if s.fv_correct else ref_txt) + ")": {
             "columns": ["beta", "a^2 g^2", "flowed", "pull", "pull of q-q0", "weight ESS", "Pareto k", "tau_int",
                         "independent", "pull",
-                        "tau_int", "exact", "var. red.", "tau_int(Q)"],
+                        "tau_int", "exact", "var. red."] + (["tau_int(Q)"] if show_tq else []),
             "rows": rows},
         "Continuum fits (c0 = continuum value)": {
             "columns": ["fit"] + [f"c{j}" for j in range(s.order + 1)] + ["chi2/dof", "p", "pull of c0"],
@@ -198,6 +201,7 @@ def u1_record(s: Any, q: Any, fam: Any, x: np.ndarray, flowed: Any, indep: Any, 
     record = {
         "title": f"Continuum limit of {q.name} (2D U(1), flow-correlated vs independent ensembles)",
         "summary": summary,
+        "headline": headline,
         "tables": tables,
         "results": results,
         "variance_reduction": {

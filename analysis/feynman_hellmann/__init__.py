@@ -175,7 +175,7 @@ __all__ = [
 
 FEYNMAN_HELLMANN = Analysis(
     name=ANALYSIS_NAME, command="feynman-hellmann", settings=FHSettings, prepare=prepare, estimate=estimate,
-    render=render, header=header, summary_lines=7, tables_printed=1,
+    render=render, header=header, summary_lines=1, tables_printed=1,
     help="Feynman-Hellmann dE_pi/dlambda = <pi|O_t|pi> - <0|O_t|0> for the source S + lambda O: the plaquette source "
          "O = -sum_x cos P(x) in the Schwinger model, or the gluonic T_44 in quenched SU(3) (the bare gluon momentum "
          "fraction of the pion). One HMC base ensemble at lambda = 0 pushed through a flow 0 -> lambda (correlated "

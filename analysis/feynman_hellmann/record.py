@@ -92,12 +92,16 @@ def estimate(s: FHSettings, inputs: FHInputs) -> dict[str, Any]:
                  + [[f"measure {k}", _num(v, 4)] for k, v in m_cost.items()]
                  + [[f"path {k}", _num(v, 4)] for k, v in path.items()])
     summary, x_g = _summary(s, est, pulls, vr, ess, bins, tan, inputs.tangent_field)
+    # the headline: everything between the introduction and the closing ESS / binning line (the pion mass, dE/dlambda,
+    # <x>_g, pulls, variance reductions, the tangent estimator)
+    headline = list(range(1, len(summary) - 1))
     curves = est.curves
     return {
         "title": ("Feynman-Hellmann: dE_pi/dlambda of the plaquette source in the Schwinger model"
                   if s.theory == "schwinger" else
                   "Feynman-Hellmann: gluon momentum fraction of the pion in quenched SU(3)"),
         "summary": summary,
+        "headline": headline,
         "tables": {caption: {"columns": columns, "rows": rows}, COST_CAPTION: {"columns": ["step", "seconds"],
                                                                                "rows": cost_rows}},
         "variance_reduction": vr_rec,

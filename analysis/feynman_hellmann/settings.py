@@ -91,6 +91,7 @@ class FHSettings(AnalysisSettings):
         nd = len(self.shape)
         if any(x < 4 or x % 2 for x in (self.T, self.L)):
             raise ValueError(f"theory {self.theory!r} needs {nd} even extents >= 4 (time first), got {self.shape}")
+        self.flow.check_lattice("u1" if self.theory == "schwinger" else "su3", self.shape)  # refused before any HMC
         if not (math.isfinite(self.lam) and self.lam != 0.0):
             raise ValueError(f"lam must be finite and non-zero (the Feynman-Hellmann source strength), got {self.lam}")
         if self.symmetric and self.lam < 0:

@@ -142,7 +142,7 @@ def estimate(s: MassSettings, inputs: MassInputs) -> dict[str, Any]:
                  + [[f"measure {k}", _num(v, 4)] for k, v in m_costs.items()]
                  + [[f"path {k}", _num(v, 4)] for k, v in pc.items()])
 
-    summary = _summary(s, results, vr, ess, pc, flow_info, m_costs, tan_fits)
+    summary, headline = _summary(s, results, vr, ess, pc, flow_info, m_costs, tan_fits)
 
     def est_json(e: Estimate) -> dict[str, float | None]:
         return {"value": _num(e.value, 8), "error": _num(e.error, 4), "tau_int": _num(e.tau_int, 3)}
@@ -151,6 +151,7 @@ def estimate(s: MassSettings, inputs: MassInputs) -> dict[str, Any]:
     record: dict[str, Any] = {
         "title": TITLE,
         "summary": summary,
+        "headline": headline,
         "tables": {"dO/dm by estimator": table, "O at m and m + dm": values,
                    COST_CAPTION: {"columns": ["step", "seconds"], "rows": cost_rows}},
         "variance_reduction": vr,
@@ -189,7 +190,8 @@ def estimate(s: MassSettings, inputs: MassInputs) -> dict[str, Any]:
 
 def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, dict[str, Any]],
              ess: dict[str, float], pc: dict[str, float], flow_info: dict[str, Any],
-             m_costs: dict[str, float], tan_fits: list[Any]) -> list[str]:
+             m_costs: dict[str, float], tan_fits: list[Any]) -> tuple[list[str], list[int]]:
+    """The summary lines and the indices of its headline (the derivatives and their variance reductions)."""
     e = s.ensemble
     out = [
         (f"Schwinger model (2D U(1), N_f = 2 Wilson fermions), {s.T} x {s.L}, beta = {s.beta:g}, m = {s.mass:g}, "
@@ -199,8 +201,10 @@ def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, 
          f"{flow_info['train_ess_initial']:.4f} -> {flow_info['train_ess_final']:.4f}."),
         "Path costs (s, measurements included): " + ", ".join(f"{k} {v:.1f}" for k, v in pc.items()) + ".",
     ]
+    headline = []
     for o in s.observables:
         d = results[o]["derivative"]
+        headline.append(len(out))
         out.append(f"d{o}/dm: flowed {d['flowed']}, direct {d['direct']}, independent {d['independent']}"
                    + (f", connected {d['connected']}" if math.isfinite(d["connected"].value) else "")
                    + f"; variance reduction vs independent {vr[o]['vs_independent']}, vs direct "
@@ -220,6 +224,7 @@ def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, 
                      f"{v['tangent_vs_flowed']}x vs flowed, {v['tangent_vs_direct']}x vs direct; cost-adjusted "
                      f"{v['tangent_cost_adjusted_vs_connected']}x, {v['tangent_cost_adjusted_vs_flowed']}x, "
                      f"{v['tangent_cost_adjusted_vs_direct']}x; tangent - connected {p:+.2f} sigma, paired);")
+        headline.append(len(out))
         out.append(line[:-1] + ".")
         if worst > 3:  # both estimators are unbiased on the same configurations
             out.append(f"WARNING: tangent - connected differ by {worst:.1f} sigma on the same configurations; both "
@@ -246,4 +251,4 @@ def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, 
                    "correlated estimator here; flows pay off when direct weights degrade (larger dm or volume).")
     out.append(f"Measurements cost {sum(m_costs.values()):.0f} s (steady state; steps found in the store or the "
                "measurement cache are reused and charged their recorded costs from the ledger).")
-    return out
+    return out, headline

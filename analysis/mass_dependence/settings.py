@@ -81,6 +81,7 @@ class MassSettings(AnalysisSettings):
             raise ValueError(f"no observables selected; allowed: {', '.join(OBSERVABLES)}")
         if any(x < 2 or x % 2 for x in self.shape):
             raise ValueError(f"T and L must be even extents >= 2, got T = {self.T}, L = {self.L}")
+        self.flow.check_lattice("u1", self.shape)  # refused before any HMC
         if not (math.isfinite(self.dm) and self.dm != 0.0):
             raise ValueError(f"dm must be finite and non-zero (it is the mass shift of the derivative), got {self.dm}")
         for m, what in ((self.mass, "mass"), (self.mass + self.dm, "mass + dm")):

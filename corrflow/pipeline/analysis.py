@@ -23,14 +23,16 @@ from .progress import Progress
 from .record import print_tables, publish
 from .steps import Pipeline
 
-__all__ = ["Analysis", "TangentMeasurement", "app", "check_tangent_settings", "command", "measure_tangent",
-           "run_analysis"]
+__all__ = ["Analysis", "TangentMeasurement", "app", "check_tangent_settings", "command", "console_summary",
+           "measure_tangent", "run_analysis"]
 
 
 @dataclass(frozen=True)
 class Analysis:
     """One analysis: its store record ``name``, command-line ``command``, settings class and three functions
-    (module docstring); ``summary_lines`` of the summary are printed at the end of a run."""
+    (module docstring).  At the end of a run the console shows the first ``tables_printed`` tables and the summary's
+    headline (the lines ``record["headline"]`` indexes: the results), its warnings and its last ``summary_lines``
+    other lines (the notes; :func:`console_summary`)."""
 
     name: str
     command: str
@@ -143,6 +145,19 @@ def thermalisation_check(pipe: Pipeline, record: dict[str, Any]) -> None:
     record["thermalisation"] = checks
 
 
+def console_summary(record: dict[str, Any], notes: int) -> list[str]:
+    """The summary lines a run prints at its end, in their order and without Markdown emphasis: the headline
+    (``record["headline"]``: indices of the summary lines that hold the results -- values, variance reductions), every
+    ``WARNING`` line, and the last ``notes`` of the other lines after the first headline line (the introduction before
+    it is in the run's header already).  A record without a headline prints its last ``notes`` lines and warnings."""
+    summary = [str(line) for line in record.get("summary", [])]
+    head = {int(i) % len(summary) for i in record.get("headline", []) if -len(summary) <= int(i) < len(summary)}
+    warn = {i for i, line in enumerate(summary) if line.startswith("WARNING")}
+    rest = [i for i in range(min(head, default=0), len(summary)) if i not in head and i not in warn]
+    keep = head | warn | set(rest[max(len(rest) - max(notes, 0), 0):])
+    return [summary[i].replace("**", "") for i in sorted(keep)]
+
+
 def run_analysis(analysis: Analysis, settings: Any = None, *, console: Any = None, write: bool = True,
                  progress: Any = None) -> dict[str, Any]:
     """Run ``analysis`` with ``settings`` (defaults if None): steps, estimates, figure; with ``write`` the record,
@@ -169,24 +184,26 @@ def run_analysis(analysis: Analysis, settings: Any = None, *, console: Any = Non
         print_tables(console, record, first=analysis.tables_printed)
         from rich.markup import escape
 
-        for line in record.get("summary", [])[-analysis.summary_lines:]:  # plain text: "[...]" is not markup
-            console.print(escape(line.replace("**", "")))
+        for line in console_summary(record, analysis.summary_lines):  # plain text: "[...]" is not markup
+            console.print(escape(line))
         console.print(f"[green]done[/] in {time.perf_counter() - t0:.1f} s")
     return record
 
 
-def command(analysis: Analysis, app: Any) -> Callable[..., None]:
-    """Register ``analysis`` as a command of the typer ``app`` (options from its settings, ``--config``)."""
+def command(analysis: Analysis, app: Any, extra: dict[str, Any] | None = None) -> Callable[..., None]:
+    """Register ``analysis`` as a command of the typer ``app`` (options from its settings, ``--config``, and the
+    ``extra`` options of :func:`~corrflow.pipeline.cli.settings_command`, which the caller handles)."""
     from .cli import settings_command
 
     return settings_command(app, analysis.settings, lambda s, console: run_analysis(analysis, s, console=console),
-                            name=analysis.command, help=analysis.help, epilog=analysis.epilog)
+                            name=analysis.command, help=analysis.help, epilog=analysis.epilog, extra=extra)
 
 
-def app(analysis: Analysis) -> Any:
-    """A typer app with ``analysis`` as its only command (``python -m analysis.<name>``)."""
+def app(analysis: Analysis, extra: dict[str, Any] | None = None) -> Any:
+    """A typer app with ``analysis`` as its only command (``python -m analysis.<name>``); ``extra``: options the
+    caller reads before the command runs (listed in the help, ignored by the command; :func:`command`)."""
     import typer
 
     a = typer.Typer(add_completion=False, rich_markup_mode="markdown", help=analysis.help)
-    command(analysis, a)
+    command(analysis, a, extra)
     return a

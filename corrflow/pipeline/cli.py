@@ -57,25 +57,34 @@ def run_cli(body: Callable[[], Any], console: Any, errors: tuple[type[BaseExcept
 
 
 def _option_default(value: Any) -> Any:
+    """The default shown in the help (a tuple as a list with spaces after the commas, so that a narrow terminal wraps
+    it instead of cutting it; only given values are parsed)."""
     if isinstance(value, tuple):
-        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
     return value
 
 
 def settings_command(app: Any, settings_cls: type, run: Callable[[Any, Any], Any], *, name: str | None = None,
-                     help: str | None = None, epilog: str | None = None) -> Callable[..., None]:
+                     help: str | None = None, epilog: str | None = None,
+                     extra: dict[str, Any] | None = None) -> Callable[..., None]:
     """Register ``run(settings, console)`` on the typer ``app`` as a command whose options are the leaf settings
-    of ``settings_cls`` (hidden ones excluded) plus ``--config``.  Returns the command function."""
+    of ``settings_cls`` (hidden ones excluded) plus ``--config``.  ``extra``: further options (``{name:
+    typer.Option(...)}``, first in the help) that the caller reads before the command runs, as ``python -m
+    analysis.continuum_limit`` does ``--theory``; the command accepts and ignores them.  Returns the command
+    function."""
     import typer
 
     defaults = settings_cls()
     leaves = {k: v for k, v in settings_cls.flat_fields().items() if k not in settings_cls.cli_hidden}
-    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
-              inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                                default=typer.Option("", "--config", help="TOML run file with settings (nested "
-                                                     "tables per group or flat keys); options given on the command "
-                                                     "line override it. Every run writes its resolved settings to "
-                                                     "OUT/NAME.toml; `--config` of that file repeats the run."))]
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, annotation=str, default=opt)
+               for k, opt in (extra or {}).items()]
+    params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                                    default=typer.Option("", "--config", help="TOML run file with settings (nested "
+                                                         "tables per group or flat keys); options given on the "
+                                                         "command line override it. Every run writes its resolved "
+                                                         "settings to OUT/NAME.toml; `--config` of that file repeats "
+                                                         "the run.")))
     for key, (group, f, tp) in leaves.items():
         over = settings_cls.cli_overrides.get(key, {})
         flag = over.get("flag") or f.metadata.get("flag") or "--" + key.replace("_", "-")
@@ -90,6 +99,8 @@ def settings_command(app: Any, settings_cls: type, run: Callable[[Any, Any], Any
         console = make_console()
 
         def body() -> None:
+            for k in extra or {}:
+                kwargs.pop(k)
             config = kwargs.pop("config")
             settings = settings_cls.from_toml(config) if config else settings_cls()
             # by name: typer may bring its own copy of click's ParameterSource enum

@@ -38,7 +38,10 @@ def json_safe(x: Any) -> Any:
 
 
 def markdown(record: Mapping[str, Any], figure: str | None) -> str:
-    """The record as a Markdown page: title, summary, figure, tables, settings."""
+    """The record as a Markdown page: title, summary, figure, tables, settings (``<O>`` written ``&lt;O&gt;``
+    outside code: :func:`corrflow.markdown.escape_angle_brackets`)."""
+    from ..markdown import escape_angle_brackets
+
     lines = [f"# {record['title']}", ""] + list(record.get("summary", [])) + [""]
     if figure:
         lines += [f"![{record['title']}]({figure})", ""]
@@ -49,7 +52,7 @@ def markdown(record: Mapping[str, Any], figure: str | None) -> str:
         lines.append("")
     if "settings" in record:
         lines += ["### Settings", "", "```", json.dumps(record["settings"], indent=1), "```", ""]
-    return "\n".join(lines)
+    return escape_angle_brackets("\n".join(lines))
 
 
 def print_tables(console: Any, record: Mapping[str, Any], *, first: int | None = None) -> None:

@@ -210,13 +210,26 @@ class FlowSettings(Settings):
 
     def make(self, theory: Any) -> Any:
         """The (untrained) flow for ``theory``'s group and lattice (``ValueError`` for options that do not fit)."""
+        return self.build(theory.group, theory.shape)
+
+    def check_lattice(self, group: Any, shape: Any) -> None:
+        """One-line ``ValueError`` if this architecture does not fit ``group`` (name or object) on ``shape`` -- e.g.
+        plaquette layers on an odd extent.  The analyses call it in their settings check, so that such a lattice is
+        refused before anything is generated (the flows are built only after the base ensemble)."""
+        try:
+            self.build(group, shape)
+        except ValueError as exc:
+            raise ValueError(f"the flows do not fit the {'x'.join(map(str, shape))} lattice: {exc}") from None
+
+    def build(self, group: Any, shape: Any) -> Any:
+        """The (untrained) flow for ``group`` (name or object) on ``shape`` (``ValueError`` for options that do not
+        fit)."""
         from ..flows import make_flow
 
-        kind = self.resolved_kind(theory.group, theory.shape)
+        kind = self.resolved_kind(group, shape)
         if kind == "plaquette":
-            return make_flow(theory.group, theory.shape, kind="plaquette", n_sweeps=self.sweeps or 1,
-                             harmonics=self.harmonics)
-        return make_flow(theory.group, theory.shape, loops=tuple(self.loops),
+            return make_flow(group, shape, kind="plaquette", n_sweeps=self.sweeps or 1, harmonics=self.harmonics)
+        return make_flow(group, shape, loops=tuple(self.loops),
                          n_sweeps=self.sweeps or (1 if self.smoothing else 2),
                          degree=self.degree, net_width=self.net_width, net_depth=self.net_depth, smear=self.smear,
                          smoothing=tuple(self.smoothing))

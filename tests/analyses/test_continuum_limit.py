@@ -157,10 +157,22 @@ def test_estimator_bad_input():
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
+def small_run_console(tmp_path_factory):
+    """The small run with its console output (a 200-column rich console into a string)."""
+    import io
+
+    from rich.console import Console
+
     d = tmp_path_factory.mktemp("cl")
     settings = ContinuumSettings.make(store=str(d / "cl.zarr"), out=str(d / "out"), **SMALL)
-    return settings, run(settings)
+    buf = io.StringIO()
+    rec = run(settings, console=Console(file=buf, width=200, color_system=None))
+    return settings, rec, buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def small_run(small_run_console):
+    return small_run_console[:2]
 
 
 def test_per_beta_estimates_agree_with_exact(small_run):
@@ -220,6 +232,40 @@ def test_record_in_store_and_figure(small_run):
     assert CONTINUUM_LIMIT.render(stored)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_terminal_shows_the_continuum_values(small_run_console):
+    """The run ends with its headline -- both continuum values, the pulls against the exact value, the variance
+    reduction -- then the notes; only the notes used to be printed.  The per-beta table leaves out tau_int(Q) where
+    Q is frozen in every ensemble (a column of nan)."""
+    from corrflow.stats import format_value_error
+
+    settings, rec, text = small_run_console
+    r = rec["results"]
+    flat = " ".join(text.split())
+    fmt = {x: format_value_error(r[x]["continuum"], r[x]["continuum_error"], 2) for x in ("flowed", "independent")}
+    assert f"continuum value {fmt['flowed']}," in flat, fmt
+    assert f"- independent HMC ensembles (diagonal covariance): {fmt['independent']}," in flat, fmt
+    assert "exact continuum value 1/2 = 0.5: pulls" in flat and "variance reduction of the continuum value" in flat
+    assert "- autocorrelation:" in flat and "**" not in flat
+    assert flat.index("variance reduction of the continuum value") < flat.index("- autocorrelation:")
+    assert flat.rstrip().split(" ")[-4] == "done"
+    tq = r["tau_int_topological_charge"]
+    columns = next(iter(rec["tables"].values()))["columns"]
+    assert ("tau_int(Q)" in columns) == any(math.isfinite(x) for x in tq if x is not None)
+    assert " nan " not in text
+
+
+def test_markdown_has_no_raw_html(small_run):
+    """`<P>` in `beta (1 - <P>) -> 1/2` is an HTML tag to a Markdown renderer (the text vanished): escaped."""
+    from pathlib import Path
+
+    from corrflow.markdown import html_outside_code
+
+    settings, _ = small_run
+    md = (Path(settings.io.out) / "continuum_limit.md").read_text()
+    assert "beta (1 - &lt;P&gt;) -> 1/2" in md
+    assert html_outside_code(md) == []
+
+
 def test_rerun_reuses_the_store(small_run):
     """Nothing is regenerated or retrained; the same estimates come back (fits without the Bayesian part)."""
     import dataclasses
@@ -247,6 +293,12 @@ def test_cli_help_and_bad_input(tmp_path):
     assert "data/continuum_limit.zarr" in text
     res = runner.invoke(app, ["--betas", "8", "--store", str(tmp_path / "x.zarr")])
     assert res.exit_code == 2 and "at least 2 betas" in " ".join(res.output.split())
+    # an odd L does not fit the flows' plaquette layers: refused before anything is generated (it used to fail after
+    # the base ensemble and the training chain were in the store)
+    res = runner.invoke(app, ["--L", "3", "--store", str(tmp_path / "x.zarr"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    assert "the flows do not fit the 3x3 lattice: plaquette layers need even extents" in " ".join(res.output.split())
+    assert not (tmp_path / "x.zarr").exists() and not (tmp_path / "o").exists()
 
 
 def test_goodness_of_fit_text_for_an_interpolating_fit():

@@ -116,6 +116,9 @@ def test_record_report_and_rerun(su3_run, tmp_path):
     path = write_report(store, None, [], tmp_path / "report")
     text = path.read_text()
     assert "quenched 4D SU(3)" in text and "sqrt(t0)/w0" in text
+    from corrflow.markdown import html_outside_code
+
+    assert html_outside_code(text) == []
     # a rerun regenerates nothing and reproduces the estimates
     before = {n: store.commit(n)["committed"] for n in store.ensembles()}
     again = cl.run(dataclasses.replace(s), write=False)
@@ -149,3 +152,7 @@ def test_cli_dispatch_and_help(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         entry.main(["--theory", "su3", "--help"])
     assert exc.value.code == 0
+    assert "--theory" in capsys.readouterr().out  # the switch is listed (it was accepted but not in the help)
+    with pytest.raises(SystemExit) as exc:
+        entry.main(["--help"])
+    assert exc.value.code == 0 and "--theory" in capsys.readouterr().out

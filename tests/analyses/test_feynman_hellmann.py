@@ -340,7 +340,11 @@ def test_end_to_end_record_store_and_figure(result):
     assert figs[f"{fh.ANALYSIS_NAME}.png"][:8] == b"\x89PNG\r\n\x1a\n"
     out = Path(s.io.out)
     assert (out / f"{fh.ANALYSIS_NAME}.png").stat().st_size > 10_000
-    assert f"{fh.ANALYSIS_NAME}.png" in (out / f"{fh.ANALYSIS_NAME}.md").read_text()
+    md_text = (out / f"{fh.ANALYSIS_NAME}.md").read_text()
+    assert f"{fh.ANALYSIS_NAME}.png" in md_text
+    from corrflow.markdown import html_outside_code  # `<pi|O_t|pi>` would be raw HTML: escaped
+
+    assert html_outside_code(md_text) == [] and "&lt;pi|O_t|pi&gt; - &lt;0|O_t|0&gt;" in md_text
     for k in ("flowed", "tangent", "independent", "direct", "connected"):
         assert rec["costs"]["paths"][k] > 0
     # one cost definition: each path pays for the correlators it measures
@@ -398,6 +402,11 @@ def test_run_file_and_stored_record_repeat_the_run(result, tmp_path):
     assert res.exit_code == 0, res.output
     assert "cached" in res.output and "(reused)" in res.output and "tangent field terms: cached" in res.output
     assert "tangent derivatives: cached" in res.output
+    # the headline reaches the terminal: dE/dlambda by estimator, pulls and variance reductions, then the notes
+    flat = " ".join(res.output.split())
+    for text in ("dE_pi/dlambda = <pi|O_t|pi> - <0|O_t|0> = ", "Pion mass (", "Pulls: flowed - connected",
+                 "Variance reduction of the flowed estimator", "Tangent-flow estimator", "Weight ESS fraction"):
+        assert text in flat, text
     assert {n: store.commit(n)["committed"] for n in store.ensembles()} == before
     again, _ = store.read_analysis(fh.ANALYSIS_NAME)
     assert fh.FHSettings.from_toml(tmp_path / "o" / f"{fh.ANALYSIS_NAME}.toml") == s.replace(

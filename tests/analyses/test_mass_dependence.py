@@ -203,6 +203,14 @@ def test_run_file_and_stored_record_repeat_the_run(result, tmp_path):
                              env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert {n: store.commit(n)["committed"] for n in store.ensembles()} == before  # everything reused
+    # the headline reaches the terminal: every derivative with its variance reductions, and the tangent estimator
+    flat = " ".join(res.output.split())
+    for obs in s.observables:
+        assert f"d{obs}/dm: flowed " in flat, obs
+    assert "Tangent-flow estimator (base ensemble only" in flat and "Measurements cost" in flat
+    from corrflow.markdown import html_outside_code
+
+    assert html_outside_code((tmp_path / "o" / "mass_dependence.md").read_text()) == []
     again = md.MassSettings.from_toml(tmp_path / "o" / "mass_dependence.toml")
     assert again == s.replace(method="jackknife", out=str(tmp_path / "o"))
     rec2, _ = cf.open_store(s.io.store).read_analysis("mass_dependence")

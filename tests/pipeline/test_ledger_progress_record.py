@@ -92,6 +92,16 @@ def test_record_json_markdown_and_publish(tmp_path):
     json.dumps(safe, allow_nan=False)
     md = markdown(rec, "t.png")
     assert md.startswith("# T") and "![T](t.png)" in md and "| 1 |  |" in md and "### Settings" in md
+    # `<O>` is raw HTML in Markdown (it vanished from the rendered page): escaped outside code, kept inside
+    from corrflow.markdown import html_outside_code
+
+    rec_o = {"title": "d<O>/dm", "summary": ["**beta (1 - <P>) -> 1/2**: k > 0.7, `<O dS>_c`"],
+             "tables": {"d<plaquette>/dbeta": {"columns": ["<O>(a')"], "rows": [["<pi|O_t|pi>"]]}},
+             "settings": {"x": "<O>"}}
+    md = markdown(rec_o, None)
+    assert html_outside_code(md) == [] and html_outside_code(markdown(rec, None)) == []
+    assert "**beta (1 - &lt;P&gt;) -> 1/2**: k > 0.7, `<O dS>_c`" in md and "### d&lt;plaquette&gt;/dbeta" in md
+    assert "| &lt;O&gt;(a') |" in md and '"x": "<O>"' in md  # (the settings are a code block)
     store = open_store(tmp_path / "s.zarr", "a")
     out = publish(store, "toy", rec, b"\x89PNG fake", tmp_path / "out")
     assert {p.name for p in out.iterdir()} == {"toy.png", "toy.md", "toy.json"}
@@ -176,3 +186,25 @@ def test_map_batches_resumes_where_it_stopped():
         map_batches(fn, links, batch=3, resume=saved["flat"][:1], outputs=("a", "b"))
     with pytest.raises(ValueError, match="need the names of the outputs"):
         map_batches(fn, links, batch=3, on_batch=stop_after_two)
+
+
+def test_console_summary_prints_the_headline_warnings_and_notes():
+    """The end of a run prints the record's headline (the results, wherever they stand in the summary), every
+    warning and the last notes; the continuum value used to be cut off because only the last lines were printed."""
+    from corrflow.pipeline.analysis import console_summary
+
+    summary = ["Intro.", "- **flowed**: continuum value **0.485(16)**", "- independent: 0.427(44)",
+               "- variance reduction **9.1x**", "WARNING: tangent - connected differ", "- note a", "- note b",
+               "- note c", "WARNING: ensemble x drifts"]
+    rec = {"summary": summary, "headline": [1, 2, 3]}
+    assert console_summary(rec, 2) == ["- flowed: continuum value 0.485(16)", "- independent: 0.427(44)",
+                                       "- variance reduction 9.1x", "WARNING: tangent - connected differ",
+                                       "- note b", "- note c", "WARNING: ensemble x drifts"]
+    assert console_summary(rec, 0)[:3] == ["- flowed: continuum value 0.485(16)", "- independent: 0.427(44)",
+                                           "- variance reduction 9.1x"]
+    assert console_summary(rec, 10)[3] == "WARNING: tangent - connected differ"  # the intro is never a note
+    assert "Intro." not in console_summary(rec, 10)
+    # a record without a headline (written before it existed): its last lines and the warnings
+    assert console_summary({"summary": summary}, 2) == ["WARNING: tangent - connected differ", "- note b",
+                                                        "- note c", "WARNING: ensemble x drifts"]
+    assert console_summary({}, 3) == []

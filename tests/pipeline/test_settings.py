@@ -147,6 +147,12 @@ def test_flow_and_training_groups():
     assert "residual flow, 2 sweeps of plaquette layers" in FlowSettings().describe("u1", (8, 8))
     with pytest.raises(ValueError, match="2D U\\(1\\) only"):
         FlowSettings(flow_kind="plaquette").make(su3)  # an architecture that does not fit the theory: one line
+    # the analyses check the lattice up front (an odd extent used to fail after the base ensemble was generated)
+    FlowSettings().check_lattice("u1", (8, 8))
+    with pytest.raises(ValueError, match="the flows do not fit the 3x3 lattice: plaquette layers need even extents"):
+        FlowSettings().check_lattice("u1", (3, 3))
+    with pytest.raises(ValueError, match="8x6x6x6 lattice: rectangle layers need extents divisible by 4"):
+        FlowSettings(loops=("plaquette", "rectangle")).check_lattice("su3", (8, 6, 6, 6))
     with pytest.raises(ValueError, match="patience needs held-out"):
         TrainingSettings(patience=3)
     assert TrainingSettings(held_out=16, patience=3).config(2, "plaquette").optimizer == "lbfgs"
