@@ -18,7 +18,7 @@ DEMO_STORE := data/demo.zarr
 CF := $(VENV)/bin/corrflow
 
 demo: $(STAMP)
-	rm -rf $(DEMO_STORE) $(DEMO_STORE).locks data/demo_flow
+	rm -rf $(DEMO_STORE) data/demo_flow
 	$(CF) generate u1 --beta 2.0 --shape 16,16 --n 2000 --chains 4 --thin 2 \
 	    --observables wilson_2x2,topological_charge --store $(DEMO_STORE)
 	$(CF) generate u1 --beta 2.2 --shape 16,16 --n 2000 --chains 4 --thin 2 --seed 1 \

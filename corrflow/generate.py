@@ -140,7 +140,8 @@ class Block(NamedTuple):
 
     ``first``: global index of the block's first trajectory; ``traj``: global indices of the stored
     trajectories ``(n,)``; ``state``: chain states after the block; ``info``: :class:`~corrflow.hmc.HMCInfo`
-    of the stored trajectories ``(chains, n)``; ``measurements``: dict of ``(chains, n)`` arrays;
+    of the stored trajectories ``(chains, n)``; ``measurements``: dict of ``(chains, n)`` arrays (empty for a block
+    run without ``measure``, such as :func:`generate`'s thermalisation blocks);
     ``links``: stored configurations ``(chains, n, ...)`` (or None); ``action``: ``(chains, n)``.
     """
 
@@ -238,7 +239,8 @@ def generate(
     every measurement plus ``delta_H``, ``accepted``, ``traj``; and ``links`` with the final
     configurations; with ``keep_configs`` also ``configs`` ``(n_chains, n_traj, *link_shape)``.
     ``progress(done, total, block)`` is called after every block (counting trajectories,
-    thermalisation included).  Use :func:`generate_to_store` to write to a store.
+    thermalisation included; thermalisation blocks are run without ``measure``, so their ``block.measurements``
+    is empty -- use ``block.state.links`` there).  Use :func:`generate_to_store` to write to a store.
     ``mesh``: run the chains sharded over devices (see :func:`run_blocks` and :mod:`corrflow.sharding`);
     with a ``"chains"`` mesh the results are bit-identical to the single-device run.
     """

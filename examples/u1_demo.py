@@ -20,11 +20,11 @@ from rich.table import Table
 
 import corrflow as cf
 from corrflow import exact
-from corrflow.generate import GaugeMeasurements, generate
+from corrflow.generate import Block, GaugeMeasurements, generate
 from corrflow.stats import gamma_method
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--beta", type=float, default=2.0)
     ap.add_argument("--L", type=int, default=16)
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5000, help="trajectories per chain after thermalisation")
     ap.add_argument("--therm", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     console = Console()
     shape = (args.L, args.L)
@@ -44,14 +44,20 @@ def main() -> None:
                   f"{config.n_steps} steps)")
 
     t0 = time.perf_counter()
-    with Progress(TextColumn("HMC"), BarColumn(), TextColumn("{task.completed}/{task.total} traj"),
+    with Progress(TextColumn("HMC {task.fields[phase]}"), BarColumn(), TextColumn("{task.completed}/{task.total} traj"),
                   TextColumn("acc {task.fields[acc]:.2f}  plaq {task.fields[plaq]:.4f}"),
                   TimeRemainingColumn(), console=console, transient=True) as prog:
-        task = prog.add_task("hmc", total=args.therm + args.n, acc=0.0, plaq=0.0)
+        task = prog.add_task("hmc", total=args.therm + args.n, phase="therm", acc=0.0, plaq=0.0)
 
-        def progress(done, total, blk):
-            prog.update(task, completed=done, acc=float(np.mean(blk.info.accepted)),
-                        plaq=float(np.mean(blk.measurements["plaquette"])))
+        def progress(done: int, total: int, blk: Block) -> None:
+            # Thermalisation blocks are run without measurements (blk.measurements is empty): show the plaquette
+            # of the chains' current configurations there, the block's mean of the measured one afterwards.
+            if "plaquette" in blk.measurements:
+                phase, plaq = "prod ", np.mean(blk.measurements["plaquette"])
+            else:
+                phase, plaq = "therm", np.mean(cf.observables.plaquette(blk.state.links, theory.group))
+            prog.update(task, completed=done, total=total, phase=phase, acc=float(np.mean(blk.info.accepted)),
+                        plaq=float(plaq))
 
         out = generate(jax.random.PRNGKey(args.seed), theory, config, n_chains=args.chains, n_traj=args.n,
                        n_therm=args.therm, measure=measure, block_size=250, progress=progress)
