@@ -73,10 +73,10 @@ def derivative(
     features: Optional[str] = typer.Option(None,
                                  help="gradient and preconditioned fields: features, comma-separated (plaquette, "
                                       "plaquette^n, rectangle, flowed@T; with _t / _s the temporal / spatial planes "
-                                      "only: plaquette_t, rectangle_s, flowed_t@T, ...); default gradient: plaquette,"
-                                      "rectangle,flowed@0.1,flowed@0.2,flowed@0.4 (for --param xi or lam in 4D each "
-                                      "split into _t and _s), preconditioned: plaquette,plaquette^2,plaquette^3,"
-                                      "rectangle"),
+                                      "only: plaquette_t, rectangle_s, flowed_t@T, ...); default gradient: plaquette, "
+                                      "rectangle, flowed@0.1, flowed@0.2, flowed@0.4 (for --param xi or lam in 4D "
+                                      "each split into _t and _s), preconditioned: plaquette, plaquette^2, "
+                                      "plaquette^3, rectangle"),
     times: Optional[str] = typer.Option(None, help="smoothing field (also where auto chooses it): Wilson-flow times, "
                                                    "comma-separated (default 0.1,0.2,0.4,0.8; multiples of 0.05; "
                                                    "auto on pure-gauge lattices 0.1,0.2,0.4 in steps of 0.1)"),
@@ -130,11 +130,13 @@ def derivative(
     compare: Optional[List[str]] = typer.Option(None, help="ensemble at param + delta (flowed, identity-flow or "
                                                 "independent; repeat or comma-separate) whose finite-shift "
                                                 "derivative joins the table"),
-    contract: Optional[bool] = typer.Option(None, "--contract/--no-contract",
-                                            help="two passes: the field's terms, the fit, then v.grad O along the "
-                                                 "fitted field only (same estimates; one solve per source instead of "
-                                                 "one per basis field or correlator slice). Default: on for pion@T, "
-                                                 "condensate and t2E@T with --fit field"),
+    contract_on: bool = typer.Option(False, "--contract",
+                                     help="two passes: the field's terms, the fit, then v.grad O along the fitted "
+                                          "field only (same estimates; one solve per source instead of one per basis "
+                                          "field or correlator slice). Default: on for pion@T, condensate and t2E@T "
+                                          "with --fit field"),
+    contract_off: bool = typer.Option(False, "--no-contract", help="one pass: v.grad O along every basis field (what "
+                                                                   "--fit observable needs)"),
     second_order: bool = typer.Option(False, "--second-order",
                                       help="add the second-order control variate to the tangent rows: the same "
                                            "identity with R_v in place of O, weighted by the slope of O on dS; for "
@@ -159,6 +161,9 @@ def derivative(
 
         if batch < 1:
             raise CLIError(f"--batch must be >= 1, got {batch}")
+        if contract_on and contract_off:
+            raise CLIError("--contract and --no-contract exclude each other; give one (or neither: the default)")
+        contract = True if contract_on else (False if contract_off else None)
         n_discard = discard_option(discard)
         windowing = tau_exp_option(tau_exp)  # checked before anything is read
         if probes is not None and probes < 1:
