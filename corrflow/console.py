@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import textwrap
@@ -15,12 +16,16 @@ _NUMBER = re.compile(r"^[+-]?(\d[\d.]*|\.\d+|nan|inf)(\([\d.]+\))?(e[+-]?\d+)?[x
 
 
 def make_console(stderr: bool = False) -> Any:
-    """A rich console: a terminal's own width, or 160 columns where the output is not a terminal (log files, pipes,
-    ``make demo``), so that wide tables stay readable there instead of being cut to rich's default 80 columns."""
+    """A rich console: a terminal's own width; where the output is not a terminal (log files, pipes, ``make demo``)
+    the width ``COLUMNS`` asks for, else 160 columns, so that wide tables stay readable there instead of being cut to
+    rich's default 80 columns."""
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr) if stream.isatty() else Console(stderr=stderr, width=160)
+    if stream.isatty():
+        return Console(stderr=stderr)
+    columns = os.environ.get("COLUMNS", "")
+    return Console(stderr=stderr, width=int(columns) if columns.isdigit() and int(columns) >= 40 else 160)
 
 
 def results_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]],

@@ -38,6 +38,9 @@ from pathlib import Path
 
 _TEST_XLA_FLAGS = {"--xla_backend_optimization_level": "0", "--xla_llvm_disable_expensive_passes": "true",
                    "--xla_cpu_use_fusion_emitters": "false"}
+# the consoles of corrflow's commands and typer's help follow COLUMNS where the output is not a terminal: tests that
+# read tables see the same width whatever the shell that started them exported (a test that wants 80 passes it)
+os.environ.pop("COLUMNS", None)
 _flags = os.environ.get("XLA_FLAGS", "")
 os.environ["XLA_FLAGS"] = " ".join([_flags] + [f"{k}={v}" for k, v in _TEST_XLA_FLAGS.items() if k not in _flags]).strip()
 

@@ -185,6 +185,17 @@ def test_bad_environment_setting_refused_before_the_store_is_touched(tmp_path, m
     assert not store.exists()
 
 
+def test_consoles_follow_columns_when_piped(monkeypatch):
+    """Output into a pipe or file is 160 columns wide (rich's default 80 cut the tables), unless COLUMNS asks for
+    another width (`COLUMNS=80 corrflow info S | cat` gave an 88-column table and notes wrapped at 160)."""
+    from corrflow.console import make_console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert make_console().width == 160  # (pytest captures stdout: not a terminal)
+    monkeypatch.setenv("COLUMNS", "100")
+    assert make_console().width == 100
+
+
 def test_result_tables_never_cut_numbers():
     """`make demo` printed `compare` at rich's default 80 columns with every value cut ("0.7282…"): consoles are 160
     wide where the output is not a terminal, and on a narrow terminal the number columns keep their widest cell while

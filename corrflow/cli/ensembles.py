@@ -55,7 +55,8 @@ def generate(
                                            "drawn from step-size x [1 - jitter, 1 + jitter]; 0: fixed (a fixed "
                                            "length can resonate with near-harmonic modes at weak coupling and freeze "
                                            "them). Default: 0.2 for a new ensemble, the stored value with --resume"),
-    observables: str = typer.Option("", help="extra observables measured on the fly, comma-separated: wilson_RxT, topological_charge, polyakov_loop"),
+    observables: str = typer.Option("", help="extra observables measured on the fly, comma-separated: wilson_RxT, topological_charge, polyakov_loop "
+                                              "(its modulus |P|: the loop itself averages to 0 in a finite volume)"),
     name: Optional[str] = typer.Option(None, help="ensemble name (default from theory and parameters)"),
     start: str = typer.Option("hot", help="hot (Haar random) or cold (unit links)"),
     precision: str = typer.Option("double", help="double or single (links stored in that precision)"),

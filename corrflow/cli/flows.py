@@ -95,9 +95,10 @@ def train(
     epochs: int = typer.Option(40, help="training epochs (L-BFGS: maximum iterations)"),
     batch_size: int = typer.Option(64, help="configurations per optimiser step (L-BFGS: per micro-batch)"),
     lr: float = typer.Option(0.02, help="initial learning rate (cosine decay; Adam only)"),
-    optimizer: str = typer.Option("auto", help="auto (linear with --smoothing, lbfgs in 4D, adam otherwise) | adam "
-                                             "(mini-batch) | lbfgs (full batch, no learning rate) | linear "
-                                             "(Gauss-Newton on var log w, tied parameters; residual flows)"),
+    optimizer: str = typer.Option("auto", help="auto (linear with --smoothing, lbfgs in 4D and for plaquette flows, "
+                                               "adam otherwise) | adam (mini-batch) | lbfgs (full batch, no learning "
+                                               "rate) | linear (Gauss-Newton on var log w, tied parameters; residual "
+                                               "flows)"),
     kind: str = typer.Option("auto", help="flow architecture: auto (plaquette for 2D U(1), residual otherwise) | "
                                           "plaquette (2D U(1): exact per-plaquette maps) | residual (masked staple "
                                           "layers)"),

@@ -58,17 +58,19 @@ def test_generate_guards(store_copy, tmp_path):
     assert code == 0 and "warning: acceptance" not in out, out  # the negative control (step 0.2)
 
 
-def _pair(tmp_path):
-    """Ensembles ``e`` (beta 2.0) and ``s`` (2.1) of random 4x4 links with a stored topological charge."""
+def _pair(path, charge: bool = True):
+    """Ensembles ``e`` (beta 2.0) and ``s`` (2.1) of random 4x4 links, with a stored topological charge (random
+    integers, returned per ensemble) or without."""
     rng = np.random.default_rng(3)
-    path = tmp_path / "q.zarr"
     st = open_store(path, "a")
     charges = {}
+    extra = ("topological_charge",) if charge else ()
     for name, beta in (("e", 2.0), ("s", 2.1)):
-        st.create_ensemble(name, u1_spec(params={"beta": beta, "xi": 1.0, "lam": 0.0},
-                                         measurements=("plaquette", "topological_charge")))
-        traj, links, per, nxt = dummy_block(2, 40, 0, rng=rng, extra=("topological_charge",))
-        per["topological_charge"] = charges[name] = rng.integers(-2, 3, (2, 40)).astype(float)
+        st.create_ensemble(name, u1_spec(params={"beta": beta, "xi": 1.0, "lam": 0.0}, measurements=("plaquette",
+                                                                                                    *extra)))
+        traj, links, per, nxt = dummy_block(2, 40, 0, rng=rng, extra=extra)
+        if charge:
+            per["topological_charge"] = charges[name] = rng.integers(-2, 3, (2, 40)).astype(float)
         with st.writer(name) as w:
             w.append(traj, links, per, nxt)
     return path, charges
@@ -81,7 +83,7 @@ def test_compare_observable_lists_and_chi_top(tmp_path):
     without the charge the advice names it.  A --discard that leaves too little says how much may go."""
     from corrflow.compare import compare_ensembles
 
-    path, q = _pair(tmp_path)
+    path, q = _pair(tmp_path / "q.zarr")
     code, out = cli("compare", "--store", path, "--base", "e", "s", "--obs", "plaquette,chi_top")
     assert code == 0 and "plaquette" in out and "chi_top" in out, out
     rows = {r.observable: r for r in compare_ensembles(open_store(path), "e", ["s"], ["chi_top"])}
@@ -91,13 +93,7 @@ def test_compare_observable_lists_and_chi_top(tmp_path):
     cli_refused(path, r"cannot discard 35 of the 40 trajectories per chain of 'e': an error needs at least 10 left; "
                 r"use --discard 30 or less", "compare", "--store", path, "--base", "e", "s", "--discard", "35")
 
-    plain = tmp_path / "plain.zarr"
-    st = open_store(plain, "a")
-    for name, beta in (("e", 2.0), ("s", 2.1)):
-        st.create_ensemble(name, u1_spec(params={"beta": beta, "xi": 1.0, "lam": 0.0}))
-        traj, links, per, nxt = dummy_block(2, 40, 0)
-        with st.writer(name) as w:
-            w.append(traj, links, per, nxt)
+    plain, _ = _pair(tmp_path / "plain.zarr", charge=False)
     with pytest.raises(ValueError, match=r"--compare needs topological_charge stored in 'e'; add with `corrflow "
                        r"measure .*plain\.zarr e topological_charge`"):
         finite_shift_plan(open_store(plain), "e", ["s"], "beta", ["chi_top"])
