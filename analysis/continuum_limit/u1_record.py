@@ -108,7 +108,8 @@ def u1_record(s: Any, q: Any, fam: Any, x: np.ndarray, flowed: Any, indep: Any, 
             "- topology: all HMC chains start cold in the sector Q = 0; every estimate is conditioned on Q = 0 "
             "(weight 0 for a configuration with Q != 0) and compared with the exact Q = 0 values; "
             + ("no configuration left the sector." if n_leak == 0 else
-               "configurations with Q != 0: " + ", ".join(f"{k} {v}" for k, v in leaks.items() if v) + "."))
+               "configurations that left it (weighted 0): " + ", ".join(
+                   f"{v} in the {k.split()[0]} ensemble at beta {k.split()[1]}" for k, v in leaks.items() if v) + "."))
     summary.append(f"- autocorrelation: tau_int of q (Gamma method) {np.nanmin(flowed.tau_int):.2f} .. "
                    f"{np.nanmax(flowed.tau_int):.2f} (flowed), {np.nanmin(indep.tau_int):.2f} .. "
                    f"{np.nanmax(indep.tau_int):.2f} (independent), in stored configurations; tau_int of the "

@@ -226,7 +226,9 @@ def test_compare_adds_finite_shift_estimators_and_report(u1_store, exact_u1, tmp
     assert "Tangent-flow estimator" in md and "| plaquette | tangent |" in md and "| plaquette | connected |" in md
     assert "at equal cost" in md and "to generate one): plaquette" in md  # the ensemble recorded its cost
     assert "Tangent minus connected, from the same configurations" in md and "sigma)." in md
-    assert f"Exact d<O>/dbeta at the base on this finite torus: plaquette {exact_u1['plaquette']:.6g} (tangent" in md
+    # (Markdown: `<O>` written with entities, corrflow.markdown, or CommonMark takes it for an HTML tag)
+    assert f"Exact d&lt;O&gt;/dbeta at the base on this finite torus: plaquette {exact_u1['plaquette']:.6g} " \
+        "(tangent" in md
     # --second-order: the tangent rows with the control variate, smaller errors for the plaquette (along the action)
     rep = runner.invoke(app, ["report", "--store", str(store), "--base", ENSEMBLE, "u1_8x8_beta2.1", "--obs",
                               "plaquette", "--tangent", "--second-order", "--out", str(tmp_path / "rep_so")])
