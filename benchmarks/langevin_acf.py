@@ -4,7 +4,7 @@
     python benchmarks/langevin_acf.py --beta 6.0 --eps 0.0025 --tmax 1.5
 
 For the Langevin dynamics ``dU = −∇S dτ + √2 dW`` (right-trivialised derivatives ``∂^a``, Haar measure; its generator
-``𝓛 = Δ − ∇S·∇`` is the one of PHYSICS.md section 7) and ``f = ∂_β S``, the gradient field ``v = ∇ψ_T`` with
+``𝓛 = Δ − ∇S·∇`` is the one of docs/physics.md section 7) and ``f = ∂_β S``, the gradient field ``v = ∇ψ_T`` with
 ``ψ_T = −∫_0^T dτ E[f̄(U_τ) | U_0 = U]`` (``f̄ = f − <f>``) has ``∇·v − v·∇S = 𝓛ψ_T = f̄ − P_T f̄``, hence
 
     R_v − <R_v> = P_T f̄ = E[f̄(U_T) | U_0 = U],        Var[R_v] = <f̄ P_{2T} f̄> = C(2T) Var[f]

@@ -1,4 +1,4 @@
-"""Correlated ensembles from a flow, and their baselines (PHYSICS.md section 3).
+"""Correlated ensembles from a flow, and their baselines (docs/physics.md section 3).
 
 Given base configurations ``U_i ~ p_a`` (``(n, ...)`` arrays, one chain in Monte Carlo order) and a flow
 ``f`` trained for ``a -> a'``:

@@ -1,6 +1,6 @@
 """Masked gauge-equivariant residual layers and flows built from them.
 
-Layer (PHYSICS.md section 4).  For the active links ``l = (x, mu)`` of a mask::
+Layer (docs/physics.md section 4).  For the active links ``l = (x, mu)`` of a mask::
 
     U'_l = exp(g_l) U_l,   g_l = P_TA[ U_l Sigma_l ],   Sigma_l = sum_k c_k Sigma^(k)_l
 

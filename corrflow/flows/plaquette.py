@@ -6,7 +6,7 @@ density ``exp(beta cos phi)`` into ``exp(beta' cos phi)``.  In link space that m
 inverse plaquette Laplacian); local layers cannot represent it, whatever their coefficients.  This flow does it
 directly and exactly.
 
-One map (``PHYSICS.md`` section 1 conventions; ``P(x) = theta_0(x) + theta_1(x+0) - theta_0(x+1) - theta_1(x)``,
+One map (docs/physics.md section 1 conventions; ``P(x) = theta_0(x) + theta_1(x+0) - theta_0(x+1) - theta_1(x)``,
 ``phi = wrap(P)`` in ``(-pi, pi]``)::
 
     h(phi) = sum_{n=1}^{H} c_n sin(n phi),      c_n = 0.95 a_n / (1 + sum_m m |a_m|)   (raw parameters a_n)

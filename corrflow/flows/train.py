@@ -1,6 +1,6 @@
 """Training a flow from base-ensemble samples only (reverse KL), with checkpoints.
 
-Loss (PHYSICS.md section 3): ``L(theta) = mean_i [ S_{a'}(f_theta(U_i)) - log J_{f_theta}(U_i) ]`` over base
+Loss (docs/physics.md section 3): ``L(theta) = mean_i [ S_{a'}(f_theta(U_i)) - log J_{f_theta}(U_i) ]`` over base
 configurations ``U_i ~ p_a``; it equals ``-mean_i log w_i`` up to the theta-independent ``mean_i S_a(U_i)``,
 i.e. the reverse KL divergence of the pushed-forward base ensemble from ``p_{a'}`` (up to a constant).
 Progress reports the loss and the weight ESS fraction ``(sum w)^2 / (N sum w^2)`` per epoch; training

@@ -1,6 +1,6 @@
 """Tangent-flow (linearised-flow) derivative estimators: unbiased ``d<O>/dα`` without weights (issue 15).
 
-For ``p_α ∝ e^{-S_α}`` and any smooth vector field ``v`` on the link manifold (PHYSICS.md section 7)::
+For ``p_α ∝ e^{-S_α}`` and any smooth vector field ``v`` on the link manifold (docs/physics.md section 7)::
 
     R_v = ∂_α S + v·∇S − ∇·v,    T_v = v·∇O − (O − <O>)(R_v − <R_v>),    E[T_v] = d<O>/dα  for every v;
 

@@ -1,6 +1,6 @@
 """Right-trivialised derivatives on the link manifold: gradients, directional derivatives, divergences.
 
-Conventions (PHYSICS.md sections 1, 2 and 7)
+Conventions (docs/physics.md sections 1, 2 and 7)
 --------------------------------------------
 * A tangent vector (vector field value) at a configuration is stored by its **coordinates**
   ``v[..., x_0, ..., x_{d-1}, mu, a]`` in the basis ``T^a`` of the Lie algebra: shape

@@ -181,7 +181,7 @@ def control_variates(terms: TangentTerms, i: int) -> tuple[np.ndarray, np.ndarra
         t0 = ∂_α O − (O − Ō)(∂_α S − mean),        c_k = v_k·∇O − (O − Ō)(a_k − ā_k),   a_k = v_k·∇S − ∇·v_k;
 
     ``t0`` is the connected estimator's per-configuration term and every ``c_k`` has expectation zero (integration by
-    parts, PHYSICS.md section 7), so the ``c_k`` are control variates for ``d<O>/dα``.  Shapes ``(n_chains, n_traj,
+    parts, docs/physics.md section 7), so the ``c_k`` are control variates for ``d<O>/dα``.  Shapes ``(n_chains, n_traj,
     K)`` and ``(n_chains, n_traj)``."""
     o = terms.o[..., i]
     oc = o - o.mean()

@@ -1,6 +1,6 @@
 """The tangent-flow derivative estimator and the connected estimator (its ``v = 0`` case).
 
-For ``p_α ∝ e^{-S_α}`` and a vector field ``v`` (PHYSICS.md section 7)::
+For ``p_α ∝ e^{-S_α}`` and a vector field ``v`` (docs/physics.md section 7)::
 
     R_v = ∂_α S + v·∇S − ∇·v,      T_v = v·∇O − (O − <O>)(R_v − <R_v>),      E[T_v] = d<O>/dα  for every v.
 
@@ -113,7 +113,7 @@ def second_order_estimate(o: Any, dvo: Any, r: Any, ds: Any, h: Any, dvh: Any, g
 
         T_v + γ [v·∇h − (h − <h>)(a_v − <a_v>)],      a_v = R_v − ∂_α S = v·∇S − ∇·v,   h = R_v.
 
-    The bracket is the integration-by-parts identity with ``h`` in place of ``O`` (PHYSICS.md section 7:
+    The bracket is the integration-by-parts identity with ``h`` in place of ``O`` (docs/physics.md section 7:
     ``E[v·∇h] = Cov(h, a_v)`` for any smooth ``h``), so it has expectation zero for any per-configuration ``γ`` that
     does not depend on the configuration's own data (cross-fitted), and for a divergence estimated with Hutchinson
     probes as long as ``h`` carries probes independent of those in ``a_v`` (``h`` and ``dvh`` from the second pass of

@@ -1,6 +1,7 @@
 """Per-configuration terms of the tangent estimators: jitted, vmapped, in batches that can be interrupted and resumed.
 
-Three evaluations of the same ingredients (PHYSICS.md section 7; ``v_k`` the field's basis, ``a_k = v_k·∇S − ∇·v_k``):
+Three evaluations of the same ingredients (docs/physics.md section 7; ``v_k`` the field's basis,
+``a_k = v_k·∇S − ∇·v_k``):
 
 * :func:`compute_terms` -- everything: ``O``, ``∂_α S``, ``a_k``, ``v_k·∇O`` for every basis field, ``∂_α O``
   (:class:`TangentTerms`); what the per-observable fits and the reports of every basis field need;
