@@ -115,6 +115,7 @@ def test_generate_measure_summary_roundtrip(tmp_path):
         # library messages said with the options the user typed (they named HMCConfig fields, ...)
         (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--step-size", "0"], "^error: --step-size must"),
         (["generate", "u1", "--beta", "nan", "--shape", "4,4", "--n", "10"], "^error: --beta must be finite"),
+        (["generate", "u1", "--beta", "-1", "--shape", "4,4", "--n", "10"], "^error: --beta must be >= 0"),
         (["generate", "su3", "--beta", "6", "--shape", "4,4,4,4", "--n", "10", "--algorithm", "heatbath",
           "--overrelax", "-1"], "^error: --overrelax must"),
         (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--mass", "0.1"],

@@ -119,7 +119,9 @@ class ContinuumSettings(ContinuumFitSettings):
         if self.L < 2:
             raise ValueError(f"L must be >= 2, got {self.L}")
         self.flow.check_lattice("u1", self.shape)  # e.g. an odd L: refused before any ensemble is generated
-        q = make_quantity(self.quantity, self.creutz_size)  # validates both
+        if self.creutz_size not in (1, 2):  # whatever the quantity: a setting out of range is a mistake
+            raise ValueError(f"creutz_size must be 1 or 2, got {self.creutz_size}")
+        q = make_quantity(self.quantity, self.creutz_size)  # validates the quantity
         q.reference(betas[0], (self.L, self.L), self.topology)  # raises if no exact reference exists
         if q.name == "topological_susceptibility" and self.topology == "fixed":
             raise ValueError("topological_susceptibility vanishes in the fixed sector Q = 0: use --topology sampled "

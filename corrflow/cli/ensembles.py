@@ -80,6 +80,8 @@ def generate(
         from ..store import check_name, ensemble_name, open_store
 
         dims = parse_shape(shape)
+        if beta < 0:
+            raise CLIError(f"--beta must be >= 0 (0: the strong-coupling limit), got {beta:g}")
         for label, val, lo in (("--n", n, 1), ("--chains", chains, 1), ("--therm", therm, 0), ("--thin", thin, 1),
                                ("--block", block, 1), ("--n-steps", n_steps, 1), ("--devices", devices, 0)):
             if val < lo:

@@ -146,6 +146,8 @@ def test_estimator_bad_input():
         ContinuumSettings(betas=(8.0, 9.0), order=4)
     with pytest.raises(ValueError, match="order must be >= 0"):
         ContinuumSettings(betas=(8.0, 9.0), order=-1)
+    with pytest.raises(ValueError, match="creutz_size must be 1 or 2, got 5"):  # (accepted for the plaquette before)
+        ContinuumSettings(creutz_size=5)
     for bad in (0.0, -1.0, float("nan")):  # (checked before anything is generated; it used to fail after the fits)
         with pytest.raises(ValueError, match="prior_scale must be a finite width > 0"):
             ContinuumSettings(betas=(8.0, 9.0, 10.0), prior_scale=bad)

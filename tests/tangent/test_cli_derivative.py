@@ -112,6 +112,7 @@ def test_derivative_json_and_checkpoint_reuse(u1_store, exact_u1, tmp_path):
     (["--field", "smoothing", "--anisotropy", "1.5"], "anisotropy must be in [0, 1)"),
     (["--tau-exp", "-2"], "--tau-exp must be a number >= 0"),
     (["--contract", "--no-contract"], "--contract and --no-contract exclude each other"),
+    (["--valence-mass", "0.1"], "--valence-mass gives quenched quarks to the fermionic observables"),
 ])
 def test_user_errors(u1_store, tmp_path, extra, message):
     before = _snapshot(u1_store)
