@@ -178,6 +178,15 @@ def option_error(exc: Exception) -> CLIError:
     return CLIError(msg)
 
 
+def warn_long_tail(windowing: Any, n_traj: int) -> None:
+    """A yellow line where ``--tau-exp`` exceeds the ``n_traj`` trajectories of a chain: the tail bound multiplies the
+    noise of rho by ``tau_exp``, so the errors come out far too large; such a slow mode needs longer chains."""
+    if windowing.tau_exp is not None and windowing.tau_exp > n_traj:
+        console.print(f"[yellow]warning: --tau-exp {windowing.tau_exp:g} is longer than the chains ({n_traj} "
+                      "trajectories each): the tail then multiplies the noise of rho(t) and the errors come out far "
+                      "too large; a mode that slow needs longer chains[/]")
+
+
 def discard_option(text: str) -> int | None:
     """``--discard`` of a command: a count of leading trajectories, or ``None`` for ``auto``
     (:func:`corrflow.stats.equilibration.parse_discard`); a :class:`CLIError` (one line, exit 2) otherwise."""

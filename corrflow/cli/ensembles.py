@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from ..console import results_table
 from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, auto_windowing, console, discard_option,
-                   option_error, parse_shape, print_thermalisation, tau_exp_option)
+                   option_error, parse_shape, print_thermalisation, tau_exp_option, warn_long_tail)
 
 
 # ----------------------------------------------------------------------------------------
@@ -361,6 +361,7 @@ def summary(
             windowing = auto_windowing(st, name, n_discard)
         rows = ensemble_summary(st, name, discard=n_discard, windowing=windowing)
         info_ = st.info(name)
+        warn_long_tail(windowing, info_["committed"] - n_discard)
         kept = f" (the first {n_discard} discarded)" if n_discard else ""
         kept += f"; {windowing.tail_note}" if windowing.tail_note else ""
         worst, shaky, cells = 0.0, [], []

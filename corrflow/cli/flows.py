@@ -10,7 +10,7 @@ import typer
 
 from ..console import results_table
 from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, auto_windowing, console, discard_option,
-                   option_error, print_thermalisation, tau_exp_option)
+                   option_error, print_thermalisation, tau_exp_option, warn_long_tail)
 
 
 # ----------------------------------------------------------------------------------------
@@ -332,6 +332,7 @@ def compare(
             windowing = auto_windowing(st, [n for n in (base, *ensembles) if n in st.ensembles()
                                             and st.spec(n).kind != "flowed"], n_discard)
         rows = compare_ensembles(st, base, ensembles, _names(obs), discard=n_discard, windowing=windowing)
+        warn_long_tail(windowing, st.info(base)["committed"] - n_discard)
         pname, shift = parameter_shift(st.spec(base).params, st.spec(ensembles[0]).params)
         kept = f" (the first {n_discard} of every chain discarded)" if n_discard else ""
         kept += f"; {windowing.tail_note}" if windowing.tail_note else ""

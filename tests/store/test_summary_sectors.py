@@ -79,6 +79,9 @@ def test_tau_exp_auto_takes_the_slowest_decay(tmp_path):
     code, out = cli("compare", "--store", path, "--base", "e", "s", "--tau-exp", "auto")
     assert code == 0 and f"--tau-exp auto: tau_exp = {decay.fit} of polyakov_loop in e" in out, out
     assert f"errors with the exponential tail of tau_exp = {decay.tau_exp:g}" in out, out
+    code, out = cli("summary", path, "e", "--tau-exp", "1e9")  # longer than the chains: said, errors still given
+    assert code == 0 and "warning: --tau-exp 1e+09 is longer than the chains (3000 trajectories each)" in out, out
+    assert "is longer than the chains" not in cli("summary", path, "e", "--tau-exp", "2999")[1]
     cli_refused(path, r"--tau-exp must be a number >= 0 \(0: no tail\) or auto, got 'soon'", "summary", path, "e",
                 "--tau-exp", "soon")
     assert math.isfinite(decay.fit.error)
