@@ -216,9 +216,6 @@ def derivative(
         if features is not None and (kind in ("gradient", "preconditioned") or (kind == "auto" and not is_u1_2d)):
             opts["features"] = features
         names = [o.strip() for o in obs.split(",") if o.strip()]
-        if valence_mass is not None and not any(o == "condensate" or o.startswith("pion@") for o in names):
-            raise CLIError("--valence-mass gives quenched quarks to the fermionic observables (condensate, pion@T); "
-                           f"--obs {','.join(names)} has none")
         others = [c.strip() for item in (compare or []) for c in item.split(",") if c.strip()]
         settings = dict(field=kind, field_options=opts, n_folds=folds, held_out=held_out, seed=seed, batch=batch,
                         out=out, compare=others, traces=trace_opts, t0_reference=t0_ref, w0_reference=w0_ref,

@@ -272,6 +272,9 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     quarks = tg.valence_theory(theory, valence_mass)
     tg.observables_vector(names, theory.group, tuple(theory.shape), theory if fermion else quarks,
                           pion_sources=pion_sources)
+    if quarks is not None and not any(o == "condensate" or o.startswith("pion@") for o in names):
+        raise ValueError("--valence-mass gives quenched quarks to the fermionic observables (condensate, pion@T); "
+                         f"--obs {','.join(names)} has none")
     tg.check_parameter(theory, param)
     tg.check_charge_observables(names, fld)
     tg.check_second_order(second_order, theory, fld, target)
