@@ -54,9 +54,15 @@ def test_help_fits_an_80_column_terminal():
     a word."""
     import typer
 
-    cut = [" ".join(argv) for argv, _ in _commands(typer.main.get_command(app))
+    commands = list(_commands(typer.main.get_command(app)))
+    cut = [" ".join(argv) for argv, _ in commands
            if "…" in runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "80"}).output]
     assert not cut, cut
+    # the examples (indented code in the epilogs) fit too, continued with a backslash: a line wrapped by the terminal
+    # in the middle of a command cannot be pasted
+    long = [(" ".join(argv), line) for argv, cmd in commands for line in (cmd.epilog or "").splitlines()
+            if line.startswith("    ") and len(line) - 4 > 74]
+    assert not long, long
 
 
 def test_generate_measure_summary_roundtrip(tmp_path):

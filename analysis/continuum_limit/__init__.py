@@ -63,13 +63,16 @@ CONTINUUM_LIMIT = Analysis(
     epilog="""
 **Examples**
 
-    corrflow analyse continuum-limit                                   # defaults (a few minutes)
+    corrflow analyse continuum-limit   # defaults (a few minutes)
 
-    corrflow analyse continuum-limit --n-configs 8000 --betas 8,8.5,9,9.5,10 --out reports/cl_big
+    corrflow analyse continuum-limit --n-configs 8000 --betas 8,8.5,9,9.5,10 \\
+        --out reports/cl_big
 
-    corrflow analyse continuum-limit --quantity string_tension --creutz-size 1   # reuses the store
+    corrflow analyse continuum-limit --quantity string_tension \\
+        --creutz-size 1   # reuses the store
 
-    corrflow analyse continuum-limit --config reports/continuum_limit/continuum_limit.toml   # repeat a run
+    corrflow analyse continuum-limit \\
+        --config reports/continuum_limit/continuum_limit.toml   # repeat a run
 """)
 
 CONTINUUM_LIMIT_SU3 = Analysis(
@@ -80,9 +83,10 @@ CONTINUUM_LIMIT_SU3 = Analysis(
     epilog="""
 **Examples**
 
-    corrflow analyse continuum-limit-su3                       # defaults (8^4, beta 5.7 .. 5.8)
+    corrflow analyse continuum-limit-su3   # defaults (8^4, beta 5.7 .. 5.8)
 
-    corrflow analyse continuum-limit-su3 --T 16 --L 16 --betas 5.96,6.07,6.21 --n-configs 200
+    corrflow analyse continuum-limit-su3 --T 16 --L 16 \\
+        --betas 5.96,6.07,6.21 --n-configs 200
 """)
 
 

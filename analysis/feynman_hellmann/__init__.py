@@ -185,14 +185,17 @@ FEYNMAN_HELLMANN = Analysis(
     epilog="""
 **Examples**
 
-    python -m analysis.feynman_hellmann                                   # defaults (a few minutes)
+    python -m analysis.feynman_hellmann   # defaults (a few minutes)
 
-    python -m analysis.feynman_hellmann --n-configs 2000 --lam 0.05 --out reports/fh_lam0.05
+    python -m analysis.feynman_hellmann --n-configs 2000 --lam 0.05 \\
+        --out reports/fh_lam0.05
 
-    python -m analysis.feynman_hellmann --symmetric --t-min 3 --t-max 7 --kind log
+    python -m analysis.feynman_hellmann --symmetric --t-min 3 --t-max 7 \\
+        --kind log
 
-""" + ("    python -m analysis.feynman_hellmann --theory su3 --T 8 --L 4 --beta 5.8 --mass 0.5 --lam 0.05 "
-       "--step-size 0.1 --n-steps 10 --t-min 1 --t-max 3\n"))
+    python -m analysis.feynman_hellmann --theory su3 --T 8 --L 4 --beta 5.8 \\
+        --mass 0.5 --lam 0.05 --step-size 0.1 --n-steps 10 --t-min 1 --t-max 3
+""")
 
 
 def run(settings: FHSettings | None = None, *, console: Any = None, write: bool = True, progress: Any = None,

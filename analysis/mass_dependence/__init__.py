@@ -147,13 +147,16 @@ MASS_DEPENDENCE = Analysis(
     epilog="""
 **Examples**
 
-    python -m analysis.mass_dependence                                      # defaults (a few minutes)
+    python -m analysis.mass_dependence   # defaults (a few minutes)
 
-    python -m analysis.mass_dependence --n-configs 4000 --dm 0.05 --out reports/md_dm0.05
+    python -m analysis.mass_dependence --n-configs 4000 --dm 0.05 \\
+        --out reports/md_dm0.05
 
-    python -m analysis.mass_dependence --observables plaquette,condensate --method jackknife
+    python -m analysis.mass_dependence --observables plaquette,condensate \\
+        --method jackknife
 
-    python -m analysis.mass_dependence --config reports/mass_dependence/mass_dependence.toml   # repeat a run
+    python -m analysis.mass_dependence \\
+        --config reports/mass_dependence/mass_dependence.toml   # repeat a run
 """)
 
 

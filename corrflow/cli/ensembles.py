@@ -21,15 +21,20 @@ from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, auto_windowing, co
 @app.command(epilog="""
 **Examples**
 
-    corrflow generate u1 --beta 2.0 --shape 16,16 --n 2000 --chains 4 --store data/runs.zarr
+    corrflow generate u1 --beta 2.0 --shape 16,16 --n 2000 --chains 4 \\
+        --store data/runs.zarr
 
-    corrflow generate su3 --beta 5.7 --shape 4,4,4,4 --n 500 --step-size 0.0833 --n-steps 12 --store runs.zarr
+    corrflow generate su3 --beta 5.7 --shape 4,4,4,4 --n 500 \\
+        --step-size 0.0833 --n-steps 12 --store runs.zarr
 
-    corrflow generate u1 --beta 2.0 --shape 16,16 --n 4000 --chains 4 --store data/runs.zarr --resume   # continue / extend
+    corrflow generate u1 --beta 2.0 --shape 16,16 --n 4000 --chains 4 \\
+        --store data/runs.zarr --resume   # continue / extend
 
-    corrflow generate schwinger --beta 2.0 --mass 0.1 --shape 16,8 --n 1000 --store data/schwinger.zarr   # N_f=2 Wilson
+    corrflow generate schwinger --beta 2.0 --mass 0.1 --shape 16,8 --n 1000 \\
+        --store data/schwinger.zarr   # N_f=2 Wilson
 
-    corrflow generate schwinger --beta 2.0 --kappa 0.24 --shape 32,32 --fermion-det pseudofermion --n 500 --store s.zarr
+    corrflow generate schwinger --beta 2.0 --kappa 0.24 --shape 32,32 \\
+        --fermion-det pseudofermion --n 500 --store s.zarr
 """)
 def generate(
     theory: str = typer.Argument(..., help="u1, su2, su3 or suN (Wilson gauge action; dimension from --shape); "
@@ -288,9 +293,10 @@ def _status(d: dict[str, Any]) -> tuple[str, str | None]:
 @app.command(epilog="""
 **Examples**
 
-    corrflow verify data/runs.zarr                       # every committed chunk checksummed
+    corrflow verify data/runs.zarr   # every committed chunk checksummed
 
-    corrflow verify data/runs.zarr u1_16x16_beta2 --sample 16 --configs 32   # quick look: 16 random links chunks
+    # quick look: 16 random links chunks
+    corrflow verify data/runs.zarr u1_16x16_beta2 --sample 16 --configs 32
 """)
 def verify(
     store: Path = typer.Argument(..., help="zarr store"),
@@ -336,9 +342,10 @@ def verify(
 
     corrflow summary data/runs.zarr u1_16x16_beta2
 
-    corrflow summary data/runs.zarr u1_16x16_beta2 --discard auto   # leave out the start-up drift, if any
+    # leave out the start-up drift, if any
+    corrflow summary data/runs.zarr u1_16x16_beta2 --discard auto
 
-    corrflow summary data/runs.zarr                                  # every ensemble of the store
+    corrflow summary data/runs.zarr   # every ensemble of the store
 """)
 def summary(
     store: Path = typer.Argument(..., help="zarr store"),
@@ -444,13 +451,16 @@ def summary(
 @app.command(epilog="""
 **Examples**
 
-    corrflow measure data/runs.zarr u1_16x16_beta2 wilson_2x2 wilson_3x3 topological_charge
+    corrflow measure data/runs.zarr u1_16x16_beta2 wilson_2x2 wilson_3x3 \\
+        topological_charge
 
     corrflow measure data/runs.zarr su3_4x4x4x4_beta5.7 polyakov_loop
 
-    corrflow measure data/runs.zarr su3_8x8x8x8_beta6 wilson_flow --flow-t-max 2.0   # E(t), Q(t) for t0, w0
+    corrflow measure data/runs.zarr su3_8x8x8x8_beta6 wilson_flow \\
+        --flow-t-max 2.0   # E(t), Q(t) for t0, w0
 
-    corrflow measure data/runs.zarr su3_8x8x8x8_beta6 wilson_flow --flow-t-max 3.0 --replace   # a longer flow
+    corrflow measure data/runs.zarr su3_8x8x8x8_beta6 wilson_flow \\
+        --flow-t-max 3.0 --replace   # a longer flow
 """)
 def measure(
     store: Path = typer.Argument(..., help="zarr store"),
@@ -491,7 +501,8 @@ def measure(
 @app.command(epilog="""
 **Example**
 
-    corrflow measure data/runs.zarr su3_8x8x8x8_beta6 wilson_flow && corrflow scales data/runs.zarr su3_8x8x8x8_beta6
+    corrflow measure data/runs.zarr su3_8x8x8x8_beta6 wilson_flow
+    corrflow scales data/runs.zarr su3_8x8x8x8_beta6
 """)
 def scales(
     store: Path = typer.Argument(..., help="zarr store"),

@@ -74,13 +74,17 @@ def _parse_times(text: Optional[str]) -> tuple[float, ...]:
 @app.command(epilog="""
 **Examples**
 
-    corrflow train --store data/runs.zarr --from u1_16x16_beta2 --to beta=2.2 --out flows/b2_to_b2.2
+    corrflow train --store data/runs.zarr --from u1_16x16_beta2 \\
+        --to beta=2.2 --out flows/b2_to_b2.2
 
-    corrflow train --store data/runs.zarr --from u1_16x16_beta2 --to beta=2.2 --out flows/b2_to_b2.2 --resume --epochs 80
+    corrflow train --store data/runs.zarr --from u1_16x16_beta2 \\
+        --to beta=2.2 --out flows/b2_to_b2.2 --resume --epochs 80
 
-    corrflow train --store data/su3.zarr --from su3_8x8x8x8_beta5.7 --to beta=5.75 --out flows/su3 --epochs 15
+    corrflow train --store data/su3.zarr --from su3_8x8x8x8_beta5.7 \\
+        --to beta=5.75 --out flows/su3 --epochs 15
 
-    corrflow train --store data/sch.zarr --from schwinger_16x16_beta2_m0.2 --to mass=0.22 --out flows/m0.22
+    corrflow train --store data/sch.zarr --from schwinger_16x16_beta2_m0.2 \\
+        --to mass=0.22 --out flows/m0.22
 
 With no architecture options the flow is the good one for the theory: plaquette-space maps for 2D U(1) (ESS ~0.98 for
 beta 2 -> 2.2 at L = 16), residual layers otherwise. `--optimizer auto` (the default) trains plaquette flows and 4D
@@ -247,9 +251,11 @@ def train(
 @app.command(epilog="""
 **Examples**
 
-    corrflow correlate --store data/runs.zarr --from u1_16x16_beta2 --flow flows/b2_to_b2.2 --name flowed_b2.2
+    corrflow correlate --store data/runs.zarr --from u1_16x16_beta2 \\
+        --flow flows/b2_to_b2.2 --name flowed_b2.2
 
-    corrflow correlate --store data/runs.zarr --from u1_16x16_beta2 --identity --to beta=2.2 --name direct_b2.2
+    corrflow correlate --store data/runs.zarr --from u1_16x16_beta2 \\
+        --identity --to beta=2.2 --name direct_b2.2
 """)
 def correlate(
     store: Path = typer.Option(..., help="zarr store"),
@@ -301,7 +307,9 @@ def correlate(
 @app.command(epilog="""
 **Example**
 
-    corrflow compare --store data/runs.zarr --base u1_16x16_beta2 flowed_b2.2 direct_b2.2 u1_16x16_beta2.2 --obs plaquette
+    corrflow compare --store data/runs.zarr \\
+        --base u1_16x16_beta2 flowed_b2.2 direct_b2.2 u1_16x16_beta2.2 \\
+        --obs plaquette
 """)
 def compare(
     ensembles: List[str] = typer.Argument(..., help="flowed ensembles and/or independent ensembles at a'"),
@@ -353,9 +361,12 @@ def compare(
 @app.command(epilog="""
 **Example**
 
-    corrflow report --store data/runs.zarr --base u1_16x16_beta2 flowed_b2.2 direct_b2.2 u1_16x16_beta2.2 --out reports/
+    corrflow report --store data/runs.zarr \\
+        --base u1_16x16_beta2 flowed_b2.2 direct_b2.2 u1_16x16_beta2.2 \\
+        --out reports/
 
-    corrflow report --store data/mass_dependence.zarr --out reports/   # analysis sections only
+    # analysis sections only
+    corrflow report --store data/mass_dependence.zarr --out reports/
 """)
 def report(
     ensembles: Optional[List[str]] = typer.Argument(None, help="flowed and/or independent ensembles compared with "

@@ -18,7 +18,8 @@ from .base import CLIError, _run, _stage, app, console
 @app.command("export-ildg", epilog="""
 **Example**
 
-    corrflow export-ildg runs.zarr su3_8x8x8x8_beta6 --out configs/ --chain 0 --every 10
+    corrflow export-ildg runs.zarr su3_8x8x8x8_beta6 --out configs/ \\
+        --chain 0 --every 10
 """)
 def export_ildg(
     store: Path = typer.Argument(..., help="zarr store"),

@@ -36,15 +36,21 @@ def _agreement_verdict(r: Any, worst: float) -> str:
 @app.command(epilog="""
 **Examples**
 
-    corrflow derivative --store data/runs.zarr u1_16x16_beta2 --param beta --obs plaquette,wilson_2x2
+    corrflow derivative --store data/runs.zarr u1_16x16_beta2 --param beta \\
+        --obs plaquette,wilson_2x2
 
-    corrflow derivative --store data/su3.zarr su3_4x4x4x4_beta5.8 --param beta --obs plaquette --field gradient --json
+    corrflow derivative --store data/su3.zarr su3_4x4x4x4_beta5.8 \\
+        --param beta --obs plaquette --field gradient --json
 
-    corrflow derivative --store data/demo.zarr u1_16x16_beta2 --obs plaquette,wilson_2x2 --compare flowed_beta2.2 --compare direct_beta2.2 --compare u1_16x16_beta2.2
+    corrflow derivative --store data/demo.zarr u1_16x16_beta2 \\
+        --obs plaquette,wilson_2x2 --compare flowed_beta2.2 \\
+        --compare direct_beta2.2 --compare u1_16x16_beta2.2
 
-    corrflow derivative --store data/schwinger.zarr schwinger_8x8_beta2_m0.2 --param mass --obs plaquette,condensate,pion@1,pion@2
+    corrflow derivative --store data/schwinger.zarr schwinger_8x8_beta2_m0.2 \\
+        --param mass --obs plaquette,condensate,pion@1,pion@2
 
-    corrflow derivative --store data/su3.zarr su3_8x8x8x8_beta6 --obs t2E@2.6,t2E@2.8,t2E@3.0,t2E@3.2 --field gradient
+    corrflow derivative --store data/su3.zarr su3_8x8x8x8_beta6 \\
+        --obs t2E@2.6,t2E@2.8,t2E@3.0,t2E@3.2 --field gradient
 
 --compare adds the finite-shift estimators of ensembles at param + delta already in the store (flowed, direct
 reweighting, independent HMC) as (<O>(param + delta) - <O>(param)) / delta: biased by O(delta), shown for comparison.
