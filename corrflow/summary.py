@@ -21,7 +21,7 @@ from .stats.equilibration import EquilibrationCut, equilibration_cut
 from .store.spec import FLOWED_FIELDS
 
 __all__ = ["SlowestDecay", "SummaryRow", "common_thermalisation_cut", "exact_derivative", "exact_value",
-           "ensemble_summary", "frozen_charge", "slowest_decay", "thermalisation_cut"]
+           "ensemble_summary", "frozen_charge", "observable_series", "slowest_decay", "thermalisation_cut"]
 
 
 class SummaryRow(NamedTuple):
@@ -156,6 +156,14 @@ def common_thermalisation_cut(store: Any, names: Sequence[str], observables: Seq
     return max(cuts, key=lambda c: c.n_discard)
 
 
+def observable_series(spec: Any, ds: Any) -> list[str]:
+    """The per-trajectory observables of an ensemble (``spec``, its dataset ``ds``): every ``(chain, traj)`` series but
+    the HMC bookkeeping (``accepted``, ``step_size``, ``action``) and, in a flowed ensemble, the flow's (weights,
+    Jacobians, pairing)."""
+    skip = {"accepted", "step_size", "action"} | (set(FLOWED_FIELDS) if spec.kind == "flowed" else set())
+    return [v for v in ds.data_vars if ds[v].dims == ("chain", "traj") and v not in skip]
+
+
 class SlowestDecay(NamedTuple):
     """:func:`slowest_decay`: the ``observable`` (of ensemble ``ensemble``) whose ``rho(t)`` decays slowest and its
     :class:`~corrflow.stats.TauExpFit` ``fit`` (unresolved where the chains are too short to give it an error), and
@@ -193,12 +201,9 @@ def slowest_decay(store: Any, names: str | Sequence[str], discard: int | None = 
     for name in dict.fromkeys([names] if isinstance(names, str) else names):
         cut = thermalisation_cut(store, name).n_discard if discard is None else discard
         ds = store.open_ensemble(name).isel(traj=slice(cut, None))
-        skip = {"accepted", "step_size", "action"}
-        skip |= set(FLOWED_FIELDS) if store.spec(name).kind == "flowed" else set()
-        if frozen_charge(store, name, cut) is not None:
-            skip.add("topological_charge")  # a constant up to rounding: nothing decays
-        for v in ds.data_vars:
-            if ds[v].dims != ("chain", "traj") or v in skip:
+        frozen = frozen_charge(store, name, cut) is not None  # Q a constant up to rounding: nothing decays
+        for v in observable_series(store.spec(name), ds):
+            if frozen and v == "topological_charge":
                 continue
             data = np.asarray(ds[v].values, dtype=float)
             if data.shape[1] < 10 or not np.all(np.isfinite(data)):
@@ -234,7 +239,6 @@ def ensemble_summary(store: Any, name: str, discard: int = 0, windowing: Windowi
     vol = int(np.prod(spec.shape))
     rows = []
     flowed = spec.kind == "flowed"
-    skip = {"accepted", "step_size", "action"} | (set(FLOWED_FIELDS) if flowed else set())
     log_w = np.asarray(ds["log_weight"].values, dtype=float) if flowed else None
 
     S = Windowing() if windowing is None else windowing
@@ -248,7 +252,7 @@ def ensemble_summary(store: Any, name: str, discard: int = 0, windowing: Windowi
                           slow_mode_check(x, S=S))
 
     charge = None if flowed else frozen_charge(store, name, discard)
-    names = [v for v in ds.data_vars if ds[v].dims == ("chain", "traj") and v not in skip]
+    names = observable_series(spec, ds)
     order = {"plaquette": 0, "topological_charge": 2, "polyakov_loop": 3, "delta_H": 9}
     names.sort(key=lambda v: (order.get(v, 1 if v.startswith("wilson_") else 5), v))
     for v in names:

@@ -520,9 +520,7 @@ def scales(
 
         windowing = tau_exp_option(tau_exp)
         st = open_store(store, "r")
-        if windowing is None:
-            if ensemble not in st.ensembles():
-                raise CLIError(f"no ensemble {ensemble!r} in {store}; available: {', '.join(st.ensembles()) or 'none'}")
+        if windowing is None:  # (an unknown ensemble: the store says so, with the ones it has)
             windowing = auto_windowing(st, ensemble, 0)
         res = scales_from_store(st, ensemble, definition=definition, t0_ref=t0_ref, w0_ref=w0_ref, S=windowing)
         step = f", flow step {res['flow_eps']:g}" if res.get("flow_eps") is not None else ""

@@ -153,12 +153,17 @@ def _autocovariance(dev: np.ndarray, t_max: int) -> np.ndarray:
         with zero-padded FFTs (exact linear, not circular, correlation).
     """
     n_rep, n = dev.shape
-    n_fft = scipy.fft.next_fast_len(2 * n - 1, real=True)
-    spec = scipy.fft.rfft(dev, n=n_fft, axis=-1)
-    acov = scipy.fft.irfft((spec * spec.conj()).real, n=n_fft, axis=-1)
-    acov = acov[:, : t_max + 1].sum(axis=0)
+    acov = _lagged_sums(dev, t_max).sum(axis=0)
     t = np.arange(t_max + 1)
     return acov / (n_rep * (n - t))
+
+
+def _lagged_sums(dev: np.ndarray, t_max: int) -> np.ndarray:
+    """``sum_i dev_r(i) dev_r(i + t)`` for every row ``r`` of ``dev`` ``(R, n)``, ``t = 0 .. t_max``; shape
+    ``(R, t_max + 1)``.  Zero-padded FFTs: exact linear (not circular) correlation in ``O(n log n)``."""
+    n_fft = scipy.fft.next_fast_len(2 * dev.shape[1] - 1, real=True)
+    spec = scipy.fft.rfft(dev, n=n_fft, axis=-1)
+    return scipy.fft.irfft((spec * spec.conj()).real, n=n_fft, axis=-1)[:, : t_max + 1]
 
 
 def autocorrelation_function(x: np.ndarray) -> np.ndarray:

@@ -31,9 +31,8 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-import scipy.fft
 
-from .autocorr import _as_observables, _autocovariance
+from .autocorr import _as_observables, _autocovariance, _lagged_sums
 from .windowing import rho_error, tail_window
 
 __all__ = ["TauExpFit", "fit_tau_exp"]
@@ -66,14 +65,6 @@ class TauExpFit(NamedTuple):
         rough = f"{float(f'{self.tau_exp:.3g}'):g} (no error)"  # 1210, not 1.21e+03
         value = format_value_error(self.tau_exp, self.error) if self.resolved else rough
         return f"{value} from rho(t) for t = {self.t_min}..{self.t_max}"
-
-
-def _lagged_sums(dev: np.ndarray, t_max: int) -> np.ndarray:
-    """``sum_i dev_b(i) dev_b(i + t)`` for every row ``b`` of ``dev`` ``(B, n)``, ``t = 0 .. t_max``; shape
-    ``(B, t_max + 1)``."""
-    n_fft = scipy.fft.next_fast_len(2 * dev.shape[1] - 1, real=True)
-    spec = scipy.fft.rfft(dev, n=n_fft, axis=-1)
-    return scipy.fft.irfft((spec * spec.conj()).real, n=n_fft, axis=-1)[:, : t_max + 1]
 
 
 def _decay_time(rho: np.ndarray, t: np.ndarray, weights: np.ndarray) -> float:
