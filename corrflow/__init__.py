@@ -13,33 +13,66 @@ resumable steps and the analyses build on :mod:`corrflow.pipeline`.
 
 from __future__ import annotations
 
-import jax
+import importlib
+import importlib.util
+import os
+import sys
+import types
+from typing import Any
 
-jax.config.update("jax_enable_x64", True)
+# 64-bit mode before any corrflow module touches JAX: JAX reads JAX_ENABLE_X64 when it is first imported; where it
+# already was (the user imported it first), the flag is switched on directly.  Importing corrflow itself does not
+# import JAX: the submodules and the names below load on first use (PEP 562), so ``corrflow --help`` and the command
+# line's refusals of bad input answer without JAX's start-up.
+os.environ["JAX_ENABLE_X64"] = "1"
+if "jax" in sys.modules:
+    sys.modules["jax"].config.update("jax_enable_x64", True)
 
-from . import exact, flows, groups, hmc, lattice, observables, stats, theories  # noqa: E402
-from .correlate import (  # noqa: E402
-    MetropolisChain,
-    PairedSamples,
-    direct_reweighting,
-    flowed_metropolis,
-    flowed_reweighting,
-)
-from .flows import Flow, make_flow  # noqa: E402
-from .flows.train import TrainConfig, TrainResult, load_checkpoint, save_checkpoint, train  # noqa: E402
-from .generate import GaugeMeasurements, generate  # noqa: E402
-from .groups import SUN, U1, get_group  # noqa: E402
-from .hmc import HMCConfig, HMCInfo, HMCState  # noqa: E402
-from .stats import (  # noqa: E402
-    correlated_difference,
-    gamma_method,
-    independent_difference,
-    reweighted_mean,
-    variance_reduction,
-    weight_ess_fraction,
-)
-from .store import open_store  # noqa: E402
-from .theories import WilsonFermionAction, WilsonGaugeAction, make_theory  # noqa: E402
+_SUBMODULES = frozenset({"exact", "flows", "groups", "hmc", "lattice", "observables", "stats", "theories"})
+_NAMES = {
+    "MetropolisChain": "correlate", "PairedSamples": "correlate", "direct_reweighting": "correlate",
+    "flowed_metropolis": "correlate", "flowed_reweighting": "correlate",
+    "Flow": "flows", "make_flow": "flows",
+    "TrainConfig": "flows.train", "TrainResult": "flows.train", "load_checkpoint": "flows.train",
+    "save_checkpoint": "flows.train", "train": "flows.train",
+    "GaugeMeasurements": "generate", "generate": "generate",
+    "SUN": "groups", "U1": "groups", "get_group": "groups",
+    "HMCConfig": "hmc", "HMCInfo": "hmc", "HMCState": "hmc",
+    "correlated_difference": "stats", "gamma_method": "stats", "independent_difference": "stats",
+    "reweighted_mean": "stats", "variance_reduction": "stats", "weight_ess_fraction": "stats",
+    "open_store": "store",
+    "WilsonFermionAction": "theories", "WilsonGaugeAction": "theories", "make_theory": "theories",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+        globals()[name] = value  # once
+        return value
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f".{name}", __name__)  # any submodule, as after an eager import
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """``corrflow.generate`` is the function, as it was when the names were imported eagerly: the import system binds
+    a submodule on its package when it loads it (here the module ``corrflow.generate``), which must not shadow the
+    function of the same name (``from corrflow.generate import run_blocks`` still finds the module's names, through
+    ``sys.modules``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _NAMES and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __version__ = "0.1.0"
 

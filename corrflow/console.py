@@ -1,4 +1,4 @@
-"""The rich consoles of corrflow's command lines (``corrflow ...``, ``corrflow analyse ...``)."""
+"""The rich consoles of corrflow's command lines (``corrflow ...``, ``corrflow analyse ...``) and their help."""
 
 from __future__ import annotations
 
@@ -53,3 +53,14 @@ def results_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[st
     for r in rows:
         table.add_row(*r)
     return table
+
+
+def plain_flags(cmd: Any) -> Any:
+    """``cmd`` with its on/off flags shown without a type in the help (typer 0.29 writes ``--help <bool>``)."""
+    if cmd is None:
+        return None
+    help_option = cmd.get_help_option(cmd.context_class(cmd))  # created once per command, then reused
+    for p in [*cmd.params, help_option]:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+    return cmd

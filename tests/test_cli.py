@@ -18,7 +18,8 @@ def test_every_command_has_help_with_examples(command):
 
 def _commands(group, path=()):
     """``(argv prefix, click command)`` of every command under ``group``, analyses included."""
-    for name, cmd in group.commands.items():
+    for name in group.list_commands(None):  # the analyses' group loads its commands on request
+        cmd = group.get_command(None, name)
         if hasattr(cmd, "commands"):  # a group (typer may bring a click of its own: no isinstance)
             yield from _commands(cmd, path + (name,))
         else:
@@ -51,13 +52,16 @@ def test_help_texts_survive_the_markdown_rendering(monkeypatch):
 def test_help_fits_an_80_column_terminal():
     """At 80 columns `derivative --help` cut its own option name (`--held-out-smoothi…`: the `--contract/--no-contract`
     pair took a column of its own) and comma lists without spaces (`plaquette,rectangle…`); no command's help may cut
-    a word."""
+    a word.  Flags have no type column (typer wrote `--help <bool>`, `--resume <bool>`)."""
     import typer
 
     commands = list(_commands(typer.main.get_command(app)))
-    cut = [" ".join(argv) for argv, _ in commands
-           if "…" in runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "80"}).output]
+    helps = {" ".join(argv): runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "80"}).output
+             for argv, _ in [((), None), *commands]}
+    cut = [argv for argv, out in helps.items() if "…" in out]
     assert not cut, cut
+    typed_flags = [argv for argv, out in helps.items() if "<bool>" in out or "Show this message" not in out]
+    assert not typed_flags, typed_flags
     # the examples (indented code in the epilogs) fit too, continued with a backslash: a line wrapped by the terminal
     # in the middle of a command cannot be pasted
     long = [(" ".join(argv), line) for argv, cmd in commands for line in (cmd.epilog or "").splitlines()

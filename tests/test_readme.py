@@ -62,7 +62,7 @@ def test_readme_command_lines_use_existing_commands_and_options():
         cmd, rest = m.group(1), m.group(2)
         c = root.commands.get(cmd)
         if c is not None and cmd == "analyse":
-            c = c.commands.get(rest.split()[0]) if rest.split() else None
+            c = c.get_command(None, rest.split()[0]) if rest.split() else None  # loaded on request
         if c is None:
             bad.append(f"{line}: no such command")
             continue

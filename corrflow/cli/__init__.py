@@ -9,49 +9,74 @@ from the ``corrflow.analyses`` entry points.
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from . import ensembles, ildg, flows, tangent  # noqa: F401  (registers the commands, in this order)
+from ..console import plain_flags
 from .base import CLIError, app, console, err_console, parse_shape
 
 __all__ = ["app", "main", "console", "err_console", "CLIError", "parse_shape"]
 
 
-# ----------------------------------------------------------------------------------------
 # analyses (registered by the installed packages through the "corrflow.analyses" entry points)
-# ----------------------------------------------------------------------------------------
-
-
-def _register_analyses() -> None:
-    """``corrflow analyse <name>``: one command per :class:`corrflow.pipeline.Analysis` declared under the
-    ``corrflow.analyses`` entry-point group (pyproject.toml); corrflow itself imports no analysis by name."""
+def _analysis_entry_points() -> dict[str, Any]:
     from importlib.metadata import entry_points
 
-    from ..pipeline.analysis import command
-
-    group = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
-                        help="Run an analysis (each also `python -m analysis.<name>`); every option also from a "
-                             "TOML run file (`--config run.toml`).")
-    names = []
-    for ep in sorted(entry_points(group="corrflow.analyses"), key=lambda e: e.name):
-        try:
-            analysis = ep.load()
-        except Exception as exc:  # a broken plug-in must not break the other commands
-            msg = f"analysis {ep.name!r} cannot be loaded ({type(exc).__name__}: {exc})"
-
-            def broken(msg: str = msg) -> None:
-                err_console.print(f"[bold red]error:[/] {msg}")
-                raise typer.Exit(2)
-
-            group.command(ep.name, help=msg)(broken)
-            continue
-        command(analysis, group)
-        names.append(ep.name)
-    app.add_typer(group, name="analyse", help="Run an analysis: " + ", ".join(names) + " (`corrflow analyse NAME "
-                  "--help`; the same as `python -m analysis.<name>`).")
+    return {ep.name: ep for ep in entry_points(group="corrflow.analyses")}
 
 
-_register_analyses()
+def _load_analysis(name: str, ep: Any) -> Any:
+    """The click command of one analysis entry point (or one that says why it cannot be loaded)."""
+    sub = typer.Typer(add_completion=False, rich_markup_mode="markdown")
+    try:
+        analysis = ep.load()
+    except Exception as exc:  # a broken plug-in must not break the other commands
+        msg = f"analysis {name!r} cannot be loaded ({type(exc).__name__}: {exc})"
+
+        def broken(msg: str = msg) -> None:
+            err_console.print(f"[bold red]error:[/] {msg}")
+            raise typer.Exit(2)
+
+        sub.command(name, help=msg)(broken)
+    else:
+        from ..pipeline.analysis import command
+
+        command(analysis, sub)
+    return typer.main.get_command(sub)
+
+
+class _Analyses(TyperGroup):
+    """``corrflow analyse <name>``: one command per :class:`corrflow.pipeline.Analysis` declared under the
+    ``corrflow.analyses`` entry-point group (pyproject.toml); corrflow itself imports no analysis by name.  An
+    analysis (and with it JAX and the pipeline) is loaded when it is asked for, so ``corrflow --help`` and the other
+    commands start without it."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted(_analysis_entry_points())
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands:
+            ep = _analysis_entry_points().get(cmd_name)
+            if ep is None:
+                return None
+            self.commands[cmd_name] = plain_flags(_load_analysis(cmd_name, ep))
+        return self.commands[cmd_name]
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        plain_flags(self)
+        super().format_help(ctx, formatter)
+
+
+app.add_typer(
+    typer.Typer(cls=_Analyses, no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
+                help="Run an analysis (each also `python -m analysis.<name>`); every option also from a TOML run file "
+                     "(`--config run.toml`)."),
+    name="analyse",
+    help="Run an analysis: " + ", ".join(sorted(_analysis_entry_points())) + " (`corrflow analyse NAME --help`; the "
+         "same as `python -m analysis.<name>`).")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from ..console import make_console
+from ..console import make_console, plain_flags
 
 
 def _looks_like_store(token: str) -> bool:
@@ -56,7 +56,14 @@ def normalise_store_argument(args: list[str], store_kind: Callable[[str], str | 
 
 class _Commands(TyperGroup):
     """The top-level command group: the store may be given as ``--store`` or as the first argument on every
-    command (:func:`normalise_store_argument`)."""
+    command (:func:`normalise_store_argument`); flags without a type in the help (:func:`plain_flags`)."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        return plain_flags(super().get_command(ctx, cmd_name))
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        plain_flags(self)
+        super().format_help(ctx, formatter)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         def store_kind(name: str) -> str | None:
@@ -79,6 +86,37 @@ app = typer.Typer(
 )
 console = make_console()
 err_console = make_console(stderr=True)
+
+
+def versions() -> str:
+    """``corrflow X (jax Y, jaxlib Z, numpy ..., zarr ..., python ...)``: what a bug report or a run log needs, read
+    from the installed packages' metadata (JAX is not started)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .. import __version__
+
+    def v(pkg: str) -> str:
+        try:
+            return f"{pkg} {version(pkg)}"
+        except PackageNotFoundError:
+            return f"{pkg} not installed"
+
+    deps = ", ".join(v(p) for p in ("jax", "jaxlib", "numpy", "zarr"))
+    return f"corrflow {__version__} ({deps}, python {platform.python_version()})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(versions(), highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print the versions of corrflow, JAX, jaxlib, numpy, zarr and Python, "
+                                               "and exit.")) -> None:
+    pass
 
 
 class CLIError(Exception):

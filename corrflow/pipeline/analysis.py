@@ -204,6 +204,12 @@ def app(analysis: Analysis, extra: dict[str, Any] | None = None) -> Any:
     caller reads before the command runs (listed in the help, ignored by the command; :func:`command`)."""
     import typer
 
-    a = typer.Typer(add_completion=False, rich_markup_mode="markdown", help=analysis.help)
+    from ..console import plain_flags
+
+    class _App(typer.Typer):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return plain_flags(typer.main.get_command(self))(*args, **kwargs)
+
+    a = _App(add_completion=False, rich_markup_mode="markdown", help=analysis.help)
     command(analysis, a, extra)
     return a
