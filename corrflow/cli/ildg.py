@@ -91,6 +91,58 @@ def _check_su3(path: Path, u: Any, meta: dict[str, Any]) -> None:
 XLF_PLAQUETTE_TOL = 1e-6  # |recorded - computed| plaquette accepted (printed to >= 12 digits; float32 data ~1e-7)
 
 
+def _recorded_trajectory(info: dict[str, Any]) -> int | None:
+    """The trajectory number of an xlf-info record (tmLQCD and corrflow write ``trajectory nr = N``)."""
+    for key in ("trajectory nr", "trajectory", "traj"):
+        v = info.get(key)
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+    return None
+
+
+def _name_numbers(path: Path) -> tuple[str, tuple[int, ...]]:
+    """``cfg_0200.lime`` -> ``("cfg_#.lime", (200,))``: the name's text with its numbers taken out."""
+    import re
+
+    parts = re.split(r"(\d+)", path.name)
+    return "#".join(parts[0::2]), tuple(int(n) for n in parts[1::2])
+
+
+def _monte_carlo_order(files: list[Path], trajectories: list[int | None], sort: bool) -> list[Path]:
+    """``files`` in Monte Carlo order, or a refusal: with ``sort``, ordered by the recorded trajectory numbers where
+    every file records one, else by the numbers in their names where the names differ only in those; without, the
+    given order must agree with them (an ensemble out of order has wrong autocorrelations and thermalisation cut)."""
+    if all(t is not None for t in trajectories):
+        keys: list[Any] = trajectories
+        what = "the trajectory numbers their xlf-info records state"
+        label = [f"trajectory {t}" for t in trajectories]
+    else:
+        skeletons, numbers = zip(*map(_name_numbers, files))
+        if len(set(skeletons)) != 1 or not numbers[0]:  # nothing says what the order is
+            if sort:
+                raise CLIError("--sort needs trajectory numbers in every file's xlf-info record or names that differ "
+                               f"only in numbers (cfg_N.lime); {files[0].name} and those given with it have neither: "
+                               "give the files in Monte Carlo order without --sort")
+            return files
+        keys, what = list(numbers), "the numbers in their names"
+        label = ["number " + ".".join(map(str, n)) for n in numbers]
+    first: dict[Any, int] = {}
+    for j, key in enumerate(keys):
+        i = first.setdefault(key, j)
+        if i == j:
+            continue
+        raise CLIError(f"{files[i]} and {files[j]} both have {label[i]}: two Monte Carlo streams? Import each stream as "
+                       "an ensemble of its own")
+    order = sorted(range(len(files)), key=lambda k: keys[k])
+    if sort:
+        return [files[k] for k in order]
+    bad = next((k for k in range(1, len(files)) if keys[k] < keys[k - 1]), None)
+    if bad is not None:
+        raise CLIError(f"the files are not in Monte Carlo order: {files[bad]} ({label[bad]}) comes after "
+                       f"{files[bad - 1]} ({label[bad - 1]}); add --sort to import them in the order of {what}")
+    return files
+
+
 def _check_xlf(path: Path, u: Any, meta: dict[str, Any], beta: float) -> dict[str, Any]:
     """Compare the links and ``--beta`` with what the file's ``xlf-info`` record (if any) says about them; returns
     the record's entries (``{}`` without one)."""
@@ -132,12 +184,16 @@ def import_ildg(
     xi: float = typer.Option(1.0, help="anisotropy"),
     lam: float = typer.Option(0.0, help="Feynman–Hellmann source"),
     ignore_xlf: bool = typer.Option(False, "--ignore-xlf", help="skip the checks against the files' xlf-info "
-                                    "records (recorded plaquette and beta), e.g. when a code records something else "
-                                    "under those names"),
+                                    "records (recorded plaquette, beta and trajectory), e.g. when a code records "
+                                    "something else under those names"),
+    sort: bool = typer.Option(False, "--sort", help="import the files in Monte Carlo order: by the trajectory numbers "
+                              "their xlf-info records state, or else by the numbers in their names (cfg_200 before "
+                              "cfg_1000, which a shell glob puts the other way round)"),
 ) -> None:
     """Import 4D SU(3) ILDG configurations as a one-chain ensemble (usable as a base ensemble for `train` and
     `correlate`).  Every file is checked before anything is written: one lattice size, SU(3) links, each
-    configuration once, and the plaquette and beta that an xlf-info record (tmLQCD, corrflow) states.  Resumable
+    configuration once, and the plaquette, beta and trajectory order that an xlf-info record (tmLQCD, corrflow)
+    states (files named like cfg_N.lime without such records: in the order of N).  Resumable
     file by file: rerun the same command after an interruption; until every file is in, `info` lists the
     ensemble as incomplete."""
 
@@ -170,6 +226,7 @@ def import_ildg(
         shape = None
         digests: dict[bytes, Path] = {}
         quarks: dict[str, Any] = {}
+        trajectories: list[int | None] = []
         with _stage("check ILDG files") as lp:
             for i, f in enumerate(files):
                 u, meta = read_ildg(f)
@@ -184,9 +241,11 @@ def import_ildg(
                     raise CLIError(f"{f} holds the same configuration as {digests[digest]}; an ensemble holds each "
                                    "configuration once")
                 digests[digest] = f
-                if not ignore_xlf:
-                    quarks = quarks or {k: v for k, v in _check_xlf(f, u, meta, beta).items() if k in ("kappa", "mass")}
+                info = {} if ignore_xlf else _check_xlf(f, u, meta, beta)
+                quarks = quarks or {k: v for k, v in info.items() if k in ("kappa", "mass")}
+                trajectories.append(_recorded_trajectory(info))
                 lp(i + 1, len(files))
+        files[:] = _monte_carlo_order(files, trajectories, sort)
         if quarks:
             console.print(f"[yellow]warning: the files record {', '.join(f'{k} = {v:g}' for k, v in quarks.items())} "
                           "(dynamical quarks); the ensemble is imported as pure-gauge su3, so flows and reweighting "
