@@ -19,6 +19,7 @@ import numpy as np
 
 from .stats import (Stats, Windowing, correlated_difference, gamma_method, independent_difference, reweighted_mean,
                     weight_ess_fraction)
+from .stats.equilibration import check_kept
 from .store.spec import FLOWED_FIELDS, PER_TRAJ_BASE
 
 __all__ = ["DERIVED_OBSERVABLES", "ComparisonRow", "compare_ensembles", "parameter_shift", "stored_source"]
@@ -77,13 +78,7 @@ def _scaled(s: Stats, factor: float) -> Stats:
 def _after(x: np.ndarray, discard: int, name: str) -> np.ndarray:
     """``x[:, discard:]`` (per-chain series ``(n_chains, n_traj)``), or a one-line ``ValueError`` if fewer than 10
     trajectories per chain are left (the fewest an error needs), saying how many may be discarded."""
-    n = x.shape[1]
-    if n - discard < 10:
-        if discard == 0 or n < 10:
-            raise ValueError(f"{name!r} has {n} trajectories per chain: an error needs at least 10; generate more "
-                             "with --resume")
-        raise ValueError(f"cannot discard {discard} of the {n} trajectories per chain of {name!r}: an error needs at "
-                         f"least 10 left; use --discard {n - 10} or less")
+    check_kept(x.shape[1], discard, name)
     return x[:, discard:]
 
 

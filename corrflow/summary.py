@@ -17,7 +17,7 @@ from . import exact
 from .stats import (SlowModeCheck, Stats, TauExpFit, Windowing, fit_tau_exp, format_value_error, gamma_method,
                     sample_size_check, slow_mode_check)
 from .stats.reweighting import reweighted_mean
-from .stats.equilibration import EquilibrationCut, equilibration_cut
+from .stats.equilibration import EquilibrationCut, check_kept, equilibration_cut
 from .store.spec import FLOWED_FIELDS
 
 __all__ = ["SlowestDecay", "SummaryRow", "common_thermalisation_cut", "exact_derivative", "exact_value",
@@ -228,13 +228,7 @@ def ensemble_summary(store: Any, name: str, discard: int = 0, windowing: Windowi
     base distribution pushed forward, not its own), and its bookkeeping (weights, Jacobians, pairing) is left out."""
     ds = store.open_ensemble(name)
     spec = store.spec(name)
-    if discard < 0:
-        raise ValueError(f"--discard must be >= 0, got {discard}")
-    n = int(ds.sizes["traj"])
-    if n - discard < 10:
-        left = f", {n - discard} after discarding {discard}" if 0 < discard < n else ""
-        fix = f"; use --discard {max(n - 10, 0)} or less" if discard and n >= 10 else "; generate more with --resume"
-        raise ValueError(f"ensemble {name!r} has {n} trajectories per chain{left}: need at least 10 for errors{fix}")
+    check_kept(int(ds.sizes["traj"]), discard, name)
     ds = ds.isel(traj=slice(discard, None))
     vol = int(np.prod(spec.shape))
     rows = []

@@ -3,12 +3,14 @@ the cut removes the bias (pulls against the true mean over 20 seeds) where the u
 control), also for a large drift that settles within a few configurations, and leaves stationary series (nearly)
 whole."""
 
+import re
+
 import numpy as np
 import pytest
 from scipy.signal import lfilter
 
 from corrflow.stats import gamma_method
-from corrflow.stats.equilibration import equilibration_cut, parse_discard
+from corrflow.stats.equilibration import check_kept, equilibration_cut, parse_discard
 
 TAU, N, R = 5.0, 2000, 2
 
@@ -86,3 +88,16 @@ def test_bad_input_is_refused_in_one_line():
     for bad in ("-3", "many", "1.5"):
         with pytest.raises(ValueError, match="--discard must be"):
             parse_discard(bad)
+
+
+def test_check_kept_says_how_many_may_go():
+    """One wording for "too few trajectories left" in summary, compare, report and the analyses (there were two)."""
+    check_kept(40, 30, "e")  # 10 left: enough
+    cases = [((40, 31), "cannot discard 31 of the 40 trajectories per chain of ensemble 'e': an error needs at least 10 "
+                        "left; use --discard 30 or less"),
+             ((9, 0), "ensemble 'e' has 9 trajectories per chain: an error needs at least 10; generate more"),
+             ((9, 3), "has 9 trajectories per chain: an error needs at least 10; generate more with --resume"),
+             ((40, -1), "--discard must be >= 0, got -1")]
+    for (n, d), msg in cases:
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            check_kept(n, d, "e")

@@ -90,7 +90,7 @@ def test_compare_observable_lists_and_chi_top(tmp_path):
     assert np.isclose(rows["chi_top"].difference.value, (np.mean(q["s"] ** 2) - np.mean(q["e"] ** 2)) / 16)
     plan = finite_shift_plan(open_store(path), "e", ["s"], "beta", ["chi_top"])  # derivative --compare
     assert list(plan) == ["independent"] and plan["independent"][0] == "s" and np.isclose(plan["independent"][1], 0.1)
-    cli_refused(path, r"cannot discard 35 of the 40 trajectories per chain of 'e': an error needs at least 10 left; "
+    cli_refused(path, r"cannot discard 35 of the 40 trajectories per chain of ensemble 'e': an error needs at least 10 left; "
                 r"use --discard 30 or less", "compare", "--store", path, "--base", "e", "s", "--discard", "35")
 
     plain, _ = _pair(tmp_path / "plain.zarr", charge=False)

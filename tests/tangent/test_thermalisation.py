@@ -79,8 +79,8 @@ def test_bad_discard_is_one_line(hot_store, command):
     if command == "summary":  # more than the chains hold: how many may go
         res = runner.invoke(app, [command, *args, "--discard", "5000"])
         out = " ".join(res.output.split())
-        assert res.exit_code == 2 and "has 2000 trajectories per chain: need at least 10 for errors; use --discard " \
-            "1990 or less" in out and len(res.output.strip().splitlines()) <= 2, res.output
+        assert res.exit_code == 2 and "cannot discard 5000 of the 2000 trajectories per chain of ensemble" in out \
+            and "an error needs at least 10 left; use --discard 1990 or less" in out and len(res.output.strip().splitlines()) <= 2, res.output
 
 
 def test_analyses_flag_an_ensemble_that_drifts(hot_store, u1_store, tmp_path):
