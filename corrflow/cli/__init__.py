@@ -2,9 +2,9 @@
 
 Every command reads and writes one store, prints progress for long work and a one-line summary, and
 exits with status 2 and a one-line explanation (no traceback) on bad input.  The commands live in
-:mod:`.ensembles` (generate, info, verify, summary, measure, scales), :mod:`.ildg` (ILDG export and import),
-:mod:`.flows` (train, correlate, compare, report) and :mod:`.tangent` (derivative); the analyses are registered
-from the ``corrflow.analyses`` entry points.
+:mod:`.ensembles` (generate, info, verify, measure), :mod:`.summary` (summary, scales), :mod:`.ildg` (ILDG export
+and import), :mod:`.flows` (train, correlate, compare, report) and :mod:`.tangent` (derivative); the analyses are
+loaded from the ``corrflow.analyses`` entry points when asked for.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from . import ensembles, ildg, flows, tangent  # noqa: F401  (registers the commands, in this order)
+from . import ensembles, summary, ildg, flows, tangent  # noqa: F401  (registers the commands, in this order)
 from ..console import plain_flags
 from .base import CLIError, app, console, err_console, parse_shape
 
