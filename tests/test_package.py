@@ -56,3 +56,27 @@ def test_version_matches_the_project_and_names_the_dependencies():
     res = CliRunner().invoke(app, ["--version"])
     assert res.exit_code == 0
     assert res.output.startswith(f"corrflow {project} (jax ") and "jaxlib " in res.output and "python " in res.output
+
+
+def test_a_broken_analysis_plugin_breaks_only_itself(monkeypatch):
+    """An analysis entry point that fails to import (a plug-in with a bug, a missing dependency) gets a command that
+    says so (exit 2, no traceback); the other analyses and commands work."""
+    from typer.testing import CliRunner
+
+    import corrflow.cli as cli
+
+    class Broken:
+        name = "broken"
+
+        def load(self):
+            raise ImportError("No module named 'missing_dependency'")
+
+    real = cli._analysis_entry_points()
+    monkeypatch.setattr(cli, "_analysis_entry_points", lambda: {**real, "broken": Broken()})
+    runner = CliRunner()
+    res = runner.invoke(cli.app, ["analyse", "broken"])
+    assert res.exit_code == 2 and "analysis 'broken' cannot be loaded (ImportError: No module named" in res.output
+    assert "Traceback" not in res.output
+    res = runner.invoke(cli.app, ["analyse", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "broken" in res.output and "mass-dependence" in res.output
+    assert runner.invoke(cli.app, ["analyse", "mass-dependence", "--help"]).exit_code == 0
