@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .flows.batches import pad_rows
+from .flows.build import check_shift
 from .flows.layers import Flow
 
 Array = jax.Array
@@ -44,7 +45,7 @@ class PairedSamples(NamedTuple):
 def _batch(flow: Flow, params: Array, base: Any, target: Any, u: Array, measure: Any, keep: bool):  # noqa: ANN202
     uf, logj = flow.forward(params, u)
     log_w = -target.action(uf) + base.action(u) + logj
-    return log_w, logj, measure(u), measure(uf), (uf if keep else None)
+    return log_w, logj, jax.vmap(measure)(u), jax.vmap(measure)(uf), (uf if keep else None)
 
 
 @partial(jax.jit, static_argnames=("flow", "measure", "keep", "det_noise"))
@@ -56,7 +57,7 @@ def _batch_stochastic(flow: Flow, params: Array, base: Any, target: Any, u: Arra
     one = lambda k, a, b: log_det_ratio_estimate(k, base, a, target, b, n_noise=det_noise)  # noqa: E731
     log_det = jax.vmap(one)(keys, u, uf)
     log_w = -target.gauge.action(uf) + base.gauge.action(u) + logj + log_det
-    return log_w, logj, measure(u), measure(uf), (uf if keep else None)
+    return log_w, logj, jax.vmap(measure)(u), jax.vmap(measure)(uf), (uf if keep else None)
 
 
 def flowed_reweighting(flow: Flow, params: Array, base: Any, target: Any, configs: Any,
@@ -67,7 +68,11 @@ def flowed_reweighting(flow: Flow, params: Array, base: Any, target: Any, config
     """Apply the flow to every base configuration and measure both sides, in equal batches of at most ``batch``
     configurations (the last padded; one compiled program).
 
-    ``measure`` is a hashable ``links -> dict`` (e.g. :class:`corrflow.generate.GaugeMeasurements`).
+    ``configs``: base configurations ``(n, *lattice, d[, N, N])`` of ``base``, or with more leading axes (e.g.
+    ``(n_chains, n_traj, ...)``; every output keeps them: ``log_w`` then has shape ``(n_chains, n_traj)``).  ``measure``: a hashable function of *one* configuration returning
+    ``{name: value}`` (as in :func:`corrflow.generate.generate`; e.g. :class:`corrflow.generate.GaugeMeasurements`),
+    applied to every configuration and its image (vmapped).  ``base``, ``target`` and ``flow`` must share the theory,
+    group and lattice (:func:`corrflow.flows.build.check_shift`).
     Raises ``FloatingPointError`` naming the first configuration whose flow output or weight is not
     finite (nothing is returned then).
 
@@ -79,7 +84,21 @@ def flowed_reweighting(flow: Flow, params: Array, base: Any, target: Any, config
     resumption): the reweighted ratio stays exact in the limit of many configurations, at the price of noisier
     weights; this is the path for lattices too large for dense determinants.
     """
+    check_shift(flow, base, target)
+    base.check_links(configs)
+    per_config = len(base.shape) + 1 + base.group.elem_ndim  # lattice axes, direction, matrix axes
+    lead = tuple(np.shape(configs))[:max(np.ndim(configs) - per_config, 0)]
+    if not lead:
+        raise ValueError(f"configs must be a batch (n, *lattice, d[, N, N]) of configurations, got shape "
+                         f"{tuple(np.shape(configs))}; for one configuration pass configs[None]")
+    if len(lead) > 1:  # e.g. (n_chains, n_traj, ...): flattened here, the results get these axes back
+        configs = np.reshape(np.asarray(configs), (-1,) + tuple(np.shape(configs))[len(lead):])
+    if not callable(measure):
+        raise TypeError(f"measure must be a function of one configuration returning {{name: value}} (e.g. "
+                        f"corrflow.generate.GaugeMeasurements(theory.group)), got {measure!r}")
     n = len(configs)
+    if n < 1:
+        raise ValueError("no configurations: configs has length 0")
     if det_noise:
         if not (hasattr(base, "gauge") and hasattr(target, "gauge")):
             raise ValueError("det_noise > 0 needs fermion theories (WilsonFermionAction) for base and target")
@@ -116,7 +135,7 @@ def flowed_reweighting(flow: Flow, params: Array, base: Any, target: Any, config
         parts.append(out)
         if progress is not None:
             progress(min(n, lo + size), n)
-    cat = lambda xs: np.concatenate(xs, axis=0)  # noqa: E731
+    cat = lambda xs: np.concatenate(xs, axis=0).reshape(lead + xs[0].shape[1:])  # noqa: E731
     return PairedSamples(
         log_w=cat([p[0] for p in parts]), log_jacobian=cat([p[1] for p in parts]),
         base={k: cat([p[2][k] for p in parts]) for k in parts[0][2]},
@@ -144,6 +163,11 @@ class MetropolisChain(NamedTuple):
     accepted: np.ndarray
     acceptance: float
     log_w_current: float
+
+    def __repr__(self) -> str:
+        return (f"MetropolisChain({len(self.index)} steps, acceptance {self.acceptance:.3f}, "
+                f"{len(np.unique(self.index[self.index >= 0]))} distinct proposals held, "
+                f"log_w_current {self.log_w_current:.4g})")
 
 
 @jax.jit

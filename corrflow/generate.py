@@ -10,6 +10,8 @@ run into blocks gives bit-identical results.
 
 from __future__ import annotations
 
+import operator
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
@@ -20,7 +22,7 @@ import numpy as np
 
 from . import batching, hmc
 from . import observables as obs
-from .groups import Group
+from .groups import Group, get_group
 
 Array = jax.Array
 
@@ -42,6 +44,11 @@ class GaugeMeasurements:
     Records ``plaquette`` always, ``wilson_RxT`` for each ``(R, T)`` in ``wilson_loops`` (averaged
     over planes and orientations), ``topological_charge`` (2D U(1) only) and ``polyakov_loop``
     (``|P|`` of the temporal Polyakov loop) when requested.
+
+    ``group``: a :class:`~corrflow.groups.Group` or its name (``"u1"``, ``"su3"``, ...); ``wilson_loops``: a
+    sequence of ``(R, T)`` pairs, e.g. ``((1, 1), (2, 2))`` or ``[(2, 2)]`` (stored as a tuple of int pairs, so
+    the object stays hashable: it is a static argument of jitted code).  Each loop must fit on the lattice
+    (``R, T`` smaller than the shortest extent); that is checked when the links are first seen, at trace time.
     """
 
     group: Group
@@ -49,7 +56,18 @@ class GaugeMeasurements:
     topological_charge: bool = False
     polyakov_loop: bool = False
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "group", get_group(self.group))
+        object.__setattr__(self, "wilson_loops", _normalise_loops(self.wilson_loops))
+
+    def check_lattice(self, shape: Sequence[int]) -> None:
+        """Raise ``ValueError`` if a Wilson loop does not fit on the lattice ``shape`` ``(L_0, ..., L_{d-1})``."""
+        for r, t in self.wilson_loops:
+            _check_loop_fits(r, t, shape)
+
     def __call__(self, u: Array) -> dict[str, Array]:
+        k = u.ndim - 1 - self.group.elem_ndim  # the direction axis; the d lattice axes precede it
+        self.check_lattice(u.shape[k - u.shape[k]: k])  # static shapes: raised at trace time
         out = {"plaquette": obs.plaquette(u, self.group)}
         for r, t in self.wilson_loops:
             out[f"wilson_{r}x{t}"] = obs.wilson_loop(u, self.group, r, t)
@@ -67,6 +85,32 @@ class GaugeMeasurements:
         if self.polyakov_loop:
             names.append("polyakov_loop")
         return names
+
+
+def _normalise_loops(loops: Any) -> tuple[tuple[int, int], ...]:
+    """``wilson_loops`` as a tuple of ``(R, T)`` int pairs with ``R, T >= 1``; ``ValueError`` otherwise."""
+    hint = "wilson_loops must be a sequence of (R, T) pairs, e.g. ((2, 2),) or [(1, 2), (2, 2)]"
+    if isinstance(loops, (str, bytes)) or not hasattr(loops, "__iter__"):
+        raise ValueError(f"{hint}; got {loops!r}")
+    orig, loops, out = loops, tuple(loops), []
+    for loop in loops:
+        try:
+            r, t = (operator.index(x) for x in loop)
+        except (TypeError, ValueError):
+            flat = " (for one loop write ((R, T),))" if all(isinstance(x, (int, np.integer)) for x in loops) else ""
+            raise ValueError(f"{hint}; got {orig!r}{flat}") from None
+        if r < 1 or t < 1:
+            raise ValueError(f"wilson_{r}x{t}: Wilson loop extents must be >= 1")
+        out.append((r, t))
+    return tuple(out)
+
+
+def _check_loop_fits(r: int, t: int, shape: Sequence[int]) -> None:
+    """``ValueError`` unless the ``R x T`` loop (averaged over planes and orientations) fits on ``shape``."""
+    if max(r, t) >= min(shape):
+        raise ValueError(f"wilson_{r}x{t} does not fit on the {'x'.join(map(str, shape))} lattice: loops are averaged "
+                         f"over all planes and orientations, so R and T must be smaller than the shortest "
+                         f"extent ({min(shape)})")
 
 
 def chain_keys(key: Array, n_chains: int, first_chain: int = 0) -> Array:
@@ -175,6 +219,8 @@ def run_blocks(
     when continuing a chain so that no recomputation perturbs the last bits).  Each stored trajectory
     is the last of ``thin`` consecutive ones, so ``n_traj * thin`` trajectories run in all.  Keys:
     chain ``c`` uses ``fold_in(key, c)``, trajectory ``t`` of it ``fold_in(fold_in(key, c), t)``.
+    ``measure`` receives one configuration, unbatched (``theory.link_shape``), as in :func:`generate`; without it
+    the blocks' ``measurements`` are empty.
 
     ``mesh`` (optional, a :class:`jax.sharding.Mesh`, see :mod:`corrflow.sharding`): the chain states and
     keys are split over the mesh's ``"chains"`` axis (the number of chains must be a multiple of its
@@ -232,22 +278,35 @@ def generate(
     keep_configs: bool = False,
     mesh: jax.sharding.Mesh | None = None,
 ) -> dict[str, np.ndarray]:
-    """Thermalise and run ``n_chains`` chains for ``n_traj`` stored trajectories (in memory).
+    """Thermalise and run ``n_chains`` chains for ``n_traj >= 1`` stored trajectories (in memory).
 
     Thermalisation trajectories (global indices ``0 .. n_therm-1``) are discarded; then every
     ``thin``-th trajectory is recorded.  Returns numpy arrays of shape ``(n_chains, n_traj)`` for
-    every measurement plus ``delta_H``, ``accepted``, ``traj``; and ``links`` with the final
+    every measurement plus ``delta_H``, ``accepted``; ``traj`` ``(n_traj,)``; and ``links`` with the final
     configurations; with ``keep_configs`` also ``configs`` ``(n_chains, n_traj, *link_shape)``.
+    ``measure(links) -> {name: value}`` receives one configuration, unbatched, shape ``theory.link_shape``
+    ``(L_0, ..., L_{d-1}, d, *elem)`` (it runs inside the jitted scan, chain by chain), e.g.
+    :class:`GaugeMeasurements`; without ``measure`` no observable is recorded, not even the plaquette.
+    A ``RuntimeWarning`` says when the chains do not move (mean acceptance below 0.05, or a non-finite
+    ``delta_H``).
     ``progress(done, total, block)`` is called after every block (counting trajectories,
     thermalisation included; thermalisation blocks are run without ``measure``, so their ``block.measurements``
     is empty -- use ``block.state.links`` there).  Use :func:`generate_to_store` to write to a store.
     ``mesh``: run the chains sharded over devices (see :func:`run_blocks` and :mod:`corrflow.sharding`);
-    with a ``"chains"`` mesh the results are bit-identical to the single-device run.
+    with a ``"chains"`` mesh the results are bit-identical to the single-device run.  To run the blocks
+    yourself use :func:`run_blocks`: ``from corrflow.generate import run_blocks`` (``import corrflow.generate as
+    gen`` gives this function, not the module: the names clash, see ``corrflow._Package``).
     """
     if n_chains < 1:
         raise ValueError(f"n_chains must be >= 1, got {n_chains}")
+    if n_traj < 1:
+        raise ValueError(f"n_traj must be >= 1, got {n_traj}")
     if n_therm < 0:
         raise ValueError(f"n_therm must be >= 0, got {n_therm}")
+    if thin < 1:
+        raise ValueError(f"thin must be >= 1, got {thin}")
+    if isinstance(measure, GaugeMeasurements):  # before the thermalisation, not when the production blocks trace
+        measure.check_lattice(theory.shape)
     links = initial_links(key, theory, n_chains, start, dtype)
     total = n_therm + n_traj * thin
     state = None
@@ -273,7 +332,25 @@ def generate(
     result = {k: np.concatenate(v, axis=1) for k, v in out.items()}
     result["traj"] = result["traj"][0]
     result["links"] = np.asarray(state.links if state is not None else links)
+    from .heatbath import HeatbathConfig
+
+    if not isinstance(config, HeatbathConfig):  # (the heat bath reports delta_H = NaN and always accepts)
+        _warn_if_stuck(result["accepted"], result["delta_H"])
     return result
+
+
+def _warn_if_stuck(accepted: np.ndarray, delta_h: np.ndarray) -> None:
+    """``RuntimeWarning`` when HMC chains do not move: mean acceptance below 0.05 or a non-finite ``delta_H``."""
+    acc = float(np.mean(accepted))
+    bad = int(np.count_nonzero(~np.isfinite(delta_h)))
+    if bad:
+        warnings.warn(f"generate: delta_H is not finite in {bad} of {delta_h.size} trajectories (acceptance "
+                      f"{acc:.3f}): check the theory parameters (beta, mass) for NaN/inf, and lower the step size, "
+                      "with more n_steps for the same trajectory length", RuntimeWarning, stacklevel=3)
+    elif acc < 0.05:
+        warnings.warn(f"generate: acceptance {acc:.3f}: the chains hardly move and the configurations repeat each "
+                      "other; lower the step size, with more n_steps for the same trajectory length", RuntimeWarning,
+                      stacklevel=3)
 
 
 # ----------------------------------------------------------------------------------------
@@ -298,10 +375,8 @@ def measurements_from_names(group: Group, names: Sequence[str], ndim: int,
             r, t = int(m.group(1)), int(m.group(2))
             if r < 1 or t < 1:
                 raise ValueError(f"{n}: Wilson loop extents must be >= 1")
-            if shape is not None and max(r, t) >= min(shape):
-                raise ValueError(f"{n} does not fit on the {'x'.join(map(str, shape))} lattice: loops are averaged "
-                                 f"over all planes and orientations, so R and T must be smaller than the shortest "
-                                 f"extent ({min(shape)})")
+            if shape is not None:
+                _check_loop_fits(r, t, shape)
             loops.append((r, t))
         elif n == "topological_charge":
             if not (group.is_abelian and ndim == 2):

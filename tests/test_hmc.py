@@ -241,6 +241,8 @@ def test_randomised_trajectory_lengths_are_exact_and_unfreeze_resonant_modes():
                               measure=GaugeMeasurements(weak.group)))[0]
         two_tau[j] = blocked_two_tau(np.asarray(blk.measurements["plaquette"])[:, 200:], 250)
     assert two_tau[0.0] > 2.5 * two_tau[0.2] and two_tau[0.2] < 6, two_tau  # measured 11.1 / 3.0 (20.0 / 3.9)
-    assert HMCConfig(0.1, 10).as_dict() == {"step_size": 0.1, "n_steps": 10, "integrator": "omelyan"}  # old recipes
+    # fixed lengths: the recipe of old ensembles; the default is the command line's
+    assert HMCConfig(0.1, 10, jitter=0.0).as_dict() == {"step_size": 0.1, "n_steps": 10, "integrator": "omelyan"}
+    assert HMCConfig(0.1, 10).jitter == hmc.DEFAULT_JITTER == 0.2
     with pytest.raises(ValueError, match="jitter must be a number in \\[0, 1\\)"):
         HMCConfig(jitter=1.0)

@@ -14,17 +14,23 @@ from .network import MAX_DEPTH, MAX_WIDTH
 from .smoothing import check_times
 from .staples import LOOPS, layer_masks
 
-__all__ = ["make_flow", "flow_from_description", "check_degree", "FLOW_KINDS", "default_kind", "default_smoothing",
-           "DEFAULT_SMOOTHING"]
+__all__ = ["make_flow", "flow_from_description", "check_degree", "check_shift", "FLOW_KINDS", "default_kind",
+           "default_smoothing", "DEFAULT_SMOOTHING"]
 
 
-def make_flow(group: Group | str, shape: Sequence[int], *, loops: Sequence[str] = ("plaquette",),
+def make_flow(group: Group | str | Any, shape: Sequence[int] | None = None, *, loops: Sequence[str] | str = ("plaquette",),
               n_sweeps: int = 1, degree: int = 0, kind: str = "residual", harmonics: int = 6,
               net_width: int = 0, net_depth: int = 2, smear: int = 0, smear_rho: float = 0.1,
-              smoothing: Sequence[float] = (), smoothing_eps: float = 0.05) -> Any:
-    """A flow from its architecture options.
+              smoothing: Sequence[float] | None = None, smoothing_eps: float = 0.05) -> Any:
+    """A flow from its architecture options, for the links of ``group`` (a group, its name, or a theory, whose
+    lattice is the default ``shape``) on the lattice ``shape``.
 
-    ``kind="residual"`` (default): a :class:`Flow` that updates every link ``n_sweeps`` times: for each sweep,
+    ``kind="auto"``: the flow ``corrflow train`` builds without architecture options, the best measured
+    (BENCHMARKS.md): the plaquette-space map for 2D U(1), residual layers with the held-out smoothing terms
+    :data:`DEFAULT_SMOOTHING` for SU(2)/SU(3) in three or more dimensions (unless ``smoothing`` is given), plain
+    residual layers otherwise (:func:`default_kind`, :func:`default_smoothing`).
+
+    ``kind="residual"`` (default; the building block): a :class:`Flow` that updates every link ``n_sweeps`` times: for each sweep,
     each direction ``mu`` and each of its masks (:func:`~corrflow.flows.staples.layer_masks`), one layer.
     ``degree``: 0 for constant coefficients, ``p > 0`` for coefficients that are degree-``p`` polynomials of the
     staple norm (:mod:`corrflow.flows.layers`).  ``net_width > 0``: one coefficient per individual staple and site
@@ -40,8 +46,22 @@ def make_flow(group: Group | str, shape: Sequence[int], *, loops: Sequence[str] 
     plaquette-space maps with ``harmonics`` sine coefficients each (exact per-plaquette transforms; the best
     flow for 2D U(1) gauge theory, BENCHMARKS.md).  ``loops`` and ``degree`` must keep their defaults.
     Every option that does not fit the group or lattice raises a one-line ``ValueError``."""
+    if hasattr(group, "group") and hasattr(group, "shape"):  # a theory
+        shape = group.shape if shape is None else shape
+        group = group.group
+    if shape is None:
+        raise TypeError("make_flow needs the lattice shape, e.g. make_flow('su3', (4, 4, 4, 4)), or a theory")
     group = get_group(group)
     shape = lattice.validate_shape(shape)
+    if isinstance(loops, str):
+        loops = tuple(lp.strip() for lp in loops.split(",") if lp.strip())  # "plaquette" or "plaquette,rectangle"
+    if kind == "auto":
+        kind = default_kind(group, shape)
+        if kind == "plaquette":
+            smoothing = smoothing or ()
+        elif smoothing is None and tuple(loops) == ("plaquette",) and not (degree or net_width or smear):
+            smoothing = default_smoothing(group, shape)
+    smoothing = () if smoothing is None else smoothing
     if n_sweeps != int(n_sweeps) or n_sweeps < 1:
         raise ValueError(f"n_sweeps must be an integer >= 1, got {n_sweeps}")
     if kind == "plaquette":
@@ -84,7 +104,7 @@ def make_flow(group: Group | str, shape: Sequence[int], *, loops: Sequence[str] 
                 int(smear), float(smear_rho) if smear else 0.1, smoothing, float(smoothing_eps) if smoothing else 0.05)
 
 
-FLOW_KINDS = ("residual", "plaquette")
+FLOW_KINDS = ("auto", "residual", "plaquette")
 DEFAULT_SMOOTHING = (0.1, 0.2, 0.4, 0.8)
 
 
@@ -118,6 +138,28 @@ def flow_from_description(desc: dict[str, Any], shape: Sequence[int] | None = No
                          smoothing_eps=float(desc.get("smoothing_eps", 0.05)))
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed flow description {desc!r} ({type(exc).__name__}: {exc})") from None
+
+
+def check_shift(flow: Any, base: Any, target: Any) -> None:
+    """One-line ``ValueError`` unless ``flow`` can map configurations of the theory ``base`` to ``target``: one kind
+    of theory, one group, one lattice for the three (a flow trained on another volume applies after
+    ``flow.with_shape(base.shape)``)."""
+    if type(base) is not type(target):
+        raise ValueError(f"base is a {type(base).__name__}, target a {type(target).__name__}: a flow maps between "
+                         "parameters of one theory (target = base.replace(beta=...))")
+    if base.group.name != target.group.name:
+        raise ValueError(f"base links are {base.group.name}, target links {target.group.name}: a flow maps between "
+                         "parameters of one theory (target = base.replace(beta=...))")
+    if tuple(base.shape) != tuple(target.shape):
+        raise ValueError(f"base lattice {'x'.join(map(str, base.shape))} and target lattice "
+                         f"{'x'.join(map(str, target.shape))} differ: a flow changes parameters, not the lattice "
+                         "(target = base.replace(beta=...))")
+    if flow.group.name != base.group.name:
+        raise ValueError(f"the flow is built for {flow.group.name} links, the theories have {base.group.name}")
+    if tuple(flow.shape) != tuple(base.shape):
+        raise ValueError(f"the flow is built for the {'x'.join(map(str, flow.shape))} lattice, the theories' is "
+                         f"{'x'.join(map(str, base.shape))}: use flow.with_shape({tuple(base.shape)}) (its parameters "
+                         "are translation invariant)")
 
 
 def check_degree(degree: Any) -> int:

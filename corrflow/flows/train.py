@@ -6,7 +6,7 @@ i.e. the reverse KL divergence of the pushed-forward base ensemble from ``p_{a'}
 Progress reports the loss and the weight ESS fraction ``(sum w)^2 / (N sum w^2)`` per epoch; training
 stops early when the ESS fraction reaches ``target_ess``.
 
-Two optimisers (``TrainConfig.optimizer``):
+Three optimisers (``TrainConfig.optimizer``):
 
 * ``"adam"``: mini-batches of ``batch_size``, Adam with a cosine-decaying learning rate; an epoch is a pass
   over the training set.  Resume is bit-identical to an uninterrupted run.
@@ -42,6 +42,7 @@ import numpy as np
 import optax
 
 from .batches import batches, full_batches, training_set, valid_rows
+from .build import check_shift
 from .checkpoint import CHECKPOINT_FORMAT, checkpoint_id, load_checkpoint, save_checkpoint
 from .layers import Flow
 from .training_config import OPTIMIZERS, FlowTrainingError, TrainConfig, TrainResult
@@ -179,6 +180,7 @@ def train(
     holds the last good epoch.
     """
     configs = training_set(configs)  # an on-demand source (corrflow.flows.batches) is read batch by batch
+    check_shift(flow, base, target)
     base.check_links(configs)
     if params is not None and tuple(np.shape(params)) != tuple(flow.param_shape):
         raise ValueError(f"parameters of shape {tuple(np.shape(params))} do not fit this flow ({flow.describe()}, "

@@ -23,11 +23,13 @@ class FlowTrainingError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings (see the module docstring for the two optimisers).
+    """Training settings (see :mod:`corrflow.flows.train` for the three optimisers).
 
     ``optimizer="adam"``: ``learning_rate`` decays with a cosine schedule over ``epochs`` (passes over the
     training set in mini-batches of ``batch_size``).  ``optimizer="lbfgs"``: ``epochs`` is the maximum number
     of L-BFGS iterations, ``batch_size`` the micro-batch of the full-batch loss, ``learning_rate`` is unused.
+    ``optimizer="linear"`` (residual flows): ``epochs`` Gauss–Newton steps on the variance of the log-weights, no
+    learning rate.  ``corrflow train`` picks per flow: :func:`corrflow.flows.train.resolve_optimizer`.
     """
 
     epochs: int = 40
@@ -64,6 +66,16 @@ class TrainConfig:
 
 
 class TrainResult(NamedTuple):
-    params: Array  # the selected parameters: best held-out var(log w) when held-out configurations were given
+    """What :func:`corrflow.flows.train.train` returns.
+
+    ``params``: the selected parameters (shape ``flow.param_shape``): those of the epoch with the smallest held-out
+    var(log w) when held-out configurations were given, the last epoch's otherwise.  ``history``: one dict per epoch
+    (epoch 0 = the starting parameters) with ``epoch``, ``loss`` (the reverse-KL loss on the training set, up to a
+    constant), ``ess`` (the training set's weight ESS fraction), with held-out configurations ``held_ess`` and
+    ``held_var_logw``, and (L-BFGS) ``evals``, the loss evaluations of the iteration.  ``stopped``: why training
+    ended -- ``"epochs"`` (all done), ``"target_ess"``, ``"patience"`` (no held-out improvement), or
+    ``"converged"`` (L-BFGS / Gauss–Newton)."""
+
+    params: Array
     history: list[dict[str, float]]
-    stopped: str  # "epochs", "target_ess", "patience" or (L-BFGS) "converged"
+    stopped: str

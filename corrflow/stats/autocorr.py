@@ -83,9 +83,14 @@ def _check_finite(arr: np.ndarray) -> None:
 
 def _as_float_array(data: object) -> np.ndarray:
     try:
-        arr = np.asarray(data, dtype=np.float64)
+        arr = np.asarray(data)
+        complex_data = np.iscomplexobj(arr)
+        if not complex_data:
+            arr = arr.astype(np.float64)
     except (TypeError, ValueError) as exc:  # ragged lists, strings, ...
         raise ValueError(f"data must be convertible to a float array: {exc}") from exc
+    if complex_data:  # a float conversion would drop the imaginary part with only a ComplexWarning
+        raise TypeError("complex data: pass the real part, imaginary part or modulus explicitly, e.g. np.real(x)")
     return arr
 
 
@@ -99,6 +104,7 @@ def _as_observables(
     ``(n_obs, R, n)``.
     """
     arr = _as_float_array(data)
+    ndim = arr.ndim
     if with_func:
         if arr.ndim == 1:
             arr = arr[None, None, :]
@@ -124,8 +130,13 @@ def _as_observables(
         raise ValueError(f"data has an empty observable/replica axis: shape {arr.shape}")
     n = arr.shape[-1]
     if n < min_samples:
+        obs_first = with_func and ndim == 2  # (n_obs, n): the axis before n holds the observables
+        hint = ""
+        if ndim >= 2 and arr.shape[0 if obs_first else 1] >= min_samples:  # a long axis before a short one
+            hint = ("; did you pass (n, n_obs)? observables go first: (n_obs, n)" if obs_first
+                    else "; did you pass (n_traj, n_chains)? replicas go first: (n_chains, n_traj)")
         raise ValueError(
-            f"need at least {min_samples} samples per replica, got n={n}"
+            f"need at least {min_samples} samples per replica, got n={n}{hint}"
         )
     _check_finite(arr)
     return arr
@@ -397,6 +408,8 @@ def gamma_method(
         Wrong dimensionality, fewer than 10 samples per replica, NaN/inf in
         the data, ``S <= 0`` (or ``tau_exp``, ``n_sigma``), or ``func``
         returning non-scalar/non-finite.
+    TypeError
+        Complex data (pass ``np.real(x)``, ``np.imag(x)`` or ``np.abs(x)``).
 
     Warns
     -----

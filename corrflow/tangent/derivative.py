@@ -60,6 +60,11 @@ class DerivativeResult:
     agreement_size: dict[str, dict[str, float]] = field(default_factory=dict)
     field: dict[str, Any] = field(default_factory=dict)  # noqa: F811 (the field's description; last: it shadows field())
 
+    def __repr__(self) -> str:
+        rows = "; ".join(f"{obs}: tangent {est.get('tangent')}, connected {est.get('connected')}, reduction "
+                         f"{self.reduction.get(obs, float('nan')):.3g}x" for obs, est in self.estimates.items())
+        return f"DerivativeResult(d/d{self.param}: {rows})"
+
     def unreliable_agreement(self, threshold: float = 3.0) -> dict[str, str]:
         """``{obs: why}`` for the observables whose tangent − connected pull exceeds ``threshold`` on too few
         configurations for its error to be Gaussian: the per-configuration difference is a product of fluctuations,
@@ -261,9 +266,24 @@ def derivative(theory: Any, configs: Any, param: str, observables: Sequence[str]
     (:func:`~corrflow.tangent.terms.contraction_pays`; only for ``target="field"``).  ``second_order``: the tangent
     rows with their second-order control variate (:func:`corrflow.tangent.second_order_estimate`; two passes, pure
     gauge, ``target="field"``, a field with coefficients).
+
+    ``configs``: ``(n_chains, n_traj, *lattice, d[, N, N])`` (chains first, each in Monte Carlo order: the folds are
+    blocks of every chain and the errors treat chains as replicas; one chain: ``configs[None]``).  ``param``: an
+    action parameter of ``theory`` (``beta``, ``xi``, ``lam``; ``mass`` with Wilson fermions;
+    :func:`~corrflow.tangent.core.check_parameter`).  ``observables``: names or a comma-separated string
+    (``plaquette``, ``wilson_RxT``, ``t2E@T``, ``chi_top``, fermionic ``condensate``, ``pion@T``;
+    :data:`~corrflow.tangent.core.OBSERVABLES`).  ``field_obj``: the vector field family, e.g.
+    ``tangent.make_field("auto", theory)``.  ``key``: a JAX PRNG key (Hutchinson probes, stochastic traces).
+    Returns a :class:`DerivativeResult`: ``estimates[obs]["tangent" | "connected"]`` (value, error, tau_int),
+    ``reduction[obs]``, ``agreement[obs]``.
     """
     check_fit_target(target)  # before the expensive terms
-    observables = tuple(str(n).strip() for n in observables)
+    if field_obj is None or not hasattr(field_obj, "describe"):
+        raise TypeError(f"field_obj must be a vector field family, e.g. corrflow.tangent.make_field('auto', theory); "
+                        f"got {field_obj!r}")
+    if isinstance(observables, str):
+        observables = observables.split(",")
+    observables = tuple(str(n).strip() for n in observables if str(n).strip())
     kw = dict(batch=batch, traces=traces, valence_mass=valence_mass)
     check_second_order(second_order, theory, field_obj, target)
     if use_contraction(contract, target, observables, field_obj, second_order):

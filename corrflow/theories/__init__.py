@@ -12,11 +12,13 @@ store:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 from ..groups import get_group
 from .fermions import WilsonFermionAction, kappa_from_mass, mass_from_kappa
-from .gauge import WilsonGaugeAction, accumulate
+from .gauge import PARAMS as GAUGE_PARAMS
+from .gauge import WilsonGaugeAction, accumulate, check_param, check_param_names
 
 THEORIES: dict[str, str] = {
     "u1": "U(1) Wilson gauge action, links stored as angles",
@@ -31,8 +33,18 @@ _FERMION_KEYS = ("mass", "kappa", "nf", "det", "even_odd", "cg_tol", "cg_maxiter
 
 
 def make_theory(name: str, shape: Sequence[int], **params: Any) -> WilsonGaugeAction | WilsonFermionAction:
-    """Theory from its name (see ``THEORIES``); raises ``ValueError`` listing the allowed names or naming a
-    missing/unknown parameter."""
+    """Theory from its name (see ``THEORIES``) on the lattice ``shape`` ``(L_0, ..., L_{d-1})``, e.g. ``(8, 8)``.
+
+    Parameters (numbers; concrete numpy scalars and 0-d arrays are converted to ``float``):
+
+    * all theories: ``beta`` (required), ``xi`` (anisotropy, default 1), ``lam`` (Feynman-Hellmann source,
+      default 0) -- :class:`WilsonGaugeAction`;
+    * ``schwinger`` and ``<group>-wilson`` also: ``mass`` or ``kappa`` (one of them required), ``nf`` (even,
+      default 2), and the settings ``det``, ``even_odd``, ``cg_tol``, ``cg_maxiter`` -- :class:`WilsonFermionAction`.
+
+    Raises ``ValueError`` listing the allowed names, naming a missing or unknown parameter, or for a ``shape`` that
+    is not a tuple of lattice extents; ``TypeError`` for a parameter given as a string.
+    """
     key = str(name).strip().lower()
     fermions = key == "schwinger" or key.endswith("-wilson")
     gname = "u1" if key == "schwinger" else (key[: -len("-wilson")] if fermions else key)
@@ -40,17 +52,26 @@ def make_theory(name: str, shape: Sequence[int], **params: Any) -> WilsonGaugeAc
         group = get_group(gname)
     except ValueError:
         raise ValueError(f"unknown theory {name!r}; allowed: {', '.join(THEORIES)}") from None
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise ValueError(f"shape must be a tuple of lattice extents, e.g. (8, 8), got {shape!r}")
+    shape = tuple(shape)
     if not fermions:
         extra = [k for k in params if k in _FERMION_KEYS]
         if extra:
             raise ValueError(f"theory {name!r} is pure gauge and takes no {', '.join(extra)}; "
                              f"use 'schwinger' or '{gname}-wilson' for dynamical fermions")
-        return WilsonGaugeAction(group=group, shape=tuple(shape), **params)
+    check_param_names(params, (*GAUGE_PARAMS, *(_FERMION_KEYS if fermions else ())), name)
+    missing = [f.name for f in dataclasses.fields(WilsonGaugeAction) if f.name in GAUGE_PARAMS
+               and f.default is dataclasses.MISSING and f.name not in params]
+    if missing:
+        raise ValueError(f"theory {name!r} needs {', '.join(missing)}: pass e.g. {missing[0]}=2.0")
+    if not fermions:
+        return WilsonGaugeAction(group=group, shape=shape, **params)
     fp = {k: params.pop(k) for k in _FERMION_KEYS if k in params}
     if "mass" in fp and "kappa" in fp:
         raise ValueError("give either mass or kappa, not both")
     if "kappa" in fp:
-        fp["mass"] = mass_from_kappa(float(fp.pop("kappa")), len(tuple(shape)))
+        fp["mass"] = mass_from_kappa(float(check_param(fp.pop("kappa"), "kappa", "make_theory")), len(shape))
     if "mass" not in fp:
         raise ValueError(f"theory {name!r} needs a quark mass: pass mass=... (or kappa=...)")
     if "nf" in fp:
@@ -58,7 +79,7 @@ def make_theory(name: str, shape: Sequence[int], **params: Any) -> WilsonGaugeAc
         if nf != int(nf):
             raise ValueError(f"nf must be an integer, got {nf}")
         fp["n_flavors"] = int(nf)
-    gauge = WilsonGaugeAction(group=group, shape=tuple(shape), **params)
+    gauge = WilsonGaugeAction(group=group, shape=shape, **params)
     return WilsonFermionAction(gauge=gauge, **fp)
 
 

@@ -60,7 +60,8 @@ from .dirac import (  # the operator layer; re-exported here (every name below w
     schur,
     schur_dagger,
 )
-from .gauge import WilsonGaugeAction, accumulate
+from .gauge import PARAMS as GAUGE_PARAMS
+from .gauge import WilsonGaugeAction, accumulate, check_param, check_param_names
 
 Array = jax.Array
 
@@ -119,12 +120,10 @@ class WilsonFermionAction:
             raise ValueError("the pseudofermion action is implemented for n_flavors = 2; use det='exact'")
         if self.even_odd or self.det == "pseudofermion":
             lattice.validate_shape(self.gauge.shape, even=True)
-        m = self.mass
-        if isinstance(m, (int, float, np.floating, np.integer)):
-            if not np.isfinite(m):
-                raise ValueError(f"mass must be finite, got {m}")
-            if m + self.gauge.ndim <= 0:
-                raise ValueError(f"mass {m} gives m + d <= 0 (kappa <= 0 or infinite); choose m > -{self.gauge.ndim}")
+        m = check_param(self.mass, "mass", "WilsonFermionAction")
+        object.__setattr__(self, "mass", m)
+        if isinstance(m, (int, float)) and m + self.gauge.ndim <= 0:
+            raise ValueError(f"mass {m} gives m + d <= 0 (kappa <= 0 or infinite); choose m > -{self.gauge.ndim}")
 
     # --- delegated geometry -------------------------------------------------------------
     @property
@@ -184,7 +183,9 @@ class WilsonFermionAction:
     def replace(self, **changes: Any) -> "WilsonFermionAction":
         """Copy with parameters changed: gauge ones (``beta, xi, lam``), ``mass`` (or ``kappa``), ``nf``, or
         settings (``det``, ``even_odd``, ...)."""
-        gauge_changes = {k: changes.pop(k) for k in ("beta", "xi", "lam") if k in changes}
+        own = [f.name for f in dataclasses.fields(self) if f.name != "gauge"]
+        check_param_names(changes, (*GAUGE_PARAMS, *own, "kappa", "nf"), self.theory_name, ("gauge",))
+        gauge_changes = {k: changes.pop(k) for k in GAUGE_PARAMS if k in changes}
         if "kappa" in changes:
             changes["mass"] = mass_from_kappa(float(changes.pop("kappa")), self.ndim)
         if "nf" in changes:

@@ -45,6 +45,38 @@ def accumulate(x: Array, axis: Any = None) -> Array:
     return jnp.sum(x, axis=axis)
 
 
+def check_param(val: Any, pname: str, owner: str) -> Any:
+    """A concrete action parameter as a Python number: numpy scalars and 0-d numpy/JAX arrays become ``float``;
+    strings (``TypeError``) and non-finite values (``ValueError``) are refused.  Traced values (inside
+    ``jit``/``grad``/``vmap``), batched arrays and pytree placeholders pass through unchanged."""
+    if isinstance(val, (str, bytes)):
+        try:
+            hint = f"; pass {pname}={float(val)!r}"
+        except ValueError:
+            hint = ""
+        raise TypeError(f"{owner}: {pname} must be a number, got the string {val!r}{hint}")
+    if isinstance(val, jax.core.Tracer):
+        return val
+    if isinstance(val, (np.generic, np.ndarray, jax.Array)) and np.ndim(val) == 0:
+        dt = np.dtype(val.dtype)
+        real = jnp.issubdtype(dt, jnp.bool_) or jnp.issubdtype(dt, jnp.number)
+        if not real or jnp.issubdtype(dt, jnp.complexfloating):
+            raise TypeError(f"{owner}: {pname} must be a real number, got {val!r}")
+        val = float(val)
+    if isinstance(val, (int, float)) and not np.isfinite(val):
+        raise ValueError(f"{owner}: {pname} must be finite, got {val}")
+    return val
+
+
+def check_param_names(given: Any, allowed: Any, theory: str, also: Any = ()) -> None:
+    """``ValueError`` naming the first name in ``given`` that is neither in ``allowed`` nor in ``also`` (further
+    accepted names, listed last), with the allowed names."""
+    unknown = [k for k in given if k not in allowed and k not in also]
+    if unknown:
+        raise ValueError(f"unknown parameter {unknown[0]!r} for theory {theory!r}; allowed: "
+                         f"{', '.join([*allowed, *also])}")
+
+
 @dataclass(frozen=True)
 class WilsonGaugeAction:
     """Wilson plaquette action on a periodic lattice (see module docstring for conventions).
@@ -56,6 +88,9 @@ class WilsonGaugeAction:
     beta  : gauge coupling (``beta = 2N / g^2`` for SU(N), ``1/g^2`` for U(1))
     xi    : bare anisotropy (1 = isotropic)
     lam   : Feynman–Hellmann source coefficient ``lambda``
+
+    ``beta``, ``xi``, ``lam`` are numbers (numpy scalars and 0-d arrays become ``float``); strings (``TypeError``)
+    and non-finite values (``ValueError``) are refused, traced values are left alone (:func:`check_param`).
 
     Registered as a JAX pytree: ``beta``, ``xi``, ``lam`` are traced leaves (changing them does not
     recompile); ``group`` and ``shape`` are static.
@@ -73,12 +108,10 @@ class WilsonGaugeAction:
         object.__setattr__(self, "group", get_group(self.group))
         object.__setattr__(self, "shape", lattice.validate_shape(self.shape))
         for pname in ("beta", "xi", "lam"):
-            val = getattr(self, pname)
-            if isinstance(val, (int, float, np.floating, np.integer)):
-                if not np.isfinite(val):
-                    raise ValueError(f"WilsonGaugeAction: {pname} must be finite, got {val}")
-                if pname == "xi" and val <= 0:
-                    raise ValueError(f"WilsonGaugeAction: xi (anisotropy) must be > 0, got {val}")
+            val = check_param(getattr(self, pname), pname, "WilsonGaugeAction")
+            object.__setattr__(self, pname, val)
+            if pname == "xi" and isinstance(val, (int, float)) and val <= 0:
+                raise ValueError(f"WilsonGaugeAction: xi (anisotropy) must be > 0, got {val}")
 
     # ------------------------------------------------------------------------------------
     @property
@@ -114,6 +147,7 @@ class WilsonGaugeAction:
 
     def replace(self, **changes: Any) -> "WilsonGaugeAction":
         """Copy with some parameters changed, e.g. ``theory.replace(beta=2.2)``."""
+        check_param_names(changes, PARAMS, self.theory_name, ("group", "shape"))
         return dataclasses.replace(self, **changes)
 
     def check_links(self, u: Array) -> None:
@@ -211,3 +245,7 @@ def _u1_force_jax(u: Array, b: Array) -> Array:
 jax.tree_util.register_dataclass(
     WilsonGaugeAction, data_fields=["beta", "xi", "lam"], meta_fields=["group", "shape"]
 )
+
+#: the action parameters of :class:`WilsonGaugeAction` (its fields other than ``group`` and ``shape``)
+PARAMS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(WilsonGaugeAction)
+                                if f.name not in ("group", "shape"))

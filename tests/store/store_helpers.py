@@ -29,7 +29,7 @@ from corrflow.generate import initial_links, measurements_from_names, run_blocks
 from corrflow.store import EnsembleSpec
 
 THEORY = corrflow.make_theory("u1", (4, 4), beta=2.0)
-CONFIG = corrflow.HMCConfig(0.2, 5, "omelyan")
+CONFIG = corrflow.HMCConfig(0.2, 5, "omelyan", jitter=0.0)  # fixed lengths, as the legacy store was written
 U1 = corrflow.get_group("u1")
 
 # thin 3: production blocks of 3 and 1 stored trajectories (4 = 3 + 1), one thermalisation block

@@ -17,7 +17,7 @@ from corrflow.store import open_store
 
 out = Path(sys.argv[1])
 THEORY = corrflow.make_theory("u1", (4, 4), beta=2.0)
-CONFIG = corrflow.HMCConfig(0.2, 5, "omelyan")
+CONFIG = corrflow.HMCConfig(0.2, 5, "omelyan", jitter=0.0)  # fixed lengths, as the legacy store was written
 st = open_store(out / "legacy.zarr", "a")
 generate_to_store(st, "base", THEORY, CONFIG, n_traj=4, n_chains=2, seed=7, n_therm=3, thin=3, block_size=3)
 measure_stored(st, "base", ["wilson_1x1"])
