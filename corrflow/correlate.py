@@ -24,6 +24,7 @@ import numpy as np
 from .flows.batches import pad_rows
 from .flows.build import check_shift
 from .flows.layers import Flow
+from .rng import check_key
 
 Array = jax.Array
 
@@ -186,6 +187,7 @@ def flowed_metropolis(log_w: np.ndarray, key: Array, *, labels: np.ndarray | Non
     ``current``: log weight of the state held before the first proposal (``-inf``: none, the first proposal is
     accepted).
     """
+    check_key(key)
     lw = np.asarray(log_w, dtype=np.float64)
     if lw.ndim != 1 or len(lw) < 1:
         raise ValueError(f"log_w must be a non-empty 1-D array, got shape {lw.shape}")

@@ -297,6 +297,7 @@ def generate(
     yourself use :func:`run_blocks`: ``from corrflow.generate import run_blocks`` (``import corrflow.generate as
     gen`` gives this function, not the module: the names clash, see ``corrflow._Package``).
     """
+    _check_arguments(key, theory, config, dtype)
     if n_chains < 1:
         raise ValueError(f"n_chains must be >= 1, got {n_chains}")
     if n_traj < 1:
@@ -337,6 +338,27 @@ def generate(
     if not isinstance(config, HeatbathConfig):  # (the heat bath reports delta_H = NaN and always accepts)
         _warn_if_stuck(result["accepted"], result["delta_H"])
     return result
+
+
+def _check_arguments(key: Any, theory: Any, config: Any, dtype: Any) -> None:
+    """One-line ``TypeError`` for the mix-ups that otherwise fail deep inside JAX: an int seed or a batch of keys for
+    ``key``, arguments in the wrong order, a dict for ``config``, a link dtype of the wrong kind for the group."""
+    from .heatbath import HeatbathConfig
+    from .rng import check_key
+
+    if not (hasattr(theory, "action") and hasattr(theory, "link_shape")):
+        raise TypeError(f"theory must be a theory, e.g. corrflow.make_theory('u1', (16, 16), beta=2.0), got "
+                        f"{type(theory).__name__}; the arguments are generate(key, theory, config, ...)")
+    check_key(key)
+    if not isinstance(config, (hmc.HMCConfig, HeatbathConfig)):
+        raise TypeError(f"config must be corrflow.HMCConfig(step_size=..., n_steps=...) or a "
+                        f"corrflow.heatbath.HeatbathConfig, got {type(config).__name__}")
+    if dtype is not None:
+        kind = np.dtype(dtype).kind
+        want = ("c", "complex matrices (complex64 or complex128)") if theory.group.elem_ndim else \
+            ("f", "real angles (float32 or float64)")
+        if kind != want[0]:
+            raise TypeError(f"dtype {np.dtype(dtype)} does not hold {theory.group.name} links: {want[1]}")
 
 
 def _warn_if_stuck(accepted: np.ndarray, delta_h: np.ndarray) -> None:

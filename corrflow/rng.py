@@ -27,9 +27,29 @@ from jax import lax
 
 Array = jax.Array
 
-__all__ = ["threefry2x32", "normal"]
+__all__ = ["threefry2x32", "normal", "check_key"]
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def check_key(key: Any, name: str = "key") -> None:
+    """``TypeError`` (one line) unless ``key`` is one JAX PRNG key: ``jax.random.PRNGKey(seed)`` (``uint32``, shape
+    ``(2,)``) or ``jax.random.key(seed)`` (a typed key, shape ``()``).  Tracers pass (shapes are checked)."""
+    dtype = getattr(key, "dtype", None)
+    shape = tuple(getattr(key, "shape", ()))
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if shape == ():
+            return
+    elif dtype is not None and np.dtype(dtype) == np.uint32 and shape == (2,):
+        return
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    if dtype is None:
+        what = f"{type(key).__name__} {key!r}"
+    elif typed or (np.dtype(dtype) == np.uint32 and len(shape) >= 2 and shape[-1] == 2):
+        what = f"a batch of keys of shape {shape} (pass one: per-chain keys are derived from it)"
+    else:
+        what = f"an array of dtype {dtype} and shape {shape}"
+    raise TypeError(f"{name} must be one JAX PRNG key, e.g. jax.random.PRNGKey(0) or jax.random.key(0); got {what}")
 
 
 def threefry2x32(key1: Array, key2: Array, x1: Array, x2: Array) -> tuple[Array, Array]:

@@ -171,3 +171,29 @@ def test_generate_docstrings():
     assert gen is generate
     assert "from corrflow.generate import run_blocks" in doc
     assert "unbatched" in doc and "not even the plaquette" in doc
+
+
+def test_generate_names_argument_mix_ups_in_one_line():
+    """An int seed, a batch of keys, the arguments swapped, a dict for the config, complex64 for U(1) links: each
+    failed deep inside JAX (12 frames); now one line at the top of `generate` (and `flowed_metropolis`)."""
+    import jax
+
+    import corrflow as cf
+
+    th = cf.make_theory("u1", (4, 4), beta=1.0)
+    cfg = cf.HMCConfig(0.2, 5)
+    key = jax.random.PRNGKey(0)
+    one_key = r"key must be one JAX PRNG key, e.g. jax.random.PRNGKey\(0\) or jax.random.key\(0\); got int"
+    cases = [((0, th, cfg), {}, one_key),
+             ((jax.random.split(key, 2), th, cfg), {}, r"got a batch of keys of shape \(2, 2\)"),
+             ((th, key, cfg), {}, r"theory must be a theory.*generate\(key, theory, config"),
+             ((key, th, {"step_size": 0.2}), {}, r"config must be corrflow.HMCConfig"),
+             ((key, th, cfg), {"dtype": "complex64"}, "dtype complex64 does not hold u1 links: real angles")]
+    for args, kw, msg in cases:
+        with pytest.raises(TypeError, match=msg):
+            cf.generate(*args, n_traj=1, n_therm=0, **kw)
+    with pytest.raises(TypeError, match="key must be one JAX PRNG key"):
+        cf.flowed_metropolis(np.zeros(3), 7)
+    out = cf.generate(jax.random.key(0), th, cfg, n_traj=2, n_therm=0, measure=cf.GaugeMeasurements("u1"))
+    ref = cf.generate(key, th, cfg, n_traj=2, n_therm=0, measure=cf.GaugeMeasurements("u1"))
+    np.testing.assert_array_equal(out["plaquette"], ref["plaquette"])  # typed keys: the same chain

@@ -140,7 +140,6 @@ def train(
     def body() -> None:
         import dataclasses
 
-        from .. import make_theory
         from ..flows import default_kind, default_smoothing, make_flow
         from ..flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resolve_optimizer, resume_kwargs
         from ..flows.train import train as train_flow
@@ -162,7 +161,7 @@ def train(
         if spec.kind == "flowed":
             raise CLIError(f"{from_!r} is a flowed ensemble (its configurations are unweighted images f(U)): train "
                            f"from its base {spec.flow.get('source')!r} or another Markov-chain ensemble")
-        base = make_theory(spec.theory, spec.shape, **spec.params)
+        base = spec.make_theory()
         shift = _parse_assignments(to, base.params(), len(spec.shape))
         target = base.replace(**shift)
         if target.params() == base.params():

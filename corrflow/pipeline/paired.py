@@ -81,10 +81,8 @@ def direct_to_store(store: Any, base_name: str, name: str, target_params: dict[s
                     det_noise: int = 0) -> CorrelateSummary:
     """The direct-reweighting baseline as a flowed ensemble with the identity flow (``log J = 0``); ``det_noise``
     as in :func:`correlate_to_store`."""
-    from ..theories import make_theory
-
     spec = store.spec(base_name)
-    base = make_theory(spec.theory, spec.shape, **spec.params)
+    base = spec.make_theory()
     target = base.replace(**target_params)
     flow = identity_flow(base)
     return _correlate(store, base_name, name, flow, flow.init_params(), base, target, "identity", None, batch, seed,
@@ -116,7 +114,7 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
     if diffs:
         raise StoreError(f"the flow was trained from parameters {base_ck.params()} but ensemble {base_name!r} has "
                          f"{bspec.params}; train a flow from this ensemble")
-    base = make_theory(bspec.theory, bspec.shape, **bspec.params)
+    base = bspec.make_theory()
     target = make_theory(bspec.theory, bspec.shape, **target_ck.params())
     det_noise = int(det_noise)
     if det_noise < 0:

@@ -40,7 +40,6 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from .. import make_theory
 from ..compare import compare_ensembles, parameter_shift, stored_source
 from .. import tangent as tg
 from ..stats import Windowing
@@ -258,7 +257,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         raise ValueError(f"{ensemble!r} is a flowed ensemble (the flow's image of {spec.flow.get('source')!r}, exact "
                          "only with its weights); take the derivative on an ensemble generated at the parameters, "
                          f"e.g. {spec.flow.get('source')!r}, and pass {ensemble!r} with --compare")
-    theory = make_theory(spec.theory, spec.shape, **spec.params)
+    theory = spec.make_theory()
     fermion = tg.is_fermion_theory(theory)
     if not 1 <= n_folds <= 10:
         raise ValueError(f"--folds must be between 1 and 10, got {n_folds}")

@@ -173,6 +173,13 @@ class EnsembleSpec:
         """Shape of one configuration: ``(*shape, d, *elem)``."""
         return self.shape + (len(self.shape),) + self.elem_shape
 
+    def make_theory(self) -> Any:
+        """The theory this ensemble samples (:func:`corrflow.theories.make_theory` of its theory name, lattice and
+        stored action parameters), e.g. ``store.spec("b2").make_theory()``."""
+        from ..theories import make_theory
+
+        return make_theory(self.theory, self.shape, **self.params)
+
     @property
     def per_traj(self) -> tuple[str, ...]:
         """Per-trajectory arrays recorded with every append (besides ``links`` and ``traj``)."""
