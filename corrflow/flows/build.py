@@ -14,7 +14,7 @@ from .network import MAX_DEPTH, MAX_WIDTH
 from .smoothing import check_times
 from .staples import LOOPS, layer_masks
 
-__all__ = ["make_flow", "flow_from_description", "check_degree", "check_shift", "FLOW_KINDS", "default_kind",
+__all__ = ["make_flow", "flow_from_description", "check_degree", "check_shift", "check_init_scale", "FLOW_KINDS", "default_kind",
            "default_smoothing", "DEFAULT_SMOOTHING"]
 
 
@@ -160,6 +160,14 @@ def check_shift(flow: Any, base: Any, target: Any) -> None:
         raise ValueError(f"the flow is built for the {'x'.join(map(str, flow.shape))} lattice, the theories' is "
                          f"{'x'.join(map(str, base.shape))}: use flow.with_shape({tuple(base.shape)}) (its parameters "
                          "are translation invariant)")
+
+
+def check_init_scale(scale: Any) -> None:
+    """``TypeError`` unless ``scale`` of ``init_params(scale, key)`` is a number (a key passed first, as JAX's own
+    initialisers take it, failed with "multiple values for argument 'scale'" or an ambiguous truth value)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
+        raise TypeError(f"init_params(scale=0.0, key=None): scale is a number (0: the identity map) and the PRNG key "
+                        f"comes second, e.g. flow.init_params(0.01, jax.random.PRNGKey(0)); got scale={scale!r}")
 
 
 def check_degree(degree: Any) -> int:

@@ -391,6 +391,9 @@ class Flow:
         """Raw parameters :attr:`param_shape`; ``scale = 0`` gives the identity map.  With a coefficient network the
         hidden layers are random (``key``, default ``PRNGKey(0)``) and the last layer zero (the identity map), plus
         ``scale`` times standard normal noise on every parameter when ``scale > 0``."""
+        from .build import check_init_scale
+
+        check_init_scale(scale)
         shp = self.param_shape
         if self.net_width:
             key = jax.random.PRNGKey(0) if key is None else key

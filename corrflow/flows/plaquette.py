@@ -95,7 +95,11 @@ class PlaquetteFlow:
         return (self.n_maps, self.harmonics)
 
     def init_params(self, scale: float = 0.0, key: Array | None = None) -> Array:
-        """Raw parameters :attr:`param_shape`; ``scale = 0`` gives the identity map."""
+        """Raw parameters :attr:`param_shape`; ``scale = 0`` gives the identity map; ``scale > 0`` with ``key``:
+        ``scale`` times standard normal coefficients."""
+        from .build import check_init_scale
+
+        check_init_scale(scale)
         if key is None or scale == 0.0:
             return jnp.zeros(self.param_shape)
         return scale * jax.random.normal(key, self.param_shape)

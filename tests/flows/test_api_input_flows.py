@@ -86,3 +86,11 @@ def test_derivative_refuses_a_missing_field_and_package_dir_lists_the_submodules
         tangent.derivative(U1_THEORY, u1_configs(4)[None], "beta", "plaquette", None, jax.random.PRNGKey(0))
     names = dir(cf)
     assert {"tangent", "pipeline", "store", "make_flow", "__version__"} <= set(names) and "os" not in names
+
+
+def test_init_params_says_the_key_comes_second():
+    for flow in (cf.make_flow("u1", (4, 4)), cf.make_flow(U1_THEORY, kind="auto")):
+        with pytest.raises(TypeError, match=r"the PRNG key comes second, e.g. flow.init_params\(0.01"):
+            flow.init_params(jax.random.PRNGKey(1))
+        assert not np.any(np.asarray(flow.init_params()))  # the identity map
+        assert np.any(np.asarray(flow.init_params(0.1, jax.random.PRNGKey(1))))
