@@ -38,7 +38,7 @@ def bench_lattice(shape: tuple[int, int], beta: float, mass: float) -> None:
     th = make_theory("schwinger", shape, beta=beta, mass=mass)
     # a thermalised-looking configuration: short pseudofermion HMC from a hot start
     pf = th.replace(det="pseudofermion")
-    cfg = HMCConfig(step_size=0.2, n_steps=5)
+    cfg = HMCConfig(step_size=0.2, n_steps=5, jitter=0.0)
     u = jax.random.uniform(key, (2,) + th.link_shape, minval=-np.pi, maxval=np.pi)
     run = jax.jit(lambda k, s: hmc.sample_chains(k, s, pf, cfg, 50))
     keys = jax.random.split(key, 2)

@@ -135,7 +135,7 @@ def bench_case(name: str, shape: tuple[int, ...], beta: float, n_chains: int, dt
     th = cf.make_theory(name, shape, beta=beta)
     key = jax.random.PRNGKey(0)
     links = initial_links(key, th, n_chains, "hot", dtype)
-    cfg = cf.HMCConfig(step_size=1.0 / n_steps, n_steps=n_steps, integrator="leapfrog")
+    cfg = cf.HMCConfig(step_size=1.0 / n_steps, n_steps=n_steps, integrator="leapfrog", jitter=0.0)
     # warm up (compile) with one block
     state_links = [links]
 

@@ -78,7 +78,7 @@ def worker(side: str, sizes: list[int], double: bool, hmc_steps: int, min_time: 
         th = WilsonGaugeAction("su3", shape, beta=6.0)
         u = hmc.hot_start(jax.random.PRNGKey(0), th, dtype=dtype)
         u = gf.wilson_flow(u, "su3", t_max=0.1, eps=0.05, measure_every=0.1).links
-        cfg = hmc.HMCConfig(step_size=1.0 / hmc_steps, n_steps=hmc_steps, integrator="omelyan")
+        cfg = hmc.HMCConfig(step_size=1.0 / hmc_steps, n_steps=hmc_steps, integrator="omelyan", jitter=0.0)
         st = hmc.init(th, u)
         kernels = {
             "force": (jax.jit(th.force), (u,)),

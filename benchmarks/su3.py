@@ -173,7 +173,8 @@ def main() -> None:
         field_bytes = u.size * u.dtype.itemsize
         rows = []
 
-        cfg = hmc.HMCConfig(step_size=1.0 / args.hmc_steps, n_steps=args.hmc_steps, integrator="omelyan")
+        cfg = hmc.HMCConfig(step_size=1.0 / args.hmc_steps, n_steps=args.hmc_steps, integrator="omelyan",
+                            jitter=0.0)
         st = hmc.init(th, u)
         n = args.hmc_steps
         kernels = ["reference", "xla"] + (["native"] if jax.default_backend() == "cpu" else [])

@@ -84,7 +84,8 @@ def ensemble(theory, n_chains: int, n: int, therm: int, thin: int, eps: float, s
     (:func:`timed_generate`)."""
     t0 = time.perf_counter()
     steps = max(1, int(round(1.0 / eps)))
-    out, per = timed_generate(jax.random.PRNGKey(seed), theory, HMCConfig(eps, steps, "omelyan"), n_chains=n_chains,
+    cfg = HMCConfig(eps, steps, "omelyan", jitter=0.0)  # fixed lengths, as in the recorded figures
+    out, per = timed_generate(jax.random.PRNGKey(seed), theory, cfg, n_chains=n_chains,
                               n_traj=n, n_therm=therm, thin=thin, block_size=min(n, 250))
     print(f"  HMC: {n_chains} x {n} configurations (thin {thin}, eps {eps}), acceptance "
           f"{out['accepted'].mean():.3f}, {time.perf_counter() - t0:.1f} s ({per * 1e3:.2f} ms per configuration, "

@@ -43,6 +43,8 @@ from corrflow.generate import generate  # noqa: E402
 from corrflow.heatbath import HeatbathConfig  # noqa: E402
 from corrflow.pipeline import exact_theory  # noqa: E402
 
+FIXED = HMCConfig(0.2, 5, "omelyan", jitter=0.0)  # fixed trajectory lengths, as in the recorded figures
+
 CASES = ("su3-fh", "schwinger-fh", "schwinger-md", "qcd-fh")
 
 
@@ -58,8 +60,7 @@ def case(name: str, n: int):
                 {"valence_mass": 0.5, "pion_sources": 1}, 16)
     if name == "qcd-fh":
         th = make_theory("su3-wilson", (4, 4, 4, 4), beta=5.6, mass=0.3, det="pseudofermion")
-        out = generate(key, th, HMCConfig(0.2, 5, "omelyan"), n_chains=1, n_traj=n, n_therm=20, keep_configs=True,
-                       block_size=n)
+        out = generate(key, th, FIXED, n_chains=1, n_traj=n, n_therm=20, keep_configs=True, block_size=n)
         names = ("plaquette", "wilson_2x2", "pion@1", "pion@2")
         return (th, np.asarray(out["configs"]), "lam", names, tg.make_field("auto", th, param="lam", observables=names),
                 {}, 4)
@@ -73,8 +74,7 @@ def case(name: str, n: int):
         names = ("plaquette", "condensate") + tuple(f"pion@{t}" for t in range(8))
         kw = {}
         param = "mass"
-    out = generate(key, th, HMCConfig(0.2, 5, "omelyan"), n_chains=1, n_traj=n, n_therm=50, keep_configs=True,
-                   block_size=n)
+    out = generate(key, th, FIXED, n_chains=1, n_traj=n, n_therm=50, keep_configs=True, block_size=n)
     return (th, np.asarray(out["configs"]), param, names, tg.make_field("auto", th, param=param, observables=names),
             kw, 16)
 

@@ -108,7 +108,7 @@ def hmc_ensemble(L: int, beta: float, seed: int, args, keep_links: bool) -> Ense
     the last of ``args.thin`` trajectories (timed)."""
     th = make_theory("u1", (L, L), beta=beta)
     key = jax.random.PRNGKey(seed)
-    cfg = HMCConfig(args.step_size, args.n_steps, "omelyan")
+    cfg = HMCConfig(args.step_size, args.n_steps, "omelyan", jitter=0.0)
     meas = GaugeMeasurements(th.group, wilson_loops=((2, 2),))
     per_chain = args.n // args.chains
     block = args.block
