@@ -190,6 +190,18 @@ def test_import_checks_the_monte_carlo_order(imported, tmp_path):
 
     _, _, files = imported
     configs = [read_ildg(f)[0] for f in files[:3]]
+
+    def sorted_import(paths, name, beta):
+        """import with --sort; the files in the order the ensemble holds them"""
+        store = tmp_path / f"{name}.zarr"
+        code, out = cli("import-ildg", store, *paths, "--name", name, "--beta", beta, "--sort")
+        assert code == 0, out
+        return open_store(store).spec(name).flow["source_files"], open_store(store)
+
+    def record(u, trajectory):
+        return {REC_XLF: format_xlf_info(float(corrflow.observables.plaquette(jnp.asarray(u), G)), trajectory,
+                                         {"beta": 6.0})}
+
     # names that a glob puts out of order, no xlf-info records
     named = [tmp_path / f"cfg_{n}.lime" for n in (200, 1000, 30)]
     for f, u in zip(named, configs):
@@ -197,25 +209,16 @@ def test_import_checks_the_monte_carlo_order(imported, tmp_path):
     globbed = sorted(named)  # cfg_1000, cfg_200, cfg_30
     refused(tmp_path, f"not in Monte Carlo order: {globbed[1]} (number 200) comes after {globbed[0]} (number 1000); "
             "add --sort to import them in the order of the numbers in their names", globbed)
-    store = tmp_path / "named.zarr"
-    code, out = cli("import-ildg", store, *globbed, "--name", "n", "--beta", 5.8, "--sort")
-    assert code == 0, out
-    assert open_store(store).spec("n").flow["source_files"] == [str(named[i]) for i in (2, 0, 1)]
-    np.testing.assert_array_equal(open_store(store).load_configs("n", 0, [0])[0], configs[2])
+    order, st = sorted_import(globbed, "n", 5.8)
+    assert order == [str(named[i]) for i in (2, 0, 1)]
+    np.testing.assert_array_equal(st.load_configs("n", 0, [0])[0], configs[2])
     # recorded trajectory numbers decide over the names
     recorded = [tmp_path / f"traj_{k}.lime" for k in range(3)]
-    def record(u, trajectory):
-        return {REC_XLF: format_xlf_info(float(corrflow.observables.plaquette(jnp.asarray(u), G)), trajectory,
-                                         {"beta": 6.0})}
-
     for f, u, t in zip(recorded, configs, (40, 10, 20)):
         write_ildg(f, u, extra_records=record(u, t))
     refused(tmp_path, f"{recorded[1]} (trajectory 10) comes after {recorded[0]} (trajectory 40); add --sort to import "
             "them in the order of the trajectory numbers their xlf-info records state", recorded)
-    store = tmp_path / "recorded.zarr"
-    code, out = cli("import-ildg", store, *recorded, "--name", "r", "--beta", 6.0, "--sort")
-    assert code == 0, out
-    assert open_store(store).spec("r").flow["source_files"] == [str(recorded[i]) for i in (1, 2, 0)]
+    assert sorted_import(recorded, "r", 6.0)[0] == [str(recorded[i]) for i in (1, 2, 0)]
     # two streams with the same trajectory numbers, and --sort where nothing gives the order
     write_ildg(tmp_path / "other_10.lime", configs[0], extra_records=record(configs[0], 10))
     refused(tmp_path, "both have trajectory 10: two Monte Carlo streams?", [recorded[1], tmp_path / "other_10.lime"])
