@@ -14,12 +14,13 @@ from .network import MAX_DEPTH, MAX_WIDTH
 from .smoothing import check_times
 from .staples import LOOPS, layer_masks
 
-__all__ = ["make_flow", "flow_from_description", "check_degree", "check_shift", "check_init_scale", "FLOW_KINDS", "default_kind",
-           "default_smoothing", "DEFAULT_SMOOTHING"]
+__all__ = ["make_flow", "flow_from_description", "check_degree", "check_shift", "check_init_scale", "FLOW_KINDS",
+           "default_kind", "default_smoothing", "DEFAULT_SMOOTHING"]
 
 
-def make_flow(group: Group | str | Any, shape: Sequence[int] | None = None, *, loops: Sequence[str] | str = ("plaquette",),
-              n_sweeps: int = 1, degree: int = 0, kind: str = "residual", harmonics: int = 6,
+def make_flow(group: Group | str | Any, shape: Sequence[int] | None = None, *,
+              loops: Sequence[str] | str = ("plaquette",), n_sweeps: int = 1, degree: int = 0, kind: str = "residual",
+              harmonics: int = 6,
               net_width: int = 0, net_depth: int = 2, smear: int = 0, smear_rho: float = 0.1,
               smoothing: Sequence[float] | None = None, smoothing_eps: float = 0.05) -> Any:
     """A flow from its architecture options, for the links of ``group`` (a group, its name, or a theory, whose
@@ -30,8 +31,9 @@ def make_flow(group: Group | str | Any, shape: Sequence[int] | None = None, *, l
     :data:`DEFAULT_SMOOTHING` for SU(2)/SU(3) in three or more dimensions (unless ``smoothing`` is given), plain
     residual layers otherwise (:func:`default_kind`, :func:`default_smoothing`).
 
-    ``kind="residual"`` (default; the building block): a :class:`Flow` that updates every link ``n_sweeps`` times: for each sweep,
-    each direction ``mu`` and each of its masks (:func:`~corrflow.flows.staples.layer_masks`), one layer.
+    ``kind="residual"`` (default; the building block): a :class:`Flow` that updates every link ``n_sweeps`` times:
+    for each sweep, each direction ``mu`` and each of its masks (:func:`~corrflow.flows.staples.layer_masks`), one
+    layer.
     ``degree``: 0 for constant coefficients, ``p > 0`` for coefficients that are degree-``p`` polynomials of the
     staple norm (:mod:`corrflow.flows.layers`).  ``net_width > 0``: one coefficient per individual staple and site
     from a periodic CNN of frozen gauge-invariant features with ``net_depth`` convolutions of ``net_width`` channels
@@ -165,9 +167,11 @@ def check_shift(flow: Any, base: Any, target: Any) -> None:
 def check_init_scale(scale: Any) -> None:
     """``TypeError`` unless ``scale`` of ``init_params(scale, key)`` is a number (a key passed first, as JAX's own
     initialisers take it, failed with "multiple values for argument 'scale'" or an ambiguous truth value)."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
+    try:
+        float(scale)  # numbers and 0-d arrays; a key (shape (2,), or a typed key) is not one
+    except (TypeError, ValueError):
         raise TypeError(f"init_params(scale=0.0, key=None): scale is a number (0: the identity map) and the PRNG key "
-                        f"comes second, e.g. flow.init_params(0.01, jax.random.PRNGKey(0)); got scale={scale!r}")
+                        f"comes second, e.g. flow.init_params(0.01, jax.random.PRNGKey(0)); got {scale!r}") from None
 
 
 def check_degree(degree: Any) -> int:
