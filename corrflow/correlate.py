@@ -70,15 +70,17 @@ def flowed_reweighting(flow: Flow, params: Array, base: Any, target: Any, config
     configurations (the last padded; one compiled program).
 
     ``configs``: base configurations ``(n, *lattice, d[, N, N])`` of ``base``, or with more leading axes (e.g.
-    ``(n_chains, n_traj, ...)``; every output keeps them: ``log_w`` then has shape ``(n_chains, n_traj)``).  ``measure``: a hashable function of *one* configuration returning
-    ``{name: value}`` (as in :func:`corrflow.generate.generate`; e.g. :class:`corrflow.generate.GaugeMeasurements`),
-    applied to every configuration and its image (vmapped).  ``base``, ``target`` and ``flow`` must share the theory,
+    ``(n_chains, n_traj, ...)``; every output keeps them: ``log_w`` then has shape ``(n_chains, n_traj)``).
+    ``measure``: a hashable function of *one* configuration returning ``{name: value}`` (as in
+    :func:`corrflow.generate.generate`; e.g. :class:`corrflow.generate.GaugeMeasurements`), applied to every
+    configuration and its image (vmapped).  ``base``, ``target`` and ``flow`` must share the theory,
     group and lattice (:func:`corrflow.flows.build.check_shift`).
     Raises ``FloatingPointError`` naming the first configuration whose flow output or weight is not
     finite (nothing is returned then).
 
     Fermion theories: by default the weights contain the exact determinant ratio (``theory.action``, dense).
-    With ``det_noise > 0`` they use the unbiased stochastic estimate of ``det M_{a'}(f(U)) / det M_a(U)``
+    With ``det_noise > 0`` they use the unbiased stochastic estimate of the two-flavour ratio
+    ``det(M_{a'}^dag M_{a'})(f(U)) / det(M_a^dag M_a)(U)``
     (:func:`corrflow.theories.fermions.log_det_ratio_estimate`, ``det_noise`` Gaussian noise vectors per
     configuration, keys ``fold_in(key, i)`` for configuration ``i``, or ``noise_keys[i]`` when given, shape
     ``(n, 2)``: keys tied to the configuration's place in its chain make the weights independent of batching and
