@@ -2,7 +2,9 @@
 
 Importing corrflow switches on JAX's 64-bit mode (``jax_enable_x64``): lattice physics needs
 float64 for reversibility, Metropolis tests and reweighting.  Arrays keep the dtype you give
-them, so float32 fields still run in single precision (with sums accumulated in double).
+them, so float32 fields still run in single precision (with sums accumulated in double).  It does so by setting
+``JAX_ENABLE_X64=1`` in the process environment before JAX starts (child processes inherit it), or through
+``jax.config`` when JAX was imported first; the submodules load on first use.
 
 The method from Python (no store, no command line): :func:`generate` base configurations, :func:`make_flow` and
 :func:`train` a flow ``a -> a'``, :func:`flowed_reweighting` / :func:`direct_reweighting` for paired samples and
