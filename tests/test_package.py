@@ -56,6 +56,11 @@ def test_version_matches_the_project_and_names_the_dependencies():
     res = CliRunner().invoke(app, ["--version"])
     assert res.exit_code == 0
     assert res.output.startswith(f"corrflow {project} (jax ") and "jaxlib " in res.output and "python " in res.output
+    from corrflow.store.spec import versions  # what every ensemble records: the same, and the kernel choice
+
+    recorded = versions()
+    assert recorded["corrflow"] == project and {"jax", "jaxlib", "numpy", "zarr", "python", "CORRFLOW_NATIVE"} <= set(
+        recorded)
 
 
 def test_a_broken_analysis_plugin_breaks_only_itself(monkeypatch):

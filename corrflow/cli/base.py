@@ -89,21 +89,13 @@ err_console = make_console(stderr=True)
 
 
 def versions() -> str:
-    """``corrflow X (jax Y, jaxlib Z, numpy ..., zarr ..., python ...)``: what a bug report or a run log needs, read
-    from the installed packages' metadata (JAX is not started)."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
+    """``corrflow X (jax Y, jaxlib Z, numpy ..., zarr ..., python ...)``: what a bug report or a run log needs
+    (:func:`corrflow.versions.versions`; JAX is not started)."""
+    from ..versions import versions as library_versions
 
-    from .. import __version__
-
-    def v(pkg: str) -> str:
-        try:
-            return f"{pkg} {version(pkg)}"
-        except PackageNotFoundError:
-            return f"{pkg} not installed"
-
-    deps = ", ".join(v(p) for p in ("jax", "jaxlib", "numpy", "zarr"))
-    return f"corrflow {__version__} ({deps}, python {platform.python_version()})"
+    v = library_versions()
+    corrflow = v.pop("corrflow")
+    return f"corrflow {corrflow} ({', '.join(f'{k} {x}' for k, x in v.items())})"
 
 
 def _print_version(value: bool) -> None:

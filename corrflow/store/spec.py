@@ -17,7 +17,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 
 STORE_FORMAT = "corrflow-store"
 STORE_VERSION = 1
@@ -101,22 +100,15 @@ def crc_codecs() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    """Versions of corrflow and the libraries that define the stored bytes (recorded per ensemble), and the kernel
-    choice ``CORRFLOW_NATIVE`` (``auto`` by default: 4D SU(3) runs on one-device CPUs use corrflow's native kernels,
-    whose heat bath draws other random numbers than the JAX one)."""
-    import importlib.metadata as md
+    """Versions of corrflow and the libraries that define the stored bytes (recorded per ensemble;
+    :func:`corrflow.versions.versions`), and the kernel choice ``CORRFLOW_NATIVE`` (``auto`` by default: 4D SU(3)
+    runs on one-device CPUs use corrflow's native kernels, whose heat bath draws other random numbers than the JAX
+    one)."""
     import os
 
-    import zarr
+    from ..versions import versions as library_versions
 
-    out = {"zarr": zarr.__version__, "numpy": np.__version__}
-    for pkg in ("corrflow", "jax"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:  # pragma: no cover - not installed as a distribution
-            out[pkg] = "unknown"
-    out["CORRFLOW_NATIVE"] = os.environ.get("CORRFLOW_NATIVE", "auto")
-    return out
+    return {**library_versions(), "CORRFLOW_NATIVE": os.environ.get("CORRFLOW_NATIVE", "auto")}
 
 
 @dataclass(frozen=True)
