@@ -30,7 +30,6 @@ os.environ["JAX_ENABLE_X64"] = "1"
 if "jax" in sys.modules:
     sys.modules["jax"].config.update("jax_enable_x64", True)
 
-_SUBMODULES = frozenset({"exact", "flows", "groups", "hmc", "lattice", "observables", "stats", "theories"})
 _NAMES = {
     "MetropolisChain": "correlate", "PairedSamples": "correlate", "direct_reweighting": "correlate",
     "flowed_metropolis": "correlate", "flowed_reweighting": "correlate",
