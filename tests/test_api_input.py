@@ -103,6 +103,12 @@ def test_theory_parameters_are_numbers():
         make_theory("schwinger", (4, 4), beta=2.0, mass=np.float32(np.nan))
     with pytest.raises(TypeError, match="mass must be a number"):
         make_theory("schwinger", (4, 4), beta=2.0, mass="0.1")
+    schwinger = make_theory("schwinger", (4, 4), beta=2.0, kappa=0.24)
+    for make in (lambda k: make_theory("schwinger", (4, 4), beta=2.0, kappa=k), lambda k: schwinger.replace(kappa=k)):
+        with pytest.raises(TypeError, match=r"kappa must be a number, got the string '0.24'; pass kappa=0.24"):
+            make("0.24")
+        assert make(np.float32(0.25)).mass == pytest.approx(0.0)  # kappa = 1/(2m + 2d): m = 0 at kappa 1/4 in 2D
+    assert schwinger.replace(kappa=0.24) == schwinger
     u = initial_links(KEY, U1, 1)[0]
     for beta in (np.array(2.0), np.float32(2.0), jnp.array(2.0), np.int64(2)):
         th = make_theory("u1", (4, 4), beta=beta)

@@ -187,7 +187,7 @@ class WilsonFermionAction:
         check_param_names(changes, (*GAUGE_PARAMS, *own, "kappa", "nf"), self.theory_name, ("gauge",))
         gauge_changes = {k: changes.pop(k) for k in GAUGE_PARAMS if k in changes}
         if "kappa" in changes:
-            changes["mass"] = mass_from_kappa(float(changes.pop("kappa")), self.ndim)
+            changes["mass"] = mass_from_kappa(float(check_param(changes.pop("kappa"), "kappa", "replace")), self.ndim)
         if "nf" in changes:
             changes["n_flavors"] = int(changes.pop("nf"))
         new = dataclasses.replace(self, gauge=self.gauge.replace(**gauge_changes), **changes)
