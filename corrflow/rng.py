@@ -37,15 +37,13 @@ def check_key(key: Any, name: str = "key") -> None:
     ``(2,)``) or ``jax.random.key(seed)`` (a typed key, shape ``()``).  Tracers pass (shapes are checked)."""
     dtype = getattr(key, "dtype", None)
     shape = tuple(getattr(key, "shape", ()))
-    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        if shape == ():
-            return
-    elif dtype is not None and np.dtype(dtype) == np.uint32 and shape == (2,):
-        return
     typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    raw = dtype is not None and not typed and np.dtype(dtype) == np.uint32
+    if (typed and shape == ()) or (raw and shape == (2,)):
+        return
     if dtype is None:
         what = f"{type(key).__name__} {key!r}"
-    elif typed or (np.dtype(dtype) == np.uint32 and len(shape) >= 2 and shape[-1] == 2):
+    elif typed or (raw and len(shape) >= 2 and shape[-1] == 2):
         what = f"a batch of keys of shape {shape} (pass one: per-chain keys are derived from it)"
     else:
         what = f"an array of dtype {dtype} and shape {shape}"

@@ -12,11 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
 
 from . import ensembles, summary, ildg, flows, tangent  # noqa: F401  (registers the commands, in this order)
-from ..console import plain_flags
-from .base import CLIError, app, console, err_console, parse_shape
+from .base import CLIError, PlainFlagsGroup, app, console, err_console, parse_shape
 
 __all__ = ["app", "main", "console", "err_console", "CLIError", "parse_shape"]
 
@@ -48,7 +46,7 @@ def _load_analysis(name: str, ep: Any) -> Any:
     return typer.main.get_command(sub)
 
 
-class _Analyses(TyperGroup):
+class _Analyses(PlainFlagsGroup):
     """``corrflow analyse <name>``: one command per :class:`corrflow.pipeline.Analysis` declared under the
     ``corrflow.analyses`` entry-point group (pyproject.toml); corrflow itself imports no analysis by name.  An
     analysis (and with it JAX and the pipeline) is loaded when it is asked for, so ``corrflow --help`` and the other
@@ -62,12 +60,8 @@ class _Analyses(TyperGroup):
             ep = _analysis_entry_points().get(cmd_name)
             if ep is None:
                 return None
-            self.commands[cmd_name] = plain_flags(_load_analysis(cmd_name, ep))
-        return self.commands[cmd_name]
-
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        plain_flags(self)
-        super().format_help(ctx, formatter)
+            self.commands[cmd_name] = _load_analysis(cmd_name, ep)
+        return super().get_command(ctx, cmd_name)
 
 
 app.add_typer(

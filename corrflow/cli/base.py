@@ -54,9 +54,9 @@ def normalise_store_argument(args: list[str], store_kind: Callable[[str], str | 
     return args
 
 
-class _Commands(TyperGroup):
-    """The top-level command group: the store may be given as ``--store`` or as the first argument on every
-    command (:func:`normalise_store_argument`); flags without a type in the help (:func:`plain_flags`)."""
+class PlainFlagsGroup(TyperGroup):
+    """A command group whose own help and whose commands show their on/off flags without a type
+    (:func:`~corrflow.console.plain_flags`)."""
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         return plain_flags(super().get_command(ctx, cmd_name))
@@ -64,6 +64,11 @@ class _Commands(TyperGroup):
     def format_help(self, ctx: Any, formatter: Any) -> None:
         plain_flags(self)
         super().format_help(ctx, formatter)
+
+
+class _Commands(PlainFlagsGroup):
+    """The top-level command group: the store may be given as ``--store`` or as the first argument on every
+    command (:func:`normalise_store_argument`); flags without a type in the help."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         def store_kind(name: str) -> str | None:

@@ -83,6 +83,7 @@ def generate(
         from ..generate import measurements_from_names
         from ..pipeline import generate_to_store
         from ..store import check_name, ensemble_name, open_store
+        from ..theories import has_fermions
 
         dims = parse_shape(shape)
         if beta < 0:
@@ -94,7 +95,7 @@ def generate(
         if precision not in ("double", "single"):
             raise CLIError(f"--precision must be 'double' or 'single', got {precision!r}")
         fermion = {k: v for k, v in (("mass", mass), ("kappa", kappa)) if v is not None}
-        dynamical = theory.strip().lower() == "schwinger" or theory.strip().lower().endswith("-wilson")
+        dynamical = has_fermions(theory)
         if fermion and not dynamical:
             raise CLIError(f"theory {theory!r} is pure gauge: --mass and --kappa belong to theories with dynamical "
                            "quarks (schwinger, su3-wilson)")

@@ -143,7 +143,7 @@ def train(
         from ..flows import default_kind, default_smoothing, make_flow
         from ..flows.train import FlowTrainingError, TrainConfig, load_checkpoint, resolve_optimizer, resume_kwargs
         from ..flows.train import train as train_flow
-        from ..flows.train import held_out_summary, worse_than_start
+        from ..flows.train import held_out_summary, kept_epoch, worse_than_start
         from ..pipeline.handles import TRAINING_REMEDY, check_exact_weights, training_sets
         from ..store import check_writable_dir, open_store
 
@@ -237,7 +237,7 @@ def train(
         ck = load_checkpoint(out)
         held_msg = held_out_summary(h)
         held_msg = f", {held_msg}" if held_msg else ""
-        kept = min(h, key=lambda r: r["held_var_logw"]) if "held_ess" in h[-1] else h[-1]  # the flow saved
+        kept = kept_epoch(h)  # the flow saved
         console.print(f"[green]done[/] {flow.kind} flow, {len(h) - 1} epochs ({res.stopped}): weight ESS "
                       f"{h[0]['ess']:.3f} -> {kept['ess']:.3f}{held_msg}, checkpoint {out} (id {ck['id']})")
         warning = worse_than_start(h)

@@ -129,13 +129,11 @@ def _monte_carlo_order(files: list[Path], trajectories: list[int | None], sort: 
     first: dict[Any, int] = {}
     for j, key in enumerate(keys):
         i = first.setdefault(key, j)
-        if i == j:
-            continue
-        raise CLIError(f"{files[i]} and {files[j]} both have {label[i]}: two Monte Carlo streams? Import each stream as "
-                       "an ensemble of its own")
-    order = sorted(range(len(files)), key=lambda k: keys[k])
+        if i != j:
+            raise CLIError(f"{files[i]} and {files[j]} both have {label[i]}: two Monte Carlo streams? Import each "
+                           "stream as an ensemble of its own")
     if sort:
-        return [files[k] for k in order]
+        return [files[k] for k in sorted(range(len(files)), key=lambda k: keys[k])]
     bad = next((k for k in range(1, len(files)) if keys[k] < keys[k - 1]), None)
     if bad is not None:
         raise CLIError(f"the files are not in Monte Carlo order: {files[bad]} ({label[bad]}) comes after "

@@ -50,8 +50,16 @@ from .training_config import OPTIMIZERS, FlowTrainingError, TrainConfig, TrainRe
 Array = jax.Array
 
 __all__ = ["TrainConfig", "TrainResult", "FlowTrainingError", "resolve_optimizer", "log_weights", "train",
-           "held_out_summary", "worse_than_start",
+           "held_out_summary", "kept_epoch", "worse_than_start",
            "save_checkpoint", "load_checkpoint", "checkpoint_id", "resume_kwargs", "CHECKPOINT_FORMAT"]
+
+
+def kept_epoch(history: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The history record of the parameters :func:`train` returns: the epoch with the smallest held-out var(log w)
+    (the first of equal ones, as the selection keeps it) with held-out configurations, else the last epoch."""
+    if "held_ess" not in history[-1]:
+        return history[-1]
+    return min(history, key=lambda r: r["held_var_logw"])
 
 
 def held_out_summary(history: Sequence[dict[str, float]]) -> str | None:
@@ -60,7 +68,7 @@ def held_out_summary(history: Sequence[dict[str, float]]) -> str | None:
     h = history
     if "held_ess" not in h[-1]:
         return None
-    best = min(h, key=lambda r: r["held_var_logw"])
+    best = kept_epoch(h)
     return (f"held-out ESS {h[0]['held_ess']:.3f} -> {best['held_ess']:.3f} (epoch {best['epoch']} kept, var log w "
             f"{h[0]['held_var_logw']:.3g} -> {best['held_var_logw']:.3g})")
 

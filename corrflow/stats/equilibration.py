@@ -33,7 +33,7 @@ import numpy as np
 
 from .autocorr import MIN_SAMPLES, gamma_method
 
-__all__ = ["EquilibrationCut", "MIN_KEPT", "check_kept", "equilibration_cut", "parse_discard"]
+__all__ = ["EquilibrationCut", "check_kept", "equilibration_cut", "parse_discard"]
 
 
 @dataclass(frozen=True)
@@ -203,19 +203,17 @@ def parse_discard(text: str | int, option: str = "--discard") -> int | None:
     return value
 
 
-MIN_KEPT = 10  # the fewest trajectories per chain an error is given from
-
-
 def check_kept(n_traj: int, discard: int, name: str) -> None:
     """One-line ``ValueError`` unless ``discard`` leading trajectories of chains of ``n_traj`` leave at least
-    :data:`MIN_KEPT` per chain for an error, saying how many may go (or to generate more) -- the one wording of
-    ``summary``, ``compare``, ``report`` and the analyses."""
+    :data:`~corrflow.stats.autocorr.MIN_SAMPLES` per chain (the fewest the Gamma method gives an error from), saying
+    how many may go (or to generate more) -- the one wording of ``summary``, ``compare``, ``report`` and the
+    analyses."""
     if discard < 0:
         raise ValueError(f"--discard must be >= 0, got {discard}")
-    if n_traj - discard >= MIN_KEPT:
+    if n_traj - discard >= MIN_SAMPLES:
         return
-    if discard == 0 or n_traj < MIN_KEPT:
-        raise ValueError(f"ensemble {name!r} has {n_traj} trajectories per chain: an error needs at least {MIN_KEPT}; "
-                         "generate more with --resume")
+    if discard == 0 or n_traj < MIN_SAMPLES:
+        raise ValueError(f"ensemble {name!r} has {n_traj} trajectories per chain: an error needs at least "
+                         f"{MIN_SAMPLES}; generate more with --resume")
     raise ValueError(f"cannot discard {discard} of the {n_traj} trajectories per chain of ensemble {name!r}: an error "
-                     f"needs at least {MIN_KEPT} left; use --discard {n_traj - MIN_KEPT} or less")
+                     f"needs at least {MIN_SAMPLES} left; use --discard {n_traj - MIN_SAMPLES} or less")

@@ -32,6 +32,12 @@ THEORIES: dict[str, str] = {
 _FERMION_KEYS = ("mass", "kappa", "nf", "det", "even_odd", "cg_tol", "cg_maxiter")
 
 
+def has_fermions(name: str) -> bool:
+    """Whether the theory ``name`` (``THEORIES``) has dynamical quarks: ``schwinger`` and ``<group>-wilson``."""
+    key = str(name).strip().lower()
+    return key == "schwinger" or key.endswith("-wilson")
+
+
 def make_theory(name: str, shape: Sequence[int], **params: Any) -> WilsonGaugeAction | WilsonFermionAction:
     """Theory from its name (see ``THEORIES``) on the lattice ``shape`` ``(L_0, ..., L_{d-1})``, e.g. ``(8, 8)``.
 
@@ -46,7 +52,7 @@ def make_theory(name: str, shape: Sequence[int], **params: Any) -> WilsonGaugeAc
     is not a tuple of lattice extents; ``TypeError`` for a parameter given as a string.
     """
     key = str(name).strip().lower()
-    fermions = key == "schwinger" or key.endswith("-wilson")
+    fermions = has_fermions(key)
     gname = "u1" if key == "schwinger" else (key[: -len("-wilson")] if fermions else key)
     try:
         group = get_group(gname)
@@ -83,5 +89,5 @@ def make_theory(name: str, shape: Sequence[int], **params: Any) -> WilsonGaugeAc
     return WilsonFermionAction(gauge=gauge, **fp)
 
 
-__all__ = ["WilsonGaugeAction", "WilsonFermionAction", "THEORIES", "make_theory", "accumulate",
+__all__ = ["WilsonGaugeAction", "WilsonFermionAction", "THEORIES", "has_fermions", "make_theory", "accumulate",
            "kappa_from_mass", "mass_from_kappa"]

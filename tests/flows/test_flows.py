@@ -206,3 +206,16 @@ def test_training_that_ends_worse_than_its_start_is_flagged():
     held = [dict(start, held_ess=0.99, held_var_logw=0.01), {"epoch": 1, "ess": 0.8, "held_ess": 0.7,
                                                               "held_var_logw": 0.3}]
     assert worse_than_start(held) is None
+
+
+def test_kept_epoch_is_the_one_train_returns():
+    """The record of the parameters `train` returns: the last epoch without held-out configurations, with them the
+    smallest held-out var(log w), the first of equal ones (the selection replaces only on a strict improvement)."""
+    from corrflow.flows.train import held_out_summary, kept_epoch
+
+    plain = [{"epoch": 0, "ess": 0.5}, {"epoch": 1, "ess": 0.7}, {"epoch": 2, "ess": 0.6}]
+    assert kept_epoch(plain) is plain[-1] and held_out_summary(plain) is None
+    held = [{"epoch": e, "ess": 0.5, "held_ess": 0.5 + e / 10, "held_var_logw": v}
+            for e, v in enumerate((0.4, 0.2, 0.3, 0.2))]
+    assert kept_epoch(held)["epoch"] == 1
+    assert held_out_summary(held) == "held-out ESS 0.500 -> 0.600 (epoch 1 kept, var log w 0.4 -> 0.2)"
