@@ -287,7 +287,7 @@ def generate(
     ``measure(links) -> {name: value}`` receives one configuration, unbatched, shape ``theory.link_shape``
     ``(L_0, ..., L_{d-1}, d, *elem)`` (it runs inside the jitted scan, chain by chain), e.g.
     :class:`GaugeMeasurements`; without ``measure`` no observable is recorded, not even the plaquette.
-    A ``RuntimeWarning`` says when the chains do not move (mean acceptance below 0.05, or a non-finite
+    A ``RuntimeWarning`` says when the chains do not move (mean acceptance below ``LOW_ACCEPTANCE``, or a non-finite
     ``delta_H``).
     ``progress(done, total, block)`` is called after every block (counting trajectories,
     thermalisation included; thermalisation blocks are run without ``measure``, so their ``block.measurements``
@@ -361,18 +361,33 @@ def _check_arguments(key: Any, theory: Any, config: Any, dtype: Any) -> None:
             raise TypeError(f"dtype {np.dtype(dtype)} does not hold {theory.group.name} links: {want[1]}")
 
 
+#: Mean HMC acceptance below which the chains are reported as hardly moving (library warning and CLI line alike).
+LOW_ACCEPTANCE = 0.2
+
+
+def low_acceptance_message(acceptance: float, step: str = "the step size",
+                           n_steps: str = "n_steps") -> str | None:
+    """The one wording for HMC chains that hardly move, or ``None`` when ``acceptance >= LOW_ACCEPTANCE``.
+
+    ``step``/``n_steps`` name the knobs as the caller's user knows them (``--step-size``/``--n-steps`` on the
+    command line)."""
+    if not acceptance < LOW_ACCEPTANCE:
+        return None
+    return (f"acceptance {acceptance:.3f}: the chains hardly move and the configurations repeat each other (errors "
+            f"and autocorrelations will show it); lower {step}, with more {n_steps} for the same trajectory length")
+
+
 def _warn_if_stuck(accepted: np.ndarray, delta_h: np.ndarray) -> None:
-    """``RuntimeWarning`` when HMC chains do not move: mean acceptance below 0.05 or a non-finite ``delta_H``."""
+    """``RuntimeWarning`` when HMC chains do not move: a non-finite ``delta_H``, or mean acceptance below
+    :data:`LOW_ACCEPTANCE` (:func:`low_acceptance_message`)."""
     acc = float(np.mean(accepted))
     bad = int(np.count_nonzero(~np.isfinite(delta_h)))
     if bad:
         warnings.warn(f"generate: delta_H is not finite in {bad} of {delta_h.size} trajectories (acceptance "
                       f"{acc:.3f}): check the theory parameters (beta, mass) for NaN/inf, and lower the step size, "
                       "with more n_steps for the same trajectory length", RuntimeWarning, stacklevel=3)
-    elif acc < 0.05:
-        warnings.warn(f"generate: acceptance {acc:.3f}: the chains hardly move and the configurations repeat each "
-                      "other; lower the step size, with more n_steps for the same trajectory length", RuntimeWarning,
-                      stacklevel=3)
+    elif (msg := low_acceptance_message(acc)) is not None:
+        warnings.warn(f"generate: {msg}", RuntimeWarning, stacklevel=3)
 
 
 # ----------------------------------------------------------------------------------------

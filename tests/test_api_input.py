@@ -85,6 +85,18 @@ def test_generate_warns_when_the_chains_do_not_move():
     assert set(generate(KEY, U1, CFG, n_traj=2, n_therm=0)) == {"delta_H", "accepted", "traj", "links"}
 
 
+def test_one_threshold_and_wording_for_chains_that_hardly_move():
+    """`generate` (a warning) and `corrflow generate` (a line) share the threshold and the wording; an acceptance of
+    0.15 was a CLI warning but no library warning (0.05 there)."""
+    from corrflow.generate import LOW_ACCEPTANCE, _warn_if_stuck, low_acceptance_message
+
+    assert low_acceptance_message(LOW_ACCEPTANCE) is None and low_acceptance_message(0.9) is None
+    msg = low_acceptance_message(0.15, "--step-size", "--n-steps")
+    assert msg.startswith("acceptance 0.150: the chains hardly move") and "lower --step-size, with more --n-steps" in msg
+    with pytest.warns(RuntimeWarning, match="generate: acceptance 0.150: the chains hardly move"):
+        _warn_if_stuck(np.array([1.0, 0, 0, 0, 0, 0, 0, 0.2]), np.zeros(8))
+
+
 # 4. theory parameters ------------------------------------------------------------------------------------------
 
 

@@ -80,7 +80,7 @@ def generate(
         import numpy as np
 
         from .. import HMCConfig, make_theory
-        from ..generate import measurements_from_names
+        from ..generate import low_acceptance_message, measurements_from_names
         from ..pipeline import generate_to_store
         from ..store import check_name, ensemble_name, open_store
         from ..theories import has_fermions
@@ -156,10 +156,9 @@ def generate(
         console.print(f"[green]done[/] {summary.name}: +{summary.n_new} -> {summary.committed} trajectories x {chains} "
                       f"chains, acceptance {summary.acceptance:.3f}, <plaquette> {summary.plaquette:.5f}, "
                       f"{summary.seconds:.1f} s, store {store}")
-        if algorithm == "hmc" and summary.acceptance < 0.2:
-            console.print(f"[yellow]warning: acceptance {summary.acceptance:.3f}: the chains hardly move and the "
-                          "stored configurations repeat each other (errors and autocorrelations will show it); lower "
-                          "--step-size, with more --n-steps for the same trajectory length[/]")
+        msg = low_acceptance_message(summary.acceptance, "--step-size", "--n-steps") if algorithm == "hmc" else None
+        if msg is not None:
+            console.print(f"[yellow]warning: {msg}[/]")
 
     _run(body)
 

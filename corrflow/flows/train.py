@@ -189,6 +189,9 @@ def train(
     """
     configs = training_set(configs)  # an on-demand source (corrflow.flows.batches) is read batch by batch
     check_shift(flow, base, target)
+    if base.params() == target.params():
+        raise ValueError(f"base and target have the same parameters {base.params()}: the identity map is exact and "
+                         "there is nothing to train (target = base.replace(beta=...) with another value)")
     base.check_links(configs)
     if params is not None and tuple(np.shape(params)) != tuple(flow.param_shape):
         raise ValueError(f"parameters of shape {tuple(np.shape(params))} do not fit this flow ({flow.describe()}, "

@@ -48,6 +48,8 @@ def test_reweighting_refuses_what_gave_wrong_numbers_or_tracebacks():
                               cf.GaugeMeasurements("u1"))
     with pytest.raises(ValueError, match="base lattice 4x4 and target lattice 8x8 differ"):
         cf.train(cf.make_flow(U1_THEORY), U1_THEORY, cf.make_theory("u1", (8, 8), beta=2.2), u1_configs(4))
+    with pytest.raises(ValueError, match="same parameters .*nothing to train"):  # Adam moved off the exact identity
+        cf.train(cf.make_flow(U1_THEORY), U1_THEORY, U1_THEORY.replace(beta=2.0), u1_configs(4))
 
 
 def test_measure_takes_one_configuration_as_in_generate():
