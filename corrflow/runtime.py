@@ -1,4 +1,5 @@
-"""Process settings that make XLA:CPU programs faster without changing a number: the memory allocator.
+"""Process settings of the command line: the memory allocator (faster XLA:CPU programs, no number changed) and
+Ctrl-C (:func:`catch_interrupts`).
 
 XLA:CPU asks ``malloc`` for every buffer of every execution, including one temporary block per program that
 holds all its intermediates (70 MB for the 4D SU(3) force at 16^4).  glibc serves blocks above its mmap
@@ -25,8 +26,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
+import sys
+from collections.abc import Callable
 
-__all__ = ["tune_allocator", "apply_allocator_setting"]
+__all__ = ["tune_allocator", "apply_allocator_setting", "catch_interrupts", "check_interrupt", "exit_now", "run_entry"]
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _state: dict[str, bool] = {}
@@ -61,3 +65,69 @@ def apply_allocator_setting() -> bool:
     if os.environ.get("CORRFLOW_MALLOC", "").strip().lower() == "tuned":
         return tune_allocator()
     return _state.get("active", False)
+
+
+# ----------------------------------------------------------------------------------------
+# Ctrl-C
+# ----------------------------------------------------------------------------------------
+
+_interrupt: dict[str, bool] = {"pressed": False, "cli": False}
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    _interrupt["pressed"] = True
+    raise KeyboardInterrupt
+
+
+def catch_interrupts() -> None:
+    """What the command-line entries call first: Ctrl-C (SIGINT) is remembered as well as raised.
+
+    Python raises ``KeyboardInterrupt`` wherever the main thread happens to be, and when that is a callback it
+    cannot propagate from -- JAX's garbage-collection hook, which runs often while programs compile -- the exception
+    is printed as "Exception ignored in ..." and lost: the command ran to its end, exit 0.  With this handler the
+    press is kept, and :func:`check_interrupt` (called by every progress update, and by the command runner when the
+    body returns) raises it again.  Marks the process as a command-line process: :func:`exit_now` ends it without
+    the interpreter's shutdown.  Not for library use (it replaces the process's SIGINT handler)."""
+    signal.signal(signal.SIGINT, _on_sigint)
+    _interrupt["cli"] = True
+
+
+def check_interrupt() -> None:
+    """``KeyboardInterrupt`` if Ctrl-C was pressed under :func:`catch_interrupts` (whether or not Python delivered
+    it); nothing otherwise -- always nothing in library use."""
+    if _interrupt["pressed"]:
+        raise KeyboardInterrupt
+
+
+def exit_now(code: int) -> None:
+    """In a command-line process (:func:`catch_interrupts`): flush stdout/stderr and end the process with ``code``
+    at once, skipping the interpreter's shutdown -- which crashed (SIGSEGV, exit 139) when Ctrl-C came while XLA's
+    threads were still compiling.  Everything the command writes is committed by then (the store's writes are
+    atomic and its locks are released as the exception unwinds).  Returns without doing anything elsewhere (tests,
+    library use), where the caller exits the usual way."""
+    if not _interrupt["cli"]:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def run_entry(call: Callable[[], object], *, own_process: bool = True) -> None:
+    """The frame of a command-line entry (``corrflow``, ``python -m analysis.*``): :func:`apply_allocator_setting`,
+    then ``call()`` (the typer app).  ``own_process`` (the entry of the process itself, not a test calling
+    ``main(args)`` in its own process): Ctrl-C is caught (:func:`catch_interrupts`), and one that came before a
+    command's body ran -- during the imports or the option parsing, which typer answers with "Aborted!" and exit 1 --
+    ends the process with exit 130 and a line that says nothing was started."""
+    apply_allocator_setting()  # CORRFLOW_MALLOC=tuned, before JAX starts its threads
+    if own_process:
+        catch_interrupts()
+    try:
+        call()
+    except (SystemExit, KeyboardInterrupt):
+        if _interrupt["pressed"]:
+            print("interrupted: before the command started; nothing was written", file=sys.stderr)
+            exit_now(130)
+        raise

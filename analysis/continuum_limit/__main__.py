@@ -25,12 +25,16 @@ def split_theory(argv: Sequence[str]) -> tuple[str, list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from corrflow.runtime import run_entry
+
+    run_entry(lambda: _command(argv), own_process=argv is None)  # the allocator setting, Ctrl-C
+
+
+def _command(argv: Sequence[str] | None) -> None:
     from corrflow.pipeline.analysis import app
-    from corrflow.runtime import apply_allocator_setting
 
     from . import CONTINUUM_LIMIT, CONTINUUM_LIMIT_SU3
 
-    apply_allocator_setting()  # CORRFLOW_MALLOC=tuned, before JAX starts its threads
     theory, rest = split_theory(sys.argv[1:] if argv is None else argv)
     if theory not in THEORIES:
         print(f"error: unknown --theory {theory!r}; choose one of {', '.join(THEORIES)} (u1: 2D U(1), exact continuum "

@@ -189,7 +189,7 @@ def estimate(s: ContinuumSettings, fam: Any) -> dict[str, Any]:
 
     # topology: in the fixed-sector mode every estimate is conditioned on Q = 0 (zero weight otherwise; HMC from a
     # cold start and the flows practically never leave the sector, which the counts below check)
-    leaks = {"base": int(_off_sector(base_obs).sum())}
+    leaks = {f"base {s.betas[0]:g}": int(_off_sector(base_obs).sum())}  # "<ensemble> <beta>", as below
     ind_lw: list[np.ndarray | None] = [None] * len(s.betas)
     if s.topology == "fixed":
         drop_base = _off_sector(base_obs)

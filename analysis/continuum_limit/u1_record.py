@@ -20,6 +20,17 @@ def _fmt(v: float, e: float, digits: int = 2) -> str:
     return format_value_error(float(v), float(e), digits)
 
 
+def off_sector_text(leaks: dict[str, int]) -> str:
+    """``"3 in the base ensemble at beta 2, 1 in the flowed ensemble at beta 2.2"`` from the counts of
+    configurations that left the sector ``Q = 0``, keyed ``"<ensemble> <beta>"`` (zero counts left out)."""
+    parts = []
+    for key, count in leaks.items():
+        if count:
+            kind, _, beta = key.partition(" ")
+            parts.append(f"{count} in the {kind} ensemble" + (f" at beta {beta}" if beta else ""))
+    return ", ".join(parts)
+
+
 def u1_record(s: Any, q: Any, fam: Any, x: np.ndarray, flowed: Any, indep: Any, fit_f: Any, fit_i: Any,
               exact_ref: np.ndarray, exact_inf: np.ndarray, exact_target: np.ndarray, fv_shift: np.ndarray,
               leaks: dict[str, int], tau_q: list[float], steps: dict[str, float], paths: dict[str, float], vr: float,
@@ -108,8 +119,7 @@ def u1_record(s: Any, q: Any, fam: Any, x: np.ndarray, flowed: Any, indep: Any, 
             "- topology: all HMC chains start cold in the sector Q = 0; every estimate is conditioned on Q = 0 "
             "(weight 0 for a configuration with Q != 0) and compared with the exact Q = 0 values; "
             + ("no configuration left the sector." if n_leak == 0 else
-               "configurations that left it (weighted 0): " + ", ".join(
-                   f"{v} in the {k.split()[0]} ensemble at beta {k.split()[1]}" for k, v in leaks.items() if v) + "."))
+               "configurations that left it (weighted 0): " + off_sector_text(leaks) + "."))
     summary.append(f"- autocorrelation: tau_int of q (Gamma method) {np.nanmin(flowed.tau_int):.2f} .. "
                    f"{np.nanmax(flowed.tau_int):.2f} (flowed), {np.nanmin(indep.tau_int):.2f} .. "
                    f"{np.nanmax(indep.tau_int):.2f} (independent), in stored configurations; tau_int of the "

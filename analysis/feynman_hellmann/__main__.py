@@ -8,13 +8,18 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from corrflow.runtime import run_entry
+
+    run_entry(lambda: _command(argv), own_process=argv is None)  # the allocator setting, Ctrl-C
+
+
+def _command(argv: Sequence[str] | None) -> None:
     from corrflow.pipeline.analysis import app
-    from corrflow.runtime import apply_allocator_setting
 
     from . import FEYNMAN_HELLMANN
 
-    apply_allocator_setting()  # CORRFLOW_MALLOC=tuned, before JAX starts its threads
-    app(FEYNMAN_HELLMANN)(args=list(sys.argv[1:] if argv is None else argv), prog_name="python -m analysis.feynman_hellmann")
+    args = list(sys.argv[1:] if argv is None else argv)
+    app(FEYNMAN_HELLMANN)(args=args, prog_name="python -m analysis.feynman_hellmann")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,16 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from corrflow.runtime import run_entry
+
+    run_entry(lambda: _command(argv), own_process=argv is None)  # the allocator setting, Ctrl-C
+
+
+def _command(argv: Sequence[str] | None) -> None:
     from corrflow.pipeline.analysis import app
-    from corrflow.runtime import apply_allocator_setting
 
     from . import MASS_DEPENDENCE
 
-    apply_allocator_setting()  # CORRFLOW_MALLOC=tuned, before JAX starts its threads
     args = list(sys.argv[1:] if argv is None else argv)
     app(MASS_DEPENDENCE)(args=args, prog_name="python -m analysis.mass_dependence")
 

@@ -74,10 +74,9 @@ app.add_typer(
 
 
 def main() -> None:  # pragma: no cover - console entry
-    from ..runtime import apply_allocator_setting
+    from ..runtime import run_entry
 
-    apply_allocator_setting()  # CORRFLOW_MALLOC=tuned, before JAX starts its threads
-    app()
+    run_entry(app)  # the allocator setting, Ctrl-C (corrflow.runtime)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -128,10 +128,15 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
-def _run(fn: Callable[[], Any], interrupted: str = "everything committed so far is safe; rerun the same command "
-                                                    "with --resume to continue") -> Any:
+#: what Ctrl-C leaves, per kind of command (``_run(body, interrupted=...)``)
+INTERRUPTED_WRITER = "everything committed so far is safe; rerun the same command to continue"
+INTERRUPTED_READER = "nothing was written"
+
+
+def _run(fn: Callable[[], Any], interrupted: str = INTERRUPTED_WRITER) -> Any:
     """Run a command body with the pipeline's one error runner: expected errors become a message and exit status 2,
-    Ctrl-C exits 130 after printing ``interrupted``."""
+    Ctrl-C exits 130 after printing ``interrupted`` (what is kept and how to continue; only commands with a --resume
+    option may mention it)."""
     from ..ildg import IldgFormatError
     from ..pipeline.cli import run_cli
 

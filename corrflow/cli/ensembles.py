@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..console import results_table
-from .base import CLIError, _run, _stage, app, console, option_error, parse_shape
+from .base import INTERRUPTED_READER, CLIError, _run, _stage, app, console, option_error, parse_shape
 
 
 # ----------------------------------------------------------------------------------------
@@ -160,7 +160,7 @@ def generate(
         if msg is not None:
             console.print(f"[yellow]warning: {msg}[/]")
 
-    _run(body)
+    _run(body, interrupted="everything committed so far is safe; rerun the same command with --resume to continue")
 
 
 # ----------------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def info(
             else:
                 console.print(("flow application" if d["kind"] == "flowed" else "generation") + " cost not recorded")
 
-    _run(body)
+    _run(body, interrupted=INTERRUPTED_READER)
 
 
 def _kind(d: dict[str, Any]) -> str:
@@ -334,7 +334,7 @@ def verify(
         if bad:
             raise typer.Exit(1)
 
-    _run(body)
+    _run(body, interrupted=INTERRUPTED_READER)
 
 
 # ----------------------------------------------------------------------------------------
@@ -389,4 +389,5 @@ def measure(
         msg = ", ".join(f"{k} +{v}" for k, v in res.measured.items()) or "nothing new to measure"
         console.print(f"[green]done[/] {ensemble}: {msg}")
 
-    _run(body)
+    _run(body, interrupted="the measurements committed so far are kept; rerun the same command "
+         + ("without --replace (with it the measurement starts over) " if replace else "") + "to continue")

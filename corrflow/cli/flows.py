@@ -9,8 +9,8 @@ from typing import Any, List, Optional
 import typer
 
 from ..console import results_table
-from .base import (TAU_EXP_HELP, CLIError, _run, _stage, app, auto_windowing, console, discard_option,
-                   option_error, print_thermalisation, tau_exp_option, warn_long_tail)
+from .base import (INTERRUPTED_READER, TAU_EXP_HELP, CLIError, _run, _stage, app, auto_windowing, console,
+                   discard_option, option_error, print_thermalisation, tau_exp_option, warn_long_tail)
 
 
 # ----------------------------------------------------------------------------------------
@@ -244,7 +244,7 @@ def train(
         if warning:
             console.print(f"[yellow]warning: {warning}[/]")
 
-    _run(body)
+    _run(body, interrupted="the last checkpoint in --out is kept; rerun the same command with --resume to continue")
 
 
 @app.command(epilog="""
@@ -353,7 +353,7 @@ def compare(
         if cut is not None:
             print_thermalisation(cut)
 
-    _run(body)
+    _run(body, interrupted=INTERRUPTED_READER)
 
 
 @app.command(epilog="""

@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 
 from ..console import results_table
-from .base import (TAU_EXP_HELP, _run, app, auto_windowing, console, discard_option, print_thermalisation,
-                   tau_exp_option, warn_long_tail)
+from .base import (INTERRUPTED_READER, TAU_EXP_HELP, _run, app, auto_windowing, console, discard_option,
+                   print_thermalisation, tau_exp_option, warn_long_tail)
 
 
 @app.command(epilog="""
@@ -117,7 +117,7 @@ def summary(
             except ValueError as exc:
                 console.print(f"[yellow]{name}: not summarised: {escape(str(exc))}[/]")
 
-    _run(body)
+    _run(body, interrupted=INTERRUPTED_READER)
 
 
 @app.command(epilog="""
@@ -151,4 +151,4 @@ def scales(
         for line in describe(res):
             console.print(line)
 
-    _run(body)
+    _run(body, interrupted=INTERRUPTED_READER)

@@ -34,17 +34,23 @@ def _check_environment() -> None:
 
 def run_cli(body: Callable[[], Any], console: Any, errors: tuple[type[BaseException], ...] = (),
             interrupted: str = "everything committed to the store is kept; rerun the same command to continue") -> Any:
-    """Run a command body: user errors -> one line on ``console`` and exit 2; Ctrl-C -> exit 130."""
+    """Run a command body: user errors -> one line on ``console`` and exit 2; Ctrl-C -> ``interrupted`` (what is
+    kept and how to continue) and exit 130."""
     import typer
     from rich.markup import escape
 
     from ..store import StoreError
 
+    from ..runtime import check_interrupt, exit_now
+
     try:
         _check_environment()
-        return body()
+        out = body()
+        check_interrupt()  # a Ctrl-C that Python lost in a callback (corrflow.runtime.catch_interrupts)
+        return out
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/]: {interrupted}")
+        exit_now(130)  # a command-line process ends here, without the interpreter's shutdown
         raise typer.Exit(130) from None
     except (*USER_ERRORS, *errors, StoreError) as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)

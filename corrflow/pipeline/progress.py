@@ -9,7 +9,9 @@
         tick(done, total)
 
 Bars appear on the first ``update`` of a stage (so early errors print cleanly), are transient, and are shown only
-when the console is a terminal; log lines always go to the console.  ``on_update(stage, done, total, extra)``
+when the console is a terminal; log lines always go to the console.  Off a terminal (a batch job's log file) a stage
+that runs longer than ``log_every`` seconds (30) prints a plain line ``<stage>: done/total (p%) ...`` every
+``log_every`` seconds and one when it finishes; shorter stages print nothing.  ``on_update(stage, done, total, extra)``
 receives every update as well (for callers that keep their own accounting, e.g. tests).
 """
 
@@ -19,6 +21,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from ..runtime import check_interrupt
 
 __all__ = ["Progress"]
 
@@ -37,13 +41,17 @@ class Progress:
         Called on every update (also when silent).
     transient : bool
         Remove a stage's bar when it finishes (analyses) or keep it (single commands).
+    log_every : float
+        Off a terminal: seconds between the plain progress lines of a stage (module docstring).
     """
 
     def __init__(self, console: Any = None, on_update: Callable[[str, int, int, str], None] | None = None, *,
-                 transient: bool = True) -> None:
+                 transient: bool = True, log_every: float = 30.0) -> None:
         self.console = console
         self.on_update = on_update
         self.transient = transient
+        self.log_every = float(log_every)
+        self._logged: dict[str, tuple[float, bool, str]] = {}  # off a terminal: last line's time, any line, last text
         self._prog: Any = None
         self._tasks: dict[str, Any] = {}
         self._units: dict[str, str] = {}
@@ -72,7 +80,9 @@ class Progress:
         return self._prog
 
     def update(self, stage: str, done: int, total: int, extra: str = "") -> None:
-        """``done`` of ``total`` units of ``stage`` are finished (``extra``: a short status text)."""
+        """``done`` of ``total`` units of ``stage`` are finished (``extra``: a short status text).  Raises
+        ``KeyboardInterrupt`` after a Ctrl-C that Python lost (:func:`corrflow.runtime.check_interrupt`)."""
+        check_interrupt()
         if self.on_update is not None:
             self.on_update(stage, done, total, extra)
         if self.console is None:
@@ -82,13 +92,32 @@ class Progress:
             t0, d0 = self._start.setdefault(stage, (time.perf_counter(), done))
             if done > d0:
                 extra = f"{(done - d0) / max(time.perf_counter() - t0, 1e-9):.0f} {unit}  {extra}"
+        if not self.console.is_terminal:
+            self._log_line(stage, done, total, extra)
+            return
         prog = self._bars()
         if stage not in self._tasks:
             self._tasks[stage] = prog.add_task(_LABELS.get(stage, stage), total=total, extra=extra)
         prog.update(self._tasks[stage], completed=done, total=total, extra=extra)
 
+    def _log_line(self, stage: str, done: int, total: int, extra: str) -> None:
+        """Off a terminal: a plain line every ``log_every`` seconds of a stage (none in its first ``log_every``)."""
+        now = time.perf_counter()
+        text = f"  {_LABELS.get(stage, stage)}: {done}/{total}" + (f" ({100 * done / total:.0f}%)" if total else "")
+        text += f"  {extra}" if extra else ""
+        last, any_line, _ = self._logged.setdefault(stage, (now, False, ""))
+        if now - last >= self.log_every:
+            self.console.print(text, highlight=False)
+            self._logged[stage] = (now, True, "")
+        else:
+            self._logged[stage] = (last, any_line, text)
+
     def finish(self, stage: str) -> None:
-        """Close the bar of ``stage`` (no-op if it has none)."""
+        """Close the bar of ``stage`` (no-op if it has none); off a terminal, the stage's last state when it printed
+        progress lines."""
+        _, any_line, pending = self._logged.pop(stage, (0.0, False, ""))
+        if any_line and pending and self.console is not None:
+            self.console.print(pending, highlight=False)
         self._units.pop(stage, None)
         self._start.pop(stage, None)
         if self._prog is not None and stage in self._tasks:

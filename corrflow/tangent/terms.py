@@ -269,7 +269,14 @@ def _evaluate(kern: Any, st: _Setup, theory: Any, outputs: tuple[str, ...], per_
     no recompilation); resume after the first ``m`` configurations whose flat ``outputs`` are ``resume``; call
     ``on_batch(stop, flat)`` and ``progress(stop, n)`` after every batch.  Returns the flat outputs ``(n, ...)``."""
     n = st.flat.shape[0]
-    outs: list[list[np.ndarray]] = [[] for _ in outputs]
+    bufs: list[np.ndarray] = []  # the flat outputs (n, ...), filled batch by batch (no copy of what is done)
+
+    def fill(lo: int, hi: int, arrays: Sequence[np.ndarray]) -> None:
+        if not bufs:
+            bufs.extend(np.empty((n, *np.shape(a)[1:]), dtype=np.asarray(a).dtype) for a in arrays)
+        for buf, a in zip(bufs, arrays):
+            buf[lo:hi] = a
+
     first = 0
     if len(resume):
         m = {int(np.shape(r)[0]) if np.ndim(r) else -1 for r in resume}
@@ -277,23 +284,19 @@ def _evaluate(kern: Any, st: _Setup, theory: Any, outputs: tuple[str, ...], per_
             raise ValueError(f"resume needs the {len(outputs)} flat outputs {outputs} of the same first m <= {n} "
                              "configurations")
         first = next(iter(m))
-        for lst, r in zip(outs, resume):
-            lst.append(np.asarray(r))
+        fill(0, first, [np.asarray(r) for r in resume])
         if progress is not None:
             progress(first, n)
     for start in range(first, n, batch):
         stop = min(start + batch, n)
         idx = np.arange(start, start + batch) % n  # pad the last batch (same shape: no recompilation)
         res = kern(jnp.asarray(st.flat[idx]), st.keys[idx], *(jnp.asarray(x[idx]) for x in per_config), theory)
-        for lst, r in zip(outs, res):
-            lst.append(np.asarray(r)[: stop - start])
-        if on_batch is not None:  # the outputs of configurations 0 .. stop - 1, kept as one array each
-            for lst in outs:
-                lst[:] = [np.concatenate(lst)]
-            on_batch(stop, [x[0] for x in outs])
+        fill(start, stop, [np.asarray(r)[: stop - start] for r in res])
+        if on_batch is not None:  # the outputs of configurations 0 .. stop - 1 (views of the buffers)
+            on_batch(stop, [buf[:stop] for buf in bufs])
         if progress is not None:
             progress(stop, n)
-    return [np.concatenate(x).reshape(st.lead + x[0].shape[1:]) for x in outs]
+    return [buf.reshape(st.lead + buf.shape[1:]) for buf in bufs]
 
 
 def compute_terms(field_obj: Any, theory: Any, param: str, names: Sequence[str], configs: Any, key: Any,

@@ -312,3 +312,13 @@ def test_goodness_of_fit_text_for_an_interpolating_fit():
     assert goodness_of_fit(1.234, 2) == "chi2/dof = 1.23/2"
     text = goodness_of_fit(0.0, 0, float("nan"))
     assert "no degrees of freedom" in text and "lower --order" in text and "nan" not in text
+
+
+def test_off_sector_counts_name_every_ensemble():
+    """A base ensemble that left Q = 0 crashed the record's summary line (IndexError: its key had no beta), after every
+    step had run: nothing was written."""
+    from analysis.continuum_limit.u1_record import off_sector_text
+
+    text = off_sector_text({"base 2": 3, "flowed 2.2": 0, "independent 2.2": 1})
+    assert text == "3 in the base ensemble at beta 2, 1 in the independent ensemble at beta 2.2"
+    assert off_sector_text({"base": 2}) == "2 in the base ensemble"  # a key without a beta is named, not a crash
