@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ..store.checkpoints import hold_checkpoint_dir
 from .batches import batches, full_batches, training_set, valid_rows
 from .build import check_shift
 from .checkpoint import CHECKPOINT_FORMAT, checkpoint_id, load_checkpoint, save_checkpoint
@@ -199,61 +200,62 @@ def train(
     n = configs.shape[0]
     if n < 2:
         raise ValueError(f"need at least 2 base configurations to train, got {n}")
-    if config.optimizer == "linear":
-        from .linear import train_linear
+    with hold_checkpoint_dir(checkpoint, "flow checkpoint directory"):  # one training per directory
+        if config.optimizer == "linear":
+            from .linear import train_linear
 
-        return train_linear(flow, base, target, configs, config, params=params, start_epoch=start_epoch,
-                            history=history, progress=progress, checkpoint=checkpoint, held_out=held_out,
-                            selected=selected)
-    if config.optimizer == "lbfgs":
-        return _train_lbfgs(flow, base, target, configs, config, params=params, start_epoch=start_epoch,
-                            history=history, progress=progress, checkpoint=checkpoint, held_out=held_out,
-                            selected=selected)
-    bs = min(config.batch_size, n)
-    steps_per_epoch = max(1, n // bs)
-    opt = _optimizer(config, n)
-    key = jax.random.PRNGKey(config.seed)
-    if params is None:
-        params = flow.init_params(config.init_scale, jax.random.fold_in(key, 10**6))
-    if opt_state is None:
-        opt_state = opt.init(params)
-    history = list(history or [])
-    sel = _Selection(flow, base, target, held_out, bs, config.patience, history, selected)
+            return train_linear(flow, base, target, configs, config, params=params, start_epoch=start_epoch,
+                                history=history, progress=progress, checkpoint=checkpoint, held_out=held_out,
+                                selected=selected)
+        if config.optimizer == "lbfgs":
+            return _train_lbfgs(flow, base, target, configs, config, params=params, start_epoch=start_epoch,
+                                history=history, progress=progress, checkpoint=checkpoint, held_out=held_out,
+                                selected=selected)
+        bs = min(config.batch_size, n)
+        steps_per_epoch = max(1, n // bs)
+        opt = _optimizer(config, n)
+        key = jax.random.PRNGKey(config.seed)
+        if params is None:
+            params = flow.init_params(config.init_scale, jax.random.fold_in(key, 10**6))
+        if opt_state is None:
+            opt_state = opt.init(params)
+        history = list(history or [])
+        sel = _Selection(flow, base, target, held_out, bs, config.patience, history, selected)
 
-    def all_logw(p):  # noqa: ANN001, ANN202
-        parts = [(_eval_logw(flow, base, target, p, x), m) for x, m in full_batches(configs, n, bs)]
-        return valid_rows([(a, m) for (a, _), m in parts]), valid_rows([(b, m) for (_, b), m in parts])
+        def all_logw(p):  # noqa: ANN001, ANN202
+            parts = [(_eval_logw(flow, base, target, p, x), m) for x, m in full_batches(configs, n, bs)]
+            return valid_rows([(a, m) for (a, _), m in parts]), valid_rows([(b, m) for (_, b), m in parts])
 
-    stopped = "epochs"
-    if not history:
-        lw, s_base = all_logw(params)
-        # the training loss on all samples: mean(S_target(f(U)) - log J) = mean(S_base(U) - log w)
-        rec = {"epoch": 0, "loss": float(np.mean(s_base - lw)), "ess": _ess_fraction(lw)}
-        sel.record(rec, params)
-        history.append(rec)
-    for epoch in range(start_epoch, config.epochs):
-        perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
-        good = (params, opt_state)
-        losses = []
-        for x in batches(configs, [perm[k * bs:(k + 1) * bs] for k in range(steps_per_epoch)]):
-            params, opt_state, loss = _adam_step(flow, opt, target, params, opt_state, x)
-            losses.append(float(loss))
-        finite = np.all(np.isfinite(losses)) and bool(jnp.all(jnp.isfinite(params)))
-        lw = all_logw(params)[0] if finite else np.array([np.nan])
-        if not finite or not np.all(np.isfinite(lw)):
-            params, opt_state = good
-            raise FlowTrainingError(
-                f"training diverged in epoch {epoch + 1} (non-finite loss, parameters or log-weights); the last good "
-                f"parameters (epoch {epoch}) are kept{' in ' + str(checkpoint) if checkpoint else ''}. Lower the "
-                "learning rate or check the base configurations.")
-        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "ess": _ess_fraction(lw)}
-        sel.record(rec, params)
-        stopped = _finish_epoch(sel, config, rec, params, history, checkpoint, flow, base, target, opt_state)
-        if progress is not None:
-            progress(epoch + 1, rec)
-        if stopped != "epochs":
-            break
-    return TrainResult(sel.selected(params), history, stopped)
+        stopped = "epochs"
+        if not history:
+            lw, s_base = all_logw(params)
+            # the training loss on all samples: mean(S_target(f(U)) - log J) = mean(S_base(U) - log w)
+            rec = {"epoch": 0, "loss": float(np.mean(s_base - lw)), "ess": _ess_fraction(lw)}
+            sel.record(rec, params)
+            history.append(rec)
+        for epoch in range(start_epoch, config.epochs):
+            perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
+            good = (params, opt_state)
+            losses = []
+            for x in batches(configs, [perm[k * bs:(k + 1) * bs] for k in range(steps_per_epoch)]):
+                params, opt_state, loss = _adam_step(flow, opt, target, params, opt_state, x)
+                losses.append(float(loss))
+            finite = np.all(np.isfinite(losses)) and bool(jnp.all(jnp.isfinite(params)))
+            lw = all_logw(params)[0] if finite else np.array([np.nan])
+            if not finite or not np.all(np.isfinite(lw)):
+                params, opt_state = good
+                raise FlowTrainingError(
+                    f"training diverged in epoch {epoch + 1} (non-finite loss, parameters or log-weights); the last "
+                    f"good parameters (epoch {epoch}) are kept{' in ' + str(checkpoint) if checkpoint else ''}. Lower "
+                    "the learning rate or check the base configurations.")
+            rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "ess": _ess_fraction(lw)}
+            sel.record(rec, params)
+            stopped = _finish_epoch(sel, config, rec, params, history, checkpoint, flow, base, target, opt_state)
+            if progress is not None:
+                progress(epoch + 1, rec)
+            if stopped != "epochs":
+                break
+        return TrainResult(sel.selected(params), history, stopped)
 
 
 def _finish_epoch(sel: _Selection, config: TrainConfig, rec: dict[str, float], params: Array,

@@ -44,7 +44,7 @@ from ..compare import compare_ensembles, parameter_shift, stored_source
 from .. import tangent as tg
 from ..stats import Windowing
 from ..stats.equilibration import EquilibrationCut
-from ..store.checkpoints import has_checkpoint, read_checkpoint, write_checkpoint
+from ..store.checkpoints import has_checkpoint, hold_checkpoint_dir, read_checkpoint, write_checkpoint
 from ..summary import thermalisation_cut
 from .ensembles import recorded_cost_per_configuration
 from .resumable import run_in_batches
@@ -341,39 +341,42 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
     common = dict(batch=batch, traces=tr, valence_mass=None if quarks is None else float(quarks.mass))
     key = jax.random.PRNGKey(seed)
     fits: list[Any] = []
-    saved = _saved_coef(ckpt, settings) if fld.n_coef else None
-    reused = saved is not None
-    if contract:  # two passes: the field's terms, the fit, then v.grad O along the fitted field only
-        def run_pass(name: str, extra: dict[str, Any], outputs: tuple[str, ...], compute: Callable[..., Any]
-                     ) -> tuple[Any, float, int]:
-            pass_key = {"observables": [], "pass": "field"} if name == "field" else {"pass": "contracted"}
-            return run_in_batches(terms_dir.with_name(f"terms-{name}"), {**terms_key, **pass_key, **extra}, outputs,
-                                  lambda resume, save: compute(configs, progress, resume, save))
+    # one run per checkpoint directory, held from the start (a second job is refused before computing anything)
+    with hold_checkpoint_dir(ckpt, "tangent-field checkpoint directory"), \
+            hold_checkpoint_dir(terms_dir.parent, "tangent-field checkpoint directory"):
+        saved_meta, saved = _saved_fit(ckpt, settings) if fld.n_coef else ({}, None)
+        reused = saved is not None
+        if contract:  # two passes: the field's terms, the fit, then v.grad O along the fitted field only
+            def run_pass(name: str, extra: dict[str, Any], outputs: tuple[str, ...], compute: Callable[..., Any]
+                         ) -> tuple[Any, float, int]:
+                pass_key = {"observables": [], "pass": "field"} if name == "field" else {"pass": "contracted"}
+                return run_in_batches(terms_dir.with_name(f"terms-{name}"), {**terms_key, **pass_key, **extra}, outputs,
+                                      lambda resume, save: compute(configs, progress, resume, save))
 
-        tp = tg.two_pass(fld, theory, param, names, key, run_pass=run_pass, n_folds=n_folds, held_out=held_out,
-                         saved_coef=saved, second_order=second_order, pion_sources=pion_sources, **common)
-        if saved is None:
-            _save_fits(ckpt, settings, tp.fits, names, target)
-        fits, coef, fit_s, first = tp.fits, tp.coef, tp.fit_s, tp.resumed
-        terms = tg.contracted_terms(tp.ds, tp.a, coef, tp.o, tp.dvo, tp.do if fermion else None, names, param,
-                                    int(theory.shape[0]), tg.describe_traces(theory, names, tr, valence_mass),
-                                    h=tp.h, dvh=tp.dvh)
-        terms_total = tp.field_s + tp.derivatives_s
-    else:
-        terms, terms_total, first = run_in_batches(
-            terms_dir, terms_key, tg.FLAT_TERMS,
-            lambda resume, save: tg.compute_terms(fld, theory, param, names, configs, key, progress=progress,
-                                                  resume=resume, on_batch=save, pion_sources=pion_sources,
-                                                  **common))
-        t_fit = time.perf_counter()
-        if fld.n_coef == 0:
-            coef = np.zeros(terms.a.shape)
-        elif saved is not None:
-            coef = tg.apply_fits(terms, np.asarray(saved))
+            tp = tg.two_pass(fld, theory, param, names, key, run_pass=run_pass, n_folds=n_folds, held_out=held_out,
+                             saved_coef=saved, second_order=second_order, pion_sources=pion_sources, **common)
+            if saved is None:
+                _save_fits(ckpt, settings, tp.fits, names, target)
+            fits, coef, fit_s, first = tp.fits, tp.coef, tp.fit_s, tp.resumed
+            terms = tg.contracted_terms(tp.ds, tp.a, coef, tp.o, tp.dvo, tp.do if fermion else None, names, param,
+                                        int(theory.shape[0]), tg.describe_traces(theory, names, tr, valence_mass),
+                                        h=tp.h, dvh=tp.dvh)
+            terms_total = tp.field_s + tp.derivatives_s
         else:
-            fits, coef = tg.fit_coefficients(terms, target, n_folds=n_folds, held_out=held_out)
-            _save_fits(ckpt, settings, fits, names, target)
-        fit_s = time.perf_counter() - t_fit
+            terms, terms_total, first = run_in_batches(
+                terms_dir, terms_key, tg.FLAT_TERMS,
+                lambda resume, save: tg.compute_terms(fld, theory, param, names, configs, key, progress=progress,
+                                                      resume=resume, on_batch=save, pion_sources=pion_sources,
+                                                      **common))
+            t_fit = time.perf_counter()
+            if fld.n_coef == 0:
+                coef = np.zeros(terms.a.shape)
+            elif saved is not None:
+                coef = tg.apply_fits(terms, np.asarray(saved))
+            else:
+                fits, coef = tg.fit_coefficients(terms, target, n_folds=n_folds, held_out=held_out)
+                _save_fits(ckpt, settings, fits, names, target)
+            fit_s = time.perf_counter() - t_fit
     # the ledger's charge per configuration (thermalisation included), times the analysis' thinning; NaN if unrecorded
     cost = {"generation_s": recorded_cost_per_configuration(store.info(ensemble)) * thin,
             "terms_s": terms_total / n_configs}
@@ -390,6 +393,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         res = replace(tg.estimate(terms, np.ones(1), fits, fld.describe(), n_folds=n_folds, **refs), coef=coef)
     else:
         res = tg.estimate(terms, coef, fits, fld.describe(), **refs)
+    if reused and not (res.fits or res.observable_fits):
+        res = replace(res, **_reused_fits(saved_meta, np.asarray(saved), names))
     shifted = finite_shift_estimates(store, ensemble, plan, names, discard, windowing)
     if shifted:
         res = replace(res, estimates={o: {**est, **shifted.get(o, {})} for o, est in res.estimates.items()})
@@ -399,14 +404,30 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
                             valence_mass=None if quarks is None else float(quarks.mass), contracted=contract)
 
 
-def _saved_coef(ckpt: Path, settings: dict[str, Any]) -> np.ndarray | None:
-    """The per-fold coefficients saved in ``ckpt`` under the same ``settings`` (``None`` when there are none)."""
+def _saved_fit(ckpt: Path, settings: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray | None]:
+    """``(meta, coef)`` of the fit saved in ``ckpt`` under the same ``settings`` (``({}, None)`` when there is none)."""
     if not has_checkpoint(ckpt):
-        return None
+        return {}, None
     meta, arrays = read_checkpoint(ckpt, "tangent-field checkpoint")
     if {k: meta.get(k) for k in settings} == settings and "coef" in arrays:
-        return np.asarray(arrays["coef"])
-    return None
+        return meta, np.asarray(arrays["coef"])
+    return {}, None
+
+
+def _reused_fits(meta: dict[str, Any], coef: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """The fit figures saved with reused coefficients (``_save_fits``), as the ``fits`` / ``observable_fits`` of a
+    :class:`~corrflow.tangent.DerivativeResult` -- so a rerun reports the same ``Var[R_v]`` reduction as the run that
+    fitted (it said "none"); ``{}`` for a checkpoint without them."""
+    info = meta.get("fits")
+    try:
+        if isinstance(info, list):
+            return {"fits": [tg.FieldFit(coef=c, **f) for c, f in zip(coef, info)]}
+        if isinstance(info, dict):
+            return {"observable_fits": {o: [tg.FieldFit(coef=c, **f) for c, f in zip(coef[i], info[o])]
+                                        for i, o in enumerate(names) if o in info}}
+    except (TypeError, IndexError):  # written by another version: the figures are not shown, nothing else changes
+        pass
+    return {}
 
 
 def _save_fits(ckpt: Path, settings: dict[str, Any], fits: list[Any], names: Sequence[str], target: str) -> None:

@@ -35,7 +35,8 @@ results), :mod:`.configs` (stored configurations read on demand, for training se
 
 from __future__ import annotations
 
-from .checkpoints import CheckpointError, check_writable_dir, has_checkpoint, read_checkpoint, write_checkpoint
+from .checkpoints import (CheckpointError, check_writable_dir, has_checkpoint, hold_checkpoint_dir, read_checkpoint,
+                          write_checkpoint)
 from .configs import StoredConfigs
 from .integrity import ChunkProblem, VerifyReport
 from .reader import EnsembleStore, open_store
@@ -65,5 +66,6 @@ __all__ = [
     "lattice_dim_names",
     "open_store",
     "read_checkpoint",
+    "hold_checkpoint_dir",
     "write_checkpoint",
 ]

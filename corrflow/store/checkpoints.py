@@ -5,7 +5,9 @@ Layout of a checkpoint directory ``D``
 * ``D/checkpoint.json``: the pointer ``{"format": "corrflow-checkpoint", "version": 2, "current": "v000012-..."}``;
 * ``D/v000012-<token>/``: one complete version -- ``manifest.json`` (``{"meta": ..., "arrays": {name:
   {"file", "sha256", "shape", "dtype"}}}``) and one ``.npy`` file per array;
-* ``D/.lock``: held (``flock``) while a checkpoint is being written.
+* ``D/.lock``: held (``flock``) while a checkpoint is being written, and for a whole run by the process that
+  :func:`hold_checkpoint_dir` (a flow training, a derivative run), so a second job on the same directory is refused at
+  its start instead of at its first write (where one of the two died after computing for a while).
 
 Writing: the new version directory is written completely (files flushed to disk), then the pointer is
 replaced with one ``rename``, then older versions are removed.  A process killed at any point leaves
@@ -28,6 +30,8 @@ import shutil
 import tempfile
 import uuid
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -36,7 +40,8 @@ import numpy as np
 from .faults import fault_point
 from .spec import StoreError
 
-__all__ = ["CheckpointError", "write_checkpoint", "read_checkpoint", "has_checkpoint", "check_writable_dir"]
+__all__ = ["CheckpointError", "write_checkpoint", "read_checkpoint", "has_checkpoint", "check_writable_dir",
+           "hold_checkpoint_dir"]
 
 POINTER = "checkpoint.json"
 POINTER_FORMAT = "corrflow-checkpoint"
@@ -156,13 +161,55 @@ def write_checkpoint(path: str | os.PathLike, meta: Mapping[str, Any], arrays: M
                               "is unchanged") from None
 
 
+#: checkpoint directories this process holds for a run (:func:`hold_checkpoint_dir`), by real path
+_HELD: set[str] = set()
+
+
+@contextmanager
+def hold_checkpoint_dir(path: str | os.PathLike | None, what: str = "checkpoint directory") -> Iterator[None]:
+    """Hold the lock of checkpoint directory ``path`` (created if absent) for the ``with`` block: a run that writes
+    checkpoints there (a training, a derivative run) excludes every other process from the start -- a second job is
+    refused at once with :class:`CheckpointError` -- and writes its own checkpoints under the lock it holds.
+    ``None``: nothing to hold.  Re-entrant within a process."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{what} {path} is a file; give a directory (it is created if absent)")
+    key = os.path.realpath(path)
+    if key in _HELD:
+        yield
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError as exc:
+        raise CheckpointError(f"cannot use {path} as the {what}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise CheckpointError(f"{what} {path} is in use by another process (a flow training or derivative run "
+                              "writing there); wait for it to finish or give another directory") from None
+    _HELD.add(key)
+    try:
+        yield
+    finally:
+        _HELD.discard(key)
+        os.close(fd)
+
+
 def _write_locked(path: Path, meta_json: dict[str, Any], arrs: dict[str, np.ndarray]) -> None:
     import fcntl
 
     lock_fd = os.open(path / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.path.realpath(path) not in _HELD:  # held for the whole run by this process: ours already
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise CheckpointError(f"checkpoint directory {path} is being written by another process; do not "
                                   "run two jobs (flow trainings, derivative runs) on one directory at once") from None

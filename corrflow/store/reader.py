@@ -157,8 +157,35 @@ class EnsembleStore:
         if self.mode != "a":  # pragma: no cover - read-only stores always exist
             raise StoreError(f"store {self.path} is open read-only")
         if self.is_local:
-            Path(self.path).mkdir(parents=True, exist_ok=True)
+            self._create_local()
         self._open("a")
+
+    def _create_local(self) -> None:
+        """Create a local store atomically: the root group with its header is built in a hidden sibling directory
+        and renamed onto ``path`` (absent or an empty directory).  Two processes creating one store at once (a job
+        array) then find either nothing or a complete store: the loser of the rename opens the winner's store.  (A
+        plain ``open_group(mode="a")`` could read the other's half-written ``zarr.json``, refuse the store as foreign,
+        or rewrite its root without the header.)  A process killed here leaves at most the hidden directory, never
+        a store without its header."""
+        import shutil
+
+        import zarr
+
+        p = Path(os.path.realpath(self.path))  # a link to an empty directory: create the store where it points
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if (p / "zarr.json").exists():
+            return
+        tmp = p.parent / f".{p.name}.creating-{uuid.uuid4().hex[:12]}"
+        try:
+            root = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
+            root.attrs["corrflow"] = {"format": STORE_FORMAT, "version": STORE_VERSION}
+            try:
+                os.rename(tmp, p)  # atomic; onto an empty directory too
+            except OSError:
+                if not (p / "zarr.json").exists():  # not a store created meanwhile by another process
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     # ------------------------------------------------------------------------------------
     # listing

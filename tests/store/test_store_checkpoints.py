@@ -95,6 +95,40 @@ def test_one_writer_per_directory(tmp_path):
     assert read_checkpoint(d)[0] == {"epoch": 1}
 
 
+def test_a_run_holds_its_directory_from_the_start(tmp_path):
+    """A second training / derivative run on one directory was refused only at its first checkpoint write, after
+    computing for a while (and the one that died was whichever wrote second); now it is refused at once."""
+    import corrflow as cf
+    from corrflow.store import hold_checkpoint_dir
+
+    d = tmp_path / "ck"
+    with hold_checkpoint_dir(d, "flow checkpoint directory"):
+        with hold_checkpoint_dir(d):  # re-entrant in the holding process
+            write_checkpoint(d, {"epoch": 1}, {"w": np.ones(1)})  # the holder writes under its own lock
+        fd = os.open(d / ".lock", os.O_RDWR)  # another open file description: like another process
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    fd = os.open(d / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another job holds it now
+        with pytest.raises(CheckpointError, match="flow checkpoint directory .* is in use by another process"):
+            with hold_checkpoint_dir(d, "flow checkpoint directory"):
+                pass
+        th = cf.make_theory("u1", (4, 4), beta=2.0)
+        u = np.random.default_rng(0).uniform(-np.pi, np.pi, (4, 4, 4, 2))
+        with pytest.raises(CheckpointError, match="in use by another process"):  # before any epoch
+            cf.train(cf.make_flow(th), th, th.replace(beta=2.1), u, cf.TrainConfig(epochs=1), checkpoint=d)
+    finally:
+        os.close(fd)
+    assert read_checkpoint(d)[0] == {"epoch": 1}
+    with pytest.raises(CheckpointError, match="is a file"):
+        with hold_checkpoint_dir(tmp_path / "ck" / "checkpoint.json"):
+            pass
+
+
 def test_interrupted_write_leaves_the_previous_one_and_is_cleaned_up(tmp_path, monkeypatch):
     d = tmp_path / "ck"
     write_checkpoint(d, {"epoch": 1}, {"w": np.ones(1)})

@@ -54,6 +54,8 @@ def test_interrupted_terms_resume_to_the_uninterrupted_result(u1_store, exact_u1
     again = _run(u1_store, ck, calls=calls)
     assert again.terms_resumed == n and again.reused and calls == [(n, n)] and _values(again) == _values(fresh)
     assert again.as_dict()["terms_resumed"] == n
+    # ... and reports the fit figures of the run that fitted (a rerun said "Var[R_v] reduced none")
+    assert [f.reduction for f in again.result.fits] == [f.reduction for f in resumed.result.fits] != []
     # other observables: the saved terms do not apply and are replaced
     other = _run(u1_store, ck, obs=("plaquette", "wilson_2x2"))
     assert other.terms_resumed == 0 and _values(other)["plaquette"] == _values(fresh)["plaquette"]
