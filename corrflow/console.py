@@ -64,3 +64,10 @@ def plain_flags(cmd: Any) -> Any:
         if getattr(p, "is_flag", False) and p.metavar is None:
             p.metavar = ""
     return cmd
+
+
+def ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ``11th``, ``12th``, ``13th``, ``21st``, ... (``every 2nd``, not ``2th``)."""
+    n = int(n)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

@@ -41,6 +41,11 @@ def _reached(t: np.ndarray, y: np.ndarray, ref: float, scale: str, curve: str, k
         if y[0] >= ref:
             raise ValueError(f"{scale}: {curve} is already {y[0]:.4g} >= {ref:g} at the first flow time t = {t[0]:g}; "
                              f"raise {knob} or measure on a finer flow-time grid") from None
+        if i < len(y) - 1:  # the curve turned over inside the grid: a longer flow cannot reach the reference
+            raise ValueError(f"{scale}: {curve} never reaches {knob} = {ref:g} (its maximum is {y[i]:.4g}, at t = "
+                             f"{t[i]:g}, before the measured flow ends at t = {t_end:g}): lower {knob} below "
+                             f"{y[i]:.3g}, or use a larger volume (a small one caps the flow at sqrt(8 t) ~ L/2; a "
+                             "longer flow does not help)") from None
         raise ValueError(f"{scale}: {curve} never reaches {knob} = {ref:g} (at most {y[i]:.4g}, at t = {t[i]:g}; the "
                          f"measured flow ends at t = {t_end:g}): lower {knob} below {y[i]:.3g}, or measure a longer "
                          "flow (corrflow measure STORE ENSEMBLE wilson_flow --flow-t-max T --replace); a small "

@@ -130,6 +130,12 @@ def test_generate_measure_summary_roundtrip(tmp_path):
           "--overrelax", "-1"], "^error: --overrelax must"),
         (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--mass", "0.1"],
          "theory 'u1' is pure gauge: --mass and --kappa belong to theories with dynamical quarks"),
+        # the exact determinant on 4^4 SU(3) (V Ns Nc = 3072) ran for hours without a word; auto takes pseudofermions
+        (["generate", "su3-wilson", "--beta", "5.8", "--mass", "0.1", "--shape", "4,4,4,4", "--n", "2",
+          "--fermion-det", "exact"], "^error: HMC with --fermion-det exact .* 3072 > 2048 .* use --fermion-det "
+                                     "pseudofermion"),
+        (["generate", "schwinger", "--beta", "2", "--mass", "0.1", "--shape", "4,4", "--n", "2", "--fermion-det",
+          "dense"], "^error: --fermion-det must be auto, exact or pseudofermion"),
     ],
 )
 def test_cli_bad_input_exit_2(tmp_path, args, match):

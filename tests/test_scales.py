@@ -193,3 +193,19 @@ def test_flow_scales_input_errors():
         flow_scales(t, np.ones((2, 3, 4, 5)))
     with pytest.raises(ValueError, match="NaN"):
         flow_scales(t, np.full((12, 11), np.nan))
+
+
+def test_a_curve_that_turns_over_is_not_fixed_by_a_longer_flow():
+    """On a small volume t^2 E(t) can peak inside the measured flow; the message advised a longer flow, which cannot
+    help there (a 4D workflow audit)."""
+    t = np.linspace(0.0, 3.0, 31)
+    rng = np.random.default_rng(1)
+    curve = 0.08 * np.sin(np.pi * t / 3.0) ** 2  # t^2 E: maximum 0.08 at t = 1.5, inside the grid
+    energy = curve / np.maximum(t, 1e-9) ** 2 * (1 + 0.01 * rng.normal(size=(40, 1)))
+    energy[:, 0] = 0.0
+    with pytest.raises(ValueError, match=r"maximum is 0\.08.*before the measured flow ends.*longer flow does not help"):
+        flow_scales(t, energy, t0_ref=0.3, w0_ref=0.01)
+    rising = 0.08 * t / 3.0  # still rising at the end: a longer flow is the advice
+    with pytest.raises(ValueError, match=r"or measure a longer flow"):
+        flow_scales(t, rising / np.maximum(t, 1e-9) ** 2 * np.ones((40, 1)) * (1 + 0.01 * rng.normal(size=(40, 1))),
+                    t0_ref=0.3, w0_ref=0.01)

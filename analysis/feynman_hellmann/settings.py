@@ -35,6 +35,10 @@ KINDS = ("cosh", "log")
 THEORY_CHOICES = ("schwinger", "su3")
 
 
+#: smallest beta the su3 analysis accepts: below it 4D SU(3) is at strong coupling, far from any continuum physics
+SU3_MIN_BETA = 5.0
+
+
 @dataclass(frozen=True)
 class FHSettings(AnalysisSettings):
     """Everything that defines a Feynman–Hellmann run (``python -m analysis.feynman_hellmann --help``).
@@ -67,7 +71,8 @@ class FHSettings(AnalysisSettings):
     L: int = setting(4, "spatial extent (even; su3: L^3)", flag="--L")
     beta: float = setting(2.0, "gauge coupling beta")
     mass: float = setting(0.1, "bare quark mass m (schwinger: N_f = 2 sea quarks; su3: valence)")
-    lam: float = setting(0.2, "source strength lambda of S + lambda O (non-zero; O = -sum cos P)")
+    lam: float = setting(0.2, "source strength lambda of S + lambda O (non-zero; schwinger: O = -sum cos P; su3: "
+                              "O = (1/3) sum [spatial - temporal] Re tr P)")
     symmetric: bool = setting(False, "flows to +lambda and -lambda (central difference) or 0 -> lambda",
                               flag="--symmetric/--one-sided")
     n_sources: int = setting(2, "point sources per configuration (must divide T)")
@@ -98,6 +103,10 @@ class FHSettings(AnalysisSettings):
             raise ValueError(f"with symmetric=True give lam > 0 (flows to +lam and -lam), got {self.lam}")
         if not (math.isfinite(self.beta) and self.beta > 0):
             raise ValueError(f"beta must be positive, got {self.beta}")
+        if self.theory == "su3" and self.beta < SU3_MIN_BETA:  # the default beta = 2 is the Schwinger model's
+            raise ValueError(f"beta = {self.beta:g} is deep in the strong-coupling region of 4D SU(3) (below the "
+                             f"bulk crossover near 5.6; the default 2 is the Schwinger model's): give a 4D coupling "
+                             f">= {SU3_MIN_BETA:g}, e.g. --beta 5.8")
         for b, what in ((self.beta + self.lam, "beta + lam"), (self.beta - abs(self.lam), "beta - |lam|")):
             if b <= 0:
                 raise ValueError(f"{what} = {b} must stay positive (in 2D the source shifts beta)")

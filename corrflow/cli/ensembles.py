@@ -48,8 +48,9 @@ def generate(
     lam: float = typer.Option(0.0, help="Feynman–Hellmann source coefficient (lam * (spatial - temporal plaquettes))"),
     mass: Optional[float] = typer.Option(None, help="bare quark mass m (fermion theories; kappa = 1/(2m + 2d))"),
     kappa: Optional[float] = typer.Option(None, help="hopping parameter instead of --mass"),
-    fermion_det: str = typer.Option("exact", help="fermion determinant in HMC: exact (dense, small lattices) or "
-                                    "pseudofermion (CG, even-odd preconditioned)"),
+    fermion_det: str = typer.Option("auto", help="fermion determinant in HMC: exact (dense, small lattices: "
+                                    "V*Ns*Nc <= 2048), pseudofermion (CG, even-odd preconditioned), or auto (exact "
+                                    "where it fits, pseudofermion otherwise)"),
     seed: int = typer.Option(0, help="random seed; trajectory t of chain c uses fold_in(fold_in(key(seed), c), t)"),
     therm: int = typer.Option(100, help="thermalisation trajectories (not stored)"),
     thin: int = typer.Option(1, help="store every thin-th trajectory"),
@@ -99,12 +100,24 @@ def generate(
         if fermion and not dynamical:
             raise CLIError(f"theory {theory!r} is pure gauge: --mass and --kappa belong to theories with dynamical "
                            "quarks (schwinger, su3-wilson)")
+        if fermion_det not in ("auto", "exact", "pseudofermion"):
+            raise CLIError(f"--fermion-det must be auto, exact or pseudofermion, got {fermion_det!r}")
         if fermion:
-            fermion["det"] = fermion_det
+            fermion["det"] = "exact" if fermion_det == "auto" else fermion_det
         elif dynamical:
             raise CLIError(f"theory {theory!r} has dynamical fermions: give --mass (or --kappa)")
         try:
             th = make_theory(theory, dims, beta=beta, xi=xi, lam=lam, **fermion)
+            if fermion and th.det == "exact":  # dense algebra above this size takes hours per trajectory
+                from ..observables.fermions import DENSE_MAX_DIM, check_dense
+
+                if fermion_det == "auto" and th.volume * th.n_spin * th.n_color > DENSE_MAX_DIM:
+                    th = th.replace(det="pseudofermion")
+                    console.print(f"fermion determinant: pseudofermion (V*Ns*Nc > {DENSE_MAX_DIM}: too large for "
+                                  "the exact dense determinant)")
+                else:
+                    check_dense(th, "HMC with --fermion-det exact takes the determinant of",
+                                remedy="use --fermion-det pseudofermion (or auto)")
             if algorithm == "hmc":
                 if jitter is not None and not 0.0 <= jitter < 1.0:
                     raise CLIError(f"--jitter must be in [0, 1) (relative spread of the step size), got {jitter}")

@@ -87,8 +87,9 @@ def _parse_times(text: Optional[str]) -> tuple[float, ...]:
         --to mass=0.22 --out flows/m0.22
 
 With no architecture options the flow is the good one for the theory: plaquette-space maps for 2D U(1) (ESS ~0.98 for
-beta 2 -> 2.2 at L = 16), residual layers otherwise. `--optimizer auto` (the default) trains plaquette flows and 4D
-flows with L-BFGS (few or tiny coefficients; Adam's fixed step overshoots them) and residual 2D flows with Adam.
+beta 2 -> 2.2 at L = 16), residual layers otherwise. `--optimizer auto` (the default) trains flows with smoothing
+layers (the 4D default) by Gauss–Newton (`linear`: large, cancelling coefficients), other 4D flows and plaquette flows
+with L-BFGS (few or tiny coefficients; Adam's fixed step overshoots them) and residual 2D flows with Adam.
 """)
 def train(
     store: Path = typer.Option(..., help="zarr store holding the base ensemble"),

@@ -90,8 +90,9 @@ class Progress:
         unit = self._units.get(stage)
         if unit:  # the rate since the first update of the stage (which may include compilation)
             t0, d0 = self._start.setdefault(stage, (time.perf_counter(), done))
-            if done > d0:
-                extra = f"{(done - d0) / max(time.perf_counter() - t0, 1e-9):.0f} {unit}  {extra}"
+            if done > d0:  # two significant digits below 10/s (a slow 4D step showed "0 traj/s")
+                rate = (done - d0) / max(time.perf_counter() - t0, 1e-9)
+                extra = f"{rate:.0f} {unit}  {extra}" if rate >= 10 else f"{rate:.2g} {unit}  {extra}"
         if not self.console.is_terminal:
             self._log_line(stage, done, total, extra)
             return

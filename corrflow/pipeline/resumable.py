@@ -60,25 +60,28 @@ def run_in_batches(path: Path, key: dict[str, Any], outputs: tuple[str, ...],
     resume, resumed_cost = saved_batches(path, key, outputs)
     first = len(resume[0]) if resume else 0
     clock = Clock()
-    done = [first]
+    done = [first, 0]  # configurations done, batches run here
 
-    def seconds(stop: int) -> float:  # cost of configurations 0 .. stop - 1
-        return resumed_cost + (clock.cost(stop - first) if stop > first else 0.0)
+    # the clock counts batches, not configurations: a padded last batch costs a whole batch (counted as its few
+    # configurations it made the rate -- and every cost -- up to batch/k times too high)
+    def seconds(batches: int) -> float:  # cost of the configurations done after ``batches`` batches
+        return resumed_cost + (clock.cost(batches) if batches > 0 else 0.0)
 
-    pending: list[tuple[int, list[np.ndarray]]] = []
+    pending: list[tuple[int, int, list[np.ndarray]]] = []
     last_save = [time.monotonic()]
 
     def save() -> None:
-        stop, flat = pending.pop()
-        cost = seconds(stop)
+        stop, batches, flat = pending.pop()
+        cost = seconds(batches)
         write_checkpoint(path, {**key, "done": int(stop), "cost_s": cost if np.isfinite(cost) else None},
                          dict(zip(outputs, flat)))
         last_save[0] = time.monotonic()
 
     def on_batch(stop: int, flat: list[np.ndarray]) -> None:
-        clock.tick(stop - first)
         done[0] = stop
-        pending[:] = [(stop, flat)]
+        done[1] += 1
+        clock.tick(done[1])
+        pending[:] = [(stop, done[1], flat)]
         if time.monotonic() - last_save[0] >= SAVE_EVERY:
             save()
 
@@ -87,4 +90,4 @@ def run_in_batches(path: Path, key: dict[str, Any], outputs: tuple[str, ...],
     finally:  # the last finished batch, also after Ctrl-C or an error
         if pending:
             save()
-    return result, seconds(done[0]), first
+    return result, seconds(done[1]), first

@@ -41,6 +41,7 @@ import jax
 import numpy as np
 
 from ..compare import compare_ensembles, parameter_shift, stored_source
+from ..console import ordinal
 from .. import tangent as tg
 from ..stats import Windowing
 from ..stats.equilibration import EquilibrationCut
@@ -296,7 +297,7 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         shortfall = tg.cross_fit_shortfall(spec.n_chains, committed, fld.n_coef, n_folds=n_folds, held_out=held_out)
         small = bool(shortfall)
     if small:
-        kept = (f" ({discard} discarded)" if discard else "") + (f" (every {thin}th)" if thin > 1 else "")
+        kept = (f" ({discard} discarded)" if discard else "") + (f" (every {ordinal(thin)})" if thin > 1 else "")
         why = shortfall or f"need >= {n_min} in all and >= 10 per chain"
         fixes = ["import more files under another --name" if spec.kind == "imported"
                  else "generate more with `corrflow generate ... --resume` and a larger --n"]

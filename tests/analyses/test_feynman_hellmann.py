@@ -245,7 +245,9 @@ def test_settings_validation():
                      (dict(degree=-2), "degree"),
                      (dict(n_configs=10), "n_configs must be >= 20"),
                      (dict(n_configs=20, n_chains=1), "tangent estimator: too few configurations .* --no-tangent"),
-                     (dict(tangent_field="none"), "unknown tangent_field")):
+                     (dict(tangent_field="none"), "unknown tangent_field"),
+                     # --theory su3 alone ran 4D SU(3) at the Schwinger model's beta = 2
+                     (dict(theory="su3", T=8, L=4), r"beta = 2 is deep in the strong-coupling region .* --beta 5.8")):
         with pytest.raises(ValueError, match=msg):
             fh.FHSettings.make(**bad)
 

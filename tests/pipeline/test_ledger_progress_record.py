@@ -98,8 +98,8 @@ def test_progress_lines_off_a_terminal_and_lost_interrupts(monkeypatch):
             clock[0] += 10.0
             tick(done, 10, "acc 0.90")
     lines = buf.getvalue().splitlines()
-    assert lines == ["  HMC base: 4/10 (40%)  0 traj/s  acc 0.90", "  HMC base: 7/10 (70%)  0 traj/s  acc 0.90",
-                     "  HMC base: 10/10 (100%)  0 traj/s  acc 0.90"], lines  # every 30 s, and the end
+    assert lines == ["  HMC base: 4/10 (40%)  0.1 traj/s  acc 0.90", "  HMC base: 7/10 (70%)  0.1 traj/s  acc 0.90",
+                     "  HMC base: 10/10 (100%)  0.1 traj/s  acc 0.90"], lines  # every 30 s, and the end
     buf.truncate(0), buf.seek(0)
     with p.stage("train") as tick:  # shorter than log_every: quiet
         tick(1, 2), tick(2, 2)
@@ -272,3 +272,21 @@ def test_batched_terms_are_saved_every_few_seconds_and_on_interruption(tmp_path,
     writes.clear()
     resumable.run_in_batches(tmp_path / "c", key, ("x",), compute())
     assert writes == [2, 4, 6, 8, 10]
+
+
+def test_batched_cost_counts_a_padded_last_batch_as_a_batch(tmp_path, monkeypatch):
+    """Batches are padded to one size (one compiled program), so the last batch of 16 real configurations costs what
+    one of 64 does; counted as 16 it made every measurement's cost ~2x its wall time (a Feynman-Hellmann audit)."""
+    from corrflow.pipeline import resumable
+
+    now = [0.0]
+    monkeypatch.setattr("corrflow.pipeline.ledger.time.perf_counter", lambda: now[0])
+    monkeypatch.setattr("corrflow.pipeline.ledger.compile_seconds", lambda: 0.0)
+
+    def compute(resume, on_batch):
+        for stop in (64, 128, 144):  # 64 + 64 + 16 (padded to 64): 3 s each
+            now[0] += 3.0
+            on_batch(stop, [np.zeros(stop)])
+
+    _, seconds, _ = resumable.run_in_batches(tmp_path / "c", {"k": 1}, ("x",), compute)
+    assert seconds == pytest.approx(9.0)  # three batches of 3 s (it was 3 s / 16 x 144 = 27 s)
