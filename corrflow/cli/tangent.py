@@ -243,7 +243,8 @@ def derivative(
             tr_msg += (", exact fermion traces" if res.traces["method"] == "exact" else
                        f", stochastic fermion traces ({res.traces['n_noise']} noise vectors"
                        + (f", {res.traces['dilution']} dilution" if "dilution" in res.traces else "") + ")")
-        kept = (f" after the first {res.discard}" if res.discard else "") + (f", every {ordinal(thin)}" if thin > 1 else "")
+        kept = (f" after the first {res.discard}" if res.discard else "") + (
+            f", every {ordinal(thin)}" if thin > 1 else "")
         kept += f"; {windowing.tail_note}" if windowing.tail_note else ""
         cells = [(o, f"{k} ({res.shifts[k][0]}, d{param} {res.shifts[k][1]:+g})" if k in res.shifts else k,
                   format_value_error(s.value, s.error), f"{s.tau_int:.2f}", f"{reductions[o][k]:.3g}x")
