@@ -26,6 +26,7 @@ __all__ = [
     "IndependentEstimates",
     "Quantity",
     "bayesian_fits",
+    "short_bins_note",
     "continuum_fits",
     "flowed_estimates",
     "fit_band",
@@ -234,6 +235,17 @@ def flowed_estimates(
     return CorrelatedEstimates(values=values, cov=cov, replicas=reps, errors=np.sqrt(np.diag(cov)),
                                gamma_errors=np.array([g.error for g in gam]), tau_int=tau, weight_ess=ess,
                                pareto_k=kh, bin_size=int(bin_size), n_bins=int(n_b))
+
+
+def short_bins_note(est: CorrelatedEstimates) -> str:
+    """A warning clause (``""`` if none) for jackknife bins shorter than twice the largest ``tau_int`` -- the bin size
+    is capped so that enough bins remain for the covariance, and on short chains the cap binds, so the jackknife
+    errors then miss part of the autocorrelation (compare them with the Gamma-method errors)."""
+    tau = float(np.nanmax(est.tau_int)) if len(est.tau_int) else 0.0
+    if not est.bin_size < 2.0 * tau:
+        return ""
+    return (f" -- the bins are shorter than 2 tau_int = {2.0 * tau:.1f} (capped so that {est.n_bins} bins remain for "
+            "the covariance): the errors may be underestimated; more configurations per chain lift the cap")
 
 
 def independent_estimates(quantity: Quantity, betas: Sequence[float], observables: Sequence[Mapping[str, np.ndarray]],

@@ -88,7 +88,8 @@ from corrflow.pipeline import (
 )
 
 from .common import ContinuumFitSettings, goodness_of_fit
-from .estimators import Quantity, bayesian_fits, continuum_fits, flowed_estimates, independent_estimates
+from .estimators import (Quantity, bayesian_fits, continuum_fits, flowed_estimates, independent_estimates,
+                         short_bins_note)
 
 __all__ = ["NECCO_SOMMER_RANGE", "SU3_QUANTITIES", "SU3ContinuumSettings", "estimate", "flow_quantity",
            "necco_sommer_r0", "prepare"]
@@ -386,7 +387,7 @@ def estimate(s: SU3ContinuumSettings, inputs: SU3Inputs) -> dict[str, Any]:
         f"{s.markov.algorithm}); {order_txt} extrapolation in (a/r0)^2 (Necco-Sommer r0/a) by correlated chi^2; "
         f"E(t) {s.definition}, t^2 E(t0) = {s.t0_ref:g}, W(w0^2) = {s.w0_ref:g}.",
         f"- **flowed** (one base ensemble at beta = {s.base_beta:g}, flows to the other betas, reweighting; joint "
-        f"jackknife, {fl.n_bins} bins of {fl.bin_size}): continuum value "
+        f"jackknife, {fl.n_bins} bins of {fl.bin_size}{short_bins_note(fl)}): continuum value "
         f"**{_fmt(fit_f.lsq.params[0], fit_f.lsq.errors[0])}**"
         f", {goodness_of_fit(fit_f.lsq.chi2, fit_f.lsq.dof)}"
         + (f" (error x sqrt(chi2/dof) = {_fmt(fit_f.lsq.params[0], scale_f * fit_f.lsq.errors[0])})"

@@ -10,6 +10,7 @@ import numpy as np
 from corrflow.pipeline import COST_DEFINITION
 
 from .common import goodness_of_fit
+from .estimators import short_bins_note
 
 __all__ = ["u1_record"]
 
@@ -70,7 +71,8 @@ def u1_record(s: Any, q: Any, fam: Any, x: np.ndarray, flowed: Any, indep: Any, 
         f"{', '.join(f'{b:g}' for b in s.betas)} ({s.ensemble.n_chains} chains x {n} configurations per ensemble, thin "
         f"{s.ensemble.thin}); {order_txt} extrapolation in a^2 g^2 = 1/beta by correlated chi^2.",
         f"- **flowed** (one HMC base ensemble at beta = {s.base_beta:g}, flows to the other betas, reweighting; full "
-        f"covariance from a joint binned jackknife, {flowed.n_bins} bins of {flowed.bin_size}): continuum value "
+        f"covariance from a joint binned jackknife, {flowed.n_bins} bins of {flowed.bin_size}"
+        f"{short_bins_note(flowed)}): continuum value "
         f"**{fmt_f}**, {goodness_of_fit(fit_f.lsq.chi2, fit_f.lsq.dof, fit_f.lsq.p_value)}"
         + (f" (error x sqrt(chi2/dof) = {_fmt(fit_f.lsq.params[0], scale_f * fit_f.lsq.errors[0])})."
            if scale_f > 1.0 else "."),

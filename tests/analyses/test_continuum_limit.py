@@ -322,3 +322,14 @@ def test_off_sector_counts_name_every_ensemble():
     text = off_sector_text({"base 2": 3, "flowed 2.2": 0, "independent 2.2": 1})
     assert text == "3 in the base ensemble at beta 2, 1 in the independent ensemble at beta 2.2"
     assert off_sector_text({"base": 2}) == "2 in the base ensemble"  # a key without a beta is named, not a crash
+
+
+def test_capped_jackknife_bins_are_said():
+    """Short chains cap the bin size below the ceil(bin_tau_factor x tau_int) the help promises (so that enough bins
+    remain for the covariance); the record said "50 bins of 2" at tau_int 1.64 without a word (a 4D audit)."""
+    from analysis.continuum_limit.estimators import CorrelatedEstimates, short_bins_note
+
+    est = CorrelatedEstimates(*([None] * len(CorrelatedEstimates._fields)))._replace(
+        tau_int=np.array([0.6, 1.64]), bin_size=2, n_bins=50)
+    assert "shorter than 2 tau_int = 3.3" in short_bins_note(est) and "underestimated" in short_bins_note(est)
+    assert short_bins_note(est._replace(bin_size=33)) == ""
