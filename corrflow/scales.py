@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .observables.gradient_flow import T0_REFERENCE, W0_REFERENCE, flow_scale, w_function
-from .stats import Stats, Windowing, gamma_method
+from .stats import Windowing, gamma_method
 
 __all__ = ["flow_scales", "scales_from_store"]
 
@@ -53,14 +53,16 @@ def _reached(t: np.ndarray, y: np.ndarray, ref: float, scale: str, curve: str, k
 
 
 def flow_scales(t: np.ndarray, energy: np.ndarray, *, t0_ref: float = T0_REFERENCE,
-                w0_ref: float = W0_REFERENCE, S: float | Windowing = 1.5) -> dict[str, Stats]:
+                w0_ref: float = W0_REFERENCE, S: float | Windowing = 1.5, partial: bool = False) -> dict[str, Any]:
     """``t0``, ``w0`` (lattice units), ``sqrt(t0)/w0`` and ``t0/w0^2`` as :class:`~corrflow.stats.Stats`.
 
     ``t``: flow times ``(k,)`` starting at 0 with uniform spacing; ``energy``: ``E(t)`` samples ``(n, k)`` (one
     chain) or ``(n_chains, n, k)``.  Raises ``ValueError`` if the mean curve does not reach a reference (flow
     longer, or lower ``t0_ref`` / ``w0_ref`` on small or coarse lattices).  ``S``: the Gamma method's windowing
     (Wolff's ``S``, or a :class:`~corrflow.stats.Windowing` with the exponential tail of a slow mode -- the
-    topological charge, with which ``t0`` is correlated near the continuum).
+    topological charge, with which ``t0`` is correlated near the continuum).  ``partial``: a scale whose reference
+    is out of reach is left out instead, with its reason in ``out["unavailable"][scale]`` (``ValueError`` only when
+    neither is reached).
     """
     t = np.asarray(t, float)
     e = np.asarray(energy, float)
@@ -74,13 +76,20 @@ def flow_scales(t: np.ndarray, energy: np.ndarray, *, t0_ref: float = T0_REFEREN
     mean = e.mean(axis=(0, 1))
     y = t**2 * mean
     tm, w = w_function(t, y)
-    _reached(t, y, t0_ref, "t0", "t^2 E(t)", "t0_ref (--t0-ref)", t[-1])  # raise early, naming the scale
-    _reached(tm, w, w0_ref, "w0", "W(t) = t d/dt t^2 E", "w0_ref (--w0-ref)", t[-1])
-    # primary observables: E on the grid points that the two crossings need (w needs neighbours)
-    s0 = _window(t, y, t0_ref)
-    sw = _window(tm, w, w0_ref)
-    lo = min(s0.start, sw.start)  # tm[i] = t[i + 1]
-    hi = max(s0.stop, sw.stop + 2)
+    unavailable: dict[str, str] = {}
+    for scale, args in (("t0", (t, y, t0_ref, "t0", "t^2 E(t)", "t0_ref (--t0-ref)", t[-1])),
+                        ("w0", (tm, w, w0_ref, "w0", "W(t) = t d/dt t^2 E", "w0_ref (--w0-ref)", t[-1]))):
+        try:
+            _reached(*args)  # raise early, naming the scale
+        except ValueError as exc:
+            bad_reference = not (np.isfinite(args[2]) and args[2] > 0)
+            if not partial or unavailable or bad_reference:  # a wrong reference, or neither scale: an error
+                raise
+            unavailable[scale] = str(exc)
+    # primary observables: E on the grid points that the crossings need (w needs neighbours; tm[i] = t[i + 1])
+    spans = [] if "t0" in unavailable else [_window(t, y, t0_ref)]
+    spans += [] if "w0" in unavailable else [slice(_window(tm, w, w0_ref).start, _window(tm, w, w0_ref).stop + 2)]
+    lo, hi = min(sp.start for sp in spans), max(sp.stop for sp in spans)
     tt = t[lo:hi]
     data = np.moveaxis(e[..., lo:hi], -1, 0)  # (k', R, n)
 
@@ -91,6 +100,13 @@ def flow_scales(t: np.ndarray, energy: np.ndarray, *, t0_ref: float = T0_REFEREN
         mid, ww = w_function(tt, tt**2 * a)
         return float(np.sqrt(flow_scale(mid, ww, w0_ref)))
 
+    if unavailable:
+        out: dict[str, Any] = {"unavailable": unavailable}
+        if "t0" not in unavailable:
+            out["t0"] = gamma_method(data, t0_of, S=S)
+        if "w0" not in unavailable:
+            out["w0"] = gamma_method(data, w0_of, S=S)
+        return out
     out = {
         "t0": gamma_method(data, t0_of, S=S),
         "w0": gamma_method(data, w0_of, S=S),
@@ -100,7 +116,8 @@ def flow_scales(t: np.ndarray, energy: np.ndarray, *, t0_ref: float = T0_REFEREN
 
 
 def scales_from_store(store: Any, name: str, *, definition: str = "clover", t0_ref: float = T0_REFERENCE,
-                      w0_ref: float = W0_REFERENCE, S: float | Windowing = 1.5) -> dict[str, Any]:
+                      w0_ref: float = W0_REFERENCE, S: float | Windowing = 1.5, partial: bool = False
+                      ) -> dict[str, Any]:
     """:func:`flow_scales` of a stored ensemble measured with ``corrflow measure ... wilson_flow``; also the
     topological susceptibility ``<Q^2>/V`` at the grid point nearest ``t0`` when ``flow_Q`` is stored.
 
@@ -119,9 +136,9 @@ def scales_from_store(store: Any, name: str, *, definition: str = "clover", t0_r
                          "first")
     t = np.asarray(ds["flow_time"].values, float)
     e = np.asarray(ds[key].values)
-    res: dict[str, Any] = flow_scales(t, e, t0_ref=t0_ref, w0_ref=w0_ref, S=S)
+    res: dict[str, Any] = flow_scales(t, e, t0_ref=t0_ref, w0_ref=w0_ref, S=S, partial=partial)
     res["flow_eps"] = ds[key].attrs.get("flow_eps")
-    if "flow_Q" in ds:
+    if "flow_Q" in ds and "t0" in res:
         i = int(np.argmin(np.abs(t - res["t0"].value)))
         q = np.asarray(ds["flow_Q"].values)[..., i]
         vol = float(np.prod(ds.attrs["shape"]))
@@ -132,8 +149,11 @@ def scales_from_store(store: Any, name: str, *, definition: str = "clover", t0_r
 
 def describe(res: Mapping[str, Any]) -> list[str]:
     """Printable lines for :func:`scales_from_store` results."""
-    lines = [f"t0/a^2        = {res['t0']}", f"w0/a          = {res['w0']}",
-             f"sqrt(t0)/w0   = {res['sqrt_t0_over_w0']}"]
+    lost = res.get("unavailable", {})
+    lines = [f"t0/a^2        = {res['t0']}" if "t0" in res else f"t0/a^2        : not available -- {lost['t0']}",
+             f"w0/a          = {res['w0']}" if "w0" in res else f"w0/a          : not available -- {lost['w0']}"]
+    if "sqrt_t0_over_w0" in res:
+        lines.append(f"sqrt(t0)/w0   = {res['sqrt_t0_over_w0']}")
     if "chi_top" in res:
         lines.append(f"chi_top a^4   = {res['chi_top']}   (clover Q at t = {res['Q_at']:.3g})")
     return lines

@@ -119,6 +119,16 @@ def test_scales_from_store_match_the_direct_computation(su3_store, tmp_path):
         scales_from_store(st, "su3", t0_ref=10.0)  # out of reach: a clear error naming the scale, not a number
     with pytest.raises(ValueError, match=r"w0: W\(t\) = t d/dt t\^2 E never reaches w0_ref"):
         scales_from_store(st, "su3", t0_ref=ref_t0, w0_ref=10.0)
+    # `corrflow scales` with only w0 out of reach: t0 (and chi_top) printed, w0 said to be unavailable, exit 0
+    part = scales_from_store(st, "su3", t0_ref=ref_t0, w0_ref=10.0, partial=True)
+    assert part["t0"].value == res["t0"].value and "w0" not in part and "chi_top" in part
+    assert "never reaches w0_ref" in part["unavailable"]["w0"]
+    out = CliRunner().invoke(app, ["scales", str(path), "su3", "--t0-ref", str(ref_t0), "--w0-ref", "10"])
+    assert out.exit_code == 0 and "w0/a          : not available -- w0: W(t)" in out.output, out.output
+    with pytest.raises(ValueError, match="t0: the reference t0_ref"):  # a wrong reference stays an error
+        scales_from_store(st, "su3", t0_ref=-1.0, w0_ref=ref_w0, partial=True)
+    with pytest.raises(ValueError, match="never reaches"):  # neither reached: an error
+        scales_from_store(st, "su3", t0_ref=10.0, w0_ref=10.0, partial=True)
     with pytest.raises(ValueError, match=r"t0: the reference t0_ref \(--t0-ref\) must be > 0, got -1"):
         scales_from_store(st, "su3", t0_ref=-1.0)
 

@@ -144,7 +144,8 @@ def scales(
         st = open_store(store, "r")
         if windowing is None:  # (an unknown ensemble: the store says so, with the ones it has)
             windowing = auto_windowing(st, ensemble, 0)
-        res = scales_from_store(st, ensemble, definition=definition, t0_ref=t0_ref, w0_ref=w0_ref, S=windowing)
+        res = scales_from_store(st, ensemble, definition=definition, t0_ref=t0_ref, w0_ref=w0_ref, S=windowing,
+                                partial=True)  # one scale out of reach: the other is still printed
         step = f", flow step {res['flow_eps']:g}" if res.get("flow_eps") is not None else ""
         tail = f", {windowing.tail_note}" if windowing.tail_note else ""
         console.print(f"[bold]{ensemble}[/] ({definition} E{step}, t0-ref {t0_ref}, w0-ref {w0_ref}{tail})")
