@@ -85,11 +85,19 @@ def catch_interrupts() -> None:
     Python raises ``KeyboardInterrupt`` wherever the main thread happens to be, and when that is a callback it
     cannot propagate from -- JAX's garbage-collection hook, which runs often while programs compile -- the exception
     is printed as "Exception ignored in ..." and lost: the command ran to its end, exit 0.  With this handler the
-    press is kept, and :func:`check_interrupt` (called by every progress update, and by the command runner when the
-    body returns) raises it again.  Marks the process as a command-line process: :func:`exit_now` ends it without
+    press is kept (and Python's traceback of the lost exception is not printed), and :func:`check_interrupt` (called
+    by every progress update, and by the command runner when the body returns) raises it again.  Marks the process as a command-line process: :func:`exit_now` ends it without
     the interpreter's shutdown.  Not for library use (it replaces the process's SIGINT handler)."""
     signal.signal(signal.SIGINT, _on_sigint)
     _interrupt["cli"] = True
+    default_hook = sys.unraisablehook
+
+    def quiet_lost_interrupt(info: object) -> None:  # Python's "Exception ignored in ...: KeyboardInterrupt" traceback
+        exc_type = getattr(info, "exc_type", None)
+        if not (isinstance(exc_type, type) and issubclass(exc_type, KeyboardInterrupt)):
+            default_hook(info)  # type: ignore[arg-type]
+
+    sys.unraisablehook = quiet_lost_interrupt
 
 
 def check_interrupt() -> None:

@@ -49,7 +49,7 @@ def generate(
     mass: Optional[float] = typer.Option(None, help="bare quark mass m (fermion theories; kappa = 1/(2m + 2d))"),
     kappa: Optional[float] = typer.Option(None, help="hopping parameter instead of --mass"),
     fermion_det: str = typer.Option("auto", help="fermion determinant in HMC: exact (dense, small lattices: "
-                                    "V*Ns*Nc <= 2048), pseudofermion (CG, even-odd preconditioned), or auto (exact "
+                                    "V Ns Nc <= 2048), pseudofermion (CG, even-odd preconditioned), or auto (exact "
                                     "where it fits, pseudofermion otherwise)"),
     seed: int = typer.Option(0, help="random seed; trajectory t of chain c uses fold_in(fold_in(key(seed), c), t)"),
     therm: int = typer.Option(100, help="thermalisation trajectories (not stored)"),
