@@ -86,8 +86,9 @@ def catch_interrupts() -> None:
     cannot propagate from -- JAX's garbage-collection hook, which runs often while programs compile -- the exception
     is printed as "Exception ignored in ..." and lost: the command ran to its end, exit 0.  With this handler the
     press is kept (and Python's traceback of the lost exception is not printed), and :func:`check_interrupt` (called
-    by every progress update, and by the command runner when the body returns) raises it again.  Marks the process as a command-line process: :func:`exit_now` ends it without
-    the interpreter's shutdown.  Not for library use (it replaces the process's SIGINT handler)."""
+    by every progress update, and by the command runner when the body returns) raises it again.  Marks the process
+    as a command-line process: :func:`exit_now` ends it without the interpreter's shutdown.  Not for library use (it
+    replaces the process's SIGINT handler and unraisable hook)."""
     signal.signal(signal.SIGINT, _on_sigint)
     _interrupt["cli"] = True
     default_hook = sys.unraisablehook

@@ -111,13 +111,15 @@ def generate(
             if fermion and th.det == "exact":  # dense algebra above this size takes hours per trajectory
                 from ..observables.fermions import DENSE_MAX_DIM, check_dense
 
-                if fermion_det == "auto" and th.volume * th.n_spin * th.n_color > DENSE_MAX_DIM:
+                try:
+                    check_dense(th, "HMC with --fermion-det exact takes the determinant of",
+                                remedy="use --fermion-det pseudofermion (or auto)")
+                except ValueError:
+                    if fermion_det != "auto":
+                        raise
                     th = th.replace(det="pseudofermion")
                     console.print(f"fermion determinant: pseudofermion (V*Ns*Nc > {DENSE_MAX_DIM}: too large for "
                                   "the exact dense determinant)")
-                else:
-                    check_dense(th, "HMC with --fermion-det exact takes the determinant of",
-                                remedy="use --fermion-det pseudofermion (or auto)")
             if algorithm == "hmc":
                 if jitter is not None and not 0.0 <= jitter < 1.0:
                     raise CLIError(f"--jitter must be in [0, 1) (relative spread of the step size), got {jitter}")

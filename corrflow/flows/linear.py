@@ -19,9 +19,10 @@ learning rate or step size is needed, and each iteration costs one gradient per 
 cost).  A step that raises the training variance is halved (up to 4 times) before it is taken; an iteration that
 cannot lower it stops the run (``stopped="converged"``), and so does one that lowers it by less than
 :data:`CONVERGED_RTOL` (1%) -- taken, then the run stops: the iterations after that bought nothing measurable while
-the held-out patience kept a 4^4 run going for minutes per iteration (a 4D audit).  Measured (BENCHMARKS.md, 4D SU(3) 4^4, β 5.7 → 5.75,
-one sweep with smoothing terms): held-out var(log w) 0.39 of direct reweighting's after the first step, 0.38 after
-three, where untied L-BFGS on the same flow reached 0.72 in 10 iterations and on the staple-only flow 0.66.
+the held-out patience kept a 4^4 run going for minutes per iteration (a 4D audit).  Measured (BENCHMARKS.md, 4D
+SU(3) 4^4, β 5.7 → 5.75, one sweep with smoothing terms): held-out var(log w) 0.39 of direct reweighting's after
+the first step, 0.38 after three, where untied L-BFGS on the same flow reached 0.72 in 10 iterations and on the
+staple-only flow 0.66.
 """
 
 from __future__ import annotations

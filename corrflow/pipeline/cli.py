@@ -39,9 +39,8 @@ def run_cli(body: Callable[[], Any], console: Any, errors: tuple[type[BaseExcept
     import typer
     from rich.markup import escape
 
-    from ..store import StoreError
-
     from ..runtime import check_interrupt, exit_now
+    from ..store import StoreError
 
     try:
         _check_environment()

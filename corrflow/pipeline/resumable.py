@@ -60,28 +60,27 @@ def run_in_batches(path: Path, key: dict[str, Any], outputs: tuple[str, ...],
     resume, resumed_cost = saved_batches(path, key, outputs)
     first = len(resume[0]) if resume else 0
     clock = Clock()
-    done = [first, 0]  # configurations done, batches run here
+    batches = [0]  # run here
 
     # the clock counts batches, not configurations: a padded last batch costs a whole batch (counted as its few
     # configurations it made the rate -- and every cost -- up to batch/k times too high)
-    def seconds(batches: int) -> float:  # cost of the configurations done after ``batches`` batches
-        return resumed_cost + (clock.cost(batches) if batches > 0 else 0.0)
+    def seconds(n_batches: int) -> float:  # cost of the configurations done after ``n_batches`` batches
+        return resumed_cost + (clock.cost(n_batches) if n_batches > 0 else 0.0)
 
     pending: list[tuple[int, int, list[np.ndarray]]] = []
     last_save = [time.monotonic()]
 
     def save() -> None:
-        stop, batches, flat = pending.pop()
-        cost = seconds(batches)
+        stop, n_batches, flat = pending.pop()
+        cost = seconds(n_batches)
         write_checkpoint(path, {**key, "done": int(stop), "cost_s": cost if np.isfinite(cost) else None},
                          dict(zip(outputs, flat)))
         last_save[0] = time.monotonic()
 
     def on_batch(stop: int, flat: list[np.ndarray]) -> None:
-        done[0] = stop
-        done[1] += 1
-        clock.tick(done[1])
-        pending[:] = [(stop, done[1], flat)]
+        batches[0] += 1
+        clock.tick(batches[0])
+        pending[:] = [(stop, batches[0], flat)]
         if time.monotonic() - last_save[0] >= SAVE_EVERY:
             save()
 
@@ -90,4 +89,4 @@ def run_in_batches(path: Path, key: dict[str, Any], outputs: tuple[str, ...],
     finally:  # the last finished batch, also after Ctrl-C or an error
         if pending:
             save()
-    return result, seconds(done[1]), first
+    return result, seconds(batches[0]), first
