@@ -55,6 +55,44 @@ def results_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[st
     return table
 
 
+def usage_error_line(exc: Any) -> str:
+    """One line for a command-line usage error (click's ``ClickException``: a missing or malformed option, an unknown
+    option or command): ``error: invalid value for '--n': 'abc' is not a valid integer (corrflow generate --help)``,
+    in place of typer's boxed usage panel."""
+    msg = " ".join(str(exc.format_message()).split())
+    cause = getattr(exc, "__cause__", None)  # typer's conversion errors do not say what was typed
+    errors = cause.errors() if hasattr(cause, "errors") else None
+    if errors and isinstance(errors[0], dict) and "input" in errors[0]:
+        msg += f" (got {errors[0]['input']!r})"
+    ctx = getattr(exc, "ctx", None)
+    where = f" ({ctx.command_path} --help)" if ctx is not None else ""
+    return f"error: {msg[:1].lower()}{msg[1:]}{where}"
+
+
+def main_with_one_line_errors(main: Any, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    """Run a click ``main`` (a typer command's) with usage errors said in one line (:func:`usage_error_line`, exit
+    status 2 as click's) instead of typer's usage text and box; exit statuses, ``--help``, Ctrl-C and the output of
+    the commands themselves as before.  ``standalone_mode=False`` (a caller that handles the exceptions) runs
+    ``main`` unchanged."""
+    import typer  # (typer 0.29 carries its own click: its exceptions derive from typer.TyperException)
+
+    if not standalone_mode:
+        return main(*args, standalone_mode=False, **kwargs)
+    try:
+        rv = main(*args, standalone_mode=False, **kwargs)
+    except typer.Abort:
+        print("Aborted!", file=sys.stderr)
+        sys.exit(1)
+    except typer.TyperException as exc:
+        if not hasattr(exc, "format_message"):
+            raise
+        if type(exc).__name__ != "NoArgsIsHelpError":  # (the help is printed already, as typer does)
+            make_console(stderr=True).print(usage_error_line(exc), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    # a command's body returns None; typer.Exit(n) comes back as n in this mode
+    sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
+
+
 def plain_flags(cmd: Any) -> Any:
     """``cmd`` with its on/off flags shown without a type in the help (typer 0.29 writes ``--help <bool>``)."""
     if cmd is None:

@@ -121,7 +121,12 @@ def test_generate_measure_summary_roundtrip(tmp_path):
         (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--devices", "-1"], "--devices must be >= 0"),
         (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--jitter", "1"], "--jitter must be in"),
         (["generate", "su3", "--beta", "6", "--shape", "4,4,4,4", "--n", "10", "--algorithm", "heatbath", "--jitter",
-          "0.2"], "the heat bath has none"),
+          "0.2"], "^error: --jitter: HMC molecular-dynamics settings; the heat bath has no trajectories"),
+        # HMC settings with the heat bath were accepted without a word (and --overrelax with HMC)
+        (["generate", "su3", "--beta", "6", "--shape", "4,4,4,4", "--n", "10", "--algorithm", "heatbath",
+          "--step-size", "0.1", "--n-steps", "8"], "^error: --step-size, --n-steps: HMC molecular-dynamics settings"),
+        (["generate", "su3", "--beta", "6", "--shape", "4,4,4,4", "--n", "10", "--overrelax", "2"],
+         "^error: --overrelax sets the over-relaxation sweeps of --algorithm heatbath; HMC has none"),
         # library messages said with the options the user typed (they named HMCConfig fields, ...)
         (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--step-size", "0"], "^error: --step-size must"),
         (["generate", "u1", "--beta", "nan", "--shape", "4,4", "--n", "10"], "^error: --beta must be finite"),
@@ -237,3 +242,43 @@ def test_result_tables_never_cut_numbers():
     # the analyses' record tables leave it to the cells: the columns whose cells all read as numbers
     auto = results_table("t", ("observable", "estimator", "ensemble", *numbers), rows)
     assert [c.no_wrap for c in auto.columns] == [False] * 3 + [True] * 5
+
+
+def test_info_parameters_quote_kappa_with_dynamical_quarks():
+    """`corrflow info` showed the bare mass alone for su3-wilson / schwinger ensembles; the hopping parameter that a
+    lattice QCD user quotes (kappa = 1 / (2 m + 2 d)) stands next to it, and pure-gauge ensembles are unchanged."""
+    from corrflow.cli.ensembles import _parameters
+
+    qcd = {"theory": "su3-wilson", "shape": [4, 4, 4, 4], "params": {"beta": 5.8, "mass": 0.1, "xi": 1.0}}
+    assert _parameters(qcd) == "beta=5.8, mass=0.1, kappa=0.121951, xi=1"  # 1 / (0.2 + 8)
+    two = {"theory": "schwinger", "shape": [8, 8], "params": {"beta": 2.0, "mass": -0.1}}
+    assert _parameters(two) == "beta=2, mass=-0.1, kappa=0.263158"  # 1 / (-0.2 + 4)
+    assert _parameters({"theory": "su3", "shape": [4] * 4, "params": {"beta": 6.0}}) == "beta=6"
+
+
+def test_usage_errors_in_one_line(tmp_path, capsys):
+    """typer answered a malformed or missing option with its usage text and a boxed panel (6 lines); the standards
+    ask for one line saying what was wrong, exit status 2 -- on `corrflow` and on the analyses' own entries."""
+    store = str(tmp_path / "s.zarr")
+    for args, line in (
+            (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "abc", "--store", store],
+             "error: invalid value for '--n': .* \\(got 'abc'\\) \\(corrflow generate --help\\)$"),
+            (["generate", "u1", "--beta", "1", "--shape", "4,4", "--store", store],
+             "error: missing option '--n'. \\(corrflow generate --help\\)$"),
+            (["generat", "u1"], "error: no such command 'generat'. Did you mean 'generate'\\? \\(corrflow --help\\)$"),
+            (["info", store, "--bogus"], "error: no such option: --bogus \\(corrflow info --help\\)$")):
+        res = runner.invoke(app, args, prog_name="corrflow")
+        out = res.output.strip()
+        assert res.exit_code == 2 and len(out.splitlines()) == 1, out
+        assert __import__("re").match(line, out), out
+    assert not (tmp_path / "s.zarr").exists()  # nothing written
+    res = runner.invoke(app, ["info", "--help"])  # help and its exit status unchanged
+    assert res.exit_code == 0 and "Usage" in res.output
+    from analysis.feynman_hellmann.__main__ import main as fh_main
+
+    with pytest.raises(SystemExit) as exc:
+        fh_main(["--n-configs", "x"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: invalid value for '--n-configs'") and len(err.splitlines()) == 1, err
+    assert err.endswith("(python -m analysis.feynman_hellmann --help)"), err

@@ -8,6 +8,7 @@ import pytest
 import corrflow  # noqa: F401  (x64)
 from corrflow import make_theory
 from corrflow.pipeline import WilsonFlowGrid, measure_stored
+from corrflow.pipeline.measurements import choose_flow_grid
 from corrflow.observables.gradient_flow import flow_scale, w_function, wilson_flow
 from corrflow.scales import flow_scales, scales_from_store
 from corrflow.store import StoreError, open_store
@@ -145,7 +146,9 @@ def test_a_longer_flow_replaces_the_stored_one_and_bad_grids_are_refused(su3_sto
     measure_stored(st, "su3", ["wilson_flow"], batch=N, flow=FLOW)
     before = open_store(path).open_ensemble("su3")["flow_E_clov"].values
     with pytest.raises(ValueError, match=r"flow_E_plaq of 'su3' was integrated with --flow-eps 0\.05; these settings "
-                       r"ask for 0\.025: continue with --flow-eps 0\.05, or discard"):  # same grid, another step
+                       r"ask for 0\.025: rerun with --flow-eps 0\.05 \(the stored step\), or measure anew in a new "
+                       r"store or with `corrflow measure \.\.\. wilson_flow --replace` \(discards its 10 stored "
+                       r"measurements\)$"):  # same grid, another step
         measure_stored(st, "su3", ["wilson_flow"], flow=FLOW._replace(eps=0.025))
     with pytest.raises(StoreError, match=r"computed with \{'flow_eps': 0\.05\}, these with \{'flow_eps': 0\.1\}"):
         with st.writer("su3") as w:  # the writer keeps the step too
@@ -153,16 +156,23 @@ def test_a_longer_flow_replaces_the_stored_one_and_bad_grids_are_refused(su3_sto
                                settings={"flow_eps": 0.1})
     longer = WilsonFlowGrid(t_max=0.8, eps=0.05, every=0.1)
     with pytest.raises(ValueError, match=r"stored on the flow-time grid t = 0 \.\. 0\.6 every 0\.1; these settings ask "
-                       r"for t = 0 \.\. 0\.8 every 0\.1: use the stored grid \(corrflow measure --flow-t-max 0\.6 "
-                       r"--flow-every 0\.1\), or discard its 10 stored measurements and measure anew \(corrflow "
-                       r"measure \.\.\. wilson_flow --replace\)"):
+                       r"for t = 0 \.\. 0\.8 every 0\.1: rerun with --flow-t-max 0\.6 --flow-every 0\.1 \(the stored "
+                       r"grid\), or measure anew in a new store or with `corrflow measure \.\.\. wilson_flow "
+                       r"--replace` \(discards its 10 stored measurements\)$"):
         measure_stored(st, "su3", ["wilson_flow"], flow=longer)
+    with pytest.raises(ValueError, match=r"these settings need at least t = 0 \.\. 0\.8 every 0\.1: rerun with "
+                       r"--flow-t-max 0\.6 --flow-every 0\.1 \(the stored grid\)"):  # an automatic t_max too short
+        measure_stored(st, "su3", ["wilson_flow"], flow=longer._replace(at_least=True))
     res = measure_stored(st, "su3", ["wilson_flow"], batch=N, flow=longer, replace=True)
     assert res.measured == {"flow_E_plaq": N, "flow_E_clov": N, "flow_Q": N}
     ds = open_store(path).open_ensemble("su3")
     np.testing.assert_allclose(ds["flow_time"].values, np.arange(9) * 0.1)
     np.testing.assert_allclose(ds["flow_E_clov"].values[..., :7], before, rtol=1e-12)
     assert st.verify("su3").ok
+    # an automatic (minimum) t_max that the longer stored grid reaches: kept as it is, nothing measured or refused
+    assert measure_stored(st, "su3", ["wilson_flow"], flow=FLOW._replace(at_least=True)).measured == {}
+    with pytest.raises(ValueError, match="integrated with --flow-eps 0.05; these settings ask for 0.025"):
+        measure_stored(st, "su3", ["wilson_flow"], flow=FLOW._replace(at_least=True, eps=0.025))  # the step must agree
     for bad, what in ((WilsonFlowGrid(t_max=float("inf")), "--flow-t-max must be a finite flow time > 0, got inf"),
                       (WilsonFlowGrid(t_max=float("nan")), "--flow-t-max must be a finite flow time > 0, got nan"),
                       (WilsonFlowGrid(eps=0.0), "--flow-eps must be a finite flow time > 0, got 0.0"),
@@ -172,6 +182,18 @@ def test_a_longer_flow_replaces_the_stored_one_and_bad_grids_are_refused(su3_sto
             measure_stored(st, "su3", ["wilson_flow"], flow=bad, replace=True)
     after = open_store(path).open_ensemble("su3")["flow_E_clov"].values
     assert np.array_equal(after, ds["flow_E_clov"].values)  # a refused --replace discarded nothing
+
+
+def test_an_automatic_flow_length_keeps_a_longer_stored_grid():
+    """choose_flow_grid: with at_least, a stored grid of the same spacing that reaches t_max is used as it is;
+    a shorter one, another spacing or an explicit t_max give the requested grid (which measure_stored refuses)."""
+    auto = WilsonFlowGrid(t_max=0.6, eps=0.05, every=0.1, at_least=True)
+    stored = np.arange(11) * 0.1  # 0 .. 1.0
+    np.testing.assert_array_equal(choose_flow_grid(auto, SHAPE, stored), stored)
+    np.testing.assert_allclose(choose_flow_grid(auto, SHAPE, stored[:7]), np.arange(7) * 0.1)  # exactly t_max
+    for flow, t in ((auto, stored[:5]), (auto, np.arange(6) * 0.2), (auto._replace(at_least=False), stored),
+                    (auto, None)):
+        np.testing.assert_allclose(choose_flow_grid(flow, SHAPE, t), np.arange(7) * 0.1)
 
 
 def test_flow_scale_errors_have_correct_coverage():

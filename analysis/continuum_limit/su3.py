@@ -39,7 +39,8 @@ Workflow (each step goes through the store and is skipped or resumed when alread
    ``log w_k(U_i)``, paired with ``U_i``;
 4. independent ensembles at every ``beta_k != beta_0`` (seed ``seed + k``; the baseline);
 5. the Wilson flow on every configuration of every ensemble (:func:`corrflow.pipeline.measure_stored` with
-   ``wilson_flow``; one flow-time grid for all ensembles);
+   ``wilson_flow``; one flow-time grid for all ensembles -- with the automatic ``--flow-t-max`` an ensemble that
+   already stores a longer grid of the same spacing and step keeps it, and the estimates use the common part);
 6. estimates, covariance, fits, figure and record (``store.write_analysis("continuum_limit_su3", ...)``;
    ``continuum_limit_su3.png / .md / .json`` in ``--out``).
 
@@ -150,8 +151,10 @@ class SU3ContinuumSettings(ContinuumFitSettings):
     ``betas`` includes the base ``beta_0 = min(betas)``; lattices ``T x L^3``; ``n_configs`` stored configurations
     per chain and ensemble, each the last of ``thin`` updates (heat bath: ``1 + n_overrelax`` sweeps; HMC: one
     trajectory of ``n_steps`` Omelyan steps of size ``step_size``).  Flow-time grid: step ``flow_eps``, a
-    measurement every ``flow_every``, up to ``flow_t_max`` (0: 1.6 times the ``t0`` that the Necco–Sommer ``r0/a``
-    and ``t0/r0^2 ~ 0.11`` suggest at the largest beta, scaled by the reference values).
+    measurement every ``flow_every``, up to ``flow_t_max`` (0: at least 1.6 times the ``t0`` that the Necco–Sommer
+    ``r0/a`` and ``t0/r0^2 ~ 0.11`` suggest at the largest beta, scaled by the reference values; an ensemble that
+    already stores the flow with the same ``flow_every`` and ``flow_eps`` up to a later time keeps that grid, so a
+    rerun with other reference values does not measure anew).
     """
 
     name: ClassVar[str] = ANALYSIS_NAME
@@ -181,7 +184,8 @@ class SU3ContinuumSettings(ContinuumFitSettings):
     w0_ref: float = setting(0.3, "W(w0^2) = w0_ref")
     flow_eps: float = setting(0.05, "Wilson-flow step (RK3)")
     flow_every: float = setting(0.1, "flow-time grid spacing of the E(t) measurement")
-    flow_t_max: float = setting(0.0, "flow until t (0: 1.6 x the t0 Necco-Sommer suggests)")
+    flow_t_max: float = setting(0.0, "flow until t (0: at least 1.6 x the t0 Necco-Sommer suggests; a longer "
+                                "grid already stored is kept)")
     order: int = setting(1, "polynomial degree in (a/r0)^2")
     bayes: bool = setting(False, "also run Bayesian (numpyro NUTS) fits")
 
@@ -200,7 +204,9 @@ class SU3ContinuumSettings(ContinuumFitSettings):
 
 
     def wilson_flow_grid(self) -> Any:
-        """The flow-time grid (:class:`corrflow.pipeline.WilsonFlowGrid`) shared by every ensemble."""
+        """The flow-time grid (:class:`corrflow.pipeline.WilsonFlowGrid`) of the Wilson-flow measurement; with the
+        automatic ``flow_t_max`` (0) its ``t_max`` is a minimum (``at_least``: a longer grid already stored with the
+        same spacing and step is kept, :func:`corrflow.pipeline.measurements.choose_flow_grid`)."""
         from corrflow.pipeline import WilsonFlowGrid
 
         every, eps = float(self.flow_every), float(self.flow_eps)
@@ -213,7 +219,7 @@ class SU3ContinuumSettings(ContinuumFitSettings):
             t_max = every * math.ceil(t_max / every)
         if not t_max > 2 * every:
             raise ValueError(f"flow_t_max={t_max} must exceed two measurement intervals ({2 * every})")
-        return WilsonFlowGrid(t_max=float(t_max), eps=eps, every=every)
+        return WilsonFlowGrid(t_max=float(t_max), eps=eps, every=every, at_least=not self.flow_t_max)
 
 
 def header(s: SU3ContinuumSettings) -> str:
@@ -250,8 +256,8 @@ def prepare(pipe: Any, s: SU3ContinuumSettings) -> SU3Inputs:
                  independent_names=[_ensemble_name(s, b, e.seed + k) for k, b in enumerate(s.betas) if k],
                  training_name=_ensemble_name(s, s.base_beta, e.seed + TRAIN_SEED_OFFSET), flow_batch=min(block, 16))
     grid = s.wilson_flow_grid()
-    pipe.progress.log(f"  Wilson flow on every configuration (grid every {s.flow_every:g} to t = {grid.t_max:g}, eps "
-                      f"{s.flow_eps:g})")
+    pipe.progress.log(f"  Wilson flow on every configuration (grid every {s.flow_every:g} to t = {grid.t_max:g}"
+                      f"{' or a longer one already stored' if grid.at_least else ''}, eps {s.flow_eps:g})")
     wf = {"base": pipe.measure(fam.base, ["wilson_flow"], grid=grid, batch=min(block, 16)),
           "flowed": sum(pipe.measure(m.flowed, ["wilson_flow"], grid=grid, batch=min(block, 16)) for m in fam.members),
           "independent": sum(pipe.measure(m.independent, ["wilson_flow"], grid=grid, batch=min(block, 16))
@@ -311,6 +317,16 @@ def _energy(ens: Any, s: SU3ContinuumSettings) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ds["flow_time"].values, float), e
 
 
+def _common_flow_times(grids: Sequence[np.ndarray]) -> np.ndarray:
+    """The flow times that every ensemble has: the shortest of their grids (with the automatic ``flow_t_max`` an
+    ensemble keeps a longer grid it already stores, which extends the others: the same start and spacing)."""
+    t = min(grids, key=len)
+    if not all(np.allclose(g[:t.size], t, rtol=0, atol=1e-9) for g in grids):
+        raise ValueError("the ensembles store the Wilson flow on different flow-time grids; measure anew in a new "
+                         "store (--store)")
+    return t
+
+
 def _fmt(v: float, e: float, digits: int = 2) -> str:
     from corrflow.stats import format_value_error
 
@@ -323,12 +339,12 @@ def estimate(s: SU3ContinuumSettings, inputs: SU3Inputs) -> dict[str, Any]:
 
     fam, wf = inputs["fam"], inputs["wilson_flow"]
     n = s.ensemble.n_configs
-    t, e_base = _energy(fam.base, s)
-    f_e, f_lw, i_e = [e_base], [None], [e_base]
-    for m in fam.members:
-        f_e.append(_energy(m.flowed, s)[1])
-        f_lw.append(m.flowed.log_weights())
-        i_e.append(_energy(m.independent, s)[1])
+    base = _energy(fam.base, s)
+    flowed = [base] + [_energy(m.flowed, s) for m in fam.members]
+    indep = [base] + [_energy(m.independent, s) for m in fam.members]
+    t = _common_flow_times([tk for tk, _ in flowed + indep])
+    f_e, i_e = [e[..., :t.size] for _, e in flowed], [e[..., :t.size] for _, e in indep]
+    f_lw = [None] + [m.flowed.log_weights() for m in fam.members]
     if not all(np.all(np.isfinite(lw)) for lw in f_lw[1:]):
         raise FloatingPointError("a flow produced non-finite log weights; retrain it (lower --lr) or use smaller "
                                  "beta shifts")

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from ..console import make_console, plain_flags
+from ..console import main_with_one_line_errors, make_console, plain_flags
 
 
 def _looks_like_store(token: str) -> bool:
@@ -64,6 +64,9 @@ class PlainFlagsGroup(TyperGroup):
     def format_help(self, ctx: Any, formatter: Any) -> None:
         plain_flags(self)
         super().format_help(ctx, formatter)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        return main_with_one_line_errors(super().main, *args, **kwargs)  # usage errors in one line
 
 
 class _Commands(PlainFlagsGroup):

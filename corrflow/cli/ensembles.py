@@ -54,9 +54,9 @@ def generate(
     seed: int = typer.Option(0, help="random seed; trajectory t of chain c uses fold_in(fold_in(key(seed), c), t)"),
     therm: int = typer.Option(100, help="thermalisation trajectories (not stored)"),
     thin: int = typer.Option(1, help="store every thin-th trajectory"),
-    step_size: float = typer.Option(0.2, help="molecular-dynamics step size"),
-    n_steps: int = typer.Option(5, help="molecular-dynamics steps per trajectory"),
-    integrator: str = typer.Option("omelyan", help="omelyan or leapfrog"),
+    step_size: Optional[float] = typer.Option(None, help="HMC: molecular-dynamics step size (default 0.2)"),
+    n_steps: Optional[int] = typer.Option(None, help="HMC: molecular-dynamics steps per trajectory (default 5)"),
+    integrator: Optional[str] = typer.Option(None, help="HMC: omelyan (the default) or leapfrog"),
     jitter: Optional[float] = typer.Option(None, help="randomised trajectory lengths: each trajectory's step size "
                                            "drawn from step-size x [1 - jitter, 1 + jitter]; 0: fixed (a fixed "
                                            "length can resonate with near-harmonic modes at weak coupling and freeze "
@@ -70,7 +70,7 @@ def generate(
     resume: bool = typer.Option(False, "--resume", help="continue (or extend to --n) an existing ensemble"),
     algorithm: str = typer.Option("hmc", help="hmc, or heatbath (pure SU(N) gauge: 1 Cabibbo-Marinari heat-bath "
                                   "sweep + --overrelax over-relaxation sweeps per stored 'trajectory')"),
-    overrelax: int = typer.Option(4, help="heatbath: over-relaxation sweeps per update"),
+    overrelax: Optional[int] = typer.Option(None, help="heatbath: over-relaxation sweeps per update (default 4)"),
     devices: int = typer.Option(0, help="shard the chains over this many devices (jax.sharding; 0: one device). "
                                 "--chains must be a multiple of it"),
 ) -> None:
@@ -90,8 +90,9 @@ def generate(
         if beta < 0:
             raise CLIError(f"--beta must be >= 0 (0: the strong-coupling limit), got {beta:g}")
         for label, val, lo in (("--n", n, 1), ("--chains", chains, 1), ("--therm", therm, 0), ("--thin", thin, 1),
-                               ("--block", block, 1), ("--n-steps", n_steps, 1), ("--devices", devices, 0)):
-            if val < lo:
+                               ("--block", block, 1), ("--n-steps", n_steps, 1), ("--devices", devices, 0),
+                               ("--overrelax", overrelax, 0)):
+            if val is not None and val < lo:
                 raise CLIError(f"{label} must be >= {lo}, got {val}")
         if precision not in ("double", "single"):
             raise CLIError(f"--precision must be 'double' or 'single', got {precision!r}")
@@ -121,16 +122,23 @@ def generate(
                     console.print(f"fermion determinant: pseudofermion (V*Ns*Nc > {DENSE_MAX_DIM}: too large for "
                                   "the exact dense determinant)")
             if algorithm == "hmc":
+                if overrelax is not None:
+                    raise CLIError("--overrelax sets the over-relaxation sweeps of --algorithm heatbath; HMC has none "
+                                   "(leave it out, or add --algorithm heatbath)")
                 if jitter is not None and not 0.0 <= jitter < 1.0:
                     raise CLIError(f"--jitter must be in [0, 1) (relative spread of the step size), got {jitter}")
-                cfg: Any = HMCConfig(step_size=step_size, n_steps=n_steps, integrator=integrator, jitter=jitter)
+                cfg: Any = HMCConfig(step_size=0.2 if step_size is None else step_size,
+                                     n_steps=5 if n_steps is None else n_steps,
+                                     integrator=integrator or "omelyan", jitter=jitter)
             elif algorithm == "heatbath":
                 from ..heatbath import HeatbathConfig
 
-                if jitter is not None:
-                    raise CLIError("--jitter randomises HMC trajectory lengths; the heat bath has none (leave it out)")
-
-                cfg = HeatbathConfig(n_heatbath=1, n_overrelax=overrelax)
+                hmc_only = [f for f, v in (("--step-size", step_size), ("--n-steps", n_steps),
+                                           ("--integrator", integrator), ("--jitter", jitter)) if v is not None]
+                if hmc_only:
+                    raise CLIError(f"{', '.join(hmc_only)}: HMC molecular-dynamics settings; the heat bath has no "
+                                   "trajectories (leave them out, or use --algorithm hmc)")
+                cfg = HeatbathConfig(n_heatbath=1, n_overrelax=4 if overrelax is None else overrelax)
             else:
                 raise CLIError(f"--algorithm must be 'hmc' or 'heatbath', got {algorithm!r}")
         except ValueError as exc:
@@ -168,8 +176,9 @@ def generate(
             summary = generate_to_store(st, ens, th, cfg, n_traj=n, n_chains=chains, seed=seed, n_therm=therm, thin=thin,
                                         block_size=block, start=start, dtype=dtype, observables=obs, resume=resume,
                                         progress=progress, mesh=mesh)
+        acc = f"acceptance {summary.acceptance:.3f}, " if algorithm == "hmc" else ""  # the heat bath always accepts
         console.print(f"[green]done[/] {summary.name}: +{summary.n_new} -> {summary.committed} trajectories x {chains} "
-                      f"chains, acceptance {summary.acceptance:.3f}, <plaquette> {summary.plaquette:.5f}, "
+                      f"chains, {acc}<plaquette> {summary.plaquette:.5f}, "
                       f"{summary.seconds:.1f} s, store {store}")
         msg = low_acceptance_message(summary.acceptance, "--step-size", "--n-steps") if algorithm == "hmc" else None
         if msg is not None:
@@ -209,7 +218,7 @@ def info(
         notes, cells = [], []
         for nm in names:
             d = st.info(nm)
-            params = ", ".join(f"{k}={v:g}" for k, v in d["params"].items())
+            params = _parameters(d)
             status, how = _status(d)
             cells.append((nm, _kind(d), f"{d['theory']} {'x'.join(map(str, d['shape']))}", params,
                           f"{d['n_chains']} x {d['committed']}", f"{d['links_bytes'] / 2**20:.1f} MiB",
@@ -257,6 +266,18 @@ def info(
                 console.print(("flow application" if d["kind"] == "flowed" else "generation") + " cost not recorded")
 
     _run(body, interrupted=INTERRUPTED_READER)
+
+
+def _parameters(d: dict[str, Any]) -> str:
+    """The table's parameters column, ``beta=5.8, mass=0.1, kappa=0.161290, ...``: with dynamical quarks the hopping
+    parameter next to the bare mass (``kappa = 1 / (2 m + 2 d)``), the number a lattice QCD user quotes."""
+    from ..theories import has_fermions, kappa_from_mass
+
+    items = [f"{k}={v:g}" for k, v in d["params"].items()]
+    if "mass" in d["params"] and has_fermions(d["theory"]):
+        kappa = kappa_from_mass(float(d["params"]["mass"]), len(d["shape"]))
+        items.insert(list(d["params"]).index("mass") + 1, f"kappa={kappa:.6g}")
+    return ", ".join(items)
 
 
 def _kind(d: dict[str, Any]) -> str:

@@ -121,9 +121,11 @@ def derivative(
                                                   "separately: none | even-odd (2 solves; the default: 2.9x less "
                                                   "noise per solve in 4D QCD) | spin-color (`Ns*Nc`) | full (`2*Ns*Nc`)"),
     t0_ref: float = typer.Option(0.3, help="t^2 E(t0) that defines t0: with two or more t2E@T observables whose mean "
-                                           "crosses it, the derivative of t0/a^2 joins the table"),
+                                           "crosses it, the derivative of t0/a^2 joins the table (else a line "
+                                           "under it says why)"),
     w0_ref: float = typer.Option(0.3, help="W(w0^2) = t d/dt t^2 E that defines w0: with four or more t2E@T whose W "
-                                           "crosses it, the derivative of w0/a joins the table"),
+                                           "crosses it, the derivative of w0/a joins the table (else a line "
+                                           "under it says why)"),
     batch: int = typer.Option(32, help="configurations per jitted batch"),
     discard: str = typer.Option("0", help="leading trajectories of every chain to leave out (thermalisation), here "
                                           "and in the --compare ensembles: a number, or auto (the cut that leaves "
@@ -255,6 +257,8 @@ def derivative(
             f"{' + second-order control variate' if r.second_order else ''}{tr_msg})",
             ("observable", "estimator", "value(error)", "tau_int", "variance reduction"), cells,
             numbers=("value(error)", "tau_int", "variance reduction")))
+        for note in r.notes.values():  # why a t0/a^2 or w0/a row that the t2E@T observables ask for is missing
+            console.print(note, markup=False, highlight=False)
         if any(s.error > 0 for s in r.agreement.values()):  # (none with --field none: the same estimator)
             worst = max(abs(s.pull(0.0)) for s in r.agreement.values())
             console.print(("[yellow]" if worst > 3 else "") + "tangent - connected (same configurations, error of the "

@@ -204,11 +204,11 @@ def app(analysis: Analysis, extra: dict[str, Any] | None = None) -> Any:
     caller reads before the command runs (listed in the help, ignored by the command; :func:`command`)."""
     import typer
 
-    from ..console import plain_flags
+    from ..console import main_with_one_line_errors, plain_flags
 
     class _App(typer.Typer):
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            return plain_flags(typer.main.get_command(self))(*args, **kwargs)
+            return main_with_one_line_errors(plain_flags(typer.main.get_command(self)).main, *args, **kwargs)
 
     a = _App(add_completion=False, rich_markup_mode="markdown", help=analysis.help)
     command(analysis, a, extra)

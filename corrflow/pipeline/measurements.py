@@ -7,7 +7,8 @@ measures only what is missing.
 
 ``wilson_flow`` (SU(N)) integrates the Wilson flow of every configuration (:mod:`corrflow.observables.gradient_flow`)
 and stores ``flow_E_plaq``, ``flow_E_clov`` (and, in 4D, ``flow_Q``) with dims ``(chain, traj, flow_time)``;
-the flow-time grid is set by :class:`WilsonFlowGrid` (default: up to ``sqrt(8 t) = L_min / 2``).
+the flow-time grid is set by :class:`WilsonFlowGrid` (default: up to ``sqrt(8 t) = L_min / 2``; with
+``at_least`` a longer grid already stored is used as it is, :func:`choose_flow_grid`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from ..flows.batches import pad_rows
 from ..generate import measurements_from_names
 from ..groups import get_group
 
-__all__ = ["map_batches", "measure_stored", "MeasureSummary", "WilsonFlowGrid", "describe_grid", "FLOW_OBSERVABLE",
-           "flow_observable_names"]
+__all__ = ["map_batches", "measure_stored", "MeasureSummary", "WilsonFlowGrid", "choose_flow_grid", "describe_grid",
+           "FLOW_OBSERVABLE", "flow_observable_names"]
 
 FLOW_OBSERVABLE = "wilson_flow"
 
@@ -32,11 +33,14 @@ FLOW_OBSERVABLE = "wilson_flow"
 class WilsonFlowGrid(NamedTuple):
     """Flow-time grid of the ``wilson_flow`` measurement: step ``eps``, a measurement every ``every`` and the
     end ``t_max`` (``None``: the largest multiple of ``every`` with ``sqrt(8 t) <= L_min / 2``, i.e. the smoothing
-    radius reaches half the shortest extent)."""
+    radius reaches half the shortest extent).  ``at_least``: ``t_max`` is a minimum (an automatic flow length, e.g.
+    the analyses' ``--flow-t-max 0``): an ensemble that already stores the flow on a grid with the same spacing that
+    reaches at least as far keeps it (:func:`choose_flow_grid`; the integrator step must still agree)."""
 
     t_max: float | None = None
     eps: float = 0.02
     every: float = 0.1
+    at_least: bool = False
 
     def grid(self, shape: Sequence[int]) -> np.ndarray:
         """Flow times of the measurements ``(n + 1,)``: ``0, every, ..., n every``.  Raises ``ValueError`` (in the
@@ -54,6 +58,19 @@ class WilsonFlowGrid(NamedTuple):
             raise ValueError(f"wilson_flow: --flow-every {self.every:g} must be a multiple of --flow-eps {self.eps:g} "
                              "(the measurements sit on integrator steps)")
         return np.arange(n + 1) * self.every
+
+
+def choose_flow_grid(flow: WilsonFlowGrid, shape: Sequence[int], stored: Sequence[float] | None = None) -> np.ndarray:
+    """The flow-time grid to measure on for an ensemble of ``shape`` whose stored ``wilson_flow`` (if any) sits on
+    the flow times ``stored``: ``flow.grid(shape)``, or -- with ``flow.at_least`` -- the stored grid where it starts
+    at 0, has the spacing ``flow.every`` and reaches at least ``flow.grid(shape)[-1]``.  Any other stored grid is
+    left to :func:`measure_stored` to refuse; the integrator step is checked there too."""
+    grid = flow.grid(shape)
+    if not flow.at_least or stored is None or len(stored) < 2:
+        return grid
+    t = np.asarray(stored, float)
+    uniform = np.allclose(t, np.arange(t.size) * flow.every, rtol=0, atol=1e-9)
+    return t if uniform and t[-1] >= grid[-1] - 1e-9 else grid
 
 
 def describe_grid(t: Sequence[float]) -> str:
@@ -135,22 +152,26 @@ def measure_stored(
     with store.writer(name) as w:
         n = w.committed
         done = w.measured_observables()
+        have = [o for o in todo if o in flow_names and done.get(o, 0)]
+        if have and not replace:  # an automatic flow length keeps a longer stored grid
+            grid = choose_flow_grid(flow, spec.shape, w.observable_coords(have[0]).get("flow_time"))
         for o in todo:  # a different flow-time grid or step than the stored one: refuse before computing anything
             if o in flow_names and done.get(o, 0) and not replace:
                 stored = w.observable_coords(o).get("flow_time", [])
                 if len(stored) != len(grid) or not np.allclose(stored, grid, rtol=0, atol=1e-12):
+                    ask = f"{'need at least' if flow.at_least else 'ask for'} {describe_grid(grid)}"
+                    every = f"{stored[1] - stored[0]:g}" if len(stored) > 1 else f"{flow.every:g}"
                     raise ValueError(f"{o} of {name!r} is stored on the flow-time grid {describe_grid(stored)}; these "
-                                     f"settings ask for {describe_grid(grid)}: use the stored grid (corrflow measure "
-                                     f"--flow-t-max {stored[-1]:g} --flow-every {stored[1] - stored[0]:g}), or "
-                                     f"discard its {done[o]} stored measurements and measure anew (corrflow measure "
-                                     "... wilson_flow --replace)")
+                                     f"settings {ask}: rerun with --flow-t-max {stored[-1]:g} --flow-every {every} "
+                                     f"(the stored grid), or measure anew in a new store or with `corrflow measure "
+                                     f"... wilson_flow --replace` (discards its {done[o]} stored measurements)")
                 was = w.observable_settings(o)  # None: measured before the step was recorded, takes any
                 if was is not None and was.get("flow_eps") != flow.eps:
                     eps = was.get("flow_eps")
                     raise ValueError(f"{o} of {name!r} was integrated with --flow-eps {eps}; these settings ask for "
-                                     f"{flow.eps:g}: continue with --flow-eps {eps}, or discard its {done[o]} "
-                                     "stored measurements and measure anew (corrflow measure ... wilson_flow "
-                                     "--replace)")
+                                     f"{flow.eps:g}: rerun with --flow-eps {eps} (the stored step), or measure anew "
+                                     "in a new store or with `corrflow measure ... wilson_flow --replace` (discards "
+                                     f"its {done[o]} stored measurements)")
         if replace:
             for o in todo:
                 if done.get(o, 0):

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE
 from ..stats import Stats, Windowing, sample_size_check
+from .core import _T2E_RE
 from .estimator import (paired_difference, per_observable, regression_slopes, second_order_difference,
                         second_order_estimate, tangent_estimate, variance_reduction)
 from .fermions import FermionTraces
@@ -46,7 +47,9 @@ class DerivativeResult:
     field on any ensemble -- once the ensemble is large enough for that error to be Gaussian (``agreement_size[obs]``
     and :meth:`unreliable_agreement`: the observables' rows only).  ``second_order[obs]``: the per-fold ``γ`` of the
     second-order control variate (:func:`corrflow.tangent.second_order_estimate`) where the tangent rows carry it,
-    else empty."""
+    else empty.  ``notes[row]``: why the row ``t0/a^2`` or ``w0/a`` is missing, one line starting with the row (too
+    few ``t2E@T`` flow times, or the mean curve does not cross its reference inside them), where the observables
+    include two or more ``t2E@T`` -- there the scales are evidently wanted; else empty."""
 
     estimates: dict[str, dict[str, Stats]]
     reduction: dict[str, float]
@@ -58,6 +61,7 @@ class DerivativeResult:
     agreement: dict[str, Stats] = field(default_factory=dict)
     second_order: dict[str, list[float]] = field(default_factory=dict)
     agreement_size: dict[str, dict[str, float]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
     field: dict[str, Any] = field(default_factory=dict)  # noqa: F811 (the field's description; last: it shadows field())
 
     def __repr__(self) -> str:
@@ -89,7 +93,7 @@ class DerivativeResult:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready ``{"observables": {OBS: {EST: {"value", "error", "tau_int"}}}, ...}``;
         ``variance_reduction[OBS]`` is the tangent estimator's, ``variance_reductions[OBS][EST]`` every estimator's,
-        both against the connected estimator."""
+        both against the connected estimator; ``notes[ROW]``: why a flow-scale row is missing (:attr:`notes`)."""
         obs = {o: {k: {"value": s.value, "error": s.error, "tau_int": s.tau_int} for k, s in est.items()}
                for o, est in self.estimates.items()}
         return {"param": self.param, "observables": obs, "variance_reduction": dict(self.reduction),
@@ -103,6 +107,7 @@ class DerivativeResult:
                 "tangent_minus_connected": {o: {"value": s.value, "error": s.error, "pull": s.pull(0.0),
                                                 **self.agreement_size.get(o, {})}
                                             for o, s in self.agreement.items()},
+                "notes": dict(self.notes),
                 **({"second_order_gamma": dict(self.second_order)} if self.second_order else {})}
 
 
@@ -154,10 +159,15 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
         red[name] = variance_reduction(con, tan)
         # the first-order per-configuration difference (also for second-order rows: its skew is the product's)
         sizes[name] = sample_size_check(dvo - (o - o.mean()) * (av - av.mean()), agree[name].tau_int)
+    notes: dict[str, str] = {}
+    flow_times = sum(1 for n in terms.names if _T2E_RE.match(n))
     for scale, ref, row in (("t0", t0_reference, "t0/a^2"), ("w0", w0_reference, "w0/a")):
         try:
             sc = flow_scale_derivative(terms, coef, reference=ref, scale=scale, S=S)
-        except ValueError:  # too few t2E@T columns, or the curve does not cross the reference inside the grid
+        except ValueError as exc:  # too few t2E@T columns, or the curve does not cross the reference inside the grid
+            if flow_times >= 2:  # the scales are evidently wanted: say why this one is missing
+                why = str(exc)
+                notes[row] = why if why.startswith(f"{row}: ") else f"{row}: {why}"
             continue
         est[row] = {"tangent": sc["tangent"], "connected": sc["connected"]}
         red[row] = variance_reduction(sc["connected"], sc["tangent"])
@@ -177,7 +187,7 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
                             param=terms.param, field=desc,
                             target="observable" if per_obs else "field",
                             observable_fits=dict(zip(terms.names, fits)) if per_obs else {}, agreement=agree,
-                            second_order=gammas, agreement_size=sizes)
+                            second_order=gammas, agreement_size=sizes, notes=notes)
 
 
 def control_variates(terms: TangentTerms, i: int) -> tuple[np.ndarray, np.ndarray]:

@@ -36,6 +36,21 @@ def _local_cubic(t: np.ndarray, y: np.ndarray, i: int) -> np.poly1d:
     return np.poly1d(np.polyfit(t[lo:hi] - t[i], y[lo:hi], deg=deg))
 
 
+def _check_crossing(t: np.ndarray, g: np.ndarray, reference: float, row: str, scale: str) -> None:
+    """``ValueError`` (one line, starting with ``row``) unless the mean curve ``g`` on the flow times ``t`` crosses
+    ``reference`` after the first grid point."""
+    curve, knob = ("t^2 E(t)", "--t0-ref") if scale == "t0" else ("W(t) = t d/dt t^2 E", "--w0-ref")
+    grid = "" if scale == "t0" else " interior"  # W by central differences: not at the ends of the grid
+    above = np.nonzero(g >= reference)[0]
+    if above.size == 0:
+        k = int(np.nanargmax(g))
+        raise ValueError(f"{row}: {curve} stays below {knob} {reference:g} up to t = {t[-1]:g}, the last{grid} flow "
+                         f"time (max {g[k]:.3g} at t = {t[k]:g}): measure t2E@T at larger T, or lower {knob}")
+    if above[0] == 0:
+        raise ValueError(f"{row}: {curve} is already {g[0]:.3g} >= {knob} {reference:g} at t = {t[0]:g}, the "
+                         f"first{grid} flow time: measure t2E@T at smaller T, or raise {knob}")
+
+
 def flow_scale_derivative(terms: TangentTerms, coef: Any, reference: float | None = None,
                           S: float | Windowing = 1.5, scale: str = "t0") -> dict[str, Stats]:
     """``{"t0": t0/a^2, "tangent": d(t0/a^2)/dα, "connected": the same with v = 0}`` as :class:`Stats`; with
@@ -47,16 +62,18 @@ def flow_scale_derivative(terms: TangentTerms, coef: Any, reference: float | Non
     ``W(t) = t d/dt <t^2 E> = reference`` with ``W`` from central differences on the grid, exactly as
     :func:`corrflow.observables.gradient_flow.w_function` (a linear map of the ``t^2 E`` columns, so it applies to the
     derivative columns too), and ``d(w0/a)/dα = d(w0^2)/dα / (2 w0)``.  ``ValueError`` if too few ``t2E@T``
-    observables are given or the curve does not cross ``reference`` inside the grid.
+    observables are given or the mean curve does not cross ``reference`` inside the grid: one line that starts with
+    the row (``"t0/a^2: "``, ``"w0/a: "``) and says what to change (the ``corrflow derivative`` options named).
     """
     if scale not in ("t0", "w0"):
         raise ValueError(f"unknown flow scale {scale!r}; allowed: t0, w0")
     reference = (T0_REFERENCE if scale == "t0" else W0_REFERENCE) if reference is None else float(reference)
     cols = [(float(m.group(1)), k) for k, n in enumerate(terms.names) if (m := _T2E_RE.match(n))]
     need = 2 if scale == "t0" else 4
+    row = "t0/a^2" if scale == "t0" else "w0/a"
     if len(cols) < need:
-        raise ValueError(f"d {scale}/dα needs t2E@T observables at {'two' if need == 2 else 'four'} or more flow times "
-                         f"around {scale} (got {', '.join(terms.names)})")
+        raise ValueError(f"{row}: needs t2E@T observables at {'two' if need == 2 else 'four'} or more flow times "
+                         f"around {scale}, got {len(cols)}")
     cols.sort()
     t = np.array([c[0] for c in cols])
     lin = None
@@ -65,7 +82,7 @@ def flow_scale_derivative(terms: TangentTerms, coef: Any, reference: float | Non
         t = t[1:-1]
     ds = derived_series(terms, coef, [c[1] for c in cols], lin)
     g_mean = ds.shift
-    flow_scale(t, g_mean, reference)  # raises the clear error when the curve does not cross the reference
+    _check_crossing(t, g_mean, reference, row, scale)
     i = int(np.nonzero(g_mean >= reference)[0][0])
 
     def parts(m: np.ndarray) -> tuple[float, float, float]:

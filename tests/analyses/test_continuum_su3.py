@@ -67,6 +67,12 @@ def test_settings_bad_input(tmp_path):
     s = cs.SU3ContinuumSettings.make(**ok)
     # automatic flow length: 1.6 x the t0 that r0/a(5.8) and t0/r0^2 ~ 0.11 suggest, on the grid
     assert s.wilson_flow_grid().t_max == pytest.approx(0.1 * math.ceil(16 * 0.11 * cs.necco_sommer_r0(5.8) ** 2))
+    assert s.wilson_flow_grid().at_least  # a minimum: a longer grid already stored is kept
+    assert not cs.SU3ContinuumSettings.make(**ok, flow_t_max=2.0).wilson_flow_grid().at_least
+    # the estimates use the flow times every ensemble has (the automatic t_max keeps longer stored grids)
+    np.testing.assert_array_equal(cs._common_flow_times([np.arange(9) * 0.1, np.arange(6) * 0.1]), np.arange(6) * 0.1)
+    with pytest.raises(ValueError, match="different flow-time grids"):
+        cs._common_flow_times([np.arange(9) * 0.1, np.arange(6) * 0.2])
     assert s.betas == (5.7, 5.75, 5.8) and s.base_beta == 5.7
 
 
@@ -129,6 +135,21 @@ def test_record_report_and_rerun(su3_run, tmp_path):
     # another flow-time grid on the same store is refused before anything is computed
     with pytest.raises(ValueError, match="flow-time grid"):
         cl.run(dataclasses.replace(s, flow_every=0.04), write=False)
+    # the measurement step of a rerun with other reference values (automatic flow_t_max): a shorter automatic grid
+    # keeps the stored one; a longer one is refused naming the analysis' own options
+    from corrflow.pipeline import measure_stored
+
+    names = [rec["ensembles"]["base"], *rec["ensembles"]["flowed"], *rec["ensembles"]["independent"]]
+    lower = dataclasses.replace(s, t0_ref=0.02, w0_ref=0.02)
+    assert lower.wilson_flow_grid().t_max < s.wilson_flow_grid().t_max
+    rw = open_store(s.io.store, "a")
+    for name in names:
+        assert measure_stored(rw, name, ["wilson_flow"], flow=lower.wilson_flow_grid()).measured == {}, name
+    higher = dataclasses.replace(s, t0_ref=0.05, w0_ref=0.05)
+    t_stored = s.wilson_flow_grid().t_max
+    with pytest.raises(ValueError, match=rf"these settings need at least t = 0 \.\. \S+ every 0\.02: rerun with "
+                       rf"--flow-t-max {t_stored:g} --flow-every 0\.02 \(the stored grid\)"):
+        measure_stored(rw, names[0], ["wilson_flow"], flow=higher.wilson_flow_grid())
 
 
 def test_cli_dispatch_and_help(tmp_path, capsys):

@@ -323,3 +323,27 @@ def test_fermion_user_errors(schwinger_store, extra, message):
 def test_condensate_needs_fermions(u1_store):
     res = _invoke(["--store", str(u1_store), ENSEMBLE, "--obs", "condensate"])
     assert res.exit_code == 2 and "needs an ensemble with dynamical fermions" in " ".join(res.output.split())
+
+
+def test_scale_notes_under_the_table_and_in_json(u1_store, tmp_path, monkeypatch):
+    """A t0/a^2 or w0/a row that the t2E@T observables ask for but that cannot be made: its note
+    (``DerivativeResult.notes``) is printed under the table and given in --json.  The estimates are stand-ins (no
+    tangent terms are computed); the notes themselves are tested in test_flowed_observable.py."""
+    import numpy as np
+
+    from corrflow import tangent as tg
+    from corrflow.pipeline import tangent as pipeline
+    from corrflow.stats import Stats
+
+    note = "w0/a: needs t2E@T observables at four or more flow times around w0, got 3"
+    s = Stats(value=1.0, error=0.1, tau_int=0.5, tau_int_error=0.01, n=100, n_replicas=2, window=1)
+    result = tg.DerivativeResult(estimates={"plaquette": {"tangent": s, "connected": s}}, reduction={"plaquette": 1.0},
+                                 fits=[], coef=np.zeros(1), param="beta", notes={"w0/a": note})
+    stored = pipeline.StoredDerivative(result=result, checkpoint=tmp_path, reused=False, n_chains=2, n_traj=50,
+                                       cost={"terms_s": 0.1, "fit_s": 0.0})
+    monkeypatch.setattr(pipeline, "derivative_from_store", lambda *args, **kwargs: stored)
+    args = ["--store", str(u1_store), ENSEMBLE, "--param", "beta", "--obs", "plaquette"]
+    res = _invoke(args)
+    assert res.exit_code == 0 and f"\n{note}\n" in res.output, res.output
+    out = _invoke(args + ["--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout)["notes"] == {"w0/a": note}, out.output

@@ -126,10 +126,40 @@ def test_t0_derivative_against_finite_difference(su2_terms):
     with pytest.raises(ValueError, match="two or more flow times"):
         tg.flow_scale_derivative(tg.TangentTerms(terms.o[..., :2], terms.ds, terms.a, terms.b[..., :2, :],
                                                  tuple(NAMES[:2]), "beta"), coef)
-    with pytest.raises(ValueError, match="never reaches"):
+    with pytest.raises(ValueError, match=r"^t0/a\^2: t\^2 E\(t\) stays below --t0-ref 1 up to t = 0.4"):
         tg.flow_scale_derivative(terms, coef, reference=1.0)
+    with pytest.raises(ValueError, match=r"^w0/a: W\(t\) = .* is already .* >= --w0-ref 1e-06 at t = 0.2, the first "
+                                         "interior flow time: measure t2E@T at smaller T, or raise --w0-ref$"):
+        tg.flow_scale_derivative(terms, coef, reference=1e-6, scale="w0")
     with pytest.raises(ValueError, match="four or more flow times"):
         tg.flow_scale_derivative(tg.TangentTerms(terms.o[..., :4], terms.ds, terms.a, terms.b[..., :4, :],
                                                  tuple(NAMES[:4]), "beta"), coef, scale="w0")
     with pytest.raises(ValueError, match="unknown flow scale"):
         tg.flow_scale_derivative(terms, coef, scale="r0")
+
+
+def _columns(terms, k):
+    """The first ``k`` observables of ``terms`` (plaquette, then t2E@T at the smallest flow times)."""
+    return tg.TangentTerms(terms.o[..., :k], terms.ds, terms.a, terms.b[..., :k, :], tuple(NAMES[:k]), "beta")
+
+
+def test_missing_scale_rows_come_with_a_note(su2_terms):
+    """With two or more t2E@T observables a t0/a^2 or w0/a row that cannot be made is not dropped without a word:
+    ``notes[row]`` says why in one line (``corrflow derivative`` prints it under the table and in --json); with fewer
+    t2E@T observables the scales are not asked for and there is no note."""
+    terms, coef = su2_terms
+    res = tg.estimate(terms, coef)  # the default references 0.3 are out of reach on this 2D grid (t <= 0.4)
+    assert "t0/a^2" not in res.estimates and "w0/a" not in res.estimates
+    assert res.notes["t0/a^2"].startswith("t0/a^2: t^2 E(t) stays below --t0-ref 0.3 up to t = 0.4, the last flow "
+                                          "time (max "), res.notes
+    assert res.notes["w0/a"].startswith("w0/a: W(t) = t d/dt t^2 E stays below --w0-ref 0.3 up to t = 0.3, the last "
+                                        "interior flow time (max "), res.notes
+    assert res.notes["w0/a"].endswith("): measure t2E@T at larger T, or lower --w0-ref")
+    assert res.as_dict()["notes"] == res.notes
+    # three flow times: t0 at a reference inside the grid is there, w0 needs four
+    three = tg.estimate(_columns(terms, 4), coef, t0_reference=0.01)
+    assert "t0/a^2" in three.estimates and "w0/a" not in three.estimates
+    assert three.notes == {"w0/a": "w0/a: needs t2E@T observables at four or more flow times around w0, got 3"}
+    for k in (1, 2):  # no t2E@T, or a single one: no scale asked for, nothing said
+        few = tg.estimate(_columns(terms, k), coef)
+        assert "t0/a^2" not in few.estimates and few.notes == {} and few.as_dict()["notes"] == {}
