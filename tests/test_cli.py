@@ -194,6 +194,17 @@ def test_store_given_either_way_on_every_command(tmp_path):
     res = runner.invoke(app, ["generate", str(store), "u1", "--beta", "1.5", "--shape", "4,4", "--n", "2", "--therm",
                               "0", "--name", "new"])
     assert res.exit_code == 0 and open_store(store).spec("new").hmc["jitter"] == 0.2, res.output
+    # --resume without the recipe's options takes the stored ones (it said "stored 2 vs requested 1" for --chains, ...)
+    recipe = ["--chains", "2", "--seed", "3", "--therm", "1", "--thin", "2", "--step-size", "0.25", "--n-steps", "4",
+              "--integrator", "leapfrog", "--jitter", "0", "--observables", "wilson_1x1", "--precision", "single"]
+    res = runner.invoke(app, ["generate", str(store), "u1", "--beta", "1.5", "--shape", "4,4", "--n", "2", "--name",
+                              "recipe", *recipe])
+    assert res.exit_code == 0, res.output
+    spec = open_store(store).spec("recipe")
+    res = runner.invoke(app, ["generate", str(store), "u1", "--beta", "1.5", "--shape", "4,4", "--n", "3", "--name",
+                              "recipe", "--resume"])
+    assert res.exit_code == 0 and "+1 -> 3 trajectories x 2 chains" in res.output, res.output
+    assert open_store(store).spec("recipe") == spec
 
 
 def test_bad_environment_setting_refused_before_the_store_is_touched(tmp_path, monkeypatch):

@@ -43,17 +43,18 @@ def generate(
     shape: str = typer.Option(..., help="lattice extents, time first, e.g. 16,16 or 8,8,8,8"),
     n: int = typer.Option(..., "--n", help="stored trajectories per chain (total, after thermalisation and thinning)"),
     store: Path = typer.Option(..., help="zarr store (directory; created if absent)"),
-    chains: int = typer.Option(1, help="independent chains, run in parallel (vmap)"),
+    chains: Optional[int] = typer.Option(None, help="independent chains, run in parallel (vmap; default 1)"),
     xi: float = typer.Option(1.0, help="bare anisotropy (temporal coupling beta*xi, spatial beta/xi)"),
     lam: float = typer.Option(0.0, help="Feynman–Hellmann source coefficient (lam * (spatial - temporal plaquettes))"),
     mass: Optional[float] = typer.Option(None, help="bare quark mass m (fermion theories; kappa = 1/(2m + 2d))"),
     kappa: Optional[float] = typer.Option(None, help="hopping parameter instead of --mass"),
-    fermion_det: str = typer.Option("auto", help="fermion determinant in HMC: exact (dense, small lattices: "
-                                    "V Ns Nc <= 2048), pseudofermion (CG, even-odd preconditioned), or auto (exact "
-                                    "where it fits, pseudofermion otherwise)"),
-    seed: int = typer.Option(0, help="random seed; trajectory t of chain c uses fold_in(fold_in(key(seed), c), t)"),
-    therm: int = typer.Option(100, help="thermalisation trajectories (not stored)"),
-    thin: int = typer.Option(1, help="store every thin-th trajectory"),
+    fermion_det: Optional[str] = typer.Option(None, help="fermion determinant in HMC: exact (dense, small lattices: "
+                                              "V Ns Nc <= 2048), pseudofermion (CG, even-odd preconditioned), or auto "
+                                              "(the default: exact where it fits, pseudofermion otherwise)"),
+    seed: Optional[int] = typer.Option(None, help="random seed (default 0); trajectory t of chain c uses "
+                                       "fold_in(fold_in(key(seed), c), t)"),
+    therm: Optional[int] = typer.Option(None, help="thermalisation trajectories, not stored (default 100)"),
+    thin: Optional[int] = typer.Option(None, help="store every thin-th trajectory (default 1)"),
     step_size: Optional[float] = typer.Option(None, help="HMC: molecular-dynamics step size (default 0.2)"),
     n_steps: Optional[int] = typer.Option(None, help="HMC: molecular-dynamics steps per trajectory (default 5)"),
     integrator: Optional[str] = typer.Option(None, help="HMC: omelyan (the default) or leapfrog"),
@@ -61,22 +62,32 @@ def generate(
                                            "drawn from step-size x [1 - jitter, 1 + jitter]; 0: fixed (a fixed "
                                            "length can resonate with near-harmonic modes at weak coupling and freeze "
                                            "them). Default: 0.2 for a new ensemble, the stored value with --resume"),
-    observables: str = typer.Option("", help="extra observables measured on the fly, comma-separated: wilson_RxT, topological_charge, polyakov_loop "
-                                              "(its modulus |P|: the loop itself averages to 0 in a finite volume)"),
+    observables: Optional[str] = typer.Option(None, help="extra observables measured on the fly, comma-separated: "
+                                              "wilson_RxT, topological_charge, polyakov_loop (its modulus |P|: the "
+                                              "loop itself averages to 0 in a finite volume)"),
     name: Optional[str] = typer.Option(None, help="ensemble name (default from theory and parameters)"),
     start: str = typer.Option("hot", help="hot (Haar random) or cold (unit links)"),
-    precision: str = typer.Option("double", help="double or single (links stored in that precision)"),
+    precision: Optional[str] = typer.Option(None, help="double (the default) or single (links stored in that "
+                                            "precision)"),
     block: int = typer.Option(100, help="stored trajectories per block (one jit call and one commit per block)"),
-    resume: bool = typer.Option(False, "--resume", help="continue (or extend to --n) an existing ensemble"),
-    algorithm: str = typer.Option("hmc", help="hmc, or heatbath (pure SU(N) gauge: 1 Cabibbo-Marinari heat-bath "
-                                  "sweep + --overrelax over-relaxation sweeps per stored 'trajectory')"),
+    resume: bool = typer.Option(False, "--resume", help="continue (or extend to --n) an existing ensemble; the "
+                                "settings of its recipe that are left out (chains, seed, therm, thin, precision, "
+                                "observables, algorithm and its step size, steps, integrator, jitter, over-relaxation, "
+                                "fermion determinant) take their stored values"),
+    algorithm: Optional[str] = typer.Option(None, help="hmc (the default), or heatbath (pure SU(N) gauge: 1 "
+                                            "Cabibbo-Marinari heat-bath sweep + --overrelax over-relaxation sweeps "
+                                            "per stored 'trajectory')"),
     overrelax: Optional[int] = typer.Option(None, help="heatbath: over-relaxation sweeps per update (default 4)"),
     devices: int = typer.Option(0, help="shard the chains over this many devices (jax.sharding; 0: one device). "
                                 "--chains must be a multiple of it"),
 ) -> None:
     """Generate an HMC (or heat-bath) ensemble into a store (resumable: interrupt at any time, rerun with --resume)."""
+    given = {"chains": chains, "seed": seed, "therm": therm, "thin": thin, "precision": precision,
+             "observables": observables, "algorithm": algorithm, "step_size": step_size, "n_steps": n_steps,
+             "integrator": integrator, "overrelax": overrelax, "fermion_det": fermion_det}
 
     def body() -> None:
+        nonlocal chains, seed, therm, thin, precision, observables, algorithm, fermion_det
         import jax.numpy as jnp
         import numpy as np
 
@@ -94,21 +105,37 @@ def generate(
                                ("--overrelax", overrelax, 0)):
             if val is not None and val < lo:
                 raise CLIError(f"{label} must be >= {lo}, got {val}")
-        if precision not in ("double", "single"):
+        if precision not in (None, "double", "single"):
             raise CLIError(f"--precision must be 'double' or 'single', got {precision!r}")
+        if algorithm not in (None, "hmc", "heatbath"):
+            raise CLIError(f"--algorithm must be 'hmc' or 'heatbath', got {algorithm!r}")
         fermion = {k: v for k, v in (("mass", mass), ("kappa", kappa)) if v is not None}
         dynamical = has_fermions(theory)
         if fermion and not dynamical:
             raise CLIError(f"theory {theory!r} is pure gauge: --mass and --kappa belong to theories with dynamical "
                            "quarks (schwinger, su3-wilson)")
-        if fermion_det not in ("auto", "exact", "pseudofermion"):
+        if fermion_det not in (None, "auto", "exact", "pseudofermion"):
             raise CLIError(f"--fermion-det must be auto, exact or pseudofermion, got {fermion_det!r}")
-        if fermion:
-            fermion["det"] = "exact" if fermion_det == "auto" else fermion_det
-        elif dynamical:
+        if dynamical and not fermion:
             raise CLIError(f"theory {theory!r} has dynamical fermions: give --mass (or --kappa)")
         try:
             th = make_theory(theory, dims, beta=beta, xi=xi, lam=lam, **fermion)
+        except ValueError as exc:
+            raise option_error(exc) from None
+        ens = check_name(name or ensemble_name(th.theory_name, dims, th.params()))
+        st = open_store(store, "a")  # created at the first write only
+        if resume and ens not in st.ensembles() and ens not in st.incomplete():
+            have = ", ".join(st.ensembles()) or "none"
+            raise CLIError(f"--resume: no ensemble {ens!r} in {store} (ensembles: {have}); check --name and the "
+                           "parameters, or leave out --resume to create it")
+        # --resume: what the command leaves out is the stored recipe's; else the defaults
+        recipe = {**_DEFAULT_RECIPE, **(_stored_recipe(st, ens) if resume else {})}
+        chains, seed, therm, thin, precision, observables, algorithm, fermion_det = (
+            recipe[k] if given[k] is None else given[k]
+            for k in ("chains", "seed", "therm", "thin", "precision", "observables", "algorithm", "fermion_det"))
+        try:
+            if fermion:
+                th = th.replace(det="exact" if fermion_det == "auto" else fermion_det)
             if fermion and th.det == "exact":  # dense algebra above this size takes hours per trajectory
                 from ..observables.fermions import DENSE_MAX_DIM, check_dense
 
@@ -127,10 +154,10 @@ def generate(
                                    "(leave it out, or add --algorithm heatbath)")
                 if jitter is not None and not 0.0 <= jitter < 1.0:
                     raise CLIError(f"--jitter must be in [0, 1) (relative spread of the step size), got {jitter}")
-                cfg: Any = HMCConfig(step_size=0.2 if step_size is None else step_size,
-                                     n_steps=5 if n_steps is None else n_steps,
-                                     integrator=integrator or "omelyan", jitter=jitter)
-            elif algorithm == "heatbath":
+                cfg: Any = HMCConfig(step_size=recipe["step_size"] if step_size is None else step_size,
+                                     n_steps=recipe["n_steps"] if n_steps is None else n_steps,
+                                     integrator=integrator or recipe["integrator"], jitter=jitter)
+            else:
                 from ..heatbath import HeatbathConfig
 
                 hmc_only = [f for f, v in (("--step-size", step_size), ("--n-steps", n_steps),
@@ -138,9 +165,7 @@ def generate(
                 if hmc_only:
                     raise CLIError(f"{', '.join(hmc_only)}: HMC molecular-dynamics settings; the heat bath has no "
                                    "trajectories (leave them out, or use --algorithm hmc)")
-                cfg = HeatbathConfig(n_heatbath=1, n_overrelax=4 if overrelax is None else overrelax)
-            else:
-                raise CLIError(f"--algorithm must be 'hmc' or 'heatbath', got {algorithm!r}")
+                cfg = HeatbathConfig(n_heatbath=1, n_overrelax=recipe["overrelax"] if overrelax is None else overrelax)
         except ValueError as exc:
             raise option_error(exc) from None
         mesh = None
@@ -160,12 +185,6 @@ def generate(
             from ..heatbath import _check_theory
 
             _check_theory(th)
-        ens = check_name(name or ensemble_name(th.theory_name, dims, th.params()))
-        st = open_store(store, "a")  # created at the first write only
-        if resume and ens not in st.ensembles() and ens not in st.incomplete():
-            have = ", ".join(st.ensembles()) or "none"
-            raise CLIError(f"--resume: no ensemble {ens!r} in {store} (ensembles: {have}); check --name and the "
-                           "parameters, or leave out --resume to create it")
         label, unit = ("heat bath", "upd/s") if algorithm == "heatbath" else ("HMC", "traj/s")
         with _stage(f"{label} {ens}", unit) as lp:
 
@@ -185,6 +204,34 @@ def generate(
             console.print(f"[yellow]warning: {msg}[/]")
 
     _run(body, interrupted="everything committed so far is safe; rerun the same command with --resume to continue")
+
+
+#: the recipe of a new ensemble where `corrflow generate` leaves an option out
+_DEFAULT_RECIPE: dict[str, Any] = {"chains": 1, "seed": 0, "therm": 100, "thin": 1, "precision": "double",
+                                   "observables": "", "algorithm": "hmc", "step_size": 0.2, "n_steps": 5,
+                                   "integrator": "omelyan", "overrelax": 4, "fermion_det": "auto"}
+
+
+def _stored_recipe(st: Any, name: str) -> dict[str, Any]:
+    """The `corrflow generate` options of ensemble ``name``'s stored recipe (:data:`_DEFAULT_RECIPE`'s keys; only
+    those it records), for ``--resume`` without them; ``{}`` when it has none (absent, or an interrupted creation)."""
+    from ..store import StoreError
+
+    try:
+        spec = st.spec(name)
+    except (StoreError, KeyError, ValueError):
+        return {}
+    h = dict(spec.hmc)
+    out: dict[str, Any] = {"chains": int(spec.n_chains), "seed": int(spec.seed), "therm": int(spec.n_therm),
+                           "thin": int(spec.thin),
+                           "precision": "single" if spec.dtype in ("float32", "complex64") else "double",
+                           "observables": ",".join(m for m in spec.measurements if m != "plaquette"),
+                           "algorithm": h.get("algorithm", "hmc")}
+    for key, field in (("step_size", "step_size"), ("n_steps", "n_steps"), ("integrator", "integrator"),
+                       ("overrelax", "n_overrelax"), ("fermion_det", "fermion_det")):
+        if field in h:
+            out[key] = h[field]
+    return out
 
 
 # ----------------------------------------------------------------------------------------
