@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 import xml.etree.ElementTree as ET
 import zlib
 
@@ -407,6 +408,46 @@ def test_bad_checksum_record(tmp_path):
     path.write_bytes(lime_file(recs))
     with pytest.raises(IldgFormatError, match="hexadecimal <suma> and <sumb>"):
         read_ildg(path)
+
+
+def _with_payload(tmp_path, payload: bytes):
+    """A hand-made file holding ``payload`` (LT x LZ x LY x LX, double precision) and its correct checksum."""
+    path = tmp_path / "payload.lime"
+    path.write_bytes(lime_file([("ildg-format", format_xml(LX, LY, LZ, LT)), ("ildg-binary-data", payload),
+                                ("scidac-checksum", checksum_xml(*ref_checksum(payload, 4 * 9 * 16)))]))
+    return path
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_numbers_refused(tmp_path, config, value):
+    """A NaN in a link past the first time slice used to be read without a word -- ``max(worst, nan)`` kept
+    ``worst``, so ``unitarity_violation`` read ~1e-15 -- and import-ildg imported it: the checksum only says the
+    bytes are those written."""
+    path = tmp_path / "cfg.lime"
+    write_ildg(path, config)
+    blob = path.read_bytes()
+    _, _, off, length = {h[0]: h for h in parse_headers(blob)}["ildg-binary-data"]
+    payload = bytearray(blob[off:off + length])
+    k = code(2, 2, 4, 1, 2, 1, 0, (LT, LZ, LY, LX))  # U_z(x=1, y=4, z=2, t=2)[1][0], imaginary part
+    struct.pack_into(">d", payload, 16 * k + 8, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning on the way either
+        with pytest.raises(IldgFormatError, match=r"non-finite numbers \(nan or inf\), the first in the z-link at "
+                           r"site \(x, y, z, t\) = \(1, 4, 2, 2\): not 64-bit big-endian IEEE floats"):
+            read_ildg(_with_payload(tmp_path, bytes(payload)))
+
+
+def test_little_endian_data_refused(tmp_path, config):
+    """Data written in little-endian byte order (with a checksum of those bytes) were read as garbage with NaNs that
+    the unitarity check dropped; import-ildg then blamed U(3) data ("unitary but not special unitary")."""
+    path = tmp_path / "cfg.lime"
+    write_ildg(path, config)
+    blob = path.read_bytes()
+    _, _, off, length = {h[0]: h for h in parse_headers(blob)}["ildg-binary-data"]
+    swapped = b"".join(blob[i:i + 8][::-1] for i in range(off, off + length, 8))
+    assert not np.all(np.isfinite(np.frombuffer(swapped, ">f8")))  # this configuration's swapped bytes hold NaN/inf
+    with pytest.raises(IldgFormatError, match="not 64-bit big-endian IEEE floats .written in another byte order"):
+        read_ildg(_with_payload(tmp_path, swapped))
 
 
 def test_read_dtype_must_be_complex(tmp_path):

@@ -1,6 +1,8 @@
 """Imported ILDG configurations as a base ensemble: import-ildg -> train -> correlate through the CLI, the
 flowed ensemble's provenance and weights, and clear refusals of unusable ILDG data."""
 
+import struct
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +14,7 @@ from corrflow.cli import app
 from corrflow.flows.build import DEFAULT_SMOOTHING
 from corrflow.flows.train import load_checkpoint
 from corrflow.groups import SUN
-from corrflow.ildg import read_ildg, write_ildg
+from corrflow.ildg import read_ildg, read_lime_records, write_ildg
 from corrflow.store import open_store
 
 G = SUN(3)
@@ -134,6 +136,15 @@ def test_import_refuses_non_su3_data(imported, tmp_path):
     su2 = tmp_path / "su2.lime"  # another field type in the ildg-format record
     su2.write_bytes(files[0].read_bytes().replace(b"<field>su3gauge</field>", b"<field>su2gauge</field>"))
     refused(tmp_path, "unsupported field 'su2gauge'", [su2])
+    nan = tmp_path / "nan.lime"  # a NaN in a time slice after the first used to be imported without a word
+    write_ildg(nan, u, checksum=False)
+    blob = bytearray(nan.read_bytes())
+    rec = next(r for r in read_lime_records(nan) if r.type == "ildg-binary-data")
+    rank = 0 + 2 * (1 + 2 * (0 + 2 * 1))  # site (x, y, z, t) = (0, 1, 0, 1) of the 2x2x2x4 lattice, x fastest
+    blob[rec.offset + 576 * rank:rec.offset + 576 * rank + 8] = struct.pack(">d", np.nan)  # U_x[0][0], real part
+    nan.write_bytes(bytes(blob))
+    refused(tmp_path, "non-finite numbers (nan or inf), the first in the x-link at site (x, y, z, t) = (0, 1, 0, 1)",
+            [files[0], nan])
 
 
 def test_import_refuses_the_same_configuration_twice(imported, tmp_path):

@@ -82,7 +82,8 @@ def _check_su3(path: Path, u: Any, meta: dict[str, Any]) -> None:
     if not np.isfinite(viol) or viol > ILDG_SU3_TOL:
         raise CLIError(f"{path}: the links are not SU(3) matrices: max |U U^dag - 1| = {viol:.2e} exceeds "
                        f"{ILDG_SU3_TOL:g} (not a gauge configuration, or stored in another convention)")
-    det_dev = max((float(np.max(np.abs(np.linalg.det(u[t]) - 1.0))) for t in range(u.shape[0])), default=0.0)
+    with np.errstate(all="ignore"):  # np.max, not max(): a NaN in a later time slice must not be dropped
+        det_dev = float(np.max([np.max(np.abs(np.linalg.det(u[t]) - 1.0)) for t in range(u.shape[0])]))
     if not det_dev <= ILDG_SU3_TOL:
         raise CLIError(f"{path}: the links are unitary but not special unitary: max |det U - 1| = {det_dev:.2e} "
                        f"exceeds {ILDG_SU3_TOL:g} (U(3) rather than SU(3) data?)")

@@ -34,7 +34,8 @@ What this module follows
   as the C array ``U[lt][lz][ly][lx][4][3][3][2]``: site order x fastest, then y, z, and t
   slowest; at each site the four links in direction order x, y, z, t; each link a 3x3
   complex matrix in row-major order (``U[a][b]``, column index ``b`` fastest); each complex
-  number as (real, imaginary).  Its length must be ``lx*ly*lz*lt * 4*9*2 * precision/8``.
+  number as (real, imaginary).  Its length must be ``lx*ly*lz*lt * 4*9*2 * precision/8``.  NaN or infinite
+  numbers are refused when reading (no link holds them; data in little-endian byte order usually show so).
 * Record ``ildg-data-lfn`` (optional): the logical file name, plain UTF-8 text (trailing
   NULs and whitespace are stripped when reading).
 * Any other record (``scidac-private-file-xml``, ``xlf-info``, ...) is skipped for the

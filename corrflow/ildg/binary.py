@@ -132,11 +132,15 @@ def _from_file_order(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _unitarity_violation(u: np.ndarray) -> float:
-    """``max |U U^dag - 1|`` over all links (computed one time slice at a time)."""
+    """``max |U U^dag - 1|`` over all links (computed one time slice at a time); NaN if any link holds a NaN."""
     eye = np.eye(N_COLOR)
     worst = 0.0
-    for t in range(u.shape[0]):
-        s = u[t]
-        d = np.einsum("...ij,...kj->...ik", s, s.conj()) - eye
-        worst = max(worst, float(np.max(np.abs(d))) if d.size else 0.0)
+    with np.errstate(all="ignore"):  # garbage data may overflow: the result says so (inf)
+        for t in range(u.shape[0]):
+            s = u[t]
+            d = np.einsum("...ij,...kj->...ik", s, s.conj()) - eye
+            v = float(np.max(np.abs(d))) if d.size else 0.0
+            if np.isnan(v):  # max(worst, nan) would keep worst: a NaN link would pass as unitary
+                return v
+            worst = max(worst, v)
     return worst

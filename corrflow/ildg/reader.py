@@ -89,6 +89,20 @@ def _parse_checksum(data: bytes, name: str) -> tuple[int, int]:
         ) from None
 
 
+def _check_finite(raw: np.ndarray, precision: int, name: str) -> None:
+    """Refuse NaN or infinite numbers in the binary data ``raw`` (file order ``(t, z, y, x, mu', a, b, 2)``, checked
+    one time slice at a time): no gauge link holds them, and a NaN passes every later check (``NaN > tol`` is false)."""
+    for t in range(raw.shape[0]):
+        bad = ~np.isfinite(raw[t])
+        if bad.any():
+            z, y, x, mu = (int(i) for i in np.argwhere(bad)[0][:4])
+            raise IldgFormatError(
+                f"{name}: the binary data hold non-finite numbers (nan or inf), the first in the {'xyzt'[mu]}-link at "
+                f"site (x, y, z, t) = ({x}, {y}, {z}, {t}): not {precision}-bit big-endian IEEE floats (written in "
+                "another byte order or precision?), or a corrupted configuration"
+            )
+
+
 def read_ildg(
     path: PathLike, *, dtype: Any = None, check_unitarity: bool = True
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -110,7 +124,8 @@ def read_ildg(
 
     Raises :class:`IldgFormatError` for a file that is not LIME, is truncated, lacks the
     ``ildg-format`` or ``ildg-binary-data`` record, has an unsupported field or precision,
-    malformed XML, a binary record of the wrong length, or a SciDAC checksum mismatch.
+    malformed XML, a binary record of the wrong length, a SciDAC checksum mismatch, or binary data holding NaN or
+    infinite numbers (e.g. data in little-endian byte order).
     """
     name = os.fspath(path)
     if dtype is not None:
@@ -171,6 +186,7 @@ def read_ildg(
     raw = np.frombuffer(payload, dtype=np.dtype(f">f{precision // 8}")).reshape(
         lt, lz, ly, lx, N_DIM, N_COLOR, N_COLOR, 2
     )
+    _check_finite(raw, precision, name)
     out_dtype = dtype if dtype is not None else np.dtype(np.complex128 if precision == 64 else np.complex64)
     u = _from_file_order(raw, out_dtype)
     meta["records"] = records
