@@ -192,7 +192,8 @@ def flowed_metropolis(log_w: np.ndarray, key: Array, *, labels: np.ndarray | Non
     check_key(key)
     lw = np.asarray(log_w, dtype=np.float64)
     if lw.ndim != 1 or len(lw) < 1:
-        raise ValueError(f"log_w must be a non-empty 1-D array, got shape {lw.shape}")
+        raise ValueError(f"log_w must be a non-empty 1-D array (one chain in Monte Carlo order), got shape {lw.shape}"
+                         + ("; pass one chain, e.g. log_w[0], or run one chain per row" if lw.ndim == 2 else ""))
     if np.any(np.isnan(lw)) or np.any(lw == np.inf):
         raise ValueError("log_w contains NaN or +inf")
     labels = np.arange(len(lw)) if labels is None else np.asarray(labels)

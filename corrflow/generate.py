@@ -23,6 +23,7 @@ import numpy as np
 from . import batching, hmc
 from . import observables as obs
 from .groups import Group, get_group
+from .lattice import check_links
 
 Array = jax.Array
 
@@ -45,9 +46,9 @@ class GaugeMeasurements:
     over planes and orientations), ``topological_charge`` (2D U(1) only) and ``polyakov_loop``
     (``|P|`` of the temporal Polyakov loop) when requested.
 
-    ``group``: a :class:`~corrflow.groups.Group` or its name (``"u1"``, ``"su3"``, ...); ``wilson_loops``: a
-    sequence of ``(R, T)`` pairs, e.g. ``((1, 1), (2, 2))`` or ``[(2, 2)]`` (stored as a tuple of int pairs, so
-    the object stays hashable: it is a static argument of jitted code).  Each loop must fit on the lattice
+    ``group``: a :class:`~corrflow.groups.Group`, its name (``"u1"``, ``"su3"``, ...) or a theory (its group);
+    ``wilson_loops``: a sequence of ``(R, T)`` pairs, e.g. ``((1, 1), (2, 2))`` or ``[(2, 2)]`` (stored as a tuple of
+    int pairs, so the object stays hashable: it is a static argument of jitted code).  Each loop must fit on the lattice
     (``R, T`` smaller than the shortest extent); that is checked when the links are first seen, at trace time.
     """
 
@@ -57,7 +58,8 @@ class GaugeMeasurements:
     polyakov_loop: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "group", get_group(self.group))
+        group = self.group.group if hasattr(self.group, "link_shape") else self.group  # a theory: its group
+        object.__setattr__(self, "group", get_group(group))
         object.__setattr__(self, "wilson_loops", _normalise_loops(self.wilson_loops))
 
     def check_lattice(self, shape: Sequence[int]) -> None:
@@ -67,7 +69,14 @@ class GaugeMeasurements:
 
     def __call__(self, u: Array) -> dict[str, Array]:
         k = u.ndim - 1 - self.group.elem_ndim  # the direction axis; the d lattice axes precede it
-        self.check_lattice(u.shape[k - u.shape[k]: k])  # static shapes: raised at trace time
+        shape = u.shape[max(k - u.shape[k], 0): k] if 0 <= k < u.ndim else ()
+        try:  # static shapes and dtypes: raised at trace time (su2 on su3 links gave a plaquette off by 3/2)
+            check_links(u, self.group, shape)
+        except ValueError as exc:
+            raise ValueError(f"GaugeMeasurements({self.group.name!r}) got links that are not {self.group.name} links: "
+                             f"{str(exc).rstrip('.')}; measure with the theory's group, "
+                             "GaugeMeasurements(theory.group)") from None
+        self.check_lattice(shape)
         out = {"plaquette": obs.plaquette(u, self.group)}
         for r, t in self.wilson_loops:
             out[f"wilson_{r}x{t}"] = obs.wilson_loop(u, self.group, r, t)
@@ -280,6 +289,9 @@ def generate(
 ) -> dict[str, np.ndarray]:
     """Thermalise and run ``n_chains`` chains for ``n_traj >= 1`` stored trajectories (in memory).
 
+    ``config``: :class:`~corrflow.hmc.HMCConfig`, or :class:`~corrflow.heatbath.HeatbathConfig` for pure SU(N) gauge
+    theories (then a "trajectory" is one compound heat-bath + over-relaxation update, ``delta_H`` is NaN and
+    ``accepted`` True).
     Thermalisation trajectories (global indices ``0 .. n_therm-1``) are discarded; then every
     ``thin``-th trajectory is recorded.  Returns numpy arrays of shape ``(n_chains, n_traj)`` for
     every measurement plus ``delta_H``, ``accepted``; ``traj`` ``(n_traj,)``; and ``links`` with the final
@@ -298,16 +310,23 @@ def generate(
     gen`` gives this function, not the module: the names clash, see ``corrflow._Package``).
     """
     _check_arguments(key, theory, config, dtype)
-    if n_chains < 1:
-        raise ValueError(f"n_chains must be >= 1, got {n_chains}")
-    if n_traj < 1:
-        raise ValueError(f"n_traj must be >= 1, got {n_traj}")
-    if n_therm < 0:
-        raise ValueError(f"n_therm must be >= 0, got {n_therm}")
-    if thin < 1:
-        raise ValueError(f"thin must be >= 1, got {thin}")
+    for name, value, least in (("n_chains", n_chains, 1), ("n_traj", n_traj, 1), ("n_therm", n_therm, 0),
+                               ("thin", thin, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):  # n_traj=2.5 ran 3 trajectories
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+        if value < least:
+            raise ValueError(f"{name} must be >= {least}, got {value}")
+    if measure is not None and not callable(measure):  # a list of names failed as a 'non-hashable static argument'
+        raise TypeError(f"measure must be a function of one configuration returning {{name: value}}, e.g. "
+                        f"corrflow.GaugeMeasurements(theory.group, wilson_loops=[(2, 2)]), got {measure!r}")
     if isinstance(measure, GaugeMeasurements):  # before the thermalisation, not when the production blocks trace
+        if measure.group != theory.group:
+            raise ValueError(f"measure is GaugeMeasurements({measure.group.name!r}) but the theory's links are "
+                             f"{theory.group.name}: use GaugeMeasurements(theory.group, ...)")
         measure.check_lattice(theory.shape)
+    if getattr(measure, "theory", None) is not None and tuple(measure.theory.shape) != tuple(theory.shape):
+        raise ValueError(f"measure was built for the lattice {tuple(measure.theory.shape)}, the theory's is "
+                         f"{tuple(theory.shape)}: e.g. FermionMeasurements(theory)")  # (FermionMeasurements)
     links = initial_links(key, theory, n_chains, start, dtype)
     total = n_therm + n_traj * thin
     state = None

@@ -97,6 +97,7 @@ import numpy as np
 
 from .groups import Group, dagger, matmul
 from . import batching, native
+from .rng import check_key
 from .su2_subgroups import update_links
 from .theories.gauge import WilsonGaugeAction
 
@@ -402,6 +403,14 @@ _sample_chains_jit = jax.jit(_sample_chains_impl, static_argnames=("config", "n_
 # ----------------------------------------------------------------------------------------
 
 
+def _check_key_config(key: Any, config: Any) -> None:
+    """One-line ``TypeError`` for an int seed or a batch of keys, and for a config that is not a heat-bath one."""
+    check_key(key)
+    if not isinstance(config, HeatbathConfig):
+        raise TypeError(f"config must be corrflow.heatbath.HeatbathConfig(n_heatbath=..., n_overrelax=...), got "
+                        f"{type(config).__name__}")
+
+
 def heatbath_sweep(key: Array, links: Array, theory: WilsonGaugeAction) -> Array:
     """One Cabibbo–Marinari heat-bath sweep over all links (then re-unitarised).
 
@@ -409,6 +418,7 @@ def heatbath_sweep(key: Array, links: Array, theory: WilsonGaugeAction) -> Array
     returns links of the same shape and dtype.  ``key``: one PRNG key for the whole batch.
     Raises ``ValueError`` for U(1), odd extents, non-positive plane couplings or wrongly shaped links.
     """
+    check_key(key)  # an int seed failed deep inside jax.random
     _check(links, theory)
     return _heatbath_jit(key, links, theory)
 
@@ -423,6 +433,7 @@ def overrelax_sweep(links: Array, theory: WilsonGaugeAction) -> Array:
 def update(key: Array, links: Array, theory: WilsonGaugeAction, config: HeatbathConfig) -> Array:
     """One compound update: ``config.n_heatbath`` heat-bath sweeps (sweep ``s`` with ``fold_in(key, s)``)
     followed by ``config.n_overrelax`` over-relaxation sweeps.  Shapes as :func:`heatbath_sweep`."""
+    _check_key_config(key, config)
     _check(links, theory)
     return _update_jit(key, links, theory, config)
 
@@ -446,6 +457,7 @@ def sample(
     Returns ``(links, measurements)``: the final links (shape of the input) and the measurements with a
     leading ``n_updates`` axis (``None`` without ``measure``).
     """
+    _check_key_config(key, config)
     _check(links, theory)
     if isinstance(n_updates, bool) or not isinstance(n_updates, (int, np.integer)) or n_updates < 1:
         raise ValueError(f"sample: n_updates must be a positive integer, got {n_updates!r}")

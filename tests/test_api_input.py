@@ -215,3 +215,49 @@ def test_generate_names_argument_mix_ups_in_one_line():
     out = cf.generate(jax.random.key(0), th, cfg, n_traj=2, n_therm=0, measure=cf.GaugeMeasurements("u1"))
     ref = cf.generate(key, th, cfg, n_traj=2, n_therm=0, measure=cf.GaugeMeasurements("u1"))
     np.testing.assert_array_equal(out["plaquette"], ref["plaquette"])  # typed keys: the same chain
+
+
+# 8. measurements of another group or lattice, counts that are not integers (user audit, 2026-12-07, second) ----
+
+
+def test_measure_of_another_group_or_lattice_and_fractional_counts_are_refused():
+    """GaugeMeasurements('su2') on SU(3) links gave a plaquette off by 3/2, 'u1' on them complex garbage, 'su3' on
+    U(1) links 'axis -10 is out of bounds'; FermionMeasurements of another lattice failed deep in the Dirac operator,
+    n_sources=0 at trace time; n_traj=2.5 ran 3 trajectories with float indices."""
+    from corrflow.observables.fermions import FermionMeasurements
+
+    su3 = make_theory("su3", (4, 4), beta=4.0)
+    for g, th in (("su2", su3), ("u1", su3), ("su3", U1)):
+        with pytest.raises(ValueError, match=rf"measure is GaugeMeasurements\('{g}'\) but the theory's links are "
+                                             rf"{th.group.name}: use GaugeMeasurements\(theory.group"):
+            generate(KEY, th, CFG, n_traj=1, n_therm=0, measure=GaugeMeasurements(g))
+    u = np.asarray(initial_links(KEY, su3, 1)[0])
+    for g in ("su2", "u1"):  # called directly (as flowed_reweighting does): refused at trace time
+        with pytest.raises(ValueError, match=rf"GaugeMeasurements\('{g}'\) got links that are not {g} links: .*"
+                                             r"GaugeMeasurements\(theory.group\)"):
+            GaugeMeasurements(g)(u)
+    from corrflow.observables import plaquette
+
+    assert float(GaugeMeasurements("su3")(u)["plaquette"]) == pytest.approx(float(plaquette(u, su3.group)))
+    with pytest.raises(TypeError, match="n_traj must be an integer, got 2.5"):
+        generate(KEY, U1, CFG, n_traj=2.5, n_therm=0)
+    with pytest.raises(TypeError, match="n_chains must be an integer, got True"):
+        generate(KEY, U1, CFG, n_traj=2, n_chains=True, n_therm=0)
+    assert generate(KEY, U1, CFG, n_traj=np.int64(2), n_therm=0)["accepted"].shape == (1, 2)
+    sch = make_theory("schwinger", (4, 2), beta=2.0, mass=0.5)
+    for n in (0, 3):
+        with pytest.raises(ValueError, match=rf"n_sources must be a divisor of L_0 = 4 .*got {n}"):
+            FermionMeasurements(sch, n_sources=n)
+    fm = FermionMeasurements(sch)
+    with pytest.raises(ValueError, match=r"measure was built for the lattice \(4, 2\), the theory's is \(4, 4\)"):
+        generate(KEY, make_theory("schwinger", (4, 4), beta=2.0, mass=0.5), CFG, n_traj=1, n_therm=0, measure=fm)
+    with pytest.raises(ValueError, match=r"links have shape \(4, 4, 2\); for group u1 on lattice \(4, 2\)"):
+        fm(jnp.zeros((4, 4, 2)))
+
+
+def test_measure_is_a_function_and_gauge_measurements_take_a_theory():
+    """measure=['plaquette'] (the names of `corrflow generate --observables`) failed as a 'non-hashable static
+    argument'; GaugeMeasurements(theory) said 'unknown group WilsonGaugeAction(...)' (make_flow takes a theory too)."""
+    with pytest.raises(TypeError, match=r"measure must be a function of one configuration .*got \['plaquette'\]"):
+        generate(KEY, U1, CFG, n_traj=1, n_therm=0, measure=["plaquette"])
+    assert GaugeMeasurements(U1, ((2, 2),)) == GaugeMeasurements("u1", ((2, 2),))

@@ -167,3 +167,11 @@ def test_padded_batches_change_no_number(tmp_path):
     expected = -target.action(jnp.asarray(links)) + th.action(jnp.asarray(links))
     assert stored.shape == (2, 5)
     np.testing.assert_allclose(stored, np.asarray(expected), atol=1e-10)
+
+
+def test_flowed_metropolis_says_one_chain_for_chains_by_rows():
+    """log_w of (n_chains, n_traj) configurations (what flowed_reweighting returns for them) is refused with the way
+    out (user audit, 2026-12-07)."""
+    with pytest.raises(ValueError, match=r"got shape \(2, 5\); pass one chain, e.g. log_w\[0\]"):
+        flowed_metropolis(np.zeros((2, 5)), jax.random.PRNGKey(0))
+    assert flowed_metropolis(np.zeros(5), jax.random.PRNGKey(0)).acceptance == 1.0

@@ -345,3 +345,15 @@ def test_errors():
         HeatbathConfig(n_heatbath=0)
     with pytest.raises(ValueError, match="n_overrelax"):
         HeatbathConfig(n_overrelax=-1)
+
+
+def test_int_seed_and_hmc_config_are_named():
+    """An int seed failed deep inside jax.random, an HMCConfig with an AttributeError (user audit, 2026-12-07)."""
+    th = make_theory("su3", (4, 4), beta=2.0)
+    u = hmc.cold_start(th)
+    for call in (lambda k: heatbath.heatbath_sweep(k, u, th), lambda k: heatbath.update(k, u, th, CONFIG),
+                 lambda k: heatbath.sample(k, u, th, CONFIG, 1)):
+        with pytest.raises(TypeError, match=r"key must be one JAX PRNG key, e.g. jax.random.PRNGKey\(0\)"):
+            call(0)
+    with pytest.raises(TypeError, match=r"config must be corrflow.heatbath.HeatbathConfig\(.*got HMCConfig"):
+        heatbath.sample(KEY, u, th, HMCConfig(), 1)

@@ -188,12 +188,18 @@ def train(
     non-finite loss or parameter stops training with :class:`FlowTrainingError`; the checkpoint then
     holds the last good epoch.
     """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be corrflow.TrainConfig(epochs=..., ...), got {type(config).__name__}")
     configs = training_set(configs)  # an on-demand source (corrflow.flows.batches) is read batch by batch
     check_shift(flow, base, target)
     if base.params() == target.params():
         raise ValueError(f"base and target have the same parameters {base.params()}: the identity map is exact and "
                          "there is nothing to train (target = base.replace(beta=...) with another value)")
     base.check_links(configs)
+    if len(configs.shape) != len(base.link_shape) + 1:  # (n_chains, n_traj, ...) failed deep in JAX's broadcasting
+        raise ValueError(f"configs must have shape (n, *{tuple(base.link_shape)}), got {tuple(configs.shape)}; "
+                         "flatten chains with configs.reshape((-1,) + base.link_shape); one configuration: "
+                         "configs[None]")
     if params is not None and tuple(np.shape(params)) != tuple(flow.param_shape):
         raise ValueError(f"parameters of shape {tuple(np.shape(params))} do not fit this flow ({flow.describe()}, "
                          f"expected {tuple(flow.param_shape)}); were they trained for another architecture?")

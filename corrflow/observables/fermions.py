@@ -236,6 +236,9 @@ class FermionMeasurements:
             raise TypeError(f"FermionMeasurements needs a WilsonFermionAction, got {type(theory).__name__}")
         self.theory = theory.replace(det="exact")
         self.n_sources = int(n_sources)
+        if self.n_sources < 1 or theory.shape[0] % self.n_sources:  # (n_sources=0 failed at trace time)
+            raise ValueError(f"n_sources must be a divisor of L_0 = {theory.shape[0]} (sources at t_0 = k L_0 / "
+                             f"n_sources), got {n_sources}")
         self.condensate = bool(condensate)
         if self.condensate:
             check_dense(self.theory)
@@ -258,6 +261,7 @@ class FermionMeasurements:
     def __call__(self, u: Array) -> dict[str, Array]:
         from .gauge import plaquette
 
+        self.theory.check_links(u)  # links of another lattice failed deep in the Dirac operator (static: trace time)
         out = {"plaquette": plaquette(u, self.theory.group),
                "pion": pion_correlator(self.theory, u, self.n_sources, self.solver)}
         if self.condensate:

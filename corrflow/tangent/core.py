@@ -307,7 +307,7 @@ def check_charge_observables(names: Sequence[str], field: Any) -> None:
     if bad and not getattr(field, "keeps_charge", False):
         raise ValueError(f"{', '.join(bad)} is a function of the integer topological charge: it needs a field that "
                          "never changes the charge (--field plaquette, the default for 2D U(1), or --field none; "
-                         "PlaquetteField(keep_charge=True) from Python); "
+                         f"from Python make_field('auto', theory, observables={list(bad)!r}), which keeps the charge); "
                          f"the {getattr(field, 'kind', type(field).__name__)} field can change it")
 
 

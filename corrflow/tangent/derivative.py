@@ -14,12 +14,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..observables.gradient_flow import T0_REFERENCE, W0_REFERENCE
+from ..rng import check_key
 from ..stats import Stats, Windowing, sample_size_check
 from .core import _T2E_RE
 from .estimator import (paired_difference, per_observable, regression_slopes, second_order_difference,
                         second_order_estimate, tangent_estimate, variance_reduction)
 from .fermions import FermionTraces
-from .fit import FieldFit, cross_fit, fold_coefficients, fold_index
+from .fit import FieldFit, check_cross_fit_size, cross_fit, fold_coefficients, fold_index
 from .scales import flow_scale_derivative
 from .spectroscopy import effective_mass_derivative, effective_mass_pairs
 from .fermions import is_fermion_theory
@@ -288,12 +289,19 @@ def derivative(theory: Any, configs: Any, param: str, observables: Sequence[str]
     ``reduction[obs]``, ``agreement[obs]``.
     """
     check_fit_target(target)  # before the expensive terms
+    check_key(key)  # an int seed failed deep inside jax.random
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch must be an integer >= 1 (configurations per jitted call), got {batch!r}")
+    if not 0 <= held_out < 1:  # held_out=1.5 ran silently
+        raise ValueError(f"held_out must be a fraction in [0, 1), got {held_out}")
     if field_obj is None or not hasattr(field_obj, "describe"):
         raise TypeError(f"field_obj must be a vector field family, e.g. corrflow.tangent.make_field('auto', theory); "
                         f"got {field_obj!r}")
     if isinstance(observables, str):
         observables = observables.split(",")
     observables = tuple(str(n).strip() for n in observables if str(n).strip())
+    if getattr(field_obj, "n_coef", 0) and np.ndim(configs) >= 2:  # too few configurations: before the terms
+        check_cross_fit_size(*np.shape(configs)[:2], field_obj.n_coef, n_folds=n_folds, held_out=held_out)
     kw = dict(batch=batch, traces=traces, valence_mass=valence_mass)
     check_second_order(second_order, theory, field_obj, target)
     if use_contraction(contract, target, observables, field_obj, second_order):

@@ -96,3 +96,15 @@ def test_init_params_says_the_key_comes_second():
             flow.init_params(jax.random.PRNGKey(1))
         assert not np.any(np.asarray(flow.init_params()))  # the identity map
         assert np.any(np.asarray(flow.init_params(0.1, jax.random.PRNGKey(1))))
+
+
+def test_train_names_a_chain_axis_and_a_config_dict():
+    """`train` with the (n_chains, n_traj, ...) configurations of `generate(keep_configs=True)` failed with
+    'Incompatible shapes for broadcasting' (10 frames), a dict for the config with an AttributeError (user audit)."""
+    flow, tc = cf.make_flow(U1_THEORY, kind="auto"), cf.TrainConfig(epochs=1, optimizer="lbfgs")
+    target = U1_THEORY.replace(beta=2.2)
+    with pytest.raises(ValueError, match=r"configs must have shape \(n, \*\(4, 4, 2\)\), got \(2, 3, 4, 4, 2\); "
+                                         r"flatten chains with configs.reshape\(\(-1,\) \+ base.link_shape\)"):
+        cf.train(flow, U1_THEORY, target, u1_configs(6).reshape(2, 3, 4, 4, 2), tc)
+    with pytest.raises(TypeError, match=r"config must be corrflow.TrainConfig\(epochs=..., ...\), got dict"):
+        cf.train(flow, U1_THEORY, target, u1_configs(6), {"epochs": 1})

@@ -102,3 +102,26 @@ def test_chi_top_from_the_cli_and_refused_fields(u1_store, tmp_path):
         assert not (tmp_path / "bad").exists()
     with pytest.raises(ValueError, match="defined for 2D U"):
         tg.observable_function("chi_top", make_theory("su2", (4, 4), beta=2.0).group, (4, 4))
+
+
+def test_derivative_in_memory_names_bad_input(monkeypatch):
+    """tangent.derivative from Python (user audit, 2026-12-07): the chi_top refusal says how to build the field that
+    keeps the charge from Python; an int key failed deep in jax.random, batch=0 with 'range() arg 3 must not be zero',
+    held_out=1.5 ran silently, too few configurations were refused only after all terms were computed.  Random links:
+    every check runs before the terms."""
+    th = make_theory("u1", (4, 4), beta=2.0)
+    u = np.random.default_rng(0).uniform(-np.pi, np.pi, (2, 40, 4, 4, 2))
+    key, fld = jax.random.PRNGKey(0), tg.make_field("auto", th)
+    with pytest.raises(ValueError, match=r"from Python make_field\('auto', theory, observables=\['chi_top'\]\)"):
+        tg.derivative(th, u, "beta", ["chi_top"], fld, key)
+    assert tg.make_field("auto", th, observables=["chi_top"]).keeps_charge
+    for kw, err, msg in (({"key": 1}, TypeError, "key must be one JAX PRNG key"),
+                         ({"batch": 0}, ValueError, r"batch must be an integer >= 1 .*got 0"),
+                         ({"held_out": 1.5}, ValueError, r"held_out must be a fraction in \[0, 1\), got 1.5")):
+        with pytest.raises(err, match=msg):
+            tg.derivative(th, u, "beta", ["plaquette"], fld, **{"key": key, **kw})
+    module = sys.modules["corrflow.tangent.derivative"]
+    for name in ("compute_terms", "two_pass"):  # refused before any term is computed
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("terms computed before the size check"))
+    with pytest.raises(ValueError, match="too few configurations for a held-out fit of 6 coefficients"):
+        tg.derivative(th, u[:1, :8], "beta", ["plaquette"], fld, key)
