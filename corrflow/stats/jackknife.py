@@ -49,6 +49,8 @@ __all__ = ["DEFAULT_BIN_TAU_FACTOR", "binned_jackknife", "jackknife_samples"]
 
 #: Default bin size is ``max(1, ceil(DEFAULT_BIN_TAU_FACTOR * tau_int))``.
 DEFAULT_BIN_TAU_FACTOR = 20.0
+#: fewer bins than this from the default bin size are warned about (the error's own error is ~sqrt(2/(B-1)))
+FEW_BINS = 10
 
 
 def _resolve_bin_size(
@@ -96,6 +98,16 @@ def _resolve_bin_size(
                 stacklevel=3,
             )
             bin_size = cap
+        n_b = obs.shape[1] * (n // bin_size)
+        if bin_size < cap and 2 <= n_b < FEW_BINS:  # a handful of bins: the error itself is a poor estimate, without a word before
+            dropped = obs.shape[1] * (n % bin_size)
+            warnings.warn(
+                f"jackknife: the default bin size ceil({DEFAULT_BIN_TAU_FACTOR:g} * tau_int) = {bin_size} leaves "
+                f"{n_b} bins ({dropped} of {obs.shape[1] * n} samples dropped): the error is uncertain by about "
+                f"{100 * math.sqrt(2 / (n_b - 1)):.0f}%; gamma_method is more reliable on so short a series",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     if obs.shape[1] * (n // bin_size) < 2:
         raise ValueError(
             f"bin_size={bin_size} leaves fewer than 2 bins in total "

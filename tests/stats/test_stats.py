@@ -428,3 +428,22 @@ def test_stats_methods() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert str(zero) == "1.0"
+
+
+def test_jackknife_warns_when_the_default_bins_are_few():
+    """2 chains of 100 with tau_int ~ 2 gave bins of 43: 4 bins, 14% of the data dropped, and an error that is itself
+    uncertain by ~80% -- without a word (only bins beyond n/2 were warned about). Explicit bins stay silent."""
+    import warnings
+
+    from corrflow.stats import binned_jackknife
+
+    rng = np.random.default_rng(5)
+    x = np.zeros((2, 100))
+    for i in range(1, 100):  # AR(1), tau_int = (1 + 0.4) / (2 (1 - 0.4)) = 1.2: bins of ~24, 8 in all
+        x[:, i] = 0.4 * x[:, i - 1] + rng.normal(size=2)
+    with pytest.warns(RuntimeWarning, match=r"leaves \d bins \(\d+ of 200 samples dropped\): the error is uncertain"):
+        binned_jackknife(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        binned_jackknife(x, bin_size=5)  # 40 bins, chosen by the user
+        binned_jackknife(np.tile(x, 10))  # 2 x 1000: enough bins
