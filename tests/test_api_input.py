@@ -261,3 +261,27 @@ def test_measure_is_a_function_and_gauge_measurements_take_a_theory():
     with pytest.raises(TypeError, match=r"measure must be a function of one configuration .*got \['plaquette'\]"):
         generate(KEY, U1, CFG, n_traj=1, n_therm=0, measure=["plaquette"])
     assert GaugeMeasurements(U1, ((2, 2),)) == GaugeMeasurements("u1", ((2, 2),))
+
+
+def test_action_and_observables_check_their_links():
+    """`theory.action` of links on another lattice returned a number and complex U(1) links a complex action;
+    `observables.plaquette(u, "u1")` failed with an AttributeError (a group name) and accepted complex U(1) links."""
+    import jax.numpy as jnp
+
+    from corrflow import make_theory
+    from corrflow.observables import plaquette, wilson_loop
+
+    th = make_theory("u1", (8, 8), beta=2.0)
+    with pytest.raises(ValueError, match=r"links have shape \(8, 4, 2\); for group u1 on lattice \(8, 8\)"):
+        th.action(jnp.zeros((8, 4, 2)))
+    with pytest.raises(ValueError, match="U\\(1\\) links are real angles"):
+        th.action(jnp.zeros((8, 8, 2), complex))
+    with pytest.raises(ValueError, match="U\\(1\\) links are real angles"):
+        th.source_operator(jnp.zeros((8, 8, 2), complex))
+    assert float(th.action(jnp.zeros((8, 8, 2)))) == -128.0  # cold start: -beta V n_planes
+    assert float(plaquette(jnp.zeros((8, 8, 2)), "u1")) == 1.0
+    assert wilson_loop(jnp.zeros((3, 8, 8, 2)), "u1", 2, 2).shape == (3,)
+    with pytest.raises(ValueError, match="U\\(1\\) links are real angles"):
+        plaquette(jnp.zeros((8, 8, 2), complex), "u1")
+    with pytest.raises(ValueError, match="su3 links must be complex matrices"):
+        plaquette(jnp.zeros((4, 4, 4, 4, 4, 3, 3)), "su3")

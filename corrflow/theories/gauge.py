@@ -178,13 +178,15 @@ class WilsonGaugeAction:
                 for m, n in lattice.planes(self.ndim)]
 
     def action(self, u: Array) -> Array:
-        """``S(U)``, shape ``batch``."""
+        """``S(U)``, shape ``batch``; ``ValueError`` for links of another lattice or group (static: at trace time)."""
+        self.check_links(u)  # links of another lattice gave a number, complex U(1) links a complex action
         b = self.plane_couplings()
         sums = self._plane_sums(u)
         return -sum(b[m, n] * s for (m, n), s in zip(lattice.planes(self.ndim), sums))
 
     def source_operator(self, u: Array) -> Array:
         """``O(U) = dS/dlam`` (see module docstring), shape ``batch``."""
+        self.check_links(u)
         sign = self.plane_signs()
         sums = self._plane_sums(u)
         return sum(sign[m, n] * s for (m, n), s in zip(lattice.planes(self.ndim), sums))
