@@ -285,3 +285,23 @@ def test_action_and_observables_check_their_links():
         plaquette(jnp.zeros((8, 8, 2), complex), "u1")
     with pytest.raises(ValueError, match="su3 links must be complex matrices"):
         plaquette(jnp.zeros((4, 4, 4, 4, 4, 3, 3)), "su3")
+
+
+def test_generate_to_store_takes_a_path_and_refuses_a_key_as_seed(tmp_path):
+    """`generate_to_store("path.zarr", ...)` failed with "'str' object has no attribute 'writer'", and a PRNG key
+    passed as `seed` failed deep inside JAX; make_field('auto') without a theory fell back to a gradient field."""
+    import jax
+
+    from corrflow import HMCConfig, make_theory, open_store
+    from corrflow import tangent as tg
+    from corrflow.pipeline import generate_to_store
+
+    th = make_theory("u1", (4, 4), beta=1.0)
+    cfg = HMCConfig(0.2, 2, jitter=0.0)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        generate_to_store(str(tmp_path / "s.zarr"), "e", th, cfg, n_traj=1, seed=jax.random.PRNGKey(0))
+    assert not (tmp_path / "s.zarr").exists()  # refused before the store was created
+    out = generate_to_store(str(tmp_path / "s.zarr"), "e", th, cfg, n_traj=1, n_therm=0, block_size=1)
+    assert out.committed == 1 and open_store(tmp_path / "s.zarr").info("e")["committed"] == 1
+    with pytest.raises(ValueError, match=r"make_field\('auto'\) chooses the field for a theory"):
+        tg.make_field("auto")

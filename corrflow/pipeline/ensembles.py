@@ -11,6 +11,7 @@ excluded, as the cost ledger defines costs; summed over resumed runs, unknown on
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -100,8 +101,8 @@ def generate_to_store(
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
     mesh: jax.sharding.Mesh | None = None,
 ) -> GenerationSummary:
-    """Generate (or resume / extend) ensemble ``name`` in ``store`` until it holds ``n_traj`` stored
-    trajectories per chain.
+    """Generate (or resume / extend) ensemble ``name`` in ``store`` (an open store, or a path that
+    :func:`corrflow.open_store` opens for writing) until it holds ``n_traj`` stored trajectories per chain.
 
     The ensemble is created on first use.  If it exists, every defining parameter (theory, shape,
     action parameters, chains, seed, dtype, HMC settings, thermalisation, thinning, observables)
@@ -114,8 +115,12 @@ def generate_to_store(
     """
     import time as _time
 
-    from ..store import EnsembleSpec, StoreError, check_name
+    from ..store import EnsembleSpec, StoreError, check_name, open_store
 
+    if isinstance(store, (str, os.PathLike)):  # a path: the store there ('str' object has no attribute 'writer')
+        store = open_store(store, "a")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):  # a PRNG key failed deep in JAX
+        raise TypeError(f"seed must be an integer (the chains' keys derive from it), got {type(seed).__name__}")
     if n_traj < 1:
         raise ValueError(f"n_traj must be >= 1, got {n_traj}")
     if block_size < 1:

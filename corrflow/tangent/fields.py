@@ -440,6 +440,9 @@ def make_field(kind: str = "auto", theory: Any = None, param: str | None = None,
     :data:`SMOOTHING_ANISOTROPY`.  ``observables``: the names the field will serve; with ``chi_top`` (a function of
     the integer topological charge) the plaquette field gets ``keep_charge`` unless it is given."""
     auto = kind == "auto"
+    if auto and theory is None:  # (it fell back to a gradient field without a word)
+        raise ValueError("make_field('auto') chooses the field for a theory and parameter: pass them, e.g. "
+                         "make_field('auto', theory, param='beta')")
     if auto:
         kind = "plaquette" if theory is not None and theory.group.is_abelian and len(theory.shape) == 2 else "gradient"
         if kind == "gradient" and "features" not in options and _smoothing_by_default(theory, param):
