@@ -33,6 +33,9 @@ Conventions (Lüscher, JHEP 08 (2010) 071, "Properties and uses of the Wilson fl
   ``= -1/(4 pi^2) sum_x tr[G_01 G_23 - G_02 G_13 + G_03 G_12]`` with the clover ``G``.  For an abelian
   field of constant strength with ``n_01`` and ``n_23`` flux quanta embedded along ``diag(1, -1, 0)`` this gives
   ``Q = 2 n_01 n_23 (sin f01 / f01)(sin f23 / f23)`` (tested) -> integer as the lattice spacing vanishes.
+  Orientation: ``eps_{0123} = +1`` with direction 0 = time (as openQCD's ``x0``).  A code that puts time last with
+  ``eps_{1234} = +1`` (x, y, z, t; also the ILDG link order) has ``eps_{txyz} = -1``: its ``Q`` of the same
+  configuration is corrflow's ``-Q`` (``chi_top`` and ``Q^2`` agree).
 
 Shapes: link fields ``(*batch, L_0, ..., L_{d-1}, d, N, N)``; per-configuration results have the batch
 shape; results along the flow have a trailing axis ``n_meas``.  Single precision links work; volume sums
