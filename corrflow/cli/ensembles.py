@@ -18,6 +18,13 @@ from .base import INTERRUPTED_READER, CLIError, _run, _stage, app, console, opti
 # ----------------------------------------------------------------------------------------
 
 
+#: the recipe of a new ensemble where `corrflow generate` leaves an option out
+_DEFAULT_RECIPE: dict[str, Any] = {"chains": 1, "seed": 0, "therm": 100, "thin": 1, "precision": "double",
+                                   "observables": "", "algorithm": "hmc", "step_size": 0.2, "n_steps": 5,
+                                   "integrator": "omelyan", "overrelax": 4, "fermion_det": "auto"}
+_R = _DEFAULT_RECIPE
+
+
 @app.command(epilog="""
 **Examples**
 
@@ -43,7 +50,8 @@ def generate(
     shape: str = typer.Option(..., help="lattice extents, time first, e.g. 16,16 or 8,8,8,8"),
     n: int = typer.Option(..., "--n", help="stored trajectories per chain (total, after thermalisation and thinning)"),
     store: Path = typer.Option(..., help="zarr store (directory; created if absent)"),
-    chains: Optional[int] = typer.Option(None, help="independent chains, run in parallel (vmap; default 1)"),
+    chains: Optional[int] = typer.Option(None, help=f"independent chains, run in parallel (vmap; default "
+                                                    f"{_R['chains']})"),
     xi: float = typer.Option(1.0, help="bare anisotropy (temporal coupling beta*xi, spatial beta/xi)"),
     lam: float = typer.Option(0.0, help="Feynman–Hellmann source coefficient (lam * (spatial - temporal plaquettes))"),
     mass: Optional[float] = typer.Option(None, help="bare quark mass m (fermion theories; kappa = 1/(2m + 2d))"),
@@ -51,12 +59,14 @@ def generate(
     fermion_det: Optional[str] = typer.Option(None, help="fermion determinant in HMC: exact (dense, small lattices: "
                                               "V Ns Nc <= 2048), pseudofermion (CG, even-odd preconditioned), or auto "
                                               "(the default: exact where it fits, pseudofermion otherwise)"),
-    seed: Optional[int] = typer.Option(None, help="random seed (default 0); trajectory t of chain c uses "
+    seed: Optional[int] = typer.Option(None, help=f"random seed (default {_R['seed']}); trajectory t of chain c uses "
                                        "fold_in(fold_in(key(seed), c), t)"),
-    therm: Optional[int] = typer.Option(None, help="thermalisation trajectories, not stored (default 100)"),
-    thin: Optional[int] = typer.Option(None, help="store every thin-th trajectory (default 1)"),
-    step_size: Optional[float] = typer.Option(None, help="HMC: molecular-dynamics step size (default 0.2)"),
-    n_steps: Optional[int] = typer.Option(None, help="HMC: molecular-dynamics steps per trajectory (default 5)"),
+    therm: Optional[int] = typer.Option(None, help=f"thermalisation trajectories, not stored (default {_R['therm']})"),
+    thin: Optional[int] = typer.Option(None, help=f"store every thin-th trajectory (default {_R['thin']})"),
+    step_size: Optional[float] = typer.Option(None, help=f"HMC: molecular-dynamics step size (default "
+                                                         f"{_R['step_size']})"),
+    n_steps: Optional[int] = typer.Option(None, help=f"HMC: molecular-dynamics steps per trajectory (default "
+                                                     f"{_R['n_steps']})"),
     integrator: Optional[str] = typer.Option(None, help="HMC: omelyan (the default) or leapfrog"),
     jitter: Optional[float] = typer.Option(None, help="randomised trajectory lengths: each trajectory's step size "
                                            "drawn from step-size x [1 - jitter, 1 + jitter]; 0: fixed (a fixed "
@@ -77,7 +87,8 @@ def generate(
     algorithm: Optional[str] = typer.Option(None, help="hmc (the default), or heatbath (pure SU(N) gauge: 1 "
                                             "Cabibbo-Marinari heat-bath sweep + --overrelax over-relaxation sweeps "
                                             "per stored 'trajectory')"),
-    overrelax: Optional[int] = typer.Option(None, help="heatbath: over-relaxation sweeps per update (default 4)"),
+    overrelax: Optional[int] = typer.Option(None, help=f"heatbath: over-relaxation sweeps per update (default "
+                                                       f"{_R['overrelax']})"),
     devices: int = typer.Option(0, help="shard the chains over this many devices (jax.sharding; 0: one device). "
                                 "--chains must be a multiple of it"),
 ) -> None:
@@ -204,12 +215,6 @@ def generate(
             console.print(f"[yellow]warning: {msg}[/]")
 
     _run(body, interrupted="everything committed so far is safe; rerun the same command with --resume to continue")
-
-
-#: the recipe of a new ensemble where `corrflow generate` leaves an option out
-_DEFAULT_RECIPE: dict[str, Any] = {"chains": 1, "seed": 0, "therm": 100, "thin": 1, "precision": "double",
-                                   "observables": "", "algorithm": "hmc", "step_size": 0.2, "n_steps": 5,
-                                   "integrator": "omelyan", "overrelax": 4, "fermion_det": "auto"}
 
 
 def _stored_recipe(st: Any, name: str) -> dict[str, Any]:
