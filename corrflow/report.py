@@ -69,6 +69,8 @@ def _derivative_figure(rows: list[ComparisonRow], obs: str, pname: str, exact: f
 
 
 def _shift_figure(points: list[dict[str, Any]], pname: str, path: Path) -> None:
+    """Variance reduction (log scale) and weight ESS against the shift, every point labelled with its value (a log
+    axis over one or two decades has too few ticks to read a value from)."""
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
     for label, marker in (("flowed reweighting", "o"), ("direct reweighting", "s")):
@@ -77,10 +79,19 @@ def _shift_figure(points: list[dict[str, Any]], pname: str, path: Path) -> None:
             continue
         x = [p["shift"] for p in pts]
         vr = [p["vr"] if p["vr"] is not None else np.nan for p in pts]
+        ess = [p["ess"] if p["ess"] is not None else np.nan for p in pts]
         a1.plot(x, vr, marker=marker, color=_COLOURS[label], label=label)
-        a2.plot(x, [p["ess"] for p in pts], marker=marker, color=_COLOURS[label], label=label)
+        a2.plot(x, ess, marker=marker, color=_COLOURS[label], label=label)
+        for ax, ys, fmt in ((a1, vr, "{:.1f}"), (a2, ess, "{:.3f}")):  # (as the table writes them)
+            for xi, yi in zip(x, ys):
+                if np.isfinite(yi) and (ax is a2 or yi > 0):
+                    ax.annotate(fmt.format(yi), (xi, yi), textcoords="offset points", xytext=(6, 4), fontsize=8,
+                                color=_COLOURS[label])
     a1.set_yscale("log")
     a1.axhline(1.0, color="k", lw=0.8)
+    shown = [p["vr"] for p in points if p["vr"] is not None and np.isfinite(p["vr"]) and p["vr"] > 0]
+    if shown:  # room above the largest value for its label and the legend, 1 always in view
+        a1.set_ylim(min(min(shown), 1.0) / 2, max(max(shown), 1.0) * 6)
     a1.set_xlabel(f"shift in {pname}")
     a1.set_ylabel("variance reduction vs independent")
     a2.set_xlabel(f"shift in {pname}")
@@ -95,27 +106,43 @@ def _shift_figure(points: list[dict[str, Any]], pname: str, path: Path) -> None:
 
 
 def _training_figure(history: list[dict[str, float]], title: str, path: Path) -> None:
+    """Loss and weight ESS per epoch (integer epochs; epoch 0 is the starting flow), the held-out ESS where
+    configurations were held out, and the epoch whose parameters were kept
+    (:func:`~corrflow.flows.train.kept_epoch`)."""
+    from matplotlib.ticker import MaxNLocator
+
+    from .flows.train import kept_epoch
+
     plt = _plt()
     ep = [h["epoch"] for h in history]
     fig, a1 = plt.subplots(figsize=(6.4, 3.6))
-    a1.plot(ep, [h["loss"] for h in history], "C0-o", ms=3)
-    a1.set_xlabel("epoch")
+    a1.plot(ep, [h["loss"] for h in history], "C0-o", ms=3, label="loss")
+    a1.set_xlabel("epoch (0: starting flow)")
+    a1.xaxis.set_major_locator(MaxNLocator(integer=True))
     a1.set_ylabel("loss  mean[S'(f(U)) - log J]", color="C0")
     a2 = a1.twinx()
-    a2.plot(ep, [h["ess"] for h in history], "C1-s", ms=3)
+    a2.plot(ep, [h["ess"] for h in history], "C1-s", ms=3, label="weight ESS / N (training)")
+    if all("held_ess" in h for h in history):
+        a2.plot(ep, [h["held_ess"] for h in history], "C1--^", ms=3, alpha=0.7, label="weight ESS / N (held out)")
+    kept = kept_epoch(history)
+    a1.axvline(kept["epoch"], color="0.4", ls=":", lw=1.2, label=f"kept: epoch {kept['epoch']}")
     a2.set_ylabel("weight ESS / N", color="C1")
     a2.set_ylim(0, 1.05)
     a1.set_title(title, fontsize=9)
     a1.grid(alpha=0.3)
+    handles = [h for a in (a1, a2) for h in a.get_legend_handles_labels()[0]]
+    a2.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def _cell(x: Any) -> str:
-    if isinstance(x, float):
+    from .pipeline.record import table_cell
+
+    if isinstance(x, float) and np.isfinite(x):
         return f"{x:.4g}"
-    return str(x).replace("|", "\\|")
+    return table_cell(x).replace("|", "\\|")  # (None -> empty, NaN -> n/a)
 
 
 def analysis_sections(store: Any, out: Path, names: Sequence[str] | None = None) -> list[str]:
@@ -198,6 +225,40 @@ def _tangent_rows(store: Any, base: str, pname: str, observables: Sequence[str],
     return rows, lines
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _flow_line(name: str, ck: dict[str, Any]) -> str:
+    """The Markdown bullet of a flow used: its layers, training and the weight ESS of the parameters it kept (held-out
+    selection can keep an earlier epoch than the last; :func:`~corrflow.flows.train.kept_epoch`)."""
+    from .flows.train import kept_epoch
+
+    f, h = ck["flow"], ck["history"]
+    kept = kept_epoch(h)
+    degree = f", coefficients of degree {f.degree} in the staple norm" if f.degree else ""
+    chosen = f" (epoch {kept['epoch']} kept by held-out selection)" if "held_ess" in kept else ""
+    return (f"- `{name}`: flow `{ck['id']}`, {_plural(f.n_sweeps, 'sweep')} of {', '.join(f.loops)} layers "
+            f"({_plural(f.n_layers, 'layer')}{degree}), trained on {'x'.join(map(str, f.shape))} for "
+            f"{_plural(ck['epoch'], 'epoch')}; weight ESS on the training configurations {h[0]['ess']:.3f} -> "
+            f"{kept['ess']:.3f}{chosen}")
+
+
+def _exact_lines(rows: Sequence[ComparisonRow], exact_fd: dict[str, float], pname: str) -> list[str]:
+    """The exact finite-torus finite difference the derivative figures mark, with every shift estimator's pull
+    (the tangent and connected rows estimate the derivative at the base: their pulls are in the tangent lines)."""
+    at_base = ("tangent", "tangent (second order)", "connected")
+    parts = []
+    for obs, ex in exact_fd.items():
+        pulls = [f"{r.estimator} {r.derivative.pull(ex):+.1f}" for r in rows
+                 if r.observable == obs and r.derivative is not None and r.estimator not in at_base]
+        parts.append(f"{obs} {ex:.6g}" + (f" (pulls in sigma: {', '.join(pulls)})" if pulls else ""))
+    if not parts:
+        return []
+    return [f"Exact finite difference (<O>(a') - <O>(a)) / (shift in {pname}) on this finite torus: "
+            + "; ".join(parts) + ".", ""]
+
+
 def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: str | Path,
                  observables: Sequence[str] = ("plaquette",), analyses: Sequence[str] | None = None,
                  tangent: bool = False, discard: int | None = 0, second_order: bool = False,
@@ -256,6 +317,7 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
                        if r.observable in indep and r.derivative.error > 0 else r for r in trows]
     out.mkdir(parents=True, exist_ok=True)
     figures: list[tuple[str, str]] = []
+    exact_fd: dict[str, float] = {}
     for obs in observables:
         ex = None
         e0, e1 = exact_value(bspec, obs), None
@@ -263,7 +325,7 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
             tspec = store.spec(ensembles[0])
             e1 = exact_value(tspec, obs)
         if e0 is not None and e1 is not None:
-            ex = (e1 - e0) / shift
+            ex = exact_fd[obs] = (e1 - e0) / shift
         name = f"derivative_{obs}.png"
         _derivative_figure(rows, obs, pname, ex, out / name, exact_derivative(bspec, obs, pname))
         figures.append((f"d<{obs}>/d{pname} from each estimator", name))
@@ -306,9 +368,10 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
              f"Generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} from store `{store.path}`.", "",
              f"Base ensemble `{base}`: {bspec.theory} on {'x'.join(map(str, bspec.shape))}, parameters {bspec.params}, "
              f"{bspec.n_chains} chains x {store.info(base)['committed']} trajectories.", "",
-             f"Shift: {pname} {shift:+g}. Errors: Gamma method over paired samples, chains as replicas. Variance "
-             "reduction: (error of the independent-ensemble difference / error of the estimator)^2 at equal "
-             "numbers of configurations.", "", *cut_lines, *tangent_lines,
+             f"Shift: {pname} {shift:+g} (a: the base parameters, a': the shifted ones). Errors: Gamma method over "
+             "paired samples, chains as replicas. Variance reduction: (error of the independent-ensemble "
+             "difference / error of the estimator)^2 at equal numbers of configurations.", "", *cut_lines,
+             *tangent_lines,
              f"| observable | estimator | ensemble | <O>(a') | difference | d<O>/d{pname} | weight ESS | var. red. |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -316,16 +379,13 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
                      f"{r.derivative or ''} | {'' if r.weight_ess is None else f'{r.weight_ess:.3f}'} | "
                      f"{'' if r.variance_reduction is None else f'{r.variance_reduction:.1f}'} |")
     lines.append("")
+    lines += _exact_lines(rows, exact_fd, pname)
+    if figures:
+        lines += ["## Figures", ""]
     for caption, name in figures:
         lines += [f"### {caption}", "", f"![{caption}]({name})", ""]
     if flows_used:
-        lines += ["## Flows", ""]
-        for n, c in flows_used:
-            f = c["flow"]
-            lines.append(f"- `{n}`: flow `{c['id']}`, {f.n_sweeps} sweep(s) of {', '.join(f.loops)} layers "
-                         f"({f.n_layers} layers{f', coefficients of degree {f.degree} in the staple norm' if f.degree else ''}), trained on {'x'.join(map(str, f.shape))} for {c['epoch']} epochs; "
-                         f"weight ESS {c['history'][0]['ess']:.3f} -> {c['history'][-1]['ess']:.3f}")
-        lines.append("")
+        lines += ["## Flows", ""] + [_flow_line(n, c) for n, c in flows_used] + [""]
     lines += analysis_sections(store, out, analyses)
     versions = store.info(base).get("versions") or {}
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))

@@ -281,3 +281,50 @@ def test_report_writes_figures_and_markdown(pipeline, tmp_path):
                      tmp_path / "tail", "--tau-exp", "15")
     assert code == 0, text
     assert "exponential tail of a slow mode with tau_exp = 15" in (tmp_path / "tail" / "report.md").read_text()
+
+
+def test_report_flow_line_exact_pulls_and_figures_say_what_they_show(monkeypatch, tmp_path):
+    """Report parts without a store: the flow line quotes the ESS of the epoch held-out selection kept (not the last
+    epoch's) and counts in the singular where it is one; the exact finite difference the derivative figures mark is
+    in the text with each shift estimator's pull; the training figure has integer epochs, the held-out ESS and the
+    kept epoch; the shift scan labels its points (a log axis over a decade or two has too few ticks to read them)."""
+    import matplotlib.pyplot as plt
+
+    from corrflow import report
+    from corrflow.compare import ComparisonRow
+    from corrflow.stats.result import Stats
+
+    hist = [{"epoch": e, "loss": -e, "ess": 0.3 + 0.1 * e, "held_ess": 0.4 + 0.1 * e - 0.3 * (e == 4),
+             "held_var_logw": 1.0 - 0.2 * e + 0.9 * (e == 4)} for e in range(5)]
+    flow = make_flow("u1", (4, 4), n_sweeps=1)
+    line = report._flow_line("fl", {"flow": flow, "history": hist, "id": "abc", "epoch": 4})
+    assert "1 sweep of plaquette layers" in line and "for 4 epochs" in line
+    assert line.endswith("0.300 -> 0.600 (epoch 3 kept by held-out selection)"), line
+
+    def stats(v, e):
+        return Stats(v, e, 0.5, 0.0, 100, 1, 1)
+
+    rows = [ComparisonRow("plaquette", "independent", "ind", None, stats(0.2, 0.1), stats(1.0, 0.5), None, None),
+            ComparisonRow("plaquette", "flowed reweighting", "fl", None, stats(0.2, 0.1), stats(0.4, 0.2), 0.9, 6.2),
+            ComparisonRow("plaquette", "connected", "base", None, stats(0.2, 0.1), stats(9.0, 0.1), None, None)]
+    text = " ".join(report._exact_lines(rows, {"plaquette": 0.5}, "beta"))
+    assert "plaquette 0.5 (pulls in sigma: independent +1.0, flowed reweighting -0.5)" in text, text
+    assert report._exact_lines(rows, {}, "beta") == []
+
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)
+    report._training_figure(hist, "t", tmp_path / "train.png")
+    ax = figs[-1].axes[0]
+    labels = [h.get_label() for a in figs[-1].axes for h in a.get_legend_handles_labels()[0]]
+    assert "kept: epoch 3" in labels and "weight ESS / N (held out)" in labels
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    report._shift_figure([{"estimator": "flowed reweighting", "shift": 0.2, "vr": 54.12, "ess": 0.972},
+                          {"estimator": "direct reweighting", "shift": 0.2, "vr": 1.01, "ess": 0.255}], "beta",
+                         tmp_path / "shift.png")
+    a1, a2 = figs[-1].axes
+    assert {t.get_text() for t in a1.texts} == {"54.1", "1.0"} and {t.get_text() for t in a2.texts} == {"0.972",
+                                                                                                         "0.255"}
+    assert a1.get_ylim()[1] > 54.12 * 3 and a1.get_ylim()[0] < 1.0
+    monkeypatch.undo()
+    for f in figs:
+        plt.close(f)

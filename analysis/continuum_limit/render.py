@@ -27,8 +27,10 @@ def _data_and_fits(ax: Any, x: np.ndarray, r: Mapping[str, Any], xs: np.ndarray,
         ax.errorbar(x + off, d["values"], yerr=d["errors"], fmt=mk, color=col, ms=4.5, capsize=2.5,
                     mfc="white" if mk == "s" else col, label=label)
         c0, e0 = d["continuum"], d["continuum_error"]
+        gof = (f"$\\chi^2/$dof {d['chi2']:.1f}/{d['dof']}" if d["dof"] else
+               "interpolation, no dof")  # (a chi^2 of 0/0 tests nothing)
         ax.errorbar([2 * off], [c0], yerr=[e0], fmt=mk, color=col, ms=6.5, capsize=3.5, lw=1.6, mfc=col,
-                    label=f"  continuum fit: {_fmt(c0, e0)} ($\\chi^2/$dof {d['chi2']:.1f}/{d['dof']})")
+                    label=f"  continuum fit: {_fmt(c0, e0)} ({gof})")
 
 
 def render_u1(record: Mapping[str, Any]) -> bytes:

@@ -32,6 +32,13 @@ def _fmt(p: Plateau) -> str:
     return str(p) if math.isfinite(p.value) else "n/a"
 
 
+def _training(flows: list[dict[str, Any]]) -> str:
+    """``15 epochs on 200 configurations``: what the flows were trained with (the recorded epochs and training
+    configurations, which can be fewer than ``--n-train`` asks for; one entry per distinct flow, ``+-lambda``)."""
+    done = dict.fromkeys(f"{f['epochs']} epochs on {f['n_train']} configurations" for f in flows)
+    return "trained " + " and ".join(done) if done else "not trained"
+
+
 def estimate(s: FHSettings, inputs: FHInputs) -> dict[str, Any]:
     """The record of a run: plateau estimates of ``dE/dlambda`` by estimator, pulls, variance reductions (plain and
     cost-adjusted with :meth:`corrflow.pipeline.Family.path_costs`, measurements included), tables, summary, and the
@@ -91,7 +98,7 @@ def estimate(s: FHSettings, inputs: FHInputs) -> dict[str, Any]:
     cost_rows = ([[k, _num(v, 4)] for k, v in steps.items()]
                  + [[f"measure {k}", _num(v, 4)] for k, v in m_cost.items()]
                  + [[f"path {k}", _num(v, 4)] for k, v in path.items()])
-    summary, x_g = _summary(s, est, pulls, vr, ess, bins, tan, inputs.tangent_field)
+    summary, x_g = _summary(s, est, pulls, vr, ess, bins, tan, inputs.tangent_field, fam.info()["flows"])
     # the headline: everything between the introduction and the closing ESS / binning line (the pion mass, dE/dlambda,
     # <x>_g, pulls, variance reductions, the tangent estimator)
     headline = list(range(1, len(summary) - 1))
@@ -132,7 +139,7 @@ def estimate(s: FHSettings, inputs: FHInputs) -> dict[str, Any]:
 
 
 def _summary(s: FHSettings, est: FHEstimates, pulls: dict[str, float], vr: Any, ess: dict[str, list[float]],
-             bins: Any, tan: TangentSeries | None, field: dict[str, Any] | None
+             bins: Any, tan: TangentSeries | None, field: dict[str, Any] | None, flows: list[dict[str, Any]]
              ) -> tuple[list[str], dict[str, Any] | None]:
     plateaus, m_pi = est.plateaus, est.m_pi
     tmax = s.resolved_t_max
@@ -140,8 +147,8 @@ def _summary(s: FHSettings, est: FHEstimates, pulls: dict[str, float], vr: Any, 
     f_dir = plateaus["flowed"]
     summary = [
         (f"{describe_theory(s)} (O_t: one time slice), lambda = {lam_txt}; {s.ensemble.n_chains} x "
-         f"{s.ensemble.n_configs} base configurations, flow: {s.flow.describe('u1' if s.theory == 'schwinger' else 'su3', s.shape)}, {s.training.epochs} "
-         f"epochs on {s.training.n_train}."),
+         f"{s.ensemble.n_configs} base configurations, flow: "
+         f"{s.flow.describe('u1' if s.theory == 'schwinger' else 'su3', s.shape)}, {_training(flows)}."),
         f"Pion mass ({s.kind} plateau t = {s.t_min}..{tmax}): m_pi = {_fmt(m_pi)}.",
         (f"**dE_pi/dlambda = <pi|O_t|pi> - <0|O_t|0> = {_fmt(f_dir)}** (flowed), "
          + (f"{_fmt(plateaus['tangent'])} (tangent), " if tan is not None else "")

@@ -35,6 +35,13 @@ def _num(x: float, digits: int = 3) -> float | None:
     return float(f"{x:.{digits}g}") if x is not None and math.isfinite(x) else None
 
 
+def _g(x: float | None) -> str:
+    """A rounded variance reduction (:func:`_num`) as text: ``163``, not ``163.0``; None -> n/a."""
+    from corrflow.pipeline.record import table_cell
+
+    return "n/a" if x is None else table_cell(x)
+
+
 def _tau(x: np.ndarray, S: Any = 1.5) -> float:
     from corrflow.stats import gamma_method
 
@@ -124,12 +131,15 @@ def estimate(s: MassSettings, inputs: MassInputs) -> dict[str, Any]:
             pull = None if e == "flowed" else results[o]["pulls"].get(f"flowed-{e}",
                                                                       -results[o]["pulls"].get(f"{e}-flowed", np.nan))
             rows.append([o, e, str(est), _num(est.error), _num(v), _num(vc), _num(vt),
-                         _num(ess[e], 3) if e in ("flowed", "direct") else None,
+                         _num(ess[e], 4) if e in ("flowed", "direct") else None,  # (as the summary: 0.9996)
                          _num(est.tau_int, 2), _num(pull, 2) if pull is not None else None])
-    table = {"columns": ["observable", "estimator", "dO/dm", "error", "var. red. (flowed over this)",
-                         "cost-adjusted var. red.", "var. red. (tangent over this)", "weight ESS fraction", "tau_int",
-                         "pull vs flowed"],
-             "rows": rows}
+    # variance reductions of the flowed (tangent) estimator against the row's: var(this) / var(flowed)
+    columns = ["observable", "estimator", "dO/dm", "error", "var. red. of flowed vs this",
+               "cost-adj. var. red. of flowed vs this", "var. red. of tangent vs this", "weight ESS fraction",
+               "tau_int", "pull vs flowed"]
+    if all(r[6] is None for r in rows):  # no tangent estimator: no empty column
+        columns, rows = columns[:6] + columns[7:], [r[:6] + r[7:] for r in rows]
+    table = {"columns": columns, "rows": rows}
     vrows = []
     for o in s.observables:
         r = results[o]
@@ -196,7 +206,8 @@ def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, 
     out = [
         (f"Schwinger model (2D U(1), N_f = 2 Wilson fermions), {s.T} x {s.L}, beta = {s.beta:g}, m = {s.mass:g}, "
          f"dm = {s.dm:g}; {e.n_chains} x {e.n_configs} base and independent configurations ({s.markov.hmc_det} HMC), "
-         f"flow: {s.flow.describe('u1', s.shape)}, {flow_info['epochs']} epochs."),
+         f"flow: {s.flow.describe('u1', s.shape)}, {flow_info['epochs']} epochs on {flow_info['n_train']} "
+         "configurations."),
         (f"Weight ESS fraction: flowed {ess['flowed']:.4f}, direct {ess['direct']:.4f}; training-set ESS "
          f"{flow_info['train_ess_initial']:.4f} -> {flow_info['train_ess_final']:.4f}."),
         "Path costs (s, measurements included): " + ", ".join(f"{k} {v:.1f}" for k, v in pc.items()) + ".",
@@ -207,9 +218,9 @@ def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, 
         headline.append(len(out))
         out.append(f"d{o}/dm: flowed {d['flowed']}, direct {d['direct']}, independent {d['independent']}"
                    + (f", connected {d['connected']}" if math.isfinite(d["connected"].value) else "")
-                   + f"; variance reduction vs independent {vr[o]['vs_independent']}, vs direct "
-                     f"{vr[o]['vs_direct']} (cost-adjusted {vr[o]['cost_adjusted_vs_independent']}, "
-                     f"{vr[o]['cost_adjusted_vs_direct']}).")
+                   + f"; variance reduction vs independent {_g(vr[o]['vs_independent'])}, vs direct "
+                     f"{_g(vr[o]['vs_direct'])} (cost-adjusted {_g(vr[o]['cost_adjusted_vs_independent'])}, "
+                     f"{_g(vr[o]['cost_adjusted_vs_direct'])}).")
     if tan_fits:
         k = tan_fits[0].n_basis
         red = float(np.mean([f.reduction for f in tan_fits]))
@@ -220,10 +231,11 @@ def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, 
             d, v = results[o]["derivative"], vr[o]
             p = results[o]["pulls"].get("tangent-connected", math.nan)
             worst = max(worst, abs(p)) if math.isfinite(p) else worst
-            line += (f" d{o}/dm = {d['tangent']} ({v['tangent_vs_connected']}x vs connected, "
-                     f"{v['tangent_vs_flowed']}x vs flowed, {v['tangent_vs_direct']}x vs direct; cost-adjusted "
-                     f"{v['tangent_cost_adjusted_vs_connected']}x, {v['tangent_cost_adjusted_vs_flowed']}x, "
-                     f"{v['tangent_cost_adjusted_vs_direct']}x; tangent - connected {p:+.2f} sigma, paired);")
+            line += (f" d{o}/dm = {d['tangent']} ({_g(v['tangent_vs_connected'])}x vs connected, "
+                     f"{_g(v['tangent_vs_flowed'])}x vs flowed, {_g(v['tangent_vs_direct'])}x vs direct; "
+                     f"cost-adjusted {_g(v['tangent_cost_adjusted_vs_connected'])}x, "
+                     f"{_g(v['tangent_cost_adjusted_vs_flowed'])}x, {_g(v['tangent_cost_adjusted_vs_direct'])}x; "
+                     f"tangent - connected {p:+.2f} sigma, paired);")
         headline.append(len(out))
         out.append(line[:-1] + ".")
         if worst > 3:  # both estimators are unbiased on the same configurations
@@ -245,7 +257,7 @@ def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, 
                       "the estimators then compare an effective mass at these t)." if c2["base"] > 3 else "."))
     if ess["flowed"] < ess["direct"]:
         out.append(f"The trained flow has a lower weight ESS than the identity ({ess['flowed']:.4f} < "
-                   f"{ess['direct']:.4f}): for this small shift the reverse-KL training on {s.training.n_train} base "
+                   f"{ess['direct']:.4f}): for this small shift the reverse-KL training on {flow_info['n_train']} base "
                    "configurations is dominated by sampling noise (the loss gradient fluctuates like sqrt(V / "
                    "n_train) while the gain is ~ var(log w_direct) / 2), so direct reweighting is the better "
                    "correlated estimator here; flows pay off when direct weights degrade (larger dm or volume).")

@@ -36,7 +36,10 @@ def _derivatives(fig: Any, gs: Any, record: Mapping[str, Any], obs: list[str]) -
             ax.errorbar([i], [der[e].value], yerr=[der[e].error], fmt=MARKERS[e], color=COLORS[e], capsize=4, ms=6)
         if "connected" in xs:
             c = der["connected"]
-            ax.axhspan(c.value - c.error, c.value + c.error, color=COLORS["connected"], alpha=0.12, lw=0)
+            ax.axhspan(c.value - c.error, c.value + c.error, color=COLORS["connected"], alpha=0.12, lw=0,
+                       label=r"connected $\pm1\sigma$")
+            if j == 0:  # (the band is otherwise unexplained)
+                ax.legend(fontsize=8, loc="best")
         ax.set_xticks(range(len(xs)))
         ax.set_xticklabels(xs, rotation=30, fontsize=9)
         ax.set_title(f"d{OBS_LABELS[o]}/dm", fontsize=11)
@@ -62,6 +65,9 @@ def _pion(ax: Any, record: Mapping[str, Any]) -> None:
         if k in ("base", "flowed", "independent"):
             ax.fill_between(ts, e.value - e.error, e.value + e.error, color=col, alpha=0.15, lw=0)
             ax.plot(ts, [e.value, e.value], color=col, lw=1.0, alpha=0.8)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # (time slices)
     ax.set_xlabel("t")
     ax.set_ylabel(r"cosh effective mass $m_{\rm eff}(t)$")
     ax.set_title(f"pion effective mass, dm = {s['dm']:g}", fontsize=11)

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["figure_png", "json_safe", "markdown", "print_tables", "publish"]
+__all__ = ["figure_png", "json_safe", "markdown", "print_tables", "publish", "table_cell"]
 
 
 def json_safe(x: Any) -> Any:
@@ -37,6 +37,19 @@ def json_safe(x: Any) -> Any:
     return x
 
 
+def table_cell(x: Any) -> str:
+    """A table cell as text: None -> empty, a non-finite number -> ``n/a``, a whole float without its ``.0`` (a
+    variance reduction rounded to ``163.0`` claims a digit it does not have); the rest as ``str``."""
+    if x is None:
+        return ""
+    if isinstance(x, (float, np.floating)):
+        v = float(x)
+        if not math.isfinite(v):
+            return "n/a"
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else str(v)
+    return "n/a" if isinstance(x, str) and x.strip().lower() == "nan" else str(x)
+
+
 def markdown(record: Mapping[str, Any], figure: str | None) -> str:
     """The record as a Markdown page: title, summary, figure, tables, settings (``<O>`` written ``&lt;O&gt;``
     outside code: :func:`corrflow.markdown.escape_angle_brackets`)."""
@@ -45,10 +58,14 @@ def markdown(record: Mapping[str, Any], figure: str | None) -> str:
     lines = [f"# {record['title']}", ""] + list(record.get("summary", [])) + [""]
     if figure:
         lines += [f"![{record['title']}]({figure})", ""]
+
+    def cell(x: Any) -> str:  # a `|` in a cell (`<pi|O_t|pi>`) would split it: escaped as GFM tables want
+        return table_cell(x).replace("|", "\\|")
+
     for caption, tab in record.get("tables", {}).items():
-        lines += [f"### {caption}", "", "| " + " | ".join(map(str, tab["columns"])) + " |",
+        lines += [f"### {caption}", "", "| " + " | ".join(map(cell, tab["columns"])) + " |",
                   "|" + "---|" * len(tab["columns"])]
-        lines += ["| " + " | ".join("" if c is None else str(c) for c in row) + " |" for row in tab["rows"]]
+        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in tab["rows"]]
         lines.append("")
     if "settings" in record:
         lines += ["### Settings", "", "```", json.dumps(record["settings"], indent=1), "```", ""]
@@ -64,7 +81,7 @@ def print_tables(console: Any, record: Mapping[str, Any], *, first: int | None =
     for i, (caption, tab) in enumerate(record.get("tables", {}).items()):
         if first is not None and i >= first:
             break
-        rows = [["" if v is None else str(v) for v in row] for row in tab["rows"]]
+        rows = [[table_cell(v) for v in row] for row in tab["rows"]]
         console.print(results_table(caption, [str(c) for c in tab["columns"]], rows, justify="right"))
 
 

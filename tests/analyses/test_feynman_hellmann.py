@@ -228,6 +228,17 @@ def test_estimators_reject_bad_input():
         st.plateau_fit(cur, 2, 5, weights="uncorrelated")
 
 
+def test_summary_names_the_training_the_flows_had():
+    """The summary said `15 epochs on 256` (the --n-train asked for) where the flow was trained on the 200
+    configurations there were: it quotes the recorded epochs and training configurations of each distinct flow."""
+    from analysis.feynman_hellmann.record import _training
+
+    assert _training([{"epochs": 15, "n_train": 200}]) == "trained 15 epochs on 200 configurations"
+    assert _training([{"epochs": 15, "n_train": 200}] * 2) == "trained 15 epochs on 200 configurations"  # +-lambda
+    assert _training([{"epochs": 15, "n_train": 200}, {"epochs": 12, "n_train": 200}]) == (
+        "trained 15 epochs on 200 configurations and 12 epochs on 200 configurations")
+
+
 def test_settings_validation():
     assert fh.FHSettings().resolved_t_max == 8 and fh.FHSettings.make(kind="log").resolved_t_max == 7
     for bad, msg in ((dict(lam=0.0), "lam must be finite and non-zero"),

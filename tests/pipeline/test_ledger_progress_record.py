@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -134,6 +135,21 @@ def test_record_json_markdown_and_publish(tmp_path):
     assert {p.name for p in out.iterdir()} == {"toy.png", "toy.md", "toy.json"}
     stored, figs = store.read_analysis("toy")
     assert stored["title"] == "T" and stored["value"] is None and figs["toy.png"] == b"\x89PNG fake"
+
+
+def test_markdown_table_cells_read_as_numbers_and_keep_their_columns():
+    """A cell `<pi|O_t|pi>` split its row into extra columns, a NaN p-value read `nan`, a rounded variance
+    reduction `163.0` claimed a fourth digit: cells are escaped, n/a and `163`."""
+    from corrflow.pipeline.record import table_cell
+
+    assert [table_cell(x) for x in (None, math.nan, np.float64(np.inf), "nan", 163.0, 0.00842, 1.0, 3, "0.5(1)")] \
+        == ["", "n/a", "n/a", "n/a", "163", "0.00842", "1", "3", "0.5(1)"]
+    rec = {"title": "T", "tables": {"cap": {"columns": ["a", "b", "<x|y>"],
+                                            "rows": [["<pi|O_t|pi>", math.nan, 163.0]]}}}
+    row = next(line for line in markdown(rec, None).splitlines() if "pi" in line)
+    assert row == "| &lt;pi\\|O_t\\|pi&gt; | n/a | 163 |"
+    header = next(line for line in markdown(rec, None).splitlines() if line.startswith("| a"))
+    assert len(re.split(r"(?<!\\)\|", header)) == len(re.split(r"(?<!\\)\|", row)) == 5
 
 
 def test_measure_batches_resume_after_an_interruption_and_read_back(tmp_path):
