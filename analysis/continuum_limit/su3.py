@@ -426,7 +426,8 @@ def estimate(s: SU3ContinuumSettings, inputs: SU3Inputs) -> dict[str, Any]:
     rows = []
     for k, b in enumerate(s.betas):
         rows.append([f"{b:g}", f"{x[k]:.5f}", f"{necco_sommer_r0(b):.3f}", _fmt(fl.values[k], fl.errors[k]),
-                     _fmt(ind.values[k], ind.errors[k]), "" if k == 0 else f"{pulls[k]:+.2f}", f"{vr_beta[k]:.2f}",
+                     _fmt(ind.values[k], ind.errors[k]), "" if k == 0 else f"{pulls[k]:+.2f}",
+                     "" if k == 0 else f"{vr_beta[k]:.2f}",  # base beta: one ensemble under two error methods
                      _fmt(est["t0"][0].values[k], est["t0"][0].errors[k]),
                      _fmt(est["w0"][0].values[k], est["w0"][0].errors[k]), f"{ess[k]:.3f}",
                      "" if math.isnan(fl.pareto_k[k]) else f"{fl.pareto_k[k]:.2f}", f"{fl.tau_int[k]:.2f}",

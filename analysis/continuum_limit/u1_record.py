@@ -138,7 +138,8 @@ def u1_record(s: Any, q: Any, fam: Any, x: np.ndarray, flowed: Any, indep: Any, 
                      f"{flowed.weight_ess[k]:.3f}", "" if math.isnan(flowed.pareto_k[k]) else f"{flowed.pareto_k[k]:.2f}",
                      f"{flowed.tau_int[k]:.2f}",
                      _fmt(indep.values[k], indep.errors[k]), f"{pulls_beta_i[k]:+.2f}", f"{indep.tau_int[k]:.2f}",
-                     f"{exact_target[k]:.6f}", f"{vr_beta[k]:.2f}"]
+                     f"{exact_target[k]:.6f}",
+                     "" if k == 0 else f"{vr_beta[k]:.2f}"]  # base beta: one ensemble under two error methods
                     + ([("-" if math.isnan(tau_q[k]) else f"{tau_q[k]:.1f}")] if show_tq else []))
     fit_rows = []
     for label, fr in (("flowed, correlated chi^2 (jackknife errors)", fit_f), ("independent, chi^2", fit_i)):
@@ -152,9 +153,9 @@ def u1_record(s: Any, q: Any, fam: Any, x: np.ndarray, flowed: Any, indep: Any, 
     tables = {
         "Per-beta estimates (value(error); pulls against the exact "
         + ("infinite-volume values, after the exact finite-volume correction" if s.fv_correct else ref_txt) + ")": {
-            "columns": ["beta", "a^2 g^2", "flowed", "pull", "pull of q-q0", "weight ESS", "Pareto k", "tau_int",
-                        "independent", "pull",
-                        "tau_int", "exact", "var. red."] + (["tau_int(Q)"] if show_tq else []),
+            "columns": ["beta", "a^2 g^2", "flowed", "pull (flowed)", "pull of q-q0", "weight ESS", "Pareto k",
+                        "tau_int (flowed)", "independent", "pull (indep.)", "tau_int (indep.)", "exact", "var. red."]
+                       + (["tau_int(Q)"] if show_tq else []),
             "rows": rows},
         "Continuum fits (c0 = continuum value)": {
             "columns": ["fit"] + [f"c{j}" for j in range(s.order + 1)] + ["chi2/dof", "p", "pull of c0"],

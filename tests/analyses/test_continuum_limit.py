@@ -254,6 +254,12 @@ def test_terminal_shows_the_continuum_values(small_run_console):
     columns = next(iter(rec["tables"].values()))["columns"]
     assert ("tau_int(Q)" in columns) == any(math.isfinite(x) for x in tq if x is not None)
     assert " nan " not in text
+    # the flowed and independent columns are told apart; at the base beta both are one ensemble under two error
+    # methods, so no variance reduction is quoted there (it read 0.82)
+    assert len(set(columns)) == len(columns) and "pull (flowed)" in columns and "tau_int (indep.)" in columns
+    rows = next(iter(rec["tables"].values()))["rows"]
+    vr = columns.index("var. red.")
+    assert rows[0][vr] == "" and all(float(r[vr]) > 0 for r in rows[1:]), rows
 
 
 def test_markdown_has_no_raw_html(small_run):
