@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .compare import ComparisonRow, compare_ensembles, parameter_shift
+from .console import ordinal
 from .groups import get_group
 from .markdown import escape_angle_brackets
 from .stats import Windowing, format_value_error
@@ -367,7 +368,8 @@ def write_report(store: Any, base: str | None, ensembles: Sequence[str], out: st
     lines = [f"# Variance-reduction report: {base}", "",
              f"Generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} from store `{store.path}`.", "",
              f"Base ensemble `{base}`: {bspec.theory} on {'x'.join(map(str, bspec.shape))}, parameters {bspec.params}, "
-             f"{bspec.n_chains} chains x {store.info(base)['committed']} trajectories.", "",
+             f"{bspec.n_chains} chains x {store.info(base)['committed']} stored configurations"
+             + (f" (every {ordinal(bspec.thin)} trajectory)" if bspec.thin > 1 else "") + ".", "",
              f"Shift: {pname} {shift:+g} (a: the base parameters, a': the shifted ones). Errors: Gamma method over "
              "paired samples, chains as replicas. Variance reduction: (error of the independent-ensemble "
              "difference / error of the estimator)^2 at equal numbers of configurations.", "", *cut_lines,

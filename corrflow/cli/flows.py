@@ -239,7 +239,9 @@ def train(
         held_msg = held_out_summary(h)
         held_msg = f", {held_msg}" if held_msg else ""
         kept = kept_epoch(h)  # the flow saved
-        console.print(f"[green]done[/] {flow.kind} flow, {len(h) - 1} epochs ({res.stopped}): weight ESS "
+        why = {"epochs": "all --epochs run", "patience": "stopped: no held-out gain for --patience epochs",
+               "target_ess": "stopped: --target-ess reached", "converged": "converged"}.get(res.stopped, res.stopped)
+        console.print(f"[green]done[/] {flow.kind} flow, {len(h) - 1} epochs ({why}): weight ESS "
                       f"{h[0]['ess']:.3f} -> {kept['ess']:.3f}{held_msg}, checkpoint {out} (id {ck['id']})")
         warning = worse_than_start(h)
         if warning:
