@@ -23,7 +23,7 @@ import numpy as np
 from . import batching, hmc
 from . import observables as obs
 from .groups import Group, get_group
-from .lattice import check_links
+from .lattice import check_links, lattice_shape
 
 Array = jax.Array
 
@@ -68,8 +68,7 @@ class GaugeMeasurements:
             _check_loop_fits(r, t, shape)
 
     def __call__(self, u: Array) -> dict[str, Array]:
-        k = u.ndim - 1 - self.group.elem_ndim  # the direction axis; the d lattice axes precede it
-        shape = u.shape[max(k - u.shape[k], 0): k] if 0 <= k < u.ndim else ()
+        shape = lattice_shape(u, self.group)
         try:  # static shapes and dtypes: raised at trace time (su2 on su3 links gave a plaquette off by 3/2)
             check_links(u, self.group, shape)
         except ValueError as exc:

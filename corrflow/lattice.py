@@ -78,6 +78,15 @@ def validate_shape(shape: Sequence[int], *, even: bool = False, name: str = "sha
     return dims
 
 
+def lattice_shape(u: Array, group: Group) -> tuple[int, ...]:
+    """The lattice extents ``(L_0, ..., L_{d-1})`` that a (batch of) link field(s) ``u`` claims: ``d`` read from its
+    direction axis (the one before the group element's axes), then the ``d`` axes before it (fewer where ``u`` has
+    fewer).  For :func:`check_links` where the lattice is not known otherwise (static shapes: no array work)."""
+    s = tuple(u.shape)
+    k = len(s) - 1 - group.elem_ndim
+    return s[max(k - s[k], 0): k] if k >= 0 else ()
+
+
 def check_links(u: Array, group: Group, shape: Sequence[int]) -> None:
     """Raise ``ValueError`` unless ``u`` is a link field of ``group`` on the lattice ``shape``.
 

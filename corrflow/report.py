@@ -139,11 +139,11 @@ def _training_figure(history: list[dict[str, float]], title: str, path: Path) ->
 
 
 def _cell(x: Any) -> str:
-    from .pipeline.record import table_cell
+    from .pipeline.record import markdown_cell
 
     if isinstance(x, float) and np.isfinite(x):
         return f"{x:.4g}"
-    return table_cell(x).replace("|", "\\|")  # (None -> empty, NaN -> n/a)
+    return markdown_cell(x)  # (None -> empty, NaN -> n/a, `|` escaped)
 
 
 def analysis_sections(store: Any, out: Path, names: Sequence[str] | None = None) -> list[str]:

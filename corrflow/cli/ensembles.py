@@ -94,8 +94,7 @@ def generate(
 ) -> None:
     """Generate an HMC (or heat-bath) ensemble into a store (resumable: interrupt at any time, rerun with --resume)."""
     given = {"chains": chains, "seed": seed, "therm": therm, "thin": thin, "precision": precision,
-             "observables": observables, "algorithm": algorithm, "step_size": step_size, "n_steps": n_steps,
-             "integrator": integrator, "overrelax": overrelax, "fermion_det": fermion_det}
+             "observables": observables, "algorithm": algorithm, "fermion_det": fermion_det}
 
     def body() -> None:
         nonlocal chains, seed, therm, thin, precision, observables, algorithm, fermion_det
@@ -142,8 +141,7 @@ def generate(
         # --resume: what the command leaves out is the stored recipe's; else the defaults
         recipe = {**_DEFAULT_RECIPE, **(_stored_recipe(st, ens) if resume else {})}
         chains, seed, therm, thin, precision, observables, algorithm, fermion_det = (
-            recipe[k] if given[k] is None else given[k]
-            for k in ("chains", "seed", "therm", "thin", "precision", "observables", "algorithm", "fermion_det"))
+            recipe[k] if v is None else v for k, v in given.items())  # (the algorithm's own settings: below)
         try:
             if fermion:
                 th = th.replace(det="exact" if fermion_det == "auto" else fermion_det)

@@ -32,13 +32,11 @@ def _links_group(u: Array, group: Group | str) -> Group:
     links (trailing axes ``(d, *elem)`` after ``d`` lattice axes, real angles for U(1), complex matrices for SU(N)):
     complex U(1) links gave a plaquette of the wrong kind without a word.  Static: raised at trace time."""
     g = get_group(group)
-    shape = tuple(u.shape)
     nd = g.elem_ndim
-    if len(shape) < 2 + nd:
-        raise ValueError(f"links have shape {shape}: too few axes for {g.name} links (L_0, ..., L_{{d-1}}, d"
+    if len(u.shape) < 2 + nd:
+        raise ValueError(f"links have shape {tuple(u.shape)}: too few axes for {g.name} links (L_0, ..., L_{{d-1}}, d"
                          f"{', N, N' if nd else ''})")
-    d = shape[-1 - nd]
-    lattice.check_links(u, g, shape[max(len(shape) - 1 - nd - d, 0): len(shape) - 1 - nd])
+    lattice.check_links(u, g, lattice.lattice_shape(u, g))
     return g
 
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["figure_png", "json_safe", "markdown", "print_tables", "publish", "table_cell"]
+__all__ = ["figure_png", "json_safe", "markdown", "print_tables", "publish", "markdown_cell", "table_cell"]
 
 
 def json_safe(x: Any) -> Any:
@@ -50,6 +50,11 @@ def table_cell(x: Any) -> str:
     return "n/a" if isinstance(x, str) and x.strip().lower() == "nan" else str(x)
 
 
+def markdown_cell(x: Any) -> str:
+    """:func:`table_cell` for a Markdown (GFM) table: a ``|`` in a cell (``<pi|O_t|pi>``) would split it, escaped."""
+    return table_cell(x).replace("|", "\\|")
+
+
 def markdown(record: Mapping[str, Any], figure: str | None) -> str:
     """The record as a Markdown page: title, summary, figure, tables, settings (``<O>`` written ``&lt;O&gt;``
     outside code: :func:`corrflow.markdown.escape_angle_brackets`)."""
@@ -59,13 +64,10 @@ def markdown(record: Mapping[str, Any], figure: str | None) -> str:
     if figure:
         lines += [f"![{record['title']}]({figure})", ""]
 
-    def cell(x: Any) -> str:  # a `|` in a cell (`<pi|O_t|pi>`) would split it: escaped as GFM tables want
-        return table_cell(x).replace("|", "\\|")
-
     for caption, tab in record.get("tables", {}).items():
-        lines += [f"### {caption}", "", "| " + " | ".join(map(cell, tab["columns"])) + " |",
+        lines += [f"### {caption}", "", "| " + " | ".join(map(markdown_cell, tab["columns"])) + " |",
                   "|" + "---|" * len(tab["columns"])]
-        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in tab["rows"]]
+        lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in tab["rows"]]
         lines.append("")
     if "settings" in record:
         lines += ["### Settings", "", "```", json.dumps(record["settings"], indent=1), "```", ""]
