@@ -104,7 +104,7 @@ def train(
                                                "adam otherwise) | adam (mini-batch) | lbfgs (full batch, no learning "
                                                "rate) | linear (Gauss-Newton on var log w, tied parameters; residual "
                                                "flows)"),
-    kind: str = typer.Option("auto", help="flow architecture: auto (plaquette for 2D U(1), residual otherwise) | "
+    kind: str = typer.Option("auto", "--kind", "--flow-kind", help="flow architecture: auto (plaquette for 2D U(1), residual otherwise) | "
                                           "plaquette (2D U(1): exact per-plaquette maps) | residual (masked staple "
                                           "layers)"),
     loops: Optional[str] = typer.Option(None, help="residual flows: staple shapes of the layers, plaquette[,rectangle] "

@@ -1,8 +1,9 @@
 """The settings-to-command-line adapter and the error runner shared by every entry point.
 
 :func:`settings_command` turns an :class:`~corrflow.pipeline.settings.AnalysisSettings` class into a typer
-command: one option per leaf setting (``--n-configs``, or the field's ``flag``), its help text and default taken
-from the dataclass, plus ``--config run.toml``.  Precedence: class defaults < run file < options given on the
+command: one option per leaf setting (``--n-configs``, or the field's ``flag``; its ``aliases`` too, the names the
+``corrflow`` commands give the same setting: ``--n``), its help text and default taken from the dataclass, plus
+``--config run.toml``.  Precedence: class defaults < run file < options given on the
 command line.  Bad values give one line and exit status 2 (:func:`run_cli`).
 
 :func:`run_cli` runs the body of any command: user errors (``ValueError``, ``TypeError``, ``FloatingPointError``,
@@ -97,6 +98,7 @@ def settings_command(app: Any, settings_cls: type, run: Callable[[Any, Any], Any
         default = _option_default(defaults.get(key))
         annot = tp if tp in (int, float, bool, str) else str
         decls = [flag] if annot is not bool or "/" in flag else [f"{flag}/--no-{flag[2:]}"]
+        decls += [a for a in over.get("aliases", f.metadata.get("aliases", ())) if a != flag]  # corrflow's spelling
         params.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annot,
                                         default=typer.Option(default, *decls, help=text)))
 

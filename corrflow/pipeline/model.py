@@ -31,9 +31,12 @@ def _flat_fields(cls: type) -> dict[str, tuple[str | None, dataclasses.Field, An
     return cls._flat_fields_uncached()
 
 
-def setting(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
-    """A dataclass field with its help text, command-line ``flag`` (default ``--field-name``) and ``choices``."""
-    meta = {"help": help, "flag": flag, "choices": choices}
+def setting(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] | None = None,
+            aliases: tuple[str, ...] = ()) -> Any:
+    """A dataclass field with its help text, command-line ``flag`` (default ``--field-name``), further spellings of the
+    flag (``aliases``: the name a ``corrflow`` command gives the same setting, e.g. ``--n`` for ``--n-configs``) and
+    ``choices``."""
+    meta = {"help": help, "flag": flag, "choices": choices, "aliases": tuple(aliases)}
     if isinstance(default, Settings):
         return dataclasses.field(default_factory=lambda d=default: d, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

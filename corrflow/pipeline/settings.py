@@ -79,13 +79,13 @@ class StoreSettings(Settings):
 class EnsembleSettings(Settings):
     """Size and recipe of every Markov-chain ensemble of a run (base, independent, training chain)."""
 
-    n_configs: int = setting(1000, "stored configurations per chain and ensemble")
+    n_configs: int = setting(1000, "stored configurations per chain and ensemble", aliases=("--n",))
     n_chains: int = setting(2, "chains per ensemble (run in parallel, vmapped)", flag="--chains")
     n_therm: int = setting(100, "thermalisation trajectories (or heat-bath updates)", flag="--therm")
     thin: int = setting(1, "trajectories (updates) per stored configuration")
     seed: int = setting(0, "seed of the base ensemble (independent ensembles: seed + 1, seed + 2, ...)")
     start: str = setting("hot", "initial links of the chains: hot (Haar random) | cold (unit)", choices=("hot", "cold"))
-    block_size: int = setting(0, "trajectories per jitted block and store chunk [0: automatic]")
+    block_size: int = setting(0, "trajectories per jitted block and store chunk [0: automatic]", aliases=("--block",))
 
     def check(self) -> None:
         positive_ints(self, "n_configs", "n_chains", "thin")
@@ -110,8 +110,8 @@ class MarkovSettings(Settings):
     step_scaling: str = setting("fixed", "step size at beta: fixed | inverse_sqrt_beta (step_size / sqrt(beta))",
                                 choices=("fixed", "inverse_sqrt_beta"))
     hmc_det: str = setting("exact", "fermion algorithm of the HMC: exact | pseudofermion (weights always use exact "
-                                    "determinants)", choices=("exact", "pseudofermion"))
-    n_overrelax: int = setting(4, "over-relaxation sweeps per heat-bath update")
+                                    "determinants)", choices=("exact", "pseudofermion"), aliases=("--fermion-det",))
+    n_overrelax: int = setting(4, "over-relaxation sweeps per heat-bath update", aliases=("--overrelax",))
 
     def check(self) -> None:
         if not (self.step_size > 0 and math.isfinite(self.step_size)):

@@ -134,6 +134,20 @@ def test_cli_options_config_and_precedence(tmp_path):
     assert len(seen) == n
 
 
+def test_cli_accepts_the_corrflow_spelling_of_a_setting():
+    """An option the ``corrflow`` commands spell otherwise (``generate --n``, ``--block``, ``--fermion-det``,
+    ``--overrelax``) is accepted under that name too; an override of the flag keeps its own name only once."""
+    seen: list[ToySettings] = []
+    app, runner = _app(seen), CliRunner()
+    text = " ".join(runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output.split())
+    assert "--n-configs,--n " in text and "--block-size,--block " in text and "--hmc-det,--fermion-det" in text
+    res = runner.invoke(app, ["--n", "50", "--block", "5", "--fermion-det", "pseudofermion", "--overrelax", "2"])
+    assert res.exit_code == 0, res.output
+    assert seen[-1] == ToySettings.make(n_configs=50, block_size=5, hmc_det="pseudofermion", n_overrelax=2)
+    res = runner.invoke(app, ["--n", "3"])  # the same checks under either name
+    assert res.exit_code == 2 and ">= 10" in res.output
+
+
 def test_flow_and_training_groups():
     import corrflow as cf
 
