@@ -275,9 +275,9 @@ def test_usage_errors_in_one_line(tmp_path, capsys):
     store = str(tmp_path / "s.zarr")
     for args, line in (
             (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "abc", "--store", store],
-             "error: invalid value for '--n': .* \\(got 'abc'\\) \\(corrflow generate --help\\)$"),
+             "error: invalid value for '--n' / '--n-configs': .* \\(got 'abc'\\) \\(corrflow generate --help\\)$"),
             (["generate", "u1", "--beta", "1", "--shape", "4,4", "--store", store],
-             "error: missing option '--n'. \\(corrflow generate --help\\)$"),
+             "error: missing option '--n' / '--n-configs'. \\(corrflow generate --help\\)$"),
             (["generat", "u1"], "error: no such command 'generat'. Did you mean 'generate'\\? \\(corrflow --help\\)$"),
             (["info", store, "--bogus"], "error: no such option: --bogus \\(corrflow info --help\\)$")):
         res = runner.invoke(app, args, prog_name="corrflow")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional
 
 from ..console import make_console
 
@@ -80,7 +80,6 @@ def settings_command(app: Any, settings_cls: type, run: Callable[[Any, Any], Any
     function."""
     import typer
 
-    defaults = settings_cls()
     leaves = {k: v for k, v in settings_cls.flat_fields().items() if k not in settings_cls.cli_hidden}
     params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
     params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, annotation=str, default=opt)
@@ -91,16 +90,24 @@ def settings_command(app: Any, settings_cls: type, run: Callable[[Any, Any], Any
                                                          "command line override it. Every run writes its resolved "
                                                          "settings to OUT/NAME.toml; `--config` of that file repeats "
                                                          "the run.")))
+    aliases: dict[str, tuple[str, str]] = {}  # {parameter: (setting, spelling)}
     for key, (group, f, tp) in leaves.items():
         over = settings_cls.cli_overrides.get(key, {})
         flag = over.get("flag") or f.metadata.get("flag") or "--" + key.replace("_", "-")
         text = over.get("help") or f.metadata.get("help", "")
-        default = _option_default(defaults.get(key))
+        default = _option_default(settings_cls.class_default(key))  # (the class is not constructed: no checks)
         annot = tp if tp in (int, float, bool, str) else str
         decls = [flag] if annot is not bool or "/" in flag else [f"{flag}/--no-{flag[2:]}"]
-        decls += [a for a in over.get("aliases", f.metadata.get("aliases", ())) if a != flag]  # corrflow's spelling
+        spellings = [a for a in over.get("aliases", f.metadata.get("aliases", ())) if a != flag]
+        if spellings:  # corrflow's spelling of the setting: hidden options, named in the help text
+            text = f"{text} (also {', '.join(spellings)})"
         params.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annot,
                                         default=typer.Option(default, *decls, help=text)))
+        for i, spelling in enumerate(spellings):
+            aliases[f"{key}__alias{i}"] = (key, spelling)
+            params.append(inspect.Parameter(f"{key}__alias{i}", inspect.Parameter.KEYWORD_ONLY,
+                                            annotation=Optional[annot],  # type: ignore[valid-type]
+                                            default=typer.Option(None, spelling, hidden=True)))
 
     def command(ctx: Any, **kwargs: Any) -> None:
         console = make_console()
@@ -111,8 +118,15 @@ def settings_command(app: Any, settings_cls: type, run: Callable[[Any, Any], Any
             config = kwargs.pop("config")
             settings = settings_cls.from_toml(config) if config else settings_cls()
             # by name: typer may bring its own copy of click's ParameterSource enum
-            given = {k: v for k, v in kwargs.items()
-                     if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+            given = {k: v for k, v in kwargs.items() if k not in aliases
+                     and getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+            for param, (key, spelling) in aliases.items():
+                if kwargs[param] is None:
+                    continue
+                if key in given and given[key] != kwargs[param]:
+                    raise ValueError(f"{spelling} and its other spelling give {key} two values ({kwargs[param]} and "
+                                     f"{given[key]}): give one")
+                given[key] = kwargs[param]
             if given:
                 settings = settings.replace(**given)
             run(settings, console)

@@ -140,12 +140,16 @@ def test_cli_accepts_the_corrflow_spelling_of_a_setting():
     seen: list[ToySettings] = []
     app, runner = _app(seen), CliRunner()
     text = " ".join(runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output.split())
-    assert "--n-configs,--n " in text and "--block-size,--block " in text and "--hmc-det,--fermion-det" in text
+    assert "(also --n)" in text and "(also --block)" in text and "(also --fermion-det)" in text  # (hidden options:
+    assert "--n-configs,--n" not in text  # the option column keeps its width, the help fits 80 columns)
     res = runner.invoke(app, ["--n", "50", "--block", "5", "--fermion-det", "pseudofermion", "--overrelax", "2"])
     assert res.exit_code == 0, res.output
     assert seen[-1] == ToySettings.make(n_configs=50, block_size=5, hmc_det="pseudofermion", n_overrelax=2)
     res = runner.invoke(app, ["--n", "3"])  # the same checks under either name
     assert res.exit_code == 2 and ">= 10" in res.output
+    assert runner.invoke(app, ["--n", "50", "--n-configs", "50"]).exit_code == 0  # the same value twice: fine
+    res = runner.invoke(app, ["--n", "50", "--n-configs", "60"])
+    assert res.exit_code == 2 and "give n_configs two values" in res.output
 
 
 def test_flow_and_training_groups():
