@@ -15,7 +15,24 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["gauge_config_check"]
+__all__ = ["DENSE_MAX_DIM", "check_dense_size", "gauge_config_check"]
+
+#: largest ``V Ns Nc`` for which the dense ``D^{-1}`` (the exact condensate, exact determinants) is built: its
+#: ``(V Ns Nc)^2`` complex entries, times the batch and the intermediates of the inversion, must fit in memory (4^4
+#: SU(3) Wilson: 3072, about 220 GB for a batch of 16 with its forward-mode derivative)
+DENSE_MAX_DIM = 2048
+
+
+def check_dense_size(shape: tuple[int, ...], n_spin: int, n_color: int, what: str, remedy: str) -> None:
+    """``ValueError`` (one line, with the way out ``remedy``) when the Dirac matrix of Wilson fermions with ``n_spin``
+    spin and ``n_color`` colour components on a lattice of extents ``shape`` is too large for dense algebra (``what``:
+    the computation and its verb, e.g. "the exact chiral condensate inverts").  Needs no theory object (no JAX): the
+    analyses' settings check their lattice with it before anything runs."""
+    dim = int(np.prod(shape)) * n_spin * n_color
+    if dim > DENSE_MAX_DIM:
+        raise ValueError(f"{what} the dense Dirac matrix, of dimension V*Ns*Nc = {dim} > {DENSE_MAX_DIM} on "
+                         f"this {'x'.join(map(str, shape))} lattice (hours of dense algebra and GBs per "
+                         f"configuration); {remedy}")
 
 
 def gauge_config_check(spec: Any, links: np.ndarray, values: Mapping[str, float]) -> str | None:

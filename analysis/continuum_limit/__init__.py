@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from corrflow.pipeline import Analysis, run_analysis
+from corrflow.pipeline import Analysis, deferred
 
 from . import su3, u1
 from .estimators import (
@@ -26,7 +26,6 @@ from .estimators import (
     flowed_estimates,
     independent_estimates,
 )
-from .render import render_su3, render_u1
 from .su3 import SU3_QUANTITIES, SU3ContinuumSettings, flow_quantity, necco_sommer_r0
 from .u1 import ContinuumSettings
 from .u1_quantities import MEASURED, QUANTITIES, exact_plaquette_sector, make_quantity
@@ -56,7 +55,8 @@ __all__ = [
 
 CONTINUUM_LIMIT = Analysis(
     name=u1.ANALYSIS_NAME, command="continuum-limit", settings=ContinuumSettings, prepare=u1.prepare,
-    estimate=u1.estimate, render=render_u1, header=u1.header, summary_lines=4,
+    estimate=u1.estimate, header=u1.header, summary_lines=4,
+    render=deferred("analysis.continuum_limit.render:render_u1"),
     help="Continuum limit (a^2 g^2 = 1/beta -> 0) of a dimensionless 2D U(1) quantity from flow-correlated ensembles "
          "(one HMC base ensemble, flows to the other betas, reweighting, joint-jackknife covariance, correlated chi^2 "
          "and Bayesian fits) against independent HMC ensembles, with the exact result.",
@@ -77,7 +77,8 @@ CONTINUUM_LIMIT = Analysis(
 
 CONTINUUM_LIMIT_SU3 = Analysis(
     name=su3.ANALYSIS_NAME, command="continuum-limit-su3", settings=SU3ContinuumSettings, prepare=su3.prepare,
-    estimate=su3.estimate, render=render_su3, header=su3.header, summary_lines=2,
+    estimate=su3.estimate, header=su3.header, summary_lines=2,
+    render=deferred("analysis.continuum_limit.render:render_su3"),
     help="Continuum limit of sqrt(t0)/w0 (or t0/r0^2) in quenched 4D SU(3): one base ensemble, residual flows to the "
          "other betas, reweighting, joint-jackknife covariance and correlated fits, against independent ensembles.",
     epilog="""
@@ -93,5 +94,7 @@ CONTINUUM_LIMIT_SU3 = Analysis(
 def run(settings: Any = None, *, console: Any = None, write: bool = True, progress: Any = None) -> dict[str, Any]:
     """Run the 2D U(1) (:class:`ContinuumSettings`, default) or 4D SU(3) (:class:`SU3ContinuumSettings`) continuum
     analysis and return its record."""
+    from corrflow.pipeline import run_analysis
+
     analysis = CONTINUUM_LIMIT_SU3 if isinstance(settings, SU3ContinuumSettings) else CONTINUUM_LIMIT
     return run_analysis(analysis, settings, console=console, write=write, progress=progress)

@@ -83,14 +83,12 @@ from corrflow.pipeline import (
     MarkovSettings,
     StoreSettings,
     TrainingSettings,
-    auto_block_size,
-    family,
     setting,
 )
 
 from .common import ContinuumFitSettings, goodness_of_fit
-from .estimators import (Quantity, bayesian_fits, continuum_fits, flowed_estimates, independent_estimates,
-                         short_bins_note)
+from .estimators import (Quantity, bayes_warnings, bayesian_fits, continuum_fits, flowed_estimates,
+                         independent_estimates, short_bins_note)
 
 __all__ = ["NECCO_SOMMER_RANGE", "SU3_QUANTITIES", "SU3ContinuumSettings", "estimate", "flow_quantity",
            "necco_sommer_r0", "prepare"]
@@ -241,7 +239,7 @@ def prepare(pipe: Any, s: SU3ContinuumSettings) -> SU3Inputs:
     """Base ensemble + training chain, flows, flowed and independent ensembles (:func:`corrflow.pipeline.family`),
     then the Wilson flow on every configuration of every ensemble (one grid)."""
     from corrflow import make_theory
-    from corrflow.pipeline import TRAIN_SEED_OFFSET
+    from corrflow.pipeline import TRAIN_SEED_OFFSET, auto_block_size, family
 
     lo_ns, hi_ns = NECCO_SOMMER_RANGE
     outside = [b for b in s.betas if not lo_ns <= b <= hi_ns]
@@ -423,6 +421,7 @@ def estimate(s: SU3ContinuumSettings, inputs: SU3Inputs) -> dict[str, Any]:
         f"sqrt(8 t0)/L = {', '.join(f'{math.sqrt(8 * v) / min(s.shape):.2f}' for v in est['t0'][0].values)} "
         "(finite-volume effects grow beyond ~0.3).",
     ]
+    summary += bayes_warnings([("flowed", fit_f), ("independent", fit_i)])
     rows = []
     for k, b in enumerate(s.betas):
         rows.append([f"{b:g}", f"{x[k]:.5f}", f"{necco_sommer_r0(b):.3f}", _fmt(fl.values[k], fl.errors[k]),
@@ -439,16 +438,20 @@ def estimate(s: SU3ContinuumSettings, inputs: SU3Inputs) -> dict[str, Any]:
         fit_rows += [[f"{label}, Bayesian (NUTS)"] + [fr.bayes.format_param(j) for j in range(s.order + 1)] + ["", ""]
                      for label, fr in (("flowed", fit_f), ("independent", fit_i))]
     tables = {
-        f"Per-beta estimates of {qlabel} (flowed vs independent; pull = difference / combined error)": {
+        "per-beta estimates": {
+            "caption": f"Per-beta estimates of {qlabel} (flowed vs independent; pull = difference / combined error)",
             "columns": ["beta", "(a/r0)^2", "r0/a", "flowed", "independent", "pull", "var. red.", "t0/a^2 (flowed)",
                         "w0/a (flowed)", "weight ESS", "Pareto k", "tau_int (flowed)", "tau_int (indep.)"],
             "rows": rows},
-        "Continuum fits (c0 = continuum value)": {
+        "continuum fits": {
+            "caption": "Continuum fits (c0 = continuum value)",
             "columns": ["fit"] + [f"c{j}" for j in range(s.order + 1)] + ["chi2/dof", "p"], "rows": fit_rows},
-        "Correlation matrix of the flowed estimates": {
+        "correlation matrix": {
+            "caption": "Correlation matrix of the flowed estimates",
             "columns": ["beta"] + [f"{b:g}" for b in s.betas],
             "rows": [[f"{b:g}"] + [f"{v:+.3f}" for v in fl.correlation[k]] for k, b in enumerate(s.betas)]},
-        "Costs in seconds (ledger definition: steady state, compilation excluded)": {
+        "costs": {
+            "caption": "Costs in seconds (ledger definition: steady state, compilation excluded)",
             "columns": ["step", "seconds"], "rows": [[k, f"{v:.2f}"] for k, v in cost.items()]
             + [["flowed path", f"{path_f:.2f}"], ["independent path", f"{path_i:.2f}"]]},
     }

@@ -59,8 +59,6 @@ from corrflow.pipeline import (
     MarkovSettings,
     StoreSettings,
     TrainingSettings,
-    auto_block_size,
-    family,
     setting,
 )
 
@@ -152,6 +150,7 @@ def prepare(pipe: Any, s: ContinuumSettings) -> Any:
     """The family of ensembles: base at ``beta_0`` (cold in ``Q = 0`` for fixed topology), training chain, flows and
     flowed ensembles to every other beta, independent ensembles."""
     from corrflow import make_theory
+    from corrflow.pipeline import auto_block_size, family
 
     base_th = make_theory("u1", s.shape, beta=s.base_beta)
     base, indep = ensemble_names(s)

@@ -123,15 +123,11 @@ generic curves and plateau fits of :mod:`corrflow.stats`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from corrflow.pipeline import Analysis, run_analysis
+from corrflow._lazy_names import install
+from corrflow.pipeline import Analysis, deferred
 
-from .estimators import (Binning, FHEstimates, TangentSeries, binning, dE_dlambda, gluon_momentum_fraction,
-                         tangent_series)
-from .measure import FHInputs, measure, prepare, tangent_field, tangent_names
-from .record import estimate
-from .render import render
 from .settings import (
     ANALYSIS_NAME,
     ESTIMATORS,
@@ -144,6 +140,23 @@ from .settings import (
     header,
     theories,
 )
+
+# the rest on first use (PEP 562): `--help` and the settings load neither JAX nor scipy
+_NAMES = {
+    "estimators": ("Binning", "FHEstimates", "TangentSeries", "binning", "dE_dlambda", "gluon_momentum_fraction",
+                   "tangent_series"),
+    "measure": ("FHInputs", "measure", "prepare", "tangent_field", "tangent_names"),
+    "record": ("estimate",),
+    "render": ("render",),
+}
+install(__name__, _NAMES)
+
+if TYPE_CHECKING:  # the names for type checkers and editors
+    from .estimators import (Binning, FHEstimates, TangentSeries, binning, dE_dlambda, gluon_momentum_fraction,
+                             tangent_series)
+    from .measure import FHInputs, measure, prepare, tangent_field, tangent_names
+    from .record import estimate
+    from .render import render
 
 __all__ = [
     "ANALYSIS_NAME",
@@ -174,8 +187,10 @@ __all__ = [
 ]
 
 FEYNMAN_HELLMANN = Analysis(
-    name=ANALYSIS_NAME, command="feynman-hellmann", settings=FHSettings, prepare=prepare, estimate=estimate,
-    render=render, header=header, summary_lines=1, tables_printed=1,
+    name=ANALYSIS_NAME, command="feynman-hellmann", settings=FHSettings, header=header,
+    prepare=deferred("analysis.feynman_hellmann.measure:prepare"),
+    estimate=deferred("analysis.feynman_hellmann.record:estimate"),
+    render=deferred("analysis.feynman_hellmann.render:render"), summary_lines=1, tables_printed=1,
     help="Feynman-Hellmann dE_pi/dlambda = <pi|O_t|pi> - <0|O_t|0> for the source S + lambda O: the plaquette source "
          "O = -sum_x cos P(x) in the Schwinger model, or the gluonic T_44 in quenched SU(3) (the bare gluon momentum "
          "fraction of the pion). One HMC base ensemble at lambda = 0 pushed through a flow 0 -> lambda (correlated "
@@ -206,5 +221,7 @@ def run(settings: FHSettings | None = None, *, console: Any = None, write: bool 
     (``run(n_configs=200, lam=0.05)``).  ``console`` (rich) shows progress and the result table; with ``write``
     the record, figure, Markdown, JSON and run file go to the store and ``settings.io.out``.
     """
+    from corrflow.pipeline import run_analysis
+
     s = (settings or FHSettings()).replace(**overrides)
     return run_analysis(FEYNMAN_HELLMANN, s, console=console, write=write, progress=progress)

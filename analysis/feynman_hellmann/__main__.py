@@ -14,7 +14,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _command(argv: Sequence[str] | None) -> None:
-    from corrflow.pipeline.analysis import app
+    from corrflow.pipeline.command import app
 
     from . import FEYNMAN_HELLMANN
 

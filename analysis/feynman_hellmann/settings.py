@@ -7,8 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import corrflow as cf
-from corrflow.observables.fermions import DENSE_MAX_DIM, check_dense
+from corrflow.checks import DENSE_MAX_DIM, check_dense_size
 from corrflow.pipeline import (
     AnalysisSettings,
     EnsembleSettings,
@@ -113,11 +112,11 @@ class FHSettings(AnalysisSettings):
         if not math.isfinite(self.mass) or self.mass + 2 <= 0:
             raise ValueError(f"mass = {self.mass} must be finite and > -2 (kappa > 0)")
         if self.theory == "schwinger":  # exact determinant ratios in the flowed weights: refused before any HMC
-            check_dense(cf.make_theory("schwinger", self.shape, beta=self.beta, mass=self.mass),
-                        f"a {self.T}x{self.L} Schwinger lattice is too large for this analysis: the flowed weights "
-                        "take exact determinant ratios of",
-                        remedy=f"choose T*L <= {DENSE_MAX_DIM // 2}, or take dE/dlam on larger lattices from the "
-                               "tangent estimator (`corrflow derivative STORE ENSEMBLE --param lam`)")
+            check_dense_size(self.shape, 2, 1,  # two-component spinors, one colour
+                             f"a {self.T}x{self.L} Schwinger lattice is too large for this analysis: the flowed "
+                             "weights take exact determinant ratios of",
+                             remedy=f"choose T*L <= {DENSE_MAX_DIM // 2}, or take dE/dlam on larger lattices from "
+                                    "the tangent estimator (`corrflow derivative STORE ENSEMBLE --param lam`)")
         if self.n_sources < 1 or self.T % self.n_sources:
             raise ValueError(f"n_sources = {self.n_sources} must divide the time extent T = {self.T}")
         times = effective_times(self.T, self.kind)

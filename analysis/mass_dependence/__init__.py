@@ -103,16 +103,35 @@ estimators work on plain arrays: :func:`scalar_estimates`, :func:`pion_mass_esti
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from corrflow.pipeline import Analysis, run_analysis
+from corrflow._lazy_names import install
+from corrflow.pipeline import Analysis, deferred
 
-from .estimators import (Estimate, PionFit, TangentSeries, pion_bin_size, pion_mass_estimates, scalar_estimates,
-                         tangent_series)
-from .measure import MassInputs, condensate_and_slope, measure, prepare, tangent_field, tangent_names
-from .record import estimate
-from .render import render
-from .settings import ANALYSIS_NAME, ESTIMATORS, OBSERVABLES, MassSettings, header
+from .settings import (
+    ANALYSIS_NAME,
+    ESTIMATORS,
+    OBSERVABLES,
+    MassSettings,
+    header,
+)
+
+# the rest on first use (PEP 562): `--help` and the settings load neither JAX nor scipy
+_NAMES = {
+    "estimators": ("Estimate", "PionFit", "TangentSeries", "pion_bin_size", "pion_mass_estimates", "scalar_estimates",
+                   "tangent_series"),
+    "measure": ("MassInputs", "condensate_and_slope", "measure", "prepare", "tangent_field", "tangent_names"),
+    "record": ("estimate",),
+    "render": ("render",),
+}
+install(__name__, _NAMES)
+
+if TYPE_CHECKING:  # the names for type checkers and editors
+    from .estimators import (Estimate, PionFit, TangentSeries, pion_bin_size, pion_mass_estimates, scalar_estimates,
+                             tangent_series)
+    from .measure import MassInputs, condensate_and_slope, measure, prepare, tangent_field, tangent_names
+    from .record import estimate
+    from .render import render
 
 __all__ = [
     "ANALYSIS_NAME",
@@ -139,8 +158,10 @@ __all__ = [
 ]
 
 MASS_DEPENDENCE = Analysis(
-    name=ANALYSIS_NAME, command="mass-dependence", settings=MassSettings, prepare=prepare, estimate=estimate,
-    render=render, header=header, summary_lines=2, tables_printed=2,
+    name=ANALYSIS_NAME, command="mass-dependence", settings=MassSettings, header=header,
+    prepare=deferred("analysis.mass_dependence.measure:prepare"),
+    estimate=deferred("analysis.mass_dependence.record:estimate"),
+    render=deferred("analysis.mass_dependence.render:render"), summary_lines=2, tables_printed=2,
     help="Quark-mass derivatives dO/dm of the pion mass, the chiral condensate, the plaquette and the topological "
          "susceptibility in the Schwinger model, from one HMC base ensemble and a flow m -> m + dm (correlated "
          "difference), compared with direct reweighting, independent ensembles and the connected correlator.",
@@ -168,5 +189,7 @@ def run(settings: MassSettings | None = None, *, console: Any = None, write: boo
     (``run(n_configs=200, dm=0.05)``).  ``console`` (rich) shows progress and the result tables; with ``write``
     the record, figure, Markdown, JSON and run file go to the store and ``settings.io.out``.
     """
+    from corrflow.pipeline import run_analysis
+
     s = (settings or MassSettings()).replace(**overrides)
     return run_analysis(MASS_DEPENDENCE, s, console=console, write=write, progress=progress)

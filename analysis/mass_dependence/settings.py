@@ -6,8 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-import corrflow as cf
-from corrflow.observables.fermions import DENSE_MAX_DIM, check_dense
+from corrflow.checks import DENSE_MAX_DIM, check_dense_size
 from corrflow.pipeline import (
     AnalysisSettings,
     EnsembleSettings,
@@ -90,10 +89,11 @@ class MassSettings(AnalysisSettings):
         if not (math.isfinite(self.beta) and self.beta > 0):
             raise ValueError(f"beta must be positive, got {self.beta}")
         # the weights and the condensate's mass slope are exact (dense): a lattice beyond that is refused before HMC
-        check_dense(cf.make_theory("schwinger", self.shape, beta=self.beta, mass=self.mass),
-                    f"a {self.T}x{self.L} lattice is too large for this analysis: its weights and condensate use",
-                    remedy=f"choose T*L <= {DENSE_MAX_DIM // 2}, or take mass derivatives on larger lattices with "
-                           "`corrflow derivative STORE ENSEMBLE --param mass` (tangent estimator, stochastic traces)")
+        check_dense_size(self.shape, 2, 1,  # two-component spinors, one colour
+                         f"a {self.T}x{self.L} lattice is too large for this analysis: its weights and condensate use",
+                         remedy=f"choose T*L <= {DENSE_MAX_DIM // 2}, or take mass derivatives on larger lattices "
+                                "with `corrflow derivative STORE ENSEMBLE --param mass` (tangent estimator, stochastic "
+                                "traces)")
         if self.n_sources < 1 or self.T % self.n_sources:
             raise ValueError(f"n_sources = {self.n_sources} must divide the time extent T = {self.T}")
         tmax = self.resolved_t_max

@@ -40,7 +40,7 @@ def _load_analysis(name: str, ep: Any) -> Any:
 
         sub.command(name, help=msg)(broken)
     else:
-        from ..pipeline.analysis import command
+        from ..pipeline.command import command
 
         command(analysis, sub)
     return typer.main.get_command(sub)

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
-
 from .. import lattice
 from ..groups import Group, get_group
-from .layers import MAX_DEGREE, Flow
+from .layers import Flow
 from .network import MAX_DEPTH, MAX_WIDTH
-from .smoothing import check_times
-from .staples import LOOPS, layer_masks
+from .spec import LOOPS, check_degree, check_times
+from .staples import layer_masks
 
 __all__ = ["make_flow", "flow_from_description", "check_degree", "check_shift", "check_init_scale", "FLOW_KINDS",
            "default_kind", "default_smoothing", "DEFAULT_SMOOTHING"]
@@ -172,13 +170,3 @@ def check_init_scale(scale: Any) -> None:
     except (TypeError, ValueError):
         raise TypeError(f"init_params(scale=0.0, key=None): scale is a number (0: the identity map) and the PRNG key "
                         f"comes second, e.g. flow.init_params(0.01, jax.random.PRNGKey(0)); got {scale!r}") from None
-
-
-def check_degree(degree: Any) -> int:
-    """``degree`` of the coefficient polynomials as an int, or ``ValueError`` unless it is an integer in
-    ``0..MAX_DEGREE`` (used by :func:`make_flow` and by the analyses' settings, which check it up front)."""
-    if isinstance(degree, bool) or not isinstance(degree, (int, np.integer, float)) or int(degree) != degree \
-            or not 0 <= degree <= MAX_DEGREE:
-        raise ValueError(f"degree (of the coefficient polynomials in the staple norm) must be an integer in "
-                         f"0..{MAX_DEGREE}, got {degree!r}")
-    return int(degree)

@@ -68,6 +68,7 @@ from ..theories.gauge import accumulate
 from .jacobian import algebra_and_logj
 from .network import coefficient_net, frozen_features
 from .smoothing import held_out_flow, soft_clip
+from .spec import MAX_DEGREE
 from .staples import (GatherPlan, gather_plan, gathered_staple_sums, gathered_staples, layer_masks, n_staples,
                       transverse_smear)
 
@@ -76,7 +77,6 @@ Array = jax.Array
 __all__ = ["ResidualLayer", "Flow", "INVERSE_TOL", "MAX_DEGREE", "SMOOTHING_SCALE"]
 
 INVERSE_TOL = 1e-12  # fixed-point tolerance (max abs change of a link element) in float64
-MAX_DEGREE = 8  # highest degree of the coefficient polynomials in the staple norm
 _BOUND_TOTAL = 0.95
 SMOOTHING_SCALE = 0.1  # raw parameter -> smoothing coefficient c_k (unbounded; soft_clip bounds the staple)
 

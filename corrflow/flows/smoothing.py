@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from .. import lattice
 from ..groups import Group, dagger, exp_left_taylor4, matmul
+from .spec import check_times
 
 Array = jax.Array
 
@@ -42,22 +43,6 @@ __all__ = ["project_sun", "held_out_flow", "soft_clip", "check_times", "POLAR_IT
 
 POLAR_ITERATIONS = 24
 _BOUND = 0.95
-
-
-def check_times(times: Sequence[float], eps: float) -> tuple[float, ...]:
-    """``times`` as sorted positive multiples of ``eps`` without duplicates, or a one-line ``ValueError``."""
-    try:
-        out = tuple(float(t) for t in times)
-    except (TypeError, ValueError):
-        raise ValueError(f"smoothing times must be numbers, got {times!r}") from None
-    if not eps > 0:
-        raise ValueError(f"smoothing_eps must be > 0, got {eps}")
-    bad = [t for t in out if t <= 0 or abs(t / eps - round(t / eps)) > 1e-9]
-    if bad:
-        raise ValueError(f"smoothing times {bad} must be positive multiples of smoothing_eps={eps}")
-    if len(set(out)) != len(out) or list(out) != sorted(out):
-        raise ValueError(f"smoothing times must be increasing without duplicates, got {out}")
-    return out
 
 
 def _det(x: Array, n: int) -> Array:

@@ -36,11 +36,11 @@ import numpy as np
 
 from .. import lattice, native
 from ..groups import Group
+from .spec import LOOPS
 
 Array = jax.Array
 Step = tuple[int, int]
 
-LOOPS = ("plaquette", "rectangle")
 
 __all__ = ["LOOPS", "loop_paths", "path_product", "staple_sums", "layer_masks", "n_staples", "path_links",
            "neighbour_sites", "staple_sums_at", "GatherPlan", "gather_plan", "gathered_staple_sums",

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..checks import DENSE_MAX_DIM, check_dense_size
 from ..theories.dirac import dense_batch, gamma5
 from ..theories.fermions import (
     WilsonFermionAction,
@@ -39,22 +40,13 @@ Array = jax.Array
 __all__ = ["point_source", "propagator", "pion_correlator", "valence_quarks", "SOLVERS", "chiral_condensate",
            "chiral_condensate_stochastic", "FermionMeasurements", "dS_dmass", "DENSE_MAX_DIM", "check_dense"]
 
-#: largest ``V Ns Nc`` for which the dense ``D^{-1}`` (the exact condensate) is built: its ``(V Ns Nc)^2`` complex
-#: entries, times the batch and the intermediates of the inversion, must fit in memory (4^4 SU(3) Wilson: 3072, about
-#: 220 GB for a batch of 16 with its forward-mode derivative)
-DENSE_MAX_DIM = 2048
-
-
 def check_dense(theory: WilsonFermionAction, what: str = "the exact chiral condensate inverts",
                 remedy: str = "use the stochastic estimate (noise vectors and CG: `--traces stochastic`, "
                               "corrflow.observables.fermions.chiral_condensate_stochastic)") -> None:
     """``ValueError`` (one line, with the way out ``remedy``) when ``theory``'s Dirac matrix is too large for dense
-    algebra (``what``: the computation and its verb, e.g. "the exact chiral condensate inverts")."""
-    dim = theory.volume * theory.n_spin * theory.n_color
-    if dim > DENSE_MAX_DIM:
-        raise ValueError(f"{what} the dense Dirac matrix, of dimension V*Ns*Nc = {dim} > {DENSE_MAX_DIM} on "
-                         f"this {'x'.join(map(str, theory.shape))} lattice (hours of dense algebra and GBs per "
-                         f"configuration); {remedy}")
+    algebra (``what``: the computation and its verb, e.g. "the exact chiral condensate inverts");
+    :func:`corrflow.checks.check_dense_size` without a theory."""
+    check_dense_size(tuple(theory.shape), theory.n_spin, theory.n_color, what, remedy)
 
 
 def point_source(theory: WilsonFermionAction, site: tuple[int, ...], dtype: Any = jnp.complex128) -> Array:

@@ -18,45 +18,71 @@ physics core (``correlate``, ``flows``, ``hmc``, ``heatbath``, ``observables``, 
 
 from __future__ import annotations
 
-from .analysis import Analysis, TangentMeasurement, check_tangent_settings, measure_tangent, run_analysis
-from .ensembles import GenerationSummary, generate_to_store
-from .family import TRAIN_SEED_OFFSET, Family, Member, auto_block_size, family, hmc_ensemble_name
-from .ledger import COST_DEFINITION, Clock, CostLedger
-from .measurements import (
-    FLOW_OBSERVABLE,
-    MeasureSummary,
-    WilsonFlowGrid,
-    flow_observable_names,
-    map_batches,
-    measure_stored,
-)
-from .paired import CorrelateSummary, correlate_to_store, direct_to_store
-from .progress import Progress
-from .settings import (
-    AnalysisSettings,
-    EnsembleSettings,
-    ErrorSettings,
-    FlowSettings,
-    MarkovSettings,
-    Settings,
-    StoreSettings,
-    TrainingSettings,
-    setting,
-)
-from .steps import Pipeline
-from .handles import (
-    Ensemble,
-    PairedEnsemble,
-    TrainedFlow,
-    check_exact_weights,
-    exact_theory,
-    held_out_positions,
-    parameter_shift,
-    training_configs,
-    training_positions,
-    training_size,
-    validate_shift,
-)
+from typing import TYPE_CHECKING
+
+from .._lazy_names import install
+
+# {submodule: names}, loaded on first use (PEP 562): importing the package loads neither JAX nor scipy
+_NAMES = {
+    "command": ("Analysis", "check_tangent_settings", "deferred"),
+    "analysis": ("TangentMeasurement", "measure_tangent", "run_analysis"),
+    "ensembles": ("GenerationSummary", "generate_to_store"),
+    "family": ("TRAIN_SEED_OFFSET", "Family", "Member", "auto_block_size", "family", "hmc_ensemble_name"),
+    "ledger": ("COST_DEFINITION", "Clock", "CostLedger"),
+    "measurements": ("FLOW_OBSERVABLE", "MeasureSummary", "WilsonFlowGrid", "flow_observable_names", "map_batches",
+                     "measure_stored"),
+    "paired": ("CorrelateSummary", "correlate_to_store", "direct_to_store"),
+    "progress": ("Progress",),
+    "settings": ("AnalysisSettings", "EnsembleSettings", "ErrorSettings", "FlowSettings", "MarkovSettings",
+                 "Settings", "StoreSettings", "TrainingSettings", "setting"),
+    "steps": ("Pipeline",),
+    "handles": ("Ensemble", "PairedEnsemble", "TrainedFlow", "check_exact_weights", "exact_theory",
+                "held_out_positions", "parameter_shift", "training_configs", "training_positions", "training_size",
+                "validate_shift"),
+}
+install(__name__, _NAMES)
+
+if TYPE_CHECKING:  # the names for type checkers and editors
+    from .analysis import TangentMeasurement, measure_tangent, run_analysis
+    from .command import Analysis, check_tangent_settings, deferred
+    from .ensembles import GenerationSummary, generate_to_store
+    from .family import TRAIN_SEED_OFFSET, Family, Member, auto_block_size, family, hmc_ensemble_name
+    from .ledger import COST_DEFINITION, Clock, CostLedger
+    from .measurements import (
+        FLOW_OBSERVABLE,
+        MeasureSummary,
+        WilsonFlowGrid,
+        flow_observable_names,
+        map_batches,
+        measure_stored,
+    )
+    from .paired import CorrelateSummary, correlate_to_store, direct_to_store
+    from .progress import Progress
+    from .settings import (
+        AnalysisSettings,
+        EnsembleSettings,
+        ErrorSettings,
+        FlowSettings,
+        MarkovSettings,
+        Settings,
+        StoreSettings,
+        TrainingSettings,
+        setting,
+    )
+    from .steps import Pipeline
+    from .handles import (
+        Ensemble,
+        PairedEnsemble,
+        TrainedFlow,
+        check_exact_weights,
+        exact_theory,
+        held_out_positions,
+        parameter_shift,
+        training_configs,
+        training_positions,
+        training_size,
+        validate_shift,
+    )
 
 __all__ = [
     "COST_DEFINITION",
@@ -86,6 +112,7 @@ __all__ = [
     "WilsonFlowGrid",
     "auto_block_size",
     "check_tangent_settings",
+    "deferred",
     "measure_tangent",
     "TangentMeasurement",
     "correlate_to_store",

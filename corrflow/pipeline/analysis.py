@@ -1,5 +1,6 @@
 """An analysis = settings + ``prepare`` (pipeline steps) + ``estimate`` (numbers -> record) + ``render`` (record ->
-figure); :func:`run_analysis` runs any of them the same way, and :func:`command` / :func:`app` make its command line.
+figure); :func:`run_analysis` runs any of them the same way, and :func:`command` / :func:`app`
+(:mod:`corrflow.pipeline.command`, which declares :class:`Analysis` without loading JAX) make its command line.
 
     CONTINUUM = Analysis(name="continuum_limit", settings=ContinuumSettings, prepare=prepare, estimate=estimate,
                          render=render, help="...")
@@ -19,45 +20,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .command import Analysis, app, check_tangent_settings, command
 from .progress import Progress
 from .record import print_tables, publish
 from .steps import Pipeline
 
 __all__ = ["Analysis", "TangentMeasurement", "app", "check_tangent_settings", "command", "console_summary",
            "measure_tangent", "run_analysis"]
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """One analysis: its store record ``name``, command-line ``command``, settings class and three functions
-    (module docstring).  At the end of a run the console shows the first ``tables_printed`` tables and the summary's
-    headline (the lines ``record["headline"]`` indexes: the results), its warnings and its last ``summary_lines``
-    other lines (the notes; :func:`console_summary`)."""
-
-    name: str
-    command: str
-    settings: type
-    prepare: Callable[[Pipeline, Any], Any]
-    estimate: Callable[[Any, Any], dict]
-    render: Callable[[dict], bytes | None]
-    help: str = ""
-    epilog: str = ""
-    header: Callable[[Any], str] | None = None
-    summary_lines: int = 3
-    tables_printed: int | None = 1
-
-
-def check_tangent_settings(s: Any, field_of: Callable[[Any], Any]) -> None:
-    """The tangent-estimator options of an analysis's settings ``s`` (``tangent``, ``tangent_batch``), checked before
-    anything runs: ``tangent_batch >= 1`` and, with ``tangent``, enough configurations for the cross-fit of the field
-    ``field_of(s)`` (:func:`corrflow.tangent.check_field_size`).  One-line ``ValueError`` otherwise."""
-    if s.tangent_batch < 1:
-        raise ValueError(f"tangent_batch must be >= 1, got {s.tangent_batch}")
-    if s.tangent:
-        from ..tangent import check_field_size
-
-        check_field_size(s.ensemble.n_chains, s.ensemble.n_configs, field_of(s),
-                         hint=" (raise --n-configs, or --no-tangent)")
 
 
 @dataclass(frozen=True)
@@ -188,28 +157,3 @@ def run_analysis(analysis: Analysis, settings: Any = None, *, console: Any = Non
             console.print(escape(line))
         console.print(f"[green]done[/] in {time.perf_counter() - t0:.1f} s")
     return record
-
-
-def command(analysis: Analysis, app: Any, extra: dict[str, Any] | None = None) -> Callable[..., None]:
-    """Register ``analysis`` as a command of the typer ``app`` (options from its settings, ``--config``, and the
-    ``extra`` options of :func:`~corrflow.pipeline.cli.settings_command`, which the caller handles)."""
-    from .cli import settings_command
-
-    return settings_command(app, analysis.settings, lambda s, console: run_analysis(analysis, s, console=console),
-                            name=analysis.command, help=analysis.help, epilog=analysis.epilog, extra=extra)
-
-
-def app(analysis: Analysis, extra: dict[str, Any] | None = None) -> Any:
-    """A typer app with ``analysis`` as its only command (``python -m analysis.<name>``); ``extra``: options the
-    caller reads before the command runs (listed in the help, ignored by the command; :func:`command`)."""
-    import typer
-
-    from ..console import main_with_one_line_errors, plain_flags
-
-    class _App(typer.Typer):
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            return main_with_one_line_errors(plain_flags(typer.main.get_command(self)).main, *args, **kwargs)
-
-    a = _App(add_completion=False, rich_markup_mode="markdown", help=analysis.help)
-    command(analysis, a, extra)
-    return a

@@ -157,6 +157,17 @@ class Settings:
                 out[g.name] = (group, g, tp)
         return out
 
+    @classmethod
+    def class_default(cls, name: str) -> Any:
+        """The class default of the leaf setting ``name`` (its group's default as this class sets it), read from the
+        fields without constructing the settings: the analysis's own check (which may build a flow, JAX) does not
+        run, so that ``--help`` shows the defaults at once.  ``cls().get(name)`` is the same value."""
+        group, f, _ = cls._lookup(name)
+        if group is None:
+            return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        g = next(x for x in fields(cls) if x.name == group)
+        return getattr(g.default if g.default is not dataclasses.MISSING else g.default_factory(), name)
+
     def get(self, name: str) -> Any:
         """The leaf setting ``name`` wherever it lives."""
         group, f, _ = self._lookup(name)

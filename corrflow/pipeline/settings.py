@@ -173,8 +173,7 @@ class FlowSettings(Settings):
                                                "(SU(2)/SU(3); residual)")
 
     def check(self) -> None:
-        from ..flows.build import check_degree
-        from ..flows.staples import LOOPS
+        from ..flows.spec import LOOPS, check_degree, check_times
 
         non_negative_ints(self, "sweeps", "net_width", "smear")
         positive_ints(self, "harmonics", "net_depth")
@@ -185,8 +184,6 @@ class FlowSettings(Settings):
             raise ValueError(f"unknown flow loop shape(s) {', '.join(bad)}; allowed: {', '.join(LOOPS)}")
         check_degree(self.degree)
         if self.smoothing:
-            from ..flows.smoothing import check_times
-
             check_times(self.smoothing, 0.05)
 
     def resolved_kind(self, group: Any, shape: Any) -> str:
@@ -301,7 +298,7 @@ class ErrorSettings(Settings):
         non_negative_ints(self, "bin_size")
         if not self.bin_tau_factor > 0:
             raise ValueError(f"bin_tau_factor must be positive, got {self.bin_tau_factor}")
-        from ..stats import Windowing
+        from ..stats.windowing import Windowing
 
         Windowing.from_tau_exp(self.tau_exp)  # a one-line ValueError for a bad tau_exp
 

@@ -25,63 +25,93 @@ single observable, shape ``(n,)`` or ``(n_replicas, n)``; with ``func`` they
 are primary observables, shape ``(n_obs, n)`` or ``(n_obs, n_replicas, n)``.
 """
 
-from .autocorr import (
-    MIN_SAMPLES,
-    SlowModeCheck,
-    Windowing,
-    autocorrelation_function,
-    blocked_two_tau,
-    gamma_method,
-    integrated_autocorrelation_time,
-    slow_mode_check,
-)
-from .equilibration import EquilibrationCut, equilibration_cut
-from .tau_exp import TauExpFit, fit_tau_exp
-from .ess import ess_arviz
-from .fits import (
-    BayesianFitResult,
-    FitError,
-    FitResult,
-    bayesian_fit,
-    correlated_fit,
-    polynomial_basis,
-    resampled_fit,
-)
-from .jackknife import DEFAULT_BIN_TAU_FACTOR, binned_jackknife, jackknife_samples
-from .normality import gaussian_sample_size, sample_size_check
-from .result import Stats, format_value_error
-from .weights import normalised_weights, pareto_k
-from .spectroscopy import effective_mass, effective_mass_slope, effective_times, fold_correlator
-from .curves import (
-    FIT_WEIGHTS,
-    MIN_BINS,
-    Curve,
-    Plateau,
-    auto_bin_size,
-    connected_curve,
-    effective_mass_curve,
-    flowed_curve,
-    independent_curve,
-    plateau_fit,
-    pull,
-    symmetric_curve,
-    tangent_curve,
-)
-from .pyerrors_export import reweighted_obs, to_pyerrors
-from .reweighting import (
-    ReweightingResult,
-    log_mean_weight,
-    reweighted_mean,
-    weight_ess,
-    weight_ess_fraction,
-)
-from .differences import (
-    correlated_difference,
-    finite_difference_derivative,
-    independent_difference,
-    symmetric_derivative,
-    variance_reduction,
-)
+from typing import TYPE_CHECKING
+
+from .._lazy_names import install
+
+# {submodule: names}, loaded on first use (PEP 562): importing the package loads neither JAX nor scipy
+_NAMES = {
+    "autocorr": ("MIN_SAMPLES", "SlowModeCheck", "autocorrelation_function", "blocked_two_tau", "gamma_method",
+                 "integrated_autocorrelation_time", "slow_mode_check"),
+    "windowing": ("Windowing",),
+    "equilibration": ("EquilibrationCut", "equilibration_cut"),
+    "tau_exp": ("TauExpFit", "fit_tau_exp"),
+    "ess": ("ess_arviz",),
+    "fits": ("BayesianFitResult", "FitError", "FitResult", "bayesian_fit", "correlated_fit", "polynomial_basis",
+             "resampled_fit"),
+    "jackknife": ("DEFAULT_BIN_TAU_FACTOR", "binned_jackknife", "jackknife_samples"),
+    "normality": ("gaussian_sample_size", "sample_size_check"),
+    "result": ("Stats", "format_value_error"),
+    "weights": ("normalised_weights", "pareto_k"),
+    "spectroscopy": ("effective_mass", "effective_mass_slope", "effective_times", "fold_correlator"),
+    "curves": ("FIT_WEIGHTS", "MIN_BINS", "Curve", "Plateau", "auto_bin_size", "connected_curve",
+               "effective_mass_curve", "flowed_curve", "independent_curve", "plateau_fit", "pull", "symmetric_curve",
+               "tangent_curve"),
+    "pyerrors_export": ("reweighted_obs", "to_pyerrors"),
+    "reweighting": ("ReweightingResult", "log_mean_weight", "reweighted_mean", "weight_ess", "weight_ess_fraction"),
+    "differences": ("correlated_difference", "finite_difference_derivative", "independent_difference",
+                    "symmetric_derivative", "variance_reduction"),
+}
+install(__name__, _NAMES)
+
+if TYPE_CHECKING:  # the names for type checkers and editors
+    from .autocorr import (
+        MIN_SAMPLES,
+        SlowModeCheck,
+        Windowing,
+        autocorrelation_function,
+        blocked_two_tau,
+        gamma_method,
+        integrated_autocorrelation_time,
+        slow_mode_check,
+    )
+    from .equilibration import EquilibrationCut, equilibration_cut
+    from .tau_exp import TauExpFit, fit_tau_exp
+    from .ess import ess_arviz
+    from .fits import (
+        BayesianFitResult,
+        FitError,
+        FitResult,
+        bayesian_fit,
+        correlated_fit,
+        polynomial_basis,
+        resampled_fit,
+    )
+    from .jackknife import DEFAULT_BIN_TAU_FACTOR, binned_jackknife, jackknife_samples
+    from .normality import gaussian_sample_size, sample_size_check
+    from .result import Stats, format_value_error
+    from .weights import normalised_weights, pareto_k
+    from .spectroscopy import effective_mass, effective_mass_slope, effective_times, fold_correlator
+    from .curves import (
+        FIT_WEIGHTS,
+        MIN_BINS,
+        Curve,
+        Plateau,
+        auto_bin_size,
+        connected_curve,
+        effective_mass_curve,
+        flowed_curve,
+        independent_curve,
+        plateau_fit,
+        pull,
+        symmetric_curve,
+        tangent_curve,
+    )
+    from .pyerrors_export import reweighted_obs, to_pyerrors
+    from .reweighting import (
+        ReweightingResult,
+        log_mean_weight,
+        reweighted_mean,
+        weight_ess,
+        weight_ess_fraction,
+    )
+    from .differences import (
+        correlated_difference,
+        finite_difference_derivative,
+        independent_difference,
+        symmetric_derivative,
+        variance_reduction,
+    )
 
 __all__ = [
     "BayesianFitResult",
