@@ -149,14 +149,16 @@ def _cell(x: Any) -> str:
 def analysis_sections(store: Any, out: Path, names: Sequence[str] | None = None) -> list[str]:
     """Markdown sections (one per analysis result recorded in the store by ``analysis/*``), with their
     figures written into ``out``.  ``names`` selects results (default: all)."""
+    from .pipeline.record import table_caption
+
     lines: list[str] = []
     for name in (store.analyses() if names is None else names):
         rec, figs = store.read_analysis(name)
         lines += [f"## {rec.get('title', name)}", ""]
         lines += [str(x) for x in rec.get("summary", [])] + [""]
-        for caption, tab in (rec.get("tables") or {}).items():
+        for tname, tab in (rec.get("tables") or {}).items():
             cols = list(tab.get("columns", []))
-            lines += [f"**{caption}**", "", "| " + " | ".join(map(_cell, cols)) + " |",
+            lines += [f"**{table_caption(tname, tab)}**", "", "| " + " | ".join(map(_cell, cols)) + " |",
                       "|" + "---|" * len(cols)]
             lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in tab.get("rows", [])]
             lines.append("")

@@ -54,7 +54,7 @@ def _reached(t: np.ndarray, y: np.ndarray, ref: float, scale: str, curve: str, k
 
 def flow_scales(t: np.ndarray, energy: np.ndarray, *, t0_ref: float = T0_REFERENCE,
                 w0_ref: float = W0_REFERENCE, S: float | Windowing = 1.5, partial: bool = False) -> dict[str, Any]:
-    """``t0``, ``w0`` (lattice units), ``sqrt(t0)/w0`` and ``t0/w0^2`` as :class:`~corrflow.stats.Stats`.
+    """``{"t0": ..., "w0": ..., "sqrt_t0_over_w0": ...}`` (lattice units) as :class:`~corrflow.stats.Stats`.
 
     ``t``: flow times ``(k,)`` starting at 0 with uniform spacing; ``energy``: ``E(t)`` samples ``(n, k)`` (one
     chain) or ``(n_chains, n, k)``.  Raises ``ValueError`` if the mean curve does not reach a reference (flow

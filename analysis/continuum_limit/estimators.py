@@ -25,6 +25,7 @@ __all__ = [
     "CorrelatedEstimates",
     "IndependentEstimates",
     "Quantity",
+    "bayes_warnings",
     "bayesian_fits",
     "short_bins_note",
     "continuum_fits",
@@ -274,6 +275,25 @@ def independent_estimates(quantity: Quantity, betas: Sequence[float], observable
         errs.append(st.error)
         taus.append(st.tau_int)
     return IndependentEstimates(np.array(vals), np.array(errs), np.array(taus))
+
+
+def bayes_warnings(fits: Sequence[tuple[str, Any]]) -> list[str]:
+    """Summary lines ``WARNING: ...`` for each ``(label, fit)`` whose Bayesian posterior is flagged
+    (:meth:`corrflow.stats.BayesianFitResult.convergence_problems`: divergences, low ESS, high R-hat); fits without a
+    Bayesian part (``fit.bayes`` None) are skipped.  The divergences of the joint NUTS run are named once."""
+    out: list[str] = []
+    seen_divergences = False
+    for label, fit in fits:
+        if getattr(fit, "bayes", None) is None:
+            continue
+        problems = fit.bayes.convergence_problems()
+        if seen_divergences:
+            problems = [p for p in problems if "divergent" not in p]
+        seen_divergences = seen_divergences or bool(fit.bayes.divergences)
+        if problems:
+            out.append(f"WARNING: the Bayesian fit ({label}) is not trustworthy as run: {'; '.join(problems)}; raise "
+                       "--bayes-samples and --bayes-warmup (or report the least-squares fit).")
+    return out
 
 
 def bayesian_fits(x: np.ndarray, datasets: Sequence[tuple[np.ndarray, np.ndarray]], *, order: int, key: Any,

@@ -10,7 +10,7 @@ import numpy as np
 from corrflow.pipeline import COST_DEFINITION
 
 from .common import goodness_of_fit
-from .estimators import short_bins_note
+from .estimators import bayes_warnings, short_bins_note
 
 __all__ = ["u1_record"]
 
@@ -94,6 +94,7 @@ def u1_record(s: Any, q: Any, fam: Any, x: np.ndarray, flowed: Any, indep: Any, 
                        f"flowed {fit_f.bayes.format_param(0)}, independent {fit_i.bayes.format_param(0)} "
                        f"(posterior mean and sd of c0; one NUTS run for both, {s.bayes_samples} draws after {s.bayes_warmup} warm-up, "
                        f"{fit_f.bayes.divergences} divergences).")
+        summary += bayes_warnings([("flowed", fit_f), ("independent", fit_i)])
     headline = list(range(1, len(summary)))  # the continuum values, pulls, variance reduction (and Bayesian fits)
     ref_txt = ("finite-torus values in the sector Q = 0" if s.topology == "fixed" else "finite-torus values")
     if s.fv_correct:
@@ -151,23 +152,28 @@ def u1_record(s: Any, q: Any, fam: Any, x: np.ndarray, flowed: Any, indep: Any, 
                             + [fr.bayes.format_param(j) for j in range(s.order + 1)]
                             + ["", "", f"{(fr.bayes.mean[0] - c) / fr.bayes.std[0]:+.2f}"])
     tables = {
-        "Per-beta estimates (value(error); pulls against the exact "
-        + ("infinite-volume values, after the exact finite-volume correction" if s.fv_correct else ref_txt) + ")": {
+        "per-beta estimates": {
+            "caption": "Per-beta estimates (value(error); pulls against the exact "
+                       + ("infinite-volume values, after the exact finite-volume correction" if s.fv_correct
+                          else ref_txt) + ")",
             "columns": ["beta", "a^2 g^2", "flowed", "pull (flowed)", "pull of q-q0", "weight ESS", "Pareto k",
                         "tau_int (flowed)", "independent", "pull (indep.)", "tau_int (indep.)", "exact", "var. red."]
                        + (["tau_int(Q)"] if show_tq else []),
             "rows": rows},
-        "Continuum fits (c0 = continuum value)": {
+        "continuum fits": {
+            "caption": "Continuum fits (c0 = continuum value)",
             "columns": ["fit"] + [f"c{j}" for j in range(s.order + 1)] + ["chi2/dof", "p", "pull of c0"],
             "rows": fit_rows},
-        "Correlation matrix of the flowed estimates": {
+        "correlation matrix": {
+            "caption": "Correlation matrix of the flowed estimates",
             "columns": ["beta"] + [f"{b:g}" for b in s.betas],
             "rows": [[f"{b:g}"] + [f"{v:+.3f}" for v in flowed.correlation[k]] for k, b in enumerate(s.betas)]},
     }
     if s.bayes:
         for label, fr in (("flowed", fit_f), ("independent", fit_i)):
             summ = fr.bayes.summary
-            tables[f"ArviZ summary of the Bayesian fit ({label})"] = {
+            tables[f"arviz summary ({label})"] = {
+                "caption": f"ArviZ summary of the Bayesian fit ({label})",
                 "columns": ["parameter"] + [str(col) for col in summ.columns],
                 "rows": [[str(idx)] + [f"{float(v):.6g}" for v in summ.loc[idx]] for idx in summ.index]}
     costs = {

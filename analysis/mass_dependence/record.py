@@ -24,6 +24,9 @@ from .estimators import (
 from .measure import MassInputs, tangent_names
 from .settings import ESTIMATORS, MassSettings
 
+#: the references every estimator of the table is set against (FH's table has the same columns)
+REFERENCES = ("independent", "direct", "connected")
+
 __all__ = ["estimate"]
 
 TITLE = "Quark-mass dependence of the Schwinger model from flow-correlated ensembles"
@@ -123,23 +126,21 @@ def estimate(s: MassSettings, inputs: MassInputs) -> dict[str, Any]:
         for e in (e for e in ESTIMATORS if e in der):
             est = der[e]
             if not math.isfinite(est.value):
-                rows.append([o, e, "n/a", None, None, None, None, None, None, None])
+                rows.append([o, e, "n/a"] + [None] * 11)
                 continue
-            v, vc = (1.0, 1.0) if e == "flowed" else variance_reduction(fl, est, pc["flowed"], pc[e])
-            vt = (None if "tangent" not in der else 1.0 if e == "tangent"
-                  else variance_reduction(der["tangent"], est, 1.0, 1.0)[0])
+            # this row's estimator against each reference: var(reference) / var(this), also at equal cost
+            red = [variance_reduction(est, der[ref], pc[e], pc[ref]) for ref in REFERENCES]
             pull = None if e == "flowed" else results[o]["pulls"].get(f"flowed-{e}",
                                                                       -results[o]["pulls"].get(f"{e}-flowed", np.nan))
-            rows.append([o, e, str(est), _num(est.error), _num(v), _num(vc), _num(vt),
-                         _num(ess[e], 4) if e in ("flowed", "direct") else None,  # (as the summary: 0.9996)
-                         _num(est.tau_int, 2), _num(pull, 2) if pull is not None else None])
-    # variance reductions of the flowed (tangent) estimator against the row's: var(this) / var(flowed)
-    columns = ["observable", "estimator", "dO/dm", "error", "var. red. of flowed vs this",
-               "cost-adj. var. red. of flowed vs this", "var. red. of tangent vs this", "weight ESS fraction",
-               "tau_int", "pull vs flowed"]
-    if all(r[6] is None for r in rows):  # no tangent estimator: no empty column
-        columns, rows = columns[:6] + columns[7:], [r[:6] + r[7:] for r in rows]
-    table = {"columns": columns, "rows": rows}
+            rows.append([o, e, str(est), _num(est.error)] + [_num(v) for v, _ in red] + [_num(pc[e], 4)]
+                        + [_num(c) for _, c in red]
+                        + [_num(ess[e], 4) if e in ("flowed", "direct") else None,  # (as the summary: 0.9996)
+                           _num(est.tau_int, 2), _num(pull, 2) if pull is not None else None])
+    columns = (["observable", "estimator", "dO/dm", "error"] + [f"VR vs {r}" for r in REFERENCES] + ["cost [s]"]
+               + [f"cost-adj. VR vs {r}" for r in REFERENCES] + ["weight ESS fraction", "tau_int", "pull vs flowed"])
+    table = {"columns": columns, "rows": rows,
+             "caption": "dO/dm by estimator (VR = variance of the other estimator / this one's, as in every analysis; "
+                        "cost: the estimator's path, measurements included)"}
     vrows = []
     for o in s.observables:
         r = results[o]
@@ -163,7 +164,7 @@ def estimate(s: MassSettings, inputs: MassInputs) -> dict[str, Any]:
         "summary": summary,
         "headline": headline,
         "tables": {"dO/dm by estimator": table, "O at m and m + dm": values,
-                   COST_CAPTION: {"columns": ["step", "seconds"], "rows": cost_rows}},
+                   "costs": {"columns": ["step", "seconds"], "rows": cost_rows, "caption": COST_CAPTION}},
         "variance_reduction": vr,
         "costs": {**{k: _num(v, 4) for k, v in steps.items()}, **{f"path_{k}": _num(v, 4) for k, v in pc.items()},
                   **{f"measure_{k}": _num(v, 4) for k, v in m_costs.items()}, "definition": COST_CAPTION},

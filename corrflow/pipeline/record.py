@@ -1,8 +1,9 @@
 """Analysis records: one JSON-serialisable dict per run, rendered the same way by every analysis.
 
-A record holds ``title``, ``summary`` (Markdown lines), ``tables`` (``{caption: {"columns": [...], "rows":
-[[...], ...]}}``), ``settings`` (the resolved settings, nested, so that ``Settings.from_dict(record["settings"])``
-repeats the run), ``costs``, ``variance_reduction`` and whatever numbers the analysis adds.
+A record holds ``title``, ``summary`` (Markdown lines), ``tables`` (``{name: {"columns": [...], "rows": [[...], ...],
+"caption": "..."}}``: a short name that stays the same from run to run, for scripts reading the JSON, and the heading
+shown above the table, which may spell out the run's settings; without ``caption`` the name is the heading),
+``settings`` (the resolved settings, nested, so that ``Settings.from_dict(record["settings"])`` repeats the run), ``costs``, ``variance_reduction`` and whatever numbers the analysis adds.
 :func:`publish` writes it to the store (``store.write_analysis``, with the figures) and to ``out/``: the figure,
 ``<name>.md``, ``<name>.json`` and the run file ``<name>.toml``.
 """
@@ -16,7 +17,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["figure_png", "json_safe", "markdown", "print_tables", "publish", "markdown_cell", "table_cell"]
+__all__ = ["figure_png", "json_safe", "markdown", "print_tables", "publish", "markdown_cell", "table_caption",
+           "table_cell"]
 
 
 def json_safe(x: Any) -> Any:
@@ -55,6 +57,11 @@ def markdown_cell(x: Any) -> str:
     return table_cell(x).replace("|", "\\|")
 
 
+def table_caption(name: str, table: Mapping[str, Any]) -> str:
+    """The heading of the record's table ``name``: its ``caption``, or the name (records before captions)."""
+    return str(table.get("caption") or name)
+
+
 def markdown(record: Mapping[str, Any], figure: str | None) -> str:
     """The record as a Markdown page: title, summary, figure, tables, settings (``<O>`` written ``&lt;O&gt;``
     outside code: :func:`corrflow.markdown.escape_angle_brackets`)."""
@@ -64,8 +71,8 @@ def markdown(record: Mapping[str, Any], figure: str | None) -> str:
     if figure:
         lines += [f"![{record['title']}]({figure})", ""]
 
-    for caption, tab in record.get("tables", {}).items():
-        lines += [f"### {caption}", "", "| " + " | ".join(map(markdown_cell, tab["columns"])) + " |",
+    for name, tab in record.get("tables", {}).items():
+        lines += [f"### {table_caption(name, tab)}", "", "| " + " | ".join(map(markdown_cell, tab["columns"])) + " |",
                   "|" + "---|" * len(tab["columns"])]
         lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in tab["rows"]]
         lines.append("")
@@ -80,11 +87,11 @@ def print_tables(console: Any, record: Mapping[str, Any], *, first: int | None =
         return
     from ..console import results_table
 
-    for i, (caption, tab) in enumerate(record.get("tables", {}).items()):
+    for i, (name, tab) in enumerate(record.get("tables", {}).items()):
         if first is not None and i >= first:
             break
         rows = [[table_cell(v) for v in row] for row in tab["rows"]]
-        console.print(results_table(caption, [str(c) for c in tab["columns"]], rows, justify="right"))
+        console.print(results_table(table_caption(name, tab), [str(c) for c in tab["columns"]], rows, justify="right"))
 
 
 def figure_png(fig: Any, dpi: int = 150) -> bytes:

@@ -88,7 +88,7 @@ class DerivativeResult:
 
     def reductions(self) -> dict[str, dict[str, float]]:
         """``{obs: {estimator: (error of connected / error of estimator)^2}}`` for every estimator."""
-        return {o: {k: variance_reduction(est["connected"], s) for k, s in est.items()}
+        return {o: {k: variance_reduction(reference=est["connected"], improved=s) for k, s in est.items()}
                 for o, est in self.estimates.items()}
 
     def as_dict(self) -> dict[str, Any]:
@@ -157,7 +157,7 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
             tan = tangent_estimate(o, dvo + explicit[..., i], r, S=S)
             agree[name] = paired_difference(o, dvo + explicit[..., i], r, explicit[..., i], terms.ds, S=S)
         est[name] = {"tangent": tan, "connected": con}
-        red[name] = variance_reduction(con, tan)
+        red[name] = variance_reduction(reference=con, improved=tan)
         # the first-order per-configuration difference (also for second-order rows: its skew is the product's)
         sizes[name] = sample_size_check(dvo - (o - o.mean()) * (av - av.mean()), agree[name].tau_int)
     notes: dict[str, str] = {}
@@ -171,7 +171,7 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
                 notes[row] = why if why.startswith(f"{row}: ") else f"{row}: {why}"
             continue
         est[row] = {"tangent": sc["tangent"], "connected": sc["connected"]}
-        red[row] = variance_reduction(sc["connected"], sc["tangent"])
+        red[row] = variance_reduction(reference=sc["connected"], improved=sc["tangent"])
         agree[row] = sc["difference"]
     for t, _, _ in effective_mass_pairs(terms.names, terms.time_extent):
         try:
@@ -179,7 +179,7 @@ def estimate(terms: TangentTerms, coef: np.ndarray, fits: list[Any] | None = Non
         except ValueError:  # <C(t)> <= <C(t+1)>: no effective mass here
             continue
         est[f"m_eff@{t}"] = {"tangent": em["tangent"], "connected": em["connected"]}
-        red[f"m_eff@{t}"] = variance_reduction(em["connected"], em["tangent"])
+        red[f"m_eff@{t}"] = variance_reduction(reference=em["connected"], improved=em["tangent"])
         agree[f"m_eff@{t}"] = em["difference"]
     per_obs = np.ndim(coef) == 4
     fits = list(fits or [])

@@ -163,9 +163,11 @@ def tangent_values(o: Any, dvo: Any, r: Any) -> np.ndarray:
     return d_ - (o_ - o_.mean()) * (r_ - r_.mean())
 
 
-def variance_reduction(reference: Stats, improved: Stats) -> float:
+def variance_reduction(*, reference: Stats, improved: Stats) -> float:
     """``(error_reference / error_improved)^2``: the factor fewer configurations ``improved`` needs for the same
-    error (autocorrelations included)."""
+    error (autocorrelations included).  Keyword-only: :func:`corrflow.stats.variance_reduction` takes the improved
+    estimate first (``variance_reduction(improved, reference)``), and a positional call here would silently give the
+    inverse of what the other name gives."""
     if improved.error == 0:
         return float("inf")
     return float((reference.error / improved.error) ** 2)

@@ -344,10 +344,10 @@ def test_end_to_end_record_store_and_figure(result):
         assert k in rec
     assert set(rec["variance_reduction"]["dE_dlambda"]) >= {"vs_independent", "vs_direct",
                                                           "cost_adjusted_vs_independent", "cost_adjusted_vs_direct"}
-    tab = next(iter(rec["tables"].values()))
-    assert [r[0] for r in tab["rows"]] == list(fh.ESTIMATORS)
+    tab = rec["tables"]["dE/dlambda by estimator"]  # (the caption spells out the plateau and lambda)
+    assert [r[0] for r in tab["rows"]] == list(fh.ESTIMATORS) and tab["caption"].startswith("dE_pi/dlambda = ")
     assert all(len(r) == len(tab["columns"]) for r in tab["rows"])
-    assert any("path costs include the measurements" in caption for caption in rec["tables"])
+    assert "path costs include the measurements" in rec["tables"]["costs"]["caption"]
     stored, figs = cf.open_store(s.io.store).read_analysis(fh.ANALYSIS_NAME)
     assert stored["estimates"] == rec["estimates"]
     assert figs[f"{fh.ANALYSIS_NAME}.png"][:8] == b"\x89PNG\r\n\x1a\n"
@@ -434,7 +434,7 @@ def test_without_tangent_estimator(result, tmp_path):
     off = fh.run(s.replace(tangent=False, out=str(tmp_path / "o"), bin_size=rec["info"]["bin_size"]), write=False)
     assert set(off["estimates"]) == {"flowed", "connected", "direct", "independent"}
     assert "tangent" not in off["costs"]["paths"] and off["info"]["tangent"] is None
-    assert [r[0] for r in next(iter(off["tables"].values()))["rows"]] == ["flowed", "connected", "direct",
+    assert [r[0] for r in off["tables"]["dE/dlambda by estimator"]["rows"]] == ["flowed", "connected", "direct",
                                                                           "independent"]
     for k in off["estimates"]:
         assert off["estimates"][k]["value"] == rec["estimates"][k]["value"], k

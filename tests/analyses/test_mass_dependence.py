@@ -56,7 +56,7 @@ def test_record_shape_and_store(result):
     tab = rec["tables"]["dO/dm by estimator"]
     assert len(tab["rows"]) == len(md.OBSERVABLES) * len(md.ESTIMATORS)
     assert all(len(r) == len(tab["columns"]) for r in tab["rows"])
-    assert any("path costs include the measurements" in caption for caption in rec["tables"])
+    assert "path costs include the measurements" in rec["tables"]["costs"]["caption"]
     # the thermalisation check of the two Markov ensembles (base at m, independent at m + dm): the cold 6x4 start
     # relaxes within a few trajectories (the base's cut of noise measured 2.4 sigma), so no warning
     assert set(rec["thermalisation"]) == {rec["info"]["ensembles"]["base"], rec["info"]["ensembles"]["independent"]}
@@ -120,10 +120,17 @@ def test_tangent_estimator(result):
     # the paired check is in the summary, as in `corrflow derivative` (the record's pulls have 3 digits)
     assert shown == pytest.approx([rec["pulls"][o]["tangent-connected"] for o in md.OBSERVABLES], abs=0.011)
     assert not any(x.startswith("WARNING: tangent - connected") for x in rec["summary"])  # (all pulls < 3 above)
-    # the tangent row has its own variance-reduction column
+    # every row is set against the same references, as in the Feynman-Hellmann table: var(reference) / var(row)
     tab = rec["tables"]["dO/dm by estimator"]
-    col = tab["columns"].index("var. red. of tangent vs this")
-    assert all(r[col] == 1.0 for r in tab["rows"] if r[1] == "tangent")
+    col, cost_col = tab["columns"].index("VR vs connected"), tab["columns"].index("cost-adj. VR vs connected")
+    for r in tab["rows"]:
+        if r[1] == "tangent":
+            assert r[col] == vr[r[0]]["tangent_vs_connected"]
+            assert r[cost_col] == vr[r[0]]["tangent_cost_adjusted_vs_connected"]
+        if r[1] == "connected":
+            assert r[col] == 1.0 and r[cost_col] == 1.0
+        if r[1] == "flowed":
+            assert r[tab["columns"].index("VR vs independent")] == vr[r[0]]["vs_independent"]
 
 
 def test_connected_pion_mass_without_tangent(result, tmp_path):
@@ -134,8 +141,7 @@ def test_connected_pion_mass_without_tangent(result, tmp_path):
     off = md.run(s.replace(tangent=False, out=str(tmp_path / "o")), write=False)
     assert "tangent" not in off["estimates"]["pion_mass"]["derivative"] and off["info"]["tangent"] is None
     tab = off["tables"]["dO/dm by estimator"]  # no empty tangent column; the rows keep to the columns
-    assert "var. red. of tangent vs this" not in tab["columns"] and {len(r) for r in tab["rows"]} == {len(
-        tab["columns"])}
+    assert all(r[1] != "tangent" for r in tab["rows"]) and {len(r) for r in tab["rows"]} == {len(tab["columns"])}
     a = off["estimates"]["pion_mass"]["derivative"]["connected"]
     b = rec["estimates"]["pion_mass"]["derivative"]["connected"]
     assert a["value"] == pytest.approx(b["value"], rel=1e-6) and a["error"] == pytest.approx(b["error"], rel=1e-4)

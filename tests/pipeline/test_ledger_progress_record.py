@@ -120,6 +120,9 @@ def test_record_json_markdown_and_publish(tmp_path):
     json.dumps(safe, allow_nan=False)
     md = markdown(rec, "t.png")
     assert md.startswith("# T") and "![T](t.png)" in md and "| 1 |  |" in md and "### Settings" in md
+    assert "### cap" in md  # a table without a caption is headed by its name; with one, by the caption
+    captioned = {**rec, "tables": {"cap": {"columns": ["a"], "rows": [[1]], "caption": "a long caption (t = 4..8)"}}}
+    assert "### a long caption (t = 4..8)" in markdown(captioned, None) and "### cap" not in markdown(captioned, None)
     # `<O>` is raw HTML in Markdown (it vanished from the rendered page): escaped outside code, kept inside
     from corrflow.markdown import html_outside_code
 

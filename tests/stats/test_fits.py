@@ -198,6 +198,19 @@ def test_bayesian_fit_agrees_with_least_squares():
     assert summ.loc["c1", "ess_bulk"] > 200
     v, e = bay.evaluate([0.0])
     assert v[0] == pytest.approx(bay.mean[0], rel=1e-9) and e[0] == pytest.approx(bay.std[0], rel=1e-9)
+    # convergence flags (Vehtari et al.): none here; a threshold out of reach, divergences and (with 4 chains) a bad
+    # R-hat are named
+    assert bay.convergence_problems() == []
+    assert bay.convergence_problems(min_ess_per_chain=1e6)[0].startswith("ess_bulk < 1e+06 (c0 ")
+    import dataclasses
+    import types
+
+    bad = summ.copy()
+    bad.loc["c1", "r_hat"] = 1.2
+    four = dataclasses.replace(bay, summary=bad, divergences=3,
+                               idata=types.SimpleNamespace(posterior=types.SimpleNamespace(sizes={"chain": 4})))
+    problems = four.convergence_problems()
+    assert problems[0] == "3 divergent transitions" and problems[-1] == "r_hat > 1.01 (c1 1.200)", problems
     # the key makes it deterministic
     again = bayesian_fit(X, y, COV, order=1, key=jax.random.PRNGKey(0), num_warmup=400, num_samples=1000)
     np.testing.assert_array_equal(again.samples, bay.samples)

@@ -72,6 +72,19 @@ def test_zero_field_is_the_connected_estimator(plaquette_terms):
         -(np.mean(o * ds) - o.mean() * ds.mean()), rel=1e-10)
 
 
+def test_the_two_variance_reductions_agree_and_cannot_be_swapped():
+    """corrflow.stats.variance_reduction(improved, reference) and corrflow.tangent's (reference first) gave inverse
+    numbers for the same positional call; the tangent one is keyword-only."""
+    import corrflow as cf
+    from corrflow.stats import Stats
+
+    better, worse = Stats(1.0, 0.1, 0.5, 0.0, 100, 1, 1), Stats(1.0, 0.3, 0.5, 0.0, 100, 1, 1)
+    assert tg.variance_reduction(reference=worse, improved=better) == pytest.approx(9.0)
+    assert cf.stats.variance_reduction(better, worse) == pytest.approx(9.0)
+    with pytest.raises(TypeError):
+        tg.variance_reduction(worse, better)
+
+
 def test_paired_difference_error_of_a_half_field(plaquette_terms, fitted):
     """Half the fitted field: tangent and connected errors are comparable, so the error of their difference from
     one set of primaries (``agreement``) must be far below the sum in quadrature of the two errors (the correlation

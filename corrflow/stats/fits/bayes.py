@@ -21,6 +21,12 @@ from .model import DEFAULT_MAX_CONDITION, DEFAULT_PRIOR_SCALE, Basis, FitError, 
 # ---------------------------------------------------------------------------
 
 
+#: a posterior summary is flagged (:meth:`BayesianFitResult.convergence_problems`) below this bulk or tail ESS per
+#: chain or above this R-hat (Vehtari et al. 2021)
+MIN_ESS_PER_CHAIN = 100
+MAX_R_HAT = 1.01
+
+
 @dataclass(frozen=True)
 class BayesianFitResult:
     """Posterior of a Bayesian linear fit.
@@ -77,6 +83,30 @@ class BayesianFitResult:
         B = _design(self.basis, np.atleast_1d(np.asarray(x, dtype=np.float64)))
         curves = self.samples @ B.T
         return curves.mean(axis=0), curves.std(axis=0, ddof=1)
+
+    def convergence_problems(self, min_ess_per_chain: float = MIN_ESS_PER_CHAIN,
+                             max_r_hat: float = MAX_R_HAT) -> list[str]:
+        """What makes the posterior summary untrustworthy, one phrase each (empty: nothing): divergent transitions,
+        a bulk or tail ESS (``summary``) below ``min_ess_per_chain`` per chain, an R-hat above ``max_r_hat`` (with
+        two or more chains; one chain has none).  Thresholds of Vehtari, Gelman, Simpson, Carpenter and Buerkner,
+        Bayesian Analysis 16 (2021) 667."""
+        out = [f"{self.divergences} divergent transition{'s' if self.divergences != 1 else ''}"] if self.divergences \
+            else []
+        posterior = getattr(self.idata, "posterior", None)
+        chains = int(posterior.sizes.get("chain", 1)) if posterior is not None else 1
+        cols = set(getattr(self.summary, "columns", ()))
+        for col in ("ess_bulk", "ess_tail"):
+            if col in cols:
+                low = [f"{name} {float(v):.0f}" for name, v in self.summary[col].items()
+                       if math.isfinite(float(v)) and float(v) < min_ess_per_chain * chains]
+                if low:
+                    out.append(f"{col} < {min_ess_per_chain * chains:g} ({', '.join(low)})")
+        if chains >= 2 and "r_hat" in cols:
+            high = [f"{name} {float(v):.3f}" for name, v in self.summary["r_hat"].items()
+                    if math.isfinite(float(v)) and float(v) > max_r_hat]
+            if high:
+                out.append(f"r_hat > {max_r_hat:g} ({', '.join(high)})")
+        return out
 
     def format_param(self, index: int, digits: int = 2) -> str:
         return format_value_error(float(self.mean[index]), float(self.std[index]), digits)
