@@ -227,8 +227,20 @@ def test_lbfgs_training_decreases_loss_resumes_and_guards_nans(tmp_path):
     ck = load_checkpoint(tmp_path / "ck")
     assert ck["epoch"] == 2 and ck["config"].optimizer == "lbfgs"
     resumed = train(flow, th, tgt, train_set, conf, checkpoint=tmp_path / "ck", **resume_kwargs(ck, len(train_set)))
-    assert [h["epoch"] for h in resumed.history[:3]] == [0, 1, 2] and resumed.history[-1]["loss"] <= losses[2]
-    assert resumed.history[-1]["loss"] < losses[-1] + 5e-3  # empty L-BFGS memory on resume: close, not bitwise
+    # the checkpoint's evaluation log replays the interrupted run: the resumed run is the uninterrupted one, bit for
+    # bit (it was only close: scipy's L-BFGS-B restarted with an empty memory), and so is a second interruption
+    np.testing.assert_array_equal(np.asarray(resumed.params), np.asarray(full.params))
+    assert resumed.history == full.history and resumed.stopped == full.stopped
+    assert load_checkpoint(tmp_path / "ck")["id"] == load_checkpoint(tmp_path / "full")["id"]
+    with pytest.raises(Stop):
+        train(flow, th, tgt, train_set, conf, checkpoint=tmp_path / "ck2", progress=stop_at(1))
+    with pytest.raises(Stop):
+        train(flow, th, tgt, train_set, conf, checkpoint=tmp_path / "ck2", progress=stop_at(4),
+              **resume_kwargs(load_checkpoint(tmp_path / "ck2"), len(train_set)))
+    again = train(flow, th, tgt, train_set, conf, checkpoint=tmp_path / "ck2",
+                  **resume_kwargs(load_checkpoint(tmp_path / "ck2"), len(train_set)))
+    np.testing.assert_array_equal(np.asarray(again.params), np.asarray(full.params))
+    assert again.history == full.history
     early = train(flow, th, tgt, train_set, TrainConfig(epochs=12, optimizer="lbfgs", target_ess=0.0),
                   checkpoint=tmp_path / "early")
     assert early.stopped == "target_ess" and len(early.history) == 2

@@ -155,7 +155,7 @@ def tangent_field(s: MassSettings) -> Any:
 def prepare(pipe: Any, s: MassSettings) -> MassInputs:
     """Base ensemble at ``m``, flow ``m -> m + dm`` (trained on base configurations), flowed and direct paired
     ensembles, independent ensemble at ``m + dm`` (:func:`corrflow.pipeline.family`); then every observable on
-    the four configuration sets, cached in ``<flow_dir>/measurements/`` after every batch
+    the four configuration sets, cached in ``<flow_dir>/measurements/`` as they are computed
     (:meth:`corrflow.pipeline.Pipeline.measure_batches`: an interrupted run continues where it stopped)."""
     import corrflow as cf
     from corrflow.pipeline import exact_theory, family, measure_tangent

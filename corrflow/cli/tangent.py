@@ -156,7 +156,8 @@ def derivative(
 ) -> None:
     """Derivatives `d<O>/d(param)` by the tangent-flow estimator (unbiased, no weights) and the connected estimator,
     with value(error), tau_int and the variance reduction.  The per-configuration terms are saved in the checkpoint
-    after every batch: an interrupted run continues where it stopped when the same command is run again."""
+    as they are computed (at least every 20 s, and on Ctrl-C): an interrupted run continues where it stopped when the
+    same command is run again."""
 
     def body() -> None:
         import json

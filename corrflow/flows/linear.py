@@ -138,7 +138,10 @@ def train_linear(flow: Any, base: Any, target: Any, configs: Array, config: Any,
     stopped = "epochs"
     if not history:
         history.append(record(0, params, eval_logw(params)))
-    for epoch in range(start_epoch, config.epochs):
+    elif len(history) >= 2 and history[-1].get("var_logw", np.inf) > (1.0 - CONVERGED_RTOL) * history[-2].get(
+            "var_logw", np.inf):
+        stopped = "converged"  # the interrupted run had converged at its last epoch, before it said so
+    for epoch in range(start_epoch, config.epochs if stopped == "epochs" else start_epoch):
         try:
             new, lw, improved = linear_step(flow, base, target, configs, params, tie, bs, eval_logw)
         except FloatingPointError:

@@ -172,6 +172,7 @@ def train(
     checkpoint: str | os.PathLike | None = None,
     held_out: np.ndarray | None = None,
     selected: Array | None = None,
+    replay: Sequence[np.ndarray] | None = None,
 ) -> TrainResult:
     """Train ``flow`` to map ``base`` onto ``target`` from base configurations ``configs`` ``(n, ...)``.
 
@@ -184,7 +185,8 @@ def train(
     ``config.patience > 0`` stops training after that many epochs without improvement (``stopped="patience"``).
 
     Resumable: pass the keyword arguments of :func:`resume_kwargs` (``params``, ``opt_state``, ``start_epoch``,
-    ``history``, ``selected``).  With ``checkpoint`` a checkpoint is written after every good epoch.  A
+    ``history``, ``selected``; ``replay``, L-BFGS's evaluation log): the resumed run ends bit-identical to an
+    uninterrupted one (Adam, L-BFGS).  With ``checkpoint`` a checkpoint is written after every good epoch.  A
     non-finite loss or parameter stops training with :class:`FlowTrainingError`; the checkpoint then
     holds the last good epoch.
     """
@@ -216,7 +218,7 @@ def train(
         if config.optimizer == "lbfgs":
             return _train_lbfgs(flow, base, target, configs, config, params=params, start_epoch=start_epoch,
                                 history=history, progress=progress, checkpoint=checkpoint, held_out=held_out,
-                                selected=selected)
+                                selected=selected, replay=replay)
         bs = min(config.batch_size, n)
         steps_per_epoch = max(1, n // bs)
         opt = _optimizer(config, n)
@@ -317,12 +319,33 @@ def _eval_logw(flow: Flow, base: Any, target: Any, p: Array, u: Array) -> tuple[
     return log_weights(flow, p, base, target, u)[0], base.action(u)
 
 
+#: the L-BFGS evaluation log kept in a checkpoint (its optimiser state): the epoch and point the optimiser started
+#: from, then per loss evaluation the SHA-256 of the point, the loss, the gradient and the per-configuration terms
+_LBFGS_LOG = ("epoch_init", "x_init", "x_sha", "loss", "grad", "terms")
+
+
+def _lbfgs_log_state(log: dict[str, Any]) -> tuple[np.ndarray, ...]:
+    """The evaluation log as the tuple of arrays a checkpoint stores (order :data:`_LBFGS_LOG`)."""
+    k = len(log["loss"])
+    return (np.asarray(log["epoch_init"], np.int64), np.asarray(log["x_init"], np.float64),
+            np.asarray(log["x_sha"], np.uint8).reshape(k, 32),
+            np.asarray(log["loss"], np.float64), np.asarray(log["grad"], np.float64).reshape(k, -1),
+            np.asarray(log["terms"], np.float64).reshape(k, -1))
+
+
 def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: TrainConfig, *, params: Array | None,
                  start_epoch: int, history: list[dict[str, float]] | None,
                  progress: Callable[[int, dict[str, float]], None] | None,
                  checkpoint: str | os.PathLike | None, held_out: Any = None,
-                 selected: Array | None = None) -> TrainResult:
-    """Full-batch L-BFGS on ``mean_i [S_target(f(U_i)) - log J(U_i)]`` (see the module docstring)."""
+                 selected: Array | None = None, replay: Sequence[np.ndarray] | None = None) -> TrainResult:
+    """Full-batch L-BFGS on ``mean_i [S_target(f(U_i)) - log J(U_i)]`` (see the module docstring).
+
+    ``replay``: the evaluation log of an interrupted run (its checkpoint's optimiser state, :data:`_LBFGS_LOG`).
+    scipy's L-BFGS-B keeps its memory to itself, so a resumed run starts again from the run's first point and the
+    logged evaluations answer the optimiser's calls until the log is spent: the iterates, the memory and every
+    later epoch are those of the uninterrupted run, bit for bit, at the cost of the optimiser's own arithmetic."""
+    import hashlib
+
     from scipy.optimize import minimize
 
     n = configs.shape[0]
@@ -336,20 +359,43 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
     s_base = valid_rows([(_action(base, x), m) for x, m in full_batches(configs, n, bs)])
     cache: dict[bytes, np.ndarray] = {}
     evals = [0]
+    replaying = replay is not None and start_epoch > 0
+    log: dict[str, Any] = {"epoch_init": start_epoch, "x_init": None, "x_sha": [], "loss": [], "grad": [],
+                           "terms": []}
+    if replaying:
+        epoch_init, x_init, x_sha, loss_log, grad_log, terms_log = (np.asarray(a) for a in replay)
+        if not 0 <= int(epoch_init) <= start_epoch:
+            raise ValueError(f"the checkpoint's L-BFGS log starts at epoch {int(epoch_init)}, after its epoch "
+                             f"{start_epoch}: a damaged checkpoint")
+        if x_init.size != int(np.prod(shape)) or (grad_log.size and grad_log.shape[1] != x_init.size) or (
+                terms_log.size and terms_log.shape[1] != n):
+            raise ValueError("the checkpoint's L-BFGS log does not fit this flow or training set; resume with the "
+                             "original training configurations")
+        log["epoch_init"], log["x_init"] = int(epoch_init), x_init
 
     def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
-        p = jnp.asarray(x.reshape(shape), dtype)
-        per, grad = [], np.zeros(x.size)
-        for u, m in full_batches(configs, n, bs):
-            t, gr = _loss_terms_and_grad(flow, target, p, u, m)
-            per.append((t, m))
-            grad += np.asarray(gr, np.float64).ravel()
-        per_all = valid_rows(per)
+        i, sha = len(log["loss"]), hashlib.sha256(x.tobytes()).digest()
+        if replaying and i < len(loss_log) and bytes(x_sha[i]) == sha:  # the interrupted run's evaluation
+            f, grad, per_all = float(loss_log[i]), np.array(grad_log[i]), np.array(terms_log[i])
+        else:
+            p = jnp.asarray(x.reshape(shape), dtype)
+            per, grad = [], np.zeros(x.size)
+            for u, m in full_batches(configs, n, bs):
+                t, gr = _loss_terms_and_grad(flow, target, p, u, m)
+                per.append((t, m))
+                grad += np.asarray(gr, np.float64).ravel()
+            per_all = valid_rows(per)
+            if not (np.all(np.isfinite(per_all)) and np.all(np.isfinite(grad))):
+                evals[0] += 1
+                raise _NonFinite
+            f, grad = float(per_all.mean()), grad / n
         evals[0] += 1
-        if not (np.all(np.isfinite(per_all)) and np.all(np.isfinite(grad))):
-            raise _NonFinite
         cache[x.tobytes()] = per_all
-        return float(per_all.mean()), grad / n
+        log["x_sha"].append(np.frombuffer(sha, np.uint8))
+        log["loss"].append(f)
+        log["grad"].append(grad)
+        log["terms"].append(np.asarray(per_all, np.float64))
+        return f, grad
 
     def record(epoch: int, x: np.ndarray) -> dict[str, float]:
         per = cache.get(x.tobytes())
@@ -364,23 +410,35 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
     x0 = np.asarray(params, np.float64).ravel()
     good = [x0]
     state = {"epoch": start_epoch, "stopped": "epochs"}
+    if replaying:  # from the optimiser's first point, the logged evaluations answering (see the docstring)
+        x0, state["epoch"] = np.array(log["x_init"], np.float64), log["epoch_init"]
+    else:
+        log["x_init"] = x0.copy()
     try:
-        if not history:
+        if not history or (replaying and log["epoch_init"] == 0):  # a fresh run evaluates its start first
             fg(x0)
-            history.append(record(0, x0))
+            if not history:
+                history.append(record(0, x0))
+            else:
+                cache.clear()
 
         def callback(intermediate_result: Any) -> None:
             # a copy: scipy updates its iterate in place, and jnp.asarray may share a NumPy buffer on the CPU (the
             # held-out selection kept a later iterate than the one it selected, depending on the buffer's alignment)
             x = np.array(intermediate_result.x, np.float64, copy=True)
             state["epoch"] += 1
+            good[0] = x
+            if state["epoch"] <= start_epoch:  # replayed: recorded, checkpointed and selected before
+                if cache.get(x.tobytes()) is None:
+                    fg(x)  # (as record() did)
+                cache.clear()
+                return
             rec = record(state["epoch"], x)
             history.append(rec)
-            good[0] = x
             p = jnp.array(x.reshape(shape), dtype)
             if checkpoint is not None:
                 save_checkpoint(checkpoint, flow, sel.selected(p), base, target, config, state["epoch"], history,
-                                resume_params=sel.resume_params(p, state["epoch"]))
+                                _lbfgs_log_state(log), resume_params=sel.resume_params(p, state["epoch"]))
             if progress is not None:
                 progress(state["epoch"], rec)
             if rec["ess"] >= config.target_ess:
@@ -390,7 +448,7 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
                 state["stopped"] = "patience"
                 raise StopIteration
 
-        remaining = config.epochs - start_epoch
+        remaining = config.epochs - state["epoch"]
         if remaining > 0:
             res = minimize(fg, x0, jac=True, method="L-BFGS-B", callback=callback,
                            options={"maxiter": remaining, "maxcor": 20})
@@ -399,7 +457,8 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
         last = jnp.asarray(good[0].reshape(shape), dtype)
         if checkpoint is not None and state["stopped"] != "epochs":
             save_checkpoint(checkpoint, flow, sel.selected(last), base, target, config, state["epoch"], history,
-                            stopped=state["stopped"], resume_params=sel.resume_params(last, state["epoch"]))
+                            _lbfgs_log_state(log), stopped=state["stopped"],
+                            resume_params=sel.resume_params(last, state["epoch"]))
     except _NonFinite:
         raise FlowTrainingError(
             f"training diverged after epoch {state['epoch']} (non-finite loss or gradient in the L-BFGS line "
@@ -423,7 +482,12 @@ def resume_kwargs(checkpoint: dict[str, Any], n_configs: int, config: TrainConfi
     current = checkpoint.get("resume_params")
     current = checkpoint["params"] if current is None else current
     sel = {"selected": checkpoint["params"]}
-    if config.optimizer in ("lbfgs", "linear"):  # no optimiser state: L-BFGS restarts with an empty memory
+    if config.optimizer == "lbfgs":  # the evaluation log replays the interrupted run (:func:`_train_lbfgs`)
+        log = checkpoint.get("opt_leaves") or []
+        replay = {"replay": tuple(log)} if len(log) == len(_LBFGS_LOG) else {}  # (older checkpoints: none)
+        return {"params": current, "start_epoch": checkpoint["epoch"], "history": checkpoint["history"], **sel,
+                **replay}
+    if config.optimizer == "linear":  # Gauss-Newton: each iteration starts from the parameters alone
         return {"params": current, "start_epoch": checkpoint["epoch"], "history": checkpoint["history"], **sel}
     template = _optimizer(config, n_configs).init(checkpoint["params"])
     treedef = jax.tree_util.tree_structure(template)

@@ -315,9 +315,10 @@ class Pipeline:
         ``fn(flat_links, progress, resume, on_batch)`` -> ``{name: (N, ...)}`` for the names ``outputs`` on the
         chain-major configurations ``(N, ...)``, calling ``on_batch(stop, flat)`` after every batch (the protocol of
         :func:`corrflow.pipeline.map_batches` and :mod:`corrflow.tangent.terms`); ``key``: everything the values
-        depend on (a digest of the configurations is added).  What is done is saved after every batch
-        (:func:`corrflow.pipeline.resumable.run_in_batches`), so the same call after an interruption continues at
-        the first configuration not done, and a finished one is read back (also a finished ``<hash>.npz`` of
+        depend on (a digest of the configurations is added).  What is done is saved as it goes (at most
+        :data:`~corrflow.pipeline.resumable.SAVE_EVERY` seconds apart;
+        :func:`corrflow.pipeline.resumable.run_in_batches`), so the same call after an interruption continues at the
+        first configuration not done, and a finished one is read back (also a finished ``<hash>.npz`` of
         earlier versions).  Returns ``({name: (chains, n, ...)}, cost)``, the cost of all configurations (cached or
         resumed ones at their recorded cost, ledger definition)."""
         from .resumable import run_in_batches, saved_batches

@@ -7,12 +7,12 @@ least squares -- or reuses the coefficients saved in the checkpoint directory wh
 committed count) and every fit setting match -- and returns the tangent and connected estimates.  The checkpoint is
 pickle-free (:mod:`corrflow.store.checkpoints`): metadata JSON plus one ``coef`` array ``(n_folds, K)``.
 
-The per-configuration terms (the cost: flows, forward-mode derivatives, fermion solves) are saved after every batch
-in the checkpoint's ``terms`` subdirectory (another atomic checkpoint, :data:`TERMS_KIND`, keyed by the ensemble
-content, the field, the observables, the seed and the trace settings): a run that is interrupted continues where it
-stopped when it is started again with the same settings, and a repeated run reads the terms instead of computing
-them.  Terms saved under other settings are recomputed and replaced; a damaged terms checkpoint is recomputed with
-a warning.
+The per-configuration terms (the cost: flows, forward-mode derivatives, fermion solves) are saved as they are computed
+(:data:`corrflow.pipeline.resumable.SAVE_EVERY`) in the checkpoint's ``terms`` subdirectory (another atomic
+checkpoint, :data:`TERMS_KIND`, keyed by the ensemble content, the field, the observables, the seed and the trace
+settings): a run that is interrupted continues where it stopped when it is started again with the same settings, and a
+repeated run reads the terms instead of computing them.  Terms saved under other settings are recomputed and
+replaced; a damaged terms checkpoint is recomputed with a warning.
 
 Cost: the terms and the fit are timed as the cost ledger defines costs (:mod:`corrflow.pipeline.ledger`: steady state,
 compilation excluded; the seconds of resumed terms are kept in their checkpoint) and set against the ensemble's

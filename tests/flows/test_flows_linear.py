@@ -54,6 +54,21 @@ def test_linear_training_beats_direct_reweighting_and_resumes(setup, tmp_path):
     direct = held_var(flow, flow.init_params(), base, target, held)
     trained = held_var(flow, res.params, base, target, held)
     assert trained < 0.5 * direct, (trained, direct)
+    # interrupted after its first iteration (after that epoch's checkpoint, before the run's end) and resumed: the
+    # uninterrupted run, also when that iteration had converged (the resumed run did one more)
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch, rec):
+        if epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(flow, base, target, train_set, conf, checkpoint=tmp_path / "cut", progress=stop_after_first)
+    resumed = train(flow, base, target, train_set, conf, checkpoint=tmp_path / "cut",
+                    **resume_kwargs(load_checkpoint(tmp_path / "cut"), len(train_set)))
+    assert resumed.history == res.history and resumed.stopped == res.stopped
+    np.testing.assert_array_equal(np.asarray(resumed.params), np.asarray(res.params))
     # resume one more iteration from the checkpoint
     ck = load_checkpoint(ckpt)
     more = train(flow, base, target, train_set, TrainConfig(epochs=3, batch_size=32, optimizer="linear"),
