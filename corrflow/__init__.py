@@ -15,12 +15,8 @@ resumable steps and the analyses build on :mod:`corrflow.pipeline`.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import sys
-import types
-from typing import Any
 
 # 64-bit mode before any corrflow module touches JAX: JAX reads JAX_ENABLE_X64 when it is first imported; where it
 # already was (the user imported it first), the flag is switched on directly.  Importing corrflow itself does not
@@ -30,52 +26,24 @@ os.environ["JAX_ENABLE_X64"] = "1"
 if "jax" in sys.modules:
     sys.modules["jax"].config.update("jax_enable_x64", True)
 
+from ._lazy_names import install as _install  # noqa: E402  (after the 64-bit switch; it imports no JAX)
+
+# {submodule: names}, loaded on first use (corrflow._lazy_names).  ``corrflow.generate`` is the function, as it was when
+# the names were imported eagerly: loading the module ``corrflow.generate`` does not shadow it (``from
+# corrflow.generate import run_blocks`` still finds the module's names, through ``sys.modules``).
 _NAMES = {
-    "MetropolisChain": "correlate", "PairedSamples": "correlate", "direct_reweighting": "correlate",
-    "flowed_metropolis": "correlate", "flowed_reweighting": "correlate",
-    "Flow": "flows", "make_flow": "flows",
-    "TrainConfig": "flows.train", "TrainResult": "flows.train", "load_checkpoint": "flows.train",
-    "save_checkpoint": "flows.train", "train": "flows.train",
-    "GaugeMeasurements": "generate", "generate": "generate",
-    "SUN": "groups", "U1": "groups", "get_group": "groups",
-    "HMCConfig": "hmc", "HMCInfo": "hmc", "HMCState": "hmc",
-    "correlated_difference": "stats", "gamma_method": "stats", "independent_difference": "stats",
-    "reweighted_mean": "stats", "variance_reduction": "stats", "weight_ess_fraction": "stats",
-    "open_store": "store",
-    "WilsonFermionAction": "theories", "WilsonGaugeAction": "theories", "make_theory": "theories",
+    "correlate": ("MetropolisChain", "PairedSamples", "direct_reweighting", "flowed_metropolis", "flowed_reweighting"),
+    "flows": ("Flow", "make_flow"),
+    "flows.train": ("TrainConfig", "TrainResult", "load_checkpoint", "save_checkpoint", "train"),
+    "generate": ("GaugeMeasurements", "generate"),
+    "groups": ("SUN", "U1", "get_group"),
+    "hmc": ("HMCConfig", "HMCInfo", "HMCState"),
+    "stats": ("correlated_difference", "gamma_method", "independent_difference", "reweighted_mean",
+              "variance_reduction", "weight_ess_fraction"),
+    "store": ("open_store",),
+    "theories": ("WilsonFermionAction", "WilsonGaugeAction", "make_theory"),
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _NAMES:
-        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
-        globals()[name] = value  # once
-        return value
-    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f".{name}", __name__)  # any submodule, as after an eager import
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    import pkgutil
-
-    submodules = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
-    return sorted(set(__all__) | submodules)
-
-
-class _Package(types.ModuleType):
-    """``corrflow.generate`` is the function, as it was when the names were imported eagerly: the import system binds
-    a submodule on its package when it loads it (here the module ``corrflow.generate``), which must not shadow the
-    function of the same name (``from corrflow.generate import run_blocks`` still finds the module's names, through
-    ``sys.modules``)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _NAMES and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+_install(__name__, _NAMES)
 
 
 __version__ = "0.1.0"

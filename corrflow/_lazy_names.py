@@ -15,9 +15,10 @@ __all__ = ["install"]
 
 
 def install(package: str, names: Mapping[str, tuple[str, ...]]) -> None:
-    """Make ``names`` (``{submodule: (name, ...)}``, submodules relative to ``package``) attributes of the package ``package`` that load
-    on first use; any other public attribute that is a submodule loads as after an eager import.  A submodule that
-    shares its name with one of ``names`` (``corrflow.pipeline.family``, the module, and ``family``, the function)
+    """Make ``names`` (``{submodule: (name, ...)}``, submodules relative to ``package``) attributes of the package
+    ``package`` that load on first use; any other public attribute that is a submodule loads as after an eager
+    import, and ``dir()`` lists ``__all__``, the names and the submodules.  A submodule that shares its name with one
+    of ``names`` (``corrflow.generate`` / ``corrflow.pipeline.family``, the module, and the function of that name)
     never shadows the name when the import system binds it on the package."""
     module = sys.modules[package]
     table = {name: sub for sub, subnames in names.items() for name in subnames}
@@ -32,7 +33,10 @@ def install(package: str, names: Mapping[str, tuple[str, ...]]) -> None:
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     def __dir__() -> list[str]:
-        return sorted(set(getattr(module, "__all__", ())) | set(table) | set(module.__dict__))
+        import pkgutil
+
+        submodules = {m.name for m in pkgutil.iter_modules(module.__path__) if not m.name.startswith("_")}
+        return sorted(set(getattr(module, "__all__", ())) | set(table) | submodules)
 
     class _Package(types.ModuleType):
         def __setattr__(self, name: str, value: Any) -> None:

@@ -114,7 +114,8 @@ def test_generate_measure_summary_roundtrip(tmp_path):
         (["generate", "o3", "--beta", "1", "--shape", "4,4", "--n", "10"], "unknown theory"),
         (["generate", "u1", "--beta", "1", "--shape", "4", "--n", "10"], "malformed --shape"),
         (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "-5"], "--n must be >= 1"),
-        (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n-configs", "-5"], "--n must be >= 1"),  # analyses' name
+        # the analyses' names of --n and --block
+        (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n-configs", "-5"], "--n must be >= 1"),
         (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--block-size", "0"], "--block must be >= 1"),
         (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--integrator", "rk4"], "unknown integrator"),
         (["generate", "u1", "--beta", "1", "--shape", "4,4", "--n", "10", "--observables", "bogus"], "unknown observable"),

@@ -57,9 +57,10 @@ def generate(
     lam: float = typer.Option(0.0, help="Feynman–Hellmann source coefficient (lam * (spatial - temporal plaquettes))"),
     mass: Optional[float] = typer.Option(None, help="bare quark mass m (fermion theories; kappa = 1/(2m + 2d))"),
     kappa: Optional[float] = typer.Option(None, help="hopping parameter instead of --mass"),
-    fermion_det: Optional[str] = typer.Option(None, "--fermion-det", "--hmc-det", help="fermion determinant in HMC: exact (dense, small lattices: "
-                                              "V Ns Nc <= 2048), pseudofermion (CG, even-odd preconditioned), or auto "
-                                              "(the default: exact where it fits, pseudofermion otherwise)"),
+    fermion_det: Optional[str] = typer.Option(None, "--fermion-det", "--hmc-det",
+                                              help="fermion determinant in HMC: exact (dense, small lattices: V Ns Nc "
+                                              "<= 2048), pseudofermion (CG, even-odd preconditioned), or auto (the "
+                                              "default: exact where it fits, pseudofermion otherwise)"),
     seed: Optional[int] = typer.Option(None, help=f"random seed (default {_R['seed']}); trajectory t of chain c uses "
                                        "fold_in(fold_in(key(seed), c), t)"),
     therm: Optional[int] = typer.Option(None, help=f"thermalisation trajectories, not stored (default {_R['therm']})"),
@@ -80,7 +81,8 @@ def generate(
     start: str = typer.Option("hot", help="hot (Haar random) or cold (unit links)"),
     precision: Optional[str] = typer.Option(None, help="double (the default) or single (links stored in that "
                                             "precision)"),
-    block: int = typer.Option(100, "--block", "--block-size", help="stored trajectories per block (one jit call and one commit per block)"),
+    block: int = typer.Option(100, "--block", "--block-size",
+                              help="stored trajectories per block (one jit call and one commit per block)"),
     resume: bool = typer.Option(False, "--resume", help="continue (or extend to --n) an existing ensemble; the "
                                 "settings of its recipe that are left out (chains, seed, therm, thin, precision, "
                                 "observables, algorithm and its step size, steps, integrator, jitter, over-relaxation, "
@@ -88,8 +90,9 @@ def generate(
     algorithm: Optional[str] = typer.Option(None, help="hmc (the default), or heatbath (pure SU(N) gauge: 1 "
                                             "Cabibbo-Marinari heat-bath sweep + --overrelax over-relaxation sweeps "
                                             "per stored 'trajectory')"),
-    overrelax: Optional[int] = typer.Option(None, "--overrelax", "--n-overrelax", help=f"heatbath: over-relaxation sweeps per update (default "
-                                                       f"{_R['overrelax']})"),
+    overrelax: Optional[int] = typer.Option(None, "--overrelax", "--n-overrelax",
+                                            help=f"heatbath: over-relaxation sweeps per update (default "
+                                                 f"{_R['overrelax']})"),
     devices: int = typer.Option(0, help="shard the chains over this many devices (jax.sharding; 0: one device). "
                                 "--chains must be a multiple of it"),
 ) -> None:

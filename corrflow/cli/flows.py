@@ -104,9 +104,9 @@ def train(
                                                "adam otherwise) | adam (mini-batch) | lbfgs (full batch, no learning "
                                                "rate) | linear (Gauss-Newton on var log w, tied parameters; residual "
                                                "flows)"),
-    kind: str = typer.Option("auto", "--kind", "--flow-kind", help="flow architecture: auto (plaquette for 2D U(1), residual otherwise) | "
-                                          "plaquette (2D U(1): exact per-plaquette maps) | residual (masked staple "
-                                          "layers)"),
+    kind: str = typer.Option("auto", "--kind", "--flow-kind",
+                             help="flow architecture: auto (plaquette for 2D U(1), residual otherwise) | plaquette (2D "
+                                  "U(1): exact per-plaquette maps) | residual (masked staple layers)"),
     loops: Optional[str] = typer.Option(None, help="residual flows: staple shapes of the layers, plaquette[,rectangle] "
                                                    "(default plaquette; implies --kind residual under auto)"),
     sweeps: Optional[int] = typer.Option(None, help="sweeps of layers over all links (residual, default 2) or "

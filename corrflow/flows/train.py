@@ -385,11 +385,10 @@ def _train_lbfgs(flow: Flow, base: Any, target: Any, configs: Array, config: Tra
                 per.append((t, m))
                 grad += np.asarray(gr, np.float64).ravel()
             per_all = valid_rows(per)
-            if not (np.all(np.isfinite(per_all)) and np.all(np.isfinite(grad))):
-                evals[0] += 1
-                raise _NonFinite
             f, grad = float(per_all.mean()), grad / n
         evals[0] += 1
+        if not (np.all(np.isfinite(per_all)) and np.all(np.isfinite(grad))):
+            raise _NonFinite
         cache[x.tobytes()] = per_all
         log["x_sha"].append(np.frombuffer(sha, np.uint8))
         log["loss"].append(f)

@@ -1,10 +1,10 @@
 """The settings-to-command-line adapter and the error runner shared by every entry point.
 
 :func:`settings_command` turns an :class:`~corrflow.pipeline.settings.AnalysisSettings` class into a typer
-command: one option per leaf setting (``--n-configs``, or the field's ``flag``; its ``aliases`` too, the names the
-``corrflow`` commands give the same setting: ``--n``), its help text and default taken from the dataclass, plus
-``--config run.toml``.  Precedence: class defaults < run file < options given on the
-command line.  Bad values give one line and exit status 2 (:func:`run_cli`).
+command: one option per leaf setting (``--n-configs``, or the field's ``flag``; its ``aliases``, the names the
+``corrflow`` commands give the same setting, e.g. ``--n``, as hidden options named in the help text), its help text
+and default taken from the dataclass, plus ``--config run.toml``.  Precedence: class defaults < run file < options
+given on the command line.  Bad values give one line and exit status 2 (:func:`run_cli`).
 
 :func:`run_cli` runs the body of any command: user errors (``ValueError``, ``TypeError``, ``FloatingPointError``,
 :class:`corrflow.store.StoreError`, ``OSError`` from the file system and the ``errors`` passed) become

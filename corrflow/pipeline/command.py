@@ -33,9 +33,10 @@ def deferred(target: str) -> Callable[..., Any]:
 @dataclass(frozen=True)
 class Analysis:
     """One analysis: its store record ``name``, command-line ``command``, settings class and three functions
-    (:mod:`corrflow.pipeline.analysis`; any callables, :func:`deferred` ones too).  At the end of a run the console shows the first ``tables_printed`` tables and the summary's
-    headline (the lines ``record["headline"]`` indexes: the results), its warnings and its last ``summary_lines``
-    other lines (the notes; :func:`corrflow.pipeline.analysis.console_summary`)."""
+    (:mod:`corrflow.pipeline.analysis`; any callables, :func:`deferred` ones too).  At the end of a run the console
+    shows the first ``tables_printed`` tables and the summary's headline (the lines ``record["headline"]`` indexes:
+    the results), its warnings and its last ``summary_lines`` other lines (the notes;
+    :func:`corrflow.pipeline.analysis.console_summary`)."""
 
     name: str
     command: str

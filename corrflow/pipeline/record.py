@@ -3,7 +3,8 @@
 A record holds ``title``, ``summary`` (Markdown lines), ``tables`` (``{name: {"columns": [...], "rows": [[...], ...],
 "caption": "..."}}``: a short name that stays the same from run to run, for scripts reading the JSON, and the heading
 shown above the table, which may spell out the run's settings; without ``caption`` the name is the heading),
-``settings`` (the resolved settings, nested, so that ``Settings.from_dict(record["settings"])`` repeats the run), ``costs``, ``variance_reduction`` and whatever numbers the analysis adds.
+``settings`` (the resolved settings, nested, so that ``Settings.from_dict(record["settings"])`` repeats the run),
+``costs``, ``variance_reduction`` and whatever numbers the analysis adds.
 :func:`publish` writes it to the store (``store.write_analysis``, with the figures) and to ``out/``: the figure,
 ``<name>.md``, ``<name>.json`` and the run file ``<name>.toml``.
 """
