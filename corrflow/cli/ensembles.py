@@ -208,6 +208,10 @@ def generate(
             summary = generate_to_store(st, ens, th, cfg, n_traj=n, n_chains=chains, seed=seed, n_therm=therm, thin=thin,
                                         block_size=block, start=start, dtype=dtype, observables=obs, resume=resume,
                                         progress=progress, mesh=mesh)
+        if summary.n_new == 0:  # --resume of a finished run (e.g. a requeued job): not an error
+            console.print(f"[green]up to date[/] {summary.name}: {summary.committed} trajectories x {chains} chains "
+                          f"stored (--n {n}); nothing to do (raise --n to extend it), store {store}")
+            return
         acc = f"acceptance {summary.acceptance:.3f}, " if algorithm == "hmc" else ""  # the heat bath always accepts
         console.print(f"[green]done[/] {summary.name}: +{summary.n_new} -> {summary.committed} trajectories x {chains} "
                       f"chains, {acc}<plaquette> {summary.plaquette:.5f}, "

@@ -299,8 +299,10 @@ def correlate(
             else:
                 res = correlate_to_store(st, from_, name, checkpoint=flow, batch=batch, seed=seed, progress=prog,
                                          target_params=shift, det_noise=det_noise)
-        console.print(f"[green]done[/] {res.name}: +{res.n_new} -> {res.committed} paired configurations per chain, "
-                      f"weight ESS {res.weight_ess_fraction:.3f}, flowed-chain acceptance {res.acceptance:.3f}, "
+        head = (f"[green]up to date[/] {res.name}: all {res.committed} base configurations per chain paired; nothing "
+                "to do (generate more base trajectories to extend it)," if res.n_new == 0 else
+                f"[green]done[/] {res.name}: +{res.n_new} -> {res.committed} paired configurations per chain,")
+        console.print(f"{head} weight ESS {res.weight_ess_fraction:.3f}, flowed-chain acceptance {res.acceptance:.3f}, "
                       f"log<w> {res.log_mean_weight:.5f}")
 
     _run(body)

@@ -265,16 +265,23 @@ def import_ildg(
                 raise StoreError(f"ensemble {name!r} exists with different settings ({'; '.join(diffs)}); "
                                  "an interrupted import continues only with the same files and parameters. Choose "
                                  "another --name")
-            if committed >= len(files):
-                raise StoreError(f"ensemble {name!r} already holds all {len(files)} imported configurations; "
-                                 "nothing to do")
+
+        def up_to_date(committed: int) -> bool:
+            if committed < len(files):
+                return False
+            console.print(f"[green]up to date[/] {name} holds all {len(files)} imported configurations; nothing to do")
+            return True
 
         if name in st:
             refuse_existing(st.spec(name), int(st.commit(name)["committed"]))
+            if up_to_date(int(st.commit(name)["committed"])):  # a rerun of a finished import is not an error
+                return
         # pass 2: import, one commit per file (created atomically under the writer lock; resumed if interrupted)
         with st.writer(name, create=spec) as w, _stage(f"import {name}") as lp:
             if not w.created:
                 refuse_existing(w.spec, w.committed)
+                if up_to_date(w.committed):
+                    return
             w.set_target(len(files))
             for i in range(w.committed, len(files)):
                 u, _ = read_ildg(files[i], dtype=np.complex128)

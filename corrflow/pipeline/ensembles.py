@@ -107,7 +107,8 @@ def generate_to_store(
     The ensemble is created on first use.  If it exists, every defining parameter (theory, shape,
     action parameters, chains, seed, dtype, HMC settings, thermalisation, thinning, observables)
     must match, and ``resume=True`` is required; the run then continues from the last committed
-    trajectory and is bit-identical to an uninterrupted run.  Each block is appended and committed
+    trajectory and is bit-identical to an uninterrupted run; one that already holds ``n_traj`` or more is
+    left as it is (``n_new == 0``, NaN acceptance and plaquette), so a requeued job may rerun the command.  Each block is appended and committed
     before the next one starts.  ``progress(done, total, stats)`` receives the trajectory counts
     (thermalisation included) and the block's acceptance and mean plaquette.  ``mesh``: run the chains
     sharded over devices (see :func:`run_blocks`); it is not part of the ensemble's definition (a
@@ -159,21 +160,26 @@ def generate_to_store(
         if started and not resume:
             raise StoreError(f"ensemble {name!r} already exists with {rec['committed']} trajectories per chain; pass "
                              "--resume to continue or extend it, or choose another --name")
-        if int(rec["committed"]) >= n_traj:
-            raise StoreError(f"ensemble {name!r} already holds {rec['committed']} trajectories per chain (requested "
-                             f"{n_traj}); nothing to do. Raise --n to extend it.")
 
+    def up_to_date(committed: int) -> GenerationSummary:
+        return GenerationSummary(name, 0, committed, float("nan"), float("nan"), _time.perf_counter() - t_start)
+
+    t_start = _time.perf_counter()
     if stored is not None:  # refuse before taking the lock: a refused command changes nothing
-        refuse_existing(stored, store.commit(name))
+        rec = store.commit(name)
+        refuse_existing(stored, rec)
+        if int(rec["committed"]) >= n_traj:  # a finished run resumed again (e.g. a requeued job): nothing to do
+            return up_to_date(int(rec["committed"]))
     # one block per chunk (up to 64 MB): appends write whole chunks, no read-modify-write
     cfg_bytes = int(np.prod(theory.link_shape)) * np.dtype(dtype).itemsize
     chunk_traj = max(1, min(block_size, (64 << 20) // cfg_bytes))
     key = jax.random.PRNGKey(seed)
-    t_start = _time.perf_counter()
     # created (atomically) under the writer lock if absent; the remains of an interrupted creation are removed
     with store.writer(name, create=spec, chunk_traj=chunk_traj) as w:
         if not w.created:  # checked again under the lock (another process may have written meanwhile)
             refuse_existing(w.spec, w.commit_record)
+            if w.committed >= n_traj:
+                return up_to_date(w.committed)
         committed0 = w.committed
         w.set_target(n_traj)
         w.reserve(n_traj)

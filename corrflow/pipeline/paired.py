@@ -55,7 +55,8 @@ def correlate_to_store(store: Any, base_name: str, name: str, *, checkpoint: Any
 
     ``checkpoint``: a flow checkpoint directory (see :mod:`corrflow.flows.train`); for the identity flow
     (direct reweighting) use :func:`direct_to_store`.  A flow trained on another volume is applied with
-    the same parameters (volume transfer).  Resumable: continues after the committed configurations.
+    the same parameters (volume transfer).  Resumable: continues after the committed configurations; one that pairs
+    every base configuration already is left as it is (``n_new == 0``: a rerun is not an error).
     ``target_params`` (e.g. ``{"beta": 2.2}``): the parameters the caller expects the flowed ensemble at, checked
     against the flow's target (``ValueError`` naming both if they differ: a flow maps onto its own target only).
     ``det_noise``: noise vectors of the stochastic two-flavour determinant ratio per configuration (0: exact, dense;
@@ -153,15 +154,14 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
         diffs = stored.differences(wanted)
         if diffs:
             raise StoreError(f"ensemble {name!r} exists with different settings: " + "; ".join(diffs))
-        if committed >= n_base:
-            raise StoreError(f"{name!r} already pairs all {n_base} base configurations of {base_name!r}; "
-                             "generate more base trajectories first")
 
     bds = store.open_ensemble(base_name, verify=False)
     n_base = int(bds.sizes["traj"])
     base_traj = np.asarray(bds.traj.values)
     if name in store:  # refuse before taking the lock: a refused command changes nothing
         refuse_existing(store.spec(name), int(store.commit(name)["committed"]))
+        if int(store.commit(name)["committed"]) >= n_base:  # every base configuration paired: nothing to do
+            return _summary(store, name, 0)
     base_links = store.array(base_name, "links")  # a damaged chunk raises naming chain and trajectories
     key = jax.random.PRNGKey(seed)
     c = bspec.n_chains
@@ -170,6 +170,8 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
         start = w.committed
         if not w.created:
             refuse_existing(w.spec, start)
+            if start >= n_base:
+                return _summary(store, name, 0)
         w.set_target(n_base)
         w.reserve(n_base)
         cur = np.full(c, -np.inf)  # log w of the state each Metropolis chain holds
@@ -217,11 +219,17 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
                      cost_s=cost if np.isfinite(cost) else None)
             if progress is not None:
                 progress(hi, n_base)
-        committed = w.committed
+        n_new = w.committed - start
+    return _summary(store, name, n_new)
+
+
+def _summary(store: Any, name: str, n_new: int) -> CorrelateSummary:
+    """The summary of flowed ensemble ``name`` from what the store holds (``n_new`` of them written by this run)."""
+    committed = int(store.commit(name)["committed"])
     lw_all = np.asarray(store.array(name, "log_weight")[:, :committed])
     shifted = lw_all - lw_all.max()
     wts = np.exp(shifted)
     accepted = np.asarray(store.array(name, "accepted")[:, 1:committed])
-    return CorrelateSummary(name, committed - start, committed, float(wts.sum() ** 2 / (wts.size * (wts**2).sum())),
+    return CorrelateSummary(name, n_new, committed, float(wts.sum() ** 2 / (wts.size * (wts**2).sum())),
                             float(accepted.mean()) if accepted.size else float("nan"),
                             float(np.log(wts.mean()) + lw_all.max()))

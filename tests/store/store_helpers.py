@@ -145,6 +145,18 @@ def cli_refused(path, match, *args) -> str:
     return out
 
 
+def cli_up_to_date(path, match, *args) -> str:
+    """The CLI finds nothing to do: exit status 0, a message matching ``match``, no error; the store is untouched."""
+    before = snapshot(path)
+    res = runner.invoke(app, [str(a) for a in args])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 0, out
+    assert "error:" not in out and "Traceback" not in res.output, out
+    assert re.search(match, out), out
+    assert_unchanged(path, before)
+    return out
+
+
 def dummy_block(n_chains, n, t0, *, dtype="float64", shape=(4, 4), rng=None, extra=()):
     """A valid append block of random U(1) links with correct plaquettes (no HMC)."""
     rng = rng or np.random.default_rng(t0)

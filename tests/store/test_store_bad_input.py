@@ -15,8 +15,8 @@ from corrflow.ildg import IldgFormatError
 from corrflow.pipeline import generate_to_store, measure_stored
 from corrflow.store import StoreError, open_store
 
-from .store_helpers import (BASE, CONFIG, N_BASE, N_EXTENDED, THEORY, assert_unchanged, cli_refused, dummy_block,
-                            refused, snapshot, u1_spec)
+from .store_helpers import (BASE, CONFIG, N_BASE, N_EXTENDED, THEORY, assert_unchanged, cli_refused, cli_up_to_date,
+                            dummy_block, refused, snapshot, u1_spec)
 
 
 # ----------------------------------------------------------------------------------------
@@ -174,16 +174,22 @@ def test_bad_writes_to_read_only_store(store_copy):
     assert_unchanged(store_copy, before)
 
 
-def test_bad_full_range_already_present(store_copy):
+def test_full_range_already_present_is_up_to_date(store_copy):
+    """Resuming a finished ensemble (a requeued job, or --n at or below what is stored) is not an error: nothing is
+    run, nothing written, exit status 0; without --resume an existing ensemble is still refused."""
     st = open_store(store_copy, "a")
     for n in (N_BASE, N_BASE - 2):
-        refused(store_copy, StoreError, rf"already holds {N_BASE} trajectories per chain \(requested {n}\); nothing to do",
-                lambda: generate_to_store(st, "base", THEORY, CONFIG, n_traj=n, resume=True, **BASE))
+        before = snapshot(store_copy)
+        s = generate_to_store(st, "base", THEORY, CONFIG, n_traj=n, resume=True, **BASE)
+        assert (s.n_new, s.committed) == (0, N_BASE) and np.isnan(s.acceptance)
+        assert_unchanged(store_copy, before)
     refused(store_copy, StoreError, r"already exists with 4 trajectories per chain; pass --resume",
             lambda: generate_to_store(st, "base", THEORY, CONFIG, n_traj=N_EXTENDED, **BASE))
-    cli_refused(store_copy, r"already holds 4 trajectories", "generate", "u1", "--beta", 2, "--shape", "4,4",
-                "--n", 4, "--chains", 2, "--seed", 7, "--therm", 3, "--thin", 3, "--block", 3, "--name", "base",
-                "--resume", "--store", store_copy)
+    refused(store_copy, StoreError, r"exists with different settings: seed \(--seed\)",
+            lambda: generate_to_store(st, "base", THEORY, CONFIG, n_traj=N_BASE, resume=True, **{**BASE, "seed": 8}))
+    cli_up_to_date(store_copy, r"up to date base: 4 trajectories x 2 chains stored \(--n 4\); nothing to do",
+                   "generate", "u1", "--beta", 2, "--shape", "4,4", "--n", 4, "--chains", 2, "--seed", 7, "--therm", 3,
+                   "--thin", 3, "--block", 3, "--name", "base", "--resume", "--store", store_copy)
 
 
 def test_bad_duplicate_trajectories_in_append(store_copy):

@@ -11,7 +11,7 @@ import pytest
 from corrflow.pipeline.tangent import finite_shift_plan
 from corrflow.store import open_store
 
-from .store_helpers import cli, cli_refused, dummy_block, u1_spec
+from .store_helpers import cli, cli_refused, cli_up_to_date, dummy_block, u1_spec
 
 
 def test_train_guards(store_copy, flow_ckpt, tmp_path):
@@ -36,13 +36,13 @@ def test_train_guards(store_copy, flow_ckpt, tmp_path):
 def test_a_moved_flow_checkpoint_still_matches(store_copy, flow_ckpt, tmp_path):
     """A flowed ensemble records its flow's content id and directory; rerunning `correlate` with the same flow from a
     copied project said "exists with different settings: flow.checkpoint: stored A vs requested B".  The id decides:
-    the rerun gets to the next check (all base configurations already paired)."""
+    the rerun finds every base configuration paired: nothing to do, exit status 0, the store unchanged."""
     code, out = cli("correlate", "--store", store_copy, "--from", "base", "--flow", flow_ckpt, "--name", "fl")
     assert code == 0, out
     moved = tmp_path / "elsewhere"
     shutil.copytree(flow_ckpt, moved)
-    cli_refused(store_copy, r"'fl' already pairs all 4 base configurations", "correlate", "--store", store_copy,
-                "--from", "base", "--flow", moved, "--name", "fl")
+    cli_up_to_date(store_copy, r"up to date fl: all 4 base configurations per chain paired; nothing to do",
+                   "correlate", "--store", store_copy, "--from", "base", "--flow", moved, "--name", "fl")
 
 
 def test_generate_guards(store_copy, tmp_path):
