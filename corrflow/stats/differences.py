@@ -153,38 +153,39 @@ def _naive_variance(st: Stats, x: np.ndarray) -> float:
 
 
 def independent_difference(
-    obs_a: np.ndarray,
-    obs_b: np.ndarray,
+    obs_target: np.ndarray,
+    obs_base: np.ndarray,
     method: str = "gamma",
     *,
     S: float | Windowing = 1.5,
     bin_size: int | None = None,
 ) -> ReweightingResult:
-    """``<O>_A - <O>_B`` from two **independent** ensembles (the baseline).
+    """``<O>_target - <O>_base`` from two **independent** ensembles (the baseline; the same sign as
+    :func:`correlated_difference`, whose arguments come in the other order: base first, as paired data are stored).
 
     Parameters
     ----------
-    obs_a, obs_b : array_like, shape (n,) or (R, n) each
-        Samples of the two ensembles.  Since they are independent their
-        shapes may differ (each needs ``n >= 10`` per chain).  They must come from different random keys: two
-        chains started from the same key at neighbouring parameters share their momenta and accept/reject
-        draws and are correlated (e.g. plaquette series correlation 0.66 at beta 2.0 and 2.2), which this
-        estimator does not see.
+    obs_target, obs_base : array_like, shape (n,) or (R, n) each
+        Samples of the ensemble at the shifted parameters ``a'`` and of the one at ``a``.  Since they are
+        independent their shapes may differ (each needs ``n >= 10`` per chain).  They must come from different
+        random keys: two chains started from the same key at neighbouring parameters share their momenta and
+        accept/reject draws and are correlated (e.g. plaquette series correlation 0.66 at beta 2.0 and 2.2), which
+        this estimator does not see.
     method, S, bin_size
         As in :func:`log_mean_weight`, applied to each ensemble separately.
 
     Returns
     -------
     ReweightingResult
-        ``value = mean_a - mean_b``, ``error = sqrt(err_a^2 + err_b^2)``.
-        The combined ``tau_int = error^2 / (2 (v_a + v_b))`` with ``v`` the
+        ``value = mean_target - mean_base``, ``error = sqrt(err_target^2 + err_base^2)``.
+        The combined ``tau_int = error^2 / (2 (v_t + v_b))`` with ``v`` the
         uncorrelated variances of the two means (so ``ess`` keeps its
         meaning), its error propagated linearly; ``n``/``n_replicas`` are
         summed, ``window`` is the larger of the two.  ``weight_ess`` is None.
     """
     _check_method(method)
-    a = _as_samples(obs_a, "obs_a")
-    b = _as_samples(obs_b, "obs_b")
+    a = _as_samples(obs_target, "obs_target")
+    b = _as_samples(obs_base, "obs_base")
     if method == "gamma":
         sa, sb = gamma_method(a, S=S), gamma_method(b, S=S)
     else:

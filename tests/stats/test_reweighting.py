@@ -387,7 +387,7 @@ GOOD = np.linspace(-1.0, 1.0, 50)
         (lambda: symmetric_derivative(GOOD, GOOD, GOOD, GOOD[:30], 0.1), "log_w_minus has shape"),
         (lambda: symmetric_derivative(GOOD, GOOD, GOOD, GOOD, 0.0), "delta must be finite and non-zero"),
         (lambda: finite_difference_derivative(GOOD, GOOD, GOOD, math.nan), "delta must be finite"),
-        (lambda: independent_difference(GOOD, GOOD[:5]), "obs_b: need at least 10"),
+        (lambda: independent_difference(GOOD, GOOD[:5]), "obs_base: need at least 10"),
     ],
 )
 def test_bad_input(call, match: str) -> None:

@@ -17,7 +17,7 @@ from corrflow.flows import make_flow
 from corrflow.flows.train import TrainConfig, save_checkpoint
 from corrflow.store import open_store
 
-from .store_helpers import N_BASE, cli, cli_refused, copy_store, dummy_block, snapshot, u1_spec
+from .store_helpers import N_BASE, cli, cli_refused, cli_up_to_date, copy_store, dummy_block, snapshot, u1_spec
 
 
 def test_import_ildg_of_a_missing_file_or_a_directory(store_copy, ildg_files, tmp_path):
@@ -199,9 +199,10 @@ def test_refused_commands_leave_a_legacy_lock_directory_alone(store_copy):
     (and a regular file there no longer breaks anything)."""
     legacy = Path(str(store_copy) + ".locks")
     legacy.write_text("a file where the old lock directory was")
-    cli_refused(store_copy, r"already holds 4 trajectories", "generate", "u1", "--beta", 2, "--shape", "4,4", "--n", 4,
-                "--chains", 2, "--seed", 7, "--therm", 3, "--thin", 3, "--block", 3, "--name", "base", "--resume",
-                "--store", store_copy)
+    args = ("generate", "u1", "--beta", 2, "--shape", "4,4", "--n", 4, "--chains", 2, "--therm", 3, "--thin", 3,
+            "--block", 3, "--name", "base", "--resume", "--store", store_copy)
+    cli_refused(store_copy, r"exists with different settings: seed", *args, "--seed", 8)
+    cli_up_to_date(store_copy, r"up to date base: 4 trajectories", *args, "--seed", 7)
     assert legacy.read_text().startswith("a file")
 
 
