@@ -55,15 +55,15 @@ def run_one(name: str, store_dir: Path, overrides: dict[str, str]) -> None:
     if costs:
         print("costs [s]: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, (int, float)) else f"{k} {v}"
                                         for k, v in costs.items() if k != "definition"))
-    vr = rec.get("variance_reduction") or {}
-    keys = ("vs_independent", "cost_adjusted_vs_independent", "vs_direct", "cost_adjusted_vs_direct")
-    print(f"{'quantity':28s} " + " ".join(f"{k:>30s}" for k in keys))
-    for q, d in vr.items():
-        cells = []
-        for k in keys:
-            v = d.get(k) if isinstance(d, dict) else None
-            cells.append(f"{v:30.2f}" if isinstance(v, (int, float)) else f"{'-':>30s}")
-        print(f"{q:28s} " + " ".join(cells))
+    vr = rec.get("variance_reduction") or {}  # {"definition": ..., quantity: {estimator: {"vs_<reference>": ...}}}
+    refs = {"independent": "indep.", "direct": "direct", "connected": "conn."}
+    print(f"{'quantity':24s} {'estimator':10s}"
+          + "".join(f" {'VR vs ' + a:>12s} {'cost-adj.':>9s}" for a in refs.values()))
+    for q, by_estimator in vr.items():
+        for e, d in (by_estimator.items() if isinstance(by_estimator, dict) else ()):
+            cells = [(d.get(f"{c}vs_{r}"), w) for r in refs for c, w in (("", 12), ("cost_adjusted_", 9))]
+            print(f"{q:24s} {e:10s}" + "".join(f" {v:{w}.2f}" if isinstance(v, (int, float)) else f" {'-':>{w}s}"
+                                               for v, w in cells))
 
 
 def main() -> None:

@@ -36,7 +36,8 @@ for kind in ("flowed", "independent"):
     r = res[kind]
     print(f"{kind:12s} continuum value {format_value_error(r['continuum'], r['continuum_error'])}  "
           f"pull vs exact {r['pull']:+.2f}")
-print("variance reduction:", {k: round(v, 2) for k, v in record["variance_reduction"]["plaquette"].items()
+# record["variance_reduction"][quantity][estimator]: var(independent) / var(flowed), also at equal cost
+print("variance reduction:", {k: round(v, 2) for k, v in record["variance_reduction"]["plaquette"]["flowed"].items()
                               if isinstance(v, float)})
 
 # 3. The fits on plain arrays: x = 1/beta, flowed estimates with their full (jackknife) covariance.

@@ -28,7 +28,8 @@ record = fh.run(settings)
 for line in record["summary"]:
     print(line)
 # record["estimates"]["flowed"] -> {"value", "error", "chi2", "dof", "p_value", ...}
-# record["variance_reduction"]["dE_dlambda"]["vs_independent"], ["cost_adjusted_vs_direct"], ...
+# record["variance_reduction"]["dE_dlambda"]["flowed"]["vs_independent"], ...["tangent"]["cost_adjusted_vs_connected"]
+# (var(reference) / var(estimator); record["variance_reduction"]["definition"] says it in words)
 
 # ---- 2. by hand ------------------------------------------------------------------------------------
 base = cf.make_theory("schwinger", (16, 4), beta=2.0, mass=0.1, det="exact")  # lam = 0

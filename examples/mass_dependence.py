@@ -26,7 +26,8 @@ record = md.run(settings)
 for line in record["summary"]:
     print(line)
 # record["estimates"]["plaquette"]["derivative"]["flowed"] -> {"value": ..., "error": ..., "tau_int": ...}
-# record["variance_reduction"]["plaquette"]["vs_independent"], ...; the run file reports/.../mass_dependence.toml
+# record["variance_reduction"]["plaquette"]["flowed"]["vs_independent"], [...]["tangent"]["vs_connected"], ...;
+# the run file reports/.../mass_dependence.toml
 
 # ---- 2. by hand ------------------------------------------------------------------------------------
 # Theories: HMC with pseudofermions (cheap); weights and training use the exact determinant automatically.

@@ -85,6 +85,7 @@ from corrflow.pipeline import (
     TrainingSettings,
     setting,
 )
+from corrflow.pipeline.record import VARIANCE_REDUCTION_DEFINITION, variance_reduction_entry
 
 from .common import ContinuumFitSettings, goodness_of_fit
 from .estimators import (Quantity, bayes_warnings, bayesian_fits, continuum_fits, flowed_estimates,
@@ -484,10 +485,12 @@ def estimate(s: SU3ContinuumSettings, inputs: SU3Inputs) -> dict[str, Any]:
         "headline": [1, 2, 3],  # the continuum values and the variance reduction
         "tables": tables,
         "results": results,
-        "variance_reduction": {s.quantity: {"vs_independent": float(vr), "cost_adjusted_vs_independent": float(vr_cost),
-                                            "per_beta_vs_independent": {f"{b:g}": float(v)
-                                                                        for b, v in zip(s.betas, vr_beta)},
-                                            "what": "variance of the continuum value (intercept of the fit)"}},
+        "variance_reduction": {
+            "definition": VARIANCE_REDUCTION_DEFINITION,
+            s.quantity: {"flowed": variance_reduction_entry(
+                {"independent": (vr, vr_cost)},
+                per_beta_vs_independent={f"{b:g}": float(v) for b, v in zip(s.betas, vr_beta)},
+                what="variance of the continuum value (intercept of the fit)")}},
         "costs": {**{k: float(v) for k, v in cost.items()}, "flowed_path_seconds": path_f,
                   "independent_path_seconds": path_i, "definition": COST_DEFINITION},
         "ensembles": {"base": fam.base.name, "training": fam.training.name,

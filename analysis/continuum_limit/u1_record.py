@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from corrflow.pipeline import COST_DEFINITION
+from corrflow.pipeline.record import VARIANCE_REDUCTION_DEFINITION, variance_reduction_entry
 
 from .common import goodness_of_fit
 from .estimators import bayes_warnings, short_bins_note
@@ -225,11 +226,13 @@ def u1_record(s: Any, q: Any, fam: Any, x: np.ndarray, flowed: Any, indep: Any, 
         "tables": tables,
         "results": results,
         "variance_reduction": {
-            q.name: {"vs_independent": float(vr), "cost_adjusted_vs_independent": float(vr_cost),
-                     "cost_adjusted_without_training": float(vr_amort),
-                     "bayesian_vs_independent": None if vr_bayes is None else float(vr_bayes),
-                     "per_beta_vs_independent": {f"{b:g}": float(v) for b, v in zip(s.betas, vr_beta)},
-                     "what": "variance of the continuum value (intercept of the fit)"}},
+            "definition": VARIANCE_REDUCTION_DEFINITION,
+            q.name: {"flowed": variance_reduction_entry(
+                {"independent": (vr, vr_cost)},
+                cost_adjusted_without_training=float(vr_amort),
+                bayesian_vs_independent=None if vr_bayes is None else float(vr_bayes),
+                per_beta_vs_independent={f"{b:g}": float(v) for b, v in zip(s.betas, vr_beta)},
+                what="variance of the continuum value (intercept of the fit)")}},
         "costs": costs,
         "ensembles": {"base": fam.base.name, "training": fam.training.name,
                       "flowed": [m.flowed.name for m in fam.members],

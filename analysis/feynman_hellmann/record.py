@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from corrflow.pipeline import COST_DEFINITION
+from corrflow.pipeline.record import VARIANCE_REDUCTION_DEFINITION, variance_reduction_entry
 from corrflow.stats import Plateau, pull
 from corrflow.stats import MIN_BINS
 
@@ -70,13 +71,15 @@ def estimate(s: FHSettings, inputs: FHInputs) -> dict[str, Any]:
         den = var[this] * (path[this] if cost else 1.0)
         return num / den if den > 0 else math.nan
 
-    vr_rec = {"dE_dlambda": {f"{c}vs_{o}": _num(vr("flowed", o, bool(c))) for c in ("", "cost_adjusted_")
-                             for o in ("independent", "direct", "connected")}}
+    def entry(this: str, refs: tuple[str, ...]) -> dict[str, Any]:
+        return variance_reduction_entry({o: (_num(vr(this, o, False)), _num(vr(this, o, True))) for o in refs})
+
+    rated = {"flowed": entry("flowed", ("independent", "direct", "connected"))}
     pairs = [("flowed", "connected"), ("flowed", "independent"), ("flowed", "direct"), ("connected", "independent")]
     if tan is not None:
-        vr_rec["dE_dlambda_tangent"] = {f"{c}vs_{o}": _num(vr("tangent", o, bool(c))) for c in ("", "cost_adjusted_")
-                                        for o in ("connected", "flowed", "independent", "direct")}
+        rated["tangent"] = entry("tangent", ("connected", "flowed", "independent", "direct"))
         pairs += [("tangent", "connected"), ("tangent", "flowed"), ("tangent", "independent")]
+    vr_rec = {"definition": VARIANCE_REDUCTION_DEFINITION, "dE_dlambda": rated}
     pulls = {f"{a}-{b}": pull(plateaus[a], plateaus[b]) for a, b in pairs}
     ess = {"flowed": [m.flowed.weight_ess_fraction() for m in fam.members],
            "direct": [m.direct.weight_ess_fraction() for m in fam.members]}

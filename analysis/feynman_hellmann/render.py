@@ -90,12 +90,12 @@ def _errors(ax: Any, record: Mapping[str, Any], t_min: int, t_max: int, kind: st
     y0, y1 = ax.get_ylim()
     ax.set_ylim(y0 / (y1 / y0) ** 0.35, y1 * (y1 / y0) ** 0.6)  # head room for the legend, foot room for the text
     ax.legend(loc="upper left", frameon=False, ncol=2, fontsize=7)
-    vr = record["variance_reduction"]["dE_dlambda"]
+    rated = record["variance_reduction"].get("dE_dlambda") or {}  # {estimator: {"vs_<reference>": ...}}
+    vr, vt = rated.get("flowed") or {}, rated.get("tangent") or {}
     lines = []
-    if vr["vs_independent"] is not None and vr["vs_direct"] is not None:
+    if vr.get("vs_independent") is not None and vr.get("vs_direct") is not None:
         lines.append(f"plateau variance reduction (flowed): {vr['vs_independent']:.3g}x vs independent, "
                      f"{vr['vs_direct']:.3g}x vs direct")
-    vt = record["variance_reduction"].get("dE_dlambda_tangent") or {}
     if vt.get("vs_connected") is not None and vt.get("vs_flowed") is not None:
         lines.append(f"(tangent): {vt['vs_connected']:.3g}x vs connected, {vt['vs_flowed']:.3g}x vs flowed")
     if lines:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from corrflow.pipeline import COST_DEFINITION
+from corrflow.pipeline.record import VARIANCE_REDUCTION_DEFINITION, variance_reduction_entry
 
 from .estimators import (
     Estimate,
@@ -110,19 +111,18 @@ def estimate(s: MassSettings, inputs: MassInputs) -> dict[str, Any]:
     ess = {"flowed": member.flowed.weight_ess_fraction(), "direct": member.direct.weight_ess_fraction()}
     flow_info = fam.info()["flows"][0]
 
-    vr: dict[str, dict[str, float | None]] = {}
+    def rated(der: dict[str, Estimate], this: str, refs: tuple[str, ...]) -> dict[str, float | None]:
+        """``this`` estimator's entry of the record's variance reductions, against ``refs``."""
+        pairs = {r: variance_reduction(der[this], der[r], pc[this], pc[r]) for r in refs}
+        return variance_reduction_entry({r: (_num(v), _num(vc)) for r, (v, vc) in pairs.items()})
+
+    vr: dict[str, dict[str, dict[str, float | None]]] = {}  # {observable: {estimator: {"vs_<reference>": ...}}}
     rows = []
     for o in s.observables:
         der = results[o]["derivative"]
-        fl = der["flowed"]
-        vi, vic = variance_reduction(fl, der["independent"], pc["flowed"], pc["independent"])
-        vd, vdc = variance_reduction(fl, der["direct"], pc["flowed"], pc["direct"])
-        vr[o] = {"vs_independent": _num(vi), "vs_direct": _num(vd), "cost_adjusted_vs_independent": _num(vic),
-                 "cost_adjusted_vs_direct": _num(vdc)}
+        vr[o] = {"flowed": rated(der, "flowed", ("independent", "direct"))}
         if "tangent" in der:
-            for other in ("connected", "flowed", "direct", "independent"):
-                v, vc = variance_reduction(der["tangent"], der[other], pc["tangent"], pc[other])
-                vr[o][f"tangent_vs_{other}"], vr[o][f"tangent_cost_adjusted_vs_{other}"] = _num(v), _num(vc)
+            vr[o]["tangent"] = rated(der, "tangent", ("connected", "flowed", "direct", "independent"))
         for e in (e for e in ESTIMATORS if e in der):
             est = der[e]
             if not math.isfinite(est.value):
@@ -165,7 +165,7 @@ def estimate(s: MassSettings, inputs: MassInputs) -> dict[str, Any]:
         "headline": headline,
         "tables": {"dO/dm by estimator": table, "O at m and m + dm": values,
                    "costs": {"columns": ["step", "seconds"], "rows": cost_rows, "caption": COST_CAPTION}},
-        "variance_reduction": vr,
+        "variance_reduction": {"definition": VARIANCE_REDUCTION_DEFINITION, **vr},
         "costs": {**{k: _num(v, 4) for k, v in steps.items()}, **{f"path_{k}": _num(v, 4) for k, v in pc.items()},
                   **{f"measure_{k}": _num(v, 4) for k, v in m_costs.items()}, "definition": COST_CAPTION},
         "estimates": {o: {"derivative": {e: est_json(v) for e, v in results[o]["derivative"].items()},
@@ -199,7 +199,7 @@ def estimate(s: MassSettings, inputs: MassInputs) -> dict[str, Any]:
     return record
 
 
-def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, dict[str, Any]],
+def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, dict[str, dict[str, Any]]],
              ess: dict[str, float], pc: dict[str, float], flow_info: dict[str, Any],
              m_costs: dict[str, float], tan_fits: list[Any]) -> tuple[list[str], list[int]]:
     """The summary lines and the indices of its headline (the derivatives and their variance reductions)."""
@@ -215,13 +215,13 @@ def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, 
     ]
     headline = []
     for o in s.observables:
-        d = results[o]["derivative"]
+        d, vf = results[o]["derivative"], vr[o]["flowed"]
         headline.append(len(out))
         out.append(f"d{o}/dm: flowed {d['flowed']}, direct {d['direct']}, independent {d['independent']}"
                    + (f", connected {d['connected']}" if math.isfinite(d["connected"].value) else "")
-                   + f"; variance reduction vs independent {_g(vr[o]['vs_independent'])}, vs direct "
-                     f"{_g(vr[o]['vs_direct'])} (cost-adjusted {_g(vr[o]['cost_adjusted_vs_independent'])}, "
-                     f"{_g(vr[o]['cost_adjusted_vs_direct'])}).")
+                   + f"; variance reduction vs independent {_g(vf['vs_independent'])}, vs direct "
+                     f"{_g(vf['vs_direct'])} (cost-adjusted {_g(vf['cost_adjusted_vs_independent'])}, "
+                     f"{_g(vf['cost_adjusted_vs_direct'])}).")
     if tan_fits:
         k = tan_fits[0].n_basis
         red = float(np.mean([f.reduction for f in tan_fits]))
@@ -229,13 +229,13 @@ def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, 
                 f"coefficients cross-fitted, the variance of R_v {red:.3g}x below that of dS/dm):")
         worst = 0.0
         for o in s.observables:
-            d, v = results[o]["derivative"], vr[o]
+            d, v = results[o]["derivative"], vr[o]["tangent"]
             p = results[o]["pulls"].get("tangent-connected", math.nan)
             worst = max(worst, abs(p)) if math.isfinite(p) else worst
-            line += (f" d{o}/dm = {d['tangent']} ({_g(v['tangent_vs_connected'])}x vs connected, "
-                     f"{_g(v['tangent_vs_flowed'])}x vs flowed, {_g(v['tangent_vs_direct'])}x vs direct; "
-                     f"cost-adjusted {_g(v['tangent_cost_adjusted_vs_connected'])}x, "
-                     f"{_g(v['tangent_cost_adjusted_vs_flowed'])}x, {_g(v['tangent_cost_adjusted_vs_direct'])}x; "
+            line += (f" d{o}/dm = {d['tangent']} ({_g(v['vs_connected'])}x vs connected, "
+                     f"{_g(v['vs_flowed'])}x vs flowed, {_g(v['vs_direct'])}x vs direct; "
+                     f"cost-adjusted {_g(v['cost_adjusted_vs_connected'])}x, "
+                     f"{_g(v['cost_adjusted_vs_flowed'])}x, {_g(v['cost_adjusted_vs_direct'])}x; "
                      f"tangent - connected {p:+.2f} sigma, paired);")
         headline.append(len(out))
         out.append(line[:-1] + ".")

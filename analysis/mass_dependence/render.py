@@ -75,22 +75,28 @@ def _pion(ax: Any, record: Mapping[str, Any]) -> None:
     ax.grid(alpha=0.3)
 
 
-def _variance_reductions(ax: Any, vr: Mapping[str, Mapping[str, float | None]], obs: list[str]) -> None:
-    bars = [("vs_independent", "flowed vs independent", "C2", 1.0),
-            ("cost_adjusted_vs_independent", "flowed vs independent, cost-adjusted", "C2", 0.5),
-            ("vs_direct", "flowed vs direct", "C1", 1.0), ("cost_adjusted_vs_direct", "flowed vs direct, cost-adjusted",
-                                                           "C1", 0.5),
-            ("tangent_vs_connected", "tangent vs connected", "C4", 1.0),
-            ("tangent_cost_adjusted_vs_connected", "tangent vs connected, cost-adjusted", "C4", 0.5)]
-    bars = [b for b in bars if any(b[0] in vr[o] for o in obs)]
+def _variance_reductions(ax: Any, vr: Mapping[str, Any], obs: list[str]) -> None:
+    """Bars of ``vr[observable][estimator][key]`` (the record's ``variance_reduction``)."""
+    bars = [("flowed", "vs_independent", "flowed vs independent", "C2", 1.0),
+            ("flowed", "cost_adjusted_vs_independent", "flowed vs independent, cost-adjusted", "C2", 0.5),
+            ("flowed", "vs_direct", "flowed vs direct", "C1", 1.0),
+            ("flowed", "cost_adjusted_vs_direct", "flowed vs direct, cost-adjusted", "C1", 0.5),
+            ("tangent", "vs_connected", "tangent vs connected", "C4", 1.0),
+            ("tangent", "cost_adjusted_vs_connected", "tangent vs connected, cost-adjusted", "C4", 0.5)]
+    rated = {o: {e: v for e, v in (vr.get(o) or {}).items() if isinstance(v, Mapping)} for o in obs}
+    bars = [b for b in bars if any(b[1] in rated[o].get(b[0], {}) for o in obs)]
+    if not bars:  # (a record without them)
+        return
     width = 0.8 / len(bars)
     xs = np.arange(len(obs))
-    for i, (k, lab, col, alpha) in enumerate(bars):
-        vals = [vr[o].get(k) if vr[o].get(k) is not None else np.nan for o in obs]
+    for i, (e, k, lab, col, alpha) in enumerate(bars):
+        vals = [rated[o].get(e, {}).get(k) for o in obs]
+        vals = [np.nan if v is None else v for v in vals]
         ax.bar(xs + (i - (len(bars) - 1) / 2) * width, vals, width, label=lab, color=col, alpha=alpha)
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_yscale("log")
-    finite = [v for o in obs for v in vr[o].values() if v is not None and v > 0]
+    finite = [v for o in obs for entry in rated[o].values() for v in entry.values()
+              if isinstance(v, (int, float)) and v > 0]
     if finite:
         ax.set_ylim(min(finite) / 3, max(finite) * 40)
     ax.set_xticks(xs)

@@ -4,7 +4,9 @@ A record holds ``title``, ``summary`` (Markdown lines), ``tables`` (``{name: {"c
 "caption": "..."}}``: a short name that stays the same from run to run, for scripts reading the JSON, and the heading
 shown above the table, which may spell out the run's settings; without ``caption`` the name is the heading),
 ``settings`` (the resolved settings, nested, so that ``Settings.from_dict(record["settings"])`` repeats the run),
-``costs``, ``variance_reduction`` and whatever numbers the analysis adds.
+``costs``, ``variance_reduction`` and whatever numbers the analysis adds.  ``variance_reduction`` has one shape in
+every analysis: ``{"definition": VARIANCE_REDUCTION_DEFINITION, quantity: {estimator: entry}}``, ``entry`` from
+:func:`variance_reduction_entry` (``record["variance_reduction"]["plaquette"]["flowed"]["vs_independent"]``).
 :func:`publish` writes it to the store (``store.write_analysis``, with the figures) and to ``out/``: the figure,
 ``<name>.md``, ``<name>.json`` and the run file ``<name>.toml``.
 """
@@ -18,8 +20,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["figure_png", "json_safe", "markdown", "print_tables", "publish", "markdown_cell", "table_caption",
-           "table_cell"]
+__all__ = ["VARIANCE_REDUCTION_DEFINITION", "figure_png", "json_safe", "markdown", "print_tables", "publish",
+           "markdown_cell", "table_caption", "table_cell", "variance_reduction_entry"]
+
+#: what the numbers of ``record["variance_reduction"]`` mean (its ``"definition"``, the same in every analysis)
+VARIANCE_REDUCTION_DEFINITION = (
+    "VR vs X = var(X) / var(estimator), the variance of the reference estimator X over that of the estimator rated, "
+    "each on the same number of configurations (per ensemble); cost-adjusted VR vs X = VR vs X times "
+    "cost(X) / cost(estimator), each estimator's whole path cost as in the costs table")
 
 
 def json_safe(x: Any) -> Any:
@@ -38,6 +46,29 @@ def json_safe(x: Any) -> Any:
     if isinstance(x, np.bool_):
         return bool(x)
     return x
+
+
+def variance_reduction_entry(vr_by_reference: Mapping[str, tuple[float | None, float | None]],
+                             **extras: Any) -> dict[str, Any]:
+    """One estimator's entry of ``record["variance_reduction"][quantity]``: ``{reference: (vr, cost_adjusted_vr)}``
+    as ``{"vs_<reference>": vr, ..., "cost_adjusted_vs_<reference>": cost_adjusted_vr, ...}``, then ``extras`` (an
+    analysis' own numbers, e.g. ``per_beta_vs_independent``).  The values are kept as given (Python floats; None for
+    None or a non-finite value, as :func:`json_safe` writes them), :data:`VARIANCE_REDUCTION_DEFINITION` says what
+    they are.  ``extras`` may not use the ``vs_`` / ``cost_adjusted_vs_`` keys: every reference goes through
+    ``vr_by_reference``, so each one has both numbers."""
+
+    def num(x: float | None) -> float | None:
+        if x is None:
+            return None
+        v = float(x)
+        return v if math.isfinite(v) else None
+
+    entry: dict[str, Any] = {f"vs_{r}": num(v) for r, (v, _) in vr_by_reference.items()}
+    entry.update({f"cost_adjusted_vs_{r}": num(c) for r, (_, c) in vr_by_reference.items()})
+    bad = [k for k in extras if k.startswith(("vs_", "cost_adjusted_vs_"))]
+    if bad:
+        raise ValueError(f"variance_reduction_entry: {bad} are references: give them in vr_by_reference")
+    return {**entry, **extras}
 
 
 def table_cell(x: Any) -> str:

@@ -196,11 +196,12 @@ def test_per_beta_estimates_agree_with_exact(small_run):
     assert np.all(corr[np.triu_indices(len(settings.betas), 1)] > 0.3), corr
 
 
-def test_correlated_continuum_error_smaller(small_run):
+def test_correlated_continuum_error_smaller(small_run, assert_vr_shape):
     _, rec = small_run
     r = rec["results"]
     assert r["flowed"]["continuum_error"] < r["independent"]["continuum_error"]
-    vr = rec["variance_reduction"]["plaquette"]
+    assert_vr_shape(rec["variance_reduction"])
+    vr = rec["variance_reduction"]["plaquette"]["flowed"]
     assert vr["vs_independent"] > 1.5 and math.isfinite(vr["cost_adjusted_vs_independent"])
     # both continuum values against the exact 1/2, corrected for the (exactly known) truncation bias of the fit
     assert abs(r["flowed"]["pull_vs_exact_fit"]) < 4 and abs(r["independent"]["pull_vs_exact_fit"]) < 4
@@ -211,7 +212,7 @@ def test_correlated_continuum_error_smaller(small_run):
     assert b["divergences"] == 0
 
 
-def test_record_in_store_and_figure(small_run):
+def test_record_in_store_and_figure(small_run, assert_vr_shape):
     from pathlib import Path
 
     from corrflow.store import open_store
@@ -221,6 +222,7 @@ def test_record_in_store_and_figure(small_run):
     assert stored["title"] == rec["title"] and stored["summary"] == rec["summary"]
     for key in ("title", "summary", "tables", "settings", "variance_reduction", "costs"):
         assert key in stored
+    assert_vr_shape(stored["variance_reduction"])
     for key in ("hmc_seconds", "train_seconds", "flow_seconds", "flowed_path_seconds", "independent_path_seconds"):
         assert stored["costs"][key] > 0
     # tables under short names that stay from run to run, headed by their captions

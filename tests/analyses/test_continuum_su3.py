@@ -87,7 +87,7 @@ def su3_run(tmp_path_factory):
     return s, rec
 
 
-def test_flowed_agrees_with_independent(su3_run):
+def test_flowed_agrees_with_independent(su3_run, assert_vr_shape):
     s, rec = su3_run
     r = rec["results"]
     pulls = np.array(r["pulls_flowed_vs_independent"][1:], float)
@@ -103,7 +103,8 @@ def test_flowed_agrees_with_independent(su3_run):
     assert 0 < min(f["weight_ess"][1:]) and f["weight_ess"][0] == 1.0
     cov = np.array(f["cov"])
     assert np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > -1e-12)
-    assert rec["variance_reduction"][s.quantity]["vs_independent"] > 0
+    assert_vr_shape(rec["variance_reduction"])
+    assert rec["variance_reduction"][s.quantity]["flowed"]["vs_independent"] > 0
 
 
 def test_record_report_and_rerun(su3_run, tmp_path):

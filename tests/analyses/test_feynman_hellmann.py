@@ -336,20 +336,24 @@ def result(tmp_path_factory):
     return s, fh.run(s)
 
 
-def test_end_to_end_record_store_and_figure(result):
+def test_end_to_end_record_store_and_figure(result, assert_vr_shape):
     import corrflow as cf
 
     s, rec = result
     for k in ("title", "summary", "tables", "settings", "variance_reduction", "costs", "analysis"):
         assert k in rec
-    assert set(rec["variance_reduction"]["dE_dlambda"]) >= {"vs_independent", "vs_direct",
-                                                          "cost_adjusted_vs_independent", "cost_adjusted_vs_direct"}
+    assert_vr_shape(rec["variance_reduction"])
+    assert set(rec["variance_reduction"]) == {"definition", "dE_dlambda"}
+    assert set(rec["variance_reduction"]["dE_dlambda"]) == {"flowed", "tangent"}
+    assert set(rec["variance_reduction"]["dE_dlambda"]["flowed"]) >= {"vs_independent", "vs_direct",
+                                                                    "cost_adjusted_vs_independent",
+                                                                    "cost_adjusted_vs_direct"}
     tab = rec["tables"]["dE/dlambda by estimator"]  # (the caption spells out the plateau and lambda)
     assert [r[0] for r in tab["rows"]] == list(fh.ESTIMATORS) and tab["caption"].startswith("dE_pi/dlambda = ")
     assert all(len(r) == len(tab["columns"]) for r in tab["rows"])
     assert "path costs include the measurements" in rec["tables"]["costs"]["caption"]
     stored, figs = cf.open_store(s.io.store).read_analysis(fh.ANALYSIS_NAME)
-    assert stored["estimates"] == rec["estimates"]
+    assert stored["estimates"] == rec["estimates"] and stored["variance_reduction"] == rec["variance_reduction"]
     assert figs[f"{fh.ANALYSIS_NAME}.png"][:8] == b"\x89PNG\r\n\x1a\n"
     out = Path(s.io.out)
     assert (out / f"{fh.ANALYSIS_NAME}.png").stat().st_size > 10_000
@@ -379,7 +383,7 @@ def test_end_to_end_estimators_agree_and_flow_beats_independent(result):
     assert abs(rec["pulls"]["flowed-connected"]) < 4
     assert abs(rec["pulls"]["flowed-independent"]) < 4
     assert est["flowed"]["error"] < est["independent"]["error"]
-    assert rec["variance_reduction"]["dE_dlambda"]["vs_independent"] > 1
+    assert rec["variance_reduction"]["dE_dlambda"]["flowed"]["vs_independent"] > 1
 
 
 def test_end_to_end_tangent_estimator(result):
@@ -390,7 +394,7 @@ def test_end_to_end_tangent_estimator(result):
     est, pulls = rec["estimates"], rec["pulls"]
     for other in ("connected", "flowed", "independent"):
         assert abs(pulls[f"tangent-{other}"]) < 4, other
-    assert rec["variance_reduction"]["dE_dlambda_tangent"]["vs_connected"] > 5
+    assert rec["variance_reduction"]["dE_dlambda"]["tangent"]["vs_connected"] > 5
     assert est["tangent"]["error"] < est["connected"]["error"]
     info = rec["info"]["tangent"]
     assert info["field"]["kind"] == "plaquette" and len(info["fits"]) == 2 and info["var_reduction_R"] > 3

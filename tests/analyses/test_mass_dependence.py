@@ -43,16 +43,20 @@ def _der(rec, obs, est):
     return e["value"], e["error"]
 
 
-def test_record_shape_and_store(result):
+def test_record_shape_and_store(result, assert_vr_shape):
     s, rec = result
     for k in ("title", "summary", "tables", "settings", "variance_reduction", "costs", "analysis"):
         assert k in rec
-    assert set(rec["variance_reduction"]) == set(md.OBSERVABLES)
-    tangent_keys = {f"tangent_{c}vs_{o}" for c in ("", "cost_adjusted_") for o in ("connected", "flowed", "direct",
-                                                                                  "independent")}
-    for v in rec["variance_reduction"].values():
-        assert set(v) == {"vs_independent", "vs_direct", "cost_adjusted_vs_independent",
-                          "cost_adjusted_vs_direct"} | tangent_keys
+    assert_vr_shape(rec["variance_reduction"])
+    assert set(rec["variance_reduction"]) == {"definition"} | set(md.OBSERVABLES)
+    tangent_keys = {f"{c}vs_{o}" for c in ("", "cost_adjusted_") for o in ("connected", "flowed", "direct",
+                                                                          "independent")}
+    for o in md.OBSERVABLES:
+        v = rec["variance_reduction"][o]
+        assert set(v) == {"flowed", "tangent"}
+        assert set(v["flowed"]) == {"vs_independent", "vs_direct", "cost_adjusted_vs_independent",
+                                    "cost_adjusted_vs_direct"}
+        assert set(v["tangent"]) == tangent_keys
     tab = rec["tables"]["dO/dm by estimator"]
     assert len(tab["rows"]) == len(md.OBSERVABLES) * len(md.ESTIMATORS)
     assert all(len(r) == len(tab["columns"]) for r in tab["rows"])
@@ -111,8 +115,8 @@ def test_tangent_estimator(result):
     _, rec = result
     vr = rec["variance_reduction"]
     for obs in md.OBSERVABLES:
-        assert vr[obs]["tangent_vs_connected"] > 0.8, obs
-        assert vr[obs]["tangent_vs_independent"] > 10, obs  # one ensemble, no shift, against two
+        assert vr[obs]["tangent"]["vs_connected"] > 0.8, obs
+        assert vr[obs]["tangent"]["vs_independent"] > 10, obs  # one ensemble, no shift, against two
     info = rec["info"]["tangent"]
     assert info["field"]["kind"] == "plaquette" and info["field"].get("keep_charge") and len(info["fits"]) == 2
     line = next(line for line in rec["summary"] if line.startswith("Tangent-flow estimator"))
@@ -125,12 +129,12 @@ def test_tangent_estimator(result):
     col, cost_col = tab["columns"].index("VR vs connected"), tab["columns"].index("cost-adj. VR vs connected")
     for r in tab["rows"]:
         if r[1] == "tangent":
-            assert r[col] == vr[r[0]]["tangent_vs_connected"]
-            assert r[cost_col] == vr[r[0]]["tangent_cost_adjusted_vs_connected"]
+            assert r[col] == vr[r[0]]["tangent"]["vs_connected"]
+            assert r[cost_col] == vr[r[0]]["tangent"]["cost_adjusted_vs_connected"]
         if r[1] == "connected":
             assert r[col] == 1.0 and r[cost_col] == 1.0
         if r[1] == "flowed":
-            assert r[tab["columns"].index("VR vs independent")] == vr[r[0]]["vs_independent"]
+            assert r[tab["columns"].index("VR vs independent")] == vr[r[0]]["flowed"]["vs_independent"]
 
 
 def test_connected_pion_mass_without_tangent(result, tmp_path):
@@ -140,6 +144,7 @@ def test_connected_pion_mass_without_tangent(result, tmp_path):
     s, rec = result
     off = md.run(s.replace(tangent=False, out=str(tmp_path / "o")), write=False)
     assert "tangent" not in off["estimates"]["pion_mass"]["derivative"] and off["info"]["tangent"] is None
+    assert all(set(off["variance_reduction"][o]) == {"flowed"} for o in md.OBSERVABLES)  # no tangent entry
     tab = off["tables"]["dO/dm by estimator"]  # no empty tangent column; the rows keep to the columns
     assert all(r[1] != "tangent" for r in tab["rows"]) and {len(r) for r in tab["rows"]} == {len(tab["columns"])}
     a = off["estimates"]["pion_mass"]["derivative"]["connected"]
@@ -165,7 +170,7 @@ def test_flowed_beats_independent_for_plaquette(result):
     _, ef = _der(rec, "plaquette", "flowed")
     _, ei = _der(rec, "plaquette", "independent")
     assert ef < ei
-    assert rec["variance_reduction"]["plaquette"]["vs_independent"] > 1
+    assert rec["variance_reduction"]["plaquette"]["flowed"]["vs_independent"] > 1
 
 
 def test_connected_cross_check(result):

@@ -140,6 +140,22 @@ def test_record_json_markdown_and_publish(tmp_path):
     assert stored["title"] == "T" and stored["value"] is None and figs["toy.png"] == b"\x89PNG fake"
 
 
+def test_variance_reduction_entry_has_one_shape():
+    """Every analysis rates an estimator with this entry: ``vs_<reference>`` and ``cost_adjusted_vs_<reference>`` for
+    each reference (values as given, non-finite as None), then the analysis' extras; no reference outside it."""
+    from corrflow.pipeline.record import VARIANCE_REDUCTION_DEFINITION, variance_reduction_entry
+
+    e = variance_reduction_entry({"independent": (np.float64(12.5), 3.25), "direct": (math.nan, None)},
+                                 per_beta_vs_independent={"2": 1.0}, what="the intercept")
+    assert e == {"vs_independent": 12.5, "vs_direct": None, "cost_adjusted_vs_independent": 3.25,
+                 "cost_adjusted_vs_direct": None, "per_beta_vs_independent": {"2": 1.0}, "what": "the intercept"}
+    assert type(e["vs_independent"]) is float and json_safe(e) == e
+    assert variance_reduction_entry({}) == {}
+    with pytest.raises(ValueError, match="vs_connected"):
+        variance_reduction_entry({"independent": (1.0, 1.0)}, vs_connected=2.0)
+    assert "var(X) / var(estimator)" in VARIANCE_REDUCTION_DEFINITION and "cost" in VARIANCE_REDUCTION_DEFINITION
+
+
 def test_markdown_table_cells_read_as_numbers_and_keep_their_columns():
     """A cell `<pi|O_t|pi>` split its row into extra columns, a NaN p-value read `nan`, a rounded variance
     reduction `163.0` claimed a fourth digit: cells are escaped, n/a and `163`."""
