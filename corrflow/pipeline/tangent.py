@@ -264,7 +264,8 @@ def derivative_from_store(store: Any, store_path: str | Path, ensemble: str, par
         raise ValueError(f"--folds must be between 1 and 10, got {n_folds}")
     windowing = Windowing.from_tau_exp(tau_exp or 0.0)
     if not 0 <= held_out < 1:
-        raise ValueError(f"--held-out must be a fraction in [0, 1), got {held_out}")
+        count = " (a fraction here, not a count of configurations as in `corrflow train`)" if held_out >= 1 else ""
+        raise ValueError(f"--held-out must be a fraction in [0, 1), got {held_out:g}{count}, e.g. 0.25")
     names = tuple(o.strip() for o in observables if o.strip())
     fld = tg.make_field(field, theory, param=param, observables=names, **dict(field_options or {}))
     if not names:
