@@ -1,6 +1,6 @@
 r"""Continuum limit of a gradient-flow ratio in 4D SU(3) Yang–Mills from flow-correlated ensembles.
 
-    corrflow analyse continuum-limit-su3                       # defaults: about 15 minutes on 2 CPU cores
+    corrflow analyse continuum-limit-su3                       # defaults: about 20 minutes on 2 CPU cores
     python -m analysis.continuum_limit --theory su3 --help     # the same command, every option with its default
 
 Physics
@@ -168,7 +168,7 @@ class SU3ContinuumSettings(ContinuumFitSettings):
     }
 
     io: StoreSettings = setting(StoreSettings(store="data/continuum_su3.zarr", out="reports/continuum_su3"), "")
-    ensemble: EnsembleSettings = setting(EnsembleSettings(n_configs=50, n_chains=2, n_therm=50, thin=1), "")
+    ensemble: EnsembleSettings = setting(EnsembleSettings(n_configs=50, n_chains=2, n_therm=200, thin=1), "")
     markov: MarkovSettings = setting(MarkovSettings(algorithm="heatbath", n_overrelax=4, step_size=0.1, n_steps=10), "")
     flow: FlowSettings = setting(FlowSettings(), "")
     training: TrainingSettings = setting(TrainingSettings(epochs=10, n_train=64, batch_size=16, learning_rate=0.002,
@@ -249,7 +249,7 @@ def prepare(pipe: Any, s: SU3ContinuumSettings) -> SU3Inputs:
                       "parametrisation: the abscissa (a/r0)^2 is extrapolated there", stacklevel=2)
     e = s.ensemble
     base_th = make_theory("su3", s.shape, beta=s.base_beta)
-    block = e.block_size or auto_block_size(e.n_configs, e.n_therm, -(-s.training.n_train // e.n_chains))
+    block = e.block_size or auto_block_size(e.n_configs, e.n_therm, s.training.chain_length(e.n_chains))
     fam = family(pipe, base_th, [base_th.replace(beta=b) for b in s.betas[1:]], ensemble=e, markov=s.markov,
                  flow=s.flow, training=s.training, base_name=_ensemble_name(s, s.base_beta, e.seed),
                  independent_names=[_ensemble_name(s, b, e.seed + k) for k, b in enumerate(s.betas) if k],

@@ -155,7 +155,7 @@ def prepare(pipe: Any, s: ContinuumSettings) -> Any:
     base_th = make_theory("u1", s.shape, beta=s.base_beta)
     base, indep = ensemble_names(s)
     ens = dataclasses.replace(s.ensemble, start="cold" if s.topology == "fixed" else "hot")
-    block = ens.block_size or auto_block_size(ens.n_configs, ens.n_therm, -(-s.training.n_train // ens.n_chains))
+    block = ens.block_size or auto_block_size(ens.n_configs, ens.n_therm, s.training.chain_length(ens.n_chains))
     return family(pipe, base_th, [base_th.replace(beta=b) for b in s.betas[1:]], ensemble=ens, markov=s.markov,
                   flow=s.flow, training=s.training, base_name=base, independent_names=indep[1:],
                   training_name=f"{base}_train", observables=MEASURED, flow_batch=min(block, 250))

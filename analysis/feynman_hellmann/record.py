@@ -35,8 +35,11 @@ def _fmt(p: Plateau) -> str:
 
 def _training(flows: list[dict[str, Any]]) -> str:
     """``15 epochs on 200 configurations``: what the flows were trained with (the recorded epochs and training
-    configurations, which can be fewer than ``--n-train`` asks for; one entry per distinct flow, ``+-lambda``)."""
-    done = dict.fromkeys(f"{f['epochs']} epochs on {f['n_train']} configurations" for f in flows)
+    configurations, which can be fewer than ``--n-train`` asks for; with held-out selection the epoch kept and its
+    held-out weight ESS; one entry per distinct flow, ``+-lambda``)."""
+    done = dict.fromkeys(f"{f['epochs']} epochs on {f['n_train']} configurations"
+                         + (f" (epoch {f['kept_epoch']} kept on {f['held_out_ess_final']:.3f} held-out ESS)"
+                            if "held_out_ess_final" in f else "") for f in flows)
     return "trained " + " and ".join(done) if done else "not trained"
 
 

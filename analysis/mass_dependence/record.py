@@ -210,7 +210,10 @@ def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, 
          f"flow: {s.flow.describe('u1', s.shape)}, {flow_info['epochs']} epochs on {flow_info['n_train']} "
          "configurations."),
         (f"Weight ESS fraction: flowed {ess['flowed']:.4f}, direct {ess['direct']:.4f}; training-set ESS "
-         f"{flow_info['train_ess_initial']:.4f} -> {flow_info['train_ess_final']:.4f}."),
+         f"{flow_info['train_ess_initial']:.4f} -> {flow_info['train_ess_final']:.4f}"
+         + (f", held-out {flow_info['held_out_ess_initial']:.4f} -> {flow_info['held_out_ess_final']:.4f} (epoch "
+            f"{flow_info['kept_epoch']} kept{': the identity, training fitted noise' if not flow_info['kept_epoch'] else ''})"
+            if "held_out_ess_final" in flow_info else "") + "."),
         "Path costs (s, measurements included): " + ", ".join(f"{k} {v:.1f}" for k, v in pc.items()) + ".",
     ]
     headline = []
@@ -249,7 +252,9 @@ def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, 
         out.append(f"Cross-check d<P>/dm = n_f V cov(P, Sigma) on the base ensemble (connected) "
                    f"{d['connected']}: pull vs flowed {p['flowed-connected']:+.2f} sigma (paired), vs independent "
                    f"{p['connected-independent']:+.2f} sigma; direct - connected is the O(dm) finite-difference "
-                   f"term (paired pull {p['direct-connected']:+.2f}).")
+                   f"term (paired pull {p['direct-connected']:+.2f})"
+                   + ("; so is flowed - connected here, the flow being the identity (held-out selection kept epoch "
+                      "0)." if flow_info.get("kept_epoch") == 0 and "held_out_ess_final" in flow_info else "."))
     if "pion_mass" in results:
         c2 = {k: f.chi2_dof for k, f in results["pion_mass"]["fits"].items()}
         out.append(f"Pion plateau t = {s.t_min}..{s.resolved_t_max}: correlated chi^2/dof base {c2['base']:.2f}, "

@@ -87,9 +87,10 @@ def _parse_times(text: Optional[str]) -> tuple[float, ...]:
         --to mass=0.22 --out flows/m0.22
 
 With no architecture options the flow is the good one for the theory: plaquette-space maps for 2D U(1) (ESS ~0.98 for
-beta 2 -> 2.2 at L = 16), residual layers otherwise. `--optimizer auto` (the default) trains flows with smoothing
-layers (the 4D default) by Gauss–Newton (`linear`: large, cancelling coefficients), other 4D flows and plaquette flows
-with L-BFGS (few or tiny coefficients; Adam's fixed step overshoots them) and residual 2D flows with Adam.
+beta 2 -> 2.2 at L = 16), residual layers otherwise. `--optimizer auto` (the default) trains residual flows by
+Gauss–Newton on the variance of log w (`linear`: tied coefficients, no learning rate; the reverse-KL gradient of the
+others follows the extensive noise of a few hundred configurations), plaquette-space flows and network coefficients
+with L-BFGS (Adam for network coefficients in 2D).
 """)
 def train(
     store: Path = typer.Option(..., help="zarr store holding the base ensemble"),
@@ -100,10 +101,10 @@ def train(
     epochs: int = typer.Option(40, help="training epochs (L-BFGS: maximum iterations)"),
     batch_size: int = typer.Option(64, help="configurations per optimiser step (L-BFGS: per micro-batch)"),
     lr: float = typer.Option(0.02, help="initial learning rate (cosine decay; Adam only)"),
-    optimizer: str = typer.Option("auto", help="auto (linear with --smoothing, lbfgs in 4D and for plaquette flows, "
-                                               "adam otherwise) | adam (mini-batch) | lbfgs (full batch, no learning "
-                                               "rate) | linear (Gauss-Newton on var log w, tied parameters; residual "
-                                               "flows)"),
+    optimizer: str = typer.Option("auto", help="auto (linear for residual flows, lbfgs for plaquette flows and "
+                                               "network coefficients in 4D, adam for those in 2D) | adam (mini-batch) "
+                                               "| lbfgs (full batch, no learning rate) | linear (Gauss-Newton on var "
+                                               "log w, tied parameters; residual flows)"),
     kind: str = typer.Option("auto", "--kind", "--flow-kind",
                              help="flow architecture: auto (plaquette for 2D U(1), residual otherwise) | plaquette (2D "
                                   "U(1): exact per-plaquette maps) | residual (masked staple layers)"),
@@ -194,7 +195,8 @@ def train(
         try:
             cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, target_ess=target_ess, seed=seed,
                               optimizer=resolve_optimizer(optimizer, len(base.shape), getattr(new_flow, "kind", kind_),
-                                                          bool(getattr(new_flow, "smoothing", ()))),
+                                                          bool(getattr(new_flow, "smoothing", ())),
+                                                          bool(getattr(new_flow, "net_width", 0))),
                               patience=patience if held_out else 0)
         except ValueError as exc:
             raise option_error(exc) from None

@@ -129,14 +129,22 @@ class _Selection:
                     and epoch - self.best_epoch >= self.patience)
 
 
-def resolve_optimizer(optimizer: str, ndim: int, kind: str = "residual", smoothing: bool = False) -> str:
-    """``"auto"`` -> ``"linear"`` for residual flows with smoothing terms (Gauss–Newton with tied parameters: the
-    smoothing coefficients are large and cancelling, BENCHMARKS.md), ``"lbfgs"`` in 4D (the useful staple
-    coefficients are tiny there and Adam's fixed step overshoots them) and for plaquette-space flows (a few
-    parameters, converged in ~20 iterations), ``"adam"`` for residual flows in lower dimensions; other names are
-    checked and passed through."""
+def resolve_optimizer(optimizer: str, ndim: int, kind: str = "residual", smoothing: bool = False,
+                      network: bool = False) -> str:
+    """``"auto"`` -> ``"linear"`` for residual flows (Gauss–Newton on var(log w) with tied parameters), ``"lbfgs"``
+    for plaquette-space flows (a few parameters, converged in ~20 iterations) and for residual flows with network
+    coefficients in 4D, ``"adam"`` for those in lower dimensions; other names are checked and passed through.
+
+    Why linear for residual flows (BENCHMARKS.md, "The linear optimiser for every residual flow"): the reverse-KL
+    loss of the other optimisers is a sample *mean* whose gradient carries the extensive noise of ``v·∇S - ∇·v``
+    (zero mean under the base distribution, variance growing with the volume), while the useful signal is of the
+    order of the shift; on a few hundred configurations Adam and L-BFGS follow that noise (at a small quark-mass shift
+    the trained flow had 100x the held-out var(log w) of the identity). The sample *variance* of ``log w`` subtracts
+    the mean and with it the noise, and the tied parameters leave a handful of coefficients; the smoothing
+    coefficients are large and cancelling, which L-BFGS does not find either. ``smoothing`` is kept for the callers
+    (it no longer changes the choice)."""
     if optimizer == "auto":
-        if smoothing and kind == "residual":
+        if kind == "residual" and not network:
             return "linear"
         return "lbfgs" if ndim >= 4 or kind == "plaquette" else "adam"
     if optimizer not in OPTIMIZERS:

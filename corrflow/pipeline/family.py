@@ -9,9 +9,11 @@
 Steps, each reused / resumed through the store (:class:`~corrflow.pipeline.Pipeline`):
 
 1. the base ensemble (seed ``seed``) and, with ``training.sample == "separate"``, a training chain at the base
-   parameters (seed ``seed + 1000``; the flows are then fixed with respect to the estimation sample);
+   parameters (seed ``seed + 1000``, ``n_train + held_out`` configurations; the flows are then fixed with respect to
+   the estimation sample);
 2. one flow ``a -> a'_k`` per target, trained on ``training.n_train`` configurations spread over the training
-   source (:func:`~corrflow.pipeline.handles.training_positions`);
+   source (:func:`~corrflow.pipeline.handles.training_positions`), the epoch with the smallest var(log w) on
+   ``training.held_out`` others kept (:func:`~corrflow.pipeline.handles.held_out_positions`);
 3. every base configuration through every flow (and, with ``direct``, the identity: direct reweighting);
 4. independent ensembles at every target (seed ``seed + 1 + k``), the uncorrelated baseline.
 
@@ -127,8 +129,11 @@ class Family:
             "direct": [None if m.direct is None else m.direct.name for m in self.members],
             "independent": [None if m.independent is None else m.independent.name for m in self.members],
             "flows": [{"checkpoint": str(m.flow.checkpoint), "id": m.flow.id, "epochs": m.flow.epochs,
-                       "n_train": m.flow.n_train, "train_ess_initial": m.flow.train_ess[0],
-                       "train_ess_final": m.flow.train_ess[1]} for m in self.members],
+                       "n_train": m.flow.n_train, "kept_epoch": int(m.flow.kept["epoch"]),
+                       "train_ess_initial": m.flow.train_ess[0], "train_ess_final": m.flow.train_ess[1],
+                       **({} if m.flow.held_out_ess is None else
+                          {"held_out_ess_initial": m.flow.held_out_ess[0], "held_out_ess_final": m.flow.held_out_ess[1]})}
+                      for m in self.members],
         }
 
 
@@ -174,7 +179,7 @@ def family(pipe: Pipeline, base_theory: Any, targets: Sequence[Any], *, ensemble
     base_h = base_theory.replace(det=hmc_det) if fermions else base_theory
     targets_h = [t.replace(det=hmc_det) if fermions else t for t in targets]
     sep = training.sample == "separate"
-    n_train_chain = -(-training.n_train // e.n_chains)
+    n_train_chain = training.chain_length(e.n_chains)  # a separate chain holds the training and held-out ones
     block = e.block_size or auto_block_size(e.n_configs, e.n_therm, n_train_chain if sep else None)
     base_name = base_name or hmc_ensemble_name(base_h, e.seed, hmc_det)
     ind_names = list(independent_names) if independent_names is not None else [

@@ -162,7 +162,7 @@ def training_size(n: int, n_chains: int, n_train: int, held_out: int = 0) -> int
     keep = min(per_held, max(int(n) // 4, -(-2 // int(n_chains))))
     if (int(n) - keep) * int(n_chains) < 2:  # too short to hold anything out
         return int(n_train)
-    return (int(n) - keep) * int(n_chains)
+    return min(int(n_train), (int(n) - keep) * int(n_chains))  # never more than asked for
 
 
 #: ``stream=None``: training sets (training and held-out configurations together) above this many bytes are read
@@ -270,9 +270,25 @@ class TrainedFlow:
     n_train: int
 
     @property
+    def kept(self) -> dict[str, float]:
+        """The history record of the parameters in use: the epoch held-out selection kept (possibly 0, the
+        identity), else the last (:func:`corrflow.flows.train.kept_epoch`)."""
+        from ..flows.train import kept_epoch
+
+        return kept_epoch(self.history)
+
+    @property
     def train_ess(self) -> tuple[float, float]:
-        """Training-set weight ESS fraction before and after training."""
-        return float(self.history[0]["ess"]), float(self.history[-1]["ess"])
+        """Training-set weight ESS fraction before training and of the kept parameters (:attr:`kept`)."""
+        return float(self.history[0]["ess"]), float(self.kept["ess"])
+
+    @property
+    def held_out_ess(self) -> tuple[float, float] | None:
+        """Held-out weight ESS fraction before training and of the kept parameters; None without held-out
+        configurations."""
+        if "held_ess" not in self.history[-1]:
+            return None
+        return float(self.history[0]["held_ess"]), float(self.kept["held_ess"])
 
 
 @dataclass(frozen=True)

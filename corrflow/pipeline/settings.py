@@ -240,11 +240,14 @@ class TrainingSettings(Settings):
     n_train: int = setting(256, "training configurations (spread over the chains)")
     batch_size: int = setting(64, "training batch size (L-BFGS: micro-batch)")
     learning_rate: float = setting(0.02, "initial learning rate of Adam (cosine decay)", flag="--lr")
-    optimizer: str = setting("auto", "adam | lbfgs | linear | auto (linear for flows with smoothing terms, L-BFGS in 4D, "
-                                     "Adam in 2D)", choices=("auto", "adam", "lbfgs", "linear"))
+    optimizer: str = setting("auto", "adam | lbfgs | linear | auto (linear -- Gauss-Newton on var log w -- for residual "
+                                     "flows; L-BFGS for plaquette-space flows and network coefficients in 4D, Adam "
+                                     "for those in 2D)", choices=("auto", "adam", "lbfgs", "linear"))
     train_seed: int = setting(0, "seed of the training shuffles")
-    held_out: int = setting(0, "configurations held out of training (between the training ones): held-out ESS and "
-                                "var(log w) every epoch, the epoch with the smallest held-out var(log w) kept")
+    held_out: int = setting(64, "configurations held out of training (between the training ones; with a separate "
+                                 "training chain, its extra configurations): held-out ESS and var(log w) every epoch, "
+                                 "the epoch with the smallest held-out var(log w) kept -- the identity (epoch 0) "
+                                 "when training only fits noise [0: the last epoch]")
     patience: int = setting(0, "with held-out configurations: stop after this many epochs without improvement (0: "
                                "never)")
     sample: str = setting("base", "training configurations: base (spread over the base ensemble) | separate (a "
@@ -254,6 +257,11 @@ class TrainingSettings(Settings):
     stream: str = setting("auto", "training configurations in memory (no) or read from the store one batch at a time "
                                   "(yes); auto: streamed above 1 GiB. Same flow either way", flag="--train-stream",
                           choices=("auto", "yes", "no"))
+
+    def chain_length(self, n_chains: int) -> int:
+        """Configurations per chain of a separate training chain (``sample="separate"``): the training and the
+        held-out ones, ``ceil((n_train + held_out) / n_chains)``."""
+        return -(-(int(self.n_train) + int(self.held_out)) // int(n_chains))
 
     @property
     def streamed(self) -> bool | None:
@@ -270,14 +278,14 @@ class TrainingSettings(Settings):
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
 
-    def config(self, ndim: int, kind: str = "residual", smoothing: bool = False) -> Any:
+    def config(self, ndim: int, kind: str = "residual", smoothing: bool = False, network: bool = False) -> Any:
         """:class:`corrflow.flows.train.TrainConfig` (optimizer resolved for a ``ndim``-dimensional lattice, the
-        flow ``kind`` and whether it has ``smoothing`` terms)."""
+        flow ``kind``, whether it has ``smoothing`` terms and ``network`` coefficients)."""
         from ..flows.train import TrainConfig, resolve_optimizer
 
+        opt = resolve_optimizer(self.optimizer, ndim, kind, smoothing, network)
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-                           seed=self.train_seed, optimizer=resolve_optimizer(self.optimizer, ndim, kind, smoothing),
-                           patience=self.patience)
+                           seed=self.train_seed, optimizer=opt, patience=self.patience)
 
 
 @dataclass(frozen=True)

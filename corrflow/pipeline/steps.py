@@ -142,14 +142,14 @@ class Pipeline:
         ``source`` (:func:`training_configs`).  The checkpoint directory is named by the shift and a hash of
         everything that determines the flow except the number of epochs, so a longer training resumes it; a
         checkpoint that finished its epochs (or stopped early: converged / target ESS) is reused."""
-        from ..flows.train import held_out_summary, load_checkpoint, resume_kwargs, train, worse_than_start
+        from ..flows.train import held_out_summary, kept_epoch, load_checkpoint, resume_kwargs, train, worse_than_start
 
         base_x, target_x = exact_theory(source.theory), exact_theory(target)
         validate_shift(base_x, target_x)
         check_exact_weights(base_x, "training a flow", TRAINING_REMEDY)
         flow = flow_settings.make(base_x)
         cfg = training.config(len(base_x.shape), getattr(flow, "kind", "residual"),
-                              bool(getattr(flow, "smoothing", ())))
+                              bool(getattr(flow, "smoothing", ())), bool(getattr(flow, "net_width", 0)))
         ident = {"base": base_x.params(), "target": target_x.params(), "flow": flow.describe(),
                  "n_train": int(training.n_train), "source": source.name, "train": cfg.fingerprint()}
         if training.held_out:
@@ -165,7 +165,7 @@ class Pipeline:
             if ck["epoch"] >= cfg.epochs or ck["stopped"] in ("converged", "target_ess", "patience"):
                 h = ck["history"]
                 rep.log(f"  [dim]{stage}: flow {ckpt.name} ({ck['epoch']} epochs, weight ESS {h[0]['ess']:.3f} -> "
-                        f"{h[-1]['ess']:.3f}) (reused)[/]")
+                        f"{kept_epoch(h)['ess']:.3f}) (reused)[/]")
                 return self._trained(ckpt, ck, self.ledger.seconds(key), self.ledger.count(key))
             configs, held = source.training_configs(training.n_train, training.held_out, training.streamed)
             kwargs = resume_kwargs(ck, len(configs), cfg)
@@ -197,7 +197,7 @@ class Pipeline:
             asked = f" of {training.held_out} asked" if len(held) < training.held_out else ""
             held_msg = f" ({len(held)} held out{asked}; {held_msg})"
         rep.log(f"  {stage}: {len(h) - 1} epochs on {len(configs)} configurations{held_msg}, weight ESS "
-                f"{h[0]['ess']:.3f} -> {h[-1]['ess']:.3f}, {clock.wall:.1f} s")
+                f"{h[0]['ess']:.3f} -> {kept_epoch(h)['ess']:.3f}, {clock.wall:.1f} s")
         warning = worse_than_start(h)
         if warning:
             rep.log(f"  [yellow]{stage}: {warning}[/]")

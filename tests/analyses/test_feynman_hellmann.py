@@ -237,6 +237,8 @@ def test_summary_names_the_training_the_flows_had():
     assert _training([{"epochs": 15, "n_train": 200}] * 2) == "trained 15 epochs on 200 configurations"  # +-lambda
     assert _training([{"epochs": 15, "n_train": 200}, {"epochs": 12, "n_train": 200}]) == (
         "trained 15 epochs on 200 configurations and 12 epochs on 200 configurations")
+    held = {"epochs": 15, "n_train": 200, "kept_epoch": 0, "held_out_ess_final": 0.9991}
+    assert _training([held]) == "trained 15 epochs on 200 configurations (epoch 0 kept on 0.999 held-out ESS)"
 
 
 def test_settings_validation():

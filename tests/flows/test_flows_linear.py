@@ -86,7 +86,7 @@ def test_linear_training_of_a_staple_flow_and_bad_uses(setup):
         train(make_flow("u1", (4, 4), kind="plaquette"), make_theory("u1", (4, 4), beta=1.0),
               make_theory("u1", (4, 4), beta=1.1), np.zeros((4, 4, 4, 2)), TrainConfig(optimizer="linear"))
     assert resolve_optimizer("auto", 4, "residual", smoothing=True) == "linear"
-    assert resolve_optimizer("auto", 4, "residual") == "lbfgs"
+    assert resolve_optimizer("auto", 4, "residual") == "linear"  # every residual flow (staple-only too)
 
 
 def test_linear_training_stops_when_an_iteration_gains_little(setup, monkeypatch):

@@ -174,6 +174,10 @@ def test_short_ensembles_keep_a_held_out_set():
     assert handles.training_size(60, 2, 512, 64) == 2 * 45  # a quarter of 60 held out
     assert handles.training_size(10, 1, 512, 64) == 8  # at least two held out in all
     assert handles.training_size(2, 1, 512, 64) == 512  # too short to hold anything out
+    # a training set that fits but leaves too few for the held-out one keeps its size (it grew to 2 x 18 = 36): the
+    # held-out set takes the other 16 per chain
+    assert handles.training_size(24, 2, 16, 64) == 16
+    assert len(handles.held_out_positions(24, handles.training_positions(24, 2, 16), 2, 64)) == 16
     for n, c, t, h in ((200, 2, 512, 64), (60, 2, 512, 64), (10, 1, 512, 64), (7, 3, 100, 5)):
         pos = handles.training_positions(n, c, handles.training_size(n, c, t, h))
         held = handles.held_out_positions(n, pos, c, h)

@@ -26,7 +26,7 @@ from corrflow.pipeline import (
 
 GROUPS = dict(ensemble=EnsembleSettings(n_configs=24, n_therm=10, seed=3, n_chains=2, block_size=24),
               markov=MarkovSettings(step_size=0.25, n_steps=4, integrator="leapfrog"), flow=FlowSettings(),
-              training=TrainingSettings(epochs=2, n_train=16, batch_size=8))
+              training=TrainingSettings(epochs=2, n_train=16, batch_size=8, held_out=0))
 
 
 def _family(path, progress=None, **kw):
@@ -181,7 +181,7 @@ def test_interrupted_training_keeps_its_cost(fam):
     of both runs (it used to record nothing for the interrupted run, so the resumed flow's cost was NaN: "cost of
     train unknown (made outside the pipeline)")."""
     d, _, _, _, _ = fam
-    training = TrainingSettings(epochs=4, n_train=16, batch_size=8, learning_rate=2e-3)
+    training = TrainingSettings(epochs=4, n_train=16, batch_size=8, learning_rate=2e-3, optimizer="adam", held_out=0)
 
     def stop_at_epoch_2(stage, done, total, msg):
         if stage == "train" and done == 2:

@@ -172,9 +172,11 @@ def test_flow_and_training_groups():
     with pytest.raises(ValueError, match="8x6x6x6 lattice: rectangle layers need extents divisible by 4"):
         FlowSettings(loops=("plaquette", "rectangle")).check_lattice("su3", (8, 6, 6, 6))
     with pytest.raises(ValueError, match="patience needs held-out"):
-        TrainingSettings(patience=3)
+        TrainingSettings(held_out=0, patience=3)
     assert TrainingSettings(held_out=16, patience=3).config(2, "plaquette").optimizer == "lbfgs"
-    assert TrainingSettings().config(2).optimizer == "adam" and TrainingSettings().config(4).optimizer == "lbfgs"
+    assert TrainingSettings().config(2).optimizer == "linear" and TrainingSettings().config(4).optimizer == "linear"
+    assert TrainingSettings().config(2, network=True).optimizer == "adam"
+    assert TrainingSettings().config(4, network=True).optimizer == "lbfgs"
     assert [TrainingSettings(stream=s).streamed for s in ("auto", "yes", "no")] == [None, True, False]
 
 
