@@ -212,7 +212,9 @@ def _summary(s: MassSettings, results: dict[str, dict[str, Any]], vr: dict[str, 
         (f"Weight ESS fraction: flowed {ess['flowed']:.4f}, direct {ess['direct']:.4f}; training-set ESS "
          f"{flow_info['train_ess_initial']:.4f} -> {flow_info['train_ess_final']:.4f}"
          + (f", held-out {flow_info['held_out_ess_initial']:.4f} -> {flow_info['held_out_ess_final']:.4f} (epoch "
-            f"{flow_info['kept_epoch']} kept{': the identity, training fitted noise' if not flow_info['kept_epoch'] else ''})"
+            f"{flow_info['kept_epoch']} kept"
+            + (": the identity, training gained nothing on held-out configurations)" if not flow_info["kept_epoch"]
+               else ")")
             if "held_out_ess_final" in flow_info else "") + "."),
         "Path costs (s, measurements included): " + ", ".join(f"{k} {v:.1f}" for k, v in pc.items()) + ".",
     ]

@@ -108,10 +108,10 @@ def generate_to_store(
     action parameters, chains, seed, dtype, HMC settings, thermalisation, thinning, observables)
     must match, and ``resume=True`` is required; the run then continues from the last committed
     trajectory and is bit-identical to an uninterrupted run; one that already holds ``n_traj`` or more is
-    left as it is (``n_new == 0``, NaN acceptance and plaquette), so a requeued job may rerun the command.  Each block is appended and committed
-    before the next one starts.  ``progress(done, total, stats)`` receives the trajectory counts
-    (thermalisation included) and the block's acceptance and mean plaquette.  ``mesh``: run the chains
-    sharded over devices (see :func:`run_blocks`); it is not part of the ensemble's definition (a
+    left as it is (``n_new == 0``, NaN acceptance and plaquette), so a requeued job may rerun the command.
+    Each block is appended and committed before the next one starts.  ``progress(done, total, stats)``
+    receives the trajectory counts (thermalisation included) and the block's acceptance and mean plaquette.
+    ``mesh``: run the chains sharded over devices (see :func:`run_blocks`); it is not part of the ensemble's definition (a
     ``"chains"`` mesh gives bit-identical results), so a run may be resumed with or without one.
     """
     import time as _time

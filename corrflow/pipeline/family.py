@@ -132,7 +132,7 @@ class Family:
                        "n_train": m.flow.n_train, "kept_epoch": int(m.flow.kept["epoch"]),
                        "train_ess_initial": m.flow.train_ess[0], "train_ess_final": m.flow.train_ess[1],
                        **({} if m.flow.held_out_ess is None else
-                          {"held_out_ess_initial": m.flow.held_out_ess[0], "held_out_ess_final": m.flow.held_out_ess[1]})}
+                          dict(zip(("held_out_ess_initial", "held_out_ess_final"), m.flow.held_out_ess)))}
                       for m in self.members],
         }
 

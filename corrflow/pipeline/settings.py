@@ -240,9 +240,9 @@ class TrainingSettings(Settings):
     n_train: int = setting(256, "training configurations (spread over the chains)")
     batch_size: int = setting(64, "training batch size (L-BFGS: micro-batch)")
     learning_rate: float = setting(0.02, "initial learning rate of Adam (cosine decay)", flag="--lr")
-    optimizer: str = setting("auto", "adam | lbfgs | linear | auto (linear -- Gauss-Newton on var log w -- for residual "
-                                     "flows; L-BFGS for plaquette-space flows and network coefficients in 4D, Adam "
-                                     "for those in 2D)", choices=("auto", "adam", "lbfgs", "linear"))
+    optimizer: str = setting("auto", "adam | lbfgs | linear | auto (linear -- Gauss-Newton on var log w -- for "
+                                     "residual flows; L-BFGS for plaquette-space flows and network coefficients in "
+                                     "4D, Adam for those in 2D)", choices=("auto", "adam", "lbfgs", "linear"))
     train_seed: int = setting(0, "seed of the training shuffles")
     held_out: int = setting(64, "configurations held out of training (between the training ones; with a separate "
                                  "training chain, its extra configurations): held-out ESS and var(log w) every epoch, "

@@ -103,7 +103,8 @@ def test_default_kind_and_bad_options():
     assert default_kind("u1", (8, 8)) == "plaquette"
     assert default_kind("su3", (4, 4, 4, 4)) == "residual" and default_kind("u1", (4, 4, 4)) == "residual"
     assert resolve_optimizer("auto", 2, "plaquette") == "lbfgs" and resolve_optimizer("auto", 2) == "linear"
-    assert resolve_optimizer("auto", 2, network=True) == "adam" and resolve_optimizer("auto", 4, network=True) == "lbfgs"
+    assert resolve_optimizer("auto", 2, network=True) == "adam"
+    assert resolve_optimizer("auto", 4, network=True) == "lbfgs"
     for kwargs, match in [(dict(group="su3"), "2D U\\(1\\) only"), (dict(shape=(4, 4, 4)), "2D U\\(1\\) only"),
                           (dict(loops=("plaquette", "rectangle")), "no loops"), (dict(degree=1), "no loops"), (dict(net_width=4), "net options"),
                           (dict(harmonics=0), "harmonics"), (dict(harmonics=2.5), "harmonics"),
