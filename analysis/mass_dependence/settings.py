@@ -47,7 +47,7 @@ class MassSettings(AnalysisSettings):
     io: StoreSettings = setting(StoreSettings(store="data/mass_dependence.zarr", out="reports/mass_dependence"), "")
     ensemble: EnsembleSettings = setting(EnsembleSettings(n_configs=1000, n_chains=2, n_therm=100, thin=1), "")
     markov: MarkovSettings = setting(MarkovSettings(step_size=0.2, n_steps=5, hmc_det="pseudofermion"), "")
-    flow: FlowSettings = setting(FlowSettings(sweeps=2, loops=("plaquette",)), "")
+    flow: FlowSettings = setting(FlowSettings(flow_kind="residual", sweeps=2, loops=("plaquette",)), "")
     training: TrainingSettings = setting(TrainingSettings(epochs=10, n_train=128, batch_size=32,
                                                           learning_rate=0.005, sample="base"), "")
     errors: ErrorSettings = setting(ErrorSettings(method="gamma"), "")

@@ -157,10 +157,12 @@ class FlowSettings(Settings):
 
     ``flow_kind``: ``residual`` (masked gauge-equivariant residual layers; ``loops``, ``degree``, ``net_width``,
     ``net_depth``, ``smear``), ``plaquette`` (2D U(1): exact plaquette-space maps with ``harmonics`` coefficients) or
-    ``auto`` (plaquette for 2D U(1), residual otherwise).  ``sweeps = 0``: 2 residual sweeps, 1 plaquette map."""
+    ``auto`` (the default: plaquette for 2D U(1) -- the Schwinger model's gauge field too --, residual otherwise;
+    BENCHMARKS.md "Plaquette-space flows in the 2D analyses").  ``sweeps = 0``: 2 residual sweeps, 1 plaquette map.
+    Options of the other kind than the one in use are refused, not ignored."""
 
-    flow_kind: str = setting("residual", "flow kind: residual | plaquette (2D U(1)) | auto (plaquette in 2D U(1))",
-                             choices=("residual", "plaquette", "auto"))
+    flow_kind: str = setting("auto", "flow kind: residual | plaquette (2D U(1)) | auto (plaquette in 2D U(1), residual "
+                                     "otherwise)", choices=("residual", "plaquette", "auto"))
     sweeps: int = setting(0, "flow sweeps over all links (plaquette flows: maps) [0: 2 residual, 1 residual with "
                              "smoothing terms, 1 plaquette]")
     loops: tuple[str, ...] = setting(("plaquette",), "flow staple shapes: plaquette[,rectangle] (residual)")
@@ -205,6 +207,12 @@ class FlowSettings(Settings):
         n = self.sweeps or (1 if self.smoothing else 2)
         return f"residual flow, {n} sweep{'s' if n > 1 else ''} of {'+'.join(self.loops)} layers{coeff}{smear}{smooth}"
 
+    def _foreign_options(self, kind: str) -> list[str]:
+        """The options set away from their defaults that belong to the other flow kind than ``kind``."""
+        residual_only = ("loops", "degree", "net_width", "net_depth", "smear", "smoothing")
+        names = residual_only if kind == "plaquette" else ("harmonics",)
+        return [n for n in names if getattr(self, n) != type(self).class_default(n)]
+
     def make(self, theory: Any) -> Any:
         """The (untrained) flow for ``theory``'s group and lattice (``ValueError`` for options that do not fit)."""
         return self.build(theory.group, theory.shape)
@@ -224,6 +232,12 @@ class FlowSettings(Settings):
         from ..flows import make_flow
 
         kind = self.resolved_kind(group, shape)
+        foreign = self._foreign_options(kind)
+        if foreign:
+            other = "residual" if kind == "plaquette" else "plaquette"
+            raise ValueError(f"{', '.join(foreign)} appl{'ies' if len(foreign) == 1 else 'y'} to {other} flows, but "
+                             f"the flows here are {kind} flows (flow_kind {self.flow_kind}): leave "
+                             f"{'it' if len(foreign) == 1 else 'them'} out, or set flow_kind {other}")
         if kind == "plaquette":
             return make_flow(group, shape, kind="plaquette", n_sweeps=self.sweeps or 1, harmonics=self.harmonics)
         return make_flow(group, shape, loops=tuple(self.loops),

@@ -305,9 +305,10 @@ def test_cli_help_and_bad_input(tmp_path):
     assert "data/continuum_limit.zarr" in text
     res = runner.invoke(app, ["--betas", "8", "--store", str(tmp_path / "x.zarr")])
     assert res.exit_code == 2 and "at least 2 betas" in " ".join(res.output.split())
-    # an odd L does not fit the flows' plaquette layers: refused before anything is generated (it used to fail after
-    # the base ensemble and the training chain were in the store)
-    res = runner.invoke(app, ["--L", "3", "--store", str(tmp_path / "x.zarr"), "--out", str(tmp_path / "o")])
+    # an odd L does not fit the residual flows' plaquette layers: refused before anything is generated (it used to
+    # fail after the base ensemble and the training chain were in the store)
+    res = runner.invoke(app, ["--L", "3", "--flow-kind", "residual", "--store", str(tmp_path / "x.zarr"), "--out",
+                              str(tmp_path / "o")])
     assert res.exit_code == 2, res.output
     assert "the flows do not fit the 3x3 lattice: plaquette layers need even extents" in " ".join(res.output.split())
     assert not (tmp_path / "x.zarr").exists() and not (tmp_path / "o").exists()

@@ -157,18 +157,28 @@ def test_flow_and_training_groups():
 
     u1 = cf.make_theory("u1", (8, 8), beta=2.0)
     su3 = cf.make_theory("su3", (4, 4, 4, 4), beta=5.7)
-    auto = FlowSettings(flow_kind="auto")
+    auto = FlowSettings()  # flow_kind auto, the default
+    assert auto.flow_kind == "auto"
     assert auto.resolved_kind("u1", (8, 8)) == "plaquette" and auto.resolved_kind("su3", (4, 4, 4, 4)) == "residual"
     assert auto.make(u1).kind == "plaquette" and auto.make(u1).n_sweeps == 1
     assert FlowSettings().make(su3).n_sweeps == 2  # sweeps 0: two residual sweeps
     assert auto.describe("u1", (8, 8)) == "plaquette-space flow, 1 map of 6 harmonics"
-    assert "residual flow, 2 sweeps of plaquette layers" in FlowSettings().describe("u1", (8, 8))
+    residual = FlowSettings(flow_kind="residual")
+    assert "residual flow, 2 sweeps of plaquette layers" in residual.describe("u1", (8, 8))
     with pytest.raises(ValueError, match="2D U\\(1\\) only"):
         FlowSettings(flow_kind="plaquette").make(su3)  # an architecture that does not fit the theory: one line
+    # options of the other kind are refused, not ignored
+    with pytest.raises(ValueError, match="loops, degree apply to residual flows, but the flows here are plaquette "
+                                         "flows \\(flow_kind auto\\): leave them out, or set flow_kind residual"):
+        FlowSettings(loops=("plaquette", "rectangle"), degree=1).make(u1)
+    with pytest.raises(ValueError, match="harmonics applies to plaquette flows"):
+        FlowSettings(harmonics=3).make(su3)
+    assert FlowSettings(flow_kind="residual", loops=("plaquette", "rectangle")).make(u1).loops == ("plaquette",
+                                                                                                 "rectangle")
     # the analyses check the lattice up front (an odd extent used to fail after the base ensemble was generated)
-    FlowSettings().check_lattice("u1", (8, 8))
+    residual.check_lattice("u1", (8, 8))
     with pytest.raises(ValueError, match="the flows do not fit the 3x3 lattice: plaquette layers need even extents"):
-        FlowSettings().check_lattice("u1", (3, 3))
+        residual.check_lattice("u1", (3, 3))
     with pytest.raises(ValueError, match="8x6x6x6 lattice: rectangle layers need extents divisible by 4"):
         FlowSettings(loops=("plaquette", "rectangle")).check_lattice("su3", (8, 6, 6, 6))
     with pytest.raises(ValueError, match="patience needs held-out"):
