@@ -1,6 +1,6 @@
 r"""Continuum limit of a gradient-flow ratio in 4D SU(3) Yang–Mills from flow-correlated ensembles.
 
-    corrflow analyse continuum-limit-su3                       # defaults: about 20 minutes on 2 CPU cores
+    corrflow analyse continuum-limit-su3                       # defaults: about 10 minutes on 2 CPU cores
     python -m analysis.continuum_limit --theory su3 --help     # the same command, every option with its default
 
 Physics
