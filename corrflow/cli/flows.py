@@ -195,7 +195,6 @@ def train(
         try:
             cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, target_ess=target_ess, seed=seed,
                               optimizer=resolve_optimizer(optimizer, len(base.shape), getattr(new_flow, "kind", kind_),
-                                                          bool(getattr(new_flow, "smoothing", ())),
                                                           bool(getattr(new_flow, "net_width", 0))),
                               patience=patience if held_out else 0)
         except ValueError as exc:

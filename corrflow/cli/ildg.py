@@ -273,8 +273,9 @@ def import_ildg(
             return True
 
         if name in st:
-            refuse_existing(st.spec(name), int(st.commit(name)["committed"]))
-            if up_to_date(int(st.commit(name)["committed"])):  # a rerun of a finished import is not an error
+            committed = int(st.commit(name)["committed"])
+            refuse_existing(st.spec(name), committed)
+            if up_to_date(committed):  # a rerun of a finished import is not an error
                 return
         # pass 2: import, one commit per file (created atomically under the writer lock; resumed if interrupted)
         with st.writer(name, create=spec) as w, _stage(f"import {name}") as lp:

@@ -129,8 +129,7 @@ class _Selection:
                     and epoch - self.best_epoch >= self.patience)
 
 
-def resolve_optimizer(optimizer: str, ndim: int, kind: str = "residual", smoothing: bool = False,
-                      network: bool = False) -> str:
+def resolve_optimizer(optimizer: str, ndim: int, kind: str = "residual", network: bool = False) -> str:
     """``"auto"`` -> ``"linear"`` for residual flows (Gauss–Newton on var(log w) with tied parameters), ``"lbfgs"``
     for plaquette-space flows (a few parameters, converged in ~20 iterations) and for residual flows with network
     coefficients in 4D, ``"adam"`` for those in lower dimensions; other names are checked and passed through.
@@ -141,8 +140,7 @@ def resolve_optimizer(optimizer: str, ndim: int, kind: str = "residual", smoothi
     order of the shift; on a few hundred configurations Adam and L-BFGS follow that noise (at a small quark-mass shift
     the trained flow had 100x the held-out var(log w) of the identity). The sample *variance* of ``log w`` subtracts
     the mean and with it the noise, and the tied parameters leave a handful of coefficients; the smoothing
-    coefficients are large and cancelling, which L-BFGS does not find either. ``smoothing`` is kept for the callers
-    (it no longer changes the choice)."""
+    coefficients are large and cancelling, which L-BFGS does not find either."""
     if optimizer == "auto":
         if kind == "residual" and not network:
             return "linear"

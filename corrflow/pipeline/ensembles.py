@@ -111,8 +111,8 @@ def generate_to_store(
     left as it is (``n_new == 0``, NaN acceptance and plaquette), so a requeued job may rerun the command.
     Each block is appended and committed before the next one starts.  ``progress(done, total, stats)``
     receives the trajectory counts (thermalisation included) and the block's acceptance and mean plaquette.
-    ``mesh``: run the chains sharded over devices (see :func:`run_blocks`); it is not part of the ensemble's definition (a
-    ``"chains"`` mesh gives bit-identical results), so a run may be resumed with or without one.
+    ``mesh``: run the chains sharded over devices (see :func:`run_blocks`); it is not part of the ensemble's
+    definition (a ``"chains"`` mesh gives bit-identical results), so a run may be resumed with or without one.
     """
     import time as _time
 

@@ -159,8 +159,9 @@ def _correlate(store, base_name, name, flow, params, base_ck, target_ck, flow_id
     n_base = int(bds.sizes["traj"])
     base_traj = np.asarray(bds.traj.values)
     if name in store:  # refuse before taking the lock: a refused command changes nothing
-        refuse_existing(store.spec(name), int(store.commit(name)["committed"]))
-        if int(store.commit(name)["committed"]) >= n_base:  # every base configuration paired: nothing to do
+        committed = int(store.commit(name)["committed"])
+        refuse_existing(store.spec(name), committed)
+        if committed >= n_base:  # every base configuration paired: nothing to do
             return _summary(store, name, 0)
     base_links = store.array(base_name, "links")  # a damaged chunk raises naming chain and trajectories
     key = jax.random.PRNGKey(seed)

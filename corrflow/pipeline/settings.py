@@ -292,12 +292,12 @@ class TrainingSettings(Settings):
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
 
-    def config(self, ndim: int, kind: str = "residual", smoothing: bool = False, network: bool = False) -> Any:
+    def config(self, ndim: int, kind: str = "residual", network: bool = False) -> Any:
         """:class:`corrflow.flows.train.TrainConfig` (optimizer resolved for a ``ndim``-dimensional lattice, the
-        flow ``kind``, whether it has ``smoothing`` terms and ``network`` coefficients)."""
+        flow ``kind`` and whether it has ``network`` coefficients)."""
         from ..flows.train import TrainConfig, resolve_optimizer
 
-        opt = resolve_optimizer(self.optimizer, ndim, kind, smoothing, network)
+        opt = resolve_optimizer(self.optimizer, ndim, kind, network)
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
                            seed=self.train_seed, optimizer=opt, patience=self.patience)
 

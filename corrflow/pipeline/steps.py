@@ -148,8 +148,7 @@ class Pipeline:
         validate_shift(base_x, target_x)
         check_exact_weights(base_x, "training a flow", TRAINING_REMEDY)
         flow = flow_settings.make(base_x)
-        cfg = training.config(len(base_x.shape), getattr(flow, "kind", "residual"),
-                              bool(getattr(flow, "smoothing", ())), bool(getattr(flow, "net_width", 0)))
+        cfg = training.config(len(base_x.shape), getattr(flow, "kind", "residual"), bool(getattr(flow, "net_width", 0)))
         ident = {"base": base_x.params(), "target": target_x.params(), "flow": flow.describe(),
                  "n_train": int(training.n_train), "source": source.name, "train": cfg.fingerprint()}
         if training.held_out:
