@@ -111,8 +111,8 @@ def chain_fit(times: tuple[float, ...], base, target, k_links: int, iters: int, 
         p = flow.init_params()
         tie = tie_matrix(flow, a, b)
         for _ in range(iters):  # Gauss-Newton on Var(offset + log w_link)
-            p, _, _ = linear_step(flow, a, b, jnp.asarray(u_tr), p, tie, 16,
-                                  lambda q: logw_of(flow, q, a, b, u_tr) + off_tr, offset=off_tr)
+            p = linear_step(flow, a, b, jnp.asarray(u_tr), p, tie, 16,
+                            lambda q: logw_of(flow, q, a, b, u_tr) + off_tr, offset=off_tr).params
         off_tr, off_ho = off_tr + logw_of(flow, p, a, b, u_tr), off_ho + logw_of(flow, p, a, b, u_ho)
         u_tr, u_ho, a = _images(flow, p, u_tr), _images(flow, p, u_ho), b
         links.append(np.asarray(p))

@@ -242,7 +242,8 @@ def train(
         kept = kept_epoch(h)  # the flow saved
         why = {"epochs": "all --epochs run", "patience": "stopped: no held-out gain for --patience epochs",
                "target_ess": "stopped: --target-ess reached", "converged": "converged"}.get(res.stopped, res.stopped)
-        console.print(f"[green]done[/] {flow.kind} flow, {len(h) - 1} epochs ({why}): weight ESS "
+        done_epochs = f"{len(h) - 1} epoch{'s' if len(h) != 2 else ''}"
+        console.print(f"[green]done[/] {flow.kind} flow, {done_epochs} ({why}): weight ESS "
                       f"{h[0]['ess']:.3f} -> {kept['ess']:.3f}{held_msg}, checkpoint {out} (id {ck['id']})")
         warning = worse_than_start(h)
         if warning:

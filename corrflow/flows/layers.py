@@ -428,13 +428,7 @@ class Flow:
         self._check(params)
         d = self.ndim
         n_masks = params.shape[2]
-        sites = self.sites()
-        plans = [gather_plan(mu, d, tuple(self.loops)) for mu in range(d)]
-        rep = lambda a: np.repeat(np.asarray(a), n_masks, axis=0)  # noqa: E731  (per direction -> per layer)
-        xs_static = (jnp.asarray(sites.reshape((d * n_masks,) + sites.shape[2:])),
-                     jnp.asarray(rep(np.arange(d, dtype=np.int32))),
-                     tuple(jnp.asarray(rep(np.stack([p.offsets[k] for p in plans]))) for k in range(len(self.loops))),
-                     tuple(jnp.asarray(rep(np.stack([p.nus[k] for p in plans]))) for k in range(len(self.loops))))
+        xs_static = self._layer_table(n_masks)
         layer = self._layer(0)
         flat, nb = layer._flatten(u)
         batch = u.shape[:nb]
@@ -455,6 +449,18 @@ class Flow:
         total0 = jnp.zeros(batch, jnp.float64 if jax.config.jax_enable_x64 else u.real.dtype)
         (flat, total), _ = jax.lax.scan(sweep, (flat, total0), params, reverse=inverse)
         return flat.reshape(u.shape), total
+
+    def _layer_table(self, n_masks: int) -> tuple[Any, ...]:
+        """Per-layer data of one sweep (``d * n_masks`` rows): active flat sites, direction, and the offsets and
+        directions of each loop shape's gather plan."""
+        d = self.ndim
+        sites = self.sites()
+        plans = [gather_plan(mu, d, tuple(self.loops)) for mu in range(d)]
+        rep = lambda a: np.repeat(np.asarray(a), n_masks, axis=0)  # noqa: E731  (per direction -> per layer)
+        return (jnp.asarray(sites.reshape((d * n_masks,) + sites.shape[2:])),
+                jnp.asarray(rep(np.arange(d, dtype=np.int32))),
+                tuple(jnp.asarray(rep(np.stack([p.offsets[k] for p in plans]))) for k in range(len(self.loops))),
+                tuple(jnp.asarray(rep(np.stack([p.nus[k] for p in plans]))) for k in range(len(self.loops))))
 
     def forward(self, params: Array, u: Array) -> tuple[Array, Array]:
         """``(f(U), log J_f(U))``; ``U`` may carry batch axes; ``log J`` has the batch shape."""

@@ -19,16 +19,22 @@ learning rate or step size is needed, and each iteration costs one gradient per 
 cost).  A step that raises the training variance is halved (up to 4 times) before it is taken; an iteration that
 cannot lower it stops the run (``stopped="converged"``), and so does one that lowers it by less than
 :data:`CONVERGED_RTOL` (1%) -- taken, then the run stops: the iterations after that bought nothing measurable while
-the held-out patience kept a 4^4 run going for minutes per iteration (a 4D audit).  Measured (BENCHMARKS.md, 4D
-SU(3) 4^4, β 5.7 → 5.75, one sweep with smoothing terms): held-out var(log w) 0.39 of direct reweighting's after
-the first step, 0.38 after three, where untied L-BFGS on the same flow reached 0.72 in 10 iterations and on the
-staple-only flow 0.66.
+the held-out patience kept a 4^4 run going for minutes per iteration (a 4D audit).  So does a step whose log-weights
+follow its linear prediction ``log w + G dq`` to within a variance of ``CONVERGED_RTOL`` of theirs (recorded as
+``var_nonlinear``): the next iteration could only remove that departure.  Measured (BENCHMARKS.md, 4D SU(3) 4^4,
+β 5.7 → 5.75, one sweep with smoothing terms): held-out var(log w) 0.39 of direct reweighting's after the first step,
+0.38 after three, where untied L-BFGS on the same flow reached 0.72 in 10 iterations and on the staple-only flow
+0.66; at β 5.8 → 5.85 the first step's departure from its prediction is 1e-4 of var(log w).
+
+The first iteration starts at the identity, where ``G`` is the sum of each layer's own derivative on the unflowed
+configurations (:func:`layerwise`, forward mode): no reverse pass through the composed layers and their Wilson flows,
+a fifth of the cost at 4^4 and 6^4 with smoothing terms.
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +45,7 @@ from .layers import Flow
 
 Array = jax.Array
 
-__all__ = ["tie_matrix", "linear_step"]
+__all__ = ["tie_matrix", "linear_step", "layerwise", "Step"]
 
 _HALVINGS = 4
 #: relative decrease of the training var(log w) below which an iteration ends the run (module docstring)
@@ -75,18 +81,74 @@ def _logw_and_jacobian(flow: Flow, base: Any, target: Any, p: Array, t: Array, u
     return jax.lax.map(lambda x: jax.value_and_grad(one)(zero, x), u, batch_size=max(1, 4096 // sites))
 
 
+def layerwise(flow: Flow, params: Array, u: Array) -> tuple[Array, Array]:
+    """``(Σ_l (f_l(U) − U), Σ_l log J_l(U))`` over every layer ``f_l`` of every sweep, each applied to ``U`` itself (not
+    to the previous layers' output): shapes ``u.shape`` and the batch shape.
+
+    Where ``params`` make every layer the identity (all zero), the derivative in ``params`` of ``F(U + Σ_l (f_l(U) −
+    U)) + Σ_l log J_l(U)`` equals that of the composed ``F(f(U)) + log J_f(U)`` for any smooth function ``F`` of the
+    link matrices (angles in U(1)): differentiating one layer's coefficients leaves every other layer at the identity,
+    and to first order a move of the links is its displacement."""
+    d = flow.ndim
+    n_masks = params.shape[2]
+    xs_static = flow._layer_table(n_masks)
+    layer = flow._layer(0)
+    flat, nb = layer._flatten(u)
+
+    def one(acc: tuple[Array, Array], xs: Any) -> tuple[tuple[Array, Array], None]:
+        raw, st, mu, off, nus = xs
+        new, lj = layer.forward_flat(raw, st, flat, mu, off, nus)
+        return (acc[0] + (new - flat), acc[1] + lj), None
+
+    def sweep(acc: tuple[Array, Array], p_sweep: Array) -> tuple[tuple[Array, Array], None]:
+        return jax.lax.scan(one, acc, (p_sweep.reshape(d * n_masks, -1),) + xs_static)[0], None
+
+    acc0 = (jnp.zeros_like(flat), jnp.zeros(u.shape[:nb], jnp.float64 if jax.config.jax_enable_x64 else u.real.dtype))
+    disp, logj = jax.lax.scan(sweep, acc0, params)[0]
+    return disp.reshape(u.shape), logj
+
+
+@partial(jax.jit, static_argnums=0)
+def _logw_and_jacobian_at_identity(flow: Flow, base: Any, target: Any, p: Array, t: Array, u: Array
+                                   ) -> tuple[Array, Array]:
+    """:func:`_logw_and_jacobian` where ``p`` makes the flow the identity (all zero): ``G`` as the forward-mode
+    derivative of ``−S_target(U + Σ_l (f_l(U) − U)) + Σ_l log J_l(U)`` (:func:`layerwise`), which carries no tangent
+    through the composed layers or through the smoothing terms' Wilson flows (frozen links only) and evaluates the
+    target action once.  4D SU(3) 4^4, four smoothing times, 2-core EPYC: 48 ms per configuration against 248 ms for
+    the reverse pass through the flow, 7 s of compilation against 25 s (``benchmarks/linear_step_cost.py``)."""
+    def one(dq: Array, x: Array) -> Array:
+        disp, logj = layerwise(flow, p + (t @ dq).reshape(p.shape), x[None])
+        return (-target.action(x[None] + disp) + logj)[0]
+
+    zero = jnp.zeros(t.shape[1], p.dtype)
+    lw = -target.action(u) + base.action(u)  # the identity's log-weights
+    return lw, jax.lax.map(lambda x: jax.jacfwd(one)(zero, x), u, batch_size=max(1, 4096 // int(np.prod(flow.shape))))
+
+
+class Step(NamedTuple):
+    """One Gauss–Newton step (:func:`linear_step`): the new parameters, their training log-weights, whether the step
+    lowered var(log w) (else ``params`` are the old ones), and ``nonlinear``: the variance of the log-weights' departure
+    from the linear prediction ``log w + G dq`` of the step taken (0 for a step not taken)."""
+
+    params: Array
+    logw: np.ndarray
+    improved: bool
+    nonlinear: float
+
+
 def linear_step(flow: Any, base: Any, target: Any, configs: Array, params: Array, tie: np.ndarray, batch: int,
-                eval_logw: Callable[[Array], np.ndarray], offset: np.ndarray | None = None
-                ) -> tuple[Array, np.ndarray, bool]:
-    """One Gauss–Newton step from ``params``: ``(new params, their training log-weights, improved)``.
+                eval_logw: Callable[[Array], np.ndarray], offset: np.ndarray | None = None) -> Step:
+    """One Gauss–Newton step from ``params`` (:class:`Step`).
 
     ``eval_logw(p)`` returns the training log-weights at ``p``; the step is halved while it raises their variance
     (``improved=False`` and ``params`` unchanged when no halving helps).  ``offset`` ``(n,)``: log-weights of maps
     applied to the configurations before this flow (a chain of flows), added to this flow's; ``eval_logw`` then
-    returns the sum too."""
+    returns the sum too.  From the identity (``params`` all zero) ``G`` comes from
+    :func:`_logw_and_jacobian_at_identity`, the same numbers (to rounding) at a fifth of the cost."""
     n = configs.shape[0]
     t = jnp.asarray(tie, params.dtype)
-    parts = [(_logw_and_jacobian(flow, base, target, params, t, x), m) for x, m in full_batches(configs, n, batch)]
+    kernel = _logw_and_jacobian_at_identity if not np.any(np.asarray(params)) else _logw_and_jacobian
+    parts = [(kernel(flow, base, target, params, t, x), m) for x, m in full_batches(configs, n, batch)]
     lw = valid_rows([(a, m) for (a, _), m in parts])
     if offset is not None:
         lw = lw + np.asarray(offset, np.float64)
@@ -101,9 +163,18 @@ def linear_step(flow: Any, base: Any, target: Any, configs: Array, params: Array
         new = params + jnp.asarray((tie @ dq).reshape(params.shape), params.dtype)
         lw_new = np.asarray(eval_logw(new), np.float64)
         if np.all(np.isfinite(lw_new)) and np.var(lw_new) < var0:
-            return new, lw_new, True
+            return Step(new, lw_new, True, float(np.var(lw_new - (lw + g @ dq))))
         dq = dq / 2
-    return params, lw, False
+    return Step(params, lw, False, 0.0)
+
+
+def _converged(previous: dict[str, float], rec: dict[str, float]) -> bool:
+    """The iteration that made ``rec`` ends the run (module docstring): it lowered the training var(log w) by less
+    than :data:`CONVERGED_RTOL`, or the log-weights it produced departed from its linear prediction by a variance
+    below that fraction of theirs (so the next iteration, which can only correct that departure, gains less)."""
+    var = rec.get("var_logw", np.inf)
+    return var > (1.0 - CONVERGED_RTOL) * previous.get("var_logw", np.inf) or (
+        rec.get("var_nonlinear", np.inf) <= CONVERGED_RTOL * var)
 
 
 def train_linear(flow: Any, base: Any, target: Any, configs: Array, config: Any, *, params: Array | None,
@@ -138,12 +209,11 @@ def train_linear(flow: Any, base: Any, target: Any, configs: Array, config: Any,
     stopped = "epochs"
     if not history:
         history.append(record(0, params, eval_logw(params)))
-    elif len(history) >= 2 and history[-1].get("var_logw", np.inf) > (1.0 - CONVERGED_RTOL) * history[-2].get(
-            "var_logw", np.inf):
+    elif len(history) >= 2 and _converged(history[-2], history[-1]):
         stopped = "converged"  # the interrupted run had converged at its last epoch, before it said so
     for epoch in range(start_epoch, config.epochs if stopped == "epochs" else start_epoch):
         try:
-            new, lw, improved = linear_step(flow, base, target, configs, params, tie, bs, eval_logw)
+            new, lw, improved, nonlinear = linear_step(flow, base, target, configs, params, tie, bs, eval_logw)
         except FloatingPointError:
             raise FlowTrainingError(
                 f"training diverged in iteration {epoch + 1} (non-finite log-weights or gradients); the last good "
@@ -153,10 +223,11 @@ def train_linear(flow: Any, base: Any, target: Any, configs: Array, config: Any,
             stopped = "converged"
             break
         params = new
-        previous = history[-1].get("var_logw", np.inf)
+        previous = history[-1]
         rec = record(epoch + 1, params, lw)
+        rec["var_nonlinear"] = nonlinear
         stopped = _finish_epoch(sel, config, rec, params, history, checkpoint, flow, base, target)
-        if stopped == "epochs" and rec["var_logw"] > (1.0 - CONVERGED_RTOL) * previous:
+        if stopped == "epochs" and _converged(previous, rec):
             stopped = "converged"
         if progress is not None:
             progress(epoch + 1, rec)
