@@ -36,7 +36,7 @@ def pipeline(tmp_path_factory):
                     "--epochs", 8, "--n-train", 200, "--loops", "plaquette")
     assert code == 0, out
     # why training stopped, in words (it printed the raw "(epochs)" / "(patience)")
-    assert __import__("re").search(r"\d+ epochs \((all --epochs run|stopped: no held-out gain for --patience "
+    assert __import__("re").search(r"\d+ epochs? \((all --epochs run|stopped: no held-out gain for --patience "
                                    r"epochs|stopped: --target-ess reached|converged)\)", " ".join(out.split())), out
     for args in (("--flow", d / "flow", "--name", "flowed"), ("--identity", "--to", "beta=2.2", "--name", "direct")):
         code, out = cli("correlate", "--store", store, "--from", "u1_8x8_beta2", *args, "--batch", 100)

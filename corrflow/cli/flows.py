@@ -232,6 +232,8 @@ def train(
                                  progress=lambda e, r: lp(e, epochs, f"loss {r['loss']:.4f}  ESS {r['ess']:.3f}"
                                                                  + (f"  held-out ESS {r['held_ess']:.3f}"
                                                                     if "held_ess" in r else "")),
+                                 batch_progress=lambda it, d, m: lp(it - 1, epochs, f"iteration {it}: {d}/{m} "
+                                                                                    "configurations"),
                                  **kwargs)
             except FlowTrainingError as exc:
                 raise CLIError(str(exc)) from None

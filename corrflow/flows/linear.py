@@ -137,18 +137,26 @@ class Step(NamedTuple):
 
 
 def linear_step(flow: Any, base: Any, target: Any, configs: Array, params: Array, tie: np.ndarray, batch: int,
-                eval_logw: Callable[[Array], np.ndarray], offset: np.ndarray | None = None) -> Step:
+                eval_logw: Callable[[Array], np.ndarray], offset: np.ndarray | None = None,
+                on_batch: Callable[[int, int], None] | None = None) -> Step:
     """One Gauss–Newton step from ``params`` (:class:`Step`).
 
     ``eval_logw(p)`` returns the training log-weights at ``p``; the step is halved while it raises their variance
     (``improved=False`` and ``params`` unchanged when no halving helps).  ``offset`` ``(n,)``: log-weights of maps
     applied to the configurations before this flow (a chain of flows), added to this flow's; ``eval_logw`` then
     returns the sum too.  From the identity (``params`` all zero) ``G`` comes from
-    :func:`_logw_and_jacobian_at_identity`, the same numbers (to rounding) at a fifth of the cost."""
+    :func:`_logw_and_jacobian_at_identity`, the same numbers (to rounding) at a fifth of the cost.  ``on_batch(done,
+    n)`` is called after each batch of that derivative pass (the long part of a step on a large lattice)."""
     n = configs.shape[0]
     t = jnp.asarray(tie, params.dtype)
     kernel = _logw_and_jacobian_at_identity if not np.any(np.asarray(params)) else _logw_and_jacobian
-    parts = [(kernel(flow, base, target, params, t, x), m) for x, m in full_batches(configs, n, batch)]
+    parts, done = [], 0
+    for x, m in full_batches(configs, n, batch):
+        parts.append((kernel(flow, base, target, params, t, x), m))
+        if on_batch is not None:
+            jax.block_until_ready(parts[-1][0])
+            done += m
+            on_batch(done, n)
     lw = valid_rows([(a, m) for (a, _), m in parts])
     if offset is not None:
         lw = lw + np.asarray(offset, np.float64)
@@ -180,9 +188,10 @@ def _converged(previous: dict[str, float], rec: dict[str, float]) -> bool:
 def train_linear(flow: Any, base: Any, target: Any, configs: Array, config: Any, *, params: Array | None,
                  start_epoch: int, history: list[dict[str, float]] | None,
                  progress: Callable[[int, dict[str, float]], None] | None, checkpoint: Any, held_out: Any = None,
-                 selected: Array | None = None) -> Any:
+                 selected: Array | None = None, batch_progress: Callable[[int, int, int], None] | None = None) -> Any:
     """:func:`corrflow.flows.train.train` with ``optimizer="linear"``: ``config.epochs`` Gauss–Newton iterations
-    (module docstring), held-out selection and checkpoints as for the other optimisers; resumes from ``params``."""
+    (module docstring), held-out selection and checkpoints as for the other optimisers; resumes from ``params``.
+    ``batch_progress(iteration, done, n)``: during each iteration's derivative pass (:func:`linear_step`)."""
     from .train import (FlowTrainingError, TrainResult, _action, _ess_fraction, _eval_logw, _finish_epoch, _Selection,
                         save_checkpoint)
 
@@ -213,7 +222,9 @@ def train_linear(flow: Any, base: Any, target: Any, configs: Array, config: Any,
         stopped = "converged"  # the interrupted run had converged at its last epoch, before it said so
     for epoch in range(start_epoch, config.epochs if stopped == "epochs" else start_epoch):
         try:
-            new, lw, improved, nonlinear = linear_step(flow, base, target, configs, params, tie, bs, eval_logw)
+            on_batch = None if batch_progress is None else partial(batch_progress, epoch + 1)
+            new, lw, improved, nonlinear = linear_step(flow, base, target, configs, params, tie, bs, eval_logw,
+                                                       on_batch=on_batch)
         except FloatingPointError:
             raise FlowTrainingError(
                 f"training diverged in iteration {epoch + 1} (non-finite log-weights or gradients); the last good "

@@ -179,6 +179,7 @@ def train(
     held_out: np.ndarray | None = None,
     selected: Array | None = None,
     replay: Sequence[np.ndarray] | None = None,
+    batch_progress: Callable[[int, int, int], None] | None = None,
 ) -> TrainResult:
     """Train ``flow`` to map ``base`` onto ``target`` from base configurations ``configs`` ``(n, ...)``.
 
@@ -189,6 +190,10 @@ def train(
     weight ESS (``held_ess``) and ``held_var_logw`` in the history, the result (and the checkpoint's ``params``)
     are the parameters of the epoch with the smallest held-out var(log w) (model selection), and
     ``config.patience > 0`` stops training after that many epochs without improvement (``stopped="patience"``).
+
+    ``progress(epoch, record)`` is called after every epoch; with ``optimizer="linear"`` also ``batch_progress(
+    iteration, done, n)`` during each iteration's derivative pass over the ``n`` training configurations, which takes
+    minutes on large lattices (other optimisers ignore it).
 
     Resumable: pass the keyword arguments of :func:`resume_kwargs` (``params``, ``opt_state``, ``start_epoch``,
     ``history``, ``selected``; ``replay``, L-BFGS's evaluation log): the resumed run ends bit-identical to an
@@ -220,7 +225,7 @@ def train(
 
             return train_linear(flow, base, target, configs, config, params=params, start_epoch=start_epoch,
                                 history=history, progress=progress, checkpoint=checkpoint, held_out=held_out,
-                                selected=selected)
+                                selected=selected, batch_progress=batch_progress)
         if config.optimizer == "lbfgs":
             return _train_lbfgs(flow, base, target, configs, config, params=params, start_epoch=start_epoch,
                                 history=history, progress=progress, checkpoint=checkpoint, held_out=held_out,

@@ -187,7 +187,11 @@ class Pipeline:
             charge(e)
             rep.update(stage, e, cfg.epochs, f"loss {r['loss']:.4f} ESS {r['ess']:.3f}")
 
-        res = train(flow, base_x, target_x, configs, cfg, checkpoint=ckpt, progress=prog, held_out=held, **kwargs)
+        def within(it: int, d: int, m: int) -> None:  # a Gauss-Newton iteration's derivative pass
+            rep.update(stage, it - 1, cfg.epochs, f"iteration {it}: {d}/{m} configurations")
+
+        res = train(flow, base_x, target_x, configs, cfg, checkpoint=ckpt, progress=prog, held_out=held,
+                    batch_progress=within, **kwargs)
         rep.finish(stage)
         charge(len(res.history) - 1)
         h = res.history

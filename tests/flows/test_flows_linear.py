@@ -144,8 +144,11 @@ def test_linear_training_stops_when_the_step_was_linear(setup, monkeypatch):
     _, _, train_set, _ = setup
     base = make_theory("su2", SHAPE, beta=1.5)
     flow = make_flow(G, SHAPE, n_sweeps=1, smoothing=(0.1, 0.2, 0.4))
+    calls = []
     small = train(flow, base, base.replace(beta=1.55), train_set,
-                  TrainConfig(epochs=5, batch_size=32, optimizer="linear"))
+                  TrainConfig(epochs=5, batch_size=32, optimizer="linear"),
+                  batch_progress=lambda *a: calls.append(a))
+    assert calls == [(1, 32, 64), (1, 64, 64)]  # the derivative pass reports each batch (long on large lattices)
     h0, h1 = small.history[:2]
     assert h1["var_logw"] < 0.3 * h0["var_logw"], (h0, h1)
     assert 0 < h1["var_nonlinear"] < linear.CONVERGED_RTOL * h1["var_logw"], h1
