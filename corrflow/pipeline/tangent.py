@@ -50,10 +50,17 @@ from ..summary import thermalisation_cut
 from .ensembles import recorded_cost_per_configuration
 from .resumable import run_in_batches
 
-__all__ = ["StoredDerivative", "derivative_from_store", "default_checkpoint_dir", "load_all_configs", "CHECKPOINT_KIND",
-           "FINITE_SHIFT_ESTIMATORS", "finite_shift_plan", "finite_shift_estimates", "TERMS_KIND"]
+__all__ = ["StoredDerivative", "DERIVATIVE_VR_DEFINITION", "derivative_from_store", "default_checkpoint_dir",
+           "load_all_configs", "CHECKPOINT_KIND", "FINITE_SHIFT_ESTIMATORS", "finite_shift_plan",
+           "finite_shift_estimates", "TERMS_KIND"]
 
 CHECKPOINT_KIND = "corrflow-tangent-field"
+#: what the numbers of ``corrflow derivative --json``'s ``variance_reduction`` mean (:meth:`StoredDerivative.as_dict`)
+DERIVATIVE_VR_DEFINITION = (
+    "VR vs connected = var(connected) / var(estimator) on the same configurations (Gamma-method errors squared); "
+    "cost-adjusted VR vs connected = VR vs connected times (g + c) / (g + t), g the generation cost of a "
+    "configuration, t the estimator's terms and fit per configuration, c the observables alone (which the connected "
+    "estimator pays too)")
 #: kind of the per-configuration terms checkpoint in ``<checkpoint>/terms``
 TERMS_KIND = "corrflow-tangent-terms"
 
@@ -104,12 +111,23 @@ class StoredDerivative:
         return {o: float(r * (g + c) / (g + t)) for o, r in self.result.reduction.items()}
 
     def as_dict(self) -> dict[str, Any]:
+        """The JSON of ``corrflow derivative --json``: :meth:`DerivativeResult.as_dict` plus the run's facts;
+        ``variance_reduction`` in the analyses' shape, ``{"definition": ..., OBS: {EST: {"vs_connected": r,
+        "cost_adjusted_vs_connected": r_cost}}}`` (:func:`corrflow.pipeline.record.variance_reduction_entry`; at equal
+        cost known for the tangent and the connected estimator, None for the finite-shift ones, whose ensembles'
+        costs are not part of this run)."""
+        from .record import variance_reduction_entry
+
         out = self.result.as_dict()
-        out.update(checkpoint=str(self.checkpoint), reused=self.reused, n_chains=self.n_chains, n_traj=self.n_traj,
-                   discard=self.discard, thin=self.thin, terms_resumed=self.terms_resumed,
-                   terms_passes=2 if self.contracted else 1,
-                   cost_per_configuration={k: (float(v) if np.isfinite(v) else None) for k, v in self.cost.items()},
-                   cost_adjusted_reduction=self.cost_adjusted())
+        adjusted = self.cost_adjusted()
+        vr: dict[str, Any] = {"definition": DERIVATIVE_VR_DEFINITION}
+        for o, per in self.result.reductions().items():
+            cost = {"tangent": adjusted.get(o), "connected": 1.0 if adjusted else None}
+            vr[o] = {k: variance_reduction_entry({"connected": (r, cost.get(k))}) for k, r in per.items()}
+        out.update(variance_reduction=vr, checkpoint=str(self.checkpoint), reused=self.reused,
+                   n_chains=self.n_chains, n_traj=self.n_traj, discard=self.discard, thin=self.thin,
+                   terms_resumed=self.terms_resumed, terms_passes=2 if self.contracted else 1,
+                   cost_per_configuration={k: (float(v) if np.isfinite(v) else None) for k, v in self.cost.items()})
         if self.valence_mass is not None:
             out["valence_mass"] = float(self.valence_mass)
         if self.tau_exp is not None:  # errors with the exponential tail of a slow mode

@@ -93,12 +93,13 @@ class DerivativeResult:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready ``{"observables": {OBS: {EST: {"value", "error", "tau_int"}}}, ...}``;
-        ``variance_reduction[OBS]`` is the tangent estimator's, ``variance_reductions[OBS][EST]`` every estimator's,
-        both against the connected estimator; ``notes[ROW]``: why a flow-scale row is missing (:attr:`notes`)."""
+        ``variance_reduction[OBS][EST]["vs_connected"]``: every estimator's variance reduction against the connected
+        one (the shape of the analyses' records, :mod:`corrflow.pipeline.record`); ``notes[ROW]``: why a flow-scale
+        row is missing (:attr:`notes`)."""
         obs = {o: {k: {"value": s.value, "error": s.error, "tau_int": s.tau_int} for k, s in est.items()}
                for o, est in self.estimates.items()}
-        return {"param": self.param, "observables": obs, "variance_reduction": dict(self.reduction),
-                "variance_reductions": self.reductions(),
+        vr = {o: {k: {"vs_connected": r} for k, r in per.items()} for o, per in self.reductions().items()}
+        return {"param": self.param, "observables": obs, "variance_reduction": vr,
                 "field": self.field, "fit_target": self.target,
                 "fit": [{"coef": f.coef.tolist(), "ridge": f.ridge, "n_basis": f.n_basis,
                          "var_reduction_R": f.reduction, "condition": f.condition} for f in self.fits],

@@ -43,7 +43,7 @@ def test_derivative_json_and_checkpoint_reuse(u1_store, exact_u1, tmp_path):
         for e in est.values():
             assert set(e) == {"value", "error", "tau_int"} and e["error"] > 0 and e["tau_int"] > 0
             assert abs(e["value"] - exact_u1[name]) / e["error"] < 4
-        assert out["variance_reduction"][name] > 8
+        assert out["variance_reduction"][name]["tangent"]["vs_connected"] > 8
         # tangent - connected from the same configurations: the error of the difference, and its pull
         d = out["tangent_minus_connected"][name]
         assert d["value"] == pytest.approx(est["tangent"]["value"] - est["connected"]["value"], rel=1e-9)
@@ -85,7 +85,8 @@ def test_derivative_json_and_checkpoint_reuse(u1_store, exact_u1, tmp_path):
     for name, est in per["observables"].items():
         t = est["tangent"]
         assert abs(t["value"] - exact_u1[name]) / t["error"] < 4
-        assert per["variance_reduction"][name] > 0.8 * out["variance_reduction"][name]
+        assert per["variance_reduction"][name]["tangent"]["vs_connected"] > (
+            0.8 * out["variance_reduction"][name]["tangent"]["vs_connected"])
     assert json.loads(_invoke(args[:-1] + [str(ck2), "--fit", "observable"]).stdout)["observables"] == per["observables"]
 
 
@@ -137,7 +138,7 @@ def test_preconditioned_field_from_the_cli(u1_store, exact_u1, tmp_path):
     for name, est in out["observables"].items():
         t = est["tangent"]
         assert abs(t["value"] - exact_u1[name]) / t["error"] < 4
-        assert out["variance_reduction"][name] > 8
+        assert out["variance_reduction"][name]["tangent"]["vs_connected"] > 8
 
 
 def test_smoothing_field_from_the_cli(u1_store, exact_u1, tmp_path):
@@ -185,10 +186,12 @@ def test_compare_adds_finite_shift_estimators_and_report(u1_store, exact_u1, tmp
     fd = (exact.u1_plaquette(2.1, (8, 8)) - exact.u1_plaquette(2.0, (8, 8))) / 0.1
     for k in ("direct", "independent"):
         assert abs(est[k]["value"] - fd) / est[k]["error"] < 4, (k, est[k], fd)
-    red = out["variance_reductions"]["plaquette"]
+    red = {k: v["vs_connected"] for k, v in out["variance_reduction"]["plaquette"].items()}
     assert red["connected"] == pytest.approx(1.0)
-    assert red["tangent"] == pytest.approx(out["variance_reduction"]["plaquette"])
     assert red["tangent"] > red["direct"] > 0 and red["tangent"] > red["independent"]
+    # the analyses' shape: a definition, and every estimator with its cost-adjusted figure (None where unknown)
+    assert "var(connected)" in out["variance_reduction"]["definition"]
+    assert out["variance_reduction"]["plaquette"]["direct"]["cost_adjusted_vs_connected"] is None
     # --discard drops the same leading trajectories of the base, the independent and the paired flowed ensemble
     from corrflow.compare import compare_ensembles
     from corrflow.stats import correlated_difference, independent_difference
@@ -295,7 +298,7 @@ def test_mass_derivative_of_fermionic_observables(schwinger_store, tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["traces"]["method"] == "stochastic" and out["traces"]["n_noise"] == 2
-    assert out["variance_reduction"]["plaquette"] > 1.5
+    assert out["variance_reduction"]["plaquette"]["tangent"]["vs_connected"] > 1.5
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -57,7 +57,9 @@ def test_derivative_reports_the_reduction_at_equal_cost(u1_store, tmp_path):
     g, t = c["generation_s"], c["terms_s"] + c["fit_s"]
     assert np.isclose(adj["plaquette"], res.result.reduction["plaquette"] * g / (g + t))
     out = json.loads(json.dumps(res.as_dict(), default=float))
-    assert out["cost_adjusted_reduction"] == adj and out["cost_per_configuration"]["terms_s"] == c["terms_s"]
+    assert out["variance_reduction"]["plaquette"]["tangent"]["cost_adjusted_vs_connected"] == adj["plaquette"]
+    assert out["variance_reduction"]["plaquette"]["connected"]["cost_adjusted_vs_connected"] == 1.0
+    assert out["cost_per_configuration"]["terms_s"] == c["terms_s"]
     # a repeated run computes no terms: their cost comes from the terms checkpoint
     again = derivative_from_store(st, u1_store, ENSEMBLE, "beta", ["plaquette"], batch=1000, out=tmp_path / "ck",
                                   thin=2)
@@ -87,7 +89,8 @@ def test_unrecorded_generation_cost_is_said_not_guessed(u1_store, tmp_path):
     res = CliRunner().invoke(app, args + ["--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert out["cost_adjusted_reduction"] == {} and out["cost_per_configuration"]["generation_s"] is None
+    assert out["cost_per_configuration"]["generation_s"] is None
+    assert all(e["cost_adjusted_vs_connected"] is None for e in out["variance_reduction"]["plaquette"].values())
     text = CliRunner().invoke(app, args)
     assert text.exit_code == 0, text.output
     assert "generation cost is not recorded" in " ".join(text.output.split())
