@@ -153,6 +153,18 @@ def test_train_streamed_from_the_store_gives_the_same_flow(pipeline, tmp_path):
     assert load_checkpoint(tmp_path / "streamed")["id"] == load_checkpoint(tmp_path / "loaded")["id"]
 
 
+def test_default_training_set_size_follows_the_optimiser(pipeline, tmp_path):
+    """Without --n-train, Gauss-Newton (the residual flows' default optimiser: a handful of tied coefficients) trains on
+    128 configurations, the other optimisers on 512 (BENCHMARKS.md: 128 pin the tied 4D flow as well as 272)."""
+    d, store = pipeline
+    args = ("train", "--store", store, "--from", "u1_8x8_beta2", "--to", "beta=2.2", "--epochs", 1, "--loops",
+            "plaquette", "--stream")
+    code, out = cli(*args, "--out", tmp_path / "linear")
+    assert code == 0 and "streaming 128 training and 64 held-out configurations" in out, out
+    code, out = cli(*args, "--out", tmp_path / "lbfgs", "--optimizer", "lbfgs")
+    assert code == 0 and "streaming 512 training and 64 held-out configurations" in out, out
+
+
 def test_volume_transfer_through_the_store(pipeline, tmp_path):
     """A flow trained at 8x8 correlates a 16x16 ensemble (same parameters, local layers)."""
     d, _ = pipeline
