@@ -57,7 +57,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -422,45 +422,49 @@ class Flow:
     def _sweeps(self, params: Array, u: Array, inverse: bool) -> tuple[Array, Array]:
         """Apply all layers (``inverse=False``) or their inverses in reverse order; sum the log-Jacobians.
 
-        The link field is flattened once to ``(*batch, V d, *elem)``.  One layer body serves every direction
-        and mask: a ``lax.scan`` over the ``d * n_masks`` layers of a sweep carries the active sites, the
-        direction and its gather plan as data, inside a ``lax.scan`` over sweeps."""
+        The link field is flattened once to ``(*batch, V d, *elem)``; :meth:`scan_layers` runs the layers."""
         self._check(params)
-        d = self.ndim
-        n_masks = params.shape[2]
-        xs_static = self._layer_table(n_masks)
         layer = self._layer(0)
         flat, nb = layer._flatten(u)
-        batch = u.shape[:nb]
 
-        def one(c, xs):  # noqa: ANN001, ANN202
+        def one(c: tuple[Array, Array], xs: tuple[Any, ...]) -> tuple[Array, Array]:
             u_, t_ = c
             raw, st, mu, off, nus = xs
             if inverse:
                 u_, lj = layer.reverse_flat(raw, st, u_, mu, off, nus)
             else:
                 u_, lj = layer.forward_flat(raw, st, u_, mu, off, nus)
-            return (u_, t_ + lj), None
+            return u_, t_ + lj
 
-        def sweep(carry, p_sweep):  # noqa: ANN001, ANN202
-            carry, _ = jax.lax.scan(one, carry, (p_sweep.reshape(d * n_masks, -1),) + xs_static, reverse=inverse)
-            return carry, None
-
-        total0 = jnp.zeros(batch, jnp.float64 if jax.config.jax_enable_x64 else u.real.dtype)
-        (flat, total), _ = jax.lax.scan(sweep, (flat, total0), params, reverse=inverse)
+        flat, total = self.scan_layers(params, (flat, self.logj_zeros(u, nb)), one, reverse=inverse)
         return flat.reshape(u.shape), total
 
-    def _layer_table(self, n_masks: int) -> tuple[Any, ...]:
-        """Per-layer data of one sweep (``d * n_masks`` rows): active flat sites, direction, and the offsets and
-        directions of each loop shape's gather plan."""
+    def scan_layers(self, params: Array, carry: Any, body: Callable[[Any, tuple[Any, ...]], Any],
+                    reverse: bool = False) -> Any:
+        """Fold ``body(carry, xs) -> carry`` over every layer of every sweep (in reverse order with ``reverse``),
+        ``xs = (raw, sites, mu, offsets, nus)``: the layer's raw parameters, flat active sites, direction and
+        gather plan, the arguments of :meth:`ResidualLayer.forward_flat` / ``reverse_flat`` around the links (one
+        compiled body for all layers, class docstring)."""
         d = self.ndim
+        n_masks = params.shape[2]
         sites = self.sites()
         plans = [gather_plan(mu, d, tuple(self.loops)) for mu in range(d)]
         rep = lambda a: np.repeat(np.asarray(a), n_masks, axis=0)  # noqa: E731  (per direction -> per layer)
-        return (jnp.asarray(sites.reshape((d * n_masks,) + sites.shape[2:])),
-                jnp.asarray(rep(np.arange(d, dtype=np.int32))),
-                tuple(jnp.asarray(rep(np.stack([p.offsets[k] for p in plans]))) for k in range(len(self.loops))),
-                tuple(jnp.asarray(rep(np.stack([p.nus[k] for p in plans]))) for k in range(len(self.loops))))
+        xs_static = (jnp.asarray(sites.reshape((d * n_masks,) + sites.shape[2:])),
+                     jnp.asarray(rep(np.arange(d, dtype=np.int32))),
+                     tuple(jnp.asarray(rep(np.stack([p.offsets[k] for p in plans]))) for k in range(len(self.loops))),
+                     tuple(jnp.asarray(rep(np.stack([p.nus[k] for p in plans]))) for k in range(len(self.loops))))
+
+        def sweep(c: Any, p_sweep: Array) -> tuple[Any, None]:
+            one = lambda c_, xs: (body(c_, xs), None)  # noqa: E731
+            return jax.lax.scan(one, c, (p_sweep.reshape(d * n_masks, -1),) + xs_static, reverse=reverse)[0], None
+
+        return jax.lax.scan(sweep, carry, params, reverse=reverse)[0]
+
+    @staticmethod
+    def logj_zeros(u: Array, nb: int) -> Array:
+        """Zero log-Jacobians of the batch shape ``u.shape[:nb]`` (float64 under x64, else the links' real type)."""
+        return jnp.zeros(u.shape[:nb], jnp.float64 if jax.config.jax_enable_x64 else u.real.dtype)
 
     def forward(self, params: Array, u: Array) -> tuple[Array, Array]:
         """``(f(U), log J_f(U))``; ``U`` may carry batch axes; ``log J`` has the batch shape."""

@@ -75,10 +75,14 @@ def _logw_and_jacobian(flow: Flow, base: Any, target: Any, p: Array, t: Array, u
         return (-target.action(uf) + base.action(x[None]) + logj)[0]
 
     zero = jnp.zeros(t.shape[1], p.dtype)
-    # configurations in groups of ~4096 sites: vectorised on small lattices, memory of one reverse pass through the
-    # layers (and their Wilson flows) per configuration on large ones (8^4 complex128 with smoothing: ~1 GB each)
-    sites = int(np.prod(flow.shape))
-    return jax.lax.map(lambda x: jax.value_and_grad(one)(zero, x), u, batch_size=max(1, 4096 // sites))
+    return jax.lax.map(lambda x: jax.value_and_grad(one)(zero, x), u, batch_size=_map_batch(flow))
+
+
+def _map_batch(flow: Flow) -> int:
+    """Configurations per step of the kernels' ``lax.map``: groups of ~4096 sites, vectorised on small lattices, the
+    memory of one pass through the layers (and their Wilson flows) per configuration on large ones (8^4 complex128
+    with smoothing terms: ~1 GB for the reverse pass)."""
+    return max(1, 4096 // int(np.prod(flow.shape)))
 
 
 def layerwise(flow: Flow, params: Array, u: Array) -> tuple[Array, Array]:
@@ -89,22 +93,15 @@ def layerwise(flow: Flow, params: Array, u: Array) -> tuple[Array, Array]:
     U)) + Σ_l log J_l(U)`` equals that of the composed ``F(f(U)) + log J_f(U)`` for any smooth function ``F`` of the
     link matrices (angles in U(1)): differentiating one layer's coefficients leaves every other layer at the identity,
     and to first order a move of the links is its displacement."""
-    d = flow.ndim
-    n_masks = params.shape[2]
-    xs_static = flow._layer_table(n_masks)
     layer = flow._layer(0)
     flat, nb = layer._flatten(u)
 
-    def one(acc: tuple[Array, Array], xs: Any) -> tuple[tuple[Array, Array], None]:
+    def one(acc: tuple[Array, Array], xs: tuple[Any, ...]) -> tuple[Array, Array]:
         raw, st, mu, off, nus = xs
         new, lj = layer.forward_flat(raw, st, flat, mu, off, nus)
-        return (acc[0] + (new - flat), acc[1] + lj), None
+        return acc[0] + (new - flat), acc[1] + lj
 
-    def sweep(acc: tuple[Array, Array], p_sweep: Array) -> tuple[tuple[Array, Array], None]:
-        return jax.lax.scan(one, acc, (p_sweep.reshape(d * n_masks, -1),) + xs_static)[0], None
-
-    acc0 = (jnp.zeros_like(flat), jnp.zeros(u.shape[:nb], jnp.float64 if jax.config.jax_enable_x64 else u.real.dtype))
-    disp, logj = jax.lax.scan(sweep, acc0, params)[0]
+    disp, logj = flow.scan_layers(params, (jnp.zeros_like(flat), flow.logj_zeros(u, nb)), one)
     return disp.reshape(u.shape), logj
 
 
@@ -122,7 +119,7 @@ def _logw_and_jacobian_at_identity(flow: Flow, base: Any, target: Any, p: Array,
 
     zero = jnp.zeros(t.shape[1], p.dtype)
     lw = -target.action(u) + base.action(u)  # the identity's log-weights
-    return lw, jax.lax.map(lambda x: jax.jacfwd(one)(zero, x), u, batch_size=max(1, 4096 // int(np.prod(flow.shape))))
+    return lw, jax.lax.map(lambda x: jax.jacfwd(one)(zero, x), u, batch_size=_map_batch(flow))
 
 
 class Step(NamedTuple):

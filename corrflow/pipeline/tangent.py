@@ -121,9 +121,10 @@ class StoredDerivative:
         out = self.result.as_dict()
         adjusted = self.cost_adjusted()
         vr: dict[str, Any] = {"definition": DERIVATIVE_VR_DEFINITION}
-        for o, per in self.result.reductions().items():
+        for o, per in out["variance_reduction"].items():  # {est: {"vs_connected": r}}, with the costs added
             cost = {"tangent": adjusted.get(o), "connected": 1.0 if adjusted else None}
-            vr[o] = {k: variance_reduction_entry({"connected": (r, cost.get(k))}) for k, r in per.items()}
+            vr[o] = {k: variance_reduction_entry({"connected": (e["vs_connected"], cost.get(k))})
+                     for k, e in per.items()}
         out.update(variance_reduction=vr, checkpoint=str(self.checkpoint), reused=self.reused,
                    n_chains=self.n_chains, n_traj=self.n_traj, discard=self.discard, thin=self.thin,
                    terms_resumed=self.terms_resumed, terms_passes=2 if self.contracted else 1,
